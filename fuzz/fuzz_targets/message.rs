@@ -1,0 +1,49 @@
+//! Structure-aware: arbitrary typed messages. Whatever encodes must decode
+//! back to the same message; whatever the encoder refuses is exactly what
+//! would not read back as itself.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use shorty_protocol::frame::{parse_frame, Status};
+use shorty_protocol::{Error, Reply, Request};
+
+fn payload(wire: &[u8]) -> &[u8] {
+    match parse_frame(wire, usize::MAX) {
+        Ok(Status::Complete(frame)) => {
+            assert_eq!(frame.encoded_len(), wire.len());
+            frame.payload()
+        }
+        other => panic!("an encoded message is one complete frame: {other:?}"),
+    }
+}
+
+fuzz_target!(|msgs: (Request<Vec<u8>>, Reply<Vec<u8>>)| {
+    let (req, rep) = msgs;
+    let mut wire = Vec::new();
+    match req.encode(&mut wire) {
+        Ok(()) => {
+            assert_eq!(wire.len(), req.encoded_len());
+            assert_eq!(Request::parse(payload(&wire)), Ok(req.as_borrowed()));
+        }
+        Err(Error::InvalidBareUrl) => {
+            let Request::Bare(url) = &req else { panic!("only bare URLs are refused") };
+            assert!(url.first().is_none_or(|&b| b <= 0x1f));
+            assert!(wire.is_empty());
+        }
+        Err(other) => panic!("unexpected encode error {other}"),
+    }
+
+    let mut wire = Vec::new();
+    match rep.encode(&mut wire) {
+        Ok(()) => {
+            assert_eq!(wire.len(), rep.encoded_len());
+            assert_eq!(Reply::parse(payload(&wire)), Ok(rep.as_borrowed()));
+        }
+        Err(Error::InvalidBareUrl) => assert!(matches!(rep, Reply::Bare(_))),
+        Err(Error::InvalidUtf8) => {
+            let Reply::Error { message, .. } = &rep else { panic!("only error text is UTF-8") };
+            assert!(std::str::from_utf8(message).is_err());
+        }
+        Err(other) => panic!("unexpected encode error {other}"),
+    }
+});

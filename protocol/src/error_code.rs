@@ -1,0 +1,94 @@
+//! Stable numeric error codes carried by error replies.
+
+use core::fmt;
+
+/// The numeric code of an error reply.
+///
+/// A newtype over `u16` rather than an enum so that a client built against
+/// this version still decodes codes that a newer server sends: unknown codes
+/// are kept as they are and can be matched by class ([`is_client_error`]).
+/// The values follow the HTTP status code that means the same thing, so a
+/// reader can guess them; the table in `PROTOCOL.md` is normative.
+///
+/// [`is_client_error`]: ErrorCode::is_client_error
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub struct ErrorCode(pub u16);
+
+impl ErrorCode {
+    /// A typed message whose body does not match its opcode's layout
+    /// (truncated, trailing bytes, empty frame). The connection stays usable.
+    pub const MALFORMED: ErrorCode = ErrorCode(400);
+    /// RESOLVE of a code that does not exist.
+    pub const NOT_FOUND: ErrorCode = ErrorCode(404);
+    /// A frame did not arrive completely within the server's frame timeout.
+    /// The server closes the connection after sending it.
+    pub const TIMEOUT: ErrorCode = ErrorCode(408);
+    /// SHORTEN of a URL that is already one of this server's short URLs
+    /// (shortening it again would only build a redirect chain).
+    pub const ALREADY_SHORT: ErrorCode = ErrorCode(409);
+    /// A frame or URL over the server's limits (see HELLO). After a frame that
+    /// is too large the server closes the connection without reading it.
+    pub const TOO_LARGE: ErrorCode = ErrorCode(413);
+    /// SHORTEN of something that is not an acceptable `http`/`https` URL.
+    pub const INVALID_URL: ErrorCode = ErrorCode(422);
+    /// The server failed; the request may be retried.
+    pub const INTERNAL: ErrorCode = ErrorCode(500);
+    /// A typed message with an opcode the server does not know.
+    pub const UNKNOWN_OPCODE: ErrorCode = ErrorCode(501);
+    /// The server is shedding load; retry later.
+    pub const OVERLOADED: ErrorCode = ErrorCode(503);
+    /// HELLO asked for a protocol version the server does not speak.
+    pub const UNSUPPORTED_VERSION: ErrorCode = ErrorCode(505);
+
+    /// A short upper-case name for the codes this version knows, `None` for
+    /// others.
+    pub const fn name(self) -> Option<&'static str> {
+        Some(match self {
+            ErrorCode::MALFORMED => "MALFORMED",
+            ErrorCode::NOT_FOUND => "NOT_FOUND",
+            ErrorCode::TIMEOUT => "TIMEOUT",
+            ErrorCode::ALREADY_SHORT => "ALREADY_SHORT",
+            ErrorCode::TOO_LARGE => "TOO_LARGE",
+            ErrorCode::INVALID_URL => "INVALID_URL",
+            ErrorCode::INTERNAL => "INTERNAL",
+            ErrorCode::UNKNOWN_OPCODE => "UNKNOWN_OPCODE",
+            ErrorCode::OVERLOADED => "OVERLOADED",
+            ErrorCode::UNSUPPORTED_VERSION => "UNSUPPORTED_VERSION",
+            _ => return None,
+        })
+    }
+
+    /// `true` for 400–499: the request was at fault, retrying it unchanged
+    /// fails again.
+    pub const fn is_client_error(self) -> bool {
+        self.0 >= 400 && self.0 < 500
+    }
+
+    /// `true` for 500–599: the server was at fault, the request may succeed
+    /// later.
+    pub const fn is_server_error(self) -> bool {
+        self.0 >= 500 && self.0 < 600
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.name() {
+            Some(name) => write!(f, "{} {}", self.0, name),
+            None => write!(f, "{}", self.0),
+        }
+    }
+}
+
+impl From<u16> for ErrorCode {
+    fn from(code: u16) -> Self {
+        ErrorCode(code)
+    }
+}
+
+impl From<ErrorCode> for u16 {
+    fn from(code: ErrorCode) -> Self {
+        code.0
+    }
+}
