@@ -36,7 +36,9 @@ fn workloads() -> Vec<Workload> {
         })
         .collect();
     assert_eq!(small[0].len(), 1 + 64);
-    let large: Vec<Bytes> = (0..8u8).map(|i| Bytes::from(vec![b'a' + i; 8192])).collect();
+    let large: Vec<Bytes> = (0..8u8)
+        .map(|i| Bytes::from(vec![b'a' + i; 8192]))
+        .collect();
     [("64B-url", small), ("8KiB", large)]
         .into_iter()
         .map(|(name, payloads)| {
@@ -44,7 +46,11 @@ fn workloads() -> Vec<Workload> {
             for p in &payloads {
                 encode_frame(p, &mut wire).unwrap();
             }
-            Workload { name, payloads, wire }
+            Workload {
+                name,
+                payloads,
+                wire,
+            }
         })
         .collect()
 }
@@ -127,8 +133,8 @@ fn bench(c: &mut Criterion) {
     }
 }
 
-/// Median time of `f` over interleaved rounds; the setup (`clone` of the
-/// input) is done outside the timed region.
+/// Time of one run of `f`; the setup (`clone` of the
+/// input) is done outside the timed region. `print_ratios` takes medians.
 fn time<I>(mut setup: impl FnMut() -> I, mut f: impl FnMut(I)) -> Duration {
     let input = setup();
     let start = Instant::now();
@@ -137,15 +143,32 @@ fn time<I>(mut setup: impl FnMut() -> I, mut f: impl FnMut(I)) -> Duration {
 }
 
 fn print_ratios() {
-    println!("\nSide-by-side ratios (LengthDelimitedCodec time / shorty time; >1 = shorty faster):");
+    println!(
+        "\nSide-by-side ratios (LengthDelimitedCodec time / shorty time; >1 = shorty faster):"
+    );
     for w in workloads() {
         let rounds = 301;
         let mut samples: [Vec<Duration>; 5] = Default::default();
         let mut dst = BytesMut::with_capacity(w.wire.len());
         for _ in 0..rounds {
-            samples[0].push(time(|| w.wire.clone(), |b| drop(decode_ldc(b))));
-            samples[1].push(time(|| w.wire.clone(), |b| drop(decode_ours(b))));
-            samples[2].push(time(|| (), |_| drop(decode_borrowed(&w.wire))));
+            samples[0].push(time(
+                || w.wire.clone(),
+                |b| {
+                    black_box(decode_ldc(b));
+                },
+            ));
+            samples[1].push(time(
+                || w.wire.clone(),
+                |b| {
+                    black_box(decode_ours(b));
+                },
+            ));
+            samples[2].push(time(
+                || (),
+                |_| {
+                    black_box(decode_borrowed(&w.wire));
+                },
+            ));
             samples[3].push(time(|| (), |_| encode_ldc(&w.payloads, &mut dst)));
             samples[4].push(time(|| (), |_| encode_ours(&w.payloads, &mut dst)));
         }

@@ -63,7 +63,10 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Error::FrameTooLarge { len, max } => {
-                write!(f, "frame payload of {len} bytes exceeds the limit of {max} bytes")
+                write!(
+                    f,
+                    "frame payload of {len} bytes exceeds the limit of {max} bytes"
+                )
             }
             Error::EmptyPayload => f.write_str("frame has an empty payload"),
             Error::UnknownOpcode(op) => write!(f, "unknown opcode 0x{op:02x}"),

@@ -130,9 +130,7 @@ pub fn parse_frame(input: &[u8], max_payload: usize) -> Result<Status<FrameRef<'
     }
     match nom::bytes::streaming::take::<_, _, NomError<'_>>(len)(rest) {
         Ok((_, payload)) => Ok(Status::Complete(FrameRef { payload })),
-        Err(nom::Err::Incomplete(needed)) => {
-            Ok(partial(needed, len.saturating_sub(rest.len())))
-        }
+        Err(nom::Err::Incomplete(needed)) => Ok(partial(needed, len.saturating_sub(rest.len()))),
         Err(_) => Ok(partial(Needed::Unknown, len.saturating_sub(rest.len()))),
     }
 }

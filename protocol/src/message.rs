@@ -112,8 +112,8 @@ type NomError<'a> = nom::error::Error<&'a [u8]>;
 
 /// Splits a payload into its opcode and body, or says it is a bare URL.
 fn split_opcode(payload: &[u8]) -> Result<Option<(u8, &[u8])>, Error> {
-    let (body, first) = nom::number::complete::u8::<_, NomError<'_>>(payload)
-        .map_err(|_| Error::EmptyPayload)?;
+    let (body, first) =
+        nom::number::complete::u8::<_, NomError<'_>>(payload).map_err(|_| Error::EmptyPayload)?;
     Ok((first <= opcode::MAX_CONTROL).then_some((first, body)))
 }
 
@@ -290,8 +290,7 @@ impl<'a> Reply<&'a [u8]> {
         };
         Ok(match op {
             opcode::HELLO_REPLY => {
-                let (version, max_frame_len, max_url_len) =
-                    fixed(op, body, (u8, le_u32, le_u32))?;
+                let (version, max_frame_len, max_url_len) = fixed(op, body, (u8, le_u32, le_u32))?;
                 Reply::Hello(ServerInfo {
                     version,
                     max_frame_len,

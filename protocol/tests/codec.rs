@@ -10,8 +10,12 @@ use tokio_util::codec::{Decoder, Encoder};
 fn client_and_server_codecs_talk_to_each_other_one_byte_at_a_time() {
     let (mut client, mut server) = (ClientCodec::new(), ServerCodec::new());
     let mut to_server = BytesMut::new();
-    client.encode(Request::Shorten("https://a.example/x"), &mut to_server).unwrap();
-    client.encode(Request::Ping(&b""[..]), &mut to_server).unwrap();
+    client
+        .encode(Request::Shorten("https://a.example/x"), &mut to_server)
+        .unwrap();
+    client
+        .encode(Request::Ping(&b""[..]), &mut to_server)
+        .unwrap();
 
     let mut trickle = BytesMut::new();
     let mut requests = Vec::new();
@@ -23,12 +27,20 @@ fn client_and_server_codecs_talk_to_each_other_one_byte_at_a_time() {
     }
     assert_eq!(
         requests,
-        [Request::Shorten(Bytes::from_static(b"https://a.example/x")), Request::Ping(Bytes::new())]
+        [
+            Request::Shorten(Bytes::from_static(b"https://a.example/x")),
+            Request::Ping(Bytes::new())
+        ]
     );
 
     let mut to_client = BytesMut::new();
-    server.encode(Reply::Shortened("http://s/1"), &mut to_client).unwrap();
-    let err = Reply::Error { code: ErrorCode::NOT_FOUND, message: "nope" };
+    server
+        .encode(Reply::Shortened("http://s/1"), &mut to_client)
+        .unwrap();
+    let err = Reply::Error {
+        code: ErrorCode::NOT_FOUND,
+        message: "nope",
+    };
     server.encode(err, &mut to_client).unwrap();
     assert_eq!(
         client.decode(&mut to_client).unwrap(),
@@ -43,17 +55,33 @@ fn client_and_server_codecs_talk_to_each_other_one_byte_at_a_time() {
 fn codecs_enforce_the_limit_in_both_directions() {
     let mut codec = FrameCodec::with_max_frame_len(8);
     let mut dst = BytesMut::new();
-    let err = codec.encode(Bytes::from_static(b"123456789"), &mut dst).unwrap_err();
-    assert!(matches!(err, CodecError::Protocol(Error::FrameTooLarge { len: 9, max: 8 })));
+    let err = codec
+        .encode(Bytes::from_static(b"123456789"), &mut dst)
+        .unwrap_err();
+    assert!(matches!(
+        err,
+        CodecError::Protocol(Error::FrameTooLarge { len: 9, max: 8 })
+    ));
     assert!(dst.is_empty());
 
     let mut src = BytesMut::from(&b"\x09\x00\x00\x00"[..]);
     let err = codec.decode(&mut src).unwrap_err();
-    assert!(matches!(err, CodecError::Protocol(Error::FrameTooLarge { len: 9, max: 8 })));
-    assert!(src.capacity() < 64, "no space reserved for the refused payload");
+    assert!(matches!(
+        err,
+        CodecError::Protocol(Error::FrameTooLarge { len: 9, max: 8 })
+    ));
+    assert!(
+        src.capacity() < 64,
+        "no space reserved for the refused payload"
+    );
 
-    codec.encode(Bytes::from_static(b"12345678"), &mut dst).unwrap();
-    assert_eq!(codec.decode(&mut dst).unwrap(), Some(Bytes::from_static(b"12345678")));
+    codec
+        .encode(Bytes::from_static(b"12345678"), &mut dst)
+        .unwrap();
+    assert_eq!(
+        codec.decode(&mut dst).unwrap(),
+        Some(Bytes::from_static(b"12345678"))
+    );
 }
 
 #[test]

@@ -83,13 +83,21 @@ fn every_valid_vector_decodes_to_its_message_and_reencodes_identically() {
         match dir.as_str() {
             "request" => {
                 let expected = expected_request(&name);
-                assert_eq!(Request::decode(payload).unwrap().as_borrowed(), expected, "{name}");
+                assert_eq!(
+                    Request::decode(payload).unwrap().as_borrowed(),
+                    expected,
+                    "{name}"
+                );
                 expected.encode(&mut out).unwrap();
                 assert_eq!(out.len(), expected.encoded_len(), "{name}");
             }
             "reply" => {
                 let expected = expected_reply(&name);
-                assert_eq!(Reply::decode(payload).unwrap().as_borrowed(), expected, "{name}");
+                assert_eq!(
+                    Reply::decode(payload).unwrap().as_borrowed(),
+                    expected,
+                    "{name}"
+                );
                 expected.encode(&mut out).unwrap();
                 assert_eq!(out.len(), expected.encoded_len(), "{name}");
             }
@@ -112,7 +120,10 @@ fn every_invalid_vector_is_refused_with_its_documented_error() {
             ("request", "empty-payload") => Error::EmptyPayload,
             ("request", "unknown-opcode") => Error::UnknownOpcode(0x09),
             ("request", "hello-truncated") => Error::Truncated { opcode: 0x01 },
-            ("request", "hello-trailing") => Error::TrailingData { opcode: 0x01, extra: 1 },
+            ("request", "hello-trailing") => Error::TrailingData {
+                opcode: 0x01,
+                extra: 1,
+            },
             ("request", "oversized-header") => Error::FrameTooLarge {
                 len: u32::MAX as usize,
                 max: shorty_protocol::frame::DEFAULT_MAX_FRAME_LEN,
@@ -131,7 +142,10 @@ fn server_answers_documented_error_codes() {
     assert_eq!(Error::EmptyPayload.error_code(), ErrorCode::MALFORMED);
     assert_eq!(Error::UnknownOpcode(9).error_code(), ErrorCode(501));
     assert_eq!(Error::Truncated { opcode: 1 }.error_code(), ErrorCode(400));
-    assert_eq!(Error::FrameTooLarge { len: 9, max: 1 }.error_code(), ErrorCode(413));
+    assert_eq!(
+        Error::FrameTooLarge { len: 9, max: 1 }.error_code(),
+        ErrorCode(413)
+    );
 }
 
 #[test]
@@ -139,7 +153,10 @@ fn every_error_code_in_the_table_is_known_by_name() {
     for code in [400u16, 404, 408, 409, 413, 422, 500, 501, 503, 505] {
         let code = ErrorCode(code);
         let name = code.name().expect("documented code has a name");
-        assert!(SPEC.contains(&format!("| {}  | {name}", code.0)), "{code} documented");
+        assert!(
+            SPEC.contains(&format!("| {}  | {name}", code.0)),
+            "{code} documented"
+        );
     }
     assert_eq!(ErrorCode(418).name(), None);
     assert!(ErrorCode(418).is_client_error() && !ErrorCode(418).is_server_error());
@@ -149,9 +166,18 @@ fn every_error_code_in_the_table_is_known_by_name() {
 #[test]
 fn encoders_refuse_what_decoders_would_misread() {
     let mut out = Vec::new();
-    assert_eq!(Request::Bare(&b""[..]).encode(&mut out), Err(Error::InvalidBareUrl));
-    assert_eq!(Request::Bare(&b"\x03x"[..]).encode(&mut out), Err(Error::InvalidBareUrl));
-    assert_eq!(Reply::Bare(&b"\x1fx"[..]).encode(&mut out), Err(Error::InvalidBareUrl));
+    assert_eq!(
+        Request::Bare(&b""[..]).encode(&mut out),
+        Err(Error::InvalidBareUrl)
+    );
+    assert_eq!(
+        Request::Bare(&b"\x03x"[..]).encode(&mut out),
+        Err(Error::InvalidBareUrl)
+    );
+    assert_eq!(
+        Reply::Bare(&b"\x1fx"[..]).encode(&mut out),
+        Err(Error::InvalidBareUrl)
+    );
     let bad = Reply::Error {
         code: ErrorCode::INTERNAL,
         message: &b"\xff"[..],

@@ -1,1 +1,34 @@
-//! placeholder
+//! The runtime-free core both Shorty servers share.
+//!
+//! Sans-IO in the manner of quinn-proto: this crate takes request bytes and
+//! returns reply bytes, log records to append and decisions; the backends
+//! (`shorty-uring`, `shorty-glommio`) own sockets, files and timers. Both
+//! therefore behave identically by construction.
+//!
+//! - [`config`]: the command line both binaries share.
+//! - [`service`]: the shared state, opened from the data directory.
+//! - [`handler`]: one shard's request handling.
+//! - [`connection`]: one connection's in-order reply queue.
+//! - [`codes`]: short codes (block-allocated ids, keyed permutation, base62).
+//! - [`url`]: which URLs are accepted.
+//! - [`index`]: the code → URL index behind the [`index::Store`] seam.
+//! - [`log`]: the durable log's record format and group commit.
+//! - [`recovery`]: replaying the log at start.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod codes;
+pub mod config;
+pub mod connection;
+pub mod handler;
+pub mod index;
+pub mod log;
+pub mod recovery;
+pub mod service;
+pub mod url;
+
+pub use config::Config;
+pub use connection::ReplyQueue;
+pub use handler::{InputOutcome, Shard};
+pub use index::{Index, Store};
+pub use service::{ConnectionSlot, ConnectionSlots, Service, StartError};

@@ -1,0 +1,110 @@
+//! One connection's outgoing replies, kept in request order.
+//!
+//! A SHORTEN's reply may only go out once its log record is durable, and the
+//! replies after it must wait for it, since replies carry no request id. The
+//! queue holds encoded bytes that may go out now (`ready`) and, behind the
+//! first pending SHORTEN, a list of waiting entries, each a pending SHORTEN
+//! followed by the encoded replies that came after it. The success reply of
+//! a SHORTEN is encoded only when its fate is known, so a failed sync turns
+//! into an error reply in the right place.
+
+use std::collections::VecDeque;
+
+use bytes::{Bytes, BytesMut};
+use shorty_protocol::Reply;
+
+use crate::log::{Ticket, TicketStatus};
+
+/// A SHORTEN waiting for its record to become durable.
+#[derive(Debug)]
+pub(crate) struct PendingShorten {
+    pub(crate) ticket: Ticket,
+    pub(crate) key: u64,
+    /// Answer in the seed's bare format rather than SHORTENED.
+    pub(crate) bare: bool,
+    /// Replies to later requests, encoded, waiting behind this one.
+    after: BytesMut,
+}
+
+/// The outgoing side of one connection.
+#[derive(Debug, Default)]
+pub struct ReplyQueue {
+    ready: BytesMut,
+    waiting: VecDeque<PendingShorten>,
+    close_after_flush: bool,
+}
+
+impl ReplyQueue {
+    /// An empty queue.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Appends an encoded reply behind everything queued.
+    pub(crate) fn push<B: AsRef<[u8]>>(&mut self, reply: &Reply<B>) {
+        let dst = match self.waiting.back_mut() {
+            Some(last) => &mut last.after,
+            None => &mut self.ready,
+        };
+        dst.reserve(reply.encoded_len());
+        // Replies built by the service are valid by construction; a failure
+        // here would be a bug, and dropping the reply would desynchronise the
+        // client, so it is surfaced loudly in debug builds only.
+        let encoded = reply.encode(dst);
+        debug_assert!(encoded.is_ok(), "service built an unencodable reply");
+    }
+
+    /// Queues a SHORTEN whose reply waits for `ticket`.
+    pub(crate) fn push_pending(&mut self, ticket: Ticket, key: u64, bare: bool) {
+        self.waiting.push_back(PendingShorten {
+            ticket,
+            key,
+            bare,
+            after: BytesMut::new(),
+        });
+    }
+
+    /// Moves every reply whose SHORTENs are settled to the ready bytes,
+    /// encoding each settled SHORTEN's reply with `settle`.
+    pub(crate) fn release(
+        &mut self,
+        status: impl Fn(Ticket) -> TicketStatus,
+        mut settle: impl FnMut(&PendingShorten, TicketStatus, &mut BytesMut),
+    ) {
+        while let Some(front) = self.waiting.front() {
+            let state = status(front.ticket);
+            if state == TicketStatus::Pending {
+                break;
+            }
+            if let Some(entry) = self.waiting.pop_front() {
+                settle(&entry, state, &mut self.ready);
+                self.ready.extend_from_slice(&entry.after);
+            }
+        }
+    }
+
+    /// Takes the bytes that may be written now.
+    pub fn take_ready(&mut self) -> Option<Bytes> {
+        (!self.ready.is_empty()).then(|| self.ready.split().freeze())
+    }
+
+    /// `true` when replies wait for a sync.
+    pub fn has_pending(&self) -> bool {
+        !self.waiting.is_empty()
+    }
+
+    /// `true` when nothing at all is queued.
+    pub fn is_empty(&self) -> bool {
+        self.ready.is_empty() && self.waiting.is_empty()
+    }
+
+    /// Marks the connection to be closed once everything queued is written.
+    pub(crate) fn close_after_flush(&mut self) {
+        self.close_after_flush = true;
+    }
+
+    /// `true` when the connection must be closed after the queued replies.
+    pub fn closing(&self) -> bool {
+        self.close_after_flush
+    }
+}

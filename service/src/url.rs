@@ -1,0 +1,242 @@
+//! Which URLs may be shortened.
+//!
+//! Accepted: `http` and `https` URLs with a host, UTF-8, no whitespace or
+//! control characters, at most `--max-url-bytes` bytes. Refused: anything
+//! else, and a URL that is already one of this server's short URLs (public
+//! base URL + an existing code), which would only build a redirect chain.
+//! The seed's client sends `http://127.0.0.1:5000/<uuid>`, which shares the
+//! default public base but whose path is not a code: it is accepted.
+
+use std::fmt;
+
+use shorty_protocol::ErrorCode;
+use url::Url;
+
+/// Why a URL was refused. Each maps to a protocol error code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum UrlError {
+    /// Longer than the limit.
+    TooLong {
+        /// The URL's length in bytes.
+        len: usize,
+        /// The limit (`--max-url-bytes`).
+        max: usize,
+    },
+    /// Not valid UTF-8.
+    NotUtf8,
+    /// Contains whitespace or a control character at this byte offset.
+    ForbiddenCharacter {
+        /// Byte offset of the offending character.
+        at: usize,
+    },
+    /// Does not start with `http://` or `https://`.
+    UnsupportedScheme,
+    /// Starts like a URL but does not parse as one (bad host, port, ...).
+    Unparseable(url::ParseError),
+    /// Is one of this server's own short URLs.
+    AlreadyShort,
+}
+
+impl UrlError {
+    /// The protocol error code for this refusal.
+    pub fn error_code(&self) -> ErrorCode {
+        match self {
+            UrlError::TooLong { .. } => ErrorCode::TOO_LARGE,
+            UrlError::AlreadyShort => ErrorCode::ALREADY_SHORT,
+            _ => ErrorCode::INVALID_URL,
+        }
+    }
+}
+
+impl fmt::Display for UrlError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            UrlError::TooLong { len, max } => {
+                write!(f, "URL is {len} bytes long, the limit is {max}")
+            }
+            UrlError::NotUtf8 => f.write_str("URL is not valid UTF-8"),
+            UrlError::ForbiddenCharacter { at } => {
+                write!(
+                    f,
+                    "URL contains whitespace or a control character at byte {at}"
+                )
+            }
+            UrlError::UnsupportedScheme => f.write_str("URL must start with http:// or https://"),
+            UrlError::Unparseable(err) => write!(f, "URL does not parse: {err}"),
+            UrlError::AlreadyShort => f.write_str("URL is already a short URL of this server"),
+        }
+    }
+}
+
+impl std::error::Error for UrlError {}
+
+/// The acceptance rules of one server.
+#[derive(Debug, Clone)]
+pub struct UrlPolicy {
+    max_url_bytes: usize,
+    public: Url,
+}
+
+impl UrlPolicy {
+    /// Rules for a server whose short URLs start with `public_base` (which
+    /// must end with `/`, see [`crate::config`]).
+    pub fn new(max_url_bytes: usize, public_base: Url) -> Self {
+        Self {
+            max_url_bytes,
+            public: public_base,
+        }
+    }
+
+    /// The longest URL accepted.
+    pub fn max_url_bytes(&self) -> usize {
+        self.max_url_bytes
+    }
+
+    /// Checks `url`, returning it as a `&str` when accepted. `is_code` tells
+    /// whether a path segment under the public base is an existing code.
+    pub fn check<'a>(
+        &self,
+        url: &'a [u8],
+        is_code: impl FnOnce(&str) -> bool,
+    ) -> Result<&'a str, UrlError> {
+        if url.len() > self.max_url_bytes {
+            return Err(UrlError::TooLong {
+                len: url.len(),
+                max: self.max_url_bytes,
+            });
+        }
+        let text = std::str::from_utf8(url).map_err(|_| UrlError::NotUtf8)?;
+        if let Some((at, _)) = text
+            .char_indices()
+            .find(|(_, c)| c.is_whitespace() || c.is_control())
+        {
+            return Err(UrlError::ForbiddenCharacter { at });
+        }
+        let scheme_ok = ["http://", "https://"].iter().any(|scheme| {
+            text.get(..scheme.len())
+                .is_some_and(|s| s.eq_ignore_ascii_case(scheme))
+        });
+        if !scheme_ok {
+            return Err(UrlError::UnsupportedScheme);
+        }
+        let parsed = Url::parse(text).map_err(UrlError::Unparseable)?;
+        if parsed.host().is_none() {
+            return Err(UrlError::Unparseable(url::ParseError::EmptyHost));
+        }
+        if self.is_own_short_url(&parsed, is_code) {
+            return Err(UrlError::AlreadyShort);
+        }
+        Ok(text)
+    }
+
+    fn is_own_short_url(&self, url: &Url, is_code: impl FnOnce(&str) -> bool) -> bool {
+        // Compared after parsing, so `HTTP://127.0.0.1:5000/x` and
+        // `http://127.0.0.1:5000/x` are the same URL.
+        if url.scheme() != self.public.scheme()
+            || url.host() != self.public.host()
+            || url.port_or_known_default() != self.public.port_or_known_default()
+        {
+            return false;
+        }
+        url.path()
+            .strip_prefix(self.public.path())
+            .map(|rest| rest.trim_end_matches('/'))
+            .is_some_and(|code| !code.is_empty() && !code.contains('/') && is_code(code))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> UrlPolicy {
+        UrlPolicy::new(100, Url::parse("http://127.0.0.1:5000/").unwrap())
+    }
+
+    #[test]
+    fn acceptance_table() {
+        let existing = |code: &str| code == "867nvAB";
+        let accepted = [
+            "http://example.com",
+            "https://example.com/a/b?c=d#e",
+            "HTTPS://EXAMPLE.COM/",
+            "http://127.0.0.1:5000/0f8fad5b-d9cb-469f-a165-70867728950e", // the seed's client
+            "http://127.0.0.1:5000/unknownX",                             // not a code
+            "http://127.0.0.1:5001/867nvAB",                              // other port
+            "https://127.0.0.1:5000/867nvAB",                             // other scheme
+            "http://[::1]:8080/x",
+            "https://bücher.example/straße",
+        ];
+        for url in accepted {
+            assert_eq!(policy().check(url.as_bytes(), existing), Ok(url), "{url}");
+        }
+        let long = format!("http://example.com/{}", "a".repeat(100));
+        let refused: &[(&[u8], UrlError)] = &[
+            (long.as_bytes(), UrlError::TooLong { len: 119, max: 100 }),
+            (
+                b"http://exa mple.com/",
+                UrlError::ForbiddenCharacter { at: 10 },
+            ),
+            (
+                b"http://example.com/\t",
+                UrlError::ForbiddenCharacter { at: 19 },
+            ),
+            (
+                b"http://example.com/\x7f",
+                UrlError::ForbiddenCharacter { at: 19 },
+            ),
+            (b"http://example.com/\xff", UrlError::NotUtf8),
+            (b"ftp://example.com/", UrlError::UnsupportedScheme),
+            (b"javascript:alert(1)", UrlError::UnsupportedScheme),
+            (b"example.com", UrlError::UnsupportedScheme),
+            (b"http:example.com", UrlError::UnsupportedScheme),
+            (b"", UrlError::UnsupportedScheme),
+            (
+                b"http://",
+                UrlError::Unparseable(url::ParseError::EmptyHost),
+            ),
+            (
+                b"http://exa%mple.com/",
+                UrlError::Unparseable(url::ParseError::IdnaError),
+            ),
+            (
+                b"http://exa<mple.com/",
+                UrlError::Unparseable(url::ParseError::IdnaError),
+            ),
+            (
+                b"http://[::1/",
+                UrlError::Unparseable(url::ParseError::InvalidIpv6Address),
+            ),
+            (
+                b"http://example.com:99999/",
+                UrlError::Unparseable(url::ParseError::InvalidPort),
+            ),
+            (b"http://127.0.0.1:5000/867nvAB", UrlError::AlreadyShort),
+            (b"HTTP://127.0.0.1:5000/867nvAB/", UrlError::AlreadyShort),
+            (b"http://127.0.0.1:5000/867nvAB?x=1", UrlError::AlreadyShort),
+        ];
+        for (url, err) in refused {
+            assert_eq!(
+                policy().check(url, existing).as_ref(),
+                Err(err),
+                "{}",
+                String::from_utf8_lossy(url)
+            );
+        }
+    }
+
+    #[test]
+    fn refusals_map_to_protocol_codes() {
+        assert_eq!(
+            UrlError::AlreadyShort.error_code(),
+            ErrorCode::ALREADY_SHORT
+        );
+        assert_eq!(
+            UrlError::TooLong { len: 2, max: 1 }.error_code(),
+            ErrorCode::TOO_LARGE
+        );
+        assert_eq!(UrlError::NotUtf8.error_code(), ErrorCode::INVALID_URL);
+        assert!(UrlError::UnsupportedScheme.to_string().contains("http://"));
+    }
+}
