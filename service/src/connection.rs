@@ -9,10 +9,13 @@
 //! into an error reply in the right place.
 
 use std::collections::VecDeque;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use shorty_protocol::Reply;
 
+use crate::config::Config;
+use crate::handler::InputOutcome;
 use crate::log::{Ticket, TicketStatus};
 
 /// A SHORTEN waiting for its record to become durable.
@@ -106,5 +109,98 @@ impl ReplyQueue {
     /// `true` when the connection must be closed after the queued replies.
     pub fn closing(&self) -> bool {
         self.close_after_flush
+    }
+}
+
+/// Which limit the next read runs under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadLimit {
+    /// No frame has started: `--idle-timeout` from the last activity.
+    Idle,
+    /// A frame has started: it must be complete within `--frame-timeout`
+    /// of its first byte (slowloris defence).
+    Frame,
+}
+
+/// Tracks when the frame in progress started, to pick the next read's
+/// timeout. Sans-IO: the backend passes `now`.
+#[derive(Debug, Clone, Default)]
+pub struct ReadTimer {
+    frame_started: Option<Instant>,
+}
+
+impl ReadTimer {
+    /// A timer with no frame in progress.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Records what the last read's bytes amounted to.
+    pub fn after_input(&mut self, outcome: &InputOutcome, now: Instant) {
+        self.frame_started = match (outcome.mid_frame, outcome.consumed) {
+            (false, _) => None,
+            // A frame completed and the next one began in this read.
+            (true, consumed) if consumed > 0 => Some(now),
+            // The same frame is still arriving.
+            (true, _) => Some(self.frame_started.unwrap_or(now)),
+        };
+    }
+
+    /// How long the next read may wait, and under which limit.
+    pub fn next_timeout(&self, config: &Config, now: Instant) -> (Duration, ReadLimit) {
+        match self.frame_started {
+            Some(start) => (
+                (start + config.frame_timeout).saturating_duration_since(now),
+                ReadLimit::Frame,
+            ),
+            None => (config.idle_timeout, ReadLimit::Idle),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[test]
+    fn the_frame_timeout_runs_from_a_frame_s_first_byte() {
+        let config =
+            Config::try_parse_from(["s", "--idle-timeout", "60s", "--frame-timeout", "5s"])
+                .unwrap();
+        let t0 = Instant::now();
+        let mut timer = ReadTimer::new();
+        assert_eq!(
+            timer.next_timeout(&config, t0),
+            (Duration::from_secs(60), ReadLimit::Idle)
+        );
+        let partial = InputOutcome {
+            consumed: 0,
+            mid_frame: true,
+            close: false,
+        };
+        timer.after_input(&partial, t0);
+        // More bytes of the same frame do not restart the clock.
+        timer.after_input(&partial, t0 + Duration::from_secs(3));
+        let (left, limit) = timer.next_timeout(&config, t0 + Duration::from_secs(4));
+        assert_eq!((left, limit), (Duration::from_secs(1), ReadLimit::Frame));
+        // A completed frame followed by a new partial one restarts it.
+        let next = InputOutcome {
+            consumed: 10,
+            mid_frame: true,
+            close: false,
+        };
+        timer.after_input(&next, t0 + Duration::from_secs(4));
+        assert_eq!(
+            timer.next_timeout(&config, t0 + Duration::from_secs(4)).0,
+            Duration::from_secs(5)
+        );
+        let done = InputOutcome {
+            consumed: 10,
+            mid_frame: false,
+            close: false,
+        };
+        timer.after_input(&done, t0 + Duration::from_secs(6));
+        assert_eq!(timer.next_timeout(&config, t0).1, ReadLimit::Idle);
     }
 }

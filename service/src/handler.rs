@@ -184,6 +184,12 @@ impl<S: Store> Shard<S> {
         self.log.has_work()
     }
 
+    /// Syncs this shard's segments at graceful shutdown (see
+    /// [`LogWriter::sync_at_shutdown`]).
+    pub fn sync_at_shutdown(&self) -> std::io::Result<()> {
+        self.log.sync_at_shutdown()
+    }
+
     /// Reports a batch's outcome. On success its URLs enter the index (so a
     /// code resolves exactly when its SHORTEN can be acknowledged).
     pub fn batch_done(&mut self, batch: &WriteBatch, result: std::io::Result<()>) {

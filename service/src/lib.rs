@@ -14,6 +14,8 @@
 //! - [`index`]: the code → URL index behind the [`index::Store`] seam.
 //! - [`log`]: the durable log's record format and group commit.
 //! - [`recovery`]: replaying the log at start.
+//! - [`server`]: process scaffolding (listeners, signals, one thread per
+//!   core) that both binaries' `main` is made of.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -24,11 +26,12 @@ pub mod handler;
 pub mod index;
 pub mod log;
 pub mod recovery;
+pub mod server;
 pub mod service;
 pub mod url;
 
 pub use config::Config;
-pub use connection::ReplyQueue;
+pub use connection::{ReadTimer, ReplyQueue};
 pub use handler::{InputOutcome, Shard};
 pub use index::{Index, Store};
 pub use service::{ConnectionSlot, ConnectionSlots, Service, StartError};
