@@ -41,29 +41,35 @@ async fn run(worker: Worker) -> io::Result<()> {
     tokio_uring::spawn(log_writer::run(core.clone()));
     let slots = service.connection_slots().clone();
 
-    // Accepting is cancelled only here, at shutdown: tokio-uring cannot
-    // cancel an accept, and a connection it completes afterwards is closed
-    // when the runtime drops.
+    // Accept first, then wait for a slot: a core never holds a slot while
+    // idle in `accept` (with SO_REUSEPORT the freed slot could otherwise sit
+    // on a core whose listener has no waiting connection). At the limit a
+    // core holds at most one accepted connection unserved and accepts no
+    // more; the rest wait in the kernel's backlog.
+    //
+    // Accepting is cancelled only at shutdown: tokio-uring cannot cancel an
+    // accept, and a connection it completes afterwards is closed when the
+    // runtime drops.
     let accept_loop = async {
         loop {
+            let (stream, peer) = match listener.accept().await {
+                Ok(accepted) => accepted,
+                // Out of descriptors, or the peer gave up before accept:
+                // back off a moment instead of spinning.
+                Err(err) => {
+                    tracing::warn!("accept failed: {err}");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            };
             let slot = loop {
                 if let Some(slot) = slots.try_acquire() {
                     break slot;
                 }
                 tokio::time::sleep(SLOT_POLL).await;
             };
-            match listener.accept().await {
-                Ok((stream, peer)) => {
-                    tracing::debug!(%peer, "accepted");
-                    tokio_uring::spawn(connection::serve(core.clone(), stream, slot));
-                }
-                // Out of descriptors, or the peer gave up before accept:
-                // back off a moment instead of spinning.
-                Err(err) => {
-                    tracing::warn!("accept failed: {err}");
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-            }
+            tracing::debug!(%peer, "accepted");
+            tokio_uring::spawn(connection::serve(core.clone(), stream, slot));
         }
     };
     tokio::select! {

@@ -55,9 +55,10 @@ pub struct Config {
     #[arg(long, env = "SHORTY_DELAY", default_value = "0s", value_parser = humantime::parse_duration)]
     pub delay: Duration,
 
-    /// Most simultaneous client connections, all threads together. At the
-    /// limit the server stops accepting until a connection closes; further
-    /// clients wait in the listen backlog.
+    /// Most simultaneous client connections served, all threads together.
+    /// At the limit new clients wait, unserved, until a connection closes
+    /// (each thread holds at most one accepted; the rest wait in the
+    /// kernel's listen backlog), as the original server's `Pool(100)` did.
     #[arg(long, env = "SHORTY_MAX_CONNECTIONS", default_value_t = 16_000)]
     pub max_connections: usize,
 

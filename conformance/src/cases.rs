@@ -1,0 +1,431 @@
+//! The cases. Each takes the server binary and runs its own server(s) on
+//! free ports with temporary data directories, so cases run in parallel.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use shorty_protocol::{ErrorCode, Reply, Request, PROTOCOL_VERSION};
+
+use crate::harness::Server;
+use crate::wire::{code_of, Conn, Read2};
+
+const PUBLIC: &str = "http://127.0.0.1:5000/";
+
+fn tmp() -> tempfile::TempDir {
+    tempfile::tempdir().expect("temp dir")
+}
+
+/// The seed's exchange, byte for byte: length + bare URL in, length + bare
+/// short URL out, then the client closes.
+pub fn seed_exchange(bin: &Path) {
+    let dir = tmp();
+    let server = Server::start(bin, dir.path(), &[]);
+    let long = "http://127.0.0.1:5000/0f8fad5b-d9cb-469f-a165-70867728950e";
+    let mut conn = server.connect();
+    let mut frame = (long.len() as u32).to_le_bytes().to_vec();
+    frame.extend_from_slice(long.as_bytes());
+    conn.send_raw(&frame);
+    let short = conn.read_payload();
+    let short = std::str::from_utf8(&short).expect("UTF-8 short URL");
+    assert!(short.starts_with(PUBLIC), "{short}");
+    assert_eq!(code_of(short).len(), 7);
+    drop(conn);
+    // The code it handed out resolves, on another connection.
+    let mut conn = server.connect();
+    assert_eq!(
+        conn.resolve(code_of(short)),
+        Reply::Resolved(Bytes::from(long))
+    );
+}
+
+/// HELLO, PING, SHORTEN and RESOLVE round trips.
+pub fn typed_round_trips(bin: &Path) {
+    let dir = tmp();
+    let server = Server::start(bin, dir.path(), &["--max-url-bytes", "1000"]);
+    let mut conn = server.connect();
+    conn.send(Request::Hello { version: 7 });
+    let Reply::Hello(info) = conn.reply() else {
+        panic!("HELLO")
+    };
+    assert_eq!(info.version, PROTOCOL_VERSION);
+    assert_eq!((info.max_url_len, info.max_frame_len), (1000, 1064));
+    conn.send(Request::Ping(b"ping body"));
+    assert_eq!(conn.reply(), Reply::Pong(Bytes::from_static(b"ping body")));
+    let short = conn.shorten("https://example.com/a?b=c");
+    assert!(short.starts_with(PUBLIC));
+    assert_eq!(
+        conn.resolve(code_of(&short)),
+        Reply::Resolved(Bytes::from_static(b"https://example.com/a?b=c"))
+    );
+    let other = conn.shorten("https://example.com/a?b=c");
+    assert_ne!(other, short, "every SHORTEN gets its own code");
+    conn.resolve("zzzzzzz");
+    // (the reply above is NOT_FOUND unless the code happens to exist)
+    assert_eq!(
+        conn.resolve("nope").as_error().map(|e| e.0),
+        Some(ErrorCode::NOT_FOUND)
+    );
+}
+
+/// 1,000 requests written at once on one connection; replies in order.
+pub fn pipelined_replies_in_order(bin: &Path) {
+    let dir = tmp();
+    let server = Server::start(bin, dir.path(), &[]);
+    let mut conn = server.connect();
+    let mut wire = Vec::new();
+    let urls: Vec<String> = (0..500)
+        .map(|i| format!("https://example.com/pipelined/{i}"))
+        .collect();
+    for (i, url) in urls.iter().enumerate() {
+        Request::Shorten(url.as_bytes()).encode(&mut wire).unwrap();
+        Request::Ping(i.to_string().as_bytes())
+            .encode(&mut wire)
+            .unwrap();
+    }
+    conn.send_raw(&wire);
+    let mut codes = Vec::new();
+    for i in 0..500 {
+        match conn.reply() {
+            Reply::Shortened(short) => {
+                codes.push(code_of(std::str::from_utf8(&short).unwrap()).to_owned())
+            }
+            other => panic!("reply {} should be SHORTENED, got {other:?}", 2 * i),
+        }
+        assert_eq!(
+            conn.reply(),
+            Reply::Pong(Bytes::from(i.to_string())),
+            "reply {}",
+            2 * i + 1
+        );
+    }
+    // Each code maps to the URL of its own request.
+    let mut wire = Vec::new();
+    for code in &codes {
+        Request::Resolve(code.as_bytes()).encode(&mut wire).unwrap();
+    }
+    conn.send_raw(&wire);
+    for url in &urls {
+        assert_eq!(conn.reply(), Reply::Resolved(Bytes::from(url.clone())));
+    }
+}
+
+/// A length over the limit: an error reply and a close, without the
+/// announced payload ever being sent.
+pub fn oversized_frame_is_refused_from_its_header(bin: &Path) {
+    let dir = tmp();
+    let server = Server::start(bin, dir.path(), &["--max-url-bytes", "100"]);
+    let mut conn = server.connect();
+    conn.send_raw(&(1u32 << 30).to_le_bytes());
+    let message = conn.expect_error(ErrorCode::TOO_LARGE);
+    assert!(message.contains("1073741824"), "{message}");
+    assert!(conn.is_closed_within(Duration::from_secs(5)));
+    // The server goes on serving others.
+    let mut other = server.connect();
+    other.send(Request::Ping(b""));
+    assert_eq!(other.reply(), Reply::Pong(Bytes::new()));
+}
+
+/// Malformed messages, unknown opcodes and refused URLs get error replies
+/// and leave the connection usable.
+pub fn bad_messages_get_errors_and_the_connection_survives(bin: &Path) {
+    let dir = tmp();
+    let server = Server::start(bin, dir.path(), &["--max-url-bytes", "100"]);
+    let mut conn = server.connect();
+    conn.send_raw(b"\x01\x00\x00\x00\x0e"); // unknown opcode 0x0e
+    conn.expect_error(ErrorCode::UNKNOWN_OPCODE);
+    conn.send_raw(b"\x00\x00\x00\x00"); // empty payload
+    conn.expect_error(ErrorCode::MALFORMED);
+    conn.send_raw(b"\x03\x00\x00\x00\x01\x01\x01"); // HELLO with trailing data
+    conn.expect_error(ErrorCode::MALFORMED);
+    conn.send(Request::Hello { version: 0 });
+    conn.expect_error(ErrorCode::UNSUPPORTED_VERSION);
+    conn.send(Request::Shorten(b"ftp://example.com/"));
+    conn.expect_error(ErrorCode::INVALID_URL);
+    conn.send(Request::Shorten(b"http://exa mple.com/"));
+    conn.expect_error(ErrorCode::INVALID_URL);
+    conn.send(Request::Shorten(
+        format!("http://e.com/{}", "x".repeat(100)).as_bytes(),
+    ));
+    conn.expect_error(ErrorCode::TOO_LARGE);
+    let short = conn.shorten("http://example.com/");
+    conn.send(Request::Shorten(short.as_bytes()));
+    conn.expect_error(ErrorCode::ALREADY_SHORT);
+    // A bare URL that is refused gets an error reply too (the seed client
+    // cannot read it, but it is not left hanging).
+    conn.send(Request::Bare(b"not a url"));
+    conn.expect_error(ErrorCode::INVALID_URL);
+    conn.send(Request::Ping(b"still here"));
+    assert_eq!(conn.reply(), Reply::Pong(Bytes::from_static(b"still here")));
+}
+
+/// Peers that vanish mid-frame, or send garbage and leave, do not disturb
+/// anyone else.
+pub fn vanishing_peers_leak_nothing(bin: &Path) {
+    let dir = tmp();
+    let server = Server::start(bin, dir.path(), &["--max-connections", "20"]);
+    // More abandoned connections than slots: if any leaked its slot the
+    // last ping would never be served.
+    for i in 0..60u32 {
+        let mut conn = server.connect();
+        match i % 3 {
+            0 => conn.send_raw(&[200, 0, 0, 0, b'h', b't']), // half a frame
+            1 => conn.send_raw(&[1, 0]),                     // half a header
+            _ => conn.send_raw(&(u32::MAX).to_le_bytes()),   // oversized
+        }
+        drop(conn);
+    }
+    let mut conn = server.connect();
+    conn.send(Request::Ping(b"alive"));
+    assert_eq!(conn.reply(), Reply::Pong(Bytes::from_static(b"alive")));
+}
+
+/// A connection that sends nothing is closed after `--idle-timeout`.
+pub fn idle_connections_are_closed(bin: &Path) {
+    let dir = tmp();
+    let server = Server::start(bin, dir.path(), &["--idle-timeout", "300ms"]);
+    let mut conn = server.connect();
+    conn.send(Request::Ping(b""));
+    assert_eq!(conn.reply(), Reply::Pong(Bytes::new()));
+    let start = Instant::now();
+    assert!(
+        conn.is_closed_within(Duration::from_secs(10)),
+        "idle connection not closed"
+    );
+    assert!(
+        start.elapsed() >= Duration::from_millis(250),
+        "closed too early"
+    );
+}
+
+/// A frame started but not finished within `--frame-timeout` gets a
+/// TIMEOUT error and a close, even though bytes keep trickling in.
+pub fn slow_frames_are_cut_off(bin: &Path) {
+    let dir = tmp();
+    let server = Server::start(
+        bin,
+        dir.path(),
+        &["--frame-timeout", "400ms", "--idle-timeout", "30s"],
+    );
+    let mut conn = server.connect();
+    conn.send_raw(&[40, 0, 0, 0, 0x03]);
+    let start = Instant::now();
+    // Trickle a byte every 100 ms: each read resets no clock.
+    let mut got = Read2::TimedOut;
+    for _ in 0..50 {
+        conn.send_raw(b"h");
+        got = conn.read_frame_within(Duration::from_millis(100));
+        if got != Read2::TimedOut {
+            break;
+        }
+    }
+    let Read2::Frame(payload) = got else {
+        panic!("expected a TIMEOUT reply, got {got:?}")
+    };
+    assert_eq!(
+        Reply::decode(payload).unwrap().as_error().unwrap().0,
+        ErrorCode::TIMEOUT
+    );
+    assert!(start.elapsed() >= Duration::from_millis(350));
+    assert!(conn.is_closed_within(Duration::from_secs(5)));
+}
+
+/// At `--max-connections` the server stops accepting; a connection beyond
+/// the limit waits and is served once a slot frees.
+pub fn max_connections_applies_back_pressure(bin: &Path) {
+    let dir = tmp();
+    let server = Server::start(bin, dir.path(), &["--max-connections", "2"]);
+    let mut first = server.connect();
+    let mut second = server.connect();
+    for conn in [&mut first, &mut second] {
+        conn.send(Request::Ping(b""));
+        assert_eq!(conn.reply(), Reply::Pong(Bytes::new()));
+    }
+    let mut third = server.connect(); // completes in the listen backlog
+    third.send(Request::Ping(b"third"));
+    assert_eq!(
+        third.read_frame_within(Duration::from_millis(500)),
+        Read2::TimedOut
+    );
+    drop(first);
+    match third.read_frame_within(Duration::from_secs(10)) {
+        Read2::Frame(p) => assert_eq!(
+            Reply::decode(p).unwrap(),
+            Reply::Pong(Bytes::from_static(b"third"))
+        ),
+        other => panic!("third connection not served after a slot freed: {other:?}"),
+    }
+}
+
+/// URLs survive a clean restart.
+pub fn persistence_across_restart(bin: &Path) {
+    let dir = tmp();
+    let server = Server::start(bin, dir.path(), &[]);
+    let mut conn = server.connect();
+    let saved: Vec<(String, String)> = (0..50)
+        .map(|i| {
+            let url = format!("https://example.com/restart/{i}");
+            (conn.shorten(&url), url)
+        })
+        .collect();
+    drop(conn);
+    assert!(server.stop().success());
+    let server = Server::start(bin, dir.path(), &[]);
+    assert!(
+        server.log().contains("urls=50"),
+        "recovery summary: {}",
+        server.log()
+    );
+    let mut conn = server.connect();
+    for (short, url) in &saved {
+        assert_eq!(
+            conn.resolve(code_of(short)),
+            Reply::Resolved(Bytes::from(url.clone()))
+        );
+    }
+    // New codes never repeat old ones.
+    let fresh = conn.shorten("https://example.com/after");
+    assert!(saved.iter().all(|(s, _)| *s != fresh));
+}
+
+/// `kill -9` in the middle of a stream of SHORTENs: every acknowledged code
+/// still resolves, to the same URL, after restart.
+pub fn acknowledged_urls_survive_kill_9(bin: &Path) {
+    let dir = tmp();
+    let server = Server::start(bin, dir.path(), &[]);
+    let acked: Arc<Mutex<HashMap<String, String>>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            let (acked, stop, addr) = (acked.clone(), stop.clone(), server.addr());
+            std::thread::spawn(move || {
+                let mut conn = Conn::connect(addr);
+                let mut i = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    // Pipelined bursts of 8, as a busy client would send.
+                    let urls: Vec<String> = (0..8)
+                        .map(|k| format!("https://e.com/{w}/{i}/{k}"))
+                        .collect();
+                    let mut wire = Vec::new();
+                    for url in &urls {
+                        Request::Shorten(url.as_bytes()).encode(&mut wire).unwrap();
+                    }
+                    conn.send_raw(&wire);
+                    for url in urls {
+                        match conn.read_frame_within(Duration::from_secs(5)) {
+                            Read2::Frame(p) => {
+                                let Ok(Reply::Shortened(short)) = Reply::decode(p) else {
+                                    return;
+                                };
+                                let short = String::from_utf8(short.to_vec()).unwrap();
+                                acked.lock().unwrap().insert(short, url);
+                            }
+                            _ => return, // the server died
+                        }
+                    }
+                    i += 1;
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(700));
+    server.kill9();
+    stop.store(true, Ordering::Relaxed);
+    for w in writers {
+        w.join().unwrap();
+    }
+    let acked = acked.lock().unwrap().clone();
+    assert!(
+        acked.len() > 50,
+        "the stream was running ({} acknowledged)",
+        acked.len()
+    );
+    let server = Server::start(bin, dir.path(), &[]);
+    let mut conn = server.connect();
+    let mut wire = Vec::new();
+    let expected: Vec<&String> = acked.values().collect();
+    for short in acked.keys() {
+        Request::Resolve(code_of(short).as_bytes())
+            .encode(&mut wire)
+            .unwrap();
+    }
+    conn.send_raw(&wire);
+    for url in expected {
+        assert_eq!(
+            conn.reply(),
+            Reply::Resolved(Bytes::from(url.clone())),
+            "after kill -9"
+        );
+    }
+}
+
+/// SIGTERM: in-flight requests are answered, then the server exits 0.
+pub fn graceful_shutdown_answers_in_flight_requests(bin: &Path) {
+    let dir = tmp();
+    let mut server = Server::start(bin, dir.path(), &["--delay", "600ms"]);
+    let mut conn = server.connect();
+    let mut idle = server.connect();
+    idle.send(Request::Ping(b""));
+    conn.send(Request::Shorten(b"https://example.com/in-flight"));
+    std::thread::sleep(Duration::from_millis(200));
+    server.terminate();
+    let Reply::Shortened(short) = conn.reply() else {
+        panic!("in-flight SHORTEN not answered")
+    };
+    assert_eq!(idle.reply(), Reply::Pong(Bytes::new()));
+    assert!(
+        idle.is_closed_within(Duration::from_secs(5)),
+        "idle connection closed at shutdown"
+    );
+    let status = server.wait(Duration::from_secs(20));
+    assert!(status.success(), "exit status {status}");
+    // And it was durable.
+    drop(server);
+    let server = Server::start(bin, dir.path(), &[]);
+    let short = std::str::from_utf8(&short).unwrap().to_owned();
+    assert!(matches!(
+        server.connect().resolve(code_of(&short)),
+        Reply::Resolved(_)
+    ));
+}
+
+/// `--delay`: each request takes the delay, many clients overlap instead of
+/// queueing (the seed's point: 10 clients took 10 s blocking, 1 s with
+/// gevent).
+pub fn delay_overlaps_across_clients(bin: &Path) {
+    let dir = tmp();
+    let server = Server::start(bin, dir.path(), &["--delay", "500ms"]);
+    let clients = 100;
+    let start = Instant::now();
+    let handles: Vec<_> = (0..clients)
+        .map(|i| {
+            let addr = server.addr();
+            std::thread::spawn(move || {
+                let begun = Instant::now();
+                let mut conn = Conn::connect(addr);
+                conn.send(Request::Bare(
+                    format!("http://127.0.0.1:5000/{i}").as_bytes(),
+                ));
+                let short = conn.read_payload();
+                assert!(short.starts_with(PUBLIC.as_bytes()));
+                begun.elapsed()
+            })
+        })
+        .collect();
+    for h in handles {
+        let took = h.join().unwrap();
+        assert!(
+            took >= Duration::from_millis(450),
+            "the delay was applied ({took:?})"
+        );
+    }
+    // Serially this would take 100 × 0.5 s = 50 s.
+    let total = start.elapsed();
+    assert!(
+        total < Duration::from_secs(10),
+        "clients were served one after another: {total:?}"
+    );
+}

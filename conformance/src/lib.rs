@@ -1,0 +1,47 @@
+//! The conformance suite every Shorty backend must pass.
+//!
+//! It runs a backend's binary on free ports with temporary data directories
+//! and checks its behaviour through the wire only, so one suite serves both
+//! backends. A backend's integration test is one line:
+//!
+//! ```ignore
+//! shorty_conformance::suite!(env!("CARGO_BIN_EXE_shorty-uring"));
+//! ```
+//!
+//! which expands to one `#[test]` per case, so cases run in parallel and
+//! fail separately.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+pub mod cases;
+pub mod harness;
+pub mod wire;
+
+/// Expands to one `#[test]` per conformance case against `$binary`.
+#[macro_export]
+macro_rules! suite {
+    ($binary:expr) => {
+        $crate::suite!(@cases $binary;
+            seed_exchange,
+            typed_round_trips,
+            pipelined_replies_in_order,
+            oversized_frame_is_refused_from_its_header,
+            bad_messages_get_errors_and_the_connection_survives,
+            vanishing_peers_leak_nothing,
+            idle_connections_are_closed,
+            slow_frames_are_cut_off,
+            max_connections_applies_back_pressure,
+            persistence_across_restart,
+            acknowledged_urls_survive_kill_9,
+            graceful_shutdown_answers_in_flight_requests,
+            delay_overlaps_across_clients,
+        );
+    };
+    (@cases $binary:expr; $($case:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $case() {
+                $crate::cases::$case(::std::path::Path::new($binary));
+            }
+        )*
+    };
+}

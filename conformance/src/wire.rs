@@ -1,0 +1,134 @@
+//! A small blocking client over `std::net`, speaking through
+//! `shorty-protocol`, for the suite's own use.
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use shorty_protocol::frame::{FrameDecoder, Status};
+use shorty_protocol::{ErrorCode, Reply, Request};
+
+/// How long any single read may block before the test fails.
+const READ_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// What a read ended with.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Read2 {
+    /// A whole frame's payload.
+    Frame(Bytes),
+    /// The server closed the connection.
+    Closed,
+    /// Nothing arrived in time.
+    TimedOut,
+}
+
+/// One client connection.
+pub struct Conn {
+    stream: TcpStream,
+    buf: BytesMut,
+}
+
+impl Conn {
+    /// Connects to `addr`.
+    pub fn connect(addr: SocketAddr) -> Conn {
+        let stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+        stream.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
+        stream.set_nodelay(true).unwrap();
+        Conn {
+            stream,
+            buf: BytesMut::new(),
+        }
+    }
+
+    /// Writes raw bytes.
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).expect("write");
+    }
+
+    /// Writes one request.
+    pub fn send(&mut self, request: Request<&[u8]>) {
+        let mut wire = Vec::new();
+        request.encode(&mut wire).unwrap();
+        self.send_raw(&wire);
+    }
+
+    /// Reads one frame, waiting at most `timeout`.
+    pub fn read_frame_within(&mut self, timeout: Duration) -> Read2 {
+        self.stream.set_read_timeout(Some(timeout)).unwrap();
+        let result = loop {
+            match FrameDecoder::with_max_frame_len(usize::MAX)
+                .decode(&mut self.buf)
+                .unwrap()
+            {
+                Status::Complete(payload) => break Read2::Frame(payload),
+                Status::Partial { .. } => {}
+            }
+            let mut chunk = [0u8; 64 * 1024];
+            match self.stream.read(&mut chunk) {
+                Ok(0) => break Read2::Closed,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                    break Read2::TimedOut
+                }
+                Err(e) if e.kind() == ErrorKind::ConnectionReset => break Read2::Closed,
+                Err(e) => panic!("read: {e}"),
+            }
+        };
+        self.stream.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
+        result
+    }
+
+    /// Reads one frame's payload; panics if the server closes or stalls.
+    pub fn read_payload(&mut self) -> Bytes {
+        match self.read_frame_within(READ_TIMEOUT) {
+            Read2::Frame(payload) => payload,
+            other => panic!("expected a frame, got {other:?}"),
+        }
+    }
+
+    /// Reads one typed reply.
+    pub fn reply(&mut self) -> Reply {
+        Reply::decode(self.read_payload()).expect("a valid reply")
+    }
+
+    /// Reads one reply and expects it to be an error with `code`.
+    pub fn expect_error(&mut self, code: ErrorCode) -> String {
+        let reply = self.reply();
+        match reply.as_error() {
+            Some((got, message)) if got == code => message.to_owned(),
+            _ => panic!("expected error {code}, got {reply:?}"),
+        }
+    }
+
+    /// SHORTEN, returning the short URL.
+    pub fn shorten(&mut self, url: &str) -> String {
+        self.send(Request::Shorten(url.as_bytes()));
+        match self.reply() {
+            Reply::Shortened(short) => String::from_utf8(short.to_vec()).unwrap(),
+            other => panic!("SHORTEN {url}: {other:?}"),
+        }
+    }
+
+    /// RESOLVE, returning the reply.
+    pub fn resolve(&mut self, code: &str) -> Reply {
+        self.send(Request::Resolve(code.as_bytes()));
+        self.reply()
+    }
+
+    /// `true` once the server has closed the connection (reads EOF within
+    /// `timeout`).
+    pub fn is_closed_within(&mut self, timeout: Duration) -> bool {
+        matches!(self.read_frame_within(timeout), Read2::Closed)
+    }
+
+    /// Half-closes the sending side, as the seed's client does by closing.
+    pub fn shutdown_write(&self) {
+        let _ = self.stream.shutdown(std::net::Shutdown::Write);
+    }
+}
+
+/// The code at the end of a short URL.
+pub fn code_of(short_url: &str) -> &str {
+    short_url.rsplit('/').next().unwrap_or_default()
+}
