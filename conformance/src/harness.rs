@@ -16,11 +16,9 @@ const START_TIMEOUT: Duration = Duration::from_secs(20);
 /// A running server: a child process on a free port with its own data
 /// directory.
 pub struct Server {
-    binary: PathBuf,
     child: Child,
     addr: SocketAddr,
     data_dir: PathBuf,
-    args: Vec<String>,
     log: Arc<Mutex<Vec<String>>>,
 }
 
@@ -28,15 +26,10 @@ impl Server {
     /// Starts `binary` on `127.0.0.1:0` with 2 threads, `data_dir`, and
     /// `args`, and waits until it listens.
     pub fn start(binary: &Path, data_dir: &Path, args: &[&str]) -> Server {
-        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        Self::spawn(binary.to_owned(), data_dir.to_owned(), args)
-    }
-
-    fn spawn(binary: PathBuf, data_dir: PathBuf, args: Vec<String>) -> Server {
-        let mut child = Command::new(&binary)
+        let mut child = Command::new(binary)
             .args(["--listen", "127.0.0.1:0", "--threads", "2", "--data-dir"])
-            .arg(&data_dir)
-            .args(&args)
+            .arg(data_dir)
+            .args(args)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -72,11 +65,9 @@ impl Server {
             }
         };
         Server {
-            binary,
             child,
             addr,
-            data_dir,
-            args,
+            data_dir: data_dir.to_owned(),
             log,
         }
     }
