@@ -26,7 +26,9 @@ fuzz_target!(|msgs: (Request<Vec<u8>>, Reply<Vec<u8>>)| {
             assert_eq!(Request::parse(payload(&wire)), Ok(req.as_borrowed()));
         }
         Err(Error::InvalidBareUrl) => {
-            let Request::Bare(url) = &req else { panic!("only bare URLs are refused") };
+            let Request::Bare(url) = &req else {
+                panic!("only bare URLs are refused")
+            };
             assert!(url.first().is_none_or(|&b| b <= 0x1f));
             assert!(wire.is_empty());
         }
@@ -41,7 +43,9 @@ fuzz_target!(|msgs: (Request<Vec<u8>>, Reply<Vec<u8>>)| {
         }
         Err(Error::InvalidBareUrl) => assert!(matches!(rep, Reply::Bare(_))),
         Err(Error::InvalidUtf8) => {
-            let Reply::Error { message, .. } = &rep else { panic!("only error text is UTF-8") };
+            let Reply::Error { message, .. } = &rep else {
+                panic!("only error text is UTF-8")
+            };
             assert!(std::str::from_utf8(message).is_err());
         }
         Err(other) => panic!("unexpected encode error {other}"),
