@@ -136,3 +136,22 @@ impl Drop for Server {
         let _ = self.child.wait();
     }
 }
+
+/// A binary of another workspace package, found beside the running test's
+/// own executable (`target/<profile>/`). `cargo test --workspace` builds it;
+/// running one package's tests alone needs `cargo build -p <package>` first.
+pub fn workspace_binary(name: &str, package: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> -> target/<profile>/<name>
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target directory");
+    let path = dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        path.exists(),
+        "{} is not built: run `cargo build -p {package}` (or `cargo test --workspace`)",
+        path.display()
+    );
+    path
+}

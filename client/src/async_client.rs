@@ -1,0 +1,168 @@
+//! The async client on tokio (feature `tokio`), built on
+//! `shorty_protocol::codec::ClientCodec`.
+
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use shorty_protocol::codec::{ClientCodec, CodecError};
+use shorty_protocol::{Reply, Request, ServerInfo, PROTOCOL_VERSION};
+use tokio::net::{TcpStream, ToSocketAddrs};
+use tokio_util::codec::Framed;
+
+use crate::error::{Error, Result};
+use crate::options::{code_of, Options};
+use crate::reply::{expect, expect_url};
+
+/// An async client holding one connection.
+///
+/// # Examples
+/// ```no_run
+/// # async fn demo() -> Result<(), shorty_client::Error> {
+/// let mut client = shorty_client::AsyncClient::connect("127.0.0.1:9000").await?;
+/// let short = client.shorten("https://example.com/").await?;
+/// println!("{short}");
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct AsyncClient {
+    framed: Framed<TcpStream, ClientCodec>,
+    options: Options,
+}
+
+impl From<CodecError> for Error {
+    fn from(err: CodecError) -> Self {
+        match err {
+            CodecError::Io(err) => Error::Io(err),
+            CodecError::Protocol(err) => Error::Protocol(err),
+            other => Error::UnexpectedReply(other.to_string()),
+        }
+    }
+}
+
+async fn within<T>(
+    limit: Option<Duration>,
+    f: impl std::future::Future<Output = Result<T>>,
+) -> Result<T> {
+    match limit {
+        Some(limit) => tokio::time::timeout(limit, f)
+            .await
+            .map_err(|_| Error::Io(std::io::ErrorKind::TimedOut.into()))?,
+        None => f.await,
+    }
+}
+
+impl AsyncClient {
+    /// Connects with default [`Options`].
+    ///
+    /// # Errors
+    /// [`Error::Io`] when the connection fails or times out.
+    pub async fn connect(addr: impl ToSocketAddrs) -> Result<Self> {
+        Self::connect_with(addr, Options::default()).await
+    }
+
+    /// Connects with `options`.
+    ///
+    /// # Errors
+    /// [`Error::Io`] when the connection fails or times out.
+    pub async fn connect_with(addr: impl ToSocketAddrs, options: Options) -> Result<Self> {
+        let stream = within(Some(options.connect_timeout), async {
+            Ok(TcpStream::connect(addr).await?)
+        })
+        .await?;
+        stream.set_nodelay(true)?;
+        Ok(Self {
+            framed: Framed::new(
+                stream,
+                ClientCodec::with_max_frame_len(options.max_frame_len),
+            ),
+            options,
+        })
+    }
+
+    /// Sends `requests` together and reads one reply each, in order.
+    ///
+    /// # Errors
+    /// For the connection as a whole.
+    pub async fn batch<B: AsRef<[u8]>>(&mut self, requests: Vec<Request<B>>) -> Result<Vec<Reply>> {
+        let count = requests.len();
+        let write_timeout = self.options.write_timeout;
+        within(write_timeout, async {
+            for request in requests {
+                self.framed.feed(request).await?;
+            }
+            SinkExt::<Request<B>>::flush(&mut self.framed).await?;
+            Ok(())
+        })
+        .await?;
+        let read_timeout = self.options.read_timeout;
+        within(read_timeout, async {
+            let mut replies = Vec::with_capacity(count);
+            while replies.len() < count {
+                match self.framed.next().await {
+                    Some(reply) => replies.push(reply?),
+                    None => return Err(Error::Closed),
+                }
+            }
+            Ok(replies)
+        })
+        .await
+    }
+
+    async fn call(&mut self, request: Request<&[u8]>) -> Result<Reply> {
+        self.batch(vec![request]).await?.pop().ok_or(Error::Closed)
+    }
+
+    /// The server's protocol version and limits.
+    ///
+    /// # Errors
+    /// Any [`Error`].
+    pub async fn hello(&mut self) -> Result<ServerInfo> {
+        let reply = self
+            .call(Request::Hello {
+                version: PROTOCOL_VERSION,
+            })
+            .await?;
+        expect(reply, |r| match r {
+            Reply::Hello(info) => Ok(info),
+            other => Err(other),
+        })
+    }
+
+    /// Shortens `url`.
+    ///
+    /// # Errors
+    /// [`Error::Server`] when refused, or any other [`Error`].
+    pub async fn shorten(&mut self, url: &str) -> Result<String> {
+        let reply = self.call(Request::Shorten(url.as_bytes())).await?;
+        expect_url(reply, |r| match r {
+            Reply::Shortened(short) => Ok(short),
+            other => Err(other),
+        })
+    }
+
+    /// The long URL behind a code or short URL.
+    ///
+    /// # Errors
+    /// [`Error::Server`] with code 404 when there is none.
+    pub async fn resolve(&mut self, code_or_short_url: &str) -> Result<String> {
+        let reply = self
+            .call(Request::Resolve(code_of(code_or_short_url).as_bytes()))
+            .await?;
+        expect_url(reply, |r| match r {
+            Reply::Resolved(url) => Ok(url),
+            other => Err(other),
+        })
+    }
+
+    /// Checks the server answers.
+    ///
+    /// # Errors
+    /// Any [`Error`].
+    pub async fn ping(&mut self) -> Result<()> {
+        let reply = self.call(Request::Ping(b"")).await?;
+        expect(reply, |r| match r {
+            Reply::Pong(_) => Ok(()),
+            other => Err(other),
+        })
+    }
+}

@@ -1,0 +1,64 @@
+//! Connection settings shared by the blocking and async clients.
+
+use std::time::Duration;
+
+use shorty_protocol::frame::DEFAULT_MAX_FRAME_LEN;
+
+/// Timeouts and limits of a client connection.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Options {
+    /// Time allowed to establish the TCP connection. Default 5 s.
+    pub connect_timeout: Duration,
+    /// Time a read may wait for the server; `None` waits forever.
+    /// Default 10 s.
+    pub read_timeout: Option<Duration>,
+    /// Time a write may wait; `None` waits forever. Default 10 s.
+    pub write_timeout: Option<Duration>,
+    /// Largest reply payload accepted. Default 64 KiB.
+    pub max_frame_len: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(5),
+            read_timeout: Some(Duration::from_secs(10)),
+            write_timeout: Some(Duration::from_secs(10)),
+            max_frame_len: DEFAULT_MAX_FRAME_LEN,
+        }
+    }
+}
+
+impl Options {
+    /// Sets the connect timeout.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Sets the read timeout.
+    pub fn read_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.read_timeout = timeout;
+        self
+    }
+
+    /// Sets the write timeout.
+    pub fn write_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.write_timeout = timeout;
+        self
+    }
+
+    /// Sets the largest reply accepted.
+    pub fn max_frame_len(mut self, len: usize) -> Self {
+        self.max_frame_len = len;
+        self
+    }
+}
+
+/// The code in `code_or_short_url`: the text after its last `/`, so both
+/// `867nvAB` and `http://127.0.0.1:5000/867nvAB` give `867nvAB`.
+pub fn code_of(code_or_short_url: &str) -> &str {
+    let trimmed = code_or_short_url.trim_end_matches('/');
+    trimmed.rsplit('/').next().unwrap_or(trimmed)
+}
