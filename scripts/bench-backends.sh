@@ -2,6 +2,7 @@
 # Measures the figures the README and the backend issues quote, for every
 # backend binary given (default: all that are built), side by side in one
 # run, against release builds:
+#   0. --delay accuracy: single requests on a fresh server, --delay 200ms;
 #   1. 10,000 clients connecting at once with --delay 1s (the seed's demo);
 #   2. connect-per-request SHORTEN: connections/s, server CPU s per million;
 #   3. pipelined SHORTEN, 50 connections x 16 in flight, --sync always and
@@ -31,6 +32,12 @@ for backend in "${BACKENDS[@]}"; do
   [ -x "$BIN/$backend" ] || { echo "skipping $backend: not built"; continue; }
   tmp=$(mktemp -d)
   echo "##### $backend"
+  echo "=== --delay 200ms accuracy: 3 fresh servers, 4 sequential requests each"
+  for run in 1 2 3; do
+    start "$backend" "$tmp/d0" --delay 200ms
+    bench --mode connect -c 1 -n 4 | grep latency
+    stop
+  done
   echo "=== 10,000 clients at once, --delay 1s (generator: 4 processes)"
   start "$backend" "$tmp/d1" --delay 1s
   bench --mode connect -c 10000 -n 10000 --processes 4

@@ -291,6 +291,21 @@ pub fn persistence_across_restart(bin: &Path) {
     assert!(saved.iter().all(|(s, _)| *s != fresh));
 }
 
+/// A relative `--data-dir` (the default is `./shorty-data`) works and
+/// persists, taken relative to the working directory.
+pub fn relative_data_dir(bin: &Path) {
+    let cwd = tmp();
+    let server = Server::start_in(bin, cwd.path(), Path::new("./data"), &[]);
+    let short = server.connect().shorten("https://example.com/relative");
+    assert!(server.stop().success());
+    assert!(cwd.path().join("data").join("code.key").is_file());
+    let server = Server::start_in(bin, cwd.path(), Path::new("data"), &[]);
+    assert_eq!(
+        server.connect().resolve(code_of(&short)),
+        Reply::Resolved(Bytes::from_static(b"https://example.com/relative"))
+    );
+}
+
 /// `kill -9` in the middle of a stream of SHORTENs: every acknowledged code
 /// still resolves, to the same URL, after restart.
 pub fn acknowledged_urls_survive_kill_9(bin: &Path) {

@@ -26,7 +26,14 @@ impl Server {
     /// Starts `binary` on `127.0.0.1:0` with 2 threads, `data_dir`, and
     /// `args`, and waits until it listens.
     pub fn start(binary: &Path, data_dir: &Path, args: &[&str]) -> Server {
+        Self::start_in(binary, Path::new("."), data_dir, args)
+    }
+
+    /// As [`start`](Self::start), with `cwd` as the working directory (so a
+    /// relative `data_dir` is taken relative to it).
+    pub fn start_in(binary: &Path, cwd: &Path, data_dir: &Path, args: &[&str]) -> Server {
         let mut child = Command::new(binary)
+            .current_dir(cwd)
             .args(["--listen", "127.0.0.1:0", "--threads", "2", "--data-dir"])
             .arg(data_dir)
             .args(args)
@@ -67,7 +74,7 @@ impl Server {
         Server {
             child,
             addr,
-            data_dir: data_dir.to_owned(),
+            data_dir: cwd.join(data_dir),
             log,
         }
     }

@@ -31,6 +31,7 @@ macro_rules! suite {
             slow_frames_are_cut_off,
             max_connections_applies_back_pressure,
             persistence_across_restart,
+            relative_data_dir,
             acknowledged_urls_survive_kill_9,
             graceful_shutdown_answers_in_flight_requests,
             delay_overlaps_across_clients,

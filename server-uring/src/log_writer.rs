@@ -1,54 +1,40 @@
-//! One core's group-commit task: takes the batches `shorty-service` hands
-//! out and writes them with io_uring (`tokio_uring::fs::File`), one write
-//! and one `fdatasync` per batch.
+//! Log segment writes through io_uring (`tokio_uring::fs::File`): one write
+//! at the batch's offset and one `fdatasync` per group-commit batch.
 
 use std::io;
-use std::rc::Rc;
 
+use shorty_service::driver::SegmentFile;
 use shorty_service::log::WriteBatch;
 use tokio_uring::fs::{File, OpenOptions};
 
-use crate::core::Core;
+pub(crate) struct Segment(File);
 
-/// Runs until the runtime is dropped.
-pub(crate) async fn run(core: Rc<Core>) {
-    let mut file: Option<File> = None;
-    loop {
-        let batch = core.shard.borrow_mut().poll_batch();
-        let Some(batch) = batch else {
-            core.log_work.notified().await;
-            continue;
-        };
-        let result = write(&mut file, &batch).await;
-        core.shard.borrow_mut().batch_done(&batch, result);
-        core.settled.notify_waiters();
-    }
-}
-
-async fn write(file: &mut Option<File>, batch: &WriteBatch) -> io::Result<()> {
-    if file.is_none() || batch.create.is_some() {
-        let opened = OpenOptions::new()
-            .write(true)
-            .create(batch.create.is_some())
-            .open(&batch.path)
-            .await?;
-        if batch.create.is_some() && batch.sync {
-            // The new file's directory entry must be durable too.
-            if let Some(dir) = batch.path.parent() {
-                File::open(dir).await?.sync_all().await?;
+impl SegmentFile for Segment {
+    async fn write_batch(slot: &mut Option<Self>, batch: &WriteBatch) -> io::Result<()> {
+        if slot.is_none() || batch.create.is_some() {
+            let file = OpenOptions::new()
+                .write(true)
+                .create(batch.create.is_some())
+                .open(&batch.path)
+                .await?;
+            if batch.create.is_some() && batch.sync {
+                // The new file's directory entry must be durable too.
+                if let Some(dir) = batch.path.parent() {
+                    File::open(dir).await?.sync_all().await?;
+                }
+            }
+            if let Some(Segment(old)) = slot.replace(Segment(file)) {
+                old.close().await?;
             }
         }
-        if let Some(old) = file.replace(opened) {
-            old.close().await?;
+        let Some(Segment(file)) = slot.as_ref() else {
+            return Err(io::Error::other("segment not open"));
+        };
+        let (result, _) = file.write_all_at(batch.bytes.clone(), batch.offset).await;
+        result?;
+        if batch.sync {
+            file.sync_data().await?;
         }
+        Ok(())
     }
-    let file = file
-        .as_ref()
-        .ok_or_else(|| io::Error::other("segment not open"))?;
-    let (result, _) = file.write_all_at(batch.bytes.clone(), batch.offset).await;
-    result?;
-    if batch.sync {
-        file.sync_data().await?;
-    }
-    Ok(())
 }

@@ -9,6 +9,8 @@
 //! - [`service`]: the shared state, opened from the data directory.
 //! - [`handler`]: one shard's request handling.
 //! - [`connection`]: one connection's in-order reply queue.
+//! - [`driver`]: the per-core loops (accept, connection, group commit,
+//!   drain) both backends run, generic over their I/O.
 //! - [`codes`]: short codes (block-allocated ids, keyed permutation, base62).
 //! - [`url`]: which URLs are accepted.
 //! - [`index`]: the code → URL index behind the [`index::Store`] seam.
@@ -22,6 +24,7 @@
 pub mod codes;
 pub mod config;
 pub mod connection;
+pub mod driver;
 pub mod handler;
 pub mod index;
 pub mod log;

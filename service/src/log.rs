@@ -9,6 +9,13 @@
 //! | 4      | 4    | CRC32C of the body, `u32` LE             |
 //! | 8      | n    | body: id `u64` LE, then the URL (UTF-8)  |
 //!
+//! **Commit markers.** Every batch but a segment's first begins with a
+//! marker: a record with the reserved id [`MARKER_ID`] whose 8-byte body is
+//! the offset at which the batch starts. The previous batch was synced
+//! before this one was written, so a marker says "everything before this
+//! offset is durable". Recovery uses it to tell damage in acknowledged data
+//! (a valid marker beyond it) from a torn, unacknowledged tail.
+//!
 //! Segments are named `NNNNNNNNNNNNNNNNNNNN.log` (a 20-digit number, unique
 //! across shards and runs); order does not matter on replay because every
 //! record stands alone. A run never appends to a segment of an earlier run.
@@ -35,6 +42,18 @@ pub const DEFAULT_SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
 /// so a length above it can only be damage.
 pub const MAX_RECORD_BODY: usize = 16 * 1024 * 1024;
 
+/// The id reserved for commit markers; no URL ever gets it.
+pub const MARKER_ID: u64 = u64::MAX;
+
+/// Encoded size of a commit marker.
+pub const MARKER_LEN: usize = RECORD_HEADER_LEN + 8 + 8;
+
+/// Appends a commit marker stating that the first `durable_end` bytes of
+/// the segment are durable.
+pub fn encode_marker(durable_end: u64, dst: &mut impl BufMut) {
+    encode_record(MARKER_ID, &durable_end.to_le_bytes(), dst);
+}
+
 /// Appends one record to `dst`.
 pub fn encode_record(id: u64, url: &[u8], dst: &mut impl BufMut) {
     let body_len = 8 + url.len();
@@ -49,10 +68,20 @@ pub fn encode_record(id: u64, url: &[u8], dst: &mut impl BufMut) {
 /// One record read back from a segment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Record<'a> {
-    /// The URL's id (see [`crate::codes`]).
+    /// The URL's id (see [`crate::codes`]), or [`MARKER_ID`].
     pub id: u64,
-    /// The long URL.
+    /// The long URL (a marker's durable offset, for a marker).
     pub url: &'a [u8],
+}
+
+impl Record<'_> {
+    /// For a commit marker, the offset before which the segment is durable.
+    pub fn marker(&self) -> Option<u64> {
+        if self.id != MARKER_ID {
+            return None;
+        }
+        Some(u64::from_le_bytes(self.url.try_into().ok()?))
+    }
 }
 
 /// Iterates over records in bytes known to be well-formed (a batch this
@@ -146,10 +175,10 @@ pub struct WriteBatch {
 }
 
 impl WriteBatch {
-    /// The records the batch holds, for inserting them into the index once
-    /// the batch is durable.
+    /// The URL records the batch holds (not its marker), for inserting them
+    /// into the index once the batch is durable.
     pub fn records(&self) -> impl Iterator<Item = Record<'_>> {
-        records(&self.bytes)
+        records(&self.bytes).filter(|r| r.marker().is_none())
     }
 }
 
@@ -203,6 +232,12 @@ impl LogWriter {
 
     /// Encodes a record; it is durable once its ticket's status says so.
     pub fn append(&mut self, id: u64, url: &[u8]) -> Ticket {
+        if self.pending.is_empty() {
+            // Room for the batch's commit marker, filled in (or dropped, for
+            // a segment's first batch) by `poll_batch`; reserved here so the
+            // batch is never copied to prepend it.
+            self.pending.put_bytes(0, MARKER_LEN);
+        }
         encode_record(id, url, &mut self.pending);
         let ticket = Ticket(self.next);
         self.next += 1;
@@ -239,7 +274,7 @@ impl LogWriter {
         if !self.has_work() {
             return None;
         }
-        let bytes = self.pending.split().freeze();
+        let mut bytes = self.pending.split();
         let full = self
             .segment
             .as_ref()
@@ -257,6 +292,15 @@ impl LogWriter {
         };
         let segment = self.segment.as_mut()?;
         let offset = segment.len;
+        if offset == 0 {
+            // Nothing before it to vouch for.
+            bytes.advance(MARKER_LEN);
+        } else {
+            let mut marker = Vec::with_capacity(MARKER_LEN);
+            encode_marker(offset, &mut marker);
+            bytes[..MARKER_LEN].copy_from_slice(&marker);
+        }
+        let bytes = bytes.freeze();
         segment.len += bytes.len() as u64;
         self.in_flight = true;
         Some(WriteBatch {
@@ -372,6 +416,10 @@ mod tests {
         assert_eq!(second.create, None, "same segment");
         assert_eq!(second.offset, first.bytes.len() as u64);
         assert_eq!(second.records().map(|r| r.id).collect::<Vec<_>>(), [3, 4]);
+        // The second batch opens with a marker vouching for the first.
+        let marker = records(&second.bytes).next().unwrap();
+        assert_eq!(marker.marker(), Some(first.bytes.len() as u64));
+        assert_eq!(records(&first.bytes).filter_map(|r| r.marker()).count(), 0);
         log.complete(&second);
         assert_eq!(log.status(c), TicketStatus::Durable);
         assert_eq!(log.status(d), TicketStatus::Durable);

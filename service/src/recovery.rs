@@ -6,11 +6,19 @@
 //! server with the file name and offset, because dropping records silently
 //! would lose URLs that were acknowledged.
 //!
-//! What counts as the tail: a record whose header or body runs past the end
-//! of the file, a record whose checksum fails and which ends exactly at the
-//! end of the file, and a run of zero bytes to the end of the file (space
-//! the file system extended but never filled). Anything else that fails is
-//! corruption.
+//! What counts as the tail: acknowledged records always form a prefix of a
+//! segment (a shard writes a batch only after the previous one is synced,
+//! and replies only after its own sync), and every batch after the first
+//! opens with a commit marker giving the offset up to which the segment was
+//! durable when it was written (see [`crate::log`]). Damage at offset `p` is
+//! therefore in acknowledged data exactly when a valid marker somewhere
+//! after it claims durability beyond `p`: that is corruption, and the
+//! server refuses to start. Any other damage (a record running past the end
+//! of the file, a checksum failure, zero fill where the file system or a
+//! DMA writer extended the file, a half-written block, even valid but
+//! unacknowledged records after a hole) lies in the one batch that was never
+//! acknowledged: a torn tail, cut off. A forged marker in garbage needs a
+//! CRC32C collision (odds 2^-32 per candidate offset).
 //!
 //! [`recover`] is the driver the servers call before starting their
 //! runtimes: plain blocking `std::fs`, run once.
@@ -23,7 +31,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Buf;
 
-use crate::log::{parse_segment_file_name, Record, MAX_RECORD_BODY, RECORD_HEADER_LEN};
+use crate::log::{
+    parse_segment_file_name, Record, MARKER_ID, MARKER_LEN, MAX_RECORD_BODY, RECORD_HEADER_LEN,
+};
 
 /// How a segment's valid records end.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,36 +76,59 @@ pub fn scan_segment<'a>(
         let mut header = &rest[..RECORD_HEADER_LEN];
         let body_len = header.get_u32_le() as usize;
         let crc = header.get_u32_le();
-        if !(8..=MAX_RECORD_BODY).contains(&body_len) {
-            if rest.iter().all(|&b| b == 0) {
-                return torn;
+        let damaged = |reason: &'static str| {
+            if durable_beyond(bytes, pos) {
+                Err(Corruption {
+                    offset: pos as u64,
+                    reason,
+                })
+            } else {
+                torn.clone()
             }
-            return Err(Corruption {
-                offset: pos as u64,
-                reason: "record length out of range",
-            });
+        };
+        if !(8..=MAX_RECORD_BODY).contains(&body_len) {
+            return damaged("record length out of range");
         }
         let Some(body) = rest.get(RECORD_HEADER_LEN..RECORD_HEADER_LEN + body_len) else {
             return torn;
         };
         let end = pos + RECORD_HEADER_LEN + body_len;
         if crc32c::crc32c(body) != crc {
-            if end == bytes.len() {
-                return torn;
-            }
-            return Err(Corruption {
-                offset: pos as u64,
-                reason: "checksum mismatch",
-            });
+            return damaged("checksum mismatch");
         }
         let (id, url) = body.split_at(8);
-        on_record(Record {
+        let record = Record {
             id: u64::from_le_bytes(id.try_into().unwrap_or_default()),
             url,
-        });
+        };
+        if record.marker().is_none() {
+            on_record(record);
+        }
         pos = end;
     }
     Ok(SegmentEnd::Clean)
+}
+
+/// `true` if a well-formed commit marker after `pos` claims that the segment
+/// was durable beyond `pos`.
+fn durable_beyond(bytes: &[u8], pos: usize) -> bool {
+    (pos + 1..bytes.len()).any(|start| {
+        let Some(mut header) = bytes.get(start..start + RECORD_HEADER_LEN) else {
+            return false;
+        };
+        let body_len = header.get_u32_le() as usize;
+        let crc = header.get_u32_le();
+        if body_len != MARKER_LEN - RECORD_HEADER_LEN {
+            return false;
+        }
+        let Some(body) = bytes.get(start + RECORD_HEADER_LEN..start + MARKER_LEN) else {
+            return false;
+        };
+        let (id, end) = body.split_at(8);
+        crc32c::crc32c(body) == crc
+            && id == MARKER_ID.to_le_bytes()
+            && u64::from_le_bytes(end.try_into().unwrap_or_default()) > pos as u64
+    })
 }
 
 /// Why recovery could not finish. The server refuses to start.
@@ -307,9 +340,30 @@ mod tests {
         );
     }
 
+    /// Batches as `LogWriter` writes them: a marker before every batch but
+    /// the first.
+    fn batches(batches: &[&[(u64, &str)]]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (i, batch) in batches.iter().enumerate() {
+            if i > 0 {
+                crate::log::encode_marker(out.len() as u64, &mut out);
+            }
+            out.extend_from_slice(&segment(batch));
+        }
+        out
+    }
+
     #[test]
-    fn damage_before_the_tail_is_corruption() {
-        let mut bytes = segment(&[(1, "http://a"), (2, "http://b"), (3, "http://c")]);
+    fn markers_are_not_urls() {
+        let bytes = batches(&[&[(1, "http://a")], &[(2, "http://b")], &[(3, "http://c")]]);
+        assert_eq!(scan(&bytes), (vec![1, 2, 3], Ok(SegmentEnd::Clean)));
+    }
+
+    #[test]
+    fn damage_in_acknowledged_batches_is_corruption() {
+        // Batch 1 is vouched for by the marker opening batch 2.
+        let clean = batches(&[&[(1, "http://a"), (2, "http://b")], &[(3, "http://c")]]);
+        let mut bytes = clean.clone();
         bytes[30] ^= 0x01; // inside record 2's body
         assert_eq!(
             scan(&bytes).1,
@@ -318,14 +372,57 @@ mod tests {
                 reason: "checksum mismatch"
             })
         );
-        let mut bytes = segment(&[(1, "http://a"), (2, "http://b")]);
-        bytes[24..28].copy_from_slice(&u32::MAX.to_le_bytes()); // length of record 2
+        let mut bytes = clean.clone();
+        bytes[24..28].copy_from_slice(&u32::MAX.to_le_bytes()); // record 2's length
         assert_eq!(
             scan(&bytes).1,
             Err(Corruption {
                 offset: 24,
                 reason: "record length out of range"
             })
+        );
+        // Zeros in the middle of acknowledged data: refuse, do not cut.
+        let mut bytes = clean;
+        bytes[24..48].fill(0);
+        assert_eq!(
+            scan(&bytes).1,
+            Err(Corruption {
+                offset: 24,
+                reason: "record length out of range"
+            })
+        );
+    }
+
+    #[test]
+    fn damage_in_the_unacknowledged_batch_is_a_torn_tail() {
+        // A hole in the last batch followed by more of its (never
+        // acknowledged) records, as a torn block-level write leaves it.
+        let mut bytes = batches(&[&[(1, "http://a")], &[(2, "http://b"), (3, "http://c")]]);
+        let batch2 = 24 + MARKER_LEN;
+        bytes[batch2..batch2 + 24].fill(0); // record 2 lost, record 3 intact
+        assert_eq!(
+            scan(&bytes),
+            (
+                vec![1],
+                Ok(SegmentEnd::Torn {
+                    valid_len: batch2 as u64
+                })
+            )
+        );
+        // DMA zero padding followed by a half-written block.
+        let mut bytes = segment(&[(1, "http://a")]);
+        bytes.extend_from_slice(&[0; 300]);
+        bytes.extend_from_slice(b"\x07garbage that is no record");
+        assert_eq!(
+            scan(&bytes),
+            (vec![1], Ok(SegmentEnd::Torn { valid_len: 24 }))
+        );
+        // A damaged length in the very last record.
+        let mut bytes = segment(&[(1, "http://a"), (2, "http://b")]);
+        bytes[24..28].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert_eq!(
+            scan(&bytes),
+            (vec![1], Ok(SegmentEnd::Torn { valid_len: 24 }))
         );
     }
 
@@ -384,7 +481,7 @@ mod tests {
     #[test]
     fn refuses_a_corrupt_middle_and_names_file_and_offset() {
         let dir = tempfile::tempdir().unwrap();
-        let mut bytes = segment(&[(1, "http://a"), (2, "http://b"), (3, "http://c")]);
+        let mut bytes = batches(&[&[(1, "http://a"), (2, "http://b")], &[(3, "http://c")]]);
         bytes[40] ^= 0x55;
         let path = dir.path().join(segment_file_name(4));
         fs::write(&path, &bytes).unwrap();

@@ -144,13 +144,18 @@ impl Service<Index> {
     /// # Errors
     /// [`StartError`] when the key cannot be read or written, or the log is
     /// damaged before a tail.
-    pub fn open(config: Config) -> Result<(Arc<Self>, RecoveryReport), StartError> {
-        let dir = config.data_dir.clone();
+    pub fn open(mut config: Config) -> Result<(Arc<Self>, RecoveryReport), StartError> {
+        let given = config.data_dir.clone();
         let key_err = |source| StartError::Key {
-            path: dir.join(KEY_FILE),
+            path: given.join(KEY_FILE),
             source,
         };
-        fs::create_dir_all(&dir).map_err(key_err)?;
+        fs::create_dir_all(&given).map_err(key_err)?;
+        // Absolute from here on: log lines then name real paths, and some
+        // I/O APIs (glommio's directory and DMA file handling) fail on
+        // relative ones.
+        config.data_dir = fs::canonicalize(&given).map_err(key_err)?;
+        let dir = config.data_dir.clone();
         let codec = Codec::new(&load_or_create_key(&dir).map_err(key_err)?);
         let store = Index::new();
         let report = recover(&dir, |id, url| store.insert(codec.key_of(id), url))
