@@ -22,7 +22,10 @@ pub(crate) struct Segment(DmaStreamWriter);
 impl SegmentFile for Segment {
     async fn write_batch(slot: &mut Option<Self>, batch: &WriteBatch) -> io::Result<()> {
         if let Some(path) = &batch.create {
+            // Readable too: glommio probes the device for polled I/O by
+            // reading the file, and logs an error for a write-only one.
             let file = OpenOptions::new()
+                .read(true)
                 .write(true)
                 .create_new(true)
                 .dma_open(path)
