@@ -444,3 +444,253 @@ pub fn delay_overlaps_across_clients(bin: &Path) {
         "clients were served one after another: {total:?}"
     );
 }
+
+fn http_agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .max_redirects(0)
+        .http_status_as_error(false)
+        .build()
+        .into()
+}
+
+/// Status, `Location`, and body of a GET or HEAD with a real HTTP client.
+fn http(method: &str, url: &str) -> (u16, Option<String>, String) {
+    let agent = http_agent();
+    let mut response = match method {
+        "HEAD" => agent.head(url).call(),
+        _ => agent.get(url).call(),
+    }
+    .unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+    let location = response
+        .headers()
+        .get("location")
+        .map(|v| v.to_str().unwrap().to_owned());
+    let body = response.body_mut().read_to_string().unwrap_or_default();
+    (response.status().as_u16(), location, body)
+}
+
+/// One raw HTTP response: status, headers (lower-case names), body.
+type RawResponse = (u16, Vec<(String, String)>, Vec<u8>);
+
+/// Reads up to `count` responses from a raw connection (fewer if it closes).
+fn read_http(stream: &mut std::net::TcpStream, count: usize) -> (Vec<RawResponse>, bool) {
+    use std::io::Read;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut buf = Vec::new();
+    let mut out = Vec::new();
+    let mut closed = false;
+    while out.len() < count {
+        let mut headers = [httparse::EMPTY_HEADER; 32];
+        let mut response = httparse::Response::new(&mut headers);
+        if let Ok(httparse::Status::Complete(head)) = response.parse(&buf) {
+            let headers: Vec<(String, String)> = response
+                .headers
+                .iter()
+                .map(|h| {
+                    (
+                        h.name.to_ascii_lowercase(),
+                        String::from_utf8_lossy(h.value).into_owned(),
+                    )
+                })
+                .collect();
+            let len: usize = headers
+                .iter()
+                .find(|(n, _)| n == "content-length")
+                .map_or(0, |(_, v)| v.parse().unwrap());
+            if buf.len() >= head + len {
+                let status = response.code.unwrap();
+                let body = buf[head..head + len].to_vec();
+                buf.drain(..head + len);
+                out.push((status, headers, body));
+                continue;
+            }
+        }
+        let mut chunk = [0u8; 4096];
+        match stream.read(&mut chunk) {
+            Ok(0) | Err(_) => {
+                closed = true;
+                break;
+            }
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+    (out, closed)
+}
+
+fn raw_http(
+    server: &Server,
+    request: &[u8],
+    count: usize,
+) -> (Vec<RawResponse>, std::net::TcpStream) {
+    use std::io::Write;
+    let mut stream = std::net::TcpStream::connect(server.http_addr()).unwrap();
+    stream.write_all(request).unwrap();
+    let (responses, _) = read_http(&mut stream, count);
+    (responses, stream)
+}
+
+fn closes(stream: &mut std::net::TcpStream) -> bool {
+    read_http(stream, 1).1
+}
+
+/// A short URL opened over HTTP redirects to its long URL.
+pub fn http_redirects_to_the_long_url(bin: &Path) {
+    let dir = tmp();
+    let server = Server::start(bin, dir.path(), &[]);
+    let mut conn = server.connect();
+    let long = "https://example.com/some/long/path?q=1#frag";
+    let short = conn.shorten(long);
+    let code = code_of(&short);
+    // Resolvable over HTTP as soon as the SHORTEN was acknowledged.
+    let (status, location, _) = http("GET", &server.http_url(&format!("/{code}")));
+    assert_eq!((status, location.as_deref()), (302, Some(long)));
+    let (status, location, body) = http("HEAD", &server.http_url(&format!("/{code}")));
+    assert_eq!(
+        (status, location.as_deref(), body.as_str()),
+        (302, Some(long), "")
+    );
+    // A query string on the short URL is ignored.
+    assert_eq!(
+        http("GET", &server.http_url(&format!("/{code}?utm=x"))).0,
+        302
+    );
+    // Non-ASCII URLs are sent as their ASCII serialisation.
+    let short = conn.shorten("https://bücher.example/straße");
+    let (_, location, _) = http("GET", &server.http_url(&format!("/{}", code_of(&short))));
+    assert_eq!(
+        location.as_deref(),
+        Some("https://xn--bcher-kva.example/stra%C3%9Fe")
+    );
+    assert_eq!(http("GET", &server.http_url("/0000000")).0, 404);
+    assert_eq!(http("HEAD", &server.http_url("/nope")).0, 404);
+    assert_eq!(http("GET", &server.http_url("/")).0, 404);
+    assert_eq!(http("GET", &server.http_url("/a/b")).0, 404);
+    let (status, _, body) = http("GET", &server.http_url("/healthz"));
+    assert_eq!((status, body.as_str()), (200, "ok\n"));
+    let (responses, _) = raw_http(&server, b"DELETE /x HTTP/1.1\r\nHost: a\r\n\r\n", 1);
+    assert_eq!(responses[0].0, 405);
+    assert!(responses[0]
+        .1
+        .contains(&("allow".into(), "GET, HEAD".into())));
+}
+
+/// `--redirect-status` picks the redirect status.
+pub fn http_redirect_status_is_configurable(bin: &Path) {
+    let dir = tmp();
+    let server = Server::start(bin, dir.path(), &["--redirect-status", "308"]);
+    let short = server.connect().shorten("https://example.com/permanent");
+    let (status, location, _) = http("GET", &server.http_url(&format!("/{}", code_of(&short))));
+    assert_eq!(
+        (status, location.as_deref()),
+        (308, Some("https://example.com/permanent"))
+    );
+}
+
+/// Keep-alive and pipelined requests: answered in order on one connection.
+pub fn http_keep_alive_and_pipelining(bin: &Path) {
+    use std::io::Write;
+    let dir = tmp();
+    let server = Server::start(bin, dir.path(), &[]);
+    let mut conn = server.connect();
+    let a = code_of(&conn.shorten("https://a.example/")).to_owned();
+    let b = code_of(&conn.shorten("https://b.example/")).to_owned();
+    let pipelined = format!(
+        "GET /{a} HTTP/1.1\r\nHost: s\r\n\r\nGET /nope123 HTTP/1.1\r\nHost: s\r\n\r\nHEAD /{b} HTTP/1.1\r\nHost: s\r\n\r\n"
+    );
+    let (responses, mut stream) = raw_http(&server, pipelined.as_bytes(), 3);
+    let summary: Vec<(u16, Option<String>)> = responses
+        .iter()
+        .map(|(s, h, _)| {
+            (
+                *s,
+                h.iter()
+                    .find(|(n, _)| n == "location")
+                    .map(|(_, v)| v.clone()),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            (302, Some("https://a.example/".into())),
+            (404, None),
+            (302, Some("https://b.example/".into()))
+        ]
+    );
+    // The connection is still open for more.
+    stream
+        .write_all(format!("GET /{b} HTTP/1.1\r\nHost: s\r\n\r\n").as_bytes())
+        .unwrap();
+    assert_eq!(read_http(&mut stream, 1).0[0].0, 302);
+    // `Connection: close` is honoured.
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let (responses, closed) = read_http(&mut stream, 2);
+    assert_eq!(responses.len(), 1);
+    assert!(closed);
+}
+
+/// Malformed and oversized requests are answered (400, 431) and closed;
+/// the server goes on serving.
+pub fn http_bad_requests_are_answered_and_closed(bin: &Path) {
+    let dir = tmp();
+    let server = Server::start(
+        bin,
+        dir.path(),
+        &["--http-max-head-bytes", "1024", "--http-max-headers", "8"],
+    );
+    let (responses, mut stream) = raw_http(&server, b"GET /x HTTP/1.1\r\nBad Header\r\n\r\n", 1);
+    assert_eq!(responses[0].0, 400);
+    assert!(closes(&mut stream));
+    let (responses, mut stream) = raw_http(&server, b"NOT HTTP AT ALL\x01\r\n\r\n", 1);
+    assert_eq!(responses[0].0, 400);
+    assert!(closes(&mut stream));
+    let huge = format!("GET /x HTTP/1.1\r\nX-Big: {}\r\n\r\n", "y".repeat(2000));
+    let (responses, mut stream) = raw_http(&server, huge.as_bytes(), 1);
+    assert_eq!(responses[0].0, 431);
+    assert!(closes(&mut stream));
+    // Over the limit before the head is even complete.
+    let (responses, _) = raw_http(
+        &server,
+        format!("GET /{} HTTP/1.1\r\n", "z".repeat(1500)).as_bytes(),
+        1,
+    );
+    assert_eq!(responses[0].0, 431);
+    let many: String = (0..20).map(|i| format!("X-{i}: v\r\n")).collect();
+    let (responses, _) = raw_http(
+        &server,
+        format!("GET /x HTTP/1.1\r\n{many}\r\n").as_bytes(),
+        1,
+    );
+    assert_eq!(responses[0].0, 431);
+    let (responses, _) = raw_http(
+        &server,
+        b"GET /x HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello",
+        1,
+    );
+    assert_eq!(responses[0].0, 400);
+    assert_eq!(http("GET", &server.http_url("/healthz")).0, 200);
+}
+
+/// A request head that does not complete within `--http-header-timeout`
+/// gets 408 and a close.
+pub fn http_slow_heads_time_out(bin: &Path) {
+    use std::io::Write;
+    let dir = tmp();
+    let server = Server::start(
+        bin,
+        dir.path(),
+        &["--http-header-timeout", "300ms", "--idle-timeout", "30s"],
+    );
+    let mut stream = std::net::TcpStream::connect(server.http_addr()).unwrap();
+    stream.write_all(b"GET /x HTTP/1.1\r\n").unwrap();
+    let start = Instant::now();
+    let (responses, closed) = read_http(&mut stream, 2);
+    assert_eq!(responses.len(), 1);
+    assert_eq!(responses[0].0, 408);
+    assert!(closed);
+    assert!(start.elapsed() >= Duration::from_millis(250));
+}

@@ -18,6 +18,7 @@ const START_TIMEOUT: Duration = Duration::from_secs(20);
 pub struct Server {
     child: Child,
     addr: SocketAddr,
+    http_addr: SocketAddr,
     data_dir: PathBuf,
     log: Arc<Mutex<Vec<String>>>,
 }
@@ -34,7 +35,15 @@ impl Server {
     pub fn start_in(binary: &Path, cwd: &Path, data_dir: &Path, args: &[&str]) -> Server {
         let mut child = Command::new(binary)
             .current_dir(cwd)
-            .args(["--listen", "127.0.0.1:0", "--threads", "2", "--data-dir"])
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--http",
+                "127.0.0.1:0",
+                "--threads",
+                "2",
+            ])
+            .arg("--data-dir")
             .arg(data_dir)
             .args(args)
             .env("RUST_LOG", "info")
@@ -51,29 +60,40 @@ impl Server {
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if line.contains("listening") {
+                    let http = line.contains("protocol=\"http\"");
                     if let Some(addr) = line.split("addr=").nth(1) {
                         let addr = addr.split_whitespace().next().unwrap_or_default();
                         if let Ok(addr) = addr.parse::<SocketAddr>() {
-                            let _ = tx.send(addr);
+                            let _ = tx.send((http, addr));
                         }
                     }
                 }
                 lines.lock().unwrap().push(line);
             }
         });
-        let addr = match rx.recv_timeout(START_TIMEOUT) {
-            Ok(addr) => addr,
-            Err(_) => {
-                let _ = child.kill();
-                panic!(
-                    "server did not start listening; stderr:\n{}",
-                    log.lock().unwrap().join("\n")
-                );
+        // Both listeners, unless the flags turned HTTP off.
+        let wants_http = !args.windows(2).any(|w| w == ["--http", "off"]);
+        let (mut addr, mut http_addr) = (None, None);
+        let deadline = Instant::now() + START_TIMEOUT;
+        while addr.is_none() || (wants_http && http_addr.is_none()) {
+            match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok((true, a)) => http_addr = Some(a),
+                Ok((false, a)) => addr = Some(a),
+                Err(_) => {
+                    let _ = child.kill();
+                    panic!(
+                        "server did not start listening; stderr:\n{}",
+                        log.lock().unwrap().join("\n")
+                    );
+                }
             }
-        };
+        }
+        let addr = addr.expect("protocol address");
+        let http_addr = http_addr.unwrap_or(addr);
         Server {
             child,
             addr,
+            http_addr,
             data_dir: cwd.join(data_dir),
             log,
         }
@@ -82,6 +102,16 @@ impl Server {
     /// The protocol address.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The HTTP front's address.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    /// `http://ADDR` + `path`.
+    pub fn http_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.http_addr)
     }
 
     /// A new client connection.

@@ -35,6 +35,11 @@ macro_rules! suite {
             acknowledged_urls_survive_kill_9,
             graceful_shutdown_answers_in_flight_requests,
             delay_overlaps_across_clients,
+            http_redirects_to_the_long_url,
+            http_redirect_status_is_configurable,
+            http_keep_alive_and_pipelining,
+            http_bad_requests_are_answered_and_closed,
+            http_slow_heads_time_out,
         );
     };
     (@cases $binary:expr; $($case:ident),* $(,)?) => {

@@ -43,20 +43,26 @@ pub(crate) fn serve(worker: Worker) -> io::Result<()> {
             index,
             service,
             listener,
+            http_listener,
             shutdown,
         } = worker;
-        // glommio's io_uring accept expects a blocking socket.
-        listener.set_nonblocking(false)?;
-        // SAFETY: `into_raw_fd` hands over sole ownership of a valid socket
-        // that is bound and listening, which is what `from_raw_fd` requires.
-        // Hand-made rather than `glommio::net::TcpListener::bind` because
-        // that fixes the backlog at 1024; ours is the kernel's `somaxconn`.
-        #[allow(unsafe_code)]
-        let listener = unsafe { glommio::net::TcpListener::from_raw_fd(listener.into_raw_fd()) };
+        let (listener, http) = (adopt(listener)?, http_listener.map(adopt).transpose()?);
         let core = CoreState::new(service.shard(), shutdown);
-        driver::run_core::<_, _, Segment>(GlommioRuntime, core, GlommioListener(listener), index)
-            .await
+        driver::run_core::<_, _, Segment>(GlommioRuntime, core, listener, http, index).await
     })
+}
+
+/// Hands a listener bound by `shorty_service::server` (SO_REUSEPORT, the
+/// kernel's `somaxconn` backlog) to glommio. Hand-made rather than
+/// `glommio::net::TcpListener::bind` because that fixes the backlog at 1024.
+fn adopt(listener: std::net::TcpListener) -> io::Result<GlommioListener> {
+    // glommio's io_uring accept expects a blocking socket.
+    listener.set_nonblocking(false)?;
+    // SAFETY: `into_raw_fd` hands over sole ownership of a valid socket that
+    // is bound and listening, which is what `from_raw_fd` requires.
+    #[allow(unsafe_code)]
+    let listener = unsafe { glommio::net::TcpListener::from_raw_fd(listener.into_raw_fd()) };
+    Ok(GlommioListener(listener))
 }
 
 fn memlock_limit() -> String {

@@ -24,11 +24,13 @@ pub(crate) fn serve(worker: Worker) -> io::Result<()> {
                 index,
                 service,
                 listener,
+                http_listener,
                 shutdown,
             } = worker;
-            let listener = UringListener(tokio_uring::net::TcpListener::from_std(listener));
+            let wrap = |l| UringListener(tokio_uring::net::TcpListener::from_std(l));
+            let (listener, http) = (wrap(listener), http_listener.map(wrap));
             let core = CoreState::new(service.shard(), shutdown);
-            driver::run_core::<_, _, Segment>(UringRuntime, core, listener, index).await
+            driver::run_core::<_, _, Segment>(UringRuntime, core, listener, http, index).await
         })
 }
 

@@ -35,6 +35,30 @@ pub struct Config {
     #[arg(long, env = "SHORTY_LISTEN", default_value = "127.0.0.1:9000")]
     pub listen: SocketAddr,
 
+    /// Address of the HTTP front that redirects short URLs, or `off`.
+    #[arg(long, env = "SHORTY_HTTP", default_value = "127.0.0.1:5000", value_parser = parse_http)]
+    pub http: HttpListen,
+
+    /// Status of HTTP redirects: 301, 302, 307 or 308. 301 and 308 are cached
+    /// by browsers for good.
+    #[arg(long, env = "SHORTY_REDIRECT_STATUS", default_value_t = 302, value_parser = parse_redirect_status)]
+    pub redirect_status: u16,
+
+    /// Largest HTTP request head (request line and headers) accepted, in
+    /// bytes; larger ones get 431 and a close.
+    #[arg(long, env = "SHORTY_HTTP_MAX_HEAD_BYTES", default_value_t = 8192)]
+    pub http_max_head_bytes: usize,
+
+    /// Most headers in an HTTP request (at most 128); more get 431 and a
+    /// close.
+    #[arg(long, env = "SHORTY_HTTP_MAX_HEADERS", default_value_t = 32, value_parser = parse_max_headers)]
+    pub http_max_headers: usize,
+
+    /// Once an HTTP request has begun, its whole head must arrive within
+    /// this time, or the server answers 408 and closes (slowloris defence).
+    #[arg(long, env = "SHORTY_HTTP_HEADER_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub http_header_timeout: Duration,
+
     /// Base of the short URLs handed out: a code is appended to it. Must be
     /// an http or https URL; a missing trailing `/` is added.
     #[arg(long, env = "SHORTY_PUBLIC_URL", default_value = "http://127.0.0.1:5000/", value_parser = parse_public_url)]
@@ -111,6 +135,33 @@ impl Config {
     }
 }
 
+/// Where the HTTP front listens, if anywhere.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpListen(pub Option<SocketAddr>);
+
+fn parse_http(text: &str) -> Result<HttpListen, String> {
+    if text.eq_ignore_ascii_case("off") {
+        return Ok(HttpListen(None));
+    }
+    text.parse()
+        .map(|addr| HttpListen(Some(addr)))
+        .map_err(|e| format!("expected ADDRESS:PORT or `off`: {e}"))
+}
+
+fn parse_max_headers(text: &str) -> Result<usize, String> {
+    match text.parse() {
+        Ok(n @ 1..=crate::http::MAX_HEADERS_CAP) => Ok(n),
+        _ => Err(format!("must be 1 to {}", crate::http::MAX_HEADERS_CAP)),
+    }
+}
+
+fn parse_redirect_status(text: &str) -> Result<u16, String> {
+    match text.parse() {
+        Ok(status @ (301 | 302 | 307 | 308)) => Ok(status),
+        _ => Err("must be 301, 302, 307 or 308".into()),
+    }
+}
+
 fn parse_public_url(text: &str) -> Result<Url, String> {
     let mut url = Url::parse(text).map_err(|e| format!("not a URL: {e}"))?;
     if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
@@ -153,6 +204,9 @@ mod tests {
         assert_eq!(c.delay, Duration::ZERO);
         assert_eq!(c.sync, SyncPolicy::Always);
         assert_eq!(c.max_frame_len(), 8192 + 64);
+        assert_eq!(c.http, HttpListen(Some("127.0.0.1:5000".parse().unwrap())));
+        assert_eq!(c.redirect_status, 302);
+        assert_eq!((c.http_max_head_bytes, c.http_max_headers), (8192, 32));
         assert!(c.threads() >= 1);
     }
 
@@ -180,6 +234,11 @@ mod tests {
         assert!(Config::try_parse_from(["shorty", "--public-url", "ftp://x/"]).is_err());
         assert!(Config::try_parse_from(["shorty", "--threads", "0"]).is_err());
         assert!(Config::try_parse_from(["shorty", "--delay", "soon"]).is_err());
+        let c = Config::try_parse_from(["shorty", "--http", "off", "--redirect-status", "308"])
+            .unwrap();
+        assert_eq!((c.http, c.redirect_status), (HttpListen(None), 308));
+        assert!(Config::try_parse_from(["shorty", "--redirect-status", "303"]).is_err());
+        assert!(Config::try_parse_from(["shorty", "--http-max-headers", "500"]).is_err());
     }
 
     #[test]

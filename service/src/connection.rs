@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use shorty_protocol::Reply;
 
-use crate::config::Config;
 use crate::handler::InputOutcome;
 use crate::log::{Ticket, TicketStatus};
 
@@ -55,6 +54,16 @@ impl ReplyQueue {
         // client, so it is surfaced loudly in debug builds only.
         let encoded = reply.encode(dst);
         debug_assert!(encoded.is_ok(), "service built an unencodable reply");
+    }
+
+    /// Appends already-encoded bytes (HTTP responses) behind everything
+    /// queued, written by `write`.
+    pub(crate) fn push_with(&mut self, write: impl FnOnce(&mut BytesMut)) {
+        let dst = match self.waiting.back_mut() {
+            Some(last) => &mut last.after,
+            None => &mut self.ready,
+        };
+        write(dst);
     }
 
     /// Queues a SHORTEN whose reply waits for `ticket`.
@@ -122,17 +131,24 @@ pub enum ReadLimit {
     Frame,
 }
 
-/// Tracks when the frame in progress started, to pick the next read's
-/// timeout. Sans-IO: the backend passes `now`.
-#[derive(Debug, Clone, Default)]
+/// Tracks when the frame (or HTTP request head) in progress started, to
+/// pick the next read's timeout. Sans-IO: the caller passes `now`.
+#[derive(Debug, Clone)]
 pub struct ReadTimer {
+    idle: Duration,
+    frame: Duration,
     frame_started: Option<Instant>,
 }
 
 impl ReadTimer {
-    /// A timer with no frame in progress.
-    pub fn new() -> Self {
-        Self::default()
+    /// A timer with no frame in progress: `idle` between frames, `frame`
+    /// for a whole frame from its first byte.
+    pub fn new(idle: Duration, frame: Duration) -> Self {
+        Self {
+            idle,
+            frame,
+            frame_started: None,
+        }
     }
 
     /// Records what the last read's bytes amounted to.
@@ -147,13 +163,13 @@ impl ReadTimer {
     }
 
     /// How long the next read may wait, and under which limit.
-    pub fn next_timeout(&self, config: &Config, now: Instant) -> (Duration, ReadLimit) {
+    pub fn next_timeout(&self, now: Instant) -> (Duration, ReadLimit) {
         match self.frame_started {
             Some(start) => (
-                (start + config.frame_timeout).saturating_duration_since(now),
+                (start + self.frame).saturating_duration_since(now),
                 ReadLimit::Frame,
             ),
-            None => (config.idle_timeout, ReadLimit::Idle),
+            None => (self.idle, ReadLimit::Idle),
         }
     }
 }
@@ -161,17 +177,13 @@ impl ReadTimer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
 
     #[test]
     fn the_frame_timeout_runs_from_a_frame_s_first_byte() {
-        let config =
-            Config::try_parse_from(["s", "--idle-timeout", "60s", "--frame-timeout", "5s"])
-                .unwrap();
         let t0 = Instant::now();
-        let mut timer = ReadTimer::new();
+        let mut timer = ReadTimer::new(Duration::from_secs(60), Duration::from_secs(5));
         assert_eq!(
-            timer.next_timeout(&config, t0),
+            timer.next_timeout(t0),
             (Duration::from_secs(60), ReadLimit::Idle)
         );
         let partial = InputOutcome {
@@ -182,7 +194,7 @@ mod tests {
         timer.after_input(&partial, t0);
         // More bytes of the same frame do not restart the clock.
         timer.after_input(&partial, t0 + Duration::from_secs(3));
-        let (left, limit) = timer.next_timeout(&config, t0 + Duration::from_secs(4));
+        let (left, limit) = timer.next_timeout(t0 + Duration::from_secs(4));
         assert_eq!((left, limit), (Duration::from_secs(1), ReadLimit::Frame));
         // A completed frame followed by a new partial one restarts it.
         let next = InputOutcome {
@@ -192,7 +204,7 @@ mod tests {
         };
         timer.after_input(&next, t0 + Duration::from_secs(4));
         assert_eq!(
-            timer.next_timeout(&config, t0 + Duration::from_secs(4)).0,
+            timer.next_timeout(t0 + Duration::from_secs(4)).0,
             Duration::from_secs(5)
         );
         let done = InputOutcome {
@@ -201,6 +213,6 @@ mod tests {
             close: false,
         };
         timer.after_input(&done, t0 + Duration::from_secs(6));
-        assert_eq!(timer.next_timeout(&config, t0).1, ReadLimit::Idle);
+        assert_eq!(timer.next_timeout(t0).1, ReadLimit::Idle);
     }
 }

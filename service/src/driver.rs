@@ -39,6 +39,15 @@ const SLOT_POLL: Duration = Duration::from_millis(2);
 /// peer gave up before accept) instead of spinning.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(10);
 
+/// What a listener speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// Length-prefixed frames: the Shorty protocol.
+    Framed,
+    /// HTTP/1.1: the redirect front.
+    Http,
+}
+
 /// The timers and task spawning of a backend's runtime.
 pub trait Runtime: Clone + 'static {
     /// Completes after `duration`.
@@ -142,6 +151,7 @@ pub async fn run_core<R, L, F>(
     rt: R,
     core: Rc<CoreState>,
     listener: L,
+    http: Option<L>,
     index: usize,
 ) -> io::Result<()>
 where
@@ -150,35 +160,17 @@ where
     F: SegmentFile + 'static,
 {
     rt.spawn(run_log_writer::<F>(core.clone()));
-    let slots = core.shard.borrow().service().connection_slots().clone();
-    // Accept first, then wait for a slot: a core never holds a slot while
-    // idle in `accept` (with SO_REUSEPORT the freed slot could otherwise sit
-    // on a core whose listener has no waiting connection). At the limit a
-    // core holds at most one accepted connection unserved and accepts no
-    // more; the rest wait in the kernel's backlog.
-    let accept_loop = async {
-        loop {
-            let conn = match listener.accept().await {
-                Ok(conn) => conn,
-                Err(err) => {
-                    tracing::warn!("accept failed: {err}");
-                    rt.sleep(ACCEPT_BACKOFF).await;
-                    continue;
-                }
-            };
-            let slot = loop {
-                if let Some(slot) = slots.try_acquire() {
-                    break slot;
-                }
-                rt.sleep(SLOT_POLL).await;
-            };
-            rt.spawn(serve_connection(rt.clone(), core.clone(), conn, slot));
+    let framed = accept_loop(&rt, &core, listener, Protocol::Framed);
+    let http = async {
+        match http {
+            Some(listener) => accept_loop(&rt, &core, listener, Protocol::Http).await,
+            None => future::pending().await,
         }
     };
     let mut shutdown = core.shutdown.clone();
     // The accept future is dropped only here, at shutdown; a connection an
     // uncancellable accept completes afterwards is closed with the runtime.
-    future::or(accept_loop, shutdown.triggered()).await;
+    future::or(future::or(framed, http), shutdown.triggered()).await;
 
     let drained = async {
         while core.open.get() > 0 {
@@ -206,6 +198,44 @@ where
     Ok(())
 }
 
+/// Accepts connections for one protocol until dropped (at shutdown).
+async fn accept_loop<R: Runtime, L: Listener>(
+    rt: &R,
+    core: &Rc<CoreState>,
+    listener: L,
+    protocol: Protocol,
+) {
+    let slots = core.shard.borrow().service().connection_slots().clone();
+    // Accept first, then wait for a slot: a core never holds a slot while
+    // idle in `accept` (with SO_REUSEPORT the freed slot could otherwise sit
+    // on a core whose listener has no waiting connection). At the limit a
+    // core holds at most one accepted connection unserved and accepts no
+    // more; the rest wait in the kernel's backlog.
+    loop {
+        let conn = match listener.accept().await {
+            Ok(conn) => conn,
+            Err(err) => {
+                tracing::warn!("accept failed: {err}");
+                rt.sleep(ACCEPT_BACKOFF).await;
+                continue;
+            }
+        };
+        let slot = loop {
+            if let Some(slot) = slots.try_acquire() {
+                break slot;
+            }
+            rt.sleep(SLOT_POLL).await;
+        };
+        rt.spawn(serve_connection(
+            rt.clone(),
+            core.clone(),
+            conn,
+            slot,
+            protocol,
+        ));
+    }
+}
+
 /// Why a connection's read side stopped without input.
 enum Interrupted {
     Timeout(ReadLimit),
@@ -219,23 +249,30 @@ pub async fn serve_connection<R: Runtime, C: Conn>(
     core: Rc<CoreState>,
     mut conn: C,
     slot: ConnectionSlot,
+    protocol: Protocol,
 ) {
     let _open = OpenGuard::new(&core);
-    if let Err(Interrupted::Timeout(ReadLimit::Frame)) = drive(&rt, &core, &mut conn).await {
+    if let Err(Interrupted::Timeout(ReadLimit::Frame)) =
+        drive(&rt, &core, &mut conn, protocol).await
+    {
         // Best effort: tell the client why before closing.
         let mut bytes = Vec::new();
-        let reply = Reply::Error {
-            code: ErrorCode::TIMEOUT,
-            message: &b"frame not completed within the frame timeout"[..],
-        };
-        if reply.encode(&mut bytes).is_ok() {
-            let write = async { conn.write_all(Bytes::from(bytes)).await.is_ok() };
-            let give_up = async {
-                rt.sleep(Duration::from_secs(1)).await;
-                false
-            };
-            future::or(write, give_up).await;
+        match protocol {
+            Protocol::Framed => {
+                let reply = Reply::Error {
+                    code: ErrorCode::TIMEOUT,
+                    message: &b"frame not completed within the frame timeout"[..],
+                };
+                let _ = reply.encode(&mut bytes);
+            }
+            Protocol::Http => bytes.extend_from_slice(crate::http::timeout_response()),
         }
+        let write = async { conn.write_all(Bytes::from(bytes)).await.is_ok() };
+        let give_up = async {
+            rt.sleep(Duration::from_secs(1)).await;
+            false
+        };
+        future::or(write, give_up).await;
     }
     conn.close().await;
     drop(slot);
@@ -245,17 +282,24 @@ async fn drive<R: Runtime, C: Conn>(
     rt: &R,
     core: &CoreState,
     conn: &mut C,
+    protocol: Protocol,
 ) -> Result<(), Interrupted> {
     let config = &core.config;
     let mut shutdown = core.shutdown.clone();
     let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
     let mut queue = ReplyQueue::new();
-    let mut timer = ReadTimer::new();
+    let mut timer = ReadTimer::new(
+        config.idle_timeout,
+        match protocol {
+            Protocol::Framed => config.frame_timeout,
+            Protocol::Http => config.http_header_timeout,
+        },
+    );
     loop {
         if buf.capacity() - buf.len() < READ_CHUNK / 2 {
             buf.reserve(READ_CHUNK);
         }
-        let (timeout, limit) = timer.next_timeout(config, Instant::now());
+        let (timeout, limit) = timer.next_timeout(Instant::now());
         let read = async { Ok(conn.read(buf).await) };
         let expire = async {
             rt.sleep(timeout).await;
@@ -277,14 +321,18 @@ async fn drive<R: Runtime, C: Conn>(
             }
         }
 
-        let outcome = core.shard.borrow_mut().handle_input(&buf, &mut queue);
+        let outcome = match protocol {
+            Protocol::Framed => core.shard.borrow_mut().handle_input(&buf, &mut queue),
+            Protocol::Http => core.shard.borrow_mut().handle_http(&buf, &mut queue),
+        };
         buf.drain(..outcome.consumed);
         timer.after_input(&outcome, Instant::now());
         if core.shard.borrow().has_log_work() {
             core.log_work.notify_one();
         }
-        if outcome.consumed > 0 && !config.delay.is_zero() {
-            // The seed's artificial work: a timer, never a blocked core.
+        if protocol == Protocol::Framed && outcome.consumed > 0 && !config.delay.is_zero() {
+            // The seed's artificial work (on the framed protocol only; the
+            // redirect front answers at once): a timer, never a blocked core.
             rt.sleep(config.delay).await;
         }
         // Wait until every SHORTEN read so far is durable. No await lies

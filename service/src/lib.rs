@@ -13,6 +13,7 @@
 //!   drain) both backends run, generic over their I/O.
 //! - [`codes`]: short codes (block-allocated ids, keyed permutation, base62).
 //! - [`url`]: which URLs are accepted.
+//! - [`http`]: the HTTP/1.1 redirect front.
 //! - [`index`]: the code → URL index behind the [`index::Store`] seam.
 //! - [`log`]: the durable log's record format and group commit.
 //! - [`recovery`]: replaying the log at start.
@@ -26,6 +27,7 @@ pub mod config;
 pub mod connection;
 pub mod driver;
 pub mod handler;
+pub mod http;
 pub mod index;
 pub mod log;
 pub mod recovery;

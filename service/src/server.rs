@@ -132,8 +132,10 @@ pub struct Worker {
     pub index: usize,
     /// The shared service.
     pub service: Arc<Service>,
-    /// The core's own listener (non-blocking).
+    /// The core's own listener for the framed protocol (non-blocking).
     pub listener: TcpListener,
+    /// The core's own HTTP listener, unless `--http off`.
+    pub http_listener: Option<TcpListener>,
     /// Fires on SIGTERM/SIGINT.
     pub shutdown: ShutdownSignal,
 }
@@ -176,6 +178,14 @@ where
     let (service, _report) = Service::open(config).map_err(|e| e.to_string())?;
     let listeners =
         bind_listeners(listen, threads).map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+    let mut http_listeners: Vec<Option<TcpListener>> = match service.config().http.0 {
+        Some(addr) => bind_listeners(addr, threads)
+            .map_err(|e| format!("cannot listen for HTTP on {addr}: {e}"))?
+            .into_iter()
+            .map(Some)
+            .collect(),
+        None => (0..threads).map(|_| None).collect(),
+    };
     let (trigger, shutdown) = shutdown_channel();
     install_signal_handlers(trigger).map_err(|e| format!("cannot install signal handlers: {e}"))?;
     let cores = core_affinity::get_core_ids().unwrap_or_default();
@@ -183,12 +193,17 @@ where
     let mut handles = Vec::with_capacity(threads);
     for (index, listener) in listeners.into_iter().enumerate() {
         if let Ok(addr) = listener.local_addr() {
-            tracing::info!(backend, thread = index, %addr, "listening");
+            tracing::info!(backend, thread = index, protocol = "shorty", %addr, "listening");
+        }
+        let http_listener = http_listeners.get_mut(index).and_then(Option::take);
+        if let Some(addr) = http_listener.as_ref().and_then(|l| l.local_addr().ok()) {
+            tracing::info!(backend, thread = index, protocol = "http", %addr, "listening");
         }
         let worker = Worker {
             index,
             service: service.clone(),
             listener,
+            http_listener,
             shutdown: shutdown.clone(),
         };
         let core = (!cores.is_empty()).then(|| cores[index % cores.len()]);
