@@ -6,7 +6,9 @@
 #   1. 10,000 clients connecting at once with --delay 1s (the seed's demo);
 #   2. connect-per-request SHORTEN: connections/s, server CPU s per million;
 #   3. pipelined SHORTEN, 50 connections x 16 in flight, --sync always and
-#      --sync never: requests/s, server CPU s per million.
+#      --sync never: requests/s, server CPU s per million;
+#   4. HTTP redirects with wrk (50 connections, keep-alive): redirects/s,
+#      server CPU s per million redirects (needs `wrk`: apt-get install wrk).
 # Usage: scripts/bench-backends.sh [shorty-uring] [shorty-glommio]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,13 +22,15 @@ DURATION=${DURATION:-10s}
 start() { # backend data-dir extra-args...
   local backend=$1 dir=$2; shift 2
   rm -rf "$dir"
-  "$BIN/$backend" --listen "127.0.0.1:$PORT" --data-dir "$dir" --log-level warn "$@" &
+  "$BIN/$backend" --listen "127.0.0.1:$PORT" --http "127.0.0.1:$((PORT + 1))" --data-dir "$dir" --log-level warn "$@" &
   SERVER=$!
   for _ in $(seq 100); do "$BIN/shorty" -s "127.0.0.1:$PORT" ping >/dev/null 2>&1 && return; sleep 0.1; done
   echo "$backend did not start" >&2; exit 1
 }
 stop() { kill -TERM "$SERVER"; wait "$SERVER" || true; }
 bench() { "$BIN/shorty" -s "127.0.0.1:$PORT" bench --server-pid "$SERVER" "$@" | grep -vE '/second: [0-9]+$'; }
+# User + system CPU seconds of a process (USER_HZ = 100).
+cpu() { awk '{sub(/.*\) /, ""); print ($12 + $13) / 100}' "/proc/$1/stat"; }
 
 for backend in "${BACKENDS[@]}"; do
   [ -x "$BIN/$backend" ] || { echo "skipping $backend: not built"; continue; }
@@ -52,5 +56,18 @@ for backend in "${BACKENDS[@]}"; do
     bench --mode pipeline -c 50 --depth 16 -d "$DURATION"
     stop
   done
+  if command -v wrk >/dev/null; then
+    echo "=== HTTP redirects, wrk, 50 connections, $DURATION"
+    start "$backend" "$tmp/d4"
+    code=$("$BIN/shorty" -s "127.0.0.1:$PORT" shorten https://example.com/wrk-target | sed 's#.*/##')
+    before=$(cpu "$SERVER")
+    out=$(wrk -t1 -c50 -d"$DURATION" "http://127.0.0.1:$((PORT + 1))/$code")
+    after=$(cpu "$SERVER")
+    echo "$out" | grep -E 'Requests/sec|Latency|requests in|Non-2xx'
+    total=$(echo "$out" | awk '/requests in/ {print $1}')
+    awk -v b="$before" -v a="$after" -v n="$total" \
+      'BEGIN { printf "server CPU: %.2f s, %.1f s per million redirects\n", a - b, (a - b) * 1e6 / n }'
+    stop
+  fi
   rm -rf "$tmp"
 done

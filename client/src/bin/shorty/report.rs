@@ -90,7 +90,7 @@ impl Report {
             self.processes,
             if self.processes == 1 { "" } else { "es" }
         );
-        println!("{unit}/second: {:.0}", self.per_second);
+        println!("rate: {:.0} {unit}/second", self.per_second);
         for (kind, n) in &self.errors {
             println!("  error {kind}: {n}");
         }
