@@ -187,7 +187,8 @@ where
         None => (0..threads).map(|_| None).collect(),
     };
     let (trigger, shutdown) = shutdown_channel();
-    install_signal_handlers(trigger).map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    install_signal_handlers(trigger.clone())
+        .map_err(|e| format!("cannot install signal handlers: {e}"))?;
     let cores = core_affinity::get_core_ids().unwrap_or_default();
     let serve = Arc::new(serve);
     let mut handles = Vec::with_capacity(threads);
@@ -208,13 +209,20 @@ where
         };
         let core = (!cores.is_empty()).then(|| cores[index % cores.len()]);
         let serve = serve.clone();
+        let trigger = trigger.clone();
         let handle = std::thread::Builder::new()
             .name(format!("shorty-core-{index}"))
             .spawn(move || {
                 if let Some(core) = core {
                     core_affinity::set_for_current(core);
                 }
-                serve(worker)
+                let result = serve(worker);
+                if result.is_err() {
+                    // Fail fast: a server quietly running on fewer cores than
+                    // asked for is worse than one that stops and says why.
+                    trigger.trigger();
+                }
+                result
             })
             .map_err(|e| format!("cannot start worker thread: {e}"))?;
         handles.push(handle);
