@@ -7,7 +7,8 @@
 //! - partial input never asks for more than one maximum frame;
 //! - the only framing error is an oversized header, reported before the
 //!   payload, with nothing consumed;
-//! - every payload that parses as a typed message re-encodes identically.
+//! - every payload that parses as a typed message re-encodes identically;
+//! - batch decoding (`decode_all`) yields the same payloads and errors.
 #![no_main]
 
 use arbitrary::Arbitrary;
@@ -37,8 +38,41 @@ fn reencodes_identically(payload: &[u8]) {
 }
 
 fuzz_target!(|input: Input| {
-    let max = usize::from(input.max_frame_len);
-    let decoder = FrameDecoder::with_max_frame_len(max);
+    let decoder = FrameDecoder::with_max_frame_len(usize::from(input.max_frame_len));
+    let stream = &input.stream[..];
+    let mut payloads = Vec::new();
+    let result = feed(&input, &decoder, &mut payloads);
+    // The same stream, the same chunks, decoded a batch at a time.
+    let mut lens = input.chunk_lens.iter().map(|&l| usize::from(l) + 1).cycle();
+    let (mut buf, mut fed, mut batched) = (BytesMut::new(), 0, Vec::new());
+    let mut batch_err = None;
+    while fed < stream.len() && batch_err.is_none() {
+        let len = lens.next().unwrap_or(stream.len()).min(stream.len() - fed);
+        buf.extend_from_slice(&stream[fed..fed + len]);
+        fed += len;
+        loop {
+            match decoder.decode_all(&mut buf) {
+                Ok(frames) if frames.is_empty() => break,
+                Ok(frames) => batched.extend(frames.payloads()),
+                Err(err) => {
+                    batch_err = Some(err);
+                    break;
+                }
+            }
+        }
+    }
+    assert_eq!(payloads, batched);
+    assert_eq!(result.err(), batch_err);
+});
+
+/// Feeds the stream chunk by chunk to `decode`, checking every invariant;
+/// collects the payloads; returns the framing error that ended it, if any.
+fn feed(
+    input: &Input,
+    decoder: &FrameDecoder,
+    payloads: &mut Vec<bytes::Bytes>,
+) -> Result<(), Error> {
+    let max = decoder.max_frame_len();
     let stream = &input.stream[..];
     let mut buf = BytesMut::new();
     let (mut fed, mut consumed) = (0usize, 0usize);
@@ -64,6 +98,7 @@ fuzz_target!(|input: Input| {
                     consumed += before - buf.len();
                     assert_eq!(before - buf.len(), again.len());
                     reencodes_identically(&payload);
+                    payloads.push(payload);
                 }
                 Ok(Status::Partial { needed }) => {
                     assert_eq!(borrowed, Ok(Status::Partial { needed }));
@@ -78,11 +113,12 @@ fuzz_target!(|input: Input| {
                     assert!(len > m && m == max);
                     assert_eq!(buf.len(), before, "nothing consumed on error");
                     assert_eq!(consumed + buf.len(), fed);
-                    return;
+                    return Err(err);
                 }
             }
             assert_eq!(consumed + buf.len(), fed);
             assert_eq!(&buf[..], &stream[consumed..fed]);
         }
     }
-});
+    Ok(())
+}

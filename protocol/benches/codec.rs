@@ -72,6 +72,21 @@ fn decode_ours(mut buf: BytesMut) -> usize {
     n
 }
 
+/// Owned batch: every complete frame split off at once, payloads iterated.
+fn decode_batch(mut buf: BytesMut) -> usize {
+    let decoder = FrameDecoder::with_max_frame_len(MAX);
+    let mut n = 0;
+    loop {
+        let frames = decoder.decode_all(&mut buf).unwrap();
+        if frames.is_empty() {
+            return n;
+        }
+        for payload in frames.iter() {
+            n += black_box(payload).len();
+        }
+    }
+}
+
 fn decode_borrowed(mut rest: &[u8]) -> usize {
     let mut n = 0;
     while let Status::Complete(frame) = parse_frame(rest, MAX).unwrap() {
@@ -112,6 +127,9 @@ fn bench(c: &mut Criterion) {
         group.bench_function("shorty FrameDecoder", |b| {
             b.iter_batched(|| w.wire.clone(), decode_ours, BatchSize::SmallInput)
         });
+        group.bench_function("shorty FrameDecoder::decode_all (owned batch)", |b| {
+            b.iter_batched(|| w.wire.clone(), decode_batch, BatchSize::SmallInput)
+        });
         group.bench_function("shorty parse_frame (borrowed)", |b| {
             b.iter(|| decode_borrowed(&w.wire))
         });
@@ -148,7 +166,7 @@ fn print_ratios() {
     );
     for w in workloads() {
         let rounds = 301;
-        let mut samples: [Vec<Duration>; 5] = Default::default();
+        let mut samples: [Vec<Duration>; 6] = Default::default();
         let mut dst = BytesMut::with_capacity(w.wire.len());
         for _ in 0..rounds {
             samples[0].push(time(
@@ -171,6 +189,12 @@ fn print_ratios() {
             ));
             samples[3].push(time(|| (), |_| encode_ldc(&w.payloads, &mut dst)));
             samples[4].push(time(|| (), |_| encode_ours(&w.payloads, &mut dst)));
+            samples[5].push(time(
+                || w.wire.clone(),
+                |b| {
+                    black_box(decode_batch(b));
+                },
+            ));
         }
         let median = |v: &mut Vec<Duration>| {
             v.sort_unstable();
@@ -178,9 +202,10 @@ fn print_ratios() {
         };
         let m: Vec<f64> = samples.iter_mut().map(median).collect();
         println!(
-            "  {:8} decode FrameDecoder {:5.2}x   decode parse_frame {:5.2}x   encode {:5.2}x",
+            "  {:8} decode: decode {:5.2}x  decode_all {:5.2}x  parse_frame {:5.2}x   encode {:5.2}x",
             w.name,
             m[0] / m[1],
+            m[0] / m[5],
             m[0] / m[2],
             m[3] / m[4]
         );

@@ -6,7 +6,10 @@
 //!   httparse model); servers use it to handle every complete frame in a read
 //!   buffer and then discard the consumed prefix once.
 //! - [`FrameDecoder`] works on a [`BytesMut`] and hands out owned, zero-copy
-//!   [`Bytes`] payloads (the `tokio_util::codec` model).
+//!   [`Bytes`] payloads (the `tokio_util::codec` model), one at a time
+//!   ([`FrameDecoder::decode`]) or every complete frame at once as one
+//!   owned [`Frames`] batch ([`FrameDecoder::decode_all`]), which pays the
+//!   buffer's reference count once per batch instead of once per frame.
 //!
 //! Both check the announced length against the limit as soon as the 4-byte
 //! header is in, before a single payload byte is buffered or reserved.
@@ -240,5 +243,97 @@ impl FrameDecoder {
         };
         buf.advance(HEADER_LEN);
         Ok(Status::Complete(buf.split_to(payload_len).freeze()))
+    }
+
+    /// Takes every complete frame off the front of `buf` as one owned batch.
+    ///
+    /// The batch shares `buf`'s allocation (one `split_to` + `freeze` for
+    /// all of it). If a frame over the limit follows complete frames, the
+    /// complete ones are returned and the error comes with the next call.
+    ///
+    /// # Errors
+    /// [`Error::FrameTooLarge`] when the first frame's header announces more
+    /// than [`max_frame_len`](Self::max_frame_len) bytes.
+    ///
+    /// # Examples
+    /// ```
+    /// use bytes::BytesMut;
+    /// use shorty_protocol::frame::FrameDecoder;
+    ///
+    /// let mut buf = BytesMut::from(&b"\x01\x00\x00\x00a\x02\x00\x00\x00bc\x05\x00\x00"[..]);
+    /// let frames = FrameDecoder::new().decode_all(&mut buf)?;
+    /// assert_eq!(frames.iter().collect::<Vec<_>>(), [&b"a"[..], &b"bc"[..]]);
+    /// // The partial third frame stays in the buffer, and says what it needs.
+    /// assert_eq!(frames.needed(), Some(1));
+    /// assert_eq!(buf.len(), 3);
+    /// # Ok::<(), shorty_protocol::Error>(())
+    /// ```
+    pub fn decode_all(&self, buf: &mut BytesMut) -> Result<Frames, Error> {
+        let mut consumed = 0;
+        let mut needed = None;
+        loop {
+            let rest = buf.get(consumed..).unwrap_or_default();
+            match parse_frame(rest, self.max_frame_len) {
+                Ok(Status::Complete(frame)) => consumed += frame.encoded_len(),
+                Ok(Status::Partial { needed: n }) => {
+                    needed = (!rest.is_empty()).then_some(n);
+                    break;
+                }
+                Err(err) if consumed == 0 => return Err(err),
+                Err(_) => break,
+            }
+        }
+        Ok(Frames {
+            batch: buf.split_to(consumed).freeze(),
+            needed,
+            max: self.max_frame_len,
+        })
+    }
+}
+
+/// Complete frames taken off a buffer at once by
+/// [`FrameDecoder::decode_all`]: one owned allocation, frames inside it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Frames {
+    batch: Bytes,
+    needed: Option<usize>,
+    max: usize,
+}
+
+impl Frames {
+    /// The frames' payloads, borrowed from the batch.
+    pub fn iter(&self) -> impl Iterator<Item = &[u8]> + '_ {
+        let mut rest: &[u8] = &self.batch;
+        let max = self.max;
+        core::iter::from_fn(move || match parse_frame(rest, max) {
+            Ok(Status::Complete(frame)) => {
+                rest = rest.get(frame.encoded_len()..).unwrap_or_default();
+                Some(frame.payload())
+            }
+            _ => None,
+        })
+    }
+
+    /// The frames' payloads as owned [`Bytes`] sharing the batch (one
+    /// reference count increment each).
+    pub fn payloads(&self) -> impl Iterator<Item = Bytes> + '_ {
+        self.iter().map(|payload| self.batch.slice_ref(payload))
+    }
+
+    /// `true` when no complete frame was in the buffer.
+    pub fn is_empty(&self) -> bool {
+        self.batch.is_empty()
+    }
+
+    /// Bytes the batch took off the buffer (headers included).
+    pub fn encoded_len(&self) -> usize {
+        self.batch.len()
+    }
+
+    /// When a partial frame follows the batch, the bytes it still needs (as
+    /// in [`Status::Partial`]); `None` when the buffer ended on a frame
+    /// boundary.
+    pub fn needed(&self) -> Option<usize> {
+        self.needed
     }
 }

@@ -200,3 +200,44 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    /// Batch decoding yields exactly what frame-by-frame decoding yields,
+    /// under any chunking, and leaves the same bytes behind.
+    #[test]
+    fn decode_all_matches_decode(
+        bytes in prop::collection::vec(any::<u8>(), 0..600),
+        cuts in prop::collection::vec(any::<usize>(), 0..10),
+        max in 0usize..300,
+    ) {
+        let decoder = FrameDecoder::with_max_frame_len(max);
+        let (mut one, mut all) = (BytesMut::new(), BytesMut::new());
+        let (mut by_one, mut by_all) = (Vec::new(), Vec::new());
+        let (mut err_one, mut err_all) = (None, None);
+        for chunk in chunks(&bytes, &cuts) {
+            one.extend_from_slice(&chunk);
+            all.extend_from_slice(&chunk);
+            while err_one.is_none() {
+                match decoder.decode(&mut one) {
+                    Ok(Status::Complete(p)) => by_one.push(p),
+                    Ok(Status::Partial { .. }) => break,
+                    Err(e) => err_one = Some(e),
+                }
+            }
+            while err_all.is_none() {
+                match decoder.decode_all(&mut all) {
+                    Ok(frames) if frames.is_empty() => break,
+                    Ok(frames) => {
+                        let len: usize = frames.iter().map(|p| p.len() + HEADER_LEN).sum();
+                        prop_assert_eq!(len, frames.encoded_len());
+                        by_all.extend(frames.payloads());
+                    }
+                    Err(e) => err_all = Some(e),
+                }
+            }
+        }
+        prop_assert_eq!(by_one, by_all);
+        prop_assert_eq!(err_one, err_all);
+        prop_assert_eq!(one, all);
+    }
+}

@@ -73,9 +73,10 @@ pub struct Config {
     #[arg(long, env = "SHORTY_THREADS")]
     pub threads: Option<NonZeroUsize>,
 
-    /// Artificial work per request before it is answered, e.g. `1s` or
-    /// `250ms` (the original Shorty demo slept 1 s per request). It is a
-    /// timer: it never blocks a core.
+    /// Artificial work before answering, e.g. `1s` or `250ms` (the original
+    /// Shorty demo slept 1 s per request): the requests read together from
+    /// a connection wait this long once, then are answered. A timer: it
+    /// never blocks a core. Applies to the framed protocol, not to HTTP.
     #[arg(long, env = "SHORTY_DELAY", default_value = "0s", value_parser = humantime::parse_duration)]
     pub delay: Duration,
 
