@@ -19,7 +19,6 @@ pub struct Server {
     child: Child,
     addr: SocketAddr,
     http_addr: SocketAddr,
-    data_dir: PathBuf,
     log: Arc<Mutex<Vec<String>>>,
 }
 
@@ -94,7 +93,6 @@ impl Server {
             child,
             addr,
             http_addr,
-            data_dir: cwd.join(data_dir),
             log,
         }
     }
@@ -159,11 +157,6 @@ impl Server {
     pub fn kill9(mut self) {
         self.child.kill().expect("SIGKILL");
         let _ = self.child.wait();
-    }
-
-    /// The data directory.
-    pub fn data_dir(&self) -> &Path {
-        &self.data_dir
     }
 }
 

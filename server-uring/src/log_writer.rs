@@ -11,15 +11,15 @@ pub(crate) struct Segment(File);
 
 impl SegmentFile for Segment {
     async fn write_batch(slot: &mut Option<Self>, batch: &WriteBatch) -> io::Result<()> {
-        if slot.is_none() || batch.create.is_some() {
+        if let Some(path) = &batch.create {
             let file = OpenOptions::new()
                 .write(true)
-                .create(batch.create.is_some())
-                .open(&batch.path)
+                .create_new(true)
+                .open(path)
                 .await?;
-            if batch.create.is_some() && batch.sync {
+            if batch.sync {
                 // The new file's directory entry must be durable too.
-                if let Some(dir) = batch.path.parent() {
+                if let Some(dir) = path.parent() {
                     File::open(dir).await?.sync_all().await?;
                 }
             }

@@ -44,26 +44,25 @@ impl ReplyQueue {
 
     /// Appends an encoded reply behind everything queued.
     pub(crate) fn push<B: AsRef<[u8]>>(&mut self, reply: &Reply<B>) {
-        let dst = match self.waiting.back_mut() {
-            Some(last) => &mut last.after,
-            None => &mut self.ready,
-        };
-        dst.reserve(reply.encoded_len());
-        // Replies built by the service are valid by construction; a failure
-        // here would be a bug, and dropping the reply would desynchronise the
-        // client, so it is surfaced loudly in debug builds only.
-        let encoded = reply.encode(dst);
-        debug_assert!(encoded.is_ok(), "service built an unencodable reply");
+        self.push_with(|dst| {
+            dst.reserve(reply.encoded_len());
+            // Replies built by the service are valid by construction; a
+            // failure here would be a bug, and dropping the reply would
+            // desynchronise the client, so it is surfaced loudly in debug
+            // builds only.
+            let encoded = reply.encode(dst);
+            debug_assert!(encoded.is_ok(), "service built an unencodable reply");
+        });
     }
 
-    /// Appends already-encoded bytes (HTTP responses) behind everything
-    /// queued, written by `write`.
-    pub(crate) fn push_with(&mut self, write: impl FnOnce(&mut BytesMut)) {
+    /// Lets `write` append bytes (an encoded reply, HTTP responses) behind
+    /// everything queued, and returns what it returns.
+    pub(crate) fn push_with<R>(&mut self, write: impl FnOnce(&mut BytesMut) -> R) -> R {
         let dst = match self.waiting.back_mut() {
             Some(last) => &mut last.after,
             None => &mut self.ready,
         };
-        write(dst);
+        write(dst)
     }
 
     /// Queues a SHORTEN whose reply waits for `ticket`.
@@ -103,11 +102,6 @@ impl ReplyQueue {
     /// `true` when replies wait for a sync.
     pub fn has_pending(&self) -> bool {
         !self.waiting.is_empty()
-    }
-
-    /// `true` when nothing at all is queued.
-    pub fn is_empty(&self) -> bool {
-        self.ready.is_empty() && self.waiting.is_empty()
     }
 
     /// Marks the connection to be closed once everything queued is written.

@@ -13,6 +13,7 @@ use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::io;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -20,13 +21,12 @@ use futures_lite::future;
 use shorty_protocol::{ErrorCode, Reply};
 use tokio::sync::Notify;
 
-use crate::config::Config;
 use crate::connection::{ReadLimit, ReadTimer, ReplyQueue};
 use crate::handler::Shard;
 use crate::index::Index;
 use crate::log::WriteBatch;
 use crate::server::ShutdownSignal;
-use crate::service::ConnectionSlot;
+use crate::service::{ConnectionSlot, Service};
 
 /// Bytes of free space guaranteed in a connection's buffer before each read.
 /// Small, because every open connection holds one buffer (10,000 idle
@@ -96,10 +96,11 @@ pub trait SegmentFile: Sized {
 /// The state one core's tasks share. Single-threaded: `Rc`, `RefCell` and
 /// `Cell`; no borrow is held across an `.await`.
 pub struct CoreState {
+    /// The shared service (the shard's own, held outside the `RefCell` so
+    /// configuration and limits are read without borrowing the shard).
+    service: Arc<Service>,
     /// The core's shard.
     pub shard: RefCell<Shard<Index>>,
-    /// The server's configuration.
-    pub config: Config,
     /// Connections → log writer: records are waiting for a batch.
     log_work: Notify,
     /// Log writer → connections: a batch settled, release replies.
@@ -114,7 +115,7 @@ impl CoreState {
     /// State for a core running `shard`.
     pub fn new(shard: Shard<Index>, shutdown: ShutdownSignal) -> Rc<Self> {
         Rc::new(Self {
-            config: shard.service().config().clone(),
+            service: shard.service().clone(),
             shard: RefCell::new(shard),
             log_work: Notify::new(),
             settled: Notify::new(),
@@ -177,17 +178,17 @@ where
     future::or(future::or(framed, http), shutdown.triggered()).await;
 
     let drained = async {
-        while core.open.get() > 0 {
+        loop {
+            // Created before the check, so a close in between is not missed.
             let wait = core.drained.notified();
             if core.open.get() == 0 {
-                break;
+                return true;
             }
             wait.await;
         }
-        true
     };
     let deadline = async {
-        rt.sleep(core.config.shutdown_timeout).await;
+        rt.sleep(core.service.config().shutdown_timeout).await;
         false
     };
     if !future::or(drained, deadline).await {
@@ -209,7 +210,7 @@ async fn accept_loop<R: Runtime, L: Listener>(
     listener: L,
     protocol: Protocol,
 ) {
-    let slots = core.shard.borrow().service().connection_slots().clone();
+    let slots = core.service.connection_slots();
     // Accept first, then wait for a slot: a core never holds a slot while
     // idle in `accept` (with SO_REUSEPORT the freed slot could otherwise sit
     // on a core whose listener has no waiting connection). At the limit a
@@ -288,7 +289,7 @@ async fn drive<R: Runtime, C: Conn>(
     conn: &mut C,
     protocol: Protocol,
 ) -> Result<(), Interrupted> {
-    let config = &core.config;
+    let config = core.service.config();
     let mut shutdown = core.shutdown.clone();
     let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
     let mut queue = ReplyQueue::new();
@@ -375,10 +376,9 @@ pub async fn run_log_writer<F: SegmentFile>(core: Rc<CoreState>) {
             core.log_work.notified().await;
             continue;
         };
+        // After a failure the log takes no more batches (see
+        // `LogWriter::fail`), so the file is never needed again.
         let result = F::write_batch(&mut file, &batch).await;
-        if result.is_err() {
-            file = None;
-        }
         core.shard.borrow_mut().batch_done(&batch, result);
         core.settled.notify_waiters();
     }

@@ -92,16 +92,9 @@ impl<S: Store> Shard<S> {
     /// Handles every complete HTTP request at the front of `input` (the
     /// HTTP front, see [`crate::http`]).
     pub fn handle_http(&mut self, input: &[u8], replies: &mut ReplyQueue) -> InputOutcome {
-        let mut outcome = None;
         let (service, failed) = (&self.service, self.log.is_failed());
-        replies.push_with(|out| {
-            outcome = Some(crate::http::handle_input(service, failed, input, out))
-        });
-        let outcome = outcome.unwrap_or(InputOutcome {
-            consumed: 0,
-            mid_frame: false,
-            close: true,
-        });
+        let outcome =
+            replies.push_with(|out| crate::http::handle_input(service, failed, input, out));
         if outcome.close {
             replies.close_after_flush();
         }

@@ -73,15 +73,7 @@ pub fn handle_input<S: Store>(
             }
         };
         match request.parse(rest) {
-            Ok(httparse::Status::Complete(len)) if len > config.http_max_head_bytes => {
-                return closing(
-                    out,
-                    431,
-                    "Request Header Fields Too Large",
-                    "request head too large\n",
-                );
-            }
-            Ok(httparse::Status::Complete(len)) => {
+            Ok(httparse::Status::Complete(len)) if len <= config.http_max_head_bytes => {
                 consumed += len;
                 let keep_alive = respond_to(service, log_failed, &request, out);
                 if !keep_alive {
@@ -92,20 +84,22 @@ pub fn handle_input<S: Store>(
                     };
                 }
             }
-            Ok(httparse::Status::Partial) if rest.len() > config.http_max_head_bytes => {
+            Ok(httparse::Status::Partial) if rest.len() <= config.http_max_head_bytes => {
+                return InputOutcome {
+                    consumed,
+                    mid_frame: true,
+                    close: false,
+                };
+            }
+            // A complete head over the limit, or a partial one already
+            // past it.
+            Ok(_) => {
                 return closing(
                     out,
                     431,
                     "Request Header Fields Too Large",
                     "request head too large\n",
                 );
-            }
-            Ok(httparse::Status::Partial) => {
-                return InputOutcome {
-                    consumed,
-                    mid_frame: true,
-                    close: false,
-                };
             }
             Err(httparse::Error::TooManyHeaders) => {
                 return closing(

@@ -84,22 +84,50 @@ impl Record<'_> {
     }
 }
 
-/// Iterates over records in bytes known to be well-formed (a batch this
-/// process wrote). Stops at the first record that does not fit.
+/// What the bytes at the front of a slice hold: the one decoder of the
+/// record format, shared by the write path and recovery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decoded<'a> {
+    /// A well-formed record, and how many bytes it occupies.
+    Record(Record<'a>, usize),
+    /// The header or the body runs past the end of the bytes.
+    Incomplete,
+    /// The length field is outside `8..=MAX_RECORD_BODY`.
+    BadLength,
+    /// The body does not match its checksum.
+    BadChecksum,
+}
+
+/// Decodes the record at the front of `bytes`.
+pub fn decode_record(bytes: &[u8]) -> Decoded<'_> {
+    let Some(mut header) = bytes.get(..RECORD_HEADER_LEN) else {
+        return Decoded::Incomplete;
+    };
+    let body_len = header.get_u32_le() as usize;
+    let crc = header.get_u32_le();
+    if !(8..=MAX_RECORD_BODY).contains(&body_len) {
+        return Decoded::BadLength;
+    }
+    let Some(body) = bytes.get(RECORD_HEADER_LEN..RECORD_HEADER_LEN + body_len) else {
+        return Decoded::Incomplete;
+    };
+    if crc32c::crc32c(body) != crc {
+        return Decoded::BadChecksum;
+    }
+    let (id, url) = body.split_at(8);
+    let id = u64::from_le_bytes(id.try_into().unwrap_or_default());
+    Decoded::Record(Record { id, url }, RECORD_HEADER_LEN + body_len)
+}
+
+/// Iterates over the well-formed records at the front of `bytes` (markers
+/// included), stopping at the first that is not.
 pub fn records(mut bytes: &[u8]) -> impl Iterator<Item = Record<'_>> {
-    std::iter::from_fn(move || {
-        if bytes.len() < RECORD_HEADER_LEN + 8 {
-            return None;
+    std::iter::from_fn(move || match decode_record(bytes) {
+        Decoded::Record(record, len) => {
+            bytes = bytes.get(len..).unwrap_or_default();
+            Some(record)
         }
-        let body_len = (&bytes[..4]).get_u32_le() as usize;
-        let body = bytes.get(RECORD_HEADER_LEN..RECORD_HEADER_LEN + body_len)?;
-        let id = (&body[..8]).get_u64_le();
-        let record = Record {
-            id,
-            url: &body[8..],
-        };
-        bytes = &bytes[RECORD_HEADER_LEN + body_len..];
-        Some(record)
+        _ => None,
     })
 }
 
@@ -324,11 +352,6 @@ impl LogWriter {
             }
         }
         Ok(())
-    }
-
-    /// `true` when appended records are not yet settled.
-    pub fn is_busy(&self) -> bool {
-        self.in_flight || !self.pending.is_empty()
     }
 
     /// The backend wrote (and synced) `batch`: its tickets are durable.

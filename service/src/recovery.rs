@@ -29,10 +29,8 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use bytes::Buf;
-
 use crate::log::{
-    parse_segment_file_name, Record, MARKER_ID, MARKER_LEN, MAX_RECORD_BODY, RECORD_HEADER_LEN,
+    decode_record, parse_segment_file_name, Decoded, Record, MARKER_LEN, RECORD_HEADER_LEN,
 };
 
 /// How a segment's valid records end.
@@ -65,46 +63,29 @@ pub fn scan_segment<'a>(
     mut on_record: impl FnMut(Record<'a>),
 ) -> Result<SegmentEnd, Corruption> {
     let mut pos = 0usize;
-    while pos < bytes.len() {
-        let rest = &bytes[pos..];
-        let torn = Ok(SegmentEnd::Torn {
+    while let Some(rest) = bytes.get(pos..).filter(|rest| !rest.is_empty()) {
+        let torn = SegmentEnd::Torn {
             valid_len: pos as u64,
-        });
-        if rest.len() < RECORD_HEADER_LEN {
-            return torn;
-        }
-        let mut header = &rest[..RECORD_HEADER_LEN];
-        let body_len = header.get_u32_le() as usize;
-        let crc = header.get_u32_le();
-        let damaged = |reason: &'static str| {
-            if durable_beyond(bytes, pos) {
-                Err(Corruption {
-                    offset: pos as u64,
-                    reason,
-                })
-            } else {
-                torn.clone()
+        };
+        let reason = match decode_record(rest) {
+            Decoded::Record(record, len) => {
+                if record.marker().is_none() {
+                    on_record(record);
+                }
+                pos += len;
+                continue;
             }
+            Decoded::Incomplete => return Ok(torn),
+            Decoded::BadLength => "record length out of range",
+            Decoded::BadChecksum => "checksum mismatch",
         };
-        if !(8..=MAX_RECORD_BODY).contains(&body_len) {
-            return damaged("record length out of range");
+        if durable_beyond(bytes, pos) {
+            return Err(Corruption {
+                offset: pos as u64,
+                reason,
+            });
         }
-        let Some(body) = rest.get(RECORD_HEADER_LEN..RECORD_HEADER_LEN + body_len) else {
-            return torn;
-        };
-        let end = pos + RECORD_HEADER_LEN + body_len;
-        if crc32c::crc32c(body) != crc {
-            return damaged("checksum mismatch");
-        }
-        let (id, url) = body.split_at(8);
-        let record = Record {
-            id: u64::from_le_bytes(id.try_into().unwrap_or_default()),
-            url,
-        };
-        if record.marker().is_none() {
-            on_record(record);
-        }
-        pos = end;
+        return Ok(torn);
     }
     Ok(SegmentEnd::Clean)
 }
@@ -112,22 +93,15 @@ pub fn scan_segment<'a>(
 /// `true` if a well-formed commit marker after `pos` claims that the segment
 /// was durable beyond `pos`.
 fn durable_beyond(bytes: &[u8], pos: usize) -> bool {
+    let marker_len = ((MARKER_LEN - RECORD_HEADER_LEN) as u32).to_le_bytes();
     (pos + 1..bytes.len()).any(|start| {
-        let Some(mut header) = bytes.get(start..start + RECORD_HEADER_LEN) else {
-            return false;
-        };
-        let body_len = header.get_u32_le() as usize;
-        let crc = header.get_u32_le();
-        if body_len != MARKER_LEN - RECORD_HEADER_LEN {
-            return false;
-        }
-        let Some(body) = bytes.get(start + RECORD_HEADER_LEN..start + MARKER_LEN) else {
-            return false;
-        };
-        let (id, end) = body.split_at(8);
-        crc32c::crc32c(body) == crc
-            && id == MARKER_ID.to_le_bytes()
-            && u64::from_le_bytes(end.try_into().unwrap_or_default()) > pos as u64
+        // Cheap filter first: only a marker's length field can start a
+        // marker, so garbage is never checksummed at every offset.
+        bytes.get(start..start + 4) == Some(&marker_len[..])
+            && matches!(
+                decode_record(&bytes[start..]),
+                Decoded::Record(record, _) if record.marker().is_some_and(|end| end > pos as u64)
+            )
     })
 }
 

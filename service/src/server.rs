@@ -178,7 +178,7 @@ where
     let (service, _report) = Service::open(config).map_err(|e| e.to_string())?;
     let listeners =
         bind_listeners(listen, threads).map_err(|e| format!("cannot listen on {listen}: {e}"))?;
-    let mut http_listeners: Vec<Option<TcpListener>> = match service.config().http.0 {
+    let http_listeners: Vec<Option<TcpListener>> = match service.config().http.0 {
         Some(addr) => bind_listeners(addr, threads)
             .map_err(|e| format!("cannot listen for HTTP on {addr}: {e}"))?
             .into_iter()
@@ -192,11 +192,11 @@ where
     let cores = core_affinity::get_core_ids().unwrap_or_default();
     let serve = Arc::new(serve);
     let mut handles = Vec::with_capacity(threads);
-    for (index, listener) in listeners.into_iter().enumerate() {
+    for (index, (listener, http_listener)) in listeners.into_iter().zip(http_listeners).enumerate()
+    {
         if let Ok(addr) = listener.local_addr() {
             tracing::info!(backend, thread = index, protocol = "shorty", %addr, "listening");
         }
-        let http_listener = http_listeners.get_mut(index).and_then(Option::take);
         if let Some(addr) = http_listener.as_ref().and_then(|l| l.local_addr().ok()) {
             tracing::info!(backend, thread = index, protocol = "http", %addr, "listening");
         }
