@@ -1,0 +1,27 @@
+//! The durable log: Bitcask-style append-only segments with hint files.
+//!
+//! - [`record`]: the on-disk format (preamble, links, commit markers,
+//!   seals) and its one decoder.
+//! - [`writer`]: one core's group commit, rolls, seals and disk-full
+//!   repair, sans-IO.
+//! - [`scan`]: reading a segment back and the recovery rule (what is cut,
+//!   what is refused).
+//! - [`hint`]: the per-segment hint files that make restarts fast.
+//! - [`recovery`]: recovering one segment at start (hint or scan, cut,
+//!   seal), over an abstract file interface.
+//! - [`segments`]: the table of segment files and their names.
+//!
+//! Each core writes its own segments, so no two threads ever write the same
+//! file; a run never appends to a segment of an earlier run.
+
+pub mod hint;
+pub mod record;
+pub mod recovery;
+pub mod scan;
+pub mod segments;
+pub mod writer;
+
+pub use writer::{
+    IoResult, LogConfig, LogFailure, LogIo, LogState, LogWriter, Repair, Settled, SyncPolicy,
+    Token, WriteBatch, VOUCH_DELAY,
+};

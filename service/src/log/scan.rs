@@ -1,0 +1,457 @@
+//! Reading one segment back, and the recovery rule: which damage is a
+//! torn, unacknowledged tail to cut off, and which is damage to
+//! acknowledged data that must stop the server.
+//!
+//! **Vouched bytes.** A byte is *vouched for* when the log itself proves it
+//! was durable before anything after it was acknowledged:
+//! - a commit marker at offset `m` with `durable_end = d` vouches for
+//!   `0..d` (the writer wrote it only after syncing everything before `d`);
+//! - a seal vouches for the whole segment (it is written at a roll or a
+//!   clean stop, after which nothing more is appended).
+//!
+//! **The rule.** Walk the records from the start. At the first damaged
+//! record (bad checksum or length, an unknown kind, or one that runs past
+//! the end of the file), look for any valid marker or seal *anywhere* in
+//! the file that vouches for the damaged offset. If one does, the damage is
+//! in acknowledged data: refuse, naming the offset. If none does, the damage
+//! lies in the one batch that was in flight at a crash (a torn write, DMA
+//! zero padding, a hole from a torn block): cut the file there.
+//!
+//! Only the last batch written before a crash can be unvouched, and it was
+//! acknowledged only if its sync completed; the writer follows every batch
+//! with a marker within [`crate::log::VOUCH_DELAY`] when no other batch
+//! comes, so the window in which a damaged acknowledged record would be cut
+//! rather than refused is that short (see ARCHITECTURE.md).
+
+use crate::log::record::{
+    decode_record, looks_like_format_1, Decoded, Link, Record, Seal, MAGIC, MARKER_LEN,
+    PREAMBLE_LEN, RECORD_HEADER_LEN, SEAL_LEN,
+};
+
+/// How a segment ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SegmentEnd {
+    /// The file ends with a valid seal: every byte up to it is vouched for.
+    /// `trailing` bytes follow the seal (zero padding of an O_DIRECT write
+    /// that was not truncated away before a crash): cut them.
+    Sealed {
+        /// The seal.
+        seal: Seal,
+        /// Bytes after the seal record.
+        trailing: u64,
+    },
+    /// Every byte is a valid record, but there is no seal (the segment was
+    /// being written when the process stopped without a clean shutdown).
+    Open {
+        /// The file's length.
+        len: u64,
+    },
+    /// Damage in the unvouched tail: the file is valid up to `valid_len`.
+    /// When `valid_len < PREAMBLE_LEN` not even the header survived, so
+    /// nothing in the file was ever acknowledged.
+    Torn {
+        /// Length of the valid prefix.
+        valid_len: u64,
+        /// What the damage looked like.
+        reason: &'static str,
+    },
+}
+
+/// Why a segment cannot be recovered. The server refuses to start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ScanError {
+    /// Damage inside vouched bytes.
+    Corrupt {
+        /// Byte offset of the first damaged record.
+        offset: u64,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// The file is a segment of log format 1 (Shorty 0.1).
+    OldFormat,
+    /// The header names another segment (a copied or renamed file).
+    WrongSegment {
+        /// The number in the header.
+        found: u64,
+    },
+}
+
+impl std::fmt::Display for ScanError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ScanError::Corrupt { offset, reason } => write!(
+                f,
+                "damaged acknowledged data at byte offset {offset}: {reason}"
+            ),
+            ScanError::OldFormat => f.write_str(
+                "written by an older Shorty (log format 1), which this version does not read",
+            ),
+            ScanError::WrongSegment { found } => {
+                write!(f, "its header names segment {found}: a renamed or copied file")
+            }
+        }
+    }
+}
+
+/// What a scan found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Scan {
+    /// How the segment ends.
+    pub end: SegmentEnd,
+    /// Link records found (before any cut).
+    pub links: u64,
+    /// The largest id of a link found, if any link has one.
+    pub max_id: Option<u64>,
+    /// The end of the bytes vouched for.
+    pub vouched_end: u64,
+}
+
+/// Scans segment `number`, calling `on_link` with every valid link and its
+/// offset, and applies the recovery rule.
+///
+/// # Errors
+/// [`ScanError`] when vouched bytes are damaged or the file is not a
+/// segment this version reads.
+pub fn scan_segment<'a>(
+    bytes: &'a [u8],
+    number: u64,
+    on_link: impl FnMut(Link<'a>, u64),
+) -> Result<Scan, ScanError> {
+    scan_vouched(bytes, number, 0, on_link)
+}
+
+/// As [`scan_segment`], with the first `vouched` bytes already vouched for
+/// by evidence from outside the file (an intact hint's copy of the seal).
+///
+/// # Errors
+/// As [`scan_segment`].
+pub fn scan_vouched<'a>(
+    bytes: &'a [u8],
+    number: u64,
+    vouched: u64,
+    mut on_link: impl FnMut(Link<'a>, u64),
+) -> Result<Scan, ScanError> {
+    let mut scan = Scan {
+        end: SegmentEnd::Open {
+            len: bytes.len() as u64,
+        },
+        links: 0,
+        max_id: None,
+        vouched_end: vouched,
+    };
+    if bytes.get(..MAGIC.len()) != Some(&MAGIC[..]) {
+        if looks_like_format_1(bytes) {
+            return Err(ScanError::OldFormat);
+        }
+        if bytes.is_empty() {
+            scan.end = SegmentEnd::Torn {
+                valid_len: 0,
+                reason: "empty file",
+            };
+            return Ok(scan);
+        }
+        return damaged(bytes, 0, "bad magic", scan);
+    }
+    let mut pos = MAGIC.len();
+    let mut crc = crc32c::crc32c(&MAGIC);
+    loop {
+        let Some(rest) = bytes.get(pos..).filter(|r| !r.is_empty()) else {
+            if pos == MAGIC.len() {
+                // The magic and nothing more: the header never landed.
+                scan.end = SegmentEnd::Torn {
+                    valid_len: pos as u64,
+                    reason: "no header",
+                };
+            }
+            return Ok(scan);
+        };
+        let (record, len) = match decode_record(rest) {
+            Decoded::Record(record, len) => (record, len),
+            other => return damaged(bytes, pos, other.reason(), scan),
+        };
+        match record {
+            Record::Header { segment, .. } if pos == MAGIC.len() => {
+                if segment != number {
+                    return Err(ScanError::WrongSegment { found: segment });
+                }
+            }
+            _ if pos == MAGIC.len() => return damaged(bytes, pos, "missing header", scan),
+            Record::Header { .. } => return damaged(bytes, pos, "second header", scan),
+            Record::Link(link) => {
+                on_link(link, pos as u64);
+                scan.links += 1;
+                if link.id != crate::log::record::NO_ID {
+                    scan.max_id = Some(scan.max_id.map_or(link.id, |m| m.max(link.id)));
+                }
+            }
+            Record::Marker { durable_end } if durable_end <= pos as u64 => {
+                scan.vouched_end = scan.vouched_end.max(durable_end);
+            }
+            Record::Marker { .. } => {
+                return damaged(bytes, pos, "marker vouches for bytes after itself", scan)
+            }
+            Record::Seal(seal) => {
+                let consistent = seal.data_len == pos as u64
+                    && seal.crc == crc
+                    && seal.links == scan.links
+                    && seal.max_id == scan.max_id.unwrap_or(0);
+                if !consistent {
+                    return Err(ScanError::Corrupt {
+                        offset: pos as u64,
+                        reason: "seal does not match the segment",
+                    });
+                }
+                scan.vouched_end = (pos + len) as u64;
+                scan.end = SegmentEnd::Sealed {
+                    seal,
+                    trailing: (bytes.len() - pos - len) as u64,
+                };
+                return Ok(scan);
+            }
+        }
+        crc = crc32c::crc32c_append(crc, &rest[..len]);
+        pos += len;
+    }
+}
+
+/// Applies the rule at the first damaged offset `pos`.
+fn damaged(
+    bytes: &[u8],
+    pos: usize,
+    reason: &'static str,
+    mut scan: Scan,
+) -> Result<Scan, ScanError> {
+    scan.vouched_end = scan.vouched_end.max(vouched_beyond(bytes, pos));
+    if (pos as u64) < scan.vouched_end {
+        return Err(ScanError::Corrupt {
+            offset: pos as u64,
+            reason,
+        });
+    }
+    scan.end = SegmentEnd::Torn {
+        valid_len: pos as u64,
+        reason,
+    };
+    Ok(scan)
+}
+
+/// The furthest end vouched for by any valid marker or seal that starts
+/// after `pos` (0 if none).
+fn vouched_beyond(bytes: &[u8], pos: usize) -> u64 {
+    let marker_len = ((MARKER_LEN - RECORD_HEADER_LEN) as u32).to_le_bytes();
+    let seal_len = ((SEAL_LEN - RECORD_HEADER_LEN) as u32).to_le_bytes();
+    let mut vouched = 0;
+    for start in pos + 1..bytes.len() {
+        // Cheap filter first: only a marker's or a seal's length field can
+        // start one, so garbage is not checksummed at every offset.
+        let head = bytes.get(start..start + 4);
+        if head != Some(&marker_len[..]) && head != Some(&seal_len[..]) {
+            continue;
+        }
+        match decode_record(&bytes[start..]) {
+            Decoded::Record(Record::Marker { durable_end }, _) if durable_end <= start as u64 => {
+                vouched = vouched.max(durable_end);
+            }
+            Decoded::Record(Record::Seal(seal), _) if seal.data_len == start as u64 => {
+                vouched = vouched.max((start + SEAL_LEN) as u64);
+            }
+            _ => {}
+        }
+    }
+    vouched
+}
+
+/// `true` when a scan's outcome leaves nothing acknowledged in the file
+/// (not even its header survived), so recovery may delete it.
+pub fn holds_nothing(end: &SegmentEnd) -> bool {
+    matches!(end, SegmentEnd::Torn { valid_len, .. } if *valid_len < PREAMBLE_LEN as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log::record::{encode_link, encode_marker, encode_preamble, encode_seal};
+
+    /// A segment as the writer lays it out: preamble, then batches, each but
+    /// the first opened by a marker vouching for everything before it.
+    struct Builder {
+        bytes: Vec<u8>,
+        links: u64,
+        max_id: u64,
+    }
+
+    impl Builder {
+        fn new(number: u64) -> Self {
+            let mut bytes = Vec::new();
+            encode_preamble(number, &mut bytes);
+            Self {
+                bytes,
+                links: 0,
+                max_id: 0,
+            }
+        }
+
+        fn batch(mut self, ids: &[u64]) -> Self {
+            if self.links > 0 {
+                encode_marker(self.bytes.len() as u64, &mut self.bytes);
+            }
+            for &id in ids {
+                let url = format!("http://e.com/{id}");
+                encode_link(
+                    &Link {
+                        key: id * 10,
+                        id,
+                        url: url.as_bytes(),
+                    },
+                    &mut self.bytes,
+                );
+                self.links += 1;
+                self.max_id = self.max_id.max(id);
+            }
+            self
+        }
+
+        fn seal(mut self) -> Self {
+            let seal = Seal {
+                data_len: self.bytes.len() as u64,
+                crc: crc32c::crc32c(&self.bytes),
+                links: self.links,
+                max_id: self.max_id,
+            };
+            encode_seal(&seal, &mut self.bytes);
+            self
+        }
+    }
+
+    fn scan(bytes: &[u8]) -> (Vec<u64>, Result<Scan, ScanError>) {
+        let mut ids = Vec::new();
+        let result = scan_segment(bytes, 3, |link, _| ids.push(link.id));
+        (ids, result)
+    }
+
+    fn end(bytes: &[u8]) -> Result<SegmentEnd, ScanError> {
+        scan(bytes).1.map(|s| s.end)
+    }
+
+    #[test]
+    fn a_sealed_segment_is_vouched_for_to_its_last_byte() {
+        let bytes = Builder::new(3).batch(&[1, 2]).batch(&[3]).seal().bytes;
+        let (ids, result) = scan(&bytes);
+        let result = result.unwrap();
+        assert_eq!(ids, [1, 2, 3]);
+        assert_eq!(result.vouched_end, bytes.len() as u64);
+        assert!(matches!(result.end, SegmentEnd::Sealed { trailing: 0, seal } if seal.links == 3));
+    }
+
+    #[test]
+    fn damage_anywhere_in_a_sealed_segment_is_refused() {
+        // Bit rot in the last batch of a sealed segment: the case a marker
+        // alone could not catch.
+        let clean = Builder::new(3).batch(&[1, 2]).batch(&[3]).seal().bytes;
+        for at in 0..clean.len() - SEAL_LEN {
+            let mut bytes = clean.clone();
+            bytes[at] ^= 0x20;
+            assert!(
+                matches!(end(&bytes), Err(ScanError::Corrupt { .. })),
+                "flip at {at}: {:?}",
+                end(&bytes)
+            );
+        }
+    }
+
+    #[test]
+    fn the_unvouched_last_batch_is_cut_at_any_tear() {
+        let first = Builder::new(3).batch(&[1]).batch(&[2]).bytes;
+        let whole = Builder::new(3).batch(&[1]).batch(&[2]).batch(&[3, 4]).bytes;
+        // The last batch starts with its marker.
+        for cut in first.len() + 1..whole.len() {
+            let (ids, result) = scan(&whole[..cut]);
+            // Everything vouched for survives; a tear on a record boundary
+            // is indistinguishable from a clean end and keeps what is whole.
+            assert_eq!(ids[..2], [1, 2], "cut at {cut}");
+            match result.unwrap().end {
+                SegmentEnd::Torn { valid_len, .. } => {
+                    assert!(valid_len >= first.len() as u64 && valid_len < cut as u64)
+                }
+                SegmentEnd::Open { len } => assert_eq!(len, cut as u64),
+                other => panic!("cut at {cut}: {other:?}"),
+            }
+        }
+        // Zeros where the file system extended the file but no data landed.
+        let mut zeros = first.clone();
+        zeros.extend_from_slice(&[0; 300]);
+        assert!(matches!(
+            end(&zeros).unwrap(),
+            SegmentEnd::Torn { valid_len, .. } if valid_len == first.len() as u64
+        ));
+    }
+
+    #[test]
+    fn damage_before_a_marker_is_refused_with_its_offset() {
+        let bytes = Builder::new(3).batch(&[1, 2]).batch(&[3]).bytes;
+        let second = PREAMBLE_LEN + crate::log::record::link_len(14);
+        let mut flipped = bytes.clone();
+        flipped[second + 12] ^= 1;
+        assert_eq!(
+            end(&flipped),
+            Err(ScanError::Corrupt {
+                offset: second as u64,
+                reason: "checksum mismatch"
+            })
+        );
+        // A damaged length that runs past the end of the file is damage
+        // too, not a torn tail, when a marker vouches for it.
+        let mut long = bytes.clone();
+        long[second..second + 4].copy_from_slice(&1_000_000u32.to_le_bytes());
+        assert_eq!(
+            end(&long),
+            Err(ScanError::Corrupt {
+                offset: second as u64,
+                reason: "record runs past the end of the file"
+            })
+        );
+        // Zeros over vouched data.
+        let mut zeroed = bytes;
+        zeroed[second..second + 20].fill(0);
+        assert!(matches!(end(&zeroed), Err(ScanError::Corrupt { .. })));
+    }
+
+    #[test]
+    fn a_damaged_magic_in_a_vouched_segment_is_refused_not_cut() {
+        let mut bytes = Builder::new(3).batch(&[1]).seal().bytes;
+        bytes[0] = b'X';
+        assert!(matches!(
+            end(&bytes),
+            Err(ScanError::Corrupt { offset: 0, .. })
+        ));
+        // Unvouched (one unsynced batch, crash): the whole file goes.
+        let mut bytes = Builder::new(3).batch(&[1]).bytes;
+        bytes[0] = b'X';
+        let end = end(&bytes).unwrap();
+        assert!(holds_nothing(&end), "{end:?}");
+    }
+
+    #[test]
+    fn other_files_are_named_for_what_they_are() {
+        let mut v1 = (19u32).to_le_bytes().to_vec();
+        let body = [&7u64.to_le_bytes()[..], b"http://old/"].concat();
+        v1.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
+        v1.extend_from_slice(&body);
+        assert_eq!(end(&v1), Err(ScanError::OldFormat));
+        let other = Builder::new(4).batch(&[1]).bytes;
+        assert_eq!(end(&other), Err(ScanError::WrongSegment { found: 4 }));
+        assert!(holds_nothing(&end(&[]).unwrap()));
+        assert!(holds_nothing(&end(&MAGIC).unwrap()), "magic, no header");
+    }
+
+    #[test]
+    fn padding_after_a_seal_is_trailing_not_damage() {
+        let sealed = Builder::new(3).batch(&[1]).seal().bytes;
+        let mut padded = sealed.clone();
+        padded.extend_from_slice(&[0; 4000]);
+        assert!(matches!(
+            end(&padded).unwrap(),
+            SegmentEnd::Sealed { trailing: 4000, .. }
+        ));
+    }
+}

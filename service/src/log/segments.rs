@@ -1,0 +1,163 @@
+//! The process-wide table of segment files: numbers, paths, and the small
+//! index ([`FileIdx`]) the key directory stores instead of a path.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
+
+/// Index of a segment in the [`SegmentTable`]; what the key directory
+/// stores for a link's file. Fits in [`FILE_IDX_BITS`] bits.
+pub type FileIdx = u32;
+
+/// Bits of a [`FileIdx`]: 4M segments, 256 TiB of log at 64 MiB each.
+pub const FILE_IDX_BITS: u32 = 22;
+
+/// The file name of segment `number`.
+pub fn segment_file_name(number: u64) -> String {
+    format!("{number:020}.log")
+}
+
+/// The segment number of a file name, if it is a segment's.
+pub fn parse_segment_file_name(name: &str) -> Option<u64> {
+    parse_numbered(name, ".log")
+}
+
+/// The segment number of a hint file's name.
+pub fn parse_hint_file_name(name: &str) -> Option<u64> {
+    parse_numbered(name, ".hint")
+}
+
+fn parse_numbered(name: &str, suffix: &str) -> Option<u64> {
+    let digits = name.strip_suffix(suffix)?;
+    (digits.len() == 20 && digits.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| digits.parse().ok())
+        .flatten()
+}
+
+#[derive(Debug)]
+struct Inner {
+    next_number: u64,
+    numbers: Vec<u64>,
+}
+
+/// Every segment of the data directory, old and new. Shared by all cores;
+/// touched only when a segment is created or a read needs a path.
+#[derive(Debug)]
+pub struct SegmentTable {
+    dir: PathBuf,
+    inner: Mutex<Inner>,
+}
+
+/// A segment as the writer and the readers name it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentRef {
+    /// Its index in the table.
+    pub idx: FileIdx,
+    /// Its number (file name).
+    pub number: u64,
+    /// Its path.
+    pub path: PathBuf,
+}
+
+impl SegmentTable {
+    /// An empty table for segments in `dir`, numbering new ones from
+    /// `next_number`.
+    pub fn new(dir: &Path, next_number: u64) -> Self {
+        Self {
+            dir: dir.to_owned(),
+            inner: Mutex::new(Inner {
+                next_number,
+                numbers: Vec::new(),
+            }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Registers an existing segment (at recovery). `None` when the table
+    /// is full.
+    pub fn register(&self, number: u64) -> Option<FileIdx> {
+        let mut inner = self.lock();
+        let idx = FileIdx::try_from(inner.numbers.len())
+            .ok()
+            .filter(|&i| i < 1 << FILE_IDX_BITS)?;
+        inner.numbers.push(number);
+        inner.next_number = inner.next_number.max(number + 1);
+        Some(idx)
+    }
+
+    /// Allocates a new segment. `None` when the table is full.
+    pub fn create(&self) -> Option<SegmentRef> {
+        let mut inner = self.lock();
+        let idx = FileIdx::try_from(inner.numbers.len())
+            .ok()
+            .filter(|&i| i < 1 << FILE_IDX_BITS)?;
+        let number = inner.next_number;
+        inner.next_number += 1;
+        inner.numbers.push(number);
+        Some(SegmentRef {
+            idx,
+            number,
+            path: self.dir.join(segment_file_name(number)),
+        })
+    }
+
+    /// The segment at `idx`.
+    pub fn get(&self, idx: FileIdx) -> Option<SegmentRef> {
+        let number = *self.lock().numbers.get(idx as usize)?;
+        Some(SegmentRef {
+            idx,
+            number,
+            path: self.dir.join(segment_file_name(number)),
+        })
+    }
+
+    /// Segments registered.
+    pub fn len(&self) -> usize {
+        self.lock().numbers.len()
+    }
+
+    /// `true` when no segment is registered.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        assert_eq!(segment_file_name(42), "00000000000000000042.log");
+        assert_eq!(
+            parse_segment_file_name("00000000000000000042.log"),
+            Some(42)
+        );
+        assert_eq!(
+            parse_hint_file_name("00000000000000000042.hint"),
+            Some(42)
+        );
+        assert_eq!(parse_segment_file_name("42.log"), None);
+        assert_eq!(parse_segment_file_name("0000000000000000004x.log"), None);
+        assert_eq!(parse_segment_file_name("code.key"), None);
+    }
+
+    #[test]
+    fn new_segments_number_past_every_registered_one() {
+        let table = SegmentTable::new(Path::new("/d"), 0);
+        assert_eq!(table.register(5), Some(0));
+        assert_eq!(table.register(2), Some(1));
+        let new = table.create().unwrap();
+        assert_eq!((new.idx, new.number), (2, 6));
+        assert_eq!(new.path, Path::new("/d/00000000000000000006.log"));
+        assert_eq!(table.get(1).unwrap().number, 2);
+        assert!(table.get(3).is_none());
+    }
+}

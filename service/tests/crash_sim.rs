@@ -1,0 +1,857 @@
+//! The crash simulator: random histories of appends, group commits, rolls,
+//! seals, hint files, disk-full failures, clean stops, crashes and bit
+//! flips, run against the real `LogWriter` and the real recovery code over
+//! a model of a disk with a page cache, checking after every restart that
+//! exactly what was acknowledged survives.
+//!
+//! The disk model: bytes written reach the page cache; `fdatasync` makes a
+//! file's bytes durable; a directory entry is durable once its directory is
+//! synced. At a crash every unsynced 512-byte sector of a written range is
+//! independently kept, lost (old bytes, or zeros past the old end of the
+//! file) or torn at a random byte, and the file's length is anything between
+//! its durable and its cached length: dropped, torn, zero-filled and
+//! reordered writes, as ALICE and CrashMonkey found real file systems
+//! produce. A clean stop keeps the page cache (only power loss loses it).
+//!
+//! Invariants after every restart:
+//! - recovery refuses only when a bit flip hit bytes a durable marker or
+//!   seal vouches for (judged by an oracle that compares bytes with the
+//!   markers and seals the simulator saw written, not by the code under
+//!   test), and then it must refuse — unless the segment is sealed with an
+//!   intact hint, which startup trusts; the flipped record must then fail
+//!   its checksum when read, never return a wrong URL;
+//! - otherwise every acknowledged link is recovered and reads back its URL,
+//!   except links after a flip in unvouched bytes; nothing recovered was
+//!   never appended, and nothing reads back corrupt;
+//! - after a clean stop there is nothing to cut.
+//!
+//! `SIM_SEEDS=n` runs n histories (default 400); `SIM_SEED=s` runs one,
+//! to reproduce a failure (the failing seed is printed).
+
+use std::collections::{BTreeMap, HashMap};
+use std::io;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use shorty_service::log::hint::{build_hint, hint_file_name};
+use shorty_service::log::record::{
+    decode_record, Decoded, Link, Record, MARKER_LEN, PREAMBLE_LEN, SEAL_LEN,
+};
+use shorty_service::log::recovery::{recover_segment, RecoveryError, RecoveryFiles};
+use shorty_service::log::scan::ScanError;
+use shorty_service::log::segments::{parse_segment_file_name, segment_file_name, SegmentTable};
+use shorty_service::log::{
+    IoResult, LogConfig, LogIo, LogState, LogWriter, SyncPolicy, Token, WriteBatch,
+};
+
+/// SplitMix64: a small deterministic generator, so a seed reproduces a
+/// history exactly.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+    fn range(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.below(hi - lo)
+    }
+    fn chance(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
+}
+
+const SECTOR: usize = 512;
+
+#[derive(Debug, Clone, Default)]
+struct SimFile {
+    durable: Vec<u8>,
+    cached: Vec<u8>,
+    /// Written ranges not yet synced, in write order.
+    dirty: Vec<(usize, usize)>,
+    /// The directory entry survives a crash.
+    entry_durable: bool,
+}
+
+/// A marker or seal the simulator saw written: it vouches for `0..vouches`
+/// as long as its bytes are intact at `at`.
+#[derive(Debug, Clone)]
+struct Voucher {
+    file: String,
+    at: usize,
+    bytes: Vec<u8>,
+    vouches: usize,
+}
+
+#[derive(Debug, Default)]
+struct Disk {
+    files: BTreeMap<String, SimFile>,
+    vouchers: Vec<Voucher>,
+    /// Hint files as the simulator wrote them, to tell intact from not.
+    hints_written: HashMap<String, Vec<u8>>,
+}
+
+fn name_of(path: &Path) -> String {
+    path.file_name().unwrap().to_str().unwrap().to_owned()
+}
+
+fn not_found() -> io::Error {
+    io::ErrorKind::NotFound.into()
+}
+
+impl RecoveryFiles for Disk {
+    fn read(&mut self, name: &str) -> io::Result<Vec<u8>> {
+        self.files
+            .get(name)
+            .map(|f| f.durable.clone())
+            .ok_or_else(not_found)
+    }
+    fn read_tail(&mut self, name: &str, n: usize) -> io::Result<(u64, Vec<u8>)> {
+        let f = self.files.get(name).ok_or_else(not_found)?;
+        let start = f.durable.len().saturating_sub(n);
+        Ok((f.durable.len() as u64, f.durable[start..].to_vec()))
+    }
+    fn read_if_exists(&mut self, name: &str) -> io::Result<Option<Vec<u8>>> {
+        Ok(self.files.get(name).map(|f| f.durable.clone()))
+    }
+    fn truncate_and_append(&mut self, name: &str, len: u64, tail: &[u8]) -> io::Result<()> {
+        // ftruncate and write act on the cached view; the sync then makes
+        // all of it durable.
+        let f = self.files.get_mut(name).ok_or_else(not_found)?;
+        f.cached.truncate(len as usize);
+        f.cached.extend_from_slice(tail);
+        f.durable = f.cached.clone();
+        f.dirty.clear();
+        // A seal written by recovery vouches like any other.
+        if let Decoded::Record(Record::Seal(_), SEAL_LEN) = decode_record(tail) {
+            self.vouchers.push(Voucher {
+                file: name.to_owned(),
+                at: len as usize,
+                bytes: tail.to_vec(),
+                vouches: len as usize + SEAL_LEN,
+            });
+        }
+        Ok(())
+    }
+    fn remove(&mut self, name: &str) -> io::Result<()> {
+        self.files.remove(name);
+        Ok(())
+    }
+    fn write_atomic(&mut self, name: &str, bytes: &[u8]) -> io::Result<()> {
+        self.files.insert(
+            name.to_owned(),
+            SimFile {
+                durable: bytes.to_vec(),
+                cached: bytes.to_vec(),
+                dirty: Vec::new(),
+                entry_durable: true,
+            },
+        );
+        self.hints_written.insert(name.to_owned(), bytes.to_vec());
+        Ok(())
+    }
+}
+
+impl Disk {
+    fn write(&mut self, name: &str, offset: usize, bytes: &[u8]) {
+        let f = self.files.get_mut(name).expect("file exists");
+        if f.cached.len() < offset + bytes.len() {
+            f.cached.resize(offset + bytes.len(), 0);
+        }
+        f.cached[offset..offset + bytes.len()].copy_from_slice(bytes);
+        f.dirty.push((offset, offset + bytes.len()));
+    }
+
+    fn sync(&mut self, name: &str) {
+        let f = self.files.get_mut(name).expect("file exists");
+        f.durable = f.cached.clone();
+        f.dirty.clear();
+    }
+
+    /// Power loss: what each file looks like afterwards.
+    fn crash(&mut self, rng: &mut Rng) {
+        let names: Vec<String> = self.files.keys().cloned().collect();
+        for name in names {
+            let f = self.files.get_mut(&name).unwrap();
+            if !f.entry_durable && rng.chance(50) {
+                self.files.remove(&name);
+                continue;
+            }
+            let mut image = f.durable.clone();
+            let cached_len = f.cached.len();
+            if cached_len > image.len() {
+                image.resize(cached_len, 0);
+            }
+            for &(start, end) in &f.dirty {
+                let mut sector = start / SECTOR * SECTOR;
+                while sector < end {
+                    let lo = sector.max(start);
+                    let hi = (sector + SECTOR).min(end);
+                    match rng.below(4) {
+                        0 => {} // lost: old bytes (zeros past the old end)
+                        1 => {
+                            // torn inside the sector
+                            let cut = rng.range(lo as u64, hi as u64 + 1) as usize;
+                            image[lo..cut].copy_from_slice(&f.cached[lo..cut]);
+                        }
+                        _ => image[lo..hi].copy_from_slice(&f.cached[lo..hi]),
+                    }
+                    sector += SECTOR;
+                }
+            }
+            // The length that reached the disk: anywhere between the two.
+            let old_len = f.durable.len();
+            let len = if cached_len > old_len {
+                rng.range(old_len as u64, cached_len as u64 + 1) as usize
+            } else {
+                cached_len
+            };
+            image.truncate(len);
+            f.durable = image.clone();
+            f.cached = image;
+            f.dirty.clear();
+            f.entry_durable = true;
+        }
+    }
+
+    /// A clean stop: the page cache survives.
+    fn clean_stop(&mut self) {
+        for f in self.files.values_mut() {
+            f.durable = f.cached.clone();
+            f.dirty.clear();
+            f.entry_durable = true;
+        }
+    }
+
+    /// The end vouched for in `file`, by the oracle: the markers and seals
+    /// the simulator wrote whose bytes are still intact.
+    fn vouched_end(&self, file: &str) -> usize {
+        let Some(f) = self.files.get(file) else {
+            return 0;
+        };
+        // An intact hint file (as written) vouches for the sealed length it
+        // names: its data_len field, plus the seal.
+        let hint = parse_segment_file_name(file).map(hint_file_name);
+        let by_hint = hint
+            .and_then(|h| Some((self.files.get(&h)?, self.hints_written.get(&h)?)))
+            .filter(|(on_disk, written)| on_disk.durable == **written)
+            .map_or(0, |(on_disk, _)| {
+                u64::from_le_bytes(on_disk.durable[24..32].try_into().unwrap()) as usize + SEAL_LEN
+            });
+        let by_records = self.vouchers
+            .iter()
+            .filter(|v| v.file == file && f.durable.get(v.at..v.at + v.bytes.len()) == Some(&v.bytes))
+            .map(|v| v.vouches)
+            .max()
+            .unwrap_or(0);
+        by_hint.max(by_records)
+    }
+
+    fn sealed_with_intact_hint(&self, file: &str) -> bool {
+        let Some(number) = parse_segment_file_name(file) else {
+            return false;
+        };
+        let hint = hint_file_name(number);
+        let seal_intact = self.vouchers.iter().any(|v| {
+            v.file == file
+                && v.bytes.len() == SEAL_LEN
+                && self.files[file].durable.len() == v.at + SEAL_LEN
+                && self.files[file].durable[v.at..] == v.bytes[..]
+        });
+        seal_intact
+            && self
+                .files
+                .get(&hint)
+                .zip(self.hints_written.get(&hint))
+                .is_some_and(|(f, written)| f.durable == *written)
+    }
+}
+
+/// What the world knows about links.
+#[derive(Debug, Default)]
+struct Links {
+    /// Every link appended: key → URL.
+    appended: HashMap<u64, Vec<u8>>,
+    /// Acknowledged: key → (file, record offset, record end).
+    acked: HashMap<u64, (String, usize, usize)>,
+    /// Records a flip damaged inside a sealed segment with a trusted hint:
+    /// startup does not read them; reads must fail their checksum.
+    damaged: Vec<Flip>,
+    /// Acknowledged under `--sync never` and not yet in a synced seal: a
+    /// crash may lose these.
+    unpromised: std::collections::HashSet<u64>,
+    /// Written in a batch not yet acknowledged: key → position.
+    written: HashMap<u64, (String, usize, usize)>,
+    next_key: u64,
+}
+
+#[derive(Debug, Default)]
+struct Stats {
+    histories: u64,
+    crashes: u64,
+    clean_stops: u64,
+    restarts: u64,
+    flips: u64,
+    refusals: u64,
+    disk_full: u64,
+    rolls: u64,
+    hint_loads: u64,
+}
+
+struct Run {
+    writer: LogWriter,
+    /// `--sync never`: only a completed seal (or a clean stop) promises.
+    never: bool,
+    tokens: HashMap<Token, u64>,
+    next_token: Token,
+    now: Instant,
+}
+
+fn batch_positions(batch: &WriteBatch) -> Vec<(u64, usize, usize)> {
+    batch
+        .links()
+        .map(|(link, offset)| {
+            let len = shorty_service::log::record::link_len(link.url.len());
+            (link.key, offset as usize, offset as usize + len)
+        })
+        .collect()
+}
+
+/// Markers and seals in a batch, as vouchers.
+fn vouchers_in(batch: &WriteBatch, file: &str) -> Vec<Voucher> {
+    let mut out = Vec::new();
+    let mut pos = if batch.create { PREAMBLE_LEN } else { 0 };
+    while let Decoded::Record(record, len) = decode_record(&batch.bytes[pos..]) {
+        let at = batch.offset as usize + pos;
+        let vouches = match record {
+            Record::Marker { durable_end } => Some(durable_end as usize),
+            Record::Seal(_) => Some(at + SEAL_LEN),
+            _ => None,
+        };
+        if let Some(vouches) = vouches {
+            out.push(Voucher {
+                file: file.to_owned(),
+                at,
+                bytes: batch.bytes[pos..pos + len].to_vec(),
+                vouches,
+            });
+        }
+        pos += len;
+    }
+    out
+}
+
+/// Runs one operation of the writer against the disk. `fault` makes a
+/// write fail for lack of space after writing part of its bytes. With
+/// `crash_midway`, the operation is left half done and not reported.
+fn drive_one(
+    run: &mut Run,
+    disk: &mut Disk,
+    links: &mut Links,
+    rng: &mut Rng,
+    stats: &mut Stats,
+    fault: bool,
+) -> bool {
+    let Some(io) = run.writer.poll_io(run.now) else {
+        return false;
+    };
+    if std::env::var("SIM_TRACE").is_ok() {
+        match &io {
+            LogIo::Write(b) => eprintln!(
+                "write {} create={} off={} len={} sync={} seal={} fault={fault}",
+                name_of(&b.segment.path), b.create, b.offset, b.bytes.len(), b.sync, b.seal
+            ),
+            LogIo::Repair(r) => eprintln!("repair {} to {} seal={}", name_of(&r.segment.path), r.truncate_to, r.seal.len()),
+        }
+    }
+    let result = match &io {
+        LogIo::Write(batch) => {
+            let name = name_of(&batch.segment.path);
+            if batch.create {
+                assert!(!disk.files.contains_key(&name), "{name} created twice");
+                disk.files.insert(name.clone(), SimFile::default());
+            }
+            for (key, start, end) in batch_positions(batch) {
+                links.written.insert(key, (name.clone(), start, end));
+            }
+            if fault {
+                let part = rng.below(batch.bytes.len() as u64) as usize;
+                disk.write(&name, batch.offset as usize, &batch.bytes[..part]);
+                let end = batch.offset as usize + part;
+                disk.vouchers.extend(
+                    vouchers_in(batch, &name)
+                        .into_iter()
+                        .filter(|v| v.at + v.bytes.len() <= end),
+                );
+                stats.disk_full += 1;
+                IoResult::DiskFull("simulated ENOSPC".into())
+            } else {
+                disk.write(&name, batch.offset as usize, &batch.bytes);
+                // Markers and seals are truthful whenever written: the
+                // writer writes one only after what it claims is durable.
+                disk.vouchers.extend(vouchers_in(batch, &name));
+                if batch.sync {
+                    disk.sync(&name);
+                }
+                if batch.sync_dir {
+                    disk.files.get_mut(&name).unwrap().entry_durable = true;
+                }
+                if batch.seal && batch.sync {
+                    // A synced seal makes every link of the segment durable,
+                    // whatever the sync policy.
+                    links.unpromised.retain(|key| {
+                        links.written.get(key).or(links.acked.get(key)).is_none_or(|p| p.0 != name)
+                    });
+                }
+                if batch.seal {
+                    stats.rolls += 1;
+                }
+                IoResult::Ok
+            }
+        }
+        LogIo::Repair(repair) => {
+            let name = name_of(&repair.segment.path);
+            if repair.seal.is_empty() {
+                disk.files.remove(&name);
+            } else {
+                let at = repair.truncate_to as usize;
+                disk.truncate_and_append(&name, repair.truncate_to, &repair.seal)
+                    .unwrap();
+                disk.vouchers.push(Voucher {
+                    file: name,
+                    at,
+                    bytes: repair.seal.to_vec(),
+                    vouches: at + SEAL_LEN,
+                });
+            }
+            IoResult::Ok
+        }
+    };
+    let never = run.never;
+    let settled = run.writer.io_done(result, run.now);
+    for token in settled.durable {
+        let key = run.tokens.remove(&token).unwrap();
+        if never {
+            links.unpromised.insert(key);
+        }
+        let pos = links.written.remove(&key).expect("acknowledged link was written");
+        links.acked.insert(key, pos);
+    }
+    for token in settled.failed {
+        let key = run.tokens.remove(&token).unwrap();
+        links.written.remove(&key);
+    }
+    if let Some((segment, _)) = settled.sealed {
+        // The runtime's hint writer; it may not get to it before a crash.
+        if rng.chance(70) {
+            let name = name_of(&segment.path);
+            let bytes = disk.files[&name].cached.clone();
+            let hint = build_hint(segment.number, &bytes).expect("a sealed segment");
+            disk.write_atomic(&hint_file_name(segment.number), &hint)
+                .unwrap();
+        }
+    }
+    true
+}
+
+fn append(run: &mut Run, links: &mut Links, rng: &mut Rng) {
+    for _ in 0..rng.range(1, 12) {
+        let key = links.next_key;
+        links.next_key += 1 + rng.below(3);
+        let url: Vec<u8> = format!("https://e.com/{key}/{}", "x".repeat(rng.below(200) as usize))
+            .into_bytes();
+        let token = run.next_token;
+        run.next_token += 1;
+        let link = Link {
+            key,
+            id: key,
+            url: &url,
+        };
+        if run.writer.append(&link, token).is_ok() {
+            run.tokens.insert(token, key);
+            links.appended.insert(key, url);
+        }
+    }
+}
+
+/// A flip applied since the last restart.
+#[derive(Debug, Clone)]
+struct Flip {
+    file: String,
+    at: usize,
+    mask: u8,
+    vouched: bool,
+    trusted_hint: bool,
+}
+
+struct Recovered {
+    keys: HashMap<u64, (String, u32)>,
+    next_number: u64,
+    numbers: Vec<u64>,
+}
+
+fn recover(disk: &mut Disk, stats: &mut Stats) -> Result<Recovered, RecoveryError> {
+    let numbers: Vec<u64> = disk
+        .files
+        .keys()
+        .filter_map(|n| parse_segment_file_name(n))
+        .collect();
+    let mut keys = HashMap::new();
+    let mut kept = Vec::new();
+    for &number in &numbers {
+        let name = segment_file_name(number);
+        let outcome = recover_segment(disk, number, |key, offset| {
+            assert!(
+                keys.insert(key, (name.clone(), offset)).is_none(),
+                "key {key} recovered twice"
+            );
+        })?;
+        if outcome.from_hint {
+            stats.hint_loads += 1;
+        }
+        if std::env::var("SIM_TRACE").is_ok() {
+            eprintln!("recover {name}: {outcome:?}");
+        }
+        if !outcome.removed {
+            kept.push(number);
+        }
+    }
+    Ok(Recovered {
+        keys,
+        next_number: numbers.last().map_or(0, |n| n + 1),
+        numbers: kept,
+    })
+}
+
+/// Reads a recovered link's record back: its URL, or `None` when the
+/// record fails its checks.
+fn read_back(disk: &Disk, file: &str, offset: u32, key: u64) -> Option<Vec<u8>> {
+    let bytes = &disk.files.get(file)?.durable;
+    match decode_record(bytes.get(offset as usize..)?) {
+        Decoded::Record(Record::Link(link), _) if link.key == key => Some(link.url.to_vec()),
+        _ => None,
+    }
+}
+
+fn check(
+    seed: u64,
+    disk: &Disk,
+    links: &Links,
+    rec: &Recovered,
+    flip: Option<&Flip>,
+    after_clean_stop: bool,
+) {
+    let ctx = || format!("seed {seed}, flip {flip:?}");
+    for (key, (file, offset)) in &rec.keys {
+        let appended = links
+            .appended
+            .get(key)
+            .unwrap_or_else(|| panic!("{}: key {key} was never appended", ctx()));
+        match read_back(disk, file, *offset, *key) {
+            Some(url) => assert_eq!(&url, appended, "{}: key {key} reads a wrong URL", ctx()),
+            None if links.damaged.iter().any(|d| {
+                let end = *offset as usize
+                    + shorty_service::log::record::link_len(appended.len());
+                d.file == *file && (*offset as usize..end).contains(&d.at)
+            }) => {}
+            None => {
+                let f = flip.unwrap_or_else(|| {
+                    let bytes = disk.files.get(file).map(|f| f.durable.clone()).unwrap_or_default();
+                    panic!(
+                        "{}: key {key} unreadable at {file}:{offset} (len {}): {:?}",
+                        ctx(),
+                        bytes.len(),
+                        bytes.get(*offset as usize..).map(decode_record)
+                    )
+                });
+                assert!(
+                    f.file == *file && f.trusted_hint,
+                    "{}: key {key} unreadable",
+                    ctx()
+                );
+            }
+        }
+    }
+    for (key, (file, _start, end)) in &links.acked {
+        if rec.keys.contains_key(key) {
+            continue;
+        }
+        let excused = flip.is_some_and(|f| !f.vouched && f.file == *file && f.at < *end);
+        assert!(
+            excused,
+            "{}: acknowledged key {key} ({file}) lost",
+            ctx()
+        );
+    }
+    let _ = after_clean_stop;
+}
+
+fn history(seed: u64, stats: &mut Stats) {
+    let mut rng = Rng(seed);
+    let sync = if rng.chance(85) {
+        SyncPolicy::Always
+    } else {
+        SyncPolicy::Never
+    };
+    let config = LogConfig {
+        segment_bytes: rng.range(400, 5000),
+        sync,
+        retry_interval: Duration::from_secs(1),
+        max_pending_bytes: 1 << 20,
+    };
+    let dir = Path::new("/sim");
+    let mut disk = Disk::default();
+    let mut links = Links::default();
+    let start = Instant::now();
+    let mut elapsed = Duration::ZERO;
+    let mut flip: Option<Flip> = None;
+    let mut clean = false;
+    stats.histories += 1;
+    for _run in 0..rng.range(2, 7) {
+        // Restart.
+        stats.restarts += 1;
+        // Recover; every refusal must be for a flip in vouched bytes, which
+        // the operator then restores (the byte, from a backup) before
+        // starting again.
+        let rec = loop {
+            match recover(&mut disk, stats) {
+                Ok(rec) => break rec,
+                Err(RecoveryError::Scan {
+                    name,
+                    error: ScanError::Corrupt { offset, .. },
+                }) => {
+                    // The flip just made, or older damage that startup had
+                    // not read until now (a trusted hint).
+                    let f = match flip.clone().filter(|f| f.file == name) {
+                        Some(f) => {
+                            assert!(
+                                f.vouched && !f.trusted_hint,
+                                "seed {seed}: refused ({name} at {offset}) for {f:?}"
+                            );
+                            flip = None;
+                            f
+                        }
+                        None => {
+                            let i = links
+                                .damaged
+                                .iter()
+                                .position(|d| d.file == name)
+                                .unwrap_or_else(|| {
+                                    panic!("seed {seed}: refused ({name} at {offset}) with no flip: {flip:?}")
+                                });
+                            links.damaged.remove(i)
+                        }
+                    };
+                    stats.refusals += 1;
+                    let file = disk.files.get_mut(&f.file).unwrap();
+                    file.durable[f.at] ^= f.mask;
+                    file.cached = file.durable.clone();
+                }
+                Err(err) => panic!("seed {seed}: {err}"),
+            }
+        };
+        if let Some(f) = &flip {
+            assert!(
+                !f.vouched || f.trusted_hint,
+                "seed {seed}: damage to vouched bytes went unnoticed: {f:?}"
+            );
+        }
+        check(seed, &disk, &links, &rec, flip.as_ref(), clean);
+        // What was recovered is what the world now has: acknowledged links
+        // lost to an unvouched flip, and unacknowledged ones that survived,
+        // are settled now.
+        links.acked = rec
+            .keys
+            .iter()
+            .filter(|(key, (file, offset))| read_back(&disk, file, *offset, **key).is_some())
+            .map(|(key, (file, offset))| {
+                let end = *offset as usize
+                    + shorty_service::log::record::link_len(links.appended[key].len());
+                (*key, (file.clone(), *offset as usize, end))
+            })
+            .collect();
+        links.written.clear();
+        if let Some(f) = flip.take().filter(|f| f.trusted_hint) {
+            links.damaged.push(f);
+        }
+
+        let table = Arc::new(SegmentTable::new(dir, rec.next_number));
+        for number in &rec.numbers {
+            table.register(*number);
+        }
+        let mut run = Run {
+            writer: LogWriter::new(config.clone(), table),
+            never: sync == SyncPolicy::Never,
+            tokens: HashMap::new(),
+            next_token: 0,
+            now: start + elapsed,
+        };
+        for _ in 0..rng.range(5, 80) {
+            match rng.below(100) {
+                0..=39 => append(&mut run, &mut links, &mut rng),
+                40..=74 => {
+                    let fault = rng.chance(6);
+                    drive_one(&mut run, &mut disk, &mut links, &mut rng, stats, fault);
+                }
+                75..=89 => {
+                    elapsed += Duration::from_millis(rng.below(1500));
+                    run.now = start + elapsed;
+                }
+                _ => while drive_one(&mut run, &mut disk, &mut links, &mut rng, stats, false) {},
+            }
+        }
+        clean = rng.chance(30);
+        if clean {
+            run.writer.begin_shutdown();
+            while drive_one(&mut run, &mut disk, &mut links, &mut rng, stats, false) {}
+            assert!(run.writer.is_shut_down(), "seed {seed}: shutdown stuck");
+            disk.clean_stop();
+            links.unpromised.clear();
+            if std::env::var("SIM_TRACE").is_ok() {
+                eprintln!("clean stop");
+            }
+            stats.clean_stops += 1;
+            // The hint writer finishes before the process exits.
+            let sealed: Vec<(String, u64)> = disk
+                .files
+                .keys()
+                .filter_map(|n| Some((n.clone(), parse_segment_file_name(n)?)))
+                .collect();
+            for (name, number) in sealed {
+                let hint = hint_file_name(number);
+                if !disk.files.contains_key(&hint) {
+                    if let Some(bytes) = build_hint(number, &disk.files[&name].durable) {
+                        disk.write_atomic(&hint, &bytes).unwrap();
+                    }
+                }
+            }
+            if *run.writer.state() == LogState::Available {
+                // Nothing to cut after a clean stop.
+                for (name, f) in &disk.files {
+                    if links.damaged.iter().any(|d| d.file == *name) {
+                        continue;
+                    }
+                    if let Some(number) = parse_segment_file_name(name) {
+                        let scan =
+                            shorty_service::log::scan::scan_segment(&f.durable, number, |_, _| {})
+                                .unwrap();
+                        assert!(
+                            matches!(
+                                scan.end,
+                                shorty_service::log::scan::SegmentEnd::Sealed { trailing: 0, .. }
+                            ),
+                            "seed {seed}: {name} not sealed after a clean stop: {:?}",
+                            scan.end
+                        );
+                    }
+                }
+            }
+        } else {
+            // Maybe crash in the middle of an operation.
+            if rng.chance(50) {
+                if let Some(LogIo::Write(batch)) = run.writer.poll_io(run.now) {
+                    let name = name_of(&batch.segment.path);
+                    if batch.create {
+                        disk.files.insert(name.clone(), SimFile::default());
+                    }
+                    disk.write(&name, batch.offset as usize, &batch.bytes);
+                    disk.vouchers.extend(vouchers_in(&batch, &name));
+                }
+            }
+            if std::env::var("SIM_TRACE").is_ok() {
+                eprintln!("crash");
+            }
+            disk.crash(&mut rng);
+            stats.crashes += 1;
+            // `--sync never`: acknowledged, never promised.
+            for key in links.unpromised.drain() {
+                links.acked.remove(&key);
+            }
+        }
+        // Maybe a bit flips on the disk while it is down.
+        if rng.chance(35) {
+            let files: Vec<String> = disk
+                .files
+                .iter()
+                .filter(|(_, f)| !f.durable.is_empty())
+                .map(|(n, _)| n.clone())
+                .collect();
+            if !files.is_empty() {
+                let file = files[rng.below(files.len() as u64) as usize].clone();
+                let trusted_before = disk.sealed_with_intact_hint(&file);
+                let f = disk.files.get_mut(&file).unwrap();
+                let at = rng.below(f.durable.len() as u64) as usize;
+                let mask = 1u8 << rng.below(8);
+                f.durable[at] ^= mask;
+                f.cached = f.durable.clone();
+                let is_segment = parse_segment_file_name(&file).is_some();
+                let vouched = is_segment && at < disk.vouched_end(&file);
+                // Startup trusts a sealed segment with an intact hint: the
+                // flip must then not have touched the seal or the hint.
+                let trusted_hint = is_segment && trusted_before && disk.sealed_with_intact_hint(&file);
+                stats.flips += 1;
+                flip = Some(Flip {
+                    file,
+                    at,
+                    mask,
+                    vouched,
+                    trusted_hint,
+                });
+            }
+        }
+    }
+    let _ = MARKER_LEN;
+}
+
+#[test]
+fn crash_simulation() {
+    let seeds: Vec<u64> = match std::env::var("SIM_SEED") {
+        Ok(seed) => vec![seed.parse().expect("SIM_SEED is a number")],
+        Err(_) => {
+            let n: u64 = std::env::var("SIM_SEEDS")
+                .ok()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(400);
+            (0..n).collect()
+        }
+    };
+    let mut stats = Stats::default();
+    for seed in seeds {
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let mut local = Stats::default();
+            history(seed, &mut local);
+            local
+        }));
+        match result {
+            Ok(local) => {
+                stats.histories += local.histories;
+                stats.crashes += local.crashes;
+                stats.clean_stops += local.clean_stops;
+                stats.restarts += local.restarts;
+                stats.flips += local.flips;
+                stats.refusals += local.refusals;
+                stats.disk_full += local.disk_full;
+                stats.rolls += local.rolls;
+                stats.hint_loads += local.hint_loads;
+            }
+            Err(panic) => {
+                eprintln!("crash simulation failed; reproduce with SIM_SEED={seed}");
+                std::panic::resume_unwind(panic);
+            }
+        }
+    }
+    eprintln!("crash simulation: {stats:?}");
+    assert!(stats.histories > 0);
+    if stats.histories >= 100 {
+        // The histories exercised what they are for.
+        assert!(stats.crashes > 0 && stats.clean_stops > 0 && stats.refusals > 0);
+        assert!(stats.disk_full > 0 && stats.rolls > 0 && stats.hint_loads > 0);
+    }
+}
