@@ -19,6 +19,7 @@ pub struct Server {
     child: Child,
     addr: SocketAddr,
     http_addr: SocketAddr,
+    admin_addr: Option<SocketAddr>,
     log: Arc<Mutex<Vec<String>>>,
 }
 
@@ -38,6 +39,8 @@ impl Server {
                 "--listen",
                 "127.0.0.1:0",
                 "--http",
+                "127.0.0.1:0",
+                "--admin",
                 "127.0.0.1:0",
                 "--threads",
                 "2",
@@ -59,25 +62,32 @@ impl Server {
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if line.contains("listening") {
-                    let http = line.contains("protocol=\"http\"");
-                    if let Some(addr) = line.split("addr=").nth(1) {
+                    let protocol = ["shorty", "http", "admin"]
+                        .into_iter()
+                        .find(|p| line.contains(&format!("protocol=\"{p}\"")));
+                    if let (Some(protocol), Some(addr)) = (protocol, line.split("addr=").nth(1)) {
                         let addr = addr.split_whitespace().next().unwrap_or_default();
                         if let Ok(addr) = addr.parse::<SocketAddr>() {
-                            let _ = tx.send((http, addr));
+                            let _ = tx.send((protocol, addr));
                         }
                     }
                 }
                 lines.lock().unwrap().push(line);
             }
         });
-        // Both listeners, unless the flags turned HTTP off.
+        // Every listener, unless the flags turned one off.
         let wants_http = !args.windows(2).any(|w| w == ["--http", "off"]);
-        let (mut addr, mut http_addr) = (None, None);
+        let wants_admin = !args.windows(2).any(|w| w == ["--admin", "off"]);
+        let (mut addr, mut http_addr, mut admin_addr) = (None, None, None);
         let deadline = Instant::now() + START_TIMEOUT;
-        while addr.is_none() || (wants_http && http_addr.is_none()) {
+        while addr.is_none()
+            || (wants_http && http_addr.is_none())
+            || (wants_admin && admin_addr.is_none())
+        {
             match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-                Ok((true, a)) => http_addr = Some(a),
-                Ok((false, a)) => addr = Some(a),
+                Ok(("http", a)) => http_addr = Some(a),
+                Ok(("admin", a)) => admin_addr = Some(a),
+                Ok((_, a)) => addr = Some(a),
                 Err(_) => {
                     let _ = child.kill();
                     panic!(
@@ -93,6 +103,7 @@ impl Server {
             child,
             addr,
             http_addr,
+            admin_addr,
             log,
         }
     }
@@ -105,6 +116,22 @@ impl Server {
     /// The HTTP front's address.
     pub fn http_addr(&self) -> SocketAddr {
         self.http_addr
+    }
+
+    /// The admin listener's address.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr.expect("the admin listener is on")
+    }
+
+    /// The base of the short URLs this server hands out (it follows the
+    /// HTTP front's port unless `--public-url` is given).
+    pub fn public_base(&self) -> String {
+        format!("http://{}/", self.http_addr)
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// `http://ADDR` + `path`.

@@ -1,44 +1,83 @@
 //! A client connection's reads and writes on glommio.
 //!
-//! glommio cancels an operation whose future is dropped, so an abandoned
-//! read loses nothing here; the driver closes the connection after one
-//! anyway, to behave exactly like the tokio-uring backend.
+//! glommio's stream reads by readiness: an io_uring poll on the socket,
+//! then a non-blocking `recv` into whatever buffer the caller passes when
+//! it polls. So a connection needs no buffer of its own: every read goes
+//! into one buffer per core, handed to the driver at once. Writes are
+//! glommio's (a direct `send`, an io_uring poll when the socket is full).
 
+use std::cell::RefCell;
 use std::io;
 use std::net::Shutdown;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll};
 
-use bytes::Bytes;
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use bytes::{Buf, Bytes};
+use futures_lite::{AsyncRead, AsyncWrite};
 use glommio::net::TcpStream;
-use shorty_service::driver::Conn;
+use shorty_runtime::driver::Conn;
 
-pub(crate) struct GlommioConn(TcpStream);
+/// Bytes of the per-core read buffer: a read takes at most this much.
+pub(crate) const READ_BUFFER: usize = 16 * 1024;
+
+pub(crate) struct GlommioConn {
+    stream: TcpStream,
+    /// The core's read buffer, shared by all its connections.
+    buffer: Rc<RefCell<Vec<u8>>>,
+    writing: Option<Bytes>,
+}
 
 impl GlommioConn {
-    pub(crate) fn new(stream: TcpStream) -> Self {
+    pub(crate) fn new(stream: TcpStream, buffer: Rc<RefCell<Vec<u8>>>) -> Self {
         // Replies go out as soon as they are ready; batching comes from
         // writing all ready replies at once, not from Nagle.
         let _ = stream.set_nodelay(true);
-        Self(stream)
+        Self {
+            stream,
+            buffer,
+            writing: None,
+        }
     }
 }
 
 impl Conn for GlommioConn {
-    async fn read(&mut self, mut buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
-        // `AsyncRead` wants initialised bytes: expose the spare capacity
-        // (zeroed), read into it, and cut back to what arrived.
-        let len = buf.len();
-        buf.resize(buf.capacity(), 0);
-        let result = self.0.read(&mut buf[len..]).await;
-        buf.truncate(len + result.as_ref().map_or(0, |n| *n));
-        (result, buf)
+    fn poll_read(
+        &mut self,
+        cx: &mut Context<'_>,
+        input: &mut dyn FnMut(&[u8]),
+    ) -> Poll<io::Result<usize>> {
+        let mut buffer = self.buffer.borrow_mut();
+        let n = std::task::ready!(Pin::new(&mut self.stream).poll_read(cx, &mut buffer[..]))?;
+        if n > 0 {
+            input(&buffer[..n]);
+        }
+        Poll::Ready(Ok(n))
     }
 
-    async fn write_all(&mut self, bytes: Bytes) -> io::Result<()> {
-        self.0.write_all(&bytes).await
+    fn start_write(&mut self, bytes: Bytes) {
+        debug_assert!(self.writing.is_none());
+        self.writing = Some(bytes);
     }
 
-    async fn close(&mut self) {
-        let _ = self.0.shutdown(Shutdown::Both).await;
+    fn poll_write(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while let Some(bytes) = self.writing.as_mut() {
+            if bytes.is_empty() {
+                self.writing = None;
+                break;
+            }
+            let n = std::task::ready!(Pin::new(&mut self.stream).poll_write(cx, bytes))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            bytes.advance(n);
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    async fn close(self) {
+        // glommio cancels an operation whose future is dropped, so nothing
+        // is left in flight.
+        let _ = self.stream.shutdown(Shutdown::Both).await;
     }
 }

@@ -1,20 +1,24 @@
-//! One core: its glommio executor and listener.
+//! One core: its glommio executor and listeners.
 
+use std::cell::RefCell;
 use std::future::Future;
 use std::io;
 use std::os::fd::{FromRawFd, IntoRawFd};
+use std::rc::Rc;
 use std::time::Duration;
 
 use glommio::{LocalExecutorBuilder, Placement};
-use shorty_service::driver::{self, CoreState, Listener, Runtime};
-use shorty_service::server::Worker;
+use shorty_runtime::driver::{self, CoreIo, Listener, Runtime};
+use shorty_runtime::server::Worker;
 
-use crate::connection::GlommioConn;
+use crate::connection::{GlommioConn, READ_BUFFER};
+use crate::log_reader::Reader;
 use crate::log_writer::Segment;
 
 /// Registered I/O memory per executor. glommio locks it; its default
 /// (10 MiB) times the cores exceeds the usual 8 MiB `RLIMIT_MEMLOCK`, and
-/// Shorty's I/O (small socket reads, log batches) needs little of it.
+/// Shorty's I/O (socket reads into its own buffer, log batches) needs
+/// little of it.
 const IO_MEMORY: usize = 512 * 1024;
 
 /// Submission queue depth of each of the executor's rings. glommio queues
@@ -24,64 +28,53 @@ const RING_DEPTH: usize = 1024;
 /// Runs one core until shutdown. Called on the core's pinned thread, so the
 /// executor itself is left unbound.
 pub(crate) fn serve(worker: Worker) -> io::Result<()> {
+    let index = worker.context.index;
     let executor = LocalExecutorBuilder::new(Placement::Unbound)
-        .name(&format!("shorty-core-{}", worker.index))
+        .name(&format!("shorty-core-{index}"))
         .io_memory(IO_MEMORY)
         .ring_depth(RING_DEPTH)
         .make()
         .map_err(|err| {
-            let limit = memlock_limit();
+            let limit = rlimit::getrlimit(rlimit::Resource::MEMLOCK).map_or_else(
+                |_| "unknown".into(),
+                |(soft, hard)| format!("{soft} (hard {hard})"),
+            );
             io::Error::other(format!(
                 "cannot create the glommio executor: {err}. glommio locks memory for io_uring \
                  ({IO_MEMORY} bytes of I/O memory per core plus its rings); RLIMIT_MEMLOCK is \
-                 {limit}. Raise it (`ulimit -l`, or LimitMEMLOCK= in a systemd unit) or run \
-                 fewer --threads"
+                 {limit} bytes. Raise it (`ulimit -l`, or LimitMEMLOCK= in a systemd unit) or \
+                 run fewer --threads"
             ))
         })?;
+    let Worker { context, listeners } = worker;
     executor.run(async move {
-        let Worker {
-            index,
-            service,
-            listener,
-            http_listener,
-            shutdown,
-        } = worker;
-        let (listener, http) = (adopt(listener)?, http_listener.map(adopt).transpose()?);
-        let core = CoreState::new(service.shard(), shutdown);
-        driver::run_core::<_, _, Segment>(GlommioRuntime, core, listener, http, index).await
+        let buffer = Rc::new(RefCell::new(vec![0u8; READ_BUFFER]));
+        let adopt = |l| adopt(l, buffer.clone());
+        let io = CoreIo {
+            framed: adopt(listeners.framed)?,
+            http: listeners.http.map(adopt).transpose()?,
+            admin: listeners.admin.map(adopt).transpose()?,
+            writer: Segment::default(),
+            reader: Reader::default(),
+        };
+        driver::run_core(GlommioRuntime, context, io).await
     })
 }
 
-/// Hands a listener bound by `shorty_service::server` (SO_REUSEPORT, the
-/// kernel's `somaxconn` backlog) to glommio. Hand-made rather than
+/// Hands a listener bound by `shorty_runtime` (SO_REUSEPORT, the kernel's
+/// `somaxconn` backlog) to glommio. Hand-made rather than
 /// `glommio::net::TcpListener::bind` because that fixes the backlog at 1024.
-fn adopt(listener: std::net::TcpListener) -> io::Result<GlommioListener> {
+fn adopt(
+    listener: std::net::TcpListener,
+    buffer: Rc<RefCell<Vec<u8>>>,
+) -> io::Result<GlommioListener> {
     // glommio's io_uring accept expects a blocking socket.
     listener.set_nonblocking(false)?;
     // SAFETY: `into_raw_fd` hands over sole ownership of a valid socket that
     // is bound and listening, which is what `from_raw_fd` requires.
     #[allow(unsafe_code)]
     let listener = unsafe { glommio::net::TcpListener::from_raw_fd(listener.into_raw_fd()) };
-    Ok(GlommioListener(listener))
-}
-
-fn memlock_limit() -> String {
-    std::fs::read_to_string("/proc/self/limits")
-        .ok()
-        .and_then(|limits| {
-            limits
-                .lines()
-                .find(|l| l.starts_with("Max locked memory"))
-                .map(|l| {
-                    l.split_whitespace()
-                        .skip(3)
-                        .take(2)
-                        .collect::<Vec<_>>()
-                        .join(" ")
-                        + " (soft hard, bytes)"
-                })
-        })
-        .unwrap_or_else(|| "unknown".into())
+    Ok(GlommioListener(listener, buffer))
 }
 
 #[derive(Clone, Copy)]
@@ -97,16 +90,13 @@ impl Runtime for GlommioRuntime {
     }
 }
 
-struct GlommioListener(glommio::net::TcpListener);
+struct GlommioListener(glommio::net::TcpListener, Rc<RefCell<Vec<u8>>>);
 
 impl Listener for GlommioListener {
     type Conn = GlommioConn;
 
     async fn accept(&self) -> io::Result<GlommioConn> {
         let stream = self.0.accept().await.map_err(io::Error::from)?;
-        if let Ok(peer) = stream.peer_addr() {
-            tracing::debug!(%peer, "accepted");
-        }
-        Ok(GlommioConn::new(stream))
+        Ok(GlommioConn::new(stream, self.1.clone()))
     }
 }

@@ -1,9 +1,9 @@
 //! Log segment writes through glommio's `DmaStreamWriter` (O_DIRECT, on
-//! io_uring): per group-commit batch, `write_all`, then `sync` (pad the
-//! partial block, write, `fdatasync`) or, with `--sync never`, `flush`
-//! (pad and write only). The zero padding past the last record is
-//! overwritten by the next batch; after a crash, recovery reads it as a
-//! torn tail and cuts it off.
+//! io_uring): per batch, `write_all`, then `flush` (pad the partial block
+//! and write it) and, when asked, `sync` (`fdatasync`). The zero padding
+//! past the last record is overwritten by the next batch; a seal closes the
+//! writer, which truncates the padding away, so a clean stop leaves nothing
+//! for recovery to cut.
 //!
 //! O_DIRECT needs a file system that supports it (ext4, xfs; not tmpfs).
 
@@ -11,17 +11,23 @@ use std::io;
 
 use futures_lite::AsyncWriteExt;
 use glommio::io::{Directory, DmaStreamWriter, DmaStreamWriterBuilder, OpenOptions};
-use shorty_service::driver::SegmentFile;
+use shorty_runtime::driver::{SegmentWriter, Step, WriteFailure};
 use shorty_service::log::WriteBatch;
 
 /// DMA buffer size: a batch of typical SHORTENs fits in one.
 const BUFFER_SIZE: usize = 128 * 1024;
 
-pub(crate) struct Segment(DmaStreamWriter);
+fn err(e: glommio::GlommioError<()>) -> io::Error {
+    io::Error::from(e)
+}
 
-impl SegmentFile for Segment {
-    async fn write_batch(slot: &mut Option<Self>, batch: &WriteBatch) -> io::Result<()> {
-        if let Some(path) = &batch.create {
+#[derive(Default)]
+pub(crate) struct Segment(Option<DmaStreamWriter>);
+
+impl SegmentWriter for Segment {
+    async fn write(&mut self, batch: &WriteBatch) -> Result<(), WriteFailure> {
+        if batch.create {
+            let path = &batch.segment.path;
             // Readable too: glommio probes the device for polled I/O by
             // reading the file, and logs an error for a write-only one.
             let file = OpenOptions::new()
@@ -30,46 +36,83 @@ impl SegmentFile for Segment {
                 .create_new(true)
                 .dma_open(path)
                 .await
-                .map_err(|e| io::Error::other(format!("{}: {e}", path.display())))?;
-            if batch.sync {
-                // The new file's directory entry must be durable too.
-                if let Some(dir) = path.parent() {
-                    Directory::open(dir)
-                        .await
-                        .map_err(io::Error::from)?
-                        .sync()
-                        .await
-                        .map_err(io::Error::from)?;
-                }
-            }
-            // One buffer in flight at a time keeps the writes in file order:
-            // with write-behind, a later unsynced buffer could land before an
-            // earlier one and leave a hole that recovery must reason about.
+                .map_err(|e| WriteFailure {
+                    step: Step::Create,
+                    error: io::Error::new(io::Error::from(e).kind(), format!("{}", path.display())),
+                })?;
+            // One buffer in flight at a time keeps the writes in file order.
             let writer = DmaStreamWriterBuilder::new(file)
                 .with_buffer_size(BUFFER_SIZE)
                 .with_write_behind(1)
                 .build();
-            if let Some(Segment(mut old)) = slot.replace(Segment(writer)) {
-                // Writes the padded tail and truncates the padding away.
-                old.close().await?;
+            if let Some(mut old) = self.0.replace(writer) {
+                let _ = old.close().await;
             }
         }
-        let Some(Segment(writer)) = slot.as_mut() else {
-            return Err(io::Error::other("segment not open"));
+        let Some(writer) = self.0.as_mut() else {
+            return Err(WriteFailure {
+                step: Step::Write,
+                error: io::Error::other("segment not open"),
+            });
         };
         if writer.current_pos() != batch.offset {
-            return Err(io::Error::other(format!(
-                "segment position {} does not match the batch offset {}",
-                writer.current_pos(),
-                batch.offset
-            )));
+            return Err(WriteFailure {
+                step: Step::Write,
+                error: io::Error::other(format!(
+                    "segment position {} does not match the batch offset {}",
+                    writer.current_pos(),
+                    batch.offset
+                )),
+            });
         }
-        writer.write_all(&batch.bytes).await?;
+        writer
+            .write_all(&batch.bytes)
+            .await
+            .map_err(WriteFailure::at(Step::Write))?;
+        // Write (padded) first, so a full disk shows as a failed write, not
+        // a failed sync.
+        writer
+            .flush()
+            .await
+            .map_err(WriteFailure::at(Step::Write))?;
         if batch.sync {
-            writer.sync().await.map_err(io::Error::from)?;
-        } else {
-            writer.flush().await?;
+            writer.sync().await.map_err(|e| WriteFailure {
+                step: Step::Sync,
+                error: err(e),
+            })?;
+        }
+        if batch.sync_dir {
+            if let Some(dir) = batch.segment.path.parent() {
+                let dir = Directory::open(dir).await.map_err(|e| WriteFailure {
+                    step: Step::Sync,
+                    error: err(e),
+                })?;
+                dir.sync().await.map_err(|e| WriteFailure {
+                    step: Step::Sync,
+                    error: err(e),
+                })?;
+                let _ = dir.close().await;
+            }
+        }
+        if batch.seal {
+            // Sealed: close, which truncates the padding past the seal.
+            if let Some(mut writer) = self.0.take() {
+                writer
+                    .close()
+                    .await
+                    .map_err(WriteFailure::at(Step::Write))?;
+            }
         }
         Ok(())
+    }
+
+    fn forget(&mut self) {
+        // Dropping a DmaStreamWriter queues a truncate to its flushed
+        // position, which could land after the repair has rewritten the
+        // segment's end and cut its seal. After a failed write the writer
+        // is of no use: leak it (once per disk-full episode) instead.
+        if let Some(writer) = self.0.take() {
+            std::mem::forget(writer);
+        }
     }
 }

@@ -1,44 +1,306 @@
-//! A client connection's reads and writes on tokio-uring.
+//! A client connection's reads and writes on tokio-uring, with io_uring
+//! provided buffers, so an idle connection holds no read buffer.
 //!
-//! tokio-uring cannot cancel a read: an abandoned read (timeout, shutdown)
-//! keeps its buffer and may still consume bytes. The driver therefore ends
-//! the connection after abandoning a read, and `close` shuts the socket
-//! down first so that the pending read completes at once and the
-//! descriptor is released.
+//! **Reads.** Each core registers a pool of buffers with its ring
+//! (`IORING_OP_PROVIDE_BUFFERS`). A connection's read is an `IORING_OP_RECV`
+//! with `IOSQE_BUFFER_SELECT`: it waits with no buffer at all, and the
+//! kernel picks one from the pool only when bytes arrive. The driver
+//! handles the bytes at once and the buffer goes straight back to the pool.
+//! In the rare case the pool is empty at that moment (`ENOBUFS`), that one
+//! read falls back to a buffer of its own. tokio-uring has no API for
+//! either, but exports its one-shot operation type
+//! (`UnsubmittedOneshot`), through which these are plain SQEs built with
+//! the `io-uring` crate it uses.
+//!
+//! **Writes.** `IORING_OP_SEND` of the reply bytes, resubmitted for the
+//! rest after a partial send.
+//!
+//! **Close.** tokio-uring cannot cancel an operation: `close` shuts the
+//! socket down, which completes any read or write in flight, waits for
+//! them (so a selected buffer returns to the pool), then drops the socket.
 
+use std::future::Future;
 use std::io;
 use std::net::Shutdown;
+use std::os::fd::{AsRawFd, RawFd};
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use shorty_service::driver::Conn;
-use tokio_uring::buf::BoundedBuf;
+use io_uring::{cqueue, opcode, squeue, types};
+use shorty_runtime::driver::Conn;
 use tokio_uring::net::TcpStream;
+use tokio_uring::{InFlightOneshot, OneshotOutputTransform, UnsubmittedOneshot};
 
-pub(crate) struct UringConn(TcpStream);
+/// Bytes per provided buffer: a read takes at most this much.
+pub(crate) const BUFFER_SIZE: usize = 16 * 1024;
+
+/// Buffers per core. Buffers are handed back as soon as a read is handled,
+/// so this bounds how many reads may complete between two turns of the
+/// core's loop, not how many connections there are.
+pub(crate) const BUFFER_COUNT: u16 = 256;
+
+/// The buffer group id of the pool (one pool per ring).
+const GROUP: u16 = 1;
+
+/// The `-errno` of a result.
+fn result(cqe: &cqueue::Entry) -> io::Result<u32> {
+    let res = cqe.result();
+    if res < 0 {
+        Err(io::Error::from_raw_os_error(-res))
+    } else {
+        Ok(res as u32)
+    }
+}
+
+/// The outcome of a buffer-select receive: bytes and the buffer they are
+/// in.
+struct Selected;
+
+impl OneshotOutputTransform for Selected {
+    type Output = (io::Result<u32>, Option<u16>);
+    type StoredData = ();
+
+    fn transform_oneshot_output(self, _: (), cqe: cqueue::Entry) -> Self::Output {
+        (result(&cqe), cqueue::buffer_select(cqe.flags()))
+    }
+}
+
+/// The outcome of a receive into a buffer of its own.
+struct Owned;
+
+impl OneshotOutputTransform for Owned {
+    type Output = (io::Result<u32>, Vec<u8>);
+    type StoredData = Vec<u8>;
+
+    fn transform_oneshot_output(self, buf: Vec<u8>, cqe: cqueue::Entry) -> Self::Output {
+        (result(&cqe), buf)
+    }
+}
+
+/// The outcome of a send: bytes sent.
+struct Sent;
+
+impl OneshotOutputTransform for Sent {
+    type Output = (io::Result<u32>, Bytes);
+    type StoredData = Bytes;
+
+    fn transform_oneshot_output(self, bytes: Bytes, cqe: cqueue::Entry) -> Self::Output {
+        (result(&cqe), bytes)
+    }
+}
+
+/// The result of giving buffers to the kernel.
+struct Provided;
+
+impl OneshotOutputTransform for Provided {
+    type Output = io::Result<u32>;
+    type StoredData = ();
+
+    fn transform_oneshot_output(self, _: (), cqe: cqueue::Entry) -> Self::Output {
+        result(&cqe)
+    }
+}
+
+/// One core's pool of provided buffers.
+pub(crate) struct BufferPool {
+    base: *mut u8,
+}
+
+impl BufferPool {
+    /// Allocates the pool and gives every buffer to the kernel.
+    pub(crate) async fn new() -> io::Result<Rc<Self>> {
+        // Lives as long as the process: the kernel may write into any
+        // buffer of the pool until the ring is gone, and the ring outlives
+        // every task of the core. Leaking it once per core is the simplest
+        // way to make that obviously true.
+        let memory: &'static mut [u8] =
+            Box::leak(vec![0u8; BUFFER_SIZE * usize::from(BUFFER_COUNT)].into_boxed_slice());
+        let pool = Rc::new(Self {
+            base: memory.as_mut_ptr(),
+        });
+        let sqe =
+            opcode::ProvideBuffers::new(pool.base, BUFFER_SIZE as i32, BUFFER_COUNT, GROUP, 0)
+                .build();
+        UnsubmittedOneshot::new((), Provided, sqe)
+            .submit()
+            .await
+            .map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("io_uring provided buffers (Linux 5.7 or newer) are unavailable: {e}"),
+                )
+            })?;
+        Ok(pool)
+    }
+
+    /// The first `len` bytes of buffer `bid`.
+    fn bytes(&self, bid: u16, len: usize) -> &[u8] {
+        let len = len.min(BUFFER_SIZE);
+        // SAFETY: `bid` came from a completion of this pool's group, so the
+        // buffer lies inside the leaked allocation; the kernel wrote `len`
+        // bytes into it and will not touch it again until it is handed
+        // back (`give_back`), which happens after this borrow ends.
+        #[allow(unsafe_code)]
+        unsafe {
+            std::slice::from_raw_parts(self.base.add(usize::from(bid) * BUFFER_SIZE), len)
+        }
+    }
+
+    /// Hands buffer `bid` back to the kernel.
+    fn give_back(&self, bid: u16) {
+        // SAFETY: see `bytes`; the pointer stays inside the allocation.
+        #[allow(unsafe_code)]
+        let addr = unsafe { self.base.add(usize::from(bid) * BUFFER_SIZE) };
+        let sqe = opcode::ProvideBuffers::new(addr, BUFFER_SIZE as i32, 1, GROUP, bid).build();
+        // Fire and forget: tokio-uring keeps a dropped operation until its
+        // completion arrives.
+        drop(UnsubmittedOneshot::new((), Provided, sqe).submit());
+    }
+}
+
+enum Recv {
+    Selected(InFlightOneshot<(), Selected>),
+    Owned(InFlightOneshot<Vec<u8>, Owned>),
+}
+
+pub(crate) struct UringConn {
+    stream: TcpStream,
+    fd: RawFd,
+    pool: Rc<BufferPool>,
+    recv: Option<Recv>,
+    send: Option<InFlightOneshot<Bytes, Sent>>,
+    /// What remains of the write in flight after a partial send.
+    rest: Option<Bytes>,
+}
+
+fn recv_selected(fd: RawFd) -> Recv {
+    let sqe = opcode::Recv::new(types::Fd(fd), std::ptr::null_mut(), BUFFER_SIZE as u32)
+        .buf_group(GROUP)
+        .build()
+        .flags(squeue::Flags::BUFFER_SELECT);
+    Recv::Selected(UnsubmittedOneshot::new((), Selected, sqe).submit())
+}
+
+fn recv_owned(fd: RawFd) -> Recv {
+    let mut buf = Vec::with_capacity(BUFFER_SIZE);
+    let sqe = opcode::Recv::new(types::Fd(fd), buf.as_mut_ptr(), BUFFER_SIZE as u32).build();
+    Recv::Owned(UnsubmittedOneshot::new(buf, Owned, sqe).submit())
+}
+
+fn send(fd: RawFd, bytes: Bytes) -> InFlightOneshot<Bytes, Sent> {
+    let sqe = opcode::Send::new(types::Fd(fd), bytes.as_ptr(), bytes.len() as u32).build();
+    UnsubmittedOneshot::new(bytes, Sent, sqe).submit()
+}
 
 impl UringConn {
-    pub(crate) fn new(stream: TcpStream) -> Self {
+    pub(crate) fn new(stream: TcpStream, pool: Rc<BufferPool>) -> Self {
         // Replies go out as soon as they are ready; batching comes from
         // writing all ready replies at once, not from Nagle.
         let _ = stream.set_nodelay(true);
-        Self(stream)
+        let fd = stream.as_raw_fd();
+        Self {
+            stream,
+            fd,
+            pool,
+            recv: None,
+            send: None,
+            rest: None,
+        }
     }
 }
 
 impl Conn for UringConn {
-    async fn read(&mut self, buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
-        // io_uring reads at the buffer's start; a slice of the spare
-        // capacity appends instead.
-        let (len, cap) = (buf.len(), buf.capacity());
-        let (result, slice) = self.0.read(buf.slice(len..cap)).await;
-        (result, slice.into_inner())
+    fn poll_read(
+        &mut self,
+        cx: &mut Context<'_>,
+        input: &mut dyn FnMut(&[u8]),
+    ) -> Poll<io::Result<usize>> {
+        loop {
+            let recv = self.recv.get_or_insert_with(|| recv_selected(self.fd));
+            match recv {
+                Recv::Selected(op) => {
+                    let (res, bid) = std::task::ready!(Pin::new(op).poll(cx));
+                    self.recv = None;
+                    match res {
+                        Ok(n) => {
+                            if let Some(bid) = bid {
+                                if n > 0 {
+                                    input(self.pool.bytes(bid, n as usize));
+                                }
+                                self.pool.give_back(bid);
+                            }
+                            return Poll::Ready(Ok(n as usize));
+                        }
+                        Err(err) if err.raw_os_error() == Some(libc::ENOBUFS) => {
+                            // The pool is empty this instant (buffers go back
+                            // on the next submission): read into a buffer of
+                            // this connection's own, once.
+                            self.recv = Some(recv_owned(self.fd));
+                        }
+                        Err(err) => return Poll::Ready(Err(err)),
+                    }
+                }
+                Recv::Owned(op) => {
+                    let (res, mut buf) = std::task::ready!(Pin::new(op).poll(cx));
+                    self.recv = None;
+                    let n = res? as usize;
+                    // SAFETY: the kernel initialised `n` bytes of the
+                    // spare capacity the read was given.
+                    #[allow(unsafe_code)]
+                    unsafe {
+                        buf.set_len(n.min(buf.capacity()));
+                    }
+                    if n > 0 {
+                        input(&buf);
+                    }
+                    return Poll::Ready(Ok(n));
+                }
+            }
+        }
     }
 
-    async fn write_all(&mut self, bytes: Bytes) -> io::Result<()> {
-        self.0.write_all(bytes).await.0
+    fn start_write(&mut self, bytes: Bytes) {
+        debug_assert!(self.send.is_none() && self.rest.is_none());
+        self.send = Some(send(self.fd, bytes));
     }
 
-    async fn close(&mut self) {
-        let _ = self.0.shutdown(Shutdown::Both);
+    fn poll_write(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while let Some(op) = self.send.as_mut() {
+            let (res, bytes) = std::task::ready!(Pin::new(op).poll(cx));
+            self.send = None;
+            let n = res? as usize;
+            if n == 0 && !bytes.is_empty() {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            if n < bytes.len() {
+                self.send = Some(send(self.fd, bytes.slice(n..)));
+            }
+        }
+        self.rest = None;
+        Poll::Ready(Ok(()))
+    }
+
+    async fn close(mut self) {
+        let _ = self.stream.shutdown(Shutdown::Both);
+        // Wait for what is in flight, so a selected buffer returns to the
+        // pool and no operation outlives the socket's descriptor.
+        let _ = std::future::poll_fn(|cx| match self.recv.as_mut() {
+            None => Poll::Ready(()),
+            Some(Recv::Selected(op)) => {
+                let (_, bid) = std::task::ready!(Pin::new(op).poll(cx));
+                if let Some(bid) = bid {
+                    self.pool.give_back(bid);
+                }
+                Poll::Ready(())
+            }
+            Some(Recv::Owned(op)) => Pin::new(op).poll(cx).map(|_| ()),
+        })
+        .await;
+        self.recv = None;
+        if let Some(op) = self.send.take() {
+            let _ = op.await;
+        }
     }
 }

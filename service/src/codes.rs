@@ -191,27 +191,38 @@ impl Codec {
 
     /// Writes the code of index key `key` into `out`.
     pub fn code<'a>(&self, key: u64, out: &'a mut [u8; MAX_CODE_LEN]) -> &'a str {
-        base62(key, CODE_LEN, out)
+        format_code(key, out)
     }
 
-    /// Parses a code into its index key. Only the canonical spelling is
-    /// accepted (exactly 7 characters below `62^7`, no leading `0` above), so
-    /// every key has exactly one code.
+    /// Parses a code into its index key (see [`parse_code`]).
     pub fn parse(&self, code: &[u8]) -> Option<u64> {
-        if code.len() < CODE_LEN || code.len() > MAX_CODE_LEN {
-            return None;
-        }
-        let mut value: u64 = 0;
-        for &c in code {
-            value = value.checked_mul(62)?.checked_add(base62_digit(c)?)?;
-        }
-        let canonical = if value < PERMUTED_IDS {
-            code.len() == CODE_LEN
-        } else {
-            code.first() != Some(&b'0')
-        };
-        canonical.then_some(value)
+        parse_code(code)
     }
+}
+
+/// Writes the code of key `key` (a code's numeric value) into `out`. Needs
+/// no secret: the secret only decides which id gets which key.
+pub fn format_code(key: u64, out: &mut [u8; MAX_CODE_LEN]) -> &str {
+    base62(key, CODE_LEN, out)
+}
+
+/// Parses a code into its key. Only the canonical spelling is accepted
+/// (exactly 7 characters below `62^7`, no leading `0` above), so every key
+/// has exactly one code.
+pub fn parse_code(code: &[u8]) -> Option<u64> {
+    if code.len() < CODE_LEN || code.len() > MAX_CODE_LEN {
+        return None;
+    }
+    let mut value: u64 = 0;
+    for &c in code {
+        value = value.checked_mul(62)?.checked_add(base62_digit(c)?)?;
+    }
+    let canonical = if value < PERMUTED_IDS {
+        code.len() == CODE_LEN
+    } else {
+        code.first() != Some(&b'0')
+    };
+    canonical.then_some(value)
 }
 
 /// The id counter shared by all shards.

@@ -242,7 +242,12 @@ impl KeyDir {
             .iter()
             .map(|s| s.read().unwrap_or_else(PoisonError::into_inner).len)
             .sum();
-        small + self.big.read().unwrap_or_else(PoisonError::into_inner).len()
+        small
+            + self
+                .big
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .len()
     }
 
     /// `true` when nothing is stored.
@@ -260,7 +265,13 @@ impl KeyDir {
                     * std::mem::size_of::<Slot>()
             })
             .sum();
-        small + self.big.read().unwrap_or_else(PoisonError::into_inner).capacity() * 24
+        small
+            + self
+                .big
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .capacity()
+                * 24
     }
 }
 

@@ -2,7 +2,16 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod cache;
 pub mod codes;
+pub mod connection;
+pub mod health;
+pub mod http;
 pub mod keydir;
 pub mod log;
+pub mod metrics;
+pub mod output;
+pub mod settings;
+pub mod shard;
+pub mod timer;
 pub mod url;

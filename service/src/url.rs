@@ -80,7 +80,7 @@ pub struct UrlPolicy {
 
 impl UrlPolicy {
     /// Rules for a server whose short URLs start with `public_base` (which
-    /// must end with `/`, see [`crate::config`]).
+    /// must end with `/`, see [`crate::settings`]).
     pub fn new(max_url_bytes: usize, public_base: Url) -> Self {
         Self {
             max_url_bytes,

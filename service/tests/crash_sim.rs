@@ -245,9 +245,12 @@ impl Disk {
             .map_or(0, |(on_disk, _)| {
                 u64::from_le_bytes(on_disk.durable[24..32].try_into().unwrap()) as usize + SEAL_LEN
             });
-        let by_records = self.vouchers
+        let by_records = self
+            .vouchers
             .iter()
-            .filter(|v| v.file == file && f.durable.get(v.at..v.at + v.bytes.len()) == Some(&v.bytes))
+            .filter(|v| {
+                v.file == file && f.durable.get(v.at..v.at + v.bytes.len()) == Some(&v.bytes)
+            })
             .map(|v| v.vouches)
             .max()
             .unwrap_or(0);
@@ -366,9 +369,19 @@ fn drive_one(
         match &io {
             LogIo::Write(b) => eprintln!(
                 "write {} create={} off={} len={} sync={} seal={} fault={fault}",
-                name_of(&b.segment.path), b.create, b.offset, b.bytes.len(), b.sync, b.seal
+                name_of(&b.segment.path),
+                b.create,
+                b.offset,
+                b.bytes.len(),
+                b.sync,
+                b.seal
             ),
-            LogIo::Repair(r) => eprintln!("repair {} to {} seal={}", name_of(&r.segment.path), r.truncate_to, r.seal.len()),
+            LogIo::Repair(r) => eprintln!(
+                "repair {} to {} seal={}",
+                name_of(&r.segment.path),
+                r.truncate_to,
+                r.seal.len()
+            ),
         }
     }
     let result = match &io {
@@ -407,7 +420,11 @@ fn drive_one(
                     // A synced seal makes every link of the segment durable,
                     // whatever the sync policy.
                     links.unpromised.retain(|key| {
-                        links.written.get(key).or(links.acked.get(key)).is_none_or(|p| p.0 != name)
+                        links
+                            .written
+                            .get(key)
+                            .or(links.acked.get(key))
+                            .is_none_or(|p| p.0 != name)
                     });
                 }
                 if batch.seal {
@@ -441,7 +458,10 @@ fn drive_one(
         if never {
             links.unpromised.insert(key);
         }
-        let pos = links.written.remove(&key).expect("acknowledged link was written");
+        let pos = links
+            .written
+            .remove(&key)
+            .expect("acknowledged link was written");
         links.acked.insert(key, pos);
     }
     for token in settled.failed {
@@ -465,8 +485,11 @@ fn append(run: &mut Run, links: &mut Links, rng: &mut Rng) {
     for _ in 0..rng.range(1, 12) {
         let key = links.next_key;
         links.next_key += 1 + rng.below(3);
-        let url: Vec<u8> = format!("https://e.com/{key}/{}", "x".repeat(rng.below(200) as usize))
-            .into_bytes();
+        let url: Vec<u8> = format!(
+            "https://e.com/{key}/{}",
+            "x".repeat(rng.below(200) as usize)
+        )
+        .into_bytes();
         let token = run.next_token;
         run.next_token += 1;
         let link = Link {
@@ -557,13 +580,16 @@ fn check(
         match read_back(disk, file, *offset, *key) {
             Some(url) => assert_eq!(&url, appended, "{}: key {key} reads a wrong URL", ctx()),
             None if links.damaged.iter().any(|d| {
-                let end = *offset as usize
-                    + shorty_service::log::record::link_len(appended.len());
+                let end = *offset as usize + shorty_service::log::record::link_len(appended.len());
                 d.file == *file && (*offset as usize..end).contains(&d.at)
             }) => {}
             None => {
                 let f = flip.unwrap_or_else(|| {
-                    let bytes = disk.files.get(file).map(|f| f.durable.clone()).unwrap_or_default();
+                    let bytes = disk
+                        .files
+                        .get(file)
+                        .map(|f| f.durable.clone())
+                        .unwrap_or_default();
                     panic!(
                         "{}: key {key} unreadable at {file}:{offset} (len {}): {:?}",
                         ctx(),
@@ -584,11 +610,7 @@ fn check(
             continue;
         }
         let excused = flip.is_some_and(|f| !f.vouched && f.file == *file && f.at < *end);
-        assert!(
-            excused,
-            "{}: acknowledged key {key} ({file}) lost",
-            ctx()
-        );
+        assert!(excused, "{}: acknowledged key {key} ({file}) lost", ctx());
     }
     let _ = after_clean_stop;
 }
@@ -795,7 +817,8 @@ fn history(seed: u64, stats: &mut Stats) {
                 let vouched = is_segment && at < disk.vouched_end(&file);
                 // Startup trusts a sealed segment with an intact hint: the
                 // flip must then not have touched the seal or the hint.
-                let trusted_hint = is_segment && trusted_before && disk.sealed_with_intact_hint(&file);
+                let trusted_hint =
+                    is_segment && trusted_before && disk.sealed_with_intact_hint(&file);
                 stats.flips += 1;
                 flip = Some(Flip {
                     file,

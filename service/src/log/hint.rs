@@ -164,6 +164,23 @@ pub fn decode_hint<'a>(
     Ok(entries.chunks_exact(HINT_ENTRY_LEN).map(parse))
 }
 
+/// Builds the hint of a sealed segment from its bytes (what the runtime's
+/// hint writer does after a seal). `None` when the bytes are not a whole
+/// sealed segment `number`.
+pub fn build_hint(number: u64, bytes: &[u8]) -> Option<Vec<u8>> {
+    let mut entries = Vec::new();
+    let scan = crate::log::scan::scan_segment(bytes, number, |link, offset| {
+        entries.push((link.key, u32::try_from(offset).unwrap_or(u32::MAX)));
+    })
+    .ok()?;
+    let crate::log::scan::SegmentEnd::Sealed { seal, .. } = scan.end else {
+        return None;
+    };
+    let mut hint = Vec::with_capacity(HINT_HEADER_LEN + entries.len() * HINT_ENTRY_LEN + 4);
+    encode_hint(number, &seal, entries, &mut hint);
+    Some(hint)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -221,21 +238,4 @@ mod tests {
             assert!(decode_hint(&bad, 7, &seal()).is_err(), "flip at {at}");
         }
     }
-}
-
-/// Builds the hint of a sealed segment from its bytes (what the runtime's
-/// hint writer does after a seal). `None` when the bytes are not a whole
-/// sealed segment `number`.
-pub fn build_hint(number: u64, bytes: &[u8]) -> Option<Vec<u8>> {
-    let mut entries = Vec::new();
-    let scan = crate::log::scan::scan_segment(bytes, number, |link, offset| {
-        entries.push((link.key, u32::try_from(offset).unwrap_or(u32::MAX)));
-    })
-    .ok()?;
-    let crate::log::scan::SegmentEnd::Sealed { seal, .. } = scan.end else {
-        return None;
-    };
-    let mut hint = Vec::with_capacity(HINT_HEADER_LEN + entries.len() * HINT_ENTRY_LEN + 4);
-    encode_hint(number, &seal, entries, &mut hint);
-    Some(hint)
 }

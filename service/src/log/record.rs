@@ -238,12 +238,12 @@ pub fn decode_record(bytes: &[u8]) -> Decoded<'_> {
         return Decoded::Unknown;
     }
     let record = match (kind, fields.len()) {
-        (KIND_HEADER, 10) => u16::from_le_bytes([fields[0], fields[1]]).eq(&FORMAT_VERSION).then(
-            || Record::Header {
+        (KIND_HEADER, 10) => u16::from_le_bytes([fields[0], fields[1]])
+            .eq(&FORMAT_VERSION)
+            .then(|| Record::Header {
                 format: FORMAT_VERSION,
                 segment: u64_at(fields, 2).unwrap_or_default(),
-            },
-        ),
+            }),
         (KIND_LINK, n) if n >= 16 => Some(Record::Link(Link {
             key: u64_at(fields, 0).unwrap_or_default(),
             id: u64_at(fields, 8).unwrap_or_default(),

@@ -87,7 +87,10 @@ impl std::fmt::Display for ScanError {
                 "written by an older Shorty (log format 1), which this version does not read",
             ),
             ScanError::WrongSegment { found } => {
-                write!(f, "its header names segment {found}: a renamed or copied file")
+                write!(
+                    f,
+                    "its header names segment {found}: a renamed or copied file"
+                )
             }
         }
     }

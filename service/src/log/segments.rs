@@ -140,10 +140,7 @@ mod tests {
             parse_segment_file_name("00000000000000000042.log"),
             Some(42)
         );
-        assert_eq!(
-            parse_hint_file_name("00000000000000000042.hint"),
-            Some(42)
-        );
+        assert_eq!(parse_hint_file_name("00000000000000000042.hint"), Some(42));
         assert_eq!(parse_segment_file_name("42.log"), None);
         assert_eq!(parse_segment_file_name("0000000000000000004x.log"), None);
         assert_eq!(parse_segment_file_name("code.key"), None);

@@ -443,8 +443,7 @@ impl LogWriter {
         // and its sectors reordered; the seal must not survive a crash that
         // the records before it did not).
         let last = !probe
-            && (self.shutting_down
-                || (after.len >= self.config.segment_bytes && after.links > 0));
+            && (self.shutting_down || (after.len >= self.config.segment_bytes && after.links > 0));
         segment.queued = after;
         let sync = self.config.sync == SyncPolicy::Always || last || probe;
         let sync_dir = sync && create;

@@ -149,7 +149,7 @@ impl Shared {
         let shorten = match self.op {
             Op::Shorten => true,
             Op::Resolve => false,
-            Op::Mix => seq % 10 == 0,
+            Op::Mix => seq.is_multiple_of(10),
         };
         if shorten {
             let url = format!("http://127.0.0.1:5000/bench-{agent}-{seq}");

@@ -1,0 +1,654 @@
+//! The command line both server binaries share, the TOML config file, and
+//! the checks that refuse nonsense before anything starts.
+//!
+//! Every flag of the server can also come from the environment
+//! (`SHORTY_LISTEN`, ...) and from the config file (`--config PATH` or
+//! `SHORTY_CONFIG`; keys are the long flag names: `listen =
+//! "127.0.0.1:9000"`, `public-url = "..."`). Precedence: command line >
+//! environment > file > built-in defaults. The file's values are installed
+//! as clap's defaults before parsing, which gives exactly that order; an
+//! unknown key is an error naming the key and the file. `dist/shorty.toml`
+//! documents every key.
+
+use std::ffi::OsString;
+use std::net::SocketAddr;
+use std::num::NonZeroUsize;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
+use shorty_service::log::record::MAX_URL_IN_RECORD;
+use shorty_service::log::{LogConfig, SyncPolicy};
+use shorty_service::settings::{Settings, FRAME_OVERHEAD, MAX_HEADERS_CAP};
+use url::Url;
+
+/// Smallest `--segment-bytes`.
+pub const MIN_SEGMENT_BYTES: u64 = 64 * 1024;
+/// Largest `--segment-bytes`: record offsets are 32-bit in the key
+/// directory and hint files, and a segment may overshoot by one batch.
+pub const MAX_SEGMENT_BYTES: u64 = 1 << 30;
+/// Most bytes of records one core may have waiting for a batch.
+pub const MAX_PENDING_LOG_BYTES: usize = 64 << 20;
+
+/// Shorty: a thread-per-core URL shortener over TCP.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    version,
+    args_conflicts_with_subcommands = true,
+    about = "Shorty: a thread-per-core URL shortener over TCP.",
+    long_about = "Shorty: a thread-per-core URL shortener over TCP.\n\n\
+        Clients send frames (a 4-byte little-endian length, then the payload): a bare long URL \
+        (the original Shorty protocol) or a typed message (see protocol/PROTOCOL.md). Every \
+        acknowledged URL is in the durable log under --data-dir before the reply is sent.\n\n\
+        Every flag can also be set in the environment (SHORTY_...) or in a TOML file \
+        (--config); the command line wins over the environment, which wins over the file."
+)]
+pub struct Cli {
+    /// An offline tool instead of the server.
+    #[command(subcommand)]
+    pub command: Option<Tool>,
+    /// The server's flags.
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+/// The offline tools.
+#[derive(Debug, Clone, Subcommand)]
+pub enum Tool {
+    /// Check a data directory's log (every record's checksum, every hint)
+    /// without changing it, and say what a restart would do. Exit 0 when
+    /// clean, 1 when a restart would cut or refuse.
+    Verify {
+        /// The data directory.
+        #[arg(long, env = "SHORTY_DATA_DIR", default_value = "./shorty-data")]
+        data_dir: PathBuf,
+    },
+    /// Write every link as JSON lines `{"code":"...","url":"..."}` to FILE
+    /// (or standard output). Works on a running server's directory: it
+    /// includes every link durable when each segment is read.
+    Export {
+        /// The data directory.
+        #[arg(long, env = "SHORTY_DATA_DIR", default_value = "./shorty-data")]
+        data_dir: PathBuf,
+        /// Where to write; standard output when absent or `-`.
+        file: Option<PathBuf>,
+    },
+    /// Load links from JSON lines (as `export` writes them), keeping their
+    /// codes. A code that already maps to another URL is refused and
+    /// counted. The server must not be running on the directory.
+    Import {
+        /// The data directory.
+        #[arg(long, env = "SHORTY_DATA_DIR", default_value = "./shorty-data")]
+        data_dir: PathBuf,
+        /// The JSON lines; standard input when `-`.
+        file: PathBuf,
+    },
+}
+
+/// Where `--http` and `--admin` listen, if anywhere.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MaybeAddr(pub Option<SocketAddr>);
+
+fn parse_maybe_addr(text: &str) -> Result<MaybeAddr, String> {
+    if text.eq_ignore_ascii_case("off") {
+        return Ok(MaybeAddr(None));
+    }
+    text.parse()
+        .map(|addr| MaybeAddr(Some(addr)))
+        .map_err(|e| format!("expected ADDRESS:PORT or `off`: {e}"))
+}
+
+/// The log format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `--sync`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Sync {
+    /// Acknowledge only after the record is fdatasync'ed (group commit).
+    Always,
+    /// Do not sync before acknowledging; FOR BENCHMARKS ONLY.
+    Never,
+}
+
+/// The server's flags.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// A TOML file of settings (keys are the long flag names).
+    #[arg(long, env = "SHORTY_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    /// Address for the framed protocol.
+    #[arg(long, env = "SHORTY_LISTEN", default_value = "127.0.0.1:9000")]
+    pub listen: SocketAddr,
+
+    /// Address of the HTTP front that redirects short URLs, or `off`.
+    #[arg(long, env = "SHORTY_HTTP", default_value = "127.0.0.1:5000", value_parser = parse_maybe_addr)]
+    pub http: MaybeAddr,
+
+    /// Address of the operators' HTTP listener (/metrics, /healthz,
+    /// /readyz), or `off`. Never exposed on the public front.
+    #[arg(long, env = "SHORTY_ADMIN", default_value = "127.0.0.1:9100", value_parser = parse_maybe_addr)]
+    pub admin: MaybeAddr,
+
+    /// Base of the short URLs handed out: a code is appended to it. Must be
+    /// an http or https URL; a missing trailing `/` is added [default:
+    /// `http://` + the --http address].
+    #[arg(long, env = "SHORTY_PUBLIC_URL", value_parser = parse_public_url)]
+    pub public_url: Option<Url>,
+
+    /// Status of HTTP redirects: 301, 302, 307 or 308. 301 and 308 are cached
+    /// by browsers for good.
+    #[arg(long, env = "SHORTY_REDIRECT_STATUS", default_value_t = 302, value_parser = parse_redirect_status)]
+    pub redirect_status: u16,
+
+    /// Largest HTTP request head (request line and headers) accepted, in
+    /// bytes; larger ones get 431 and a close.
+    #[arg(long, env = "SHORTY_HTTP_MAX_HEAD_BYTES", default_value_t = 8192, value_parser = clap::value_parser!(u32).range(256..=1_048_576))]
+    pub http_max_head_bytes: u32,
+
+    /// Most headers in an HTTP request (1 to 128); more get 431 and a close.
+    #[arg(long, env = "SHORTY_HTTP_MAX_HEADERS", default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=MAX_HEADERS_CAP as i64))]
+    pub http_max_headers: u32,
+
+    /// Once an HTTP request has begun, its whole head must arrive within
+    /// this time, or the server answers 408 and closes (slowloris defence).
+    #[arg(long, env = "SHORTY_HTTP_HEADER_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub http_header_timeout: Duration,
+
+    /// Directory of the durable log and the code key (created if missing).
+    #[arg(long, env = "SHORTY_DATA_DIR", default_value = "./shorty-data")]
+    pub data_dir: PathBuf,
+
+    /// Worker threads, one per core, each with its own listener
+    /// [default: the number of available cores].
+    #[arg(long, env = "SHORTY_THREADS")]
+    pub threads: Option<NonZeroUsize>,
+
+    /// Artificial work per request, e.g. `1s` or `250ms` (the original
+    /// Shorty demo slept 1 s per request): replies to the requests read
+    /// together from a connection are held this long. A timer: it never
+    /// blocks a core. Applies to the framed protocol, not to HTTP.
+    #[arg(long, env = "SHORTY_DELAY", default_value = "0s", value_parser = humantime::parse_duration)]
+    pub delay: Duration,
+
+    /// Most simultaneous client connections served, all threads together.
+    /// Beyond it new clients wait for a slot (up to --queue-timeout), as
+    /// with the original server's `Pool(100)`.
+    #[arg(long, env = "SHORTY_MAX_CONNECTIONS", default_value_t = 16_000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+
+    /// How long a client beyond --max-connections waits for a slot before
+    /// it is answered 503 (OVERLOADED) and closed.
+    #[arg(long, env = "SHORTY_QUEUE_TIMEOUT", default_value = "2s", value_parser = parse_duration)]
+    pub queue_timeout: Duration,
+
+    /// Longest URL accepted by SHORTEN, in bytes. The largest frame accepted
+    /// is this plus 64 bytes.
+    #[arg(long, env = "SHORTY_MAX_URL_BYTES", default_value_t = 8192, value_parser = clap::value_parser!(u32).range(16..=MAX_URL_IN_RECORD as i64))]
+    pub max_url_bytes: u32,
+
+    /// Reply bytes one connection may have queued but not sent; past it the
+    /// connection stops reading until the peer reads (back-pressure).
+    #[arg(long, env = "SHORTY_MAX_OUTPUT_BYTES", default_value_t = 256 * 1024, value_parser = clap::value_parser!(u32).range(4096..))]
+    pub max_output_bytes: u32,
+
+    /// Close a connection that sends nothing (and waits for nothing) for
+    /// this long.
+    #[arg(long, env = "SHORTY_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+
+    /// Once a frame's first byte has arrived, the whole frame must arrive
+    /// within this time, or the connection is closed (slowloris defence).
+    #[arg(long, env = "SHORTY_FRAME_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub frame_timeout: Duration,
+
+    /// Close a connection whose peer does not read its replies for this
+    /// long.
+    #[arg(long, env = "SHORTY_WRITE_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub write_timeout: Duration,
+
+    /// A SHORTEN whose record is not durable this soon (a hung disk) is
+    /// answered 503; the connection goes on.
+    #[arg(long, env = "SHORTY_COMMIT_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub commit_timeout: Duration,
+
+    /// A URL read from the log, or a request to a remote store, that takes
+    /// longer than this is answered 503.
+    #[arg(long, env = "SHORTY_STORE_TIMEOUT", default_value = "2s", value_parser = parse_duration)]
+    pub store_timeout: Duration,
+
+    /// Bytes of hot URLs kept in memory, all cores together, so popular
+    /// links cost no disk read (0 disables the cache).
+    #[arg(long, env = "SHORTY_CACHE_BYTES", default_value_t = 64 << 20)]
+    pub cache_bytes: u64,
+
+    /// `always`: acknowledge a SHORTEN only after its record is fdatasync'ed
+    /// (group commit). `never`: do not sync; FOR BENCHMARKS ONLY, a crash
+    /// can lose acknowledged URLs.
+    #[arg(long, env = "SHORTY_SYNC", value_enum, default_value = "always")]
+    pub sync: Sync,
+
+    /// On SIGTERM/SIGINT, how long in-flight requests may take to finish
+    /// before the server exits anyway.
+    #[arg(long, env = "SHORTY_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub shutdown_timeout: Duration,
+
+    /// Size at which a log segment is sealed and a new one started (64 KiB
+    /// to 1 GiB).
+    #[arg(long, env = "SHORTY_SEGMENT_BYTES", default_value_t = 64 << 20, value_parser = clap::value_parser!(u64).range(MIN_SEGMENT_BYTES..=MAX_SEGMENT_BYTES))]
+    pub segment_bytes: u64,
+
+    /// Log level (error, warn, info, debug, trace, off) or a tracing filter
+    /// (`info,shorty_runtime=debug`). `RUST_LOG`, when set, takes
+    /// precedence.
+    #[arg(long, env = "SHORTY_LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+
+    /// `text` or `json` (one object per line).
+    #[arg(long, env = "SHORTY_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(text).map_err(|e| e.to_string())?;
+    if d.is_zero() {
+        return Err("must be more than 0".into());
+    }
+    Ok(d)
+}
+
+fn parse_redirect_status(text: &str) -> Result<u16, String> {
+    match text.parse() {
+        Ok(status @ (301 | 302 | 307 | 308)) => Ok(status),
+        _ => Err("must be 301, 302, 307 or 308".into()),
+    }
+}
+
+fn parse_public_url(text: &str) -> Result<Url, String> {
+    let mut url = Url::parse(text).map_err(|e| format!("not a URL: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        return Err("must be an http:// or https:// URL with a host".into());
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err("must not have a query or fragment".into());
+    }
+    if !url.path().ends_with('/') {
+        let path = format!("{}/", url.path());
+        url.set_path(&path);
+    }
+    Ok(url)
+}
+
+/// A filter directive is a level, or a target-level list; a bare word that
+/// is not a level (`loud`) would silently select a target named `loud` and
+/// turn logging off, so it is refused.
+pub fn check_log_filter(filter: &str) -> Result<(), String> {
+    const LEVELS: [&str; 6] = ["error", "warn", "info", "debug", "trace", "off"];
+    for directive in filter.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        let level = directive.rsplit('=').next().unwrap_or(directive);
+        let bare = !directive.contains('=');
+        if bare
+            && !LEVELS.contains(&directive.to_ascii_lowercase().as_str())
+            && !directive.contains("::")
+        {
+            return Err(format!(
+                "`{directive}` is not a log level (error, warn, info, debug, trace, off) \
+                 or a TARGET=LEVEL directive"
+            ));
+        }
+        if !bare && !LEVELS.contains(&level.to_ascii_lowercase().as_str()) {
+            return Err(format!("`{level}` in `{directive}` is not a log level"));
+        }
+    }
+    tracing_subscriber::EnvFilter::try_new(filter)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+impl ServeArgs {
+    /// Worker threads to run.
+    pub fn threads(&self) -> usize {
+        self.threads
+            .map(NonZeroUsize::get)
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, NonZeroUsize::get))
+    }
+
+    /// Checks what flags cannot check alone.
+    ///
+    /// # Errors
+    /// A message naming the flag and what is wrong.
+    pub fn check(&self) -> Result<(), String> {
+        check_log_filter(&self.log_level).map_err(|e| format!("--log-level: {e}"))?;
+        if let Ok(filter) = std::env::var("RUST_LOG") {
+            check_log_filter(&filter).map_err(|e| format!("RUST_LOG: {e}"))?;
+        }
+        if self.public_url.is_none() {
+            match self.http.0 {
+                None => {
+                    return Err("--http is off: set --public-url to the base of the short \
+                                URLs (some other front must serve them)"
+                        .into())
+                }
+                Some(addr) if addr.ip().is_unspecified() => {
+                    return Err(format!(
+                        "--http listens on every address ({addr}): set --public-url to the \
+                         base clients should use"
+                    ))
+                }
+                Some(_) => {}
+            }
+        }
+        let fixed = [Some(self.listen), self.http.0, self.admin.0];
+        let fixed: Vec<SocketAddr> = fixed
+            .into_iter()
+            .flatten()
+            .filter(|a| a.port() != 0)
+            .collect();
+        if fixed
+            .iter()
+            .enumerate()
+            .any(|(i, a)| fixed[i + 1..].contains(a))
+        {
+            return Err("--listen, --http and --admin must be different addresses".into());
+        }
+        Ok(())
+    }
+
+    /// The public base URL: `--public-url`, or `http://` + the address the
+    /// HTTP front actually listens on.
+    pub fn public_url(&self, http_bound: Option<SocketAddr>) -> Url {
+        if let Some(url) = &self.public_url {
+            return url.clone();
+        }
+        let addr = http_bound.or(self.http.0).unwrap_or(self.listen);
+        Url::parse(&format!("http://{addr}/")).unwrap_or_else(|_| {
+            Url::parse("http://127.0.0.1:5000/").unwrap_or_else(|_| unreachable!())
+        })
+    }
+
+    /// The core's settings, with the public base URL resolved.
+    pub fn settings(&self, public_url: Url) -> Settings {
+        let threads = self.threads() as u64;
+        Settings {
+            public_url,
+            redirect_status: self.redirect_status,
+            max_url_bytes: self.max_url_bytes as usize,
+            http_max_head_bytes: self.http_max_head_bytes as usize,
+            http_max_headers: self.http_max_headers as usize,
+            idle_timeout: self.idle_timeout,
+            frame_timeout: self.frame_timeout,
+            http_header_timeout: self.http_header_timeout,
+            write_timeout: self.write_timeout,
+            delay: self.delay,
+            commit_timeout: self.commit_timeout,
+            store_timeout: self.store_timeout,
+            max_output_bytes: (self.max_output_bytes as usize)
+                .max(self.max_url_bytes as usize + FRAME_OVERHEAD),
+            cache_bytes_per_core: (self.cache_bytes / threads.max(1)) as usize,
+            log: LogConfig {
+                segment_bytes: self.segment_bytes,
+                sync: match self.sync {
+                    Sync::Always => SyncPolicy::Always,
+                    Sync::Never => SyncPolicy::Never,
+                },
+                retry_interval: Duration::from_secs(1),
+                max_pending_bytes: MAX_PENDING_LOG_BYTES,
+            },
+        }
+    }
+}
+
+/// Finds `--config PATH` (or `--config=PATH`, or `SHORTY_CONFIG`) before
+/// clap parses anything, since the file provides clap's defaults.
+fn config_path(args: &[OsString]) -> Option<PathBuf> {
+    let mut iter = args.iter().skip(1);
+    while let Some(arg) = iter.next() {
+        let arg = arg.to_string_lossy();
+        if arg == "--" {
+            break;
+        }
+        if arg == "--config" {
+            return iter.next().map(PathBuf::from);
+        }
+        if let Some(path) = arg.strip_prefix("--config=") {
+            return Some(PathBuf::from(path));
+        }
+    }
+    std::env::var_os("SHORTY_CONFIG").map(PathBuf::from)
+}
+
+fn toml_value(value: &toml::Value) -> Option<String> {
+    match value {
+        toml::Value::String(s) => Some(s.clone()),
+        toml::Value::Integer(i) => Some(i.to_string()),
+        toml::Value::Float(f) => Some(f.to_string()),
+        toml::Value::Boolean(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+/// Installs the file's values as the command's defaults.
+fn apply_file(mut command: clap::Command, path: &Path) -> Result<clap::Command, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("config file {}: {e}", path.display()))?;
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e| format!("config file {}: {e}", path.display()))?;
+    for (key, value) in table {
+        let known = command
+            .get_arguments()
+            .any(|a| a.get_long() == Some(key.as_str()) && key != "config");
+        if !known {
+            return Err(format!(
+                "config file {}: unknown key `{key}` (keys are the long flag names; see \
+                 --help)",
+                path.display()
+            ));
+        }
+        let value = toml_value(&value).ok_or_else(|| {
+            format!(
+                "config file {}: `{key}` must be a string, number or boolean",
+                path.display()
+            )
+        })?;
+        let id = command
+            .get_arguments()
+            .find(|a| a.get_long() == Some(key.as_str()))
+            .map(|a| a.get_id().clone())
+            .ok_or_else(|| format!("config file {}: unknown key `{key}`", path.display()))?;
+        command = command.mut_arg(id, |arg| arg.default_value(value));
+    }
+    Ok(command)
+}
+
+/// Parses the command line (with the config file and environment) of the
+/// binary `name`.
+///
+/// # Errors
+/// A config file problem, as a message; clap's own errors exit the
+/// process the way clap does (with `--help` and `--version` output).
+pub fn parse(name: &'static str, args: Vec<OsString>) -> Result<Cli, String> {
+    let mut command = Cli::command().name(name).bin_name(name);
+    if let Some(path) = config_path(&args) {
+        command = apply_file(command, &path)?;
+    }
+    let matches = command
+        .try_get_matches_from(args)
+        .unwrap_or_else(|e| e.exit());
+    Cli::from_arg_matches(&matches).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cli(args: &[&str]) -> Result<Cli, String> {
+        let args: Vec<OsString> = std::iter::once("shorty-test")
+            .chain(args.iter().copied())
+            .map(OsString::from)
+            .collect();
+        let command = Cli::command().name("shorty-test");
+        let command = match config_path(&args) {
+            Some(path) => apply_file(command, &path)?,
+            None => command,
+        };
+        let matches = command
+            .try_get_matches_from(args)
+            .map_err(|e| e.to_string())?;
+        Cli::from_arg_matches(&matches).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn defaults() {
+        let c = cli(&[]).unwrap().serve;
+        assert_eq!(c.listen, "127.0.0.1:9000".parse().unwrap());
+        assert_eq!(c.public_url(None).as_str(), "http://127.0.0.1:5000/");
+        assert_eq!(c.admin, MaybeAddr(Some("127.0.0.1:9100".parse().unwrap())));
+        assert_eq!(c.sync, Sync::Always);
+        assert!(c.check().is_ok());
+        let s = c.settings(c.public_url(None));
+        assert_eq!(s.max_frame_len(), 8192 + 64);
+        assert_eq!(s.max_output_bytes, 256 * 1024);
+    }
+
+    #[test]
+    fn the_public_url_follows_the_http_front() {
+        let c = cli(&["--http", "127.0.0.1:8080"]).unwrap().serve;
+        assert_eq!(c.public_url(None).as_str(), "http://127.0.0.1:8080/");
+        assert_eq!(
+            c.public_url(Some("127.0.0.1:43210".parse().unwrap()))
+                .as_str(),
+            "http://127.0.0.1:43210/",
+            "port 0 resolves to the bound port"
+        );
+        let c = cli(&["--http", "off"]).unwrap().serve;
+        assert!(c.check().unwrap_err().contains("--public-url"));
+        let c = cli(&["--http", "0.0.0.0:80"]).unwrap().serve;
+        assert!(c.check().unwrap_err().contains("every address"));
+        let c = cli(&["--http", "off", "--public-url", "https://s.example/x"])
+            .unwrap()
+            .serve;
+        assert!(c.check().is_ok());
+        assert_eq!(c.public_url(None).as_str(), "https://s.example/x/");
+    }
+
+    #[test]
+    fn nonsense_is_refused() {
+        for args in [
+            &["--max-connections", "0"][..],
+            &["--max-url-bytes", "0"],
+            &["--max-url-bytes", "20000000"],
+            &["--segment-bytes", "10"],
+            &["--threads", "0"],
+            &["--idle-timeout", "0s"],
+            &["--redirect-status", "303"],
+            &["--http-max-headers", "500"],
+            &["--public-url", "ftp://x/"],
+        ] {
+            assert!(cli(args).is_err(), "{args:?} accepted");
+        }
+        let c = cli(&["--log-level", "loud"]).unwrap().serve;
+        assert!(c.check().unwrap_err().contains("loud"));
+        for ok in [
+            "info",
+            "debug",
+            "info,shorty_runtime=debug",
+            "warn,glommio=error",
+            "off",
+        ] {
+            assert!(check_log_filter(ok).is_ok(), "{ok}");
+        }
+        assert!(check_log_filter("info,x=loud").is_err());
+    }
+
+    #[test]
+    fn file_then_environment_then_command_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("shorty.toml");
+        std::fs::write(
+            &path,
+            "listen = \"127.0.0.1:7000\"\nidle-timeout = \"5s\"\nmax-connections = 50\n",
+        )
+        .unwrap();
+        let p = path.to_str().unwrap();
+        let c = cli(&["--config", p]).unwrap().serve;
+        assert_eq!(c.listen, "127.0.0.1:7000".parse().unwrap());
+        assert_eq!(
+            (c.idle_timeout, c.max_connections),
+            (Duration::from_secs(5), 50)
+        );
+        let c = cli(&["--config", p, "--listen", "127.0.0.1:7001"])
+            .unwrap()
+            .serve;
+        assert_eq!(
+            c.listen,
+            "127.0.0.1:7001".parse().unwrap(),
+            "flag over file"
+        );
+        // (The environment layer is clap's own `env`, between the two; it
+        // is exercised end to end by the runtime's config test.)
+        std::fs::write(&path, "listen = \"127.0.0.1:7000\"\nlisten-on = 3\n").unwrap();
+        let err = cli(&["--config", p]).unwrap_err();
+        assert!(
+            err.contains("listen-on") && err.contains("shorty.toml"),
+            "{err}"
+        );
+        std::fs::write(&path, "max-connections = 0\n").unwrap();
+        assert!(
+            cli(&["--config", p]).is_err(),
+            "file values are checked too"
+        );
+    }
+
+    #[test]
+    fn subcommands_parse() {
+        let c = cli(&["verify", "--data-dir", "/d"]).unwrap();
+        assert!(matches!(c.command, Some(Tool::Verify { .. })));
+        let c = cli(&["export", "--data-dir", "/d", "out.jsonl"]).unwrap();
+        assert!(matches!(
+            c.command,
+            Some(Tool::Export { file: Some(_), .. })
+        ));
+        let c = cli(&["import", "--data-dir", "/d", "-"]).unwrap();
+        assert!(matches!(c.command, Some(Tool::Import { .. })));
+    }
+
+    #[test]
+    fn help_documents_every_flag() {
+        let help = Cli::command().render_long_help().to_string();
+        for flag in [
+            "--listen",
+            "--http",
+            "--admin",
+            "--public-url",
+            "--data-dir",
+            "--threads",
+            "--delay",
+            "--max-connections",
+            "--queue-timeout",
+            "--max-url-bytes",
+            "--max-output-bytes",
+            "--idle-timeout",
+            "--frame-timeout",
+            "--write-timeout",
+            "--commit-timeout",
+            "--store-timeout",
+            "--cache-bytes",
+            "--sync",
+            "--segment-bytes",
+            "--log-level",
+            "--log-format",
+            "--config",
+        ] {
+            assert!(help.contains(flag), "{flag} missing from --help");
+        }
+        assert!(help.contains("FOR BENCHMARKS ONLY"));
+        assert!(help.contains("SHORTY_LISTEN"));
+    }
+}

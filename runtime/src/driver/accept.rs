@@ -1,0 +1,133 @@
+//! Accepting connections under the process-wide limit.
+//!
+//! A connection is accepted first and then given a slot, so a core never
+//! holds a slot while idle in `accept` (with `SO_REUSEPORT` a slot held by a
+//! core whose listener has no one waiting would be wasted). At the limit, a
+//! client waits for a slot up to `--queue-timeout` (woken when any core frees
+//! one) and is then answered 503 OVERLOADED and closed, rather than left in
+//! silence; at most [`MAX_QUEUED`] wait per core, beyond which the core stops
+//! accepting and later clients wait in the kernel's backlog. The admin
+//! listener is not counted: operators can always reach `/metrics`.
+
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_lite::future;
+use shorty_protocol::{ErrorCode, Reply};
+use shorty_service::connection::Kind;
+use shorty_service::http::Front;
+
+use crate::driver::core::Core;
+use crate::driver::{Conn, Listener, Runtime};
+
+/// Clients one core keeps waiting for a slot; past it, it stops accepting.
+pub const MAX_QUEUED: usize = 1024;
+
+/// How long to back off after a failed accept (out of descriptors, or the
+/// peer gave up before accept) instead of spinning.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(10);
+
+/// How long the OVERLOADED answer may take to write before the connection
+/// is closed regardless.
+const REFUSAL_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Accepts connections of `kind` until dropped (at shutdown).
+pub async fn run<R: Runtime, L: Listener>(core: Rc<Core<R>>, listener: L, kind: Kind) {
+    let queued = Rc::new(std::cell::Cell::new(0usize));
+    loop {
+        let conn = match listener.accept().await {
+            Ok(conn) => conn,
+            Err(err) => {
+                tracing::warn!("accept failed: {err}");
+                core.rt.sleep(ACCEPT_BACKOFF).await;
+                continue;
+            }
+        };
+        if kind == Kind::Http(Front::Admin) {
+            core.rt
+                .spawn(crate::driver::conn::serve(core.clone(), conn, kind, None));
+            continue;
+        }
+        if let Some(slot) = core.slots.try_acquire() {
+            core.rt.spawn(crate::driver::conn::serve(
+                core.clone(),
+                conn,
+                kind,
+                Some(slot),
+            ));
+            continue;
+        }
+        queued.set(queued.get() + 1);
+        let (c, q) = (core.clone(), queued.clone());
+        core.rt.spawn(async move {
+            wait_for_slot(c, conn, kind).await;
+            q.set(q.get() - 1);
+        });
+        if queued.get() >= MAX_QUEUED {
+            // Stop accepting until a slot frees: further clients queue in
+            // the kernel's backlog.
+            let slot = core.slots.acquire().await;
+            drop(slot);
+        }
+    }
+}
+
+async fn wait_for_slot<R: Runtime, C: Conn>(core: Rc<Core<R>>, conn: C, kind: Kind) {
+    let slots = core.slots.clone();
+    let acquire = async { Some(slots.acquire().await) };
+    let give_up = async {
+        core.rt.sleep(core.queue_timeout).await;
+        None
+    };
+    match future::or(acquire, give_up).await {
+        Some(slot) => crate::driver::conn::serve(core.clone(), conn, kind, Some(slot)).await,
+        None => refuse(&core, conn, kind).await,
+    }
+}
+
+/// Answers 503 and closes.
+async fn refuse<R: Runtime, C: Conn>(core: &Core<R>, mut conn: C, kind: Kind) {
+    let mut bytes = Vec::new();
+    let message = "the server is at its connection limit (--max-connections); retry later";
+    match kind {
+        Kind::Framed => {
+            let _ = Reply::Error {
+                code: ErrorCode::OVERLOADED,
+                message: message.as_bytes(),
+            }
+            .encode(&mut bytes);
+        }
+        Kind::Http(_) => {
+            let mut out = bytes::BytesMut::new();
+            shorty_service::http::write(
+                &mut out,
+                core.shard.borrow().date(),
+                &shorty_service::http::Response {
+                    status: 503,
+                    headers: &[("Retry-After", "1")],
+                    body: format!("{message}\n").as_bytes(),
+                    head_only: false,
+                    keep_alive: false,
+                },
+            );
+            bytes = out.to_vec();
+        }
+    }
+    let proto = match kind {
+        Kind::Framed => shorty_service::metrics::Proto::Framed,
+        Kind::Http(_) => shorty_service::metrics::Proto::Http,
+    };
+    core.shard
+        .borrow()
+        .metrics()
+        .request(proto, shorty_service::metrics::Op::Other, 503);
+    conn.start_write(Bytes::from(bytes));
+    let write = std::future::poll_fn(|cx| conn.poll_write(cx));
+    let late = async {
+        core.rt.sleep(REFUSAL_WRITE_TIMEOUT).await;
+        Ok(())
+    };
+    let _ = future::or(write, late).await;
+    conn.close().await;
+}

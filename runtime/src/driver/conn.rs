@@ -1,0 +1,147 @@
+//! One connection's I/O loop: feed the sans-IO
+//! [`Connection`] what the socket
+//! reads, write what it hands out, arm the core's timer with its next
+//! deadline. Reads and writes proceed at the same time; the task sleeps
+//! until the socket, the core's timer, or an operation it waits for (a
+//! sync, a read) wakes it.
+
+use std::rc::Rc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use shorty_service::connection::{Connection, Kind};
+use shorty_service::http::Front;
+
+use crate::driver::core::{ConnEntry, Core};
+use crate::driver::{Conn, Runtime};
+use crate::slots::ConnectionSlot;
+
+/// Index of a connection's listener in the connection metrics.
+fn listener_index(kind: Kind) -> usize {
+    match kind {
+        Kind::Framed => 0,
+        Kind::Http(Front::Public) => 1,
+        Kind::Http(Front::Admin) => 2,
+    }
+}
+
+struct Io<C> {
+    conn: C,
+    writing: bool,
+    shutdown_seen: bool,
+}
+
+/// Serves one connection until it closes. `slot` (none for the admin
+/// listener) is released at the end.
+pub async fn serve<R: Runtime, C: Conn>(
+    core: Rc<Core<R>>,
+    conn: C,
+    kind: Kind,
+    slot: Option<ConnectionSlot>,
+) {
+    let listener = listener_index(kind);
+    core.shard.borrow().metrics().connection_opened(listener);
+    let id = core.conns.borrow_mut().insert(ConnEntry::default()) as u32;
+    let mut connection = Connection::new(id, kind, Instant::now());
+    let mut io = Io {
+        conn,
+        writing: false,
+        shutdown_seen: false,
+    };
+    std::future::poll_fn(|cx| drive(&core, &mut connection, &mut io, cx)).await;
+    tracing::debug!(core = core.index, conn = id, reason = ?connection.close_reason(), "closed");
+    connection.abandon(&mut core.shard.borrow_mut());
+    core.conns.borrow_mut().remove(id as usize);
+    core.shard.borrow().metrics().connection_closed(listener);
+    core.conn_closed.notify();
+    io.conn.close().await;
+    drop(slot);
+}
+
+fn drive<R: Runtime, C: Conn>(
+    core: &Core<R>,
+    connection: &mut Connection,
+    io: &mut Io<C>,
+    cx: &mut Context<'_>,
+) -> Poll<()> {
+    let id = connection.id();
+    {
+        let mut conns = core.conns.borrow_mut();
+        if let Some(entry) = conns.get_mut(id as usize) {
+            if !entry
+                .waker
+                .as_ref()
+                .is_some_and(|w| w.will_wake(cx.waker()))
+            {
+                entry.waker = Some(cx.waker().clone());
+            }
+        }
+    }
+    let settings = &core.settings;
+    loop {
+        let now = Instant::now();
+        let mut progress = false;
+        if core.shutting_down.get() && !io.shutdown_seen {
+            io.shutdown_seen = true;
+            connection.begin_shutdown();
+        }
+        if connection
+            .poll_timeout(settings)
+            .is_some_and(|at| at <= now)
+        {
+            connection.handle_timeout(&mut core.shard.borrow_mut(), now);
+        }
+        if connection.wants_read(settings) {
+            let read = {
+                let mut shard = core.shard.borrow_mut();
+                io.conn.poll_read(cx, &mut |bytes| {
+                    connection.handle_input(&mut shard, bytes, now)
+                })
+            };
+            match read {
+                Poll::Ready(Ok(0)) => {
+                    connection.handle_eof();
+                    progress = true;
+                }
+                Poll::Ready(Ok(_)) => progress = true,
+                Poll::Ready(Err(err)) => {
+                    tracing::debug!(conn = id, "read failed: {err}");
+                    connection.handle_error();
+                }
+                Poll::Pending => {}
+            }
+        }
+        if io.writing {
+            match io.conn.poll_write(cx) {
+                Poll::Ready(Ok(())) => {
+                    io.writing = false;
+                    connection.transmitted();
+                    progress = true;
+                }
+                Poll::Ready(Err(err)) => {
+                    tracing::debug!(conn = id, "write failed: {err}");
+                    io.writing = false;
+                    connection.handle_error();
+                }
+                Poll::Pending => {}
+            }
+        }
+        // Releases settled replies (and requests held by the output cap)
+        // even while a write is in flight.
+        let transmit = connection.poll_transmit(&mut core.shard.borrow_mut(), now);
+        core.kick();
+        if let Some(bytes) = transmit {
+            io.conn.start_write(bytes);
+            io.writing = true;
+            progress = true;
+        }
+        if connection.is_closed() && !io.writing {
+            return Poll::Ready(());
+        }
+        if !progress {
+            break;
+        }
+    }
+    core.arm(id, connection.poll_timeout(settings));
+    Poll::Pending
+}

@@ -1,0 +1,249 @@
+//! What one core's tasks share, and the core's life: start its tasks,
+//! accept until shutdown, drain its connections, seal its log.
+
+use std::cell::{Cell, RefCell};
+use std::io;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::task::Waker;
+use std::time::{Duration, Instant};
+
+use futures_lite::future;
+use shorty_service::connection::Kind;
+use shorty_service::http::Front;
+use shorty_service::settings::Settings;
+use shorty_service::shard::Shard;
+use shorty_service::timer::{Armed, Timers};
+use slab::Slab;
+
+use crate::datadir::HintSender;
+use crate::driver::{Listener, Runtime, SegmentReader, SegmentWriter, Signal};
+use crate::remote::RemoteHandle;
+use crate::server::{CoreContext, ShutdownSignal};
+use crate::slots::ConnectionSlots;
+
+/// A connection's entry in its core's table.
+#[derive(Debug, Default)]
+pub struct ConnEntry {
+    /// Its task's waker.
+    pub waker: Option<Waker>,
+    /// The deadline armed in the core's timers.
+    pub armed: Armed,
+}
+
+/// The state one core's tasks share. Single-threaded: `Rc`, `RefCell`,
+/// `Cell`; no borrow is held across an `.await`.
+pub struct Core<R> {
+    /// The backend's runtime.
+    pub rt: R,
+    /// The core's index.
+    pub index: usize,
+    /// Request handling and the log.
+    pub shard: RefCell<Shard>,
+    /// The settings (a copy, read without borrowing the shard).
+    pub settings: Settings,
+    /// Open connections.
+    pub conns: RefCell<Slab<ConnEntry>>,
+    /// Their deadlines.
+    pub timers: RefCell<Timers>,
+    /// Wakes the timer task (an earlier deadline was armed).
+    pub timer_signal: Signal,
+    /// Wakes the log task (records wait for a batch).
+    pub log_signal: Signal,
+    /// The log task did something (for the shutdown sequence).
+    pub log_progress: Signal,
+    /// Wakes the read task (URL reads wait).
+    pub read_signal: Signal,
+    /// A connection closed (for the shutdown sequence).
+    pub conn_closed: Signal,
+    /// Shutdown has begun.
+    pub shutting_down: Cell<bool>,
+    /// The process-wide connection limit.
+    pub slots: Arc<ConnectionSlots>,
+    /// How long a client beyond the limit waits for a slot.
+    pub queue_timeout: Duration,
+    /// Sealed segments go here for their hint files.
+    pub hints: Option<HintSender>,
+    /// The remote store, when there is one.
+    pub remote: Option<RemoteHandle>,
+    /// Bumped by the timer task every second (the systemd watchdog checks
+    /// every core is alive).
+    pub heartbeat: Arc<std::sync::atomic::AtomicU64>,
+    shutdown: ShutdownSignal,
+}
+
+impl<R: Runtime> Core<R> {
+    /// Wakes the connections whose operations settled.
+    pub fn wake_settled(&self) {
+        let mut shard = self.shard.borrow_mut();
+        let conns = self.conns.borrow();
+        for id in shard.take_wakes() {
+            if let Some(waker) = conns.get(id as usize).and_then(|c| c.waker.as_ref()) {
+                waker.wake_by_ref();
+            }
+        }
+    }
+
+    /// Tells the tasks that serve the shard's I/O that work is waiting.
+    pub fn kick(&self) {
+        let shard = self.shard.borrow();
+        if shard.log_has_work() {
+            self.log_signal.notify();
+        }
+        if shard.has_reads() {
+            self.read_signal.notify();
+        }
+        if shard.has_remote() {
+            if let Some(remote) = &self.remote {
+                remote.signal.notify();
+            }
+        }
+    }
+
+    /// Arms connection `id`'s next deadline.
+    pub fn arm(&self, id: u32, at: Option<Instant>) {
+        let mut conns = self.conns.borrow_mut();
+        let Some(entry) = conns.get_mut(id as usize) else {
+            return;
+        };
+        if self.timers.borrow_mut().arm(&mut entry.armed, id, at) {
+            self.timer_signal.notify();
+        }
+    }
+
+    /// Wakes every connection (shutdown).
+    fn wake_all(&self) {
+        for (_, entry) in self.conns.borrow().iter() {
+            if let Some(waker) = &entry.waker {
+                waker.wake_by_ref();
+            }
+        }
+    }
+}
+
+/// A core's listeners and storage, in the backend's types.
+pub struct CoreIo<L, W, Rd> {
+    /// The framed protocol's listener.
+    pub framed: L,
+    /// The public HTTP front's, unless `--http off`.
+    pub http: Option<L>,
+    /// The admin listener's, on core 0 only, unless `--admin off`.
+    pub admin: Option<L>,
+    /// The log's writer.
+    pub writer: W,
+    /// URL reads.
+    pub reader: Rd,
+}
+
+/// Runs one core until shutdown: its log, read and timer tasks, its accept
+/// loops; then drains its connections (at most `--shutdown-timeout`) and
+/// seals its log.
+///
+/// # Errors
+/// Never, today; the signature leaves room for a backend failure.
+pub async fn run_core<R, L, W, Rd>(
+    rt: R,
+    mut context: CoreContext,
+    io: CoreIo<L, W, Rd>,
+) -> io::Result<()>
+where
+    R: Runtime,
+    L: Listener,
+    W: SegmentWriter,
+    Rd: SegmentReader,
+{
+    context.started();
+    let shard = Shard::new(context.shared.clone(), context.index);
+    let core = Rc::new(Core {
+        rt: rt.clone(),
+        index: context.index,
+        settings: context.shared.settings.clone(),
+        shard: RefCell::new(shard),
+        conns: RefCell::new(Slab::new()),
+        timers: RefCell::new(Timers::new()),
+        timer_signal: Signal::default(),
+        log_signal: Signal::default(),
+        log_progress: Signal::default(),
+        read_signal: Signal::default(),
+        conn_closed: Signal::default(),
+        shutting_down: Cell::new(false),
+        slots: context.slots.clone(),
+        queue_timeout: context.queue_timeout,
+        hints: context.hints.clone(),
+        remote: context.remote.take().map(RemoteHandle::new),
+        heartbeat: context.heartbeat.clone(),
+        shutdown: context.shutdown.clone(),
+    });
+    rt.spawn(crate::driver::log::run(core.clone(), io.writer));
+    rt.spawn(crate::driver::reads::run(core.clone(), Rc::new(io.reader)));
+    rt.spawn(crate::driver::timer::run(core.clone()));
+    if let Some(remote) = &core.remote {
+        rt.spawn(crate::remote::run_core_side(core.clone(), remote.clone()));
+    }
+
+    let accepts = async {
+        let framed = crate::driver::accept::run(core.clone(), io.framed, Kind::Framed);
+        let http = async {
+            match io.http {
+                Some(l) => {
+                    crate::driver::accept::run(core.clone(), l, Kind::Http(Front::Public)).await
+                }
+                None => future::pending().await,
+            }
+        };
+        let admin = async {
+            match io.admin {
+                Some(l) => {
+                    crate::driver::accept::run(core.clone(), l, Kind::Http(Front::Admin)).await
+                }
+                None => future::pending().await,
+            }
+        };
+        future::or(framed, future::or(http, admin)).await
+    };
+    let mut shutdown = core.shutdown.clone();
+    // The accept futures are dropped here, at shutdown; a connection an
+    // uncancellable accept completes afterwards is closed with the runtime.
+    future::or(accepts, shutdown.triggered()).await;
+
+    core.shutting_down.set(true);
+    core.wake_all();
+    let deadline = Instant::now() + context.shutdown_timeout;
+    let drained = async {
+        while !core.conns.borrow().is_empty() {
+            core.conn_closed.wait().await;
+        }
+        true
+    };
+    let late = async {
+        rt.sleep(deadline.saturating_duration_since(Instant::now()))
+            .await;
+        false
+    };
+    if !future::or(drained, late).await {
+        tracing::warn!(
+            core = core.index,
+            open = core.conns.borrow().len(),
+            "the drain deadline passed; closing anyway"
+        );
+    }
+    // Seal the log: what is pending is written, then the segment's seal.
+    core.shard.borrow_mut().begin_shutdown();
+    core.log_signal.notify();
+    let sealed = async {
+        while !core.shard.borrow().is_shut_down() {
+            core.log_progress.wait().await;
+        }
+        true
+    };
+    let late = async {
+        rt.sleep(deadline.saturating_duration_since(Instant::now()) + Duration::from_secs(5))
+            .await;
+        false
+    };
+    if !future::or(sealed, late).await {
+        tracing::warn!(core = core.index, "the log did not finish sealing in time");
+    }
+    tracing::info!(core = core.index, "stopped");
+    Ok(())
+}

@@ -1,0 +1,170 @@
+//! One core's group-commit task: runs the log's operations through the
+//! backend and reports them back; sends sealed segments to the hint
+//! writer; stops the process if the log fails for good.
+
+use std::future::Future;
+use std::io;
+use std::rc::Rc;
+use std::time::Instant;
+
+use futures_lite::future;
+use shorty_service::log::{IoResult, LogIo};
+
+use crate::driver::core::Core;
+use crate::driver::{Runtime, SegmentWriter, Step, WriteFailure};
+
+/// Runs `f` on a thread of its own and waits for it without blocking the
+/// core (for the rare blocking file operation, a disk-full repair).
+pub fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> impl Future<Output = Option<T>> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let spawned = std::thread::Builder::new()
+        .name("shorty-blocking".into())
+        .spawn(move || {
+            let _ = tx.send(f());
+        });
+    async move {
+        spawned.ok()?;
+        rx.await.ok()
+    }
+}
+
+/// Turns a backend's failure into what the log writer needs to know: a
+/// full disk while creating or writing is retried; anything else, and any
+/// failed sync, is fatal (after a failed `fsync` the kernel may have
+/// dropped the dirty pages, so retrying could report success for lost
+/// data: PostgreSQL's rule since 2018).
+pub fn classify(result: Result<(), WriteFailure>) -> IoResult {
+    match result {
+        Ok(()) => IoResult::Ok,
+        Err(WriteFailure { step, error })
+            if step != Step::Sync
+                && matches!(
+                    error.kind(),
+                    io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+                ) =>
+        {
+            IoResult::DiskFull(error.to_string())
+        }
+        Err(WriteFailure { step, error }) => IoResult::Fatal(format!("{step:?} failed: {error}")),
+    }
+}
+
+/// Runs one core's log until the runtime stops.
+pub async fn run<R: Runtime, W: SegmentWriter>(core: Rc<Core<R>>, mut writer: W) {
+    let mut disk_full = false;
+    loop {
+        let now = Instant::now();
+        let next = core.shard.borrow_mut().poll_log_io(now);
+        let Some(io) = next else {
+            let timeout = core.shard.borrow().log_timeout();
+            match timeout {
+                Some(at) => {
+                    let sleep = core.rt.sleep(at.saturating_duration_since(now));
+                    future::or(sleep, core.log_signal.wait()).await;
+                }
+                None => core.log_signal.wait().await,
+            }
+            continue;
+        };
+        let started = Instant::now();
+        let result = match &io {
+            LogIo::Write(batch) => {
+                let result = classify(writer.write(batch).await);
+                if batch.sync && result == IoResult::Ok {
+                    core.shard
+                        .borrow()
+                        .metrics()
+                        .fsync_seconds
+                        .observe(started.elapsed().as_secs_f64());
+                }
+                result
+            }
+            LogIo::Repair(repair) => {
+                writer.forget();
+                let repair = repair.clone();
+                match blocking(move || crate::datadir::repair(&repair)).await {
+                    Some(Ok(())) => IoResult::Ok,
+                    Some(Err(err))
+                        if matches!(
+                            err.kind(),
+                            io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+                        ) =>
+                    {
+                        IoResult::DiskFull(err.to_string())
+                    }
+                    Some(Err(err)) => IoResult::Fatal(format!("repair failed: {err}")),
+                    None => IoResult::Fatal("repair thread failed".into()),
+                }
+            }
+        };
+        if let IoResult::DiskFull(err) = &result {
+            if !disk_full {
+                tracing::warn!(
+                    core = core.index,
+                    "the disk is full ({err}): new links are refused; retrying every second"
+                );
+            }
+            disk_full = true;
+        } else if disk_full && result == IoResult::Ok && matches!(io, LogIo::Write(_)) {
+            disk_full = false;
+            tracing::info!(core = core.index, "the log takes new links again");
+        }
+        let sealed = core
+            .shard
+            .borrow_mut()
+            .log_done(&io, result, Instant::now());
+        core.wake_settled();
+        core.log_progress.notify();
+        if let (Some((segment, _)), Some(hints)) = (sealed, &core.hints) {
+            hints.send(segment.number);
+        }
+        let broken = core.shard.borrow().log_broken().map(str::to_owned);
+        if let Some(reason) = broken {
+            crate::server::fatal(&format!(
+                "core {}: the log cannot be written ({reason}); stopping so that a restart \
+                 recovers from what is durable",
+                core.index
+            ));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_full_disk_before_syncing_is_retried() {
+        let full = || io::Error::from(io::ErrorKind::StorageFull);
+        assert!(matches!(
+            classify(Err(WriteFailure {
+                step: Step::Write,
+                error: full()
+            })),
+            IoResult::DiskFull(_)
+        ));
+        assert!(matches!(
+            classify(Err(WriteFailure {
+                step: Step::Create,
+                error: io::Error::from(io::ErrorKind::QuotaExceeded)
+            })),
+            IoResult::DiskFull(_)
+        ));
+        assert!(matches!(
+            classify(Err(WriteFailure {
+                step: Step::Sync,
+                error: full()
+            })),
+            IoResult::Fatal(_)
+        ));
+        assert!(matches!(
+            classify(Err(WriteFailure {
+                step: Step::Write,
+                error: io::Error::other("EIO")
+            })),
+            IoResult::Fatal(_)
+        ));
+    }
+}

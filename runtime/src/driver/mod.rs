@@ -1,0 +1,204 @@
+//! The per-core event loops both backends run, written once against a few
+//! small traits, so each backend only supplies its runtime's I/O calls.
+//!
+//! - [`core`]: what one core's tasks share.
+//! - [`accept`]: accept loops, the connection limit and its queue.
+//! - [`conn`]: one connection's I/O loop around the sans-IO
+//!   [`shorty_service::connection::Connection`].
+//! - [`log`]: the core's group-commit task.
+//! - [`reads`]: URL reads from the log for cache misses.
+//! - [`timer`]: the core's one timer task over all its deadlines.
+//!
+//! Runtime-agnostic: tasks are spawned and timers made through
+//! [`Runtime`]; the only other primitives are wakers.
+
+pub mod accept;
+pub mod conn;
+pub mod core;
+pub mod log;
+pub mod reads;
+pub mod timer;
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use bytes::Bytes;
+use shorty_service::log::segments::SegmentRef;
+use shorty_service::log::WriteBatch;
+
+pub use self::core::{run_core, CoreIo};
+
+/// The timers and task spawning of a backend's runtime.
+pub trait Runtime: Clone + 'static {
+    /// Completes after `duration`.
+    fn sleep(&self, duration: Duration) -> impl Future<Output = ()>;
+    /// Runs `task` on this core, detached.
+    fn spawn(&self, task: impl Future<Output = ()> + 'static);
+}
+
+/// A core's listener.
+pub trait Listener: 'static {
+    /// The connection type it accepts.
+    type Conn: Conn;
+    /// Accepts one connection.
+    fn accept(&self) -> impl Future<Output = io::Result<Self::Conn>>;
+}
+
+/// One client connection's byte stream, poll-style, so the driver can read
+/// and write at the same time (full duplex).
+pub trait Conn: 'static {
+    /// Polls for input. When some arrives, hands it to `input` (the bytes
+    /// are only valid during the call: the backend reads into a buffer of
+    /// its own, not the connection's) and returns how many; 0 at end of
+    /// stream.
+    fn poll_read(
+        &mut self,
+        cx: &mut Context<'_>,
+        input: &mut dyn FnMut(&[u8]),
+    ) -> Poll<io::Result<usize>>;
+    /// Starts writing all of `bytes`; no other write is in flight.
+    fn start_write(&mut self, bytes: Bytes);
+    /// Polls the write in flight; `Ready(Ok(()))` once it is all written
+    /// (at once when none is in flight).
+    fn poll_write(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+    /// Closes both directions and waits for any operation in flight to end.
+    fn close(self) -> impl Future<Output = ()>;
+}
+
+/// Which step of writing a batch failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Creating the segment file.
+    Create,
+    /// Writing the bytes.
+    Write,
+    /// `fdatasync` of the file or its directory.
+    Sync,
+}
+
+/// A failed batch write.
+#[derive(Debug)]
+pub struct WriteFailure {
+    /// Where it failed.
+    pub step: Step,
+    /// How.
+    pub error: io::Error,
+}
+
+impl WriteFailure {
+    /// A failure at `step`.
+    pub fn at(step: Step) -> impl FnOnce(io::Error) -> Self {
+        move |error| Self { step, error }
+    }
+}
+
+/// A core's log segments, written through the backend's file API.
+pub trait SegmentWriter: 'static {
+    /// Writes one batch: create the file if asked (syncing its directory
+    /// when `sync_dir`), write the bytes at the offset, `fdatasync` if
+    /// `sync`, and close the file after a seal.
+    fn write(&mut self, batch: &WriteBatch) -> impl Future<Output = Result<(), WriteFailure>>;
+    /// Drops the current segment's handle without writing anything more
+    /// (before a disk-full repair rewrites its end).
+    fn forget(&mut self);
+}
+
+/// URL reads from the log, through the backend's file API.
+pub trait SegmentReader: 'static {
+    /// Reads up to `len` bytes of `segment` at `offset` (fewer at the end
+    /// of the file).
+    fn read(
+        &self,
+        segment: SegmentRef,
+        offset: u64,
+        len: usize,
+    ) -> impl Future<Output = io::Result<Bytes>>;
+}
+
+/// A wake-up for one task on this core: `notify` sets a flag and wakes the
+/// waiting task; `wait` completes once the flag is set, and clears it.
+#[derive(Debug, Default)]
+pub struct Signal {
+    set: Cell<bool>,
+    waker: RefCell<Option<Waker>>,
+}
+
+impl Signal {
+    /// Sets the flag and wakes the waiter.
+    pub fn notify(&self) {
+        self.set.set(true);
+        if let Some(waker) = self.waker.borrow_mut().take() {
+            waker.wake();
+        }
+    }
+
+    /// Completes once notified (at once if already notified).
+    pub fn wait(&self) -> impl Future<Output = ()> + '_ {
+        std::future::poll_fn(move |cx| {
+            if self.set.replace(false) {
+                return Poll::Ready(());
+            }
+            *self.waker.borrow_mut() = Some(cx.waker().clone());
+            Poll::Pending
+        })
+    }
+}
+
+/// Open read handles of one core, bounded: the least recently used is
+/// closed when a new one is needed beyond [`FileCache::CAPACITY`], so a
+/// data directory with thousands of segments does not hold thousands of
+/// descriptors per core.
+pub struct FileCache<H> {
+    handles: RefCell<HashMap<u32, (Rc<H>, u64)>>,
+    clock: Cell<u64>,
+}
+
+impl<H> Default for FileCache<H> {
+    fn default() -> Self {
+        Self {
+            handles: RefCell::new(HashMap::new()),
+            clock: Cell::new(0),
+        }
+    }
+}
+
+impl<H> FileCache<H> {
+    /// Handles kept open per core.
+    pub const CAPACITY: usize = 256;
+
+    /// The open handle of segment `idx`, if any.
+    pub fn get(&self, idx: u32) -> Option<Rc<H>> {
+        let tick = self.clock.get() + 1;
+        self.clock.set(tick);
+        let mut handles = self.handles.borrow_mut();
+        let entry = handles.get_mut(&idx)?;
+        entry.1 = tick;
+        Some(entry.0.clone())
+    }
+
+    /// Keeps `handle` for segment `idx`; returns the one evicted, if any
+    /// (the caller closes it when its last reader is done).
+    pub fn insert(&self, idx: u32, handle: H) -> (Rc<H>, Option<Rc<H>>) {
+        let tick = self.clock.get() + 1;
+        self.clock.set(tick);
+        let mut handles = self.handles.borrow_mut();
+        let evicted = if handles.len() >= Self::CAPACITY {
+            let oldest = handles.iter().min_by_key(|(_, (_, t))| *t).map(|(k, _)| *k);
+            oldest.and_then(|k| handles.remove(&k)).map(|(h, _)| h)
+        } else {
+            None
+        };
+        let handle = Rc::new(handle);
+        handles.insert(idx, (handle.clone(), tick));
+        (handle, evicted)
+    }
+}
+
+/// A boxed future, for storing operations of a type a backend cannot name.
+pub type LocalBoxFuture<T> = Pin<Box<dyn Future<Output = T>>>;

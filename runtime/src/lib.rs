@@ -1,0 +1,30 @@
+//! What both Shorty servers share that is not the sans-IO core
+//! (`shorty-service`): the command line and config file, the data
+//! directory (lock, key, recovery, hint files), listeners, signals and
+//! systemd notification, the per-core driver both backends run, the admin
+//! listener's metrics, the remote store's plumbing, and the offline tools.
+//!
+//! - [`config`]: CLI, environment, TOML file, and the checks.
+//! - [`datadir`]: one instance per directory, the code key, parallel
+//!   recovery, hint files, disk-full repair.
+//! - [`listen`]: `SO_REUSEPORT` listeners, refusing a served address.
+//! - [`slots`]: the process-wide connection limit.
+//! - [`driver`]: the per-core loops, generic over the backend's I/O.
+//! - [`admin`]: the metrics behind the admin listener's `/metrics`.
+//! - [`remote`]: the cores' side of a remote store.
+//! - [`tools`]: `verify`, `export`, `import`.
+//! - [`logging`]: text or JSON logs.
+//! - [`server`]: each backend's whole `main`.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod admin;
+pub mod config;
+pub mod datadir;
+pub mod driver;
+pub mod listen;
+pub mod logging;
+pub mod remote;
+pub mod server;
+pub mod slots;
+pub mod tools;

@@ -1,0 +1,144 @@
+//! Binding the per-core `SO_REUSEPORT` listeners, after making sure no
+//! other process already serves the address.
+//!
+//! `SO_REUSEPORT` lets every core have its own listener on one port, and
+//! the kernel spreads connections over them. It would equally let a second
+//! process (a forgotten instance, or one whose io_uring listeners outlive a
+//! `kill -9` for a moment) join the port silently and take part of the
+//! traffic. So before binding, a plain socket without `SO_REUSEPORT` probes
+//! the address: if any listener holds it, the bind fails and the server
+//! refuses to start, saying why.
+
+use std::io;
+use std::net::{SocketAddr, TcpListener};
+
+use socket2::{Domain, Protocol, Socket, Type};
+
+/// Backlog used when `/proc/sys/net/core/somaxconn` cannot be read.
+const FALLBACK_BACKLOG: i32 = 4096;
+
+/// The kernel's cap on a listen backlog. Listening with it lets a burst of
+/// simultaneous connects (10,000 clients at once) queue instead of being
+/// dropped while the accept loops catch up.
+pub fn somaxconn() -> i32 {
+    std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(FALLBACK_BACKLOG)
+}
+
+fn socket(addr: SocketAddr) -> io::Result<Socket> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    // Lets a restart bind over connections still in TIME_WAIT; never over a
+    // listener.
+    socket.set_reuse_address(true)?;
+    Ok(socket)
+}
+
+fn bind_one(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = socket(addr)?;
+    // One listener per core on the same port; the kernel spreads incoming
+    // connections over them, so cores never share an accept queue.
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(somaxconn())?;
+    Ok(socket.into())
+}
+
+/// `Err` if some process listens on `addr` already.
+fn probe(addr: SocketAddr) -> io::Result<()> {
+    let probe = socket(addr)?;
+    probe.bind(&addr.into())
+}
+
+/// Why listening failed.
+#[derive(Debug)]
+pub struct ListenError {
+    /// What the address is for (`the framed protocol`, ...).
+    pub what: &'static str,
+    /// The address.
+    pub addr: SocketAddr,
+    /// The failure.
+    pub source: io::Error,
+    /// Another process serves it already.
+    pub in_use: bool,
+}
+
+impl std::fmt::Display for ListenError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.in_use {
+            write!(
+                f,
+                "cannot listen for {} on {}: another process is already serving it (another \
+                 shorty? after `kill -9` an io_uring server's listeners can linger for a \
+                 moment: wait for the port to close)",
+                self.what, self.addr
+            )
+        } else {
+            write!(
+                f,
+                "cannot listen for {} on {}: {}",
+                self.what, self.addr, self.source
+            )
+        }
+    }
+}
+
+impl std::error::Error for ListenError {}
+
+/// Binds `count` `SO_REUSEPORT` listeners on `addr` (`what` names it in
+/// errors). With port 0 the first bind picks a fresh port and the others
+/// join it; otherwise the address is probed first.
+///
+/// # Errors
+/// [`ListenError`], `in_use` when another process serves the address.
+pub fn bind_listeners(
+    what: &'static str,
+    addr: SocketAddr,
+    count: usize,
+) -> Result<Vec<TcpListener>, ListenError> {
+    let err = |source: io::Error| ListenError {
+        what,
+        addr,
+        in_use: source.kind() == io::ErrorKind::AddrInUse,
+        source,
+    };
+    if addr.port() != 0 {
+        probe(addr).map_err(err)?;
+    }
+    let first = bind_one(addr).map_err(err)?;
+    let bound = first.local_addr().map_err(err)?;
+    let mut listeners = vec![first];
+    for _ in 1..count {
+        listeners.push(bind_one(bound).map_err(err)?);
+    }
+    Ok(listeners)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_zero_listeners_share_one_port() {
+        let listeners = bind_listeners("test", "127.0.0.1:0".parse().unwrap(), 3).unwrap();
+        let ports: Vec<u16> = listeners
+            .iter()
+            .map(|l| l.local_addr().unwrap().port())
+            .collect();
+        assert_ne!(ports[0], 0);
+        assert!(ports.iter().all(|&p| p == ports[0]), "{ports:?}");
+    }
+
+    #[test]
+    fn an_address_already_served_is_refused() {
+        let first = bind_listeners("test", "127.0.0.1:0".parse().unwrap(), 2).unwrap();
+        let addr = first[0].local_addr().unwrap();
+        let err = bind_listeners("the framed protocol", addr, 2).unwrap_err();
+        assert!(err.in_use);
+        assert!(err.to_string().contains("another process"), "{err}");
+        drop(first);
+        assert!(bind_listeners("test", addr, 2).is_ok(), "free again");
+    }
+}

@@ -1,0 +1,394 @@
+//! Process scaffolding both backends share: the CLI and tools, the data
+//! directory, listeners, signals, systemd notification, and the
+//! thread-per-core launcher. Blocking `std` code run once at start.
+//!
+//! A backend's `main` is one call to [`run`] with a function that serves
+//! one core: it receives that core's [`Worker`], builds its runtime, wraps
+//! the listeners and files in its own types and calls
+//! [`crate::driver::run_core`].
+
+use std::io;
+use std::net::{SocketAddr, TcpListener};
+use std::process::ExitCode;
+use std::sync::atomic::AtomicU64;
+use std::sync::{mpsc, Arc};
+use std::time::Duration;
+
+use shorty_service::codes::{Codec, IdSpace};
+use shorty_service::keydir::KeyDir;
+use shorty_service::log::segments::SegmentTable;
+use shorty_service::shard::{LocalStore, Shared, StoreMode};
+use tokio::sync::watch;
+
+use crate::admin::Admin;
+use crate::config::{self, ServeArgs, Tool};
+use crate::datadir::{self, DataDir, HintSender};
+use crate::listen::bind_listeners;
+use crate::remote::RemotePort;
+use crate::slots::ConnectionSlots;
+
+/// Tells a core's runtime that the process is shutting down.
+#[derive(Debug, Clone)]
+pub struct ShutdownSignal(watch::Receiver<bool>);
+
+impl ShutdownSignal {
+    /// `true` once shutdown has begun.
+    pub fn is_triggered(&self) -> bool {
+        *self.0.borrow()
+    }
+
+    /// Completes when shutdown begins (at once if it already has).
+    pub async fn triggered(&mut self) {
+        // An error means the sender is gone, which only happens at exit.
+        let _ = self.0.wait_for(|&down| down).await;
+    }
+}
+
+/// Starts shutdown; held by whoever may trigger it.
+#[derive(Debug, Clone)]
+pub struct ShutdownTrigger(Arc<watch::Sender<bool>>);
+
+impl ShutdownTrigger {
+    /// Begins shutdown on every core.
+    pub fn trigger(&self) {
+        self.0.send_replace(true);
+    }
+}
+
+/// A connected trigger and signal.
+pub fn shutdown_channel() -> (ShutdownTrigger, ShutdownSignal) {
+    let (tx, rx) = watch::channel(false);
+    (ShutdownTrigger(Arc::new(tx)), ShutdownSignal(rx))
+}
+
+/// Stops the process at once, saying why. For a log that cannot be written
+/// any more: everything acknowledged is durable, and a restart recovers
+/// from exactly that (a supervisor restarts the process).
+pub fn fatal(message: &str) -> ! {
+    tracing::error!("{message}");
+    eprintln!("fatal: {message}");
+    std::process::exit(1)
+}
+
+/// What a core's driver needs besides its listeners and files.
+#[derive(Debug)]
+pub struct CoreContext {
+    /// The core's index, `0..threads`.
+    pub index: usize,
+    /// The shared state.
+    pub shared: Arc<Shared>,
+    /// The connection limit.
+    pub slots: Arc<ConnectionSlots>,
+    /// How long a client beyond the limit waits.
+    pub queue_timeout: Duration,
+    /// How long shutdown may take.
+    pub shutdown_timeout: Duration,
+    /// The hint writer.
+    pub hints: Option<HintSender>,
+    /// The remote store.
+    pub remote: Option<RemotePort>,
+    /// The core's heartbeat, for the watchdog.
+    pub heartbeat: Arc<AtomicU64>,
+    /// Fires on SIGTERM/SIGINT.
+    pub shutdown: ShutdownSignal,
+    started: mpsc::Sender<usize>,
+}
+
+impl CoreContext {
+    /// Reports that the core's runtime is up (its listeners will be served).
+    pub fn started(&self) {
+        let _ = self.started.send(self.index);
+    }
+}
+
+/// A core's listeners, bound by the scaffolding (`SO_REUSEPORT`,
+/// non-blocking, the kernel's `somaxconn` backlog).
+#[derive(Debug)]
+pub struct Listeners {
+    /// The framed protocol.
+    pub framed: TcpListener,
+    /// The HTTP front, unless `--http off`.
+    pub http: Option<TcpListener>,
+    /// The admin listener: core 0 only, unless `--admin off`.
+    pub admin: Option<TcpListener>,
+}
+
+/// What one core's worker gets.
+#[derive(Debug)]
+pub struct Worker {
+    /// What the driver needs.
+    pub context: CoreContext,
+    /// Its listeners.
+    pub listeners: Listeners,
+}
+
+fn install_panic_hook() {
+    // A panic anywhere stops the whole process: a core left half-dead
+    // (tokio-uring swallows the panics of spawned tasks) could hold
+    // acknowledgements forever. The release profile also sets
+    // `panic = "abort"`; this covers every build.
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        default(info);
+        std::process::abort();
+    }));
+}
+
+/// Triggers shutdown on the first SIGTERM or SIGINT; a second one exits at
+/// once (status 130), for an operator who does not want to wait.
+fn install_signal_handlers(trigger: ShutdownTrigger) -> io::Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])?;
+    std::thread::Builder::new()
+        .name("shorty-signals".into())
+        .spawn(move || {
+            let mut seen = 0;
+            for signal in signals.forever() {
+                seen += 1;
+                if seen > 1 {
+                    tracing::warn!(signal, "second signal: exiting without draining");
+                    std::process::exit(130);
+                }
+                tracing::info!(
+                    signal,
+                    "shutting down: no new connections, draining in-flight requests"
+                );
+                let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+                trigger.trigger();
+            }
+        })?;
+    Ok(())
+}
+
+/// Pings systemd's watchdog while every core's heartbeat advances.
+fn start_watchdog(heartbeats: Vec<Arc<AtomicU64>>) {
+    let Some(interval) = sd_notify::watchdog_enabled() else {
+        return;
+    };
+    let _ = std::thread::Builder::new()
+        .name("shorty-watchdog".into())
+        .spawn(move || {
+            let beats = || -> Vec<u64> {
+                heartbeats
+                    .iter()
+                    .map(|h| h.load(std::sync::atomic::Ordering::Relaxed))
+                    .collect()
+            };
+            let mut last = beats();
+            loop {
+                std::thread::sleep(interval / 2);
+                let now = beats();
+                // A core whose timer task has not ticked is stuck: stop
+                // pinging and let systemd restart the process.
+                if now.iter().zip(&last).all(|(n, l)| n > l) {
+                    let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+                }
+                last = now;
+            }
+        });
+}
+
+/// The whole `main` of a backend.
+pub fn run<F>(backend: &'static str, serve: F) -> ExitCode
+where
+    F: Fn(Worker) -> io::Result<()> + Send + Sync + 'static,
+{
+    install_panic_hook();
+    let cli = match config::parse(backend, std::env::args_os().collect()) {
+        Ok(cli) => cli,
+        Err(err) => {
+            eprintln!("{backend}: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match cli.command {
+        Some(Tool::Verify { data_dir }) => return crate::tools::verify(&data_dir),
+        Some(Tool::Export { data_dir, file }) => {
+            return crate::tools::export(&data_dir, file.as_deref())
+        }
+        Some(Tool::Import { data_dir, file }) => return crate::tools::import(&data_dir, &file),
+        None => {}
+    }
+    let args = cli.serve;
+    if let Err(err) = args.check() {
+        eprintln!("{backend}: {err}");
+        return ExitCode::FAILURE;
+    }
+    crate::logging::init(&args.log_level, args.log_format);
+    match start(backend, args, serve) {
+        Ok(code) => code,
+        Err(err) => {
+            tracing::error!("{backend} cannot start: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn start<F>(backend: &'static str, args: ServeArgs, serve: F) -> Result<ExitCode, String>
+where
+    F: Fn(Worker) -> io::Result<()> + Send + Sync + 'static,
+{
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) if limit < u64::from(args.max_connections) + 64 => tracing::warn!(
+            limit,
+            max_connections = args.max_connections,
+            "the open-file limit is below --max-connections; raise it (LimitNOFILE= in a systemd unit)"
+        ),
+        Ok(_) => {}
+        Err(err) => tracing::warn!("could not raise the open-file limit: {err}"),
+    }
+    let threads = args.threads();
+    // The data directory first: locked before anything in it is read or
+    // created.
+    let data = DataDir::open(&args.data_dir).map_err(|e| e.to_string())?;
+    let key = data.load_or_create_key().map_err(|e| e.to_string())?;
+    let keydir = Arc::new(KeyDir::new());
+    let segments = Arc::new(SegmentTable::new(data.path(), 0));
+    let report =
+        datadir::recover(data.path(), &segments, &keydir, threads).map_err(|e| e.to_string())?;
+    tracing::info!(
+        links = report.links,
+        segments = report.segments,
+        from_hints = report.from_hints,
+        sealed_now = report.sealed_now,
+        cut = report.cuts.len(),
+        elapsed_ms = report.elapsed.as_millis() as u64,
+        keydir_bytes = keydir.memory_bytes(),
+        data_dir = %data.path().display(),
+        "recovered the log"
+    );
+
+    let framed =
+        bind_listeners("the framed protocol", args.listen, threads).map_err(|e| e.to_string())?;
+    let http = match args.http.0 {
+        Some(addr) => Some(bind_listeners("HTTP", addr, threads).map_err(|e| e.to_string())?),
+        None => None,
+    };
+    let mut admin = match args.admin.0 {
+        Some(addr) => {
+            Some(bind_listeners("the admin listener", addr, 1).map_err(|e| e.to_string())?)
+        }
+        None => None,
+    };
+    let http_bound: Option<SocketAddr> = http
+        .as_ref()
+        .and_then(|l| l.first())
+        .and_then(|l| l.local_addr().ok());
+    let settings = args.settings(args.public_url(http_bound));
+    let store = StoreMode::Local(LocalStore {
+        keydir: keydir.clone(),
+        segments,
+        ids: Arc::new(IdSpace::new(report.next_id)),
+    });
+    let shared = Arc::new(Shared::new(settings, Codec::new(&key), store, threads));
+    let _ = shared.admin.set(Box::new(Admin::new(&shared)));
+    let (hints, hint_writer) = datadir::spawn_hint_writer(data.path())
+        .map_err(|e| format!("cannot start the hint writer: {e}"))?;
+    let (trigger, shutdown) = shutdown_channel();
+    install_signal_handlers(trigger.clone())
+        .map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    let slots = Arc::new(ConnectionSlots::new(args.max_connections as usize));
+    let cores = core_affinity::get_core_ids().unwrap_or_default();
+    let serve = Arc::new(serve);
+    let (started_tx, started_rx) = mpsc::channel();
+    let mut heartbeats = Vec::new();
+    let mut handles = Vec::with_capacity(threads);
+    let mut http = http.map(|l| l.into_iter());
+    let mut addresses = Vec::new();
+    for (index, framed) in framed.into_iter().enumerate() {
+        let http = http.as_mut().and_then(Iterator::next);
+        let admin = if index == 0 {
+            admin.take().and_then(|mut l| l.pop())
+        } else {
+            None
+        };
+        if index == 0 {
+            addresses.push(("shorty", framed.local_addr().ok()));
+            addresses.push(("http", http.as_ref().and_then(|l| l.local_addr().ok())));
+            addresses.push(("admin", admin.as_ref().and_then(|l| l.local_addr().ok())));
+        }
+        let heartbeat = Arc::new(AtomicU64::new(0));
+        heartbeats.push(heartbeat.clone());
+        let worker = Worker {
+            context: CoreContext {
+                index,
+                shared: shared.clone(),
+                slots: slots.clone(),
+                queue_timeout: args.queue_timeout,
+                shutdown_timeout: args.shutdown_timeout,
+                hints: Some(hints.clone()),
+                remote: None,
+                heartbeat,
+                shutdown: shutdown.clone(),
+                started: started_tx.clone(),
+            },
+            listeners: Listeners {
+                framed,
+                http,
+                admin,
+            },
+        };
+        let core = (!cores.is_empty()).then(|| cores[index % cores.len()]);
+        let (serve, trigger) = (serve.clone(), trigger.clone());
+        let handle = std::thread::Builder::new()
+            .name(format!("shorty-core-{index}"))
+            .spawn(move || {
+                if let Some(core) = core {
+                    core_affinity::set_for_current(core);
+                }
+                let result = serve(worker);
+                if result.is_err() {
+                    // Fail fast: a server quietly running on fewer cores
+                    // than asked for is worse than one that stops and says
+                    // why.
+                    trigger.trigger();
+                }
+                result
+            })
+            .map_err(|e| format!("cannot start worker thread: {e}"))?;
+        handles.push(handle);
+    }
+    drop(started_tx);
+    // Only once every core's runtime is up does the server say it listens
+    // (a core that cannot start says why first, and the process stops).
+    let mut up = 0;
+    while up < threads {
+        match started_rx.recv() {
+            Ok(_) => up += 1,
+            Err(_) => break,
+        }
+    }
+    let all_up = up == threads;
+    if all_up {
+        for (protocol, addr) in &addresses {
+            if let Some(addr) = addr {
+                tracing::info!(backend, threads, protocol = *protocol, %addr, "listening");
+            }
+        }
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+        start_watchdog(heartbeats);
+    }
+    let mut failed = !all_up;
+    for (index, handle) in handles.into_iter().enumerate() {
+        match handle.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => {
+                tracing::error!(core = index, "{backend} cannot run this core: {err}");
+                failed = true;
+            }
+            Err(_) => {
+                tracing::error!(core = index, "worker panicked");
+                failed = true;
+            }
+        }
+    }
+    // Every sealed segment gets its hint before the process exits.
+    hints.finish();
+    let _ = hint_writer.join();
+    tracing::info!(links = keydir.len(), "stopped");
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}

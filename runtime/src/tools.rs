@@ -1,0 +1,392 @@
+//! The offline tools of both server binaries: `verify`, `export`,
+//! `import`.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufRead, BufReader, BufWriter, Write};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use shorty_service::codes::{format_code, parse_code, MAX_CODE_LEN};
+use shorty_service::keydir::KeyDir;
+use shorty_service::log::hint::{build_hint, hint_file_name};
+use shorty_service::log::record::{decode_record, Decoded, Link, Record, NO_ID};
+use shorty_service::log::recovery::{verify_segment, Verdict};
+use shorty_service::log::scan::scan_segment;
+use shorty_service::log::segments::{segment_file_name, SegmentTable};
+use shorty_service::log::{IoResult, LogConfig, LogIo, LogWriter, SyncPolicy, WriteBatch};
+use shorty_service::url::UrlPolicy;
+
+use crate::datadir::{self, list_segments, DataDir, KEY_FILE, LOCK_FILE};
+use crate::driver::{Step, WriteFailure};
+
+/// One exported link.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ExportedLink {
+    /// The short code.
+    pub code: String,
+    /// The long URL.
+    pub url: String,
+}
+
+fn is_locked(dir: &Path) -> bool {
+    OpenOptions::new()
+        .read(true)
+        .open(dir.join(LOCK_FILE))
+        .is_ok_and(|f| matches!(f.try_lock_shared(), Err(fs::TryLockError::WouldBlock)))
+}
+
+/// `verify`: checks every segment and hint; exit 0 when clean.
+pub fn verify(dir: &Path) -> ExitCode {
+    let numbers = match list_segments(dir) {
+        Ok(n) => n,
+        Err(err) => {
+            eprintln!("verify: {}: {err}", dir.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    if is_locked(dir) {
+        println!(
+            "note: a server is running on {}; the segments it is writing show as open",
+            dir.display()
+        );
+    }
+    let mut clean = true;
+    let mut links = 0;
+    match fs::read(dir.join(KEY_FILE)) {
+        Ok(key) if key.len() == 16 => {}
+        Ok(_) => {
+            println!("{KEY_FILE}: damaged (not 16 bytes): codes cannot be made or checked");
+            clean = false;
+        }
+        Err(err) if err.kind() == io::ErrorKind::NotFound && numbers.is_empty() => {}
+        Err(err) => {
+            println!("{KEY_FILE}: {err}");
+            clean = false;
+        }
+    }
+    for number in &numbers {
+        let name = segment_file_name(*number);
+        let bytes = match fs::read(dir.join(&name)) {
+            Ok(b) => b,
+            Err(err) => {
+                println!("{name}: cannot read: {err}");
+                clean = false;
+                continue;
+            }
+        };
+        let hint = fs::read(dir.join(hint_file_name(*number))).ok();
+        match verify_segment(*number, &bytes, hint.as_deref()) {
+            Verdict::Sealed {
+                links: n,
+                hint_problem,
+            } => {
+                links += n;
+                match hint_problem {
+                    None => println!("{name}: sealed, {n} links, hint ok"),
+                    Some(p) => println!("{name}: sealed, {n} links; {p}: a restart rebuilds it"),
+                }
+            }
+            Verdict::Open { links: n } => {
+                links += n;
+                println!(
+                    "{name}: unsealed (an unclean stop), {n} links, whole: a restart seals it"
+                );
+            }
+            Verdict::Torn {
+                links: n,
+                valid_len,
+                len,
+                reason,
+            } => {
+                links += n;
+                clean = false;
+                println!(
+                    "{name}: {n} links, then damage at byte offset {valid_len} ({reason}) in the \
+                     unacknowledged tail: a restart cuts bytes {valid_len}..{len}"
+                );
+            }
+            Verdict::Refused(err) => {
+                clean = false;
+                println!("{name}: {err}: a restart refuses to start");
+            }
+        }
+    }
+    if clean {
+        println!("clean: {} segments, {links} links", numbers.len());
+        ExitCode::SUCCESS
+    } else {
+        println!(
+            "NOT clean: {} segments, {links} readable links",
+            numbers.len()
+        );
+        ExitCode::FAILURE
+    }
+}
+
+/// `export`: every link, as JSON lines.
+pub fn export(dir: &Path, out: Option<&Path>) -> ExitCode {
+    let result = (|| -> io::Result<(u64, u64)> {
+        let numbers = list_segments(dir)?;
+        let sink: Box<dyn Write> = match out {
+            Some(p) if p != Path::new("-") => Box::new(File::create(p)?),
+            _ => Box::new(io::stdout().lock()),
+        };
+        let mut sink = BufWriter::new(sink);
+        let (mut links, mut damaged) = (0, 0);
+        for number in &numbers {
+            let bytes = match fs::read(dir.join(segment_file_name(*number))) {
+                Ok(b) => b,
+                // Removed meanwhile (recovery deletes empty segments).
+                Err(err) if err.kind() == io::ErrorKind::NotFound => continue,
+                Err(err) => return Err(err),
+            };
+            let mut failed = None;
+            let result = scan_segment(&bytes, *number, |link, _| {
+                if failed.is_some() {
+                    return;
+                }
+                let mut buf = [0; MAX_CODE_LEN];
+                let line = ExportedLink {
+                    code: format_code(link.key, &mut buf).to_owned(),
+                    url: String::from_utf8_lossy(link.url).into_owned(),
+                };
+                let written = serde_json::to_writer(&mut sink, &line)
+                    .map_err(io::Error::other)
+                    .and_then(|()| sink.write_all(b"\n"));
+                match written {
+                    Ok(()) => links += 1,
+                    Err(err) => failed = Some(err),
+                }
+            });
+            if let Some(err) = failed {
+                return Err(err);
+            }
+            if let Err(err) = result {
+                damaged += 1;
+                eprintln!(
+                    "export: {}: {err}; exported what precedes it",
+                    segment_file_name(*number)
+                );
+            }
+        }
+        sink.flush()?;
+        Ok((links, damaged))
+    })();
+    match result {
+        Ok((links, damaged)) => {
+            eprintln!("exported {links} links");
+            if damaged > 0 {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Err(err) => {
+            eprintln!("export: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Writes one batch with `std::fs`, the way the backends do through their
+/// runtimes (for `import`, which runs no runtime).
+pub fn write_batch_std(batch: &WriteBatch) -> Result<(), WriteFailure> {
+    let path = &batch.segment.path;
+    let file = if batch.create {
+        OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(path)
+            .map_err(WriteFailure::at(Step::Create))?
+    } else {
+        OpenOptions::new()
+            .write(true)
+            .open(path)
+            .map_err(WriteFailure::at(Step::Write))?
+    };
+    file.write_all_at(&batch.bytes, batch.offset)
+        .map_err(WriteFailure::at(Step::Write))?;
+    if batch.sync {
+        file.sync_data().map_err(WriteFailure::at(Step::Sync))?;
+    }
+    if batch.sync_dir {
+        if let Some(dir) = path.parent() {
+            File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(WriteFailure::at(Step::Sync))?;
+        }
+    }
+    Ok(())
+}
+
+/// Counts of an import.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct ImportSummary {
+    /// Links added.
+    pub imported: u64,
+    /// Already present with the same URL.
+    pub present: u64,
+    /// Refused: the code maps to another URL.
+    pub conflicts: u64,
+    /// Refused: not a valid code, URL or JSON line.
+    pub invalid: u64,
+}
+
+/// `import`: loads JSON lines into a stopped server's directory.
+pub fn import(dir: &Path, input: &Path) -> ExitCode {
+    match import_into(dir, input) {
+        Ok(s) => {
+            eprintln!(
+                "imported {} links; {} already present; {} refused (code maps to another URL); \
+                 {} invalid lines",
+                s.imported, s.present, s.conflicts, s.invalid
+            );
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("import: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn read_url(table: &SegmentTable, keydir: &KeyDir, key: u64) -> Option<Vec<u8>> {
+    let loc = keydir.get(key)?;
+    let segment = table.get(loc.file)?;
+    let file = File::open(&segment.path).ok()?;
+    let mut buf = vec![0; 64 * 1024];
+    let n = file.read_at(&mut buf, u64::from(loc.offset)).ok()?;
+    match decode_record(&buf[..n]) {
+        Decoded::Record(Record::Link(link), _) if link.key == key => Some(link.url.to_vec()),
+        _ => None,
+    }
+}
+
+/// Imports, returning the counts.
+///
+/// # Errors
+/// As a message: the directory is in use, unreadable, or a write failed.
+pub fn import_into(dir: &Path, input: &Path) -> Result<ImportSummary, String> {
+    let data = DataDir::open(dir).map_err(|e| e.to_string())?;
+    data.load_or_create_key().map_err(|e| e.to_string())?;
+    let keydir = Arc::new(KeyDir::new());
+    let table = Arc::new(SegmentTable::new(data.path(), 0));
+    datadir::recover(data.path(), &table, &keydir, 2).map_err(|e| e.to_string())?;
+    let reader: Box<dyn BufRead> = if input == Path::new("-") {
+        Box::new(BufReader::new(io::stdin()))
+    } else {
+        Box::new(BufReader::new(
+            File::open(input).map_err(|e| format!("{}: {e}", input.display()))?,
+        ))
+    };
+    let policy = UrlPolicy::new(
+        shorty_service::log::record::MAX_URL_IN_RECORD,
+        url::Url::parse("http://invalid.invalid/").map_err(|e| e.to_string())?,
+    );
+    let mut writer = LogWriter::new(
+        LogConfig {
+            segment_bytes: 64 << 20,
+            sync: SyncPolicy::Always,
+            retry_interval: Duration::from_secs(1),
+            max_pending_bytes: 64 << 20,
+        },
+        table.clone(),
+    );
+    let mut summary = ImportSummary::default();
+    let mut pending = std::collections::HashSet::new();
+    let mut written = Vec::new();
+    let run = |writer: &mut LogWriter, written: &mut Vec<u64>| -> Result<(), String> {
+        while let Some(io) = writer.poll_io(Instant::now()) {
+            let LogIo::Write(batch) = &io else {
+                return Err("unexpected repair".into());
+            };
+            let result = match write_batch_std(batch) {
+                Ok(()) => IoResult::Ok,
+                Err(f) => {
+                    return Err(format!(
+                        "{}: {:?}: {}",
+                        batch.segment.path.display(),
+                        f.step,
+                        f.error
+                    ))
+                }
+            };
+            for (link, offset) in batch.links() {
+                keydir.insert(
+                    link.key,
+                    shorty_service::keydir::Location {
+                        file: batch.segment.idx,
+                        offset: offset as u32,
+                    },
+                );
+            }
+            let settled = writer.io_done(result, Instant::now());
+            if let Some((segment, _)) = settled.sealed {
+                written.push(segment.number);
+            }
+        }
+        Ok(())
+    };
+    for line in reader.lines() {
+        let line = line.map_err(|e| e.to_string())?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let Ok(link) = serde_json::from_str::<ExportedLink>(&line) else {
+            summary.invalid += 1;
+            continue;
+        };
+        let (Some(key), Ok(url)) = (
+            parse_code(link.code.as_bytes()),
+            policy.check(link.url.as_bytes(), |_| false),
+        ) else {
+            summary.invalid += 1;
+            continue;
+        };
+        if pending.contains(&key) {
+            // The same code twice in the file: write the first, then compare.
+            run(&mut writer, &mut written)?;
+            pending.clear();
+        }
+        if keydir.contains(key) {
+            let same = read_url(&table, &keydir, key).is_some_and(|u| u == url.as_bytes());
+            if same {
+                summary.present += 1;
+            } else {
+                summary.conflicts += 1;
+            }
+            continue;
+        }
+        writer
+            .append(
+                &Link {
+                    key,
+                    id: NO_ID,
+                    url: url.as_bytes(),
+                },
+                summary.imported,
+            )
+            .map_err(|f| f.message().to_owned())?;
+        pending.insert(key);
+        summary.imported += 1;
+        if summary.imported % 10_000 == 0 {
+            run(&mut writer, &mut written)?;
+            pending.clear();
+        }
+    }
+    writer.begin_shutdown();
+    run(&mut writer, &mut written)?;
+    for number in written {
+        let bytes =
+            fs::read(data.path().join(segment_file_name(number))).map_err(|e| e.to_string())?;
+        if let Some(hint) = build_hint(number, &bytes) {
+            datadir::write_atomic(data.path(), &hint_file_name(number), &hint)
+                .map_err(|e| e.to_string())?;
+        }
+    }
+    Ok(summary)
+}

@@ -1,0 +1,137 @@
+//! Each core's cache of hot URLs, so a popular link costs no disk read.
+//!
+//! One cache per core, unshared: thread-per-core, no locks, no atomics.
+//! The policy is quick_cache's (a CLOCK-Pro variant: new entries start
+//! cold and must be hit again to become hot, and a ghost list remembers
+//! recent evictions), which keeps a scan of cold links from flushing the
+//! hot set. `--cache-bytes` is split evenly over the cores; a link clicked
+//! on several cores is cached on each.
+
+use bytes::Bytes;
+use quick_cache::Weighter;
+
+/// Bytes an entry costs besides its URL (key, value handle, the policy's
+/// bookkeeping), for weighing.
+const ENTRY_OVERHEAD: u64 = 64;
+
+#[derive(Debug, Clone, Copy)]
+struct ByLength;
+
+impl Weighter<u64, Bytes> for ByLength {
+    fn weight(&self, _key: &u64, url: &Bytes) -> u64 {
+        url.len() as u64 + ENTRY_OVERHEAD
+    }
+}
+
+/// A core's URL cache: code key → URL.
+pub struct UrlCache {
+    inner: Option<quick_cache::unsync::Cache<u64, Bytes, ByLength>>,
+    hits: u64,
+    misses: u64,
+}
+
+impl std::fmt::Debug for UrlCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UrlCache")
+            .field("hits", &self.hits)
+            .field("misses", &self.misses)
+            .finish_non_exhaustive()
+    }
+}
+
+impl UrlCache {
+    /// A cache holding at most about `bytes` of URLs (0 disables it).
+    pub fn new(bytes: usize) -> Self {
+        let inner = (bytes > 0).then(|| {
+            // Start small and grow: an idle server should not hold the
+            // whole budget's worth of empty table.
+            let estimated = (bytes / 2048).clamp(16, 4096);
+            quick_cache::unsync::Cache::with_weighter(estimated, bytes as u64, ByLength)
+        });
+        Self {
+            inner,
+            hits: 0,
+            misses: 0,
+        }
+    }
+
+    /// The URL of `key`, if cached. Counts a hit or a miss.
+    pub fn get(&mut self, key: u64) -> Option<Bytes> {
+        let found = self.inner.as_ref().and_then(|c| c.get(&key)).cloned();
+        if found.is_some() {
+            self.hits += 1;
+        } else {
+            self.misses += 1;
+        }
+        found
+    }
+
+    /// `true` if `key` is cached (not counted as a hit or miss).
+    pub fn contains(&self, key: u64) -> bool {
+        self.inner.as_ref().is_some_and(|c| c.contains_key(&key))
+    }
+
+    /// Caches `url` under `key` (copied: the cache must not pin a larger
+    /// buffer the URL was sliced from).
+    pub fn insert(&mut self, key: u64, url: &[u8]) {
+        if let Some(cache) = self.inner.as_mut() {
+            cache.insert(key, Bytes::copy_from_slice(url));
+        }
+    }
+
+    /// Hits and misses so far.
+    pub fn stats(&self) -> (u64, u64) {
+        (self.hits, self.misses)
+    }
+
+    /// Entries and their weight in bytes.
+    pub fn usage(&self) -> (usize, u64) {
+        self.inner
+            .as_ref()
+            .map_or((0, 0), |c| (c.len(), c.weight()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn holds_what_fits_and_counts() {
+        let mut cache = UrlCache::new(10_000);
+        cache.insert(1, b"https://a.example/");
+        assert_eq!(cache.get(1).as_deref(), Some(&b"https://a.example/"[..]));
+        assert_eq!(cache.get(2), None);
+        assert_eq!(cache.stats(), (1, 1));
+        for key in 10..1000 {
+            cache.insert(key, &[b'x'; 100]);
+        }
+        assert!(cache.usage().1 <= 10_000, "bounded: {:?}", cache.usage());
+    }
+
+    #[test]
+    fn a_scan_does_not_flush_the_hot_set() {
+        let mut cache = UrlCache::new(64 * 200);
+        for key in 0..50 {
+            cache.insert(key, &[b'h'; 100]);
+        }
+        for _ in 0..3 {
+            for key in 0..50 {
+                cache.get(key);
+            }
+        }
+        // One pass over many cold links, each seen once.
+        for key in 1000..5000 {
+            cache.insert(key, &[b'c'; 100]);
+        }
+        let hot = (0..50).filter(|&k| cache.get(k).is_some()).count();
+        assert!(hot >= 40, "only {hot} of 50 hot links survived the scan");
+    }
+
+    #[test]
+    fn zero_disables() {
+        let mut cache = UrlCache::new(0);
+        cache.insert(1, b"x");
+        assert_eq!(cache.get(1), None);
+    }
+}

@@ -1,0 +1,370 @@
+//! One client connection as a state machine with no I/O, after
+//! quinn-proto's `Connection`.
+//!
+//! The backend's I/O loop feeds it what it reads
+//! ([`handle_input`](Connection::handle_input), with `now`), writes what it
+//! hands out ([`poll_transmit`](Connection::poll_transmit), then
+//! [`transmitted`](Connection::transmitted)), asks whether to read at all
+//! ([`wants_read`](Connection::wants_read)), arms the core's timer with
+//! [`poll_timeout`](Connection::poll_timeout) and reports it with
+//! [`handle_timeout`](Connection::handle_timeout), and closes the socket
+//! once [`is_closed`](Connection::is_closed). Everything else lives here:
+//! request order and pipelining, every timeout (idle, frame or HTTP head,
+//! write stall, the wait for durability or a read), close-after-error, the
+//! `--delay` demo, and back-pressure.
+//!
+//! **Full duplex.** Reading never waits for replies: while earlier replies
+//! wait for a sync or a read, later requests keep arriving and queue
+//! (their records join the next batch), up to the output cap.
+//!
+//! **Bounded memory.** Reply bytes queued, in flight, plus a fixed cost per
+//! waiting reply, are capped at `--max-output-bytes`: past it the
+//! connection stops reading (and stops taking requests out of what it has
+//! read), so a peer that pipelines and never reads holds at most the cap; if
+//! it still does not read within `--write-timeout`, it is closed.
+//!
+//! **No read buffer while idle.** Input is handed in by reference; only the
+//! unfinished part of a request is copied into the connection, and that
+//! buffer is freed as soon as the request completes.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use shorty_protocol::{ErrorCode, Reply};
+
+use crate::http::{self, Front, Response};
+use crate::metrics::{Op, Proto};
+use crate::output::Output;
+use crate::settings::Settings;
+use crate::shard::{InputOutcome, Shard};
+
+/// What a connection speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Length-prefixed frames: the Shorty protocol.
+    Framed,
+    /// HTTP/1.1, on one of the fronts.
+    Http(Front),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Reading requests.
+    Open,
+    /// No more reading; close once everything queued is written (after
+    /// the peer's end of stream, an error reply, a request timeout, or at
+    /// shutdown).
+    Draining,
+    /// Close now, dropping what is queued (idle, write stall, transport
+    /// failure).
+    Closed,
+}
+
+/// Why a connection closed, for logs and tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// Still open.
+    None,
+    /// Everything was answered and the connection drained.
+    Drained,
+    /// Nothing arrived for `--idle-timeout`.
+    Idle,
+    /// The peer did not read its replies for `--write-timeout`.
+    WriteStall,
+    /// The transport failed.
+    Error,
+}
+
+/// One connection.
+#[derive(Debug)]
+pub struct Connection {
+    id: u32,
+    kind: Kind,
+    state: State,
+    reason: CloseReason,
+    out: Output,
+    /// Input kept between reads: an unfinished request, or requests held
+    /// back by the output cap. Empty (no allocation) when idle.
+    input: Vec<u8>,
+    /// `input` holds whole requests not yet handled (back-pressure).
+    held: bool,
+    /// When the unfinished request at the end of `input` began.
+    request_started: Option<Instant>,
+    last_input: Instant,
+    /// Bytes of the write in flight, and since when it has been.
+    writing: Option<(usize, Instant)>,
+}
+
+impl Connection {
+    /// A new connection `id` (unique on its core), accepted at `now`.
+    pub fn new(id: u32, kind: Kind, now: Instant) -> Self {
+        Self {
+            id,
+            kind,
+            state: State::Open,
+            reason: CloseReason::None,
+            out: Output::new(),
+            input: Vec::new(),
+            held: false,
+            request_started: None,
+            last_input: now,
+            writing: None,
+        }
+    }
+
+    /// Its id.
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+
+    fn proto(&self) -> Proto {
+        match self.kind {
+            Kind::Framed => Proto::Framed,
+            Kind::Http(_) => Proto::Http,
+        }
+    }
+
+    /// Bytes counted against the output cap.
+    fn committed(&self) -> usize {
+        self.out.queued_bytes() + self.writing.map_or(0, |(n, _)| n)
+    }
+
+    fn handle(&mut self, shard: &mut Shard, input: &[u8], now: Instant) -> InputOutcome {
+        match self.kind {
+            Kind::Framed => shard.handle_frames(self.id, input, &mut self.out, now),
+            Kind::Http(front) => shard.handle_http(self.id, front, input, &mut self.out, now),
+        }
+    }
+
+    /// Records what handling the input amounted to.
+    fn after_input(&mut self, outcome: &InputOutcome, rest: usize, now: Instant) {
+        if outcome.close {
+            self.state = State::Draining;
+            self.input = Vec::new();
+            self.held = false;
+            self.request_started = None;
+            return;
+        }
+        self.held = !outcome.mid_frame && rest > 0;
+        self.request_started = match (outcome.mid_frame, outcome.consumed) {
+            (false, _) => None,
+            // A request completed and the next one began in this input.
+            (true, consumed) if consumed > 0 => Some(now),
+            // The same request is still arriving.
+            (true, _) => Some(self.request_started.unwrap_or(now)),
+        };
+    }
+
+    /// Bytes from the peer.
+    pub fn handle_input(&mut self, shard: &mut Shard, bytes: &[u8], now: Instant) {
+        if self.state != State::Open || bytes.is_empty() {
+            return;
+        }
+        self.last_input = now;
+        if self.input.is_empty() {
+            let outcome = self.handle(shard, bytes, now);
+            let rest = bytes.get(outcome.consumed..).unwrap_or_default();
+            self.after_input(&outcome, rest.len(), now);
+            if self.state == State::Open {
+                self.input.extend_from_slice(rest);
+            }
+        } else {
+            self.input.extend_from_slice(bytes);
+            self.handle_held(shard, now);
+        }
+    }
+
+    /// Handles what `input` holds.
+    fn handle_held(&mut self, shard: &mut Shard, now: Instant) {
+        let input = std::mem::take(&mut self.input);
+        let outcome = self.handle(shard, &input, now);
+        let rest = input.len() - outcome.consumed.min(input.len());
+        self.after_input(&outcome, rest, now);
+        if self.state != State::Closed && !outcome.close {
+            if rest == 0 {
+                // Idle again: give the buffer back.
+                self.input = Vec::new();
+            } else {
+                let mut input = input;
+                input.drain(..outcome.consumed);
+                self.input = input;
+            }
+        }
+    }
+
+    /// The peer closed its sending side: answer what was asked, then close.
+    pub fn handle_eof(&mut self) {
+        if self.state == State::Open {
+            self.state = State::Draining;
+            if !self.held {
+                self.input = Vec::new();
+                self.request_started = None;
+            }
+        }
+    }
+
+    /// The transport failed: close at once.
+    pub fn handle_error(&mut self) {
+        self.close(CloseReason::Error);
+    }
+
+    fn close(&mut self, reason: CloseReason) {
+        self.state = State::Closed;
+        self.reason = reason;
+    }
+
+    /// The bytes to write next, if a write may start now. At most one
+    /// write is in flight: call [`transmitted`](Self::transmitted) when it
+    /// completes.
+    pub fn poll_transmit(&mut self, shard: &mut Shard, now: Instant) -> Option<Bytes> {
+        if self.state == State::Closed {
+            return None;
+        }
+        let cap = shard.shared().settings.max_output_bytes;
+        if self.held && self.committed() < cap {
+            self.handle_held(shard, now);
+        }
+        self.out.release(|wait, dst| shard.settle(wait, dst, now));
+        if self.writing.is_some() {
+            return None;
+        }
+        let bytes = self.out.take_ready()?;
+        self.writing = Some((bytes.len(), now));
+        Some(bytes)
+    }
+
+    /// The write handed out by [`poll_transmit`](Self::poll_transmit)
+    /// completed.
+    pub fn transmitted(&mut self) {
+        self.writing = None;
+    }
+
+    /// `true` when the I/O loop should read: open, not held back by the
+    /// output cap.
+    pub fn wants_read(&self, settings: &Settings) -> bool {
+        self.state == State::Open && !self.held && self.committed() < settings.max_output_bytes
+    }
+
+    fn request_timeout(&self, settings: &Settings) -> Duration {
+        match self.kind {
+            Kind::Framed => settings.frame_timeout,
+            Kind::Http(_) => settings.http_header_timeout,
+        }
+    }
+
+    fn is_idle(&self) -> bool {
+        self.state == State::Open
+            && self.out.is_empty()
+            && self.writing.is_none()
+            && self.input.is_empty()
+    }
+
+    /// When the connection next needs [`handle_timeout`](Self::handle_timeout)
+    /// (or, for a waiting reply's deadline,
+    /// [`poll_transmit`](Self::poll_transmit)).
+    pub fn poll_timeout(&self, settings: &Settings) -> Option<Instant> {
+        if self.state == State::Closed {
+            return None;
+        }
+        let request = self
+            .request_started
+            .filter(|_| self.state == State::Open)
+            .map(|t| t + self.request_timeout(settings));
+        let stall = self
+            .writing
+            .map(|(_, since)| since + settings.write_timeout);
+        let wait = self.out.front().map(|w| w.deadline());
+        let idle = self
+            .is_idle()
+            .then(|| self.last_input + settings.idle_timeout);
+        [request, stall, wait, idle].into_iter().flatten().min()
+    }
+
+    /// Applies every timeout due at `now`.
+    pub fn handle_timeout(&mut self, shard: &mut Shard, now: Instant) {
+        let settings = shard.shared().settings.clone();
+        if self
+            .writing
+            .is_some_and(|(_, since)| now >= since + settings.write_timeout)
+        {
+            return self.close(CloseReason::WriteStall);
+        }
+        if self.is_idle() && now >= self.last_input + settings.idle_timeout {
+            return self.close(CloseReason::Idle);
+        }
+        let request_due = self
+            .request_started
+            .is_some_and(|t| now >= t + self.request_timeout(&settings));
+        if self.state == State::Open && request_due {
+            // Slowloris: tell the client why, behind the replies it is
+            // owed, and close.
+            shard.metrics().request(self.proto(), Op::Other, 408);
+            match self.kind {
+                Kind::Framed => self.out.push(&Reply::Error {
+                    code: ErrorCode::TIMEOUT,
+                    message: &b"frame not completed within the frame timeout"[..],
+                }),
+                Kind::Http(_) => self.out.push_with(|dst| {
+                    http::write(
+                        dst,
+                        shard.date(),
+                        &Response {
+                            status: 408,
+                            headers: &[],
+                            body: b"request head not completed in time\n",
+                            head_only: false,
+                            keep_alive: false,
+                        },
+                    )
+                }),
+            }
+            self.state = State::Draining;
+            self.input = Vec::new();
+            self.held = false;
+            self.request_started = None;
+        }
+    }
+
+    /// Begins shutdown: no more reading; requests already read are
+    /// answered, then the connection closes. An idle connection closes now.
+    pub fn begin_shutdown(&mut self) {
+        if self.is_idle() {
+            return self.close(CloseReason::Drained);
+        }
+        if self.state == State::Open {
+            self.state = State::Draining;
+            if !self.held {
+                self.input = Vec::new();
+                self.request_started = None;
+            }
+        }
+    }
+
+    /// `true` when the socket should be closed now.
+    pub fn is_closed(&self) -> bool {
+        self.state == State::Closed
+            || (self.state == State::Draining
+                && self.out.is_empty()
+                && self.writing.is_none()
+                && !self.held)
+    }
+
+    /// Why it closed.
+    pub fn close_reason(&self) -> CloseReason {
+        match self.reason {
+            CloseReason::None if self.is_closed() => CloseReason::Drained,
+            reason => reason,
+        }
+    }
+
+    /// Drops what is still queued; operations waited for are abandoned.
+    /// Call once the connection is done with.
+    pub fn abandon(&mut self, shard: &mut Shard) {
+        self.out.abandon(|wait| shard.abandon(wait));
+    }
+
+    /// Bytes of input the connection holds (0 when idle).
+    pub fn buffered_input(&self) -> usize {
+        self.input.capacity()
+    }
+}

@@ -1,0 +1,396 @@
+//! HTTP/1.1 for the redirect front and the admin listener: parsing request
+//! heads (with `httparse`) and writing responses. Sans-IO; what a request
+//! does is decided in [`crate::shard`].
+//!
+//! Limits, all configuration: `--http-max-head-bytes` (8 KiB) and
+//! `--http-max-headers` (32), answered with 431 and a close;
+//! `--http-header-timeout` (10 s) for a head to arrive once begun, answered
+//! with 408 and a close.
+//!
+//! **Refused, so that a proxy in front cannot read a request differently
+//! (RFC 9112 §6.3, request smuggling):** any request with a body
+//! (`Transfer-Encoding`, or a non-zero `Content-Length`: no route takes
+//! one); a `Content-Length` that is not a number, or several that differ;
+//! an HTTP/1.1 request without exactly one `Host`. Each gets 400 and a
+//! close, so no byte after it is ever taken for a request.
+//!
+//! **Caching.** Redirects carry `Date` and a `Cache-Control` matching
+//! their status: `private, max-age=90` for 302 and 307 (a browser may
+//! reuse it briefly; shared caches must not, so every click still reaches
+//! the server), `public, max-age=2592000` (30 days) for 301 and 308
+//! (permanent: links never change once made). Errors and 404 are
+//! `no-store`: a code unknown now may exist later.
+
+use std::fmt::Write as _;
+
+use bytes::BytesMut;
+
+use crate::settings::{Settings, MAX_HEADERS_CAP};
+
+/// The path of the health check on the public front (and on the admin
+/// listener).
+pub const HEALTH_PATH: &str = "/healthz";
+/// The readiness check on the admin listener.
+pub const READY_PATH: &str = "/readyz";
+/// Prometheus metrics on the admin listener.
+pub const METRICS_PATH: &str = "/metrics";
+
+/// Which HTTP listener a connection came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Front {
+    /// The public redirect front (`--http`).
+    Public,
+    /// The operators' listener (`--admin`).
+    Admin,
+}
+
+/// The request methods the fronts know.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    /// GET.
+    Get,
+    /// HEAD: as GET, without a body.
+    Head,
+    /// Anything else: 405.
+    Other,
+}
+
+/// A parsed request head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Request<'a> {
+    /// Its method.
+    pub method: Method,
+    /// The path, without query or fragment.
+    pub path: &'a str,
+    /// Whether the connection stays open after the response.
+    pub keep_alive: bool,
+}
+
+/// What the bytes at the front of the input hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Head<'a> {
+    /// A whole request head of `len` bytes.
+    Complete {
+        /// Bytes the head occupies.
+        len: usize,
+        /// The request.
+        request: Request<'a>,
+    },
+    /// The head is not complete yet.
+    Partial,
+    /// A request that must be refused, and the connection closed.
+    Refused {
+        /// The status.
+        status: u16,
+        /// The body, saying why.
+        body: String,
+    },
+}
+
+/// Parses the request head at the front of `input`.
+pub fn parse<'a>(input: &'a [u8], settings: &Settings) -> Head<'a> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS_CAP];
+    let max_headers = settings.http_max_headers.clamp(1, MAX_HEADERS_CAP);
+    let mut request = httparse::Request::new(&mut headers[..max_headers]);
+    let refused = |status, body: &str| Head::Refused {
+        status,
+        body: body.to_owned(),
+    };
+    let len = match request.parse(input) {
+        Ok(httparse::Status::Complete(len)) if len <= settings.http_max_head_bytes => len,
+        Ok(httparse::Status::Partial) if input.len() <= settings.http_max_head_bytes => {
+            return Head::Partial
+        }
+        // A complete head over the limit, or a partial one already past it.
+        Ok(_) => return refused(431, "request head too large\n"),
+        Err(httparse::Error::TooManyHeaders) => return refused(431, "too many headers\n"),
+        Err(err) => return refused(400, &format!("malformed request: {err}\n")),
+    };
+    let mut content_length: Option<&[u8]> = None;
+    let mut hosts = 0;
+    let mut connection: Option<&[u8]> = None;
+    for header in request.headers.iter() {
+        let name = header.name;
+        if name.eq_ignore_ascii_case("transfer-encoding") {
+            return refused(400, "request bodies are not accepted\n");
+        }
+        if name.eq_ignore_ascii_case("content-length") {
+            let value = header.value;
+            if value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
+                return refused(400, "invalid Content-Length\n");
+            }
+            if content_length.is_some_and(|first| first != value) {
+                return refused(400, "conflicting Content-Length headers\n");
+            }
+            content_length = Some(value);
+        } else if name.eq_ignore_ascii_case("host") {
+            hosts += 1;
+        } else if name.eq_ignore_ascii_case("connection") {
+            connection = Some(header.value);
+        }
+    }
+    if content_length.is_some_and(|v| v.iter().any(|&b| b != b'0')) {
+        return refused(400, "request bodies are not accepted\n");
+    }
+    let version = request.version.unwrap_or(1);
+    if version == 1 && hosts != 1 {
+        return refused(400, "an HTTP/1.1 request needs exactly one Host header\n");
+    }
+    let connection = connection.map(|v| v.to_ascii_lowercase());
+    let keep_alive = match version {
+        1 => connection.as_deref() != Some(b"close".as_slice()),
+        _ => connection.as_deref() == Some(b"keep-alive".as_slice()),
+    };
+    let method = match request.method {
+        Some("GET") => Method::Get,
+        Some("HEAD") => Method::Head,
+        _ => Method::Other,
+    };
+    let target = request.path.unwrap_or("/");
+    let path = target.split(['?', '#']).next().unwrap_or_default();
+    Head::Complete {
+        len,
+        request: Request {
+            method,
+            path,
+            keep_alive,
+        },
+    }
+}
+
+/// What a request's path asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route<'a> {
+    /// A short code, on the public front.
+    Code(&'a str),
+    /// `/healthz`.
+    Health,
+    /// `/readyz` (admin only).
+    Ready,
+    /// `/metrics` (admin only).
+    Metrics,
+    /// Nothing here.
+    NotFound,
+}
+
+/// Routes `path` on `front`.
+pub fn route<'a>(settings: &Settings, front: Front, path: &'a str) -> Route<'a> {
+    match (front, path) {
+        (_, HEALTH_PATH) => Route::Health,
+        (Front::Admin, READY_PATH) => Route::Ready,
+        (Front::Admin, METRICS_PATH) => Route::Metrics,
+        (Front::Admin, _) => Route::NotFound,
+        (Front::Public, _) => match path.strip_prefix(settings.public_url.path()) {
+            Some(code) if !code.is_empty() && !code.contains('/') => Route::Code(code),
+            _ => Route::NotFound,
+        },
+    }
+}
+
+/// The reason phrase of a status.
+pub fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        301 => "Moved Permanently",
+        302 => "Found",
+        307 => "Temporary Redirect",
+        308 => "Permanent Redirect",
+        400 => "Bad Request",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        503 => "Service Unavailable",
+        _ => "Unknown",
+    }
+}
+
+/// The `Cache-Control` value for a response of `status`.
+pub fn cache_control(status: u16) -> &'static str {
+    match status {
+        301 | 308 => "public, max-age=2592000",
+        302 | 307 => "private, max-age=90",
+        _ => "no-store",
+    }
+}
+
+/// A response to write.
+#[derive(Debug, Clone, Copy)]
+pub struct Response<'a> {
+    /// Status code.
+    pub status: u16,
+    /// Extra headers.
+    pub headers: &'a [(&'a str, &'a str)],
+    /// Body (`text/plain` unless a `Content-Type` is among `headers`).
+    pub body: &'a [u8],
+    /// HEAD: headers only.
+    pub head_only: bool,
+    /// `Connection: keep-alive` or `close`.
+    pub keep_alive: bool,
+}
+
+/// Appends `response` to `out`, with `date` (an IMF-fixdate) as `Date`.
+pub fn write(out: &mut BytesMut, date: &str, response: &Response<'_>) {
+    let mut head = String::with_capacity(192);
+    // Writing to a String cannot fail.
+    let _ = write!(
+        head,
+        "HTTP/1.1 {} {}\r\nDate: {date}\r\nCache-Control: {}\r\n",
+        response.status,
+        reason(response.status),
+        cache_control(response.status)
+    );
+    for (name, value) in response.headers {
+        let _ = write!(head, "{name}: {value}\r\n");
+    }
+    let typed = response
+        .headers
+        .iter()
+        .any(|(n, _)| n.eq_ignore_ascii_case("content-type"));
+    if !response.body.is_empty() && !typed {
+        head.push_str("Content-Type: text/plain; charset=utf-8\r\n");
+    }
+    let _ = write!(
+        head,
+        "Content-Length: {}\r\nConnection: {}\r\n\r\n",
+        response.body.len(),
+        if response.keep_alive {
+            "keep-alive"
+        } else {
+            "close"
+        }
+    );
+    out.extend_from_slice(head.as_bytes());
+    if !response.head_only {
+        out.extend_from_slice(response.body);
+    }
+}
+
+/// The `Location` value for a stored URL: as stored when it is ASCII (the
+/// usual case), otherwise its ASCII serialisation (punycode host,
+/// percent-encoded path), since header values must be ASCII. Stored URLs
+/// were validated: no whitespace or control characters, so no header
+/// injection.
+pub fn location(url: &str) -> std::borrow::Cow<'_, str> {
+    if url.is_ascii() {
+        return url.into();
+    }
+    url::Url::parse(url).map_or_else(|_| url.into(), |u| String::from(u).into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> Settings {
+        Settings::for_tests("https://sho.rt/s/")
+    }
+
+    fn refused(input: &[u8]) -> Option<u16> {
+        match parse(input, &settings()) {
+            Head::Refused { status, .. } => Some(status),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn a_plain_get_parses() {
+        let head = parse(
+            b"GET /s/abc?x=1 HTTP/1.1\r\nHost: a\r\n\r\nrest",
+            &settings(),
+        );
+        assert_eq!(
+            head,
+            Head::Complete {
+                len: 36,
+                request: Request {
+                    method: Method::Get,
+                    path: "/s/abc",
+                    keep_alive: true
+                }
+            }
+        );
+        assert_eq!(
+            parse(b"GET /s/abc HTTP/1.1\r\nHo", &settings()),
+            Head::Partial
+        );
+        let Head::Complete { request, .. } = parse(b"GET / HTTP/1.0\r\n\r\n", &settings()) else {
+            panic!()
+        };
+        assert!(!request.keep_alive, "HTTP/1.0 closes by default");
+    }
+
+    #[test]
+    fn smuggling_shapes_are_refused() {
+        // Two differing lengths: a proxy may honour either.
+        assert_eq!(
+            refused(b"GET /x HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\nContent-Length: 5\r\n\r\nhello"),
+            Some(400)
+        );
+        assert_eq!(
+            refused(
+                b"GET /x HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\nContent-Length: 0\r\n\r\n"
+            ),
+            None,
+            "repeated identical zero lengths are harmless"
+        );
+        assert_eq!(
+            refused(b"GET /x HTTP/1.1\r\nHost: a\r\nContent-Length: +0\r\n\r\n"),
+            Some(400)
+        );
+        assert_eq!(
+            refused(b"GET /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
+            Some(400)
+        );
+        assert_eq!(refused(b"GET /x HTTP/1.1\r\n\r\n"), Some(400), "no Host");
+        assert_eq!(
+            refused(b"GET /x HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"),
+            Some(400)
+        );
+        assert_eq!(
+            refused(b"GET /x HTTP/1.0\r\n\r\n"),
+            None,
+            "1.0 needs no Host"
+        );
+    }
+
+    #[test]
+    fn routes_depend_on_the_front() {
+        let s = settings();
+        assert_eq!(
+            route(&s, Front::Public, "/s/abcdefg"),
+            Route::Code("abcdefg")
+        );
+        assert_eq!(route(&s, Front::Public, "/abcdefg"), Route::NotFound);
+        assert_eq!(route(&s, Front::Public, "/healthz"), Route::Health);
+        assert_eq!(route(&s, Front::Public, "/metrics"), Route::NotFound);
+        assert_eq!(route(&s, Front::Admin, "/metrics"), Route::Metrics);
+        assert_eq!(route(&s, Front::Admin, "/readyz"), Route::Ready);
+        assert_eq!(route(&s, Front::Admin, "/s/abcdefg"), Route::NotFound);
+    }
+
+    #[test]
+    fn redirects_carry_date_and_a_matching_cache_control() {
+        let mut out = BytesMut::new();
+        let date = "Wed, 25 Nov 2026 12:00:00 GMT";
+        write(
+            &mut out,
+            date,
+            &Response {
+                status: 302,
+                headers: &[("Location", "https://e.com/")],
+                body: b"",
+                head_only: false,
+                keep_alive: true,
+            },
+        );
+        let text = String::from_utf8(out.to_vec()).unwrap();
+        assert!(text.starts_with("HTTP/1.1 302 Found\r\n"));
+        assert!(text.contains(&format!("Date: {date}\r\n")));
+        assert!(text.contains("Cache-Control: private, max-age=90\r\n"));
+        assert!(text.contains("Location: https://e.com/\r\n"));
+        assert_eq!(cache_control(308), "public, max-age=2592000");
+        assert_eq!(cache_control(404), "no-store");
+    }
+}

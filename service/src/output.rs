@@ -1,0 +1,221 @@
+//! One connection's outgoing replies, in request order.
+//!
+//! Replies carry no request id, so they must leave in the order requests
+//! came. A reply that waits — for its record to be durable, a URL to be
+//! read, the remote store, or the `--delay` demo — holds back every reply
+//! behind it. The queue keeps the bytes that may go out now (`ready`) and,
+//! behind the first waiting reply, a list of waiting entries, each a
+//! wait followed by the encoded replies that came after it. A waiting
+//! reply is encoded only when its outcome is known, so a failure becomes an
+//! error reply in the right place.
+//!
+//! The queue counts its bytes, so the connection can stop reading once
+//! `--max-output-bytes` are queued (back-pressure).
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use shorty_protocol::Reply;
+
+/// Output bytes a waiting reply counts as until it is encoded, so many
+/// pending requests also meet the cap.
+pub const WAIT_COST: usize = 256;
+
+/// An operation of the core's shard a reply waits for.
+pub type OpId = u32;
+
+/// How a waiting reply is encoded once its operation is done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Render {
+    /// A SHORTEN: SHORTENED, or the seed's bare URL.
+    Shortened {
+        /// The seed's format.
+        bare: bool,
+    },
+    /// A RESOLVE: RESOLVED.
+    Resolved,
+    /// An HTTP redirect.
+    Redirect {
+        /// HEAD: no body.
+        head_only: bool,
+        /// Keep the connection open.
+        keep_alive: bool,
+    },
+}
+
+/// What a reply waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wait {
+    /// An operation of the shard.
+    Op {
+        /// The operation.
+        op: OpId,
+        /// How to encode the reply.
+        render: Render,
+        /// When to give up and answer 503.
+        deadline: Instant,
+    },
+    /// The `--delay` demo: nothing before this time.
+    Until(Instant),
+}
+
+impl Wait {
+    /// When this wait needs the clock.
+    pub fn deadline(&self) -> Instant {
+        match *self {
+            Wait::Op { deadline, .. } | Wait::Until(deadline) => deadline,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Waiting {
+    wait: Wait,
+    after: BytesMut,
+}
+
+/// The outgoing side of one connection.
+#[derive(Debug, Default)]
+pub struct Output {
+    ready: BytesMut,
+    waiting: VecDeque<Waiting>,
+    /// Bytes in `ready` and every `after`, plus [`WAIT_COST`] per wait.
+    queued: usize,
+}
+
+/// What [`Output::release`]'s callback says of the front wait.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Released {
+    /// Settled: its reply (if any) was written; go on.
+    Done,
+    /// Still waiting.
+    Pending,
+}
+
+impl Output {
+    /// An empty queue.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Lets `write` append bytes (an encoded reply, an HTTP response)
+    /// behind everything queued, and returns what it returns.
+    pub fn push_with<R>(&mut self, write: impl FnOnce(&mut BytesMut) -> R) -> R {
+        let dst = match self.waiting.back_mut() {
+            Some(last) => &mut last.after,
+            None => &mut self.ready,
+        };
+        let before = dst.len();
+        let result = write(dst);
+        self.queued += dst.len() - before;
+        result
+    }
+
+    /// Appends an encoded reply behind everything queued.
+    pub fn push<B: AsRef<[u8]>>(&mut self, reply: &Reply<B>) {
+        self.push_with(|dst| {
+            dst.reserve(reply.encoded_len());
+            // Replies built by the core are valid by construction; a failure
+            // would be a bug, and dropping the reply would desynchronise the
+            // client, so it is surfaced in debug builds.
+            let encoded = reply.encode(dst);
+            debug_assert!(encoded.is_ok(), "the core built an unencodable reply");
+        });
+    }
+
+    /// Queues a reply that waits.
+    pub fn push_wait(&mut self, wait: Wait) {
+        self.queued += WAIT_COST;
+        self.waiting.push_back(Waiting {
+            wait,
+            after: BytesMut::new(),
+        });
+    }
+
+    /// Settles waits from the front while `settle` says they are done,
+    /// moving their replies and what came after them to the ready bytes.
+    /// `settle` writes the reply (if any) into the buffer it is given.
+    pub fn release(&mut self, mut settle: impl FnMut(&Wait, &mut BytesMut) -> Released) {
+        while let Some(front) = self.waiting.front() {
+            let before = self.ready.len();
+            if settle(&front.wait, &mut self.ready) == Released::Pending {
+                debug_assert_eq!(self.ready.len(), before, "a pending wait wrote bytes");
+                break;
+            }
+            self.queued += self.ready.len() - before;
+            self.queued -= WAIT_COST;
+            if let Some(entry) = self.waiting.pop_front() {
+                self.ready.extend_from_slice(&entry.after);
+            }
+        }
+    }
+
+    /// Takes the bytes that may be written now.
+    pub fn take_ready(&mut self) -> Option<Bytes> {
+        if self.ready.is_empty() {
+            return None;
+        }
+        let bytes = self.ready.split().freeze();
+        self.queued -= bytes.len();
+        Some(bytes)
+    }
+
+    /// The front wait, if any.
+    pub fn front(&self) -> Option<&Wait> {
+        self.waiting.front().map(|w| &w.wait)
+    }
+
+    /// `true` when a reply waits.
+    pub fn has_waiting(&self) -> bool {
+        !self.waiting.is_empty()
+    }
+
+    /// `true` when nothing is queued at all.
+    pub fn is_empty(&self) -> bool {
+        self.waiting.is_empty() && self.ready.is_empty()
+    }
+
+    /// Reply bytes queued, counting each wait as [`WAIT_COST`].
+    pub fn queued_bytes(&self) -> usize {
+        self.queued
+    }
+
+    /// Removes every wait (the connection is going away), calling `drop`
+    /// for each so its operation can be abandoned.
+    pub fn abandon(&mut self, mut drop: impl FnMut(&Wait)) {
+        for entry in self.waiting.drain(..) {
+            drop(&entry.wait);
+        }
+        self.ready.clear();
+        self.queued = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn replies_behind_a_wait_wait_with_it_and_bytes_are_counted() {
+        let now = Instant::now();
+        let mut out = Output::new();
+        out.push(&Reply::Pong(&b"1"[..]));
+        out.push_wait(Wait::Until(now + Duration::from_secs(1)));
+        out.push(&Reply::Pong(&b"2"[..]));
+        assert_eq!(out.queued_bytes(), 2 * 6 + WAIT_COST);
+        let first = out.take_ready().unwrap();
+        assert_eq!(first.len(), 6);
+        assert!(out.take_ready().is_none(), "the second waits");
+        out.release(|_, _| Released::Pending);
+        assert!(out.take_ready().is_none());
+        out.release(|_, dst| {
+            dst.extend_from_slice(b"w");
+            Released::Done
+        });
+        assert_eq!(&out.take_ready().unwrap()[..], b"w\x02\x00\x00\x00\x122");
+        assert_eq!(out.queued_bytes(), 0);
+        assert!(out.is_empty());
+    }
+}

@@ -1,0 +1,100 @@
+//! What the core needs to know of the configuration: limits, timeouts and
+//! the public base URL, as plain values. The runtime crate parses them from
+//! the command line, the environment and the config file, and checks them.
+
+use std::time::Duration;
+
+use url::Url;
+
+use crate::log::LogConfig;
+
+/// Default `--max-url-bytes`.
+pub const DEFAULT_MAX_URL_BYTES: usize = 8192;
+
+/// Frame payload bytes allowed on top of `--max-url-bytes`: the opcode of a
+/// SHORTEN, with room to spare for future fields.
+pub const FRAME_OVERHEAD: usize = 64;
+
+/// Default `--max-output-bytes`: reply bytes one connection may have queued
+/// but not yet sent before it stops reading (Redis's
+/// `client-output-buffer-limit` plays the same part).
+pub const DEFAULT_MAX_OUTPUT_BYTES: usize = 256 * 1024;
+
+/// The most headers `--http-max-headers` may allow (the parser's header
+/// array lives on the stack).
+pub const MAX_HEADERS_CAP: usize = 128;
+
+/// Everything request handling and connections are configured with.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Base of the short URLs handed out; ends with `/`.
+    pub public_url: Url,
+    /// HTTP redirect status: 301, 302, 307 or 308.
+    pub redirect_status: u16,
+    /// Longest URL accepted by SHORTEN.
+    pub max_url_bytes: usize,
+    /// Largest HTTP request head accepted.
+    pub http_max_head_bytes: usize,
+    /// Most headers in an HTTP request.
+    pub http_max_headers: usize,
+    /// Close a connection that sends nothing (and waits for nothing) this
+    /// long.
+    pub idle_timeout: Duration,
+    /// A frame must complete this soon after its first byte.
+    pub frame_timeout: Duration,
+    /// An HTTP request head must complete this soon after its first byte.
+    pub http_header_timeout: Duration,
+    /// A connection whose replies make no progress this long (the peer does
+    /// not read) is closed.
+    pub write_timeout: Duration,
+    /// Artificial work per request (the seed's demo): its reply is held
+    /// this long after the request arrived.
+    pub delay: Duration,
+    /// A SHORTEN not durable this soon after it arrived is answered 503.
+    pub commit_timeout: Duration,
+    /// A store operation (a URL read, a remote store round trip) not
+    /// finished this soon is answered 503.
+    pub store_timeout: Duration,
+    /// Reply bytes a connection may queue before it stops reading.
+    pub max_output_bytes: usize,
+    /// Bytes of URLs each core's cache may hold.
+    pub cache_bytes_per_core: usize,
+    /// The log writer's settings.
+    pub log: LogConfig,
+}
+
+impl Settings {
+    /// The largest frame payload accepted.
+    pub fn max_frame_len(&self) -> usize {
+        self.max_url_bytes.saturating_add(FRAME_OVERHEAD)
+    }
+
+    /// Settings for tests and examples: the defaults of the command line,
+    /// with `public_url`.
+    pub fn for_tests(public_url: &str) -> Self {
+        Self {
+            public_url: Url::parse(public_url).unwrap_or_else(|_| {
+                Url::parse("http://127.0.0.1:5000/").unwrap_or_else(|_| unreachable!())
+            }),
+            redirect_status: 302,
+            max_url_bytes: DEFAULT_MAX_URL_BYTES,
+            http_max_head_bytes: 8192,
+            http_max_headers: 32,
+            idle_timeout: Duration::from_secs(60),
+            frame_timeout: Duration::from_secs(10),
+            http_header_timeout: Duration::from_secs(10),
+            write_timeout: Duration::from_secs(30),
+            delay: Duration::ZERO,
+            commit_timeout: Duration::from_secs(5),
+            store_timeout: Duration::from_secs(2),
+            max_output_bytes: DEFAULT_MAX_OUTPUT_BYTES,
+            cache_bytes_per_core: 1 << 20,
+            log: LogConfig {
+                segment_bytes: 64 << 20,
+                sync: crate::log::SyncPolicy::Always,
+                retry_interval: Duration::from_secs(1),
+                max_pending_bytes: 64 << 20,
+            },
+        }
+    }
+}

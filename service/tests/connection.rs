@@ -1,0 +1,446 @@
+//! The connection state machine, driven by hand: a fake clock, no sockets,
+//! the log's I/O answered by the test.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use shorty_protocol::frame::{FrameDecoder, Status};
+use shorty_protocol::{ErrorCode, Reply, Request};
+use shorty_service::codes::{CodeKey, Codec, IdSpace};
+use shorty_service::connection::{CloseReason, Connection, Kind};
+use shorty_service::http::Front;
+use shorty_service::keydir::KeyDir;
+use shorty_service::log::segments::SegmentTable;
+use shorty_service::log::{IoResult, LogIo};
+use shorty_service::settings::Settings;
+use shorty_service::shard::{LocalStore, Shard, Shared, StoreMode};
+
+const SEC: Duration = Duration::from_secs(1);
+
+struct Rig {
+    shard: Shard,
+    t0: Instant,
+}
+
+fn rig_with(settings: Settings) -> Rig {
+    let store = LocalStore {
+        keydir: Arc::new(KeyDir::new()),
+        segments: Arc::new(SegmentTable::new(std::path::Path::new("/data"), 0)),
+        ids: Arc::new(IdSpace::new(0)),
+    };
+    let shared = Shared::new(
+        settings,
+        Codec::new(&CodeKey([7; 16])),
+        StoreMode::Local(store),
+        1,
+    );
+    Rig {
+        shard: Shard::new(Arc::new(shared), 0),
+        t0: Instant::now(),
+    }
+}
+
+fn rig() -> Rig {
+    rig_with(Settings::for_tests("http://s.example/"))
+}
+
+fn wire(requests: &[Request<&[u8]>]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for r in requests {
+        r.encode(&mut out).unwrap();
+    }
+    out
+}
+
+impl Rig {
+    /// Runs every pending log operation with `result`; returns how many.
+    fn run_log(&mut self, now: Instant, result: IoResult) -> usize {
+        let mut n = 0;
+        while let Some(io) = self.shard.poll_log_io(now) {
+            self.shard.log_done(&io, result.clone(), now);
+            n += 1;
+        }
+        n
+    }
+
+    /// Takes one log operation without completing it.
+    fn take_log(&mut self, now: Instant) -> Option<LogIo> {
+        self.shard.poll_log_io(now)
+    }
+
+    /// Everything the connection writes now, as replies (the writes
+    /// complete at once).
+    fn replies(&mut self, conn: &mut Connection, now: Instant) -> Vec<Reply> {
+        let mut bytes = BytesMut::new();
+        while let Some(chunk) = conn.poll_transmit(&mut self.shard, now) {
+            bytes.extend_from_slice(&chunk);
+            conn.transmitted();
+        }
+        let mut out = Vec::new();
+        while let Status::Complete(p) = FrameDecoder::with_max_frame_len(1 << 24)
+            .decode(&mut bytes)
+            .unwrap()
+        {
+            out.push(Reply::decode(p).unwrap());
+        }
+        out
+    }
+}
+
+fn is_error(reply: &Reply, code: ErrorCode) -> bool {
+    reply.as_error().is_some_and(|(c, _)| c == code)
+}
+
+#[test]
+fn pipelined_replies_wait_in_order_for_durability() {
+    let mut rig = rig();
+    let t = rig.t0;
+    let mut conn = Connection::new(1, Kind::Framed, t);
+    let input = wire(&[
+        Request::Ping(b"a"),
+        Request::Shorten(b"https://e.com/1"),
+        Request::Ping(b"b"),
+    ]);
+    conn.handle_input(&mut rig.shard, &input, t);
+    // The first PING goes out at once; the second waits behind the
+    // SHORTEN, whose record is not durable yet.
+    assert_eq!(rig.replies(&mut conn, t), [Reply::Pong(Bytes::from("a"))]);
+    assert_eq!(rig.run_log(t, IoResult::Ok), 1);
+    assert_eq!(rig.shard.take_wakes().collect::<Vec<_>>(), [1]);
+    let replies = rig.replies(&mut conn, t);
+    assert!(matches!(&replies[0], Reply::Shortened(url) if url.starts_with(b"http://s.example/")));
+    assert_eq!(replies[1], Reply::Pong(Bytes::from("b")));
+}
+
+#[test]
+fn reading_goes_on_while_a_batch_syncs() {
+    let mut rig = rig();
+    let t = rig.t0;
+    let mut conn = Connection::new(1, Kind::Framed, t);
+    conn.handle_input(
+        &mut rig.shard,
+        &wire(&[Request::Shorten(b"https://e.com/1")]),
+        t,
+    );
+    let first = rig.take_log(t).expect("a batch");
+    // While it is in flight the connection still reads, and the next
+    // record waits for the next batch.
+    assert!(conn.wants_read(&rig.shard.shared().settings));
+    conn.handle_input(
+        &mut rig.shard,
+        &wire(&[Request::Shorten(b"https://e.com/2")]),
+        t,
+    );
+    assert!(rig.take_log(t).is_none(), "one batch in flight at a time");
+    rig.shard.log_done(&first, IoResult::Ok, t);
+    assert_eq!(
+        rig.replies(&mut conn, t).len(),
+        1,
+        "the first is acknowledged alone"
+    );
+    let second = rig.take_log(t).expect("the next batch");
+    let LogIo::Write(batch) = &second else {
+        panic!()
+    };
+    assert_eq!(batch.links().count(), 1);
+    rig.shard.log_done(&second, IoResult::Ok, t);
+    assert_eq!(rig.replies(&mut conn, t).len(), 1);
+}
+
+#[test]
+fn a_peer_that_does_not_read_holds_at_most_the_cap_and_is_closed() {
+    let mut settings = Settings::for_tests("http://s.example/");
+    settings.max_output_bytes = 64 * 1024;
+    let mut rig = rig_with(settings.clone());
+    let t = rig.t0;
+    // An 8 KB URL, resolvable from the cache.
+    let long = format!("https://e.com/{}", "x".repeat(8000));
+    let mut setup = Connection::new(9, Kind::Framed, t);
+    setup.handle_input(
+        &mut rig.shard,
+        &wire(&[Request::Shorten(long.as_bytes())]),
+        t,
+    );
+    rig.run_log(t, IoResult::Ok);
+    let Reply::Shortened(short) = &rig.replies(&mut setup, t)[0] else {
+        panic!()
+    };
+    let code = short.rsplit(|&b| b == b'/').next().unwrap().to_vec();
+
+    let mut conn = Connection::new(1, Kind::Framed, t);
+    let request = wire(&[Request::Resolve(&code)]);
+    let flood: Vec<u8> = request
+        .iter()
+        .copied()
+        .cycle()
+        .take(request.len() * 1000)
+        .collect();
+    conn.handle_input(&mut rig.shard, &flood, t);
+    assert!(!conn.wants_read(&settings), "stops reading past the cap");
+    // Replies go out in one write; the peer never reads it.
+    let bytes = conn.poll_transmit(&mut rig.shard, t).expect("a write");
+    assert!(
+        bytes.len() <= settings.max_output_bytes + 9000,
+        "{}",
+        bytes.len()
+    );
+    assert!(conn.buffered_input() <= flood.len());
+    assert!(
+        conn.poll_transmit(&mut rig.shard, t).is_none(),
+        "one write in flight"
+    );
+    assert!(!conn.wants_read(&settings));
+    // No progress for --write-timeout: closed.
+    let deadline = conn.poll_timeout(&settings).unwrap();
+    assert_eq!(deadline, t + settings.write_timeout);
+    conn.handle_timeout(&mut rig.shard, deadline);
+    assert!(conn.is_closed());
+    assert_eq!(conn.close_reason(), CloseReason::WriteStall);
+}
+
+#[test]
+fn held_requests_are_handled_as_the_output_drains() {
+    let mut settings = Settings::for_tests("http://s.example/");
+    settings.max_output_bytes = 1024;
+    let mut rig = rig_with(settings.clone());
+    let t = rig.t0;
+    let mut conn = Connection::new(1, Kind::Framed, t);
+    let body = [b'p'; 100];
+    let pings: Vec<Request<&[u8]>> = (0..50).map(|_| Request::Ping(&body[..])).collect();
+    conn.handle_input(&mut rig.shard, &wire(&pings), t);
+    let mut total = 0;
+    for _ in 0..100 {
+        let replies = rig.replies(&mut conn, t);
+        if replies.is_empty() {
+            break;
+        }
+        total += replies.len();
+    }
+    assert_eq!(total, 50, "every held request was answered");
+    assert!(conn.wants_read(&settings));
+    assert_eq!(conn.buffered_input(), 0, "idle again: no input buffer");
+}
+
+#[test]
+fn idle_and_slow_connections_time_out() {
+    let mut rig = rig();
+    let settings = rig.shard.shared().settings.clone();
+    let t = rig.t0;
+    let mut idle = Connection::new(1, Kind::Framed, t);
+    assert_eq!(
+        idle.poll_timeout(&settings),
+        Some(t + settings.idle_timeout)
+    );
+    idle.handle_timeout(&mut rig.shard, t + settings.idle_timeout - SEC);
+    assert!(!idle.is_closed());
+    idle.handle_timeout(&mut rig.shard, t + settings.idle_timeout);
+    assert_eq!(idle.close_reason(), CloseReason::Idle);
+
+    // Half a frame, then bytes trickling in: the frame timeout runs from
+    // its first byte and is not reset by more bytes.
+    let mut slow = Connection::new(2, Kind::Framed, t);
+    slow.handle_input(&mut rig.shard, &[40, 0, 0, 0, 3], t);
+    slow.handle_input(&mut rig.shard, b"h", t + 5 * SEC);
+    assert_eq!(
+        slow.poll_timeout(&settings),
+        Some(t + settings.frame_timeout)
+    );
+    slow.handle_timeout(&mut rig.shard, t + settings.frame_timeout);
+    let replies = rig.replies(&mut slow, t + settings.frame_timeout);
+    assert!(is_error(&replies[0], ErrorCode::TIMEOUT));
+    assert!(slow.is_closed(), "closed once the 408 is written");
+}
+
+#[test]
+fn a_shorten_never_made_durable_gets_503_and_the_connection_goes_on() {
+    let mut rig = rig();
+    let settings = rig.shard.shared().settings.clone();
+    let t = rig.t0;
+    let mut conn = Connection::new(1, Kind::Framed, t);
+    conn.handle_input(
+        &mut rig.shard,
+        &wire(&[Request::Shorten(b"https://e.com/hung"), Request::Ping(b"x")]),
+        t,
+    );
+    let _hung = rig.take_log(t).expect("a batch that will never complete");
+    let deadline = conn.poll_timeout(&settings).unwrap();
+    assert_eq!(deadline, t + settings.commit_timeout);
+    conn.handle_timeout(&mut rig.shard, deadline);
+    let replies = rig.replies(&mut conn, deadline);
+    assert!(is_error(&replies[0], ErrorCode::OVERLOADED), "{replies:?}");
+    assert_eq!(replies[1], Reply::Pong(Bytes::from("x")));
+    assert!(!conn.is_closed());
+}
+
+#[test]
+fn delay_holds_replies_without_blocking_anything() {
+    let mut settings = Settings::for_tests("http://s.example/");
+    settings.delay = Duration::from_millis(200);
+    let mut rig = rig_with(settings.clone());
+    let t = rig.t0;
+    let mut conn = Connection::new(1, Kind::Framed, t);
+    conn.handle_input(&mut rig.shard, &wire(&[Request::Ping(b"1")]), t);
+    assert!(rig.replies(&mut conn, t).is_empty());
+    assert_eq!(conn.poll_timeout(&settings), Some(t + settings.delay));
+    let later = t + settings.delay;
+    assert_eq!(
+        rig.replies(&mut conn, later),
+        [Reply::Pong(Bytes::from("1"))]
+    );
+}
+
+#[test]
+fn an_oversized_frame_is_answered_from_its_header_and_closed() {
+    let mut rig = rig();
+    let t = rig.t0;
+    let mut conn = Connection::new(1, Kind::Framed, t);
+    conn.handle_input(&mut rig.shard, &(1u32 << 30).to_le_bytes(), t);
+    let replies = rig.replies(&mut conn, t);
+    assert!(is_error(&replies[0], ErrorCode::TOO_LARGE));
+    assert!(conn.is_closed());
+    assert_eq!(conn.buffered_input(), 0, "nothing buffered for the payload");
+}
+
+#[test]
+fn disk_full_fails_its_batch_refuses_new_links_and_recovers_by_itself() {
+    let mut rig = rig();
+    let t = rig.t0;
+    let mut conn = Connection::new(1, Kind::Framed, t);
+    conn.handle_input(
+        &mut rig.shard,
+        &wire(&[Request::Shorten(b"https://e.com/a")]),
+        t,
+    );
+    let io = rig.take_log(t).unwrap();
+    rig.shard
+        .log_done(&io, IoResult::DiskFull("No space left on device".into()), t);
+    let replies = rig.replies(&mut conn, t);
+    let (code, message) = replies[0].as_error().unwrap();
+    assert_eq!(code, ErrorCode::OVERLOADED);
+    assert!(message.contains("disk full"), "{message}");
+    assert!(rig.shard.shared().health.problem().is_some());
+    // New links are refused at once, not queued.
+    conn.handle_input(
+        &mut rig.shard,
+        &wire(&[Request::Shorten(b"https://e.com/b")]),
+        t,
+    );
+    assert!(is_error(
+        &rig.replies(&mut conn, t)[0],
+        ErrorCode::OVERLOADED
+    ));
+    // A second later: repair the broken segment, probe a fresh one.
+    let later = t + 2 * SEC;
+    let repair = rig.take_log(later).expect("a repair");
+    assert!(matches!(repair, LogIo::Repair(_)));
+    rig.shard.log_done(&repair, IoResult::Ok, later);
+    let probe = rig.take_log(later).expect("a probe");
+    let LogIo::Write(batch) = &probe else {
+        panic!()
+    };
+    assert!(batch.create && batch.sync && batch.links().count() == 0);
+    rig.shard.log_done(&probe, IoResult::Ok, later);
+    assert!(rig.shard.shared().health.problem().is_none());
+    conn.handle_input(
+        &mut rig.shard,
+        &wire(&[Request::Shorten(b"https://e.com/c")]),
+        later,
+    );
+    rig.run_log(later, IoResult::Ok);
+    assert!(matches!(
+        rig.replies(&mut conn, later)[0],
+        Reply::Shortened(_)
+    ));
+}
+
+#[test]
+fn resolve_reads_the_log_on_a_cache_miss() {
+    let mut settings = Settings::for_tests("http://s.example/");
+    settings.cache_bytes_per_core = 0;
+    let mut rig = rig_with(settings);
+    let t = rig.t0;
+    let mut conn = Connection::new(1, Kind::Framed, t);
+    conn.handle_input(
+        &mut rig.shard,
+        &wire(&[Request::Shorten(b"https://e.com/read")]),
+        t,
+    );
+    let io = rig.take_log(t).unwrap();
+    let LogIo::Write(batch) = io.clone() else {
+        panic!()
+    };
+    rig.shard.log_done(&io, IoResult::Ok, t);
+    let Reply::Shortened(short) = &rig.replies(&mut conn, t)[0] else {
+        panic!()
+    };
+    let code = short.rsplit(|&b| b == b'/').next().unwrap().to_vec();
+
+    conn.handle_input(
+        &mut rig.shard,
+        &wire(&[Request::Resolve(&code), Request::Ping(b"z")]),
+        t,
+    );
+    assert!(rig.replies(&mut conn, t).is_empty(), "waits for the read");
+    let read = rig.shard.poll_read().expect("a URL read");
+    // Serve the read from the batch's bytes, as the file would.
+    let at = (read.offset - batch.offset) as usize;
+    let bytes = batch
+        .bytes
+        .slice(at..(at + read.len).min(batch.bytes.len()));
+    rig.shard.read_done(read, Ok(bytes));
+    let replies = rig.replies(&mut conn, t);
+    assert_eq!(
+        replies[0],
+        Reply::Resolved(Bytes::from("https://e.com/read"))
+    );
+    assert_eq!(replies[1], Reply::Pong(Bytes::from("z")));
+    // A damaged record is never served as a URL.
+    conn.handle_input(&mut rig.shard, &wire(&[Request::Resolve(&code)]), t);
+    let read = rig.shard.poll_read().unwrap();
+    let mut damaged = batch.bytes.slice(at..).to_vec();
+    damaged[20] ^= 1;
+    rig.shard.read_done(read, Ok(Bytes::from(damaged)));
+    assert!(is_error(&rig.replies(&mut conn, t)[0], ErrorCode::INTERNAL));
+}
+
+#[test]
+fn http_redirects_and_shutdown() {
+    let mut rig = rig();
+    let t = rig.t0;
+    let mut framed = Connection::new(1, Kind::Framed, t);
+    framed.handle_input(
+        &mut rig.shard,
+        &wire(&[Request::Shorten(b"https://e.com/h")]),
+        t,
+    );
+    rig.run_log(t, IoResult::Ok);
+    let Reply::Shortened(short) = &rig.replies(&mut framed, t)[0] else {
+        panic!()
+    };
+    let path = &short[b"http://s.example".len()..];
+    let mut http = Connection::new(2, Kind::Http(Front::Public), t);
+    let mut request = b"GET ".to_vec();
+    request.extend_from_slice(path);
+    request.extend_from_slice(b" HTTP/1.1\r\nHost: s\r\n\r\n");
+    http.handle_input(&mut rig.shard, &request, t);
+    let bytes = http.poll_transmit(&mut rig.shard, t).unwrap();
+    http.transmitted();
+    let text = String::from_utf8(bytes.to_vec()).unwrap();
+    assert!(text.starts_with("HTTP/1.1 302 Found\r\n"), "{text}");
+    assert!(text.contains("Location: https://e.com/h\r\n"));
+    // Shutdown: the idle connection closes at once.
+    http.begin_shutdown();
+    assert!(http.is_closed());
+    // One with a request in flight finishes it first.
+    framed.handle_input(
+        &mut rig.shard,
+        &wire(&[Request::Shorten(b"https://e.com/i")]),
+        t,
+    );
+    framed.begin_shutdown();
+    assert!(!framed.is_closed());
+    rig.run_log(t, IoResult::Ok);
+    assert_eq!(rig.replies(&mut framed, t).len(), 1);
+    assert!(framed.is_closed());
+}
