@@ -15,6 +15,11 @@ use crate::reply::{expect, expect_url};
 
 /// An async client holding one connection.
 ///
+/// After a timeout (or any failure of the connection) the connection is
+/// dropped: a reply that arrives late could otherwise be taken for the
+/// answer to the next request. Calls then fail with [`Error::Closed`]
+/// until [`reconnect`](Self::reconnect).
+///
 /// # Examples
 /// ```no_run
 /// # async fn demo() -> Result<(), shorty_client::Error> {
@@ -25,7 +30,8 @@ use crate::reply::{expect, expect_url};
 /// ```
 #[derive(Debug)]
 pub struct AsyncClient {
-    framed: Framed<TcpStream, ClientCodec>,
+    framed: Option<Framed<TcpStream, ClientCodec>>,
+    addrs: Vec<std::net::SocketAddr>,
     options: Options,
 }
 
@@ -46,7 +52,7 @@ async fn within<T>(
     match limit {
         Some(limit) => tokio::time::timeout(limit, f)
             .await
-            .map_err(|_| Error::Io(std::io::ErrorKind::TimedOut.into()))?,
+            .map_err(|_| Error::Timeout(limit))?,
         None => f.await,
     }
 }
@@ -65,18 +71,33 @@ impl AsyncClient {
     /// # Errors
     /// [`Error::Io`] when the connection fails or times out.
     pub async fn connect_with(addr: impl ToSocketAddrs, options: Options) -> Result<Self> {
-        let stream = within(Some(options.connect_timeout), async {
-            Ok(TcpStream::connect(addr).await?)
+        let addrs: Vec<std::net::SocketAddr> = tokio::net::lookup_host(addr).await?.collect();
+        let mut client = Self {
+            framed: None,
+            addrs,
+            options,
+        };
+        client.reconnect().await?;
+        Ok(client)
+    }
+
+    /// Opens a new connection (after a timeout or a failure dropped the
+    /// last one).
+    ///
+    /// # Errors
+    /// [`Error::Io`] or [`Error::Timeout`] when connecting fails.
+    pub async fn reconnect(&mut self) -> Result<()> {
+        let addrs = self.addrs.clone();
+        let stream = within(Some(self.options.connect_timeout), async {
+            Ok(TcpStream::connect(&addrs[..]).await?)
         })
         .await?;
         stream.set_nodelay(true)?;
-        Ok(Self {
-            framed: Framed::new(
-                stream,
-                ClientCodec::with_max_frame_len(options.max_frame_len),
-            ),
-            options,
-        })
+        self.framed = Some(Framed::new(
+            stream,
+            ClientCodec::with_max_frame_len(self.options.max_frame_len),
+        ));
+        Ok(())
     }
 
     /// Sends `requests` together and reads one reply each, in order.
@@ -84,28 +105,47 @@ impl AsyncClient {
     /// # Errors
     /// For the connection as a whole.
     pub async fn batch<B: AsRef<[u8]>>(&mut self, requests: Vec<Request<B>>) -> Result<Vec<Reply>> {
-        let count = requests.len();
-        let write_timeout = self.options.write_timeout;
-        within(write_timeout, async {
-            for request in requests {
-                self.framed.feed(request).await?;
-            }
-            SinkExt::<Request<B>>::flush(&mut self.framed).await?;
-            Ok(())
-        })
-        .await?;
-        let read_timeout = self.options.read_timeout;
-        within(read_timeout, async {
-            let mut replies = Vec::with_capacity(count);
-            while replies.len() < count {
-                match self.framed.next().await {
-                    Some(reply) => replies.push(reply?),
-                    None => return Err(Error::Closed),
-                }
+        let Some(framed) = self.framed.as_mut() else {
+            return Err(Error::Closed);
+        };
+        let (read_timeout, write_timeout) = (self.options.read_timeout, self.options.write_timeout);
+        let result = async {
+            let mut replies = Vec::with_capacity(requests.len());
+            let mut requests = requests.into_iter().peekable();
+            // In windows, reading replies between them (see `Client::batch`).
+            while requests.peek().is_some() {
+                let mut taken = 0;
+                within(write_timeout, async {
+                    while taken < 64 {
+                        let Some(request) = requests.next() else {
+                            break;
+                        };
+                        framed.feed(request).await?;
+                        taken += 1;
+                    }
+                    SinkExt::<Request<B>>::flush(framed).await?;
+                    Ok(())
+                })
+                .await?;
+                within(read_timeout, async {
+                    for _ in 0..taken {
+                        match framed.next().await {
+                            Some(reply) => replies.push(reply?),
+                            None => return Err(Error::Closed),
+                        }
+                    }
+                    Ok(())
+                })
+                .await?;
             }
             Ok(replies)
-        })
-        .await
+        }
+        .await;
+        if result.is_err() {
+            // Never reuse a connection whose replies may still arrive.
+            self.framed = None;
+        }
+        result
     }
 
     async fn call(&mut self, request: Request<&[u8]>) -> Result<Reply> {

@@ -80,9 +80,8 @@ impl Client {
                 }
             }
             if self.conn.is_none() {
-                return Err(last
-                    .unwrap_or_else(|| std::io::Error::other("no address to connect to"))
-                    .into());
+                let err = last.unwrap_or_else(|| std::io::Error::other("no address to connect to"));
+                return Err(Error::from_io(err, Some(self.options.connect_timeout)));
             }
         }
         self.conn.as_mut().ok_or(Error::Closed)
@@ -103,7 +102,9 @@ impl Client {
                 .is_some_and(|(code, _)| code == ErrorCode::TOO_LARGE || code == ErrorCode::TIMEOUT)
         };
         match &result {
-            Err(Error::Io(_) | Error::Protocol(_) | Error::Closed) => self.conn = None,
+            Err(Error::Io(_) | Error::Timeout(_) | Error::Protocol(_) | Error::Closed) => {
+                self.conn = None
+            }
             Ok(replies) if replies.iter().any(closes) => self.conn = None,
             _ => {}
         }
@@ -112,15 +113,34 @@ impl Client {
 
     fn batch_inner<B: AsRef<[u8]>>(&mut self, requests: &[Request<B>]) -> Result<Vec<Reply>> {
         let decoder = FrameDecoder::with_max_frame_len(self.options.max_frame_len);
+        let (read_limit, write_limit) = (self.options.read_timeout, self.options.write_timeout);
         let conn = self.conn()?;
-        let mut wire = Vec::with_capacity(requests.iter().map(Request::encoded_len).sum());
-        for request in requests {
-            request.encode(&mut wire)?;
-        }
-        conn.stream.write_all(&wire)?;
         let mut replies = Vec::with_capacity(requests.len());
-        while replies.len() < requests.len() {
-            replies.push(Reply::decode(conn.read_frame(&decoder)?)?);
+        // In windows: the server stops reading while too many replies wait
+        // for us (back-pressure), so writing a whole large batch before
+        // reading any reply could leave both sides blocked. A window's
+        // requests fit in the kernel's buffers, so its write completes; then
+        // its replies are read.
+        let mut rest = requests;
+        let mut wire = Vec::new();
+        while !rest.is_empty() {
+            wire.clear();
+            let mut taken = 0;
+            for request in rest {
+                if taken > 0 && (taken == WINDOW_REQUESTS || wire.len() >= WINDOW_BYTES) {
+                    break;
+                }
+                request.encode(&mut wire)?;
+                taken += 1;
+            }
+            rest = &rest[taken..];
+            conn.stream
+                .write_all(&wire)
+                .map_err(|e| Error::from_io(e, write_limit))?;
+            for _ in 0..taken {
+                let frame = conn.read_frame(&decoder, read_limit)?;
+                replies.push(Reply::decode(frame)?);
+            }
         }
         Ok(replies)
     }
@@ -218,14 +238,23 @@ impl Client {
     }
 }
 
+/// Most requests written before their replies are read.
+const WINDOW_REQUESTS: usize = 64;
+/// Most request bytes written before their replies are read (a window
+/// always holds at least one request).
+const WINDOW_BYTES: usize = 32 * 1024;
+
 impl Conn {
-    fn read_frame(&mut self, decoder: &FrameDecoder) -> Result<Bytes> {
+    fn read_frame(&mut self, decoder: &FrameDecoder, limit: Option<Duration>) -> Result<Bytes> {
         loop {
             if let Status::Complete(payload) = decoder.decode(&mut self.buf)? {
                 return Ok(payload);
             }
             let mut chunk = [0u8; 16 * 1024];
-            let n = self.stream.read(&mut chunk)?;
+            let n = self
+                .stream
+                .read(&mut chunk)
+                .map_err(|e| Error::from_io(e, limit))?;
             if n == 0 {
                 return Err(Error::Closed);
             }

@@ -9,10 +9,14 @@ use shorty_protocol::ErrorCode;
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum Error {
-    /// Connecting, reading or writing failed (including timeouts, as
-    /// `io::ErrorKind::TimedOut` / `WouldBlock`). The connection is dropped
+    /// Connecting, reading or writing failed. The connection is dropped
     /// and the next call reconnects.
     Io(io::Error),
+    /// The server did not answer (or accept the request) in time
+    /// ([`crate::Options`]). The connection is dropped, so a late reply can
+    /// never be taken for the answer to a later request; the next call
+    /// reconnects.
+    Timeout(std::time::Duration),
     /// The server sent bytes that are not valid protocol.
     Protocol(shorty_protocol::Error),
     /// The server answered with an error reply.
@@ -42,6 +46,9 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Error::Io(err) => write!(f, "{err}"),
+            Error::Timeout(after) => {
+                write!(f, "timed out: no answer within {}", humantime_lite(*after))
+            }
             Error::Protocol(err) => write!(f, "protocol error: {err}"),
             Error::Server { code, message } => write!(f, "server error {code}: {message}"),
             Error::UnexpectedReply(what) => write!(f, "unexpected reply: {what}"),
@@ -56,6 +63,29 @@ impl std::error::Error for Error {
             Error::Io(err) => Some(err),
             Error::Protocol(err) => Some(err),
             _ => None,
+        }
+    }
+}
+
+/// `1.5s`, `250ms`: short enough for a one-line error.
+fn humantime_lite(d: std::time::Duration) -> String {
+    if d.as_millis() % 1000 == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{}ms", d.as_millis())
+    }
+}
+
+impl Error {
+    /// Maps an I/O error of a socket with a timeout set: a blocked read or
+    /// write that gave up is a timeout (`WouldBlock` on Unix, `TimedOut`
+    /// on Windows), not "os error 11".
+    pub(crate) fn from_io(err: io::Error, limit: Option<std::time::Duration>) -> Self {
+        match (err.kind(), limit) {
+            (io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut, Some(limit)) => {
+                Error::Timeout(limit)
+            }
+            _ => Error::Io(err),
         }
     }
 }

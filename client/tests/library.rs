@@ -125,3 +125,60 @@ async fn async_client_round_trips() {
     assert!(matches!(replies[0], Reply::Shortened(_)));
     assert_eq!(replies[1], Reply::Pong(bytes::Bytes::from_static(b"p")));
 }
+
+#[test]
+fn a_large_batch_of_large_replies_does_not_deadlock() {
+    // 20,000 RESOLVEs of an 8 KB URL: 160 MB of replies against a server
+    // that stops reading past 64 KiB of unsent replies. Written all at
+    // once before reading, both sides would block.
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        &server_binary(),
+        dir.path(),
+        &["--max-output-bytes", "65536"],
+    );
+    let mut client = Client::connect(server.addr()).unwrap();
+    let long = format!("https://example.com/{}", "x".repeat(8000));
+    let short = client.shorten(&long).unwrap();
+    let code = shorty_client::code_of(&short).to_owned();
+    let requests: Vec<Request<&[u8]>> = (0..20_000)
+        .map(|_| Request::Resolve(code.as_bytes()))
+        .collect();
+    let replies = client.batch(&requests).unwrap();
+    assert_eq!(replies.len(), 20_000);
+    assert!(replies
+        .iter()
+        .all(|r| matches!(r, Reply::Resolved(url) if url.len() == long.len())));
+}
+
+#[test]
+fn a_timeout_reads_as_a_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&server_binary(), dir.path(), &["--delay", "1s"]);
+    let options =
+        shorty_client::Options::default().read_timeout(Some(std::time::Duration::from_millis(200)));
+    let mut client = Client::connect_with(server.addr(), options).unwrap();
+    let err = client.ping().unwrap_err();
+    assert!(matches!(err, Error::Timeout(_)), "{err:?}");
+    assert!(err.to_string().contains("timed out"), "{err}");
+    assert!(!err.to_string().contains("os error"), "{err}");
+}
+
+#[tokio::test]
+async fn an_async_timeout_never_yields_a_stale_reply() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&server_binary(), dir.path(), &["--delay", "400ms"]);
+    let options =
+        shorty_client::Options::default().read_timeout(Some(std::time::Duration::from_millis(100)));
+    let mut client = AsyncClient::connect_with(server.addr(), options)
+        .await
+        .unwrap();
+    let short = client.shorten("https://example.com/slow").await;
+    assert!(matches!(short, Err(Error::Timeout(_))), "{short:?}");
+    // The late SHORTENED reply must not be taken for this PING's answer.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert!(matches!(client.ping().await, Err(Error::Closed)));
+    // A fresh connection carries no stale replies.
+    client.reconnect().await.unwrap();
+    assert!(matches!(client.ping().await, Err(Error::Timeout(_))));
+}

@@ -70,6 +70,11 @@ pub(crate) struct BenchArgs {
     /// Requests in flight per connection in pipeline mode.
     #[arg(long, default_value_t = 16)]
     depth: usize,
+    /// In pipeline mode, send --depth requests at once and wait for all
+    /// their replies before sending more (as `redis-benchmark -P` does),
+    /// instead of refilling the window as replies arrive.
+    #[arg(long)]
+    burst: bool,
     /// What to ask for.
     #[arg(long, value_enum, default_value = "shorten")]
     op: Op,
@@ -110,6 +115,7 @@ struct Shared {
     mode: Mode,
     op: Op,
     depth: usize,
+    burst: bool,
     timeout: Duration,
     sources: Vec<IpAddr>,
     codes: Vec<String>,
@@ -253,6 +259,7 @@ pub(crate) fn run(
         mode: args.mode,
         op: args.op,
         depth: args.depth,
+        burst: args.burst,
         timeout,
         sources,
         codes,
@@ -468,7 +475,8 @@ async fn pipeline_agent(
     let mut seq = 0u64;
     let mut claimed = true;
     loop {
-        while claimed && in_flight.len() < shared.depth {
+        let refill = !shared.burst || in_flight.is_empty();
+        while refill && claimed && in_flight.len() < shared.depth {
             seq += 1;
             let expect = shared.request(agent, seq, &mut out);
             in_flight.push_back((Instant::now(), expect));
@@ -627,6 +635,9 @@ fn run_multi(
             &args.depth.to_string(),
         ]);
         cmd.args(["--threads", &args.threads.to_string()]);
+        if args.burst {
+            cmd.arg("--burst");
+        }
         cmd.args(["--mode", &format!("{:?}", args.mode).to_lowercase()]);
         cmd.args(["--op", &format!("{:?}", args.op).to_lowercase()]);
         if let Some(n) = args.requests {
