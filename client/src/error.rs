@@ -69,7 +69,7 @@ impl std::error::Error for Error {
 
 /// `1.5s`, `250ms`: short enough for a one-line error.
 fn humantime_lite(d: std::time::Duration) -> String {
-    if d.as_millis() % 1000 == 0 {
+    if d.as_millis().is_multiple_of(1000) {
         format!("{}s", d.as_secs())
     } else {
         format!("{}ms", d.as_millis())

@@ -33,6 +33,28 @@ impl Server {
     /// As [`start`](Self::start), with `cwd` as the working directory (so a
     /// relative `data_dir` is taken relative to it).
     pub fn start_in(binary: &Path, cwd: &Path, data_dir: &Path, args: &[&str]) -> Server {
+        Self::start_with(binary, cwd, data_dir, args, &[])
+    }
+
+    /// As [`start`](Self::start), with `env` set for the server process
+    /// only (tests run in parallel: never change the test's own
+    /// environment).
+    pub fn start_env(
+        binary: &Path,
+        data_dir: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Server {
+        Self::start_with(binary, Path::new("."), data_dir, args, env)
+    }
+
+    fn start_with(
+        binary: &Path,
+        cwd: &Path,
+        data_dir: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Server {
         let mut child = Command::new(binary)
             .current_dir(cwd)
             .args([
@@ -49,6 +71,7 @@ impl Server {
             .arg(data_dir)
             .args(args)
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -211,4 +234,90 @@ pub fn workspace_binary(name: &str, package: &str) -> PathBuf {
         path.display()
     );
     path
+}
+
+/// Runs `binary` with `args` until it exits (at most `timeout`), returning
+/// its status and standard error. For servers that must refuse to start,
+/// and for the offline tools.
+pub fn run_to_exit(binary: &Path, args: &[&str], timeout: Duration) -> (ExitStatus, String) {
+    let mut child = Command::new(binary)
+        .args(args)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()));
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("{} did not exit within {timeout:?}", binary.display());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut out = String::new();
+    use std::io::Read;
+    if let Some(mut stdout) = child.stdout.take() {
+        let _ = stdout.read_to_string(&mut out);
+    }
+    if let Some(mut stderr) = child.stderr.take() {
+        let _ = stderr.read_to_string(&mut out);
+    }
+    (status, out)
+}
+
+/// A small ext4 file system on a loop device, mounted in a temporary
+/// directory and unmounted when dropped: for filling a disk on purpose.
+pub struct LoopFs {
+    dir: tempfile::TempDir,
+    mounted: bool,
+}
+
+impl LoopFs {
+    /// Makes and mounts an ext4 file system of `mib` MiB, or says why it
+    /// cannot (not root, no `mkfs.ext4`, no loop devices) so the caller can
+    /// skip.
+    pub fn new(mib: u64) -> Result<LoopFs, String> {
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let image = dir.path().join("fs.img");
+        let mount = dir.path().join("mnt");
+        std::fs::create_dir(&mount).map_err(|e| e.to_string())?;
+        std::fs::File::create(&image)
+            .and_then(|f| f.set_len(mib << 20))
+            .map_err(|e| e.to_string())?;
+        let run = |cmd: &mut Command| -> Result<(), String> {
+            let out = cmd.output().map_err(|e| format!("{cmd:?}: {e}"))?;
+            if out.status.success() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{cmd:?}: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ))
+            }
+        };
+        run(Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&image))?;
+        run(Command::new("mount")
+            .args(["-o", "loop"])
+            .arg(&image)
+            .arg(&mount))?;
+        Ok(LoopFs { dir, mounted: true })
+    }
+
+    /// The mounted file system's root.
+    pub fn path(&self) -> PathBuf {
+        self.dir.path().join("mnt")
+    }
+}
+
+impl Drop for LoopFs {
+    fn drop(&mut self) {
+        if self.mounted {
+            let _ = Command::new("umount").arg(self.path()).status();
+        }
+    }
 }

@@ -40,6 +40,15 @@ macro_rules! suite {
             http_keep_alive_and_pipelining,
             http_bad_requests_are_answered_and_closed,
             http_slow_heads_time_out,
+            a_second_instance_on_one_data_dir_is_refused,
+            an_address_already_served_is_refused,
+            damage_to_acknowledged_data_is_refused_not_cut,
+            a_full_disk_is_survived_and_recovered_from,
+            metrics_count_what_happens_on_the_admin_listener,
+            config_file_environment_and_flags_layer,
+            http_requests_a_proxy_could_misread_are_refused,
+            export_and_import_move_every_link,
+            the_systemd_unit_verifies,
         );
     };
     (@cases $binary:expr; $($case:ident),* $(,)?) => {

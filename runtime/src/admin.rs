@@ -59,12 +59,14 @@ impl EncodeMetric for Bucketed {
 pub struct Admin {
     shared: Weak<Shared>,
     start_time: f64,
+    damaged: Arc<AtomicU64>,
 }
 
 impl Admin {
     /// Metrics of the process `shared` belongs to.
-    pub fn new(shared: &Arc<Shared>) -> Self {
+    pub fn new(shared: &Arc<Shared>, damaged: Arc<AtomicU64>) -> Self {
         Self {
+            damaged,
             shared: Arc::downgrade(shared),
             start_time: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -159,6 +161,11 @@ impl Admin {
             "shorty_url_reads",
             "URLs read from the log",
             ConstCounter::new(snap.url_reads),
+        );
+        registry.register(
+            "shorty_log_damaged_segments",
+            "Sealed segments the scrub after start found damaged (see the log; run verify)",
+            ConstGauge::new(self.damaged.load(std::sync::atomic::Ordering::Relaxed) as i64),
         );
         registry.register(
             "shorty_ready",

@@ -607,6 +607,44 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_config_documents_every_flag_with_its_default() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../dist/shorty.toml");
+        let text = std::fs::read_to_string(path).unwrap();
+        let command = Cli::command();
+        let flags: Vec<&str> = command
+            .get_arguments()
+            .filter_map(|a| a.get_long())
+            .filter(|l| !["config", "help", "version"].contains(l))
+            .collect();
+        for flag in &flags {
+            assert!(
+                text.contains(&format!("# {flag} = ")),
+                "{flag} is not in {path}"
+            );
+        }
+        // Uncommented, the lines with concrete defaults are a valid file
+        // that changes nothing.
+        let uncommented: String = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# "))
+            .filter(|l| {
+                let key = l.split(" = ").next().unwrap_or_default();
+                flags.contains(&key) && !["threads", "public-url"].contains(&key)
+            })
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("all.toml");
+        std::fs::write(&file, &uncommented).unwrap();
+        let from_file = cli(&["--config", file.to_str().unwrap()]).unwrap().serve;
+        let defaults = cli(&[]).unwrap().serve;
+        assert_eq!(
+            format!("{:?}", from_file.settings(from_file.public_url(None))),
+            format!("{:?}", defaults.settings(defaults.public_url(None)))
+        );
+    }
+
+    #[test]
     fn subcommands_parse() {
         let c = cli(&["verify", "--data-dir", "/d"]).unwrap();
         assert!(matches!(c.command, Some(Tool::Verify { .. })));

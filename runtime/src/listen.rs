@@ -87,6 +87,22 @@ impl std::fmt::Display for ListenError {
 
 impl std::error::Error for ListenError {}
 
+/// `Err` when another process serves `addr` (port 0 is always free).
+///
+/// # Errors
+/// [`ListenError`] with `in_use`.
+pub fn check_free(what: &'static str, addr: SocketAddr) -> Result<(), ListenError> {
+    if addr.port() == 0 {
+        return Ok(());
+    }
+    probe(addr).map_err(|source| ListenError {
+        what,
+        addr,
+        in_use: source.kind() == io::ErrorKind::AddrInUse,
+        source,
+    })
+}
+
 /// Binds `count` `SO_REUSEPORT` listeners on `addr` (`what` names it in
 /// errors). With port 0 the first bind picks a fresh port and the others
 /// join it; otherwise the address is probed first.

@@ -238,6 +238,17 @@ where
         Err(err) => tracing::warn!("could not raise the open-file limit: {err}"),
     }
     let threads = args.threads();
+    // Refuse an address another process serves before the (possibly long)
+    // recovery; the listeners themselves are bound after it.
+    for (what, addr) in [
+        ("the framed protocol", Some(args.listen)),
+        ("HTTP", args.http.0),
+        ("the admin listener", args.admin.0),
+    ] {
+        if let Some(addr) = addr {
+            crate::listen::check_free(what, addr).map_err(|e| e.to_string())?;
+        }
+    }
     // The data directory first: locked before anything in it is read or
     // created.
     let data = DataDir::open(&args.data_dir).map_err(|e| e.to_string())?;
@@ -281,7 +292,11 @@ where
         ids: Arc::new(IdSpace::new(report.next_id)),
     });
     let shared = Arc::new(Shared::new(settings, Codec::new(&key), store, threads));
-    let _ = shared.admin.set(Box::new(Admin::new(&shared)));
+    let damaged = Arc::new(AtomicU64::new(0));
+    let _ = shared
+        .admin
+        .set(Box::new(Admin::new(&shared, damaged.clone())));
+    datadir::spawn_scrubber(data.path(), report.hinted.clone(), damaged);
     let (hints, hint_writer) = datadir::spawn_hint_writer(data.path())
         .map_err(|e| format!("cannot start the hint writer: {e}"))?;
     let (trigger, shutdown) = shutdown_channel();
