@@ -70,6 +70,9 @@ pub enum Tool {
         /// The data directory.
         #[arg(long, env = "SHORTY_DATA_DIR", default_value = "./shorty-data")]
         data_dir: PathBuf,
+        /// Export from a Redis store instead (`redis://HOST:PORT,...`).
+        #[arg(long, env = "SHORTY_STORE", value_parser = parse_store)]
+        store: Option<StoreSpec>,
         /// Where to write; standard output when absent or `-`.
         file: Option<PathBuf>,
     },
@@ -80,6 +83,10 @@ pub enum Tool {
         /// The data directory.
         #[arg(long, env = "SHORTY_DATA_DIR", default_value = "./shorty-data")]
         data_dir: PathBuf,
+        /// Import into a Redis store instead (`redis://HOST:PORT,...`): the
+        /// way from one machine's log to a cluster.
+        #[arg(long, env = "SHORTY_STORE", value_parser = parse_store)]
+        store: Option<StoreSpec>,
         /// The JSON lines; standard input when `-`.
         file: PathBuf,
     },
@@ -228,6 +235,22 @@ pub struct ServeArgs {
     #[arg(long, env = "SHORTY_CACHE_BYTES", default_value_t = 64 << 20)]
     pub cache_bytes: u64,
 
+    /// Where links live: `local` (this server's log in --data-dir) or
+    /// `redis://[:PASSWORD@]HOST:PORT[,HOST:PORT...]`: seed nodes of a Redis
+    /// Cluster (7.0+) or one Redis, shared by every Shorty node.
+    #[arg(long, env = "SHORTY_STORE", default_value = "local", value_parser = parse_store)]
+    pub store: StoreSpec,
+
+    /// With a Redis store: replicas that must confirm a new link (WAIT)
+    /// before it is acknowledged.
+    #[arg(long, env = "SHORTY_STORE_REPLICAS", default_value_t = 1)]
+    pub store_replicas: u32,
+
+    /// With a Redis Cluster store: read links from replicas too (spreads
+    /// reads; a link may not be there yet on a replica for a moment).
+    #[arg(long, env = "SHORTY_STORE_READ_REPLICAS")]
+    pub store_read_replicas: bool,
+
     /// `always`: acknowledge a SHORTEN only after its record is fdatasync'ed
     /// (group commit). `never`: do not sync; FOR BENCHMARKS ONLY, a crash
     /// can lose acknowledged URLs.
@@ -253,6 +276,22 @@ pub struct ServeArgs {
     /// `text` or `json` (one object per line).
     #[arg(long, env = "SHORTY_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
+}
+
+/// `--store`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreSpec {
+    /// This server's own log.
+    Local,
+    /// A Redis Cluster (or one Redis).
+    Redis(crate::redis_store::RedisSpec),
+}
+
+fn parse_store(text: &str) -> Result<StoreSpec, String> {
+    if text == "local" {
+        return Ok(StoreSpec::Local);
+    }
+    crate::redis_store::parse_spec(text).map(StoreSpec::Redis)
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {

@@ -24,6 +24,7 @@ pub mod datadir;
 pub mod driver;
 pub mod listen;
 pub mod logging;
+pub mod redis_store;
 pub mod remote;
 pub mod server;
 pub mod slots;

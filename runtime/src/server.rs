@@ -203,10 +203,28 @@ where
     };
     match cli.command {
         Some(Tool::Verify { data_dir }) => return crate::tools::verify(&data_dir),
-        Some(Tool::Export { data_dir, file }) => {
-            return crate::tools::export(&data_dir, file.as_deref())
+        Some(Tool::Export {
+            data_dir,
+            file,
+            store,
+        }) => {
+            return match store {
+                Some(config::StoreSpec::Redis(spec)) => {
+                    crate::tools::export_redis(&spec, file.as_deref())
+                }
+                _ => crate::tools::export(&data_dir, file.as_deref()),
+            }
         }
-        Some(Tool::Import { data_dir, file }) => return crate::tools::import(&data_dir, &file),
+        Some(Tool::Import {
+            data_dir,
+            file,
+            store,
+        }) => {
+            return match store {
+                Some(config::StoreSpec::Redis(spec)) => crate::tools::import_redis(&spec, &file),
+                _ => crate::tools::import(&data_dir, &file),
+            }
+        }
         None => {}
     }
     let args = cli.serve;
@@ -249,25 +267,55 @@ where
             crate::listen::check_free(what, addr).map_err(|e| e.to_string())?;
         }
     }
-    // The data directory first: locked before anything in it is read or
-    // created.
-    let data = DataDir::open(&args.data_dir).map_err(|e| e.to_string())?;
-    let key = data.load_or_create_key().map_err(|e| e.to_string())?;
-    let keydir = Arc::new(KeyDir::new());
-    let segments = Arc::new(SegmentTable::new(data.path(), 0));
-    let report =
-        datadir::recover(data.path(), &segments, &keydir, threads).map_err(|e| e.to_string())?;
-    tracing::info!(
-        links = report.links,
-        segments = report.segments,
-        from_hints = report.from_hints,
-        sealed_now = report.sealed_now,
-        cut = report.cuts.len(),
-        elapsed_ms = report.elapsed.as_millis() as u64,
-        keydir_bytes = keydir.memory_bytes(),
-        data_dir = %data.path().display(),
-        "recovered the log"
-    );
+    let health = Arc::new(shorty_service::health::Health::new(threads));
+    let (key, store, mut remote_ports, local) = match &args.store {
+        config::StoreSpec::Local => {
+            // The data directory first: locked before anything in it is
+            // read or created.
+            let data = DataDir::open(&args.data_dir).map_err(|e| e.to_string())?;
+            let key = data.load_or_create_key().map_err(|e| e.to_string())?;
+            let keydir = Arc::new(KeyDir::new());
+            let segments = Arc::new(SegmentTable::new(data.path(), 0));
+            let report = datadir::recover(data.path(), &segments, &keydir, threads)
+                .map_err(|e| e.to_string())?;
+            tracing::info!(
+                links = report.links,
+                segments = report.segments,
+                from_hints = report.from_hints,
+                sealed_now = report.sealed_now,
+                cut = report.cuts.len(),
+                elapsed_ms = report.elapsed.as_millis() as u64,
+                keydir_bytes = keydir.memory_bytes(),
+                data_dir = %data.path().display(),
+                "recovered the log"
+            );
+            let store = StoreMode::Local(LocalStore {
+                keydir: keydir.clone(),
+                segments,
+                ids: Arc::new(IdSpace::new(report.next_id)),
+            });
+            (key, store, None, Some((data, report)))
+        }
+        config::StoreSpec::Redis(spec) => {
+            let thread = crate::redis_store::start(
+                crate::redis_store::StoreSettings {
+                    spec: spec.clone(),
+                    replicas: args.store_replicas,
+                    timeout: args.store_timeout,
+                    read_from_replicas: args.store_read_replicas,
+                },
+                threads,
+                health.clone(),
+            )?;
+            tracing::info!(store = %spec.nodes.join(","), "connected to the store");
+            (
+                thread.key,
+                StoreMode::Remote,
+                Some(thread.ports.into_iter()),
+                None,
+            )
+        }
+    };
 
     let framed =
         bind_listeners("the framed protocol", args.listen, threads).map_err(|e| e.to_string())?;
@@ -286,19 +334,21 @@ where
         .and_then(|l| l.first())
         .and_then(|l| l.local_addr().ok());
     let settings = args.settings(args.public_url(http_bound));
-    let store = StoreMode::Local(LocalStore {
-        keydir: keydir.clone(),
-        segments,
-        ids: Arc::new(IdSpace::new(report.next_id)),
-    });
-    let shared = Arc::new(Shared::new(settings, Codec::new(&key), store, threads));
+    let shared =
+        Arc::new(Shared::new(settings, Codec::new(&key), store, threads).with_health(health));
     let damaged = Arc::new(AtomicU64::new(0));
     let _ = shared
         .admin
         .set(Box::new(Admin::new(&shared, damaged.clone())));
-    datadir::spawn_scrubber(data.path(), report.hinted.clone(), damaged);
-    let (hints, hint_writer) = datadir::spawn_hint_writer(data.path())
-        .map_err(|e| format!("cannot start the hint writer: {e}"))?;
+    let (hints, hint_writer) = match &local {
+        Some((data, report)) => {
+            datadir::spawn_scrubber(data.path(), report.hinted.clone(), damaged);
+            let (hints, writer) = datadir::spawn_hint_writer(data.path())
+                .map_err(|e| format!("cannot start the hint writer: {e}"))?;
+            (Some(hints), Some(writer))
+        }
+        None => (None, None),
+    };
     let (trigger, shutdown) = shutdown_channel();
     install_signal_handlers(trigger.clone())
         .map_err(|e| format!("cannot install signal handlers: {e}"))?;
@@ -331,8 +381,8 @@ where
                 slots: slots.clone(),
                 queue_timeout: args.queue_timeout,
                 shutdown_timeout: args.shutdown_timeout,
-                hints: Some(hints.clone()),
-                remote: None,
+                hints: hints.clone(),
+                remote: remote_ports.as_mut().and_then(Iterator::next),
                 heartbeat,
                 shutdown: shutdown.clone(),
                 started: started_tx.clone(),
@@ -398,9 +448,12 @@ where
         }
     }
     // Every sealed segment gets its hint before the process exits.
-    hints.finish();
-    let _ = hint_writer.join();
-    tracing::info!(links = keydir.len(), "stopped");
+    if let (Some(hints), Some(writer)) = (hints, hint_writer) {
+        hints.finish();
+        let _ = writer.join();
+    }
+    tracing::info!(links = shared.keydir().map(KeyDir::len), "stopped");
+    drop(local);
     Ok(if failed {
         ExitCode::FAILURE
     } else {

@@ -390,3 +390,207 @@ pub fn import_into(dir: &Path, input: &Path) -> Result<ImportSummary, String> {
     }
     Ok(summary)
 }
+
+fn store_runtime() -> io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+}
+
+/// The primaries of the store: every node of a cluster that is a master
+/// and not failed (from `CLUSTER NODES`), or the one node.
+async fn primaries(spec: &crate::redis_store::RedisSpec) -> redis::RedisResult<Vec<String>> {
+    let client = redis::Client::open(spec.nodes[0].as_str())?;
+    let mut conn = client.get_multiplexed_async_connection().await?;
+    let info: String = redis::cmd("INFO")
+        .arg("cluster")
+        .query_async(&mut conn)
+        .await?;
+    if !info.contains("cluster_enabled:1") {
+        return Ok(vec![spec.nodes[0].clone()]);
+    }
+    let nodes: String = redis::cmd("CLUSTER")
+        .arg("NODES")
+        .query_async(&mut conn)
+        .await?;
+    let prefix = spec.nodes[0]
+        .split_once("//")
+        .map(|(scheme, rest)| {
+            let creds = rest
+                .rsplit_once('@')
+                .map(|(c, _)| format!("{c}@"))
+                .unwrap_or_default();
+            format!("{scheme}//{creds}")
+        })
+        .unwrap_or_else(|| "redis://".into());
+    Ok(nodes
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let flags = fields.get(2)?;
+            (flags.contains("master") && !flags.contains("fail") && fields.get(8).is_some()).then(
+                || {
+                    let addr = fields[1].split('@').next().unwrap_or_default();
+                    format!("{prefix}{addr}")
+                },
+            )
+        })
+        .collect())
+}
+
+/// `export --store`: every link of a Redis store, as JSON lines.
+pub fn export_redis(spec: &crate::redis_store::RedisSpec, out: Option<&Path>) -> ExitCode {
+    let result = (|| -> Result<u64, String> {
+        let rt = store_runtime().map_err(|e| e.to_string())?;
+        let sink: Box<dyn Write> = match out {
+            Some(p) if p != Path::new("-") => Box::new(File::create(p).map_err(|e| e.to_string())?),
+            _ => Box::new(io::stdout().lock()),
+        };
+        let mut sink = BufWriter::new(sink);
+        let mut links = 0;
+        rt.block_on(async {
+            for node in primaries(spec).await.map_err(|e| e.to_string())? {
+                let client = redis::Client::open(node.as_str()).map_err(|e| e.to_string())?;
+                let mut conn = client
+                    .get_multiplexed_async_connection()
+                    .await
+                    .map_err(|e| format!("{node}: {e}"))?;
+                let mut cursor = 0u64;
+                loop {
+                    let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg(format!("{}*", crate::redis_store::LINK_PREFIX))
+                        .arg("COUNT")
+                        .arg(1000)
+                        .query_async(&mut conn)
+                        .await
+                        .map_err(|e| format!("{node}: {e}"))?;
+                    let mut pipe = redis::pipe();
+                    for key in &keys {
+                        pipe.cmd("GET").arg(key);
+                    }
+                    let urls: Vec<Option<Vec<u8>>> = if keys.is_empty() {
+                        Vec::new()
+                    } else {
+                        pipe.query_async(&mut conn)
+                            .await
+                            .map_err(|e| format!("{node}: {e}"))?
+                    };
+                    for (key, url) in keys.iter().zip(urls) {
+                        let (Some(code), Some(url)) =
+                            (key.strip_prefix(crate::redis_store::LINK_PREFIX), url)
+                        else {
+                            continue;
+                        };
+                        let line = ExportedLink {
+                            code: code.to_owned(),
+                            url: String::from_utf8_lossy(&url).into_owned(),
+                        };
+                        serde_json::to_writer(&mut sink, &line).map_err(|e| e.to_string())?;
+                        sink.write_all(b"\n").map_err(|e| e.to_string())?;
+                        links += 1;
+                    }
+                    if next == 0 {
+                        break;
+                    }
+                    cursor = next;
+                }
+            }
+            Ok::<(), String>(())
+        })?;
+        sink.flush().map_err(|e| e.to_string())?;
+        Ok(links)
+    })();
+    match result {
+        Ok(n) => {
+            eprintln!("exported {n} links");
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("export: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `import --store`: loads JSON lines into a Redis store, keeping codes.
+pub fn import_redis(spec: &crate::redis_store::RedisSpec, input: &Path) -> ExitCode {
+    let result = (|| -> Result<ImportSummary, String> {
+        let rt = store_runtime().map_err(|e| e.to_string())?;
+        let reader: Box<dyn BufRead> = if input == Path::new("-") {
+            Box::new(BufReader::new(io::stdin()))
+        } else {
+            Box::new(BufReader::new(
+                File::open(input).map_err(|e| format!("{}: {e}", input.display()))?,
+            ))
+        };
+        let policy = UrlPolicy::new(
+            shorty_service::log::record::MAX_URL_IN_RECORD,
+            url::Url::parse("http://invalid.invalid/").map_err(|e| e.to_string())?,
+        );
+        rt.block_on(async {
+            let conn = crate::redis_store::connect(spec, Duration::from_secs(5), false)
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut summary = ImportSummary::default();
+            let mut batch: Vec<(String, String)> = Vec::new();
+            let mut lines = reader.lines();
+            loop {
+                let line = lines.next().transpose().map_err(|e| e.to_string())?;
+                if let Some(line) = &line {
+                    if line.trim().is_empty() {
+                        continue;
+                    }
+                    match serde_json::from_str::<ExportedLink>(line) {
+                        Ok(link)
+                            if parse_code(link.code.as_bytes()).is_some()
+                                && policy.check(link.url.as_bytes(), |_| false).is_ok() =>
+                        {
+                            batch.push((link.code, link.url))
+                        }
+                        _ => summary.invalid += 1,
+                    }
+                }
+                if batch.len() >= 256 || (line.is_none() && !batch.is_empty()) {
+                    let mut set = tokio::task::JoinSet::new();
+                    for (code, url) in batch.drain(..) {
+                        let mut conn = conn.clone();
+                        set.spawn(async move {
+                            let name = format!("{}{code}", crate::redis_store::LINK_PREFIX);
+                            conn.set_nx_or_compare(&name, url.as_bytes()).await
+                        });
+                    }
+                    while let Some(done) = set.join_next().await {
+                        match done
+                            .map_err(|e| e.to_string())?
+                            .map_err(|e| e.to_string())?
+                        {
+                            crate::redis_store::SetOutcome::Stored => summary.imported += 1,
+                            crate::redis_store::SetOutcome::Same => summary.present += 1,
+                            crate::redis_store::SetOutcome::Other => summary.conflicts += 1,
+                        }
+                    }
+                }
+                if line.is_none() {
+                    break;
+                }
+            }
+            Ok(summary)
+        })
+    })();
+    match result {
+        Ok(s) => {
+            eprintln!(
+                "imported {} links; {} already present; {} refused (code maps to another URL); \
+                 {} invalid lines",
+                s.imported, s.present, s.conflicts, s.invalid
+            );
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("import: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -88,7 +88,7 @@ pub struct Shared {
     /// Where links live.
     pub store: StoreMode,
     /// Every core's storage health.
-    pub health: Health,
+    pub health: Arc<Health>,
     /// Every core's counters.
     pub metrics: Box<[CoreMetrics]>,
     /// Set by the runtime once it can render metrics.
@@ -112,10 +112,17 @@ impl Shared {
             settings,
             codec,
             store,
-            health: Health::new(cores),
+            health: Arc::new(Health::new(cores)),
             metrics: (0..cores).map(|_| CoreMetrics::default()).collect(),
             admin: OnceLock::new(),
         }
+    }
+
+    /// Shares `health` (with a remote store's thread, which reports into
+    /// it) instead of a fresh one.
+    pub fn with_health(mut self, health: Arc<Health>) -> Self {
+        self.health = health;
+        self
     }
 
     /// The key directory, with the embedded log.
