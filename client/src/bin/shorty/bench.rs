@@ -78,6 +78,11 @@ pub(crate) struct BenchArgs {
     /// What to ask for.
     #[arg(long, value_enum, default_value = "shorten")]
     op: Op,
+    /// RESOLVE codes read from FILE (JSON lines with a "code" field, as
+    /// `shorty-uring export` writes them) instead of 1,000 made for the run:
+    /// for reads spread over every stored link (a cold cache).
+    #[arg(long)]
+    codes: Option<std::path::PathBuf>,
     /// Print the result as one JSON object (progress goes to stderr).
     #[arg(long)]
     json: bool,
@@ -158,7 +163,8 @@ impl Shared {
             Op::Mix => seq.is_multiple_of(10),
         };
         if shorten {
-            let url = format!("http://127.0.0.1:5000/bench-{agent}-{seq}");
+            // About 60 bytes, like a typical long URL of the figures.
+            let url = format!("https://www.example.com/articles/2026/bench-{agent}-{seq:012}");
             let request = if self.legacy {
                 Request::Bare(url.as_bytes())
             } else {
@@ -171,7 +177,10 @@ impl Shared {
                 Expect::Shortened
             }
         } else {
-            let code = &self.codes[(agent.wrapping_mul(7919) + seq as usize) % self.codes.len()];
+            // Spread over the codes pseudo-randomly: with --codes from an
+            // export, consecutive codes would also be consecutive on disk.
+            let mix = ((agent as u64) << 40 ^ seq).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            let code = &self.codes[((mix >> 16) % self.codes.len() as u64) as usize];
             let _ = Request::Resolve(code.as_bytes()).encode(out);
             Expect::Resolved
         }
@@ -243,10 +252,10 @@ pub(crate) fn run(
         (None, None) => Some(Duration::from_secs(10)),
         (_, d) => d,
     };
-    let codes = if args.op == Op::Shorten {
-        Vec::new()
-    } else {
-        seed_codes(server, timeout)?
+    let codes = match (&args.codes, args.op) {
+        (_, Op::Shorten) => Vec::new(),
+        (Some(file), _) => codes_from(file)?,
+        (None, _) => seed_codes(server, timeout)?,
     };
 
     if processes > 1 && !args.worker {
@@ -349,6 +358,20 @@ fn emit(report: &Report, json: bool) -> Result<(), String> {
         report.print();
     }
     Ok(())
+}
+
+/// Reads the codes of `export`'s JSON lines.
+fn codes_from(path: &std::path::Path) -> Result<Vec<String>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let codes: Vec<String> = text
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter_map(|v| v.get("code")?.as_str().map(str::to_owned))
+        .collect();
+    if codes.is_empty() {
+        return Err(format!("{}: no codes", path.display()));
+    }
+    Ok(codes)
 }
 
 /// Creates the codes the resolve workloads ask for.
@@ -640,6 +663,9 @@ fn run_multi(
         }
         cmd.args(["--mode", &format!("{:?}", args.mode).to_lowercase()]);
         cmd.args(["--op", &format!("{:?}", args.op).to_lowercase()]);
+        if let Some(file) = &args.codes {
+            cmd.arg("--codes").arg(file);
+        }
         if let Some(n) = args.requests {
             let n = n / processes as u64 + u64::from((p as u64) < n % processes as u64);
             cmd.args(["--requests", &n.to_string()]);
