@@ -1210,3 +1210,99 @@ pub fn the_systemd_unit_verifies(bin: &Path) {
         }
     }
 }
+
+/// A peer that pipelines and never reads holds at most the output cap and
+/// is closed after --write-timeout; everyone else is served meanwhile.
+pub fn a_peer_that_never_reads_is_closed_and_others_are_served(bin: &Path) {
+    use std::io::{Read, Write};
+    let dir = tmp();
+    let server = Server::start(
+        bin,
+        dir.path(),
+        &[
+            "--write-timeout",
+            "1s",
+            "--max-output-bytes",
+            "65536",
+            "--idle-timeout",
+            "30s",
+        ],
+    );
+    let long = format!("https://example.com/{}", "z".repeat(8000));
+    let code = code_of(&server.connect().shorten(&long)).to_owned();
+    let mut request = Vec::new();
+    Request::Resolve(code.as_bytes())
+        .encode(&mut request)
+        .unwrap();
+    let flood: Vec<u8> = request
+        .iter()
+        .copied()
+        .cycle()
+        .take(request.len() * 4096)
+        .collect();
+    let mut hog = std::net::TcpStream::connect(server.addr()).unwrap();
+    hog.set_nonblocking(true).unwrap();
+    let started = Instant::now();
+    let mut sent = 0;
+    // Write until the server stops reading (back-pressure), never reading.
+    while started.elapsed() < Duration::from_secs(3) {
+        match hog.write(&flood) {
+            Ok(n) => sent += n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(10))
+            }
+            Err(_) => break,
+        }
+    }
+    assert!(sent > 0);
+    // Others are served meanwhile.
+    let mut other = server.connect();
+    other.send(Request::Ping(b"fine"));
+    assert_eq!(other.reply(), Reply::Pong(Bytes::from_static(b"fine")));
+    // The hog is closed: reading drains what was sent, then EOF (or reset).
+    hog.set_nonblocking(false).unwrap();
+    hog.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut sink = vec![0u8; 1 << 20];
+    let closed = loop {
+        match hog.read(&mut sink) {
+            Ok(0) => break true,
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break true,
+            Err(_) => break false,
+        }
+    };
+    assert!(closed, "the peer that never read was not closed");
+}
+
+/// A client beyond --max-connections waits up to --queue-timeout for a
+/// slot, then gets 503 OVERLOADED and a close, not silence.
+pub fn clients_beyond_the_limit_are_told_after_the_queue_timeout(bin: &Path) {
+    let dir = tmp();
+    let server = Server::start(
+        bin,
+        dir.path(),
+        &["--max-connections", "1", "--queue-timeout", "300ms"],
+    );
+    let mut first = server.connect();
+    first.send(Request::Ping(b""));
+    assert_eq!(first.reply(), Reply::Pong(Bytes::new()));
+    let mut second = server.connect();
+    second.send(Request::Ping(b"late"));
+    let started = Instant::now();
+    match second.read_frame_within(Duration::from_secs(10)) {
+        Read2::Frame(payload) => {
+            let reply = Reply::decode(payload).unwrap();
+            assert_eq!(
+                reply.as_error().map(|e| e.0),
+                Some(ErrorCode::OVERLOADED),
+                "{reply:?}"
+            );
+        }
+        other => panic!("expected 503, got {other:?}"),
+    }
+    assert!(started.elapsed() >= Duration::from_millis(250));
+    assert!(second.is_closed_within(Duration::from_secs(5)));
+    // The first one is still served.
+    first.send(Request::Ping(b"still"));
+    assert_eq!(first.reply(), Reply::Pong(Bytes::from_static(b"still")));
+}

@@ -65,6 +65,7 @@ fuzz_target!(|input: Input| {
         keydir: Arc::new(KeyDir::new()),
         segments: Arc::new(SegmentTable::new(std::path::Path::new("/d"), 0)),
         ids: Arc::new(IdSpace::new(0)),
+        has_imports: false,
     };
     let shared = Shared::new(
         settings.clone(),

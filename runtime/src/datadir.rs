@@ -25,6 +25,11 @@ pub const KEY_FILE: &str = "code.key";
 /// Name of the lock file: held (flock) for the life of the process.
 pub const LOCK_FILE: &str = "LOCK";
 
+/// Present once `import` has written links into the directory: their codes
+/// were not made from this directory's ids, so the server checks each new
+/// id's code against the key directory (see `LocalStore::has_imports`).
+pub const IMPORTED_FILE: &str = "IMPORTED";
+
 /// Why a data directory cannot be used.
 #[derive(Debug)]
 #[non_exhaustive]

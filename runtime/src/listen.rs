@@ -40,6 +40,11 @@ fn bind_one(addr: SocketAddr) -> io::Result<TcpListener> {
     // One listener per core on the same port; the kernel spreads incoming
     // connections over them, so cores never share an accept queue.
     socket.set_reuse_port(true)?;
+    // Replies go out as soon as they are ready (batching comes from writing
+    // all ready replies at once, not from Nagle). Set on the listener,
+    // accepted sockets inherit it: one setsockopt per core, not one per
+    // connection.
+    socket.set_tcp_nodelay(true)?;
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
     socket.listen(somaxconn())?;
@@ -145,6 +150,15 @@ mod tests {
             .collect();
         assert_ne!(ports[0], 0);
         assert!(ports.iter().all(|&p| p == ports[0]), "{ports:?}");
+    }
+
+    #[test]
+    fn accepted_connections_inherit_nodelay() {
+        let listeners = bind_listeners("test", "127.0.0.1:0".parse().unwrap(), 1).unwrap();
+        listeners[0].set_nonblocking(false).unwrap();
+        let _client = std::net::TcpStream::connect(listeners[0].local_addr().unwrap()).unwrap();
+        let (accepted, _) = listeners[0].accept().unwrap();
+        assert!(accepted.nodelay().unwrap());
     }
 
     #[test]

@@ -196,9 +196,7 @@ fn send(fd: RawFd, bytes: Bytes) -> InFlightOneshot<Bytes, Sent> {
 
 impl UringConn {
     pub(crate) fn new(stream: TcpStream, pool: Rc<BufferPool>) -> Self {
-        // Replies go out as soon as they are ready; batching comes from
-        // writing all ready replies at once, not from Nagle.
-        let _ = stream.set_nodelay(true);
+        // (TCP_NODELAY is inherited from the listener.)
         let fd = stream.as_raw_fd();
         Self {
             stream,
@@ -283,6 +281,11 @@ impl Conn for UringConn {
     }
 
     async fn close(mut self) {
+        if self.recv.is_none() && self.send.is_none() {
+            // Nothing in flight (the peer closed first, the usual end):
+            // dropping the socket closes it.
+            return;
+        }
         let _ = self.stream.shutdown(Shutdown::Both);
         // Wait for what is in flight, so a selected buffer returns to the
         // pool and no operation outlives the socket's descriptor.

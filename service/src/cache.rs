@@ -14,6 +14,32 @@ use quick_cache::Weighter;
 /// bookkeeping), for weighing.
 const ENTRY_OVERHEAD: u64 = 64;
 
+/// The cache's hasher: keys are code values, uniformly spread already
+/// (permuted ids), and only links that exist are ever inserted (a miss is
+/// not cached), so a client cannot choose what lands in the table; a
+/// multiply-xorshift mix is enough, and far cheaper than SipHash.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MixHasher(u64);
+
+impl std::hash::Hasher for MixHasher {
+    fn finish(&self) -> u64 {
+        let x = self.0.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        x ^ (x >> 29)
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8 | u64::from(b)).rotate_left(5);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 ^= n;
+    }
+}
+
+type MixState = std::hash::BuildHasherDefault<MixHasher>;
+
 #[derive(Debug, Clone, Copy)]
 struct ByLength;
 
@@ -25,7 +51,7 @@ impl Weighter<u64, Bytes> for ByLength {
 
 /// A core's URL cache: code key → URL.
 pub struct UrlCache {
-    inner: Option<quick_cache::unsync::Cache<u64, Bytes, ByLength>>,
+    inner: Option<quick_cache::unsync::Cache<u64, Bytes, ByLength, MixState>>,
     hits: u64,
     misses: u64,
 }
@@ -46,7 +72,13 @@ impl UrlCache {
             // Start small and grow: an idle server should not hold the
             // whole budget's worth of empty table.
             let estimated = (bytes / 2048).clamp(16, 4096);
-            quick_cache::unsync::Cache::with_weighter(estimated, bytes as u64, ByLength)
+            quick_cache::unsync::Cache::with(
+                estimated,
+                bytes as u64,
+                ByLength,
+                MixState::default(),
+                Default::default(),
+            )
         });
         Self {
             inner,

@@ -18,8 +18,8 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 use shorty_protocol::Reply;
 
-/// Output bytes a waiting reply counts as until it is encoded, so many
-/// pending requests also meet the cap.
+/// Output bytes a waiting SHORTEN (or `--delay` hold) counts as until it
+/// is encoded: a short URL's reply, generously.
 pub const WAIT_COST: usize = 256;
 
 /// An operation of the core's shard a reply waits for.
@@ -73,6 +73,8 @@ impl Wait {
 struct Waiting {
     wait: Wait,
     after: BytesMut,
+    /// What the wait counts against the cap until it is encoded.
+    cost: usize,
 }
 
 /// The outgoing side of one connection.
@@ -124,12 +126,16 @@ impl Output {
         });
     }
 
-    /// Queues a reply that waits.
-    pub fn push_wait(&mut self, wait: Wait) {
-        self.queued += WAIT_COST;
+    /// Queues a reply that waits, counted as `cost` bytes against the cap
+    /// until it is encoded: what the reply can grow to (for a RESOLVE, the
+    /// largest URL), so that waiting replies cannot hold more than the cap
+    /// once they settle.
+    pub fn push_wait(&mut self, wait: Wait, cost: usize) {
+        self.queued += cost;
         self.waiting.push_back(Waiting {
             wait,
             after: BytesMut::new(),
+            cost,
         });
     }
 
@@ -144,8 +150,8 @@ impl Output {
                 break;
             }
             self.queued += self.ready.len() - before;
-            self.queued -= WAIT_COST;
             if let Some(entry) = self.waiting.pop_front() {
+                self.queued -= entry.cost;
                 self.ready.extend_from_slice(&entry.after);
             }
         }
@@ -176,7 +182,7 @@ impl Output {
         self.waiting.is_empty() && self.ready.is_empty()
     }
 
-    /// Reply bytes queued, counting each wait as [`WAIT_COST`].
+    /// Reply bytes queued, counting each wait as its cost.
     pub fn queued_bytes(&self) -> usize {
         self.queued
     }
@@ -202,7 +208,7 @@ mod tests {
         let now = Instant::now();
         let mut out = Output::new();
         out.push(&Reply::Pong(&b"1"[..]));
-        out.push_wait(Wait::Until(now + Duration::from_secs(1)));
+        out.push_wait(Wait::Until(now + Duration::from_secs(1)), WAIT_COST);
         out.push(&Reply::Pong(&b"2"[..]));
         assert_eq!(out.queued_bytes(), 2 * 6 + WAIT_COST);
         let first = out.take_ready().unwrap();

@@ -30,7 +30,7 @@ use crate::log::record::{decode_record, Decoded, Link, Record, RECORD_HEADER_LEN
 use crate::log::segments::{FileIdx, SegmentRef, SegmentTable};
 use crate::log::{IoResult, LogIo, LogState, LogWriter};
 use crate::metrics::{CoreMetrics, Op, Proto};
-use crate::output::{OpId, Output, Released, Render, Wait};
+use crate::output::{OpId, Output, Released, Render, Wait, WAIT_COST};
 use crate::settings::Settings;
 use crate::url::UrlPolicy;
 
@@ -65,6 +65,11 @@ pub enum StoreMode {
 pub struct LocalStore {
     /// Code → record location.
     pub keydir: Arc<KeyDir>,
+    /// The log holds imported links (`import` leaves a marker file): their
+    /// codes were not made from this directory's ids, so a new id's code
+    /// must be checked against them. Without imports no code can collide,
+    /// and the check (a key directory lookup per SHORTEN) is skipped.
+    pub has_imports: bool,
     /// Every segment file.
     pub segments: Arc<SegmentTable>,
     /// The id counter.
@@ -202,6 +207,7 @@ struct LocalShard {
     ids: IdAllocator,
     log: LogWriter,
     keydir: Arc<KeyDir>,
+    has_imports: bool,
 }
 
 /// One core's share of the service.
@@ -213,6 +219,8 @@ pub struct Shard {
     cache: UrlCache,
     ops: Slab<OpEntry>,
     reads: std::collections::VecDeque<UrlRead>,
+    /// Keys being read, and the other operations waiting for the same read.
+    reading: std::collections::HashMap<u64, Vec<OpId>>,
     remote: std::collections::VecDeque<RemoteRequest>,
     wake: Vec<u32>,
     date: String,
@@ -233,6 +241,7 @@ impl Shard {
                 ids: IdAllocator::new(store.ids.clone()),
                 log: LogWriter::new(shared.settings.log.clone(), store.segments.clone()),
                 keydir: store.keydir.clone(),
+                has_imports: store.has_imports,
             }),
             StoreMode::Remote => None,
         };
@@ -243,6 +252,7 @@ impl Shard {
             local,
             ops: Slab::new(),
             reads: Default::default(),
+            reading: Default::default(),
             remote: Default::default(),
             wake: Vec::new(),
             date: httpdate_fallback(),
@@ -338,7 +348,7 @@ impl Shard {
                         // The seed's artificial work: replies to requests
                         // read now are held for `--delay`. A timer, never a
                         // blocked core.
-                        out.push_wait(Wait::Until(now + delay));
+                        out.push_wait(Wait::Until(now + delay), WAIT_COST);
                         delayed = true;
                     }
                     self.handle_payload(conn, frame.payload(), out, now);
@@ -440,18 +450,21 @@ impl Shard {
                 op,
                 url: Bytes::copy_from_slice(url.as_bytes()),
             });
-            return out.push_wait(Wait::Op {
-                op,
-                render,
-                deadline,
-            });
+            return out.push_wait(
+                Wait::Op {
+                    op,
+                    render,
+                    deadline,
+                },
+                WAIT_COST,
+            );
         };
         // An imported link may already hold the code an id maps to: skip
         // such ids (rare: imported links / 3.5 trillion).
         let (id, key) = loop {
             let id = local.ids.next_id();
             let key = shared.codec.key_of(id);
-            if !local.keydir.contains(key) {
+            if !local.has_imports || !local.keydir.contains(key) {
                 break (id, key);
             }
         };
@@ -466,11 +479,14 @@ impl Shard {
             url: url.as_bytes(),
         };
         match local.log.append(&link, u64::from(op)) {
-            Ok(()) => out.push_wait(Wait::Op {
-                op,
-                render,
-                deadline,
-            }),
+            Ok(()) => out.push_wait(
+                Wait::Op {
+                    op,
+                    render,
+                    deadline,
+                },
+                WAIT_COST,
+            ),
             Err(failure) => {
                 // Disk full, busy or broken: refused now, in its place.
                 self.ops.remove(op as usize);
@@ -522,20 +538,37 @@ impl Shard {
         };
         let op = self.new_op(conn, key);
         match location {
-            Some(Location { file, offset }) => self.reads.push_back(UrlRead {
-                op,
-                key,
-                file,
-                offset: u64::from(offset),
-                len: URL_READ_LEN,
-            }),
+            Some(Location { file, offset }) => {
+                // Single flight: a read of this key already in flight
+                // answers this request too.
+                match self.reading.entry(key) {
+                    std::collections::hash_map::Entry::Occupied(mut waiting) => {
+                        waiting.get_mut().push(op)
+                    }
+                    std::collections::hash_map::Entry::Vacant(slot) => {
+                        slot.insert(Vec::new());
+                        self.reads.push_back(UrlRead {
+                            op,
+                            key,
+                            file,
+                            offset: u64::from(offset),
+                            len: URL_READ_LEN,
+                        });
+                    }
+                }
+            }
             None => self.remote.push_back(RemoteRequest::Get { op, key }),
         }
-        out.push_wait(Wait::Op {
-            op,
-            render,
-            deadline,
-        });
+        // Counted as the largest reply a URL can make until it settles.
+        let cost = self.shared.settings.max_url_bytes + 512;
+        out.push_wait(
+            Wait::Op {
+                op,
+                render,
+                deadline,
+            },
+            cost,
+        );
     }
 
     /// Encodes the reply of an operation's `result` into `dst`.
@@ -872,8 +905,10 @@ impl Shard {
                     // Segments are bounded far below 4 GiB.
                     offset: u32::try_from(offset).unwrap_or(u32::MAX),
                 };
+                // Not cached here: caching every new link costs more than
+                // the one log read a link's first click costs; reads fill
+                // the cache.
                 local.keydir.insert(link.key, location);
-                self.cache.insert(link.key, link.url);
                 records += 1;
             }
             if records > 0 {
@@ -964,6 +999,13 @@ impl Shard {
     /// than asked, at the end of the file).
     pub fn read_done(&mut self, read: UrlRead, result: io::Result<Bytes>) {
         self.metrics().url_read();
+        let settle = |shard: &mut Self, result: OpResult| {
+            let others = shard.reading.remove(&read.key).unwrap_or_default();
+            for op in others {
+                shard.complete(op, result.clone());
+            }
+            shard.complete(read.op, result);
+        };
         let bytes = match result {
             Ok(bytes) => bytes,
             Err(err) => {
@@ -982,7 +1024,7 @@ impl Shard {
             Decoded::Record(Record::Link(link), _) if link.key == read.key => {
                 let url = bytes.slice_ref(link.url);
                 self.cache.insert(read.key, link.url);
-                self.complete(read.op, OpResult::Url(url));
+                settle(self, OpResult::Url(url));
             }
             Decoded::Incomplete if read.len == URL_READ_LEN && bytes.len() == URL_READ_LEN => {
                 // A longer record: read it whole.
@@ -1003,8 +1045,8 @@ impl Shard {
                         other => other.reason(),
                     }
                 );
-                self.complete(
-                    read.op,
+                settle(
+                    self,
                     OpResult::Failed(ErrorCode::INTERNAL, "the stored URL is damaged".into()),
                 );
             }

@@ -21,6 +21,8 @@ const SEC: Duration = Duration::from_secs(1);
 struct Rig {
     shard: Shard,
     t0: Instant,
+    /// What the log wrote, by segment: reads are served from it.
+    disk: std::collections::HashMap<u32, Vec<u8>>,
 }
 
 fn rig_with(settings: Settings) -> Rig {
@@ -28,6 +30,7 @@ fn rig_with(settings: Settings) -> Rig {
         keydir: Arc::new(KeyDir::new()),
         segments: Arc::new(SegmentTable::new(std::path::Path::new("/data"), 0)),
         ids: Arc::new(IdSpace::new(0)),
+        has_imports: false,
     };
     let shared = Shared::new(
         settings,
@@ -38,6 +41,7 @@ fn rig_with(settings: Settings) -> Rig {
     Rig {
         shard: Shard::new(Arc::new(shared), 0),
         t0: Instant::now(),
+        disk: Default::default(),
     }
 }
 
@@ -58,7 +62,25 @@ impl Rig {
     fn run_log(&mut self, now: Instant, result: IoResult) -> usize {
         let mut n = 0;
         while let Some(io) = self.shard.poll_log_io(now) {
+            if let (LogIo::Write(batch), IoResult::Ok) = (&io, &result) {
+                let file = self.disk.entry(batch.segment.idx).or_default();
+                file.truncate(batch.offset as usize);
+                file.extend_from_slice(&batch.bytes);
+            }
             self.shard.log_done(&io, result.clone(), now);
+            n += 1;
+        }
+        n
+    }
+
+    /// Serves every URL read the shard asked for from what was written.
+    fn serve_reads(&mut self) -> usize {
+        let mut n = 0;
+        while let Some(read) = self.shard.poll_read() {
+            let file = &self.disk[&read.file];
+            let at = read.offset as usize;
+            let bytes = Bytes::copy_from_slice(&file[at..(at + read.len).min(file.len())]);
+            self.shard.read_done(read, Ok(bytes));
             n += 1;
         }
         n
@@ -168,6 +190,11 @@ fn a_peer_that_does_not_read_holds_at_most_the_cap_and_is_closed() {
     };
     let code = short.rsplit(|&b| b == b'/').next().unwrap().to_vec();
 
+    // One RESOLVE reads the URL from the log and caches it.
+    setup.handle_input(&mut rig.shard, &wire(&[Request::Resolve(&code)]), t);
+    // A record longer than the speculative read takes a second, whole read.
+    assert_eq!(rig.serve_reads(), 2);
+    assert!(matches!(rig.replies(&mut setup, t)[0], Reply::Resolved(_)));
     let mut conn = Connection::new(1, Kind::Framed, t);
     let request = wire(&[Request::Resolve(&code)]);
     let flood: Vec<u8> = request
@@ -424,6 +451,11 @@ fn http_redirects_and_shutdown() {
     request.extend_from_slice(path);
     request.extend_from_slice(b" HTTP/1.1\r\nHost: s\r\n\r\n");
     http.handle_input(&mut rig.shard, &request, t);
+    assert!(
+        http.poll_transmit(&mut rig.shard, t).is_none(),
+        "waits for the read"
+    );
+    assert_eq!(rig.serve_reads(), 1);
     let bytes = http.poll_transmit(&mut rig.shard, t).unwrap();
     http.transmitted();
     let text = String::from_utf8(bytes.to_vec()).unwrap();
@@ -443,4 +475,105 @@ fn http_redirects_and_shutdown() {
     rig.run_log(t, IoResult::Ok);
     assert_eq!(rig.replies(&mut framed, t).len(), 1);
     assert!(framed.is_closed());
+}
+
+#[test]
+fn new_links_skip_codes_that_imported_links_hold() {
+    let keydir = Arc::new(KeyDir::new());
+    let codec = Codec::new(&CodeKey([7; 16]));
+    // Imported links that happen to hold the codes of ids 0, 1 and 2.
+    for id in 0..3 {
+        keydir.insert(
+            codec.key_of(id),
+            shorty_service::keydir::Location {
+                file: 0,
+                offset: 16,
+            },
+        );
+    }
+    let store = LocalStore {
+        keydir,
+        segments: Arc::new(SegmentTable::new(std::path::Path::new("/data"), 1)),
+        ids: Arc::new(IdSpace::new(0)),
+        has_imports: true,
+    };
+    let shared = Shared::new(
+        Settings::for_tests("http://s.example/"),
+        codec.clone(),
+        StoreMode::Local(store),
+        1,
+    );
+    let mut rig = Rig {
+        shard: Shard::new(Arc::new(shared), 0),
+        t0: Instant::now(),
+        disk: Default::default(),
+    };
+    let t = rig.t0;
+    let mut conn = Connection::new(1, Kind::Framed, t);
+    conn.handle_input(
+        &mut rig.shard,
+        &wire(&[Request::Shorten(b"https://e.com/new")]),
+        t,
+    );
+    rig.run_log(t, IoResult::Ok);
+    let Reply::Shortened(short) = &rig.replies(&mut conn, t)[0] else {
+        panic!()
+    };
+    let code = std::str::from_utf8(short.rsplit(|&b| b == b'/').next().unwrap()).unwrap();
+    let key = shorty_service::codes::parse_code(code.as_bytes()).unwrap();
+    assert_eq!(key, codec.key_of(3), "ids 0 to 2 were skipped");
+}
+
+#[test]
+fn a_cold_flood_reads_once_and_stays_within_the_cap() {
+    let mut settings = Settings::for_tests("http://s.example/");
+    settings.max_output_bytes = 64 * 1024;
+    let mut rig = rig_with(settings.clone());
+    let t = rig.t0;
+    let long = format!("https://e.com/{}", "x".repeat(8000));
+    let mut setup = Connection::new(9, Kind::Framed, t);
+    setup.handle_input(
+        &mut rig.shard,
+        &wire(&[Request::Shorten(long.as_bytes())]),
+        t,
+    );
+    rig.run_log(t, IoResult::Ok);
+    let Reply::Shortened(short) = &rig.replies(&mut setup, t)[0] else {
+        panic!()
+    };
+    let code = short.rsplit(|&b| b == b'/').next().unwrap().to_vec();
+
+    // Not in the cache: every RESOLVE waits for the log. A waiting RESOLVE
+    // counts as the largest reply it can become, so few are admitted.
+    let mut conn = Connection::new(1, Kind::Framed, t);
+    let request = wire(&[Request::Resolve(&code)]);
+    let flood: Vec<u8> = request
+        .iter()
+        .copied()
+        .cycle()
+        .take(request.len() * 1000)
+        .collect();
+    conn.handle_input(&mut rig.shard, &flood, t);
+    assert!(!conn.wants_read(&settings));
+    let admitted = rig.shard.ops_in_flight();
+    assert!(
+        admitted <= settings.max_output_bytes / 8000 + 1,
+        "{admitted} waiting"
+    );
+    // One read answers all of them (and a second for the long record).
+    assert_eq!(rig.serve_reads(), 2);
+    let mut written = 0;
+    while let Some(bytes) = conn.poll_transmit(&mut rig.shard, t) {
+        written += bytes.len();
+        assert!(
+            bytes.len() <= settings.max_output_bytes + 9000,
+            "{}",
+            bytes.len()
+        );
+        conn.transmitted();
+        let more = rig.serve_reads();
+        assert!(more <= 2, "single flight: {more} reads");
+    }
+    // Every request answered: a RESOLVED frame is 5 bytes and the URL.
+    assert_eq!(written, 1000 * (long.len() + 5));
 }
