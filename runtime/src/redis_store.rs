@@ -52,6 +52,12 @@ pub const IDS_KEY: &str = "shorty:ids";
 pub const CODE_KEY: &str = "shorty:key";
 /// Prefix of link keys.
 pub const LINK_PREFIX: &str = "shorty:l:";
+/// Write connections to the store. `WAIT` blocks the connection it is sent
+/// on until replicas confirm, so writes on one connection would wait for
+/// each other's confirmations; this many can wait at once (Redis still
+/// group-commits its fsync across them).
+pub const WRITE_CONNECTIONS: usize = 16;
+
 /// How often the store thread checks the store when idle (health).
 const PING_EVERY: Duration = Duration::from_secs(1);
 
@@ -240,7 +246,8 @@ struct Ids {
 struct Store {
     settings: StoreSettings,
     codec: Codec,
-    writes: Conn,
+    writes: Vec<Conn>,
+    next_write: std::cell::Cell<usize>,
     reads: Conn,
     ids: tokio::sync::Mutex<Ids>,
     health: Arc<Health>,
@@ -259,10 +266,17 @@ impl Store {
         }
     }
 
+    /// A write connection, round robin.
+    fn writer(&self) -> Conn {
+        let i = self.next_write.get();
+        self.next_write.set((i + 1) % self.writes.len());
+        self.writes[i].clone()
+    }
+
     async fn next_id(&self) -> RedisResult<u64> {
         let mut ids = self.ids.lock().await;
         if ids.next == ids.end {
-            let mut writes = self.writes.clone();
+            let mut writes = self.writer();
             let end = writes
                 .query(redis::cmd("INCRBY").arg(IDS_KEY).arg(ID_BLOCK))
                 .await?;
@@ -299,7 +313,7 @@ impl Store {
             let mut pipe = redis::pipe();
             pipe.cmd("SET").arg(&name).arg(url).arg("NX");
             pipe.cmd("WAIT").arg(self.settings.replicas).arg(wait_ms);
-            let mut writes = self.writes.clone();
+            let mut writes = self.writer();
             let result = match writes.pipeline(&pipe, 2).await {
                 Ok(values) => values,
                 Err(err) => {
@@ -411,13 +425,16 @@ pub fn start(
             local.block_on(&runtime, async move {
                 let timeout = settings.timeout;
                 let connected = async {
-                    let mut writes = connect(&settings.spec, timeout, false).await?;
+                    let mut writes = Vec::with_capacity(WRITE_CONNECTIONS);
+                    for _ in 0..WRITE_CONNECTIONS {
+                        writes.push(connect(&settings.spec, timeout, false).await?);
+                    }
                     let reads = if settings.read_from_replicas {
                         connect(&settings.spec, timeout, true).await?
                     } else {
                         connect(&settings.spec, timeout, false).await?
                     };
-                    let key = load_or_create_key(&mut writes).await.map_err(|e| {
+                    let key = load_or_create_key(&mut writes[0]).await.map_err(|e| {
                         redis::RedisError::from((redis::ErrorKind::Io, "code key", e))
                     })?;
                     Ok::<_, redis::RedisError>((writes, reads, key))
@@ -444,6 +461,7 @@ pub fn start(
                     codec: Codec::new(&key),
                     settings,
                     writes,
+                    next_write: std::cell::Cell::new(0),
                     reads,
                     ids: tokio::sync::Mutex::new(Ids { next: 0, end: 0 }),
                     health,
