@@ -22,7 +22,7 @@ DURATION=${DURATION:-10s}
 start() { # backend data-dir extra-args...
   local backend=$1 dir=$2; shift 2
   rm -rf "$dir"
-  "$BIN/$backend" --listen "127.0.0.1:$PORT" --http "127.0.0.1:$((PORT + 1))" --data-dir "$dir" --log-level warn "$@" &
+  "$BIN/$backend" --listen "127.0.0.1:$PORT" --http "127.0.0.1:$((PORT + 1))" --admin off --data-dir "$dir" --log-level warn "$@" &
   SERVER=$!
   for _ in $(seq 100); do "$BIN/shorty" -s "127.0.0.1:$PORT" ping >/dev/null 2>&1 && return; sleep 0.1; done
   echo "$backend did not start" >&2; exit 1

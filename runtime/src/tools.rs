@@ -236,9 +236,9 @@ pub struct ImportSummary {
     pub invalid: u64,
 }
 
-/// `import`: loads JSON lines into a stopped server's directory.
-pub fn import(dir: &Path, input: &Path) -> ExitCode {
-    match import_into(dir, input) {
+/// Prints an import's counts (or why it failed).
+fn report_import(result: Result<ImportSummary, String>) -> ExitCode {
+    match result {
         Ok(s) => {
             eprintln!(
                 "imported {} links; {} already present; {} refused (code maps to another URL); \
@@ -252,6 +252,30 @@ pub fn import(dir: &Path, input: &Path) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// What an import accepts: any URL a record can hold. The base URL is never
+/// used (imports carry their codes), so a placeholder will do.
+fn import_policy() -> Result<UrlPolicy, String> {
+    let base = url::Url::parse("http://invalid.invalid/").map_err(|e| e.to_string())?;
+    Ok(UrlPolicy::new(
+        shorty_service::log::record::MAX_URL_IN_RECORD,
+        base,
+    ))
+}
+
+/// The lines to import: a file, or standard input for `-`.
+fn open_input(input: &Path) -> Result<Box<dyn BufRead>, String> {
+    if input == Path::new("-") {
+        return Ok(Box::new(BufReader::new(io::stdin())));
+    }
+    let file = File::open(input).map_err(|e| format!("{}: {e}", input.display()))?;
+    Ok(Box::new(BufReader::new(file)))
+}
+
+/// `import`: loads JSON lines into a stopped server's directory.
+pub fn import(dir: &Path, input: &Path) -> ExitCode {
+    report_import(import_into(dir, input))
 }
 
 fn read_url(table: &SegmentTable, keydir: &KeyDir, key: u64) -> Option<Vec<u8>> {
@@ -276,17 +300,8 @@ pub fn import_into(dir: &Path, input: &Path) -> Result<ImportSummary, String> {
     let keydir = Arc::new(KeyDir::new());
     let table = Arc::new(SegmentTable::new(data.path(), 0));
     datadir::recover(data.path(), &table, &keydir, 2).map_err(|e| e.to_string())?;
-    let reader: Box<dyn BufRead> = if input == Path::new("-") {
-        Box::new(BufReader::new(io::stdin()))
-    } else {
-        Box::new(BufReader::new(
-            File::open(input).map_err(|e| format!("{}: {e}", input.display()))?,
-        ))
-    };
-    let policy = UrlPolicy::new(
-        shorty_service::log::record::MAX_URL_IN_RECORD,
-        url::Url::parse("http://invalid.invalid/").map_err(|e| e.to_string())?,
-    );
+    let reader = open_input(input)?;
+    let policy = import_policy()?;
     let mut writer = LogWriter::new(
         LogConfig {
             segment_bytes: 64 << 20,
@@ -526,17 +541,8 @@ pub fn export_redis(spec: &crate::redis_store::RedisSpec, out: Option<&Path>) ->
 pub fn import_redis(spec: &crate::redis_store::RedisSpec, input: &Path) -> ExitCode {
     let result = (|| -> Result<ImportSummary, String> {
         let rt = store_runtime().map_err(|e| e.to_string())?;
-        let reader: Box<dyn BufRead> = if input == Path::new("-") {
-            Box::new(BufReader::new(io::stdin()))
-        } else {
-            Box::new(BufReader::new(
-                File::open(input).map_err(|e| format!("{}: {e}", input.display()))?,
-            ))
-        };
-        let policy = UrlPolicy::new(
-            shorty_service::log::record::MAX_URL_IN_RECORD,
-            url::Url::parse("http://invalid.invalid/").map_err(|e| e.to_string())?,
-        );
+        let reader = open_input(input)?;
+        let policy = import_policy()?;
         rt.block_on(async {
             let conn = crate::redis_store::connect(spec, Duration::from_secs(5), false)
                 .await
@@ -587,18 +593,5 @@ pub fn import_redis(spec: &crate::redis_store::RedisSpec, input: &Path) -> ExitC
             Ok(summary)
         })
     })();
-    match result {
-        Ok(s) => {
-            eprintln!(
-                "imported {} links; {} already present; {} refused (code maps to another URL); \
-                 {} invalid lines",
-                s.imported, s.present, s.conflicts, s.invalid
-            );
-            ExitCode::SUCCESS
-        }
-        Err(err) => {
-            eprintln!("import: {err}");
-            ExitCode::FAILURE
-        }
-    }
+    report_import(result)
 }

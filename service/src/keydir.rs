@@ -169,6 +169,16 @@ impl Default for KeyDir {
     }
 }
 
+/// Locks for reading; a poisoned lock (a panic aborts the process, so
+/// only in tests) is used as is: the tables are never left half-written.
+fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(PoisonError::into_inner)
+}
+
 impl KeyDir {
     /// An empty directory.
     pub fn new() -> Self {
@@ -185,18 +195,10 @@ impl KeyDir {
     /// Where `key`'s link lies, if it exists.
     pub fn get(&self, key: u64) -> Option<Location> {
         if key >= PERMUTED_IDS {
-            return self
-                .big
-                .read()
-                .unwrap_or_else(PoisonError::into_inner)
-                .get(&key)
-                .copied();
+            return read(&self.big).get(&key).copied();
         }
         let hash = mix(key);
-        self.shard(hash)
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(key, hash)
+        read(self.shard(hash)).get(key, hash)
     }
 
     /// `true` if `key` exists.
@@ -208,7 +210,7 @@ impl KeyDir {
     /// key already exists: a link, once acknowledged, never changes.
     pub fn insert(&self, key: u64, loc: Location) -> bool {
         if key >= PERMUTED_IDS {
-            let mut big = self.big.write().unwrap_or_else(PoisonError::into_inner);
+            let mut big = write(&self.big);
             return match big.entry(key) {
                 std::collections::hash_map::Entry::Occupied(_) => false,
                 std::collections::hash_map::Entry::Vacant(v) => {
@@ -218,10 +220,7 @@ impl KeyDir {
             };
         }
         let hash = mix(key);
-        self.shard(hash)
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(key, hash, loc)
+        write(self.shard(hash)).insert(key, hash, loc)
     }
 
     /// Makes room for `additional` more links at once (recovery knows how
@@ -229,7 +228,7 @@ impl KeyDir {
     pub fn reserve(&self, additional: usize) {
         let per_shard = additional.div_ceil(SHARDS);
         for shard in self.shards.iter() {
-            let mut table = shard.write().unwrap_or_else(PoisonError::into_inner);
+            let mut table = write(shard);
             let want = (table.len + per_shard) * 100 / 80 + 1;
             table.grow(want.max(MIN_CAPACITY));
         }

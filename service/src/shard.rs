@@ -921,12 +921,9 @@ impl Shard {
             tracing::error!(core = self.core, "the log failed: {reason}");
         }
         let settled = local.log.io_done(result, now);
-        let health = match local.log.state() {
-            LogState::Available => StorageHealth::Ok,
-            LogState::DiskFull => StorageHealth::DiskFull,
-            LogState::Broken(_) => StorageHealth::Broken,
-        };
-        self.shared.health.set(self.core, health);
+        self.shared
+            .health
+            .set(self.core, log_health(local.log.state()));
         for token in settled.durable {
             let op = token as OpId;
             let key = self.ops.get(op as usize).map_or(0, |e| e.key);
@@ -962,11 +959,10 @@ impl Shard {
         let Some(local) = self.local.as_ref() else {
             return;
         };
-        let state = match (stalled, local.log.state()) {
-            (true, _) => StorageHealth::Stalled,
-            (false, LogState::Available) => StorageHealth::Ok,
-            (false, LogState::DiskFull) => StorageHealth::DiskFull,
-            (false, LogState::Broken(_)) => StorageHealth::Broken,
+        let state = if stalled {
+            StorageHealth::Stalled
+        } else {
+            log_health(local.log.state())
         };
         self.shared.health.set(self.core, state);
     }
@@ -1093,6 +1089,15 @@ impl Shard {
     /// Cache hits and misses, and its use.
     pub fn cache_usage(&self) -> (usize, u64) {
         self.cache.usage()
+    }
+}
+
+/// What a log's state means for the core's health.
+fn log_health(state: &LogState) -> StorageHealth {
+    match state {
+        LogState::Available => StorageHealth::Ok,
+        LogState::DiskFull => StorageHealth::DiskFull,
+        LogState::Broken(_) => StorageHealth::Broken,
     }
 }
 

@@ -86,6 +86,18 @@ impl Rig {
         n
     }
 
+    /// Shortens `url` on a fresh connection, completing the log write;
+    /// returns the code.
+    fn shorten(&mut self, url: &[u8], now: Instant) -> Vec<u8> {
+        let mut conn = Connection::new(9, Kind::Framed, now);
+        conn.handle_input(&mut self.shard, &wire(&[Request::Shorten(url)]), now);
+        self.run_log(now, IoResult::Ok);
+        let Reply::Shortened(short) = &self.replies(&mut conn, now)[0] else {
+            panic!("no short URL")
+        };
+        short.rsplit(|&b| b == b'/').next().unwrap().to_vec()
+    }
+
     /// Takes one log operation without completing it.
     fn take_log(&mut self, now: Instant) -> Option<LogIo> {
         self.shard.poll_log_io(now)
@@ -178,19 +190,10 @@ fn a_peer_that_does_not_read_holds_at_most_the_cap_and_is_closed() {
     let t = rig.t0;
     // An 8 KB URL, resolvable from the cache.
     let long = format!("https://e.com/{}", "x".repeat(8000));
-    let mut setup = Connection::new(9, Kind::Framed, t);
-    setup.handle_input(
-        &mut rig.shard,
-        &wire(&[Request::Shorten(long.as_bytes())]),
-        t,
-    );
-    rig.run_log(t, IoResult::Ok);
-    let Reply::Shortened(short) = &rig.replies(&mut setup, t)[0] else {
-        panic!()
-    };
-    let code = short.rsplit(|&b| b == b'/').next().unwrap().to_vec();
+    let code = rig.shorten(long.as_bytes(), t);
 
     // One RESOLVE reads the URL from the log and caches it.
+    let mut setup = Connection::new(9, Kind::Framed, t);
     setup.handle_input(&mut rig.shard, &wire(&[Request::Resolve(&code)]), t);
     // A record longer than the speculative read takes a second, whole read.
     assert_eq!(rig.serve_reads(), 2);
@@ -509,18 +512,8 @@ fn new_links_skip_codes_that_imported_links_hold() {
         disk: Default::default(),
     };
     let t = rig.t0;
-    let mut conn = Connection::new(1, Kind::Framed, t);
-    conn.handle_input(
-        &mut rig.shard,
-        &wire(&[Request::Shorten(b"https://e.com/new")]),
-        t,
-    );
-    rig.run_log(t, IoResult::Ok);
-    let Reply::Shortened(short) = &rig.replies(&mut conn, t)[0] else {
-        panic!()
-    };
-    let code = std::str::from_utf8(short.rsplit(|&b| b == b'/').next().unwrap()).unwrap();
-    let key = shorty_service::codes::parse_code(code.as_bytes()).unwrap();
+    let code = rig.shorten(b"https://e.com/new", t);
+    let key = shorty_service::codes::parse_code(&code).unwrap();
     assert_eq!(key, codec.key_of(3), "ids 0 to 2 were skipped");
 }
 
@@ -531,17 +524,7 @@ fn a_cold_flood_reads_once_and_stays_within_the_cap() {
     let mut rig = rig_with(settings.clone());
     let t = rig.t0;
     let long = format!("https://e.com/{}", "x".repeat(8000));
-    let mut setup = Connection::new(9, Kind::Framed, t);
-    setup.handle_input(
-        &mut rig.shard,
-        &wire(&[Request::Shorten(long.as_bytes())]),
-        t,
-    );
-    rig.run_log(t, IoResult::Ok);
-    let Reply::Shortened(short) = &rig.replies(&mut setup, t)[0] else {
-        panic!()
-    };
-    let code = short.rsplit(|&b| b == b'/').next().unwrap().to_vec();
+    let code = rig.shorten(long.as_bytes(), t);
 
     // Not in the cache: every RESOLVE waits for the log. A waiting RESOLVE
     // counts as the largest reply it can become, so few are admitted.
