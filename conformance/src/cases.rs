@@ -1306,3 +1306,35 @@ pub fn clients_beyond_the_limit_are_told_after_the_queue_timeout(bin: &Path) {
     first.send(Request::Ping(b"still"));
     assert_eq!(first.reply(), Reply::Pong(Bytes::from_static(b"still")));
 }
+
+/// One core accepts far more connections than any per-task counter of its
+/// runtime can count (glommio's task reference count is an `i16`), while
+/// its HTTP and admin listeners sit idle: an accept that never completes
+/// must not collect a waker for each connection the other listener takes.
+pub fn a_core_accepts_more_connections_than_a_counter_holds(bin: &Path) {
+    use std::io::{Read, Write};
+    let dir = tmp();
+    let server = Server::start(bin, dir.path(), &["--threads", "1"]);
+    let mut ping = Vec::new();
+    Request::Ping(b"p").encode(&mut ping).unwrap();
+    let mut pong = vec![0; ping.len()];
+    let started = Instant::now();
+    for i in 0..40_000u32 {
+        let mut stream = std::net::TcpStream::connect(server.addr())
+            .unwrap_or_else(|e| panic!("connection {i}: {e}\n{}", server.log()));
+        stream.write_all(&ping).unwrap();
+        stream
+            .read_exact(&mut pong)
+            .unwrap_or_else(|e| panic!("connection {i}: {e}\n{}", server.log()));
+        // Close with a reset: 40,000 closes in TIME_WAIT would exhaust
+        // the ephemeral ports of one source address.
+        socket2::SockRef::from(&stream)
+            .set_linger(Some(Duration::ZERO))
+            .unwrap();
+    }
+    eprintln!("40,000 connections in {:?}", started.elapsed());
+    let mut conn = server.connect();
+    conn.send(Request::Ping(b"after"));
+    assert_eq!(conn.reply(), Reply::Pong(Bytes::from_static(b"after")));
+    assert_eq!(http("GET", &server.http_url("/healthz")).0, 200);
+}

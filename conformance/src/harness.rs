@@ -64,9 +64,13 @@ impl Server {
                 "127.0.0.1:0",
                 "--admin",
                 "127.0.0.1:0",
-                "--threads",
-                "2",
             ])
+            // Two cores unless the case says otherwise.
+            .args(if args.contains(&"--threads") {
+                &[][..]
+            } else {
+                &["--threads", "2"][..]
+            })
             .arg("--data-dir")
             .arg(data_dir)
             .args(args)

@@ -52,6 +52,7 @@ macro_rules! suite {
             the_systemd_unit_verifies,
             a_peer_that_never_reads_is_closed_and_others_are_served,
             clients_beyond_the_limit_are_told_after_the_queue_timeout,
+            a_core_accepts_more_connections_than_a_counter_holds,
         );
     };
     (@cases $binary:expr; $($case:ident),* $(,)?) => {

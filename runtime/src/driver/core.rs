@@ -181,30 +181,27 @@ where
         rt.spawn(crate::remote::run_core_side(core.clone(), remote.clone()));
     }
 
-    let accepts = async {
-        let framed = crate::driver::accept::run(core.clone(), io.framed, Kind::Framed);
-        let http = async {
-            match io.http {
-                Some(l) => {
-                    crate::driver::accept::run(core.clone(), l, Kind::Http(Front::Public)).await
-                }
-                None => future::pending().await,
-            }
-        };
-        let admin = async {
-            match io.admin {
-                Some(l) => {
-                    crate::driver::accept::run(core.clone(), l, Kind::Http(Front::Admin)).await
-                }
-                None => future::pending().await,
-            }
-        };
-        future::or(framed, future::or(http, admin)).await
-    };
-    let mut shutdown = core.shutdown.clone();
-    // The accept futures are dropped here, at shutdown; a connection an
-    // uncancellable accept completes afterwards is closed with the runtime.
-    future::or(accepts, shutdown.triggered()).await;
+    // Each listener accepts in a task of its own, which stops when shutdown
+    // begins. One task polling all three would poll the idle listeners'
+    // accepts every time the busy one completes, and glommio keeps a waker
+    // clone per poll of a pending accept: an idle HTTP listener would
+    // collect one per framed connection until the task's `i16` reference
+    // count overflows and aborts the process (at about 16,000 connections;
+    // conformance case `a_core_accepts_more_connections_than_a_counter_holds`).
+    let listeners = [
+        Some((io.framed, Kind::Framed)),
+        io.http.map(|l| (l, Kind::Http(Front::Public))),
+        io.admin.map(|l| (l, Kind::Http(Front::Admin))),
+    ];
+    for (listener, kind) in listeners.into_iter().flatten() {
+        let mut shutdown = core.shutdown.clone();
+        let accept = crate::driver::accept::run(core.clone(), listener, kind);
+        // The accept future is dropped when shutdown begins; a connection
+        // an uncancellable accept completes afterwards is closed with the
+        // runtime.
+        rt.spawn(async move { future::or(accept, shutdown.triggered()).await });
+    }
+    core.shutdown.clone().triggered().await;
 
     core.shutting_down.set(true);
     core.wake_all();
