@@ -11,17 +11,27 @@
 #   connect, SHORTEN, close          64 at a time         tokio + LengthDelimitedCodec (shorty-baseline)
 #   memory per idle connection       10,000 idle          Redis, 10,000 idle
 #
+# Two tables. First every server on one thread (shorty --threads 1, nginx
+# worker_processes 1, the tokio baseline on one worker; Redis always serves
+# from one): the cost per core, like for like. Then every server on every
+# core, its default: on this 2-core machine the load generator then shares a
+# core with one of the server's threads, so each request also pays context
+# switches and half-empty wake-ups, whatever the server.
+#
 # Server CPU is user + system time from /proc/PID/stat (all threads; for
 # nginx, master and workers), read before and after each load, so the load
 # generator's own CPU (it shares the cores) is not counted. Pipelined loads
-# use --burst (send 16, wait for 16, as redis-benchmark -P does).
+# use --burst (send 16, wait for 16, as redis-benchmark -P does). Each cell
+# is the median of ROUNDS runs (default 3), and each round measures every
+# column of a row in turn, so drift on a shared machine hits all of them.
 #
 # Needs: redis-server, redis-benchmark, nginx, wrk, python3 (apt-get install
-# redis-server nginx wrk). Usage: scripts/bench-peers.sh [N] where N scales
-# the request counts (default 1).
+# redis-server nginx wrk). Usage: [ROUNDS=3] [TABLES=both|one|all]
+# scripts/bench-peers.sh [N] where N scales the request counts (default 1).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SCALE=${1:-1}
+ROUNDS=${ROUNDS:-3}
 cargo build --release --quiet -p shorty-server-uring -p shorty-server-glommio -p shorty-client
 BIN=$PWD/target/release
 TMP=$(mktemp -d)
@@ -37,6 +47,7 @@ trap cleanup EXIT
 N_PIPE=$((2000000 * SCALE))
 N_RR=$((300000 * SCALE))
 N_CONN=$((100000 * SCALE))
+HTTP_SECONDS=$((5 * SCALE))
 
 ticks=$(getconf CLK_TCK)
 cpu() { # pid... -> CPU seconds, all of them together
@@ -48,13 +59,20 @@ cpu() { # pid... -> CPU seconds, all of them together
 }
 per_million() { awk -v b="$1" -v a="$2" -v n="$3" 'BEGIN { printf "%.2f", (a - b) * 1e6 / n }'; }
 ratio() { awk -v x="$1" -v y="$2" 'BEGIN { if (y > 0) printf "%.2f", x / y; else print "-" }'; }
+median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+
+# Per-table settings (set by the table's caller).
+THREADS_ARG=""
+NGINX_WORKERS=auto
+BASE_THREADS=""
 
 SERVER=
 start_shorty() { # backend extra-args...
   local backend=$1; shift
   rm -rf "$TMP/data"
+  # shellcheck disable=SC2086
   "$BIN/$backend" --listen "127.0.0.1:$PORT" --http "127.0.0.1:$((PORT + 1))" --admin off \
-    --data-dir "$TMP/data" --log-level warn "$@" 2>>"$TMP/server.log" &
+    --data-dir "$TMP/data" --log-level warn $THREADS_ARG "$@" >/dev/null 2>>"$TMP/server.log" &
   SERVER=$!
   for _ in $(seq 100); do "$BIN/shorty" -s "127.0.0.1:$PORT" ping >/dev/null 2>&1 && return; sleep 0.1; done
   echo "$backend did not start" >&2; exit 1
@@ -66,6 +84,7 @@ stop_shorty() {
     exit 1
   fi
   wait "$SERVER" 2>/dev/null || true
+  SERVER=
 }
 
 # shorty bench against $SERVER; prints CPU s per million.
@@ -85,7 +104,7 @@ start_redis() { # redis-server args...
     echo "port $((PORT + 5)) is taken by another redis-server" >&2; exit 1
   fi
   redis-server --port $((PORT + 5)) --dir "$TMP/redis" --save "" --maxclients 20000 \
-    --logfile "$TMP/redis.log" "$@" &
+    --logfile "$TMP/redis.log" "$@" >/dev/null &
   REDIS=$!
   for _ in $(seq 100); do redis-cli -p $((PORT + 5)) ping >/dev/null 2>&1 && return; sleep 0.1; done
   echo "redis-server did not start" >&2; exit 1
@@ -99,64 +118,55 @@ redis_load() { # n redis-benchmark-args...
   per_million "$b" "$a" "$n"
 }
 
-row() { # scenario uring glommio peer-name peer
-  printf '| %s | %s | %s | %s %s | %s | %s | %s |\n' "$1" "$2" "$3" "$4" "$5" \
-    "$(ratio "$2" "$5")" "$(ratio "$3" "$5")" "$(ratio "$3" "$2")"
+# wrk against a URL; prints the CPU s per million of the given pids.
+wrk_load() { # url pid...
+  local url=$1 b a n; shift
+  b=$(cpu "$@")
+  n=$(wrk -t1 -c50 -d"${HTTP_SECONDS}s" "$url" | awk '/requests in/ {print $1}')
+  a=$(cpu "$@")
+  per_million "$b" "$a" "$n"
 }
 
-echo "| scenario | shorty-uring | shorty-glommio | peer | uring / peer | glommio / peer | glommio / uring |"
-echo "|---|---:|---:|---|---:|---:|---:|"
+# --- One measurement each: prints server CPU s per million requests. ---
 
-# 1, 2: pipelined SHORTEN, without and with fsync.
-for sync in never always; do
-  declare -A r=()
-  for backend in shorty-uring shorty-glommio; do
-    start_shorty "$backend" --sync "$sync"
-    r[$backend]=$(shorty_load --mode pipeline --burst -c 50 --depth 16 -n "$N_PIPE" --op shorten)
-    stop_shorty
-  done
-  if [ "$sync" = never ]; then
-    start_redis --appendonly no
-    peer=$(redis_load "$N_PIPE" -t set -P 16 -c 50 -r 100000000)
-    label="Redis SET -P 16, no AOF"
-  else
-    start_redis --appendonly yes --appendfsync always
-    peer=$(redis_load "$N_PIPE" -t set -P 16 -c 50 -r 100000000)
-    label="Redis SET -P 16, appendfsync always"
-  fi
+shorten_shorty() { # backend sync
+  start_shorty "$1" --sync "$2"
+  shorty_load --mode pipeline --burst -c 50 --depth 16 -n "$N_PIPE" --op shorten
+  stop_shorty
+}
+shorten_redis() { # sync
+  if [ "$1" = never ]; then start_redis --appendonly no
+  else start_redis --appendonly yes --appendfsync always; fi
+  redis_load "$N_PIPE" -t set -P 16 -c 50 -r 100000000
   stop_redis
-  row "pipelined SHORTEN, --sync $sync" "${r[shorty-uring]}" "${r[shorty-glommio]}" "$label:" "$peer"
-done
-
-# 3, 4: RESOLVE pipelined and request/response (1,000 hot codes).
-declare -A p=() q=()
-for backend in shorty-uring shorty-glommio; do
-  start_shorty "$backend"
-  p[$backend]=$(shorty_load --mode pipeline --burst -c 50 --depth 16 -n "$N_PIPE" --op resolve)
-  q[$backend]=$(shorty_load --mode pipeline -c 50 --depth 1 -n "$N_RR" --op resolve)
+}
+resolve_shorty() { # backend depth
+  start_shorty "$1"
+  if [ "$2" = 16 ]; then
+    shorty_load --mode pipeline --burst -c 50 --depth 16 -n "$N_PIPE" --op resolve
+  else
+    shorty_load --mode pipeline -c 50 --depth 1 -n "$N_RR" --op resolve
+  fi
   stop_shorty
-done
-start_redis --appendonly no
-redis-benchmark -p $((PORT + 5)) -q -t set -r 1000 -n 100000 >/dev/null
-peer_p=$(redis_load "$N_PIPE" -t get -P 16 -c 50 -r 1000)
-peer_q=$(redis_load "$N_RR" -t get -c 50 -r 1000)
-stop_redis
-row "pipelined RESOLVE" "${p[shorty-uring]}" "${p[shorty-glommio]}" "Redis GET -P 16:" "$peer_p"
-row "RESOLVE request/response" "${q[shorty-uring]}" "${q[shorty-glommio]}" "Redis GET:" "$peer_q"
-
-# 5: HTTP redirects with keep-alive.
-declare -A h=()
-for backend in shorty-uring shorty-glommio; do
-  start_shorty "$backend"
+}
+resolve_redis() { # depth (1,000 hot keys, as shorty bench resolves 1,000 codes)
+  start_redis --appendonly no
+  redis-benchmark -p $((PORT + 5)) -q -t set -r 1000 -n 100000 >/dev/null
+  if [ "$1" = 16 ]; then redis_load "$N_PIPE" -t get -P 16 -c 50 -r 1000
+  else redis_load "$N_RR" -t get -c 50 -r 1000; fi
+  stop_redis
+}
+http_shorty() { # backend
+  local code
+  start_shorty "$1"
   code=$("$BIN/shorty" -s "127.0.0.1:$PORT" shorten https://example.com/wrk-target | sed 's#.*/##')
-  b=$(cpu "$SERVER")
-  n=$(wrk -t1 -c50 -d10s "http://127.0.0.1:$((PORT + 1))/$code" | awk '/requests in/ {print $1}')
-  a=$(cpu "$SERVER")
-  h[$backend]=$(per_million "$b" "$a" "$n")
+  wrk_load "http://127.0.0.1:$((PORT + 1))/$code" "$SERVER"
   stop_shorty
-done
-cat >"$TMP/nginx.conf" <<EOF
-worker_processes auto;
+}
+http_nginx() {
+  local master pids
+  cat >"$TMP/nginx.conf" <<EOF
+worker_processes $NGINX_WORKERS;
 pid $TMP/nginx.pid;
 error_log $TMP/nginx-error.log;
 events { worker_connections 4096; }
@@ -168,36 +178,71 @@ http {
   }
 }
 EOF
-nginx -c "$TMP/nginx.conf" -p "$TMP" -g 'daemon on;'
-sleep 0.5
-master=$(cat "$TMP/nginx.pid")
-pids="$master $(pgrep -P "$master" | tr '\n' ' ')"
-# shellcheck disable=SC2086
-b=$(cpu $pids)
-n=$(wrk -t1 -c50 -d10s "http://127.0.0.1:$((PORT + 6))/x" | awk '/requests in/ {print $1}')
-# shellcheck disable=SC2086
-a=$(cpu $pids)
-kill "$master"
-row "HTTP redirects, keep-alive (wrk -t1 -c50)" "${h[shorty-uring]}" "${h[shorty-glommio]}" "nginx return 302:" "$(per_million "$b" "$a" "$n")"
-
-# 6: connect, one SHORTEN, close; 64 at a time. Shorty with --sync always.
-declare -A c=()
-for backend in shorty-uring shorty-glommio; do
-  start_shorty "$backend"
-  c[$backend]=$(shorty_load --mode connect -c 64 -n "$N_CONN" --op shorten)
+  nginx -c "$TMP/nginx.conf" -p "$TMP" -g 'daemon on;' >/dev/null
+  sleep 0.5
+  master=$(cat "$TMP/nginx.pid")
+  pids="$master $(pgrep -P "$master" | tr '\n' ' ')"
+  # shellcheck disable=SC2086
+  wrk_load "http://127.0.0.1:$((PORT + 6))/x" $pids
+  kill "$master"
+  while kill -0 "$master" 2>/dev/null; do sleep 0.1; done
+  rm -f "$TMP/nginx.pid"
+}
+connect_shorty() { # backend sync
+  start_shorty "$1" --sync "$2"
+  shorty_load --mode connect -c 64 -n "$N_CONN" --op shorten
   stop_shorty
-done
-"$BIN/shorty-baseline" "127.0.0.1:$((PORT + 7))" 2>/dev/null &
-BASE=$!
-for _ in $(seq 50); do "$BIN/shorty" -s "127.0.0.1:$((PORT + 7))" ping >/dev/null 2>&1 && break; sleep 0.1; done
-b=$(cpu "$BASE")
-ok=$("$BIN/shorty" -s "127.0.0.1:$((PORT + 7))" bench --json --mode connect -c 64 -n "$N_CONN" --op shorten 2>/dev/null \
-  | python3 -c 'import json,sys; print(json.load(sys.stdin)["ok"])')
-a=$(cpu "$BASE")
-kill "$BASE"
-row "connect, SHORTEN, close (64 at a time)" "${c[shorty-uring]}" "${c[shorty-glommio]}" "tokio + LengthDelimitedCodec:" "$(per_million "$b" "$a" "$ok")"
+}
+connect_baseline() {
+  local b a ok
+  # shellcheck disable=SC2086
+  "$BIN/shorty-baseline" "127.0.0.1:$((PORT + 7))" $BASE_THREADS >/dev/null 2>&1 &
+  BASE=$!
+  for _ in $(seq 50); do "$BIN/shorty" -s "127.0.0.1:$((PORT + 7))" ping >/dev/null 2>&1 && break; sleep 0.1; done
+  b=$(cpu "$BASE")
+  ok=$("$BIN/shorty" -s "127.0.0.1:$((PORT + 7))" bench --json --mode connect -c 64 -n "$N_CONN" --op shorten 2>/dev/null \
+    | python3 -c 'import json,sys; print(json.load(sys.stdin)["ok"])')
+  a=$(cpu "$BASE")
+  kill "$BASE"; wait "$BASE" 2>/dev/null || true
+  BASE=
+  per_million "$b" "$a" "$ok"
+}
 
-# 7: memory per idle connection, 10,000 idle (kB of RSS per connection).
+# One row: ROUNDS rounds of (uring, glommio, peer), then the medians.
+row() { # scenario peer-label uring-cmd glommio-cmd peer-cmd
+  local scenario=$1 label=$2 u=() g=() p=() mu mg mp
+  for _ in $(seq "$ROUNDS"); do
+    u+=("$(eval "$3")")
+    g+=("$(eval "$4")")
+    p+=("$(eval "$5")")
+  done
+  mu=$(median "${u[@]}"); mg=$(median "${g[@]}"); mp=$(median "${p[@]}")
+  printf '| %s | %s | %s | %s %s | %s | %s | %s |\n' "$scenario" "$mu" "$mg" "$label" "$mp" \
+    "$(ratio "$mu" "$mp")" "$(ratio "$mg" "$mp")" "$(ratio "$mg" "$mu")"
+}
+
+table() {
+  echo "| scenario | shorty-uring | shorty-glommio | peer | uring / peer | glommio / peer | glommio / uring |"
+  echo "|---|---:|---:|---|---:|---:|---:|"
+  row "pipelined SHORTEN, --sync never" "Redis SET -P 16, no AOF:" \
+    "shorten_shorty shorty-uring never" "shorten_shorty shorty-glommio never" "shorten_redis never"
+  row "pipelined SHORTEN, --sync always" "Redis SET -P 16, appendfsync always:" \
+    "shorten_shorty shorty-uring always" "shorten_shorty shorty-glommio always" "shorten_redis always"
+  row "pipelined RESOLVE" "Redis GET -P 16:" \
+    "resolve_shorty shorty-uring 16" "resolve_shorty shorty-glommio 16" "resolve_redis 16"
+  row "RESOLVE request/response" "Redis GET:" \
+    "resolve_shorty shorty-uring 1" "resolve_shorty shorty-glommio 1" "resolve_redis 1"
+  row "HTTP redirects, keep-alive (wrk -t1 -c50)" "nginx return 302:" \
+    "http_shorty shorty-uring" "http_shorty shorty-glommio" "http_nginx"
+  # Shorty with --sync always (the target's terms) and, like for like,
+  # --sync never: the baseline keeps links in memory and never syncs.
+  row "connect, SHORTEN, close (64 at a time)" "tokio + LengthDelimitedCodec:" \
+    "connect_shorty shorty-uring always" "connect_shorty shorty-glommio always" "connect_baseline"
+  row "same, --sync never" "tokio + LengthDelimitedCodec:" \
+    "connect_shorty shorty-uring never" "connect_shorty shorty-glommio never" "connect_baseline"
+}
+
+# Memory per idle connection: bytes of RSS per connection, 10,000 idle.
 rss() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
 idle() { # pid port -> bytes per connection
   local pid=$1 port=$2 before after
@@ -209,13 +254,19 @@ idle() { # pid port -> bytes per connection
   kill "${HOLD_PID:-}" 2>/dev/null; wait "${HOLD_PID:-}" 2>/dev/null || true
   awk -v b="$before" -v a="$after" 'BEGIN { printf "%.0f", (a - b) * 1024 / 10000 }'
 }
-declare -A m=()
-for backend in shorty-uring shorty-glommio; do
-  start_shorty "$backend"
-  m[$backend]=$(idle "$SERVER" "$PORT")
-  stop_shorty
-done
-start_redis --appendonly no
-peer=$(idle "$REDIS" $((PORT + 5)))
-stop_redis
-row "bytes of RSS per idle connection (10,000 idle)" "${m[shorty-uring]}" "${m[shorty-glommio]}" "Redis:" "$peer"
+idle_shorty() { start_shorty "$1"; idle "$SERVER" "$PORT"; stop_shorty; }
+idle_redis() { start_redis --appendonly no; idle "$REDIS" $((PORT + 5)); stop_redis; }
+
+if [ "${TABLES:-both}" != all ]; then
+  echo "One server thread each (shorty --threads 1, nginx worker_processes 1, tokio 1 worker; Redis), median of $ROUNDS:"
+  echo
+  THREADS_ARG="--threads 1" NGINX_WORKERS=1 BASE_THREADS=1 table
+  echo
+fi
+if [ "${TABLES:-both}" != one ]; then
+  echo "Every server on every core (shorty and tokio: one thread per core, nginx worker_processes auto; Redis: one thread), median of $ROUNDS:"
+  echo
+  table
+  ROUNDS=1 row "bytes of RSS per idle connection (10,000 idle)" "Redis:" \
+    "idle_shorty shorty-uring" "idle_shorty shorty-glommio" "idle_redis"
+fi

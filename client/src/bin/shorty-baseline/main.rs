@@ -9,6 +9,8 @@
 //! log (nothing survives a restart), no timeouts or limits. Whatever it
 //! costs per request is a floor for what a straightforward tokio server
 //! costs, which is what Shorty is compared against.
+//!
+//! Usage: `shorty-baseline [ADDR [WORKER_THREADS]]`.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -71,9 +73,12 @@ fn main() -> std::io::Result<()> {
         .nth(1)
         .unwrap_or_else(|| "127.0.0.1:9500".into());
     let public = "http://127.0.0.1:5000/".to_owned();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    // Worker threads: the second argument, or tokio's default (one per core).
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(threads) = std::env::args().nth(2).and_then(|t| t.parse().ok()) {
+        builder.worker_threads(threads);
+    }
+    let runtime = builder.enable_all().build()?;
     runtime.block_on(async move {
         let listener = TcpListener::bind(&addr).await?;
         eprintln!("shorty-baseline listening on {addr}");
