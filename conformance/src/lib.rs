@@ -4,8 +4,12 @@
 //! and checks its behaviour through the wire only, so one suite serves both
 //! backends. A backend's integration test is one line:
 //!
-//! ```ignore
-//! shorty_conformance::suite!(env!("CARGO_BIN_EXE_shorty-uring"));
+//! ```no_run
+//! # #![allow(unnameable_test_items)]
+//! // In a backend's `tests/conformance.rs`, the path is
+//! // `env!("CARGO_BIN_EXE_shorty-uring")`.
+//! shorty_conformance::suite!("target/release/shorty-uring");
+//! # fn main() {}
 //! ```
 //!
 //! which expands to one `#[test]` per case, so cases run in parallel and
