@@ -1,88 +1,60 @@
 //! The process-wide connection limit (`--max-connections`).
 //!
-//! A slot freed on any core wakes the cores waiting for one
-//! (`tokio::sync::Notify`, which needs no tokio runtime: it only holds
-//! wakers, and both backends' wakers may be woken from another thread).
-//! Releasing costs one atomic when nobody waits.
+//! A `tokio::sync::Semaphore` (it needs no tokio runtime: it only holds
+//! wakers, and both backends' wakers may be woken from another thread). A
+//! slot freed on any core goes straight to the longest-waiting core, first
+//! come first served; releasing costs one atomic when nobody waits.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use tokio::sync::Notify;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Counts client connections across all cores.
 #[derive(Debug)]
 pub struct ConnectionSlots {
     max: usize,
-    used: AtomicUsize,
-    waiting: AtomicUsize,
-    freed: Notify,
+    permits: Arc<Semaphore>,
 }
 
 impl ConnectionSlots {
-    /// Slots for `max` connections.
+    /// Slots for `max` connections (at most `Semaphore::MAX_PERMITS`).
     pub fn new(max: usize) -> Self {
+        let max = max.min(Semaphore::MAX_PERMITS);
         Self {
             max,
-            used: AtomicUsize::new(0),
-            waiting: AtomicUsize::new(0),
-            freed: Notify::new(),
+            permits: Arc::new(Semaphore::new(max)),
         }
     }
 
     /// Takes a slot, or `None` at the limit. The slot frees when dropped.
-    pub fn try_acquire(self: &Arc<Self>) -> Option<ConnectionSlot> {
-        self.used
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
-                (used < self.max).then_some(used + 1)
-            })
+    pub fn try_acquire(&self) -> Option<ConnectionSlot> {
+        self.permits
+            .clone()
+            .try_acquire_owned()
             .ok()
-            .map(|_| ConnectionSlot(self.clone()))
+            .map(|permit| ConnectionSlot { _permit: permit })
     }
 
     /// Waits for a slot (cancel by dropping the future).
-    pub async fn acquire(self: &Arc<Self>) -> ConnectionSlot {
-        self.waiting.fetch_add(1, Ordering::AcqRel);
-        let _waiting = WaitingGuard(self);
-        loop {
-            // Registered before the check, so a release in between is not
-            // missed.
-            let freed = self.freed.notified();
-            let mut freed = std::pin::pin!(freed);
-            freed.as_mut().enable();
-            if let Some(slot) = self.try_acquire() {
-                return slot;
-            }
-            freed.await;
+    pub async fn acquire(&self) -> ConnectionSlot {
+        match self.permits.clone().acquire_owned().await {
+            Ok(permit) => ConnectionSlot { _permit: permit },
+            // The semaphore is never closed.
+            Err(_) => std::future::pending().await,
         }
     }
 
     /// Connections currently open.
     pub fn in_use(&self) -> usize {
-        self.used.load(Ordering::Acquire)
-    }
-}
-
-struct WaitingGuard<'a>(&'a ConnectionSlots);
-
-impl Drop for WaitingGuard<'_> {
-    fn drop(&mut self) {
-        self.0.waiting.fetch_sub(1, Ordering::AcqRel);
+        self.max - self.permits.available_permits()
     }
 }
 
 /// One taken connection slot.
 #[derive(Debug)]
-pub struct ConnectionSlot(Arc<ConnectionSlots>);
-
-impl Drop for ConnectionSlot {
-    fn drop(&mut self) {
-        let slots = &self.0;
-        slots.used.fetch_sub(1, Ordering::AcqRel);
-        if slots.waiting.load(Ordering::Acquire) > 0 {
-            slots.freed.notify_waiters();
-        }
-    }
+pub struct ConnectionSlot {
+    /// Held for the connection's life; dropping it frees the slot.
+    _permit: OwnedSemaphorePermit,
 }
 
 #[cfg(test)]
