@@ -59,7 +59,7 @@ for N in "${SIZES[@]}"; do
   # Restart, the cache off: memory is the key directory's.
   drop_page_cache
   start "$dir" --cache-bytes 0
-  recovery=$(sed -n 's/.*elapsed_ms=\([0-9]*\).*/\1/p' "$TMP/server.log" | head -1)
+  recovery=$(sed -n 's/.*recovered the log.*elapsed_ms=\([0-9]*\).*/\1/p' "$TMP/server.log" | head -1)
   sleep 1
   used=$(anon "$SERVER")
   per_link=$(awk -v u="$used" -v n="$links" 'BEGIN { printf "%.1f", u / n }')
