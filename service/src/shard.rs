@@ -1010,8 +1010,11 @@ impl Shard {
                     offset = read.offset,
                     "reading a URL failed: {err}"
                 );
-                return self.complete(
-                    read.op,
+                // Every request that joined this read fails with it, and
+                // the key is no longer being read: the next RESOLVE tries
+                // again.
+                return settle(
+                    self,
                     OpResult::Failed(ErrorCode::INTERNAL, "the URL could not be read".into()),
                 );
             }

@@ -518,6 +518,36 @@ fn new_links_skip_codes_that_imported_links_hold() {
 }
 
 #[test]
+fn a_failed_read_fails_every_request_that_joined_it_and_the_next_one_reads_again() {
+    let mut settings = Settings::for_tests("http://s.example/");
+    settings.cache_bytes_per_core = 0;
+    let mut rig = rig_with(settings);
+    let t = rig.t0;
+    let code = rig.shorten(b"https://e.com/flaky", t);
+    let (mut a, mut b) = (
+        Connection::new(1, Kind::Framed, t),
+        Connection::new(2, Kind::Framed, t),
+    );
+    a.handle_input(&mut rig.shard, &wire(&[Request::Resolve(&code)]), t);
+    b.handle_input(&mut rig.shard, &wire(&[Request::Resolve(&code)]), t);
+    let read = rig.shard.poll_read().expect("one read for both");
+    assert!(
+        rig.shard.poll_read().is_none(),
+        "the second joined the first"
+    );
+    rig.shard.read_done(read, Err(std::io::Error::other("EIO")));
+    assert!(is_error(&rig.replies(&mut a, t)[0], ErrorCode::INTERNAL));
+    assert!(is_error(&rig.replies(&mut b, t)[0], ErrorCode::INTERNAL));
+    // The key is not left "being read": a later RESOLVE reads it again.
+    a.handle_input(&mut rig.shard, &wire(&[Request::Resolve(&code)]), t);
+    assert_eq!(rig.serve_reads(), 1);
+    assert_eq!(
+        rig.replies(&mut a, t)[0],
+        Reply::Resolved(Bytes::from("https://e.com/flaky"))
+    );
+}
+
+#[test]
 fn a_cold_flood_reads_once_and_stays_within_the_cap() {
     let mut settings = Settings::for_tests("http://s.example/");
     settings.max_output_bytes = 64 * 1024;
