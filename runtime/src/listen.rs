@@ -92,6 +92,17 @@ impl std::fmt::Display for ListenError {
 
 impl std::error::Error for ListenError {}
 
+impl ListenError {
+    fn new(what: &'static str, addr: SocketAddr, source: io::Error) -> Self {
+        Self {
+            what,
+            addr,
+            in_use: source.kind() == io::ErrorKind::AddrInUse,
+            source,
+        }
+    }
+}
+
 /// `Err` when another process serves `addr` (port 0 is always free).
 ///
 /// # Errors
@@ -100,12 +111,7 @@ pub fn check_free(what: &'static str, addr: SocketAddr) -> Result<(), ListenErro
     if addr.port() == 0 {
         return Ok(());
     }
-    probe(addr).map_err(|source| ListenError {
-        what,
-        addr,
-        in_use: source.kind() == io::ErrorKind::AddrInUse,
-        source,
-    })
+    probe(addr).map_err(|source| ListenError::new(what, addr, source))
 }
 
 /// Binds `count` `SO_REUSEPORT` listeners on `addr` (`what` names it in
@@ -119,15 +125,8 @@ pub fn bind_listeners(
     addr: SocketAddr,
     count: usize,
 ) -> Result<Vec<TcpListener>, ListenError> {
-    let err = |source: io::Error| ListenError {
-        what,
-        addr,
-        in_use: source.kind() == io::ErrorKind::AddrInUse,
-        source,
-    };
-    if addr.port() != 0 {
-        probe(addr).map_err(err)?;
-    }
+    let err = |source| ListenError::new(what, addr, source);
+    check_free(what, addr)?;
     let first = bind_one(addr).map_err(err)?;
     let bound = first.local_addr().map_err(err)?;
     let mut listeners = vec![first];

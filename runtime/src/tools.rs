@@ -32,6 +32,63 @@ pub struct ExportedLink {
     pub url: String,
 }
 
+/// Where `export` writes: a file, or standard output when absent or `-`.
+fn open_output(out: Option<&Path>) -> io::Result<BufWriter<Box<dyn Write>>> {
+    let sink: Box<dyn Write> = match out {
+        Some(p) if p != Path::new("-") => Box::new(File::create(p)?),
+        _ => Box::new(io::stdout().lock()),
+    };
+    Ok(BufWriter::new(sink))
+}
+
+/// Writes one exported link as a JSON line.
+fn write_link(sink: &mut impl Write, code: &str, url: &[u8]) -> io::Result<()> {
+    let line = ExportedLink {
+        code: code.to_owned(),
+        url: String::from_utf8_lossy(url).into_owned(),
+    };
+    serde_json::to_writer(&mut *sink, &line).map_err(io::Error::other)?;
+    sink.write_all(b"\n")
+}
+
+/// Prints an export's counts (or why it failed); a damaged segment (its
+/// links after the damage not exported) fails the export.
+fn report_export(result: Result<(u64, u64), String>) -> ExitCode {
+    match result {
+        Ok((links, damaged)) => {
+            eprintln!("exported {links} links");
+            if damaged > 0 {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Err(err) => {
+            eprintln!("export: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// One line to import: `None` for a blank line, `Some(Err(()))` for one
+/// that is not a link this server could hold (counted as invalid), else the
+/// link's key, code and URL.
+fn parse_import_line(line: &str, policy: &UrlPolicy) -> Option<Result<(u64, ExportedLink), ()>> {
+    if line.trim().is_empty() {
+        return None;
+    }
+    let Ok(link) = serde_json::from_str::<ExportedLink>(line) else {
+        return Some(Err(()));
+    };
+    match (
+        parse_code(link.code.as_bytes()),
+        policy.check(link.url.as_bytes(), |_| false),
+    ) {
+        (Some(key), Ok(_)) => Some(Ok((key, link))),
+        _ => Some(Err(())),
+    }
+}
+
 fn is_locked(dir: &Path) -> bool {
     OpenOptions::new()
         .read(true)
@@ -131,11 +188,7 @@ pub fn verify(dir: &Path) -> ExitCode {
 pub fn export(dir: &Path, out: Option<&Path>) -> ExitCode {
     let result = (|| -> io::Result<(u64, u64)> {
         let numbers = list_segments(dir)?;
-        let sink: Box<dyn Write> = match out {
-            Some(p) if p != Path::new("-") => Box::new(File::create(p)?),
-            _ => Box::new(io::stdout().lock()),
-        };
-        let mut sink = BufWriter::new(sink);
+        let mut sink = open_output(out)?;
         let (mut links, mut damaged) = (0, 0);
         for number in &numbers {
             let bytes = match fs::read(dir.join(segment_file_name(*number))) {
@@ -150,14 +203,7 @@ pub fn export(dir: &Path, out: Option<&Path>) -> ExitCode {
                     return;
                 }
                 let mut buf = [0; MAX_CODE_LEN];
-                let line = ExportedLink {
-                    code: format_code(link.key, &mut buf).to_owned(),
-                    url: String::from_utf8_lossy(link.url).into_owned(),
-                };
-                let written = serde_json::to_writer(&mut sink, &line)
-                    .map_err(io::Error::other)
-                    .and_then(|()| sink.write_all(b"\n"));
-                match written {
+                match write_link(&mut sink, format_code(link.key, &mut buf), link.url) {
                     Ok(()) => links += 1,
                     Err(err) => failed = Some(err),
                 }
@@ -176,20 +222,7 @@ pub fn export(dir: &Path, out: Option<&Path>) -> ExitCode {
         sink.flush()?;
         Ok((links, damaged))
     })();
-    match result {
-        Ok((links, damaged)) => {
-            eprintln!("exported {links} links");
-            if damaged > 0 {
-                ExitCode::FAILURE
-            } else {
-                ExitCode::SUCCESS
-            }
-        }
-        Err(err) => {
-            eprintln!("export: {err}");
-            ExitCode::FAILURE
-        }
-    }
+    report_export(result.map_err(|e| e.to_string()))
 }
 
 /// Writes one batch with `std::fs`, the way the backends do through their
@@ -356,20 +389,15 @@ pub fn import_into(dir: &Path, input: &Path) -> Result<ImportSummary, String> {
     };
     for line in reader.lines() {
         let line = line.map_err(|e| e.to_string())?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let Ok(link) = serde_json::from_str::<ExportedLink>(&line) else {
-            summary.invalid += 1;
-            continue;
+        let (key, link) = match parse_import_line(&line, &policy) {
+            None => continue,
+            Some(Err(())) => {
+                summary.invalid += 1;
+                continue;
+            }
+            Some(Ok(parsed)) => parsed,
         };
-        let (Some(key), Ok(url)) = (
-            parse_code(link.code.as_bytes()),
-            policy.check(link.url.as_bytes(), |_| false),
-        ) else {
-            summary.invalid += 1;
-            continue;
-        };
+        let url = link.url.as_str();
         if pending.contains(&key) {
             // The same code twice in the file: write the first, then compare.
             run(&mut writer, &mut written)?;
@@ -463,13 +491,9 @@ async fn primaries(spec: &crate::redis_store::RedisSpec) -> redis::RedisResult<V
 
 /// `export --store`: every link of a Redis store, as JSON lines.
 pub fn export_redis(spec: &crate::redis_store::RedisSpec, out: Option<&Path>) -> ExitCode {
-    let result = (|| -> Result<u64, String> {
+    let result = (|| -> Result<(u64, u64), String> {
         let rt = store_runtime().map_err(|e| e.to_string())?;
-        let sink: Box<dyn Write> = match out {
-            Some(p) if p != Path::new("-") => Box::new(File::create(p).map_err(|e| e.to_string())?),
-            _ => Box::new(io::stdout().lock()),
-        };
-        let mut sink = BufWriter::new(sink);
+        let mut sink = open_output(out).map_err(|e| e.to_string())?;
         let mut links = 0;
         rt.block_on(async {
             for node in primaries(spec).await.map_err(|e| e.to_string())? {
@@ -506,12 +530,7 @@ pub fn export_redis(spec: &crate::redis_store::RedisSpec, out: Option<&Path>) ->
                         else {
                             continue;
                         };
-                        let line = ExportedLink {
-                            code: code.to_owned(),
-                            url: String::from_utf8_lossy(&url).into_owned(),
-                        };
-                        serde_json::to_writer(&mut sink, &line).map_err(|e| e.to_string())?;
-                        sink.write_all(b"\n").map_err(|e| e.to_string())?;
+                        write_link(&mut sink, code, &url).map_err(|e| e.to_string())?;
                         links += 1;
                     }
                     if next == 0 {
@@ -523,18 +542,9 @@ pub fn export_redis(spec: &crate::redis_store::RedisSpec, out: Option<&Path>) ->
             Ok::<(), String>(())
         })?;
         sink.flush().map_err(|e| e.to_string())?;
-        Ok(links)
+        Ok((links, 0))
     })();
-    match result {
-        Ok(n) => {
-            eprintln!("exported {n} links");
-            ExitCode::SUCCESS
-        }
-        Err(err) => {
-            eprintln!("export: {err}");
-            ExitCode::FAILURE
-        }
-    }
+    report_export(result)
 }
 
 /// `import --store`: loads JSON lines into a Redis store, keeping codes.
@@ -552,19 +562,11 @@ pub fn import_redis(spec: &crate::redis_store::RedisSpec, input: &Path) -> ExitC
             let mut lines = reader.lines();
             loop {
                 let line = lines.next().transpose().map_err(|e| e.to_string())?;
-                if let Some(line) = &line {
-                    if line.trim().is_empty() {
-                        continue;
-                    }
-                    match serde_json::from_str::<ExportedLink>(line) {
-                        Ok(link)
-                            if parse_code(link.code.as_bytes()).is_some()
-                                && policy.check(link.url.as_bytes(), |_| false).is_ok() =>
-                        {
-                            batch.push((link.code, link.url))
-                        }
-                        _ => summary.invalid += 1,
-                    }
+                match line.as_deref().and_then(|l| parse_import_line(l, &policy)) {
+                    Some(Ok((_, link))) => batch.push((link.code, link.url)),
+                    Some(Err(())) => summary.invalid += 1,
+                    None if line.is_some() => continue,
+                    None => {}
                 }
                 if batch.len() >= 256 || (line.is_none() && !batch.is_empty()) {
                     let mut set = tokio::task::JoinSet::new();
