@@ -590,69 +590,20 @@ pub fn spawn_scrubber(dir: &Path, mut numbers: Vec<u64>, damaged: Arc<AtomicU64>
 }
 
 /// Checks a sealed segment record by record and its seal's checksum over
-/// the whole, reading through a small buffer (a segment can be 1 GiB; the
-/// scrub must not hold it in memory). A sealed segment is vouched for to
-/// its last byte, so any damage is damage to acknowledged data.
+/// the whole ([`SealedCheck`](shorty_service::log::scan::SealedCheck)),
+/// reading through a 1 MiB buffer: a segment can be 1 GiB, and the scrub
+/// must not hold it in memory.
 fn scrub_sealed(mut file: File, number: u64) -> Result<(), String> {
-    use shorty_service::log::record::{decode_record, Decoded, Record, MAGIC};
-    const CHUNK: usize = 1 << 20;
-    let mut buf: Vec<u8> = Vec::with_capacity(CHUNK);
-    let mut pos: u64 = 0;
-    let mut crc = 0u32;
-    let mut eof = false;
-    let mut started = false;
+    let mut check = shorty_service::log::scan::SealedCheck::new(number);
+    let mut buf = vec![0; 1 << 20];
     loop {
-        if !eof && buf.len() < CHUNK {
-            let have = buf.len();
-            buf.resize(have + CHUNK, 0);
-            let n = file.read(&mut buf[have..]).map_err(|e| e.to_string())?;
-            buf.truncate(have + n);
-            eof = n == 0;
+        let n = file.read(&mut buf).map_err(|e| e.to_string())?;
+        if check.feed(&buf[..n], n == 0).map_err(|e| e.to_string())? {
+            return Ok(());
         }
-        if !started {
-            if buf.len() < MAGIC.len() || buf[..MAGIC.len()] != MAGIC {
-                return Err("damaged acknowledged data at byte offset 0: bad magic".into());
-            }
-            crc = crc32c::crc32c(&MAGIC);
-            buf.drain(..MAGIC.len());
-            pos = MAGIC.len() as u64;
-            started = true;
+        if n == 0 {
+            return Err("the file ends before its seal".into());
         }
-        let mut used = 0;
-        loop {
-            match decode_record(&buf[used..]) {
-                Decoded::Record(Record::Seal(seal), _) => {
-                    return if seal.data_len == pos && seal.crc == crc {
-                        Ok(())
-                    } else {
-                        Err(format!(
-                            "the seal at byte offset {pos} does not match the segment"
-                        ))
-                    };
-                }
-                Decoded::Record(Record::Header { segment, .. }, len) if segment == number => {
-                    crc = crc32c::crc32c_append(crc, &buf[used..used + len]);
-                    used += len;
-                    pos += len as u64;
-                }
-                Decoded::Record(Record::Header { .. }, _) => {
-                    return Err("its header names another segment".into())
-                }
-                Decoded::Record(_, len) => {
-                    crc = crc32c::crc32c_append(crc, &buf[used..used + len]);
-                    used += len;
-                    pos += len as u64;
-                }
-                Decoded::Incomplete if !eof => break,
-                other => {
-                    return Err(format!(
-                        "damaged acknowledged data at byte offset {pos}: {}",
-                        other.reason()
-                    ))
-                }
-            }
-        }
-        buf.drain(..used);
     }
 }
 

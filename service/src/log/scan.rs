@@ -155,9 +155,10 @@ pub fn scan_vouched<'a>(
         }
         return damaged(bytes, 0, "bad magic", scan);
     }
-    let mut pos = MAGIC.len();
-    let mut crc = crc32c::crc32c(&MAGIC);
+    let mut walk = Walk::new(number);
     loop {
+        let pos = walk.pos as usize;
+        (scan.links, scan.max_id) = (walk.links, walk.max_id);
         let Some(rest) = bytes.get(pos..).filter(|r| !r.is_empty()) else {
             if pos == MAGIC.len() {
                 // The magic and nothing more: the header never landed.
@@ -172,38 +173,13 @@ pub fn scan_vouched<'a>(
             Decoded::Record(record, len) => (record, len),
             other => return damaged(bytes, pos, other.reason(), scan),
         };
-        match record {
-            Record::Header { segment, .. } if pos == MAGIC.len() => {
-                if segment != number {
-                    return Err(ScanError::WrongSegment { found: segment });
-                }
-            }
-            _ if pos == MAGIC.len() => return damaged(bytes, pos, "missing header", scan),
-            Record::Header { .. } => return damaged(bytes, pos, "second header", scan),
-            Record::Link(link) => {
-                on_link(link, pos as u64);
-                scan.links += 1;
-                if link.id != crate::log::record::NO_ID {
-                    scan.max_id = Some(scan.max_id.map_or(link.id, |m| m.max(link.id)));
-                }
-            }
-            Record::Marker { durable_end } if durable_end <= pos as u64 => {
+        match walk.step(record, &rest[..len]) {
+            Ok(Walked::Header) => {}
+            Ok(Walked::Link(link)) => on_link(link, pos as u64),
+            Ok(Walked::Marker { durable_end }) => {
                 scan.vouched_end = scan.vouched_end.max(durable_end);
             }
-            Record::Marker { .. } => {
-                return damaged(bytes, pos, "marker vouches for bytes after itself", scan)
-            }
-            Record::Seal(seal) => {
-                let consistent = seal.data_len == pos as u64
-                    && seal.crc == crc
-                    && seal.links == scan.links
-                    && seal.max_id == scan.max_id.unwrap_or(0);
-                if !consistent {
-                    return Err(ScanError::Corrupt {
-                        offset: pos as u64,
-                        reason: "seal does not match the segment",
-                    });
-                }
+            Ok(Walked::Seal(seal)) => {
                 scan.vouched_end = (pos + len) as u64;
                 scan.end = SegmentEnd::Sealed {
                     seal,
@@ -211,9 +187,167 @@ pub fn scan_vouched<'a>(
                 };
                 return Ok(scan);
             }
+            Err(WalkError::Damaged(reason)) => return damaged(bytes, pos, reason, scan),
+            Err(WalkError::Refused(err)) => return Err(err),
         }
-        crc = crc32c::crc32c_append(crc, &rest[..len]);
-        pos += len;
+    }
+}
+
+/// A walk over a segment's records, after its magic: the checks every
+/// reader of a segment makes record by record (the header comes first,
+/// once, and names the segment; a marker vouches only for bytes before it;
+/// a seal matches everything before it), and the running checksum, link
+/// count and largest id a seal is checked against. Shared by
+/// [`scan_vouched`] (a whole file in memory) and [`SealedCheck`] (a sealed
+/// segment read in chunks).
+#[derive(Debug)]
+struct Walk {
+    number: u64,
+    /// Where the next record starts.
+    pos: u64,
+    /// CRC32C of every byte before `pos`.
+    crc: u32,
+    links: u64,
+    max_id: Option<u64>,
+}
+
+/// What a record was, once [`Walk::step`] took it.
+enum Walked<'a> {
+    Header,
+    Link(Link<'a>),
+    Marker {
+        durable_end: u64,
+    },
+    /// A seal that matches the segment; the walk ends here.
+    Seal(Seal),
+}
+
+/// Why [`Walk::step`] did not take a record.
+enum WalkError {
+    /// The record is damage at its offset; the recovery rule decides.
+    Damaged(&'static str),
+    /// Refused whatever vouches for it.
+    Refused(ScanError),
+}
+
+impl Walk {
+    fn new(number: u64) -> Self {
+        Self {
+            number,
+            pos: MAGIC.len() as u64,
+            crc: crc32c::crc32c(&MAGIC),
+            links: 0,
+            max_id: None,
+        }
+    }
+
+    /// Takes the record that starts at `self.pos`; `raw` is its bytes.
+    fn step<'a>(&mut self, record: Record<'a>, raw: &[u8]) -> Result<Walked<'a>, WalkError> {
+        let first = self.pos == MAGIC.len() as u64;
+        let walked = match record {
+            Record::Header { segment, .. } if first => {
+                if segment != self.number {
+                    return Err(WalkError::Refused(ScanError::WrongSegment {
+                        found: segment,
+                    }));
+                }
+                Walked::Header
+            }
+            _ if first => return Err(WalkError::Damaged("missing header")),
+            Record::Header { .. } => return Err(WalkError::Damaged("second header")),
+            Record::Link(link) => {
+                self.links += 1;
+                if link.id != crate::log::record::NO_ID {
+                    self.max_id = Some(self.max_id.map_or(link.id, |m| m.max(link.id)));
+                }
+                Walked::Link(link)
+            }
+            Record::Marker { durable_end } if durable_end <= self.pos => {
+                Walked::Marker { durable_end }
+            }
+            Record::Marker { .. } => {
+                return Err(WalkError::Damaged("marker vouches for bytes after itself"))
+            }
+            Record::Seal(seal) => {
+                let consistent = seal.data_len == self.pos
+                    && seal.crc == self.crc
+                    && seal.links == self.links
+                    && seal.max_id == self.max_id.unwrap_or(0);
+                if !consistent {
+                    return Err(WalkError::Refused(ScanError::Corrupt {
+                        offset: self.pos,
+                        reason: "seal does not match the segment",
+                    }));
+                }
+                return Ok(Walked::Seal(seal));
+            }
+        };
+        self.crc = crc32c::crc32c_append(self.crc, raw);
+        self.pos += raw.len() as u64;
+        Ok(walked)
+    }
+}
+
+/// Checks a sealed segment fed in chunks, so that a reader (the scrub
+/// after start) need not hold a whole segment (up to 1 GiB) in memory.
+/// Sans-IO: the caller reads; [`feed`](Self::feed) says whether the seal
+/// checked out, more bytes are needed, or where the damage is. A sealed
+/// segment is vouched for to its last byte, so any damage is refused.
+#[derive(Debug)]
+pub struct SealedCheck {
+    walk: Walk,
+    /// Bytes fed but not yet taken: at most one record's worth.
+    pending: Vec<u8>,
+    /// The magic has been checked.
+    started: bool,
+}
+
+impl SealedCheck {
+    /// A check of segment `number`.
+    pub fn new(number: u64) -> Self {
+        Self {
+            walk: Walk::new(number),
+            pending: Vec::new(),
+            started: false,
+        }
+    }
+
+    /// Feeds the file's next `bytes` (`eof` when there are no more):
+    /// `Ok(true)` once the seal matches everything before it, `Ok(false)`
+    /// when more bytes are needed.
+    ///
+    /// # Errors
+    /// [`ScanError`] at the first damage, or when the file ends unsealed.
+    pub fn feed(&mut self, bytes: &[u8], eof: bool) -> Result<bool, ScanError> {
+        self.pending.extend_from_slice(bytes);
+        let corrupt = |offset, reason| ScanError::Corrupt { offset, reason };
+        if !self.started {
+            if self.pending.len() < MAGIC.len() && !eof {
+                return Ok(false);
+            }
+            if self.pending.get(..MAGIC.len()) != Some(&MAGIC[..]) {
+                return Err(corrupt(0, "bad magic"));
+            }
+            self.pending.drain(..MAGIC.len());
+            self.started = true;
+        }
+        let mut used = 0;
+        let result = loop {
+            let (record, len) = match decode_record(&self.pending[used..]) {
+                Decoded::Record(record, len) => (record, len),
+                Decoded::Incomplete if !eof => break Ok(false),
+                other => break Err(corrupt(self.walk.pos, other.reason())),
+            };
+            let offset = self.walk.pos;
+            match self.walk.step(record, &self.pending[used..used + len]) {
+                Ok(Walked::Seal(_)) => break Ok(true),
+                Ok(_) => used += len,
+                Err(WalkError::Damaged(reason)) => break Err(corrupt(offset, reason)),
+                Err(WalkError::Refused(err)) => break Err(err),
+            }
+        };
+        self.pending.drain(..used);
+        result
     }
 }
 
@@ -360,6 +494,43 @@ mod tests {
                 end(&bytes)
             );
         }
+    }
+
+    /// Feeds `bytes` to a [`SealedCheck`] in chunks of `chunk` bytes.
+    fn check_in_chunks(bytes: &[u8], chunk: usize) -> Result<bool, ScanError> {
+        let mut check = SealedCheck::new(3);
+        for piece in bytes.chunks(chunk) {
+            if check.feed(piece, false)? {
+                return Ok(true);
+            }
+        }
+        check.feed(&[], true)
+    }
+
+    #[test]
+    fn a_sealed_segment_checks_the_same_in_chunks_as_whole() {
+        let clean = Builder::new(3).batch(&[1, 2]).batch(&[3]).seal().bytes;
+        for chunk in [1, 7, 64, clean.len()] {
+            assert_eq!(check_in_chunks(&clean, chunk), Ok(true), "chunk {chunk}");
+        }
+        // Damage anywhere: refused in chunks exactly where a whole scan
+        // refuses it, naming the same offset.
+        for at in 0..clean.len() {
+            let mut bytes = clean.clone();
+            bytes[at] ^= 0x20;
+            let whole = end(&bytes);
+            let chunked = check_in_chunks(&bytes, 5);
+            match whole {
+                Err(ScanError::Corrupt { offset, .. }) => assert!(
+                    matches!(chunked, Err(ScanError::Corrupt { offset: o, .. }) if o == offset),
+                    "flip at {at}: {chunked:?}, whole {offset}"
+                ),
+                other => assert!(chunked.is_err(), "flip at {at}: {chunked:?} / {other:?}"),
+            }
+        }
+        // Unsealed: not a sealed segment.
+        let open = Builder::new(3).batch(&[1]).bytes;
+        assert!(check_in_chunks(&open, 3).is_err());
     }
 
     #[test]
