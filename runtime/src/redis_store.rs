@@ -171,11 +171,7 @@ pub async fn connect(
     let mut probe = first
         .get_multiplexed_async_connection_with_config(&config)
         .await?;
-    let info: String = redis::cmd("INFO")
-        .arg("cluster")
-        .query_async(&mut probe)
-        .await?;
-    if info.contains("cluster_enabled:1") {
+    if cluster_enabled(&mut probe).await? {
         let mut builder = redis::cluster::ClusterClientBuilder::new(spec.nodes.clone())
             .connection_timeout(timeout)
             .response_timeout(timeout)
@@ -192,6 +188,52 @@ pub async fn connect(
     } else {
         Ok(Conn::Single(probe))
     }
+}
+
+/// The primaries of the store: every node of a cluster that is a master
+/// and not failed (from `CLUSTER NODES`), or the one node (for `export`).
+///
+/// # Errors
+/// The store cannot be reached.
+pub async fn primaries(spec: &RedisSpec) -> redis::RedisResult<Vec<String>> {
+    let client = redis::Client::open(spec.nodes[0].as_str())?;
+    let mut conn = client.get_multiplexed_async_connection().await?;
+    if !cluster_enabled(&mut conn).await? {
+        return Ok(vec![spec.nodes[0].clone()]);
+    }
+    let nodes: String = redis::cmd("CLUSTER")
+        .arg("NODES")
+        .query_async(&mut conn)
+        .await?;
+    let prefix = spec.nodes[0]
+        .split_once("//")
+        .map(|(scheme, rest)| {
+            let creds = rest
+                .rsplit_once('@')
+                .map(|(c, _)| format!("{c}@"))
+                .unwrap_or_default();
+            format!("{scheme}//{creds}")
+        })
+        .unwrap_or_else(|| "redis://".into());
+    Ok(nodes
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let flags = fields.get(2)?;
+            (flags.contains("master") && !flags.contains("fail") && fields.get(8).is_some()).then(
+                || {
+                    let addr = fields[1].split('@').next().unwrap_or_default();
+                    format!("{prefix}{addr}")
+                },
+            )
+        })
+        .collect())
+}
+
+/// `true` when the node `conn` reaches runs in cluster mode.
+async fn cluster_enabled(conn: &mut redis::aio::MultiplexedConnection) -> RedisResult<bool> {
+    let info: String = redis::cmd("INFO").arg("cluster").query_async(conn).await?;
+    Ok(info.contains("cluster_enabled:1"))
 }
 
 fn bytes_of(value: &Value) -> Option<Vec<u8>> {

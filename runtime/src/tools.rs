@@ -448,47 +448,6 @@ fn store_runtime() -> io::Result<tokio::runtime::Runtime> {
         .build()
 }
 
-/// The primaries of the store: every node of a cluster that is a master
-/// and not failed (from `CLUSTER NODES`), or the one node.
-async fn primaries(spec: &crate::redis_store::RedisSpec) -> redis::RedisResult<Vec<String>> {
-    let client = redis::Client::open(spec.nodes[0].as_str())?;
-    let mut conn = client.get_multiplexed_async_connection().await?;
-    let info: String = redis::cmd("INFO")
-        .arg("cluster")
-        .query_async(&mut conn)
-        .await?;
-    if !info.contains("cluster_enabled:1") {
-        return Ok(vec![spec.nodes[0].clone()]);
-    }
-    let nodes: String = redis::cmd("CLUSTER")
-        .arg("NODES")
-        .query_async(&mut conn)
-        .await?;
-    let prefix = spec.nodes[0]
-        .split_once("//")
-        .map(|(scheme, rest)| {
-            let creds = rest
-                .rsplit_once('@')
-                .map(|(c, _)| format!("{c}@"))
-                .unwrap_or_default();
-            format!("{scheme}//{creds}")
-        })
-        .unwrap_or_else(|| "redis://".into());
-    Ok(nodes
-        .lines()
-        .filter_map(|line| {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            let flags = fields.get(2)?;
-            (flags.contains("master") && !flags.contains("fail") && fields.get(8).is_some()).then(
-                || {
-                    let addr = fields[1].split('@').next().unwrap_or_default();
-                    format!("{prefix}{addr}")
-                },
-            )
-        })
-        .collect())
-}
-
 /// `export --store`: every link of a Redis store, as JSON lines.
 pub fn export_redis(spec: &crate::redis_store::RedisSpec, out: Option<&Path>) -> ExitCode {
     let result = (|| -> Result<(u64, u64), String> {
@@ -496,7 +455,10 @@ pub fn export_redis(spec: &crate::redis_store::RedisSpec, out: Option<&Path>) ->
         let mut sink = open_output(out).map_err(|e| e.to_string())?;
         let mut links = 0;
         rt.block_on(async {
-            for node in primaries(spec).await.map_err(|e| e.to_string())? {
+            for node in crate::redis_store::primaries(spec)
+                .await
+                .map_err(|e| e.to_string())?
+            {
                 let client = redis::Client::open(node.as_str()).map_err(|e| e.to_string())?;
                 let mut conn = client
                     .get_multiplexed_async_connection()
