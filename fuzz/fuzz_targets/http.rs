@@ -14,13 +14,10 @@ use std::time::{Duration, Instant};
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
-use shorty_service::codes::{CodeKey, Codec, IdSpace};
 use shorty_service::connection::{Connection, Kind};
 use shorty_service::http::Front;
-use shorty_service::keydir::KeyDir;
-use shorty_service::log::segments::SegmentTable;
 use shorty_service::settings::Settings;
-use shorty_service::shard::{LocalStore, Shard, Shared, StoreMode};
+use shorty_service::shard::{Shard, Shared};
 
 #[derive(Debug, Arbitrary)]
 struct Input {
@@ -61,19 +58,7 @@ fuzz_target!(|input: Input| {
     let mut settings = Settings::for_tests("http://s.example/x/");
     settings.http_max_head_bytes = 256 + input.max_head as usize % 8192;
     let max_head = settings.http_max_head_bytes;
-    let store = LocalStore {
-        keydir: Arc::new(KeyDir::new()),
-        segments: Arc::new(SegmentTable::new(std::path::Path::new("/d"), 0)),
-        ids: Arc::new(IdSpace::new(0)),
-        has_imports: false,
-    };
-    let shared = Shared::new(
-        settings.clone(),
-        Codec::new(&CodeKey([1; 16])),
-        StoreMode::Local(store),
-        1,
-    );
-    let mut shard = Shard::new(Arc::new(shared), 0);
+    let mut shard = Shard::new(Arc::new(Shared::for_tests(settings.clone())), 0);
     let now = Instant::now();
     let mut conn = Connection::new(1, Kind::Http(Front::Public), now);
     let mut out = Vec::new();

@@ -123,6 +123,24 @@ impl Shared {
         }
     }
 
+    /// For tests, examples and fuzz targets: one core over an empty
+    /// embedded log (segments under `/data`, never touched: the caller
+    /// performs the shard's I/O), a fixed code key.
+    pub fn for_tests(settings: Settings) -> Self {
+        let store = LocalStore {
+            keydir: Arc::new(KeyDir::new()),
+            segments: Arc::new(SegmentTable::new(std::path::Path::new("/data"), 0)),
+            ids: Arc::new(IdSpace::new(0)),
+            has_imports: false,
+        };
+        Self::new(
+            settings,
+            Codec::new(&crate::codes::CodeKey([7; 16])),
+            StoreMode::Local(store),
+            1,
+        )
+    }
+
     /// Shares `health` (with a remote store's thread, which reports into
     /// it) instead of a fresh one.
     pub fn with_health(mut self, health: Arc<Health>) -> Self {

@@ -26,20 +26,8 @@ struct Rig {
 }
 
 fn rig_with(settings: Settings) -> Rig {
-    let store = LocalStore {
-        keydir: Arc::new(KeyDir::new()),
-        segments: Arc::new(SegmentTable::new(std::path::Path::new("/data"), 0)),
-        ids: Arc::new(IdSpace::new(0)),
-        has_imports: false,
-    };
-    let shared = Shared::new(
-        settings,
-        Codec::new(&CodeKey([7; 16])),
-        StoreMode::Local(store),
-        1,
-    );
     Rig {
-        shard: Shard::new(Arc::new(shared), 0),
+        shard: Shard::new(Arc::new(Shared::for_tests(settings)), 0),
         t0: Instant::now(),
         disk: Default::default(),
     }
