@@ -10,7 +10,7 @@ use tokio::net::{TcpStream, ToSocketAddrs};
 use tokio_util::codec::Framed;
 
 use crate::error::{Error, Result};
-use crate::options::{code_of, Options};
+use crate::options::{code_of, window_full, Options};
 use crate::reply::{expect, expect_url};
 
 /// An async client holding one connection.
@@ -112,14 +112,15 @@ impl AsyncClient {
         let result = async {
             let mut replies = Vec::with_capacity(requests.len());
             let mut requests = requests.into_iter().peekable();
-            // In windows, reading replies between them (see `Client::batch`).
+            // In windows, reading replies between them (`window_full`).
             while requests.peek().is_some() {
-                let mut taken = 0;
+                let (mut taken, mut bytes) = (0, 0);
                 within(write_timeout, async {
-                    while taken < 64 {
+                    while !window_full(taken, bytes) {
                         let Some(request) = requests.next() else {
                             break;
                         };
+                        bytes += request.encoded_len();
                         framed.feed(request).await?;
                         taken += 1;
                     }

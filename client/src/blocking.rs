@@ -9,7 +9,7 @@ use shorty_protocol::frame::{FrameDecoder, Status};
 use shorty_protocol::{ErrorCode, Reply, Request, ServerInfo, PROTOCOL_VERSION};
 
 use crate::error::{Error, Result};
-use crate::options::{code_of, Options};
+use crate::options::{code_of, window_full, Options};
 use crate::reply::{expect, expect_url};
 
 /// A blocking client holding one connection, reused across calls.
@@ -116,18 +116,16 @@ impl Client {
         let (read_limit, write_limit) = (self.options.read_timeout, self.options.write_timeout);
         let conn = self.conn()?;
         let mut replies = Vec::with_capacity(requests.len());
-        // In windows: the server stops reading while too many replies wait
-        // for us (back-pressure), so writing a whole large batch before
-        // reading any reply could leave both sides blocked. A window's
-        // requests fit in the kernel's buffers, so its write completes; then
-        // its replies are read.
+        // In windows (`window_full`): a window's requests fit in the
+        // kernel's buffers, so its write completes; then its replies are
+        // read.
         let mut rest = requests;
         let mut wire = Vec::new();
         while !rest.is_empty() {
             wire.clear();
             let mut taken = 0;
             for request in rest {
-                if taken > 0 && (taken == WINDOW_REQUESTS || wire.len() >= WINDOW_BYTES) {
+                if taken > 0 && window_full(taken, wire.len()) {
                     break;
                 }
                 request.encode(&mut wire)?;
@@ -237,12 +235,6 @@ impl Client {
         })
     }
 }
-
-/// Most requests written before their replies are read.
-const WINDOW_REQUESTS: usize = 64;
-/// Most request bytes written before their replies are read (a window
-/// always holds at least one request).
-const WINDOW_BYTES: usize = 32 * 1024;
 
 impl Conn {
     fn read_frame(&mut self, decoder: &FrameDecoder, limit: Option<Duration>) -> Result<Bytes> {

@@ -62,3 +62,18 @@ pub fn code_of(code_or_short_url: &str) -> &str {
     let trimmed = code_or_short_url.trim_end_matches('/');
     trimmed.rsplit('/').next().unwrap_or(trimmed)
 }
+
+/// Most requests a batch writes before reading their replies.
+const WINDOW_REQUESTS: usize = 64;
+/// Most request bytes a batch writes before reading their replies.
+const WINDOW_BYTES: usize = 32 * 1024;
+
+/// `true` when a batch window holding `requests` requests of `bytes` bytes
+/// takes no more (a window always holds at least one). Batches go out in
+/// windows, reading each window's replies before writing the next: the
+/// server stops reading while too many replies wait for us
+/// (back-pressure), so writing a whole large batch before reading any
+/// reply could leave both sides blocked. Both clients use it.
+pub(crate) fn window_full(requests: usize, bytes: usize) -> bool {
+    requests > 0 && (requests >= WINDOW_REQUESTS || bytes >= WINDOW_BYTES)
+}
