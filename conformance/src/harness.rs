@@ -252,6 +252,18 @@ pub fn run_to_exit(binary: &Path, args: &[&str], timeout: Duration) -> (ExitStat
         .stderr(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()));
+    // Drained while the child runs: a tool that writes more than a pipe
+    // holds (an export to standard output) would otherwise block forever.
+    fn drain(pipe: Option<impl std::io::Read + Send + 'static>) -> std::thread::JoinHandle<String> {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_string(&mut text);
+            }
+            text
+        })
+    }
+    let (stdout, stderr) = (drain(child.stdout.take()), drain(child.stderr.take()));
     let deadline = Instant::now() + timeout;
     let status = loop {
         if let Some(status) = child.try_wait().expect("try_wait") {
@@ -263,14 +275,8 @@ pub fn run_to_exit(binary: &Path, args: &[&str], timeout: Duration) -> (ExitStat
         }
         std::thread::sleep(Duration::from_millis(20));
     };
-    let mut out = String::new();
-    use std::io::Read;
-    if let Some(mut stdout) = child.stdout.take() {
-        let _ = stdout.read_to_string(&mut out);
-    }
-    if let Some(mut stderr) = child.stderr.take() {
-        let _ = stderr.read_to_string(&mut out);
-    }
+    let mut out = stdout.join().unwrap_or_default();
+    out.push_str(&stderr.join().unwrap_or_default());
     (status, out)
 }
 
