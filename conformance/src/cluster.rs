@@ -348,6 +348,11 @@ impl RedisCluster {
         format!("redis://{}", hosts.join(","))
     }
 
+    /// How many nodes it has (running or not).
+    pub fn node_count(&self) -> usize {
+        self.nodes.len()
+    }
+
     /// `redis-cli` against node `i`.
     pub fn cli(&self, i: usize, args: &[&str]) -> Option<String> {
         cli(self.nodes[i].port, args)
