@@ -766,7 +766,16 @@ pub fn start(
                 let timeout = settings.timeout;
                 let connected = async {
                     let mut probe = probe(&settings.spec, timeout).await?;
-                    check_replicas(&mut probe, settings.replicas).await?;
+                    // A replica may be (re)connecting, or a new cluster's
+                    // gossip not yet have reached the probed node: look
+                    // again for a while before refusing.
+                    let patience = tokio::time::Instant::now() + timeout;
+                    while let Err(why) = check_replicas(&mut probe, settings.replicas).await {
+                        if tokio::time::Instant::now() >= patience {
+                            return Err(why);
+                        }
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
                     let spec = &settings.spec;
                     let to_string = |e: redis::RedisError| e.to_string();
                     let mut writes = Vec::with_capacity(WRITE_CONNECTIONS);
