@@ -198,6 +198,37 @@ pub fn redis_out_of_memory_acknowledges_nothing_unstored(binary: &Path) {
     every_acked_link_is_stored(&server, &outcome.acked, |k| primary.get(k));
     assert!(outcome.refused > 0, "the store never filled: {outcome:?}");
     assert!(!outcome.acked.is_empty());
+
+    // `import --store` into the full store: whatever it reports imported
+    // is stored.
+    let links: Vec<(String, String)> = (0..20)
+        .map(|i| {
+            (
+                format!("Imp{i:04}"),
+                format!("https://example.com/imported/{i}"),
+            )
+        })
+        .collect();
+    let dump = dir.path().join("links.jsonl");
+    let lines: String = links
+        .iter()
+        .map(|(code, url)| format!("{{\"code\":\"{code}\",\"url\":\"{url}\"}}\n"))
+        .collect();
+    std::fs::write(&dump, lines).unwrap();
+    let (status, out) = run_to_exit(
+        binary,
+        &["import", "--store", &primary.url(), dump.to_str().unwrap()],
+        Duration::from_secs(30),
+    );
+    if status.success() {
+        for (code, url) in &links {
+            assert_eq!(
+                primary.get(&format!("{LINK_PREFIX}{code}")).as_deref(),
+                Some(url.as_str()),
+                "import said it succeeded ({out}) but {code} is not stored"
+            );
+        }
+    }
 }
 
 /// A failing disk (`MISCONF`: the last RDB save failed and
