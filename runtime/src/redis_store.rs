@@ -655,9 +655,10 @@ impl Store {
         let name = format!("{LINK_PREFIX}{}", format_code(key, &mut code));
         let mut reads = self.reads.clone();
         let mut found = reads.query(redis::cmd("GET").arg(&name)).await;
-        if let (Ok(Value::Nil), Some(primary)) = (&found, &self.primary_reads) {
+        if let (Ok(Value::Nil) | Err(_), Some(primary)) = (&found, &self.primary_reads) {
             // A replica may lag its primary: only the primary's "no" is
-            // a 404 (a link acknowledged a moment ago is there).
+            // a 404 (a link acknowledged a moment ago is there). A replica
+            // that fails is not the last word either.
             found = primary.clone().query(redis::cmd("GET").arg(&name)).await;
         }
         match found {
@@ -789,7 +790,8 @@ pub fn start(
                     let reads = connect_with(&probe, spec, timeout, settings.read_from_replicas)
                         .await
                         .map_err(to_string)?;
-                    let primary_reads = if settings.read_from_replicas {
+                    // A single Redis has no replicas to read from.
+                    let primary_reads = if settings.read_from_replicas && probe.cluster {
                         Some(
                             connect_with(&probe, spec, timeout, false)
                                 .await
