@@ -1,6 +1,7 @@
-//! A Redis Cluster for tests: primaries and replicas of Debian's
+//! Redis for tests: a Redis Cluster (primaries and replicas of Debian's
 //! `redis-server` on free loopback ports, each with AOF `appendfsync
-//! always`, joined with `redis-cli --cluster create`, killed and removed
+//! always`, joined with `redis-cli --cluster create`), or one Redis
+//! ([`Redis`]) with whatever settings a fault needs; killed and removed
 //! when dropped.
 
 use std::net::TcpListener;
@@ -13,6 +14,9 @@ struct Node {
     port: u16,
     dir: PathBuf,
     child: Option<Child>,
+    /// Arguments after the common ones: cluster mode, or a fault's
+    /// settings.
+    args: Vec<String>,
 }
 
 /// A running cluster.
@@ -32,7 +36,8 @@ fn free_port() -> u16 {
     }
 }
 
-fn cli(port: u16, args: &[&str]) -> Option<String> {
+/// `redis-cli -p PORT ARGS...`: its output, or `None` when it failed.
+pub fn cli(port: u16, args: &[&str]) -> Option<String> {
     let out = Command::new("redis-cli")
         .args(["-p", &port.to_string()])
         .args(args)
@@ -49,16 +54,14 @@ impl Node {
         let child = Command::new("redis-server")
             .arg("--port")
             .arg(self.port.to_string())
-            .args(["--bind", "127.0.0.1", "--cluster-enabled", "yes"])
-            .args(["--cluster-config-file", "nodes.conf"])
-            // Fail over quickly: a primary unreachable for a second is down.
-            .args(["--cluster-node-timeout", "1000"])
+            .args(["--bind", "127.0.0.1"])
             .args(["--appendonly", "yes", "--appendfsync", "always"])
             .args(["--save", "", "--daemonize", "no", "--protected-mode", "no"])
             .arg("--dir")
             .arg(&self.dir)
             .arg("--logfile")
             .arg(self.dir.join("redis.log"))
+            .args(&self.args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -74,17 +77,151 @@ impl Node {
     }
 }
 
+/// Says why Redis cannot be run here (no `redis-server` or `redis-cli`).
+fn installed() -> Result<(), String> {
+    for tool in ["redis-server", "redis-cli"] {
+        if Command::new(tool).arg("--version").output().is_err() {
+            return Err(format!("{tool} is not installed"));
+        }
+    }
+    Ok(())
+}
+
+/// What a test does when Redis cannot be started: under CI (`CI` set) the
+/// test fails, because CI installs Redis and a test that passes without
+/// running proves nothing; elsewhere it says SKIPPED and the caller
+/// returns.
+pub fn or_skip<T>(started: Result<T, String>) -> Option<T> {
+    match started {
+        Ok(t) => Some(t),
+        Err(why) if std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false") => {
+            panic!("CI is set and Redis cannot be started here: {why}")
+        }
+        Err(why) => {
+            eprintln!("SKIPPED: no Redis here: {why}");
+            None
+        }
+    }
+}
+
+fn wait_for(what: &str, mut ready: impl FnMut() -> bool) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !ready() {
+        if Instant::now() > deadline {
+            return Err(format!("{what} did not happen within 30 s"));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}
+
+/// One Redis (not a cluster) on a free port, AOF `appendfsync always`,
+/// with `args` added (`--maxmemory 3mb`, `--save "3600 1"`, ...).
+pub struct Redis {
+    _dir: tempfile::TempDir,
+    node: Node,
+}
+
+impl Redis {
+    /// Starts it and waits until it answers, or says why it cannot.
+    pub fn start(args: &[&str]) -> Result<Redis, String> {
+        installed()?;
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let mut node = Node {
+            port: free_port(),
+            dir: dir.path().to_owned(),
+            child: None,
+            args: args.iter().map(|a| (*a).to_owned()).collect(),
+        };
+        node.spawn();
+        let redis = Redis { _dir: dir, node };
+        wait_for("redis-server start", || redis.ping())?;
+        Ok(redis)
+    }
+
+    fn ping(&self) -> bool {
+        self.cli(&["ping"]).is_some_and(|o| o.contains("PONG"))
+    }
+
+    /// Its port.
+    pub fn port(&self) -> u16 {
+        self.node.port
+    }
+
+    /// `redis://127.0.0.1:PORT`, for `--store`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.node.port)
+    }
+
+    /// `redis-cli` against it.
+    pub fn cli(&self, args: &[&str]) -> Option<String> {
+        cli(self.node.port, args)
+    }
+
+    /// `redis-cli`, which must succeed and not answer an error.
+    pub fn must(&self, args: &[&str]) -> String {
+        let out = self
+            .cli(args)
+            .unwrap_or_else(|| panic!("redis-cli {args:?} failed"));
+        assert!(!out.starts_with("ERR"), "redis-cli {args:?}: {out}");
+        out
+    }
+
+    /// What `GET key` holds, straight from this Redis (`None`: nothing).
+    pub fn get(&self, key: &str) -> Option<String> {
+        let out = self.must(&["--no-raw", "get", key]);
+        // `--no-raw` quotes values and says `(nil)` for none, so an empty
+        // value and a missing key differ.
+        let out = out.trim_end_matches('\n');
+        (out != "(nil)").then(|| out.trim_matches('"').to_owned())
+    }
+
+    /// Makes this Redis a replica of `primary` and waits until the
+    /// primary counts it online.
+    pub fn replicate(&self, primary: &Redis) {
+        self.must(&["replicaof", "127.0.0.1", &primary.port().to_string()]);
+        wait_for("replication", || {
+            self.cli(&["info", "replication"])
+                .is_some_and(|o| o.contains("master_link_status:up"))
+                && primary
+                    .cli(&["info", "replication"])
+                    .is_some_and(|o| o.contains("state=online"))
+        })
+        .unwrap();
+    }
+
+    /// `kill -9`.
+    pub fn kill9(&mut self) {
+        self.node.kill();
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.node.kill();
+    }
+}
+
+/// In `CLUSTER NODES` output: every primary that serves slots and is not
+/// failed has a replica that is not failed.
+fn every_primary_has_a_replica(nodes: &str) -> bool {
+    let lines: Vec<Vec<&str>> = nodes.lines().map(|l| l.split(' ').collect()).collect();
+    let flags = |l: &Vec<&str>, f: &str| l.get(2).is_some_and(|flags| flags.contains(f));
+    lines
+        .iter()
+        .filter(|l| flags(l, "master") && !flags(l, "fail") && l.len() > 8)
+        .all(|primary| {
+            lines
+                .iter()
+                .any(|r| flags(r, "slave") && !flags(r, "fail") && r.get(3) == primary.first())
+        })
+}
+
 impl RedisCluster {
     /// Starts `primaries` primaries with one replica each, or says why it
-    /// cannot (no `redis-server` here), so the caller can skip.
+    /// cannot (no `redis-server` here); see [`or_skip`].
     pub fn start(primaries: usize) -> Result<RedisCluster, String> {
-        if Command::new("redis-server")
-            .arg("--version")
-            .output()
-            .is_err()
-        {
-            return Err("redis-server is not installed".into());
-        }
+        installed()?;
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
         let mut nodes: Vec<Node> = (0..primaries * 2)
             .map(|i| {
@@ -94,6 +231,18 @@ impl RedisCluster {
                     port: free_port(),
                     dir: node_dir,
                     child: None,
+                    args: [
+                        "--cluster-enabled",
+                        "yes",
+                        "--cluster-config-file",
+                        "nodes.conf",
+                        // Fail over quickly: a primary unreachable for a
+                        // second is down.
+                        "--cluster-node-timeout",
+                        "1000",
+                    ]
+                    .map(str::to_owned)
+                    .to_vec(),
                 }
             })
             .collect();
@@ -124,30 +273,48 @@ impl RedisCluster {
         }
         cluster.wait_until_ok()?;
         cluster.wait_until_replicated()?;
+        cluster.wait_until_replicas_advertised()?;
         Ok(cluster)
     }
 
-    /// Waits until every running primary has an online replica.
+    /// Waits until every running primary has an online replica, and every
+    /// running node's view of the cluster says so (clients learn replicas
+    /// from `CLUSTER SLOTS`, which lags replication by a gossip round).
     pub fn wait_until_replicated(&self) -> Result<(), String> {
         self.wait_for(|| {
             self.nodes.iter().filter(|n| n.child.is_some()).all(|n| {
                 cli(n.port, &["info", "replication"]).is_some_and(|o| {
                     !o.contains("role:master")
                         || (o.contains("connected_slaves:1") && o.contains("state=online"))
+                }) && cli(n.port, &["cluster", "nodes"])
+                    .is_some_and(|o| every_primary_has_a_replica(&o))
+            })
+        })
+    }
+
+    /// Waits until every node lists every replica in `CLUSTER SLOTS`,
+    /// which is where clients learn of replicas (`--store-read-replicas`).
+    /// Redis 7.0 leaves out a replica whose replication offset is 0, so a
+    /// fresh cluster is written to first.
+    fn wait_until_replicas_advertised(&self) -> Result<(), String> {
+        let first = self.nodes[0].port;
+        for i in 0..30 {
+            cli(first, &["-c", "set", &format!("harness:{i}"), "x"])
+                .ok_or("a write to the new cluster failed")?;
+        }
+        self.wait_for(|| {
+            self.nodes.iter().all(|n| {
+                cli(n.port, &["cluster", "slots"]).is_some_and(|o| {
+                    self.nodes
+                        .iter()
+                        .all(|m| o.lines().any(|l| l == m.port.to_string()))
                 })
             })
         })
     }
 
-    fn wait_for(&self, mut ready: impl FnMut() -> bool) -> Result<(), String> {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !ready() {
-            if Instant::now() > deadline {
-                return Err("the cluster did not become ready".into());
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        Ok(())
+    fn wait_for(&self, ready: impl FnMut() -> bool) -> Result<(), String> {
+        wait_for("the cluster's readiness", ready)
     }
 
     /// Waits until every running node reports `cluster_state:ok`.
@@ -167,6 +334,90 @@ impl RedisCluster {
             .map(|n| format!("127.0.0.1:{}", n.port))
             .collect();
         format!("redis://{}", hosts.join(","))
+    }
+
+    /// `redis://` + every node, the `first` node's address first (the
+    /// first seed is the one a client tries first).
+    pub fn seeds_from(&self, first: usize) -> String {
+        let mut hosts: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
+        hosts.rotate_left(first);
+        format!("redis://{}", hosts.join(","))
+    }
+
+    /// How many nodes it has (running or not).
+    pub fn node_count(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// `redis-cli` against node `i`.
+    pub fn cli(&self, i: usize, args: &[&str]) -> Option<String> {
+        cli(self.nodes[i].port, args)
+    }
+
+    /// What `GET key` holds on the key's primary (found through any
+    /// running node, following redirects), `None` for nothing.
+    pub fn get(&self, key: &str) -> Option<String> {
+        let node = self
+            .nodes
+            .iter()
+            .find(|n| n.child.is_some())
+            .expect("a running node");
+        let out = cli(node.port, &["-c", "--no-raw", "get", key])
+            .unwrap_or_else(|| panic!("redis-cli get {key} failed"));
+        assert!(!out.starts_with("(error)"), "GET {key}: {out}");
+        let out = out.trim_end_matches('\n');
+        (out != "(nil)").then(|| out.trim_matches('"').to_owned())
+    }
+
+    /// The indexes of the nodes that are replicas now.
+    pub fn replicas(&self) -> Vec<usize> {
+        (0..self.nodes.len())
+            .filter(|&i| {
+                self.nodes[i].child.is_some()
+                    && cli(self.nodes[i].port, &["role"]).is_some_and(|o| o.starts_with("slave"))
+            })
+            .collect()
+    }
+
+    /// The index of the replica of the primary at `primary`.
+    pub fn replica_of(&self, primary: usize) -> usize {
+        let port = self.nodes[primary].port.to_string();
+        self.replicas()
+            .into_iter()
+            .find(|&i| {
+                cli(self.nodes[i].port, &["info", "replication"])
+                    .is_some_and(|o| o.lines().any(|l| l.trim() == format!("master_port:{port}")))
+            })
+            .expect("a replica of that primary")
+    }
+
+    /// Waits until every running node flags node `i` as failed (`fail` or
+    /// `fail?`) in `CLUSTER NODES`.
+    pub fn wait_until_flagged_failed(&self, i: usize) -> Result<(), String> {
+        let addr = format!("127.0.0.1:{}@", self.nodes[i].port);
+        wait_for("a failure flag", || {
+            self.nodes.iter().filter(|n| n.child.is_some()).all(|n| {
+                cli(n.port, &["cluster", "nodes"]).is_some_and(|o| {
+                    o.lines().any(|l| {
+                        l.contains(&addr) && l.split(' ').nth(2).is_some_and(|f| f.contains("fail"))
+                    })
+                })
+            })
+        })
+    }
+
+    /// Waits until node `i` is a primary (a replica promoted by a
+    /// failover) and the cluster is whole again.
+    pub fn wait_until_primary(&self, i: usize) -> Result<(), String> {
+        wait_for("a promotion", || {
+            self.cli(i, &["role"])
+                .is_some_and(|o| o.starts_with("master"))
+        })?;
+        self.wait_until_ok()
     }
 
     /// The index of a node that is a primary now.

@@ -19,6 +19,7 @@
 pub mod cases;
 pub mod cluster;
 pub mod harness;
+pub mod redis_faults;
 pub mod wire;
 
 /// Expands to one `#[test]` per conformance case against `$binary`.

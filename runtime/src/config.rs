@@ -242,12 +242,13 @@ pub struct ServeArgs {
     pub store: StoreSpec,
 
     /// With a Redis store: replicas that must confirm a new link (WAIT)
-    /// before it is acknowledged.
+    /// before it is acknowledged. The server refuses to start when no
+    /// primary has that many (use 0 for a single Redis without replicas).
     #[arg(long, env = "SHORTY_STORE_REPLICAS", default_value_t = 1)]
     pub store_replicas: u32,
 
     /// With a Redis Cluster store: read links from replicas too (spreads
-    /// reads; a link may not be there yet on a replica for a moment).
+    /// reads; a code a replica does not have yet is asked of its primary).
     #[arg(long, env = "SHORTY_STORE_READ_REPLICAS")]
     pub store_read_replicas: bool,
 

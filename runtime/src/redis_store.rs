@@ -19,10 +19,14 @@
 //!
 //! **Semantics.** A SHORTEN is `SET shorty:l:<code> <url> NX` pipelined with
 //! `WAIT <--store-replicas> <ms>` on the key's primary: acknowledged only
-//! when the primary stored it and that many replicas confirmed. A code
+//! when the primary stored it and that many replicas confirmed. Both
+//! replies are checked (`check_put`): an error reply (OOM, MISCONF,
+//! NOREPLICAS, READONLY) comes back inside `Ok`, and the `WAIT` after a
+//! failed `SET` counts the connection's earlier writes. A code
 //! already taken (an imported link) moves on to the next id. A RESOLVE
-//! (after the core's cache) is a `GET`; a miss is not cached, so a link
-//! made on another node resolves at once. Writes and reads use separate
+//! (after the core's cache) is a `GET` (with `--store-read-replicas`, a
+//! replica's miss is asked again of the primary); a miss is not cached, so
+//! a link made on another node resolves at once. Writes and reads use separate
 //! connections, because `WAIT` blocks its connection until replicas
 //! answer. Every request is bounded by `--store-timeout`; failures answer
 //! 503, never 404.
@@ -139,13 +143,18 @@ impl Conn {
         })
     }
 
+    /// One command. An error reply (OOM, MISCONF, NOREPLICAS, READONLY,
+    /// ...) is an `Err`: redis-rs hands it back as `Ok(Value::ServerError)`.
     async fn query(&mut self, cmd: &Cmd) -> RedisResult<Value> {
-        match self {
+        let value = match self {
             Conn::Cluster(c) => c.req_packed_command(cmd).await,
             Conn::Single(c) => c.req_packed_command(cmd).await,
-        }
+        };
+        value.and_then(Value::extract_error)
     }
 
+    /// Pipelined commands. Each reply may be a `Value::ServerError`: the
+    /// caller checks every one (a failed command does not stop the rest).
     async fn pipeline(&mut self, pipe: &Pipeline, count: usize) -> RedisResult<Vec<Value>> {
         match self {
             Conn::Cluster(c) => c.req_packed_commands(pipe, 0, count).await,
@@ -154,24 +163,71 @@ impl Conn {
     }
 }
 
-/// Connects to `spec` (a cluster if its first node says so, else a single
-/// Redis), with every request bounded by `timeout`.
+/// The first seed that answered, and what it is.
+pub struct Probe {
+    /// Its URL (one of the spec's nodes).
+    pub node: String,
+    /// A connection to it.
+    conn: redis::aio::MultiplexedConnection,
+    /// It runs in cluster mode.
+    pub cluster: bool,
+}
+
+/// Finds a seed that answers, trying them in order: any one will do, since
+/// a cluster's topology comes from the cluster itself (a seed may be down,
+/// e.g. a primary that just failed over).
+///
+/// # Errors
+/// No seed answers (every seed's error, in order).
+pub async fn probe(spec: &RedisSpec, timeout: Duration) -> Result<Probe, String> {
+    let config = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(timeout))
+        .set_response_timeout(Some(timeout));
+    let mut errors = Vec::new();
+    for node in &spec.nodes {
+        let attempt = async {
+            let client = redis::Client::open(node.as_str())?;
+            let mut conn = client
+                .get_multiplexed_async_connection_with_config(&config)
+                .await?;
+            let cluster = cluster_enabled(&mut conn).await?;
+            Ok::<_, redis::RedisError>(Probe {
+                node: node.clone(),
+                conn,
+                cluster,
+            })
+        };
+        match attempt.await {
+            Ok(probe) => return Ok(probe),
+            Err(err) => errors.push(format!("{}: {err}", redact(node))),
+        }
+    }
+    Err(errors.join("; "))
+}
+
+/// `node` without its password, for messages.
+fn redact(node: &str) -> String {
+    match node
+        .split_once("//")
+        .and_then(|(_, rest)| rest.rsplit_once('@'))
+    {
+        Some((_, host)) => format!("redis://{host}"),
+        None => node.to_owned(),
+    }
+}
+
+/// Connects to what `probe` found (a cluster, through every seed, or the
+/// single Redis it reached), with every request bounded by `timeout`.
 ///
 /// # Errors
 /// The store cannot be reached.
-pub async fn connect(
+pub async fn connect_with(
+    probe: &Probe,
     spec: &RedisSpec,
     timeout: Duration,
     replicas_read: bool,
 ) -> RedisResult<Conn> {
-    let first = redis::Client::open(spec.nodes[0].as_str())?;
-    let config = redis::AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(timeout))
-        .set_response_timeout(Some(timeout));
-    let mut probe = first
-        .get_multiplexed_async_connection_with_config(&config)
-        .await?;
-    if cluster_enabled(&mut probe).await? {
+    if probe.cluster {
         let mut builder = redis::cluster::ClusterClientBuilder::new(spec.nodes.clone())
             .connection_timeout(timeout)
             .response_timeout(timeout)
@@ -186,26 +242,218 @@ pub async fn connect(
             builder.build()?.get_async_connection().await?,
         ))
     } else {
-        Ok(Conn::Single(probe))
+        let config = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout));
+        let client = redis::Client::open(probe.node.as_str())?;
+        Ok(Conn::Single(
+            client
+                .get_multiplexed_async_connection_with_config(&config)
+                .await?,
+        ))
     }
 }
 
-/// The primaries of the store: every node of a cluster that is a master
-/// and not failed (from `CLUSTER NODES`), or the one node (for `export`).
+/// Connects to `spec` (a cluster if the first seed that answers says so,
+/// else a single Redis), with every request bounded by `timeout`.
 ///
 /// # Errors
 /// The store cannot be reached.
-pub async fn primaries(spec: &RedisSpec) -> redis::RedisResult<Vec<String>> {
-    let client = redis::Client::open(spec.nodes[0].as_str())?;
-    let mut conn = client.get_multiplexed_async_connection().await?;
-    if !cluster_enabled(&mut conn).await? {
-        return Ok(vec![spec.nodes[0].clone()]);
+pub async fn connect(
+    spec: &RedisSpec,
+    timeout: Duration,
+    replicas_read: bool,
+) -> Result<Conn, String> {
+    let probe = probe(spec, timeout).await?;
+    connect_with(&probe, spec, timeout, replicas_read)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// Slots in a Redis Cluster.
+pub const SLOTS: usize = 16_384;
+
+/// One line of `CLUSTER NODES`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct NodeLine {
+    id: String,
+    /// `host:port`.
+    addr: String,
+    primary: bool,
+    /// Flagged `fail` or `fail?`.
+    failing: bool,
+    /// A replica's primary's id.
+    primary_id: Option<String>,
+    /// Slot ranges served (inclusive).
+    slots: Vec<(usize, usize)>,
+}
+
+fn parse_cluster_nodes(text: &str) -> Vec<NodeLine> {
+    text.lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let flags = fields.get(2)?;
+            let addr = fields.get(1)?.split(['@', ',']).next()?.to_owned();
+            let slots = fields
+                .iter()
+                .skip(8)
+                // `[slot->-id]`: a slot being migrated; its owner lists it
+                // plainly too.
+                .filter(|f| !f.starts_with('['))
+                .filter_map(|range| match range.split_once('-') {
+                    Some((a, b)) => Some((a.parse().ok()?, b.parse().ok()?)),
+                    None => range.parse().ok().map(|s| (s, s)),
+                })
+                .collect();
+            Some(NodeLine {
+                id: (*fields.first()?).to_owned(),
+                addr,
+                primary: flags.split(',').any(|f| f == "master"),
+                failing: flags.split(',').any(|f| f == "fail" || f == "fail?"),
+                primary_id: fields
+                    .get(3)
+                    .filter(|m| **m != "-")
+                    .map(|m| (*m).to_owned()),
+                slots,
+            })
+        })
+        .collect()
+}
+
+/// The primaries that serve slots, as long as together they serve every
+/// slot and none is failing: a shard without a working primary is an
+/// error, never skipped.
+fn serving_primaries(nodes: &[NodeLine]) -> Result<Vec<&NodeLine>, String> {
+    let serving: Vec<&NodeLine> = nodes
+        .iter()
+        .filter(|n| n.primary && !n.slots.is_empty())
+        .collect();
+    if let Some(failing) = serving.iter().find(|n| n.failing) {
+        return Err(format!(
+            "the primary {} is failing (its slots {} have no working primary)",
+            failing.addr,
+            failing
+                .slots
+                .iter()
+                .map(|(a, b)| if a == b {
+                    a.to_string()
+                } else {
+                    format!("{a}-{b}")
+                })
+                .collect::<Vec<_>>()
+                .join(",")
+        ));
     }
-    let nodes: String = redis::cmd("CLUSTER")
-        .arg("NODES")
-        .query_async(&mut conn)
-        .await?;
-    let prefix = spec.nodes[0]
+    let mut covered = vec![false; SLOTS];
+    for (a, b) in serving.iter().flat_map(|n| &n.slots) {
+        for slot in covered.iter_mut().take(b + 1).skip(*a) {
+            *slot = true;
+        }
+    }
+    if let Some(missing) = covered.iter().position(|c| !c) {
+        let count = covered.iter().filter(|c| !**c).count();
+        return Err(format!(
+            "{count} of {SLOTS} slots (e.g. slot {missing}) are served by no primary"
+        ));
+    }
+    Ok(serving)
+}
+
+/// Replicas, not failing, of each serving primary.
+fn replica_counts(nodes: &[NodeLine]) -> Vec<(String, usize)> {
+    nodes
+        .iter()
+        .filter(|n| n.primary && !n.slots.is_empty() && !n.failing)
+        .map(|p| {
+            let replicas = nodes
+                .iter()
+                .filter(|r| !r.failing && r.primary_id.as_deref() == Some(p.id.as_str()))
+                .count();
+            (p.addr.clone(), replicas)
+        })
+        .collect()
+}
+
+async fn cluster_nodes(conn: &mut redis::aio::MultiplexedConnection) -> RedisResult<String> {
+    redis::cmd("CLUSTER").arg("NODES").query_async(conn).await
+}
+
+/// Checks, at start, that the store can confirm writes on `wanted`
+/// replicas (`--store-replicas`): a single Redis must be a primary with
+/// that many replicas online; in a cluster at least one primary must have
+/// that many (a shard with fewer, e.g. after a failover, is warned about:
+/// its codes are skipped until it has them).
+///
+/// # Errors
+/// A line naming `--store-replicas` (or the replica the spec points at).
+pub async fn check_replicas(probe: &mut Probe, wanted: u32) -> Result<(), String> {
+    let wanted = wanted as usize;
+    let node = redact(&probe.node);
+    if probe.cluster {
+        let text = cluster_nodes(&mut probe.conn)
+            .await
+            .map_err(|e| format!("{node}: CLUSTER NODES: {e}"))?;
+        let counts = replica_counts(&parse_cluster_nodes(&text));
+        let most = counts.iter().map(|(_, n)| *n).max().unwrap_or(0);
+        if most < wanted {
+            return Err(format!(
+                "no primary of the cluster at {node} has {wanted} replicas (most: {most}), so no \
+                 SHORTEN could be confirmed: add replicas, or lower --store-replicas"
+            ));
+        }
+        for (addr, n) in counts.iter().filter(|(_, n)| *n < wanted) {
+            tracing::warn!(
+                primary = %addr,
+                replicas = n,
+                store_replicas = wanted,
+                "a primary has fewer replicas than --store-replicas: new links avoid its slots"
+            );
+        }
+        return Ok(());
+    }
+    let info: String = redis::cmd("INFO")
+        .arg("replication")
+        .query_async(&mut probe.conn)
+        .await
+        .map_err(|e| format!("{node}: INFO replication: {e}"))?;
+    if !info.lines().any(|l| l.trim() == "role:master") {
+        return Err(format!(
+            "the store at {node} is a replica (read-only): point --store at its primary"
+        ));
+    }
+    let online = info
+        .lines()
+        .filter(|l| l.starts_with("slave") && l.contains("state=online"))
+        .count();
+    if online < wanted {
+        return Err(format!(
+            "the store at {node} has {online} replica(s) online but --store-replicas is {wanted}, \
+             so no SHORTEN could be confirmed: add a replica, or start with --store-replicas \
+             {online} (a Redis without replicas can lose acknowledged links with its disk)"
+        ));
+    }
+    Ok(())
+}
+
+/// The primaries to read every link from (for `export`): the one node, or
+/// every serving primary of the cluster, as the cluster (any seed that
+/// answers) describes itself.
+///
+/// # Errors
+/// No seed answers, or some slot has no working primary (an export that
+/// skipped it would silently miss links).
+pub async fn primaries(spec: &RedisSpec) -> Result<Vec<String>, String> {
+    let mut probe = probe(spec, Duration::from_secs(5)).await?;
+    if !probe.cluster {
+        return Ok(vec![probe.node]);
+    }
+    let text = cluster_nodes(&mut probe.conn)
+        .await
+        .map_err(|e| format!("{}: CLUSTER NODES: {e}", redact(&probe.node)))?;
+    let nodes = parse_cluster_nodes(&text);
+    let serving = serving_primaries(&nodes)?;
+    let prefix = probe
+        .node
         .split_once("//")
         .map(|(scheme, rest)| {
             let creds = rest
@@ -215,18 +463,9 @@ pub async fn primaries(spec: &RedisSpec) -> redis::RedisResult<Vec<String>> {
             format!("{scheme}//{creds}")
         })
         .unwrap_or_else(|| "redis://".into());
-    Ok(nodes
-        .lines()
-        .filter_map(|line| {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            let flags = fields.get(2)?;
-            (flags.contains("master") && !flags.contains("fail") && fields.get(8).is_some()).then(
-                || {
-                    let addr = fields[1].split('@').next().unwrap_or_default();
-                    format!("{prefix}{addr}")
-                },
-            )
-        })
+    Ok(serving
+        .into_iter()
+        .map(|n| format!("{prefix}{}", n.addr))
         .collect())
 }
 
@@ -252,15 +491,20 @@ fn bytes_of(value: &Value) -> Option<Vec<u8>> {
 pub async fn load_or_create_key(conn: &mut Conn) -> Result<CodeKey, String> {
     let mut key = [0u8; 16];
     getrandom::fill(&mut key).map_err(|e| e.to_string())?;
-    let _ = conn
+    // A refused SET (a full or read-only store) matters only if no key
+    // exists yet: every later start merely reads it.
+    let created = conn
         .query(redis::cmd("SET").arg(CODE_KEY).arg(&key[..]).arg("NX"))
-        .await
-        .map_err(|e| e.to_string())?;
+        .await;
     let stored = conn
         .query(redis::cmd("GET").arg(CODE_KEY))
         .await
         .map_err(|e| e.to_string())?;
-    let stored = bytes_of(&stored).ok_or("the store holds no code key")?;
+    let stored = match (bytes_of(&stored), created) {
+        (Some(stored), _) => stored,
+        (None, Err(err)) => return Err(format!("cannot create {CODE_KEY}: {err}")),
+        (None, Ok(_)) => return Err("the store holds no code key".into()),
+    };
     let key: [u8; 16] = stored
         .try_into()
         .map_err(|_| format!("{CODE_KEY} in the store is damaged (not 16 bytes)"))?;
@@ -291,6 +535,9 @@ struct Store {
     writes: Vec<Conn>,
     next_write: std::cell::Cell<usize>,
     reads: Conn,
+    /// With `--store-read-replicas`: reads that go to primaries, for a
+    /// code a replica does not have (yet).
+    primary_reads: Option<Conn>,
     ids: tokio::sync::Mutex<Ids>,
     health: Arc<Health>,
     cores: usize,
@@ -342,9 +589,16 @@ impl Store {
         // has lost its replica (after a failover) cannot confirm, and the
         // next attempt's random code most likely lands on another shard.
         let wait_ms = (self.settings.timeout.as_millis() as u64 / 8).clamp(20, 500);
-        let deadline = tokio::time::Instant::now() + self.settings.timeout;
-        let mut shortfall = None;
-        while tokio::time::Instant::now() < deadline {
+        // Attempts stop with a quarter of --store-timeout to spare, so the
+        // answer says why (the caller's own bound is the whole timeout).
+        let deadline = tokio::time::Instant::now() + self.settings.timeout * 3 / 4;
+        let mut why = None;
+        let mut refusals = 0;
+        loop {
+            let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if remaining.is_zero() {
+                break;
+            }
             let id = match self.next_id().await {
                 Ok(id) => id,
                 Err(err) => return Self::unavailable(format!("the store is unavailable: {err}")),
@@ -354,9 +608,11 @@ impl Store {
             let name = format!("{LINK_PREFIX}{}", format_code(key, &mut code));
             let mut pipe = redis::pipe();
             pipe.cmd("SET").arg(&name).arg(url).arg("NX");
-            pipe.cmd("WAIT").arg(self.settings.replicas).arg(wait_ms);
+            pipe.cmd("WAIT")
+                .arg(self.settings.replicas)
+                .arg(wait_ms.min(remaining.as_millis() as u64).max(1));
             let mut writes = self.writer();
-            let result = match writes.pipeline(&pipe, 2).await {
+            let replies = match writes.pipeline(&pipe, 2).await {
                 Ok(values) => values,
                 Err(err) => {
                     self.set_health(false);
@@ -364,37 +620,48 @@ impl Store {
                 }
             };
             self.set_health(true);
-            if matches!(result.first(), Some(Value::Nil)) {
+            match check_put(&replies, self.settings.replicas) {
+                PutReply::Confirmed => return OpResult::Stored(key),
                 // The code is taken (an imported link): the next id.
-                continue;
+                PutReply::Taken => continue,
+                PutReply::Refused(err) => {
+                    // Nothing was stored (OOM, MISCONF, NOREPLICAS,
+                    // READONLY, ...); another shard may take it, but a
+                    // store that refuses everything is told at once.
+                    refusals += 1;
+                    why = Some(format!("the store refused the URL: {err}"));
+                    if refusals >= 3 {
+                        break;
+                    }
+                }
+                PutReply::Unconfirmed(detail) => {
+                    // Stored but never acknowledged: take it back (best
+                    // effort; a leftover is a link nobody was given) and
+                    // try another code.
+                    let _ = writes.query(redis::cmd("DEL").arg(&name)).await;
+                    why = Some(format!(
+                        "the URL was not confirmed by {} replica(s) within --store-timeout \
+                         ({detail}); retry",
+                        self.settings.replicas
+                    ));
+                }
             }
-            let acked = match result.get(1) {
-                Some(Value::Int(n)) => *n,
-                _ => 0,
-            };
-            if acked >= i64::from(self.settings.replicas) {
-                return OpResult::Stored(key);
-            }
-            // Never acknowledged: take it back (best effort; a leftover is
-            // a link nobody was given) and try another code.
-            let _ = writes.query(redis::cmd("DEL").arg(&name)).await;
-            shortfall = Some(acked);
         }
-        Self::unavailable(match shortfall {
-            Some(acked) => format!(
-                "no shard confirmed the URL on {} replicas within --store-timeout (last: {acked}); \
-                 retry",
-                self.settings.replicas
-            ),
-            None => "no free code found within --store-timeout".into(),
-        })
+        Self::unavailable(why.unwrap_or_else(|| "no free code found within --store-timeout".into()))
     }
 
     async fn get(&self, key: u64) -> OpResult {
         let mut code = [0; MAX_CODE_LEN];
         let name = format!("{LINK_PREFIX}{}", format_code(key, &mut code));
         let mut reads = self.reads.clone();
-        match reads.query(redis::cmd("GET").arg(&name)).await {
+        let mut found = reads.query(redis::cmd("GET").arg(&name)).await;
+        if let (Ok(Value::Nil) | Err(_), Some(primary)) = (&found, &self.primary_reads) {
+            // A replica may lag its primary: only the primary's "no" is
+            // a 404 (a link acknowledged a moment ago is there). A replica
+            // that fails is not the last word either.
+            found = primary.clone().query(redis::cmd("GET").arg(&name)).await;
+        }
+        match found {
             Ok(Value::Nil) => {
                 self.set_health(true);
                 OpResult::NotFound
@@ -414,6 +681,38 @@ impl Store {
                 ))
             }
         }
+    }
+}
+
+/// What the replies to a SHORTEN's `SET NX` + `WAIT` say.
+#[derive(Debug, PartialEq, Eq)]
+enum PutReply {
+    /// Stored, and confirmed by enough replicas.
+    Confirmed,
+    /// The code already exists.
+    Taken,
+    /// The `SET` failed: nothing stored.
+    Refused(String),
+    /// Stored, but not confirmed (too few replicas, or `WAIT` failed).
+    Unconfirmed(String),
+}
+
+/// Checks every reply of a SHORTEN's pipeline. `WAIT` counts replicas that
+/// have every earlier write of the connection, so it proves something only
+/// about a `SET` that succeeded.
+fn check_put(replies: &[Value], replicas: u32) -> PutReply {
+    match replies.first() {
+        Some(Value::Okay) => {}
+        Some(Value::SimpleString(s)) if s == "OK" => {}
+        Some(Value::Nil) => return PutReply::Taken,
+        Some(Value::ServerError(err)) => return PutReply::Refused(err.to_string()),
+        other => return PutReply::Refused(format!("unexpected reply to SET: {other:?}")),
+    }
+    match replies.get(1) {
+        Some(Value::Int(n)) if *n >= i64::from(replicas) => PutReply::Confirmed,
+        Some(Value::Int(n)) => PutReply::Unconfirmed(format!("{n} confirmed")),
+        Some(Value::ServerError(err)) => PutReply::Unconfirmed(format!("WAIT failed: {err}")),
+        other => PutReply::Unconfirmed(format!("unexpected reply to WAIT: {other:?}")),
     }
 }
 
@@ -467,44 +766,80 @@ pub fn start(
             local.block_on(&runtime, async move {
                 let timeout = settings.timeout;
                 let connected = async {
+                    let mut probe = probe(&settings.spec, timeout).await?;
+                    // A replica may be (re)connecting, or a new cluster's
+                    // gossip not yet have reached the probed node: look
+                    // again for a while before refusing.
+                    let patience = tokio::time::Instant::now() + timeout;
+                    while let Err(why) = check_replicas(&mut probe, settings.replicas).await {
+                        if tokio::time::Instant::now() >= patience {
+                            return Err(why);
+                        }
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    let spec = &settings.spec;
+                    let to_string = |e: redis::RedisError| e.to_string();
                     let mut writes = Vec::with_capacity(WRITE_CONNECTIONS);
                     for _ in 0..WRITE_CONNECTIONS {
-                        writes.push(connect(&settings.spec, timeout, false).await?);
+                        writes.push(
+                            connect_with(&probe, spec, timeout, false)
+                                .await
+                                .map_err(to_string)?,
+                        );
                     }
-                    let reads = if settings.read_from_replicas {
-                        connect(&settings.spec, timeout, true).await?
+                    let reads = connect_with(&probe, spec, timeout, settings.read_from_replicas)
+                        .await
+                        .map_err(to_string)?;
+                    // A single Redis has no replicas to read from.
+                    let primary_reads = if settings.read_from_replicas && probe.cluster {
+                        Some(
+                            connect_with(&probe, spec, timeout, false)
+                                .await
+                                .map_err(to_string)?,
+                        )
                     } else {
-                        connect(&settings.spec, timeout, false).await?
+                        None
                     };
-                    let key = load_or_create_key(&mut writes[0]).await.map_err(|e| {
-                        redis::RedisError::from((redis::ErrorKind::Io, "code key", e))
-                    })?;
-                    Ok::<_, redis::RedisError>((writes, reads, key))
+                    let key = load_or_create_key(&mut writes[0]).await?;
+                    Ok::<_, String>((writes, reads, primary_reads, key))
                 };
-                let (writes, reads, key) = match tokio::time::timeout(timeout * 5, connected).await
-                {
-                    Ok(Ok(c)) => c,
-                    Ok(Err(e)) => {
-                        let _ = ready_tx.send(Err(format!(
-                            "cannot reach the store at {}: {e}",
-                            settings.spec.nodes.join(",")
-                        )));
-                        return;
-                    }
-                    Err(_) => {
-                        let _ = ready_tx.send(Err(format!(
-                            "cannot reach the store at {}: timed out",
-                            settings.spec.nodes.join(",")
-                        )));
-                        return;
-                    }
-                };
+                let (writes, reads, primary_reads, key) =
+                    match tokio::time::timeout(timeout * 5, connected).await {
+                        Ok(Ok(c)) => c,
+                        Ok(Err(e)) => {
+                            let _ = ready_tx.send(Err(format!(
+                                "cannot use the store at {}: {e}",
+                                settings
+                                    .spec
+                                    .nodes
+                                    .iter()
+                                    .map(|n| redact(n))
+                                    .collect::<Vec<_>>()
+                                    .join(",")
+                            )));
+                            return;
+                        }
+                        Err(_) => {
+                            let _ = ready_tx.send(Err(format!(
+                                "cannot reach the store at {}: timed out",
+                                settings
+                                    .spec
+                                    .nodes
+                                    .iter()
+                                    .map(|n| redact(n))
+                                    .collect::<Vec<_>>()
+                                    .join(",")
+                            )));
+                            return;
+                        }
+                    };
                 let store = Rc::new(Store {
                     codec: Codec::new(&key),
                     settings,
                     writes,
                     next_write: std::cell::Cell::new(0),
                     reads,
+                    primary_reads,
                     ids: tokio::sync::Mutex::new(Ids { next: 0, end: 0 }),
                     health,
                     cores,
@@ -579,5 +914,111 @@ mod tests {
         );
         assert!(parse_spec("http://x").is_err());
         assert!(parse_spec("redis://").is_err());
+    }
+
+    const NODES: &str = "\
+a1 127.0.0.1:7000@17000 myself,master - 0 0 1 connected 0-5460
+a2 127.0.0.1:7001@17001 master - 0 0 2 connected 5461-10922 [5461->-a3]
+a3 127.0.0.1:7002@17002,host3 master - 0 0 3 connected 10923-16383
+r1 127.0.0.1:7003@17003 slave a1 0 0 1 connected
+r2 127.0.0.1:7004@17004 slave,fail a2 0 0 2 disconnected
+r3 127.0.0.1:7005@17005 slave a3 0 0 3 connected
+";
+
+    #[test]
+    fn cluster_nodes_parse_into_shards() {
+        let nodes = parse_cluster_nodes(NODES);
+        assert_eq!(nodes.len(), 6);
+        assert_eq!(nodes[2].addr, "127.0.0.1:7002");
+        assert_eq!(nodes[1].slots, [(5461, 10922)]);
+        assert!(nodes[4].failing && !nodes[4].primary);
+        let serving = serving_primaries(&nodes).unwrap();
+        assert_eq!(serving.len(), 3);
+        assert_eq!(
+            replica_counts(&nodes),
+            [
+                ("127.0.0.1:7000".to_owned(), 1),
+                ("127.0.0.1:7001".to_owned(), 0),
+                ("127.0.0.1:7002".to_owned(), 1)
+            ]
+        );
+    }
+
+    #[test]
+    fn export_needs_every_slot_and_no_failing_primary() {
+        // A failing primary with slots is an error, whether `fail?` (one
+        // node's suspicion) or `fail`.
+        for flag in ["master,fail?", "master,fail"] {
+            let text = NODES.replacen("master - 0 0 2", &format!("{flag} - 0 0 2"), 1);
+            let err = serving_primaries(&parse_cluster_nodes(&text)).unwrap_err();
+            assert!(
+                err.contains("127.0.0.1:7001") && err.contains("5461-10922"),
+                "{err}"
+            );
+        }
+        // A shard missing from the list (only one seed's partial view).
+        let text: String = NODES
+            .lines()
+            .filter(|l| !l.starts_with("a3"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let err = serving_primaries(&parse_cluster_nodes(&text)).unwrap_err();
+        assert!(
+            err.contains("5461 of 16384 slots (e.g. slot 10923)"),
+            "{err}"
+        );
+        // A failed old primary that lost its slots in a failover is fine.
+        let text = format!("{NODES}old 127.0.0.1:7006@17006 master,fail - 0 0 0 disconnected\n");
+        assert_eq!(
+            serving_primaries(&parse_cluster_nodes(&text))
+                .unwrap()
+                .len(),
+            3
+        );
+    }
+
+    /// An error reply as redis-rs parses it off the wire.
+    fn server_error(text: &str) -> Value {
+        let value = redis::parse_redis_value(format!("-{text}\r\n").as_bytes()).unwrap();
+        assert!(matches!(value, Value::ServerError(_)), "{value:?}");
+        value
+    }
+
+    #[test]
+    fn a_failed_set_is_never_confirmed_by_the_wait_after_it() {
+        let oom = server_error("OOM command not allowed when used memory > 'maxmemory'.");
+        // WAIT counted the replica (it has the connection's earlier
+        // writes), but the SET failed.
+        assert!(matches!(
+            check_put(&[oom.clone(), Value::Int(1)], 1),
+            PutReply::Refused(_)
+        ));
+        assert!(matches!(
+            check_put(&[oom, Value::Int(0)], 0),
+            PutReply::Refused(_)
+        ));
+        assert_eq!(
+            check_put(&[Value::Okay, Value::Int(1)], 1),
+            PutReply::Confirmed
+        );
+        assert_eq!(
+            check_put(&[Value::Okay, Value::Int(0)], 0),
+            PutReply::Confirmed
+        );
+        assert_eq!(check_put(&[Value::Nil, Value::Int(1)], 1), PutReply::Taken);
+        assert!(matches!(
+            check_put(&[Value::Okay, Value::Int(0)], 1),
+            PutReply::Unconfirmed(_)
+        ));
+        let wait_err = server_error("ERR WAIT cannot be used with replica instances.");
+        assert!(matches!(
+            check_put(&[Value::Okay, wait_err], 0),
+            PutReply::Unconfirmed(_)
+        ));
+        assert!(matches!(
+            check_put(&[Value::Okay], 0),
+            PutReply::Unconfirmed(_)
+        ));
+        assert!(matches!(check_put(&[], 0), PutReply::Refused(_)));
     }
 }

@@ -1,0 +1,434 @@
+//! The Redis fault matrix: the Redis store against real `redis-server`s
+//! put in the states operators meet (out of memory, a failing disk, too
+//! few replicas, a demoted primary, a lagging replica, a seed that is
+//! down). Each case starts its own Redis (or Redis Cluster) on free ports.
+//!
+//! The oracle is the same for every fault: **no SHORTEN is acknowledged
+//! unless its link is stored** (read back from Redis directly, not
+//! through Shorty), and **no acknowledged link ever answers 404** through
+//! the node. A refused SHORTEN must be a 503 (retryable), never silence.
+//!
+//! Where `redis-server` is missing a case says SKIPPED, except under CI
+//! (`CI` set), where it fails ([`crate::cluster::or_skip`]).
+
+use std::path::Path;
+use std::time::Duration;
+
+use bytes::Bytes;
+use shorty_protocol::{ErrorCode, Reply, Request};
+
+use crate::cluster::{or_skip, Redis, RedisCluster};
+use crate::harness::{run_to_exit, Server};
+use crate::wire::code_of;
+
+/// Where the store keeps a link (the layout documented in the runtime's
+/// `redis_store`, which operators read with `redis-cli`).
+const LINK_PREFIX: &str = "shorty:l:";
+
+/// SHORTENs sent before reading their replies (pipelined, to keep the
+/// cases quick).
+const BATCH: usize = 16;
+
+/// What a run of SHORTENs got.
+#[derive(Debug, Default)]
+struct Outcome {
+    /// `(code, url)` of every acknowledged SHORTEN.
+    acked: Vec<(String, String)>,
+    /// SHORTENs answered 503, with the last message.
+    refused: usize,
+    last_refusal: String,
+}
+
+/// Sends `count` SHORTENs of distinct URLs of about `url_bytes` bytes,
+/// pipelined in batches, and sorts the replies. Any reply other than a
+/// short URL or a 503 fails the test.
+fn shorten_many(server: &Server, tag: &str, count: usize, url_bytes: usize) -> Outcome {
+    let mut conn = server.connect();
+    let mut outcome = Outcome::default();
+    let pad = "x".repeat(url_bytes.saturating_sub(40));
+    let mut sent = 0;
+    while sent < count {
+        let batch: Vec<String> = (sent..count.min(sent + BATCH))
+            .map(|i| format!("https://example.com/{tag}/{i}/{pad}"))
+            .collect();
+        for url in &batch {
+            conn.send(Request::Shorten(url.as_bytes()));
+        }
+        for url in batch {
+            match conn.reply() {
+                Reply::Shortened(short) => {
+                    let short = String::from_utf8(short.to_vec()).unwrap();
+                    outcome.acked.push((code_of(&short).to_owned(), url));
+                }
+                reply => match reply.as_error() {
+                    Some((ErrorCode::OVERLOADED, message)) => {
+                        outcome.refused += 1;
+                        message.clone_into(&mut outcome.last_refusal);
+                    }
+                    _ => panic!("SHORTEN answered {reply:?}"),
+                },
+            }
+            sent += 1;
+        }
+    }
+    outcome
+}
+
+/// The oracle: every acknowledged link is in the store (`stored` reads a
+/// key straight from Redis) and resolves through `server` to its URL.
+fn every_acked_link_is_stored(
+    server: &Server,
+    acked: &[(String, String)],
+    stored: impl Fn(&str) -> Option<String>,
+) {
+    let mut conn = server.connect();
+    for (code, url) in acked {
+        assert_eq!(
+            stored(&format!("{LINK_PREFIX}{code}")).as_deref(),
+            Some(url.as_str()),
+            "{code} was acknowledged but Redis does not hold its URL"
+        );
+        assert_eq!(
+            conn.resolve(code),
+            Reply::Resolved(Bytes::from(url.clone())),
+            "{code} was acknowledged"
+        );
+    }
+}
+
+fn node(binary: &Path, dir: &Path, store: &str, args: &[&str]) -> Server {
+    let mut all = vec![
+        "--store",
+        store,
+        "--store-timeout",
+        "1s",
+        "--cache-bytes",
+        "0",
+    ];
+    all.extend_from_slice(args);
+    Server::start(binary, dir, &all)
+}
+
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "{what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A single Redis with no replica and the default `--store-replicas 1`
+/// could never confirm a SHORTEN: the node refuses to start, naming the
+/// flag, instead of answering every SHORTEN 503. With
+/// `--store-replicas 0` it serves.
+pub fn redis_single_without_replicas_is_refused_unless_asked_for(binary: &Path) {
+    let Some(redis) = or_skip(Redis::start(&[])) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let url = redis.url();
+    let (status, out) = run_to_exit(
+        binary,
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--http",
+            "127.0.0.1:0",
+            "--admin",
+            "off",
+            "--data-dir",
+            dir.path().to_str().unwrap(),
+            "--store",
+            &url,
+        ],
+        Duration::from_secs(15),
+    );
+    assert!(!status.success(), "{out}");
+    assert!(out.contains("--store-replicas"), "{out}");
+
+    let server = node(binary, dir.path(), &url, &["--store-replicas", "0"]);
+    let outcome = shorten_many(&server, "single", 20, 100);
+    assert_eq!(outcome.acked.len(), 20, "{outcome:?}");
+    every_acked_link_is_stored(&server, &outcome.acked, |k| redis.get(k));
+}
+
+/// A single Redis with a replica serves with the default
+/// `--store-replicas 1`; once the replica is gone a SHORTEN is refused
+/// with a message that says it was not confirmed, not that the store did
+/// not answer.
+pub fn redis_single_with_a_replica_confirms_or_says_why_not(binary: &Path) {
+    let Some(primary) = or_skip(Redis::start(&[])) else {
+        return;
+    };
+    let mut replica = Redis::start(&[]).unwrap();
+    replica.replicate(&primary);
+    let dir = tempfile::tempdir().unwrap();
+    let server = node(binary, dir.path(), &primary.url(), &[]);
+    let outcome = shorten_many(&server, "replicated", 20, 100);
+    assert_eq!(outcome.acked.len(), 20, "{outcome:?}");
+    every_acked_link_is_stored(&server, &outcome.acked, |k| replica.get(k));
+
+    replica.kill9();
+    let outcome = shorten_many(&server, "unconfirmed", 2, 100);
+    assert_eq!(outcome.refused, 2, "{outcome:?}");
+    assert!(
+        outcome.last_refusal.contains("not confirmed by 1 replica"),
+        "{outcome:?}"
+    );
+}
+
+/// Out of memory (`maxmemory` + `noeviction`): the `SET` fails with OOM
+/// while the `WAIT` after it still counts the replica. No such SHORTEN is
+/// acknowledged.
+pub fn redis_out_of_memory_acknowledges_nothing_unstored(binary: &Path) {
+    let Some(primary) = or_skip(Redis::start(&[
+        "--maxmemory",
+        "3mb",
+        "--maxmemory-policy",
+        "noeviction",
+    ])) else {
+        return;
+    };
+    let replica = Redis::start(&[]).unwrap();
+    replica.replicate(&primary);
+    let dir = tempfile::tempdir().unwrap();
+    let server = node(binary, dir.path(), &primary.url(), &[]);
+    // 4 KB URLs: 3 MB fills within about 700 of them.
+    let outcome = shorten_many(&server, "oom", 1500, 4096);
+    every_acked_link_is_stored(&server, &outcome.acked, |k| primary.get(k));
+    assert!(outcome.refused > 0, "the store never filled: {outcome:?}");
+    assert!(!outcome.acked.is_empty());
+
+    // `import --store` into the full store: whatever it reports imported
+    // is stored.
+    let links: Vec<(String, String)> = (0..20)
+        .map(|i| {
+            (
+                format!("Imp{i:04}"),
+                format!("https://example.com/imported/{i}"),
+            )
+        })
+        .collect();
+    let dump = dir.path().join("links.jsonl");
+    let lines: String = links
+        .iter()
+        .map(|(code, url)| format!("{{\"code\":\"{code}\",\"url\":\"{url}\"}}\n"))
+        .collect();
+    std::fs::write(&dump, lines).unwrap();
+    let (status, out) = run_to_exit(
+        binary,
+        &["import", "--store", &primary.url(), dump.to_str().unwrap()],
+        Duration::from_secs(30),
+    );
+    if status.success() {
+        for (code, url) in &links {
+            assert_eq!(
+                primary.get(&format!("{LINK_PREFIX}{code}")).as_deref(),
+                Some(url.as_str()),
+                "import said it succeeded ({out}) but {code} is not stored"
+            );
+        }
+    }
+}
+
+/// A failing disk (`MISCONF`: the last RDB save failed and
+/// `stop-writes-on-bgsave-error` is on): no SHORTEN is acknowledged, and
+/// once saving works again SHORTENs are taken again.
+pub fn redis_failing_disk_acknowledges_nothing_unstored(binary: &Path) {
+    let Some(redis) = or_skip(Redis::start(&[
+        "--appendonly",
+        "no",
+        "--save",
+        "3600 1",
+        "--enable-protected-configs",
+        "yes",
+    ])) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let server = node(binary, dir.path(), &redis.url(), &["--store-replicas", "0"]);
+    let before = shorten_many(&server, "misconf-before", 5, 100);
+    assert_eq!(before.acked.len(), 5, "{before:?}");
+
+    // Saving into /proc fails, even for root.
+    let home = redis.must(&["config", "get", "dir"]);
+    let home = home.lines().nth(1).unwrap().to_owned();
+    redis.must(&["config", "set", "dir", "/proc"]);
+    redis.must(&["bgsave"]);
+    wait_until("the save did not fail", || {
+        redis
+            .cli(&["info", "persistence"])
+            .is_some_and(|o| o.contains("rdb_last_bgsave_status:err"))
+    });
+    let during = shorten_many(&server, "misconf", 10, 100);
+    every_acked_link_is_stored(&server, &during.acked, |k| redis.get(k));
+    assert!(during.refused > 0, "writes were never refused: {during:?}");
+
+    redis.must(&["config", "set", "dir", &home]);
+    redis.must(&["bgsave"]);
+    wait_until("the save did not succeed", || {
+        redis
+            .cli(&["info", "persistence"])
+            .is_some_and(|o| o.contains("rdb_last_bgsave_status:ok"))
+    });
+    let after = shorten_many(&server, "misconf-after", 5, 100);
+    assert_eq!(after.acked.len(), 5, "{after:?}");
+    for outcome in [before, during, after] {
+        every_acked_link_is_stored(&server, &outcome.acked, |k| redis.get(k));
+    }
+}
+
+/// Too few replicas for `min-replicas-to-write` (`NOREPLICAS`): even with
+/// `--store-replicas 0`, where `WAIT 0` proves nothing, no SHORTEN is
+/// acknowledged.
+pub fn redis_too_few_replicas_acknowledges_nothing_unstored(binary: &Path) {
+    let Some(redis) = or_skip(Redis::start(&[])) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let server = node(binary, dir.path(), &redis.url(), &["--store-replicas", "0"]);
+    let before = shorten_many(&server, "noreplicas-before", 5, 100);
+    assert_eq!(before.acked.len(), 5, "{before:?}");
+    redis.must(&["config", "set", "min-replicas-to-write", "1"]);
+    let during = shorten_many(&server, "noreplicas", 10, 100);
+    for outcome in [&before, &during] {
+        every_acked_link_is_stored(&server, &outcome.acked, |k| redis.get(k));
+    }
+    assert_eq!(during.refused, 10, "{during:?}");
+}
+
+/// The store's node demoted to a replica behind the node's back (a manual
+/// failover): writes answer `READONLY`, and `WAIT` on a replica is an
+/// error. No SHORTEN is acknowledged; every link made before still
+/// resolves (reads from the replica).
+pub fn redis_demoted_primary_acknowledges_nothing_unstored(binary: &Path) {
+    let Some(old) = or_skip(Redis::start(&[])) else {
+        return;
+    };
+    let new = Redis::start(&[]).unwrap();
+    new.replicate(&old);
+    let dir = tempfile::tempdir().unwrap();
+    let server = node(binary, dir.path(), &old.url(), &["--store-replicas", "0"]);
+    let before = shorten_many(&server, "readonly-before", 10, 100);
+    assert_eq!(before.acked.len(), 10, "{before:?}");
+    // Let the replica catch up, then swap the roles.
+    old.must(&["wait", "1", "5000"]);
+    wait_until("the replica did not catch up", || {
+        before
+            .acked
+            .iter()
+            .all(|(code, _)| new.get(&format!("{LINK_PREFIX}{code}")).is_some())
+    });
+    new.must(&["replicaof", "no", "one"]);
+    old.replicate(&new);
+    let during = shorten_many(&server, "readonly", 10, 100);
+    for outcome in [&before, &during] {
+        every_acked_link_is_stored(&server, &outcome.acked, |k| new.get(k));
+    }
+    assert_eq!(during.refused, 10, "{during:?}");
+}
+
+/// `--store-read-replicas` with replicas that lag (`CLIENT PAUSE WRITE`
+/// stops a replica applying its primary's stream, not answering reads): a
+/// link just acknowledged is not on the replica yet, and must be read from
+/// the primary, not answered 404.
+pub fn redis_lagging_read_replicas_never_make_a_link_404(binary: &Path) {
+    let Some(cluster) = or_skip(RedisCluster::start(3)) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let server = node(
+        binary,
+        dir.path(),
+        &cluster.seeds(),
+        &["--store-read-replicas", "--store-replicas", "0"],
+    );
+    for replica in cluster.replicas() {
+        cluster
+            .cli(replica, &["client", "pause", "15000", "write"])
+            .expect("CLIENT PAUSE");
+    }
+    let outcome = shorten_many(&server, "lagging", 30, 100);
+    assert_eq!(outcome.acked.len(), 30, "{outcome:?}");
+
+    every_acked_link_is_stored(&server, &outcome.acked, |k| cluster.get(k));
+    for replica in cluster.replicas() {
+        let _ = cluster.cli(replica, &["client", "unpause"]);
+    }
+}
+
+/// A cluster node down, and it is the first `--store` seed: a Shorty node
+/// restarted meanwhile (the README's remedy) starts from any other seed,
+/// resolves every link and takes new ones; `export --store` still covers
+/// everything. With a shard that has no primary at all, `export` fails
+/// rather than skip the shard's links.
+pub fn redis_cluster_node_down_at_start_and_export(binary: &Path) {
+    let Some(mut cluster) = or_skip(RedisCluster::start(3)) else {
+        return;
+    };
+    let victim = cluster.a_primary();
+    let seeds = cluster.seeds_from(victim);
+    let dir = tempfile::tempdir().unwrap();
+    let server = node(binary, dir.path(), &seeds, &[]);
+    let before = shorten_many(&server, "seed-down-before", 30, 100);
+    assert_eq!(before.acked.len(), 30, "{before:?}");
+    assert!(server.stop().success());
+
+    let promoted = cluster.replica_of(victim);
+    cluster.kill9(victim);
+    cluster.wait_until_primary(promoted).unwrap();
+    let server = node(binary, dir.path(), &seeds, &[]);
+    let after = shorten_many(&server, "seed-down-after", 30, 100);
+    // The promoted replica has no replica of its own: codes that land on
+    // its shard cannot be confirmed, and the node moves on to another.
+    assert!(!after.acked.is_empty(), "{after:?}");
+    for outcome in [&before, &after] {
+        every_acked_link_is_stored(&server, &outcome.acked, |k| cluster.get(k));
+    }
+    let timeout = Duration::from_secs(30);
+    let (status, out) = run_to_exit(binary, &["export", "--store", &seeds, "-"], timeout);
+    assert!(status.success(), "{out}");
+    for (code, url) in before.acked.iter().chain(&after.acked) {
+        assert!(
+            out.contains(&format!("{{\"code\":\"{code}\",\"url\":\"{url}\"}}")),
+            "{code} missing from the export"
+        );
+    }
+
+    // Now the shard loses its last node: its slots have no primary. The
+    // rest keep serving (as operators often configure), so an export that
+    // skipped the shard would succeed with links missing.
+    for i in 0..cluster.node_count() {
+        let _ = cluster.cli(i, &["config", "set", "cluster-require-full-coverage", "no"]);
+    }
+    cluster.kill9(promoted);
+    cluster.wait_until_flagged_failed(promoted).unwrap();
+    let (status, out) = run_to_exit(binary, &["export", "--store", &seeds, "-"], timeout);
+    assert!(!status.success(), "{out}");
+    assert!(out.contains("slot"), "{out}");
+}
+
+/// Expands to one `#[test]` per Redis fault case against `$binary`.
+#[macro_export]
+macro_rules! redis_suite {
+    ($binary:expr) => {
+        $crate::redis_suite!(@cases $binary;
+            redis_single_without_replicas_is_refused_unless_asked_for,
+            redis_single_with_a_replica_confirms_or_says_why_not,
+            redis_out_of_memory_acknowledges_nothing_unstored,
+            redis_failing_disk_acknowledges_nothing_unstored,
+            redis_too_few_replicas_acknowledges_nothing_unstored,
+            redis_demoted_primary_acknowledges_nothing_unstored,
+            redis_lagging_read_replicas_never_make_a_link_404,
+            redis_cluster_node_down_at_start_and_export,
+        );
+    };
+    (@cases $binary:expr; $($case:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $case() {
+                $crate::redis_faults::$case(::std::path::Path::new($binary));
+            }
+        )*
+    };
+}
