@@ -67,7 +67,8 @@ pub trait Conn: 'static {
     /// Polls the write in flight; `Ready(Ok(()))` once it is all written
     /// (at once when none is in flight).
     fn poll_write(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
-    /// Closes both directions and waits for any operation in flight to end.
+    /// Closes both directions, ending any operation in flight (a write to a
+    /// peer that does not read included), and waits for it to end.
     fn close(self) -> impl Future<Output = ()>;
 }
 
