@@ -336,7 +336,7 @@ impl Shard {
     // ----- the framed protocol -----
 
     /// Handles every complete frame at the front of `input` for connection
-    /// `conn`, while fewer than `--max-output-bytes` are queued.
+    /// `conn`, while fewer than `--max-output-bytes` are queued or in flight.
     pub fn handle_frames(
         &mut self,
         conn: u32,
@@ -354,7 +354,7 @@ impl Shard {
         let mut delayed = false;
         loop {
             let rest = input.get(outcome.consumed..).unwrap_or_default();
-            if out.queued_bytes() >= cap {
+            if out.committed_bytes() >= cap {
                 // Back-pressure: the rest waits until replies drain.
                 outcome.mid_frame = false;
                 return outcome;
@@ -754,7 +754,7 @@ impl Shard {
         let mut outcome = InputOutcome::default();
         loop {
             let rest = input.get(outcome.consumed..).unwrap_or_default();
-            if rest.is_empty() || out.queued_bytes() >= cap {
+            if rest.is_empty() || out.committed_bytes() >= cap {
                 return outcome;
             }
             let shared = self.shared.clone();

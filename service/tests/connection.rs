@@ -218,6 +218,45 @@ fn a_peer_that_does_not_read_holds_at_most_the_cap_and_is_closed() {
 }
 
 #[test]
+fn bytes_in_flight_count_against_the_output_cap() {
+    let mut settings = Settings::for_tests("http://s.example/");
+    let cap = 64 * 1024;
+    settings.max_output_bytes = cap;
+    let mut rig = rig_with(settings.clone());
+    let t = rig.t0;
+    let body = [b'p'; 1000];
+    let reply_len = wire(&[Request::Ping(&body[..])]).len();
+    let pings = |n: usize| wire(&(0..n).map(|_| Request::Ping(&body[..])).collect::<Vec<_>>());
+    let mut conn = Connection::new(1, Kind::Framed, t);
+    // Just under the cap, so reading goes on once it is in flight.
+    let first = cap / reply_len - 2;
+    conn.handle_input(&mut rig.shard, &pings(first), t);
+    let in_flight = conn.poll_transmit(&mut rig.shard, t).expect("a write");
+    assert_eq!(in_flight.len(), first * reply_len);
+    assert!(conn.wants_read(&settings));
+    // The peer pipelines far more while that write is still in flight.
+    conn.handle_input(&mut rig.shard, &pings(200), t);
+    assert!(!conn.wants_read(&settings), "stops reading at the cap");
+    assert!(
+        conn.poll_transmit(&mut rig.shard, t).is_none(),
+        "one write at a time"
+    );
+    // What is in flight and what queued behind it never exceed the cap by
+    // more than the one request that crossed it.
+    assert!(
+        conn.output_bytes() <= cap + reply_len,
+        "{} in flight + queued > cap {cap}",
+        conn.output_bytes()
+    );
+    // Once the write completes, the held requests go on, within the cap.
+    conn.transmitted();
+    let next = conn
+        .poll_transmit(&mut rig.shard, t)
+        .expect("the next write");
+    assert!(next.len() <= cap + reply_len);
+}
+
+#[test]
 fn held_requests_are_handled_as_the_output_drains() {
     let mut settings = Settings::for_tests("http://s.example/");
     settings.max_output_bytes = 1024;
