@@ -477,11 +477,14 @@ impl Shard {
                 WAIT_COST,
             );
         };
-        // An imported link may already hold the code an id maps to: skip
-        // such ids (rare: imported links / 3.5 trillion).
+        // An imported link may already hold the code an id maps to, and a
+        // few codes are reserved words: skip such ids (rare: imported links
+        // / 3.5 trillion).
         let (id, key) = loop {
             let id = local.ids.next_id();
-            let key = shared.codec.key_of(id);
+            let Some(key) = shared.codec.new_key(id) else {
+                continue;
+            };
             if !local.has_imports || !local.keydir.contains(key) {
                 break (id, key);
             }

@@ -545,6 +545,43 @@ fn new_links_skip_codes_that_imported_links_hold() {
 }
 
 #[test]
+fn the_id_whose_code_is_healthz_is_skipped() {
+    let codec = Codec::new(&CodeKey([7; 16]));
+    let healthz = shorty_service::codes::parse_code(b"healthz").unwrap();
+    let id = codec.id_of(healthz);
+    // Start the id counter at the block holding that id.
+    let block_start = id - id % shorty_service::codes::BLOCK_SIZE;
+    let store = LocalStore {
+        keydir: Arc::new(KeyDir::new()),
+        segments: Arc::new(SegmentTable::new(std::path::Path::new("/data"), 0)),
+        ids: Arc::new(IdSpace::new(block_start)),
+        has_imports: false,
+    };
+    let shared = Shared::new(
+        Settings::for_tests("http://s.example/"),
+        codec.clone(),
+        StoreMode::Local(store),
+        1,
+    );
+    let mut rig = Rig {
+        shard: Shard::new(Arc::new(shared), 0),
+        t0: Instant::now(),
+        disk: Default::default(),
+    };
+    let t = rig.t0;
+    let mut codes = Vec::new();
+    for n in block_start..=id {
+        codes.push(rig.shorten(format!("https://e.com/{n}").as_bytes(), t));
+    }
+    assert!(
+        !codes.iter().any(|c| c == b"healthz"),
+        "a new link got the code /healthz shadows"
+    );
+    let last = shorty_service::codes::parse_code(codes.last().unwrap()).unwrap();
+    assert_eq!(last, codec.key_of(id + 1), "the id after it took its turn");
+}
+
+#[test]
 fn a_failed_read_fails_every_request_that_joined_it_and_the_next_one_reads_again() {
     let mut settings = Settings::for_tests("http://s.example/");
     settings.cache_bytes_per_core = 0;
