@@ -276,8 +276,11 @@ where
             let key = data.load_or_create_key().map_err(|e| e.to_string())?;
             let keydir = Arc::new(KeyDir::new());
             let segments = Arc::new(SegmentTable::new(data.path(), 0));
+            // Recovery may outlast the unit's TimeoutStartSec=.
+            let extender = crate::notify::StartExtender::start();
             let report = datadir::recover(data.path(), &segments, &keydir, threads)
                 .map_err(|e| e.to_string())?;
+            drop(extender);
             tracing::info!(
                 links = report.links,
                 segments = report.segments,
