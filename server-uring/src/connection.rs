@@ -171,8 +171,6 @@ pub(crate) struct UringConn {
     pool: Rc<BufferPool>,
     recv: Option<Recv>,
     send: Option<InFlightOneshot<Bytes, Sent>>,
-    /// What remains of the write in flight after a partial send.
-    rest: Option<Bytes>,
 }
 
 fn recv_selected(fd: RawFd) -> Recv {
@@ -204,7 +202,6 @@ impl UringConn {
             pool,
             recv: None,
             send: None,
-            rest: None,
         }
     }
 }
@@ -260,7 +257,7 @@ impl Conn for UringConn {
     }
 
     fn start_write(&mut self, bytes: Bytes) {
-        debug_assert!(self.send.is_none() && self.rest.is_none());
+        debug_assert!(self.send.is_none());
         self.send = Some(send(self.fd, bytes));
     }
 
@@ -276,7 +273,6 @@ impl Conn for UringConn {
                 self.send = Some(send(self.fd, bytes.slice(n..)));
             }
         }
-        self.rest = None;
         Poll::Ready(Ok(()))
     }
 
