@@ -29,7 +29,7 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use io_uring::{cqueue, opcode, squeue, types};
-use shorty_runtime::driver::Conn;
+use shorty_runtime::driver::Socket;
 use tokio_uring::net::TcpStream;
 use tokio_uring::{InFlightOneshot, OneshotOutputTransform, UnsubmittedOneshot};
 
@@ -206,7 +206,7 @@ impl UringConn {
     }
 }
 
-impl Conn for UringConn {
+impl Socket for UringConn {
     fn poll_read(
         &mut self,
         cx: &mut Context<'_>,

@@ -13,7 +13,7 @@ use shorty_service::connection::{Connection, Kind};
 use shorty_service::http::Front;
 
 use crate::driver::core::{ConnEntry, Core};
-use crate::driver::{Conn, Runtime};
+use crate::driver::{Runtime, Socket};
 use crate::slots::ConnectionSlot;
 
 /// Index of a connection's listener in the connection metrics.
@@ -33,7 +33,7 @@ struct Io<C> {
 
 /// Serves one connection until it closes. `slot` (none for the admin
 /// listener) is released at the end.
-pub async fn serve<R: Runtime, C: Conn>(
+pub async fn serve<R: Runtime, C: Socket>(
     core: Rc<Core<R>>,
     conn: C,
     kind: Kind,
@@ -60,7 +60,7 @@ pub async fn serve<R: Runtime, C: Conn>(
     core.conn_closed.notify();
 }
 
-fn drive<R: Runtime, C: Conn>(
+fn drive<R: Runtime, C: Socket>(
     core: &Core<R>,
     connection: &mut Connection,
     io: &mut Io<C>,
@@ -140,7 +140,7 @@ fn drive<R: Runtime, C: Conn>(
         // Not waiting for a write in flight: a connection closes with one
         // only when it must close now (write stall, idle, transport error;
         // a draining one has nothing in flight by then), and the write may
-        // never complete (a peer that does not read). `Conn::close` ends it.
+        // never complete (a peer that does not read). `Socket::close` ends it.
         if connection.is_closed() {
             return Poll::Ready(());
         }

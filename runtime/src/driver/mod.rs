@@ -44,14 +44,16 @@ pub trait Runtime: Clone + 'static {
 /// A core's listener.
 pub trait Listener: 'static {
     /// The connection type it accepts.
-    type Conn: Conn;
+    type Socket: Socket;
     /// Accepts one connection.
-    fn accept(&self) -> impl Future<Output = io::Result<Self::Conn>>;
+    fn accept(&self) -> impl Future<Output = io::Result<Self::Socket>>;
 }
 
 /// One client connection's byte stream, poll-style, so the driver can read
-/// and write at the same time (full duplex).
-pub trait Conn: 'static {
+/// and write at the same time (full duplex). (Not named `Conn`: the Redis
+/// store has a `Conn` of its own, and the sans-IO state machine is the
+/// `Connection`.)
+pub trait Socket: 'static {
     /// Polls for input. When some arrives, hands it to `input` (the bytes
     /// are only valid during the call: the backend reads into a buffer of
     /// its own, not the connection's) and returns how many; 0 at end of
