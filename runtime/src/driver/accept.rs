@@ -18,7 +18,7 @@ use shorty_protocol::{ErrorCode, Reply};
 use shorty_service::connection::Kind;
 use shorty_service::http::Front;
 
-use crate::driver::core::Core;
+use crate::driver::state::Core;
 use crate::driver::{Listener, Runtime, Socket};
 
 /// Clients one core keeps waiting for a slot; past it, it stops accepting.

@@ -12,7 +12,7 @@ use std::time::Instant;
 use shorty_service::connection::{Connection, Kind};
 use shorty_service::http::Front;
 
-use crate::driver::core::{ConnEntry, Core};
+use crate::driver::state::{ConnEntry, Core};
 use crate::driver::{Runtime, Socket};
 use crate::slots::ConnectionSlot;
 

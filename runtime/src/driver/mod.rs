@@ -1,7 +1,9 @@
 //! The per-core event loops both backends run, written once against a few
 //! small traits, so each backend only supplies its runtime's I/O calls.
 //!
-//! - [`core`]: what one core's tasks share.
+//! - [`context`]: what the process scaffolding hands a core.
+//! - [`state`]: what one core's tasks share.
+//! - [`core`]: a core's life: start its tasks, accept, drain, seal.
 //! - [`accept`]: accept loops, the connection limit and its queue.
 //! - [`conn`]: one connection's I/O loop around the sans-IO
 //!   [`shorty_service::connection::Connection`].
@@ -14,9 +16,11 @@
 
 pub mod accept;
 pub mod conn;
+pub mod context;
 pub mod core;
 pub mod log;
 pub mod reads;
+pub mod state;
 pub mod timer;
 
 use std::cell::{Cell, RefCell};
