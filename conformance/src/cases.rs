@@ -1265,6 +1265,111 @@ pub fn recovery_extends_the_systemd_start_timeout(bin: &Path) {
     assert_all_resolve(&server, &links);
 }
 
+/// One `redis-server` (no cluster, nothing persisted) on a free loopback
+/// port, killed when dropped.
+struct OneRedis {
+    port: u16,
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl OneRedis {
+    fn start() -> Result<OneRedis, String> {
+        let dir = tmp();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| e.to_string())?
+            .port();
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
+            .arg("--dir")
+            .arg(dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .map_err(|e| format!("redis-server: {e}"))?;
+        let redis = OneRedis {
+            port,
+            child,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while redis.command(&[b"PING"]).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(redis)
+    }
+
+    /// Sends one command; returns the reply's first line.
+    fn command(&self, args: &[&[u8]]) -> std::io::Result<String> {
+        use std::io::{BufRead, Write};
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.port))?;
+        let mut request = format!("*{}\r\n", args.len()).into_bytes();
+        for arg in args {
+            request.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
+            request.extend_from_slice(arg);
+            request.extend_from_slice(b"\r\n");
+        }
+        stream.write_all(&request)?;
+        let mut line = String::new();
+        std::io::BufReader::new(stream).read_line(&mut line)?;
+        Ok(line.trim_end().to_owned())
+    }
+}
+
+impl Drop for OneRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The Redis store, like the embedded log, never hands out a code that is
+/// a reserved route word: with the store's id counter just before the id
+/// whose code is `healthz`, the next SHORTEN gets the code of the id after
+/// it (`/healthz` would shadow it on the HTTP front).
+pub fn the_redis_store_never_hands_out_a_route_word(bin: &Path) {
+    use shorty_service::codes::{format_code, parse_code, CodeKey, Codec, MAX_CODE_LEN};
+    let redis = match OneRedis::start() {
+        Ok(redis) => redis,
+        Err(why) => return crate::harness::missing_tool("redis-server", &why),
+    };
+    let key = [42u8; 16];
+    let codec = Codec::new(&CodeKey(key));
+    let id = codec.id_of(parse_code(b"healthz").unwrap());
+    assert_eq!(
+        redis.command(&[b"SET", b"shorty:key", &key]).unwrap(),
+        "+OK"
+    );
+    // The store claims ids in blocks with INCRBY: the next block starts
+    // at the id whose code is `healthz`.
+    let ids = id.to_string();
+    assert_eq!(
+        redis
+            .command(&[b"SET", b"shorty:ids", ids.as_bytes()])
+            .unwrap(),
+        "+OK"
+    );
+    let dir = tmp();
+    let store = format!("redis://127.0.0.1:{}", redis.port);
+    let server = Server::start(
+        bin,
+        dir.path(),
+        &["--store", &store, "--store-replicas", "0"],
+    );
+    let short = server.connect().shorten("https://example.com/reserved");
+    let code = code_of(&short).to_owned();
+    assert_ne!(code, "healthz", "a new link got the code /healthz shadows");
+    let mut expected = [0; MAX_CODE_LEN];
+    assert_eq!(code, format_code(codec.key_of(id + 1), &mut expected));
+    assert!(matches!(
+        server.connect().resolve(&code),
+        Reply::Resolved(_)
+    ));
+}
+
 /// A peer that pipelines and never reads holds at most the output cap and
 /// is closed after --write-timeout, though a write to it is still in
 /// flight; everyone else is served meanwhile.
