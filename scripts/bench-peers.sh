@@ -140,12 +140,23 @@ shorten_redis() { # sync
   redis_load "$N_PIPE" -t set -P 16 -c 50 -r 100000000
   stop_redis
 }
+# 1,000 links made before the measured window (as Redis's keys are set
+# before redis_load), their codes in $TMP/codes.jsonl for bench --codes:
+# otherwise `bench --op resolve` makes them itself, and their SHORTENs and
+# fsyncs land inside shorty_load's CPU window.
+seed_codes() {
+  seq 0 999 | sed 's#^#https://example.com/bench/#' \
+    | "$BIN/shorty" -s "127.0.0.1:$PORT" shorten - \
+    | sed 's#.*/##; s#.*#{"code":"&"}#' >"$TMP/codes.jsonl"
+  [ "$(wc -l <"$TMP/codes.jsonl")" = 1000 ] || { echo "seeding codes failed" >&2; exit 1; }
+}
 resolve_shorty() { # backend depth
   start_shorty "$1"
+  seed_codes
   if [ "$2" = 16 ]; then
-    shorty_load --mode pipeline --burst -c 50 --depth 16 -n "$N_PIPE" --op resolve
+    shorty_load --mode pipeline --burst -c 50 --depth 16 -n "$N_PIPE" --op resolve --codes "$TMP/codes.jsonl"
   else
-    shorty_load --mode pipeline -c 50 --depth 1 -n "$N_RR" --op resolve
+    shorty_load --mode pipeline -c 50 --depth 1 -n "$N_RR" --op resolve --codes "$TMP/codes.jsonl"
   fi
   stop_shorty
 }

@@ -99,6 +99,59 @@ fn failures_exit_non_zero_with_a_one_line_error() {
     assert!(text(&out.stderr).starts_with("shorty: cannot connect to 127.0.0.1:1"));
 }
 
+/// `GET /metrics` from the server's admin listener.
+fn metrics(server: &Server) -> String {
+    use std::io::Read;
+    let mut stream = std::net::TcpStream::connect(server.admin_addr()).unwrap();
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).unwrap();
+    text
+}
+
+fn shortens(server: &Server) -> u64 {
+    let line = r#"shorty_requests_total{protocol="framed",op="shorten",result="ok"} "#;
+    let text = metrics(server);
+    text.lines()
+        .find_map(|l| l.strip_prefix(line))
+        .map_or(0, |v| v.trim().parse().unwrap())
+}
+
+#[test]
+fn a_multi_process_resolve_bench_seeds_its_codes_once() {
+    let (_dir, server) = start();
+    let before = shortens(&server);
+    let out = shorty(
+        &server,
+        &[
+            "bench",
+            "--json",
+            "-c",
+            "3",
+            "-n",
+            "300",
+            "--processes",
+            "3",
+            "--mode",
+            "pipeline",
+            "--op",
+            "resolve",
+        ],
+        "",
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("\"ok\": 300"),
+        "{}",
+        text(&out.stdout)
+    );
+    // 1,000 codes made once, before the window, and shared by the three
+    // workers; not 1,000 more per worker inside it.
+    assert_eq!(shortens(&server) - before, 1000);
+}
+
 #[test]
 fn bench_reports_json_for_every_mode() {
     let (_dir, server) = start();

@@ -280,6 +280,31 @@ pub fn run_to_exit(binary: &Path, args: &[&str], timeout: Duration) -> (ExitStat
     (status, out)
 }
 
+/// `true` when running under CI: the `CI` environment variable is `true`
+/// or `1` (as GitHub Actions, GitLab and `.ci/run` set it).
+pub fn under_ci() -> bool {
+    ci_requires_tools(std::env::var("CI").ok().as_deref())
+}
+
+fn ci_requires_tools(ci: Option<&str>) -> bool {
+    ci.is_some_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
+}
+
+/// A case cannot run here because `what` is missing (`why` says how).
+/// Under CI that fails the case: a check that silently did not run must
+/// never look like one that passed. Elsewhere (a developer's machine
+/// without the tool) it prints `SKIPPED: ...` and the caller returns.
+pub fn missing_tool(what: &str, why: &str) {
+    missing_tool_in(under_ci(), what, why);
+}
+
+fn missing_tool_in(ci: bool, what: &str, why: &str) {
+    if ci {
+        panic!("{what} is required under CI (CI=true) and is missing: {why}");
+    }
+    eprintln!("SKIPPED: {what} is not available here: {why}");
+}
+
 /// A small ext4 file system on a loop device, mounted in a temporary
 /// directory and unmounted when dropped: for filling a disk on purpose.
 pub struct LoopFs {
@@ -329,5 +354,21 @@ impl Drop for LoopFs {
         if self.mounted {
             let _ = Command::new("umount").arg(self.path()).status();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_tool_fails_under_ci_and_skips_elsewhere() {
+        assert!(ci_requires_tools(Some("true")));
+        assert!(ci_requires_tools(Some("1")));
+        assert!(!ci_requires_tools(None));
+        assert!(!ci_requires_tools(Some("false")));
+        missing_tool_in(false, "a tool", "not installed");
+        let failed = std::panic::catch_unwind(|| missing_tool_in(true, "a tool", "not installed"));
+        assert!(failed.is_err(), "a missing tool passed under CI");
     }
 }

@@ -55,6 +55,8 @@ macro_rules! suite {
             http_requests_a_proxy_could_misread_are_refused,
             export_and_import_move_every_link,
             the_systemd_unit_verifies,
+            recovery_extends_the_systemd_start_timeout,
+            the_redis_store_never_hands_out_a_route_word,
             a_peer_that_never_reads_is_closed_and_others_are_served,
             clients_beyond_the_limit_are_told_after_the_queue_timeout,
             a_core_accepts_more_connections_than_a_counter_holds,

@@ -14,6 +14,7 @@
 //! - [`remote`]: the cores' side of a remote store.
 //! - [`tools`]: `verify`, `export`, `import`.
 //! - [`logging`]: text or JSON logs.
+//! - [`notify`]: extending systemd's start timeout while recovering.
 //! - [`server`]: each backend's whole `main`.
 // One `unsafe` call (`malloc_trim`, in `datadir.rs`), commented; none else.
 #![deny(unsafe_code)]
@@ -25,6 +26,7 @@ pub mod datadir;
 pub mod driver;
 pub mod listen;
 pub mod logging;
+pub mod notify;
 pub mod redis_store;
 pub mod remote;
 pub mod server;

@@ -603,7 +603,9 @@ impl Store {
                 Ok(id) => id,
                 Err(err) => return Self::unavailable(format!("the store is unavailable: {err}")),
             };
-            let key = self.codec.key_of(id);
+            let Some(key) = self.codec.new_key(id) else {
+                continue;
+            };
             let mut code = [0; MAX_CODE_LEN];
             let name = format!("{LINK_PREFIX}{}", format_code(key, &mut code));
             let mut pipe = redis::pipe();

@@ -12,94 +12,21 @@ use std::net::{SocketAddr, TcpListener};
 use std::process::ExitCode;
 use std::sync::atomic::AtomicU64;
 use std::sync::{mpsc, Arc};
-use std::time::Duration;
 
 use shorty_service::codes::{Codec, IdSpace};
 use shorty_service::keydir::KeyDir;
 use shorty_service::log::segments::SegmentTable;
 use shorty_service::shard::{LocalStore, Shared, StoreMode};
-use tokio::sync::watch;
 
 use crate::admin::Admin;
 use crate::config::{self, ServeArgs, Tool};
-use crate::datadir::{self, DataDir, HintSender};
+use crate::datadir::{self, DataDir};
 use crate::listen::bind_listeners;
-use crate::remote::RemotePort;
 use crate::slots::ConnectionSlots;
 
-/// Tells a core's runtime that the process is shutting down.
-#[derive(Debug, Clone)]
-pub struct ShutdownSignal(watch::Receiver<bool>);
-
-impl ShutdownSignal {
-    /// `true` once shutdown has begun.
-    pub fn is_triggered(&self) -> bool {
-        *self.0.borrow()
-    }
-
-    /// Completes when shutdown begins (at once if it already has).
-    pub async fn triggered(&mut self) {
-        // An error means the sender is gone, which only happens at exit.
-        let _ = self.0.wait_for(|&down| down).await;
-    }
-}
-
-/// Starts shutdown; held by whoever may trigger it.
-#[derive(Debug, Clone)]
-pub struct ShutdownTrigger(Arc<watch::Sender<bool>>);
-
-impl ShutdownTrigger {
-    /// Begins shutdown on every core.
-    pub fn trigger(&self) {
-        self.0.send_replace(true);
-    }
-}
-
-/// A connected trigger and signal.
-pub fn shutdown_channel() -> (ShutdownTrigger, ShutdownSignal) {
-    let (tx, rx) = watch::channel(false);
-    (ShutdownTrigger(Arc::new(tx)), ShutdownSignal(rx))
-}
-
-/// Stops the process at once, saying why. For a log that cannot be written
-/// any more: everything acknowledged is durable, and a restart recovers
-/// from exactly that (a supervisor restarts the process).
-pub fn fatal(message: &str) -> ! {
-    tracing::error!("{message}");
-    eprintln!("fatal: {message}");
-    std::process::exit(1)
-}
-
-/// What a core's driver needs besides its listeners and files.
-#[derive(Debug)]
-pub struct CoreContext {
-    /// The core's index, `0..threads`.
-    pub index: usize,
-    /// The shared state.
-    pub shared: Arc<Shared>,
-    /// The connection limit.
-    pub slots: Arc<ConnectionSlots>,
-    /// How long a client beyond the limit waits.
-    pub queue_timeout: Duration,
-    /// How long shutdown may take.
-    pub shutdown_timeout: Duration,
-    /// The hint writer.
-    pub hints: Option<HintSender>,
-    /// The remote store.
-    pub remote: Option<RemotePort>,
-    /// The core's heartbeat, for the watchdog.
-    pub heartbeat: Arc<AtomicU64>,
-    /// Fires on SIGTERM/SIGINT.
-    pub shutdown: ShutdownSignal,
-    started: mpsc::Sender<usize>,
-}
-
-impl CoreContext {
-    /// Reports that the core's runtime is up (its listeners will be served).
-    pub fn started(&self) {
-        let _ = self.started.send(self.index);
-    }
-}
+pub use crate::driver::context::{
+    fatal, shutdown_channel, CoreContext, ShutdownSignal, ShutdownTrigger,
+};
 
 /// A core's listeners, bound by the scaffolding (`SO_REUSEPORT`,
 /// non-blocking, the kernel's `somaxconn` backlog).
@@ -276,8 +203,11 @@ where
             let key = data.load_or_create_key().map_err(|e| e.to_string())?;
             let keydir = Arc::new(KeyDir::new());
             let segments = Arc::new(SegmentTable::new(data.path(), 0));
+            // Recovery may outlast the unit's TimeoutStartSec=.
+            let extender = crate::notify::StartExtender::start();
             let report = datadir::recover(data.path(), &segments, &keydir, threads)
                 .map_err(|e| e.to_string())?;
+            drop(extender);
             tracing::info!(
                 links = report.links,
                 segments = report.segments,

@@ -13,11 +13,13 @@ use serde::{Deserialize, Serialize};
 use shorty_service::codes::{format_code, parse_code, MAX_CODE_LEN};
 use shorty_service::keydir::KeyDir;
 use shorty_service::log::hint::{build_hint, hint_file_name};
-use shorty_service::log::record::{decode_record, Decoded, Link, Record, NO_ID};
+use shorty_service::log::record::{decode_record, link_len, Decoded, Link, Record, NO_ID};
 use shorty_service::log::recovery::{verify_segment, Verdict};
 use shorty_service::log::scan::scan_segment;
 use shorty_service::log::segments::{segment_file_name, SegmentTable};
-use shorty_service::log::{IoResult, LogConfig, LogIo, LogWriter, SyncPolicy, WriteBatch};
+use shorty_service::log::{
+    IoResult, LogConfig, LogFailure, LogIo, LogWriter, SyncPolicy, WriteBatch,
+};
 use shorty_service::url::UrlPolicy;
 
 use crate::datadir::{self, list_segments, DataDir, KEY_FILE, LOCK_FILE};
@@ -328,6 +330,42 @@ fn read_url(table: &SegmentTable, keydir: &KeyDir, key: u64) -> Option<Vec<u8>> 
 /// # Errors
 /// As a message: the directory is in use, unreadable, or a write failed.
 pub fn import_into(dir: &Path, input: &Path) -> Result<ImportSummary, String> {
+    import_with(dir, input, IMPORT_PENDING_BYTES)
+}
+
+/// Bytes of records the import's log writer may hold before a batch is
+/// written (the server's own limit).
+const IMPORT_PENDING_BYTES: usize = 64 << 20;
+
+/// Links written per batch at most (bounds the set of codes pending).
+const IMPORT_BATCH_LINKS: usize = 10_000;
+
+/// Why an import could not append a record. The server's own message for
+/// [`LogFailure::Busy`] says "retry", which helps a client of a busy server
+/// but never an import: its batches are written before the limit is
+/// reached, so a refusal means the record cannot fit at all.
+fn import_failure(failure: LogFailure, record: usize, max_pending_bytes: usize) -> String {
+    match failure {
+        LogFailure::Busy => format!(
+            "a record of {record} bytes does not fit the log writer's batch limit of \
+             {max_pending_bytes} bytes"
+        ),
+        LogFailure::DiskFull => {
+            "disk full: free space, then import again (links already imported are counted \
+             as present)"
+                .to_owned()
+        }
+        LogFailure::Broken => failure.message().to_owned(),
+    }
+}
+
+/// [`import_into`] with the writer's pending limit given, so a test can
+/// reach it with a small input.
+fn import_with(
+    dir: &Path,
+    input: &Path,
+    max_pending_bytes: usize,
+) -> Result<ImportSummary, String> {
     let data = DataDir::open(dir).map_err(|e| e.to_string())?;
     data.load_or_create_key().map_err(|e| e.to_string())?;
     let keydir = Arc::new(KeyDir::new());
@@ -340,7 +378,7 @@ pub fn import_into(dir: &Path, input: &Path) -> Result<ImportSummary, String> {
             segment_bytes: 64 << 20,
             sync: SyncPolicy::Always,
             retry_interval: Duration::from_secs(1),
-            max_pending_bytes: 64 << 20,
+            max_pending_bytes,
         },
         table.clone(),
     );
@@ -354,6 +392,7 @@ pub fn import_into(dir: &Path, input: &Path) -> Result<ImportSummary, String> {
     .map_err(|e| e.to_string())?;
     let mut summary = ImportSummary::default();
     let mut pending = std::collections::HashSet::new();
+    let mut pending_bytes = 0;
     let mut written = Vec::new();
     let run = |writer: &mut LogWriter, written: &mut Vec<u64>| -> Result<(), String> {
         while let Some(io) = writer.poll_io(Instant::now()) {
@@ -398,10 +437,17 @@ pub fn import_into(dir: &Path, input: &Path) -> Result<ImportSummary, String> {
             Some(Ok(parsed)) => parsed,
         };
         let url = link.url.as_str();
-        if pending.contains(&key) {
-            // The same code twice in the file: write the first, then compare.
+        let record = link_len(url.len());
+        if pending.contains(&key)
+            || pending.len() >= IMPORT_BATCH_LINKS
+            || pending_bytes + record > max_pending_bytes
+        {
+            // Write what waits: the same code twice in the file (write the
+            // first, then compare), or a batch as large as the writer holds
+            // (counted in bytes: 9,000 links of 8 KB fill 64 MiB).
             run(&mut writer, &mut written)?;
             pending.clear();
+            pending_bytes = 0;
         }
         if keydir.contains(key) {
             let same = read_url(&table, &keydir, key).is_some_and(|u| u == url.as_bytes());
@@ -421,13 +467,10 @@ pub fn import_into(dir: &Path, input: &Path) -> Result<ImportSummary, String> {
                 },
                 summary.imported,
             )
-            .map_err(|f| f.message().to_owned())?;
+            .map_err(|f| import_failure(f, record, max_pending_bytes))?;
         pending.insert(key);
+        pending_bytes += record;
         summary.imported += 1;
-        if summary.imported % 10_000 == 0 {
-            run(&mut writer, &mut written)?;
-            pending.clear();
-        }
     }
     writer.begin_shutdown();
     run(&mut writer, &mut written)?;
@@ -558,4 +601,55 @@ pub fn import_redis(spec: &crate::redis_store::RedisSpec, input: &Path) -> ExitC
         })
     })();
     report_import(result)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The lines of an export of `n` links with URLs of `url_bytes` bytes.
+    fn export_lines(n: u64, url_bytes: usize) -> String {
+        let mut text = String::new();
+        for i in 0..n {
+            let mut code = [0; MAX_CODE_LEN];
+            // Spread over the 7-character code space.
+            let code = format_code(i * 7_919 + 12_345, &mut code).to_owned();
+            let prefix = format!("https://example.com/{i}/");
+            let url = format!("{prefix}{}", "u".repeat(url_bytes - prefix.len()));
+            let line = ExportedLink { code, url };
+            text.push_str(&serde_json::to_string(&line).unwrap());
+            text.push('\n');
+        }
+        text
+    }
+
+    #[test]
+    fn an_import_larger_than_the_writers_pending_limit_is_written_in_batches() {
+        // The case of issue 18 (9,000 links of 8 KB against 64 MiB), scaled
+        // down: 300 links of 8 KB against 1 MiB.
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("links.jsonl");
+        fs::write(&input, export_lines(300, 8_000)).unwrap();
+        let data = dir.path().join("data");
+        let summary = import_with(&data, &input, 1 << 20).unwrap();
+        assert_eq!(summary.imported, 300);
+        // Every link is in the log.
+        let keydir = Arc::new(KeyDir::new());
+        let table = Arc::new(SegmentTable::new(&data, 0));
+        datadir::recover(&data, &table, &keydir, 1).unwrap();
+        for i in 0..300u64 {
+            let url = read_url(&table, &keydir, i * 7_919 + 12_345).expect("imported");
+            assert!(url.starts_with(format!("https://example.com/{i}/").as_bytes()));
+        }
+    }
+
+    #[test]
+    fn a_record_the_writer_can_never_take_is_not_called_busy() {
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("links.jsonl");
+        fs::write(&input, export_lines(1, 8_000)).unwrap();
+        let err = import_with(&dir.path().join("data"), &input, 4_096).unwrap_err();
+        assert!(!err.contains("retry"), "{err}");
+        assert!(err.contains("4096"), "{err}");
+    }
 }

@@ -15,7 +15,7 @@ use std::task::{Context, Poll};
 use bytes::{Buf, Bytes};
 use futures_lite::{AsyncRead, AsyncWrite};
 use glommio::net::TcpStream;
-use shorty_runtime::driver::Conn;
+use shorty_runtime::driver::Socket;
 
 /// Bytes of the per-core read buffer: a read takes at most this much.
 pub(crate) const READ_BUFFER: usize = 16 * 1024;
@@ -38,7 +38,7 @@ impl GlommioConn {
     }
 }
 
-impl Conn for GlommioConn {
+impl Socket for GlommioConn {
     fn poll_read(
         &mut self,
         cx: &mut Context<'_>,

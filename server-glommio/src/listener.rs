@@ -93,7 +93,7 @@ impl Runtime for GlommioRuntime {
 struct GlommioListener(glommio::net::TcpListener, Rc<RefCell<Vec<u8>>>);
 
 impl Listener for GlommioListener {
-    type Conn = GlommioConn;
+    type Socket = GlommioConn;
 
     async fn accept(&self) -> io::Result<GlommioConn> {
         let stream = self.0.accept().await.map_err(io::Error::from)?;

@@ -21,7 +21,7 @@ impl SegmentReader for Reader {
                     .await
                     .map_err(io::Error::from)?;
                 // An evicted handle closes when its last read is done.
-                self.0.insert(segment.idx, file).0
+                self.0.insert(segment.idx, file)
             }
         };
         let read = file.read_at(offset, len).await.map_err(io::Error::from)?;

@@ -1,7 +1,6 @@
 //! Stateless Shorty nodes over a real Redis Cluster (3 primaries, 3
 //! replicas, AOF always), one node of each backend. Skipped, saying so,
-//! where `redis-server` is not installed, except under CI (`CI` set), where
-//! that fails.
+//! where `redis-server` is not installed; under CI (`CI=true`) that fails.
 //!
 //! In one sequence on one cluster (a cluster takes seconds to form):
 //! a link made on the shorty-uring node redirects on the shorty-glommio

@@ -29,7 +29,7 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use io_uring::{cqueue, opcode, squeue, types};
-use shorty_runtime::driver::Conn;
+use shorty_runtime::driver::Socket;
 use tokio_uring::net::TcpStream;
 use tokio_uring::{InFlightOneshot, OneshotOutputTransform, UnsubmittedOneshot};
 
@@ -171,8 +171,6 @@ pub(crate) struct UringConn {
     pool: Rc<BufferPool>,
     recv: Option<Recv>,
     send: Option<InFlightOneshot<Bytes, Sent>>,
-    /// What remains of the write in flight after a partial send.
-    rest: Option<Bytes>,
 }
 
 fn recv_selected(fd: RawFd) -> Recv {
@@ -204,12 +202,11 @@ impl UringConn {
             pool,
             recv: None,
             send: None,
-            rest: None,
         }
     }
 }
 
-impl Conn for UringConn {
+impl Socket for UringConn {
     fn poll_read(
         &mut self,
         cx: &mut Context<'_>,
@@ -260,7 +257,7 @@ impl Conn for UringConn {
     }
 
     fn start_write(&mut self, bytes: Bytes) {
-        debug_assert!(self.send.is_none() && self.rest.is_none());
+        debug_assert!(self.send.is_none());
         self.send = Some(send(self.fd, bytes));
     }
 
@@ -276,7 +273,6 @@ impl Conn for UringConn {
                 self.send = Some(send(self.fd, bytes.slice(n..)));
             }
         }
-        self.rest = None;
         Poll::Ready(Ok(()))
     }
 

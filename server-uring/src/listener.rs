@@ -55,7 +55,7 @@ impl Runtime for UringRuntime {
 struct UringListener(tokio_uring::net::TcpListener, Rc<BufferPool>);
 
 impl Listener for UringListener {
-    type Conn = UringConn;
+    type Socket = UringConn;
 
     // tokio-uring cannot cancel an accept: the driver drops this future only
     // at shutdown, and the runtime's drop cancels what is left.

@@ -18,7 +18,7 @@ impl SegmentReader for Reader {
             None => {
                 let file = File::open(&segment.path).await?;
                 // An evicted handle closes when its last read is done.
-                self.0.insert(segment.idx, file).0
+                self.0.insert(segment.idx, file)
             }
         };
         let (result, mut buf) = file.read_at(vec![0u8; len], offset).await;

@@ -10,7 +10,8 @@
 //! the permuted value is written in base62, padded to 7 characters. Knowing
 //! one code tells nothing about the next one without the key, which lives in
 //! the data directory. Because a permutation is a bijection, distinct ids
-//! always give distinct codes: no collision check, no retry.
+//! always give distinct codes: no collision check, no retry. The few ids
+//! whose code spells a [reserved word](RESERVED_WORDS) are skipped.
 //!
 //! Ids from `62^7` on (3.5 trillion URLs in) get 8 or more characters and are
 //! not permuted; at 10,000 new URLs a second that point is 11 years away.
@@ -180,6 +181,14 @@ impl Codec {
         }
     }
 
+    /// The key a new link with id `id` gets, or `None` when that key is
+    /// [reserved](is_reserved) and the id must be skipped. Every store's
+    /// generator goes through this, so no store hands out a route's word.
+    pub fn new_key(&self, id: u64) -> Option<u64> {
+        let key = self.key_of(id);
+        (!is_reserved(key)).then_some(key)
+    }
+
     /// The id behind an index key (inverse of [`key_of`](Self::key_of)).
     pub fn id_of(&self, key: u64) -> u64 {
         if key < PERMUTED_IDS {
@@ -223,6 +232,34 @@ pub fn parse_code(code: &[u8]) -> Option<u64> {
         code.first() != Some(&b'0')
     };
     canonical.then_some(value)
+}
+
+/// Words the service keeps for its own paths and will not hand out as
+/// codes: the HTTP fronts' routes (`/healthz` is routed before any code,
+/// so a link under code `healthz` could never be reached), and names
+/// clients, crawlers and future API versions ask for at the root. Only the
+/// words that are valid codes (7 base62 characters, like `healthz` and
+/// `metrics`) could ever collide; the rest are listed so that custom
+/// aliases, which will not be limited to 7 characters, check the same list.
+pub const RESERVED_WORDS: &[&str] = &[
+    "healthz",
+    "readyz",
+    "metrics",
+    "api",
+    "favicon.ico",
+    "robots.txt",
+];
+
+/// `true` when `key` is the code of a reserved word, so no new link may
+/// take it.
+pub fn is_reserved(key: u64) -> bool {
+    static KEYS: std::sync::LazyLock<Vec<u64>> = std::sync::LazyLock::new(|| {
+        RESERVED_WORDS
+            .iter()
+            .filter_map(|w| parse_code(w.as_bytes()))
+            .collect()
+    });
+    KEYS.contains(&key)
 }
 
 /// The id counter shared by all shards.
@@ -299,6 +336,23 @@ mod tests {
             assert!(images.iter().all(|&y| y < 1000));
             assert!((0..1000).all(|x| p.invert(p.apply(x)) == x));
         }
+    }
+
+    #[test]
+    fn the_ids_of_reserved_words_get_no_key() {
+        let codec = Codec::new(&key(7));
+        let mut seen = 0;
+        for word in RESERVED_WORDS {
+            let Some(k) = parse_code(word.as_bytes()) else {
+                continue;
+            };
+            seen += 1;
+            let id = codec.id_of(k);
+            assert_eq!(codec.key_of(id), k);
+            assert_eq!(codec.new_key(id), None, "{word}");
+            assert!(codec.new_key(id + 1).is_some());
+        }
+        assert_eq!(seen, 2, "healthz and metrics are codes");
     }
 
     #[test]

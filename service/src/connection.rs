@@ -91,8 +91,9 @@ pub struct Connection {
     /// When the unfinished request at the end of `input` began.
     request_started: Option<Instant>,
     last_input: Instant,
-    /// Bytes of the write in flight, and since when it has been.
-    writing: Option<(usize, Instant)>,
+    /// Since when the write in flight has been (its bytes are counted by
+    /// `out`).
+    writing: Option<Instant>,
 }
 
 impl Connection {
@@ -126,7 +127,7 @@ impl Connection {
 
     /// Bytes counted against the output cap.
     fn committed(&self) -> usize {
-        self.out.queued_bytes() + self.writing.map_or(0, |(n, _)| n)
+        self.out.committed_bytes()
     }
 
     fn handle(&mut self, shard: &mut Shard, input: &[u8], now: Instant) -> InputOutcome {
@@ -229,7 +230,7 @@ impl Connection {
             return None;
         }
         let bytes = self.out.take_ready()?;
-        self.writing = Some((bytes.len(), now));
+        self.writing = Some(now);
         Some(bytes)
     }
 
@@ -237,6 +238,7 @@ impl Connection {
     /// completed.
     pub fn transmitted(&mut self) {
         self.writing = None;
+        self.out.written();
     }
 
     /// `true` when the I/O loop should read: open, not held back by the
@@ -270,9 +272,7 @@ impl Connection {
             .request_started
             .filter(|_| self.state == State::Open)
             .map(|t| t + self.request_timeout(settings));
-        let stall = self
-            .writing
-            .map(|(_, since)| since + settings.write_timeout);
+        let stall = self.writing.map(|since| since + settings.write_timeout);
         let wait = self.out.front().map(|w| w.deadline());
         let idle = self
             .is_idle()
@@ -285,7 +285,7 @@ impl Connection {
         let settings = shard.shared().settings.clone();
         if self
             .writing
-            .is_some_and(|(_, since)| now >= since + settings.write_timeout)
+            .is_some_and(|since| now >= since + settings.write_timeout)
         {
             return self.close(CloseReason::WriteStall);
         }
@@ -361,6 +361,12 @@ impl Connection {
     /// Call once the connection is done with.
     pub fn abandon(&mut self, shard: &mut Shard) {
         self.out.abandon(|wait| shard.abandon(wait));
+    }
+
+    /// Reply bytes counted against `--max-output-bytes`: queued, and of
+    /// the write in flight.
+    pub fn output_bytes(&self) -> usize {
+        self.committed()
     }
 
     /// Bytes of input the connection holds (0 when idle).

@@ -364,6 +364,11 @@ mod tests {
         );
         assert_eq!(route(&s, Front::Public, "/abcdefg"), Route::NotFound);
         assert_eq!(route(&s, Front::Public, "/healthz"), Route::Health);
+        // Every route's word is reserved, so no code is shadowed by one.
+        for path in [HEALTH_PATH, READY_PATH, METRICS_PATH] {
+            let word = path.trim_start_matches('/');
+            assert!(crate::codes::RESERVED_WORDS.contains(&word), "{path}");
+        }
         assert_eq!(route(&s, Front::Public, "/metrics"), Route::NotFound);
         assert_eq!(route(&s, Front::Admin, "/metrics"), Route::Metrics);
         assert_eq!(route(&s, Front::Admin, "/readyz"), Route::Ready);

@@ -84,6 +84,10 @@ pub struct Output {
     waiting: VecDeque<Waiting>,
     /// Bytes in `ready` and every `after`, plus [`WAIT_COST`] per wait.
     queued: usize,
+    /// Bytes of the write in flight (taken by [`Output::take_ready`], not
+    /// yet [`written`](Output::written)): they still count against the
+    /// cap, or a peer could hold a full write plus a full queue.
+    in_flight: usize,
 }
 
 /// What [`Output::release`]'s callback says of the front wait.
@@ -170,7 +174,13 @@ impl Output {
         // idle connection kept its last buffer's spare capacity.
         let bytes = std::mem::take(&mut self.ready).freeze();
         self.queued -= bytes.len();
+        self.in_flight += bytes.len();
         Some(bytes)
+    }
+
+    /// The write handed out by [`take_ready`](Self::take_ready) completed.
+    pub fn written(&mut self) {
+        self.in_flight = 0;
     }
 
     /// The front wait, if any.
@@ -193,6 +203,12 @@ impl Output {
         self.queued
     }
 
+    /// Bytes counted against `--max-output-bytes`: those queued and those
+    /// of the write in flight.
+    pub fn committed_bytes(&self) -> usize {
+        self.queued + self.in_flight
+    }
+
     /// Removes every wait (the connection is going away), calling `drop`
     /// for each so its operation can be abandoned.
     pub fn abandon(&mut self, mut drop: impl FnMut(&Wait)) {
@@ -201,6 +217,7 @@ impl Output {
         }
         self.ready.clear();
         self.queued = 0;
+        self.in_flight = 0;
     }
 }
 

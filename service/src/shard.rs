@@ -336,7 +336,7 @@ impl Shard {
     // ----- the framed protocol -----
 
     /// Handles every complete frame at the front of `input` for connection
-    /// `conn`, while fewer than `--max-output-bytes` are queued.
+    /// `conn`, while fewer than `--max-output-bytes` are queued or in flight.
     pub fn handle_frames(
         &mut self,
         conn: u32,
@@ -354,7 +354,7 @@ impl Shard {
         let mut delayed = false;
         loop {
             let rest = input.get(outcome.consumed..).unwrap_or_default();
-            if out.queued_bytes() >= cap {
+            if out.committed_bytes() >= cap {
                 // Back-pressure: the rest waits until replies drain.
                 outcome.mid_frame = false;
                 return outcome;
@@ -477,11 +477,14 @@ impl Shard {
                 WAIT_COST,
             );
         };
-        // An imported link may already hold the code an id maps to: skip
-        // such ids (rare: imported links / 3.5 trillion).
+        // An imported link may already hold the code an id maps to, and a
+        // few codes are reserved words: skip such ids (rare: imported links
+        // / 3.5 trillion).
         let (id, key) = loop {
             let id = local.ids.next_id();
-            let key = shared.codec.key_of(id);
+            let Some(key) = shared.codec.new_key(id) else {
+                continue;
+            };
             if !local.has_imports || !local.keydir.contains(key) {
                 break (id, key);
             }
@@ -754,7 +757,7 @@ impl Shard {
         let mut outcome = InputOutcome::default();
         loop {
             let rest = input.get(outcome.consumed..).unwrap_or_default();
-            if rest.is_empty() || out.queued_bytes() >= cap {
+            if rest.is_empty() || out.committed_bytes() >= cap {
                 return outcome;
             }
             let shared = self.shared.clone();

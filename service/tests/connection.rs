@@ -218,6 +218,45 @@ fn a_peer_that_does_not_read_holds_at_most_the_cap_and_is_closed() {
 }
 
 #[test]
+fn bytes_in_flight_count_against_the_output_cap() {
+    let mut settings = Settings::for_tests("http://s.example/");
+    let cap = 64 * 1024;
+    settings.max_output_bytes = cap;
+    let mut rig = rig_with(settings.clone());
+    let t = rig.t0;
+    let body = [b'p'; 1000];
+    let reply_len = wire(&[Request::Ping(&body[..])]).len();
+    let pings = |n: usize| wire(&(0..n).map(|_| Request::Ping(&body[..])).collect::<Vec<_>>());
+    let mut conn = Connection::new(1, Kind::Framed, t);
+    // Just under the cap, so reading goes on once it is in flight.
+    let first = cap / reply_len - 2;
+    conn.handle_input(&mut rig.shard, &pings(first), t);
+    let in_flight = conn.poll_transmit(&mut rig.shard, t).expect("a write");
+    assert_eq!(in_flight.len(), first * reply_len);
+    assert!(conn.wants_read(&settings));
+    // The peer pipelines far more while that write is still in flight.
+    conn.handle_input(&mut rig.shard, &pings(200), t);
+    assert!(!conn.wants_read(&settings), "stops reading at the cap");
+    assert!(
+        conn.poll_transmit(&mut rig.shard, t).is_none(),
+        "one write at a time"
+    );
+    // What is in flight and what queued behind it never exceed the cap by
+    // more than the one request that crossed it.
+    assert!(
+        conn.output_bytes() <= cap + reply_len,
+        "{} in flight + queued > cap {cap}",
+        conn.output_bytes()
+    );
+    // Once the write completes, the held requests go on, within the cap.
+    conn.transmitted();
+    let next = conn
+        .poll_transmit(&mut rig.shard, t)
+        .expect("the next write");
+    assert!(next.len() <= cap + reply_len);
+}
+
+#[test]
 fn held_requests_are_handled_as_the_output_drains() {
     let mut settings = Settings::for_tests("http://s.example/");
     settings.max_output_bytes = 1024;
@@ -503,6 +542,43 @@ fn new_links_skip_codes_that_imported_links_hold() {
     let code = rig.shorten(b"https://e.com/new", t);
     let key = shorty_service::codes::parse_code(&code).unwrap();
     assert_eq!(key, codec.key_of(3), "ids 0 to 2 were skipped");
+}
+
+#[test]
+fn the_id_whose_code_is_healthz_is_skipped() {
+    let codec = Codec::new(&CodeKey([7; 16]));
+    let healthz = shorty_service::codes::parse_code(b"healthz").unwrap();
+    let id = codec.id_of(healthz);
+    // Start the id counter at the block holding that id.
+    let block_start = id - id % shorty_service::codes::BLOCK_SIZE;
+    let store = LocalStore {
+        keydir: Arc::new(KeyDir::new()),
+        segments: Arc::new(SegmentTable::new(std::path::Path::new("/data"), 0)),
+        ids: Arc::new(IdSpace::new(block_start)),
+        has_imports: false,
+    };
+    let shared = Shared::new(
+        Settings::for_tests("http://s.example/"),
+        codec.clone(),
+        StoreMode::Local(store),
+        1,
+    );
+    let mut rig = Rig {
+        shard: Shard::new(Arc::new(shared), 0),
+        t0: Instant::now(),
+        disk: Default::default(),
+    };
+    let t = rig.t0;
+    let mut codes = Vec::new();
+    for n in block_start..=id {
+        codes.push(rig.shorten(format!("https://e.com/{n}").as_bytes(), t));
+    }
+    assert!(
+        !codes.iter().any(|c| c == b"healthz"),
+        "a new link got the code /healthz shadows"
+    );
+    let last = shorty_service::codes::parse_code(codes.last().unwrap()).unwrap();
+    assert_eq!(last, codec.key_of(id + 1), "the id after it took its turn");
 }
 
 #[test]

@@ -18,8 +18,8 @@ use shorty_protocol::{ErrorCode, Reply};
 use shorty_service::connection::Kind;
 use shorty_service::http::Front;
 
-use crate::driver::core::Core;
-use crate::driver::{Conn, Listener, Runtime};
+use crate::driver::state::Core;
+use crate::driver::{Listener, Runtime, Socket};
 
 /// Clients one core keeps waiting for a slot; past it, it stops accepting.
 pub const MAX_QUEUED: usize = 1024;
@@ -73,7 +73,7 @@ pub async fn run<R: Runtime, L: Listener>(core: Rc<Core<R>>, listener: L, kind: 
     }
 }
 
-async fn wait_for_slot<R: Runtime, C: Conn>(core: Rc<Core<R>>, conn: C, kind: Kind) {
+async fn wait_for_slot<R: Runtime, C: Socket>(core: Rc<Core<R>>, conn: C, kind: Kind) {
     let slots = core.slots.clone();
     let acquire = async { Some(slots.acquire().await) };
     let give_up = async {
@@ -87,7 +87,7 @@ async fn wait_for_slot<R: Runtime, C: Conn>(core: Rc<Core<R>>, conn: C, kind: Ki
 }
 
 /// Answers 503 and closes.
-async fn refuse<R: Runtime, C: Conn>(core: &Core<R>, mut conn: C, kind: Kind) {
+async fn refuse<R: Runtime, C: Socket>(core: &Core<R>, mut conn: C, kind: Kind) {
     let mut bytes = Vec::new();
     let message = "the server is at its connection limit (--max-connections); retry later";
     match kind {

@@ -12,8 +12,8 @@ use std::time::Instant;
 use shorty_service::connection::{Connection, Kind};
 use shorty_service::http::Front;
 
-use crate::driver::core::{ConnEntry, Core};
-use crate::driver::{Conn, Runtime};
+use crate::driver::state::{ConnEntry, Core};
+use crate::driver::{Runtime, Socket};
 use crate::slots::ConnectionSlot;
 
 /// Index of a connection's listener in the connection metrics.
@@ -33,7 +33,7 @@ struct Io<C> {
 
 /// Serves one connection until it closes. `slot` (none for the admin
 /// listener) is released at the end.
-pub async fn serve<R: Runtime, C: Conn>(
+pub async fn serve<R: Runtime, C: Socket>(
     core: Rc<Core<R>>,
     conn: C,
     kind: Kind,
@@ -52,13 +52,15 @@ pub async fn serve<R: Runtime, C: Conn>(
     tracing::debug!(core = core.index, conn = id, reason = ?connection.close_reason(), "closed");
     connection.abandon(&mut core.shard.borrow_mut());
     core.conns.borrow_mut().remove(id as usize);
-    core.shard.borrow().metrics().connection_closed(listener);
-    core.conn_closed.notify();
     io.conn.close().await;
     drop(slot);
+    // Counted closed only once the socket and its slot are released, so
+    // the gauge never hides a connection still being torn down.
+    core.shard.borrow().metrics().connection_closed(listener);
+    core.conn_closed.notify();
 }
 
-fn drive<R: Runtime, C: Conn>(
+fn drive<R: Runtime, C: Socket>(
     core: &Core<R>,
     connection: &mut Connection,
     io: &mut Io<C>,
@@ -135,7 +137,11 @@ fn drive<R: Runtime, C: Conn>(
             io.writing = true;
             progress = true;
         }
-        if connection.is_closed() && !io.writing {
+        // Not waiting for a write in flight: a connection closes with one
+        // only when it must close now (write stall, idle, transport error;
+        // a draining one has nothing in flight by then), and the write may
+        // never complete (a peer that does not read). `Socket::close` ends it.
+        if connection.is_closed() {
             return Poll::Ready(());
         }
         if !progress {

@@ -10,7 +10,7 @@ use std::time::Instant;
 use futures_lite::future;
 use shorty_service::log::{IoResult, LogIo};
 
-use crate::driver::core::Core;
+use crate::driver::state::Core;
 use crate::driver::{Runtime, SegmentWriter, Step, WriteFailure};
 
 /// Runs `f` on a thread of its own and waits for it without blocking the
@@ -122,7 +122,7 @@ pub async fn run<R: Runtime, W: SegmentWriter>(core: Rc<Core<R>>, mut writer: W)
         }
         let broken = core.shard.borrow().log_broken().map(str::to_owned);
         if let Some(reason) = broken {
-            crate::server::fatal(&format!(
+            crate::driver::context::fatal(&format!(
                 "core {}: the log cannot be written ({reason}); stopping so that a restart \
                  recovers from what is durable",
                 core.index

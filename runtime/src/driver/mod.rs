@@ -1,7 +1,9 @@
 //! The per-core event loops both backends run, written once against a few
 //! small traits, so each backend only supplies its runtime's I/O calls.
 //!
-//! - [`core`]: what one core's tasks share.
+//! - [`context`]: what the process scaffolding hands a core.
+//! - [`state`]: what one core's tasks share.
+//! - [`core`]: a core's life: start its tasks, accept, drain, seal.
 //! - [`accept`]: accept loops, the connection limit and its queue.
 //! - [`conn`]: one connection's I/O loop around the sans-IO
 //!   [`shorty_service::connection::Connection`].
@@ -14,13 +16,14 @@
 
 pub mod accept;
 pub mod conn;
+pub mod context;
 pub mod core;
 pub mod log;
 pub mod reads;
+pub mod state;
 pub mod timer;
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
@@ -45,14 +48,16 @@ pub trait Runtime: Clone + 'static {
 /// A core's listener.
 pub trait Listener: 'static {
     /// The connection type it accepts.
-    type Conn: Conn;
+    type Socket: Socket;
     /// Accepts one connection.
-    fn accept(&self) -> impl Future<Output = io::Result<Self::Conn>>;
+    fn accept(&self) -> impl Future<Output = io::Result<Self::Socket>>;
 }
 
 /// One client connection's byte stream, poll-style, so the driver can read
-/// and write at the same time (full duplex).
-pub trait Conn: 'static {
+/// and write at the same time (full duplex). (Not named `Conn`: the Redis
+/// store has a `Conn` of its own, and the sans-IO state machine is the
+/// `Connection`.)
+pub trait Socket: 'static {
     /// Polls for input. When some arrives, hands it to `input` (the bytes
     /// are only valid during the call: the backend reads into a buffer of
     /// its own, not the connection's) and returns how many; 0 at end of
@@ -67,7 +72,8 @@ pub trait Conn: 'static {
     /// Polls the write in flight; `Ready(Ok(()))` once it is all written
     /// (at once when none is in flight).
     fn poll_write(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
-    /// Closes both directions and waits for any operation in flight to end.
+    /// Closes both directions, ending any operation in flight (a write to a
+    /// peer that does not read included), and waits for it to end.
     fn close(self) -> impl Future<Output = ()>;
 }
 
@@ -150,20 +156,19 @@ impl Signal {
     }
 }
 
-/// Open read handles of one core, bounded: the least recently used is
-/// closed when a new one is needed beyond [`FileCache::CAPACITY`], so a
-/// data directory with thousands of segments does not hold thousands of
-/// descriptors per core.
+/// Open read handles of one core, bounded: beyond
+/// [`FileCache::CAPACITY`] one is evicted (quick_cache's CLOCK-Pro policy,
+/// as the URL cache uses), so a data directory with thousands of segments
+/// does not hold thousands of descriptors per core. An evicted handle
+/// closes when the last read that holds it is done.
 pub struct FileCache<H> {
-    handles: RefCell<HashMap<u32, (Rc<H>, u64)>>,
-    clock: Cell<u64>,
+    handles: RefCell<quick_cache::unsync::Cache<u32, Rc<H>>>,
 }
 
 impl<H> Default for FileCache<H> {
     fn default() -> Self {
         Self {
-            handles: RefCell::new(HashMap::new()),
-            clock: Cell::new(0),
+            handles: RefCell::new(quick_cache::unsync::Cache::new(Self::CAPACITY)),
         }
     }
 }
@@ -174,31 +179,46 @@ impl<H> FileCache<H> {
 
     /// The open handle of segment `idx`, if any.
     pub fn get(&self, idx: u32) -> Option<Rc<H>> {
-        let tick = self.clock.get() + 1;
-        self.clock.set(tick);
-        let mut handles = self.handles.borrow_mut();
-        let entry = handles.get_mut(&idx)?;
-        entry.1 = tick;
-        Some(entry.0.clone())
+        self.handles.borrow().get(&idx).cloned()
     }
 
-    /// Keeps `handle` for segment `idx`; returns the one evicted, if any
-    /// (the caller closes it when its last reader is done).
-    pub fn insert(&self, idx: u32, handle: H) -> (Rc<H>, Option<Rc<H>>) {
-        let tick = self.clock.get() + 1;
-        self.clock.set(tick);
-        let mut handles = self.handles.borrow_mut();
-        let evicted = if handles.len() >= Self::CAPACITY {
-            let oldest = handles.iter().min_by_key(|(_, (_, t))| *t).map(|(k, _)| *k);
-            oldest.and_then(|k| handles.remove(&k)).map(|(h, _)| h)
-        } else {
-            None
-        };
+    /// Keeps `handle` for segment `idx` and returns it.
+    pub fn insert(&self, idx: u32, handle: H) -> Rc<H> {
         let handle = Rc::new(handle);
-        handles.insert(idx, (handle.clone(), tick));
-        (handle, evicted)
+        self.handles.borrow_mut().insert(idx, handle.clone());
+        handle
+    }
+
+    /// Handles kept.
+    pub fn len(&self) -> usize {
+        self.handles.borrow().len()
+    }
+
+    /// `true` when no handle is kept.
+    pub fn is_empty(&self) -> bool {
+        self.handles.borrow().is_empty()
     }
 }
 
 /// A boxed future, for storing operations of a type a backend cannot name.
 pub type LocalBoxFuture<T> = Pin<Box<dyn Future<Output = T>>>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_file_cache_keeps_at_most_its_capacity_and_held_handles_stay_valid() {
+        let cache = FileCache::<u32>::default();
+        let first = cache.insert(0, 0);
+        for idx in 1..(FileCache::<u32>::CAPACITY as u32 * 4) {
+            let handle = cache.insert(idx, idx);
+            assert_eq!(*handle, idx);
+            assert_eq!(cache.get(idx).as_deref(), Some(&idx), "just inserted");
+            assert!(cache.len() <= FileCache::<u32>::CAPACITY);
+        }
+        // Evicted or not, a handle a reader holds is still the one it got.
+        assert_eq!(*first, 0);
+        assert!(cache.get(0).is_none_or(|h| *h == 0));
+    }
+}

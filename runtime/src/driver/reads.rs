@@ -7,7 +7,7 @@ use std::rc::Rc;
 
 use shorty_service::shard::StoreMode;
 
-use crate::driver::core::Core;
+use crate::driver::state::Core;
 use crate::driver::{Runtime, SegmentReader};
 
 /// Reads one core keeps in flight; more wait in the shard's queue.

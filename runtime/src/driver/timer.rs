@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use futures_lite::future;
 
-use crate::driver::core::Core;
+use crate::driver::state::Core;
 use crate::driver::Runtime;
 
 /// Runs the core's timers until the runtime stops.

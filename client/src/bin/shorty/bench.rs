@@ -259,7 +259,9 @@ pub(crate) fn run(
     };
 
     if processes > 1 && !args.worker {
-        return run_multi(server, legacy, timeout, args, processes, duration, &sources);
+        return run_multi(
+            server, legacy, timeout, args, processes, duration, &sources, &codes,
+        );
     }
 
     let shared = Arc::new(Shared {
@@ -623,7 +625,9 @@ impl Progress {
 }
 
 /// Runs `processes` copies of this program, each with its share of the
-/// agents, and merges their results.
+/// agents, and merges their results. They all resolve `codes` (made or
+/// read once, before the measured window), handed over in a file.
+#[allow(clippy::too_many_arguments)] // One call site; a struct would only rename them.
 fn run_multi(
     server: &str,
     legacy: bool,
@@ -632,8 +636,17 @@ fn run_multi(
     processes: usize,
     duration: Option<Duration>,
     sources: &[IpAddr],
+    codes: &[String],
 ) -> Result<ExitCode, String> {
     let exe = std::env::current_exe().map_err(|e| format!("cannot find own executable: {e}"))?;
+    // Without it each worker would make its own 1,000 codes: SHORTENs (and
+    // fsyncs) inside the server CPU window this run measures, and codes
+    // the other processes never ask for.
+    let codes_file = if codes.is_empty() {
+        None
+    } else {
+        Some(codes_file(codes).map_err(|e| format!("cannot write the codes for workers: {e}"))?)
+    };
     let server_cpu_start = args.server_pid.map(process_cpu_secs).transpose()?;
     let started = Instant::now();
     let total = Arc::new(AtomicU64::new(0));
@@ -663,8 +676,8 @@ fn run_multi(
         }
         cmd.args(["--mode", &format!("{:?}", args.mode).to_lowercase()]);
         cmd.args(["--op", &format!("{:?}", args.op).to_lowercase()]);
-        if let Some(file) = &args.codes {
-            cmd.arg("--codes").arg(file);
+        if let Some(file) = &codes_file {
+            cmd.arg("--codes").arg(file.path());
         }
         if let Some(n) = args.requests {
             let n = n / processes as u64 + u64::from((p as u64) < n % processes as u64);
@@ -738,6 +751,22 @@ fn run_multi(
     finish(&mut report, &histogram, args, server_cpu_start)?;
     emit(&report, args.json)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `codes` as JSON lines with a "code" field (what `--codes` reads), in a
+/// temporary file removed when dropped.
+fn codes_file(codes: &[String]) -> std::io::Result<tempfile::NamedTempFile> {
+    use std::io::Write as _;
+    let mut file = tempfile::NamedTempFile::new()?;
+    {
+        let mut out = std::io::BufWriter::new(file.as_file_mut());
+        for code in codes {
+            serde_json::to_writer(&mut out, &serde_json::json!({ "code": code }))?;
+            out.write_all(b"\n")?;
+        }
+        out.flush()?;
+    }
+    Ok(file)
 }
 
 /// User + system CPU seconds of a process, all threads (Linux).
