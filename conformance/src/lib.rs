@@ -18,6 +18,7 @@
 
 pub mod cases;
 pub mod cluster;
+pub mod crash_loop;
 pub mod harness;
 pub mod wire;
 

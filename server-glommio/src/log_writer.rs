@@ -1,28 +1,97 @@
-//! Log segment writes through glommio's `DmaStreamWriter` (O_DIRECT, on
-//! io_uring): per batch, `write_all`, then `flush` (pad the partial block
-//! and write it) and, when asked, `sync` (`fdatasync`). The zero padding
-//! past the last record is overwritten by the next batch; a seal closes the
-//! writer, which truncates the padding away, so a clean stop leaves nothing
-//! for recovery to cut.
+//! Log segment writes through glommio's `DmaFile` (O_DIRECT, on io_uring).
 //!
-//! O_DIRECT needs a file system that supports it (ext4, xfs; not tmpfs).
+//! O_DIRECT writes whole blocks, so a batch that ends mid-block is padded
+//! to the block's end, and the next batch rewrites that last block with
+//! its old bytes followed by new ones. Three rules keep that safe
+//! (issue 18, defect 19):
+//! - **Zero padding.** The padding is zeros written by us. glommio's DMA
+//!   buffers are recycled memory: `DmaStreamWriter` padded with whatever
+//!   an earlier segment left in its buffer — old markers and seals, valid
+//!   records that vouched for the torn tail of a killed server, so its
+//!   data directory refused to start.
+//! - **One write in flight.** Every block write completes before the next
+//!   one (or a sync) starts, so an older version of the tail block can
+//!   never land after a newer one that was synced and acknowledged.
+//! - **Truncate after the seal.** The seal is written (padded) and synced
+//!   in its own batch, after the data it vouches for; then the file is cut
+//!   to the seal's end and synced again, so a clean stop leaves nothing
+//!   for recovery to cut. A crash between the two leaves zeros after the
+//!   seal, which recovery cuts.
+//!
+//! On a file system without O_DIRECT (tmpfs) glommio falls back to
+//! buffered I/O; the same writes are then merely aligned.
 
 use std::io;
 
-use futures_lite::AsyncWriteExt;
-use glommio::io::{Directory, DmaStreamWriter, DmaStreamWriterBuilder, OpenOptions};
+use glommio::io::{Directory, DmaFile, OpenOptions};
 use shorty_runtime::driver::{SegmentWriter, Step, WriteFailure};
 use shorty_service::log::WriteBatch;
 
-/// DMA buffer size: a batch of typical SHORTENs fits in one.
-const BUFFER_SIZE: usize = 128 * 1024;
+/// Largest single block write: a batch of typical SHORTENs fits in one,
+/// and a larger one is written in pieces of this size, one after another.
+const CHUNK_SIZE: usize = 128 * 1024;
 
 fn err(e: glommio::GlommioError<()>) -> io::Error {
     io::Error::from(e)
 }
 
+/// The segment being written.
+struct Open {
+    file: DmaFile,
+    /// Bytes of records written so far (the padding excluded).
+    len: u64,
+    /// The bytes of the last, partial block (from the block's start to
+    /// `len`): the next write rewrites that block with them.
+    tail: Vec<u8>,
+}
+
+impl Open {
+    /// Writes `bytes` at `self.len`: the partial last block and the new
+    /// bytes, zero-padded to whole blocks, one chunk at a time.
+    async fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
+        let align = usize::try_from(self.file.alignment())
+            .unwrap_or(4096)
+            .max(1);
+        let start = self.len - self.tail.len() as u64;
+        let mut data = std::mem::take(&mut self.tail);
+        data.extend_from_slice(bytes);
+        let mut done = 0usize;
+        while done < data.len() {
+            let piece = &data[done..data.len().min(done + CHUNK_SIZE)];
+            let padded = piece.len().div_ceil(align) * align;
+            let mut buffer = self.file.alloc_dma_buffer(padded);
+            let (head, padding) = buffer.as_bytes_mut().split_at_mut(piece.len());
+            head.copy_from_slice(piece);
+            padding.fill(0);
+            let written = self
+                .file
+                .write_at(buffer, start + done as u64)
+                .await
+                .map_err(err)?;
+            // A short write (rare: a nearly full disk) goes on from the
+            // block it stopped in; writes stay one at a time.
+            let mut next = done + written.min(piece.len());
+            if next < data.len() {
+                next -= next % align;
+            }
+            if next <= done {
+                return Err(io::Error::new(
+                    io::ErrorKind::WriteZero,
+                    "a segment write wrote less than a block",
+                ));
+            }
+            done = next;
+        }
+        self.len += bytes.len() as u64;
+        let keep = (self.len % align as u64) as usize;
+        data.drain(..data.len() - keep);
+        self.tail = data;
+        Ok(())
+    }
+}
+
 #[derive(Default)]
-pub(crate) struct Segment(Option<DmaStreamWriter>);
+pub(crate) struct Segment(Option<Open>);
 
 impl SegmentWriter for Segment {
     async fn write(&mut self, batch: &WriteBatch) -> Result<(), WriteFailure> {
@@ -40,43 +109,35 @@ impl SegmentWriter for Segment {
                     step: Step::Create,
                     error: io::Error::new(io::Error::from(e).kind(), format!("{}", path.display())),
                 })?;
-            // One buffer in flight at a time keeps the writes in file order.
-            let writer = DmaStreamWriterBuilder::new(file)
-                .with_buffer_size(BUFFER_SIZE)
-                .with_write_behind(1)
-                .build();
-            if let Some(mut old) = self.0.replace(writer) {
-                let _ = old.close().await;
+            let open = Open {
+                file,
+                len: 0,
+                tail: Vec::new(),
+            };
+            if let Some(old) = self.0.replace(open) {
+                let _ = old.file.close().await;
             }
         }
-        let Some(writer) = self.0.as_mut() else {
+        let Some(open) = self.0.as_mut() else {
             return Err(WriteFailure {
                 step: Step::Write,
                 error: io::Error::other("segment not open"),
             });
         };
-        if writer.current_pos() != batch.offset {
+        if open.len != batch.offset {
             return Err(WriteFailure {
                 step: Step::Write,
                 error: io::Error::other(format!(
                     "segment position {} does not match the batch offset {}",
-                    writer.current_pos(),
-                    batch.offset
+                    open.len, batch.offset
                 )),
             });
         }
-        writer
-            .write_all(&batch.bytes)
-            .await
-            .map_err(WriteFailure::at(Step::Write))?;
-        // Write (padded) first, so a full disk shows as a failed write, not
-        // a failed sync.
-        writer
-            .flush()
+        open.append(&batch.bytes)
             .await
             .map_err(WriteFailure::at(Step::Write))?;
         if batch.sync {
-            writer.sync().await.map_err(|e| WriteFailure {
+            open.file.fdatasync().await.map_err(|e| WriteFailure {
                 step: Step::Sync,
                 error: err(e),
             })?;
@@ -95,24 +156,34 @@ impl SegmentWriter for Segment {
             }
         }
         if batch.seal {
-            // Sealed: close, which truncates the padding past the seal.
-            if let Some(mut writer) = self.0.take() {
-                writer
-                    .close()
+            // Sealed, and the seal synced: cut the padding and sync the new
+            // length, then close; the file is never written again.
+            if let Some(open) = self.0.take() {
+                open.file
+                    .truncate(open.len)
                     .await
-                    .map_err(WriteFailure::at(Step::Write))?;
+                    .map_err(|e| WriteFailure {
+                        step: Step::Write,
+                        error: err(e),
+                    })?;
+                open.file.fdatasync().await.map_err(|e| WriteFailure {
+                    step: Step::Sync,
+                    error: err(e),
+                })?;
+                open.file.close().await.map_err(|e| WriteFailure {
+                    step: Step::Write,
+                    error: err(e),
+                })?;
             }
         }
         Ok(())
     }
 
     fn forget(&mut self) {
-        // Dropping a DmaStreamWriter queues a truncate to its flushed
-        // position, which could land after the repair has rewritten the
-        // segment's end and cut its seal. After a failed write the writer
-        // is of no use: leak it (once per disk-full episode) instead.
-        if let Some(writer) = self.0.take() {
-            std::mem::forget(writer);
-        }
+        // No write is in flight (each is awaited), so dropping the file
+        // only closes its descriptor (glommio closes it on the ring); the
+        // repair that follows rewrites the segment's end through a
+        // descriptor of its own.
+        self.0 = None;
     }
 }
