@@ -25,10 +25,12 @@ use std::io;
 
 use glommio::io::{Directory, DmaFile, OpenOptions};
 use shorty_runtime::driver::{SegmentWriter, Step, WriteFailure};
+use shorty_service::log::direct::{BlockWrite, DirectAppender};
 use shorty_service::log::WriteBatch;
 
-/// Largest single block write: a batch of typical SHORTENs fits in one,
-/// and a larger one is written in pieces of this size, one after another.
+/// Largest single block write (a multiple of any block size): a batch of
+/// typical SHORTENs fits in one, and a larger one is written in pieces of
+/// this size, one after another.
 const CHUNK_SIZE: usize = 128 * 1024;
 
 fn err(e: glommio::GlommioError<()>) -> io::Error {
@@ -38,34 +40,29 @@ fn err(e: glommio::GlommioError<()>) -> io::Error {
 /// The segment being written.
 struct Open {
     file: DmaFile,
-    /// Bytes of records written so far (the padding excluded).
-    len: u64,
-    /// The bytes of the last, partial block (from the block's start to
-    /// `len`): the next write rewrites that block with them.
-    tail: Vec<u8>,
+    /// Which blocks each append writes (shared with the crash simulator).
+    blocks: DirectAppender,
 }
 
 impl Open {
-    /// Writes `bytes` at `self.len`: the partial last block and the new
+    /// Writes `bytes` at the end: the partial last block and the new
     /// bytes, zero-padded to whole blocks, one chunk at a time.
     async fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
         let align = usize::try_from(self.file.alignment())
             .unwrap_or(4096)
             .max(1);
-        let start = self.len - self.tail.len() as u64;
-        let mut data = std::mem::take(&mut self.tail);
-        data.extend_from_slice(bytes);
+        let BlockWrite {
+            offset,
+            bytes: data,
+        } = self.blocks.append(bytes);
         let mut done = 0usize;
         while done < data.len() {
             let piece = &data[done..data.len().min(done + CHUNK_SIZE)];
-            let padded = piece.len().div_ceil(align) * align;
-            let mut buffer = self.file.alloc_dma_buffer(padded);
-            let (head, padding) = buffer.as_bytes_mut().split_at_mut(piece.len());
-            head.copy_from_slice(piece);
-            padding.fill(0);
+            let mut buffer = self.file.alloc_dma_buffer(piece.len());
+            buffer.as_bytes_mut().copy_from_slice(piece);
             let written = self
                 .file
-                .write_at(buffer, start + done as u64)
+                .write_at(buffer, offset + done as u64)
                 .await
                 .map_err(err)?;
             // A short write (rare: a nearly full disk) goes on from the
@@ -82,10 +79,6 @@ impl Open {
             }
             done = next;
         }
-        self.len += bytes.len() as u64;
-        let keep = (self.len % align as u64) as usize;
-        data.drain(..data.len() - keep);
-        self.tail = data;
         Ok(())
     }
 }
@@ -109,11 +102,8 @@ impl SegmentWriter for Segment {
                     step: Step::Create,
                     error: io::Error::new(io::Error::from(e).kind(), format!("{}", path.display())),
                 })?;
-            let open = Open {
-                file,
-                len: 0,
-                tail: Vec::new(),
-            };
+            let blocks = DirectAppender::new(file.alignment());
+            let open = Open { file, blocks };
             if let Some(old) = self.0.replace(open) {
                 let _ = old.file.close().await;
             }
@@ -124,12 +114,13 @@ impl SegmentWriter for Segment {
                 error: io::Error::other("segment not open"),
             });
         };
-        if open.len != batch.offset {
+        if open.blocks.len() != batch.offset {
             return Err(WriteFailure {
                 step: Step::Write,
                 error: io::Error::other(format!(
                     "segment position {} does not match the batch offset {}",
-                    open.len, batch.offset
+                    open.blocks.len(),
+                    batch.offset
                 )),
             });
         }
@@ -160,7 +151,7 @@ impl SegmentWriter for Segment {
             // length, then close; the file is never written again.
             if let Some(open) = self.0.take() {
                 open.file
-                    .truncate(open.len)
+                    .truncate(open.blocks.len())
                     .await
                     .map_err(|e| WriteFailure {
                         step: Step::Write,
