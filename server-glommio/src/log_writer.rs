@@ -178,3 +178,77 @@ impl SegmentWriter for Segment {
         self.0 = None;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use glommio::{LocalExecutorBuilder, Placement};
+    use shorty_service::log::segments::SegmentRef;
+    use std::path::Path;
+
+    fn batch(path: &Path, create: bool, offset: usize, bytes: &[u8], seal: bool) -> WriteBatch {
+        WriteBatch {
+            segment: SegmentRef {
+                idx: 0,
+                number: 0,
+                path: path.to_owned(),
+            },
+            create,
+            offset: offset as u64,
+            bytes: Bytes::copy_from_slice(bytes),
+            sync: true,
+            sync_dir: create,
+            seal,
+        }
+    }
+
+    /// Defect 19's cause, on a real file: after every batch the file holds
+    /// exactly the bytes written, then zeros — never bytes an earlier
+    /// segment left in a recycled DMA buffer — and a seal leaves exactly
+    /// the bytes written. (On tmpfs glommio falls back to buffered I/O and
+    /// the same must hold.)
+    #[test]
+    fn padding_is_zeros_and_a_seal_cuts_it() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let executor = LocalExecutorBuilder::new(Placement::Unbound)
+            .io_memory(512 * 1024)
+            .make()
+            .expect("a glommio executor");
+        executor.run(async move {
+            let mut segment = Segment::default();
+            // An earlier segment fills the DMA buffers with non-zero bytes.
+            let old = dir.path().join("old.log");
+            let junk = vec![0xEE; 100_000];
+            segment
+                .write(&batch(&old, true, 0, &junk, false))
+                .await
+                .unwrap();
+            segment
+                .write(&batch(&old, false, junk.len(), b"seal", true))
+                .await
+                .unwrap();
+            assert_eq!(std::fs::read(&old).unwrap().len(), junk.len() + 4);
+
+            let new = dir.path().join("new.log");
+            let mut expected = Vec::new();
+            for i in 0..60usize {
+                let bytes = vec![1 + i as u8; 37 * (1 + i % 7)];
+                let b = batch(&new, i == 0, expected.len(), &bytes, false);
+                segment.write(&b).await.unwrap();
+                expected.extend_from_slice(&bytes);
+                let on_disk = std::fs::read(&new).unwrap();
+                assert_eq!(&on_disk[..expected.len()], &expected[..], "batch {i}");
+                assert!(
+                    on_disk[expected.len()..].iter().all(|&b| b == 0),
+                    "after batch {i} the padding holds {:?}",
+                    on_disk[expected.len()..].iter().find(|&&b| b != 0)
+                );
+            }
+            let seal = batch(&new, false, expected.len(), b"the seal", true);
+            segment.write(&seal).await.unwrap();
+            expected.extend_from_slice(b"the seal");
+            assert_eq!(std::fs::read(&new).unwrap(), expected);
+        });
+    }
+}
