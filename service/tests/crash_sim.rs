@@ -1117,23 +1117,28 @@ fn crash_simulation() {
 #[test]
 fn a_late_block_write_is_seen() {
     OVERLAP.with(|o| o.set(true));
-    let caught: Vec<String> = (0..200u64)
-        .filter_map(|seed| {
-            let panic = std::panic::catch_unwind(|| history(seed, &mut Stats::default())).err()?;
-            let message = panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
-                .unwrap_or_default();
-            Some(format!("seed {seed}: {message}"))
-        })
-        .collect();
+    let mut caught = Vec::new();
+    for seed in 0..200u64 {
+        let Err(panic) = std::panic::catch_unwind(|| history(seed, &mut Stats::default())) else {
+            continue;
+        };
+        let message = panic
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+            .unwrap_or_default();
+        caught.push(format!("seed {seed}: {message}"));
+        // Lost or refused acknowledged data: what the oracle is for.
+        if message.contains("lost") || message.contains("refused") {
+            break;
+        }
+    }
     OVERLAP.with(|o| o.set(false));
     eprintln!("late block writes caught:\n{}", caught.join("\n"));
     assert!(
         caught
-            .iter()
-            .any(|m| m.contains("lost") || m.contains("refused")),
+            .last()
+            .is_some_and(|m| m.contains("lost") || m.contains("refused")),
         "200 histories with late block writes, and no loss or refusal seen"
     );
 }
