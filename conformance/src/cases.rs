@@ -13,6 +13,9 @@ use shorty_protocol::{ErrorCode, Reply, Request, PROTOCOL_VERSION};
 use crate::harness::Server;
 use crate::wire::{code_of, Conn, Read2};
 
+// Cases that live in modules of their own.
+pub use crate::disk_full::a_long_disk_full_outage_leaks_no_fds_and_burns_no_segment_numbers;
+
 fn tmp() -> tempfile::TempDir {
     tempfile::tempdir().expect("temp dir")
 }

@@ -18,6 +18,8 @@
 
 pub mod cases;
 pub mod cluster;
+pub mod crash_loop;
+pub mod disk_full;
 pub mod harness;
 pub mod redis_faults;
 pub mod wire;
@@ -50,6 +52,7 @@ macro_rules! suite {
             an_address_already_served_is_refused,
             damage_to_acknowledged_data_is_refused_not_cut,
             a_full_disk_is_survived_and_recovered_from,
+            a_long_disk_full_outage_leaks_no_fds_and_burns_no_segment_numbers,
             metrics_count_what_happens_on_the_admin_listener,
             config_file_environment_and_flags_layer,
             http_requests_a_proxy_could_misread_are_refused,

@@ -41,6 +41,27 @@ impl Conn {
         }
     }
 
+    /// Connects to `addr`, or `None` when nothing listens there (a server
+    /// that was just killed).
+    pub fn try_connect(addr: SocketAddr) -> Option<Conn> {
+        let stream = TcpStream::connect(addr).ok()?;
+        stream.set_read_timeout(Some(READ_TIMEOUT)).ok()?;
+        stream.set_nodelay(true).ok()?;
+        Some(Conn {
+            stream,
+            buf: BytesMut::new(),
+        })
+    }
+
+    /// Writes raw bytes, saying whether the peer took them (it may have
+    /// died).
+    ///
+    /// # Errors
+    /// The write failed.
+    pub fn try_send_raw(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.stream.write_all(bytes)
+    }
+
     /// Writes raw bytes.
     pub fn send_raw(&mut self, bytes: &[u8]) {
         self.stream.write_all(bytes).expect("write");

@@ -1,28 +1,90 @@
-//! Log segment writes through glommio's `DmaStreamWriter` (O_DIRECT, on
-//! io_uring): per batch, `write_all`, then `flush` (pad the partial block
-//! and write it) and, when asked, `sync` (`fdatasync`). The zero padding
-//! past the last record is overwritten by the next batch; a seal closes the
-//! writer, which truncates the padding away, so a clean stop leaves nothing
-//! for recovery to cut.
+//! Log segment writes through glommio's `DmaFile` (O_DIRECT, on io_uring).
 //!
-//! O_DIRECT needs a file system that supports it (ext4, xfs; not tmpfs).
+//! O_DIRECT writes whole blocks, so a batch that ends mid-block is padded
+//! to the block's end, and the next batch rewrites that last block with
+//! its old bytes followed by new ones. Three rules keep that safe
+//! (issue 18, defect 19):
+//! - **Zero padding.** The padding is zeros written by us. glommio's DMA
+//!   buffers are recycled memory: `DmaStreamWriter` padded with whatever
+//!   an earlier segment left in its buffer — old markers and seals, valid
+//!   records that vouched for the torn tail of a killed server, so its
+//!   data directory refused to start.
+//! - **One write in flight.** Every block write completes before the next
+//!   one (or a sync) starts, so an older version of the tail block can
+//!   never land after a newer one that was synced and acknowledged.
+//! - **Truncate after the seal.** The seal is written (padded) and synced
+//!   in its own batch, after the data it vouches for; then the file is cut
+//!   to the seal's end and synced again, so a clean stop leaves nothing
+//!   for recovery to cut. A crash between the two leaves zeros after the
+//!   seal, which recovery cuts.
+//!
+//! On a file system without O_DIRECT (tmpfs) glommio falls back to
+//! buffered I/O; the same writes are then merely aligned.
 
 use std::io;
 
-use futures_lite::AsyncWriteExt;
-use glommio::io::{Directory, DmaStreamWriter, DmaStreamWriterBuilder, OpenOptions};
+use glommio::io::{Directory, DmaFile, OpenOptions};
 use shorty_runtime::driver::{SegmentWriter, Step, WriteFailure};
+use shorty_service::log::direct::{BlockWrite, DirectAppender};
 use shorty_service::log::WriteBatch;
 
-/// DMA buffer size: a batch of typical SHORTENs fits in one.
-const BUFFER_SIZE: usize = 128 * 1024;
+/// Largest single block write (a multiple of any block size): a batch of
+/// typical SHORTENs fits in one, and a larger one is written in pieces of
+/// this size, one after another.
+const CHUNK_SIZE: usize = 128 * 1024;
 
 fn err(e: glommio::GlommioError<()>) -> io::Error {
     io::Error::from(e)
 }
 
+/// The segment being written.
+struct Open {
+    file: DmaFile,
+    /// Which blocks each append writes (shared with the crash simulator).
+    blocks: DirectAppender,
+}
+
+impl Open {
+    /// Writes `bytes` at the end: the partial last block and the new
+    /// bytes, zero-padded to whole blocks, one chunk at a time.
+    async fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
+        let align = usize::try_from(self.file.alignment())
+            .unwrap_or(4096)
+            .max(1);
+        let BlockWrite {
+            offset,
+            bytes: data,
+        } = self.blocks.append(bytes);
+        let mut done = 0usize;
+        while done < data.len() {
+            let piece = &data[done..data.len().min(done + CHUNK_SIZE)];
+            let mut buffer = self.file.alloc_dma_buffer(piece.len());
+            buffer.as_bytes_mut().copy_from_slice(piece);
+            let written = self
+                .file
+                .write_at(buffer, offset + done as u64)
+                .await
+                .map_err(err)?;
+            // A short write (rare: a nearly full disk) goes on from the
+            // block it stopped in; writes stay one at a time.
+            let mut next = done + written.min(piece.len());
+            if next < data.len() {
+                next -= next % align;
+            }
+            if next <= done {
+                return Err(io::Error::new(
+                    io::ErrorKind::WriteZero,
+                    "a segment write wrote less than a block",
+                ));
+            }
+            done = next;
+        }
+        Ok(())
+    }
+}
+
 #[derive(Default)]
-pub(crate) struct Segment(Option<DmaStreamWriter>);
+pub(crate) struct Segment(Option<Open>);
 
 impl SegmentWriter for Segment {
     async fn write(&mut self, batch: &WriteBatch) -> Result<(), WriteFailure> {
@@ -40,43 +102,33 @@ impl SegmentWriter for Segment {
                     step: Step::Create,
                     error: io::Error::new(io::Error::from(e).kind(), format!("{}", path.display())),
                 })?;
-            // One buffer in flight at a time keeps the writes in file order.
-            let writer = DmaStreamWriterBuilder::new(file)
-                .with_buffer_size(BUFFER_SIZE)
-                .with_write_behind(1)
-                .build();
-            if let Some(mut old) = self.0.replace(writer) {
-                let _ = old.close().await;
+            let blocks = DirectAppender::new(file.alignment());
+            let open = Open { file, blocks };
+            if let Some(old) = self.0.replace(open) {
+                let _ = old.file.close().await;
             }
         }
-        let Some(writer) = self.0.as_mut() else {
+        let Some(open) = self.0.as_mut() else {
             return Err(WriteFailure {
                 step: Step::Write,
                 error: io::Error::other("segment not open"),
             });
         };
-        if writer.current_pos() != batch.offset {
+        if open.blocks.len() != batch.offset {
             return Err(WriteFailure {
                 step: Step::Write,
                 error: io::Error::other(format!(
                     "segment position {} does not match the batch offset {}",
-                    writer.current_pos(),
+                    open.blocks.len(),
                     batch.offset
                 )),
             });
         }
-        writer
-            .write_all(&batch.bytes)
-            .await
-            .map_err(WriteFailure::at(Step::Write))?;
-        // Write (padded) first, so a full disk shows as a failed write, not
-        // a failed sync.
-        writer
-            .flush()
+        open.append(&batch.bytes)
             .await
             .map_err(WriteFailure::at(Step::Write))?;
         if batch.sync {
-            writer.sync().await.map_err(|e| WriteFailure {
+            open.file.fdatasync().await.map_err(|e| WriteFailure {
                 step: Step::Sync,
                 error: err(e),
             })?;
@@ -95,24 +147,108 @@ impl SegmentWriter for Segment {
             }
         }
         if batch.seal {
-            // Sealed: close, which truncates the padding past the seal.
-            if let Some(mut writer) = self.0.take() {
-                writer
-                    .close()
+            // Sealed, and the seal synced: cut the padding and sync the new
+            // length, then close; the file is never written again.
+            if let Some(open) = self.0.take() {
+                open.file
+                    .truncate(open.blocks.len())
                     .await
-                    .map_err(WriteFailure::at(Step::Write))?;
+                    .map_err(|e| WriteFailure {
+                        step: Step::Write,
+                        error: err(e),
+                    })?;
+                open.file.fdatasync().await.map_err(|e| WriteFailure {
+                    step: Step::Sync,
+                    error: err(e),
+                })?;
+                open.file.close().await.map_err(|e| WriteFailure {
+                    step: Step::Write,
+                    error: err(e),
+                })?;
             }
         }
         Ok(())
     }
 
     fn forget(&mut self) {
-        // Dropping a DmaStreamWriter queues a truncate to its flushed
-        // position, which could land after the repair has rewritten the
-        // segment's end and cut its seal. After a failed write the writer
-        // is of no use: leak it (once per disk-full episode) instead.
-        if let Some(writer) = self.0.take() {
-            std::mem::forget(writer);
+        // No write is in flight (each is awaited), so dropping the file
+        // only closes its descriptor (glommio closes it on the ring); the
+        // repair that follows rewrites the segment's end through a
+        // descriptor of its own.
+        self.0 = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use glommio::{LocalExecutorBuilder, Placement};
+    use shorty_service::log::segments::SegmentRef;
+    use std::path::Path;
+
+    fn batch(path: &Path, create: bool, offset: usize, bytes: &[u8], seal: bool) -> WriteBatch {
+        WriteBatch {
+            segment: SegmentRef {
+                idx: 0,
+                number: 0,
+                path: path.to_owned(),
+            },
+            create,
+            offset: offset as u64,
+            bytes: Bytes::copy_from_slice(bytes),
+            sync: true,
+            sync_dir: create,
+            seal,
         }
+    }
+
+    /// Defect 19's cause, on a real file: after every batch the file holds
+    /// exactly the bytes written, then zeros — never bytes an earlier
+    /// segment left in a recycled DMA buffer — and a seal leaves exactly
+    /// the bytes written. (On tmpfs glommio falls back to buffered I/O and
+    /// the same must hold.)
+    #[test]
+    fn padding_is_zeros_and_a_seal_cuts_it() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let executor = LocalExecutorBuilder::new(Placement::Unbound)
+            .io_memory(512 * 1024)
+            .make()
+            .expect("a glommio executor");
+        executor.run(async move {
+            let mut segment = Segment::default();
+            // An earlier segment fills the DMA buffers with non-zero bytes.
+            let old = dir.path().join("old.log");
+            let junk = vec![0xEE; 100_000];
+            segment
+                .write(&batch(&old, true, 0, &junk, false))
+                .await
+                .unwrap();
+            segment
+                .write(&batch(&old, false, junk.len(), b"seal", true))
+                .await
+                .unwrap();
+            assert_eq!(std::fs::read(&old).unwrap().len(), junk.len() + 4);
+
+            let new = dir.path().join("new.log");
+            let mut expected = Vec::new();
+            for i in 0..60usize {
+                let bytes = vec![1 + i as u8; 37 * (1 + i % 7)];
+                let b = batch(&new, i == 0, expected.len(), &bytes, false);
+                segment.write(&b).await.unwrap();
+                expected.extend_from_slice(&bytes);
+                let on_disk = std::fs::read(&new).unwrap();
+                assert_eq!(&on_disk[..expected.len()], &expected[..], "batch {i}");
+                assert!(
+                    on_disk[expected.len()..].iter().all(|&b| b == 0),
+                    "after batch {i} the padding holds {:?}",
+                    on_disk[expected.len()..].iter().find(|&&b| b != 0)
+                );
+            }
+            let seal = batch(&new, false, expected.len(), b"the seal", true);
+            segment.write(&seal).await.unwrap();
+            expected.extend_from_slice(b"the seal");
+            assert_eq!(std::fs::read(&new).unwrap(), expected);
+        });
     }
 }

@@ -7,7 +7,8 @@
 //! - `listener.rs`: one core's executor and listeners;
 //! - `connection.rs`: a client connection's reads (into one buffer per
 //!   core) and writes;
-//! - `log_writer.rs`: log segment writes through `DmaStreamWriter`;
+//! - `log_writer.rs`: log segment writes through `DmaFile` (O_DIRECT
+//!   blocks, zero-padded, one write at a time);
 //! - `log_reader.rs`: URL reads from the log.
 
 mod connection;

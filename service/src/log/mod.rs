@@ -10,10 +10,12 @@
 //! - [`recovery`]: recovering one segment at start (hint or scan, cut,
 //!   seal), over an abstract file interface.
 //! - [`segments`]: the table of segment files and their names.
+//! - [`direct`]: the block writes of an O_DIRECT append (glommio's).
 //!
 //! Each core writes its own segments, so no two threads ever write the same
 //! file; a run never appends to a segment of an earlier run.
 
+pub mod direct;
 pub mod hint;
 pub mod record;
 pub mod recovery;

@@ -216,6 +216,12 @@ struct Segment {
     durable: Point,
     /// The end vouched for by a marker that is durable.
     vouched: u64,
+    /// The end of the last durable batch that held links: a marker
+    /// vouches for data, not for
+    /// markers, so once `vouched` reaches it an idle core writes nothing
+    /// (issue 18, defect 4: a lone marker used to leave its own bytes
+    /// unvouched and schedule another, 80 synced writes a second).
+    data_end: u64,
     /// Its directory entry was synced when it was created.
     entry_synced: bool,
 }
@@ -228,13 +234,20 @@ enum InFlight {
         /// seals).
         after: Point,
         marker: Option<u64>,
+        /// The batch holds links, which a marker must vouch for (a marker
+        /// or a probe's preamble alone needs none).
+        data: bool,
         seal: bool,
         /// The segment's last records: its seal comes next.
         last: bool,
         probe: bool,
         started: Instant,
     },
-    Repair,
+    Repair {
+        /// The segment, when the repair removes its file (nothing of it
+        /// was durable): its number is used again by the next segment.
+        removed: Option<SegmentRef>,
+    },
 }
 
 /// One shard's log: buffers records and runs group commit.
@@ -253,6 +266,11 @@ pub struct LogWriter {
     /// A segment a disk-full failure left broken, to repair.
     broken: Option<Segment>,
     retry_at: Option<Instant>,
+    /// A segment whose file a repair removed, never holding anything
+    /// durable: the next segment takes its number and table slot, so a
+    /// disk-full outage that probes every second does not burn a segment
+    /// number each time (issue 18, defect 6).
+    spare: Option<SegmentRef>,
     vouch_due: Option<Instant>,
     /// The current segment is full (or the writer is stopping) and its
     /// records are synced: the next operation writes its seal.
@@ -275,6 +293,7 @@ impl LogWriter {
             state: LogState::Available,
             broken: None,
             retry_at: None,
+            spare: None,
             vouch_due: None,
             seal_due: false,
             shutting_down: false,
@@ -363,8 +382,10 @@ impl LogWriter {
                     return None;
                 }
                 if let Some(broken) = &self.broken {
-                    self.in_flight = Some(InFlight::Repair);
                     let keep = broken.durable.len >= PREAMBLE_LEN as u64;
+                    self.in_flight = Some(InFlight::Repair {
+                        removed: (!keep).then(|| broken.seg.clone()),
+                    });
                     let mut seal = BytesMut::new();
                     if keep {
                         encode_seal(&broken.durable.seal(), &mut seal);
@@ -387,7 +408,7 @@ impl LogWriter {
                     && self
                         .current
                         .as_ref()
-                        .is_some_and(|s| s.durable.len > s.vouched);
+                        .is_some_and(|s| s.data_end > s.vouched);
                 let seal_now = self.shutting_down && self.current.is_some();
                 if self.pending.is_empty() && !vouch && !seal_now {
                     return None;
@@ -401,7 +422,7 @@ impl LogWriter {
     fn batch(&mut self, now: Instant, probe: bool) -> Option<LogIo> {
         let mut create = false;
         if self.current.is_none() {
-            let Some(seg) = self.table.create() else {
+            let Some(seg) = self.spare.take().or_else(|| self.table.create()) else {
                 self.state = LogState::Broken("the segment table is full".into());
                 return None;
             };
@@ -410,6 +431,7 @@ impl LogWriter {
                 queued: Point::default(),
                 durable: Point::default(),
                 vouched: 0,
+                data_end: 0,
                 entry_synced: false,
             });
             create = true;
@@ -419,8 +441,9 @@ impl LogWriter {
         if create {
             encode_preamble(segment.seg.number, &mut out);
         }
-        let marker = (self.config.sync == SyncPolicy::Always
-            && segment.durable.len > segment.vouched)
+        // Everything durable is vouched for by the marker (lone markers
+        // included), but one is written only when data needs it.
+        let marker = (self.config.sync == SyncPolicy::Always && segment.data_end > segment.vouched)
             .then_some(segment.durable.len);
         if let Some(durable_end) = marker {
             encode_marker(durable_end, &mut out);
@@ -448,10 +471,12 @@ impl LogWriter {
         let sync = self.config.sync == SyncPolicy::Always || last || probe;
         let sync_dir = sync && create;
         segment.entry_synced |= sync_dir;
+        let data = !self.pending_tokens.is_empty();
         self.in_flight = Some(InFlight::Write {
             tokens: std::mem::take(&mut self.pending_tokens),
             after,
             marker,
+            data,
             seal: false,
             last,
             probe,
@@ -488,6 +513,7 @@ impl LogWriter {
             tokens: Vec::new(),
             after: point,
             marker: None,
+            data: false,
             seal: true,
             last: false,
             probe: false,
@@ -511,11 +537,12 @@ impl LogWriter {
             return settled;
         };
         match (in_flight, result) {
-            (InFlight::Repair, IoResult::Ok) => {
+            (InFlight::Repair { removed }, IoResult::Ok) => {
                 self.broken = None;
+                self.spare = removed;
                 self.retry_at = Some(now);
             }
-            (InFlight::Repair, IoResult::DiskFull(_)) => {
+            (InFlight::Repair { .. }, IoResult::DiskFull(_)) => {
                 self.retry_at = Some(now + self.config.retry_interval);
             }
             (
@@ -523,6 +550,7 @@ impl LogWriter {
                     tokens,
                     after,
                     marker,
+                    data,
                     seal,
                     last,
                     probe,
@@ -543,13 +571,16 @@ impl LogWriter {
                         return settled;
                     }
                     segment.durable = after;
+                    if data {
+                        segment.data_end = after.len;
+                    }
                     if let Some(end) = marker {
                         segment.vouched = segment.vouched.max(end);
                     }
                     if last {
                         self.seal_due = true;
                     } else if self.config.sync == SyncPolicy::Always
-                        && segment.durable.len > segment.vouched
+                        && segment.data_end > segment.vouched
                     {
                         self.vouch_due = Some(now + VOUCH_DELAY);
                     }
