@@ -121,6 +121,19 @@ impl SegmentTable {
         Some(idx)
     }
 
+    /// Numbers new segments from `number` on, if that is past every number
+    /// so far: recovery passes the high-water mark (segments moved aside
+    /// or lost leave numbers that must never be used again).
+    pub fn advance_to(&self, number: u64) {
+        let mut inner = self.lock();
+        inner.next_number = inner.next_number.max(number);
+    }
+
+    /// The number the next new segment gets.
+    pub fn next_number(&self) -> u64 {
+        self.lock().next_number
+    }
+
     /// Allocates a new segment. `None` when the table is full.
     pub fn create(&self) -> Option<SegmentRef> {
         let mut inner = self.lock();
