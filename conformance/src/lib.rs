@@ -19,6 +19,7 @@
 pub mod cases;
 pub mod cluster;
 pub mod harness;
+pub mod remedies;
 pub mod wire;
 
 /// Expands to one `#[test]` per conformance case against `$binary`.
@@ -53,6 +54,8 @@ macro_rules! suite {
             config_file_environment_and_flags_layer,
             http_requests_a_proxy_could_misread_are_refused,
             export_and_import_move_every_link,
+            moving_segments_aside_never_reuses_codes_or_numbers,
+            a_backup_of_the_files_the_readme_names_restores_everything,
             the_systemd_unit_verifies,
             a_peer_that_never_reads_is_closed_and_others_are_served,
             clients_beyond_the_limit_are_told_after_the_queue_timeout,

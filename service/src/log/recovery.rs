@@ -253,7 +253,7 @@ pub const ID_LEASE: u64 = 1 << 24;
 
 /// Segment numbers likewise (numbers are `u64`; skipping some costs
 /// nothing).
-pub const SEGMENT_LEASE: u64 = 64;
+pub const SEGMENT_LEASE: u64 = 1024;
 
 /// A high-water mark: no id at or above `next_id` and no segment numbered
 /// at or above `next_segment` was ever handed out. Kept in [`STATE_FILE`]
