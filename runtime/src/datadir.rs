@@ -404,6 +404,18 @@ pub fn list_segments(dir: &Path) -> io::Result<Vec<u64>> {
     Ok(list_numbered(dir)?.0)
 }
 
+/// The numbers of hint files in `dir` whose segment is missing, sorted.
+///
+/// # Errors
+/// The directory cannot be listed.
+pub fn orphaned_hints(dir: &Path) -> io::Result<Vec<u64>> {
+    let (logs, hints) = list_numbered(dir)?;
+    Ok(hints
+        .into_iter()
+        .filter(|n| logs.binary_search(n).is_err())
+        .collect())
+}
+
 /// The segment numbers and the hint numbers in `dir`, each sorted.
 fn list_numbered(dir: &Path) -> io::Result<(Vec<u64>, Vec<u64>)> {
     let (mut logs, mut hints) = (Vec::new(), Vec::new());

@@ -127,6 +127,17 @@ pub fn verify(dir: &Path) -> ExitCode {
             clean = false;
         }
     }
+    if let Err(err) = datadir::read_state(dir) {
+        println!("{err}: a restart refuses to start");
+        clean = false;
+    }
+    for number in datadir::orphaned_hints(dir).unwrap_or_default() {
+        println!(
+            "{}: its segment is missing (moved aside?): its links are not loaded, its ids \
+             and number are never used again",
+            hint_file_name(number)
+        );
+    }
     for number in &numbers {
         let name = segment_file_name(*number);
         let bytes = match fs::read(dir.join(&name)) {
@@ -223,7 +234,7 @@ pub fn export_links(dir: &Path, sink: &mut impl Write) -> io::Result<(u64, u64)>
         let by_hint = hint
             .as_deref()
             .and_then(|h| hint_seal(h, *number))
-            .map_or(0, |seal| seal.data_len + SEAL_LEN as u64);
+            .map_or(0, |seal| seal.data_len.saturating_add(SEAL_LEN as u64));
         // First where the vouched bytes end, then the links inside them:
         // two passes, so a 1 GiB segment costs no list of its links.
         let end = match scan_vouched(&bytes, *number, by_hint, |_, _| {}) {

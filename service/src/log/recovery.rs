@@ -109,7 +109,9 @@ pub fn seal_at_end(len: u64, tail: &[u8]) -> Option<Seal> {
         return None;
     }
     match decode_record(tail) {
-        Decoded::Record(Record::Seal(seal), SEAL_LEN) if seal.data_len + SEAL_LEN as u64 == len => {
+        Decoded::Record(Record::Seal(seal), SEAL_LEN)
+            if seal.data_len.saturating_add(SEAL_LEN as u64) == len =>
+        {
             Some(seal)
         }
         _ => None,
@@ -150,7 +152,7 @@ pub fn recover_segment(
     let hint_vouches = hint
         .as_deref()
         .and_then(|h| hint_seal(h, number))
-        .map_or(0, |seal| seal.data_len + SEAL_LEN as u64);
+        .map_or(0, |seal| seal.data_len.saturating_add(SEAL_LEN as u64));
     if let Some(seal) = seal_at_end(len, &tail) {
         match &hint {
             None => outcome.hint_problem = Some("no hint file".into()),
@@ -393,7 +395,7 @@ pub enum Verdict {
 pub fn verify_segment(number: u64, bytes: &[u8], hint: Option<&[u8]>) -> Verdict {
     let vouched = hint
         .and_then(|h| hint_seal(h, number))
-        .map_or(0, |seal| seal.data_len + SEAL_LEN as u64);
+        .map_or(0, |seal| seal.data_len.saturating_add(SEAL_LEN as u64));
     let scan = match scan_vouched(bytes, number, vouched, |_, _| {}) {
         Ok(scan) => scan,
         Err(err) => return Verdict::Refused(err),
@@ -516,6 +518,38 @@ mod tests {
         files.0.insert(hint_file_name(3), hint);
         let outcome = recover_segment(&mut files, 3, |_, _| {}).unwrap();
         assert!(outcome.from_hint && outcome.links == 6);
+    }
+
+    #[test]
+    fn a_hint_that_passes_its_checksum_but_claims_any_length_never_panics() {
+        // Found by the structure-aware fuzz target: a hint rewritten with a
+        // valid checksum whose seal copy claims a length near `u64::MAX`.
+        let (bytes, hint, _) = six_links(3);
+        for claim in [u64::MAX, u64::MAX - 40, 1 << 40] {
+            let mut forged = hint.clone();
+            forged[24..32].copy_from_slice(&claim.to_le_bytes());
+            let body = forged.len() - 4;
+            let crc = crc32c::crc32c(&forged[..body]);
+            forged[body..].copy_from_slice(&crc.to_le_bytes());
+            let mut files = Mem::default();
+            files.0.insert(segment_file_name(3), bytes.clone());
+            files.0.insert(hint_file_name(3), forged.clone());
+            let err = recover_segment(&mut files, 3, |_, _| {}).unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    RecoveryError::Scan {
+                        error: ScanError::Missing { .. },
+                        ..
+                    }
+                ),
+                "{err}"
+            );
+            assert!(matches!(
+                verify_segment(3, &bytes, Some(&forged)),
+                Verdict::Refused(ScanError::Missing { .. })
+            ));
+        }
     }
 
     #[test]
