@@ -123,8 +123,9 @@ impl std::fmt::Display for DataDirError {
             } => write!(
                 f,
                 "recovery refused: code {code} is held by two records, {} at byte offset {} and \
-                 {} at byte offset {} (a file restored or links imported twice): move aside the \
-                 file that should not hold it",
+                 {} at byte offset {} (a file restored or links imported twice, or links made \
+                 while the IMPORTED marker was missing): move aside the file that should not \
+                 hold it",
                 first.0, first.1, second.0, second.1
             ),
             DataDirError::Io { path, source } => write!(f, "{}: {source}", path.display()),
@@ -390,7 +391,8 @@ pub struct RecoveryReport {
     /// may have handed out.
     pub next_id: u64,
     /// The high-water mark recorded in `STATE` for this run (its start
-    /// plus a lease; see [`StateKeeper`]).
+    /// plus a lease; see [`StateKeeper`]; less if the write failed, so the
+    /// keeper writes it).
     pub high_water: HighWater,
     /// Time taken.
     pub elapsed: Duration,
@@ -558,8 +560,15 @@ pub fn recover(
     // Recorded before any file changes, so that even a refused start has
     // written down every number it saw (an operator may move one aside
     // next).
+    // What `STATE` says now, for the state keeper: a write that fails (a
+    // full disk) does not stop the start (redirects must go on), the
+    // keeper retries it. No link can be made meanwhile anyway.
+    let mut recorded = state.unwrap_or_default();
     if state != Some(floor) {
-        write_state(dir, floor).map_err(io_err(dir.join(STATE_FILE)))?;
+        match write_state(dir, floor) {
+            Ok(()) => recorded = floor,
+            Err(err) => tracing::warn!("recording the high-water mark in {STATE_FILE}: {err}"),
+        }
     }
     // Size the key directory once, so loading never regrows a table; only
     // from counts the files' sizes confirm (see `hint_reservation`).
@@ -675,11 +684,14 @@ pub fn recover(
     // This run hands out ids and numbers from `begin` on; the file says
     // `begin` plus a lease, which the state keeper extends as it is used.
     let leased = begin.leased();
-    write_state(dir, leased).map_err(io_err(dir.join(STATE_FILE)))?;
+    match write_state(dir, leased) {
+        Ok(()) => recorded = leased,
+        Err(err) => tracing::warn!("recording the high-water mark in {STATE_FILE}: {err}"),
+    }
     table.advance_to(begin.next_segment);
     let mut report = report.into_inner().unwrap_or_else(|p| p.into_inner());
     report.next_id = begin.next_id;
-    report.high_water = leased;
+    report.high_water = recorded;
     report.elapsed = started.elapsed();
     release_recovery_memory();
     Ok(report)
@@ -696,6 +708,8 @@ pub struct StateKeeper {
     limit: HighWater,
     ids: Arc<IdSpace>,
     segments: Arc<SegmentTable>,
+    /// The last write failed (logged once until one succeeds).
+    failing: bool,
 }
 
 /// How often the state keeper looks: the lease (2^23 ids, 512 segments
@@ -715,6 +729,7 @@ impl StateKeeper {
             limit,
             ids,
             segments,
+            failing: false,
         }
     }
 
@@ -733,8 +748,15 @@ impl StateKeeper {
         }
         let limit = self.limit.max(in_use.leased());
         match write_state(&self.dir, limit) {
-            Ok(()) => self.limit = limit,
-            Err(err) => tracing::error!("recording the high-water mark in {STATE_FILE}: {err}"),
+            Ok(()) => {
+                self.limit = limit;
+                self.failing = false;
+            }
+            Err(err) if !self.failing => {
+                self.failing = true;
+                tracing::error!("recording the high-water mark in {STATE_FILE}: {err}; retrying");
+            }
+            Err(_) => {}
         }
     }
 
