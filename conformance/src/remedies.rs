@@ -81,6 +81,35 @@ pub fn moving_segments_aside_never_reuses_codes_or_numbers(bin: &Path) {
     let server = Server::start(bin, dir.path(), &args);
     assert_all_resolve(&server, &old);
     assert_all_resolve(&server, &new);
+    // After a crash (no clean stop records exactly what was used), the
+    // newest segment (unsealed, no hint) moved aside: still no reuse.
+    let more = shorten_many(&server, 3000, "crashed");
+    server.kill9();
+    let newest = *segment_numbers(dir.path()).last().unwrap();
+    std::fs::rename(
+        segment_path(dir.path(), newest),
+        segment_path(aside.path(), newest),
+    )
+    .unwrap();
+    let server = Server::start(bin, dir.path(), &args);
+    let after_crash = shorten_many(&server, 3000, "after-crash");
+    let used: HashSet<&str> = old
+        .iter()
+        .chain(&new)
+        .chain(&more)
+        .map(|(c, _)| c.as_str())
+        .collect();
+    for (code, url) in &after_crash {
+        assert!(
+            !used.contains(code.as_str()),
+            "{url} was given the old code {code}"
+        );
+    }
+    assert!(server.stop().success());
+    assert!(
+        !segment_path(dir.path(), newest).exists(),
+        "segment number {newest} was used again after a crash"
+    );
 }
 
 /// Copies the segments, their hints and every file the README's backup

@@ -1138,4 +1138,51 @@ mod tests {
             "{message}"
         );
     }
+
+    #[test]
+    fn the_state_keeper_stays_ahead_of_what_is_handed_out_and_records_it_exactly() {
+        use shorty_service::codes::IdAllocator;
+        use shorty_service::log::recovery::ID_LEASE;
+        let dir = tempfile::tempdir().unwrap();
+        let (report, _) = recover_fresh(dir.path(), 1).unwrap();
+        assert_eq!(read_state(dir.path()).unwrap(), Some(report.high_water));
+        let ids = Arc::new(IdSpace::new(report.next_id));
+        let table = Arc::new(SegmentTable::new(dir.path(), 0));
+        table.advance_to(
+            report.high_water.next_segment - shorty_service::log::recovery::SEGMENT_LEASE,
+        );
+        let mut keeper =
+            StateKeeper::new(dir.path(), report.high_water, ids.clone(), table.clone());
+        keeper.keep();
+        assert_eq!(
+            read_state(dir.path()).unwrap(),
+            Some(report.high_water),
+            "nothing used yet"
+        );
+        // Hand out more than half the lease (whole blocks at a time).
+        let mut alloc = IdAllocator::new(ids.clone());
+        let mut last = 0;
+        while ids.next_free() < report.next_id + ID_LEASE / 2 + 1 {
+            for _ in 0..1024 {
+                last = alloc.next_id();
+            }
+        }
+        keeper.keep();
+        let state = read_state(dir.path()).unwrap().unwrap();
+        assert!(state.next_id > last + ID_LEASE / 2, "{state:?}");
+        for _ in 0..600 {
+            table.create().unwrap();
+        }
+        keeper.keep();
+        let state = read_state(dir.path()).unwrap().unwrap();
+        assert!(state.next_segment > table.next_number(), "{state:?}");
+        keeper.finish();
+        assert_eq!(
+            read_state(dir.path()).unwrap(),
+            Some(HighWater {
+                next_id: ids.next_free(),
+                next_segment: table.next_number()
+            })
+        );
+    }
 }
