@@ -22,6 +22,7 @@ pub mod crash_loop;
 pub mod disk_full;
 pub mod harness;
 pub mod redis_faults;
+pub mod remedies;
 pub mod wire;
 
 /// Expands to one `#[test]` per conformance case against `$binary`.
@@ -57,6 +58,8 @@ macro_rules! suite {
             config_file_environment_and_flags_layer,
             http_requests_a_proxy_could_misread_are_refused,
             export_and_import_move_every_link,
+            moving_segments_aside_never_reuses_codes_or_numbers,
+            a_backup_of_the_files_the_readme_names_restores_everything,
             the_systemd_unit_verifies,
             recovery_extends_the_systemd_start_timeout,
             the_redis_store_never_hands_out_a_route_word,

@@ -6,6 +6,16 @@
 //! - recovery leaves the segment either removed or sealed, so a second
 //!   recovery of its output changes nothing and finds the same links;
 //! - `verify` agrees with recovery on whether the segment is refused.
+//!
+//! Structure-aware inputs (`Input::Built`) start from a valid sealed
+//! segment with its valid hint, as a clean stop leaves them, and then
+//! damage either: a cut (anywhere, record boundaries included), flips, a
+//! hint truncated, lost, or mutated and then re-checksummed (so hints that
+//! pass their checksum reach the checks behind it). Then also:
+//! - untouched, the segment loads from its hint with exactly its links;
+//! - a segment cut shorter than an intact hint's seal is refused as
+//!   missing vouched bytes, never recovered shorter;
+//! - whatever is loaded from a hint points inside the sealed bytes.
 #![no_main]
 
 use std::collections::HashMap;
@@ -21,7 +31,36 @@ use shorty_service::log::scan::{scan_segment, ScanError};
 use shorty_service::log::segments::segment_file_name;
 
 #[derive(Debug, Arbitrary)]
-struct Input {
+enum Input {
+    Raw(RawInput),
+    Built(Built),
+}
+
+/// A valid sealed segment and its hint, then damaged.
+#[derive(Debug, Arbitrary)]
+struct Built {
+    /// Batches of links: (key, URL length).
+    batches: Vec<Vec<(u64, u8)>>,
+    /// Cut the segment to this length (mod its length).
+    cut: Option<u16>,
+    /// Flips in the segment: (position mod length, mask).
+    flips: Vec<(u16, u8)>,
+    hint: HintDamage,
+}
+
+#[derive(Debug, Arbitrary)]
+enum HintDamage {
+    None,
+    Lost,
+    Truncated(u16),
+    Flipped(u16, u8),
+    /// Bytes overwritten, then the checksum fixed: a hint that passes its
+    /// checksum but may lie.
+    Rewritten(u16, Vec<u8>),
+}
+
+#[derive(Debug, Arbitrary)]
+struct RawInput {
     segment: Vec<u8>,
     hint: Option<Vec<u8>>,
     /// Start from a well-formed segment and damage it, so the fuzzer
@@ -86,7 +125,150 @@ fn well_formed(links: u8) -> Vec<u8> {
     out
 }
 
-fuzz_target!(|input: Input| {
+fuzz_target!(|input: Input| match input {
+    Input::Raw(raw) => raw_input(raw),
+    Input::Built(built) => built_input(built),
+});
+
+fn built_input(input: Built) {
+    use shorty_service::log::hint::build_hint;
+    use shorty_service::log::record::{Link, PREAMBLE_LEN, SEAL_LEN};
+    use shorty_service::log::segments::encode_sealed_segment;
+
+    // Distinct keys, bounded sizes.
+    let mut seen = std::collections::HashSet::new();
+    let urls: Vec<Vec<(u64, String)>> = input
+        .batches
+        .iter()
+        .take(8)
+        .map(|batch| {
+            batch
+                .iter()
+                .take(16)
+                .filter(|(key, _)| seen.insert(*key))
+                .map(|&(key, len)| {
+                    (
+                        key,
+                        format!("https://e.com/{}", "x".repeat(usize::from(len))),
+                    )
+                })
+                .collect()
+        })
+        .collect();
+    let links: Vec<Vec<Link<'_>>> = urls
+        .iter()
+        .enumerate()
+        .map(|(b, batch)| {
+            batch
+                .iter()
+                .enumerate()
+                .map(|(i, (key, url))| Link {
+                    key: *key,
+                    id: (b * 16 + i) as u64,
+                    url: url.as_bytes(),
+                })
+                .collect()
+        })
+        .collect();
+    let batches: Vec<&[Link<'_>]> = links.iter().map(Vec::as_slice).collect();
+    let sealed = encode_sealed_segment(7, &batches);
+    let clean_hint = build_hint(7, &sealed).expect("a sealed segment has a hint");
+    let mut expected: Vec<(u64, u32)> = Vec::new();
+    scan_segment(&sealed, 7, |link, at| expected.push((link.key, at as u32))).unwrap();
+
+    let mut bytes = sealed.clone();
+    for (at, mask) in input.flips.iter().take(4) {
+        let i = usize::from(*at) % bytes.len();
+        bytes[i] ^= mask;
+    }
+    if let Some(cut) = input.cut {
+        bytes.truncate(usize::from(cut) % bytes.len());
+    }
+    let hint = match &input.hint {
+        HintDamage::None => Some(clean_hint.clone()),
+        HintDamage::Lost => None,
+        HintDamage::Truncated(n) => Some(clean_hint[..usize::from(*n) % clean_hint.len()].to_vec()),
+        HintDamage::Flipped(at, mask) => {
+            let mut h = clean_hint.clone();
+            let i = usize::from(*at) % h.len();
+            h[i] ^= mask;
+            Some(h)
+        }
+        HintDamage::Rewritten(at, with) => {
+            let mut h = clean_hint.clone();
+            let body = h.len() - 4;
+            let start = usize::from(*at) % body;
+            for (i, b) in with.iter().enumerate().take(body - start) {
+                h[start + i] = *b;
+            }
+            let crc = crc32c::crc32c(&h[..body]);
+            h[body..].copy_from_slice(&crc.to_le_bytes());
+            Some(h)
+        }
+    };
+    let hint_intact = hint.as_deref() == Some(&clean_hint[..]);
+
+    let mut files = Mem::default();
+    files.0.insert(segment_file_name(7), bytes.clone());
+    if let Some(h) = &hint {
+        files.0.insert(hint_file_name(7), h.clone());
+    }
+    let mut loaded = Vec::new();
+    let result = recover_segment(&mut files, 7, |key, offset| loaded.push((key, offset)));
+    let verdict = verify_segment(7, &bytes, hint.as_deref());
+    if matches!(result, Err(RecoveryError::Scan { .. })) {
+        assert!(
+            matches!(verdict, Verdict::Refused(_)),
+            "verify disagrees: {verdict:?}"
+        );
+    }
+    if bytes.len() < sealed.len() && hint_intact {
+        // Refused: as missing bytes (or, with a flip too, maybe first as
+        // damage or a renamed file), never recovered shorter.
+        assert!(
+            matches!(&result, Err(RecoveryError::Scan { .. })),
+            "a cut sealed segment with its intact hint must be refused: {result:?}"
+        );
+        if input.flips.is_empty() {
+            assert!(
+                matches!(
+                    &result,
+                    Err(RecoveryError::Scan {
+                        error: ScanError::Missing { .. },
+                        ..
+                    })
+                ),
+                "{result:?}"
+            );
+        }
+        return;
+    }
+    let Ok(outcome) = result else { return };
+    if bytes == sealed && hint_intact {
+        assert!(
+            outcome.from_hint,
+            "an intact hint was not used: {outcome:?}"
+        );
+        loaded.sort_unstable();
+        expected.sort_unstable();
+        assert_eq!(loaded, expected);
+    }
+    if outcome.from_hint {
+        // A hint that passes every check is trusted without reading the
+        // segment, but never beyond its sealed bytes.
+        let data_len = (sealed.len() - SEAL_LEN) as u32;
+        assert!(loaded
+            .iter()
+            .all(|&(_, at)| at as usize >= PREAMBLE_LEN && at < data_len));
+    } else if input.flips.is_empty() && bytes.len() == sealed.len() {
+        // The segment itself is whole: a scan finds exactly its links.
+        loaded.sort_unstable();
+        expected.sort_unstable();
+        assert_eq!(loaded, expected);
+    }
+}
+
+fn raw_input(input: RawInput) {
     let mut bytes = if input.seed_links > 0 {
         well_formed(input.seed_links % 32)
     } else {
@@ -158,4 +340,4 @@ fuzz_target!(|input: Input| {
     links.sort_unstable();
     again.sort_unstable();
     assert_eq!(links, again);
-});
+}

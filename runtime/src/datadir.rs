@@ -12,11 +12,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use shorty_service::codes::CodeKey;
+use shorty_service::codes::{format_code, CodeKey, IdSpace, MAX_CODE_LEN};
 use shorty_service::keydir::{KeyDir, Location};
-use shorty_service::log::hint::{build_hint, hint_file_name, hint_seal};
-use shorty_service::log::recovery::{recover_segment, RecoveryError, RecoveryFiles};
-use shorty_service::log::segments::{parse_segment_file_name, SegmentTable};
+use shorty_service::log::hint::{build_hint, hint_file_name, HINT_ENTRY_LEN, HINT_HEADER_LEN};
+use shorty_service::log::record::{LINK_OVERHEAD, PREAMBLE_LEN, SEAL_LEN};
+use shorty_service::log::recovery::{
+    recover_segment, HighWater, RecoveryError, RecoveryFiles, STATE_FILE,
+};
+use shorty_service::log::segments::{
+    parse_hint_file_name, parse_segment_file_name, segment_file_name, SegmentTable,
+};
 use shorty_service::log::Repair;
 
 /// Name of the code key file in the data directory.
@@ -57,6 +62,23 @@ pub enum DataDirError {
     },
     /// Recovery refused.
     Recovery(RecoveryError),
+    /// The high-water file is damaged: without it, ids and segment numbers
+    /// of files moved aside could be handed out again.
+    State {
+        /// The file.
+        path: PathBuf,
+    },
+    /// Two records hold the same code (a segment restored, or links
+    /// imported, twice): which one is right is the operator's call, not a
+    /// race between recovery threads.
+    Duplicate {
+        /// The code.
+        code: String,
+        /// The first place, `(file, record offset)`, in file order.
+        first: (String, u32),
+        /// The second place.
+        second: (String, u32),
+    },
     /// Another I/O failure.
     Io {
         /// The file.
@@ -87,6 +109,24 @@ impl std::fmt::Display for DataDirError {
                 "recovery refused: {err} (the server will not start rather than lose \
                  acknowledged links: run `verify --data-dir`, restore the file from a backup \
                  or move it aside)"
+            ),
+            DataDirError::State { path } => write!(
+                f,
+                "{} is damaged: restore it from a backup (it records the ids and segment \
+                 numbers ever handed out, so that none is handed out twice)",
+                path.display()
+            ),
+            DataDirError::Duplicate {
+                code,
+                first,
+                second,
+            } => write!(
+                f,
+                "recovery refused: code {code} is held by two records, {} at byte offset {} and \
+                 {} at byte offset {} (a file restored or links imported twice, or links made \
+                 while the IMPORTED marker was missing): move aside the file that should not \
+                 hold it",
+                first.0, first.1, second.0, second.1
             ),
             DataDirError::Io { path, source } => write!(f, "{}: {source}", path.display()),
         }
@@ -343,12 +383,17 @@ pub struct RecoveryReport {
     pub cuts: Vec<(String, u64, u64, &'static str)>,
     /// Files removed because they held nothing acknowledged.
     pub removed: u64,
-    /// Keys found twice (kept: the first).
-    pub duplicates: u64,
-    /// One past the largest id found.
+    /// Hint files whose segment is missing (moved aside or lost): not
+    /// trusted as data, but their numbers and ids count for the
+    /// high-water mark.
+    pub orphaned_hints: Vec<u64>,
+    /// The first id this run may hand out: past every id any earlier run
+    /// may have handed out.
     pub next_id: u64,
-    /// One past the largest segment number found.
-    pub next_segment: u64,
+    /// The high-water mark recorded in `STATE` for this run (its start
+    /// plus a lease; see [`StateKeeper`]; less if the write failed, so the
+    /// keeper writes it).
+    pub high_water: HighWater,
     /// Time taken.
     pub elapsed: Duration,
 }
@@ -358,22 +403,124 @@ pub struct RecoveryReport {
 /// # Errors
 /// The directory cannot be listed.
 pub fn list_segments(dir: &Path) -> io::Result<Vec<u64>> {
-    let mut numbers = Vec::new();
+    Ok(list_numbered(dir)?.0)
+}
+
+/// The numbers of hint files in `dir` whose segment is missing, sorted.
+///
+/// # Errors
+/// The directory cannot be listed.
+pub fn orphaned_hints(dir: &Path) -> io::Result<Vec<u64>> {
+    let (logs, hints) = list_numbered(dir)?;
+    Ok(hints
+        .into_iter()
+        .filter(|n| logs.binary_search(n).is_err())
+        .collect())
+}
+
+/// The segment numbers and the hint numbers in `dir`, each sorted.
+fn list_numbered(dir: &Path) -> io::Result<(Vec<u64>, Vec<u64>)> {
+    let (mut logs, mut hints) = (Vec::new(), Vec::new());
     for entry in fs::read_dir(dir)? {
-        if let Some(n) = entry?
-            .file_name()
-            .to_str()
-            .and_then(parse_segment_file_name)
-        {
-            numbers.push(n);
+        let entry = entry?;
+        let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+            continue;
+        };
+        if let Some(n) = parse_segment_file_name(&name) {
+            logs.push(n);
+        } else if let Some(n) = parse_hint_file_name(&name) {
+            hints.push(n);
         }
     }
-    numbers.sort_unstable();
-    Ok(numbers)
+    logs.sort_unstable();
+    hints.sort_unstable();
+    Ok((logs, hints))
+}
+
+/// Reads `STATE`: `None` when there is none (a new directory, or one
+/// written before it existed).
+///
+/// # Errors
+/// [`DataDirError::State`] when it is damaged, [`DataDirError::Io`] when it
+/// cannot be read.
+pub fn read_state(dir: &Path) -> Result<Option<HighWater>, DataDirError> {
+    let path = dir.join(STATE_FILE);
+    match fs::read(&path) {
+        Ok(bytes) => HighWater::decode(&bytes)
+            .map(Some)
+            .ok_or(DataDirError::State { path }),
+        Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(DataDirError::Io { path, source }),
+    }
+}
+
+/// Records `mark` in `STATE`, atomically and durably.
+///
+/// # Errors
+/// The write failed.
+pub fn write_state(dir: &Path, mark: HighWater) -> io::Result<()> {
+    write_atomic(dir, STATE_FILE, &mark.encode())
+}
+
+/// Links worth reserving room for in the key directory for one segment,
+/// from the first bytes of its hint (`header`), the hint file's length and
+/// the segment file's length, before anything is checksummed. Only a count
+/// that both lengths confirm is taken (an intact hint holds exactly
+/// [`HINT_ENTRY_LEN`] bytes per link, and a segment at least
+/// [`LINK_OVERHEAD`] per link); anything else reserves nothing, so a
+/// damaged hint costs a scan and the table's normal growth, never an
+/// allocation its files cannot back.
+pub fn hint_reservation(header: &[u8], hint_len: u64, segment_len: u64) -> u64 {
+    let Some(links) = header
+        .get(36..44)
+        .and_then(|b| b.try_into().ok())
+        .map(u64::from_le_bytes)
+    else {
+        return 0;
+    };
+    let hint_len_claimed = links
+        .checked_mul(HINT_ENTRY_LEN as u64)
+        .and_then(|n| n.checked_add((HINT_HEADER_LEN + 4) as u64));
+    let segment_room =
+        segment_len.saturating_sub((PREAMBLE_LEN + SEAL_LEN) as u64) / LINK_OVERHEAD as u64;
+    if hint_len_claimed == Some(hint_len) && links <= segment_room {
+        links
+    } else {
+        0
+    }
+}
+
+/// The key directory's reservation for segments `numbers` of `dir`: the sum
+/// of [`hint_reservation`] over them.
+pub fn expected_links(dir: &Path, numbers: &[u64]) -> u64 {
+    numbers
+        .iter()
+        .map(|&n| {
+            let sized = || -> io::Result<u64> {
+                let mut hint = File::open(dir.join(hint_file_name(n)))?;
+                let hint_len = hint.metadata()?.len();
+                let mut header = [0; HINT_HEADER_LEN];
+                let read = hint.read(&mut header)?;
+                let segment_len = fs::metadata(dir.join(segment_file_name(n)))?.len();
+                Ok(hint_reservation(&header[..read], hint_len, segment_len))
+            };
+            sized().unwrap_or(0)
+        })
+        .fold(0u64, u64::saturating_add)
+}
+
+/// A code found in a second record while loading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Duplicate {
+    /// The two places, `(segment number, offset)`, in order.
+    first: (u64, u32),
+    second: (u64, u32),
+    key: u64,
 }
 
 /// Recovers every segment of `dir` into `keydir`, registering them in
-/// `table`, on `threads` threads.
+/// `table`, on `threads` threads; records the high-water mark (`STATE`) and
+/// numbers `table`'s new segments past it.
 ///
 /// # Errors
 /// [`DataDirError`] on I/O failure or a refusal.
@@ -384,27 +531,48 @@ pub fn recover(
     threads: usize,
 ) -> Result<RecoveryReport, DataDirError> {
     let started = Instant::now();
-    let numbers = list_segments(dir).map_err(|source| DataDirError::Io {
-        path: dir.to_owned(),
-        source,
-    })?;
-    // Size the key directory once from the hints' headers, so loading
-    // never regrows a table.
-    let expected: u64 = numbers
-        .iter()
-        .filter_map(|&n| {
-            let mut header = vec![0; 64];
-            let mut file = File::open(dir.join(hint_file_name(n))).ok()?;
-            let read = file.read(&mut header).ok()?;
-            header.truncate(read);
-            // The checksum covers the whole file, so take the count only
-            // as a sizing hint: the header's `links` field.
-            header
-                .get(36..44)
-                .map(|b| u64::from_le_bytes(b.try_into().unwrap_or_default()))
-        })
-        .sum();
-    keydir.reserve(expected.min(1 << 33) as usize);
+    let io_err = |path: PathBuf| move |source| DataDirError::Io { path, source };
+    let (numbers, hints) = list_numbered(dir).map_err(io_err(dir.to_owned()))?;
+    // Every id and segment number any earlier run may have handed out:
+    // the recorded mark, every file's number, and the ids of hints whose
+    // segment is gone (their links are not loaded, their codes are still
+    // out there).
+    let state = read_state(dir)?;
+    let mut floor = state.unwrap_or_default();
+    let mut orphaned_hints = Vec::new();
+    for &n in &numbers {
+        floor = floor.max(HighWater::of_segment(n, None));
+    }
+    for &n in &hints {
+        if numbers.binary_search(&n).is_ok() {
+            floor = floor.max(HighWater::of_segment(n, None));
+            continue;
+        }
+        let path = dir.join(hint_file_name(n));
+        let bytes = fs::read(&path).map_err(io_err(path))?;
+        floor = floor.max(HighWater::of_hint(n, &bytes));
+        tracing::warn!(
+            hint = %hint_file_name(n),
+            "a hint file without its segment (moved aside?): not loaded; its ids stay used"
+        );
+        orphaned_hints.push(n);
+    }
+    // Recorded before any file changes, so that even a refused start has
+    // written down every number it saw (an operator may move one aside
+    // next).
+    // What `STATE` says now, for the state keeper: a write that fails (a
+    // full disk) does not stop the start (redirects must go on), the
+    // keeper retries it. No link can be made meanwhile anyway.
+    let mut recorded = state.unwrap_or_default();
+    if state != Some(floor) {
+        match write_state(dir, floor) {
+            Ok(()) => recorded = floor,
+            Err(err) => tracing::warn!("recording the high-water mark in {STATE_FILE}: {err}"),
+        }
+    }
+    // Size the key directory once, so loading never regrows a table; only
+    // from counts the files' sizes confirm (see `hint_reservation`).
+    keydir.reserve(usize::try_from(expected_links(dir, &numbers)).unwrap_or(usize::MAX));
     let mut work: Vec<(u64, u32)> = Vec::with_capacity(numbers.len());
     for &number in &numbers {
         let idx = table.register(number).ok_or_else(|| DataDirError::Io {
@@ -416,10 +584,14 @@ pub fn recover(
     let next = AtomicU64::new(0);
     let report = Mutex::new(RecoveryReport {
         segments: numbers.len() as u64,
-        next_segment: numbers.last().map_or(0, |n| n + 1),
+        orphaned_hints,
         ..RecoveryReport::default()
     });
-    let failure: Mutex<Option<DataDirError>> = Mutex::new(None);
+    let high_water = Mutex::new(floor);
+    let duplicates: Mutex<Vec<Duplicate>> = Mutex::new(Vec::new());
+    // Refusals by segment number: the lowest is reported, whichever
+    // thread met it first.
+    let failures: Mutex<Vec<(u64, RecoveryError)>> = Mutex::new(Vec::new());
     std::thread::scope(|scope| {
         for _ in 0..threads.clamp(1, work.len().max(1)) {
             scope.spawn(|| {
@@ -429,18 +601,36 @@ pub fn recover(
                     let Some(&(number, idx)) = work.get(i) else {
                         break;
                     };
-                    if failure.lock().is_ok_and(|f| f.is_some()) {
+                    if failures.lock().is_ok_and(|f| !f.is_empty()) {
                         break;
                     }
-                    let mut duplicates = 0;
+                    let mut found = Vec::new();
                     let result = recover_segment(&mut files, number, |key, offset| {
                         if !keydir.insert(key, Location { file: idx, offset }) {
-                            duplicates += 1;
+                            found.push((key, offset));
                         }
                     });
+                    for (key, offset) in found {
+                        // The other place: whichever record was inserted
+                        // first. Both are named, in file order, so the
+                        // report does not depend on which thread won.
+                        let other = keydir
+                            .get(key)
+                            .and_then(|loc| Some((table.get(loc.file)?.number, loc.offset)));
+                        let here = (number, offset);
+                        let (first, second) = match other {
+                            Some(o) if o < here => (o, here),
+                            Some(o) => (here, o),
+                            None => (here, here),
+                        };
+                        duplicates
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .push(Duplicate { first, second, key });
+                    }
                     match result {
                         Ok(outcome) => {
-                            let name = shorty_service::log::segments::segment_file_name(number);
+                            let name = segment_file_name(number);
                             if let Some(problem) = &outcome.hint_problem {
                                 tracing::info!(segment = %name, "scanning the segment: {problem}");
                             }
@@ -451,6 +641,10 @@ pub fn recover(
                                     "cutting an unacknowledged tail: {why}"
                                 );
                             }
+                            {
+                                let mut h = high_water.lock().unwrap_or_else(|p| p.into_inner());
+                                *h = h.max(HighWater::of_segment(number, outcome.max_id));
+                            }
                             let mut r = report.lock().unwrap_or_else(|p| p.into_inner());
                             r.links += outcome.links;
                             r.from_hints += u64::from(outcome.from_hint);
@@ -459,36 +653,120 @@ pub fn recover(
                             }
                             r.sealed_now += u64::from(outcome.sealed_now);
                             r.removed += u64::from(outcome.removed);
-                            r.duplicates += duplicates;
-                            if let Some(id) = outcome.max_id {
-                                r.next_id = r.next_id.max(id.saturating_add(1));
-                            }
                             if let Some((from, to, why)) = outcome.cut {
                                 r.cuts.push((name, from, to, why));
                             }
                         }
-                        Err(err) => {
-                            let mut f = failure.lock().unwrap_or_else(|p| p.into_inner());
-                            f.get_or_insert(DataDirError::Recovery(err));
-                        }
+                        Err(err) => failures
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .push((number, err)),
                     }
                 }
             });
         }
     });
-    if let Some(err) = failure.into_inner().unwrap_or_else(|p| p.into_inner()) {
-        return Err(err);
+    let mut failures = failures.into_inner().unwrap_or_else(|p| p.into_inner());
+    failures.sort_by_key(|(number, _)| *number);
+    if let Some((_, err)) = failures.into_iter().next() {
+        return Err(DataDirError::Recovery(err));
     }
+    let duplicates = duplicates.into_inner().unwrap_or_else(|p| p.into_inner());
+    if let Some(dup) = duplicates.into_iter().min() {
+        let mut buf = [0; MAX_CODE_LEN];
+        return Err(DataDirError::Duplicate {
+            code: format_code(dup.key, &mut buf).to_owned(),
+            first: (segment_file_name(dup.first.0), dup.first.1),
+            second: (segment_file_name(dup.second.0), dup.second.1),
+        });
+    }
+    let begin = high_water.into_inner().unwrap_or_else(|p| p.into_inner());
+    // This run hands out ids and numbers from `begin` on; the file says
+    // `begin` plus a lease, which the state keeper extends as it is used.
+    let leased = begin.leased();
+    match write_state(dir, leased) {
+        Ok(()) => recorded = leased,
+        Err(err) => tracing::warn!("recording the high-water mark in {STATE_FILE}: {err}"),
+    }
+    table.advance_to(begin.next_segment);
     let mut report = report.into_inner().unwrap_or_else(|p| p.into_inner());
+    report.next_id = begin.next_id;
+    report.high_water = recorded;
     report.elapsed = started.elapsed();
     release_recovery_memory();
-    if report.duplicates > 0 {
-        tracing::warn!(
-            duplicates = report.duplicates,
-            "keys found in more than one record; kept the first"
-        );
-    }
     Ok(report)
+}
+
+/// Keeps `STATE` ahead of the ids and segment numbers a running server
+/// hands out (run by the hint writer's thread): once half the lease
+/// recovery recorded is used it records a new one, and after the cores
+/// have stopped it records exactly what was used, so a clean restart skips
+/// nothing.
+#[derive(Debug)]
+pub struct StateKeeper {
+    dir: PathBuf,
+    limit: HighWater,
+    ids: Arc<IdSpace>,
+    segments: Arc<SegmentTable>,
+    /// The last write failed (logged once until one succeeds).
+    failing: bool,
+}
+
+/// How often the state keeper looks: the lease (2^23 ids, 512 segments
+/// until the next extension) cannot be used up this fast.
+const STATE_KEEPER_INTERVAL: Duration = Duration::from_millis(50);
+
+impl StateKeeper {
+    /// A keeper for `dir`, whose `STATE` recovery set to `limit`.
+    pub fn new(
+        dir: &Path,
+        limit: HighWater,
+        ids: Arc<IdSpace>,
+        segments: Arc<SegmentTable>,
+    ) -> Self {
+        Self {
+            dir: dir.to_owned(),
+            limit,
+            ids,
+            segments,
+            failing: false,
+        }
+    }
+
+    fn in_use(&self) -> HighWater {
+        HighWater {
+            next_id: self.ids.next_free(),
+            next_segment: self.segments.next_number(),
+        }
+    }
+
+    /// Extends the lease when half of it is used.
+    pub fn keep(&mut self) {
+        let in_use = self.in_use();
+        if !self.limit.needs_extension(in_use) {
+            return;
+        }
+        let limit = self.limit.max(in_use.leased());
+        match write_state(&self.dir, limit) {
+            Ok(()) => {
+                self.limit = limit;
+                self.failing = false;
+            }
+            Err(err) if !self.failing => {
+                self.failing = true;
+                tracing::error!("recording the high-water mark in {STATE_FILE}: {err}; retrying");
+            }
+            Err(_) => {}
+        }
+    }
+
+    /// Records exactly what was handed out; call only once nothing hands
+    /// out more (the cores have stopped).
+    pub fn finish(&mut self) {
+        if let Err(err) = write_state(&self.dir, self.in_use()) {
+            tracing::error!("recording the high-water mark in {STATE_FILE}: {err}");
+        }
+    }
 }
 
 /// Gives the memory recovery read hint files and segments into back to the
@@ -524,20 +802,37 @@ impl HintSender {
     }
 }
 
-/// Starts the hint writer for `dir`. It exits on [`HintSender::finish`]
-/// (or once every sender is dropped) after its queue is done; join it
-/// before the process exits, so a clean stop leaves every sealed segment
-/// with its hint.
+/// Starts the hint writer for `dir`, which also runs `keeper` (if any). It
+/// exits on [`HintSender::finish`] (or once every sender is dropped) after
+/// its queue is done, recording the exact high-water mark; join it before
+/// the process exits, so a clean stop leaves every sealed segment with its
+/// hint.
 ///
 /// # Errors
 /// The thread cannot be started.
-pub fn spawn_hint_writer(dir: &Path) -> io::Result<(HintSender, std::thread::JoinHandle<()>)> {
+pub fn spawn_hint_writer(
+    dir: &Path,
+    mut keeper: Option<StateKeeper>,
+) -> io::Result<(HintSender, std::thread::JoinHandle<()>)> {
     let (tx, rx) = mpsc::channel::<Option<u64>>();
     let dir = dir.to_owned();
     let handle = std::thread::Builder::new()
         .name("shorty-hints".into())
         .spawn(move || {
-            for number in rx.iter().map_while(|n| n) {
+            loop {
+                let number = match rx.recv_timeout(STATE_KEEPER_INTERVAL) {
+                    Ok(Some(number)) => number,
+                    Ok(None) | Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                    Err(mpsc::RecvTimeoutError::Timeout) => {
+                        if let Some(keeper) = &mut keeper {
+                            keeper.keep();
+                        }
+                        continue;
+                    }
+                };
+                if let Some(keeper) = &mut keeper {
+                    keeper.keep();
+                }
                 let name = shorty_service::log::segments::segment_file_name(number);
                 let written = fs::read(dir.join(&name)).and_then(|bytes| {
                     let hint = build_hint(number, &bytes)
@@ -548,6 +843,9 @@ pub fn spawn_hint_writer(dir: &Path) -> io::Result<(HintSender, std::thread::Joi
                     // A missing hint costs a scan at the next start, no more.
                     tracing::warn!(segment = %name, "writing the hint file failed: {err}");
                 }
+            }
+            if let Some(keeper) = &mut keeper {
+                keeper.finish();
             }
         })?;
     Ok((HintSender(tx), handle))
@@ -605,25 +903,6 @@ fn scrub_sealed(mut file: File, number: u64) -> Result<(), String> {
             return Err("the file ends before its seal".into());
         }
     }
-}
-
-/// Checks that an intact hint exists for `number` (for tests and verify).
-pub fn has_valid_hint(dir: &Path, number: u64) -> bool {
-    fs::read(dir.join(hint_file_name(number)))
-        .ok()
-        .is_some_and(|h| hint_seal(&h, number).is_some())
-}
-
-/// A shared handle to the [`KeyDir`] and [`SegmentTable`] of an open data
-/// directory.
-#[derive(Debug, Clone)]
-pub struct Loaded {
-    /// Code → record location.
-    pub keydir: Arc<KeyDir>,
-    /// The segments.
-    pub segments: Arc<SegmentTable>,
-    /// What recovery did.
-    pub report: RecoveryReport,
 }
 
 #[cfg(test)]
@@ -703,5 +982,207 @@ mod tests {
                 .count();
             assert_eq!(leftovers, 0);
         }
+    }
+
+    /// Writes sealed segment `number` holding `links` (key, id) and its
+    /// hint, as a clean stop leaves them.
+    fn write_segment(dir: &Path, number: u64, links: &[(u64, u64)]) -> Vec<u8> {
+        use shorty_service::log::record::Link;
+        let urls: Vec<String> = links
+            .iter()
+            .map(|(k, _)| format!("https://e.com/{k}"))
+            .collect();
+        let records: Vec<Link<'_>> = links
+            .iter()
+            .zip(&urls)
+            .map(|(&(key, id), url)| Link {
+                key,
+                id,
+                url: url.as_bytes(),
+            })
+            .collect();
+        let bytes = shorty_service::log::segments::encode_sealed_segment(number, &[&records[..]]);
+        fs::write(dir.join(segment_file_name(number)), &bytes).unwrap();
+        let hint = build_hint(number, &bytes).unwrap();
+        fs::write(dir.join(hint_file_name(number)), &hint).unwrap();
+        bytes
+    }
+
+    fn recover_fresh(dir: &Path, threads: usize) -> Result<(RecoveryReport, u64), DataDirError> {
+        let table = SegmentTable::new(dir, 0);
+        let keydir = KeyDir::new();
+        let report = recover(dir, &table, &keydir, threads)?;
+        Ok((report, table.next_number()))
+    }
+
+    #[test]
+    fn a_flipped_bit_in_a_hint_s_count_reserves_nothing_it_cannot_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let links: Vec<(u64, u64)> = (0..50).map(|i| (1000 + i, i)).collect();
+        let segment = write_segment(dir.path(), 0, &links);
+        assert_eq!(
+            expected_links(dir.path(), &[0]),
+            50,
+            "an intact hint sizes exactly"
+        );
+        let hint_path = dir.path().join(hint_file_name(0));
+        let clean = fs::read(&hint_path).unwrap();
+        let bound = segment.len() as u64 / LINK_OVERHEAD as u64;
+        for byte in 36..44 {
+            for bit in 0..8 {
+                let mut bad = clean.clone();
+                bad[byte] ^= 1 << bit;
+                fs::write(&hint_path, &bad).unwrap();
+                let expected = expected_links(dir.path(), &[0]);
+                assert!(
+                    expected <= bound,
+                    "flip {byte}.{bit}: reserves {expected} links for a {}-byte segment",
+                    segment.len()
+                );
+            }
+        }
+        // And recovery still loads every link (by scanning).
+        fs::write(&hint_path, {
+            let mut bad = clean.clone();
+            bad[42] ^= 0x10;
+            bad
+        })
+        .unwrap();
+        let (report, _) = recover_fresh(dir.path(), 2).unwrap();
+        assert_eq!(report.links, 50);
+        // The sizing function alone: a count the lengths do not confirm is
+        // not taken, and a huge hint cannot claim more than its segment.
+        let mut header = clean[..HINT_HEADER_LEN].to_vec();
+        header[36..44].copy_from_slice(&(1u64 << 40).to_le_bytes());
+        let huge_hint = (HINT_HEADER_LEN + 4) as u64 + (1u64 << 40) * HINT_ENTRY_LEN as u64;
+        assert_eq!(
+            hint_reservation(&header, huge_hint, segment.len() as u64),
+            0
+        );
+        assert_eq!(hint_reservation(&header, 10, u64::MAX), 0);
+    }
+
+    #[test]
+    fn moving_segments_aside_never_makes_ids_or_numbers_go_backwards() {
+        let dir = tempfile::tempdir().unwrap();
+        write_segment(dir.path(), 0, &[(10, 0), (11, 1)]);
+        write_segment(dir.path(), 1, &[(12, 2), (13, 3)]);
+        write_segment(dir.path(), 2, &[(14, 4), (15, 5)]);
+        let (first, next_number) = recover_fresh(dir.path(), 2).unwrap();
+        assert!(
+            first.next_id >= 6 && next_number >= 3,
+            "{first:?} {next_number}"
+        );
+        // The newest segment moved aside with its hint, then the oldest.
+        let aside = tempfile::tempdir().unwrap();
+        for n in [2, 0] {
+            for name in [segment_file_name(n), hint_file_name(n)] {
+                fs::rename(dir.path().join(&name), aside.path().join(&name)).unwrap();
+            }
+            let (report, number) = recover_fresh(dir.path(), 2).unwrap();
+            assert!(report.next_id >= first.next_id, "{report:?}");
+            assert!(
+                number >= next_number,
+                "segment numbers went back to {number}"
+            );
+        }
+        // A directory from before `STATE` existed: an orphaned hint (its
+        // segment moved aside) still counts, though it is not loaded.
+        fs::remove_file(dir.path().join(STATE_FILE)).unwrap();
+        fs::rename(
+            aside.path().join(hint_file_name(2)),
+            dir.path().join(hint_file_name(2)),
+        )
+        .unwrap();
+        let (report, number) = recover_fresh(dir.path(), 2).unwrap();
+        assert_eq!(
+            report.links, 2,
+            "only segment 1's links: the orphan is not data"
+        );
+        assert_eq!(report.orphaned_hints, [2]);
+        assert!(report.next_id >= 6 && number >= 3, "{report:?} {number}");
+    }
+
+    #[test]
+    fn a_damaged_state_file_refuses_to_start() {
+        let dir = tempfile::tempdir().unwrap();
+        write_segment(dir.path(), 0, &[(10, 0)]);
+        recover_fresh(dir.path(), 1).unwrap();
+        let path = dir.path().join(STATE_FILE);
+        let mut bytes = fs::read(&path).unwrap();
+        bytes[20] ^= 1;
+        fs::write(&path, &bytes).unwrap();
+        let err = recover_fresh(dir.path(), 1).unwrap_err().to_string();
+        assert!(err.contains(STATE_FILE) && err.contains("damaged"), "{err}");
+    }
+
+    #[test]
+    fn duplicate_keys_are_refused_naming_both_places_whatever_the_threads() {
+        let dir = tempfile::tempdir().unwrap();
+        for n in 0..6 {
+            write_segment(dir.path(), n, &[(100 + n, n * 2), (200 + n, n * 2 + 1)]);
+        }
+        // Segment 4 restored over a copy of segment 1's links: the same
+        // keys in two files.
+        write_segment(dir.path(), 4, &[(101, 50), (201, 51)]);
+        let mut messages = std::collections::BTreeSet::new();
+        for round in 0..12 {
+            let err = recover_fresh(dir.path(), 1 + round % 4).unwrap_err();
+            assert!(matches!(err, DataDirError::Duplicate { .. }), "{err}");
+            messages.insert(err.to_string());
+        }
+        assert_eq!(messages.len(), 1, "{messages:?}");
+        let message = messages.pop_first().unwrap();
+        assert!(
+            message.contains(&segment_file_name(1)) && message.contains(&segment_file_name(4)),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn the_state_keeper_stays_ahead_of_what_is_handed_out_and_records_it_exactly() {
+        use shorty_service::codes::IdAllocator;
+        use shorty_service::log::recovery::ID_LEASE;
+        let dir = tempfile::tempdir().unwrap();
+        let (report, _) = recover_fresh(dir.path(), 1).unwrap();
+        assert_eq!(read_state(dir.path()).unwrap(), Some(report.high_water));
+        let ids = Arc::new(IdSpace::new(report.next_id));
+        let table = Arc::new(SegmentTable::new(dir.path(), 0));
+        table.advance_to(
+            report.high_water.next_segment - shorty_service::log::recovery::SEGMENT_LEASE,
+        );
+        let mut keeper =
+            StateKeeper::new(dir.path(), report.high_water, ids.clone(), table.clone());
+        keeper.keep();
+        assert_eq!(
+            read_state(dir.path()).unwrap(),
+            Some(report.high_water),
+            "nothing used yet"
+        );
+        // Hand out more than half the lease (whole blocks at a time).
+        let mut alloc = IdAllocator::new(ids.clone());
+        let mut last = 0;
+        while ids.next_free() < report.next_id + ID_LEASE / 2 + 1 {
+            for _ in 0..1024 {
+                last = alloc.next_id();
+            }
+        }
+        keeper.keep();
+        let state = read_state(dir.path()).unwrap().unwrap();
+        assert!(state.next_id > last + ID_LEASE / 2, "{state:?}");
+        for _ in 0..600 {
+            table.create().unwrap();
+        }
+        keeper.keep();
+        let state = read_state(dir.path()).unwrap().unwrap();
+        assert!(state.next_segment > table.next_number(), "{state:?}");
+        keeper.finish();
+        assert_eq!(
+            read_state(dir.path()).unwrap(),
+            Some(HighWater {
+                next_id: ids.next_free(),
+                next_segment: table.next_number()
+            })
+        );
     }
 }

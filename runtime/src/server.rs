@@ -274,7 +274,18 @@ where
     let (hints, hint_writer) = match &local {
         Some((data, report)) => {
             datadir::spawn_scrubber(data.path(), report.hinted.clone(), damaged);
-            let (hints, writer) = datadir::spawn_hint_writer(data.path())
+            // The hint writer's thread also keeps `STATE` ahead of the ids
+            // and segment numbers the cores hand out.
+            let keeper = match &shared.store {
+                StoreMode::Local(store) => Some(datadir::StateKeeper::new(
+                    data.path(),
+                    report.high_water,
+                    store.ids.clone(),
+                    store.segments.clone(),
+                )),
+                StoreMode::Remote => None,
+            };
+            let (hints, writer) = datadir::spawn_hint_writer(data.path(), keeper)
                 .map_err(|e| format!("cannot start the hint writer: {e}"))?;
             (Some(hints), Some(writer))
         }

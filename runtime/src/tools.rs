@@ -12,10 +12,12 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use shorty_service::codes::{format_code, parse_code, MAX_CODE_LEN};
 use shorty_service::keydir::KeyDir;
-use shorty_service::log::hint::{build_hint, hint_file_name};
-use shorty_service::log::record::{decode_record, link_len, Decoded, Link, Record, NO_ID};
+use shorty_service::log::hint::{build_hint, hint_file_name, hint_seal};
+use shorty_service::log::record::{
+    decode_record, link_len, Decoded, Link, Record, NO_ID, SEAL_LEN,
+};
 use shorty_service::log::recovery::{verify_segment, Verdict};
-use shorty_service::log::scan::scan_segment;
+use shorty_service::log::scan::{scan_vouched, ScanError};
 use shorty_service::log::segments::{segment_file_name, SegmentTable};
 use shorty_service::log::{
     IoResult, LogConfig, LogFailure, LogIo, LogWriter, SyncPolicy, WriteBatch,
@@ -127,6 +129,17 @@ pub fn verify(dir: &Path) -> ExitCode {
             clean = false;
         }
     }
+    if let Err(err) = datadir::read_state(dir) {
+        println!("{err}: a restart refuses to start");
+        clean = false;
+    }
+    for number in datadir::orphaned_hints(dir).unwrap_or_default() {
+        println!(
+            "{}: its segment is missing (moved aside?): its links are not loaded, its ids \
+             and number are never used again",
+            hint_file_name(number)
+        );
+    }
     for number in &numbers {
         let name = segment_file_name(*number);
         let bytes = match fs::read(dir.join(&name)) {
@@ -189,42 +202,75 @@ pub fn verify(dir: &Path) -> ExitCode {
 /// `export`: every link, as JSON lines.
 pub fn export(dir: &Path, out: Option<&Path>) -> ExitCode {
     let result = (|| -> io::Result<(u64, u64)> {
-        let numbers = list_segments(dir)?;
         let mut sink = open_output(out)?;
-        let (mut links, mut damaged) = (0, 0);
-        for number in &numbers {
-            let bytes = match fs::read(dir.join(segment_file_name(*number))) {
-                Ok(b) => b,
-                // Removed meanwhile (recovery deletes empty segments).
-                Err(err) if err.kind() == io::ErrorKind::NotFound => continue,
-                Err(err) => return Err(err),
-            };
-            let mut failed = None;
-            let result = scan_segment(&bytes, *number, |link, _| {
-                if failed.is_some() {
-                    return;
-                }
-                let mut buf = [0; MAX_CODE_LEN];
-                match write_link(&mut sink, format_code(link.key, &mut buf), link.url) {
-                    Ok(()) => links += 1,
-                    Err(err) => failed = Some(err),
-                }
-            });
-            if let Some(err) = failed {
-                return Err(err);
-            }
-            if let Err(err) = result {
+        let counts = export_links(dir, &mut sink)?;
+        sink.flush()?;
+        Ok(counts)
+    })();
+    report_export(result.map_err(|e| e.to_string()))
+}
+
+/// Writes every vouched-for link of `dir` to `sink` as JSON lines; returns
+/// the links written and the damaged segments.
+///
+/// Only vouched bytes are exported (a seal, a commit marker or an intact
+/// hint proves them durable before anything after them was acknowledged):
+/// the unvouched tail of a segment being written may hold a batch that
+/// failed ("disk full") and was never acknowledged, still in the page cache
+/// until the writer cuts it. An acknowledged batch is vouched for within
+/// [`VOUCH_DELAY`](shorty_service::log::VOUCH_DELAY) of its sync.
+///
+/// # Errors
+/// Reading a segment or writing to `sink` failed.
+pub fn export_links(dir: &Path, sink: &mut impl Write) -> io::Result<(u64, u64)> {
+    let numbers = list_segments(dir)?;
+    let (mut links, mut damaged) = (0, 0);
+    for number in &numbers {
+        let bytes = match fs::read(dir.join(segment_file_name(*number))) {
+            Ok(b) => b,
+            // Removed meanwhile (recovery deletes empty segments).
+            Err(err) if err.kind() == io::ErrorKind::NotFound => continue,
+            Err(err) => return Err(err),
+        };
+        let hint = fs::read(dir.join(hint_file_name(*number))).ok();
+        let by_hint = hint
+            .as_deref()
+            .and_then(|h| hint_seal(h, *number))
+            .map_or(0, |seal| seal.data_len.saturating_add(SEAL_LEN as u64));
+        // First where the vouched bytes end, then the links inside them:
+        // two passes, so a 1 GiB segment costs no list of its links.
+        let end = match scan_vouched(&bytes, *number, by_hint, |_, _| {}) {
+            Ok(scan) => scan.vouched_end.min(bytes.len() as u64),
+            Err(err) => {
                 damaged += 1;
                 eprintln!(
                     "export: {}: {err}; exported what precedes it",
                     segment_file_name(*number)
                 );
+                match err {
+                    // Everything before the damage is vouched for.
+                    ScanError::Corrupt { offset, .. } => offset,
+                    ScanError::Missing { len, .. } => len,
+                    _ => 0,
+                }
             }
+        };
+        let mut failed = None;
+        let _ = scan_vouched(&bytes, *number, by_hint, |link, offset| {
+            if failed.is_some() || offset + link_len(link.url.len()) as u64 > end {
+                return;
+            }
+            let mut buf = [0; MAX_CODE_LEN];
+            match write_link(sink, format_code(link.key, &mut buf), link.url) {
+                Ok(()) => links += 1,
+                Err(err) => failed = Some(err),
+            }
+        });
+        if let Some(err) = failed {
+            return Err(err);
         }
-        sink.flush()?;
-        Ok((links, damaged))
-    })();
-    report_export(result.map_err(|e| e.to_string()))
+    }
+    Ok((links, damaged))
 }
 
 /// Writes one batch with `std::fs`, the way the backends do through their
@@ -652,4 +698,69 @@ mod tests {
         assert!(!err.contains("retry"), "{err}");
         assert!(err.contains("4096"), "{err}");
     }
+    use shorty_service::log::record::{encode_link, encode_marker, encode_preamble};
+
+    fn link(key: u64) -> (u64, String) {
+        (key, format!("https://e.com/{key}"))
+    }
+
+    fn put(bytes: &mut Vec<u8>, (key, url): &(u64, String)) {
+        encode_link(
+            &Link {
+                key: *key,
+                id: *key,
+                url: url.as_bytes(),
+            },
+            bytes,
+        );
+    }
+
+    fn exported(dir: &Path) -> (Vec<String>, u64) {
+        let mut out = Vec::new();
+        let (n, damaged) = export_links(dir, &mut out).unwrap();
+        let codes: Vec<String> = String::from_utf8(out)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<ExportedLink>(l).unwrap().code)
+            .collect();
+        assert_eq!(codes.len() as u64, n);
+        (codes, damaged)
+    }
+
+    fn code(key: u64) -> String {
+        let mut buf = [0; MAX_CODE_LEN];
+        format_code(key, &mut buf).to_owned()
+    }
+
+    #[test]
+    fn export_includes_only_vouched_links() {
+        // A segment being written: two acknowledged batches, each vouched
+        // for by the marker that follows it, then a batch whose write
+        // failed (disk full) and is still in the page cache: never
+        // acknowledged, never vouched for.
+        let dir = tempfile::tempdir().unwrap();
+        let mut bytes = Vec::new();
+        encode_preamble(0, &mut bytes);
+        put(&mut bytes, &link(1));
+        put(&mut bytes, &link(2));
+        encode_marker(bytes.len() as u64, &mut bytes);
+        put(&mut bytes, &link(3));
+        encode_marker(bytes.len() as u64, &mut bytes);
+        put(&mut bytes, &link(4));
+        put(&mut bytes, &link(5));
+        fs::write(dir.path().join(segment_file_name(0)), &bytes).unwrap();
+        let (codes, damaged) = exported(dir.path());
+        assert_eq!(codes, [code(1), code(2), code(3)]);
+        assert_eq!(damaged, 0);
+        // Damage in vouched bytes: what precedes it, and the export fails.
+        let second = PREAMBLE + link_len(link(1).1.len());
+        let mut rotten = bytes.clone();
+        rotten[second + 10] ^= 1;
+        fs::write(dir.path().join(segment_file_name(0)), &rotten).unwrap();
+        let (codes, damaged) = exported(dir.path());
+        assert_eq!(codes, [code(1)]);
+        assert_eq!(damaged, 1);
+    }
+
+    const PREAMBLE: usize = shorty_service::log::record::PREAMBLE_LEN;
 }

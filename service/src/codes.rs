@@ -278,6 +278,14 @@ impl IdSpace {
         }
     }
 
+    /// One past the largest id handed out so far (in whole blocks: a
+    /// block claimed is counted whole), for the high-water mark.
+    pub fn next_free(&self) -> u64 {
+        self.next_block
+            .load(Ordering::Relaxed)
+            .saturating_mul(BLOCK_SIZE)
+    }
+
     fn claim(&self) -> (u64, u64) {
         // Relaxed: the counter only has to hand every block out once.
         let block = self.next_block.fetch_add(1, Ordering::Relaxed);

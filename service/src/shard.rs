@@ -918,6 +918,11 @@ impl Shard {
         now: Instant,
     ) -> Option<(SegmentRef, Seal)> {
         let local = self.local.as_mut()?;
+        // Keys whose insert failed: the code already maps to another link
+        // (an imported one, when the `IMPORTED` marker was lost). Their
+        // records are durable, but the code does not resolve to their
+        // URL, so they are never acknowledged.
+        let mut taken = Vec::new();
         if let (LogIo::Write(batch), IoResult::Ok) = (io, &result) {
             let mut records = 0;
             for (link, offset) in batch.links() {
@@ -929,7 +934,9 @@ impl Shard {
                 // Not cached here: caching every new link costs more than
                 // the one log read a link's first click costs; reads fill
                 // the cache.
-                local.keydir.insert(link.key, location);
+                if !local.keydir.insert(link.key, location) {
+                    taken.push(link.key);
+                }
                 records += 1;
             }
             if records > 0 {
@@ -948,6 +955,21 @@ impl Shard {
         for token in settled.durable {
             let op = token as OpId;
             let key = self.ops.get(op as usize).map_or(0, |e| e.key);
+            if taken.contains(&key) {
+                tracing::error!(
+                    core = self.core,
+                    "a new link's code is already taken (is the data directory's IMPORTED \
+                     marker missing?); the SHORTEN fails"
+                );
+                self.complete(
+                    op,
+                    OpResult::Failed(
+                        ErrorCode::INTERNAL,
+                        Cow::Borrowed("the link's code is already taken"),
+                    ),
+                );
+                continue;
+            }
             self.complete(op, OpResult::Stored(key));
         }
         if let Some(failure) = settled.failure {

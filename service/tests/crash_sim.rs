@@ -40,7 +40,7 @@ use shorty_service::log::hint::{build_hint, hint_file_name};
 use shorty_service::log::record::{
     decode_record, Decoded, Link, Record, MARKER_LEN, PREAMBLE_LEN, SEAL_LEN,
 };
-use shorty_service::log::recovery::{recover_segment, RecoveryError, RecoveryFiles};
+use shorty_service::log::recovery::{recover_segment, HighWater, RecoveryError, RecoveryFiles};
 use shorty_service::log::scan::ScanError;
 use shorty_service::log::segments::{parse_segment_file_name, segment_file_name, SegmentTable};
 use shorty_service::log::{
@@ -524,6 +524,8 @@ struct Recovered {
     keys: HashMap<u64, (String, u32)>,
     next_number: u64,
     numbers: Vec<u64>,
+    /// Files recovery changed (cut, sealed or removed), as `(file, what)`.
+    changed: Vec<(String, String)>,
 }
 
 fn recover(disk: &mut Disk, stats: &mut Stats) -> Result<Recovered, RecoveryError> {
@@ -534,6 +536,7 @@ fn recover(disk: &mut Disk, stats: &mut Stats) -> Result<Recovered, RecoveryErro
         .collect();
     let mut keys = HashMap::new();
     let mut kept = Vec::new();
+    let mut changed = Vec::new();
     for &number in &numbers {
         let name = segment_file_name(number);
         let outcome = recover_segment(disk, number, |key, offset| {
@@ -551,11 +554,15 @@ fn recover(disk: &mut Disk, stats: &mut Stats) -> Result<Recovered, RecoveryErro
         if !outcome.removed {
             kept.push(number);
         }
+        if outcome.cut.is_some() || outcome.sealed_now || outcome.removed {
+            changed.push((name, format!("{outcome:?}")));
+        }
     }
     Ok(Recovered {
         keys,
         next_number: numbers.last().map_or(0, |n| n + 1),
         numbers: kept,
+        changed,
     })
 }
 
@@ -618,7 +625,16 @@ fn check(
         let excused = flip.is_some_and(|f| !f.vouched && f.file == *file && f.at < *end);
         assert!(excused, "{}: acknowledged key {key} ({file}) lost", ctx());
     }
-    let _ = after_clean_stop;
+    // A clean stop seals every segment (data synced first) and leaves
+    // nothing to cut, seal or remove.
+    if after_clean_stop {
+        assert!(
+            rec.changed.is_empty(),
+            "{}: recovery changed files after a clean stop: {:?}",
+            ctx(),
+            rec.changed
+        );
+    }
 }
 
 fn history(seed: u64, stats: &mut Stats) {
@@ -752,6 +768,9 @@ fn history(seed: u64, stats: &mut Stats) {
                 eprintln!("clean stop");
             }
             stats.clean_stops += 1;
+            // Only a writer that is not broken (disk full) seals everything
+            // at a clean stop.
+            clean = *run.writer.state() == LogState::Available;
             // The hint writer finishes before the process exits.
             let sealed: Vec<(String, u64)> = disk
                 .files
@@ -1141,4 +1160,293 @@ fn a_late_block_write_is_seen() {
             .is_some_and(|m| m.contains("lost") || m.contains("refused")),
         "200 histories with late block writes, and no loss or refusal seen"
     );
+}
+
+// ----- Files cut or lost after they were synced (issue 18) -----
+//
+// What operators and file systems do to a directory that was cleanly
+// stopped: a synced segment cut at any byte (record boundaries included),
+// hint files truncated, lost, damaged or orphaned, segments missing from
+// the middle (moved aside). Oracle: every acknowledged link is recovered
+// with its URL, except the links of files that are gone (and then never
+// from an orphaned hint), or recovery refuses naming the damaged file.
+// `SIM_LOST_SEEDS=n` runs more, `SIM_LOST_SEED=s` one.
+
+/// A directory as a clean stop leaves it: the real writer's segments, all
+/// sealed, each with its hint.
+fn cleanly_stopped(seed: u64, stats: &mut Stats) -> (Disk, Links) {
+    let mut rng = Rng(seed);
+    let config = LogConfig {
+        segment_bytes: rng.range(400, 3000),
+        sync: SyncPolicy::Always,
+        retry_interval: Duration::from_secs(1),
+        max_pending_bytes: 1 << 20,
+    };
+    let mut disk = Disk::default();
+    let mut links = Links::default();
+    let table = Arc::new(SegmentTable::new(Path::new("/sim"), 0));
+    let mut run = Run {
+        writer: LogWriter::new(config, table),
+        never: false,
+        tokens: HashMap::new(),
+        next_token: 0,
+        now: Instant::now(),
+        backend: Backend::pick(&mut rng),
+    };
+    for _ in 0..rng.range(10, 50) {
+        if rng.chance(50) {
+            append(&mut run, &mut links, &mut rng);
+        } else {
+            while drive_one(&mut run, &mut disk, &mut links, &mut rng, stats, false) {}
+        }
+        run.now += Duration::from_millis(rng.below(30));
+    }
+    run.writer.begin_shutdown();
+    while drive_one(&mut run, &mut disk, &mut links, &mut rng, stats, false) {}
+    assert!(run.writer.is_shut_down(), "seed {seed}: shutdown stuck");
+    disk.clean_stop();
+    let numbers: Vec<u64> = disk
+        .files
+        .keys()
+        .filter_map(|n| parse_segment_file_name(n))
+        .collect();
+    for number in numbers {
+        let bytes = disk.files[&segment_file_name(number)].durable.clone();
+        let hint = build_hint(number, &bytes).expect("sealed at a clean stop");
+        disk.write_atomic(&hint_file_name(number), &hint).unwrap();
+    }
+    (disk, links)
+}
+
+/// One fault after a clean stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LostFault {
+    /// The segment cut to `at` bytes; its hint kept, or lost too.
+    Cut { at: usize, hint_kept: bool },
+    /// The hint cut to `at` bytes.
+    HintCut { at: usize },
+    /// The hint gone.
+    HintLost,
+    /// A bit of the hint flipped.
+    HintFlip { at: usize },
+    /// The segment moved aside, its hint left behind (orphaned).
+    SegmentMoved,
+    /// The segment and its hint moved aside.
+    BothMoved,
+}
+
+fn lost_and_truncated(seed: u64, stats: &mut Stats) {
+    let (mut disk, links) = cleanly_stopped(seed, stats);
+    let mut rng = Rng(seed ^ 0x9e37_79b9_7f4a_7c15);
+    let numbers: Vec<u64> = disk
+        .files
+        .keys()
+        .filter_map(|n| parse_segment_file_name(n))
+        .collect();
+    if numbers.is_empty() {
+        return;
+    }
+    let number = numbers[rng.below(numbers.len() as u64) as usize];
+    let (name, hint) = (segment_file_name(number), hint_file_name(number));
+    let len = disk.files[&name].durable.len();
+    let hint_len = disk.files[&hint].durable.len();
+    // Record boundaries of the segment: where every link starts and ends.
+    let mut boundaries: Vec<usize> = links
+        .acked
+        .values()
+        .filter(|(file, _, _)| *file == name)
+        .flat_map(|(_, start, end)| [*start, *end])
+        .collect();
+    boundaries.push(len - SEAL_LEN);
+    let fault = match rng.below(6) {
+        0 => LostFault::Cut {
+            at: if rng.chance(50) {
+                boundaries[rng.below(boundaries.len() as u64) as usize]
+            } else {
+                rng.below(len as u64) as usize
+            },
+            hint_kept: rng.chance(70),
+        },
+        1 => LostFault::HintCut {
+            at: rng.below(hint_len as u64) as usize,
+        },
+        2 => LostFault::HintLost,
+        3 => LostFault::HintFlip {
+            at: rng.below(hint_len as u64) as usize,
+        },
+        4 => LostFault::SegmentMoved,
+        _ => LostFault::BothMoved,
+    };
+    let ctx = format!("seed {seed}: {name} ({len} bytes), {fault:?}");
+    match fault {
+        LostFault::Cut { at, hint_kept } => {
+            let f = disk.files.get_mut(&name).unwrap();
+            f.durable.truncate(at);
+            f.cached = f.durable.clone();
+            if !hint_kept {
+                disk.files.remove(&hint);
+            }
+        }
+        LostFault::HintCut { at } => {
+            let f = disk.files.get_mut(&hint).unwrap();
+            f.durable.truncate(at);
+            f.cached = f.durable.clone();
+        }
+        LostFault::HintLost | LostFault::BothMoved => {
+            disk.files.remove(&hint);
+        }
+        LostFault::HintFlip { at } => {
+            let f = disk.files.get_mut(&hint).unwrap();
+            f.durable[at] ^= 1 << rng.below(8);
+            f.cached = f.durable.clone();
+        }
+        LostFault::SegmentMoved => {}
+    }
+    if matches!(fault, LostFault::SegmentMoved | LostFault::BothMoved) {
+        disk.files.remove(&name);
+    }
+    // What every file left proves was handed out.
+    let high_water = disk
+        .files
+        .iter()
+        .filter_map(|(n, f)| {
+            if let Some(seg) = parse_segment_file_name(n) {
+                return Some(HighWater::of_segment(seg, None));
+            }
+            let seg = shorty_service::log::segments::parse_hint_file_name(n)?;
+            Some(HighWater::of_hint(seg, &f.durable))
+        })
+        .fold(HighWater::default(), HighWater::max);
+    stats.restarts += 1;
+    let rec = match recover(&mut disk, stats) {
+        Ok(rec) => rec,
+        Err(RecoveryError::Scan {
+            name: refused,
+            error,
+        }) => {
+            stats.refusals += 1;
+            assert_eq!(refused, name, "{ctx}: refused another file: {error}");
+            // A cut under an intact hint is refused as missing bytes;
+            // without the hint, nothing outside the file knows its length
+            // and a refusal must at least be about damage in the file.
+            if matches!(
+                fault,
+                LostFault::Cut {
+                    hint_kept: true,
+                    ..
+                }
+            ) {
+                assert!(
+                    matches!(error, ScanError::Missing { len: l, vouched } if l as usize == match fault { LostFault::Cut { at, .. } => at, _ => unreachable!() } && vouched as usize == len),
+                    "{ctx}: {error}"
+                );
+            } else {
+                assert!(
+                    matches!(fault, LostFault::Cut { .. }),
+                    "{ctx}: refused: {error}"
+                );
+            }
+            return;
+        }
+        Err(err) => panic!("{ctx}: {err}"),
+    };
+    assert!(
+        !matches!(
+            fault,
+            LostFault::Cut {
+                hint_kept: true,
+                ..
+            }
+        ),
+        "{ctx}: a sealed segment shorter than its intact hint proves was recovered"
+    );
+    for (key, (file, offset)) in &rec.keys {
+        let url = read_back(&disk, file, *offset, *key)
+            .unwrap_or_else(|| panic!("{ctx}: key {key} unreadable at {file}:{offset}"));
+        assert_eq!(
+            Some(&url),
+            links.appended.get(key),
+            "{ctx}: key {key} reads a wrong URL"
+        );
+    }
+    for (key, (file, _start, end)) in &links.acked {
+        if rec.keys.contains_key(key) {
+            continue;
+        }
+        let excused = *file == name
+            && match fault {
+                LostFault::Cut { at, .. } => *end > at,
+                LostFault::SegmentMoved | LostFault::BothMoved => true,
+                _ => false,
+            };
+        assert!(excused, "{ctx}: acknowledged key {key} ({file}) lost");
+    }
+    if matches!(fault, LostFault::SegmentMoved | LostFault::BothMoved) {
+        assert!(
+            rec.keys.values().all(|(file, _)| *file != name),
+            "{ctx}: links loaded for a segment that is gone"
+        );
+    }
+    // An orphaned hint keeps its number (and ids) used: a new segment is
+    // numbered past it.
+    if fault == LostFault::SegmentMoved {
+        assert!(high_water.next_segment > number, "{ctx}: {high_water:?}");
+        let max_id = links
+            .acked
+            .iter()
+            .filter(|(_, (file, _, _))| *file == name)
+            .map(|(key, _)| *key)
+            .max();
+        if let Some(max_id) = max_id {
+            assert!(high_water.next_id > max_id, "{ctx}: {high_water:?}");
+        }
+    }
+    if matches!(
+        fault,
+        LostFault::HintCut { .. } | LostFault::HintLost | LostFault::HintFlip { .. }
+    ) {
+        assert_eq!(
+            rec.keys.len(),
+            links.acked.len(),
+            "{ctx}: a damaged hint must cost a scan, nothing more"
+        );
+    }
+}
+
+#[test]
+fn synced_files_cut_or_lost() {
+    let seeds: Vec<u64> = match std::env::var("SIM_LOST_SEED") {
+        Ok(seed) => vec![seed.parse().expect("SIM_LOST_SEED is a number")],
+        Err(_) => {
+            let n: u64 = std::env::var("SIM_LOST_SEEDS")
+                .ok()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(600);
+            (0..n).collect()
+        }
+    };
+    let mut stats = Stats::default();
+    for seed in seeds {
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let mut local = Stats::default();
+            lost_and_truncated(seed, &mut local);
+            local
+        }));
+        match result {
+            Ok(local) => {
+                stats.restarts += local.restarts;
+                stats.refusals += local.refusals;
+                stats.hint_loads += local.hint_loads;
+                stats.rolls += local.rolls;
+            }
+            Err(panic) => {
+                eprintln!("lost-file simulation failed; reproduce with SIM_LOST_SEED={seed}");
+                std::panic::resume_unwind(panic);
+            }
+        }
+    }
+    eprintln!("lost-file simulation: {stats:?}");
+    if stats.restarts >= 100 {
+        assert!(stats.refusals > 0 && stats.hint_loads > 0 && stats.rolls > 0);
+    }
 }

@@ -109,7 +109,9 @@ pub fn seal_at_end(len: u64, tail: &[u8]) -> Option<Seal> {
         return None;
     }
     match decode_record(tail) {
-        Decoded::Record(Record::Seal(seal), SEAL_LEN) if seal.data_len + SEAL_LEN as u64 == len => {
+        Decoded::Record(Record::Seal(seal), SEAL_LEN)
+            if seal.data_len.saturating_add(SEAL_LEN as u64) == len =>
+        {
             Some(seal)
         }
         _ => None,
@@ -150,7 +152,7 @@ pub fn recover_segment(
     let hint_vouches = hint
         .as_deref()
         .and_then(|h| hint_seal(h, number))
-        .map_or(0, |seal| seal.data_len + SEAL_LEN as u64);
+        .map_or(0, |seal| seal.data_len.saturating_add(SEAL_LEN as u64));
     if let Some(seal) = seal_at_end(len, &tail) {
         match &hint {
             None => outcome.hint_problem = Some("no hint file".into()),
@@ -241,6 +243,121 @@ pub fn recover_segment(
     Ok(outcome)
 }
 
+/// Name of the high-water file in the data directory: ids and segment
+/// numbers a run may have handed out (see [`HighWater`]).
+pub const STATE_FILE: &str = "STATE";
+
+/// Ids a run may hand out past the high-water mark recorded at its start
+/// before it must record a higher one. A restart after a crash skips what
+/// the crashed run left unused of it (at most this many ids of 3.5
+/// trillion 7-character codes).
+pub const ID_LEASE: u64 = 1 << 24;
+
+/// Segment numbers likewise (numbers are `u64`; skipping some costs
+/// nothing).
+pub const SEGMENT_LEASE: u64 = 1024;
+
+/// A high-water mark: no id at or above `next_id` and no segment numbered
+/// at or above `next_segment` was ever handed out. Kept in [`STATE_FILE`]
+/// (written atomically and synced) because the files alone cannot say it:
+/// an operator may move a damaged segment aside (the README's remedy), and
+/// its ids and number must never be handed out again, or an old short URL
+/// would redirect to a new link and the moved file could never come back.
+/// Recovery takes the largest of every source: the file, every segment's
+/// and every hint's number (an orphaned hint too), and every seal's
+/// largest id.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HighWater {
+    /// One past the largest id that may be in use.
+    pub next_id: u64,
+    /// One past the largest segment number that may be in use.
+    pub next_segment: u64,
+}
+
+/// The first 8 bytes of [`STATE_FILE`].
+const STATE_MAGIC: [u8; 8] = *b"SHORTYST";
+
+/// [`STATE_FILE`]'s length: magic, format `u16` and 6 zero bytes, the two
+/// marks, CRC32C of everything before it.
+const STATE_LEN: usize = 8 + 8 + 8 + 8 + 4;
+
+impl HighWater {
+    /// The larger of each mark.
+    #[must_use]
+    pub fn max(self, other: Self) -> Self {
+        Self {
+            next_id: self.next_id.max(other.next_id),
+            next_segment: self.next_segment.max(other.next_segment),
+        }
+    }
+
+    /// What a segment numbered `number` whose largest id is `max_id`
+    /// proves was handed out.
+    pub fn of_segment(number: u64, max_id: Option<u64>) -> Self {
+        Self {
+            next_id: max_id.map_or(0, |id| id.saturating_add(1)),
+            next_segment: number.saturating_add(1),
+        }
+    }
+
+    /// What a hint file of segment `number` proves, whether or not its
+    /// segment is still there: its number, and (if the hint is intact and
+    /// counts links) its seal's largest id. An orphaned hint is never
+    /// trusted as data, but what it says was handed out still was.
+    pub fn of_hint(number: u64, bytes: &[u8]) -> Self {
+        let max_id = hint_seal(bytes, number)
+            .filter(|seal| seal.links > 0)
+            .map(|seal| seal.max_id);
+        Self::of_segment(number, max_id)
+    }
+
+    /// The limit a run records before it starts: this mark plus a lease,
+    /// so it can hand out ids and make segments without writing the file
+    /// each time.
+    #[must_use]
+    pub fn leased(self) -> Self {
+        Self {
+            next_id: self.next_id.saturating_add(ID_LEASE),
+            next_segment: self.next_segment.saturating_add(SEGMENT_LEASE),
+        }
+    }
+
+    /// `true` when a run that recorded `self` and has handed out up to
+    /// `in_use` must record a new limit (half its lease or more is used).
+    pub fn needs_extension(self, in_use: Self) -> bool {
+        in_use.next_id.saturating_add(ID_LEASE / 2) >= self.next_id
+            || in_use.next_segment.saturating_add(SEGMENT_LEASE / 2) >= self.next_segment
+    }
+
+    /// The bytes of [`STATE_FILE`].
+    pub fn encode(&self) -> Vec<u8> {
+        let mut bytes = Vec::with_capacity(STATE_LEN);
+        bytes.extend_from_slice(&STATE_MAGIC);
+        bytes.extend_from_slice(&1u16.to_le_bytes());
+        bytes.extend_from_slice(&[0; 6]);
+        bytes.extend_from_slice(&self.next_id.to_le_bytes());
+        bytes.extend_from_slice(&self.next_segment.to_le_bytes());
+        let crc = crc32c::crc32c(&bytes);
+        bytes.extend_from_slice(&crc.to_le_bytes());
+        bytes
+    }
+
+    /// Reads [`STATE_FILE`]'s bytes; `None` when they are not an intact
+    /// state file of this format.
+    pub fn decode(bytes: &[u8]) -> Option<Self> {
+        if bytes.len() != STATE_LEN || bytes[..8] != STATE_MAGIC || bytes[8..10] != [1, 0] {
+            return None;
+        }
+        let (body, crc) = bytes.split_at(STATE_LEN - 4);
+        let u64_at =
+            |at: usize| u64::from_le_bytes(body[at..at + 8].try_into().unwrap_or_default());
+        (crc32c::crc32c(body).to_le_bytes() == crc).then(|| Self {
+            next_id: u64_at(16),
+            next_segment: u64_at(24),
+        })
+    }
+}
+
 /// What a restart would do with one segment, without changing anything
 /// (for `verify`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -278,7 +395,7 @@ pub enum Verdict {
 pub fn verify_segment(number: u64, bytes: &[u8], hint: Option<&[u8]>) -> Verdict {
     let vouched = hint
         .and_then(|h| hint_seal(h, number))
-        .map_or(0, |seal| seal.data_len + SEAL_LEN as u64);
+        .map_or(0, |seal| seal.data_len.saturating_add(SEAL_LEN as u64));
     let scan = match scan_vouched(bytes, number, vouched, |_, _| {}) {
         Ok(scan) => scan,
         Err(err) => return Verdict::Refused(err),
@@ -299,5 +416,183 @@ pub fn verify_segment(number: u64, bytes: &[u8], hint: Option<&[u8]>) -> Verdict
             len: bytes.len() as u64,
             reason,
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log::hint::build_hint;
+    use crate::log::record::Link;
+    use crate::log::segments::encode_sealed_segment;
+    use std::collections::HashMap;
+
+    /// Files in memory.
+    #[derive(Default)]
+    struct Mem(HashMap<String, Vec<u8>>);
+
+    fn missing() -> io::Error {
+        io::ErrorKind::NotFound.into()
+    }
+
+    impl RecoveryFiles for Mem {
+        fn read(&mut self, name: &str) -> io::Result<Vec<u8>> {
+            self.0.get(name).cloned().ok_or_else(missing)
+        }
+        fn read_tail(&mut self, name: &str, n: usize) -> io::Result<(u64, Vec<u8>)> {
+            let f = self.0.get(name).ok_or_else(missing)?;
+            Ok((f.len() as u64, f[f.len().saturating_sub(n)..].to_vec()))
+        }
+        fn read_if_exists(&mut self, name: &str) -> io::Result<Option<Vec<u8>>> {
+            Ok(self.0.get(name).cloned())
+        }
+        fn truncate_and_append(&mut self, name: &str, len: u64, tail: &[u8]) -> io::Result<()> {
+            let f = self.0.get_mut(name).ok_or_else(missing)?;
+            f.truncate(len as usize);
+            f.extend_from_slice(tail);
+            Ok(())
+        }
+        fn remove(&mut self, name: &str) -> io::Result<()> {
+            self.0.remove(name);
+            Ok(())
+        }
+        fn write_atomic(&mut self, name: &str, bytes: &[u8]) -> io::Result<()> {
+            self.0.insert(name.to_owned(), bytes.to_vec());
+            Ok(())
+        }
+    }
+
+    /// Six links in three batches, sealed, with its hint: a clean stop.
+    fn six_links(number: u64) -> (Vec<u8>, Vec<u8>, Vec<usize>) {
+        let urls: Vec<String> = (0..6).map(|i| format!("https://e.com/{i}")).collect();
+        let links: Vec<Link<'_>> = urls
+            .iter()
+            .enumerate()
+            .map(|(i, u)| Link {
+                key: 100 + i as u64,
+                id: i as u64,
+                url: u.as_bytes(),
+            })
+            .collect();
+        let bytes = encode_sealed_segment(number, &[&links[..2], &links[2..4], &links[4..]]);
+        let hint = build_hint(number, &bytes).unwrap();
+        let mut starts = Vec::new();
+        crate::log::scan::scan_segment(&bytes, number, |_, at| starts.push(at as usize)).unwrap();
+        (bytes, hint, starts)
+    }
+
+    #[test]
+    fn a_hinted_segment_cut_anywhere_is_refused_naming_both_lengths() {
+        let (bytes, hint, starts) = six_links(3);
+        let name = segment_file_name(3);
+        // The repro first: cut at the start of link 5, a record
+        // boundary (what remains scans as a whole, unsealed segment).
+        let mut cuts = vec![starts[4]];
+        cuts.extend(1..bytes.len());
+        for cut in cuts {
+            let mut files = Mem::default();
+            files.0.insert(name.clone(), bytes[..cut].to_vec());
+            files.0.insert(hint_file_name(3), hint.clone());
+            let err = recover_segment(&mut files, 3, |_, _| {}).unwrap_err();
+            let text = err.to_string();
+            assert!(
+                matches!(&err, RecoveryError::Scan { error: ScanError::Missing { len, vouched }, .. }
+                    if *len == cut as u64 && *vouched == bytes.len() as u64),
+                "cut at {cut}: {text}"
+            );
+            assert!(text.contains(&name), "{text}");
+            assert!(text.contains(&cut.to_string()), "{text}");
+            assert!(text.contains(&bytes.len().to_string()), "{text}");
+            // Nothing was re-sealed shorter, and the hint that proves the
+            // segment was longer is kept.
+            assert_eq!(files.0[&name], bytes[..cut]);
+            assert_eq!(files.0[&hint_file_name(3)], hint);
+            assert!(matches!(
+                verify_segment(3, &bytes[..cut], Some(&hint)),
+                Verdict::Refused(ScanError::Missing { .. })
+            ));
+        }
+        // Whole, it loads from the hint.
+        let mut files = Mem::default();
+        files.0.insert(name, bytes.clone());
+        files.0.insert(hint_file_name(3), hint);
+        let outcome = recover_segment(&mut files, 3, |_, _| {}).unwrap();
+        assert!(outcome.from_hint && outcome.links == 6);
+    }
+
+    #[test]
+    fn a_hint_that_passes_its_checksum_but_claims_any_length_never_panics() {
+        // Found by the structure-aware fuzz target: a hint rewritten with a
+        // valid checksum whose seal copy claims a length near `u64::MAX`.
+        let (bytes, hint, _) = six_links(3);
+        for claim in [u64::MAX, u64::MAX - 40, 1 << 40] {
+            let mut forged = hint.clone();
+            forged[24..32].copy_from_slice(&claim.to_le_bytes());
+            let body = forged.len() - 4;
+            let crc = crc32c::crc32c(&forged[..body]);
+            forged[body..].copy_from_slice(&crc.to_le_bytes());
+            let mut files = Mem::default();
+            files.0.insert(segment_file_name(3), bytes.clone());
+            files.0.insert(hint_file_name(3), forged.clone());
+            let err = recover_segment(&mut files, 3, |_, _| {}).unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    RecoveryError::Scan {
+                        error: ScanError::Missing { .. },
+                        ..
+                    }
+                ),
+                "{err}"
+            );
+            assert!(matches!(
+                verify_segment(3, &bytes, Some(&forged)),
+                Verdict::Refused(ScanError::Missing { .. })
+            ));
+        }
+    }
+
+    #[test]
+    fn the_high_water_mark_round_trips_and_every_flip_is_caught() {
+        let mark = HighWater {
+            next_id: 123_456,
+            next_segment: 42,
+        };
+        let bytes = mark.encode();
+        assert_eq!(HighWater::decode(&bytes), Some(mark));
+        for at in 0..bytes.len() {
+            for bit in 0..8 {
+                let mut bad = bytes.clone();
+                bad[at] ^= 1 << bit;
+                assert_eq!(HighWater::decode(&bad), None, "flip at {at}.{bit}");
+            }
+        }
+        assert_eq!(HighWater::decode(&bytes[..bytes.len() - 1]), None);
+    }
+
+    #[test]
+    fn an_orphaned_hint_counts_for_the_mark_and_a_lease_is_extended_at_half() {
+        let (_, hint, _) = six_links(9);
+        assert_eq!(
+            HighWater::of_hint(9, &hint),
+            HighWater {
+                next_id: 6,
+                next_segment: 10
+            }
+        );
+        // A damaged hint still proves its number was used.
+        let mut bad = hint.clone();
+        bad[30] ^= 1;
+        assert_eq!(HighWater::of_hint(9, &bad).next_segment, 10);
+        let limit = HighWater::default().leased();
+        assert!(!limit.needs_extension(HighWater::default()));
+        assert!(limit.needs_extension(HighWater {
+            next_id: ID_LEASE / 2,
+            next_segment: 0
+        }));
+        assert!(limit.needs_extension(HighWater {
+            next_id: 0,
+            next_segment: SEGMENT_LEASE / 2
+        }));
     }
 }

@@ -74,6 +74,16 @@ pub enum ScanError {
         /// The number in the header.
         found: u64,
     },
+    /// The file is shorter than evidence from outside it (an intact hint's
+    /// copy of the seal) proves it was: vouched bytes are missing, so
+    /// acknowledged links may be gone even if what remains is whole (a cut
+    /// on a record boundary looks exactly like a clean end).
+    Missing {
+        /// The file's length.
+        len: u64,
+        /// The length vouched for.
+        vouched: u64,
+    },
 }
 
 impl std::fmt::Display for ScanError {
@@ -92,6 +102,11 @@ impl std::fmt::Display for ScanError {
                     "its header names segment {found}: a renamed or copied file"
                 )
             }
+            ScanError::Missing { len, vouched } => write!(
+                f,
+                "the file holds {len} bytes but its hint proves it was sealed at {vouched} bytes: \
+                 acknowledged bytes are missing"
+            ),
         }
     }
 }
@@ -142,6 +157,14 @@ pub fn scan_vouched<'a>(
         max_id: None,
         vouched_end: vouched,
     };
+    // Missing vouched bytes are damage, not a clean end: a file cut on a
+    // record boundary would otherwise scan as whole and lose its tail.
+    if (bytes.len() as u64) < vouched {
+        return Err(ScanError::Missing {
+            len: bytes.len() as u64,
+            vouched,
+        });
+    }
     if bytes.get(..MAGIC.len()) != Some(&MAGIC[..]) {
         if looks_like_format_1(bytes) {
             return Err(ScanError::OldFormat);

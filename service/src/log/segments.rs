@@ -4,6 +4,10 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
 
+use crate::log::record::{
+    encode_link, encode_marker, encode_preamble, encode_seal, Link, Seal, NO_ID,
+};
+
 /// Index of a segment in the [`SegmentTable`]; what the key directory
 /// stores for a link's file. Fits in [`FILE_IDX_BITS`] bits.
 pub type FileIdx = u32;
@@ -31,6 +35,36 @@ fn parse_numbered(name: &str, suffix: &str) -> Option<u64> {
     (digits.len() == 20 && digits.bytes().all(|b| b.is_ascii_digit()))
         .then(|| digits.parse().ok())
         .flatten()
+}
+
+/// A whole sealed segment `number` as the writer lays one out: the
+/// preamble, then `batches`, each after the first opened by a commit marker
+/// for everything before it, then the seal. For tests, the fuzz targets
+/// and tools that need a valid segment without running a writer.
+pub fn encode_sealed_segment(number: u64, batches: &[&[Link<'_>]]) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    encode_preamble(number, &mut bytes);
+    let (mut links, mut max_id) = (0u64, None::<u64>);
+    for (i, batch) in batches.iter().enumerate() {
+        if i > 0 {
+            encode_marker(bytes.len() as u64, &mut bytes);
+        }
+        for link in *batch {
+            encode_link(link, &mut bytes);
+            links += 1;
+            if link.id != NO_ID {
+                max_id = Some(max_id.map_or(link.id, |m| m.max(link.id)));
+            }
+        }
+    }
+    let seal = Seal {
+        data_len: bytes.len() as u64,
+        crc: crc32c::crc32c(&bytes),
+        links,
+        max_id: max_id.unwrap_or(0),
+    };
+    encode_seal(&seal, &mut bytes);
+    bytes
 }
 
 #[derive(Debug)]
@@ -85,6 +119,19 @@ impl SegmentTable {
         inner.numbers.push(number);
         inner.next_number = inner.next_number.max(number + 1);
         Some(idx)
+    }
+
+    /// Numbers new segments from `number` on, if that is past every number
+    /// so far: recovery passes the high-water mark (segments moved aside
+    /// or lost leave numbers that must never be used again).
+    pub fn advance_to(&self, number: u64) {
+        let mut inner = self.lock();
+        inner.next_number = inner.next_number.max(number);
+    }
+
+    /// The number the next new segment gets.
+    pub fn next_number(&self) -> u64 {
+        self.lock().next_number
     }
 
     /// Allocates a new segment. `None` when the table is full.

@@ -1,0 +1,221 @@
+//! The remedies the README gives operators for a damaged or lost data
+//! directory, each run as the README says (issue 18: an operator following
+//! our own README must never lose links or get wrong redirects).
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use shorty_protocol::Reply;
+
+use crate::cases::{assert_all_resolve, shorten_many, tmp, EXIT_TIMEOUT};
+use crate::harness::{run_to_exit, Server};
+
+/// The files a backup must hold besides the segments and their hints, as
+/// the README's "Backup and restore" names them.
+const BACKUP_FILES: [&str; 3] = ["code.key", "STATE", "IMPORTED"];
+
+fn segment_numbers(dir: &Path) -> Vec<u64> {
+    let mut numbers: Vec<u64> = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| {
+            let name = e.unwrap().file_name().into_string().ok()?;
+            name.strip_suffix(".log")?.parse().ok()
+        })
+        .collect();
+    numbers.sort_unstable();
+    numbers
+}
+
+fn segment_path(dir: &Path, number: u64) -> PathBuf {
+    dir.join(format!("{number:020}.log"))
+}
+
+/// "Move it aside to start without its links": the oldest and the newest
+/// segment moved aside (their hints left behind, as an operator moving the
+/// named file would), the server restarted and new links made. No new
+/// link takes an old code (a reused id would redirect an old short URL to
+/// a new page), no new segment takes a moved file's number (so the file
+/// can come back), and moving the files back restores every link.
+pub fn moving_segments_aside_never_reuses_codes_or_numbers(bin: &Path) {
+    let dir = tmp();
+    let args = ["--segment-bytes", "65536"];
+    let server = Server::start(bin, dir.path(), &args);
+    let old = shorten_many(&server, 6000, "before");
+    assert!(server.stop().success());
+    let numbers = segment_numbers(dir.path());
+    assert!(numbers.len() >= 3, "rolls expected: {numbers:?}");
+    let aside = tmp();
+    let moved = [numbers[0], *numbers.last().unwrap()];
+    for n in moved {
+        std::fs::rename(segment_path(dir.path(), n), segment_path(aside.path(), n)).unwrap();
+    }
+    // `verify` names the hints left behind; they are not damage.
+    let (status, out) = run_to_exit(
+        bin,
+        &["verify", "--data-dir", dir.path().to_str().unwrap()],
+        EXIT_TIMEOUT,
+    );
+    assert!(status.success(), "{out}");
+    assert!(
+        out.contains(&format!("{:020}.hint: its segment is missing", moved[1])),
+        "{out}"
+    );
+    let server = Server::start(bin, dir.path(), &args);
+    let new = shorten_many(&server, 3000, "after");
+    let old_codes: HashSet<&str> = old.iter().map(|(c, _)| c.as_str()).collect();
+    for (code, url) in &new {
+        assert!(
+            !old_codes.contains(code.as_str()),
+            "{url} was given the old code {code}"
+        );
+    }
+    assert!(server.stop().success());
+    for n in moved {
+        let back = segment_path(dir.path(), n);
+        assert!(
+            !back.exists(),
+            "segment number {n} was used again: the moved file cannot come back"
+        );
+        std::fs::rename(segment_path(aside.path(), n), back).unwrap();
+    }
+    let server = Server::start(bin, dir.path(), &args);
+    assert_all_resolve(&server, &old);
+    assert_all_resolve(&server, &new);
+    // After a crash (no clean stop records exactly what was used), the
+    // newest segment (unsealed, no hint) moved aside: still no reuse.
+    let more = shorten_many(&server, 3000, "crashed");
+    server.kill9();
+    let newest = *segment_numbers(dir.path()).last().unwrap();
+    std::fs::rename(
+        segment_path(dir.path(), newest),
+        segment_path(aside.path(), newest),
+    )
+    .unwrap();
+    let server = Server::start(bin, dir.path(), &args);
+    let after_crash = shorten_many(&server, 3000, "after-crash");
+    let used: HashSet<&str> = old
+        .iter()
+        .chain(&new)
+        .chain(&more)
+        .map(|(c, _)| c.as_str())
+        .collect();
+    for (code, url) in &after_crash {
+        assert!(
+            !used.contains(code.as_str()),
+            "{url} was given the old code {code}"
+        );
+    }
+    assert!(server.stop().success());
+    assert!(
+        !segment_path(dir.path(), newest).exists(),
+        "segment number {newest} was used again after a crash"
+    );
+}
+
+/// Copies the segments, their hints and every file the README's backup
+/// list names (those present) from `from` into `to`, leaving out `omit`.
+fn back_up(from: &Path, to: &Path, omit: &[&str]) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let name = entry.unwrap().file_name().into_string().unwrap();
+        let listed = name.ends_with(".log")
+            || name.ends_with(".hint")
+            || BACKUP_FILES.contains(&name.as_str());
+        if listed && !omit.contains(&name.as_str()) {
+            std::fs::copy(from.join(&name), to.join(&name)).unwrap();
+        }
+    }
+}
+
+/// "Back up the whole data directory": a directory holding imported links
+/// whose codes are exactly the codes its own next ids map to (the links
+/// of another directory with the same `code.key`), backed up with exactly
+/// the files the README names and restored: every link resolves and no new
+/// SHORTEN takes an imported code. Restored without the `IMPORTED` marker
+/// (the README once omitted it), a SHORTEN may fail, but is never
+/// acknowledged with a code that resolves to another URL.
+pub fn a_backup_of_the_files_the_readme_names_restores_everything(bin: &Path) {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
+        .expect("README.md");
+    let backup_section = readme
+        .split("**Backup and restore.**")
+        .nth(1)
+        .expect("the README's backup section");
+    let backup_list: String = backup_section.chars().take(800).collect();
+    for file in BACKUP_FILES {
+        assert!(
+            backup_list.contains(&format!("`{file}`")),
+            "the README's backup list does not name {file}"
+        );
+    }
+    let (source, work) = (tmp(), tmp());
+    // One core: ids 0 to 1099, so the first block a restored server
+    // claims past them (ids are handed out in blocks of 1,024) holds
+    // imported codes.
+    let server = Server::start(bin, source.path(), &["--threads", "1"]);
+    let links = shorten_many(&server, 1100, "original");
+    assert!(server.stop().success());
+    let dump = work.path().join("links.jsonl");
+    let src = source.path().to_str().unwrap();
+    let (status, out) = run_to_exit(
+        bin,
+        &["export", "--data-dir", src, dump.to_str().unwrap()],
+        EXIT_TIMEOUT,
+    );
+    assert!(status.success(), "{out}");
+    // The directory under test: the same key, the links imported.
+    let live = work.path().join("live");
+    std::fs::create_dir_all(&live).unwrap();
+    std::fs::copy(source.path().join("code.key"), live.join("code.key")).unwrap();
+    let (status, out) = run_to_exit(
+        bin,
+        &[
+            "import",
+            "--data-dir",
+            live.to_str().unwrap(),
+            dump.to_str().unwrap(),
+        ],
+        EXIT_TIMEOUT,
+    );
+    assert!(
+        status.success() && out.contains("imported 1100 links"),
+        "{out}"
+    );
+    let imported: HashSet<&str> = links.iter().map(|(c, _)| c.as_str()).collect();
+
+    let restored = work.path().join("restored");
+    back_up(&live, &restored, &[]);
+    let server = Server::start(bin, &restored, &[]);
+    assert_all_resolve(&server, &links);
+    let fresh = shorten_many(&server, 100, "fresh");
+    assert!(fresh.iter().all(|(c, _)| !imported.contains(c.as_str())));
+    assert_all_resolve(&server, &fresh);
+    drop(server);
+
+    // Without the marker and the high-water mark, new ids reach the
+    // imported codes: those SHORTENs fail, none is acknowledged wrongly
+    // (before issue 18's fix, all 60 were).
+    let partial = work.path().join("partial");
+    back_up(&live, &partial, &["IMPORTED", "STATE"]);
+    let server = Server::start(bin, &partial, &[]);
+    let mut conn = server.connect();
+    let mut acknowledged = Vec::new();
+    for i in 0..60 {
+        let url = format!("https://example.com/partial/{i}");
+        conn.send(shorty_protocol::Request::Shorten(url.as_bytes()));
+        match conn.reply() {
+            Reply::Shortened(short) => {
+                let code = crate::wire::code_of(std::str::from_utf8(&short).unwrap()).to_owned();
+                assert!(
+                    !imported.contains(code.as_str()),
+                    "{url} acknowledged with the imported code {code}"
+                );
+                acknowledged.push((code, url));
+            }
+            Reply::Error { .. } => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_all_resolve(&server, &links);
+    assert_all_resolve(&server, &acknowledged);
+}
