@@ -30,11 +30,6 @@ pub const KEY_FILE: &str = "code.key";
 /// Name of the lock file: held (flock) for the life of the process.
 pub const LOCK_FILE: &str = "LOCK";
 
-/// Present once `import` has written links into the directory: their codes
-/// were not made from this directory's ids, so the server checks each new
-/// id's code against the key directory (see `LocalStore::has_imports`).
-pub const IMPORTED_FILE: &str = "IMPORTED";
-
 /// Why a data directory cannot be used.
 #[derive(Debug)]
 #[non_exhaustive]
@@ -123,8 +118,7 @@ impl std::fmt::Display for DataDirError {
             } => write!(
                 f,
                 "recovery refused: code {code} is held by two records, {} at byte offset {} and \
-                 {} at byte offset {} (a file restored or links imported twice, or links made \
-                 while the IMPORTED marker was missing): move aside the file that should not \
+                 {} at byte offset {} (a file restored or links imported twice): move aside the file that should not \
                  hold it",
                 first.0, first.1, second.0, second.1
             ),

@@ -223,7 +223,6 @@ where
                 keydir: keydir.clone(),
                 segments,
                 ids: Arc::new(IdSpace::new(report.next_id)),
-                has_imports: data.path().join(datadir::IMPORTED_FILE).exists(),
             });
             (key, store, None, Some((data, report)))
         }

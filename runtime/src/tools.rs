@@ -428,14 +428,6 @@ fn import_with(
         },
         table.clone(),
     );
-    // Durably, before any imported link: from now on the server checks new
-    // codes against the key directory.
-    datadir::write_atomic(
-        data.path(),
-        datadir::IMPORTED_FILE,
-        b"imported links live here\n",
-    )
-    .map_err(|e| e.to_string())?;
     let mut summary = ImportSummary::default();
     let mut pending = std::collections::HashSet::new();
     let mut pending_bytes = 0;

@@ -65,11 +65,6 @@ pub enum StoreMode {
 pub struct LocalStore {
     /// Code → record location.
     pub keydir: Arc<KeyDir>,
-    /// The log holds imported links (`import` leaves a marker file): their
-    /// codes were not made from this directory's ids, so a new id's code
-    /// must be checked against them. Without imports no code can collide,
-    /// and the check (a key directory lookup per SHORTEN) is skipped.
-    pub has_imports: bool,
     /// Every segment file.
     pub segments: Arc<SegmentTable>,
     /// The id counter.
@@ -131,7 +126,6 @@ impl Shared {
             keydir: Arc::new(KeyDir::new()),
             segments: Arc::new(SegmentTable::new(std::path::Path::new("/data"), 0)),
             ids: Arc::new(IdSpace::new(0)),
-            has_imports: false,
         };
         Self::new(
             settings,
@@ -225,7 +219,6 @@ struct LocalShard {
     ids: IdAllocator,
     log: LogWriter,
     keydir: Arc<KeyDir>,
-    has_imports: bool,
 }
 
 /// One core's share of the service.
@@ -259,7 +252,6 @@ impl Shard {
                 ids: IdAllocator::new(store.ids.clone()),
                 log: LogWriter::new(shared.settings.log.clone(), store.segments.clone()),
                 keydir: store.keydir.clone(),
-                has_imports: store.has_imports,
             }),
             StoreMode::Remote => None,
         };
@@ -477,15 +469,18 @@ impl Shard {
                 WAIT_COST,
             );
         };
-        // An imported link may already hold the code an id maps to, and a
-        // few codes are reserved words: skip such ids (rare: imported links
-        // / 3.5 trillion).
+        // An imported link may already hold the code an id maps to (and
+        // custom aliases will), and a few codes are reserved words: skip
+        // such ids. The key directory is asked for every new id, whatever
+        // the data directory's files say: a lookup costs far less than the
+        // record's write, and a code's owner must never depend on a marker
+        // file an operator can lose (issue 18, defect 12).
         let (id, key) = loop {
             let id = local.ids.next_id();
             let Some(key) = shared.codec.new_key(id) else {
                 continue;
             };
-            if !local.has_imports || !local.keydir.contains(key) {
+            if !local.keydir.contains(key) {
                 break (id, key);
             }
         };
@@ -919,7 +914,7 @@ impl Shard {
     ) -> Option<(SegmentRef, Seal)> {
         let local = self.local.as_mut()?;
         // Keys whose insert failed: the code already maps to another link
-        // (an imported one, when the `IMPORTED` marker was lost). Their
+        // (taken between the SHORTEN's check and its durability). Their
         // records are durable, but the code does not resolve to their
         // URL, so they are never acknowledged.
         let mut taken = Vec::new();
@@ -958,8 +953,8 @@ impl Shard {
             if taken.contains(&key) {
                 tracing::error!(
                     core = self.core,
-                    "a new link's code is already taken (is the data directory's IMPORTED \
-                     marker missing?); the SHORTEN fails"
+                    "a new link's code was taken while its record was being written; the \
+                     SHORTEN fails"
                 );
                 self.complete(
                     op,

@@ -1,8 +1,8 @@
 //! A SHORTEN is acknowledged only when its code resolves to its URL
-//! (issue 18, defect 12): when the key directory already holds the code a
-//! new id maps to (imported links whose `IMPORTED` marker was lost, so the
-//! shard did not skip their codes), the durable record is not an
-//! acknowledgement.
+//! (issue 18, defect 12): a new id whose code the key directory holds is
+//! skipped, and when the code is taken while the record is being written
+//! (nothing does that today; custom aliases made on another core will be
+//! able to), the durable record is not an acknowledgement.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -21,18 +21,14 @@ use shorty_service::shard::{LocalStore, Shard, Shared, StoreMode};
 fn a_code_the_key_directory_already_holds_is_never_acknowledged() {
     let keydir = Arc::new(KeyDir::new());
     let codec = Codec::new(&CodeKey([7; 16]));
-    // An imported link holds the code of id 0; the marker that would make
-    // the shard skip it is missing (`has_imports: false`).
     let imported = Location {
         file: 0,
         offset: 16,
     };
-    keydir.insert(codec.key_of(0), imported);
     let store = LocalStore {
         keydir: keydir.clone(),
         segments: Arc::new(SegmentTable::new(std::path::Path::new("/data"), 1)),
         ids: Arc::new(IdSpace::new(0)),
-        has_imports: false,
     };
     let shared = Shared::new(
         Settings::for_tests("http://s.example/"),
@@ -48,6 +44,9 @@ fn a_code_the_key_directory_already_holds_is_never_acknowledged() {
         Request::Shorten(url).encode(&mut wire).unwrap();
     }
     conn.handle_input(&mut shard, &wire, now);
+    // While the two records are written, another link takes the code of
+    // id 0 (the first SHORTEN's).
+    assert!(keydir.insert(codec.key_of(0), imported));
     // The batch is durable.
     while let Some(io) = shard.poll_log_io(now) {
         shard.log_done(&io, shorty_service::log::IoResult::Ok, now);

@@ -525,7 +525,6 @@ fn new_links_skip_codes_that_imported_links_hold() {
         keydir,
         segments: Arc::new(SegmentTable::new(std::path::Path::new("/data"), 1)),
         ids: Arc::new(IdSpace::new(0)),
-        has_imports: true,
     };
     let shared = Shared::new(
         Settings::for_tests("http://s.example/"),
@@ -555,7 +554,6 @@ fn the_id_whose_code_is_healthz_is_skipped() {
         keydir: Arc::new(KeyDir::new()),
         segments: Arc::new(SegmentTable::new(std::path::Path::new("/data"), 0)),
         ids: Arc::new(IdSpace::new(block_start)),
-        has_imports: false,
     };
     let shared = Shared::new(
         Settings::for_tests("http://s.example/"),
