@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use shorty_protocol::codec::{ClientCodec, CodecError};
-use shorty_protocol::{Reply, Request, ServerInfo, PROTOCOL_VERSION};
+use shorty_protocol::{Reply, Request, ServerInfo, PROTOCOL_V1};
 use tokio::net::{TcpStream, ToSocketAddrs};
 use tokio_util::codec::Framed;
 
@@ -120,7 +120,7 @@ impl AsyncClient {
                         let Some(request) = requests.next() else {
                             break;
                         };
-                        bytes += request.encoded_len();
+                        bytes += request.frame_len();
                         framed.feed(request).await?;
                         taken += 1;
                     }
@@ -158,11 +158,7 @@ impl AsyncClient {
     /// # Errors
     /// Any [`Error`].
     pub async fn hello(&mut self) -> Result<ServerInfo> {
-        let reply = self
-            .call(Request::Hello {
-                version: PROTOCOL_VERSION,
-            })
-            .await?;
+        let reply = self.call(Request::hello(PROTOCOL_V1)).await?;
         expect(reply, |r| match r {
             Reply::Hello(info) => Ok(info),
             other => Err(other),

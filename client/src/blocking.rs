@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use shorty_protocol::frame::{FrameDecoder, Status};
-use shorty_protocol::{ErrorCode, Reply, Request, ServerInfo, PROTOCOL_VERSION};
+use shorty_protocol::{ErrorCode, Reply, Request, ServerInfo, PROTOCOL_V1};
 
 use crate::error::{Error, Result};
 use crate::options::{code_of, window_full, Options};
@@ -128,7 +128,7 @@ impl Client {
                 if taken > 0 && window_full(taken, wire.len()) {
                     break;
                 }
-                request.encode(&mut wire)?;
+                request.encode_frame(&mut wire)?;
                 taken += 1;
             }
             rest = &rest[taken..];
@@ -137,7 +137,7 @@ impl Client {
                 .map_err(|e| Error::from_io(e, write_limit))?;
             for _ in 0..taken {
                 let frame = conn.read_frame(&decoder, read_limit)?;
-                replies.push(Reply::decode(frame)?);
+                replies.push(Reply::decode_payload(frame)?);
             }
         }
         Ok(replies)
@@ -153,9 +153,7 @@ impl Client {
     /// # Errors
     /// Any [`Error`].
     pub fn hello(&mut self) -> Result<ServerInfo> {
-        let reply = self.call(Request::Hello {
-            version: PROTOCOL_VERSION,
-        })?;
+        let reply = self.call(Request::hello(PROTOCOL_V1))?;
         expect(reply, |r| match r {
             Reply::Hello(info) => Ok(info),
             other => Err(other),

@@ -59,8 +59,8 @@ impl Options {
 /// The code in `code_or_short_url`: the text after its last `/`, so both
 /// `867nvAB` and `http://127.0.0.1:5000/867nvAB` give `867nvAB`.
 pub fn code_of(code_or_short_url: &str) -> &str {
-    let trimmed = code_or_short_url.trim_end_matches('/');
-    trimmed.rsplit('/').next().unwrap_or(trimmed)
+    // One rule for every client: the protocol crate's.
+    shorty_protocol::short_code(code_or_short_url)
 }
 
 /// Most requests a batch writes before reading their replies.

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use shorty_protocol::{ErrorCode, Reply, Request, PROTOCOL_VERSION};
+use shorty_protocol::{ErrorCode, Reply, Request, PROTOCOL_V1};
 
 use crate::harness::Server;
 use crate::wire::{code_of, Conn, Read2};
@@ -51,11 +51,11 @@ pub fn typed_round_trips(bin: &Path) {
     let server = Server::start(bin, dir.path(), &["--max-url-bytes", "1000"]);
     let public = server.public_base();
     let mut conn = server.connect();
-    conn.send(Request::Hello { version: 7 });
+    conn.send(Request::hello(7));
     let Reply::Hello(info) = conn.reply() else {
         panic!("HELLO")
     };
-    assert_eq!(info.version, PROTOCOL_VERSION);
+    assert_eq!(info.version, PROTOCOL_V1);
     assert_eq!((info.max_url_len, info.max_frame_len), (1000, 1064));
     conn.send(Request::Ping(b"ping body"));
     assert_eq!(conn.reply(), Reply::Pong(Bytes::from_static(b"ping body")));
@@ -85,9 +85,11 @@ pub fn pipelined_replies_in_order(bin: &Path) {
         .map(|i| format!("https://example.com/pipelined/{i}"))
         .collect();
     for (i, url) in urls.iter().enumerate() {
-        Request::Shorten(url.as_bytes()).encode(&mut wire).unwrap();
+        Request::Shorten(url.as_bytes())
+            .encode_frame(&mut wire)
+            .unwrap();
         Request::Ping(i.to_string().as_bytes())
-            .encode(&mut wire)
+            .encode_frame(&mut wire)
             .unwrap();
     }
     conn.send_raw(&wire);
@@ -109,7 +111,9 @@ pub fn pipelined_replies_in_order(bin: &Path) {
     // Each code maps to the URL of its own request.
     let mut wire = Vec::new();
     for code in &codes {
-        Request::Resolve(code.as_bytes()).encode(&mut wire).unwrap();
+        Request::Resolve(code.as_bytes())
+            .encode_frame(&mut wire)
+            .unwrap();
     }
     conn.send_raw(&wire);
     for url in &urls {
@@ -145,7 +149,7 @@ pub fn bad_messages_get_errors_and_the_connection_survives(bin: &Path) {
     conn.expect_error(ErrorCode::MALFORMED);
     conn.send_raw(b"\x03\x00\x00\x00\x01\x01\x01"); // HELLO with trailing data
     conn.expect_error(ErrorCode::MALFORMED);
-    conn.send(Request::Hello { version: 0 });
+    conn.send(Request::hello(0));
     conn.expect_error(ErrorCode::UNSUPPORTED_VERSION);
     conn.send(Request::Shorten(b"ftp://example.com/"));
     conn.expect_error(ErrorCode::INVALID_URL);
@@ -230,7 +234,11 @@ pub fn slow_frames_are_cut_off(bin: &Path) {
         panic!("expected a TIMEOUT reply, got {got:?}")
     };
     assert_eq!(
-        Reply::decode(payload).unwrap().as_error().unwrap().0,
+        Reply::decode_payload(payload)
+            .unwrap()
+            .as_error()
+            .unwrap()
+            .0,
         ErrorCode::TIMEOUT
     );
     assert!(start.elapsed() >= Duration::from_millis(350));
@@ -257,7 +265,7 @@ pub fn max_connections_applies_back_pressure(bin: &Path) {
     drop(first);
     match third.read_frame_within(Duration::from_secs(10)) {
         Read2::Frame(p) => assert_eq!(
-            Reply::decode(p).unwrap(),
+            Reply::decode_payload(p).unwrap(),
             Reply::Pong(Bytes::from_static(b"third"))
         ),
         other => panic!("third connection not served after a slot freed: {other:?}"),
@@ -334,13 +342,15 @@ pub fn acknowledged_urls_survive_kill_9(bin: &Path) {
                         .collect();
                     let mut wire = Vec::new();
                     for url in &urls {
-                        Request::Shorten(url.as_bytes()).encode(&mut wire).unwrap();
+                        Request::Shorten(url.as_bytes())
+                            .encode_frame(&mut wire)
+                            .unwrap();
                     }
                     conn.send_raw(&wire);
                     for url in urls {
                         match conn.read_frame_within(Duration::from_secs(5)) {
                             Read2::Frame(p) => {
-                                let Ok(Reply::Shortened(short)) = Reply::decode(p) else {
+                                let Ok(Reply::Shortened(short)) = Reply::decode_payload(p) else {
                                     return;
                                 };
                                 let short = String::from_utf8(short.to_vec()).unwrap();
@@ -372,7 +382,7 @@ pub fn acknowledged_urls_survive_kill_9(bin: &Path) {
     let expected: Vec<&String> = acked.values().collect();
     for short in acked.keys() {
         Request::Resolve(code_of(short).as_bytes())
-            .encode(&mut wire)
+            .encode_frame(&mut wire)
             .unwrap();
     }
     conn.send_raw(&wire);
@@ -713,7 +723,9 @@ pub(crate) fn shorten_many(server: &Server, n: usize, tag: &str) -> Vec<(String,
         .collect();
     let mut wire = Vec::new();
     for url in &urls {
-        Request::Shorten(url.as_bytes()).encode(&mut wire).unwrap();
+        Request::Shorten(url.as_bytes())
+            .encode_frame(&mut wire)
+            .unwrap();
     }
     conn.send_raw(&wire);
     urls.into_iter()
@@ -731,7 +743,9 @@ pub(crate) fn assert_all_resolve(server: &Server, links: &[(String, String)]) {
     let mut conn = server.connect();
     let mut wire = Vec::new();
     for (code, _) in links {
-        Request::Resolve(code.as_bytes()).encode(&mut wire).unwrap();
+        Request::Resolve(code.as_bytes())
+            .encode_frame(&mut wire)
+            .unwrap();
     }
     conn.send_raw(&wire);
     for (code, url) in links {
@@ -1048,7 +1062,7 @@ pub fn config_file_environment_and_flags_layer(bin: &Path) {
     let config = file.to_str().unwrap();
     let hello = |server: &Server| {
         let mut conn = server.connect();
-        conn.send(Request::Hello { version: 1 });
+        conn.send(Request::hello(1));
         match conn.reply() {
             Reply::Hello(info) => info.max_url_len,
             other => panic!("{other:?}"),
@@ -1407,7 +1421,7 @@ pub fn a_peer_that_never_reads_is_closed_and_others_are_served(bin: &Path) {
     let code = code_of(&server.connect().shorten(&long)).to_owned();
     let mut request = Vec::new();
     Request::Resolve(code.as_bytes())
-        .encode(&mut request)
+        .encode_frame(&mut request)
         .unwrap();
     let flood: Vec<u8> = request
         .iter()
@@ -1476,7 +1490,7 @@ pub fn clients_beyond_the_limit_are_told_after_the_queue_timeout(bin: &Path) {
     let started = Instant::now();
     match second.read_frame_within(Duration::from_secs(10)) {
         Read2::Frame(payload) => {
-            let reply = Reply::decode(payload).unwrap();
+            let reply = Reply::decode_payload(payload).unwrap();
             assert_eq!(
                 reply.as_error().map(|e| e.0),
                 Some(ErrorCode::OVERLOADED),
@@ -1501,7 +1515,7 @@ pub fn a_core_accepts_more_connections_than_a_counter_holds(bin: &Path) {
     let dir = tmp();
     let server = Server::start(bin, dir.path(), &["--threads", "1"]);
     let mut ping = Vec::new();
-    Request::Ping(b"p").encode(&mut ping).unwrap();
+    Request::Ping(b"p").encode_frame(&mut ping).unwrap();
     let mut pong = vec![0; ping.len()];
     let started = Instant::now();
     for i in 0..40_000u32 {

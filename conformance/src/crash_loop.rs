@@ -215,14 +215,16 @@ fn write_links(
             .collect();
         let mut wire = Vec::new();
         for url in &urls {
-            Request::Shorten(url.as_bytes()).encode(&mut wire).unwrap();
+            Request::Shorten(url.as_bytes())
+                .encode_frame(&mut wire)
+                .unwrap();
         }
         if conn.try_send_raw(&wire).is_err() {
             return;
         }
         for url in urls {
             match conn.read_frame_within(Duration::from_secs(10)) {
-                Read2::Frame(payload) => match Reply::decode(payload) {
+                Read2::Frame(payload) => match Reply::decode_payload(payload) {
                     Ok(Reply::Shortened(short)) => {
                         let short = String::from_utf8(short.to_vec()).unwrap();
                         acked
@@ -252,7 +254,9 @@ fn check_all(server: &Server, acked: &HashMap<String, String>, context: &str) {
     for chunk in links.chunks(2_000) {
         let mut wire = Vec::new();
         for (code, _) in chunk {
-            Request::Resolve(code.as_bytes()).encode(&mut wire).unwrap();
+            Request::Resolve(code.as_bytes())
+                .encode_frame(&mut wire)
+                .unwrap();
         }
         conn.send_raw(&wire);
         for (code, url) in chunk {

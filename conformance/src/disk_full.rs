@@ -97,7 +97,9 @@ pub fn a_long_disk_full_outage_leaks_no_fds_and_burns_no_segment_numbers(bin: &P
             .collect();
         let mut wire = Vec::new();
         for url in &urls {
-            Request::Shorten(url.as_bytes()).encode(&mut wire).unwrap();
+            Request::Shorten(url.as_bytes())
+                .encode_frame(&mut wire)
+                .unwrap();
         }
         conn.send_raw(&wire);
         for _ in &urls {

@@ -70,7 +70,7 @@ impl Conn {
     /// Writes one request.
     pub fn send(&mut self, request: Request<&[u8]>) {
         let mut wire = Vec::new();
-        request.encode(&mut wire).unwrap();
+        request.encode_frame(&mut wire).unwrap();
         self.send_raw(&wire);
     }
 
@@ -110,7 +110,7 @@ impl Conn {
 
     /// Reads one typed reply.
     pub fn reply(&mut self) -> Reply {
-        Reply::decode(self.read_payload()).expect("a valid reply")
+        Reply::decode_payload(self.read_payload()).expect("a valid reply")
     }
 
     /// Reads one reply and expects it to be an error with `code`.

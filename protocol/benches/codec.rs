@@ -31,8 +31,8 @@ fn workloads() -> Vec<Workload> {
     let small: Vec<Bytes> = (0..1000)
         .map(|i| {
             let mut p = Vec::new();
-            Request::Shorten(url(i)).encode(&mut p).unwrap();
-            Bytes::from(p).slice(4..)
+            Request::Shorten(url(i)).encode_payload(&mut p).unwrap();
+            Bytes::from(p)
         })
         .collect();
     assert_eq!(small[0].len(), 1 + 64);

@@ -4,10 +4,58 @@
 //! move typed messages, so a tokio user can write
 //! `Framed::new(stream, ClientCodec::new())` and exchange [`Request`]s and
 //! [`Reply`]s. Decoding follows the `Decoder` contract: `Ok(None)` means
-//! more bytes are needed, an error ends the stream. (A typed message that is
-//! malformed therefore ends a `Framed` stream; a server that wants to answer
-//! it and carry on decodes frames with [`FrameCodec`] and parses them with
-//! [`Request::decode`] itself.)
+//! more bytes are needed, an error ends the stream.
+//!
+//! What ends a stream: a frame over the limit (the stream cannot be
+//! resynchronised) and a malformed message. A reply with an opcode this
+//! version does not know does **not**: it is decoded as
+//! [`Reply::Unknown`] and takes its place in the reply order, so a client
+//! talking to a newer server stays in step. A server that wants to answer a
+//! malformed request and carry on decodes frames with [`FrameCodec`] and
+//! parses them with [`Request::decode_payload`] itself.
+//!
+//! [`FrameCodec`] is byte-for-byte tokio-util's `LengthDelimitedCodec` with
+//! `.little_endian().length_field_length(4)`.
+//!
+//! # Examples
+//! A client over `Framed` (here talking to an in-process server over an
+//! in-memory pipe; a `TcpStream` works the same way):
+//! ```
+//! use futures_util::{SinkExt, StreamExt};
+//! use shorty_protocol::codec::{ClientCodec, ServerCodec};
+//! use shorty_protocol::{short_code, Reply, Request};
+//! use tokio_util::codec::Framed;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let (client_io, server_io) = tokio::io::duplex(4096);
+//! // A toy server: every SHORTEN gets code "867nv", every RESOLVE a URL.
+//! tokio::spawn(async move {
+//!     let mut server = Framed::new(server_io, ServerCodec::new());
+//!     while let Some(Ok(request)) = server.next().await {
+//!         let reply = match request {
+//!             Request::Shorten(_) => Reply::Shortened("http://127.0.0.1:5000/867nv"),
+//!             Request::Resolve(_) => Reply::Resolved("https://example.com/"),
+//!             _ => Reply::error(shorty_protocol::ErrorCode::UNKNOWN_OPCODE, ""),
+//!         };
+//!         server.send(reply).await.unwrap();
+//!     }
+//! });
+//!
+//! let mut client = Framed::new(client_io, ClientCodec::new());
+//! let request = Request::Shorten("https://example.com/");
+//! client.send(request.clone()).await?;
+//! let reply = client.next().await.ok_or("closed")??.into_answer(&request)?;
+//! let short = reply.as_str().ok_or("not UTF-8")?;
+//! assert_eq!(short, "http://127.0.0.1:5000/867nv");
+//!
+//! let request = Request::Resolve(short_code(short));
+//! client.send(request.clone()).await?;
+//! let reply = client.next().await.ok_or("closed")??.into_answer(&request)?;
+//! assert_eq!(reply.as_str(), Some("https://example.com/"));
+//! # Ok(())
+//! # }
+//! ```
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio_util::codec::{Decoder, Encoder};
@@ -60,7 +108,7 @@ impl From<Error> for CodecError {
 
 /// Raw frames: decodes payloads as [`Bytes`], encodes any byte slice as one
 /// frame. Frames over the limit are refused in both directions.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct FrameCodec {
     decoder: FrameDecoder,
 }
@@ -132,7 +180,7 @@ impl<T: Buf> Encoder<T> for FrameCodec {
 }
 
 /// The client side: encodes [`Request`]s, decodes [`Reply`]s.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct ClientCodec {
     frames: FrameCodec,
 }
@@ -159,7 +207,7 @@ impl Decoder for ClientCodec {
 
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Reply>, CodecError> {
         match self.frames.decode_payload(src)? {
-            Some(payload) => Ok(Some(Reply::decode(payload)?)),
+            Some(payload) => Ok(Some(Reply::decode_payload(payload)?)),
             None => Ok(None),
         }
     }
@@ -170,13 +218,13 @@ impl<B: AsRef<[u8]>> Encoder<Request<B>> for ClientCodec {
 
     fn encode(&mut self, request: Request<B>, dst: &mut BytesMut) -> Result<(), CodecError> {
         self.frames.check_len(request.payload_len())?;
-        dst.reserve(request.encoded_len());
-        Ok(request.encode(dst)?)
+        dst.reserve(request.frame_len());
+        Ok(request.encode_frame(dst)?)
     }
 }
 
 /// The server side: decodes [`Request`]s, encodes [`Reply`]s.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct ServerCodec {
     frames: FrameCodec,
 }
@@ -203,7 +251,7 @@ impl Decoder for ServerCodec {
 
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Request>, CodecError> {
         match self.frames.decode_payload(src)? {
-            Some(payload) => Ok(Some(Request::decode(payload)?)),
+            Some(payload) => Ok(Some(Request::decode_payload(payload)?)),
             None => Ok(None),
         }
     }
@@ -214,7 +262,7 @@ impl<B: AsRef<[u8]>> Encoder<Reply<B>> for ServerCodec {
 
     fn encode(&mut self, reply: Reply<B>, dst: &mut BytesMut) -> Result<(), CodecError> {
         self.frames.check_len(reply.payload_len())?;
-        dst.reserve(reply.encoded_len());
-        Ok(reply.encode(dst)?)
+        dst.reserve(reply.frame_len());
+        Ok(reply.encode_frame(dst)?)
     }
 }

@@ -10,8 +10,27 @@ use core::fmt;
 /// The values follow the HTTP status code that means the same thing, so a
 /// reader can guess them; the table in `PROTOCOL.md` is normative.
 ///
+/// `Debug` and `Display` print the name of a code this version knows
+/// (`ErrorCode::NOT_FOUND`, `404 NOT_FOUND`), the number otherwise.
+///
+/// # Examples
+/// ```
+/// use shorty_protocol::ErrorCode;
+///
+/// let code = ErrorCode::NOT_FOUND;
+/// assert_eq!(format!("{code:?}"), "ErrorCode::NOT_FOUND");
+/// assert_eq!(code.to_string(), "404 NOT_FOUND");
+/// assert!(code.is_client_error());
+///
+/// // A code from a newer server: kept, and still classified.
+/// let newer = ErrorCode(429);
+/// assert_eq!(newer.name(), None);
+/// assert_eq!(format!("{newer:?}"), "ErrorCode(429)");
+/// assert!(newer.is_client_error() && newer.is_error());
+/// ```
+///
 /// [`is_client_error`]: ErrorCode::is_client_error
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct ErrorCode(pub u16);
 
@@ -59,6 +78,12 @@ impl ErrorCode {
         })
     }
 
+    /// `true` for 400–599, the codes an ERROR reply may carry (the HTTP
+    /// error statuses). A reply with another code is refused as malformed.
+    pub const fn is_error(self) -> bool {
+        self.0 >= 400 && self.0 < 600
+    }
+
     /// `true` for 400–499: the request was at fault, retrying it unchanged
     /// fails again.
     pub const fn is_client_error(self) -> bool {
@@ -69,6 +94,15 @@ impl ErrorCode {
     /// later.
     pub const fn is_server_error(self) -> bool {
         self.0 >= 500 && self.0 < 600
+    }
+}
+
+impl fmt::Debug for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.name() {
+            Some(name) => write!(f, "ErrorCode::{name}"),
+            None => write!(f, "ErrorCode({})", self.0),
+        }
     }
 }
 

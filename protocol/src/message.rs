@@ -7,19 +7,49 @@
 //! [`opcode::ERROR`].
 //!
 //! Message types are generic over their body type `B`: `Request<&[u8]>`
-//! borrows from a read buffer (see [`Request::parse`]) and
+//! borrows from a read buffer (see [`Request::parse_payload`]) and
 //! `Request<Bytes>` owns zero-copy slices of a frame (see
-//! [`Request::decode`]). Anything `AsRef<[u8]>` can be encoded.
+//! [`Request::decode_payload`]). Anything `AsRef<[u8]>` can be encoded.
+//!
+//! # Frames and payloads
+//!
+//! Every method says in its name which level it works at, because the two
+//! are easy to mix up and the bytes alone cannot always tell:
+//! - `*_payload` methods read or write the **payload** only, what
+//!   [`frame::parse_frame`](crate::frame::parse_frame),
+//!   [`FrameDecoder`](crate::frame::FrameDecoder) or tokio-util's
+//!   `LengthDelimitedCodec` hand out;
+//! - [`Request::encode_frame`] and [`Reply::encode_frame`] write a whole
+//!   **frame** (4-byte length header, then the payload), ready for the wire.
+//!
+//! Passing a whole frame where a payload is expected is refused with an
+//! error wherever the bytes allow it: the header's zero bytes are control
+//! bytes, which no URL, short URL or error code holds (see
+//! [`Reply::parse_payload`]).
 
 use bytes::{BufMut, Bytes};
 use nom::Parser;
 
+use crate::error::ReplyError;
 use crate::error_code::ErrorCode;
 use crate::frame::{put_header, HEADER_LEN};
 use crate::Error;
 
-/// The protocol version this crate speaks, announced in HELLO.
-pub const PROTOCOL_VERSION: u8 = 1;
+/// Protocol version 1, the version `PROTOCOL.md` describes.
+///
+/// A client that handles only what version 1 defines asks for exactly this
+/// in HELLO, so that a newer server never switches it to a version it cannot
+/// read. This value never changes.
+pub const PROTOCOL_V1: u8 = 1;
+
+/// The highest protocol version this crate can encode and decode.
+///
+/// Grows with minor releases as versions are added (a server built on this
+/// crate answers HELLO with the lower of this and the client's version). A
+/// client should not blindly send it: it would then announce a version as
+/// soon as the crate learns it, whether or not the client's own code handles
+/// it. Ask for the version your code speaks, e.g. [`PROTOCOL_V1`].
+pub const MAX_PROTOCOL_VERSION: u8 = PROTOCOL_V1;
 
 /// Opcodes: the first payload byte of a typed message.
 pub mod opcode {
@@ -48,8 +78,36 @@ pub mod opcode {
     pub const MAX_CONTROL: u8 = 0x1F;
 }
 
+/// The code in a short URL: what RESOLVE takes, given what SHORTENED (or a
+/// bare reply) returns.
+///
+/// A short URL is the server's public base URL followed by the code, so the
+/// code is its last path segment (a trailing `/` is ignored). Text without a
+/// `/` is taken to be a code already and returned unchanged, so this can be
+/// applied to whatever a user typed.
+///
+/// # Examples
+/// ```
+/// use shorty_protocol::{short_code, Request};
+///
+/// assert_eq!(short_code("http://127.0.0.1:5000/867nv"), "867nv");
+/// assert_eq!(short_code("https://sho.rt/s/867nv/"), "867nv");
+/// assert_eq!(short_code("867nv"), "867nv");
+/// // Sending the whole URL would get NOT_FOUND; send the code:
+/// let request = Request::Resolve(short_code("http://127.0.0.1:5000/867nv"));
+/// assert_eq!(request.body(), Some(&b"867nv"[..]));
+/// ```
+pub fn short_code(short_url: &str) -> &str {
+    let trimmed = short_url.trim_end_matches('/');
+    trimmed.rsplit('/').next().unwrap_or(trimmed)
+}
+
 /// A request from client to server.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+///
+/// Not `Copy`, and `#[non_exhaustive]`, so that later protocol versions can
+/// add requests (and fields to [`Request::Hello`]) that hold owned data
+/// without a breaking release: match with a `_` arm.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[non_exhaustive]
 pub enum Request<B = Bytes> {
@@ -57,22 +115,30 @@ pub enum Request<B = Bytes> {
     /// [`Reply::Bare`] on success. Must be non-empty and must not start with a
     /// control byte.
     Bare(B),
-    /// Asks for the server's protocol version and limits.
+    /// Asks for the server's protocol version and limits. Build it with
+    /// [`Request::hello`]; match it with `Request::Hello { version, .. }`.
+    #[non_exhaustive]
     Hello {
-        /// The highest protocol version the client speaks.
+        /// The highest protocol version the client speaks (e.g.
+        /// [`PROTOCOL_V1`]).
         version: u8,
     },
     /// Liveness check; the server echoes the body in [`Reply::Pong`].
     Ping(B),
     /// Shorten a long URL; answered with [`Reply::Shortened`].
     Shorten(B),
-    /// Look a short code up; answered with [`Reply::Resolved`].
+    /// Look a short code up; answered with [`Reply::Resolved`]. The body is
+    /// the code, not the whole short URL (see [`short_code`]).
     Resolve(B),
 }
 
 /// What a server announces in its HELLO reply.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+///
+/// `#[non_exhaustive]`: later versions may announce more. Read the fields;
+/// build one with [`ServerInfo::new`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+#[non_exhaustive]
 pub struct ServerInfo {
     /// The protocol version the server will speak on this connection: the
     /// lower of the client's and the server's highest versions.
@@ -83,28 +149,58 @@ pub struct ServerInfo {
     pub max_url_len: u32,
 }
 
+impl ServerInfo {
+    /// A HELLO answer: the version spoken and the server's limits.
+    pub const fn new(version: u8, max_frame_len: u32, max_url_len: u32) -> Self {
+        Self {
+            version,
+            max_frame_len,
+            max_url_len,
+        }
+    }
+}
+
 /// A reply from server to client. Replies come in request order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+///
+/// Not `Copy`, and `#[non_exhaustive]`, so that later protocol versions can
+/// add replies that hold owned data without a breaking release. A reply
+/// whose opcode this version does not know is not an error: it is
+/// [`Reply::Unknown`], so a stream of replies stays in step with its
+/// requests.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[non_exhaustive]
 pub enum Reply<B = Bytes> {
     /// The seed's reply to a [`Request::Bare`]: the payload is the short URL
-    /// itself. Must be non-empty and must not start with a control byte.
+    /// itself. Must be non-empty and hold no control byte.
     Bare(B),
     /// Answer to HELLO.
     Hello(ServerInfo),
     /// Answer to PING, with its body.
     Pong(B),
-    /// Answer to SHORTEN: the short URL.
+    /// Answer to SHORTEN: the short URL (no control bytes).
     Shortened(B),
-    /// Answer to RESOLVE: the long URL.
+    /// Answer to RESOLVE: the long URL (no control bytes).
     Resolved(B),
-    /// Any request failed.
+    /// Any request failed. Build it with [`Reply::error`]; match it with
+    /// `Reply::Error { code, message, .. }`.
+    #[non_exhaustive]
     Error {
-        /// Stable numeric code.
+        /// Stable numeric code, 400–599.
         code: ErrorCode,
         /// Human-readable explanation, UTF-8.
         message: B,
+    },
+    /// A typed reply whose opcode this version of the crate does not know
+    /// (sent by a newer server). It still answers one request: skip it or
+    /// report it ([`Reply::into_result`] makes it
+    /// [`ReplyError::Unexpected`]).
+    #[non_exhaustive]
+    Unknown {
+        /// The reply's opcode, a control byte no known reply uses.
+        opcode: u8,
+        /// The rest of the payload.
+        body: B,
     },
 }
 
@@ -133,15 +229,69 @@ where
     }
 }
 
-fn check_bare(url: &[u8]) -> Result<(), Error> {
+fn is_control(byte: u8) -> bool {
+    byte <= opcode::MAX_CONTROL
+}
+
+/// A bare request URL: only its first byte is constrained (the server judges
+/// the rest and answers INVALID_URL).
+fn check_bare_request(url: &[u8]) -> Result<(), Error> {
     match url.first() {
-        Some(&first) if first > opcode::MAX_CONTROL => Ok(()),
+        Some(&first) if !is_control(first) => Ok(()),
         _ => Err(Error::InvalidBareUrl),
     }
 }
 
+/// A URL a server sends back holds no control byte at all. Checking it
+/// catches a whole frame read as a payload: a frame header of a payload
+/// under 16 MiB ends in a zero byte.
+fn check_reply_url(opcode: Option<u8>, url: &[u8]) -> Result<(), Error> {
+    match (opcode, url.iter().position(|&b| is_control(b))) {
+        (None, _) if url.is_empty() => Err(Error::InvalidBareUrl),
+        (_, None) => Ok(()),
+        (None, Some(_)) => Err(Error::InvalidBareUrl),
+        (Some(opcode), Some(at)) => Err(Error::ControlByteInUrl { opcode, at }),
+    }
+}
+
+fn check_error_reply(code: ErrorCode, message: &[u8]) -> Result<(), Error> {
+    if !code.is_error() {
+        return Err(Error::InvalidErrorCode { code: code.0 });
+    }
+    core::str::from_utf8(message).map_err(|_| Error::InvalidUtf8)?;
+    Ok(())
+}
+
+/// `true` for an opcode [`Reply::Unknown`] may carry: a control byte that
+/// no reply of this version uses (anything else would read back as another
+/// reply).
+fn is_unknown_reply_opcode(op: u8) -> bool {
+    is_control(op)
+        && !matches!(
+            op,
+            opcode::HELLO_REPLY
+                | opcode::PONG
+                | opcode::SHORTENED
+                | opcode::RESOLVED
+                | opcode::ERROR
+        )
+}
+
+fn utf8(body: &[u8]) -> Option<&str> {
+    core::str::from_utf8(body).ok()
+}
+
+impl<B> Request<B> {
+    /// A HELLO request asking for `version` (e.g. [`PROTOCOL_V1`]).
+    pub const fn hello(version: u8) -> Self {
+        Request::Hello { version }
+    }
+}
+
 impl<'a> Request<&'a [u8]> {
-    /// Parses a frame payload into a request borrowing from it.
+    /// Parses a frame's **payload** (not a whole frame: see
+    /// [`frame::parse_frame`](crate::frame::parse_frame)) into a request
+    /// borrowing from it.
     ///
     /// # Errors
     /// [`Error::EmptyPayload`], [`Error::UnknownOpcode`],
@@ -152,12 +302,12 @@ impl<'a> Request<&'a [u8]> {
     /// ```
     /// use shorty_protocol::Request;
     ///
-    /// assert_eq!(Request::parse(b"\x03http://a.example/")?, Request::Shorten(&b"http://a.example/"[..]));
+    /// assert_eq!(Request::parse_payload(b"\x03http://a.example/")?, Request::Shorten(&b"http://a.example/"[..]));
     /// // The seed's bare URL:
-    /// assert_eq!(Request::parse(b"http://a.example/")?, Request::Bare(&b"http://a.example/"[..]));
+    /// assert_eq!(Request::parse_payload(b"http://a.example/")?, Request::Bare(&b"http://a.example/"[..]));
     /// # Ok::<(), shorty_protocol::Error>(())
     /// ```
-    pub fn parse(payload: &'a [u8]) -> Result<Self, Error> {
+    pub fn parse_payload(payload: &'a [u8]) -> Result<Self, Error> {
         let Some((op, body)) = split_opcode(payload)? else {
             return Ok(Request::Bare(payload));
         };
@@ -174,13 +324,13 @@ impl<'a> Request<&'a [u8]> {
 }
 
 impl Request<Bytes> {
-    /// Decodes a frame payload into a request whose body shares the
+    /// Decodes a frame's **payload** into a request whose body shares the
     /// payload's allocation.
     ///
     /// # Errors
-    /// As [`Request::parse`].
-    pub fn decode(payload: Bytes) -> Result<Self, Error> {
-        let parsed = Request::parse(&payload)?;
+    /// As [`Request::parse_payload`].
+    pub fn decode_payload(payload: Bytes) -> Result<Self, Error> {
+        let parsed = Request::parse_payload(&payload)?;
         Ok(parsed.map(|body| payload.slice_ref(body)))
     }
 }
@@ -208,6 +358,33 @@ impl<B: AsRef<[u8]>> Request<B> {
         }
     }
 
+    /// The request's name as `PROTOCOL.md` spells it (`"SHORTEN"`, ...;
+    /// `"BARE"` for the seed's bare URL).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Request::Bare(_) => "BARE",
+            Request::Hello { .. } => "HELLO",
+            Request::Ping(_) => "PING",
+            Request::Shorten(_) => "SHORTEN",
+            Request::Resolve(_) => "RESOLVE",
+        }
+    }
+
+    /// The body: the URL, code or ping bytes (`None` for HELLO).
+    pub fn body(&self) -> Option<&[u8]> {
+        match self.as_borrowed() {
+            Request::Bare(b) | Request::Ping(b) | Request::Shorten(b) | Request::Resolve(b) => {
+                Some(b)
+            }
+            Request::Hello { .. } => None,
+        }
+    }
+
+    /// The body as text, when there is one and it is UTF-8.
+    pub fn as_str(&self) -> Option<&str> {
+        self.body().and_then(utf8)
+    }
+
     /// The length of the encoded payload (without the frame header).
     pub fn payload_len(&self) -> usize {
         match self.as_borrowed() {
@@ -218,11 +395,35 @@ impl<B: AsRef<[u8]>> Request<B> {
     }
 
     /// The length of the encoded frame, header included.
-    pub fn encoded_len(&self) -> usize {
+    pub fn frame_len(&self) -> usize {
         HEADER_LEN + self.payload_len()
     }
 
-    /// Appends the request as one frame to `dst`.
+    fn check(&self) -> Result<(), Error> {
+        match self.as_borrowed() {
+            Request::Bare(url) => check_bare_request(url),
+            _ => Ok(()),
+        }
+    }
+
+    fn put_payload<M: BufMut>(&self, dst: &mut M) {
+        match self.as_borrowed() {
+            Request::Bare(url) => dst.put_slice(url),
+            Request::Hello { version } => {
+                dst.put_u8(opcode::HELLO);
+                dst.put_u8(version);
+            }
+            Request::Ping(body) => put_tagged(dst, opcode::PING, body),
+            Request::Shorten(url) => put_tagged(dst, opcode::SHORTEN, url),
+            Request::Resolve(code) => put_tagged(dst, opcode::RESOLVE, code),
+        }
+    }
+
+    /// Appends the request as one whole **frame** (length header, then
+    /// payload) to `dst`: what goes on the wire.
+    ///
+    /// `dst` must have room for [`frame_len`](Self::frame_len) bytes when it
+    /// cannot grow (a `&mut [u8]`): `BufMut` panics otherwise.
     ///
     /// # Errors
     /// [`Error::InvalidBareUrl`] for a bare URL that would not read back as
@@ -234,26 +435,38 @@ impl<B: AsRef<[u8]>> Request<B> {
     /// use shorty_protocol::Request;
     ///
     /// let mut out = Vec::new();
-    /// Request::Resolve("867nv").encode(&mut out)?;
+    /// Request::Resolve("867nv").encode_frame(&mut out)?;
     /// assert_eq!(out, b"\x06\x00\x00\x00\x04867nv");
     /// # Ok::<(), shorty_protocol::Error>(())
     /// ```
-    pub fn encode<M: BufMut>(&self, dst: &mut M) -> Result<(), Error> {
-        let msg = self.as_borrowed();
-        if let Request::Bare(url) = msg {
-            check_bare(url)?;
-        }
+    pub fn encode_frame<M: BufMut>(&self, dst: &mut M) -> Result<(), Error> {
+        self.check()?;
         put_header(self.payload_len(), dst)?;
-        match msg {
-            Request::Bare(url) => dst.put_slice(url),
-            Request::Hello { version } => {
-                dst.put_u8(opcode::HELLO);
-                dst.put_u8(version);
-            }
-            Request::Ping(body) => put_tagged(dst, opcode::PING, body),
-            Request::Shorten(url) => put_tagged(dst, opcode::SHORTEN, url),
-            Request::Resolve(code) => put_tagged(dst, opcode::RESOLVE, code),
-        }
+        self.put_payload(dst);
+        Ok(())
+    }
+
+    /// Appends the request's **payload** only (no length header) to `dst`,
+    /// for callers that frame it themselves (e.g. with tokio-util's
+    /// `LengthDelimitedCodec`).
+    ///
+    /// # Errors
+    /// [`Error::InvalidBareUrl`] for a bare URL that would not read back as
+    /// one. Nothing is written then.
+    ///
+    /// # Examples
+    /// ```
+    /// use shorty_protocol::Request;
+    ///
+    /// let mut out = Vec::new();
+    /// Request::Resolve("867nv").encode_payload(&mut out)?;
+    /// assert_eq!(out, b"\x04867nv");
+    /// assert_eq!(Request::parse_payload(&out)?, Request::Resolve(&b"867nv"[..]));
+    /// # Ok::<(), shorty_protocol::Error>(())
+    /// ```
+    pub fn encode_payload<M: BufMut>(&self, dst: &mut M) -> Result<(), Error> {
+        self.check()?;
+        self.put_payload(dst);
         Ok(())
     }
 }
@@ -263,65 +476,104 @@ fn put_tagged<M: BufMut>(dst: &mut M, op: u8, body: &[u8]) {
     dst.put_slice(body);
 }
 
+impl<B> Reply<B> {
+    /// An ERROR reply. `code` must be 400–599 and `message` UTF-8 for the
+    /// reply to encode.
+    pub const fn error(code: ErrorCode, message: B) -> Self {
+        Reply::Error { code, message }
+    }
+}
+
 impl<'a> Reply<&'a [u8]> {
-    /// Parses a frame payload into a reply borrowing from it.
+    /// Parses a frame's **payload** (not a whole frame: see
+    /// [`frame::parse_frame`](crate::frame::parse_frame)) into a reply
+    /// borrowing from it.
+    ///
+    /// A typed reply with an opcode this version does not know is
+    /// [`Reply::Unknown`], not an error.
+    ///
+    /// Reply bodies are validated as far as the protocol allows, so that a
+    /// whole frame passed here by mistake is not taken for the reply it
+    /// holds: its header's zero bytes make a bare or SHORTENED/RESOLVED URL
+    /// hold a control byte, or an ERROR code fall outside 400–599 (errors);
+    /// or its first byte is taken for an opcode no reply uses
+    /// ([`Reply::Unknown`], which [`Reply::into_result`] refuses). The one
+    /// frame that reads as a plausible reply is a PONG whose payload is 18,
+    /// 274, ... bytes long: a PING body is opaque.
     ///
     /// # Errors
-    /// [`Error::EmptyPayload`], [`Error::UnknownOpcode`],
-    /// [`Error::Truncated`], [`Error::TrailingData`] or
-    /// [`Error::InvalidUtf8`] (an error message that is not UTF-8).
+    /// [`Error::EmptyPayload`], [`Error::Truncated`], [`Error::TrailingData`],
+    /// [`Error::InvalidBareUrl`] or [`Error::ControlByteInUrl`] (a URL with a
+    /// control byte), [`Error::InvalidErrorCode`], or [`Error::InvalidUtf8`]
+    /// (an error message that is not UTF-8).
     ///
     /// # Examples
     /// ```
-    /// use shorty_protocol::{ErrorCode, Reply};
+    /// use shorty_protocol::{Error, ErrorCode, Reply, Request};
     ///
-    /// let reply = Reply::parse(b"\x1f\x94\x01not found")?;
-    /// assert_eq!(reply, Reply::Error { code: ErrorCode::NOT_FOUND, message: &b"not found"[..] });
+    /// let reply = Reply::parse_payload(b"\x1f\x94\x01not found")?;
+    /// assert_eq!(reply, Reply::error(ErrorCode::NOT_FOUND, &b"not found"[..]));
     /// // A reply cut short is an error, not a partial result: frames are
     /// // always complete by the time their payload is parsed.
-    /// assert!(Reply::parse(b"\x1f\x94").is_err());
+    /// assert!(Reply::parse_payload(b"\x1f\x94").is_err());
+    ///
+    /// // A whole frame is not a payload. Read as one, it is refused, or (as
+    /// // here, its length byte 0x1c taken for an opcode) read as an unknown
+    /// // reply, which answers no request:
+    /// let request = Request::Shorten("https://example.com/");
+    /// let mut frame = Vec::new();
+    /// Reply::Shortened("http://127.0.0.1:5000/867nv").encode_frame(&mut frame)?;
+    /// assert!(Reply::parse_payload(&frame).map_or(true, |r| r.into_answer(&request).is_err()));
+    /// // What a frame decoder hands out is the payload:
+    /// assert!(Reply::parse_payload(&frame[4..])?.into_answer(&request).is_ok());
     /// # Ok::<(), shorty_protocol::Error>(())
     /// ```
-    pub fn parse(payload: &'a [u8]) -> Result<Self, Error> {
+    pub fn parse_payload(payload: &'a [u8]) -> Result<Self, Error> {
         use nom::number::complete::{le_u16, le_u32, u8};
 
         let Some((op, body)) = split_opcode(payload)? else {
+            check_reply_url(None, payload)?;
             return Ok(Reply::Bare(payload));
         };
         Ok(match op {
             opcode::HELLO_REPLY => {
                 let (version, max_frame_len, max_url_len) = fixed(op, body, (u8, le_u32, le_u32))?;
-                Reply::Hello(ServerInfo {
-                    version,
-                    max_frame_len,
-                    max_url_len,
-                })
+                Reply::Hello(ServerInfo::new(version, max_frame_len, max_url_len))
             }
             opcode::PONG => Reply::Pong(body),
-            opcode::SHORTENED => Reply::Shortened(body),
-            opcode::RESOLVED => Reply::Resolved(body),
+            opcode::SHORTENED => {
+                check_reply_url(Some(op), body)?;
+                Reply::Shortened(body)
+            }
+            opcode::RESOLVED => {
+                check_reply_url(Some(op), body)?;
+                Reply::Resolved(body)
+            }
             opcode::ERROR => {
                 let (message, code) =
                     le_u16::<_, NomError<'_>>(body).map_err(|_| Error::Truncated { opcode: op })?;
-                core::str::from_utf8(message).map_err(|_| Error::InvalidUtf8)?;
+                check_error_reply(ErrorCode(code), message)?;
                 Reply::Error {
                     code: ErrorCode(code),
                     message,
                 }
             }
-            other => return Err(Error::UnknownOpcode(other)),
+            other => Reply::Unknown {
+                opcode: other,
+                body,
+            },
         })
     }
 }
 
 impl Reply<Bytes> {
-    /// Decodes a frame payload into a reply whose body shares the payload's
-    /// allocation.
+    /// Decodes a frame's **payload** into a reply whose body shares the
+    /// payload's allocation.
     ///
     /// # Errors
-    /// As [`Reply::parse`].
-    pub fn decode(payload: Bytes) -> Result<Self, Error> {
-        let parsed = Reply::parse(&payload)?;
+    /// As [`Reply::parse_payload`].
+    pub fn decode_payload(payload: Bytes) -> Result<Self, Error> {
+        let parsed = Reply::parse_payload(&payload)?;
         Ok(parsed.map(|body| payload.slice_ref(body)))
     }
 }
@@ -331,13 +583,17 @@ impl<B: AsRef<[u8]>> Reply<B> {
     pub fn as_borrowed(&self) -> Reply<&[u8]> {
         match self {
             Reply::Bare(url) => Reply::Bare(url.as_ref()),
-            Reply::Hello(info) => Reply::Hello(*info),
+            Reply::Hello(info) => Reply::Hello(info.clone()),
             Reply::Pong(body) => Reply::Pong(body.as_ref()),
             Reply::Shortened(url) => Reply::Shortened(url.as_ref()),
             Reply::Resolved(url) => Reply::Resolved(url.as_ref()),
             Reply::Error { code, message } => Reply::Error {
                 code: *code,
                 message: message.as_ref(),
+            },
+            Reply::Unknown { opcode, body } => Reply::Unknown {
+                opcode: *opcode,
+                body: body.as_ref(),
             },
         }
     }
@@ -354,17 +610,141 @@ impl<B: AsRef<[u8]>> Reply<B> {
                 code,
                 message: f(message),
             },
+            Reply::Unknown { opcode, body } => Reply::Unknown {
+                opcode,
+                body: f(body),
+            },
         }
+    }
+
+    /// The reply's name as `PROTOCOL.md` spells it (`"SHORTENED"`, ...;
+    /// `"BARE"` for the seed's bare URL, `"UNKNOWN"` for [`Reply::Unknown`]).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Reply::Bare(_) => "BARE",
+            Reply::Hello(_) => "HELLO",
+            Reply::Pong(_) => "PONG",
+            Reply::Shortened(_) => "SHORTENED",
+            Reply::Resolved(_) => "RESOLVED",
+            Reply::Error { .. } => "ERROR",
+            Reply::Unknown { .. } => "UNKNOWN",
+        }
+    }
+
+    /// The body: the URL, ping bytes, error message or unknown reply's body
+    /// (`None` for HELLO).
+    pub fn body(&self) -> Option<&[u8]> {
+        match self.as_borrowed() {
+            Reply::Bare(b) | Reply::Pong(b) | Reply::Shortened(b) | Reply::Resolved(b) => Some(b),
+            Reply::Error { message, .. } => Some(message),
+            Reply::Unknown { body, .. } => Some(body),
+            Reply::Hello(_) => None,
+        }
+    }
+
+    /// The body, by value (`None` for HELLO): for a `Reply<&[u8]>`, a slice
+    /// that outlives the reply.
+    pub fn into_body(self) -> Option<B> {
+        match self {
+            Reply::Bare(b) | Reply::Pong(b) | Reply::Shortened(b) | Reply::Resolved(b) => Some(b),
+            Reply::Error { message, .. } => Some(message),
+            Reply::Unknown { body, .. } => Some(body),
+            Reply::Hello(_) => None,
+        }
+    }
+
+    /// The body as text, when there is one and it is UTF-8: the short URL
+    /// of SHORTENED, the long URL of RESOLVED, an error's message.
+    ///
+    /// # Examples
+    /// ```
+    /// use shorty_protocol::{short_code, Reply};
+    ///
+    /// let reply = Reply::decode_payload("\x13http://127.0.0.1:5000/867nv".into())?;
+    /// assert_eq!(reply.as_str(), Some("http://127.0.0.1:5000/867nv"));
+    /// assert_eq!(reply.as_str().map(short_code), Some("867nv"));
+    /// # Ok::<(), shorty_protocol::Error>(())
+    /// ```
+    pub fn as_str(&self) -> Option<&str> {
+        self.body().and_then(utf8)
     }
 
     /// For an error reply, its code and message (a message that is not UTF-8,
     /// possible only in a reply built by hand, reads as an empty string).
     pub fn as_error(&self) -> Option<(ErrorCode, &str)> {
         match self.as_borrowed() {
-            Reply::Error { code, message } => {
-                Some((code, core::str::from_utf8(message).unwrap_or_default()))
-            }
+            Reply::Error { code, message } => Some((code, utf8(message).unwrap_or_default())),
             _ => None,
+        }
+    }
+
+    /// `true` if this reply can answer `request`: its own reply kind (PONG
+    /// for PING, ...), or ERROR, which answers anything.
+    pub fn answers<C: AsRef<[u8]>>(&self, request: &Request<C>) -> bool {
+        matches!(
+            (request, self),
+            (_, Reply::Error { .. })
+                | (Request::Bare(_), Reply::Bare(_))
+                | (Request::Hello { .. }, Reply::Hello(_))
+                | (Request::Ping(_), Reply::Pong(_))
+                | (Request::Shorten(_), Reply::Shortened(_))
+                | (Request::Resolve(_), Reply::Resolved(_))
+        )
+    }
+
+    /// `Ok` for a reply that is not an error and that this version knows;
+    /// [`ReplyError::Server`] for an ERROR reply, [`ReplyError::Unexpected`]
+    /// for [`Reply::Unknown`].
+    ///
+    /// # Errors
+    /// As above: the error holds the reply's contents.
+    ///
+    /// # Examples
+    /// ```
+    /// use shorty_protocol::{bytes::Bytes, ErrorCode, Reply};
+    ///
+    /// let ok = Reply::decode_payload("\x14https://example.com/".into())?;
+    /// assert_eq!(ok.into_result()?.as_str(), Some("https://example.com/"));
+    ///
+    /// let payload = Bytes::from_static(b"\x1f\x94\x01unknown code");
+    /// let err = Reply::decode_payload(payload)?.into_result().unwrap_err();
+    /// assert_eq!(err.code(), Some(ErrorCode::NOT_FOUND));
+    /// assert_eq!(err.to_string(), "server error 404 NOT_FOUND: unknown code");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn into_result(self) -> Result<Self, ReplyError<B>> {
+        match self {
+            Reply::Error { code, message } => Err(ReplyError::Server { code, message }),
+            unknown @ Reply::Unknown { .. } => Err(ReplyError::Unexpected(unknown)),
+            reply => Ok(reply),
+        }
+    }
+
+    /// As [`into_result`](Self::into_result), and also
+    /// [`ReplyError::Unexpected`] for a reply that does not answer
+    /// `request` (see [`answers`](Self::answers)): the one call a client
+    /// needs after reading the reply to `request`.
+    ///
+    /// # Errors
+    /// As above: the error holds the reply's contents.
+    ///
+    /// # Examples
+    /// ```
+    /// use shorty_protocol::{Reply, ReplyError, Request};
+    ///
+    /// let request = Request::Shorten("https://example.com/");
+    /// let pong = Reply::decode_payload("\x12".into())?;
+    /// let err = pong.into_answer(&request).unwrap_err();
+    /// assert!(matches!(err, ReplyError::Unexpected(Reply::Pong(_))));
+    /// assert_eq!(err.to_string(), "unexpected PONG reply");
+    /// # Ok::<(), shorty_protocol::Error>(())
+    /// ```
+    pub fn into_answer<C: AsRef<[u8]>>(self, request: &Request<C>) -> Result<Self, ReplyError<B>> {
+        let reply = self.into_result()?;
+        if reply.answers(request) {
+            Ok(reply)
+        } else {
+            Err(ReplyError::Unexpected(reply))
         }
     }
 
@@ -375,43 +755,32 @@ impl<B: AsRef<[u8]>> Reply<B> {
             Reply::Hello(_) => 1 + 1 + 4 + 4,
             Reply::Pong(b) | Reply::Shortened(b) | Reply::Resolved(b) => 1 + b.len(),
             Reply::Error { message, .. } => 1 + 2 + message.len(),
+            Reply::Unknown { body, .. } => 1 + body.len(),
         }
     }
 
     /// The length of the encoded frame, header included.
-    pub fn encoded_len(&self) -> usize {
+    pub fn frame_len(&self) -> usize {
         HEADER_LEN + self.payload_len()
     }
 
-    /// Appends the reply as one frame to `dst`.
-    ///
-    /// # Errors
-    /// [`Error::InvalidBareUrl`] for a bare URL that would not read back as
-    /// one, [`Error::InvalidUtf8`] for an error message that is not UTF-8,
-    /// [`Error::FrameTooLarge`] past `u32::MAX` bytes. Nothing is written
-    /// then.
-    ///
-    /// # Examples
-    /// ```
-    /// use shorty_protocol::Reply;
-    ///
-    /// let mut out = Vec::new();
-    /// Reply::Bare("http://127.0.0.1:5000/867nv").encode(&mut out)?;
-    /// assert_eq!(&out[..4], &[27, 0, 0, 0]);
-    /// assert_eq!(&out[4..], b"http://127.0.0.1:5000/867nv");
-    /// # Ok::<(), shorty_protocol::Error>(())
-    /// ```
-    pub fn encode<M: BufMut>(&self, dst: &mut M) -> Result<(), Error> {
-        let msg = self.as_borrowed();
-        match msg {
-            Reply::Bare(url) => check_bare(url)?,
-            Reply::Error { message, .. } => {
-                core::str::from_utf8(message).map_err(|_| Error::InvalidUtf8)?;
+    /// Refuses exactly what [`Reply::parse_payload`] would refuse, so that
+    /// every reply that encodes decodes back to itself.
+    fn check(&self) -> Result<(), Error> {
+        match self.as_borrowed() {
+            Reply::Bare(url) => check_reply_url(None, url),
+            Reply::Shortened(url) => check_reply_url(Some(opcode::SHORTENED), url),
+            Reply::Resolved(url) => check_reply_url(Some(opcode::RESOLVED), url),
+            Reply::Error { code, message } => check_error_reply(code, message),
+            Reply::Unknown { opcode, .. } if !is_unknown_reply_opcode(opcode) => {
+                Err(Error::InvalidOpcode { opcode })
             }
-            _ => {}
+            _ => Ok(()),
         }
-        put_header(self.payload_len(), dst)?;
-        match msg {
+    }
+
+    fn put_payload<M: BufMut>(&self, dst: &mut M) {
+        match self.as_borrowed() {
             Reply::Bare(url) => dst.put_slice(url),
             Reply::Hello(info) => {
                 dst.put_u8(opcode::HELLO_REPLY);
@@ -427,7 +796,46 @@ impl<B: AsRef<[u8]>> Reply<B> {
                 dst.put_u16_le(code.0);
                 dst.put_slice(message);
             }
+            Reply::Unknown { opcode, body } => put_tagged(dst, opcode, body),
         }
+    }
+
+    /// Appends the reply as one whole **frame** (length header, then
+    /// payload) to `dst`: what goes on the wire.
+    ///
+    /// # Errors
+    /// [`Error::InvalidBareUrl`] or [`Error::ControlByteInUrl`] for a URL
+    /// that would not read back as one, [`Error::InvalidErrorCode`] and
+    /// [`Error::InvalidUtf8`] for an error reply outside 400–599 or whose
+    /// message is not UTF-8, [`Error::InvalidOpcode`] for an unknown reply
+    /// with an opcode that is not unknown, [`Error::FrameTooLarge`] past
+    /// `u32::MAX` bytes. Nothing is written then.
+    ///
+    /// # Examples
+    /// ```
+    /// use shorty_protocol::Reply;
+    ///
+    /// let mut out = Vec::new();
+    /// Reply::Bare("http://127.0.0.1:5000/867nv").encode_frame(&mut out)?;
+    /// assert_eq!(&out[..4], &[27, 0, 0, 0]);
+    /// assert_eq!(&out[4..], b"http://127.0.0.1:5000/867nv");
+    /// # Ok::<(), shorty_protocol::Error>(())
+    /// ```
+    pub fn encode_frame<M: BufMut>(&self, dst: &mut M) -> Result<(), Error> {
+        self.check()?;
+        put_header(self.payload_len(), dst)?;
+        self.put_payload(dst);
+        Ok(())
+    }
+
+    /// Appends the reply's **payload** only (no length header) to `dst`, for
+    /// callers that frame it themselves.
+    ///
+    /// # Errors
+    /// As [`Reply::encode_frame`], except the size limit.
+    pub fn encode_payload<M: BufMut>(&self, dst: &mut M) -> Result<(), Error> {
+        self.check()?;
+        self.put_payload(dst);
         Ok(())
     }
 }

@@ -37,10 +37,7 @@ fn client_and_server_codecs_talk_to_each_other_one_byte_at_a_time() {
     server
         .encode(Reply::Shortened("http://s/1"), &mut to_client)
         .unwrap();
-    let err = Reply::Error {
-        code: ErrorCode::NOT_FOUND,
-        message: "nope",
-    };
+    let err = Reply::error(ErrorCode::NOT_FOUND, "nope");
     server.encode(err, &mut to_client).unwrap();
     assert_eq!(
         client.decode(&mut to_client).unwrap(),
@@ -60,7 +57,7 @@ fn codecs_enforce_the_limit_in_both_directions() {
         .unwrap_err();
     assert!(matches!(
         err,
-        CodecError::Protocol(Error::FrameTooLarge { len: 9, max: 8 })
+        CodecError::Protocol(Error::FrameTooLarge { len: 9, max: 8, .. })
     ));
     assert!(dst.is_empty());
 
@@ -68,7 +65,7 @@ fn codecs_enforce_the_limit_in_both_directions() {
     let err = codec.decode(&mut src).unwrap_err();
     assert!(matches!(
         err,
-        CodecError::Protocol(Error::FrameTooLarge { len: 9, max: 8 })
+        CodecError::Protocol(Error::FrameTooLarge { len: 9, max: 8, .. })
     ));
     assert!(
         src.capacity() < 64,
@@ -91,4 +88,27 @@ fn a_malformed_message_is_a_protocol_error() {
     let err = server.decode(&mut src).unwrap_err();
     assert!(matches!(err, CodecError::Protocol(Error::UnknownOpcode(9))));
     assert!(err.to_string().contains("unknown opcode 0x09"));
+}
+
+/// An unknown reply opcode (a newer server) is a value, not the end of the
+/// stream: the replies after it still decode, in order.
+#[test]
+fn an_unknown_reply_opcode_does_not_end_the_stream() {
+    let mut client = ClientCodec::new();
+    let mut src = BytesMut::from(&b"\x03\x00\x00\x00\x15ab\x02\x00\x00\x00\x12z"[..]);
+    let unknown = client.decode(&mut src).unwrap().unwrap();
+    assert!(
+        matches!(&unknown, Reply::Unknown { opcode: 0x15, body, .. } if body == "ab"),
+        "{unknown:?}"
+    );
+    assert!(matches!(
+        unknown.clone().into_result(),
+        Err(shorty_protocol::ReplyError::Unexpected(
+            Reply::Unknown { .. }
+        ))
+    ));
+    assert_eq!(
+        client.decode(&mut src).unwrap(),
+        Some(Reply::Pong(Bytes::from_static(b"z")))
+    );
 }

@@ -33,7 +33,7 @@ fn block(kind: &str) -> Vec<(String, String, Vec<u8>)> {
 fn expected_request(name: &str) -> Request<&'static [u8]> {
     match name {
         "bare-seed" => Request::Bare(URL),
-        "hello-v1" => Request::Hello { version: 1 },
+        "hello-v1" => Request::hello(1),
         "ping-empty" => Request::Ping(b""),
         "ping-abc" => Request::Ping(b"abc"),
         "shorten" => Request::Shorten(URL),
@@ -45,17 +45,14 @@ fn expected_request(name: &str) -> Request<&'static [u8]> {
 fn expected_reply(name: &str) -> Reply<&'static [u8]> {
     match name {
         "bare-seed" => Reply::Bare(SHORT),
-        "hello-v1" => Reply::Hello(ServerInfo {
-            version: 1,
-            max_frame_len: 65_536,
-            max_url_len: 8_192,
-        }),
+        "hello-v1" => Reply::Hello(ServerInfo::new(1, 65_536, 8_192)),
         "pong-abc" => Reply::Pong(b"abc"),
         "shortened" => Reply::Shortened(SHORT),
         "resolved" => Reply::Resolved(URL),
-        "error-404" => Reply::Error {
-            code: ErrorCode::NOT_FOUND,
-            message: b"unknown code",
+        "error-404" => Reply::error(ErrorCode::NOT_FOUND, b"unknown code"),
+        "unknown-0x15" => match Reply::parse_payload(b"\x15abc").unwrap() {
+            unknown @ Reply::Unknown { opcode: 0x15, .. } => unknown,
+            other => panic!("an unknown reply opcode reads as Reply::Unknown, not {other:?}"),
         },
         other => panic!("reply vector {other} has no expectation in this test"),
     }
@@ -76,7 +73,7 @@ fn one_payload(bytes: &[u8]) -> Result<Bytes, Error> {
 #[test]
 fn every_valid_vector_decodes_to_its_message_and_reencodes_identically() {
     let vectors = block("vectors");
-    assert_eq!(vectors.len(), 12, "PROTOCOL.md lists 12 valid vectors");
+    assert_eq!(vectors.len(), 13, "PROTOCOL.md lists 13 valid vectors");
     for (dir, name, bytes) in vectors {
         let payload = one_payload(&bytes).unwrap();
         let mut out = Vec::new();
@@ -84,22 +81,22 @@ fn every_valid_vector_decodes_to_its_message_and_reencodes_identically() {
             "request" => {
                 let expected = expected_request(&name);
                 assert_eq!(
-                    Request::decode(payload).unwrap().as_borrowed(),
+                    Request::decode_payload(payload).unwrap().as_borrowed(),
                     expected,
                     "{name}"
                 );
-                expected.encode(&mut out).unwrap();
-                assert_eq!(out.len(), expected.encoded_len(), "{name}");
+                expected.encode_frame(&mut out).unwrap();
+                assert_eq!(out.len(), expected.frame_len(), "{name}");
             }
             "reply" => {
                 let expected = expected_reply(&name);
                 assert_eq!(
-                    Reply::decode(payload).unwrap().as_borrowed(),
+                    Reply::decode_payload(payload).unwrap().as_borrowed(),
                     expected,
                     "{name}"
                 );
-                expected.encode(&mut out).unwrap();
-                assert_eq!(out.len(), expected.encoded_len(), "{name}");
+                expected.encode_frame(&mut out).unwrap();
+                assert_eq!(out.len(), expected.frame_len(), "{name}");
             }
             other => panic!("unknown direction {other}"),
         }
@@ -110,29 +107,51 @@ fn every_valid_vector_decodes_to_its_message_and_reencodes_identically() {
 #[test]
 fn every_invalid_vector_is_refused_with_its_documented_error() {
     let vectors = block("invalid");
-    assert_eq!(vectors.len(), 7);
+    assert_eq!(vectors.len(), 10);
     for (dir, name, bytes) in vectors {
         let result = one_payload(&bytes).and_then(|payload| match dir.as_str() {
-            "request" => Request::decode(payload).map(drop),
-            _ => Reply::decode(payload).map(drop),
+            "request" => Request::decode_payload(payload).map(drop),
+            _ => Reply::decode_payload(payload).map(drop),
         });
-        let expected = match (dir.as_str(), name.as_str()) {
-            ("request", "empty-payload") => Error::EmptyPayload,
-            ("request", "unknown-opcode") => Error::UnknownOpcode(0x09),
-            ("request", "hello-truncated") => Error::Truncated { opcode: 0x01 },
-            ("request", "hello-trailing") => Error::TrailingData {
-                opcode: 0x01,
-                extra: 1,
-            },
-            ("request", "oversized-header") => Error::FrameTooLarge {
-                len: u32::MAX as usize,
-                max: shorty_protocol::frame::DEFAULT_MAX_FRAME_LEN,
-            },
-            ("reply", "error-bad-utf8") => Error::InvalidUtf8,
-            ("reply", "hello-truncated") => Error::Truncated { opcode: 0x11 },
+        // The variants are `#[non_exhaustive]`: matched, not built.
+        let refused_as_documented = match (dir.as_str(), name.as_str()) {
+            ("request", "empty-payload") => matches!(result, Err(Error::EmptyPayload)),
+            ("request", "unknown-opcode") => matches!(result, Err(Error::UnknownOpcode(0x09))),
+            ("request", "hello-truncated") => {
+                matches!(result, Err(Error::Truncated { opcode: 0x01, .. }))
+            }
+            ("request", "hello-trailing") => matches!(
+                result,
+                Err(Error::TrailingData {
+                    opcode: 0x01,
+                    extra: 1,
+                    ..
+                })
+            ),
+            ("request", "oversized-header") => matches!(
+                result,
+                Err(Error::FrameTooLarge { len, max, .. })
+                    if len == u32::MAX as usize && max == shorty_protocol::frame::DEFAULT_MAX_FRAME_LEN
+            ),
+            ("reply", "error-bad-utf8") => matches!(result, Err(Error::InvalidUtf8)),
+            ("reply", "hello-truncated") => {
+                matches!(result, Err(Error::Truncated { opcode: 0x11, .. }))
+            }
+            ("reply", "error-code-0") => {
+                matches!(result, Err(Error::InvalidErrorCode { code: 0, .. }))
+            }
+            ("reply", "shortened-nul") => matches!(
+                result,
+                Err(Error::ControlByteInUrl {
+                    opcode: 0x13,
+                    at: 0,
+                    ..
+                })
+            ),
+            ("reply", "bare-nul") => matches!(result, Err(Error::InvalidBareUrl)),
             other => panic!("invalid vector {other:?} has no expectation in this test"),
         };
-        assert_eq!(result, Err(expected), "{dir} {name}");
+        assert!(refused_as_documented, "{dir} {name}: {result:?}");
     }
 }
 
@@ -141,11 +160,10 @@ fn server_answers_documented_error_codes() {
     // The "server's answer" column of the invalid-vector table.
     assert_eq!(Error::EmptyPayload.error_code(), ErrorCode::MALFORMED);
     assert_eq!(Error::UnknownOpcode(9).error_code(), ErrorCode(501));
-    assert_eq!(Error::Truncated { opcode: 1 }.error_code(), ErrorCode(400));
-    assert_eq!(
-        Error::FrameTooLarge { len: 9, max: 1 }.error_code(),
-        ErrorCode(413)
-    );
+    let truncated = Request::parse_payload(b"\x01").unwrap_err();
+    assert_eq!(truncated.error_code(), ErrorCode(400));
+    let too_large = shorty_protocol::frame::parse_frame(b"\x09\x00\x00\x00", 1).unwrap_err();
+    assert_eq!(too_large.error_code(), ErrorCode(413));
 }
 
 #[test]
@@ -167,21 +185,42 @@ fn every_error_code_in_the_table_is_known_by_name() {
 fn encoders_refuse_what_decoders_would_misread() {
     let mut out = Vec::new();
     assert_eq!(
-        Request::Bare(&b""[..]).encode(&mut out),
+        Request::Bare(&b""[..]).encode_frame(&mut out),
         Err(Error::InvalidBareUrl)
     );
     assert_eq!(
-        Request::Bare(&b"\x03x"[..]).encode(&mut out),
+        Request::Bare(&b"\x03x"[..]).encode_frame(&mut out),
         Err(Error::InvalidBareUrl)
     );
     assert_eq!(
-        Reply::Bare(&b"\x1fx"[..]).encode(&mut out),
+        Reply::Bare(&b"\x1fx"[..]).encode_frame(&mut out),
         Err(Error::InvalidBareUrl)
     );
-    let bad = Reply::Error {
-        code: ErrorCode::INTERNAL,
-        message: &b"\xff"[..],
+    let bad = Reply::error(ErrorCode::INTERNAL, &b"\xff"[..]);
+    assert_eq!(bad.encode_frame(&mut out), Err(Error::InvalidUtf8));
+    let bad = Reply::error(ErrorCode(200), &b"fine"[..]);
+    assert!(matches!(
+        bad.encode_frame(&mut out),
+        Err(Error::InvalidErrorCode { code: 200, .. })
+    ));
+    let bad = Reply::Resolved(&b"https://e.com/\tx"[..]);
+    assert!(matches!(
+        bad.encode_frame(&mut out),
+        Err(Error::ControlByteInUrl { at: 14, .. })
+    ));
+    // An unknown reply that would read back as a known one:
+    let Reply::Unknown { .. } = Reply::parse_payload(b"\x15").unwrap() else {
+        panic!("0x15 is not a reply opcode");
     };
-    assert_eq!(bad.encode(&mut out), Err(Error::InvalidUtf8));
+    for known in [0x13u8, 0x1f, b'h'] {
+        let mut reply = Reply::parse_payload(b"\x15").unwrap();
+        if let Reply::Unknown { opcode, .. } = &mut reply {
+            *opcode = known;
+        }
+        assert!(matches!(
+            reply.encode_frame(&mut out),
+            Err(Error::InvalidOpcode { opcode, .. }) if opcode == known
+        ));
+    }
     assert!(out.is_empty(), "nothing written on error");
 }

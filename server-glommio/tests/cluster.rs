@@ -152,7 +152,7 @@ fn shorty_nodes_over_a_redis_cluster() {
                     let url = format!("https://example.com/failover/{w}/{i}");
                     conn.send(Request::Shorten(url.as_bytes()));
                     match conn.read_frame_within(Duration::from_secs(10)) {
-                        Read2::Frame(p) => match Reply::decode(p).unwrap() {
+                        Read2::Frame(p) => match Reply::decode_payload(p).unwrap() {
                             Reply::Shortened(short) => {
                                 let short = String::from_utf8(short.to_vec()).unwrap();
                                 acked

@@ -300,10 +300,10 @@ impl Connection {
             // owed, and close.
             shard.metrics().request(self.proto(), Op::Other, 408);
             match self.kind {
-                Kind::Framed => self.out.push(&Reply::Error {
-                    code: ErrorCode::TIMEOUT,
-                    message: &b"frame not completed within the frame timeout"[..],
-                }),
+                Kind::Framed => self.out.push(&Reply::error(
+                    ErrorCode::TIMEOUT,
+                    &b"frame not completed within the frame timeout"[..],
+                )),
                 Kind::Http(_) => self.out.push_with(|dst| {
                     http::write(
                         dst,

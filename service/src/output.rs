@@ -16,7 +16,7 @@ use std::collections::VecDeque;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
-use shorty_protocol::Reply;
+use shorty_protocol::{ErrorCode, Reply};
 
 /// Output bytes a waiting SHORTEN (or `--delay` hold) counts as until it
 /// is encoded: a short URL's reply, generously.
@@ -120,14 +120,7 @@ impl Output {
 
     /// Appends an encoded reply behind everything queued.
     pub fn push<B: AsRef<[u8]>>(&mut self, reply: &Reply<B>) {
-        self.push_with(|dst| {
-            dst.reserve(reply.encoded_len());
-            // Replies built by the core are valid by construction; a failure
-            // would be a bug, and dropping the reply would desynchronise the
-            // client, so it is surfaced in debug builds.
-            let encoded = reply.encode(dst);
-            debug_assert!(encoded.is_ok(), "the core built an unencodable reply");
-        });
+        self.push_with(|dst| encode_reply(reply, dst));
     }
 
     /// Queues a reply that waits, counted as `cost` bytes against the cap
@@ -221,6 +214,18 @@ impl Output {
     }
 }
 
+/// Appends `reply` as one frame. Replies built by the core are valid by
+/// construction, but one the protocol crate refuses (say, a stored URL with
+/// a control byte, which no reply may carry) is answered `ERROR 500` in its
+/// place: dropping it would desynchronise the client's replies.
+pub(crate) fn encode_reply<B: AsRef<[u8]>>(reply: &Reply<B>, dst: &mut BytesMut) {
+    dst.reserve(reply.frame_len());
+    if reply.encode_frame(dst).is_err() {
+        let internal = Reply::error(ErrorCode::INTERNAL, &b"the reply could not be encoded"[..]);
+        let _ = internal.encode_frame(dst);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -246,6 +251,25 @@ mod tests {
         assert_eq!(&out.take_ready().unwrap()[..], b"w\x02\x00\x00\x00\x122");
         assert_eq!(out.queued_bytes(), 0);
         assert!(out.is_empty());
+    }
+
+    #[test]
+    fn a_reply_the_protocol_refuses_is_answered_internal_in_its_place() {
+        let mut out = Output::new();
+        out.push(&Reply::Resolved(&b"https://e.com/\x01"[..]));
+        out.push(&Reply::Pong(&b"next"[..]));
+        let mut wire = BytesMut::from(&out.take_ready().unwrap()[..]);
+        let decoder = shorty_protocol::frame::FrameDecoder::new();
+        let mut replies = Vec::new();
+        while let shorty_protocol::frame::Status::Complete(p) = decoder.decode(&mut wire).unwrap() {
+            replies.push(Reply::decode_payload(p).unwrap());
+        }
+        assert_eq!(replies.len(), 2, "one reply per request, still in step");
+        assert_eq!(
+            replies[0].as_error().map(|e| e.0),
+            Some(ErrorCode::INTERNAL)
+        );
+        assert_eq!(replies[1], Reply::Pong(Bytes::from_static(b"next")));
     }
 
     #[test]

@@ -17,7 +17,7 @@ use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use shorty_protocol::frame::{parse_frame, Status};
-use shorty_protocol::{ErrorCode, Reply, Request, ServerInfo, PROTOCOL_VERSION};
+use shorty_protocol::{ErrorCode, Reply, Request, ServerInfo, PROTOCOL_V1};
 use slab::Slab;
 
 use crate::cache::UrlCache;
@@ -238,10 +238,7 @@ pub struct Shard {
 }
 
 fn error(code: ErrorCode, message: &str) -> Reply<&[u8]> {
-    Reply::Error {
-        code,
-        message: message.as_bytes(),
-    }
+    Reply::error(code, message.as_bytes())
 }
 
 impl Shard {
@@ -382,7 +379,7 @@ impl Shard {
 
     /// Handles one frame payload.
     fn handle_payload(&mut self, conn: u32, payload: &[u8], out: &mut Output, now: Instant) {
-        let request = match Request::parse(payload) {
+        let request = match Request::parse_payload(payload) {
             Ok(request) => request,
             Err(err) => {
                 self.metrics()
@@ -400,21 +397,23 @@ impl Shard {
                 out.push(&Reply::Pong(body));
                 (Op::Ping, 0)
             }
-            Request::Hello { version: 0 } => {
+            Request::Hello { version: 0, .. } => {
                 out.push(&error(
                     ErrorCode::UNSUPPORTED_VERSION,
                     "this server speaks protocol version 1",
                 ));
                 (Op::Hello, ErrorCode::UNSUPPORTED_VERSION.0)
             }
-            Request::Hello { version } => {
+            Request::Hello { version, .. } => {
                 let settings = &self.shared.settings;
                 let clamp = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
-                out.push(&Reply::<&[u8]>::Hello(ServerInfo {
-                    version: version.min(PROTOCOL_VERSION),
-                    max_frame_len: clamp(settings.max_frame_len()),
-                    max_url_len: clamp(settings.max_url_bytes),
-                }));
+                // The version this server implements, not the protocol
+                // crate's highest: that grows before the server learns it.
+                out.push(&Reply::<&[u8]>::Hello(ServerInfo::new(
+                    version.min(PROTOCOL_V1),
+                    clamp(settings.max_frame_len()),
+                    clamp(settings.max_url_bytes),
+                )));
                 (Op::Hello, 0)
             }
             // `Request` is non-exhaustive: a kind this version does not
@@ -1143,9 +1142,7 @@ fn log_health(state: &LogState) -> StorageHealth {
 }
 
 fn encode<B: AsRef<[u8]>>(reply: &Reply<B>, dst: &mut BytesMut) {
-    dst.reserve(reply.encoded_len());
-    let encoded = reply.encode(dst);
-    debug_assert!(encoded.is_ok(), "the core built an unencodable reply");
+    crate::output::encode_reply(reply, dst);
 }
 
 /// A valid `Date` until the runtime sets the real one.

@@ -41,7 +41,7 @@ fn a_code_the_key_directory_already_holds_is_never_acknowledged() {
     let mut conn = Connection::new(1, Kind::Framed, now);
     let mut wire = Vec::new();
     for url in [&b"https://e.com/first"[..], b"https://e.com/second"] {
-        Request::Shorten(url).encode(&mut wire).unwrap();
+        Request::Shorten(url).encode_frame(&mut wire).unwrap();
     }
     conn.handle_input(&mut shard, &wire, now);
     // While the two records are written, another link takes the code of
@@ -61,7 +61,7 @@ fn a_code_the_key_directory_already_holds_is_never_acknowledged() {
         .decode(&mut bytes)
         .unwrap()
     {
-        replies.push(Reply::decode(p).unwrap());
+        replies.push(Reply::decode_payload(p).unwrap());
     }
     assert_eq!(replies.len(), 2, "{replies:?}");
     assert!(

@@ -40,7 +40,7 @@ fn rig() -> Rig {
 fn wire(requests: &[Request<&[u8]>]) -> Vec<u8> {
     let mut out = Vec::new();
     for r in requests {
-        r.encode(&mut out).unwrap();
+        r.encode_frame(&mut out).unwrap();
     }
     out
 }
@@ -104,7 +104,7 @@ impl Rig {
             .decode(&mut bytes)
             .unwrap()
         {
-            out.push(Reply::decode(p).unwrap());
+            out.push(Reply::decode_payload(p).unwrap());
         }
         out
     }

@@ -92,11 +92,8 @@ async fn refuse<R: Runtime, C: Socket>(core: &Core<R>, mut conn: C, kind: Kind) 
     let message = "the server is at its connection limit (--max-connections); retry later";
     match kind {
         Kind::Framed => {
-            let _ = Reply::Error {
-                code: ErrorCode::OVERLOADED,
-                message: message.as_bytes(),
-            }
-            .encode(&mut bytes);
+            let _ =
+                Reply::error(ErrorCode::OVERLOADED, message.as_bytes()).encode_frame(&mut bytes);
         }
         Kind::Http(_) => {
             let mut out = bytes::BytesMut::new();

@@ -31,12 +31,12 @@ struct Store {
 fn encode(reply: &Reply<&[u8]>) -> Bytes {
     // The reply without its frame header: the codec adds the length.
     let mut out = BytesMut::new();
-    let _ = reply.encode(&mut out);
+    let _ = reply.encode_frame(&mut out);
     out.split_off(4).freeze()
 }
 
 fn handle(store: &Store, public: &str, payload: &[u8]) -> Bytes {
-    match Request::parse(payload) {
+    match Request::parse_payload(payload) {
         Ok(Request::Shorten(url)) | Ok(Request::Bare(url)) => {
             let id = store.next.fetch_add(1, Ordering::Relaxed);
             store
@@ -54,17 +54,17 @@ fn handle(store: &Store, public: &str, payload: &[u8]) -> Bytes {
             let urls = store.urls.lock().unwrap_or_else(|p| p.into_inner());
             match id.and_then(|id| urls.get(&id)) {
                 Some(url) => encode(&Reply::Resolved(&url[..])),
-                None => encode(&Reply::Error {
-                    code: ErrorCode::NOT_FOUND,
-                    message: b"no URL is stored under this code",
-                }),
+                None => encode(&Reply::error(
+                    ErrorCode::NOT_FOUND,
+                    b"no URL is stored under this code",
+                )),
             }
         }
         Ok(Request::Ping(body)) => encode(&Reply::Pong(body)),
-        _ => encode(&Reply::Error {
-            code: ErrorCode::MALFORMED,
-            message: b"not supported by the baseline",
-        }),
+        _ => encode(&Reply::error(
+            ErrorCode::MALFORMED,
+            b"not supported by the baseline",
+        )),
     }
 }
 

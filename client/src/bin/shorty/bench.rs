@@ -170,7 +170,7 @@ impl Shared {
             } else {
                 Request::Shorten(url.as_bytes())
             };
-            let _ = request.encode(out);
+            let _ = request.encode_frame(out);
             if self.legacy {
                 Expect::Bare
             } else {
@@ -181,7 +181,7 @@ impl Shared {
             // export, consecutive codes would also be consecutive on disk.
             let mix = ((agent as u64) << 40 ^ seq).wrapping_mul(0x9E37_79B9_7F4A_7C15);
             let code = &self.codes[((mix >> 16) % self.codes.len() as u64) as usize];
-            let _ = Request::Resolve(code.as_bytes()).encode(out);
+            let _ = Request::Resolve(code.as_bytes()).encode_frame(out);
             Expect::Resolved
         }
     }
@@ -469,7 +469,7 @@ async fn read_reply(stream: &mut TcpStream, buf: &mut BytesMut) -> Result<Reply,
     loop {
         match decoder.decode(buf).map_err(|e| format!("protocol {e}"))? {
             Status::Complete(payload) => {
-                return Reply::decode(payload).map_err(|e| format!("protocol {e}"))
+                return Reply::decode_payload(payload).map_err(|e| format!("protocol {e}"))
             }
             Status::Partial { .. } => {
                 let n = stream
@@ -531,7 +531,7 @@ async fn pipeline_agent(
             let Some((sent, expect)) = in_flight.pop_front() else {
                 return Err("reply without a request".into());
             };
-            let reply = Reply::decode(payload).map_err(|e| format!("protocol {e}"))?;
+            let reply = Reply::decode_payload(payload).map_err(|e| format!("protocol {e}"))?;
             match check(&reply, expect) {
                 Ok(()) => {
                     let _ = histogram.record(sent.elapsed().as_micros() as u64);
