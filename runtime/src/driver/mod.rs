@@ -67,6 +67,9 @@ pub trait Conn: 'static {
     /// Polls the write in flight; `Ready(Ok(()))` once it is all written
     /// (at once when none is in flight).
     fn poll_write(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+    /// Shuts down the sending side (a FIN after what was written), keeping
+    /// the receiving side open: the start of a lingering close.
+    fn poll_shutdown_write(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
     /// Closes both directions and waits for any operation in flight to end.
     fn close(self) -> impl Future<Output = ()>;
 }
