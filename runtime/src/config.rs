@@ -753,4 +753,29 @@ mod tests {
         assert!(help.contains("FOR BENCHMARKS ONLY"));
         assert!(help.contains("SHORTY_LISTEN"));
     }
+
+    #[test]
+    fn query_forwarding_is_on_unless_turned_off() {
+        let forward = |args: &[&str]| {
+            let c = cli(args).unwrap().serve;
+            c.settings(c.public_url(None)).forward_query
+        };
+        assert!(forward(&[]));
+        assert!(forward(&["--forward-query"]));
+        assert!(forward(&["--forward-query", "true"]));
+        assert!(!forward(&["--forward-query", "false"]));
+        assert!(!forward(&["--forward-query=false"]));
+        assert!(cli(&["--forward-query", "maybe"]).is_err());
+        let s = {
+            let c = cli(&["--http-linger-bytes", "4096", "--http-linger-timeout", "1s"])
+                .unwrap()
+                .serve;
+            c.settings(c.public_url(None))
+        };
+        assert_eq!(
+            (s.http_linger_bytes, s.http_linger_timeout),
+            (4096, Duration::from_secs(1))
+        );
+        assert!(cli(&["--http-linger-bytes", "0"]).is_err());
+    }
 }
