@@ -8,7 +8,9 @@
 //! ([`wants_read`](Connection::wants_read)), arms the core's timer with
 //! [`poll_timeout`](Connection::poll_timeout) and reports it with
 //! [`handle_timeout`](Connection::handle_timeout), and closes the socket
-//! once [`is_closed`](Connection::is_closed). Everything else lives here:
+//! once [`is_closed`](Connection::is_closed) (first shutting down the
+//! write side when [`poll_shutdown`](Connection::poll_shutdown) asks for a
+//! lingering close). Everything else lives here:
 //! request order and pipelining, every timeout (idle, frame or HTTP head,
 //! write stall, the wait for durability or a read), close-after-error, the
 //! `--delay` demo, and back-pressure.

@@ -24,13 +24,19 @@ use std::fmt::Write as _;
 /// Whether byte `b` may stand for itself in a query (RFC 3986 §3.4:
 /// `pchar / "/" / "?"`, `%` handled by the caller).
 fn query_safe(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/?".contains(&b)
+    matches!(b, b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~'
+        | b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*' | b'+' | b',' | b';' | b'='
+        | b':' | b'@' | b'/' | b'?')
 }
 
 /// Appends `raw` to `out`, percent-encoding what a query may not hold. A
 /// `%` that starts a valid escape is kept; any other is encoded.
 fn push_escaped(out: &mut String, raw: &str) {
     let bytes = raw.as_bytes();
+    // The usual parameter (`utm_source=mail`) needs no escaping at all.
+    if bytes.iter().all(|&b| query_safe(b)) {
+        return out.push_str(raw);
+    }
     for (i, &b) in bytes.iter().enumerate() {
         let escape = b == b'%'
             && bytes
@@ -45,9 +51,14 @@ fn push_escaped(out: &mut String, raw: &str) {
     }
 }
 
-/// The decoded name of one `name=value` pair.
+/// The decoded name of one `name=value` pair (`+` is a space, as forms
+/// encode it).
 fn name(pair: &str) -> Cow<'_, str> {
-    url::form_urlencoded::parse(pair.as_bytes())
+    let raw = pair.split_once('=').map_or(pair, |(name, _)| name);
+    if !raw.bytes().any(|b| b == b'%' || b == b'+') {
+        return raw.into();
+    }
+    url::form_urlencoded::parse(raw.as_bytes())
         .next()
         .map(|(name, _)| name)
         .unwrap_or_default()
@@ -80,41 +91,30 @@ pub fn merge<'a>(
     };
     let (base, fragment) = target.split_at(target.find('#').unwrap_or(target.len()));
     let own = base.split_once('?').map(|(_, query)| query);
-    let taken: Vec<Cow<'_, str>> = own
-        .map(|query| {
-            query
-                .split('&')
-                .filter(|p| !p.is_empty())
-                .map(name)
-                .collect()
-        })
-        .unwrap_or_default();
-    let mut added = String::new();
-    for pair in visitor.split('&').filter(|p| !p.is_empty()) {
-        if taken.contains(&name(pair)) {
-            continue;
-        }
-        if !added.is_empty() {
-            added.push('&');
-        }
-        push_escaped(&mut added, pair);
-    }
-    if added.is_empty() {
-        return target.into();
-    }
-    let separator = match own {
+    // Queries are short: comparing each pair with the target's few is
+    // cheaper than collecting the target's names.
+    let taken = |wanted: &str| {
+        own.is_some_and(|query| query.split('&').any(|p| !p.is_empty() && name(p) == wanted))
+    };
+    let mut url = String::with_capacity(target.len() + visitor.len() + 2);
+    url.push_str(base);
+    let mut separator = match own {
         None => "?",
         Some(query) if query.is_empty() || query.ends_with('&') => "",
         Some(_) => "&",
     };
-    let len = base.len() + separator.len() + added.len() + fragment.len();
-    if len > max_len {
+    for pair in visitor.split('&').filter(|p| !p.is_empty()) {
+        if taken(&name(pair)) {
+            continue;
+        }
+        url.push_str(separator);
+        separator = "&";
+        push_escaped(&mut url, pair);
+    }
+    if url.len() == base.len() || url.len() + fragment.len() > max_len {
+        // Nothing to add, or too long: the target as it is.
         return target.into();
     }
-    let mut url = String::with_capacity(len);
-    url.push_str(base);
-    url.push_str(separator);
-    url.push_str(&added);
     url.push_str(fragment);
     url.into()
 }
