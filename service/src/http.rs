@@ -3,7 +3,9 @@
 //! does is decided in [`crate::shard`].
 //!
 //! Limits, all configuration: `--http-max-head-bytes` (8 KiB) and
-//! `--http-max-headers` (32), answered with 431 and a close;
+//! `--http-max-headers` (32), answered with 431 (414 when the request line
+//! alone is over the limit) and a close, lingering (see
+//! [`crate::connection`]);
 //! `--http-header-timeout` (10 s) for a head to arrive once begun, answered
 //! with 408 and a close.
 //!
