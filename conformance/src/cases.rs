@@ -678,7 +678,7 @@ pub fn http_bad_requests_are_answered_and_closed(bin: &Path) {
         format!("GET /{} HTTP/1.1\r\n", "z".repeat(1500)).as_bytes(),
         1,
     );
-    assert_eq!(responses[0].0, 431);
+    assert_eq!(responses[0].0, 414, "the request line alone is too long");
     let many: String = (0..20).map(|i| format!("X-{i}: v\r\n")).collect();
     let (responses, _) = raw_http(
         &server,
@@ -1140,6 +1140,184 @@ pub fn http_requests_a_proxy_could_misread_are_refused(bin: &Path) {
     assert!(responses[0]
         .1
         .contains(&("cache-control".into(), "no-store".into())));
+}
+
+// --- The public front as browsers, proxies and campaign tools use it
+// (issue 24): query forwarding, absolute-form targets, readable 414/431.
+
+/// The `Location` of one raw request's response, with its status.
+fn location_of(server: &Server, request: &str) -> (u16, Option<String>) {
+    let (responses, _) = raw_http(server, request.as_bytes(), 1);
+    let (status, headers, _) = responses.into_iter().next().expect("a response");
+    let location = headers
+        .into_iter()
+        .find(|(n, _)| n == "location")
+        .map(|(_, v)| v);
+    (status, location)
+}
+
+/// `GET /CODE?QUERY` forwards the visitor's query into the redirect by
+/// default: appended to the URL's own query, a name the URL already has
+/// keeps the URL's value, the URL's fragment stays last. `--forward-query
+/// false` redirects to the URL as stored.
+pub fn http_redirects_forward_the_visitors_query(bin: &Path) {
+    let dir = tmp();
+    let server = Server::start(bin, dir.path(), &[]);
+    let mut conn = server.connect();
+    let with_query =
+        code_of(&conn.shorten("https://example.com/p?utm_source=site&id=7#top")).to_owned();
+    let plain = code_of(&conn.shorten("https://example.com/q")).to_owned();
+    let get = |code: &str, query: &str| {
+        location_of(
+            &server,
+            &format!("GET /{code}{query} HTTP/1.1\r\nHost: s\r\n\r\n"),
+        )
+    };
+    assert_eq!(
+        get(&with_query, "?utm_source=mail&utm_medium=email"),
+        (
+            302,
+            Some("https://example.com/p?utm_source=site&id=7&utm_medium=email#top".into())
+        ),
+        "clash: the URL's value stays; fragment kept"
+    );
+    assert_eq!(
+        get(&plain, "?utm_source=mail&x=%C3%A9"),
+        (
+            302,
+            Some("https://example.com/q?utm_source=mail&x=%C3%A9".into())
+        )
+    );
+    assert_eq!(
+        get(&plain, ""),
+        (302, Some("https://example.com/q".into())),
+        "no query, nothing added"
+    );
+    drop(server);
+    let server = Server::start(bin, dir.path(), &["--forward-query", "false"]);
+    let get = |code: &str, query: &str| {
+        location_of(
+            &server,
+            &format!("GET /{code}{query} HTTP/1.1\r\nHost: s\r\n\r\n"),
+        )
+    };
+    assert_eq!(
+        get(&with_query, "?utm_medium=email"),
+        (
+            302,
+            Some("https://example.com/p?utm_source=site&id=7#top".into())
+        ),
+        "forwarding off"
+    );
+    assert_eq!(
+        get(&plain, "?a=1"),
+        (302, Some("https://example.com/q".into()))
+    );
+}
+
+/// An absolute-form request target (`GET http://host/CODE`, RFC 9112
+/// §3.2.2) is served by its path; an authority that is not one is 400.
+pub fn http_absolute_form_targets_are_served(bin: &Path) {
+    let dir = tmp();
+    let server = Server::start(bin, dir.path(), &[]);
+    let code = code_of(&server.connect().shorten("https://example.com/abs")).to_owned();
+    let host = server.http_addr();
+    assert_eq!(
+        location_of(
+            &server,
+            &format!("GET http://{host}/{code} HTTP/1.1\r\nHost: {host}\r\n\r\n")
+        ),
+        (302, Some("https://example.com/abs".into()))
+    );
+    assert_eq!(
+        location_of(
+            &server,
+            &format!("HEAD HTTP://other.example/{code}?a=1 HTTP/1.1\r\nHost: {host}\r\n\r\n")
+        ),
+        (302, Some("https://example.com/abs?a=1".into())),
+        "any authority, as any Host is; the query forwarded"
+    );
+    assert_eq!(
+        location_of(
+            &server,
+            &format!("GET http://{host}/healthz HTTP/1.1\r\nHost: {host}\r\n\r\n")
+        )
+        .0,
+        200
+    );
+    for bad in [
+        format!("GET http:///{code} HTTP/1.1\r\nHost: {host}\r\n\r\n"),
+        format!("GET http://user@{host}/{code} HTTP/1.1\r\nHost: {host}\r\n\r\n"),
+    ] {
+        let (responses, mut stream) = raw_http(&server, bad.as_bytes(), 1);
+        assert_eq!(responses[0].0, 400, "{bad}");
+        assert!(closes(&mut stream));
+    }
+}
+
+/// A plain socket client that sends a 100 KB request line gets 414, and
+/// 100 KB of headers 431, and reads it to a clean end of stream: the
+/// server shuts its sending side and drains what is still arriving instead
+/// of closing on unread bytes, which makes the kernel send a reset (the
+/// client then sees `ECONNRESET`, and on a real network may lose the
+/// response). Bounded: past `--http-linger-bytes` the server closes.
+pub fn http_oversized_requests_are_read_before_the_close(bin: &Path) {
+    use std::io::{Read, Write};
+    let dir = tmp();
+    let server = Server::start(bin, dir.path(), &["--http-linger-bytes", "300000"]);
+    let line = format!("GET /{} HTTP/1.1\r\nHost: s\r\n\r\n", "a".repeat(100_000));
+    let headers: String = (0..100)
+        .map(|i| format!("X-{i}: {}\r\n", "v".repeat(1000)))
+        .collect();
+    let headers = format!("GET / HTTP/1.1\r\nHost: s\r\n{headers}\r\n");
+    for (request, status) in [(line, 414), (headers, 431)] {
+        let mut stream = std::net::TcpStream::connect(server.http_addr()).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        stream
+            .write_all(request.as_bytes())
+            .unwrap_or_else(|e| panic!("{status}: the server reset while the client sent: {e}"));
+        let mut received = Vec::new();
+        let end = loop {
+            let mut chunk = [0u8; 4096];
+            match stream.read(&mut chunk) {
+                Ok(0) => break Ok(()),
+                Ok(n) => received.extend_from_slice(&chunk[..n]),
+                Err(e) => break Err(e),
+            }
+        };
+        let text = String::from_utf8_lossy(&received);
+        assert!(
+            text.starts_with(&format!("HTTP/1.1 {status} ")),
+            "{status}: got {text:?}"
+        );
+        assert!(text.contains("Connection: close\r\n"));
+        end.unwrap_or_else(|e| panic!("{status}: the response ended in {e}, not a clean close"));
+    }
+    // The bound: a client that keeps sending is closed on, and the server
+    // goes on serving.
+    let mut stream = std::net::TcpStream::connect(server.http_addr()).unwrap();
+    stream
+        .set_write_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let chunk = vec![b'a'; 64 * 1024];
+    stream.write_all(b"GET /").unwrap();
+    let mut sent = 0usize;
+    while sent < 8 << 20 {
+        match stream.write(&chunk) {
+            Ok(n) => sent += n,
+            Err(_) => break,
+        }
+    }
+    assert!(
+        sent < 8 << 20,
+        "the server drained {sent} bytes without closing"
+    );
+    assert_eq!(
+        location_of(&server, "GET /healthz HTTP/1.1\r\nHost: s\r\n\r\n").0,
+        200
+    );
 }
 
 /// `export` (even from a running server's directory) and `import` into a

@@ -66,6 +66,10 @@ macro_rules! suite {
             a_peer_that_never_reads_is_closed_and_others_are_served,
             clients_beyond_the_limit_are_told_after_the_queue_timeout,
             a_core_accepts_more_connections_than_a_counter_holds,
+            // The public front (issue 24).
+            http_redirects_forward_the_visitors_query,
+            http_absolute_form_targets_are_served,
+            http_oversized_requests_are_read_before_the_close,
         );
     };
     (@cases $binary:expr; $($case:ident),* $(,)?) => {

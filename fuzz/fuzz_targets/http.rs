@@ -78,6 +78,9 @@ fuzz_target!(|input: Input| {
             out.extend_from_slice(&bytes);
             conn.transmitted();
         }
+        // A refusal ends in a lingering close: what arrives after it is
+        // read and discarded, never answered.
+        conn.poll_shutdown(&settings, t);
         if conn.is_closed() {
             break;
         }

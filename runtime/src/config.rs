@@ -19,7 +19,9 @@ use std::time::Duration;
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use shorty_service::log::record::MAX_URL_IN_RECORD;
 use shorty_service::log::{LogConfig, SyncPolicy};
-use shorty_service::settings::{Settings, FRAME_OVERHEAD, MAX_HEADERS_CAP};
+use shorty_service::settings::{
+    Settings, DEFAULT_HTTP_LINGER_BYTES, FRAME_OVERHEAD, MAX_HEADERS_CAP,
+};
 use url::Url;
 
 /// Smallest `--segment-bytes`.
@@ -154,6 +156,14 @@ pub struct ServeArgs {
     #[arg(long, env = "SHORTY_REDIRECT_STATUS", default_value_t = 302, value_parser = parse_redirect_status)]
     pub redirect_status: u16,
 
+    /// Forward a visitor's query into the redirect: `GET /CODE?utm_source=x`
+    /// goes to the link's URL with `utm_source=x` appended (a name the URL
+    /// already has keeps the URL's value; its fragment stays). `false` to
+    /// redirect to the URL as stored.
+    #[arg(long, env = "SHORTY_FORWARD_QUERY", default_value_t = true, action = clap::ArgAction::Set,
+          num_args = 0..=1, default_missing_value = "true", value_parser = clap::value_parser!(bool))]
+    pub forward_query: bool,
+
     /// Largest HTTP request head (request line and headers) accepted, in
     /// bytes; larger ones get 431 and a close.
     #[arg(long, env = "SHORTY_HTTP_MAX_HEAD_BYTES", default_value_t = 8192, value_parser = clap::value_parser!(u32).range(256..=1_048_576))]
@@ -167,6 +177,18 @@ pub struct ServeArgs {
     /// this time, or the server answers 408 and closes (slowloris defence).
     #[arg(long, env = "SHORTY_HTTP_HEADER_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub http_header_timeout: Duration,
+
+    /// After refusing a request (414, 431, 400, 408) the server answers,
+    /// shuts its sending side, and reads and discards at most this many
+    /// more bytes before closing, so the client reads the answer instead of
+    /// a connection reset (lingering close).
+    #[arg(long, env = "SHORTY_HTTP_LINGER_BYTES", default_value_t = DEFAULT_HTTP_LINGER_BYTES as u32, value_parser = clap::value_parser!(u32).range(1..=1_073_741_824))]
+    pub http_linger_bytes: u32,
+
+    /// How long such a lingering close waits at most for the client to
+    /// close.
+    #[arg(long, env = "SHORTY_HTTP_LINGER_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub http_linger_timeout: Duration,
 
     /// Directory of the durable log and the code key (created if missing).
     #[arg(long, env = "SHORTY_DATA_DIR", default_value = "./shorty-data")]
@@ -418,12 +440,15 @@ impl ServeArgs {
         Settings {
             public_url,
             redirect_status: self.redirect_status,
+            forward_query: self.forward_query,
             max_url_bytes: self.max_url_bytes as usize,
             http_max_head_bytes: self.http_max_head_bytes as usize,
             http_max_headers: self.http_max_headers as usize,
             idle_timeout: self.idle_timeout,
             frame_timeout: self.frame_timeout,
             http_header_timeout: self.http_header_timeout,
+            http_linger_bytes: self.http_linger_bytes as usize,
+            http_linger_timeout: self.http_linger_timeout,
             write_timeout: self.write_timeout,
             delay: self.delay,
             commit_timeout: self.commit_timeout,
@@ -728,5 +753,30 @@ mod tests {
         }
         assert!(help.contains("FOR BENCHMARKS ONLY"));
         assert!(help.contains("SHORTY_LISTEN"));
+    }
+
+    #[test]
+    fn query_forwarding_is_on_unless_turned_off() {
+        let forward = |args: &[&str]| {
+            let c = cli(args).unwrap().serve;
+            c.settings(c.public_url(None)).forward_query
+        };
+        assert!(forward(&[]));
+        assert!(forward(&["--forward-query"]));
+        assert!(forward(&["--forward-query", "true"]));
+        assert!(!forward(&["--forward-query", "false"]));
+        assert!(!forward(&["--forward-query=false"]));
+        assert!(cli(&["--forward-query", "maybe"]).is_err());
+        let s = {
+            let c = cli(&["--http-linger-bytes", "4096", "--http-linger-timeout", "1s"])
+                .unwrap()
+                .serve;
+            c.settings(c.public_url(None))
+        };
+        assert_eq!(
+            (s.http_linger_bytes, s.http_linger_timeout),
+            (4096, Duration::from_secs(1))
+        );
+        assert!(cli(&["--http-linger-bytes", "0"]).is_err());
     }
 }

@@ -72,6 +72,11 @@ impl Socket for GlommioConn {
         Poll::Ready(Ok(()))
     }
 
+    fn poll_shutdown_write(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // glommio's `poll_close` is `shutdown(Write)`.
+        Pin::new(&mut self.stream).poll_close(cx)
+    }
+
     async fn close(self) {
         // glommio cancels an operation whose future is dropped, so nothing
         // is left in flight: dropping the socket closes it.

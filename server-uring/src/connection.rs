@@ -276,6 +276,11 @@ impl Socket for UringConn {
         Poll::Ready(Ok(()))
     }
 
+    fn poll_shutdown_write(&mut self, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // shutdown(2) does not block: no ring operation needed.
+        Poll::Ready(self.stream.shutdown(Shutdown::Write))
+    }
+
     async fn close(mut self) {
         if self.recv.is_none() && self.send.is_none() {
             // Nothing in flight (the peer closed first, the usual end):

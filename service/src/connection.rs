@@ -8,7 +8,9 @@
 //! ([`wants_read`](Connection::wants_read)), arms the core's timer with
 //! [`poll_timeout`](Connection::poll_timeout) and reports it with
 //! [`handle_timeout`](Connection::handle_timeout), and closes the socket
-//! once [`is_closed`](Connection::is_closed). Everything else lives here:
+//! once [`is_closed`](Connection::is_closed) (first shutting down the
+//! write side when [`poll_shutdown`](Connection::poll_shutdown) asks for a
+//! lingering close). Everything else lives here:
 //! request order and pipelining, every timeout (idle, frame or HTTP head,
 //! write stall, the wait for durability or a read), close-after-error, the
 //! `--delay` demo, and back-pressure.
@@ -55,6 +57,15 @@ enum State {
     /// the peer's end of stream, an error reply, a request timeout, or at
     /// shutdown).
     Draining,
+    /// Everything is written and the write side shut down: read and
+    /// discard what the peer still sends, until it closes, `left` more
+    /// bytes arrive, or `until` (lingering close).
+    Lingering {
+        /// When to stop waiting for the peer's close.
+        until: Instant,
+        /// Bytes still to discard before giving up.
+        left: usize,
+    },
     /// Close now, dropping what is queued (idle, write stall, transport
     /// failure).
     Closed,
@@ -94,6 +105,9 @@ pub struct Connection {
     /// Since when the write in flight has been (its bytes are counted by
     /// `out`).
     writing: Option<Instant>,
+    /// Once drained, shut down the write side and linger rather than
+    /// close: the server is closing while the peer may still be sending.
+    linger: bool,
 }
 
 impl Connection {
@@ -110,6 +124,7 @@ impl Connection {
             request_started: None,
             last_input: now,
             writing: None,
+            linger: false,
         }
     }
 
@@ -140,6 +155,9 @@ impl Connection {
     /// Records what handling the input amounted to.
     fn after_input(&mut self, outcome: &InputOutcome, rest: usize, now: Instant) {
         if outcome.close {
+            // Input left unread (a refused head, bytes after a last
+            // request) means the peer is likely still sending.
+            self.linger_if(rest > 0 || outcome.mid_frame);
             self.state = State::Draining;
             self.input = Vec::new();
             self.held = false;
@@ -156,8 +174,29 @@ impl Connection {
         };
     }
 
+    /// Chooses a lingering close for an HTTP connection the server closes
+    /// while the peer may still be sending. Closing with unread bytes in
+    /// the socket makes the kernel answer with a reset, which can destroy
+    /// the response before the client reads it (a 414 after a 100 KB
+    /// request line); nginx's `lingering_close` is the same remedy. The
+    /// framed protocol's clients read replies as they go, so it closes at
+    /// once.
+    fn linger_if(&mut self, peer_may_send: bool) {
+        if peer_may_send && matches!(self.kind, Kind::Http(_)) {
+            self.linger = true;
+        }
+    }
+
     /// Bytes from the peer.
     pub fn handle_input(&mut self, shard: &mut Shard, bytes: &[u8], now: Instant) {
+        if let State::Lingering { until, left } = self.state {
+            // Discarded: only their count matters.
+            match left.checked_sub(bytes.len()) {
+                Some(left) if left > 0 => self.state = State::Lingering { until, left },
+                _ => self.close(CloseReason::Drained),
+            }
+            return;
+        }
         if self.state != State::Open || bytes.is_empty() {
             return;
         }
@@ -195,6 +234,9 @@ impl Connection {
 
     /// The peer closed its sending side: answer what was asked, then close.
     pub fn handle_eof(&mut self) {
+        if matches!(self.state, State::Lingering { .. }) {
+            return self.close(CloseReason::Drained);
+        }
         if self.state == State::Open {
             self.state = State::Draining;
             if !self.held {
@@ -234,6 +276,28 @@ impl Connection {
         Some(bytes)
     }
 
+    /// `true` once, when the I/O loop should shut down the socket's write
+    /// side (everything is written, the peer may still be sending) and go
+    /// on reading: the connection then discards what arrives, and closes
+    /// at the peer's end of stream or after `--http-linger-bytes` or
+    /// `--http-linger-timeout`, whichever comes first.
+    pub fn poll_shutdown(&mut self, settings: &Settings, now: Instant) -> bool {
+        if self.state != State::Draining
+            || !self.linger
+            || !self.out.is_empty()
+            || self.writing.is_some()
+            || self.held
+        {
+            return false;
+        }
+        self.linger = false;
+        self.state = State::Lingering {
+            until: now + settings.http_linger_timeout,
+            left: settings.http_linger_bytes.max(1),
+        };
+        true
+    }
+
     /// The write handed out by [`poll_transmit`](Self::poll_transmit)
     /// completed.
     pub fn transmitted(&mut self) {
@@ -244,7 +308,10 @@ impl Connection {
     /// `true` when the I/O loop should read: open, not held back by the
     /// output cap.
     pub fn wants_read(&self, settings: &Settings) -> bool {
-        self.state == State::Open && !self.held && self.committed() < settings.max_output_bytes
+        matches!(self.state, State::Lingering { .. })
+            || (self.state == State::Open
+                && !self.held
+                && self.committed() < settings.max_output_bytes)
     }
 
     fn request_timeout(&self, settings: &Settings) -> Duration {
@@ -265,8 +332,10 @@ impl Connection {
     /// (or, for a waiting reply's deadline,
     /// [`poll_transmit`](Self::poll_transmit)).
     pub fn poll_timeout(&self, settings: &Settings) -> Option<Instant> {
-        if self.state == State::Closed {
-            return None;
+        match self.state {
+            State::Closed => return None,
+            State::Lingering { until, .. } => return Some(until),
+            _ => {}
         }
         let request = self
             .request_started
@@ -283,6 +352,12 @@ impl Connection {
     /// Applies every timeout due at `now`.
     pub fn handle_timeout(&mut self, shard: &mut Shard, now: Instant) {
         let settings = shard.shared().settings.clone();
+        if let State::Lingering { until, .. } = self.state {
+            if now >= until {
+                self.close(CloseReason::Drained);
+            }
+            return;
+        }
         if self
             .writing
             .is_some_and(|since| now >= since + settings.write_timeout)
@@ -318,6 +393,7 @@ impl Connection {
                     )
                 }),
             }
+            self.linger_if(true);
             self.state = State::Draining;
             self.input = Vec::new();
             self.held = false;
@@ -328,7 +404,9 @@ impl Connection {
     /// Begins shutdown: no more reading; requests already read are
     /// answered, then the connection closes. An idle connection closes now.
     pub fn begin_shutdown(&mut self) {
-        if self.is_idle() {
+        // Lingering is a courtesy the shutdown deadline has no room for.
+        self.linger = false;
+        if self.is_idle() || matches!(self.state, State::Lingering { .. }) {
             return self.close(CloseReason::Drained);
         }
         if self.state == State::Open {
@@ -346,7 +424,8 @@ impl Connection {
             || (self.state == State::Draining
                 && self.out.is_empty()
                 && self.writing.is_none()
-                && !self.held)
+                && !self.held
+                && !self.linger)
     }
 
     /// Why it closed.

@@ -3,7 +3,9 @@
 //! does is decided in [`crate::shard`].
 //!
 //! Limits, all configuration: `--http-max-head-bytes` (8 KiB) and
-//! `--http-max-headers` (32), answered with 431 and a close;
+//! `--http-max-headers` (32), answered with 431 (414 when the request line
+//! alone is over the limit) and a close, lingering (see
+//! [`crate::connection`]);
 //! `--http-header-timeout` (10 s) for a head to arrive once begun, answered
 //! with 408 and a close.
 //!
@@ -60,8 +62,11 @@ pub enum Method {
 pub struct Request<'a> {
     /// Its method.
     pub method: Method,
-    /// The path, without query or fragment.
+    /// The path, without query or fragment (from an absolute-form target,
+    /// its path).
     pub path: &'a str,
+    /// The query, without `?` (and without any fragment), if there is one.
+    pub query: Option<&'a str>,
     /// Whether the connection stays open after the response.
     pub keep_alive: bool,
 }
@@ -101,8 +106,20 @@ pub fn parse<'a>(input: &'a [u8], settings: &Settings) -> Head<'a> {
         Ok(httparse::Status::Partial) if input.len() <= settings.http_max_head_bytes => {
             return Head::Partial
         }
-        // A complete head over the limit, or a partial one already past it.
-        Ok(_) => return refused(431, "request head too large\n"),
+        // A complete head over the limit, or a partial one already past it:
+        // 414 when the request line alone is, so the client learns which
+        // part to shorten.
+        Ok(_) => {
+            let line = input
+                .iter()
+                .position(|&b| b == b'\n')
+                .unwrap_or(input.len());
+            return if line >= settings.http_max_head_bytes {
+                refused(414, "request line (URI) too long\n")
+            } else {
+                refused(431, "request head too large\n")
+            };
+        }
         Err(httparse::Error::TooManyHeaders) => return refused(431, "too many headers\n"),
         Err(err) => return refused(400, &format!("malformed request: {err}\n")),
     };
@@ -147,15 +164,55 @@ pub fn parse<'a>(input: &'a [u8], settings: &Settings) -> Head<'a> {
         _ => Method::Other,
     };
     let target = request.path.unwrap_or("/");
-    let path = target.split(['?', '#']).next().unwrap_or_default();
+    let Some(target) = origin_form(target) else {
+        return refused(400, "invalid absolute-form request target\n");
+    };
+    let target = target.split('#').next().unwrap_or_default();
+    let (path, query) = match target.split_once('?') {
+        Some((path, query)) => (path, Some(query)),
+        None => (target, None),
+    };
     Head::Complete {
         len,
         request: Request {
             method,
             path,
+            query,
             keep_alive,
         },
     }
+}
+
+/// The origin form (path and query) of a request target. An absolute-form
+/// target (`http://host/CODE`, RFC 9112 §3.2.2, sent to proxies and
+/// accepted by every server) gives its path and query; its authority is
+/// judged as `Host` is: any name is accepted (none is routed on), but it
+/// must be one, without user information. `None` for an absolute form
+/// that is not a plain `http` or `https` URL with a host.
+fn origin_form(target: &str) -> Option<&str> {
+    if target.starts_with('/') {
+        return Some(target);
+    }
+    let Some((scheme, rest)) = target.split_once("://") else {
+        // `*` (OPTIONS) or an authority (CONNECT): routed nowhere, as
+        // before.
+        return Some(target);
+    };
+    if !(scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https")) {
+        return None;
+    }
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, rest) = rest.split_at(end);
+    if authority.is_empty() || authority.contains('@') {
+        return None;
+    }
+    // `http://host` and `http://host?q` have an empty path: the root (the
+    // query, if any, stays with it).
+    Some(if rest.starts_with(['/', '?']) {
+        rest
+    } else {
+        "/"
+    })
 }
 
 /// What a request's path asks for.
@@ -199,6 +256,7 @@ pub fn reason(status: u16) -> &'static str {
         404 => "Not Found",
         405 => "Method Not Allowed",
         408 => "Request Timeout",
+        414 => "URI Too Long",
         431 => "Request Header Fields Too Large",
         500 => "Internal Server Error",
         503 => "Service Unavailable",
@@ -307,6 +365,7 @@ mod tests {
                 request: Request {
                     method: Method::Get,
                     path: "/s/abc",
+                    query: Some("x=1"),
                     keep_alive: true
                 }
             }
@@ -319,6 +378,56 @@ mod tests {
             panic!()
         };
         assert!(!request.keep_alive, "HTTP/1.0 closes by default");
+    }
+
+    fn request(input: &[u8]) -> Request<'_> {
+        match parse(input, &settings()) {
+            Head::Complete { request, .. } => request,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn absolute_form_targets_give_their_path_and_query() {
+        let r = request(b"GET http://sho.rt/s/abc?utm=1#f HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert_eq!((r.path, r.query), ("/s/abc", Some("utm=1")));
+        let r = request(b"HEAD HTTPS://Sho.rt:8080/s/abc HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert_eq!((r.path, r.query), ("/s/abc", None));
+        let r = request(b"GET http://sho.rt?q HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert_eq!((r.path, r.query), ("", Some("q")));
+        assert_eq!(
+            request(b"GET http://sho.rt HTTP/1.1\r\nHost: x\r\n\r\n").path,
+            "/"
+        );
+        for bad in [
+            &b"GET http:///s/abc HTTP/1.1\r\nHost: x\r\n\r\n"[..],
+            b"GET http://user@sho.rt/s/abc HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"GET ftp://sho.rt/s/abc HTTP/1.1\r\nHost: x\r\n\r\n",
+        ] {
+            assert_eq!(refused(bad), Some(400), "{}", String::from_utf8_lossy(bad));
+        }
+        assert_eq!(
+            request(b"GET /s/a#x?y HTTP/1.1\r\nHost: x\r\n\r\n").query,
+            None
+        );
+    }
+
+    #[test]
+    fn a_long_request_line_is_414_and_long_headers_431() {
+        let max = settings().http_max_head_bytes;
+        let line = format!("GET /{} HTTP/1.1\r\nHost: a\r\n\r\n", "a".repeat(max));
+        assert_eq!(refused(line.as_bytes()), Some(414), "complete");
+        assert_eq!(refused(&line.as_bytes()[..max + 10]), Some(414), "partial");
+        let headers = format!(
+            "GET / HTTP/1.1\r\nHost: a\r\nX: {}\r\n\r\n",
+            "b".repeat(max)
+        );
+        assert_eq!(refused(headers.as_bytes()), Some(431), "complete");
+        assert_eq!(
+            refused(&headers.as_bytes()[..max + 10]),
+            Some(431),
+            "partial"
+        );
     }
 
     #[test]

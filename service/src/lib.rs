@@ -5,6 +5,7 @@
 pub mod cache;
 pub mod codes;
 pub mod connection;
+pub mod forward;
 pub mod health;
 pub mod http;
 pub mod keydir;

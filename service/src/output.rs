@@ -26,7 +26,7 @@ pub const WAIT_COST: usize = 256;
 pub type OpId = u32;
 
 /// How a waiting reply is encoded once its operation is done.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Render {
     /// A SHORTEN: SHORTENED, or the seed's bare URL.
     Shortened {
@@ -41,11 +41,14 @@ pub enum Render {
         head_only: bool,
         /// Keep the connection open.
         keep_alive: bool,
+        /// The visitor's query, to forward into the URL (only when
+        /// forwarding is on and there is one).
+        query: Option<Box<str>>,
     },
 }
 
 /// What a reply waits for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Wait {
     /// An operation of the shard.
     Op {

@@ -20,6 +20,15 @@ pub const FRAME_OVERHEAD: usize = 64;
 /// `client-output-buffer-limit` plays the same part).
 pub const DEFAULT_MAX_OUTPUT_BYTES: usize = 256 * 1024;
 
+/// Default `--http-linger-bytes`: after answering a request it refuses
+/// (414, 431, 400, 408), the server reads and discards at most this much
+/// more before it closes (lingering close).
+pub const DEFAULT_HTTP_LINGER_BYTES: usize = 1 << 20;
+
+/// Default `--http-linger-timeout`: how long a lingering close waits for
+/// the peer to close.
+pub const DEFAULT_HTTP_LINGER_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// The most headers `--http-max-headers` may allow (the parser's header
 /// array lives on the stack).
 pub const MAX_HEADERS_CAP: usize = 128;
@@ -31,6 +40,9 @@ pub struct Settings {
     pub public_url: Url,
     /// HTTP redirect status: 301, 302, 307 or 308.
     pub redirect_status: u16,
+    /// Forward a visitor's query into the redirect's URL
+    /// ([`crate::forward`]).
+    pub forward_query: bool,
     /// Longest URL accepted by SHORTEN.
     pub max_url_bytes: usize,
     /// Largest HTTP request head accepted.
@@ -44,6 +56,10 @@ pub struct Settings {
     pub frame_timeout: Duration,
     /// An HTTP request head must complete this soon after its first byte.
     pub http_header_timeout: Duration,
+    /// Bytes a lingering close discards at most before it closes.
+    pub http_linger_bytes: usize,
+    /// How long a lingering close waits at most for the peer to close.
+    pub http_linger_timeout: Duration,
     /// A connection whose replies make no progress this long (the peer does
     /// not read) is closed.
     pub write_timeout: Duration,
@@ -77,12 +93,15 @@ impl Settings {
                 Url::parse("http://127.0.0.1:5000/").unwrap_or_else(|_| unreachable!())
             }),
             redirect_status: 302,
+            forward_query: true,
             max_url_bytes: DEFAULT_MAX_URL_BYTES,
             http_max_head_bytes: 8192,
             http_max_headers: 32,
             idle_timeout: Duration::from_secs(60),
             frame_timeout: Duration::from_secs(10),
             http_header_timeout: Duration::from_secs(10),
+            http_linger_bytes: DEFAULT_HTTP_LINGER_BYTES,
+            http_linger_timeout: DEFAULT_HTTP_LINGER_TIMEOUT,
             write_timeout: Duration::from_secs(30),
             delay: Duration::ZERO,
             commit_timeout: Duration::from_secs(5),

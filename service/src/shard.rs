@@ -22,6 +22,7 @@ use slab::Slab;
 
 use crate::cache::UrlCache;
 use crate::codes::{Codec, IdAllocator, IdSpace, MAX_CODE_LEN};
+use crate::forward;
 use crate::health::{Health, StorageHealth};
 use crate::http::{self, Front, Head, Method, Response, Route};
 use crate::keydir::{KeyDir, Location};
@@ -532,13 +533,13 @@ impl Shard {
         };
         let Some(key) = self.shared.codec.parse(code) else {
             self.metrics().request(proto, op_kind, 404);
-            return out.push_with(|dst| self.render(&OpResult::NotFound, render, dst));
+            return out.push_with(|dst| self.render(&OpResult::NotFound, &render, dst));
         };
         let cached = self.cache.get(key);
         self.metrics().cache(cached.is_some());
         if let Some(url) = cached {
             self.metrics().request(proto, op_kind, 0);
-            return out.push_with(|dst| self.render(&OpResult::Url(url), render, dst));
+            return out.push_with(|dst| self.render(&OpResult::Url(url), &render, dst));
         }
         let deadline = now + self.shared.settings.store_timeout;
         let location = match &self.local {
@@ -547,7 +548,7 @@ impl Shard {
                 Some(location) => Some(location),
                 None => {
                     self.metrics().request(proto, op_kind, 404);
-                    return out.push_with(|dst| self.render(&OpResult::NotFound, render, dst));
+                    return out.push_with(|dst| self.render(&OpResult::NotFound, &render, dst));
                 }
             },
         };
@@ -587,13 +588,14 @@ impl Shard {
     }
 
     /// Encodes the reply of an operation's `result` into `dst`.
-    fn render(&self, result: &OpResult, render: Render, dst: &mut BytesMut) {
+    fn render(&self, result: &OpResult, render: &Render, dst: &mut BytesMut) {
         match render {
             Render::Redirect {
                 head_only,
                 keep_alive,
-            } => self.render_redirect(result, head_only, keep_alive, dst),
-            Render::Shortened { bare } => {
+                query,
+            } => self.render_redirect(result, *head_only, *keep_alive, query.as_deref(), dst),
+            &Render::Shortened { bare } => {
                 let reply_bytes;
                 let reply = match result {
                     OpResult::Stored(key) => {
@@ -634,6 +636,7 @@ impl Shard {
         result: &OpResult,
         head_only: bool,
         keep_alive: bool,
+        query: Option<&str>,
         dst: &mut BytesMut,
     ) {
         let date = &self.date;
@@ -653,6 +656,10 @@ impl Shard {
         match result {
             OpResult::Url(url) => {
                 let url = String::from_utf8_lossy(url);
+                // `query` is only there when forwarding is on (a link's own
+                // option will decide it here once links carry options).
+                let settings = &self.shared.settings;
+                let url = forward::merge(&url, query, true, settings.max_url_bytes);
                 let location = http::location(&url);
                 respond(
                     dst,
@@ -673,9 +680,9 @@ impl Shard {
     /// Settles `wait` if it can be: used by [`Output::release`]. An
     /// operation past its deadline is abandoned and answered 503.
     pub fn settle(&mut self, wait: &Wait, dst: &mut BytesMut, now: Instant) -> Released {
-        let (op, render, deadline) = match *wait {
+        let (op, render, deadline) = match wait {
             Wait::Until(at) => {
-                return if now >= at {
+                return if now >= *at {
                     Released::Done
                 } else {
                     Released::Pending
@@ -685,7 +692,7 @@ impl Shard {
                 op,
                 render,
                 deadline,
-            } => (op, render, deadline),
+            } => (*op, render, *deadline),
         };
         let (proto, kind) = match render {
             Render::Shortened { .. } => (Proto::Framed, Op::Shorten),
@@ -725,7 +732,8 @@ impl Shard {
 
     /// A connection going away stops waiting for `wait`.
     pub fn abandon(&mut self, wait: &Wait) {
-        if let Wait::Op { op, .. } = *wait {
+        if let Wait::Op { op, .. } = wait {
+            let op = *op;
             if let Some(entry) = self.ops.get_mut(op as usize) {
                 if matches!(entry.state, OpState::Waiting) {
                     entry.state = OpState::Abandoned;
@@ -831,6 +839,10 @@ impl Shard {
                 Render::Redirect {
                     head_only,
                     keep_alive,
+                    query: request
+                        .query
+                        .filter(|q| shared.settings.forward_query && !q.is_empty())
+                        .map(Box::from),
                 },
                 Proto::Http,
             ),

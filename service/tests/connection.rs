@@ -652,3 +652,143 @@ fn a_cold_flood_reads_once_and_stays_within_the_cap() {
     // Every request answered: a RESOLVED frame is 5 bytes and the URL.
     assert_eq!(written, 1000 * (long.len() + 5));
 }
+
+/// Everything the connection writes now, as text (the writes complete at
+/// once).
+fn http_text(rig: &mut Rig, conn: &mut Connection, now: Instant) -> String {
+    let mut text = String::new();
+    while let Some(chunk) = conn.poll_transmit(&mut rig.shard, now) {
+        text.push_str(std::str::from_utf8(&chunk).unwrap());
+        conn.transmitted();
+    }
+    text
+}
+
+#[test]
+fn a_refused_head_is_answered_then_the_write_side_shut_and_the_rest_discarded() {
+    let mut settings = Settings::for_tests("http://s.example/");
+    settings.http_linger_bytes = 50_000;
+    let mut rig = rig_with(settings.clone());
+    let t = rig.t0;
+    // A request line longer than the head limit, still arriving.
+    let line = format!("GET /{}", "a".repeat(20_000));
+    let mut conn = Connection::new(1, Kind::Http(Front::Public), t);
+    conn.handle_input(&mut rig.shard, line.as_bytes(), t);
+    assert!(
+        !conn.wants_read(&settings),
+        "no reading while the answer is owed"
+    );
+    let bytes = conn.poll_transmit(&mut rig.shard, t).unwrap();
+    assert!(
+        !conn.poll_shutdown(&settings, t),
+        "not before the answer is written"
+    );
+    conn.transmitted();
+    let text = String::from_utf8(bytes.to_vec()).unwrap();
+    assert!(text.starts_with("HTTP/1.1 414 URI Too Long\r\n"), "{text}");
+    assert!(text.contains("Connection: close\r\n"));
+    assert!(
+        !conn.is_closed(),
+        "lingers instead of closing with unread input"
+    );
+    assert!(conn.poll_shutdown(&settings, t), "shut the write side");
+    assert!(!conn.poll_shutdown(&settings, t), "once");
+    assert!(conn.wants_read(&settings));
+    // What still arrives is discarded, whatever it is.
+    conn.handle_input(&mut rig.shard, &[b'a'; 30_000], t);
+    conn.handle_input(
+        &mut rig.shard,
+        b"\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\n\r\n",
+        t,
+    );
+    assert_eq!(conn.poll_transmit(&mut rig.shard, t), None);
+    assert!(!conn.is_closed());
+    assert_eq!(conn.buffered_input(), 0, "discarding holds no memory");
+    conn.handle_eof();
+    assert!(conn.is_closed());
+    assert_eq!(conn.close_reason(), CloseReason::Drained);
+
+    // Bounded in bytes: the peer that keeps sending is closed on.
+    let mut conn = Connection::new(2, Kind::Http(Front::Public), t);
+    conn.handle_input(&mut rig.shard, line.as_bytes(), t);
+    http_text(&mut rig, &mut conn, t);
+    assert!(conn.poll_shutdown(&settings, t));
+    for _ in 0..3 {
+        conn.handle_input(&mut rig.shard, &[b'a'; 16_384], t);
+        assert!(!conn.is_closed());
+    }
+    conn.handle_input(&mut rig.shard, &[b'a'; 16_384], t);
+    assert!(conn.is_closed(), "past --http-linger-bytes");
+
+    // Bounded in time: the peer that neither sends nor closes.
+    let mut conn = Connection::new(3, Kind::Http(Front::Public), t);
+    let headers = format!("GET / HTTP/1.1\r\nHost: x\r\nX: {}\r\n", "b".repeat(9_000));
+    conn.handle_input(&mut rig.shard, headers.as_bytes(), t);
+    assert!(http_text(&mut rig, &mut conn, t).starts_with("HTTP/1.1 431 "));
+    assert!(conn.poll_shutdown(&settings, t));
+    let until = conn.poll_timeout(&settings).unwrap();
+    assert_eq!(until, t + settings.http_linger_timeout);
+    conn.handle_timeout(&mut rig.shard, until - Duration::from_millis(1));
+    assert!(!conn.is_closed());
+    conn.handle_timeout(&mut rig.shard, until);
+    assert!(conn.is_closed(), "past --http-linger-timeout");
+
+    // A last request with nothing after it closes at once: the peer is
+    // done sending.
+    let mut conn = Connection::new(4, Kind::Http(Front::Public), t);
+    conn.handle_input(
+        &mut rig.shard,
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        t,
+    );
+    assert!(http_text(&mut rig, &mut conn, t).starts_with("HTTP/1.1 200 "));
+    assert!(!conn.poll_shutdown(&settings, t));
+    assert!(conn.is_closed());
+
+    // Shutdown does not wait for a lingering peer.
+    let mut conn = Connection::new(5, Kind::Http(Front::Public), t);
+    conn.handle_input(&mut rig.shard, line.as_bytes(), t);
+    http_text(&mut rig, &mut conn, t);
+    assert!(conn.poll_shutdown(&settings, t));
+    conn.begin_shutdown();
+    assert!(conn.is_closed());
+}
+
+#[test]
+fn redirects_forward_the_visitors_query_unless_turned_off() {
+    for forward in [true, false] {
+        let mut settings = Settings::for_tests("http://s.example/");
+        settings.forward_query = forward;
+        // No cache: each redirect waits for its URL read, keeping the
+        // visitor's query meanwhile.
+        settings.cache_bytes_per_core = 0;
+        let mut rig = rig_with(settings);
+        let t = rig.t0;
+        let code = rig.shorten(b"https://e.com/h?a=1#top", t);
+        let code = std::str::from_utf8(&code).unwrap();
+        let expected = if forward {
+            "https://e.com/h?a=1&b=%C3%A9#top"
+        } else {
+            "https://e.com/h?a=1#top"
+        };
+        // The origin and the absolute form alike.
+        let mut conn = Connection::new(1, Kind::Http(Front::Public), t);
+        let request = format!("GET /{code}?a=2&b=\u{e9} HTTP/1.1\r\nHost: s\r\n\r\n");
+        let absolute =
+            format!("GET http://s.example/{code}?a=2&b=\u{e9}#x HTTP/1.1\r\nHost: s\r\n\r\n");
+        for request in [&request, &request, &absolute] {
+            conn.handle_input(&mut rig.shard, request.as_bytes(), t);
+        }
+        assert!(
+            conn.poll_transmit(&mut rig.shard, t).is_none(),
+            "waits for the read"
+        );
+        assert!(rig.serve_reads() >= 1);
+        let text = http_text(&mut rig, &mut conn, t);
+        let locations: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("Location: "))
+            .collect();
+        assert_eq!(locations, [expected; 3], "forward={forward}: {text}");
+    }
+}

@@ -29,6 +29,8 @@ struct Io<C> {
     conn: C,
     writing: bool,
     shutdown_seen: bool,
+    /// A shutdown of the write side was asked for and has not completed.
+    shutting_write: bool,
 }
 
 /// Serves one connection until it closes. `slot` (none for the admin
@@ -47,6 +49,7 @@ pub async fn serve<R: Runtime, C: Socket>(
         conn,
         writing: false,
         shutdown_seen: false,
+        shutting_write: false,
     };
     std::future::poll_fn(|cx| drive(&core, &mut connection, &mut io, cx)).await;
     tracing::debug!(core = core.index, conn = id, reason = ?connection.close_reason(), "closed");
@@ -136,6 +139,21 @@ fn drive<R: Runtime, C: Socket>(
             io.conn.start_write(bytes);
             io.writing = true;
             progress = true;
+        }
+        // Lingering close: everything is written; send the FIN and go on
+        // reading (the connection discards what arrives).
+        if io.shutting_write || connection.poll_shutdown(settings, now) {
+            match io.conn.poll_shutdown_write(cx) {
+                Poll::Ready(result) => {
+                    io.shutting_write = false;
+                    progress = true;
+                    if let Err(err) = result {
+                        tracing::debug!(conn = id, "shutdown failed: {err}");
+                        connection.handle_error();
+                    }
+                }
+                Poll::Pending => io.shutting_write = true,
+            }
         }
         // Not waiting for a write in flight: a connection closes with one
         // only when it must close now (write stall, idle, transport error;

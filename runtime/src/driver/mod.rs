@@ -72,6 +72,9 @@ pub trait Socket: 'static {
     /// Polls the write in flight; `Ready(Ok(()))` once it is all written
     /// (at once when none is in flight).
     fn poll_write(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+    /// Shuts down the sending side (a FIN after what was written), keeping
+    /// the receiving side open: the start of a lingering close.
+    fn poll_shutdown_write(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
     /// Closes both directions, ending any operation in flight (a write to a
     /// peer that does not read included), and waits for it to end.
     fn close(self) -> impl Future<Output = ()>;
