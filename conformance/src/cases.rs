@@ -844,8 +844,18 @@ pub fn damage_to_acknowledged_data_is_refused_not_cut(bin: &Path) {
         EXIT_TIMEOUT,
     );
     assert!(status.success() && out.contains("clean"), "{out}");
-    // One byte near the end: inside the last link record, before the seal.
-    let at = clean.len() - 60;
+    // One byte inside the URL of the segment's last link record (found by
+    // its bytes, so markers or padding after it cannot move the target).
+    let at = links
+        .iter()
+        .rev()
+        .find_map(|(_, url)| {
+            clean
+                .windows(url.len())
+                .rposition(|w| w == url.as_bytes())
+                .map(|pos| pos + url.len() / 2)
+        })
+        .expect("a link of this run in the last segment");
     let mut damaged = clean.clone();
     damaged[at] ^= 0x01;
     std::fs::write(&segment, &damaged).unwrap();
