@@ -715,6 +715,22 @@ pub fn http_slow_heads_time_out(bin: &Path) {
     assert!(start.elapsed() >= Duration::from_millis(250));
 }
 
+/// SHORTENs `url` until the log takes it again (within 15 s) after space
+/// was freed: a disk-full log recovers without a restart. Its code.
+pub(crate) fn shorten_once_space_returns(conn: &mut Conn, url: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        conn.send(Request::Shorten(url.as_bytes()));
+        match conn.reply() {
+            Reply::Shortened(short) => {
+                return code_of(std::str::from_utf8(&short).unwrap()).to_owned()
+            }
+            _ if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(200)),
+            other => panic!("the log did not take links again after space was freed: {other:?}"),
+        }
+    }
+}
+
 /// Shortens `n` URLs pipelined on one connection; returns (code, URL).
 pub(crate) fn shorten_many(server: &Server, n: usize, tag: &str) -> Vec<(String, String)> {
     let mut conn = server.connect();
@@ -972,17 +988,7 @@ pub fn a_full_disk_is_survived_and_recovered_from(bin: &Path) {
     assert_all_resolve(&server, &before);
     // Space returns: new links are taken again, without a restart.
     std::fs::remove_file(&filler).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let after = loop {
-        conn.send(Request::Shorten(b"https://example.com/after-full"));
-        match conn.reply() {
-            Reply::Shortened(short) => {
-                break code_of(std::str::from_utf8(&short).unwrap()).to_owned()
-            }
-            _ if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(200)),
-            other => panic!("the log did not come back: {other:?}"),
-        }
-    };
+    let after = shorten_once_space_returns(&mut conn, "https://example.com/after-full");
     assert_eq!(http("GET", &server.http_url("/healthz")).0, 200);
     let log = server.log();
     assert!(log.contains("the disk is full"), "{log}");

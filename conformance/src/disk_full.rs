@@ -128,17 +128,8 @@ pub fn a_long_disk_full_outage_leaks_no_fds_and_burns_no_segment_numbers(bin: &P
     assert!(log.contains("the disk is full"), "{log}");
     // The remedy: free space. New links come back by themselves.
     std::fs::remove_file(&filler).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let after = loop {
-        conn.send(Request::Shorten(b"https://example.com/after-outage"));
-        match conn.reply() {
-            Reply::Shortened(short) => {
-                break code_of(std::str::from_utf8(&short).unwrap()).to_owned()
-            }
-            _ if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(200)),
-            other => panic!("the log did not come back after space was freed: {other:?}"),
-        }
-    };
+    let after =
+        crate::cases::shorten_once_space_returns(&mut conn, "https://example.com/after-outage");
     let newest_after = newest_segment(&data);
     assert!(
         newest_after <= newest + 1,
