@@ -805,32 +805,27 @@ pub fn start(
                     let key = load_or_create_key(&mut writes[0]).await?;
                     Ok::<_, String>((writes, reads, primary_reads, key))
                 };
+                let nodes = || {
+                    settings
+                        .spec
+                        .nodes
+                        .iter()
+                        .map(|n| redact(n))
+                        .collect::<Vec<_>>()
+                        .join(",")
+                };
                 let (writes, reads, primary_reads, key) =
                     match tokio::time::timeout(timeout * 5, connected).await {
                         Ok(Ok(c)) => c,
                         Ok(Err(e)) => {
-                            let _ = ready_tx.send(Err(format!(
-                                "cannot use the store at {}: {e}",
-                                settings
-                                    .spec
-                                    .nodes
-                                    .iter()
-                                    .map(|n| redact(n))
-                                    .collect::<Vec<_>>()
-                                    .join(",")
-                            )));
+                            let _ = ready_tx
+                                .send(Err(format!("cannot use the store at {}: {e}", nodes())));
                             return;
                         }
                         Err(_) => {
                             let _ = ready_tx.send(Err(format!(
                                 "cannot reach the store at {}: timed out",
-                                settings
-                                    .spec
-                                    .nodes
-                                    .iter()
-                                    .map(|n| redact(n))
-                                    .collect::<Vec<_>>()
-                                    .join(",")
+                                nodes()
                             )));
                             return;
                         }
