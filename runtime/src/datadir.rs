@@ -945,6 +945,25 @@ mod tests {
     }
 
     #[test]
+    fn write_atomic_replaces_whole_files_and_leaves_no_temporary_file() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        write_atomic(dir.path(), "STATE", b"first").unwrap();
+        write_atomic(dir.path(), "STATE", b"second").unwrap();
+        assert_eq!(fs::read(dir.path().join("STATE")).unwrap(), b"second");
+        let names: Vec<String> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, ["STATE"]);
+        // The mode `File::create` gives, not tempfile's owner-only 0o600.
+        let created = dir.path().join("created");
+        File::create(&created).unwrap();
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir.path().join("STATE")), mode(&created));
+    }
+
+    #[test]
     fn racing_first_starts_agree_on_one_key() {
         for _ in 0..20 {
             let dir = tempfile::tempdir().unwrap();
