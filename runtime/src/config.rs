@@ -307,14 +307,51 @@ pub enum StoreSpec {
     /// This server's own log.
     Local,
     /// A Redis Cluster (or one Redis).
-    Redis(crate::redis_store::RedisSpec),
+    Redis(RedisSpec),
 }
 
 fn parse_store(text: &str) -> Result<StoreSpec, String> {
     if text == "local" {
         return Ok(StoreSpec::Local);
     }
-    crate::redis_store::parse_spec(text).map(StoreSpec::Redis)
+    parse_spec(text).map(StoreSpec::Redis)
+}
+
+/// Where `--store` points.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisSpec {
+    /// Seed nodes, as `redis://[:password@]host:port` URLs.
+    pub nodes: Vec<String>,
+}
+
+/// Parses `redis://[:PASSWORD@]HOST:PORT[,HOST:PORT...]`.
+///
+/// # Errors
+/// A message saying what is expected.
+pub fn parse_spec(text: &str) -> Result<RedisSpec, String> {
+    let rest = text
+        .strip_prefix("redis://")
+        .ok_or("expected `local` or redis://[:PASSWORD@]HOST:PORT[,HOST:PORT...]")?;
+    let (credentials, hosts) = match rest.rsplit_once('@') {
+        Some((creds, hosts)) => (Some(creds), hosts),
+        None => (None, rest),
+    };
+    let nodes: Vec<String> = hosts
+        .split(',')
+        .map(str::trim)
+        .filter(|h| !h.is_empty())
+        .map(|host| match credentials {
+            Some(c) => format!("redis://{c}@{host}"),
+            None => format!("redis://{host}"),
+        })
+        .collect();
+    if nodes.is_empty() {
+        return Err("no HOST:PORT given".into());
+    }
+    for node in &nodes {
+        redis::Client::open(node.as_str()).map_err(|e| format!("{node}: {e}"))?;
+    }
+    Ok(RedisSpec { nodes })
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -567,6 +604,25 @@ mod tests {
             .try_get_matches_from(args)
             .map_err(|e| e.to_string())?;
         Cli::from_arg_matches(&matches).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn specs_parse() {
+        let spec = parse_spec("redis://127.0.0.1:7000,127.0.0.1:7001").unwrap();
+        assert_eq!(
+            spec.nodes,
+            ["redis://127.0.0.1:7000", "redis://127.0.0.1:7001"]
+        );
+        let spec = parse_spec("redis://:s3cret@10.0.0.1:6379,10.0.0.2:6379").unwrap();
+        assert_eq!(
+            spec.nodes,
+            [
+                "redis://:s3cret@10.0.0.1:6379",
+                "redis://:s3cret@10.0.0.2:6379"
+            ]
+        );
+        assert!(parse_spec("http://x").is_err());
+        assert!(parse_spec("redis://").is_err());
     }
 
     #[test]

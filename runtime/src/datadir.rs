@@ -6,7 +6,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
@@ -23,6 +23,7 @@ use shorty_service::log::segments::{
     parse_hint_file_name, parse_segment_file_name, segment_file_name, SegmentTable,
 };
 use shorty_service::log::Repair;
+use tempfile::NamedTempFile;
 
 /// Name of the code key file in the data directory.
 pub const KEY_FILE: &str = "code.key";
@@ -222,25 +223,22 @@ impl DataDir {
         }
         let mut key = [0u8; 16];
         getrandom::fill(&mut key).map_err(|e| key_err(io::Error::other(e)))?;
-        // A temporary name no other process uses, written and synced whole,
-        // then linked into place only if no key exists: two first starts
-        // can never produce two keys, and a crash never a half-written one.
-        let tmp = self.path.join(format!(
-            "{KEY_FILE}.{}.{:016x}.tmp",
-            std::process::id(),
-            u64::from_le_bytes(key[..8].try_into().unwrap_or_default())
-        ));
+        // A temporary file no other process uses, written and synced whole,
+        // then moved into place only if no key exists (`persist_noclobber`:
+        // `renameat2(RENAME_NOREPLACE)`, or a hard link where the file
+        // system lacks it): two first starts can never produce two keys,
+        // and a crash never a half-written one. The temporary file is
+        // removed whatever happens.
         let written = (|| {
-            let mut file = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+            let mut file = temp_file_in(&self.path, KEY_FILE)?;
             file.write_all(&key)?;
-            file.sync_all()?;
-            match fs::hard_link(&tmp, &path) {
-                Ok(()) => sync_dir(&self.path),
-                Err(err) if err.kind() == io::ErrorKind::AlreadyExists => Ok(()),
-                Err(err) => Err(err),
+            file.as_file().sync_all()?;
+            match file.persist_noclobber(&path) {
+                Ok(_) => sync_dir(&self.path),
+                Err(err) if err.error.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+                Err(err) => Err(err.error),
             }
         })();
-        let _ = fs::remove_file(&tmp);
         written.map_err(key_err)?;
         // Whoever linked first, this is the key.
         read_key(&path).map_err(key_err)
@@ -326,20 +324,25 @@ fn truncate_then_seal(path: &Path, len: u64, tail: &[u8]) -> io::Result<()> {
 }
 
 /// Writes `dir/name` through a temporary file, synced, renamed into place,
-/// and the directory synced.
+/// and the directory synced. The temporary file is removed on failure.
 pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
-    let tmp = dir.join(format!("{name}.{}.tmp", std::process::id()));
-    let result = (|| {
-        let mut file = File::create(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        fs::rename(&tmp, dir.join(name))?;
-        sync_dir(dir)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
+    let mut file = temp_file_in(dir, name)?;
+    file.write_all(bytes)?;
+    file.as_file().sync_all()?;
+    file.persist(dir.join(name)).map_err(|err| err.error)?;
+    sync_dir(dir)
+}
+
+/// A new temporary file in `dir` for `name`: `name.XXXXXX.tmp`, a name no
+/// other writer uses, created with the mode `File::create` gives (0o666
+/// less the umask, not `tempfile`'s 0o600), deleted when dropped unless
+/// persisted.
+fn temp_file_in(dir: &Path, name: &str) -> io::Result<NamedTempFile> {
+    tempfile::Builder::new()
+        .prefix(&format!("{name}."))
+        .suffix(".tmp")
+        .permissions(fs::Permissions::from_mode(0o666))
+        .tempfile_in(dir)
 }
 
 /// Runs a [`Repair`] (after a disk-full failure).
@@ -939,6 +942,25 @@ mod tests {
             data.load_or_create_key().is_err(),
             "a damaged key is an error"
         );
+    }
+
+    #[test]
+    fn write_atomic_replaces_whole_files_and_leaves_no_temporary_file() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        write_atomic(dir.path(), "STATE", b"first").unwrap();
+        write_atomic(dir.path(), "STATE", b"second").unwrap();
+        assert_eq!(fs::read(dir.path().join("STATE")).unwrap(), b"second");
+        let names: Vec<String> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, ["STATE"]);
+        // The mode `File::create` gives, not tempfile's owner-only 0o600.
+        let created = dir.path().join("created");
+        File::create(&created).unwrap();
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir.path().join("STATE")), mode(&created));
     }
 
     #[test]

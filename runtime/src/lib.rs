@@ -11,7 +11,8 @@
 //! - [`slots`]: the process-wide connection limit.
 //! - [`driver`]: the per-core loops, generic over the backend's I/O.
 //! - [`admin`]: the metrics behind the admin listener's `/metrics`.
-//! - [`remote`]: the cores' side of a remote store.
+//! - [`remote`]: the channels between the cores and a remote store's
+//!   thread.
 //! - [`tools`]: `verify`, `export`, `import`.
 //! - [`logging`]: text or JSON logs.
 //! - [`notify`]: extending systemd's start timeout while recovering.

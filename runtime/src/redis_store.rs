@@ -46,6 +46,7 @@ use shorty_service::output::OpId;
 use shorty_service::shard::{OpResult, RemoteRequest};
 use tokio::sync::mpsc;
 
+use crate::config::RedisSpec;
 use crate::remote::{Envelope, RemotePort};
 
 /// Ids one process claims at a time from the cluster-wide counter.
@@ -64,43 +65,6 @@ pub const WRITE_CONNECTIONS: usize = 16;
 
 /// How often the store thread checks the store when idle (health).
 const PING_EVERY: Duration = Duration::from_secs(1);
-
-/// Where `--store` points.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RedisSpec {
-    /// Seed nodes, as `redis://[:password@]host:port` URLs.
-    pub nodes: Vec<String>,
-}
-
-/// Parses `redis://[:PASSWORD@]HOST:PORT[,HOST:PORT...]`.
-///
-/// # Errors
-/// A message saying what is expected.
-pub fn parse_spec(text: &str) -> Result<RedisSpec, String> {
-    let rest = text
-        .strip_prefix("redis://")
-        .ok_or("expected `local` or redis://[:PASSWORD@]HOST:PORT[,HOST:PORT...]")?;
-    let (credentials, hosts) = match rest.rsplit_once('@') {
-        Some((creds, hosts)) => (Some(creds), hosts),
-        None => (None, rest),
-    };
-    let nodes: Vec<String> = hosts
-        .split(',')
-        .map(str::trim)
-        .filter(|h| !h.is_empty())
-        .map(|host| match credentials {
-            Some(c) => format!("redis://{c}@{host}"),
-            None => format!("redis://{host}"),
-        })
-        .collect();
-    if nodes.is_empty() {
-        return Err("no HOST:PORT given".into());
-    }
-    for node in &nodes {
-        redis::Client::open(node.as_str()).map_err(|e| format!("{node}: {e}"))?;
-    }
-    Ok(RedisSpec { nodes })
-}
 
 /// A connection to a cluster, or to a single Redis.
 #[derive(Clone)]
@@ -893,25 +857,6 @@ pub fn start(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn specs_parse() {
-        let spec = parse_spec("redis://127.0.0.1:7000,127.0.0.1:7001").unwrap();
-        assert_eq!(
-            spec.nodes,
-            ["redis://127.0.0.1:7000", "redis://127.0.0.1:7001"]
-        );
-        let spec = parse_spec("redis://:s3cret@10.0.0.1:6379,10.0.0.2:6379").unwrap();
-        assert_eq!(
-            spec.nodes,
-            [
-                "redis://:s3cret@10.0.0.1:6379",
-                "redis://:s3cret@10.0.0.2:6379"
-            ]
-        );
-        assert!(parse_spec("http://x").is_err());
-        assert!(parse_spec("redis://").is_err());
-    }
 
     const NODES: &str = "\
 a1 127.0.0.1:7000@17000 myself,master - 0 0 1 connected 0-5460

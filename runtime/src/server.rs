@@ -5,7 +5,7 @@
 //! A backend's `main` is one call to [`run`] with a function that serves
 //! one core: it receives that core's [`Worker`], builds its runtime, wraps
 //! the listeners and files in its own types and calls
-//! [`crate::driver::run_core`].
+//! [`crate::driver::core::run_core`].
 
 use std::io;
 use std::net::{SocketAddr, TcpListener};

@@ -530,7 +530,7 @@ fn store_runtime() -> io::Result<tokio::runtime::Runtime> {
 }
 
 /// `export --store`: every link of a Redis store, as JSON lines.
-pub fn export_redis(spec: &crate::redis_store::RedisSpec, out: Option<&Path>) -> ExitCode {
+pub fn export_redis(spec: &crate::config::RedisSpec, out: Option<&Path>) -> ExitCode {
     let result = (|| -> Result<(u64, u64), String> {
         let rt = store_runtime().map_err(|e| e.to_string())?;
         let mut sink = open_output(out).map_err(|e| e.to_string())?;
@@ -591,7 +591,7 @@ pub fn export_redis(spec: &crate::redis_store::RedisSpec, out: Option<&Path>) ->
 }
 
 /// `import --store`: loads JSON lines into a Redis store, keeping codes.
-pub fn import_redis(spec: &crate::redis_store::RedisSpec, input: &Path) -> ExitCode {
+pub fn import_redis(spec: &crate::config::RedisSpec, input: &Path) -> ExitCode {
     let result = (|| -> Result<ImportSummary, String> {
         let rt = store_runtime().map_err(|e| e.to_string())?;
         let reader = open_input(input)?;

@@ -8,7 +8,8 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use glommio::{LocalExecutorBuilder, Placement};
-use shorty_runtime::driver::{self, CoreIo, Listener, Runtime};
+use shorty_runtime::driver::core::{run_core, CoreIo};
+use shorty_runtime::driver::{Listener, Runtime};
 use shorty_runtime::server::Worker;
 
 use crate::connection::{GlommioConn, READ_BUFFER};
@@ -57,7 +58,7 @@ pub(crate) fn serve(worker: Worker) -> io::Result<()> {
             writer: Segment::default(),
             reader: Reader::default(),
         };
-        driver::run_core(GlommioRuntime, context, io).await
+        run_core(GlommioRuntime, context, io).await
     })
 }
 

@@ -5,7 +5,8 @@ use std::io;
 use std::rc::Rc;
 use std::time::Duration;
 
-use shorty_runtime::driver::{self, CoreIo, Listener, Runtime};
+use shorty_runtime::driver::core::{run_core, CoreIo};
+use shorty_runtime::driver::{Listener, Runtime};
 use shorty_runtime::server::Worker;
 
 use crate::connection::{BufferPool, UringConn};
@@ -31,7 +32,7 @@ pub(crate) fn serve(worker: Worker) -> io::Result<()> {
             writer: Segment::default(),
             reader: Reader::default(),
         };
-        driver::run_core(UringRuntime, context, io).await
+        run_core(UringRuntime, context, io).await
     })
 }
 

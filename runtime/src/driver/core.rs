@@ -15,11 +15,8 @@ use shorty_service::timer::Timers;
 use slab::Slab;
 
 use crate::driver::context::CoreContext;
+use crate::driver::state::{Core, RemoteHandle};
 use crate::driver::{Listener, Runtime, SegmentReader, SegmentWriter, Signal};
-use crate::remote::RemoteHandle;
-
-// Where the tasks and the remote store's side have always found them.
-pub use crate::driver::state::{ConnEntry, Core};
 
 /// A core's listeners and storage, in the backend's types.
 pub struct CoreIo<L, W, Rd> {
@@ -78,7 +75,7 @@ where
     rt.spawn(crate::driver::reads::run(core.clone(), Rc::new(io.reader)));
     rt.spawn(crate::driver::timer::run(core.clone()));
     if let Some(remote) = &core.remote {
-        rt.spawn(crate::remote::run_core_side(core.clone(), remote.clone()));
+        rt.spawn(crate::driver::store::run(core.clone(), remote.clone()));
     }
 
     // Each listener accepts in a task of its own, which stops when shutdown

@@ -9,10 +9,16 @@
 //!   [`shorty_service::connection::Connection`].
 //! - [`log`]: the core's group-commit task.
 //! - [`reads`]: URL reads from the log for cache misses.
+//! - [`store`]: the remote store's requests and answers (`--store redis://`).
 //! - [`timer`]: the core's one timer task over all its deadlines.
 //!
 //! Runtime-agnostic: tasks are spawned and timers made through
 //! [`Runtime`]; the only other primitives are wakers.
+//!
+//! This file holds only what a backend implements (the traits) and the
+//! primitives every task uses; it imports none of its submodules, so they
+//! all sit above it and none imports a module that imports it back. A
+//! backend starts a core with [`core::run_core`].
 
 pub mod accept;
 pub mod conn;
@@ -21,6 +27,7 @@ pub mod core;
 pub mod log;
 pub mod reads;
 pub mod state;
+pub mod store;
 pub mod timer;
 
 use std::cell::{Cell, RefCell};
@@ -34,8 +41,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use shorty_service::log::segments::SegmentRef;
 use shorty_service::log::WriteBatch;
-
-pub use self::core::{run_core, CoreIo};
 
 /// The timers and task spawning of a backend's runtime.
 pub trait Runtime: Clone + 'static {

@@ -4,6 +4,7 @@
 //! imports it back.
 
 use std::cell::{Cell, RefCell};
+use std::rc::Rc;
 use std::sync::Arc;
 use std::task::Waker;
 use std::time::{Duration, Instant};
@@ -12,11 +13,12 @@ use shorty_service::settings::Settings;
 use shorty_service::shard::Shard;
 use shorty_service::timer::{Armed, Timers};
 use slab::Slab;
+use tokio::sync::mpsc;
 
 use crate::datadir::HintSender;
 use crate::driver::context::ShutdownSignal;
 use crate::driver::{Runtime, Signal};
-use crate::remote::RemoteHandle;
+use crate::remote::{Envelope, RemotePort, Replies};
 use crate::slots::ConnectionSlots;
 
 /// A connection's entry in its core's table.
@@ -26,6 +28,27 @@ pub struct ConnEntry {
     pub waker: Option<Waker>,
     /// The deadline armed in the core's timers.
     pub armed: Armed,
+}
+
+/// A core's handle on the remote store (on the core's thread).
+#[derive(Debug, Clone)]
+pub struct RemoteHandle {
+    /// Wakes the core's remote task: requests wait in the shard.
+    pub signal: Rc<Signal>,
+    pub(super) requests: mpsc::UnboundedSender<Envelope>,
+    /// Taken by the core's remote task when it starts.
+    pub(super) replies: Rc<RefCell<Option<Replies>>>,
+}
+
+impl RemoteHandle {
+    /// Wraps a core's port.
+    pub fn new(port: RemotePort) -> Self {
+        Self {
+            signal: Rc::new(Signal::default()),
+            requests: port.requests,
+            replies: Rc::new(RefCell::new(Some(port.replies))),
+        }
+    }
 }
 
 /// The state one core's tasks share. Single-threaded: `Rc`, `RefCell`,
