@@ -240,7 +240,7 @@ impl DataDir {
             }
         })();
         written.map_err(key_err)?;
-        // Whoever linked first, this is the key.
+        // Whoever moved theirs into place first, this is the key.
         read_key(&path).map_err(key_err)
     }
 }
