@@ -474,7 +474,7 @@ fn http_agent() -> ureq::Agent {
 }
 
 /// Status, `Location`, and body of a GET or HEAD with a real HTTP client.
-fn http(method: &str, url: &str) -> (u16, Option<String>, String) {
+pub(crate) fn http(method: &str, url: &str) -> (u16, Option<String>, String) {
     let agent = http_agent();
     let mut response = match method {
         "HEAD" => agent.head(url).call(),

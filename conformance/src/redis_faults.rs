@@ -198,6 +198,27 @@ pub fn redis_out_of_memory_acknowledges_nothing_unstored(binary: &Path) {
     every_acked_link_is_stored(&server, &outcome.acked, |k| primary.get(k));
     assert!(outcome.refused > 0, "the store never filled: {outcome:?}");
     assert!(!outcome.acked.is_empty());
+    // A store that refuses writes is not ready for new links: a load
+    // balancer must be told, not sent on with SHORTENs that all fail.
+    let health = server.http_url("/healthz");
+    let (status, _, body) = crate::cases::http("GET", &health);
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("refuses writes"), "{body}");
+    // Memory freed: the idle probe sees writes taken again, without a
+    // SHORTEN and without a restart.
+    primary.must(&["CONFIG", "SET", "maxmemory", "0"]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while crate::cases::http("GET", &health).0 != 200 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still not ready 10 s after the store took writes again"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let after = shorten_many(&server, "oom-after", 5, 4096);
+    assert_eq!(after.acked.len(), 5, "{after:?}");
+    every_acked_link_is_stored(&server, &after.acked, |k| primary.get(k));
+    primary.must(&["CONFIG", "SET", "maxmemory", "3mb"]);
 
     // `import --store` into the full store: whatever it reports imported
     // is stored.

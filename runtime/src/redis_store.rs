@@ -57,6 +57,9 @@ pub const IDS_KEY: &str = "shorty:ids";
 pub const CODE_KEY: &str = "shorty:key";
 /// Prefix of link keys.
 pub const LINK_PREFIX: &str = "shorty:l:";
+
+/// The key the idle probe writes while the store refuses writes.
+const PROBE_KEY: &str = "shorty:probe";
 /// Write connections to the store. `WAIT` blocks the connection it is sent
 /// on until replicas confirm, so writes on one connection would wait for
 /// each other's confirmations; this many can wait at once (Redis still
@@ -505,17 +508,50 @@ struct Store {
     ids: tokio::sync::Mutex<Ids>,
     health: Arc<Health>,
     cores: usize,
+    /// The store answered the last SHORTEN with refusals only (OOM,
+    /// MISCONF, NOREPLICAS, READONLY): it is reachable but takes no links,
+    /// which `/healthz` and `/readyz` must say, or a load balancer keeps
+    /// sending SHORTENs that all fail. Cleared by a confirmed SHORTEN or by
+    /// the idle probe's write.
+    refusing: std::cell::Cell<bool>,
 }
 
 impl Store {
-    fn set_health(&self, ok: bool) {
-        let state = if ok {
-            StorageHealth::Ok
-        } else {
-            StorageHealth::StoreUnreachable
+    /// Reports whether the store was reached; a reachable store that
+    /// refuses writes stays reported as such.
+    fn set_health(&self, reached: bool) {
+        let state = match (reached, self.refusing.get()) {
+            (false, _) => StorageHealth::StoreUnreachable,
+            (true, true) => StorageHealth::StoreRefusing,
+            (true, false) => StorageHealth::Ok,
         };
         for core in 0..self.cores {
             self.health.set(core, state);
+        }
+    }
+
+    fn set_refusing(&self, refusing: bool) {
+        if self.refusing.replace(refusing) != refusing {
+            if refusing {
+                tracing::warn!("the store refuses writes; new links are refused");
+            } else {
+                tracing::info!("the store takes writes again");
+            }
+        }
+        self.set_health(true);
+    }
+
+    /// While the store refuses writes: one small write (nothing a link
+    /// uses) to see whether it takes them again. Any key's write is
+    /// refused alike by OOM (`noeviction` refuses every write over the
+    /// limit), MISCONF, READONLY and NOREPLICAS.
+    async fn probe_write(&self) {
+        let mut writes = self.writer();
+        match writes.query(redis::cmd("SET").arg(PROBE_KEY).arg(1)).await {
+            Ok(Value::Okay) => self.set_refusing(false),
+            Err(err) if err.is_io_error() => self.set_health(false),
+            // Still refused (an error reply), or an unexpected answer.
+            _ => {}
         }
     }
 
@@ -587,7 +623,10 @@ impl Store {
             };
             self.set_health(true);
             match check_put(&replies, self.settings.replicas) {
-                PutReply::Confirmed => return OpResult::Stored(key),
+                PutReply::Confirmed => {
+                    self.set_refusing(false);
+                    return OpResult::Stored(key);
+                }
                 // The code is taken (an imported link): the next id.
                 PutReply::Taken => continue,
                 PutReply::Refused(err) => {
@@ -597,6 +636,7 @@ impl Store {
                     refusals += 1;
                     why = Some(format!("the store refused the URL: {err}"));
                     if refusals >= 3 {
+                        self.set_refusing(true);
                         break;
                     }
                 }
@@ -804,6 +844,7 @@ pub fn start(
                     ids: tokio::sync::Mutex::new(Ids { next: 0, end: 0 }),
                     health,
                     cores,
+                    refusing: std::cell::Cell::new(false),
                 });
                 let _ = ready_tx.send(Ok(key));
                 // Health while idle: a PING to the store every second.
@@ -819,6 +860,11 @@ pub fn start(
                         .await
                         .is_ok_and(|r| r.is_ok());
                         pinger.set_health(ok);
+                        if ok && pinger.refusing.get() {
+                            let _ =
+                                tokio::time::timeout(pinger.settings.timeout, pinger.probe_write())
+                                    .await;
+                        }
                     }
                 });
                 let replies = Rc::new(RefCell::new(reply_tx));

@@ -19,6 +19,9 @@ pub enum StorageHealth {
     StoreUnreachable = 3,
     /// The log failed for good; the process is stopping.
     Broken = 4,
+    /// The remote store answers but refuses writes (out of memory, a
+    /// failing disk, too few replicas, read-only).
+    StoreRefusing = 5,
 }
 
 impl StorageHealth {
@@ -28,6 +31,7 @@ impl StorageHealth {
             2 => Self::Stalled,
             3 => Self::StoreUnreachable,
             4 => Self::Broken,
+            5 => Self::StoreRefusing,
             _ => Self::Ok,
         }
     }
@@ -40,6 +44,10 @@ impl StorageHealth {
             Self::Stalled => "the log is not completing writes (a stalled disk?)",
             Self::StoreUnreachable => "the store cannot be reached",
             Self::Broken => "the log failed; the server is stopping",
+            Self::StoreRefusing => {
+                "the store refuses writes (out of memory, read-only, a failing disk or too few \
+                 replicas: see the log)"
+            }
         }
     }
 }

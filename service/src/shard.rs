@@ -1128,16 +1128,6 @@ impl Shard {
         self.complete(op, result);
     }
 
-    /// Reports the remote store's health.
-    pub fn set_store_health(&self, reachable: bool) {
-        let state = if reachable {
-            StorageHealth::Ok
-        } else {
-            StorageHealth::StoreUnreachable
-        };
-        self.shared.health.set(self.core, state);
-    }
-
     /// Cache hits and misses, and its use.
     pub fn cache_usage(&self) -> (usize, u64) {
         self.cache.usage()
