@@ -225,11 +225,24 @@ pub fn recover_segment(
             };
             let mut sealed = Vec::with_capacity(SEAL_LEN);
             encode_seal(&seal, &mut sealed);
-            files
-                .truncate_and_append(&name, valid_len, &sealed)
-                .map_err(io_err(&name))?;
-            outcome.sealed_now = true;
-            seal
+            match files.truncate_and_append(&name, valid_len, &sealed) {
+                Ok(()) => {
+                    outcome.sealed_now = true;
+                    seal
+                }
+                // A full disk must not keep the server from starting (and
+                // redirecting): the segment stays unsealed, which is what
+                // a crash leaves, and the next start seals it. What was
+                // cut is cut and synced before the seal is written.
+                Err(err) if is_disk_full(&err) => {
+                    for &(key, offset) in &entries {
+                        on_link(key, offset);
+                    }
+                    outcome.hint_problem = Some(format!("left unsealed, the disk is full: {err}"));
+                    return Ok(outcome);
+                }
+                Err(err) => return Err(io_err(&name)(err)),
+            }
         }
     };
     for &(key, offset) in &entries {
@@ -237,10 +250,20 @@ pub fn recover_segment(
     }
     let mut hint = Vec::with_capacity(64 + entries.len() * 12);
     encode_hint(number, &seal, entries, &mut hint);
-    files
-        .write_atomic(&hint_name, &hint)
-        .map_err(io_err(&hint_name))?;
+    // A hint only saves the next start a scan: failing to write one (a
+    // full disk, most likely) never stops this one.
+    if let Err(err) = files.write_atomic(&hint_name, &hint) {
+        outcome.hint_problem = Some(format!("hint file not written: {err}"));
+    }
     Ok(outcome)
+}
+
+/// The file system is out of space or quota.
+fn is_disk_full(err: &io::Error) -> bool {
+    matches!(
+        err.kind(),
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+    )
 }
 
 /// Name of the high-water file in the data directory: ids and segment
@@ -479,6 +502,81 @@ mod tests {
         let mut starts = Vec::new();
         crate::log::scan::scan_segment(&bytes, number, |_, at| starts.push(at as usize)).unwrap();
         (bytes, hint, starts)
+    }
+
+    /// [`Mem`] on a full disk: cutting works (it frees space), nothing
+    /// can be added or written.
+    struct Full(Mem);
+
+    fn full() -> io::Error {
+        io::ErrorKind::StorageFull.into()
+    }
+
+    impl RecoveryFiles for Full {
+        fn read(&mut self, name: &str) -> io::Result<Vec<u8>> {
+            self.0.read(name)
+        }
+        fn read_tail(&mut self, name: &str, n: usize) -> io::Result<(u64, Vec<u8>)> {
+            self.0.read_tail(name, n)
+        }
+        fn read_if_exists(&mut self, name: &str) -> io::Result<Option<Vec<u8>>> {
+            self.0.read_if_exists(name)
+        }
+        fn truncate_and_append(&mut self, name: &str, len: u64, tail: &[u8]) -> io::Result<()> {
+            self.0.truncate_and_append(name, len, &[])?;
+            if tail.is_empty() {
+                Ok(())
+            } else {
+                Err(full())
+            }
+        }
+        fn remove(&mut self, name: &str) -> io::Result<()> {
+            self.0.remove(name)
+        }
+        fn write_atomic(&mut self, _: &str, _: &[u8]) -> io::Result<()> {
+            Err(full())
+        }
+    }
+
+    /// A restart on a full disk (the reviewer's repro: hints not written
+    /// during the outage) starts with every link: a hint it cannot write
+    /// or a seal it cannot append costs the next start a scan, nothing more.
+    #[test]
+    fn a_full_disk_never_stops_a_start() {
+        let (bytes, _, starts) = six_links(4);
+        let name = segment_file_name(4);
+        // Sealed, its hint lost: scanned, and the new hint cannot be written.
+        let mut files = Full(Mem::default());
+        files.0 .0.insert(name.clone(), bytes.clone());
+        let mut keys = Vec::new();
+        let outcome = recover_segment(&mut files, 4, |key, _| keys.push(key)).unwrap();
+        assert_eq!(keys, (100..106).collect::<Vec<_>>());
+        assert!(outcome
+            .hint_problem
+            .as_deref()
+            .is_some_and(|p| p.contains("not written")));
+        assert!(!files.0 .0.contains_key(&hint_file_name(4)));
+        // Unsealed (a crash), with a torn last record: cut, but the seal
+        // cannot be appended; it starts with the whole links, unsealed.
+        let unsealed_end = bytes.len() - SEAL_LEN;
+        let torn = starts[5] + 3;
+        assert!(torn < unsealed_end);
+        let mut files = Full(Mem::default());
+        files.0 .0.insert(name.clone(), bytes[..torn].to_vec());
+        let mut keys = Vec::new();
+        let outcome = recover_segment(&mut files, 4, |key, _| keys.push(key)).unwrap();
+        assert_eq!(keys, (100..105).collect::<Vec<_>>());
+        assert!(!outcome.sealed_now);
+        assert!(outcome
+            .hint_problem
+            .as_deref()
+            .is_some_and(|p| p.contains("unsealed")));
+        assert_eq!(files.0 .0[&name], bytes[..starts[5]]);
+        // The next start, with space, seals it and writes its hint.
+        let mut files = files.0;
+        let outcome = recover_segment(&mut files, 4, |_, _| {}).unwrap();
+        assert!(outcome.sealed_now && outcome.links == 5);
+        assert!(files.0.contains_key(&hint_file_name(4)));
     }
 
     #[test]
