@@ -219,3 +219,47 @@ pub fn a_backup_of_the_files_the_readme_names_restores_everything(bin: &Path) {
     assert_all_resolve(&server, &links);
     assert_all_resolve(&server, &acknowledged);
 }
+
+/// "Copying a running server's directory is safe if the hints are copied
+/// before the segments": the README's command, read from the README, run
+/// one step at a time with segments rolling (and their hints written)
+/// between the steps, the worst interleaving a copy can meet. The copy
+/// starts and holds every link acknowledged before the copy began. (With
+/// the steps the other way round the copy refuses to start: a hint copied
+/// after its segment proves the segment longer than the copy.)
+pub fn copying_a_running_server_as_the_readme_says_restores_every_link(bin: &Path) {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
+        .expect("README.md");
+    let command = readme
+        .split("**Backup and restore.**")
+        .nth(1)
+        .and_then(|section| section.lines().find(|l| l.starts_with("mkdir -p B ")))
+        .expect("the README's backup command")
+        .to_owned();
+    let (dir, work) = (tmp(), tmp());
+    let backup = work.path().join("backup");
+    let server = Server::start(bin, dir.path(), &["--segment-bytes", "65536"]);
+    let before = shorten_many(&server, 3000, "before-copy");
+    let command = command
+        .replace("D/", &format!("{}/", dir.path().display()))
+        .replace(" B/", &format!(" {}/", backup.display()))
+        .replace("mkdir -p B ", &format!("mkdir -p {} ", backup.display()));
+    let segments_before = segment_numbers(dir.path());
+    for (i, step) in command.split(" && ").enumerate() {
+        let status = std::process::Command::new("sh")
+            .args(["-c", step])
+            .status()
+            .expect("sh");
+        assert!(status.success(), "{step}");
+        // Segments roll, and their hints are written, between the steps.
+        shorten_many(&server, 1500, &format!("between-{i}"));
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+    assert!(
+        segment_numbers(dir.path()).len() > segments_before.len() + 2,
+        "segments were expected to roll during the copy"
+    );
+    assert!(server.stop().success());
+    let restored = Server::start(bin, &backup, &[]);
+    assert_all_resolve(&restored, &before);
+}

@@ -105,7 +105,9 @@ impl std::fmt::Display for ScanError {
             ScanError::Missing { len, vouched } => write!(
                 f,
                 "the file holds {len} bytes but its hint proves it was sealed at {vouched} bytes: \
-                 acknowledged bytes are missing"
+                 acknowledged bytes are missing (a truncated file, or a copy of the segment older \
+                 than its hint: copy the segment again; deleting the hint starts from what the \
+                 file holds and loses the rest)"
             ),
         }
     }
