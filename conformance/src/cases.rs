@@ -1336,6 +1336,58 @@ pub fn http_oversized_requests_are_read_before_the_close(bin: &Path) {
     );
 }
 
+/// The framed protocol's closes-after-error linger too: a plain socket
+/// client that sends a 100 KB frame whose header announces more than the
+/// limit reads the `ERROR 413` and then a clean end of stream, not a
+/// connection reset (which the payload left unread in the server's socket
+/// would cause if it closed at once).
+pub fn oversized_frames_are_read_before_the_close(bin: &Path) {
+    use std::io::{Read, Write};
+    let dir = tmp();
+    let server = Server::start(bin, dir.path(), &[]);
+    let len: u32 = 100_000;
+    let mut frame = len.to_le_bytes().to_vec();
+    frame.resize(4 + len as usize, b'a');
+    for round in 0..3 {
+        let mut stream = std::net::TcpStream::connect(server.addr()).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        stream
+            .write_all(&frame)
+            .unwrap_or_else(|e| panic!("{round}: the server reset while the client sent: {e}"));
+        let mut received = Vec::new();
+        let end = loop {
+            let mut chunk = [0u8; 4096];
+            match stream.read(&mut chunk) {
+                Ok(0) => break Ok(()),
+                Ok(n) => received.extend_from_slice(&chunk[..n]),
+                Err(e) => break Err(e),
+            }
+        };
+        let mut buf = bytes::BytesMut::from(&received[..]);
+        let reply = match shorty_protocol::frame::FrameDecoder::new().decode(&mut buf) {
+            Ok(shorty_protocol::frame::Status::Complete(payload)) => {
+                Reply::decode_payload(payload).expect("a valid reply")
+            }
+            other => panic!("{round}: no whole reply in {received:?}: {other:?}"),
+        };
+        match reply.as_error() {
+            Some((code, message)) => {
+                assert_eq!(code, ErrorCode::TOO_LARGE, "{round}");
+                assert!(message.contains("100000"), "{round}: {message}");
+            }
+            None => panic!("{round}: expected ERROR 413, got {reply:?}"),
+        }
+        assert!(buf.is_empty(), "{round}: nothing after the error");
+        end.unwrap_or_else(|e| panic!("{round}: the reply ended in {e}, not a clean close"));
+    }
+    // The server goes on serving.
+    let mut other = server.connect();
+    other.send(Request::Ping(b""));
+    assert_eq!(other.reply(), Reply::Pong(Bytes::new()));
+}
+
 /// `export` (even from a running server's directory) and `import` into a
 /// fresh directory move every link with its code; importing again counts
 /// them as present, and a code taken by another URL is refused.

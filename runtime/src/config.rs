@@ -178,7 +178,8 @@ pub struct ServeArgs {
     #[arg(long, env = "SHORTY_HTTP_HEADER_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub http_header_timeout: Duration,
 
-    /// After refusing a request (414, 431, 400, 408) the server answers,
+    /// After refusing a request (HTTP 414, 431, 400, 408; on the framed
+    /// protocol, ERROR 413 or 408 before a close) the server answers,
     /// shuts its sending side, and reads and discards at most this many
     /// more bytes before closing, so the client reads the answer instead of
     /// a connection reset (lingering close).

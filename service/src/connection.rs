@@ -174,15 +174,16 @@ impl Connection {
         };
     }
 
-    /// Chooses a lingering close for an HTTP connection the server closes
-    /// while the peer may still be sending. Closing with unread bytes in
-    /// the socket makes the kernel answer with a reset, which can destroy
-    /// the response before the client reads it (a 414 after a 100 KB
-    /// request line); nginx's `lingering_close` is the same remedy. The
-    /// framed protocol's clients read replies as they go, so it closes at
-    /// once.
+    /// Chooses a lingering close for a connection the server closes while
+    /// the peer may still be sending, whatever it speaks. Closing with
+    /// unread bytes in the socket makes the kernel answer with a reset,
+    /// which can destroy the answer before the client reads it (an HTTP
+    /// 414 after a 100 KB request line, a framed ERROR 413 after a frame
+    /// over the limit, either's 408); nginx's `lingering_close` is the same
+    /// remedy. The bounds are `--http-linger-bytes` and
+    /// `--http-linger-timeout` for both protocols.
     fn linger_if(&mut self, peer_may_send: bool) {
-        if peer_may_send && matches!(self.kind, Kind::Http(_)) {
+        if peer_may_send {
             self.linger = true;
         }
     }

@@ -21,8 +21,8 @@ pub const FRAME_OVERHEAD: usize = 64;
 pub const DEFAULT_MAX_OUTPUT_BYTES: usize = 256 * 1024;
 
 /// Default `--http-linger-bytes`: after answering a request it refuses
-/// (414, 431, 400, 408), the server reads and discards at most this much
-/// more before it closes (lingering close).
+/// (HTTP 414, 431, 400, 408; framed ERROR 413, 408), the server reads and
+/// discards at most this much more before it closes (lingering close).
 pub const DEFAULT_HTTP_LINGER_BYTES: usize = 1 << 20;
 
 /// Default `--http-linger-timeout`: how long a lingering close waits for

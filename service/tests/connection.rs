@@ -306,7 +306,11 @@ fn idle_and_slow_connections_time_out() {
     slow.handle_timeout(&mut rig.shard, t + settings.frame_timeout);
     let replies = rig.replies(&mut slow, t + settings.frame_timeout);
     assert!(is_error(&replies[0], ErrorCode::TIMEOUT));
-    assert!(slow.is_closed(), "closed once the 408 is written");
+    // The rest of the frame may still be on its way: a lingering close.
+    assert!(!slow.is_closed());
+    assert!(slow.poll_shutdown(&settings, t + settings.frame_timeout));
+    slow.handle_eof();
+    assert!(slow.is_closed(), "closed at the peer's end of stream");
 }
 
 #[test]
@@ -355,8 +359,106 @@ fn an_oversized_frame_is_answered_from_its_header_and_closed() {
     conn.handle_input(&mut rig.shard, &(1u32 << 30).to_le_bytes(), t);
     let replies = rig.replies(&mut conn, t);
     assert!(is_error(&replies[0], ErrorCode::TOO_LARGE));
-    assert!(conn.is_closed());
     assert_eq!(conn.buffered_input(), 0, "nothing buffered for the payload");
+    let settings = rig.shard.shared().settings.clone();
+    assert!(conn.poll_shutdown(&settings, t), "then a lingering close");
+    conn.handle_eof();
+    assert!(conn.is_closed());
+}
+
+/// The framed protocol's closes-after-error linger as HTTP's refusals do:
+/// the payload the client is still sending after a frame over the limit
+/// would otherwise sit unread when the server closes, and the kernel's
+/// reset could destroy the `ERROR 413` before the client reads it.
+#[test]
+fn a_refused_frame_is_answered_then_the_write_side_shut_and_the_rest_discarded() {
+    let mut settings = Settings::for_tests("http://s.example/");
+    settings.http_linger_bytes = 150_000;
+    let mut rig = rig_with(settings.clone());
+    let t = rig.t0;
+    // A 100 KB frame whose header announces more than the limit, its first
+    // 16 KiB read.
+    let len = 100_000u32;
+    assert!(len as usize > settings.max_frame_len());
+    let mut frame = len.to_le_bytes().to_vec();
+    frame.resize(4 + len as usize, b'a');
+    let mut conn = Connection::new(1, Kind::Framed, t);
+    conn.handle_input(&mut rig.shard, &frame[..16_384], t);
+    assert!(
+        !conn.wants_read(&settings),
+        "no reading while the answer is owed"
+    );
+    let bytes = conn.poll_transmit(&mut rig.shard, t).unwrap();
+    assert!(
+        !conn.poll_shutdown(&settings, t),
+        "not before the answer is written"
+    );
+    conn.transmitted();
+    let mut bytes = BytesMut::from(&bytes[..]);
+    let Status::Complete(payload) = FrameDecoder::new().decode(&mut bytes).unwrap() else {
+        panic!("a whole reply")
+    };
+    assert!(is_error(
+        &Reply::decode_payload(payload).unwrap(),
+        ErrorCode::TOO_LARGE
+    ));
+    assert!(
+        !conn.is_closed(),
+        "lingers instead of closing with unread input"
+    );
+    assert!(conn.poll_shutdown(&settings, t), "shut the write side");
+    assert!(!conn.poll_shutdown(&settings, t), "once");
+    assert!(conn.wants_read(&settings));
+    // The rest of the payload, and anything after it, is discarded.
+    conn.handle_input(&mut rig.shard, &frame[16_384..], t);
+    conn.handle_input(&mut rig.shard, &wire(&[Request::Ping(b"x")]), t);
+    assert_eq!(conn.poll_transmit(&mut rig.shard, t), None);
+    assert!(!conn.is_closed());
+    assert_eq!(conn.buffered_input(), 0, "discarding holds no memory");
+    conn.handle_eof();
+    assert!(conn.is_closed());
+    assert_eq!(conn.close_reason(), CloseReason::Drained);
+
+    // Bounded in bytes and in time, as for HTTP.
+    let mut conn = Connection::new(2, Kind::Framed, t);
+    conn.handle_input(&mut rig.shard, &frame[..4], t);
+    rig.replies(&mut conn, t);
+    assert!(conn.poll_shutdown(&settings, t));
+    conn.handle_input(&mut rig.shard, &frame[4..], t);
+    assert!(!conn.is_closed());
+    conn.handle_input(&mut rig.shard, &frame[4..], t);
+    assert!(conn.is_closed(), "past --http-linger-bytes");
+    let mut conn = Connection::new(3, Kind::Framed, t);
+    conn.handle_input(&mut rig.shard, &frame[..4], t);
+    rig.replies(&mut conn, t);
+    assert!(conn.poll_shutdown(&settings, t));
+    let until = conn.poll_timeout(&settings).unwrap();
+    assert_eq!(until, t + settings.http_linger_timeout);
+    conn.handle_timeout(&mut rig.shard, until);
+    assert!(conn.is_closed(), "past --http-linger-timeout");
+
+    // A frame timeout lingers too: the rest of the frame may be coming.
+    let mut conn = Connection::new(4, Kind::Framed, t);
+    conn.handle_input(&mut rig.shard, &[40, 0, 0, 0, 3], t);
+    let due = t + settings.frame_timeout;
+    conn.handle_timeout(&mut rig.shard, due);
+    assert!(is_error(
+        &rig.replies(&mut conn, due)[0],
+        ErrorCode::TIMEOUT
+    ));
+    assert!(conn.poll_shutdown(&settings, due));
+    conn.handle_input(&mut rig.shard, &[b'a'; 39], due);
+    assert!(!conn.is_closed());
+    conn.handle_eof();
+    assert!(conn.is_closed());
+
+    // A peer that closed its sending side is not waited for.
+    let mut conn = Connection::new(5, Kind::Framed, t);
+    conn.handle_input(&mut rig.shard, &wire(&[Request::Ping(b"x")]), t);
+    conn.handle_eof();
+    assert_eq!(rig.replies(&mut conn, t), [Reply::Pong(Bytes::from("x"))]);
+    assert!(!conn.poll_shutdown(&settings, t));
+    assert!(conn.is_closed());
 }
 
 #[test]
