@@ -1231,6 +1231,54 @@ pub fn http_redirects_forward_the_visitors_query(bin: &Path) {
     );
 }
 
+/// On a name clash between the visitor's query and the URL's own, the
+/// URL's value stays by default (`--forward-query-clash keep-target`);
+/// `--forward-query-clash visitor-wins` puts the visitor's value in the
+/// URL's pair's place. Either way the URL's other pairs keep their order,
+/// new names come last, the fragment stays last.
+pub fn http_forwarded_query_clashes_follow_the_operators_rule(bin: &Path) {
+    let dir = tmp();
+    let url = "https://example.com/p?utm_source=site&id=7&utm_medium=web#top";
+    let visitor = "?utm_medium=email&x=1&utm_source=mail";
+    let mut code = String::new();
+    for (args, expected) in [
+        (
+            &[][..],
+            "https://example.com/p?utm_source=site&id=7&utm_medium=web&x=1#top",
+        ),
+        (
+            &["--forward-query-clash", "keep-target"][..],
+            "https://example.com/p?utm_source=site&id=7&utm_medium=web&x=1#top",
+        ),
+        (
+            &["--forward-query-clash", "visitor-wins"][..],
+            "https://example.com/p?utm_source=mail&id=7&utm_medium=email&x=1#top",
+        ),
+    ] {
+        let server = Server::start(bin, dir.path(), args);
+        if code.is_empty() {
+            code = code_of(&server.connect().shorten(url)).to_owned();
+        }
+        let request = format!("GET /{code}{visitor} HTTP/1.1\r\nHost: s\r\n\r\n");
+        assert_eq!(
+            location_of(&server, &request),
+            (302, Some(expected.to_owned())),
+            "{args:?}"
+        );
+        assert_eq!(
+            location_of(
+                &server,
+                &format!("GET /{code}?a=1 HTTP/1.1\r\nHost: s\r\n\r\n")
+            ),
+            (
+                302,
+                Some("https://example.com/p?utm_source=site&id=7&utm_medium=web&a=1#top".into())
+            ),
+            "{args:?}: no clash, the same either way"
+        );
+    }
+}
+
 /// An absolute-form request target (`GET http://host/CODE`, RFC 9112
 /// §3.2.2) is served by its path; an authority that is not one is 400.
 pub fn http_absolute_form_targets_are_served(bin: &Path) {

@@ -71,6 +71,7 @@ macro_rules! suite {
             http_redirects_forward_the_visitors_query,
             http_absolute_form_targets_are_served,
             http_oversized_requests_are_read_before_the_close,
+            http_forwarded_query_clashes_follow_the_operators_rule,
             oversized_frames_are_read_before_the_close,
         );
     };

@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
+use shorty_service::forward::Clash;
 use shorty_service::log::record::MAX_URL_IN_RECORD;
 use shorty_service::log::{LogConfig, SyncPolicy};
 use shorty_service::settings::{
@@ -125,6 +126,15 @@ pub enum Sync {
     Never,
 }
 
+/// `--forward-query-clash`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ForwardQueryClash {
+    /// The URL's own value stays.
+    KeepTarget,
+    /// The visitor's value replaces the URL's.
+    VisitorWins,
+}
+
 /// The server's flags.
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
@@ -163,6 +173,16 @@ pub struct ServeArgs {
     #[arg(long, env = "SHORTY_FORWARD_QUERY", default_value_t = true, action = clap::ArgAction::Set,
           num_args = 0..=1, default_missing_value = "true", value_parser = clap::value_parser!(bool))]
     pub forward_query: bool,
+
+    /// When the visitor's query and the URL's own name the same parameter:
+    /// `keep-target` keeps the URL's value (the visitor's is dropped),
+    /// `visitor-wins` puts the visitor's value in its place.
+    #[arg(
+        long,
+        env = "SHORTY_FORWARD_QUERY_CLASH",
+        default_value = "keep-target"
+    )]
+    pub forward_query_clash: ForwardQueryClash,
 
     /// Largest HTTP request head (request line and headers) accepted, in
     /// bytes; larger ones get 431 and a close.
@@ -479,6 +499,10 @@ impl ServeArgs {
             public_url,
             redirect_status: self.redirect_status,
             forward_query: self.forward_query,
+            forward_query_clash: match self.forward_query_clash {
+                ForwardQueryClash::KeepTarget => Clash::KeepTarget,
+                ForwardQueryClash::VisitorWins => Clash::VisitorWins,
+            },
             max_url_bytes: self.max_url_bytes as usize,
             http_max_head_bytes: self.http_max_head_bytes as usize,
             http_max_headers: self.http_max_headers as usize,
@@ -824,6 +848,20 @@ mod tests {
         assert!(!forward(&["--forward-query", "false"]));
         assert!(!forward(&["--forward-query=false"]));
         assert!(cli(&["--forward-query", "maybe"]).is_err());
+        let clash = |args: &[&str]| {
+            let c = cli(args).unwrap().serve;
+            c.settings(c.public_url(None)).forward_query_clash
+        };
+        assert_eq!(clash(&[]), Clash::KeepTarget);
+        assert_eq!(
+            clash(&["--forward-query-clash", "visitor-wins"]),
+            Clash::VisitorWins
+        );
+        assert_eq!(
+            clash(&["--forward-query-clash=keep-target"]),
+            Clash::KeepTarget
+        );
+        assert!(cli(&["--forward-query-clash", "both"]).is_err());
         let s = {
             let c = cli(&["--http-linger-bytes", "4096", "--http-linger-timeout", "1s"])
                 .unwrap()

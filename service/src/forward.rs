@@ -5,9 +5,12 @@
 //! The rules, all in [`merge`]:
 //! - the visitor's parameters are appended to the target's own query, in
 //!   the visitor's order;
-//! - a visitor parameter whose name the target's query already has is
-//!   dropped: the link's owner chose that value (names are compared
-//!   decoded, so `utm%5Fsource` clashes with `utm_source`);
+//! - on a name clash (names are compared decoded, so `utm%5Fsource`
+//!   clashes with `utm_source`) the target's value stays by default
+//!   ([`Clash::KeepTarget`]: the link's owner chose it) and the visitor's
+//!   parameter is dropped; with [`Clash::VisitorWins`]
+//!   (`--forward-query-clash visitor-wins`) the visitor's parameters of that
+//!   name take the place of the target's, where the target had it;
 //! - the target's fragment stays at the end; the visitor's never reaches
 //!   the server;
 //! - bytes a query may not hold (non-ASCII, `#`, `"`, `<`...) are
@@ -20,6 +23,19 @@
 
 use std::borrow::Cow;
 use std::fmt::Write as _;
+
+/// Whose value a query parameter keeps when the target's query and the
+/// visitor's both name it (`--forward-query-clash`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Clash {
+    /// The target's value stays; the visitor's parameter is dropped.
+    #[default]
+    KeepTarget,
+    /// The visitor's parameters of that name replace the target's, at the
+    /// place of the target's first one; the target's other parameters keep
+    /// their order.
+    VisitorWins,
+}
 
 /// Whether byte `b` may stand for itself in a query (RFC 3986 §3.4:
 /// `pchar / "/" / "?"`, `%` handled by the caller).
@@ -66,24 +82,30 @@ fn name(pair: &str) -> Cow<'_, str> {
 
 /// The URL to redirect to: `target` with the visitor's raw query
 /// `visitor` (without `?` or fragment) forwarded into it, when `forward`
-/// says so, by the rules of this module. The result is at most `max_len`
-/// bytes, or `target` itself.
+/// says so, by the rules of this module, a name clash settled by `clash`.
+/// The result is at most `max_len` bytes, or `target` itself.
 ///
 /// ```
-/// use shorty_service::forward::merge;
+/// use shorty_service::forward::{merge, Clash};
 ///
 /// let to = "https://shop.example/p?id=7&utm_source=site#top";
+/// let visitor = Some("utm_source=mail&utm_medium=email");
 /// assert_eq!(
-///     merge(to, Some("utm_source=mail&utm_medium=email"), true, 8192),
+///     merge(to, visitor, true, Clash::KeepTarget, 8192),
 ///     "https://shop.example/p?id=7&utm_source=site&utm_medium=email#top"
 /// );
-/// assert_eq!(merge(to, Some("utm_medium=email"), false, 8192), to);
-/// assert_eq!(merge(to, Some("utm_medium=email"), true, to.len()), to, "too long");
+/// assert_eq!(
+///     merge(to, visitor, true, Clash::VisitorWins, 8192),
+///     "https://shop.example/p?id=7&utm_source=mail&utm_medium=email#top"
+/// );
+/// assert_eq!(merge(to, visitor, false, Clash::KeepTarget, 8192), to);
+/// assert_eq!(merge(to, visitor, true, Clash::KeepTarget, to.len()), to, "too long");
 /// ```
 pub fn merge<'a>(
     target: &'a str,
     visitor: Option<&str>,
     forward: bool,
+    clash: Clash,
     max_len: usize,
 ) -> Cow<'a, str> {
     let Some(visitor) = visitor.filter(|q| forward && !q.is_empty()) else {
@@ -97,11 +119,55 @@ pub fn merge<'a>(
         own.is_some_and(|query| query.split('&').any(|p| !p.is_empty() && name(p) == wanted))
     };
     let mut url = String::with_capacity(target.len() + visitor.len() + 2);
-    url.push_str(base);
-    let mut separator = match own {
-        None => "?",
-        Some(query) if query.is_empty() || query.ends_with('&') => "",
-        Some(_) => "&",
+    let rebuilt = clash == Clash::VisitorWins
+        && own.is_some()
+        && visitor.split('&').any(|p| !p.is_empty() && taken(&name(p)));
+    let mut separator = if rebuilt {
+        // The target's query is written again segment by segment (empty
+        // ones too, as the target has them), its clashing pairs replaced
+        // by the visitor's.
+        let (path, query) = base.split_once('?').unwrap_or((base, ""));
+        url.push_str(path);
+        url.push('?');
+        let mut written = false;
+        let mut last_empty = true;
+        let mut segment = |url: &mut String, pair: &str, escape: bool| {
+            if written {
+                url.push('&');
+            }
+            written = true;
+            last_empty = pair.is_empty();
+            if escape {
+                push_escaped(url, pair);
+            } else {
+                url.push_str(pair);
+            }
+        };
+        for (i, pair) in query.split('&').enumerate() {
+            let pair_name = name(pair);
+            let sent = |p: &&str| !p.is_empty() && name(p) == pair_name;
+            if pair.is_empty() || !visitor.split('&').any(|p| sent(&p)) {
+                segment(&mut url, pair, false);
+            } else if !query.split('&').take(i).any(|p| sent(&p)) {
+                // The first of the target's pairs of this name: the
+                // visitor's take its place; the target's later ones go.
+                for theirs in visitor.split('&').filter(sent) {
+                    segment(&mut url, theirs, true);
+                }
+            }
+        }
+        if last_empty {
+            ""
+        } else {
+            "&"
+        }
+    } else {
+        url.push_str(base);
+        match own {
+            None => "?",
+            Some(query) if query.is_empty() || query.ends_with('&') => "",
+            Some(_) => "&",
+        }
     };
     for pair in visitor.split('&').filter(|p| !p.is_empty()) {
         if taken(&name(pair)) {
@@ -111,7 +177,7 @@ pub fn merge<'a>(
         separator = "&";
         push_escaped(&mut url, pair);
     }
-    if url.len() == base.len() || url.len() + fragment.len() > max_len {
+    if (!rebuilt && url.len() == base.len()) || url.len() + fragment.len() > max_len {
         // Nothing to add, or too long: the target as it is.
         return target.into();
     }
@@ -124,7 +190,10 @@ mod tests {
     //! Properties over arbitrary targets and visitor queries.
     use proptest::prelude::*;
 
-    use super::merge;
+    use super::{merge, Clash};
+
+    const KEEP: Clash = Clash::KeepTarget;
+    const WINS: Clash = Clash::VisitorWins;
 
     /// The non-empty `&`-separated pairs of a query.
     fn pairs(query: &str) -> Vec<&str> {
@@ -196,10 +265,14 @@ mod tests {
 
     proptest! {
         #[test]
-        fn off_or_without_a_query_the_target_is_unchanged(target in target(), visitor in query()) {
-            prop_assert_eq!(merge(&target, Some(&visitor), false, 8192), target.as_str());
-            prop_assert_eq!(merge(&target, None, true, 8192), target.as_str());
-            prop_assert_eq!(merge(&target, Some(""), true, 8192), target.as_str());
+        fn off_or_without_a_query_the_target_is_unchanged(
+            target in target(),
+            visitor in query(),
+            clash in clash(),
+        ) {
+            prop_assert_eq!(merge(&target, Some(&visitor), false, clash, 8192), target.as_str());
+            prop_assert_eq!(merge(&target, None, true, clash, 8192), target.as_str());
+            prop_assert_eq!(merge(&target, Some(""), true, clash, 8192), target.as_str());
         }
 
         #[test]
@@ -207,7 +280,7 @@ mod tests {
             target in target(),
             visitor in query(),
         ) {
-            let merged = merge(&target, Some(&visitor), true, usize::MAX);
+            let merged = merge(&target, Some(&visitor), true, KEEP, usize::MAX);
             let (path, own, fragment) = split(&target);
             let (m_path, m_query, m_fragment) = split(&merged);
             prop_assert_eq!(m_path, path);
@@ -229,8 +302,13 @@ mod tests {
         }
 
         #[test]
-        fn the_result_is_a_bounded_valid_url(target in target(), visitor in query(), max in 0usize..200) {
-            let merged = merge(&target, Some(&visitor), true, max);
+        fn the_result_is_a_bounded_valid_url(
+            target in target(),
+            visitor in query(),
+            max in 0usize..200,
+            clash in clash(),
+        ) {
+            let merged = merge(&target, Some(&visitor), true, clash, max);
             prop_assert!(merged == target || merged.len() <= max, "{} bytes over a limit of {}", merged.len(), max);
             prop_assert!(merged.is_ascii() || !target.is_ascii() || merged == target, "added bytes are ASCII");
             prop_assert_eq!(merged.matches(' ').count(), target.matches(' ').count(), "no space added");
@@ -243,14 +321,83 @@ mod tests {
 
         #[test]
         fn forwarding_twice_adds_nothing_more(target in target(), visitor in query()) {
-            let once = merge(&target, Some(&visitor), true, 8192).into_owned();
-            prop_assert_eq!(merge(&once, Some(&visitor), true, 8192), once.as_str());
+            let once = merge(&target, Some(&visitor), true, KEEP, 8192).into_owned();
+            prop_assert_eq!(merge(&once, Some(&visitor), true, KEEP, 8192), once.as_str());
         }
 
         #[test]
-        fn never_panics_on_anything(target in "\\PC{0,40}", visitor in "\\PC{0,40}", max in 0usize..100) {
-            let _ = merge(&target, Some(&visitor), true, max);
+        fn never_panics_on_anything(
+            target in "\\PC{0,40}",
+            visitor in "\\PC{0,40}",
+            max in 0usize..100,
+            clash in clash(),
+        ) {
+            let _ = merge(&target, Some(&visitor), true, clash, max);
         }
+
+        #[test]
+        fn visitor_wins_replaces_clashing_values_in_place_and_appends_the_rest(
+            target in target(),
+            visitor in query(),
+        ) {
+            let merged = merge(&target, Some(&visitor), true, WINS, usize::MAX);
+            let (path, own, fragment) = split(&target);
+            let (m_path, m_query, m_fragment) = split(&merged);
+            prop_assert_eq!(m_path, path);
+            prop_assert_eq!(m_fragment, fragment, "the target's fragment stays, last");
+            // Compared decoded: the visitor's bytes may have been escaped.
+            let own = decoded(own.unwrap_or_default());
+            let theirs = decoded(&visitor);
+            let names = |pairs: &[(String, String)]| pairs.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
+            let (own_names, their_names) = (names(&own), names(&theirs));
+            let mut expected = Vec::new();
+            for (i, (name, value)) in own.iter().enumerate() {
+                if !their_names.contains(name) {
+                    expected.push((name.clone(), value.clone()));
+                } else if !own_names[..i].contains(name) {
+                    expected.extend(theirs.iter().filter(|(n, _)| n == name).cloned());
+                }
+            }
+            expected.extend(theirs.iter().filter(|(n, _)| !own_names.contains(n)).cloned());
+            prop_assert_eq!(
+                decoded(m_query.unwrap_or_default()),
+                expected,
+                "the target's order, clashing values the visitor's, then the visitor's other pairs in order"
+            );
+            if theirs.is_empty() {
+                prop_assert_eq!(merged.as_ref(), target.as_str());
+            }
+        }
+
+        #[test]
+        fn visitor_wins_twice_adds_nothing_more(target in target(), visitor in query()) {
+            // With one value per name (two values of one name are grouped
+            // the first time).
+            let mut names = Vec::new();
+            let visitor: Vec<&str> = pairs(&visitor)
+                .into_iter()
+                .filter(|p| {
+                    let name = name(p);
+                    let first = !names.contains(&name);
+                    names.push(name);
+                    first
+                })
+                .collect();
+            let visitor = visitor.join("&");
+            let once = merge(&target, Some(&visitor), true, WINS, 8192).into_owned();
+            prop_assert_eq!(merge(&once, Some(&visitor), true, WINS, 8192), once.as_str());
+        }
+    }
+
+    fn clash() -> impl Strategy<Value = Clash> {
+        prop_oneof![Just(KEEP), Just(WINS)]
+    }
+
+    /// The decoded (name, value) pairs of a query.
+    fn decoded(query: &str) -> Vec<(String, String)> {
+        url::form_urlencoded::parse(query.as_bytes())
+            .into_owned()
+            .collect()
     }
 
     fn expected_is_empty(visitor: &str, own_names: &[String]) -> bool {
@@ -261,19 +408,25 @@ mod tests {
     fn the_rules_by_example() {
         let t = "https://e.example/p?utm_source=site&x=1#frag";
         assert_eq!(
-            merge(t, Some("utm_source=mail&utm_medium=email"), true, 8192),
+            merge(
+                t,
+                Some("utm_source=mail&utm_medium=email"),
+                true,
+                KEEP,
+                8192
+            ),
             "https://e.example/p?utm_source=site&x=1&utm_medium=email#frag"
         );
         assert_eq!(
-            merge("https://e.example/p", Some("a=1&b"), true, 8192),
+            merge("https://e.example/p", Some("a=1&b"), true, KEEP, 8192),
             "https://e.example/p?a=1&b"
         );
         assert_eq!(
-            merge("https://e.example/p?", Some("a=1"), true, 8192),
+            merge("https://e.example/p?", Some("a=1"), true, KEEP, 8192),
             "https://e.example/p?a=1"
         );
         assert_eq!(
-            merge("https://e.example/p?z&", Some("a=1"), true, 8192),
+            merge("https://e.example/p?z&", Some("a=1"), true, KEEP, 8192),
             "https://e.example/p?z&a=1"
         );
         assert_eq!(
@@ -281,14 +434,48 @@ mod tests {
                 "https://e.example/",
                 Some("q=caf\u{e9} \"x\"#<b>&p=100%25&r=%zz"),
                 true,
+                KEEP,
                 8192
             ),
             "https://e.example/?q=caf%C3%A9%20%22x%22%23%3Cb%3E&p=100%25&r=%25zz"
         );
         assert_eq!(
-            merge(t, Some("utm%5Fsource=mail"), true, 8192),
+            merge(t, Some("utm%5Fsource=mail"), true, KEEP, 8192),
             t,
             "names compare decoded"
+        );
+        // Visitor wins: in place, every pair of the name, the target's
+        // later pairs of the name gone, new names last.
+        assert_eq!(
+            merge(
+                "https://e.example/p?a=0&b=1&a=9&c#f",
+                Some("x=1&a=%C3%A9&a=2&b=&y"),
+                true,
+                WINS,
+                8192
+            ),
+            "https://e.example/p?a=%C3%A9&a=2&b=&c&x=1&y#f"
+        );
+        assert_eq!(
+            merge(
+                "https://e.example/p?&a=0&&",
+                Some("a=1&b"),
+                true,
+                WINS,
+                8192
+            ),
+            "https://e.example/p?&a=1&&b",
+            "empty pairs kept, as when the target's value stays"
+        );
+        assert_eq!(
+            merge("https://e.example/p?z&", Some("a=1"), true, WINS, 8192),
+            "https://e.example/p?z&a=1",
+            "no clash: as when the target's value stays"
+        );
+        assert_eq!(
+            merge("https://e.example/p?a=1", Some("a=2"), true, WINS, 22),
+            "https://e.example/p?a=1",
+            "too long: the target"
         );
     }
 }

@@ -43,6 +43,9 @@ pub struct Settings {
     /// Forward a visitor's query into the redirect's URL
     /// ([`crate::forward`]).
     pub forward_query: bool,
+    /// Whose value stays when the visitor's query and the URL's name the
+    /// same parameter.
+    pub forward_query_clash: crate::forward::Clash,
     /// Longest URL accepted by SHORTEN.
     pub max_url_bytes: usize,
     /// Largest HTTP request head accepted.
@@ -94,6 +97,7 @@ impl Settings {
             }),
             redirect_status: 302,
             forward_query: true,
+            forward_query_clash: crate::forward::Clash::KeepTarget,
             max_url_bytes: DEFAULT_MAX_URL_BYTES,
             http_max_head_bytes: 8192,
             http_max_headers: 32,

@@ -659,7 +659,13 @@ impl Shard {
                 // `query` is only there when forwarding is on (a link's own
                 // option will decide it here once links carry options).
                 let settings = &self.shared.settings;
-                let url = forward::merge(&url, query, true, settings.max_url_bytes);
+                let url = forward::merge(
+                    &url,
+                    query,
+                    true,
+                    settings.forward_query_clash,
+                    settings.max_url_bytes,
+                );
                 let location = http::location(&url);
                 respond(
                     dst,
