@@ -1324,11 +1324,11 @@ pub fn http_absolute_form_targets_are_served(bin: &Path) {
 /// server shuts its sending side and drains what is still arriving instead
 /// of closing on unread bytes, which makes the kernel send a reset (the
 /// client then sees `ECONNRESET`, and on a real network may lose the
-/// response). Bounded: past `--http-linger-bytes` the server closes.
+/// response). Bounded: past `--linger-bytes` the server closes.
 pub fn http_oversized_requests_are_read_before_the_close(bin: &Path) {
     use std::io::{Read, Write};
     let dir = tmp();
-    let server = Server::start(bin, dir.path(), &["--http-linger-bytes", "300000"]);
+    let server = Server::start(bin, dir.path(), &["--linger-bytes", "300000"]);
     let line = format!("GET /{} HTTP/1.1\r\nHost: s\r\n\r\n", "a".repeat(100_000));
     let headers: String = (0..100)
         .map(|i| format!("X-{i}: {}\r\n", "v".repeat(1000)))

@@ -20,9 +20,7 @@ use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use shorty_service::forward::Clash;
 use shorty_service::log::record::MAX_URL_IN_RECORD;
 use shorty_service::log::{LogConfig, SyncPolicy};
-use shorty_service::settings::{
-    Settings, DEFAULT_HTTP_LINGER_BYTES, FRAME_OVERHEAD, MAX_HEADERS_CAP,
-};
+use shorty_service::settings::{Settings, DEFAULT_LINGER_BYTES, FRAME_OVERHEAD, MAX_HEADERS_CAP};
 use url::Url;
 
 /// Smallest `--segment-bytes`.
@@ -203,13 +201,13 @@ pub struct ServeArgs {
     /// shuts its sending side, and reads and discards at most this many
     /// more bytes before closing, so the client reads the answer instead of
     /// a connection reset (lingering close).
-    #[arg(long, env = "SHORTY_HTTP_LINGER_BYTES", default_value_t = DEFAULT_HTTP_LINGER_BYTES as u32, value_parser = clap::value_parser!(u32).range(1..=1_073_741_824))]
-    pub http_linger_bytes: u32,
+    #[arg(long, env = "SHORTY_LINGER_BYTES", default_value_t = DEFAULT_LINGER_BYTES as u32, value_parser = clap::value_parser!(u32).range(1..=1_073_741_824))]
+    pub linger_bytes: u32,
 
     /// How long such a lingering close waits at most for the client to
     /// close.
-    #[arg(long, env = "SHORTY_HTTP_LINGER_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
-    pub http_linger_timeout: Duration,
+    #[arg(long, env = "SHORTY_LINGER_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub linger_timeout: Duration,
 
     /// Directory of the durable log and the code key (created if missing).
     #[arg(long, env = "SHORTY_DATA_DIR", default_value = "./shorty-data")]
@@ -509,8 +507,8 @@ impl ServeArgs {
             idle_timeout: self.idle_timeout,
             frame_timeout: self.frame_timeout,
             http_header_timeout: self.http_header_timeout,
-            http_linger_bytes: self.http_linger_bytes as usize,
-            http_linger_timeout: self.http_linger_timeout,
+            linger_bytes: self.linger_bytes as usize,
+            linger_timeout: self.linger_timeout,
             write_timeout: self.write_timeout,
             delay: self.delay,
             commit_timeout: self.commit_timeout,
@@ -863,15 +861,15 @@ mod tests {
         );
         assert!(cli(&["--forward-query-clash", "both"]).is_err());
         let s = {
-            let c = cli(&["--http-linger-bytes", "4096", "--http-linger-timeout", "1s"])
+            let c = cli(&["--linger-bytes", "4096", "--linger-timeout", "1s"])
                 .unwrap()
                 .serve;
             c.settings(c.public_url(None))
         };
         assert_eq!(
-            (s.http_linger_bytes, s.http_linger_timeout),
+            (s.linger_bytes, s.linger_timeout),
             (4096, Duration::from_secs(1))
         );
-        assert!(cli(&["--http-linger-bytes", "0"]).is_err());
+        assert!(cli(&["--linger-bytes", "0"]).is_err());
     }
 }

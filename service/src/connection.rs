@@ -180,8 +180,8 @@ impl Connection {
     /// which can destroy the answer before the client reads it (an HTTP
     /// 414 after a 100 KB request line, a framed ERROR 413 after a frame
     /// over the limit, either's 408); nginx's `lingering_close` is the same
-    /// remedy. The bounds are `--http-linger-bytes` and
-    /// `--http-linger-timeout` for both protocols.
+    /// remedy. The bounds are `--linger-bytes` and
+    /// `--linger-timeout` for both protocols.
     fn linger_if(&mut self, peer_may_send: bool) {
         if peer_may_send {
             self.linger = true;
@@ -280,8 +280,8 @@ impl Connection {
     /// `true` once, when the I/O loop should shut down the socket's write
     /// side (everything is written, the peer may still be sending) and go
     /// on reading: the connection then discards what arrives, and closes
-    /// at the peer's end of stream or after `--http-linger-bytes` or
-    /// `--http-linger-timeout`, whichever comes first.
+    /// at the peer's end of stream or after `--linger-bytes` or
+    /// `--linger-timeout`, whichever comes first.
     pub fn poll_shutdown(&mut self, settings: &Settings, now: Instant) -> bool {
         if self.state != State::Draining
             || !self.linger
@@ -293,8 +293,8 @@ impl Connection {
         }
         self.linger = false;
         self.state = State::Lingering {
-            until: now + settings.http_linger_timeout,
-            left: settings.http_linger_bytes.max(1),
+            until: now + settings.linger_timeout,
+            left: settings.linger_bytes.max(1),
         };
         true
     }

@@ -20,14 +20,14 @@ pub const FRAME_OVERHEAD: usize = 64;
 /// `client-output-buffer-limit` plays the same part).
 pub const DEFAULT_MAX_OUTPUT_BYTES: usize = 256 * 1024;
 
-/// Default `--http-linger-bytes`: after answering a request it refuses
+/// Default `--linger-bytes`: after answering a request it refuses
 /// (HTTP 414, 431, 400, 408; framed ERROR 413, 408), the server reads and
 /// discards at most this much more before it closes (lingering close).
-pub const DEFAULT_HTTP_LINGER_BYTES: usize = 1 << 20;
+pub const DEFAULT_LINGER_BYTES: usize = 1 << 20;
 
-/// Default `--http-linger-timeout`: how long a lingering close waits for
+/// Default `--linger-timeout`: how long a lingering close waits for
 /// the peer to close.
-pub const DEFAULT_HTTP_LINGER_TIMEOUT: Duration = Duration::from_secs(5);
+pub const DEFAULT_LINGER_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The most headers `--http-max-headers` may allow (the parser's header
 /// array lives on the stack).
@@ -60,9 +60,9 @@ pub struct Settings {
     /// An HTTP request head must complete this soon after its first byte.
     pub http_header_timeout: Duration,
     /// Bytes a lingering close discards at most before it closes.
-    pub http_linger_bytes: usize,
+    pub linger_bytes: usize,
     /// How long a lingering close waits at most for the peer to close.
-    pub http_linger_timeout: Duration,
+    pub linger_timeout: Duration,
     /// A connection whose replies make no progress this long (the peer does
     /// not read) is closed.
     pub write_timeout: Duration,
@@ -104,8 +104,8 @@ impl Settings {
             idle_timeout: Duration::from_secs(60),
             frame_timeout: Duration::from_secs(10),
             http_header_timeout: Duration::from_secs(10),
-            http_linger_bytes: DEFAULT_HTTP_LINGER_BYTES,
-            http_linger_timeout: DEFAULT_HTTP_LINGER_TIMEOUT,
+            linger_bytes: DEFAULT_LINGER_BYTES,
+            linger_timeout: DEFAULT_LINGER_TIMEOUT,
             write_timeout: Duration::from_secs(30),
             delay: Duration::ZERO,
             commit_timeout: Duration::from_secs(5),

@@ -373,7 +373,7 @@ fn an_oversized_frame_is_answered_from_its_header_and_closed() {
 #[test]
 fn a_refused_frame_is_answered_then_the_write_side_shut_and_the_rest_discarded() {
     let mut settings = Settings::for_tests("http://s.example/");
-    settings.http_linger_bytes = 150_000;
+    settings.linger_bytes = 150_000;
     let mut rig = rig_with(settings.clone());
     let t = rig.t0;
     // A 100 KB frame whose header announces more than the limit, its first
@@ -427,15 +427,15 @@ fn a_refused_frame_is_answered_then_the_write_side_shut_and_the_rest_discarded()
     conn.handle_input(&mut rig.shard, &frame[4..], t);
     assert!(!conn.is_closed());
     conn.handle_input(&mut rig.shard, &frame[4..], t);
-    assert!(conn.is_closed(), "past --http-linger-bytes");
+    assert!(conn.is_closed(), "past --linger-bytes");
     let mut conn = Connection::new(3, Kind::Framed, t);
     conn.handle_input(&mut rig.shard, &frame[..4], t);
     rig.replies(&mut conn, t);
     assert!(conn.poll_shutdown(&settings, t));
     let until = conn.poll_timeout(&settings).unwrap();
-    assert_eq!(until, t + settings.http_linger_timeout);
+    assert_eq!(until, t + settings.linger_timeout);
     conn.handle_timeout(&mut rig.shard, until);
-    assert!(conn.is_closed(), "past --http-linger-timeout");
+    assert!(conn.is_closed(), "past --linger-timeout");
 
     // A frame timeout lingers too: the rest of the frame may be coming.
     let mut conn = Connection::new(4, Kind::Framed, t);
@@ -769,7 +769,7 @@ fn http_text(rig: &mut Rig, conn: &mut Connection, now: Instant) -> String {
 #[test]
 fn a_refused_head_is_answered_then_the_write_side_shut_and_the_rest_discarded() {
     let mut settings = Settings::for_tests("http://s.example/");
-    settings.http_linger_bytes = 50_000;
+    settings.linger_bytes = 50_000;
     let mut rig = rig_with(settings.clone());
     let t = rig.t0;
     // A request line longer than the head limit, still arriving.
@@ -820,7 +820,7 @@ fn a_refused_head_is_answered_then_the_write_side_shut_and_the_rest_discarded() 
         assert!(!conn.is_closed());
     }
     conn.handle_input(&mut rig.shard, &[b'a'; 16_384], t);
-    assert!(conn.is_closed(), "past --http-linger-bytes");
+    assert!(conn.is_closed(), "past --linger-bytes");
 
     // Bounded in time: the peer that neither sends nor closes.
     let mut conn = Connection::new(3, Kind::Http(Front::Public), t);
@@ -829,11 +829,11 @@ fn a_refused_head_is_answered_then_the_write_side_shut_and_the_rest_discarded() 
     assert!(http_text(&mut rig, &mut conn, t).starts_with("HTTP/1.1 431 "));
     assert!(conn.poll_shutdown(&settings, t));
     let until = conn.poll_timeout(&settings).unwrap();
-    assert_eq!(until, t + settings.http_linger_timeout);
+    assert_eq!(until, t + settings.linger_timeout);
     conn.handle_timeout(&mut rig.shard, until - Duration::from_millis(1));
     assert!(!conn.is_closed());
     conn.handle_timeout(&mut rig.shard, until);
-    assert!(conn.is_closed(), "past --http-linger-timeout");
+    assert!(conn.is_closed(), "past --linger-timeout");
 
     // A last request with nothing after it closes at once: the peer is
     // done sending.
