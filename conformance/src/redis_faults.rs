@@ -209,6 +209,16 @@ pub fn redis_out_of_memory_acknowledges_nothing_unstored(binary: &Path) {
     let (status, _, body) = crate::cases::http("GET", &health);
     assert_eq!(status, 503, "{body}");
     assert!(body.contains("refuses writes"), "{body}");
+    // A node (re)started while the store refuses writes says so too: its
+    // first id block is refused (the id counter's INCRBY).
+    assert!(server.stop().success());
+    let server = node(binary, dir.path(), &primary.url(), &[]);
+    let refused = shorten_many(&server, "oom-restarted", 2, 100);
+    assert!(refused.acked.is_empty(), "{refused:?}");
+    let health = server.http_url("/healthz");
+    let (status, _, body) = crate::cases::http("GET", &health);
+    assert_eq!(status, 503, "after a restart: {body}");
+    assert!(body.contains("refuses writes"), "{body}");
     // Memory freed: the idle probe sees writes taken again, without a
     // SHORTEN and without a restart.
     primary.must(&["CONFIG", "SET", "maxmemory", "0"]);

@@ -11,6 +11,7 @@
 
 use std::io;
 use std::net::{SocketAddr, TcpListener};
+use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, Socket, Type};
 
@@ -75,10 +76,10 @@ impl std::fmt::Display for ListenError {
         if self.in_use {
             write!(
                 f,
-                "cannot listen for {} on {}: another process is already serving it (another \
-                 shorty? after `kill -9` an io_uring server's listeners can linger for a \
-                 moment: wait for the port to close)",
-                self.what, self.addr
+                "cannot listen for {} on {}: another process has served it for {:?} (another \
+                 shorty? an io_uring server's listeners can outlive its process for a moment: \
+                 wait for the port to close)",
+                self.what, self.addr, LINGERING_LISTENER_WAIT
             )
         } else {
             write!(
@@ -108,10 +109,36 @@ impl ListenError {
 /// # Errors
 /// [`ListenError`] with `in_use`.
 pub fn check_free(what: &'static str, addr: SocketAddr) -> Result<(), ListenError> {
+    check_free_within(what, addr, LINGERING_LISTENER_WAIT)
+}
+
+/// How long a start waits for an address another process serves to be
+/// freed before refusing: an io_uring server's listeners outlive its
+/// process while the kernel tears its rings down (after `kill -9`, and for
+/// glommio after a clean exit too), so a restart right after a stop would
+/// otherwise fail; a live instance still holds it after this.
+pub const LINGERING_LISTENER_WAIT: Duration = Duration::from_secs(3);
+
+fn check_free_within(
+    what: &'static str,
+    addr: SocketAddr,
+    wait: Duration,
+) -> Result<(), ListenError> {
     if addr.port() == 0 {
         return Ok(());
     }
-    probe(addr).map_err(|source| ListenError::new(what, addr, source))
+    let deadline = Instant::now() + wait;
+    loop {
+        match probe(addr) {
+            Ok(()) => return Ok(()),
+            Err(source)
+                if source.kind() == io::ErrorKind::AddrInUse && Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(source) => return Err(ListenError::new(what, addr, source)),
+        }
+    }
 }
 
 /// Binds `count` `SO_REUSEPORT` listeners on `addr` (`what` names it in
@@ -139,6 +166,23 @@ pub fn bind_listeners(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A listener that goes away within the wait (a stopped io_uring
+    /// server's, torn down with its ring) lets the start go on; one that
+    /// stays is refused once the wait is over.
+    #[test]
+    fn a_start_waits_for_a_lingering_listener_then_refuses_a_live_one() {
+        let held = bind_listeners("test", "127.0.0.1:0".parse().unwrap(), 1).unwrap();
+        let addr = held[0].local_addr().unwrap();
+        let err = check_free_within("test", addr, Duration::from_millis(200)).unwrap_err();
+        assert!(err.in_use, "{err}");
+        let release = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            drop(held);
+        });
+        check_free_within("test", addr, Duration::from_secs(5)).unwrap();
+        release.join().unwrap();
+    }
 
     #[test]
     fn port_zero_listeners_share_one_port() {

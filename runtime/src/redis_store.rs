@@ -601,6 +601,12 @@ impl Store {
             }
             let id = match self.next_id().await {
                 Ok(id) => id,
+                // An error reply (OOM, MISCONF, READONLY, ...) to the id
+                // counter's INCRBY: reachable, refusing writes.
+                Err(err) if err.code().is_some() => {
+                    self.set_refusing(true);
+                    return Self::unavailable(format!("the store refused the URL: {err}"));
+                }
                 Err(err) => return Self::unavailable(format!("the store is unavailable: {err}")),
             };
             let Some(key) = self.codec.new_key(id) else {
