@@ -76,9 +76,9 @@ impl std::fmt::Display for ListenError {
         if self.in_use {
             write!(
                 f,
-                "cannot listen for {} on {}: another process has served it for {:?} (another \
-                 shorty? an io_uring server's listeners can outlive its process for a moment: \
-                 wait for the port to close)",
+                "cannot listen for {} on {}: another process is already serving it, still after \
+                 {:?} (another shorty? an io_uring server's listeners can outlive its process \
+                 for a moment: wait for the port to close)",
                 self.what, self.addr, LINGERING_LISTENER_WAIT
             )
         } else {
