@@ -3,12 +3,11 @@
 //! writer; stops the process if the log fails for good.
 
 use std::future::Future;
-use std::io;
 use std::rc::Rc;
 use std::time::Instant;
 
 use futures_lite::future;
-use shorty_service::log::{IoResult, LogIo};
+use shorty_service::log::{is_disk_full, IoResult, LogIo};
 
 use crate::driver::state::Core;
 use crate::driver::{Runtime, SegmentWriter, Step, WriteFailure};
@@ -38,13 +37,7 @@ pub fn blocking<T: Send + 'static>(
 pub fn classify(result: Result<(), WriteFailure>) -> IoResult {
     match result {
         Ok(()) => IoResult::Ok,
-        Err(WriteFailure { step, error })
-            if step != Step::Sync
-                && matches!(
-                    error.kind(),
-                    io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
-                ) =>
-        {
+        Err(WriteFailure { step, error }) if step != Step::Sync && is_disk_full(&error) => {
             IoResult::DiskFull(error.to_string())
         }
         Err(WriteFailure { step, error }) => IoResult::Fatal(format!("{step:?} failed: {error}")),
@@ -86,14 +79,7 @@ pub async fn run<R: Runtime, W: SegmentWriter>(core: Rc<Core<R>>, mut writer: W)
                 let repair = repair.clone();
                 match blocking(move || crate::datadir::repair(&repair)).await {
                     Some(Ok(())) => IoResult::Ok,
-                    Some(Err(err))
-                        if matches!(
-                            err.kind(),
-                            io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
-                        ) =>
-                    {
-                        IoResult::DiskFull(err.to_string())
-                    }
+                    Some(Err(err)) if is_disk_full(&err) => IoResult::DiskFull(err.to_string()),
                     Some(Err(err)) => IoResult::Fatal(format!("repair failed: {err}")),
                     None => IoResult::Fatal("repair thread failed".into()),
                 }
@@ -134,6 +120,7 @@ pub async fn run<R: Runtime, W: SegmentWriter>(core: Rc<Core<R>>, mut writer: W)
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io;
 
     #[test]
     fn only_a_full_disk_before_syncing_is_retried() {

@@ -23,6 +23,16 @@ pub mod scan;
 pub mod segments;
 pub mod writer;
 
+/// The file system is out of space or quota (ENOSPC, EDQUOT): the one
+/// failure the log rides out (new links refused, the rest served) rather
+/// than stopping for.
+pub fn is_disk_full(err: &std::io::Error) -> bool {
+    matches!(
+        err.kind(),
+        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+    )
+}
+
 pub use writer::{
     IoResult, LogConfig, LogFailure, LogIo, LogState, LogWriter, Repair, Settled, SyncPolicy,
     Token, WriteBatch, VOUCH_DELAY,

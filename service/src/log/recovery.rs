@@ -9,6 +9,7 @@
 use std::io;
 
 use crate::log::hint::{decode_hint, encode_hint, hint_file_name, hint_seal};
+use crate::log::is_disk_full;
 use crate::log::record::{decode_record, encode_seal, Decoded, Record, Seal, SEAL_LEN};
 use crate::log::scan::{holds_nothing, scan_vouched, ScanError, SegmentEnd};
 use crate::log::segments::segment_file_name;
@@ -256,14 +257,6 @@ pub fn recover_segment(
         outcome.hint_problem = Some(format!("hint file not written: {err}"));
     }
     Ok(outcome)
-}
-
-/// The file system is out of space or quota.
-fn is_disk_full(err: &io::Error) -> bool {
-    matches!(
-        err.kind(),
-        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
-    )
 }
 
 /// Name of the high-water file in the data directory: ids and segment
