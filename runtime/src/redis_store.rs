@@ -147,9 +147,7 @@ pub struct Probe {
 /// # Errors
 /// No seed answers (every seed's error, in order).
 pub async fn probe(spec: &RedisSpec, timeout: Duration) -> Result<Probe, String> {
-    let config = redis::AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(timeout))
-        .set_response_timeout(Some(timeout));
+    let config = single_config(timeout);
     let mut errors = Vec::new();
     for node in &spec.nodes {
         let attempt = async {
@@ -170,6 +168,14 @@ pub async fn probe(spec: &RedisSpec, timeout: Duration) -> Result<Probe, String>
         }
     }
     Err(errors.join("; "))
+}
+
+/// A single node's connection settings: every connect and reply bounded
+/// by `timeout`.
+fn single_config(timeout: Duration) -> redis::AsyncConnectionConfig {
+    redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(timeout))
+        .set_response_timeout(Some(timeout))
 }
 
 /// `node` without its password, for messages.
@@ -209,9 +215,7 @@ pub async fn connect_with(
             builder.build()?.get_async_connection().await?,
         ))
     } else {
-        let config = redis::AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout));
+        let config = single_config(timeout);
         let client = redis::Client::open(probe.node.as_str())?;
         Ok(Conn::Single(
             client
