@@ -14,8 +14,7 @@ use std::time::{Duration, Instant};
 
 use shorty_service::codes::{format_code, CodeKey, IdSpace, MAX_CODE_LEN};
 use shorty_service::keydir::{KeyDir, Location};
-use shorty_service::log::hint::{build_hint, hint_file_name, HINT_ENTRY_LEN, HINT_HEADER_LEN};
-use shorty_service::log::record::{LINK_OVERHEAD, PREAMBLE_LEN, SEAL_LEN};
+use shorty_service::log::hint::{build_hint, hint_file_name, hint_reservation, HINT_HEADER_LEN};
 use shorty_service::log::recovery::{
     recover_segment, HighWater, RecoveryError, RecoveryFiles, STATE_FILE,
 };
@@ -459,34 +458,6 @@ pub fn write_state(dir: &Path, mark: HighWater) -> io::Result<()> {
     write_atomic(dir, STATE_FILE, &mark.encode())
 }
 
-/// Links worth reserving room for in the key directory for one segment,
-/// from the first bytes of its hint (`header`), the hint file's length and
-/// the segment file's length, before anything is checksummed. Only a count
-/// that both lengths confirm is taken (an intact hint holds exactly
-/// [`HINT_ENTRY_LEN`] bytes per link, and a segment at least
-/// [`LINK_OVERHEAD`] per link); anything else reserves nothing, so a
-/// damaged hint costs a scan and the table's normal growth, never an
-/// allocation its files cannot back.
-pub fn hint_reservation(header: &[u8], hint_len: u64, segment_len: u64) -> u64 {
-    let Some(links) = header
-        .get(36..44)
-        .and_then(|b| b.try_into().ok())
-        .map(u64::from_le_bytes)
-    else {
-        return 0;
-    };
-    let hint_len_claimed = links
-        .checked_mul(HINT_ENTRY_LEN as u64)
-        .and_then(|n| n.checked_add((HINT_HEADER_LEN + 4) as u64));
-    let segment_room =
-        segment_len.saturating_sub((PREAMBLE_LEN + SEAL_LEN) as u64) / LINK_OVERHEAD as u64;
-    if hint_len_claimed == Some(hint_len) && links <= segment_room {
-        links
-    } else {
-        0
-    }
-}
-
 /// The key directory's reservation for segments `numbers` of `dir`: the sum
 /// of [`hint_reservation`] over them.
 pub fn expected_links(dir: &Path, numbers: &[u64]) -> u64 {
@@ -905,6 +876,8 @@ fn scrub_sealed(mut file: File, number: u64) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use shorty_service::log::hint::HINT_ENTRY_LEN;
+    use shorty_service::log::record::LINK_OVERHEAD;
 
     #[test]
     fn a_second_instance_is_refused_with_the_holder_s_pid() {

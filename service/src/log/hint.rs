@@ -24,7 +24,7 @@
 
 use bytes::BufMut;
 
-use crate::log::record::{Seal, LINK_OVERHEAD, PREAMBLE_LEN};
+use crate::log::record::{Seal, LINK_OVERHEAD, PREAMBLE_LEN, SEAL_LEN};
 
 /// The first 8 bytes of a hint file.
 pub const HINT_MAGIC: [u8; 8] = *b"SHORTYHT";
@@ -34,6 +34,38 @@ pub const HINT_HEADER_LEN: usize = 52;
 
 /// Bytes per entry.
 pub const HINT_ENTRY_LEN: usize = 12;
+
+/// Where the seal copy's link count lies: after the magic, format,
+/// segment number, `data_len` and CRC.
+const LINKS_AT: usize = 8 + 8 + 8 + 8 + 4;
+
+/// Links worth reserving room for in the key directory for one segment,
+/// from the first bytes of its hint (`header`), the hint file's length and
+/// the segment file's length, before anything is checksummed. Only a count
+/// that both lengths confirm is taken (an intact hint holds exactly
+/// [`HINT_ENTRY_LEN`] bytes per link, and a segment at least
+/// [`LINK_OVERHEAD`] per link); anything else reserves nothing, so a
+/// damaged hint costs a scan and the table's normal growth, never an
+/// allocation its files cannot back.
+pub fn hint_reservation(header: &[u8], hint_len: u64, segment_len: u64) -> u64 {
+    let Some(links) = header
+        .get(LINKS_AT..LINKS_AT + 8)
+        .and_then(|b| b.try_into().ok())
+        .map(u64::from_le_bytes)
+    else {
+        return 0;
+    };
+    let hint_len_claimed = links
+        .checked_mul(HINT_ENTRY_LEN as u64)
+        .and_then(|n| n.checked_add((HINT_HEADER_LEN + 4) as u64));
+    let segment_room =
+        segment_len.saturating_sub((PREAMBLE_LEN + SEAL_LEN) as u64) / LINK_OVERHEAD as u64;
+    if hint_len_claimed == Some(hint_len) && links <= segment_room {
+        links
+    } else {
+        0
+    }
+}
 
 /// Why a hint file cannot be used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
