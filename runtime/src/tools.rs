@@ -12,10 +12,8 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use shorty_service::codes::{format_code, parse_code, MAX_CODE_LEN};
 use shorty_service::keydir::KeyDir;
-use shorty_service::log::hint::{build_hint, hint_file_name, hint_seal};
-use shorty_service::log::record::{
-    decode_record, link_len, Decoded, Link, Record, NO_ID, SEAL_LEN,
-};
+use shorty_service::log::hint::{build_hint, hint_file_name, hint_vouches};
+use shorty_service::log::record::{decode_record, link_len, Decoded, Link, Record, NO_ID};
 use shorty_service::log::recovery::{verify_segment, Verdict};
 use shorty_service::log::scan::{scan_vouched, ScanError};
 use shorty_service::log::segments::{segment_file_name, SegmentTable};
@@ -233,10 +231,7 @@ pub fn export_links(dir: &Path, sink: &mut impl Write) -> io::Result<(u64, u64)>
             Err(err) => return Err(err),
         };
         let hint = fs::read(dir.join(hint_file_name(*number))).ok();
-        let by_hint = hint
-            .as_deref()
-            .and_then(|h| hint_seal(h, *number))
-            .map_or(0, |seal| seal.data_len.saturating_add(SEAL_LEN as u64));
+        let by_hint = hint_vouches(hint.as_deref(), *number);
         // First where the vouched bytes end, then the links inside them:
         // two passes, so a 1 GiB segment costs no list of its links.
         let end = match scan_vouched(&bytes, *number, by_hint, |_, _| {}) {

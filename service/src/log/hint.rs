@@ -122,6 +122,15 @@ pub fn encode_hint(
     dst.put_u32_le(crc);
 }
 
+/// How many of a segment's bytes its hint file (`hint`, if any) vouches
+/// for: the sealed length, seal included, of an intact hint's seal copy
+/// ([`hint_seal`]); 0 without one. Recovery, `verify` and export judge a
+/// segment by it alike.
+pub fn hint_vouches(hint: Option<&[u8]>, segment: u64) -> u64 {
+    hint.and_then(|h| hint_seal(h, segment))
+        .map_or(0, |seal| seal.data_len.saturating_add(SEAL_LEN as u64))
+}
+
 /// The copy of the seal a hint file holds, if the hint is intact and names
 /// segment `segment`. Even when the seal at the end of the segment is
 /// damaged, an intact hint proves the segment was sealed at this length,

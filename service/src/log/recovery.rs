@@ -8,7 +8,7 @@
 
 use std::io;
 
-use crate::log::hint::{decode_hint, encode_hint, hint_file_name, hint_seal};
+use crate::log::hint::{decode_hint, encode_hint, hint_file_name, hint_seal, hint_vouches};
 use crate::log::is_disk_full;
 use crate::log::record::{decode_record, encode_seal, Decoded, Record, Seal, SEAL_LEN};
 use crate::log::scan::{holds_nothing, scan_vouched, ScanError, SegmentEnd};
@@ -150,10 +150,7 @@ pub fn recover_segment(
         .map_err(io_err(&hint_name))?;
     // An intact hint proves its segment was sealed at the length it names,
     // even if the seal itself is damaged: that much is vouched for.
-    let hint_vouches = hint
-        .as_deref()
-        .and_then(|h| hint_seal(h, number))
-        .map_or(0, |seal| seal.data_len.saturating_add(SEAL_LEN as u64));
+    let hint_vouches = hint_vouches(hint.as_deref(), number);
     if let Some(seal) = seal_at_end(len, &tail) {
         match &hint {
             None => outcome.hint_problem = Some("no hint file".into()),
@@ -409,9 +406,7 @@ pub enum Verdict {
 /// Checks one segment's bytes (and its hint file's, if any) fully,
 /// including every record's checksum, without changing anything.
 pub fn verify_segment(number: u64, bytes: &[u8], hint: Option<&[u8]>) -> Verdict {
-    let vouched = hint
-        .and_then(|h| hint_seal(h, number))
-        .map_or(0, |seal| seal.data_len.saturating_add(SEAL_LEN as u64));
+    let vouched = hint_vouches(hint, number);
     let scan = match scan_vouched(bytes, number, vouched, |_, _| {}) {
         Ok(scan) => scan,
         Err(err) => return Verdict::Refused(err),
