@@ -1,7 +1,11 @@
-//! One core's request handling, sans-IO.
+//! One core's state and its I/O hand-off, sans-IO.
 //!
-//! A [`Shard`] turns requests (frames, HTTP heads) into replies in a
-//! connection's [`Output`]. A reply that cannot be given at once becomes an
+//! A [`Shard`] owns what one core serves with: its log writer, its URL
+//! cache, its operations in flight. The operations themselves live in
+//! [`crate::ops`] (functions over the shard) and the request parsing and
+//! reply rendering in [`crate::front`] (`impl Shard` blocks there add
+//! `handle_frames`, `handle_http` and `settle`): this module imports
+//! neither, so the layers stay `shard` < `ops` < `front`. A reply that cannot be given at once becomes an
 //! *operation*: a SHORTEN waiting for its record to be durable, a RESOLVE
 //! waiting for its URL to be read from the log or fetched from the remote
 //! store. The shard hands the I/O to the backend ([`Shard::poll_log_io`],
@@ -15,23 +19,20 @@ use std::io;
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
-use bytes::{Bytes, BytesMut};
-use shorty_protocol::frame::{parse_frame, Status};
-use shorty_protocol::{ErrorCode, Reply, Request, ServerInfo, PROTOCOL_V1};
+use bytes::Bytes;
+use shorty_protocol::ErrorCode;
 use slab::Slab;
 
 use crate::cache::UrlCache;
-use crate::codes::{Codec, IdAllocator, IdSpace, MAX_CODE_LEN};
-use crate::forward;
+use crate::codes::{Codec, IdAllocator, IdSpace};
 use crate::health::{Health, StorageHealth};
-use crate::http::{self, Front, Head, Method, Response, Route};
 use crate::keydir::{KeyDir, Location};
 use crate::log::record::Seal;
-use crate::log::record::{decode_record, Decoded, Link, Record, RECORD_HEADER_LEN};
+use crate::log::record::{decode_record, Decoded, Record, RECORD_HEADER_LEN};
 use crate::log::segments::{FileIdx, SegmentRef, SegmentTable};
 use crate::log::{IoResult, LogIo, LogState, LogWriter};
-use crate::metrics::{CoreMetrics, Op, Proto};
-use crate::output::{OpId, Output, Released, Render, Wait, WAIT_COST};
+use crate::metrics::CoreMetrics;
+use crate::output::{OpId, Wait};
 use crate::settings::Settings;
 use crate::url::UrlPolicy;
 
@@ -165,20 +166,24 @@ pub enum OpResult {
     Failed(ErrorCode, Cow<'static, str>),
 }
 
+/// Where an operation stands.
 #[derive(Debug)]
-enum OpState {
+pub(crate) enum OpState {
     Waiting,
     Done(OpResult),
     /// The connection stopped waiting; drop the result when it comes.
     Abandoned,
 }
 
+/// One operation in flight.
 #[derive(Debug)]
-struct OpEntry {
-    conn: u32,
+pub(crate) struct OpEntry {
+    /// The connection waiting for it.
+    pub(crate) conn: u32,
     /// The code key it is about.
-    key: u64,
-    state: OpState,
+    pub(crate) key: u64,
+    /// Where it stands.
+    pub(crate) state: OpState,
 }
 
 /// A URL to read from the log for a RESOLVE or a redirect.
@@ -215,31 +220,35 @@ pub enum RemoteRequest {
     },
 }
 
+/// This core's part of the embedded log.
 #[derive(Debug)]
-struct LocalShard {
-    ids: IdAllocator,
-    log: LogWriter,
-    keydir: Arc<KeyDir>,
+pub(crate) struct LocalShard {
+    /// This core's block of ids.
+    pub(crate) ids: IdAllocator,
+    /// This core's log writer.
+    pub(crate) log: LogWriter,
+    /// The shared key directory.
+    pub(crate) keydir: Arc<KeyDir>,
 }
 
 /// One core's share of the service.
 #[derive(Debug)]
+///
+/// It owns the core's state and the I/O hand-off; the operations
+/// ([`crate::ops`]) are functions over it, and the fronts
+/// ([`crate::front`]) parse requests, call them and render their outcomes.
 pub struct Shard {
-    shared: Arc<Shared>,
-    core: usize,
-    local: Option<LocalShard>,
-    cache: UrlCache,
-    ops: Slab<OpEntry>,
-    reads: std::collections::VecDeque<UrlRead>,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) core: usize,
+    pub(crate) local: Option<LocalShard>,
+    pub(crate) cache: UrlCache,
+    pub(crate) ops: Slab<OpEntry>,
+    pub(crate) reads: std::collections::VecDeque<UrlRead>,
     /// Keys being read, and the other operations waiting for the same read.
-    reading: std::collections::HashMap<u64, Vec<OpId>>,
-    remote: std::collections::VecDeque<RemoteRequest>,
-    wake: Vec<u32>,
-    date: String,
-}
-
-fn error(code: ErrorCode, message: &str) -> Reply<&[u8]> {
-    Reply::error(code, message.as_bytes())
+    pub(crate) reading: std::collections::HashMap<u64, Vec<OpId>>,
+    pub(crate) remote: std::collections::VecDeque<RemoteRequest>,
+    pub(crate) wake: Vec<u32>,
+    pub(crate) date: String,
 }
 
 impl Shard {
@@ -294,7 +303,7 @@ impl Shard {
         self.ops.len()
     }
 
-    fn new_op(&mut self, conn: u32, key: u64) -> OpId {
+    pub(crate) fn new_op(&mut self, conn: u32, key: u64) -> OpId {
         self.ops.insert(OpEntry {
             conn,
             key,
@@ -302,7 +311,7 @@ impl Shard {
         }) as OpId
     }
 
-    fn complete(&mut self, op: OpId, result: OpResult) {
+    pub(crate) fn complete(&mut self, op: OpId, result: OpResult) {
         let Some(entry) = self.ops.get_mut(op as usize) else {
             return;
         };
@@ -323,419 +332,6 @@ impl Shard {
         self.wake.drain(..)
     }
 
-    // ----- the framed protocol -----
-
-    /// Handles every complete frame at the front of `input` for connection
-    /// `conn`, while fewer than `--max-output-bytes` are queued or in flight.
-    pub fn handle_frames(
-        &mut self,
-        conn: u32,
-        input: &[u8],
-        out: &mut Output,
-        now: Instant,
-    ) -> InputOutcome {
-        let settings = &self.shared.settings;
-        let (max, cap, delay) = (
-            settings.max_frame_len(),
-            settings.max_output_bytes,
-            settings.delay,
-        );
-        let mut outcome = InputOutcome::default();
-        let mut delayed = false;
-        loop {
-            let rest = input.get(outcome.consumed..).unwrap_or_default();
-            if out.committed_bytes() >= cap {
-                // Back-pressure: the rest waits until replies drain.
-                outcome.mid_frame = false;
-                return outcome;
-            }
-            match parse_frame(rest, max) {
-                Ok(Status::Complete(frame)) => {
-                    outcome.consumed += frame.encoded_len();
-                    if !delay.is_zero() && !delayed {
-                        // The seed's artificial work: replies to requests
-                        // read now are held for `--delay`. A timer, never a
-                        // blocked core.
-                        out.push_wait(Wait::Until(now + delay), WAIT_COST);
-                        delayed = true;
-                    }
-                    self.handle_payload(conn, frame.payload(), out, now);
-                }
-                Ok(Status::Partial { .. }) => {
-                    outcome.mid_frame = !rest.is_empty();
-                    return outcome;
-                }
-                Err(err) => {
-                    // The payload is never read: the stream cannot be
-                    // resynchronised, so answer and close.
-                    self.metrics()
-                        .request(Proto::Framed, Op::Other, err.error_code().0);
-                    out.push(&error(err.error_code(), &err.to_string()));
-                    outcome.close = true;
-                    return outcome;
-                }
-            }
-        }
-    }
-
-    /// Handles one frame payload.
-    fn handle_payload(&mut self, conn: u32, payload: &[u8], out: &mut Output, now: Instant) {
-        let request = match Request::parse_payload(payload) {
-            Ok(request) => request,
-            Err(err) => {
-                self.metrics()
-                    .request(Proto::Framed, Op::Other, err.error_code().0);
-                return out.push(&error(err.error_code(), &err.to_string()));
-            }
-        };
-        let (op, status) = match request {
-            Request::Bare(url) => return self.shorten(conn, url, true, out, now),
-            Request::Shorten(url) => return self.shorten(conn, url, false, out, now),
-            Request::Resolve(code) => {
-                return self.resolve(conn, code, out, now, Render::Resolved, Proto::Framed)
-            }
-            Request::Ping(body) => {
-                out.push(&Reply::Pong(body));
-                (Op::Ping, 0)
-            }
-            Request::Hello { version: 0, .. } => {
-                out.push(&error(
-                    ErrorCode::UNSUPPORTED_VERSION,
-                    "this server speaks protocol version 1",
-                ));
-                (Op::Hello, ErrorCode::UNSUPPORTED_VERSION.0)
-            }
-            Request::Hello { version, .. } => {
-                let settings = &self.shared.settings;
-                let clamp = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
-                // The version this server implements, not the protocol
-                // crate's highest: that grows before the server learns it.
-                out.push(&Reply::<&[u8]>::Hello(ServerInfo::new(
-                    version.min(PROTOCOL_V1),
-                    clamp(settings.max_frame_len()),
-                    clamp(settings.max_url_bytes),
-                )));
-                (Op::Hello, 0)
-            }
-            // `Request` is non-exhaustive: a kind this version does not
-            // handle.
-            _ => {
-                out.push(&error(
-                    ErrorCode::UNKNOWN_OPCODE,
-                    "request kind not supported",
-                ));
-                (Op::Other, ErrorCode::UNKNOWN_OPCODE.0)
-            }
-        };
-        self.metrics().request(Proto::Framed, op, status);
-    }
-
-    fn refuse(&self, out: &mut Output, code: ErrorCode, message: &str) {
-        self.metrics().request(Proto::Framed, Op::Shorten, code.0);
-        out.push(&error(code, message));
-    }
-
-    fn shorten(&mut self, conn: u32, url: &[u8], bare: bool, out: &mut Output, now: Instant) {
-        let shared = self.shared.clone();
-        let checked = shared.policy.check(url, |code| {
-            shared
-                .codec
-                .parse(code.as_bytes())
-                .is_some_and(|key| match &self.local {
-                    Some(local) => local.keydir.contains(key),
-                    // The remote store is not asked synchronously: the local
-                    // cache is the best cheap evidence.
-                    None => self.cache.contains(key),
-                })
-        });
-        let url = match checked {
-            Ok(url) => url,
-            Err(err) => return self.refuse(out, err.error_code(), &err.to_string()),
-        };
-        let deadline = now + shared.settings.commit_timeout;
-        let render = Render::Shortened { bare };
-        let Some(local) = self.local.as_mut() else {
-            let op = self.new_op(conn, 0);
-            self.remote.push_back(RemoteRequest::Put {
-                op,
-                url: Bytes::copy_from_slice(url.as_bytes()),
-            });
-            return out.push_wait(
-                Wait::Op {
-                    op,
-                    render,
-                    deadline,
-                },
-                WAIT_COST,
-            );
-        };
-        // An imported link may already hold the code an id maps to (and
-        // custom aliases will), and a few codes are reserved words: skip
-        // such ids. The key directory is asked for every new id, whatever
-        // the data directory's files say: a lookup costs far less than the
-        // record's write, and a code's owner must never depend on a marker
-        // file an operator can lose (issue 18, defect 12).
-        let (id, key) = loop {
-            let id = local.ids.next_id();
-            let Some(key) = shared.codec.new_key(id) else {
-                continue;
-            };
-            if !local.keydir.contains(key) {
-                break (id, key);
-            }
-        };
-        let op = self.ops.insert(OpEntry {
-            conn,
-            key,
-            state: OpState::Waiting,
-        }) as OpId;
-        let link = Link {
-            key,
-            id,
-            url: url.as_bytes(),
-        };
-        match local.log.append(&link, u64::from(op)) {
-            Ok(()) => out.push_wait(
-                Wait::Op {
-                    op,
-                    render,
-                    deadline,
-                },
-                WAIT_COST,
-            ),
-            Err(failure) => {
-                // Disk full, busy or broken: refused now, in its place.
-                self.ops.remove(op as usize);
-                let code = match failure {
-                    crate::log::LogFailure::Broken => ErrorCode::INTERNAL,
-                    _ => ErrorCode::OVERLOADED,
-                };
-                self.refuse(out, code, failure.message());
-            }
-        }
-    }
-
-    /// Looks a code up for a RESOLVE or a redirect: from the cache at once,
-    /// else as an operation (a log read, a remote GET).
-    fn resolve(
-        &mut self,
-        conn: u32,
-        code: &[u8],
-        out: &mut Output,
-        now: Instant,
-        render: Render,
-        proto: Proto,
-    ) {
-        let op_kind = if proto == Proto::Http {
-            Op::Redirect
-        } else {
-            Op::Resolve
-        };
-        let Some(key) = self.shared.codec.parse(code) else {
-            self.metrics().request(proto, op_kind, 404);
-            return out.push_with(|dst| self.render(&OpResult::NotFound, &render, dst));
-        };
-        let cached = self.cache.get(key);
-        self.metrics().cache(cached.is_some());
-        if let Some(url) = cached {
-            self.metrics().request(proto, op_kind, 0);
-            return out.push_with(|dst| self.render(&OpResult::Url(url), &render, dst));
-        }
-        let deadline = now + self.shared.settings.store_timeout;
-        let location = match &self.local {
-            None => None,
-            Some(local) => match local.keydir.get(key) {
-                Some(location) => Some(location),
-                None => {
-                    self.metrics().request(proto, op_kind, 404);
-                    return out.push_with(|dst| self.render(&OpResult::NotFound, &render, dst));
-                }
-            },
-        };
-        let op = self.new_op(conn, key);
-        match location {
-            Some(Location { file, offset }) => {
-                // Single flight: a read of this key already in flight
-                // answers this request too.
-                match self.reading.entry(key) {
-                    std::collections::hash_map::Entry::Occupied(mut waiting) => {
-                        waiting.get_mut().push(op)
-                    }
-                    std::collections::hash_map::Entry::Vacant(slot) => {
-                        slot.insert(Vec::new());
-                        self.reads.push_back(UrlRead {
-                            op,
-                            key,
-                            file,
-                            offset: u64::from(offset),
-                            len: URL_READ_LEN,
-                        });
-                    }
-                }
-            }
-            None => self.remote.push_back(RemoteRequest::Get { op, key }),
-        }
-        // Counted as the largest reply a URL can make until it settles.
-        let cost = self.shared.settings.max_url_bytes + 512;
-        out.push_wait(
-            Wait::Op {
-                op,
-                render,
-                deadline,
-            },
-            cost,
-        );
-    }
-
-    /// Encodes the reply of an operation's `result` into `dst`.
-    fn render(&self, result: &OpResult, render: &Render, dst: &mut BytesMut) {
-        match render {
-            Render::Redirect {
-                head_only,
-                keep_alive,
-                query,
-            } => self.render_redirect(result, *head_only, *keep_alive, query.as_deref(), dst),
-            &Render::Shortened { bare } => {
-                let reply_bytes;
-                let reply = match result {
-                    OpResult::Stored(key) => {
-                        let mut code = [0; MAX_CODE_LEN];
-                        let public = self.shared.settings.public_url.as_str();
-                        let code = self.shared.codec.code(*key, &mut code);
-                        let mut s = String::with_capacity(public.len() + code.len());
-                        s.push_str(public);
-                        s.push_str(code);
-                        reply_bytes = s;
-                        if bare {
-                            Reply::Bare(reply_bytes.as_bytes())
-                        } else {
-                            Reply::Shortened(reply_bytes.as_bytes())
-                        }
-                    }
-                    OpResult::Failed(code, message) => error(*code, message),
-                    _ => error(ErrorCode::INTERNAL, "unexpected store reply"),
-                };
-                encode(&reply, dst);
-            }
-            Render::Resolved => {
-                let reply = match result {
-                    OpResult::Url(url) => Reply::Resolved(&url[..]),
-                    OpResult::NotFound => {
-                        error(ErrorCode::NOT_FOUND, "no URL is stored under this code")
-                    }
-                    OpResult::Failed(code, message) => error(*code, message),
-                    OpResult::Stored(_) => error(ErrorCode::INTERNAL, "unexpected store reply"),
-                };
-                encode(&reply, dst);
-            }
-        }
-    }
-
-    fn render_redirect(
-        &self,
-        result: &OpResult,
-        head_only: bool,
-        keep_alive: bool,
-        query: Option<&str>,
-        dst: &mut BytesMut,
-    ) {
-        let date = &self.date;
-        let respond = |dst: &mut BytesMut, status, headers: &[(&str, &str)], body: &str| {
-            http::write(
-                dst,
-                date,
-                &Response {
-                    status,
-                    headers,
-                    body: body.as_bytes(),
-                    head_only,
-                    keep_alive,
-                },
-            )
-        };
-        match result {
-            OpResult::Url(url) => {
-                let url = String::from_utf8_lossy(url);
-                // `query` is only there when forwarding is on (a link's own
-                // option will decide it here once links carry options).
-                let settings = &self.shared.settings;
-                let url = forward::merge(
-                    &url,
-                    query,
-                    true,
-                    settings.forward_query_clash,
-                    settings.max_url_bytes,
-                );
-                let location = http::location(&url);
-                respond(
-                    dst,
-                    self.shared.settings.redirect_status,
-                    &[("Location", &location)],
-                    "",
-                );
-            }
-            OpResult::NotFound => respond(dst, 404, &[], "no URL is stored under this code\n"),
-            OpResult::Failed(code, message) => {
-                let status = if code.0 == 503 { 503 } else { 500 };
-                respond(dst, status, &[], &format!("{message}\n"))
-            }
-            OpResult::Stored(_) => respond(dst, 500, &[], "unexpected store reply\n"),
-        }
-    }
-
-    /// Settles `wait` if it can be: used by [`Output::release`]. An
-    /// operation past its deadline is abandoned and answered 503.
-    pub fn settle(&mut self, wait: &Wait, dst: &mut BytesMut, now: Instant) -> Released {
-        let (op, render, deadline) = match wait {
-            Wait::Until(at) => {
-                return if now >= *at {
-                    Released::Done
-                } else {
-                    Released::Pending
-                }
-            }
-            Wait::Op {
-                op,
-                render,
-                deadline,
-            } => (*op, render, *deadline),
-        };
-        let (proto, kind) = match render {
-            Render::Shortened { .. } => (Proto::Framed, Op::Shorten),
-            Render::Resolved => (Proto::Framed, Op::Resolve),
-            Render::Redirect { .. } => (Proto::Http, Op::Redirect),
-        };
-        let done = match self.ops.get(op as usize).map(|e| &e.state) {
-            Some(OpState::Done(_)) => match self.ops.remove(op as usize).state {
-                OpState::Done(result) => result,
-                _ => return Released::Pending,
-            },
-            Some(OpState::Waiting) if now >= deadline => {
-                if let Some(entry) = self.ops.get_mut(op as usize) {
-                    entry.state = OpState::Abandoned;
-                }
-                let message = match render {
-                    Render::Shortened { .. } => {
-                        "the log did not confirm the URL within --commit-timeout; it may still \
-                         have been stored: retry"
-                    }
-                    _ => "the store did not answer within --store-timeout",
-                };
-                OpResult::Failed(ErrorCode::OVERLOADED, message.into())
-            }
-            Some(_) => return Released::Pending,
-            None => OpResult::Failed(ErrorCode::INTERNAL, "lost operation".into()),
-        };
-        let status = match &done {
-            OpResult::Url(_) | OpResult::Stored(_) => 0,
-            OpResult::NotFound => 404,
-            OpResult::Failed(code, _) => code.0,
-        };
-        self.metrics().request(proto, kind, status);
-        self.render(&done, render, dst);
-        Released::Done
-    }
-
     /// A connection going away stops waiting for `wait`.
     pub fn abandon(&mut self, wait: &Wait) {
         if let Wait::Op { op, .. } = wait {
@@ -746,151 +342,6 @@ impl Shard {
                 } else {
                     self.ops.remove(op as usize);
                 }
-            }
-        }
-    }
-
-    // ----- the HTTP fronts -----
-
-    /// Handles every complete HTTP request at the front of `input`.
-    pub fn handle_http(
-        &mut self,
-        conn: u32,
-        front: Front,
-        input: &[u8],
-        out: &mut Output,
-        now: Instant,
-    ) -> InputOutcome {
-        let cap = self.shared.settings.max_output_bytes;
-        let mut outcome = InputOutcome::default();
-        loop {
-            let rest = input.get(outcome.consumed..).unwrap_or_default();
-            if rest.is_empty() || out.committed_bytes() >= cap {
-                return outcome;
-            }
-            let shared = self.shared.clone();
-            match http::parse(rest, &shared.settings) {
-                Head::Complete { len, request } => {
-                    outcome.consumed += len;
-                    self.http_request(conn, front, &request, out, now);
-                    if !request.keep_alive {
-                        outcome.close = true;
-                        return outcome;
-                    }
-                }
-                Head::Partial => {
-                    outcome.mid_frame = true;
-                    return outcome;
-                }
-                Head::Refused { status, body } => {
-                    self.metrics().request(Proto::Http, Op::Other, status);
-                    let date = self.date.clone();
-                    out.push_with(|dst| {
-                        http::write(
-                            dst,
-                            &date,
-                            &Response {
-                                status,
-                                headers: &[],
-                                body: body.as_bytes(),
-                                head_only: false,
-                                keep_alive: false,
-                            },
-                        )
-                    });
-                    outcome.close = true;
-                    return outcome;
-                }
-            }
-        }
-    }
-
-    fn http_request(
-        &mut self,
-        conn: u32,
-        front: Front,
-        request: &http::Request<'_>,
-        out: &mut Output,
-        now: Instant,
-    ) {
-        let head_only = request.method == Method::Head;
-        let keep_alive = request.keep_alive;
-        let date = self.date.clone();
-        let respond = |out: &mut Output, status: u16, headers: &[(&str, &str)], body: &[u8]| {
-            out.push_with(|dst| {
-                http::write(
-                    dst,
-                    &date,
-                    &Response {
-                        status,
-                        headers,
-                        body,
-                        head_only,
-                        keep_alive,
-                    },
-                )
-            })
-        };
-        if request.method == Method::Other {
-            self.metrics().request(Proto::Http, Op::Other, 405);
-            return respond(out, 405, &[("Allow", "GET, HEAD")], b"only GET and HEAD\n");
-        }
-        let shared = self.shared.clone();
-        match http::route(&shared.settings, front, request.path) {
-            Route::Code(code) => self.resolve(
-                conn,
-                code.as_bytes(),
-                out,
-                now,
-                Render::Redirect {
-                    head_only,
-                    keep_alive,
-                    query: request
-                        .query
-                        .filter(|q| shared.settings.forward_query && !q.is_empty())
-                        .map(Box::from),
-                },
-                Proto::Http,
-            ),
-            // The public front's health check is readiness (a load
-            // balancer should stop sending new links to a server that
-            // cannot take them; redirects still work there); the admin
-            // listener's is liveness.
-            Route::Health if front == Front::Admin => {
-                self.metrics().request(Proto::Http, Op::Health, 200);
-                respond(out, 200, &[], b"alive\n")
-            }
-            Route::Health | Route::Ready => match shared.health.problem() {
-                Some((core, state)) => {
-                    self.metrics().request(Proto::Http, Op::Health, 503);
-                    let body = format!("not ready: core {core}: {}\n", state.reason());
-                    respond(out, 503, &[], body.as_bytes())
-                }
-                None => {
-                    self.metrics().request(Proto::Http, Op::Health, 200);
-                    respond(out, 200, &[], b"ok\n")
-                }
-            },
-            Route::Metrics => {
-                self.metrics().request(Proto::Http, Op::Health, 200);
-                let text = shared
-                    .admin
-                    .get()
-                    .map(|a| a.metrics_text())
-                    .unwrap_or_default();
-                respond(
-                    out,
-                    200,
-                    &[(
-                        "Content-Type",
-                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                    )],
-                    text.as_bytes(),
-                )
-            }
-            Route::NotFound => {
-                self.metrics().request(Proto::Http, Op::Other, 404);
-                respond(out, 404, &[], b"not found\n")
             }
         }
     }
@@ -1147,10 +598,6 @@ fn log_health(state: &LogState) -> StorageHealth {
         LogState::DiskFull => StorageHealth::DiskFull,
         LogState::Broken(_) => StorageHealth::Broken,
     }
-}
-
-fn encode<B: AsRef<[u8]>>(reply: &Reply<B>, dst: &mut BytesMut) {
-    crate::output::encode_reply(reply, dst);
 }
 
 /// A valid `Date` until the runtime sets the real one.

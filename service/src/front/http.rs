@@ -1,0 +1,208 @@
+//! The HTTP fronts' request handling: redirects, health, metrics.
+
+use std::time::Instant;
+
+use bytes::BytesMut;
+
+use crate::forward;
+use crate::http::{self, Front, Head, Method, Response, Route};
+use crate::metrics::{Op, Proto};
+use crate::output::{Output, Render};
+use crate::shard::{InputOutcome, OpResult, Shard};
+
+impl Shard {
+    /// Handles every complete HTTP request at the front of `input`.
+    pub fn handle_http(
+        &mut self,
+        conn: u32,
+        front: Front,
+        input: &[u8],
+        out: &mut Output,
+        now: Instant,
+    ) -> InputOutcome {
+        let cap = self.shared.settings.max_output_bytes;
+        let mut outcome = InputOutcome::default();
+        loop {
+            let rest = input.get(outcome.consumed..).unwrap_or_default();
+            if rest.is_empty() || out.committed_bytes() >= cap {
+                return outcome;
+            }
+            let shared = self.shared.clone();
+            match http::parse(rest, &shared.settings) {
+                Head::Complete { len, request } => {
+                    outcome.consumed += len;
+                    self.http_request(conn, front, &request, out, now);
+                    if !request.keep_alive {
+                        outcome.close = true;
+                        return outcome;
+                    }
+                }
+                Head::Partial => {
+                    outcome.mid_frame = true;
+                    return outcome;
+                }
+                Head::Refused { status, body } => {
+                    self.metrics().request(Proto::Http, Op::Other, status);
+                    let date = self.date.clone();
+                    out.push_with(|dst| {
+                        http::write(
+                            dst,
+                            &date,
+                            &Response {
+                                status,
+                                headers: &[],
+                                body: body.as_bytes(),
+                                head_only: false,
+                                keep_alive: false,
+                            },
+                        )
+                    });
+                    outcome.close = true;
+                    return outcome;
+                }
+            }
+        }
+    }
+
+    fn http_request(
+        &mut self,
+        conn: u32,
+        front: Front,
+        request: &http::Request<'_>,
+        out: &mut Output,
+        now: Instant,
+    ) {
+        let head_only = request.method == Method::Head;
+        let keep_alive = request.keep_alive;
+        let date = self.date.clone();
+        let respond = |out: &mut Output, status: u16, headers: &[(&str, &str)], body: &[u8]| {
+            out.push_with(|dst| {
+                http::write(
+                    dst,
+                    &date,
+                    &Response {
+                        status,
+                        headers,
+                        body,
+                        head_only,
+                        keep_alive,
+                    },
+                )
+            })
+        };
+        if request.method == Method::Other {
+            self.metrics().request(Proto::Http, Op::Other, 405);
+            return respond(out, 405, &[("Allow", "GET, HEAD")], b"only GET and HEAD\n");
+        }
+        let shared = self.shared.clone();
+        match http::route(&shared.settings, front, request.path) {
+            Route::Code(code) => self.resolve(
+                conn,
+                code.as_bytes(),
+                out,
+                now,
+                Render::Redirect {
+                    head_only,
+                    keep_alive,
+                    query: request
+                        .query
+                        .filter(|q| shared.settings.forward_query && !q.is_empty())
+                        .map(Box::from),
+                },
+                Proto::Http,
+            ),
+            // The public front's health check is readiness (a load
+            // balancer should stop sending new links to a server that
+            // cannot take them; redirects still work there); the admin
+            // listener's is liveness.
+            Route::Health if front == Front::Admin => {
+                self.metrics().request(Proto::Http, Op::Health, 200);
+                respond(out, 200, &[], b"alive\n")
+            }
+            Route::Health | Route::Ready => match shared.health.problem() {
+                Some((core, state)) => {
+                    self.metrics().request(Proto::Http, Op::Health, 503);
+                    let body = format!("not ready: core {core}: {}\n", state.reason());
+                    respond(out, 503, &[], body.as_bytes())
+                }
+                None => {
+                    self.metrics().request(Proto::Http, Op::Health, 200);
+                    respond(out, 200, &[], b"ok\n")
+                }
+            },
+            Route::Metrics => {
+                self.metrics().request(Proto::Http, Op::Health, 200);
+                let text = shared
+                    .admin
+                    .get()
+                    .map(|a| a.metrics_text())
+                    .unwrap_or_default();
+                respond(
+                    out,
+                    200,
+                    &[(
+                        "Content-Type",
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    )],
+                    text.as_bytes(),
+                )
+            }
+            Route::NotFound => {
+                self.metrics().request(Proto::Http, Op::Other, 404);
+                respond(out, 404, &[], b"not found\n")
+            }
+        }
+    }
+
+    pub(super) fn render_redirect(
+        &self,
+        result: &OpResult,
+        head_only: bool,
+        keep_alive: bool,
+        query: Option<&str>,
+        dst: &mut BytesMut,
+    ) {
+        let date = &self.date;
+        let respond = |dst: &mut BytesMut, status, headers: &[(&str, &str)], body: &str| {
+            http::write(
+                dst,
+                date,
+                &Response {
+                    status,
+                    headers,
+                    body: body.as_bytes(),
+                    head_only,
+                    keep_alive,
+                },
+            )
+        };
+        match result {
+            OpResult::Url(url) => {
+                let url = String::from_utf8_lossy(url);
+                // `query` is only there when forwarding is on (a link's own
+                // option will decide it here once links carry options).
+                let settings = &self.shared.settings;
+                let url = forward::merge(
+                    &url,
+                    query,
+                    true,
+                    settings.forward_query_clash,
+                    settings.max_url_bytes,
+                );
+                let location = http::location(&url);
+                respond(
+                    dst,
+                    self.shared.settings.redirect_status,
+                    &[("Location", &location)],
+                    "",
+                );
+            }
+            OpResult::NotFound => respond(dst, 404, &[], "no URL is stored under this code\n"),
+            OpResult::Failed(code, message) => {
+                let status = if code.0 == 503 { 503 } else { 500 };
+                respond(dst, status, &[], &format!("{message}\n"))
+            }
+            OpResult::Stored(_) => respond(dst, 500, &[], "unexpected store reply\n"),
+        }
+    }
+}

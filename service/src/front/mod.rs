@@ -1,0 +1,170 @@
+//! The fronts: parse requests, call the operations ([`crate::ops`]),
+//! render their outcomes. `wire` speaks the framed protocol, `http` the
+//! redirect and admin listeners; an operation waiting for I/O is rendered
+//! here too, once settled ([`Shard::settle`]).
+//!
+//! The fronts are `impl Shard` blocks, so the runtime keeps calling
+//! `shard.handle_frames(..)`; they sit above [`crate::ops`] and
+//! [`crate::shard`], which never import them.
+
+pub mod http;
+pub mod wire;
+
+use std::time::Instant;
+
+use bytes::BytesMut;
+use shorty_protocol::{ErrorCode, Reply};
+
+use crate::codes::MAX_CODE_LEN;
+use crate::metrics::{Op, Proto};
+use crate::ops::{self, Step};
+use crate::output::{OpId, Output, Released, Render, Wait};
+use crate::shard::{OpResult, OpState, Shard};
+
+/// An error reply.
+pub(crate) fn error(code: ErrorCode, message: &str) -> Reply<&[u8]> {
+    Reply::error(code, message.as_bytes())
+}
+
+/// The status a result is counted under in the metrics.
+pub(crate) fn status_of(result: &OpResult) -> u16 {
+    match result {
+        OpResult::Url(_) | OpResult::Stored(_) => 0,
+        OpResult::NotFound => 404,
+        OpResult::Failed(code, _) => code.0,
+    }
+}
+
+fn encode<B: AsRef<[u8]>>(reply: &Reply<B>, dst: &mut BytesMut) {
+    crate::output::encode_reply(reply, dst);
+}
+
+impl Shard {
+    /// RESOLVE or a redirect: rendered at once from the cache, else queued
+    /// as a wait on the operation.
+    pub(crate) fn resolve(
+        &mut self,
+        conn: u32,
+        code: &[u8],
+        out: &mut Output,
+        now: Instant,
+        render: Render,
+        proto: Proto,
+    ) {
+        let op_kind = if proto == Proto::Http {
+            Op::Redirect
+        } else {
+            Op::Resolve
+        };
+        let op: OpId = match ops::resolve::resolve(self, conn, code) {
+            Step::Now(result) => {
+                self.metrics().request(proto, op_kind, status_of(&result));
+                return out.push_with(|dst| self.render(&result, &render, dst));
+            }
+            Step::Pending(op) => op,
+        };
+        let deadline = now + self.shared.settings.store_timeout;
+        // Counted as the largest reply a URL can make until it settles.
+        let cost = self.shared.settings.max_url_bytes + 512;
+        out.push_wait(
+            Wait::Op {
+                op,
+                render,
+                deadline,
+            },
+            cost,
+        );
+    }
+
+    /// Encodes the reply of an operation's `result` into `dst`.
+    fn render(&self, result: &OpResult, render: &Render, dst: &mut BytesMut) {
+        match render {
+            Render::Redirect {
+                head_only,
+                keep_alive,
+                query,
+            } => self.render_redirect(result, *head_only, *keep_alive, query.as_deref(), dst),
+            &Render::Shortened { bare } => {
+                let reply_bytes;
+                let reply = match result {
+                    OpResult::Stored(key) => {
+                        let mut code = [0; MAX_CODE_LEN];
+                        let public = self.shared.settings.public_url.as_str();
+                        let code = self.shared.codec.code(*key, &mut code);
+                        let mut s = String::with_capacity(public.len() + code.len());
+                        s.push_str(public);
+                        s.push_str(code);
+                        reply_bytes = s;
+                        if bare {
+                            Reply::Bare(reply_bytes.as_bytes())
+                        } else {
+                            Reply::Shortened(reply_bytes.as_bytes())
+                        }
+                    }
+                    OpResult::Failed(code, message) => error(*code, message),
+                    _ => error(ErrorCode::INTERNAL, "unexpected store reply"),
+                };
+                encode(&reply, dst);
+            }
+            Render::Resolved => {
+                let reply = match result {
+                    OpResult::Url(url) => Reply::Resolved(&url[..]),
+                    OpResult::NotFound => {
+                        error(ErrorCode::NOT_FOUND, "no URL is stored under this code")
+                    }
+                    OpResult::Failed(code, message) => error(*code, message),
+                    OpResult::Stored(_) => error(ErrorCode::INTERNAL, "unexpected store reply"),
+                };
+                encode(&reply, dst);
+            }
+        }
+    }
+
+    /// Settles `wait` if it can be: used by [`Output::release`]. An
+    /// operation past its deadline is abandoned and answered 503.
+    pub fn settle(&mut self, wait: &Wait, dst: &mut BytesMut, now: Instant) -> Released {
+        let (op, render, deadline) = match wait {
+            Wait::Until(at) => {
+                return if now >= *at {
+                    Released::Done
+                } else {
+                    Released::Pending
+                }
+            }
+            Wait::Op {
+                op,
+                render,
+                deadline,
+            } => (*op, render, *deadline),
+        };
+        let (proto, kind) = match render {
+            Render::Shortened { .. } => (Proto::Framed, Op::Shorten),
+            Render::Resolved => (Proto::Framed, Op::Resolve),
+            Render::Redirect { .. } => (Proto::Http, Op::Redirect),
+        };
+        let done = match self.ops.get(op as usize).map(|e| &e.state) {
+            Some(OpState::Done(_)) => match self.ops.remove(op as usize).state {
+                OpState::Done(result) => result,
+                _ => return Released::Pending,
+            },
+            Some(OpState::Waiting) if now >= deadline => {
+                if let Some(entry) = self.ops.get_mut(op as usize) {
+                    entry.state = OpState::Abandoned;
+                }
+                let message = match render {
+                    Render::Shortened { .. } => {
+                        "the log did not confirm the URL within --commit-timeout; it may still \
+                         have been stored: retry"
+                    }
+                    _ => "the store did not answer within --store-timeout",
+                };
+                OpResult::Failed(ErrorCode::OVERLOADED, message.into())
+            }
+            Some(_) => return Released::Pending,
+            None => OpResult::Failed(ErrorCode::INTERNAL, "lost operation".into()),
+        };
+        self.metrics().request(proto, kind, status_of(&done));
+        self.render(&done, render, dst);
+        Released::Done
+    }
+}

@@ -1,0 +1,71 @@
+//! Create: a new link for a URL under a generated code.
+
+use bytes::Bytes;
+
+use crate::log::record::Link as LinkRecord;
+use crate::shard::{OpEntry, OpState, RemoteRequest, Shard};
+
+use super::{log_failure_code, Step};
+
+/// Shortens `url` for connection `conn`: checks it against the URL policy,
+/// takes a free code and appends its record (or hands it to the remote
+/// store). [`Step::Pending`] until the record is durable.
+pub fn shorten(shard: &mut Shard, conn: u32, url: &[u8]) -> Step {
+    let shared = shard.shared.clone();
+    let checked = shared.policy.check(url, |code| {
+        shared
+            .codec
+            .parse(code.as_bytes())
+            .is_some_and(|key| match &shard.local {
+                Some(local) => local.keydir.contains(key),
+                // The remote store is not asked synchronously: the local
+                // cache is the best cheap evidence.
+                None => shard.cache.contains(key),
+            })
+    });
+    let url = match checked {
+        Ok(url) => url,
+        Err(err) => return Step::refused(err.error_code(), err.to_string()),
+    };
+    let Some(local) = shard.local.as_mut() else {
+        let op = shard.new_op(conn, 0);
+        shard.remote.push_back(RemoteRequest::Put {
+            op,
+            url: Bytes::copy_from_slice(url.as_bytes()),
+        });
+        return Step::Pending(op);
+    };
+    // An imported link may already hold the code an id maps to (and
+    // custom aliases will), and a few codes are reserved words: skip
+    // such ids. The key directory is asked for every new id, whatever
+    // the data directory's files say: a lookup costs far less than the
+    // record's write, and a code's owner must never depend on a marker
+    // file an operator can lose (issue 18, defect 12).
+    let (id, key) = loop {
+        let id = local.ids.next_id();
+        let Some(key) = shared.codec.new_key(id) else {
+            continue;
+        };
+        if !local.keydir.contains(key) {
+            break (id, key);
+        }
+    };
+    let op = shard.ops.insert(OpEntry {
+        conn,
+        key,
+        state: OpState::Waiting,
+    }) as crate::output::OpId;
+    let link = LinkRecord {
+        key,
+        id,
+        url: url.as_bytes(),
+    };
+    match local.log.append(&link, u64::from(op)) {
+        Ok(()) => Step::Pending(op),
+        Err(failure) => {
+            // Disk full, busy or broken: refused now, in its place.
+            shard.ops.remove(op as usize);
+            Step::refused(log_failure_code(failure), failure.message())
+        }
+    }
+}
