@@ -248,6 +248,8 @@ pub const RESERVED_WORDS: &[&str] = &[
     "api",
     "favicon.ico",
     "robots.txt",
+    "static",
+    "s",
 ];
 
 /// `true` when `key` is the code of a reserved word, so no new link may

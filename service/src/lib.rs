@@ -10,6 +10,7 @@ pub mod front;
 pub mod health;
 pub mod http;
 pub mod keydir;
+pub mod link;
 pub mod log;
 pub mod metrics;
 pub mod ops;

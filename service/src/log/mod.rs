@@ -21,6 +21,7 @@ pub mod record;
 pub mod recovery;
 pub mod scan;
 pub mod segments;
+pub mod tlv;
 pub mod writer;
 
 /// The file system is out of space or quota (ENOSPC, EDQUOT): the one
