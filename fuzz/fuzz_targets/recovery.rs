@@ -104,8 +104,14 @@ impl RecoveryFiles for Mem {
     }
 }
 
+/// A segment of format 3's records: plain links, links with options (an
+/// update of an earlier key: a higher version), tombstones (of a code and
+/// of an alias).
 fn well_formed(links: u8) -> Vec<u8> {
-    use shorty_service::log::record::{encode_link, encode_marker, encode_preamble, Link};
+    use shorty_service::log::record::{
+        encode_link, encode_marker, encode_preamble, encode_tombstone, Link, Tombstone, ALIAS_KEY,
+    };
+    use shorty_service::log::tlv;
     let mut out = Vec::new();
     encode_preamble(7, &mut out);
     for i in 0..u64::from(links) {
@@ -113,11 +119,35 @@ fn well_formed(links: u8) -> Vec<u8> {
             encode_marker(out.len() as u64, &mut out);
         }
         let url = format!("https://e.com/{i}");
+        let mut options = Vec::new();
+        match i % 7 {
+            4 => {
+                tlv::put(&mut options, tlv::VERSION, &i.to_le_bytes());
+                tlv::put(&mut options, tlv::EXPIRES_AT, &(i * 1000).to_le_bytes());
+            }
+            5 => {
+                encode_tombstone(
+                    &Tombstone {
+                        key: i / 2,
+                        version: i,
+                        deleted_at_ms: i,
+                        alias: None,
+                    },
+                    &mut out,
+                );
+                continue;
+            }
+            6 => {
+                tlv::put(&mut options, tlv::ALIAS, format!("alias-{i}").as_bytes());
+            }
+            _ => {}
+        }
         encode_link(
             &Link {
-                key: i,
+                key: if i % 7 == 6 { ALIAS_KEY } else { i },
                 id: i,
                 url: url.as_bytes(),
+                options: &options,
             },
             &mut out,
         );
@@ -166,6 +196,7 @@ fn built_input(input: Built) {
                     key: *key,
                     id: (b * 16 + i) as u64,
                     url: url.as_bytes(),
+                    options: &[],
                 })
                 .collect()
         })
@@ -174,7 +205,10 @@ fn built_input(input: Built) {
     let sealed = encode_sealed_segment(7, &batches);
     let clean_hint = build_hint(7, &sealed).expect("a sealed segment has a hint");
     let mut expected: Vec<(u64, u32)> = Vec::new();
-    scan_segment(&sealed, 7, |link, at| expected.push((link.key, at as u32))).unwrap();
+    scan_segment(&sealed, 7, |record, at| {
+        let entry = shorty_service::log::hint::HintEntry::of(&record, at);
+        expected.push((entry.key, entry.offset))
+    }).unwrap();
 
     let mut bytes = sealed.clone();
     for (at, mask) in input.flips.iter().take(4) {
@@ -214,7 +248,7 @@ fn built_input(input: Built) {
         files.0.insert(hint_file_name(7), h.clone());
     }
     let mut loaded = Vec::new();
-    let result = recover_segment(&mut files, 7, |key, offset| loaded.push((key, offset)));
+    let result = recover_segment(&mut files, 7, |e| loaded.push((e.key, e.offset)));
     let verdict = verify_segment(7, &bytes, hint.as_deref());
     if matches!(result, Err(RecoveryError::Scan { .. })) {
         assert!(
@@ -286,7 +320,10 @@ fn raw_input(input: RawInput) {
     let len = bytes.len() as u64;
 
     let mut scanned = Vec::new();
-    let scan = scan_segment(&bytes, 7, |link, offset| scanned.push((link.key, offset)));
+    let scan = scan_segment(&bytes, 7, |record, offset| {
+        let entry = shorty_service::log::hint::HintEntry::of(&record, offset);
+        scanned.push((entry.key, u64::from(entry.offset)))
+    });
     if let Err(ScanError::Corrupt { offset, .. }) = &scan {
         assert!(
             *offset < len.max(1),
@@ -300,7 +337,7 @@ fn raw_input(input: RawInput) {
         files.0.insert(hint_file_name(7), hint.clone());
     }
     let mut links = Vec::new();
-    let result = recover_segment(&mut files, 7, |key, offset| links.push((key, offset)));
+    let result = recover_segment(&mut files, 7, |e| links.push((e.key, e.offset)));
     let verdict = verify_segment(7, &bytes, input.hint.as_deref());
     match &result {
         Err(RecoveryError::Scan { .. }) => {
@@ -334,7 +371,7 @@ fn raw_input(input: RawInput) {
     let after = files.0.get(&segment_file_name(7)).cloned().unwrap();
     assert!(after.len() as u64 <= len + 64);
     let mut again = Vec::new();
-    let second = recover_segment(&mut files, 7, |key, offset| again.push((key, offset)))
+    let second = recover_segment(&mut files, 7, |e| again.push((e.key, e.offset)))
         .expect("recovered output recovers");
     assert!(second.cut.is_none() && !second.sealed_now, "{second:?}");
     links.sort_unstable();

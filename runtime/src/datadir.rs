@@ -13,8 +13,9 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use shorty_service::codes::{format_code, CodeKey, IdSpace, MAX_CODE_LEN};
-use shorty_service::keydir::{KeyDir, Location};
+use shorty_service::keydir::{Ident, KeyDir, Location, Target, TOMBSTONE};
 use shorty_service::log::hint::{build_hint, hint_file_name, hint_reservation, HINT_HEADER_LEN};
+use shorty_service::log::record::ALIAS_KEY;
 use shorty_service::log::recovery::{
     recover_segment, HighWater, RecoveryError, RecoveryFiles, STATE_FILE,
 };
@@ -63,12 +64,16 @@ pub enum DataDirError {
         /// The file.
         path: PathBuf,
     },
-    /// Two records hold the same code (a segment restored, or links
-    /// imported, twice): which one is right is the operator's call, not a
-    /// race between recovery threads.
+    /// Two records hold the same code at the same version (a segment
+    /// restored, or links imported, twice): which one is right is the
+    /// operator's call, not a race between recovery threads. (Records of
+    /// one key with different versions are an update history: the highest
+    /// wins.)
     Duplicate {
-        /// The code.
+        /// The code (or alias).
         code: String,
+        /// The version both records carry.
+        version: u64,
         /// The first place, `(file, record offset)`, in file order.
         first: (String, u32),
         /// The second place.
@@ -113,14 +118,18 @@ impl std::fmt::Display for DataDirError {
             ),
             DataDirError::Duplicate {
                 code,
+                version,
                 first,
                 second,
             } => write!(
                 f,
-                "recovery refused: code {code} is held by two records, {} at byte offset {} and \
-                 {} at byte offset {} (a file restored or links imported twice): move aside the file that should not \
-                 hold it",
-                first.0, first.1, second.0, second.1
+                "recovery refused: code {code} is held by two records of version {version}, {} \
+                 at byte offset {} and {} at byte offset {} (a file restored or links imported \
+                 twice): move aside the file that should not hold it",
+                first.0,
+                place(first.1),
+                second.0,
+                place(second.1)
             ),
             DataDirError::Io { path, source } => write!(f, "{}: {source}", path.display()),
         }
@@ -477,13 +486,25 @@ pub fn expected_links(dir: &Path, numbers: &[u64]) -> u64 {
         .fold(0u64, u64::saturating_add)
 }
 
-/// A code found in a second record while loading.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+/// A record's offset in a refusal: a tombstone loaded from a hint has
+/// none.
+fn place(offset: u32) -> String {
+    if offset == TOMBSTONE {
+        "(a tombstone)".to_owned()
+    } else {
+        offset.to_string()
+    }
+}
+
+/// A code found in a second record of the same version while loading.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 struct Duplicate {
     /// The two places, `(segment number, offset)`, in order.
     first: (u64, u32),
     second: (u64, u32),
     key: u64,
+    alias: Option<Box<str>>,
+    version: u64,
 }
 
 /// Recovers every segment of `dir` into `keydir`, registering them in
@@ -573,19 +594,38 @@ pub fn recover(
                         break;
                     }
                     let mut found = Vec::new();
-                    let result = recover_segment(&mut files, number, |key, offset| {
-                        if !keydir.insert(key, Location { file: idx, offset }) {
-                            found.push((key, offset));
+                    let result = recover_segment(&mut files, number, |entry| {
+                        let ident = match (&entry.alias, entry.key) {
+                            (Some(alias), ALIAS_KEY) => Ident::Alias(alias),
+                            _ => Ident::Key(entry.key),
+                        };
+                        let target = if entry.is_tombstone() {
+                            Target::Deleted {
+                                file: idx,
+                                deleted_at_ms: entry.deleted_at_ms,
+                            }
+                        } else {
+                            Target::Live(Location {
+                                file: idx,
+                                offset: entry.offset,
+                            })
+                        };
+                        // The highest version wins, whatever file or thread
+                        // it came from (docs/round3-design.md §4).
+                        if let Err(same) = keydir.recover(ident, target, entry.version) {
+                            found.push((entry, same));
                         }
                     });
-                    for (key, offset) in found {
-                        // The other place: whichever record was inserted
+                    for (entry, same) in found {
+                        // The other place: whichever record was loaded
                         // first. Both are named, in file order, so the
                         // report does not depend on which thread won.
-                        let other = keydir
-                            .get(key)
-                            .and_then(|loc| Some((table.get(loc.file)?.number, loc.offset)));
-                        let here = (number, offset);
+                        let (file, offset) = match same.existing {
+                            Target::Live(loc) => (loc.file, loc.offset),
+                            Target::Deleted { file, .. } => (file, TOMBSTONE),
+                        };
+                        let other = table.get(file).map(|s| (s.number, offset));
+                        let here = (number, entry.offset);
                         let (first, second) = match other {
                             Some(o) if o < here => (o, here),
                             Some(o) => (here, o),
@@ -594,7 +634,13 @@ pub fn recover(
                         duplicates
                             .lock()
                             .unwrap_or_else(|p| p.into_inner())
-                            .push(Duplicate { first, second, key });
+                            .push(Duplicate {
+                                first,
+                                second,
+                                key: entry.key,
+                                alias: entry.alias,
+                                version: same.version,
+                            });
                     }
                     match result {
                         Ok(outcome) => {
@@ -643,7 +689,11 @@ pub fn recover(
     if let Some(dup) = duplicates.into_iter().min() {
         let mut buf = [0; MAX_CODE_LEN];
         return Err(DataDirError::Duplicate {
-            code: format_code(dup.key, &mut buf).to_owned(),
+            code: match &dup.alias {
+                Some(alias) if dup.key == ALIAS_KEY => alias.to_string(),
+                _ => format_code(dup.key, &mut buf).to_owned(),
+            },
+            version: dup.version,
             first: (segment_file_name(dup.first.0), dup.first.1),
             second: (segment_file_name(dup.second.0), dup.second.1),
         });
@@ -877,7 +927,7 @@ fn scrub_sealed(mut file: File, number: u64) -> Result<(), String> {
 mod tests {
     use super::*;
     use shorty_service::log::hint::HINT_ENTRY_LEN;
-    use shorty_service::log::record::LINK_OVERHEAD;
+    use shorty_service::log::record::{Keyed, LINK_OVERHEAD, NO_ID};
 
     #[test]
     fn a_second_instance_is_refused_with_the_holder_s_pid() {
@@ -988,6 +1038,7 @@ mod tests {
                 key,
                 id,
                 url: url.as_bytes(),
+                options: &[],
             })
             .collect();
         let bytes = shorty_service::log::segments::encode_sealed_segment(number, &[&records[..]]);
@@ -1103,6 +1154,138 @@ mod tests {
         fs::write(&path, &bytes).unwrap();
         let err = recover_fresh(dir.path(), 1).unwrap_err().to_string();
         assert!(err.contains(STATE_FILE) && err.contains("damaged"), "{err}");
+    }
+
+    /// Writes sealed segment `number` holding `records`, with its hint
+    /// unless `hint` is false.
+    fn write_records(dir: &Path, number: u64, records: &[Keyed<'_>], hint: bool) {
+        let bytes = shorty_service::log::segments::encode_sealed_records(number, &[records]);
+        fs::write(dir.join(segment_file_name(number)), &bytes).unwrap();
+        if hint {
+            let hint = build_hint(number, &bytes).unwrap();
+            fs::write(dir.join(hint_file_name(number)), &hint).unwrap();
+        }
+    }
+
+    fn versioned(version: u64) -> Vec<u8> {
+        let meta = shorty_service::link::LinkMeta {
+            version,
+            ..Default::default()
+        };
+        let mut options = Vec::new();
+        meta.encode(&mut options);
+        options
+    }
+
+    /// Updates and deletes spread over files recover to the newest version
+    /// of each key, whatever the thread count, from hints or from scans.
+    #[test]
+    fn the_highest_version_wins_whatever_the_file_and_thread() {
+        use shorty_service::log::record::{Link, Tombstone};
+        let v1 = versioned(1);
+        let v2 = versioned(2);
+        let mut alias_options = Vec::new();
+        shorty_service::link::LinkMeta {
+            version: 1,
+            alias: Some("promo".into()),
+            ..Default::default()
+        }
+        .encode(&mut alias_options);
+        for hints in [true, false] {
+            let dir = tempfile::tempdir().unwrap();
+            // Key 7: created (v0) in 0, updated to v2 in 1, a late v1 in 2
+            // (overtaken). Key 8: created in 0, deleted (v1) in 2. The
+            // alias: created in 1, deleted in 0 (files are not in time
+            // order once a merge rewrites them).
+            write_records(
+                dir.path(),
+                0,
+                &[
+                    Keyed::Link(Link::plain(7, 1, b"https://e.com/v0")),
+                    Keyed::Link(Link::plain(8, 2, b"https://e.com/8")),
+                    Keyed::Tombstone(Tombstone {
+                        key: ALIAS_KEY,
+                        version: 2,
+                        deleted_at_ms: 99,
+                        alias: Some(b"promo"),
+                    }),
+                ],
+                hints,
+            );
+            write_records(
+                dir.path(),
+                1,
+                &[
+                    Keyed::Link(Link {
+                        options: &v2,
+                        ..Link::plain(7, NO_ID, b"https://e.com/v2")
+                    }),
+                    Keyed::Link(Link {
+                        options: &alias_options,
+                        ..Link::plain(ALIAS_KEY, NO_ID, b"https://e.com/a")
+                    }),
+                ],
+                hints,
+            );
+            write_records(
+                dir.path(),
+                2,
+                &[
+                    Keyed::Link(Link {
+                        options: &v1,
+                        ..Link::plain(7, NO_ID, b"https://e.com/v1")
+                    }),
+                    Keyed::Tombstone(Tombstone {
+                        key: 8,
+                        version: 1,
+                        deleted_at_ms: 5,
+                        alias: None,
+                    }),
+                ],
+                hints,
+            );
+            for threads in 1..=3 {
+                let table = SegmentTable::new(dir.path(), 0);
+                let keydir = KeyDir::new();
+                recover(dir.path(), &table, &keydir, threads).unwrap();
+                let at = keydir.get(7).unwrap();
+                assert_eq!(table.get(at.file).unwrap().number, 1, "v2 wins");
+                assert_eq!(keydir.get(8), None, "deleted");
+                assert!(keydir.contains(8), "and never handed out again");
+                match keydir.lookup(Ident::Alias("promo")) {
+                    Some((Target::Deleted { deleted_at_ms, .. }, state)) => {
+                        assert_eq!((deleted_at_ms, state.installed), (99, 2))
+                    }
+                    other => panic!("{other:?}"),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn equal_versions_of_one_key_are_refused_naming_both_places() {
+        use shorty_service::log::record::Link;
+        let dir = tempfile::tempdir().unwrap();
+        let v3 = versioned(3);
+        for n in 0..2 {
+            write_records(
+                dir.path(),
+                n,
+                &[Keyed::Link(Link {
+                    options: &v3,
+                    ..Link::plain(7, NO_ID, format!("https://e.com/{n}").as_bytes())
+                })],
+                true,
+            );
+        }
+        let err = recover_fresh(dir.path(), 2).unwrap_err();
+        let message = err.to_string();
+        assert!(
+            matches!(err, DataDirError::Duplicate { version: 3, .. })
+                && message.contains(&segment_file_name(0))
+                && message.contains(&segment_file_name(1)),
+            "{message}"
+        );
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The offline tools of both server binaries: `verify`, `export`,
 //! `import`.
 
+use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, BufWriter, Write};
 use std::os::unix::fs::FileExt;
@@ -11,9 +12,10 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use shorty_service::codes::{format_code, parse_code, MAX_CODE_LEN};
-use shorty_service::keydir::KeyDir;
+use shorty_service::keydir::{Ident, KeyDir, Target};
+use shorty_service::link::{alias_home, check_alias, AliasHome, LinkMeta};
 use shorty_service::log::hint::{build_hint, hint_file_name, hint_vouches};
-use shorty_service::log::record::{decode_record, link_len, Decoded, Link, Record, NO_ID};
+use shorty_service::log::record::{decode_record, Decoded, Keyed, Link, Record, ALIAS_KEY, NO_ID};
 use shorty_service::log::recovery::{verify_segment, Verdict};
 use shorty_service::log::scan::{scan_vouched, ScanError};
 use shorty_service::log::segments::{segment_file_name, SegmentTable};
@@ -25,13 +27,85 @@ use shorty_service::url::UrlPolicy;
 use crate::datadir::{self, list_segments, DataDir, KEY_FILE, LOCK_FILE};
 use crate::driver::{Step, WriteFailure};
 
-/// One exported link.
-#[derive(Debug, Serialize, Deserialize)]
+/// One exported link. The options are optional fields, absent for a
+/// plain link, so exports of earlier versions still import.
+#[derive(Debug, Default, Serialize, Deserialize)]
 pub struct ExportedLink {
-    /// The short code.
+    /// The short code (or the alias).
     pub code: String,
     /// The long URL.
     pub url: String,
+    /// Version of the link's last change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<u64>,
+    /// Creation time, Unix ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at_ms: Option<u64>,
+    /// Expiry, Unix ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at_ms: Option<u64>,
+    /// Click limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_clicks: Option<u64>,
+    /// Own redirect status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redirect_status: Option<u16>,
+    /// Where visitors go after expiry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expired_url: Option<String>,
+    /// Disabled.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub disabled: bool,
+    /// The owning API key's id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner_key_id: Option<u32>,
+    /// Title.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    /// Query forwarding.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forward_query: Option<bool>,
+    /// `true` when `code` is a custom alias.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub alias: bool,
+}
+
+impl ExportedLink {
+    /// The line of a link with `meta`.
+    fn new(code: &str, url: &[u8], meta: &LinkMeta) -> Self {
+        Self {
+            code: code.to_owned(),
+            url: String::from_utf8_lossy(url).into_owned(),
+            version: (meta.version != 0).then_some(meta.version),
+            created_at_ms: meta.created_at_ms,
+            expires_at_ms: meta.expires_at_ms,
+            max_clicks: meta.max_clicks,
+            redirect_status: meta.redirect_status,
+            expired_url: meta.expired_url.as_deref().map(Into::into),
+            disabled: meta.disabled,
+            owner_key_id: meta.owner_key_id,
+            title: meta.title.as_deref().map(Into::into),
+            forward_query: meta.forward_query,
+            alias: meta.alias.is_some(),
+        }
+    }
+
+    /// The options the line carries.
+    fn meta(&self) -> LinkMeta {
+        LinkMeta {
+            version: self.version.unwrap_or(0),
+            created_at_ms: self.created_at_ms,
+            expires_at_ms: self.expires_at_ms,
+            max_clicks: self.max_clicks,
+            redirect_status: self.redirect_status,
+            expired_url: self.expired_url.as_deref().map(Into::into),
+            disabled: self.disabled,
+            owner_key_id: self.owner_key_id,
+            title: self.title.as_deref().map(Into::into),
+            forward_query: self.forward_query,
+            alias: self.alias.then(|| self.code.as_str().into()),
+        }
+    }
 }
 
 /// Where `export` writes: a file, or standard output when absent or `-`.
@@ -44,11 +118,16 @@ fn open_output(out: Option<&Path>) -> io::Result<BufWriter<Box<dyn Write>>> {
 }
 
 /// Writes one exported link as a JSON line.
-fn write_link(sink: &mut impl Write, code: &str, url: &[u8]) -> io::Result<()> {
-    let line = ExportedLink {
-        code: code.to_owned(),
-        url: String::from_utf8_lossy(url).into_owned(),
+fn write_link(sink: &mut impl Write, link: &Link<'_>) -> io::Result<()> {
+    // Decoded records hold well-formed options; a value out of range
+    // (written by a newer version) exports as a plain link.
+    let meta = LinkMeta::decode(link.options).unwrap_or_default();
+    let mut buf = [0; MAX_CODE_LEN];
+    let code = match &meta.alias {
+        Some(alias) => alias,
+        None => format_code(link.key, &mut buf),
     };
+    let line = ExportedLink::new(code, link.url, &meta);
     serde_json::to_writer(&mut *sink, &line).map_err(io::Error::other)?;
     sink.write_all(b"\n")
 }
@@ -82,10 +161,17 @@ fn parse_import_line(line: &str, policy: &UrlPolicy) -> Option<Result<(u64, Expo
     let Ok(link) = serde_json::from_str::<ExportedLink>(line) else {
         return Some(Err(()));
     };
-    match (
-        parse_code(link.code.as_bytes()),
-        policy.check(link.url.as_bytes(), |_| false),
-    ) {
+    let key = if link.alias {
+        check_alias(&link.code)
+            .ok()
+            .map(|()| match alias_home(&link.code) {
+                AliasHome::Key(key) => key,
+                AliasHome::Side => ALIAS_KEY,
+            })
+    } else {
+        parse_code(link.code.as_bytes())
+    };
+    match (key, policy.check(link.url.as_bytes(), |_| false)) {
         (Some(key), Ok(_)) => Some(Ok((key, link))),
         _ => Some(Err(())),
     }
@@ -222,8 +308,50 @@ pub fn export(dir: &Path, out: Option<&Path>) -> ExitCode {
 /// Reading a segment or writing to `sink` failed.
 pub fn export_links(dir: &Path, sink: &mut impl Write) -> io::Result<(u64, u64)> {
     let numbers = list_segments(dir)?;
+    // First the newest version of every mutated key (a small map: keys
+    // never changed are not in it), so that only the winning record of a
+    // key is exported and a deleted link not at all, whatever the order
+    // of the files.
+    let mut newest: HashMap<OwnedIdent, (u64, bool)> = HashMap::new();
+    vouched_records(dir, &numbers, &mut |record, _| {
+        if record.version() != 0 || matches!(record, Keyed::Tombstone(_)) {
+            let ident = (record.key(), record.alias().map(Box::from));
+            let entry = newest.entry(ident).or_insert((0, false));
+            if record.version() >= entry.0 {
+                *entry = (record.version(), matches!(record, Keyed::Tombstone(_)));
+            }
+        }
+        Ok(())
+    })?;
+    vouched_records(dir, &numbers, &mut |record, links| {
+        let Keyed::Link(link) = record else {
+            return Ok(());
+        };
+        let wins = match newest.get(&(link.key, link.alias().map(Box::from))) {
+            None => true,
+            Some(&(version, deleted)) => !deleted && version == link.version(),
+        };
+        if wins {
+            write_link(sink, &link)?;
+            *links += 1;
+        }
+        Ok(())
+    })
+}
+
+/// A key and, for an alias that is not a code, its text.
+type OwnedIdent = (u64, Option<Box<[u8]>>);
+
+/// Calls `each` with every vouched-for keyed record of the segments
+/// `numbers` of `dir`, in file order; returns the count `each` kept and the
+/// damaged segments.
+fn vouched_records(
+    dir: &Path,
+    numbers: &[u64],
+    each: &mut dyn FnMut(Keyed<'_>, &mut u64) -> io::Result<()>,
+) -> io::Result<(u64, u64)> {
     let (mut links, mut damaged) = (0, 0);
-    for number in &numbers {
+    for number in numbers {
         let bytes = match fs::read(dir.join(segment_file_name(*number))) {
             Ok(b) => b,
             // Removed meanwhile (recovery deletes empty segments).
@@ -251,14 +379,16 @@ pub fn export_links(dir: &Path, sink: &mut impl Write) -> io::Result<(u64, u64)>
             }
         };
         let mut failed = None;
-        let _ = scan_vouched(&bytes, *number, by_hint, |link, offset| {
-            if failed.is_some() || offset + link_len(link.url.len()) as u64 > end {
+        let _ = scan_vouched(&bytes, *number, by_hint, |record, offset| {
+            let len = match &record {
+                Keyed::Link(link) => link.encoded_len(),
+                Keyed::Tombstone(t) => t.encoded_len(),
+            };
+            if failed.is_some() || offset + len as u64 > end {
                 return;
             }
-            let mut buf = [0; MAX_CODE_LEN];
-            match write_link(sink, format_code(link.key, &mut buf), link.url) {
-                Ok(()) => links += 1,
-                Err(err) => failed = Some(err),
+            if let Err(err) = each(record, &mut links) {
+                failed = Some(err);
             }
         });
         if let Some(err) = failed {
@@ -354,8 +484,14 @@ pub fn import(dir: &Path, input: &Path) -> ExitCode {
     report_import(import_into(dir, input))
 }
 
-fn read_url(table: &SegmentTable, keydir: &KeyDir, key: u64) -> Option<Vec<u8>> {
-    let loc = keydir.get(key)?;
+fn read_url(table: &SegmentTable, keydir: &KeyDir, ident: Ident<'_>) -> Option<Vec<u8>> {
+    let Some((Target::Live(loc), _)) = keydir.lookup(ident) else {
+        return None;
+    };
+    let key = match ident {
+        Ident::Key(key) => key,
+        Ident::Alias(_) => ALIAS_KEY,
+    };
     let segment = table.get(loc.file)?;
     let file = File::open(&segment.path).ok()?;
     let mut buf = vec![0; 64 * 1024];
@@ -444,13 +580,17 @@ fn import_with(
                 }
             };
             for (link, offset) in batch.links() {
-                keydir.insert(
-                    link.key,
-                    shorty_service::keydir::Location {
-                        file: batch.segment.idx,
-                        offset: offset as u32,
-                    },
-                );
+                let alias = link.alias().and_then(|a| std::str::from_utf8(a).ok());
+                let ident = match alias {
+                    Some(alias) if link.key == ALIAS_KEY => Ident::Alias(alias),
+                    _ => Ident::Key(link.key),
+                };
+                let loc = shorty_service::keydir::Location {
+                    file: batch.segment.idx,
+                    offset: offset as u32,
+                };
+                // Each key is written once per import (checked above).
+                let _ = keydir.recover(ident, Target::Live(loc), link.version());
             }
             let settled = writer.io_done(result, Instant::now());
             if let Some((segment, _)) = settled.sealed {
@@ -470,10 +610,24 @@ fn import_with(
             Some(Ok(parsed)) => parsed,
         };
         let url = link.url.as_str();
-        let record = link_len(url.len());
-        if pending.contains(&key)
+        let meta = link.meta();
+        let mut options = Vec::with_capacity(meta.encoded_len());
+        meta.encode(&mut options);
+        let record = Link {
+            key,
+            id: NO_ID,
+            url: url.as_bytes(),
+            options: &options,
+        };
+        let ident_owned = (key, meta.alias.clone());
+        let ident = match &meta.alias {
+            Some(alias) if key == ALIAS_KEY => Ident::Alias(alias),
+            _ => Ident::Key(key),
+        };
+        let record_len = record.encoded_len();
+        if pending.contains(&ident_owned)
             || pending.len() >= IMPORT_BATCH_LINKS
-            || pending_bytes + record > max_pending_bytes
+            || pending_bytes + record_len > max_pending_bytes
         {
             // Write what waits: the same code twice in the file (write the
             // first, then compare), or a batch as large as the writer holds
@@ -482,8 +636,8 @@ fn import_with(
             pending.clear();
             pending_bytes = 0;
         }
-        if keydir.contains(key) {
-            let same = read_url(&table, &keydir, key).is_some_and(|u| u == url.as_bytes());
+        if keydir.lookup(ident).is_some() {
+            let same = read_url(&table, &keydir, ident).is_some_and(|u| u == url.as_bytes());
             if same {
                 summary.present += 1;
             } else {
@@ -492,17 +646,10 @@ fn import_with(
             continue;
         }
         writer
-            .append(
-                &Link {
-                    key,
-                    id: NO_ID,
-                    url: url.as_bytes(),
-                },
-                summary.imported,
-            )
-            .map_err(|f| import_failure(f, record, max_pending_bytes))?;
-        pending.insert(key);
-        pending_bytes += record;
+            .append(&record, summary.imported)
+            .map_err(|f| import_failure(f, record_len, max_pending_bytes))?;
+        pending.insert(ident_owned);
+        pending_bytes += record_len;
         summary.imported += 1;
     }
     writer.begin_shutdown();
@@ -568,7 +715,11 @@ pub fn export_redis(spec: &crate::config::RedisSpec, out: Option<&Path>) -> Exit
                         else {
                             continue;
                         };
-                        write_link(&mut sink, code, &url).map_err(|e| e.to_string())?;
+                        write_link(
+                            &mut sink,
+                            &Link::plain(parse_code(code.as_bytes()).unwrap_or(0), NO_ID, &url),
+                        )
+                        .map_err(|e| e.to_string())?;
                         links += 1;
                     }
                     if next == 0 {
@@ -649,7 +800,11 @@ mod tests {
             let code = format_code(i * 7_919 + 12_345, &mut code).to_owned();
             let prefix = format!("https://example.com/{i}/");
             let url = format!("{prefix}{}", "u".repeat(url_bytes - prefix.len()));
-            let line = ExportedLink { code, url };
+            let line = ExportedLink {
+                code,
+                url,
+                ..Default::default()
+            };
             text.push_str(&serde_json::to_string(&line).unwrap());
             text.push('\n');
         }
@@ -671,7 +826,7 @@ mod tests {
         let table = Arc::new(SegmentTable::new(&data, 0));
         datadir::recover(&data, &table, &keydir, 1).unwrap();
         for i in 0..300u64 {
-            let url = read_url(&table, &keydir, i * 7_919 + 12_345).expect("imported");
+            let url = read_url(&table, &keydir, Ident::Key(i * 7_919 + 12_345)).expect("imported");
             assert!(url.starts_with(format!("https://example.com/{i}/").as_bytes()));
         }
     }
@@ -697,6 +852,7 @@ mod tests {
                 key: *key,
                 id: *key,
                 url: url.as_bytes(),
+                options: &[],
             },
             bytes,
         );
@@ -740,7 +896,7 @@ mod tests {
         assert_eq!(codes, [code(1), code(2), code(3)]);
         assert_eq!(damaged, 0);
         // Damage in vouched bytes: what precedes it, and the export fails.
-        let second = PREAMBLE + link_len(link(1).1.len());
+        let second = PREAMBLE + shorty_service::log::record::link_len(link(1).1.len());
         let mut rotten = bytes.clone();
         rotten[second + 10] ^= 1;
         fs::write(dir.path().join(segment_file_name(0)), &rotten).unwrap();

@@ -17,12 +17,36 @@
 //! directory. Reads mostly do not reach it at all: the per-core URL cache
 //! answers hot codes first.
 //!
+//! **Mutations** (docs/round3-design.md §4). A deleted key keeps its slot
+//! as a *tombstone* (offset [`TOMBSTONE`]) until the merge drops it, so a
+//! deleted generated code is never handed out again and a deleted alias's
+//! quarantine is known. Keys that were ever updated, deleted, or are being
+//! mutated right now also have a [`KeyState`] in their shard's small side
+//! map (the version installed, the highest version reserved by a mutation
+//! in flight, when it was deleted): memory only for mutated keys, nothing
+//! for the generated links that are never touched. A version is taken
+//! under the shard's write lock as one more than the highest installed *or
+//! reserved*, so two cores mutating one key never take the same version;
+//! on durability a record is installed only if its version is higher than
+//! the installed one. Recovery applies the same rule ([`KeyDir::recover`]).
+//! Aliases that are not codes live in a side map keyed by their text with
+//! the same rules ([`Ident::Alias`]).
+//!
+//! **Invalidation.** Every installed mutation bumps [`KeyDir::epoch`] and
+//! records its key in a short ring; a core whose cache saw an older epoch
+//! evicts the keys mutated since (or everything, if it fell further behind
+//! than the ring remembers) before its next lookup: one atomic load per
+//! request when nothing changed.
+//!
 //! Hand-written because it is the product: the general-purpose maps
 //! (hashbrown, scc, dashmap) store a full `u64` key and a 16-byte value per
 //! entry at a 50–87% load, 28–48 bytes per link, which is what this replaces.
 
-use std::collections::HashMap;
-use std::sync::{PoisonError, RwLock};
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError, RwLock};
+
+use crate::cache::MixHasher;
 
 use crate::codes::PERMUTED_IDS;
 use crate::log::segments::{FileIdx, FILE_IDX_BITS};
@@ -34,6 +58,119 @@ pub struct Location {
     pub file: FileIdx,
     /// The record's byte offset in it.
     pub offset: u32,
+}
+
+/// The offset of a tombstone's slot: no record starts there (segments are
+/// bounded far below 4 GiB).
+pub const TOMBSTONE: u32 = u32::MAX;
+
+/// Mutated keys an epoch ring remembers; a core further behind clears its
+/// whole cache.
+pub const EPOCH_RING: usize = 4096;
+
+/// What a key's slot holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// A live link's record.
+    Live(Location),
+    /// Deleted at this instant (Unix ms).
+    Deleted {
+        /// The segment its tombstone lies in.
+        file: FileIdx,
+        /// When.
+        deleted_at_ms: u64,
+    },
+}
+
+/// A mutated key's bookkeeping.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KeyState {
+    /// The version installed.
+    pub installed: u64,
+    /// The highest version a mutation in flight took (0: none).
+    pub reserved: u64,
+    /// When it was deleted (Unix ms), if its slot is a tombstone.
+    pub deleted_at_ms: u64,
+}
+
+/// Which key: a code's (generated, imported, or a 7-character alias), or
+/// an alias that is not a code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Ident<'a> {
+    /// A code key.
+    Key(u64),
+    /// An alias of the side map.
+    Alias(&'a str),
+}
+
+/// Why a key cannot be claimed for a new link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// A live link holds it, or a create of it is in flight.
+    Taken,
+    /// Deleted, and quarantined until this instant (Unix ms).
+    Quarantined {
+        /// When it may be claimed again.
+        until_ms: u64,
+    },
+}
+
+/// Two records of one key with the same version: damage (or two writers
+/// that did not take versions from one key directory). Recovery refuses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SameVersion {
+    /// The version both have.
+    pub version: u64,
+    /// What the key directory held already.
+    pub existing: Target,
+}
+
+type VersionMap<K> = HashMap<K, KeyState, std::hash::BuildHasherDefault<MixHasher>>;
+
+/// One key's view for the mutation rules, wherever it is stored.
+trait Cell {
+    fn target(&self) -> Option<Target>;
+    fn state(&self) -> KeyState;
+    fn set_target(&mut self, target: Target);
+    fn set_state(&mut self, state: KeyState);
+}
+
+/// The version a new mutation takes, reserved.
+fn reserve(cell: &mut (impl Cell + ?Sized)) -> u64 {
+    let mut state = cell.state();
+    let version = state.installed.max(state.reserved) + 1;
+    state.reserved = version;
+    cell.set_state(state);
+    version
+}
+
+/// Installs `target` at `version` if it is newer than what is installed;
+/// clears the reservation it held. `Ok(false)`: overtaken (a newer version
+/// is installed), `Err`: the same version is installed already.
+fn install(
+    cell: &mut (impl Cell + ?Sized),
+    target: Target,
+    version: u64,
+) -> Result<bool, SameVersion> {
+    let mut state = cell.state();
+    if state.reserved == version {
+        state.reserved = 0;
+    }
+    let result = match cell.target() {
+        Some(existing) if version == state.installed => Err(SameVersion { version, existing }),
+        Some(_) if version < state.installed => Ok(false),
+        _ => {
+            cell.set_target(target);
+            state.installed = version;
+            state.deleted_at_ms = match target {
+                Target::Deleted { deleted_at_ms, .. } => deleted_at_ms,
+                Target::Live(_) => 0,
+            };
+            Ok(true)
+        }
+    };
+    cell.set_state(state);
+    result
 }
 
 const SHARDS: usize = 256;
@@ -79,6 +216,117 @@ impl Slot {
 struct Table {
     slots: Vec<Slot>,
     len: usize,
+    /// Mutated keys only.
+    versions: VersionMap<u64>,
+}
+
+/// The keys too large for a slot.
+#[derive(Debug, Default)]
+struct Big {
+    slots: HashMap<u64, Location>,
+    versions: VersionMap<u64>,
+}
+
+/// One entry of the alias side map.
+#[derive(Debug, Clone, Copy, Default)]
+struct AliasEntry {
+    target: Option<Location>,
+    state: KeyState,
+}
+
+fn live_or_tombstone(loc: Location, state: KeyState) -> Target {
+    if loc.offset == TOMBSTONE {
+        Target::Deleted {
+            file: loc.file,
+            deleted_at_ms: state.deleted_at_ms,
+        }
+    } else {
+        Target::Live(loc)
+    }
+}
+
+fn slot_of(target: Target) -> Location {
+    match target {
+        Target::Live(loc) => loc,
+        Target::Deleted { file, .. } => Location {
+            file,
+            offset: TOMBSTONE,
+        },
+    }
+}
+
+fn put_state<K: std::hash::Hash + Eq>(map: &mut VersionMap<K>, key: K, state: KeyState) {
+    if state == KeyState::default() {
+        map.remove(&key);
+    } else {
+        map.insert(key, state);
+    }
+}
+
+struct TableCell<'a> {
+    table: &'a mut Table,
+    key: u64,
+    hash: u64,
+}
+
+impl Cell for TableCell<'_> {
+    fn target(&self) -> Option<Target> {
+        let loc = self.table.get(self.key, self.hash)?;
+        Some(live_or_tombstone(loc, self.state()))
+    }
+    fn state(&self) -> KeyState {
+        self.table
+            .versions
+            .get(&self.key)
+            .copied()
+            .unwrap_or_default()
+    }
+    fn set_target(&mut self, target: Target) {
+        self.table.set(self.key, self.hash, slot_of(target));
+    }
+    fn set_state(&mut self, state: KeyState) {
+        put_state(&mut self.table.versions, self.key, state);
+    }
+}
+
+struct BigCell<'a> {
+    big: &'a mut Big,
+    key: u64,
+}
+
+impl Cell for BigCell<'_> {
+    fn target(&self) -> Option<Target> {
+        let loc = *self.big.slots.get(&self.key)?;
+        Some(live_or_tombstone(loc, self.state()))
+    }
+    fn state(&self) -> KeyState {
+        self.big
+            .versions
+            .get(&self.key)
+            .copied()
+            .unwrap_or_default()
+    }
+    fn set_target(&mut self, target: Target) {
+        self.big.slots.insert(self.key, slot_of(target));
+    }
+    fn set_state(&mut self, state: KeyState) {
+        put_state(&mut self.big.versions, self.key, state);
+    }
+}
+
+impl Cell for AliasEntry {
+    fn target(&self) -> Option<Target> {
+        Some(live_or_tombstone(self.target?, self.state))
+    }
+    fn state(&self) -> KeyState {
+        self.state
+    }
+    fn set_target(&mut self, target: Target) {
+        self.target = Some(slot_of(target));
+    }
+    fn set_state(&mut self, state: KeyState) {
+        self.state = state;
+    }
 }
 
 /// A well-mixed 64-bit hash of a key (murmur3's finaliser): its top byte
@@ -128,6 +376,14 @@ impl Table {
         }
     }
 
+    /// Sets `key`'s slot, inserting it if needed.
+    fn set(&mut self, key: u64, hash: u64, loc: Location) {
+        if !self.insert(key, hash, loc) {
+            let (i, _) = self.probe(key, hash);
+            self.slots[i] = Slot::new(key, loc);
+        }
+    }
+
     fn insert(&mut self, key: u64, hash: u64, loc: Location) -> bool {
         if (self.len + 1) * 100 > self.slots.len() * 85 {
             self.grow((self.slots.len() * 3 / 2).max(MIN_CAPACITY));
@@ -160,7 +416,13 @@ impl Table {
 pub struct KeyDir {
     shards: Box<[RwLock<Table>]>,
     /// Keys too large for a slot (codes of 8 or more characters).
-    big: RwLock<HashMap<u64, Location>>,
+    big: RwLock<Big>,
+    /// Aliases that are not codes.
+    aliases: RwLock<HashMap<Box<str>, AliasEntry>>,
+    /// Installed mutations so far.
+    epoch: AtomicU64,
+    /// The keys of the last [`EPOCH_RING`] mutations, by epoch.
+    mutated: Mutex<VecDeque<(u64, u64)>>,
 }
 
 impl Default for KeyDir {
@@ -185,25 +447,211 @@ impl KeyDir {
         Self {
             shards: (0..SHARDS).map(|_| RwLock::default()).collect(),
             big: RwLock::default(),
+            aliases: RwLock::default(),
+            epoch: AtomicU64::new(0),
+            mutated: Mutex::default(),
         }
+    }
+
+    /// Runs `f` on `ident`'s cell under its lock (the write lock).
+    fn with_cell<R>(&self, ident: Ident<'_>, f: impl FnOnce(&mut dyn Cell) -> R) -> R {
+        match ident {
+            Ident::Key(key) if key >= PERMUTED_IDS => {
+                let mut big = write(&self.big);
+                f(&mut BigCell { big: &mut big, key })
+            }
+            Ident::Key(key) => {
+                let hash = mix(key);
+                let mut table = write(self.shard(hash));
+                f(&mut TableCell {
+                    table: &mut table,
+                    key,
+                    hash,
+                })
+            }
+            Ident::Alias(alias) => {
+                let mut aliases = write(&self.aliases);
+                let entry = aliases.entry(alias.into()).or_default();
+                let result = f(entry);
+                if entry.target.is_none() && entry.state == KeyState::default() {
+                    aliases.remove(alias);
+                }
+                result
+            }
+        }
+    }
+
+    /// What `ident` holds and its state.
+    pub fn lookup(&self, ident: Ident<'_>) -> Option<(Target, KeyState)> {
+        match ident {
+            Ident::Key(key) if key >= PERMUTED_IDS => {
+                let big = read(&self.big);
+                let cell = big.slots.get(&key)?;
+                let state = big.versions.get(&key).copied().unwrap_or_default();
+                Some((live_or_tombstone(*cell, state), state))
+            }
+            Ident::Key(key) => {
+                let hash = mix(key);
+                let table = read(self.shard(hash));
+                let loc = table.get(key, hash)?;
+                let state = table.versions.get(&key).copied().unwrap_or_default();
+                Some((live_or_tombstone(loc, state), state))
+            }
+            Ident::Alias(alias) => {
+                let aliases = read(&self.aliases);
+                let entry = aliases.get(alias)?;
+                Some((entry.target()?, entry.state))
+            }
+        }
+    }
+
+    /// Claims `ident` for a new link at `now_ms`: free, or deleted longer
+    /// than `quarantine_ms` ago (an alias's; a deleted code is never
+    /// reused: pass `u64::MAX`). Returns the version the new link's record
+    /// carries, reserved until [`install`](Self::install) or
+    /// [`release`](Self::release).
+    ///
+    /// # Errors
+    /// Why it cannot be claimed.
+    pub fn claim(&self, ident: Ident<'_>, now_ms: u64, quarantine_ms: u64) -> Result<u64, Claim> {
+        self.with_cell(ident, |cell| {
+            let state = cell.state();
+            if state.reserved != 0 {
+                return Err(Claim::Taken);
+            }
+            match cell.target() {
+                None => Ok(reserve(cell)),
+                Some(Target::Live(_)) => Err(Claim::Taken),
+                Some(Target::Deleted { deleted_at_ms, .. }) => {
+                    let until_ms = deleted_at_ms.saturating_add(quarantine_ms);
+                    if now_ms >= until_ms {
+                        Ok(reserve(cell))
+                    } else {
+                        Err(Claim::Quarantined { until_ms })
+                    }
+                }
+            }
+        })
+    }
+
+    /// Begins a mutation (update, delete) of a live `ident`: its record
+    /// and the version the mutation's record carries, reserved. `None` if
+    /// it is not live.
+    pub fn begin_mutation(&self, ident: Ident<'_>) -> Option<(Location, u64)> {
+        self.with_cell(ident, |cell| match cell.target() {
+            Some(Target::Live(loc)) => Some((loc, reserve(cell))),
+            _ => None,
+        })
+    }
+
+    /// A mutation's record of `version` is durable: installs it unless a
+    /// newer one is (then it was overtaken: `false`, still a valid order
+    /// of two concurrent requests), and bumps the epoch.
+    pub fn install(&self, ident: Ident<'_>, target: Target, version: u64) -> bool {
+        let installed = self.with_cell(ident, |cell| install(cell, target, version));
+        let installed = installed.unwrap_or(false);
+        if installed {
+            self.bump(ident);
+        }
+        installed
+    }
+
+    /// A mutation of `version` failed: its reservation is dropped.
+    pub fn release(&self, ident: Ident<'_>, version: u64) {
+        self.with_cell(ident, |cell| {
+            let mut state = cell.state();
+            if state.reserved == version {
+                state.reserved = 0;
+                cell.set_state(state);
+            }
+        });
+    }
+
+    /// Recovery's rule: the highest version of a key wins, whatever file it
+    /// came from.
+    ///
+    /// # Errors
+    /// The same version is there already: damage, recovery refuses.
+    pub fn recover(
+        &self,
+        ident: Ident<'_>,
+        target: Target,
+        version: u64,
+    ) -> Result<(), SameVersion> {
+        self.with_cell(ident, |cell| install(cell, target, version).map(drop))
+    }
+
+    /// Installed mutations so far.
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
+    }
+
+    /// The code keys mutated after epoch `since`, or `None` if the ring no
+    /// longer remembers them all (the caller forgets everything it cached).
+    pub fn mutated_since(&self, since: u64) -> Option<Vec<u64>> {
+        let ring = self.mutated.lock().unwrap_or_else(PoisonError::into_inner);
+        let oldest = ring.front().map_or(u64::MAX, |&(epoch, _)| epoch);
+        if since + 1 < oldest && self.epoch() > since {
+            return None;
+        }
+        Some(
+            ring.iter()
+                .filter(|&&(epoch, _)| epoch > since)
+                .map(|&(_, key)| key)
+                .collect(),
+        )
+    }
+
+    fn bump(&self, ident: Ident<'_>) {
+        let mut ring = self.mutated.lock().unwrap_or_else(PoisonError::into_inner);
+        // Under the ring's lock, so epochs enter the ring in order.
+        let epoch = self.epoch.load(Ordering::Relaxed) + 1;
+        if let Ident::Key(key) = ident {
+            if ring.len() == EPOCH_RING {
+                ring.pop_front();
+            }
+            ring.push_back((epoch, key));
+        }
+        self.epoch.store(epoch, Ordering::Release);
+    }
+
+    /// Aliases in the side map, and a rough count of their bytes.
+    pub fn alias_memory(&self) -> (usize, usize) {
+        let aliases = read(&self.aliases);
+        let text: usize = aliases.keys().map(|a| a.len()).sum();
+        let table = aliases.capacity() * (std::mem::size_of::<(Box<str>, AliasEntry)>() + 1);
+        (aliases.len(), table + text)
     }
 
     fn shard(&self, hash: u64) -> &RwLock<Table> {
         &self.shards[(hash >> 56) as usize]
     }
 
-    /// Where `key`'s link lies, if it exists.
+    /// Where `key`'s live link lies, if it has one.
     pub fn get(&self, key: u64) -> Option<Location> {
+        self.slot(key).filter(|loc| loc.offset != TOMBSTONE)
+    }
+
+    /// `key`'s slot: a live link's location, or a tombstone's.
+    fn slot(&self, key: u64) -> Option<Location> {
         if key >= PERMUTED_IDS {
-            return read(&self.big).get(&key).copied();
+            return read(&self.big).slots.get(&key).copied();
         }
         let hash = mix(key);
         read(self.shard(hash)).get(key, hash)
     }
 
-    /// `true` if `key` exists.
+    /// `true` if `key` is taken: a live link, a tombstone (a deleted code
+    /// is never handed out again), or a create in flight.
     pub fn contains(&self, key: u64) -> bool {
-        self.get(key).is_some()
+        if key >= PERMUTED_IDS {
+            let big = read(&self.big);
+            return big.slots.contains_key(&key) || big.versions.contains_key(&key);
+        }
+        let hash = mix(key);
+        let table = read(self.shard(hash));
+        table.get(key, hash).is_some()
+            || (!table.versions.is_empty() && table.versions.contains_key(&key))
     }
 
     /// Records `key` at `loc`. Returns `false`, changing nothing, if the
@@ -211,7 +659,10 @@ impl KeyDir {
     pub fn insert(&self, key: u64, loc: Location) -> bool {
         if key >= PERMUTED_IDS {
             let mut big = write(&self.big);
-            return match big.entry(key) {
+            if big.versions.contains_key(&key) {
+                return false;
+            }
+            return match big.slots.entry(key) {
                 std::collections::hash_map::Entry::Occupied(_) => false,
                 std::collections::hash_map::Entry::Vacant(v) => {
                     v.insert(loc);
@@ -220,7 +671,12 @@ impl KeyDir {
             };
         }
         let hash = mix(key);
-        write(self.shard(hash)).insert(key, hash, loc)
+        let mut table = write(self.shard(hash));
+        if !table.versions.is_empty() && table.versions.contains_key(&key) {
+            // A claim in flight.
+            return false;
+        }
+        table.insert(key, hash, loc)
     }
 
     /// Makes room for `additional` more links at once (recovery knows how
@@ -246,6 +702,7 @@ impl KeyDir {
                 .big
                 .read()
                 .unwrap_or_else(PoisonError::into_inner)
+                .slots
                 .len()
     }
 
@@ -269,6 +726,7 @@ impl KeyDir {
                 .big
                 .read()
                 .unwrap_or_else(PoisonError::into_inner)
+                .slots
                 .capacity()
                 * 24
     }
@@ -316,10 +774,14 @@ mod tests {
     fn the_largest_values_fit() {
         let dir = KeyDir::new();
         let max_file = (1 << FILE_IDX_BITS) - 1;
-        assert!(dir.insert(PERMUTED_IDS - 1, loc(max_file, u32::MAX)));
+        // `u32::MAX` is the tombstone's offset: no record starts there.
+        assert!(dir.insert(PERMUTED_IDS - 1, loc(max_file, TOMBSTONE - 1)));
         assert!(dir.insert(0, loc(0, 0)));
         assert!(dir.insert(u64::MAX, loc(3, 4)), "an 11-character code");
-        assert_eq!(dir.get(PERMUTED_IDS - 1), Some(loc(max_file, u32::MAX)));
+        assert_eq!(
+            dir.get(PERMUTED_IDS - 1),
+            Some(loc(max_file, TOMBSTONE - 1))
+        );
         assert_eq!(dir.get(0), Some(loc(0, 0)));
         assert_eq!(dir.get(u64::MAX), Some(loc(3, 4)));
         assert_eq!(dir.len(), 3);
@@ -355,6 +817,193 @@ mod tests {
             w.join().unwrap();
         }
         assert_eq!(dir.len(), 40_000);
+    }
+
+    const DAY: u64 = 86_400_000;
+
+    #[test]
+    fn a_deleted_key_is_never_live_and_never_free_again() {
+        let dir = KeyDir::new();
+        for key in [5, PERMUTED_IDS + 5] {
+            let ident = Ident::Key(key);
+            assert!(dir.insert(key, loc(1, 100)));
+            let (at, version) = dir.begin_mutation(ident).unwrap();
+            assert_eq!((at, version), (loc(1, 100), 1));
+            let deleted = Target::Deleted {
+                file: 1,
+                deleted_at_ms: 50,
+            };
+            assert!(dir.install(ident, deleted, version));
+            assert_eq!(dir.get(key), None, "404 once deleted");
+            assert!(dir.contains(key), "the generator skips it");
+            assert!(!dir.insert(key, loc(2, 2)), "a SHORTEN cannot take it");
+            assert_eq!(dir.begin_mutation(ident), None);
+            // A deleted code is never reused: its quarantine is forever.
+            assert_eq!(
+                dir.claim(ident, u64::MAX - 1, u64::MAX),
+                Err(Claim::Quarantined { until_ms: u64::MAX })
+            );
+            assert_eq!(
+                dir.lookup(ident),
+                Some((
+                    deleted,
+                    KeyState {
+                        installed: 1,
+                        reserved: 0,
+                        deleted_at_ms: 50
+                    }
+                ))
+            );
+        }
+    }
+
+    #[test]
+    fn an_alias_is_claimed_once_and_again_only_after_its_quarantine() {
+        let dir = KeyDir::new();
+        let alias = Ident::Alias("promo");
+        let v = dir.claim(alias, 0, 30 * DAY).unwrap();
+        assert_eq!(
+            dir.claim(alias, 0, 30 * DAY),
+            Err(Claim::Taken),
+            "in flight"
+        );
+        assert!(dir.install(alias, Target::Live(loc(1, 10)), v));
+        assert_eq!(dir.claim(alias, 0, 30 * DAY), Err(Claim::Taken));
+        let (_, v) = dir.begin_mutation(alias).unwrap();
+        assert!(dir.install(
+            alias,
+            Target::Deleted {
+                file: 1,
+                deleted_at_ms: DAY
+            },
+            v
+        ));
+        assert_eq!(
+            dir.claim(alias, 2 * DAY, 30 * DAY),
+            Err(Claim::Quarantined { until_ms: 31 * DAY })
+        );
+        let again = dir.claim(alias, 31 * DAY, 30 * DAY).unwrap();
+        assert!(again > v, "a reclaimed alias's versions go on");
+        assert!(dir.install(alias, Target::Live(loc(2, 20)), again));
+        assert_eq!(
+            dir.lookup(alias).map(|(t, _)| t),
+            Some(Target::Live(loc(2, 20)))
+        );
+        // A failed create gives the alias back.
+        let other = Ident::Alias("other");
+        let v = dir.claim(other, 0, 0).unwrap();
+        dir.release(other, v);
+        assert_eq!(dir.lookup(other), None);
+        assert!(dir.claim(other, 0, 0).is_ok());
+    }
+
+    #[test]
+    fn concurrent_mutations_take_distinct_versions_and_the_highest_wins() {
+        let dir = Arc::new(KeyDir::new());
+        dir.insert(9, loc(0, 0));
+        let ident = Ident::Key(9);
+        // Two cores take versions, then their writes complete in the
+        // opposite order: the lower one is overtaken, not installed.
+        let (_, first) = dir.begin_mutation(ident).unwrap();
+        let (_, second) = dir.begin_mutation(ident).unwrap();
+        assert_eq!((first, second), (1, 2));
+        assert!(dir.install(ident, Target::Live(loc(2, 200)), second));
+        assert!(!dir.install(ident, Target::Live(loc(1, 100)), first));
+        assert_eq!(dir.get(9), Some(loc(2, 200)));
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let dir = dir.clone();
+                std::thread::spawn(move || {
+                    (0..500)
+                        .map(|_| dir.begin_mutation(ident).unwrap().1)
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let mut all: Vec<u64> = threads
+            .into_iter()
+            .flat_map(|t| t.join().unwrap())
+            .collect();
+        all.sort_unstable();
+        all.dedup();
+        assert_eq!(all.len(), 2000, "no version taken twice");
+    }
+
+    #[test]
+    fn recovery_keeps_the_highest_version_and_refuses_equal_ones() {
+        let dir = KeyDir::new();
+        let ident = Ident::Key(3);
+        // Files are read in any order, by any thread.
+        dir.recover(ident, Target::Live(loc(2, 20)), 2).unwrap();
+        dir.recover(ident, Target::Live(loc(1, 10)), 0).unwrap();
+        dir.recover(ident, Target::Live(loc(1, 30)), 1).unwrap();
+        assert_eq!(dir.get(3), Some(loc(2, 20)));
+        dir.recover(
+            ident,
+            Target::Deleted {
+                file: 1,
+                deleted_at_ms: 7,
+            },
+            3,
+        )
+        .unwrap();
+        assert_eq!(dir.get(3), None);
+        assert_eq!(
+            dir.recover(ident, Target::Live(loc(4, 4)), 3),
+            Err(SameVersion {
+                version: 3,
+                existing: Target::Deleted {
+                    file: 1,
+                    deleted_at_ms: 7
+                }
+            })
+        );
+        // A version-0 record twice: today's duplicate key.
+        dir.recover(Ident::Key(4), Target::Live(loc(1, 1)), 0)
+            .unwrap();
+        assert!(dir
+            .recover(Ident::Key(4), Target::Live(loc(1, 2)), 0)
+            .is_err());
+        // Untouched keys keep no side state.
+        assert!(read(dir.shard(mix(4))).versions.is_empty());
+    }
+
+    #[test]
+    fn mutations_are_announced_by_epoch() {
+        let dir = KeyDir::new();
+        dir.insert(1, loc(0, 0));
+        let seen = dir.epoch();
+        let (_, v) = dir.begin_mutation(Ident::Key(1)).unwrap();
+        assert_eq!(dir.mutated_since(seen), Some(vec![]), "not yet durable");
+        dir.install(Ident::Key(1), Target::Live(loc(0, 50)), v);
+        assert_eq!(dir.epoch(), seen + 1);
+        assert_eq!(dir.mutated_since(seen), Some(vec![1]));
+        assert_eq!(dir.mutated_since(dir.epoch()), Some(vec![]));
+        for _ in 0..EPOCH_RING {
+            let (_, v) = dir.begin_mutation(Ident::Key(1)).unwrap();
+            dir.install(Ident::Key(1), Target::Live(loc(0, 50)), v);
+        }
+        assert_eq!(dir.mutated_since(seen), None, "too far behind: forget all");
+    }
+
+    /// The alias side map's cost per alias: run with `--nocapture` to see
+    /// it. Bounded so a change that bloats it fails.
+    #[test]
+    fn bytes_per_alias() {
+        let dir = KeyDir::new();
+        let n = 20_000;
+        for i in 0..n {
+            let alias = format!("campaign-{i:08}");
+            let v = dir.claim(Ident::Alias(&alias), 0, 0).unwrap();
+            dir.install(Ident::Alias(&alias), Target::Live(loc(1, i)), v);
+        }
+        let (count, bytes) = dir.alias_memory();
+        assert_eq!(count, n as usize);
+        // The text's heap block is counted at its length: allocators round
+        // up to 16 or 32 bytes, so add about 8 more on average.
+        let per_alias = bytes as f64 / count as f64;
+        eprintln!("alias side map: {per_alias:.1} bytes per 17-byte alias");
+        assert!(per_alias < 17.0 + 120.0, "{per_alias} bytes per alias");
     }
 
     proptest! {

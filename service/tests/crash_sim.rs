@@ -502,6 +502,7 @@ fn append(run: &mut Run, links: &mut Links, rng: &mut Rng) {
             key,
             id: key,
             url: &url,
+            options: &[],
         };
         if run.writer.append(&link, token).is_ok() {
             run.tokens.insert(token, key);
@@ -539,7 +540,8 @@ fn recover(disk: &mut Disk, stats: &mut Stats) -> Result<Recovered, RecoveryErro
     let mut changed = Vec::new();
     for &number in &numbers {
         let name = segment_file_name(number);
-        let outcome = recover_segment(disk, number, |key, offset| {
+        let outcome = recover_segment(disk, number, |entry| {
+            let (key, offset) = (entry.key, entry.offset);
             assert!(
                 keys.insert(key, (name.clone(), offset)).is_none(),
                 "key {key} recovered twice"

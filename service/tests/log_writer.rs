@@ -26,6 +26,7 @@ fn shorten(writer: &mut LogWriter, key: u64) {
         key,
         id: key,
         url: url.as_bytes(),
+        options: &[],
     };
     writer.append(&link, key).expect("appended");
 }
@@ -44,6 +45,7 @@ fn kinds(io: &LogIo) -> Vec<&'static str> {
     while let Decoded::Record(record, len) = decode_record(&batch.bytes[pos..]) {
         out.push(match record {
             Record::Link(_) => "link",
+            Record::Tombstone(_) => "tombstone",
             Record::Marker { .. } => "marker",
             Record::Seal(_) => "seal",
             Record::Header { .. } => "header",

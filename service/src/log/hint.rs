@@ -7,11 +7,18 @@
 //! | offset | size | field                                             |
 //! |-------:|-----:|---------------------------------------------------|
 //! | 0      | 8    | magic `SHORTYHT`                                  |
-//! | 8      | 2    | format `u16` (= 2), then 6 bytes of zero          |
+//! | 8      | 2    | format `u16` (2 or 3), then 6 bytes of zero       |
 //! | 16     | 8    | segment number `u64`                              |
-//! | 24     | 28   | the segment's seal: `data_len` `u64`, CRC `u32`, links `u64`, max id `u64` |
-//! | 52     | 12·n | entries: key `u64`, record offset `u32`            |
+//! | 24     | 28   | the segment's seal: `data_len` `u64`, CRC `u32`, keyed records `u64`, max id `u64` |
+//! | 52     | 12·n | entries: key `u64`, record offset `u32` ([`TOMBSTONE`] for a tombstone) |
+//! | …      | …    | format 3: extras, for the entries that are not plain links: entry index `u32`, version `u64`, deleted at `u64` (Unix ms, 0 for a link), alias length `u16`, alias |
 //! | end−4  | 4    | CRC32C of everything before it                    |
+//!
+//! The extras give recovery from hints alone each mutated key's version,
+//! each tombstone's time and each alias: enough to apply "the highest
+//! version wins" and to know quarantines without reading the segment. A
+//! segment of generated links only has no extras: its hint costs 12 bytes
+//! per link, as in format 2 (whose hints still read).
 //!
 //! A hint is used only if its checksum holds, it names its segment, its
 //! copy of the seal equals the seal at the end of the segment, it has
@@ -19,12 +26,71 @@
 //! inside the sealed bytes: it never vouches for more than the segment
 //! holds. Anything else and recovery scans the segment instead.
 //!
-//! Room for deletes: a tombstone will be an entry whose offset is
-//! `u32::MAX` (no link record can start there), counted separately.
-
 use bytes::BufMut;
 
-use crate::log::record::{Seal, LINK_OVERHEAD, PREAMBLE_LEN, SEAL_LEN};
+use crate::keydir::TOMBSTONE;
+use crate::log::record::{Keyed, Seal, FORMAT_VERSION, LINK_OVERHEAD, PREAMBLE_LEN, SEAL_LEN};
+
+/// What a hint (or a scan) says about one keyed record: all recovery
+/// needs to apply it to the key directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HintEntry {
+    /// The key ([`crate::log::record::ALIAS_KEY`] for an alias that is
+    /// not a code).
+    pub key: u64,
+    /// The record's offset, or [`TOMBSTONE`].
+    pub offset: u32,
+    /// The record's version.
+    pub version: u64,
+    /// When it was deleted (a tombstone), else 0.
+    pub deleted_at_ms: u64,
+    /// The alias, if the record is an alias's.
+    pub alias: Option<Box<str>>,
+}
+
+impl HintEntry {
+    /// A plain link's entry.
+    pub fn plain(key: u64, offset: u32) -> Self {
+        Self {
+            key,
+            offset,
+            version: 0,
+            deleted_at_ms: 0,
+            alias: None,
+        }
+    }
+
+    /// The entry of `record` found at `offset`.
+    pub fn of(record: &Keyed<'_>, offset: u64) -> Self {
+        let (offset, deleted_at_ms) = match record {
+            // Offsets fit: segments are bounded far below 4 GiB.
+            Keyed::Link(_) => (u32::try_from(offset).unwrap_or(TOMBSTONE - 1), 0),
+            Keyed::Tombstone(t) => (TOMBSTONE, t.deleted_at_ms),
+        };
+        Self {
+            key: record.key(),
+            offset,
+            version: record.version(),
+            deleted_at_ms,
+            // Checked UTF-8 when the record was decoded.
+            alias: record
+                .alias()
+                .map(|a| String::from_utf8_lossy(a).into_owned().into_boxed_str()),
+        }
+    }
+
+    /// `true` for a tombstone's entry.
+    pub fn is_tombstone(&self) -> bool {
+        self.offset == TOMBSTONE
+    }
+
+    fn is_plain(&self) -> bool {
+        self.version == 0 && self.deleted_at_ms == 0 && self.alias.is_none() && !self.is_tombstone()
+    }
+}
+
+/// Bytes of an extra besides its alias.
+const EXTRA_LEN: usize = 4 + 8 + 8 + 2;
 
 /// The first 8 bytes of a hint file.
 pub const HINT_MAGIC: [u8; 8] = *b"SHORTYHT";
@@ -60,7 +126,9 @@ pub fn hint_reservation(header: &[u8], hint_len: u64, segment_len: u64) -> u64 {
         .and_then(|n| n.checked_add((HINT_HEADER_LEN + 4) as u64));
     let segment_room =
         segment_len.saturating_sub((PREAMBLE_LEN + SEAL_LEN) as u64) / LINK_OVERHEAD as u64;
-    if hint_len_claimed == Some(hint_len) && links <= segment_room {
+    // Format 3's extras make a hint longer than its entries, never
+    // shorter.
+    if hint_len_claimed.is_some_and(|claimed| claimed <= hint_len) && links <= segment_room {
         links
     } else {
         0
@@ -97,27 +165,39 @@ pub fn hint_file_name(number: u64) -> String {
     format!("{number:020}.hint")
 }
 
-/// Encodes the hint of segment `segment`, sealed with `seal`, holding the
-/// links `entries` (key, record offset).
-pub fn encode_hint(
+/// Encodes the hint of segment `segment`, sealed with `seal`, holding
+/// `entries` in file order.
+pub fn encode_hint<'e>(
     segment: u64,
     seal: &Seal,
-    entries: impl IntoIterator<Item = (u64, u32)>,
+    entries: impl IntoIterator<Item = &'e HintEntry>,
     dst: &mut Vec<u8>,
 ) {
     let start = dst.len();
     dst.put_slice(&HINT_MAGIC);
-    dst.put_u16_le(crate::log::record::FORMAT_VERSION);
+    dst.put_u16_le(FORMAT_VERSION);
     dst.put_bytes(0, 6);
     dst.put_u64_le(segment);
     dst.put_u64_le(seal.data_len);
     dst.put_u32_le(seal.crc);
     dst.put_u64_le(seal.links);
     dst.put_u64_le(seal.max_id);
-    for (key, offset) in entries {
-        dst.put_u64_le(key);
-        dst.put_u32_le(offset);
+    let mut extras = Vec::new();
+    for (i, entry) in entries.into_iter().enumerate() {
+        dst.put_u64_le(entry.key);
+        dst.put_u32_le(entry.offset);
+        if !entry.is_plain() {
+            let alias = entry.alias.as_deref().unwrap_or_default().as_bytes();
+            // Aliases are at most 64 bytes (`crate::link::MAX_ALIAS_LEN`).
+            let alias = &alias[..alias.len().min(usize::from(u16::MAX))];
+            extras.put_u32_le(u32::try_from(i).unwrap_or(u32::MAX));
+            extras.put_u64_le(entry.version);
+            extras.put_u64_le(entry.deleted_at_ms);
+            extras.put_u16_le(alias.len() as u16);
+            extras.put_slice(alias);
+        }
     }
+    dst.put_slice(&extras);
     let crc = crc32c::crc32c(&dst[start..]);
     dst.put_u32_le(crc);
 }
@@ -142,7 +222,7 @@ pub fn hint_seal(bytes: &[u8], segment: u64) -> Option<Seal> {
     let (body, crc) = bytes.split_at(bytes.len() - 4);
     let u64_at = |at: usize| u64::from_le_bytes(body[at..at + 8].try_into().unwrap_or_default());
     (crc32c::crc32c(body).to_le_bytes() == crc
-        && u16::from_le_bytes([body[8], body[9]]) == crate::log::record::FORMAT_VERSION
+        && (2..=FORMAT_VERSION).contains(&u16::from_le_bytes([body[8], body[9]]))
         && u64_at(16) == segment)
         .then(|| Seal {
             data_len: u64_at(24),
@@ -153,7 +233,8 @@ pub fn hint_seal(bytes: &[u8], segment: u64) -> Option<Seal> {
 }
 
 /// Checks a hint against segment `segment`'s seal and returns its entries
-/// (key, record offset).
+/// (checked whole before the first is handed out, and parsed as they are
+/// iterated: a hint of millions of links is never copied).
 ///
 /// # Errors
 /// [`HintError`] when the hint cannot be trusted for this segment.
@@ -161,7 +242,7 @@ pub fn decode_hint<'a>(
     bytes: &'a [u8],
     segment: u64,
     seal: &Seal,
-) -> Result<impl ExactSizeIterator<Item = (u64, u32)> + 'a, HintError> {
+) -> Result<HintEntries<'a>, HintError> {
     if bytes.len() < HINT_HEADER_LEN + 4 || bytes[..8] != HINT_MAGIC {
         return Err(HintError::BadHeader);
     }
@@ -171,7 +252,7 @@ pub fn decode_hint<'a>(
     }
     let u64_at = |at: usize| u64::from_le_bytes(body[at..at + 8].try_into().unwrap_or_default());
     let format = u16::from_le_bytes([body[8], body[9]]);
-    if format != crate::log::record::FORMAT_VERSION {
+    if !(2..=FORMAT_VERSION).contains(&format) {
         return Err(HintError::BadHeader);
     }
     let copy = Seal {
@@ -180,45 +261,125 @@ pub fn decode_hint<'a>(
         links: u64_at(36),
         max_id: u64_at(44),
     };
-    let entries = &body[HINT_HEADER_LEN..];
-    if u64_at(16) != segment
-        || copy != *seal
-        || entries.len() % HINT_ENTRY_LEN != 0
-        || (entries.len() / HINT_ENTRY_LEN) as u64 != seal.links
-    {
+    let after = &body[HINT_HEADER_LEN..];
+    let n = usize::try_from(seal.links).unwrap_or(usize::MAX);
+    let entries_len = n.checked_mul(HINT_ENTRY_LEN).filter(|&l| l <= after.len());
+    let Some(entries_len) = entries_len.filter(|_| u64_at(16) == segment && copy == *seal) else {
+        return Err(HintError::Mismatch);
+    };
+    let (entries, extras) = after.split_at(entries_len);
+    if format == 2 && !extras.is_empty() {
         return Err(HintError::Mismatch);
     }
     let last_start = seal.data_len.saturating_sub(LINK_OVERHEAD as u64);
-    let parse = |e: &[u8]| {
-        (
-            u64::from_le_bytes(e[..8].try_into().unwrap_or_default()),
-            u32::from_le_bytes(e[8..12].try_into().unwrap_or_default()),
-        )
+    let inside = |offset: u32| {
+        offset == TOMBSTONE || (PREAMBLE_LEN as u64..=last_start).contains(&u64::from(offset))
     };
-    let inside = |offset: u32| (PREAMBLE_LEN as u64..=last_start).contains(&u64::from(offset));
     if !entries
         .chunks_exact(HINT_ENTRY_LEN)
-        .all(|e| inside(parse(e).1))
+        .all(|e| inside(parse_entry(e).1))
     {
         return Err(HintError::BadEntry);
     }
-    Ok(entries.chunks_exact(HINT_ENTRY_LEN).map(parse))
+    // The extras: well-formed, in entry order, each entry at most once.
+    let mut rest = extras;
+    let mut next_index = 0usize;
+    while !rest.is_empty() {
+        let (extra, len) = parse_extra(rest).ok_or(HintError::BadEntry)?;
+        if extra.index < next_index || extra.index >= n {
+            return Err(HintError::BadEntry);
+        }
+        next_index = extra.index + 1;
+        rest = &rest[len..];
+    }
+    Ok(HintEntries {
+        entries,
+        extras,
+        next: 0,
+    })
 }
+
+fn parse_entry(e: &[u8]) -> (u64, u32) {
+    (
+        u64::from_le_bytes(e[..8].try_into().unwrap_or_default()),
+        u32::from_le_bytes(e[8..12].try_into().unwrap_or_default()),
+    )
+}
+
+struct Extra<'a> {
+    index: usize,
+    version: u64,
+    deleted_at_ms: u64,
+    alias: Option<&'a str>,
+}
+
+/// The extra at the front of `bytes` and its length.
+fn parse_extra(bytes: &[u8]) -> Option<(Extra<'_>, usize)> {
+    let head = bytes.get(..EXTRA_LEN)?;
+    let alias_len = usize::from(u16::from_le_bytes([head[20], head[21]]));
+    let alias = bytes.get(EXTRA_LEN..EXTRA_LEN + alias_len)?;
+    let alias = match alias {
+        [] => None,
+        text => Some(std::str::from_utf8(text).ok()?),
+    };
+    let extra = Extra {
+        index: u32::from_le_bytes(head[..4].try_into().ok()?) as usize,
+        version: u64::from_le_bytes(head[4..12].try_into().ok()?),
+        deleted_at_ms: u64::from_le_bytes(head[12..20].try_into().ok()?),
+        alias,
+    };
+    Some((extra, EXTRA_LEN + alias_len))
+}
+
+/// The entries of a checked hint ([`decode_hint`]).
+#[derive(Debug, Clone)]
+pub struct HintEntries<'a> {
+    entries: &'a [u8],
+    extras: &'a [u8],
+    next: usize,
+}
+
+impl Iterator for HintEntries<'_> {
+    type Item = HintEntry;
+
+    fn next(&mut self) -> Option<HintEntry> {
+        let at = self.next * HINT_ENTRY_LEN;
+        let (key, offset) = parse_entry(self.entries.get(at..at + HINT_ENTRY_LEN)?);
+        let mut entry = HintEntry::plain(key, offset);
+        if let Some((extra, len)) = parse_extra(self.extras) {
+            if extra.index == self.next {
+                entry.version = extra.version;
+                entry.deleted_at_ms = extra.deleted_at_ms;
+                entry.alias = extra.alias.map(Into::into);
+                self.extras = &self.extras[len..];
+            }
+        }
+        self.next += 1;
+        Some(entry)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let n = self.entries.len() / HINT_ENTRY_LEN - self.next;
+        (n, Some(n))
+    }
+}
+
+impl ExactSizeIterator for HintEntries<'_> {}
 
 /// Builds the hint of a sealed segment from its bytes (what the runtime's
 /// hint writer does after a seal). `None` when the bytes are not a whole
 /// sealed segment `number`.
 pub fn build_hint(number: u64, bytes: &[u8]) -> Option<Vec<u8>> {
     let mut entries = Vec::new();
-    let scan = crate::log::scan::scan_segment(bytes, number, |link, offset| {
-        entries.push((link.key, u32::try_from(offset).unwrap_or(u32::MAX)));
+    let scan = crate::log::scan::scan_segment(bytes, number, |record, offset| {
+        entries.push(HintEntry::of(&record, offset));
     })
     .ok()?;
     let crate::log::scan::SegmentEnd::Sealed { seal, .. } = scan.end else {
         return None;
     };
     let mut hint = Vec::with_capacity(HINT_HEADER_LEN + entries.len() * HINT_ENTRY_LEN + 4);
-    encode_hint(number, &seal, entries, &mut hint);
+    encode_hint(number, &seal, &entries, &mut hint);
     Some(hint)
 }
 
@@ -235,13 +396,55 @@ mod tests {
         }
     }
 
+    fn plain(entries: &[(u64, u32)]) -> Vec<HintEntry> {
+        entries
+            .iter()
+            .map(|&(k, o)| HintEntry::plain(k, o))
+            .collect()
+    }
+
+    #[test]
+    fn extras_carry_versions_tombstones_and_aliases() {
+        let entries = vec![
+            HintEntry::plain(1, 30),
+            HintEntry {
+                key: 2,
+                offset: 200,
+                version: 5,
+                deleted_at_ms: 0,
+                alias: None,
+            },
+            HintEntry {
+                key: crate::log::record::ALIAS_KEY,
+                offset: TOMBSTONE,
+                version: 2,
+                deleted_at_ms: 1_700_000_000_000,
+                alias: Some("promo".into()),
+            },
+        ];
+        let seal = Seal { links: 3, ..seal() };
+        let mut bytes = Vec::new();
+        encode_hint(7, &seal, &entries, &mut bytes);
+        let decoded: Vec<_> = decode_hint(&bytes, 7, &seal).unwrap().collect();
+        assert_eq!(decoded, entries);
+        // Only the plain entries: exactly format 2's size.
+        let mut plain_only = Vec::new();
+        encode_hint(7, &seal, &entries[..1], &mut plain_only);
+        assert_eq!(plain_only.len(), HINT_HEADER_LEN + HINT_ENTRY_LEN + 4);
+        for at in 0..bytes.len() {
+            let mut bad = bytes.clone();
+            bad[at] ^= 4;
+            assert!(decode_hint(&bad, 7, &seal).is_err(), "flip at {at}");
+        }
+    }
+
     #[test]
     fn a_hint_round_trips_and_checks_its_segment() {
         let mut bytes = Vec::new();
-        encode_hint(7, &seal(), [(1, 30), (2, 400)], &mut bytes);
+        encode_hint(7, &seal(), &plain(&[(1, 30), (2, 400)]), &mut bytes);
         assert_eq!(bytes.len(), HINT_HEADER_LEN + 2 * HINT_ENTRY_LEN + 4);
         let entries: Vec<_> = decode_hint(&bytes, 7, &seal()).unwrap().collect();
-        assert_eq!(entries, [(1, 30), (2, 400)]);
+        assert_eq!(entries, plain(&[(1, 30), (2, 400)]));
         assert_eq!(
             decode_hint(&bytes, 8, &seal()).err(),
             Some(HintError::Mismatch)
@@ -256,13 +459,13 @@ mod tests {
     #[test]
     fn a_hint_never_vouches_for_more_than_the_segment_holds() {
         let mut bytes = Vec::new();
-        encode_hint(7, &seal(), [(1, 30), (2, 990)], &mut bytes);
+        encode_hint(7, &seal(), &plain(&[(1, 30), (2, 990)]), &mut bytes);
         assert_eq!(
             decode_hint(&bytes, 7, &seal()).err(),
             Some(HintError::BadEntry)
         );
         let mut short = Vec::new();
-        encode_hint(7, &seal(), [(1, 30)], &mut short);
+        encode_hint(7, &seal(), &plain(&[(1, 30)]), &mut short);
         assert_eq!(
             decode_hint(&short, 7, &seal()).err(),
             Some(HintError::Mismatch)
@@ -272,7 +475,7 @@ mod tests {
     #[test]
     fn every_flip_is_caught() {
         let mut bytes = Vec::new();
-        encode_hint(7, &seal(), [(1, 30), (2, 400)], &mut bytes);
+        encode_hint(7, &seal(), &plain(&[(1, 30), (2, 400)]), &mut bytes);
         for at in 0..bytes.len() {
             let mut bad = bytes.clone();
             bad[at] ^= 4;

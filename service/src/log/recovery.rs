@@ -8,7 +8,9 @@
 
 use std::io;
 
-use crate::log::hint::{decode_hint, encode_hint, hint_file_name, hint_seal, hint_vouches};
+use crate::log::hint::{
+    decode_hint, encode_hint, hint_file_name, hint_seal, hint_vouches, HintEntry,
+};
 use crate::log::is_disk_full;
 use crate::log::record::{decode_record, encode_seal, Decoded, Record, Seal, SEAL_LEN};
 use crate::log::scan::{holds_nothing, scan_vouched, ScanError, SegmentEnd};
@@ -37,7 +39,7 @@ pub trait RecoveryFiles {
 /// What recovery did with one segment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SegmentOutcome {
-    /// Links loaded.
+    /// Keyed records (links and tombstones) loaded.
     pub links: u64,
     /// Largest id among them.
     pub max_id: Option<u64>,
@@ -119,15 +121,15 @@ pub fn seal_at_end(len: u64, tail: &[u8]) -> Option<Seal> {
     }
 }
 
-/// Recovers segment `number`, calling `on_link(key, offset)` for every link
-/// it holds.
+/// Recovers segment `number`, calling `on_link` for every keyed record
+/// (link or tombstone) it holds, in file order.
 ///
 /// # Errors
 /// [`RecoveryError`]; the server must not start.
 pub fn recover_segment(
     files: &mut impl RecoveryFiles,
     number: u64,
-    mut on_link: impl FnMut(u64, u32),
+    mut on_link: impl FnMut(HintEntry),
 ) -> Result<SegmentOutcome, RecoveryError> {
     let name = segment_file_name(number);
     let hint_name = hint_file_name(number);
@@ -156,9 +158,7 @@ pub fn recover_segment(
             None => outcome.hint_problem = Some("no hint file".into()),
             Some(hint) => match decode_hint(hint, number, &seal) {
                 Ok(entries) => {
-                    for (key, offset) in entries {
-                        on_link(key, offset);
-                    }
+                    entries.for_each(&mut on_link);
                     outcome.links = seal.links;
                     outcome.max_id = (seal.links > 0).then_some(seal.max_id);
                     outcome.from_hint = true;
@@ -170,14 +170,16 @@ pub fn recover_segment(
     }
 
     let bytes = files.read(&name).map_err(io_err(&name))?;
-    let mut entries: Vec<(u64, u32)> = Vec::new();
+    let mut entries: Vec<HintEntry> = Vec::new();
     let mut bad_url = None;
-    let scan = scan_vouched(&bytes, number, hint_vouches, |link, offset| {
-        if std::str::from_utf8(link.url).is_err() {
+    let scan = scan_vouched(&bytes, number, hint_vouches, |record, offset| {
+        if record
+            .link()
+            .is_some_and(|link| std::str::from_utf8(link.url).is_err())
+        {
             bad_url = bad_url.or(Some(offset));
         }
-        // Offsets fit: segments are bounded far below 4 GiB.
-        entries.push((link.key, u32::try_from(offset).unwrap_or(u32::MAX)));
+        entries.push(HintEntry::of(&record, offset));
     })
     .map_err(|error| RecoveryError::Scan {
         name: name.clone(),
@@ -233,9 +235,7 @@ pub fn recover_segment(
                 // a crash leaves, and the next start seals it. What was
                 // cut is cut and synced before the seal is written.
                 Err(err) if is_disk_full(&err) => {
-                    for &(key, offset) in &entries {
-                        on_link(key, offset);
-                    }
+                    entries.into_iter().for_each(on_link);
                     outcome.hint_problem = Some(format!("left unsealed, the disk is full: {err}"));
                     return Ok(outcome);
                 }
@@ -243,11 +243,9 @@ pub fn recover_segment(
             }
         }
     };
-    for &(key, offset) in &entries {
-        on_link(key, offset);
-    }
     let mut hint = Vec::with_capacity(64 + entries.len() * 12);
-    encode_hint(number, &seal, entries, &mut hint);
+    encode_hint(number, &seal, &entries, &mut hint);
+    entries.into_iter().for_each(on_link);
     // A hint only saves the next start a scan: failing to write one (a
     // full disk, most likely) never stops this one.
     if let Err(err) = files.write_atomic(&hint_name, &hint) {
@@ -483,6 +481,7 @@ mod tests {
                 key: 100 + i as u64,
                 id: i as u64,
                 url: u.as_bytes(),
+                options: &[],
             })
             .collect();
         let bytes = encode_sealed_segment(number, &[&links[..2], &links[2..4], &links[4..]]);
@@ -537,7 +536,7 @@ mod tests {
         let mut files = Full(Mem::default());
         files.0 .0.insert(name.clone(), bytes.clone());
         let mut keys = Vec::new();
-        let outcome = recover_segment(&mut files, 4, |key, _| keys.push(key)).unwrap();
+        let outcome = recover_segment(&mut files, 4, |e| keys.push(e.key)).unwrap();
         assert_eq!(keys, (100..106).collect::<Vec<_>>());
         assert!(outcome
             .hint_problem
@@ -552,7 +551,7 @@ mod tests {
         let mut files = Full(Mem::default());
         files.0 .0.insert(name.clone(), bytes[..torn].to_vec());
         let mut keys = Vec::new();
-        let outcome = recover_segment(&mut files, 4, |key, _| keys.push(key)).unwrap();
+        let outcome = recover_segment(&mut files, 4, |e| keys.push(e.key)).unwrap();
         assert_eq!(keys, (100..105).collect::<Vec<_>>());
         assert!(!outcome.sealed_now);
         assert!(outcome
@@ -562,7 +561,7 @@ mod tests {
         assert_eq!(files.0 .0[&name], bytes[..starts[5]]);
         // The next start, with space, seals it and writes its hint.
         let mut files = files.0;
-        let outcome = recover_segment(&mut files, 4, |_, _| {}).unwrap();
+        let outcome = recover_segment(&mut files, 4, |_| {}).unwrap();
         assert!(outcome.sealed_now && outcome.links == 5);
         assert!(files.0.contains_key(&hint_file_name(4)));
     }
@@ -579,7 +578,7 @@ mod tests {
             let mut files = Mem::default();
             files.0.insert(name.clone(), bytes[..cut].to_vec());
             files.0.insert(hint_file_name(3), hint.clone());
-            let err = recover_segment(&mut files, 3, |_, _| {}).unwrap_err();
+            let err = recover_segment(&mut files, 3, |_| {}).unwrap_err();
             let text = err.to_string();
             assert!(
                 matches!(&err, RecoveryError::Scan { error: ScanError::Missing { len, vouched }, .. }
@@ -602,7 +601,7 @@ mod tests {
         let mut files = Mem::default();
         files.0.insert(name, bytes.clone());
         files.0.insert(hint_file_name(3), hint);
-        let outcome = recover_segment(&mut files, 3, |_, _| {}).unwrap();
+        let outcome = recover_segment(&mut files, 3, |_| {}).unwrap();
         assert!(outcome.from_hint && outcome.links == 6);
     }
 
@@ -620,7 +619,7 @@ mod tests {
             let mut files = Mem::default();
             files.0.insert(segment_file_name(3), bytes.clone());
             files.0.insert(hint_file_name(3), forged.clone());
-            let err = recover_segment(&mut files, 3, |_, _| {}).unwrap_err();
+            let err = recover_segment(&mut files, 3, |_| {}).unwrap_err();
             assert!(
                 matches!(
                     err,

@@ -24,7 +24,7 @@
 //! rather than refused is that short (see ARCHITECTURE.md).
 
 use crate::log::record::{
-    decode_record, looks_like_format_1, Decoded, Link, Record, Seal, MAGIC, MARKER_LEN,
+    decode_record, looks_like_format_1, Decoded, Keyed, Record, Seal, MAGIC, MARKER_LEN,
     PREAMBLE_LEN, RECORD_HEADER_LEN, SEAL_LEN,
 };
 
@@ -118,7 +118,7 @@ impl std::fmt::Display for ScanError {
 pub struct Scan {
     /// How the segment ends.
     pub end: SegmentEnd,
-    /// Link records found (before any cut).
+    /// Keyed records (links and tombstones) found (before any cut).
     pub links: u64,
     /// The largest id of a link found, if any link has one.
     pub max_id: Option<u64>,
@@ -126,8 +126,8 @@ pub struct Scan {
     pub vouched_end: u64,
 }
 
-/// Scans segment `number`, calling `on_link` with every valid link and its
-/// offset, and applies the recovery rule.
+/// Scans segment `number`, calling `on_link` with every valid keyed record
+/// (link or tombstone) and its offset, and applies the recovery rule.
 ///
 /// # Errors
 /// [`ScanError`] when vouched bytes are damaged or the file is not a
@@ -135,7 +135,7 @@ pub struct Scan {
 pub fn scan_segment<'a>(
     bytes: &'a [u8],
     number: u64,
-    on_link: impl FnMut(Link<'a>, u64),
+    on_link: impl FnMut(Keyed<'a>, u64),
 ) -> Result<Scan, ScanError> {
     scan_vouched(bytes, number, 0, on_link)
 }
@@ -149,7 +149,7 @@ pub fn scan_vouched<'a>(
     bytes: &'a [u8],
     number: u64,
     vouched: u64,
-    mut on_link: impl FnMut(Link<'a>, u64),
+    mut on_link: impl FnMut(Keyed<'a>, u64),
 ) -> Result<Scan, ScanError> {
     let mut scan = Scan {
         end: SegmentEnd::Open {
@@ -239,7 +239,7 @@ struct Walk {
 /// What a record was, once [`Walk::step`] took it.
 enum Walked<'a> {
     Header,
-    Link(Link<'a>),
+    Link(Keyed<'a>),
     Marker {
         durable_end: u64,
     },
@@ -285,7 +285,13 @@ impl Walk {
                 if link.id != crate::log::record::NO_ID {
                     self.max_id = Some(self.max_id.map_or(link.id, |m| m.max(link.id)));
                 }
-                Walked::Link(link)
+                Walked::Link(Keyed::Link(link))
+            }
+            Record::Tombstone(tombstone) => {
+                // Counted with the links: the seal counts the keyed
+                // records a hint holds an entry for.
+                self.links += 1;
+                Walked::Link(Keyed::Tombstone(tombstone))
             }
             Record::Marker { durable_end } if durable_end <= self.pos => {
                 Walked::Marker { durable_end }
@@ -432,7 +438,7 @@ pub fn holds_nothing(end: &SegmentEnd) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::log::record::{encode_link, encode_marker, encode_preamble, encode_seal};
+    use crate::log::record::{encode_link, encode_marker, encode_preamble, encode_seal, Link};
 
     /// A segment as the writer lays it out: preamble, then batches, each but
     /// the first opened by a marker vouching for everything before it.
@@ -464,6 +470,7 @@ mod tests {
                         key: id * 10,
                         id,
                         url: url.as_bytes(),
+                        options: &[],
                     },
                     &mut self.bytes,
                 );
@@ -487,7 +494,7 @@ mod tests {
 
     fn scan(bytes: &[u8]) -> (Vec<u64>, Result<Scan, ScanError>) {
         let mut ids = Vec::new();
-        let result = scan_segment(bytes, 3, |link, _| ids.push(link.id));
+        let result = scan_segment(bytes, 3, |link, _| ids.push(link.link().unwrap().id));
         (ids, result)
     }
 

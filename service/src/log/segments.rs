@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
 
 use crate::log::record::{
-    encode_link, encode_marker, encode_preamble, encode_seal, Link, Seal, NO_ID,
+    encode_link, encode_marker, encode_preamble, encode_seal, encode_tombstone, Keyed, Link, Seal,
+    NO_ID,
 };
 
 /// Index of a segment in the [`SegmentTable`]; what the key directory
@@ -42,6 +43,16 @@ fn parse_numbered(name: &str, suffix: &str) -> Option<u64> {
 /// for everything before it, then the seal. For tests, the fuzz targets
 /// and tools that need a valid segment without running a writer.
 pub fn encode_sealed_segment(number: u64, batches: &[&[Link<'_>]]) -> Vec<u8> {
+    let keyed: Vec<Vec<Keyed<'_>>> = batches
+        .iter()
+        .map(|b| b.iter().map(|l| Keyed::Link(*l)).collect())
+        .collect();
+    let keyed: Vec<&[Keyed<'_>]> = keyed.iter().map(Vec::as_slice).collect();
+    encode_sealed_records(number, &keyed)
+}
+
+/// As [`encode_sealed_segment`], with tombstones among the records.
+pub fn encode_sealed_records(number: u64, batches: &[&[Keyed<'_>]]) -> Vec<u8> {
     let mut bytes = Vec::new();
     encode_preamble(number, &mut bytes);
     let (mut links, mut max_id) = (0u64, None::<u64>);
@@ -49,11 +60,16 @@ pub fn encode_sealed_segment(number: u64, batches: &[&[Link<'_>]]) -> Vec<u8> {
         if i > 0 {
             encode_marker(bytes.len() as u64, &mut bytes);
         }
-        for link in *batch {
-            encode_link(link, &mut bytes);
+        for record in *batch {
             links += 1;
-            if link.id != NO_ID {
-                max_id = Some(max_id.map_or(link.id, |m| m.max(link.id)));
+            match record {
+                Keyed::Link(link) => {
+                    encode_link(link, &mut bytes);
+                    if link.id != NO_ID {
+                        max_id = Some(max_id.map_or(link.id, |m| m.max(link.id)));
+                    }
+                }
+                Keyed::Tombstone(t) => encode_tombstone(t, &mut bytes),
             }
         }
     }

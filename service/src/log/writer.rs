@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 
 use crate::log::record::{
-    decode_record, encode_link, encode_marker, encode_preamble, encode_seal, link_len, Decoded,
-    Link, Record, Seal, NO_ID, PREAMBLE_LEN,
+    decode_record, encode_link, encode_marker, encode_preamble, encode_seal, encode_tombstone,
+    Decoded, Keyed, Link, Record, Seal, Tombstone, NO_ID, PREAMBLE_LEN,
 };
 use crate::log::segments::{SegmentRef, SegmentTable};
 
@@ -107,6 +107,15 @@ pub struct WriteBatch {
 impl WriteBatch {
     /// The links the batch holds and the file offset of each.
     pub fn links(&self) -> impl Iterator<Item = (Link<'_>, u64)> {
+        self.keyed().filter_map(|(record, offset)| match record {
+            Keyed::Link(link) => Some((link, offset)),
+            Keyed::Tombstone(_) => None,
+        })
+    }
+
+    /// The keyed records (links and tombstones) the batch holds and the
+    /// file offset of each.
+    pub fn keyed(&self) -> impl Iterator<Item = (Keyed<'_>, u64)> {
         let mut pos = 0usize;
         std::iter::from_fn(move || loop {
             let rest = self.bytes.get(pos..)?;
@@ -117,7 +126,11 @@ impl WriteBatch {
                 match decode_record(rest) {
                     Decoded::Record(Record::Link(link), len) => {
                         pos += len;
-                        return Some((link, self.offset + at as u64));
+                        return Some((Keyed::Link(link), self.offset + at as u64));
+                    }
+                    Decoded::Record(Record::Tombstone(tombstone), len) => {
+                        pos += len;
+                        return Some((Keyed::Tombstone(tombstone), self.offset + at as u64));
                     }
                     Decoded::Record(_, len) => len,
                     _ => return None,
@@ -310,20 +323,43 @@ impl LogWriter {
     /// # Errors
     /// Why the record cannot be taken now (it is not appended).
     pub fn append(&mut self, link: &Link<'_>, token: Token) -> Result<(), LogFailure> {
+        self.admit(link.encoded_len())?;
+        encode_link(link, &mut self.pending);
+        self.pending_tokens.push(token);
+        self.pending_links += 1;
+        if link.id != NO_ID {
+            self.pending_max_id = self.pending_max_id.max(link.id);
+        }
+        Ok(())
+    }
+
+    /// Appends a tombstone for `token`.
+    ///
+    /// # Errors
+    /// As [`append`](Self::append).
+    pub fn append_tombstone(
+        &mut self,
+        tombstone: &Tombstone<'_>,
+        token: Token,
+    ) -> Result<(), LogFailure> {
+        self.admit(tombstone.encoded_len())?;
+        encode_tombstone(tombstone, &mut self.pending);
+        self.pending_tokens.push(token);
+        // The seal counts keyed records: the hint holds an entry for it.
+        self.pending_links += 1;
+        Ok(())
+    }
+
+    /// Whether a record of `len` bytes may be appended now.
+    fn admit(&self, len: usize) -> Result<(), LogFailure> {
         match self.state {
             LogState::Available if self.shutting_down => return Err(LogFailure::Busy),
             LogState::Available => {}
             LogState::DiskFull => return Err(LogFailure::DiskFull),
             LogState::Broken(_) => return Err(LogFailure::Broken),
         }
-        if self.pending.len() + link_len(link.url.len()) > self.config.max_pending_bytes {
+        if self.pending.len() + len > self.config.max_pending_bytes {
             return Err(LogFailure::Busy);
-        }
-        encode_link(link, &mut self.pending);
-        self.pending_tokens.push(token);
-        self.pending_links += 1;
-        if link.id != NO_ID {
-            self.pending_max_id = self.pending_max_id.max(link.id);
         }
         Ok(())
     }

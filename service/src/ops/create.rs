@@ -59,6 +59,7 @@ pub fn shorten(shard: &mut Shard, conn: u32, url: &[u8]) -> Step {
         key,
         id,
         url: url.as_bytes(),
+        options: &[],
     };
     match local.log.append(&link, u64::from(op)) {
         Ok(()) => Step::Pending(op),
