@@ -246,6 +246,12 @@ pub struct ServeArgs {
     #[arg(long, env = "SHORTY_MAX_OUTPUT_BYTES", default_value_t = 256 * 1024, value_parser = clap::value_parser!(u32).range(4096..))]
     pub max_output_bytes: u32,
 
+    // ----- engineer LIFE (issue 19) -----
+    /// How long a deleted alias cannot be claimed again (delete-then-reclaim
+    /// is a phishing trick). A deleted generated code is never reused.
+    #[arg(long, env = "SHORTY_ALIAS_QUARANTINE", default_value = "30d", value_parser = parse_duration)]
+    pub alias_quarantine: Duration,
+
     /// Close a connection that sends nothing (and waits for nothing) for
     /// this long.
     #[arg(long, env = "SHORTY_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
@@ -525,6 +531,8 @@ impl ServeArgs {
                 retry_interval: Duration::from_secs(1),
                 max_pending_bytes: MAX_PENDING_LOG_BYTES,
             },
+            // ----- engineer LIFE (issue 19) -----
+            alias_quarantine: self.alias_quarantine,
         }
     }
 }

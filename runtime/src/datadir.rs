@@ -13,7 +13,7 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use shorty_service::codes::{format_code, CodeKey, IdSpace, MAX_CODE_LEN};
-use shorty_service::keydir::{Ident, KeyDir, Location, Target, TOMBSTONE};
+use shorty_service::keydir::{KeyDir, Target, TOMBSTONE};
 use shorty_service::log::hint::{build_hint, hint_file_name, hint_reservation, HINT_HEADER_LEN};
 use shorty_service::log::record::ALIAS_KEY;
 use shorty_service::log::recovery::{
@@ -595,24 +595,10 @@ pub fn recover(
                     }
                     let mut found = Vec::new();
                     let result = recover_segment(&mut files, number, |entry| {
-                        let ident = match (&entry.alias, entry.key) {
-                            (Some(alias), ALIAS_KEY) => Ident::Alias(alias),
-                            _ => Ident::Key(entry.key),
-                        };
-                        let target = if entry.is_tombstone() {
-                            Target::Deleted {
-                                file: idx,
-                                deleted_at_ms: entry.deleted_at_ms,
-                            }
-                        } else {
-                            Target::Live(Location {
-                                file: idx,
-                                offset: entry.offset,
-                            })
-                        };
                         // The highest version wins, whatever file or thread
                         // it came from (docs/round3-design.md §4).
-                        if let Err(same) = keydir.recover(ident, target, entry.version) {
+                        let target = entry.target(idx);
+                        if let Err(same) = keydir.recover(entry.ident(), target, entry.version) {
                             found.push((entry, same));
                         }
                     });
@@ -1252,7 +1238,7 @@ mod tests {
                 assert_eq!(table.get(at.file).unwrap().number, 1, "v2 wins");
                 assert_eq!(keydir.get(8), None, "deleted");
                 assert!(keydir.contains(8), "and never handed out again");
-                match keydir.lookup(Ident::Alias("promo")) {
+                match keydir.lookup(shorty_service::keydir::Ident::Alias("promo")) {
                     Some((Target::Deleted { deleted_at_ms, .. }, state)) => {
                         assert_eq!((deleted_at_ms, state.installed), (99, 2))
                     }

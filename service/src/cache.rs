@@ -7,8 +7,23 @@
 //! hot set. `--cache-bytes` is split evenly over the cores; a link clicked
 //! on several cores is cached on each.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use quick_cache::Weighter;
+
+use crate::link::LinkMeta;
+
+/// A cached link: its URL and, for a link with options, the options (so a
+/// hit can judge expiry, click limits and the redirect status without a
+/// read).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CachedLink {
+    /// The long URL.
+    pub url: Bytes,
+    /// The options, `None` for a plain link.
+    pub meta: Option<Arc<LinkMeta>>,
+}
 
 /// Bytes an entry costs besides its URL (key, value handle, the policy's
 /// bookkeeping), for weighing.
@@ -43,15 +58,18 @@ type MixState = std::hash::BuildHasherDefault<MixHasher>;
 #[derive(Debug, Clone, Copy)]
 struct ByLength;
 
-impl Weighter<u64, Bytes> for ByLength {
-    fn weight(&self, _key: &u64, url: &Bytes) -> u64 {
-        url.len() as u64 + ENTRY_OVERHEAD
+impl Weighter<u64, CachedLink> for ByLength {
+    fn weight(&self, _key: &u64, link: &CachedLink) -> u64 {
+        let meta = link.meta.as_ref().map_or(0, |m| {
+            (std::mem::size_of::<LinkMeta>() + m.encoded_len()) as u64
+        });
+        link.url.len() as u64 + ENTRY_OVERHEAD + meta
     }
 }
 
 /// A core's URL cache: code key → URL.
 pub struct UrlCache {
-    inner: Option<quick_cache::unsync::Cache<u64, Bytes, ByLength, MixState>>,
+    inner: Option<quick_cache::unsync::Cache<u64, CachedLink, ByLength, MixState>>,
     hits: u64,
     misses: u64,
 }
@@ -87,8 +105,8 @@ impl UrlCache {
         }
     }
 
-    /// The URL of `key`, if cached. Counts a hit or a miss.
-    pub fn get(&mut self, key: u64) -> Option<Bytes> {
+    /// The link of `key`, if cached. Counts a hit or a miss.
+    pub fn get(&mut self, key: u64) -> Option<CachedLink> {
         let found = self.inner.as_ref().and_then(|c| c.get(&key)).cloned();
         if found.is_some() {
             self.hits += 1;
@@ -105,9 +123,24 @@ impl UrlCache {
 
     /// Caches `url` under `key` (copied: the cache must not pin a larger
     /// buffer the URL was sliced from).
-    pub fn insert(&mut self, key: u64, url: &[u8]) {
+    pub fn insert(&mut self, key: u64, url: &[u8], meta: Option<Arc<LinkMeta>>) {
         if let Some(cache) = self.inner.as_mut() {
-            cache.insert(key, Bytes::copy_from_slice(url));
+            let url = Bytes::copy_from_slice(url);
+            cache.insert(key, CachedLink { url, meta });
+        }
+    }
+
+    /// Forgets `key` (it was changed or deleted).
+    pub fn remove(&mut self, key: u64) {
+        if let Some(cache) = self.inner.as_mut() {
+            cache.remove(&key);
+        }
+    }
+
+    /// Forgets everything.
+    pub fn clear(&mut self) {
+        if let Some(cache) = self.inner.as_mut() {
+            cache.clear();
         }
     }
 
@@ -131,12 +164,15 @@ mod tests {
     #[test]
     fn holds_what_fits_and_counts() {
         let mut cache = UrlCache::new(10_000);
-        cache.insert(1, b"https://a.example/");
-        assert_eq!(cache.get(1).as_deref(), Some(&b"https://a.example/"[..]));
+        cache.insert(1, b"https://a.example/", None);
+        assert_eq!(
+            cache.get(1).map(|l| l.url).as_deref(),
+            Some(&b"https://a.example/"[..])
+        );
         assert_eq!(cache.get(2), None);
         assert_eq!(cache.stats(), (1, 1));
         for key in 10..1000 {
-            cache.insert(key, &[b'x'; 100]);
+            cache.insert(key, &[b'x'; 100], None);
         }
         assert!(cache.usage().1 <= 10_000, "bounded: {:?}", cache.usage());
     }
@@ -145,7 +181,7 @@ mod tests {
     fn a_scan_does_not_flush_the_hot_set() {
         let mut cache = UrlCache::new(64 * 200);
         for key in 0..50 {
-            cache.insert(key, &[b'h'; 100]);
+            cache.insert(key, &[b'h'; 100], None);
         }
         for _ in 0..3 {
             for key in 0..50 {
@@ -154,7 +190,7 @@ mod tests {
         }
         // One pass over many cold links, each seen once.
         for key in 1000..5000 {
-            cache.insert(key, &[b'c'; 100]);
+            cache.insert(key, &[b'c'; 100], None);
         }
         let hot = (0..50).filter(|&k| cache.get(k).is_some()).count();
         assert!(hot >= 40, "only {hot} of 50 hot links survived the scan");
@@ -163,7 +199,7 @@ mod tests {
     #[test]
     fn zero_disables() {
         let mut cache = UrlCache::new(0);
-        cache.insert(1, b"x");
+        cache.insert(1, b"x", None);
         assert_eq!(cache.get(1), None);
     }
 }

@@ -103,6 +103,25 @@ pub enum Ident<'a> {
     Alias(&'a str),
 }
 
+/// An owned [`Ident`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum OwnedIdent {
+    /// A code key.
+    Key(u64),
+    /// An alias of the side map.
+    Alias(Box<str>),
+}
+
+impl OwnedIdent {
+    /// Borrowed.
+    pub fn as_ident(&self) -> Ident<'_> {
+        match self {
+            OwnedIdent::Key(key) => Ident::Key(*key),
+            OwnedIdent::Alias(alias) => Ident::Alias(alias),
+        }
+    }
+}
+
 /// Why a key cannot be claimed for a new link.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Claim {

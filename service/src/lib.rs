@@ -3,6 +3,7 @@
 #![deny(missing_docs)]
 
 pub mod cache;
+pub mod clicks;
 pub mod codes;
 pub mod connection;
 pub mod forward;

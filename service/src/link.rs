@@ -295,9 +295,10 @@ pub fn check_alias(alias: &str) -> Result<(), LinkError> {
     Ok(())
 }
 
-/// Where an alias lives: a 7-character alias that decodes as a code is a
-/// key of the main key directory (the generator skips it as it skips
-/// imported codes); any other alias lives in the alias side map.
+/// Where an alias lives: an alias spelled like a code (7 base62
+/// characters, or a canonical longer code) is a key of the main key
+/// directory, found by a RESOLVE like any code (the generator skips it as
+/// it skips imported codes); any other alias lives in the alias side map.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AliasHome {
     /// The code key it decodes to.
@@ -308,10 +309,7 @@ pub enum AliasHome {
 
 /// Where `alias` (already [`check_alias`]ed) lives.
 pub fn alias_home(alias: &str) -> AliasHome {
-    match parse_code(alias.as_bytes()) {
-        Some(key) if alias.len() == crate::codes::CODE_LEN => AliasHome::Key(key),
-        _ => AliasHome::Side,
-    }
+    parse_code(alias.as_bytes()).map_or(AliasHome::Side, AliasHome::Key)
 }
 
 impl LinkMeta {
@@ -347,6 +345,64 @@ impl LinkMeta {
             return Err(LinkError::TitleTooLong);
         }
         Ok(())
+    }
+}
+
+/// Who asks (docs/round3-design.md §1): an API key's id and what it may
+/// do. Scope checks happen once, in the operation, never in the fronts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Principal {
+    /// The API key, `None` for an unauthenticated caller.
+    pub key_id: Option<u32>,
+    /// What it may do.
+    pub scopes: Scopes,
+}
+
+/// A set of scopes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Scopes(pub u8);
+
+impl Scopes {
+    /// Read links (info, statistics).
+    pub const LINKS_READ: Scopes = Scopes(1);
+    /// Create links; change and delete its own.
+    pub const LINKS_WRITE: Scopes = Scopes(2);
+    /// Change and delete any link.
+    pub const LINKS_ALL: Scopes = Scopes(4);
+    /// Every scope.
+    pub const ALL: Scopes = Scopes(7);
+
+    /// `true` when every scope of `other` is in `self`.
+    pub fn contains(self, other: Scopes) -> bool {
+        self.0 & other.0 == other.0
+    }
+}
+
+impl Principal {
+    /// An unauthenticated caller of a server that lets anyone do
+    /// anything (loopback-only, no keys: the seed client keeps working).
+    pub const ANYONE: Principal = Principal {
+        key_id: None,
+        scopes: Scopes::ALL,
+    };
+
+    /// May it create links?
+    pub fn may_create(&self) -> bool {
+        self.scopes.contains(Scopes::LINKS_WRITE) || self.scopes.contains(Scopes::LINKS_ALL)
+    }
+
+    /// May it change or delete a link owned by `owner`? `links:all` any;
+    /// `links:write` only its own.
+    pub fn may_change(&self, owner: Option<u32>) -> bool {
+        self.scopes.contains(Scopes::LINKS_ALL)
+            || (self.scopes.contains(Scopes::LINKS_WRITE)
+                && self.key_id.is_some()
+                && self.key_id == owner)
+    }
+
+    /// May it read a link owned by `owner`?
+    pub fn may_read(&self, owner: Option<u32>) -> bool {
+        self.scopes.contains(Scopes::LINKS_READ) || self.may_change(owner)
     }
 }
 
@@ -510,6 +566,8 @@ mod tests {
         assert!(matches!(alias_home("abcdefg"), AliasHome::Key(_)));
         assert_eq!(alias_home("abcdef"), AliasHome::Side);
         assert_eq!(alias_home("abc-efg"), AliasHome::Side);
+        assert!(matches!(alias_home("abcdefgh"), AliasHome::Key(_)));
+        assert_eq!(alias_home("0abcdefg"), AliasHome::Side, "not canonical");
     }
 
     #[test]
@@ -580,6 +638,30 @@ mod tests {
             ..meta
         };
         assert_eq!(disabled.gone(100, 5), Some(Gone::Disabled));
+    }
+
+    #[test]
+    fn scopes_decide_who_changes_what() {
+        let own = Principal {
+            key_id: Some(3),
+            scopes: Scopes::LINKS_WRITE,
+        };
+        assert!(own.may_create());
+        assert!(own.may_change(Some(3)));
+        assert!(!own.may_change(Some(4)));
+        assert!(!own.may_change(None));
+        assert!(own.may_read(Some(3)) && !own.may_read(Some(4)));
+        let admin = Principal {
+            key_id: Some(1),
+            scopes: Scopes::LINKS_ALL,
+        };
+        assert!(admin.may_change(Some(4)) && admin.may_change(None));
+        let reader = Principal {
+            key_id: Some(2),
+            scopes: Scopes::LINKS_READ,
+        };
+        assert!(!reader.may_create() && !reader.may_change(Some(2)) && reader.may_read(Some(9)));
+        assert!(Principal::ANYONE.may_change(Some(9)));
     }
 
     #[test]

@@ -80,7 +80,13 @@ pub struct Settings {
     pub cache_bytes_per_core: usize,
     /// The log writer's settings.
     pub log: LogConfig,
+    /// How long a deleted alias cannot be claimed again (`--alias-quarantine`):
+    /// delete-then-reclaim is a known phishing trick.
+    pub alias_quarantine: Duration,
 }
+
+/// `--alias-quarantine`'s default: 30 days.
+pub const DEFAULT_ALIAS_QUARANTINE: Duration = Duration::from_secs(30 * 86_400);
 
 impl Settings {
     /// The largest frame payload accepted.
@@ -118,6 +124,7 @@ impl Settings {
                 retry_interval: Duration::from_secs(1),
                 max_pending_bytes: 64 << 20,
             },
+            alias_quarantine: DEFAULT_ALIAS_QUARANTINE,
         }
     }
 }

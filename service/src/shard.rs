@@ -15,7 +15,6 @@
 //! operations settled, never all of them.
 
 use std::borrow::Cow;
-use std::io;
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
@@ -24,11 +23,14 @@ use shorty_protocol::ErrorCode;
 use slab::Slab;
 
 use crate::cache::UrlCache;
+use crate::clicks::{ClickLimiter, LocalClicks};
 use crate::codes::{Codec, IdAllocator, IdSpace};
 use crate::health::{Health, StorageHealth};
+use crate::keydir::{Ident, OwnedIdent, Target, TOMBSTONE};
 use crate::keydir::{KeyDir, Location};
+use crate::link::{Gone, LinkMeta, LinkPatch, Principal};
 use crate::log::record::Seal;
-use crate::log::record::{decode_record, Decoded, Record, RECORD_HEADER_LEN};
+use crate::log::record::{Keyed, ALIAS_KEY};
 use crate::log::segments::{FileIdx, SegmentRef, SegmentTable};
 use crate::log::{IoResult, LogIo, LogState, LogWriter};
 use crate::metrics::CoreMetrics;
@@ -95,6 +97,9 @@ pub struct Shared {
     pub metrics: Box<[CoreMetrics]>,
     /// Set by the runtime once it can render metrics.
     pub admin: OnceLock<Box<dyn AdminView>>,
+    /// Counts the clicks of links with a click limit (the statistics
+    /// engine replaces the in-memory default with its counter).
+    pub clicks: Arc<dyn ClickLimiter>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -117,6 +122,7 @@ impl Shared {
             health: Arc::new(Health::new(cores)),
             metrics: (0..cores).map(|_| CoreMetrics::default()).collect(),
             admin: OnceLock::new(),
+            clicks: Arc::new(LocalClicks::default()),
         }
     }
 
@@ -164,6 +170,68 @@ pub enum OpResult {
     Stored(u64),
     /// It failed; answer with this code and message.
     Failed(ErrorCode, Cow<'static, str>),
+    /// A link with options: redirect to `url` with its own status and
+    /// query forwarding (the server's when `None`).
+    Redirect {
+        /// The long URL.
+        url: Bytes,
+        /// The link's own redirect status.
+        status: Option<u16>,
+        /// The link's own query forwarding.
+        forward_query: Option<bool>,
+    },
+    /// The link is gone (expired, click limit, disabled): 410, or a
+    /// redirect to its expired-URL.
+    Gone {
+        /// Why.
+        reason: Gone,
+        /// Where visitors go instead (expiry and click limit only).
+        expired_url: Option<Box<str>>,
+    },
+    /// A link created, changed or read through the lifecycle operations.
+    Link(Box<LinkView>),
+    /// A link deleted.
+    Deleted,
+}
+
+/// A link as the lifecycle operations return it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkView {
+    /// Its code: the generated code or the alias.
+    pub code: Box<str>,
+    /// The long URL.
+    pub url: Bytes,
+    /// Its options.
+    pub meta: LinkMeta,
+}
+
+/// What an operation does once its read or its write is done.
+#[derive(Debug)]
+pub(crate) enum Then {
+    /// After the read of the current record: write the update.
+    Update {
+        ident: OwnedIdent,
+        version: u64,
+        patch: Box<LinkPatch>,
+        principal: Principal,
+        now_ms: u64,
+    },
+    /// After the read: write the tombstone.
+    Delete {
+        ident: OwnedIdent,
+        version: u64,
+        principal: Principal,
+        now_ms: u64,
+    },
+    /// After the read: answer with the link.
+    Info { principal: Principal },
+    /// A mutation's record is being written with `version`: on failure,
+    /// release the reservation; on durability, answer `outcome`.
+    Written {
+        ident: OwnedIdent,
+        version: u64,
+        outcome: OpResult,
+    },
 }
 
 /// Where an operation stands.
@@ -184,6 +252,8 @@ pub(crate) struct OpEntry {
     pub(crate) key: u64,
     /// Where it stands.
     pub(crate) state: OpState,
+    /// What follows its read or write (lifecycle operations only).
+    pub(crate) then: Option<Box<Then>>,
 }
 
 /// A URL to read from the log for a RESOLVE or a redirect.
@@ -249,6 +319,13 @@ pub struct Shard {
     pub(crate) remote: std::collections::VecDeque<RemoteRequest>,
     pub(crate) wake: Vec<u32>,
     pub(crate) date: String,
+    /// The wall clock: Unix ms at an instant, set with the date.
+    pub(crate) wall: (Instant, u64),
+    /// The key directory's mutation epoch this core's cache reflects.
+    pub(crate) seen_epoch: u64,
+    /// Unix ms at the latest request this core handled: what a read that
+    /// completes later judges expiry by (sans-IO: no clock is read).
+    pub(crate) clock_ms: u64,
 }
 
 impl Shard {
@@ -273,7 +350,42 @@ impl Shard {
             remote: Default::default(),
             wake: Vec::new(),
             date: httpdate_fallback(),
+            wall: (Instant::now(), 0),
+            seen_epoch: 0,
+            clock_ms: 0,
         }
+    }
+
+    /// Sets the wall clock: `unix_ms` at `at` (the runtime sets it with the
+    /// date; tests set what they like). Expiry is judged by it, so by the
+    /// serving node's clock.
+    pub fn set_wall_clock(&mut self, at: Instant, unix_ms: u64) {
+        self.wall = (at, unix_ms);
+    }
+
+    /// Unix ms at `now`.
+    pub fn now_ms(&self, now: Instant) -> u64 {
+        let since = now.saturating_duration_since(self.wall.0).as_millis();
+        self.wall
+            .1
+            .saturating_add(u64::try_from(since).unwrap_or(u64::MAX))
+    }
+
+    /// Evicts from this core's cache what other cores (or this one)
+    /// changed since it last looked: one atomic load when nothing did.
+    pub(crate) fn sync_epoch(&mut self) {
+        let Some(local) = &self.local else {
+            return;
+        };
+        let epoch = local.keydir.epoch();
+        if epoch == self.seen_epoch {
+            return;
+        }
+        match local.keydir.mutated_since(self.seen_epoch) {
+            Some(keys) => keys.into_iter().for_each(|key| self.cache.remove(key)),
+            None => self.cache.clear(),
+        }
+        self.seen_epoch = epoch;
     }
 
     /// The shared state.
@@ -308,6 +420,7 @@ impl Shard {
             conn,
             key,
             state: OpState::Waiting,
+            then: None,
         }) as OpId
     }
 
@@ -324,6 +437,19 @@ impl Shard {
                 self.ops.remove(op as usize);
             }
             OpState::Done(_) => {}
+        }
+    }
+
+    /// The outcome of operation `op` once it settled (it is then
+    /// forgotten), `None` while it waits. For fronts that render outside
+    /// [`Output`](crate::output::Output) waits, and for tests.
+    pub fn take_result(&mut self, op: OpId) -> Option<OpResult> {
+        match self.ops.get(op as usize).map(|e| &e.state) {
+            Some(OpState::Done(_)) => match self.ops.remove(op as usize).state {
+                OpState::Done(result) => Some(result),
+                _ => None,
+            },
+            _ => None,
         }
     }
 
@@ -388,17 +514,40 @@ impl Shard {
         let mut taken = Vec::new();
         if let (LogIo::Write(batch), IoResult::Ok) = (io, &result) {
             let mut records = 0;
-            for (link, offset) in batch.links() {
-                let location = Location {
-                    file: batch.segment.idx,
-                    // Segments are bounded far below 4 GiB.
-                    offset: u32::try_from(offset).unwrap_or(u32::MAX),
-                };
-                // Not cached here: caching every new link costs more than
-                // the one log read a link's first click costs; reads fill
-                // the cache.
-                if !local.keydir.insert(link.key, location) {
-                    taken.push(link.key);
+            for (record, offset) in batch.keyed() {
+                let file = batch.segment.idx;
+                // Segments are bounded far below 4 GiB.
+                let offset = u32::try_from(offset).unwrap_or(TOMBSTONE - 1);
+                match record {
+                    // A generated link: new, version 0, as before options.
+                    // Not cached here: caching every new link costs more
+                    // than the one log read a link's first click costs;
+                    // reads fill the cache.
+                    Keyed::Link(link) if link.version() == 0 && link.key != ALIAS_KEY => {
+                        if !local.keydir.insert(link.key, Location { file, offset }) {
+                            taken.push(link.key);
+                        }
+                    }
+                    // A claimed alias, an update, a delete: its version was
+                    // reserved under the key directory's lock; installed
+                    // unless a newer one already is (then it was overtaken:
+                    // still acknowledged, a valid order of two concurrent
+                    // requests).
+                    record => {
+                        let alias = record.alias().and_then(|a| std::str::from_utf8(a).ok());
+                        let ident = match alias {
+                            Some(alias) if record.key() == ALIAS_KEY => Ident::Alias(alias),
+                            _ => Ident::Key(record.key()),
+                        };
+                        let target = match record {
+                            Keyed::Link(_) => Target::Live(Location { file, offset }),
+                            Keyed::Tombstone(t) => Target::Deleted {
+                                file,
+                                deleted_at_ms: t.deleted_at_ms,
+                            },
+                        };
+                        local.keydir.install(ident, target, record.version());
+                    }
                 }
                 records += 1;
             }
@@ -415,9 +564,17 @@ impl Shard {
         self.shared
             .health
             .set(self.core, log_health(local.log.state()));
+        let keydir = local.keydir.clone();
         for token in settled.durable {
             let op = token as OpId;
-            let key = self.ops.get(op as usize).map_or(0, |e| e.key);
+            let (key, then) = match self.ops.get_mut(op as usize) {
+                Some(e) => (e.key, e.then.take()),
+                None => (0, None),
+            };
+            if let Some(Then::Written { outcome, .. }) = then.map(|t| *t) {
+                self.complete(op, outcome);
+                continue;
+            }
             if taken.contains(&key) {
                 tracing::error!(
                     core = self.core,
@@ -441,10 +598,13 @@ impl Shard {
                 _ => ErrorCode::OVERLOADED,
             };
             for token in settled.failed {
-                self.complete(
-                    token as OpId,
-                    OpResult::Failed(code, Cow::Borrowed(failure.message())),
-                );
+                let op = token as OpId;
+                let then = self.ops.get_mut(op as usize).and_then(|e| e.then.take());
+                if let Some(Then::Written { ident, version, .. }) = then.map(|t| *t) {
+                    // Not written: the version and the claim are free again.
+                    keydir.release(ident.as_ident(), version);
+                }
+                self.complete(op, OpResult::Failed(code, Cow::Borrowed(failure.message())));
             }
         }
         settled.sealed
@@ -497,67 +657,6 @@ impl Shard {
         !self.reads.is_empty()
     }
 
-    /// Reports a URL read: `bytes` from the record's offset (possibly fewer
-    /// than asked, at the end of the file).
-    pub fn read_done(&mut self, read: UrlRead, result: io::Result<Bytes>) {
-        self.metrics().url_read();
-        let settle = |shard: &mut Self, result: OpResult| {
-            let others = shard.reading.remove(&read.key).unwrap_or_default();
-            for op in others {
-                shard.complete(op, result.clone());
-            }
-            shard.complete(read.op, result);
-        };
-        let bytes = match result {
-            Ok(bytes) => bytes,
-            Err(err) => {
-                tracing::error!(
-                    file = read.file,
-                    offset = read.offset,
-                    "reading a URL failed: {err}"
-                );
-                // Every request that joined this read fails with it, and
-                // the key is no longer being read: the next RESOLVE tries
-                // again.
-                return settle(
-                    self,
-                    OpResult::Failed(ErrorCode::INTERNAL, "the URL could not be read".into()),
-                );
-            }
-        };
-        match decode_record(&bytes) {
-            Decoded::Record(Record::Link(link), _) if link.key == read.key => {
-                let url = bytes.slice_ref(link.url);
-                self.cache.insert(read.key, link.url);
-                settle(self, OpResult::Url(url));
-            }
-            Decoded::Incomplete if read.len == URL_READ_LEN && bytes.len() == URL_READ_LEN => {
-                // A longer record: read it whole.
-                let body = u32::from_le_bytes(bytes[..4].try_into().unwrap_or_default()) as usize;
-                self.reads.push_back(UrlRead {
-                    len: RECORD_HEADER_LEN + body,
-                    ..read
-                });
-            }
-            other => {
-                tracing::error!(
-                    file = read.file,
-                    offset = read.offset,
-                    key = read.key,
-                    "a stored link is damaged ({}); run `verify`",
-                    match other {
-                        Decoded::Record(..) => "it holds another key",
-                        other => other.reason(),
-                    }
-                );
-                settle(
-                    self,
-                    OpResult::Failed(ErrorCode::INTERNAL, "the stored URL is damaged".into()),
-                );
-            }
-        }
-    }
-
     // ----- the remote store -----
 
     /// The next request for the remote store.
@@ -574,7 +673,7 @@ impl Shard {
     pub fn remote_done(&mut self, op: OpId, result: OpResult) {
         let key = self.ops.get(op as usize).map(|e| e.key);
         match (&result, key) {
-            (OpResult::Url(url), Some(key)) => self.cache.insert(key, url),
+            (OpResult::Url(url), Some(key)) => self.cache.insert(key, url, None),
             (OpResult::Stored(key), _) => {
                 // The new link is likely clicked soon; the URL is not at
                 // hand here, so nothing is cached.

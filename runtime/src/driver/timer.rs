@@ -20,8 +20,15 @@ pub async fn run<R: Runtime>(core: Rc<Core<R>>) {
         let now = Instant::now();
         if now >= next_tick {
             next_tick = now + Duration::from_secs(1);
-            let date = httpdate::fmt_http_date(SystemTime::now());
+            let wall = SystemTime::now();
+            let date = httpdate::fmt_http_date(wall);
             core.shard.borrow_mut().set_date(&date);
+            // Expiry is judged by this node's clock (sans-IO: the shard
+            // reads none).
+            let unix_ms = wall
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+            core.shard.borrow_mut().set_wall_clock(now, unix_ms);
             core.heartbeat.fetch_add(1, Ordering::Relaxed);
             let stuck = core
                 .shard

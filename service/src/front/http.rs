@@ -104,10 +104,9 @@ impl Shard {
                 Render::Redirect {
                     head_only,
                     keep_alive,
-                    query: request
-                        .query
-                        .filter(|q| shared.settings.forward_query && !q.is_empty())
-                        .map(Box::from),
+                    // Kept whenever there is one: a link's own option may
+                    // forward it even when the server's default does not.
+                    query: request.query.filter(|q| !q.is_empty()).map(Box::from),
                 },
                 Proto::Http,
             ),
@@ -176,33 +175,67 @@ impl Shard {
                 },
             )
         };
+        let settings = &self.shared.settings;
+        let redirect = |dst: &mut BytesMut, url: &[u8], status: u16, forward: bool| {
+            let url = String::from_utf8_lossy(url);
+            let url = forward::merge(
+                &url,
+                query.filter(|_| forward),
+                true,
+                settings.forward_query_clash,
+                settings.max_url_bytes,
+            );
+            let location = http::location(&url);
+            respond(dst, status, &[("Location", &location)], "");
+        };
         match result {
             OpResult::Url(url) => {
-                let url = String::from_utf8_lossy(url);
-                // `query` is only there when forwarding is on (a link's own
-                // option will decide it here once links carry options).
-                let settings = &self.shared.settings;
-                let url = forward::merge(
-                    &url,
-                    query,
-                    true,
-                    settings.forward_query_clash,
-                    settings.max_url_bytes,
-                );
-                let location = http::location(&url);
-                respond(
-                    dst,
-                    self.shared.settings.redirect_status,
-                    &[("Location", &location)],
-                    "",
-                );
+                redirect(dst, url, settings.redirect_status, settings.forward_query)
             }
+            OpResult::Redirect {
+                url,
+                status,
+                forward_query,
+            } => redirect(
+                dst,
+                url,
+                status.unwrap_or(settings.redirect_status),
+                forward_query.unwrap_or(settings.forward_query),
+            ),
+            // After expiry or the click limit, to the link's expired-URL
+            // if it has one (never forwarding the visitor's query there).
+            OpResult::Gone {
+                expired_url: Some(url),
+                ..
+            } => redirect(dst, url.as_bytes(), 302, false),
+            OpResult::Gone { reason, .. } => http::write(
+                dst,
+                date,
+                &Response {
+                    status: 410,
+                    headers: &[("Content-Type", "text/html; charset=utf-8")],
+                    body: gone_page(reason.message()).as_bytes(),
+                    head_only,
+                    keep_alive,
+                },
+            ),
             OpResult::NotFound => respond(dst, 404, &[], "no URL is stored under this code\n"),
             OpResult::Failed(code, message) => {
                 let status = if code.0 == 503 { 503 } else { 500 };
                 respond(dst, status, &[], &format!("{message}\n"))
             }
-            OpResult::Stored(_) => respond(dst, 500, &[], "unexpected store reply\n"),
+            OpResult::Stored(_) | OpResult::Link(_) | OpResult::Deleted => {
+                respond(dst, 500, &[], "unexpected store reply\n")
+            }
         }
     }
+}
+
+/// The small page of a link that is gone (`message` is one of the fixed
+/// texts of [`crate::link::Gone`], never user input).
+fn gone_page(message: &str) -> String {
+    format!(
+        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>410 Gone</title></head>\
+         <body><h1>Gone</h1><p>{message}.</p></body></html>\n"
+    )
 }

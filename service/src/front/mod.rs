@@ -29,8 +29,13 @@ pub(crate) fn error(code: ErrorCode, message: &str) -> Reply<&[u8]> {
 /// The status a result is counted under in the metrics.
 pub(crate) fn status_of(result: &OpResult) -> u16 {
     match result {
-        OpResult::Url(_) | OpResult::Stored(_) => 0,
+        OpResult::Url(_)
+        | OpResult::Stored(_)
+        | OpResult::Redirect { .. }
+        | OpResult::Link(_)
+        | OpResult::Deleted => 0,
         OpResult::NotFound => 404,
+        OpResult::Gone { .. } => crate::link::GONE.0,
         OpResult::Failed(code, _) => code.0,
     }
 }
@@ -56,7 +61,7 @@ impl Shard {
         } else {
             Op::Resolve
         };
-        let op: OpId = match ops::resolve::resolve(self, conn, code) {
+        let op: OpId = match ops::resolve::resolve(self, conn, code, now) {
             Step::Now(result) => {
                 self.metrics().request(proto, op_kind, status_of(&result));
                 return out.push_with(|dst| self.render(&result, &render, dst));
@@ -108,12 +113,19 @@ impl Shard {
             }
             Render::Resolved => {
                 let reply = match result {
-                    OpResult::Url(url) => Reply::Resolved(&url[..]),
+                    OpResult::Url(url) | OpResult::Redirect { url, .. } => {
+                        Reply::Resolved(&url[..])
+                    }
                     OpResult::NotFound => {
                         error(ErrorCode::NOT_FOUND, "no URL is stored under this code")
                     }
+                    // The wire has no redirect to an expired-URL: a client
+                    // asking for the URL learns the link is gone.
+                    OpResult::Gone { reason, .. } => error(crate::link::GONE, reason.message()),
                     OpResult::Failed(code, message) => error(*code, message),
-                    OpResult::Stored(_) => error(ErrorCode::INTERNAL, "unexpected store reply"),
+                    OpResult::Stored(_) | OpResult::Link(_) | OpResult::Deleted => {
+                        error(ErrorCode::INTERNAL, "unexpected store reply")
+                    }
                 };
                 encode(&reply, dst);
             }

@@ -84,6 +84,30 @@ impl HintEntry {
         self.offset == TOMBSTONE
     }
 
+    /// The key directory's name for it.
+    pub fn ident(&self) -> crate::keydir::Ident<'_> {
+        match (&self.alias, self.key) {
+            (Some(alias), crate::log::record::ALIAS_KEY) => crate::keydir::Ident::Alias(alias),
+            _ => crate::keydir::Ident::Key(self.key),
+        }
+    }
+
+    /// What the key directory holds for it, its record lying in segment
+    /// `file`.
+    pub fn target(&self, file: crate::log::segments::FileIdx) -> crate::keydir::Target {
+        if self.is_tombstone() {
+            crate::keydir::Target::Deleted {
+                file,
+                deleted_at_ms: self.deleted_at_ms,
+            }
+        } else {
+            crate::keydir::Target::Live(crate::keydir::Location {
+                file,
+                offset: self.offset,
+            })
+        }
+    }
+
     fn is_plain(&self) -> bool {
         self.version == 0 && self.deleted_at_ms == 0 && self.alias.is_none() && !self.is_tombstone()
     }

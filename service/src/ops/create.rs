@@ -54,6 +54,7 @@ pub fn shorten(shard: &mut Shard, conn: u32, url: &[u8]) -> Step {
         conn,
         key,
         state: OpState::Waiting,
+        then: None,
     }) as crate::output::OpId;
     let link = LinkRecord {
         key,

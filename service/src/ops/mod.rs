@@ -11,6 +11,7 @@
 //! [`Shard`]: crate::shard::Shard
 
 pub mod create;
+pub mod lifecycle;
 pub mod resolve;
 
 use std::borrow::Cow;

@@ -1,21 +1,38 @@
-//! Resolve: a code's URL, for a RESOLVE or a redirect.
+//! Resolve: a code's (or an alias's) URL, for a RESOLVE or a redirect,
+//! judged against the link's options: expiry, click limit, disabled.
 
-use crate::keydir::Location;
+use std::io;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use shorty_protocol::ErrorCode;
+
+use crate::keydir::{Ident, Location, Target};
+use crate::link::{check_alias, Gone, LinkMeta};
+use crate::log::record::{decode_record, Decoded, Record, ALIAS_KEY, RECORD_HEADER_LEN};
 use crate::shard::{OpResult, RemoteRequest, Shard, UrlRead, URL_READ_LEN};
 
 use super::Step;
 
-/// Looks `code` up for connection `conn`: from this core's cache at once,
-/// else as an operation (a log read, joined by every other request for the
-/// same key while it is in flight; or a remote GET).
-pub fn resolve(shard: &mut Shard, conn: u32, code: &[u8]) -> Step {
+/// Looks `code` up for connection `conn` at `now`: from this core's cache
+/// at once, else as an operation (a log read, joined by every other
+/// request for the same key while it is in flight; or a remote GET).
+pub fn resolve(shard: &mut Shard, conn: u32, code: &[u8], now: Instant) -> Step {
+    shard.clock_ms = shard.now_ms(now);
+    shard.sync_epoch();
     let Some(key) = shard.shared.codec.parse(code) else {
-        return Step::Now(OpResult::NotFound);
+        return resolve_alias(shard, conn, code);
     };
     let cached = shard.cache.get(key);
     shard.metrics().cache(cached.is_some());
-    if let Some(url) = cached {
-        return Step::Now(OpResult::Url(url));
+    if let Some(link) = cached {
+        return Step::Now(judge(
+            shard,
+            Ident::Key(key),
+            link.url,
+            link.meta.as_deref(),
+        ));
     }
     let location = match &shard.local {
         None => None,
@@ -26,26 +43,181 @@ pub fn resolve(shard: &mut Shard, conn: u32, code: &[u8]) -> Step {
     };
     let op = shard.new_op(conn, key);
     match location {
-        Some(Location { file, offset }) => {
-            // Single flight: a read of this key already in flight answers
-            // this request too.
-            match shard.reading.entry(key) {
-                std::collections::hash_map::Entry::Occupied(mut waiting) => {
-                    waiting.get_mut().push(op)
-                }
-                std::collections::hash_map::Entry::Vacant(slot) => {
-                    slot.insert(Vec::new());
-                    shard.reads.push_back(UrlRead {
-                        op,
-                        key,
-                        file,
-                        offset: u64::from(offset),
-                        len: URL_READ_LEN,
-                    });
-                }
-            }
-        }
+        Some(location) => issue_read(shard, op, key, location),
         None => shard.remote.push_back(RemoteRequest::Get { op, key }),
     }
     Step::Pending(op)
+}
+
+/// An alias of the side map (not spelled like a code). Not cached: the
+/// cache is keyed by code keys; the OS page cache serves its record.
+fn resolve_alias(shard: &mut Shard, conn: u32, code: &[u8]) -> Step {
+    let location = std::str::from_utf8(code)
+        .ok()
+        .filter(|alias| check_alias(alias).is_ok())
+        .and_then(|alias| {
+            let keydir = &shard.local.as_ref()?.keydir;
+            match keydir.lookup(Ident::Alias(alias))? {
+                (Target::Live(loc), _) => Some(loc),
+                (Target::Deleted { .. }, _) => None,
+            }
+        });
+    let Some(location) = location else {
+        return Step::Now(OpResult::NotFound);
+    };
+    let op = shard.new_op(conn, ALIAS_KEY);
+    issue_read(shard, op, ALIAS_KEY, location);
+    Step::Pending(op)
+}
+
+/// Queues the read of the record at `location` for `op`. Reads of a code
+/// key are single-flight; reads of side-map aliases (all [`ALIAS_KEY`])
+/// are not joined.
+pub(crate) fn issue_read(shard: &mut Shard, op: u32, key: u64, location: Location) {
+    if key != ALIAS_KEY {
+        match shard.reading.entry(key) {
+            std::collections::hash_map::Entry::Occupied(mut waiting) => {
+                return waiting.get_mut().push(op);
+            }
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert(Vec::new());
+            }
+        }
+    }
+    shard.reads.push_back(UrlRead {
+        op,
+        key,
+        file: location.file,
+        offset: u64::from(location.offset),
+        len: URL_READ_LEN,
+    });
+}
+
+/// What a click on a link gets: a plain link redirects; a link with
+/// options is judged by the wall clock (expiry), its disabled flag and its
+/// click limit (counted only for limited links, through the
+/// [`ClickLimiter`](crate::clicks::ClickLimiter) hook).
+pub(crate) fn judge(
+    shard: &Shard,
+    link: Ident<'_>,
+    url: Bytes,
+    meta: Option<&LinkMeta>,
+) -> OpResult {
+    let Some(meta) = meta else {
+        return OpResult::Url(url);
+    };
+    // Clicks are not counted here: `gone` only sees the fixed conditions;
+    // the limit is checked (and the click counted) atomically below.
+    let reason = meta.gone(shard.clock_ms, 0).or_else(|| {
+        let max = meta.max_clicks?;
+        (!shard.shared.clicks.try_click(link, max)).then_some(Gone::ClickLimit)
+    });
+    match reason {
+        None => OpResult::Redirect {
+            url,
+            status: meta.redirect_status,
+            forward_query: meta.forward_query,
+        },
+        Some(reason) => OpResult::Gone {
+            reason,
+            expired_url: match reason {
+                Gone::Disabled => None,
+                _ => meta.expired_url.clone(),
+            },
+        },
+    }
+}
+
+impl Shard {
+    /// Reports a URL read: `bytes` from the record's offset (possibly fewer
+    /// than asked, at the end of the file).
+    pub fn read_done(&mut self, read: UrlRead, result: io::Result<Bytes>) {
+        self.metrics().url_read();
+        let waiting = |shard: &mut Self| {
+            let mut ops = if read.key == ALIAS_KEY {
+                Vec::new()
+            } else {
+                shard.reading.remove(&read.key).unwrap_or_default()
+            };
+            ops.push(read.op);
+            ops
+        };
+        let fail = |shard: &mut Self, message: &'static str| {
+            for op in waiting(shard) {
+                super::lifecycle::abort(shard, op);
+                shard.complete(op, OpResult::Failed(ErrorCode::INTERNAL, message.into()));
+            }
+        };
+        let bytes = match result {
+            Ok(bytes) => bytes,
+            Err(err) => {
+                tracing::error!(
+                    file = read.file,
+                    offset = read.offset,
+                    "reading a URL failed: {err}"
+                );
+                // Every request that joined this read fails with it, and
+                // the key is no longer being read: the next RESOLVE tries
+                // again.
+                return fail(self, "the URL could not be read");
+            }
+        };
+        let decoded = match decode_record(&bytes) {
+            Decoded::Record(Record::Link(link), _) if link.key == read.key => {
+                match LinkMeta::decode(link.options) {
+                    Ok(meta) => Ok((link, meta)),
+                    Err(_) => Err("its options are malformed"),
+                }
+            }
+            Decoded::Incomplete if read.len == URL_READ_LEN && bytes.len() == URL_READ_LEN => {
+                // A longer record: read it whole.
+                let body = u32::from_le_bytes(bytes[..4].try_into().unwrap_or_default()) as usize;
+                return self.reads.push_back(UrlRead {
+                    len: RECORD_HEADER_LEN + body,
+                    ..read
+                });
+            }
+            Decoded::Record(..) => Err("it holds another key"),
+            other => Err(other.reason()),
+        };
+        let (link, meta) = match decoded {
+            Ok(found) => found,
+            Err(reason) => {
+                tracing::error!(
+                    file = read.file,
+                    offset = read.offset,
+                    key = read.key,
+                    "a stored link is damaged ({reason}); run `verify`",
+                );
+                return fail(self, "the stored URL is damaged");
+            }
+        };
+        let url = bytes.slice_ref(link.url);
+        let meta = (!meta.is_plain()).then(|| Arc::new(meta));
+        let here = Location {
+            file: read.file,
+            offset: u32::try_from(read.offset).unwrap_or(u32::MAX),
+        };
+        // Cached only while the key directory still points here: a read
+        // that raced an update or a delete must not cache the old record.
+        let current = self
+            .local
+            .as_ref()
+            .is_none_or(|l| l.keydir.get(read.key) == Some(here));
+        if read.key != ALIAS_KEY && current {
+            self.cache.insert(read.key, link.url, meta.clone());
+        }
+        let alias = meta.as_ref().and_then(|m| m.alias.clone());
+        let ident = match (&alias, read.key) {
+            (Some(alias), ALIAS_KEY) => Ident::Alias(alias),
+            _ => Ident::Key(read.key),
+        };
+        for op in waiting(self) {
+            if super::lifecycle::after_read(self, op, ident, &url, meta.as_deref(), here) {
+                continue;
+            }
+            let result = judge(self, ident, url.clone(), meta.as_deref());
+            self.complete(op, result);
+        }
+    }
 }

@@ -1,0 +1,509 @@
+//! The lifecycle operations on the embedded log: create with options and
+//! an alias, update, delete, info (issue 19).
+//!
+//! The entry points the fronts call (the JSON API, protocol v2's SHORTEN2,
+//! UPDATE, DELETE, INFO) take a parsed request and a [`Principal`] and
+//! return a [`Step`]; the outcome, once settled, is an [`OpResult`]:
+//! `Link` (201/200), `Deleted` (204), or `Failed` with the status (403,
+//! 404, 409, 422, 503…). Scope and owner checks happen here, once.
+//!
+//! **Order** (docs/round3-design.md §4). A mutation takes its version
+//! under the key directory's lock ([`KeyDir::begin_mutation`],
+//! [`KeyDir::claim`]), reads the current record (an update is a whole new
+//! record, so it needs the old URL and options; a delete needs the owner
+//! and the alias), writes its record with that version, and on durability
+//! the log hand-off installs it unless a newer version already is. A
+//! failed read or write releases the reservation.
+//!
+//! [`KeyDir::begin_mutation`]: crate::keydir::KeyDir::begin_mutation
+//! [`KeyDir::claim`]: crate::keydir::KeyDir::claim
+
+use std::borrow::Cow;
+use std::time::Instant;
+
+use bytes::Bytes;
+use shorty_protocol::ErrorCode;
+
+use crate::codes::MAX_CODE_LEN;
+use crate::keydir::{Claim, Ident, Location, OwnedIdent};
+use crate::link::{
+    alias_home, check_alias, AliasHome, LinkMeta, LinkPatch, Principal, CONFLICT, FORBIDDEN,
+};
+use crate::log::record::{Link as LinkRecord, Tombstone, ALIAS_KEY, NO_ID};
+use crate::output::OpId;
+use crate::shard::{LinkView, OpEntry, OpResult, OpState, Shard, Then};
+
+use super::resolve::issue_read;
+use super::{log_failure_code, Step};
+
+/// A create request, parsed by a front.
+#[derive(Debug, Clone, Default)]
+pub struct CreateRequest<'a> {
+    /// The long URL.
+    pub url: &'a [u8],
+    /// A custom alias instead of a generated code.
+    pub alias: Option<&'a str>,
+    /// The options (`version`, `created_at_ms`, `owner_key_id` and `alias`
+    /// are set by the operation, whatever the request says).
+    pub options: LinkMeta,
+}
+
+fn refused(code: ErrorCode, message: impl Into<Cow<'static, str>>) -> Step {
+    Step::refused(code, message)
+}
+
+/// Which key `code` names: a code's, else an alias of the side map.
+fn ident_of(code: &[u8]) -> Option<OwnedIdent> {
+    if let Some(key) = crate::codes::parse_code(code) {
+        return Some(OwnedIdent::Key(key));
+    }
+    let alias = std::str::from_utf8(code).ok()?;
+    check_alias(alias).ok()?;
+    Some(OwnedIdent::Alias(alias.into()))
+}
+
+fn record_key(ident: &OwnedIdent) -> u64 {
+    match ident {
+        OwnedIdent::Key(key) => *key,
+        OwnedIdent::Alias(_) => ALIAS_KEY,
+    }
+}
+
+/// The code a link is reached by.
+fn code_text(ident: &OwnedIdent, meta: &LinkMeta) -> Box<str> {
+    if let Some(alias) = &meta.alias {
+        return alias.clone();
+    }
+    match ident {
+        OwnedIdent::Key(key) => {
+            let mut buf = [0; MAX_CODE_LEN];
+            crate::codes::format_code(*key, &mut buf).into()
+        }
+        OwnedIdent::Alias(alias) => alias.clone(),
+    }
+}
+
+/// Appends `record` for `op`, registering what follows its durability.
+/// On refusal the reservation is released and the op removed.
+fn write(
+    shard: &mut Shard,
+    op: OpId,
+    record: Record<'_>,
+    ident: OwnedIdent,
+    version: u64,
+    outcome: OpResult,
+) -> Result<(), Step> {
+    let Some(local) = shard.local.as_mut() else {
+        return Err(refused(ErrorCode::INTERNAL, "no local store"));
+    };
+    let appended = match record {
+        Record::Link(link) => local.log.append(&link, u64::from(op)),
+        Record::Tombstone(t) => local.log.append_tombstone(&t, u64::from(op)),
+    };
+    match appended {
+        Ok(()) => {
+            if let Some(entry) = shard.ops.get_mut(op as usize) {
+                entry.then = Some(Box::new(Then::Written {
+                    ident,
+                    version,
+                    outcome,
+                }));
+            }
+            Ok(())
+        }
+        Err(failure) => {
+            local.keydir.release(ident.as_ident(), version);
+            Err(refused(log_failure_code(failure), failure.message()))
+        }
+    }
+}
+
+enum Record<'a> {
+    Link(LinkRecord<'a>),
+    Tombstone(Tombstone<'a>),
+}
+
+/// Creates a link with options, under a generated code or `request.alias`.
+/// An alias taken (or being created) → 409; deleted less than
+/// `--alias-quarantine` ago → 409; an alias spelled like a code lives in
+/// the main key directory and the generator skips it.
+pub fn create(
+    shard: &mut Shard,
+    conn: u32,
+    request: CreateRequest<'_>,
+    principal: Principal,
+    now: Instant,
+) -> Step {
+    if !principal.may_create() {
+        return refused(FORBIDDEN, "this key may not create links");
+    }
+    let now_ms = shard.now_ms(now);
+    let shared = shard.shared.clone();
+    let url = match shared.policy.check(request.url, |code| {
+        shared
+            .codec
+            .parse(code.as_bytes())
+            .is_some_and(|key| shard.local.as_ref().is_some_and(|l| l.keydir.contains(key)))
+    }) {
+        Ok(url) => url,
+        Err(err) => return refused(err.error_code(), err.to_string()),
+    };
+    if let Err(err) = request.options.check(now_ms, &shared.policy) {
+        return refused(err.error_code(), err.to_string());
+    }
+    if shard.local.is_none() {
+        return refused(
+            ErrorCode::UNKNOWN_OPCODE,
+            "links with options are not supported with the Redis store yet",
+        );
+    }
+    let mut meta = LinkMeta {
+        created_at_ms: Some(now_ms),
+        owner_key_id: principal.key_id,
+        ..request.options
+    };
+    let quarantine =
+        u64::try_from(shared.settings.alias_quarantine.as_millis()).unwrap_or(u64::MAX);
+    let (ident, id, version) = match request.alias {
+        Some(alias) => {
+            if let Err(err) = check_alias(alias) {
+                return refused(err.error_code(), err.to_string());
+            }
+            let ident = match alias_home(alias) {
+                AliasHome::Key(key) => OwnedIdent::Key(key),
+                AliasHome::Side => OwnedIdent::Alias(alias.into()),
+            };
+            let keydir = &shard.local.as_ref().map(|l| l.keydir.clone());
+            let Some(keydir) = keydir else {
+                return refused(ErrorCode::INTERNAL, "no local store");
+            };
+            // A code-spelled key that is deleted may have been a generated
+            // code, which is never handed out again: only side-map aliases
+            // come back after their quarantine.
+            let quarantine = match ident {
+                OwnedIdent::Key(_) => u64::MAX,
+                OwnedIdent::Alias(_) => quarantine,
+            };
+            match keydir.claim(ident.as_ident(), now_ms, quarantine) {
+                Ok(version) => {
+                    meta.alias = Some(alias.into());
+                    (ident, NO_ID, version)
+                }
+                Err(Claim::Taken) => return refused(CONFLICT, "this alias is taken"),
+                Err(Claim::Quarantined { until_ms }) => {
+                    return refused(
+                        CONFLICT,
+                        format!(
+                            "this alias was deleted and cannot be claimed again before \
+                             {until_ms} (Unix ms)"
+                        ),
+                    )
+                }
+            }
+        }
+        None => {
+            let Some(local) = shard.local.as_mut() else {
+                return refused(ErrorCode::INTERNAL, "no local store");
+            };
+            // As SHORTEN: skip ids whose code is taken (imports, aliases,
+            // tombstones) or reserved.
+            let (id, key) = loop {
+                let id = local.ids.next_id();
+                let Some(key) = shared.codec.new_key(id) else {
+                    continue;
+                };
+                if !local.keydir.contains(key) {
+                    break (id, key);
+                }
+            };
+            (OwnedIdent::Key(key), id, 0)
+        }
+    };
+    meta.version = version;
+    let mut options = Vec::with_capacity(meta.encoded_len());
+    meta.encode(&mut options);
+    let key = record_key(&ident);
+    let op = shard.ops.insert(OpEntry {
+        conn,
+        key,
+        state: OpState::Waiting,
+        then: None,
+    }) as OpId;
+    let view = OpResult::Link(Box::new(LinkView {
+        code: code_text(&ident, &meta),
+        url: Bytes::copy_from_slice(url.as_bytes()),
+        meta,
+    }));
+    let record = Record::Link(LinkRecord {
+        key,
+        id,
+        url: url.as_bytes(),
+        options: &options,
+    });
+    match write(shard, op, record, ident, version, view) {
+        Ok(()) => Step::Pending(op),
+        Err(step) => {
+            shard.ops.remove(op as usize);
+            step
+        }
+    }
+}
+
+/// Starts a mutation of the link `code`: reserves its version and reads
+/// its record; `then` runs once it is read.
+fn begin(
+    shard: &mut Shard,
+    conn: u32,
+    code: &[u8],
+    then: impl FnOnce(OwnedIdent, u64) -> Then,
+    mutation: bool,
+) -> Step {
+    let Some(ident) = ident_of(code) else {
+        return Step::Now(OpResult::NotFound);
+    };
+    let Some(keydir) = shard.local.as_ref().map(|l| l.keydir.clone()) else {
+        return refused(
+            ErrorCode::UNKNOWN_OPCODE,
+            "changing links is not supported with the Redis store yet",
+        );
+    };
+    let (location, version) = if mutation {
+        match keydir.begin_mutation(ident.as_ident()) {
+            Some(found) => found,
+            None => return Step::Now(OpResult::NotFound),
+        }
+    } else {
+        match keydir.lookup(ident.as_ident()) {
+            Some((crate::keydir::Target::Live(loc), state)) => (loc, state.installed),
+            _ => return Step::Now(OpResult::NotFound),
+        }
+    };
+    let key = record_key(&ident);
+    let op = shard.new_op(conn, key);
+    if let Some(entry) = shard.ops.get_mut(op as usize) {
+        entry.then = Some(Box::new(then(ident, version)));
+    }
+    issue_read(shard, op, key, location);
+    Step::Pending(op)
+}
+
+/// Changes the link `code`: a new record with the patched URL and options
+/// and the next version. 404 if it does not exist (or is deleted), 403 if
+/// `principal` may not change it, 422 for a refused value.
+pub fn update(
+    shard: &mut Shard,
+    conn: u32,
+    code: &[u8],
+    patch: LinkPatch,
+    principal: Principal,
+    now: Instant,
+) -> Step {
+    let now_ms = shard.now_ms(now);
+    begin(
+        shard,
+        conn,
+        code,
+        |ident, version| Then::Update {
+            ident,
+            version,
+            patch: Box::new(patch),
+            principal,
+            now_ms,
+        },
+        true,
+    )
+}
+
+/// Deletes the link `code`: a tombstone; 404 everywhere afterwards, every
+/// core and after a restart. A deleted generated code is never handed out
+/// again; a deleted alias is quarantined.
+pub fn delete(
+    shard: &mut Shard,
+    conn: u32,
+    code: &[u8],
+    principal: Principal,
+    now: Instant,
+) -> Step {
+    let now_ms = shard.now_ms(now);
+    begin(
+        shard,
+        conn,
+        code,
+        |ident, version| Then::Delete {
+            ident,
+            version,
+            principal,
+            now_ms,
+        },
+        true,
+    )
+}
+
+/// The link `code`: URL and options.
+pub fn info(shard: &mut Shard, conn: u32, code: &[u8], principal: Principal) -> Step {
+    begin(shard, conn, code, |_, _| Then::Info { principal }, false)
+}
+
+/// A read for `op` failed: a mutation waiting for it gives its version
+/// back.
+pub(crate) fn abort(shard: &mut Shard, op: OpId) {
+    let then = shard
+        .ops
+        .get_mut(op as usize)
+        .and_then(|entry| entry.then.take());
+    let (ident, version) = match then.map(|t| *t) {
+        Some(Then::Update { ident, version, .. } | Then::Delete { ident, version, .. }) => {
+            (ident, version)
+        }
+        _ => return,
+    };
+    if let Some(local) = &shard.local {
+        local.keydir.release(ident.as_ident(), version);
+    }
+}
+
+/// The current record of a lifecycle operation's link was read (`url`,
+/// `meta`, at `here`): carries the operation on. `false` if `op` is a plain
+/// RESOLVE.
+pub(crate) fn after_read(
+    shard: &mut Shard,
+    op: OpId,
+    _read_ident: Ident<'_>,
+    url: &Bytes,
+    meta: Option<&LinkMeta>,
+    _here: Location,
+) -> bool {
+    let Some(then) = shard
+        .ops
+        .get_mut(op as usize)
+        .and_then(|entry| entry.then.take())
+    else {
+        return false;
+    };
+    let plain = LinkMeta::default();
+    let meta = meta.unwrap_or(&plain);
+    let result = match *then {
+        Then::Info { principal } => {
+            if principal.may_read(meta.owner_key_id) {
+                let key = shard.ops.get(op as usize).map_or(0, |e| e.key);
+                let ident = match &meta.alias {
+                    Some(alias) if key == ALIAS_KEY => OwnedIdent::Alias(alias.clone()),
+                    _ => OwnedIdent::Key(key),
+                };
+                OpResult::Link(Box::new(LinkView {
+                    code: code_text(&ident, meta),
+                    url: url.clone(),
+                    meta: meta.clone(),
+                }))
+            } else {
+                OpResult::Failed(FORBIDDEN, "this key may not read this link".into())
+            }
+        }
+        Then::Update {
+            ident,
+            version,
+            patch,
+            principal,
+            now_ms,
+        } => match update_record(
+            shard, op, ident, version, *patch, principal, now_ms, url, meta,
+        ) {
+            Ok(()) => return true,
+            Err(result) => result,
+        },
+        Then::Delete {
+            ident,
+            version,
+            principal,
+            now_ms,
+        } => {
+            if !principal.may_change(meta.owner_key_id) {
+                release(shard, &ident, version);
+                OpResult::Failed(FORBIDDEN, "this key may not delete this link".into())
+            } else {
+                let alias = meta.alias.as_deref().map(str::as_bytes);
+                let record = Record::Tombstone(Tombstone {
+                    key: record_key(&ident),
+                    version,
+                    deleted_at_ms: now_ms,
+                    alias,
+                });
+                match write(shard, op, record, ident, version, OpResult::Deleted) {
+                    Ok(()) => return true,
+                    Err(Step::Now(result)) => result,
+                    Err(Step::Pending(_)) => return true,
+                }
+            }
+        }
+        Then::Written { .. } => return false,
+    };
+    shard.complete(op, result);
+    true
+}
+
+fn release(shard: &Shard, ident: &OwnedIdent, version: u64) {
+    if let Some(local) = &shard.local {
+        local.keydir.release(ident.as_ident(), version);
+    }
+}
+
+#[allow(clippy::too_many_arguments)] // one operation's whole context
+fn update_record(
+    shard: &mut Shard,
+    op: OpId,
+    ident: OwnedIdent,
+    version: u64,
+    patch: LinkPatch,
+    principal: Principal,
+    now_ms: u64,
+    url: &Bytes,
+    meta: &LinkMeta,
+) -> Result<(), OpResult> {
+    let fail = |shard: &Shard, ident: &OwnedIdent, code: ErrorCode, message: String| {
+        release(shard, ident, version);
+        Err(OpResult::Failed(code, message.into()))
+    };
+    if !principal.may_change(meta.owner_key_id) {
+        return fail(
+            shard,
+            &ident,
+            FORBIDDEN,
+            "this key may not change this link".into(),
+        );
+    }
+    let shared = shard.shared.clone();
+    let new_url = match &patch.url {
+        None => url.clone(),
+        Some(new) => match shared.policy.check(new.as_bytes(), |code| {
+            shared
+                .codec
+                .parse(code.as_bytes())
+                .is_some_and(|key| shard.local.as_ref().is_some_and(|l| l.keydir.contains(key)))
+        }) {
+            Ok(new) => Bytes::copy_from_slice(new.as_bytes()),
+            Err(err) => return fail(shard, &ident, err.error_code(), err.to_string()),
+        },
+    };
+    let new_meta = match patch.apply(meta, version, now_ms, &shared.policy) {
+        Ok(m) => m,
+        Err(err) => return fail(shard, &ident, err.error_code(), err.to_string()),
+    };
+    let mut options = Vec::with_capacity(new_meta.encoded_len());
+    new_meta.encode(&mut options);
+    let view = OpResult::Link(Box::new(LinkView {
+        code: code_text(&ident, &new_meta),
+        url: new_url.clone(),
+        meta: new_meta,
+    }));
+    let record = Record::Link(LinkRecord {
+        key: record_key(&ident),
+        id: NO_ID,
+        url: &new_url,
+        options: &options,
+    });
+    match write(shard, op, record, ident, version, view) {
+        Ok(()) => Ok(()),
+        Err(Step::Now(result)) => Err(result),
+        Err(Step::Pending(_)) => Ok(()),
+    }
+}
