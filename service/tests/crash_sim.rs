@@ -27,6 +27,9 @@
 //!
 //! `SIM_SEEDS=n` runs n histories (default 400); `SIM_SEED=s` runs one,
 //! to reproduce a failure (the failing seed is printed).
+//!
+//! A second family of histories (at the end) adds updates, deletes and
+//! expiries: per key the newest acknowledged version survives every crash.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io;
@@ -1450,5 +1453,277 @@ fn synced_files_cut_or_lost() {
     eprintln!("lost-file simulation: {stats:?}");
     if stats.restarts >= 100 {
         assert!(stats.refusals > 0 && stats.hint_loads > 0 && stats.rolls > 0);
+    }
+}
+
+// ---------------------------------------------------------------------
+// Mutations (issue 19): updates (a whole new record of a key with a
+// higher version, some with an expiry), deletes (tombstones), over
+// crashes and clean stops, through the real writer, hint files (with
+// their extras) and recovery. After every restart, for every key:
+// recovery holds a version at least as high as the highest acknowledged
+// one, that version is one that was appended, and it reads back exactly
+// (URL and options; a tombstone is a tombstone). No bit flips here: the
+// histories above cover damage.
+// ---------------------------------------------------------------------
+
+/// One appended version of a key: its URL and expiry, or `None` for a
+/// tombstone.
+type Version = Option<(Vec<u8>, Option<u64>)>;
+
+#[derive(Default)]
+struct Mutations {
+    /// Every version appended, by key.
+    appended: HashMap<u64, BTreeMap<u64, Version>>,
+    /// The highest acknowledged version of each key.
+    acked: HashMap<u64, u64>,
+    /// Token → (key, version).
+    tokens: HashMap<Token, (u64, u64)>,
+    next_key: u64,
+}
+
+/// Recovers every segment, keeping per key the highest version, as the
+/// key directory does: key → (file, offset, version).
+fn recover_versions(disk: &mut Disk) -> HashMap<u64, (String, u32, u64)> {
+    let numbers: Vec<u64> = disk
+        .files
+        .keys()
+        .filter_map(|n| parse_segment_file_name(n))
+        .collect();
+    let mut keys: HashMap<u64, (String, u32, u64)> = HashMap::new();
+    for number in numbers {
+        let name = segment_file_name(number);
+        recover_segment(disk, number, |entry| {
+            let here = (name.clone(), entry.offset, entry.version);
+            match keys.get(&entry.key) {
+                Some(&(_, _, v)) if v == entry.version => {
+                    panic!("key {} version {v} recovered twice", entry.key)
+                }
+                Some(&(_, _, v)) if v > entry.version => {}
+                _ => {
+                    keys.insert(entry.key, here);
+                }
+            }
+        })
+        .unwrap_or_else(|err| panic!("{err}"));
+    }
+    keys
+}
+
+fn mutation_history(seed: u64) {
+    use shorty_service::keydir::TOMBSTONE;
+    use shorty_service::link::LinkMeta;
+    use shorty_service::log::record::{Tombstone, NO_ID};
+
+    let mut rng = Rng(seed);
+    let config = LogConfig {
+        segment_bytes: rng.range(400, 3000),
+        sync: SyncPolicy::Always,
+        retry_interval: Duration::from_secs(1),
+        max_pending_bytes: 1 << 20,
+    };
+    let dir = Path::new("/sim");
+    let mut disk = Disk::default();
+    let mut model = Mutations::default();
+    let mut backend = Backend::Buffered;
+    let now = Instant::now();
+    for _run in 0..rng.range(2, 6) {
+        let keys = recover_versions(&mut disk);
+        for (key, &acked) in &model.acked {
+            let (file, offset, version) = keys
+                .get(key)
+                .unwrap_or_else(|| panic!("seed {seed}: acknowledged key {key} lost"));
+            assert!(
+                *version >= acked,
+                "seed {seed}: key {key} went back from version {acked} to {version}"
+            );
+            let appended = model.appended[key]
+                .get(version)
+                .unwrap_or_else(|| panic!("seed {seed}: key {key} v{version} never appended"));
+            match appended {
+                None => assert_eq!(*offset, TOMBSTONE, "seed {seed}: key {key} not deleted"),
+                Some((url, expires)) => {
+                    let bytes = &disk.files[file].durable[*offset as usize..];
+                    let Decoded::Record(Record::Link(link), _) = decode_record(bytes) else {
+                        panic!("seed {seed}: key {key} unreadable");
+                    };
+                    assert_eq!(link.url, &url[..], "seed {seed}: key {key} v{version}");
+                    let meta = LinkMeta::decode(link.options).unwrap();
+                    assert_eq!(meta.version, *version);
+                    assert_eq!(meta.expires_at_ms, *expires);
+                }
+            }
+        }
+        // What was recovered is the truth now; versions that did not
+        // survive (never acknowledged) are gone for good.
+        model.acked = keys.iter().map(|(k, (_, _, v))| (*k, *v)).collect();
+        for (key, versions) in &mut model.appended {
+            let kept = model.acked.get(key).copied();
+            versions.retain(|v, _| kept.is_some_and(|k| *v <= k));
+        }
+        model.tokens.clear();
+        let numbers: Vec<u64> = disk
+            .files
+            .keys()
+            .filter_map(|n| parse_segment_file_name(n))
+            .collect();
+        let table = Arc::new(SegmentTable::new(dir, numbers.last().map_or(0, |n| n + 1)));
+        for number in &numbers {
+            table.register(*number);
+        }
+        let mut writer = LogWriter::new(config.clone(), table);
+        let mut next_token: Token = 0;
+        for _ in 0..rng.range(5, 60) {
+            if rng.chance(55) {
+                // A create, an update or a delete of a live key.
+                let live: Vec<u64> = model
+                    .acked
+                    .iter()
+                    .filter(|(k, v)| model.appended[*k].get(*v).is_some_and(Option::is_some))
+                    .map(|(k, _)| *k)
+                    .collect();
+                let token = next_token;
+                next_token += 1;
+                let target = (!live.is_empty() && rng.chance(60))
+                    .then(|| live[rng.below(live.len() as u64) as usize]);
+                let (key, version, record): (u64, u64, Version) = match target {
+                    None => {
+                        let key = model.next_key;
+                        model.next_key += 1;
+                        (
+                            key,
+                            0,
+                            Some((format!("https://e.com/{key}").into_bytes(), None)),
+                        )
+                    }
+                    Some(key) => {
+                        let version = model.appended[&key]
+                            .keys()
+                            .next_back()
+                            .copied()
+                            .unwrap_or(0)
+                            + 1;
+                        if rng.chance(30) {
+                            (key, version, None)
+                        } else {
+                            let url = format!("https://e.com/{key}/v{version}");
+                            let expires = rng.chance(50).then(|| rng.next() >> 20);
+                            (key, version, Some((url.into_bytes(), expires)))
+                        }
+                    }
+                };
+                let appended = match &record {
+                    None => writer.append_tombstone(
+                        &Tombstone {
+                            key,
+                            version,
+                            deleted_at_ms: 1,
+                            alias: None,
+                        },
+                        token,
+                    ),
+                    Some((url, expires)) => {
+                        let meta = LinkMeta {
+                            version,
+                            expires_at_ms: *expires,
+                            ..LinkMeta::default()
+                        };
+                        let mut options = Vec::new();
+                        meta.encode(&mut options);
+                        writer.append(
+                            &Link {
+                                key,
+                                id: if version == 0 { key } else { NO_ID },
+                                url,
+                                options: &options,
+                            },
+                            token,
+                        )
+                    }
+                };
+                if appended.is_ok() {
+                    model.tokens.insert(token, (key, version));
+                    model
+                        .appended
+                        .entry(key)
+                        .or_default()
+                        .insert(version, record);
+                }
+            } else {
+                // One writer operation against the disk.
+                let Some(io) = writer.poll_io(now) else {
+                    continue;
+                };
+                let LogIo::Write(batch) = &io else {
+                    panic!("seed {seed}: no faults, no repairs");
+                };
+                let name = name_of(&batch.segment.path);
+                if batch.create {
+                    disk.files.insert(name.clone(), SimFile::default());
+                }
+                write_batch(&mut backend, &mut disk, &name, batch);
+                if batch.sync {
+                    disk.sync(&name);
+                }
+                if batch.sync_dir {
+                    disk.files.get_mut(&name).unwrap().entry_durable = true;
+                }
+                let settled = writer.io_done(IoResult::Ok, now);
+                for token in settled.durable {
+                    let (key, version) = model.tokens.remove(&token).unwrap();
+                    let acked = model.acked.entry(key).or_insert(version);
+                    *acked = (*acked).max(version);
+                }
+                if let Some((segment, _)) = settled.sealed {
+                    if rng.chance(70) {
+                        let bytes = disk.files[&name_of(&segment.path)].cached.clone();
+                        let hint = build_hint(segment.number, &bytes).expect("sealed");
+                        disk.write_atomic(&hint_file_name(segment.number), &hint)
+                            .unwrap();
+                    }
+                }
+            }
+        }
+        if rng.chance(30) {
+            writer.begin_shutdown();
+            while let Some(io) = writer.poll_io(now) {
+                let LogIo::Write(batch) = &io else { panic!() };
+                let name = name_of(&batch.segment.path);
+                if batch.create {
+                    disk.files.insert(name.clone(), SimFile::default());
+                }
+                write_batch(&mut backend, &mut disk, &name, batch);
+                disk.sync(&name);
+                disk.files.get_mut(&name).unwrap().entry_durable = true;
+                let settled = writer.io_done(IoResult::Ok, now);
+                for token in settled.durable {
+                    let (key, version) = model.tokens.remove(&token).unwrap();
+                    let acked = model.acked.entry(key).or_insert(version);
+                    *acked = (*acked).max(version);
+                }
+            }
+            disk.clean_stop();
+        } else {
+            disk.crash(&mut rng);
+        }
+    }
+}
+
+/// `SIM_MUTATION_SEEDS=n` runs n histories (default 200);
+/// `SIM_MUTATION_SEED=s` runs one.
+#[test]
+fn mutation_histories_keep_the_newest_acknowledged_version() {
+    let seeds: Vec<u64> = match std::env::var("SIM_MUTATION_SEED") {
+        Ok(seed) => vec![seed.parse().expect("SIM_MUTATION_SEED is a number")],
+        Err(_) => {
+            let n = std::env::var("SIM_MUTATION_SEEDS")
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(200);
+            (0..n).collect()
+        }
+    };
+    for seed in seeds {
+        mutation_history(seed);
     }
 }
