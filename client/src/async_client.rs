@@ -5,13 +5,15 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use shorty_protocol::codec::{ClientCodec, CodecError};
-use shorty_protocol::{Reply, Request, ServerInfo, PROTOCOL_V1};
+use shorty_protocol::link::{LinkOptions, LinkPatch, StatsQuery};
+use shorty_protocol::{Reply, Request, ServerInfo, PROTOCOL_V1, PROTOCOL_V2};
 use tokio::net::{TcpStream, ToSocketAddrs};
 use tokio_util::codec::Framed;
 
 use crate::error::{Error, Result};
+use crate::link::{Link, Stats};
 use crate::options::{code_of, window_full, Options};
-use crate::reply::{expect, expect_url};
+use crate::reply::{expect, expect_empty, expect_link, expect_stats, expect_url};
 
 /// An async client holding one connection.
 ///
@@ -33,6 +35,10 @@ pub struct AsyncClient {
     framed: Option<Framed<TcpStream, ClientCodec>>,
     addrs: Vec<std::net::SocketAddr>,
     options: Options,
+    /// Presented (AUTH) on every new connection before a version-2 call.
+    api_key: Option<Vec<u8>>,
+    /// Whether HELLO 2 was answered with version 2 on this connection.
+    negotiated: bool,
 }
 
 impl From<CodecError> for Error {
@@ -76,6 +82,8 @@ impl AsyncClient {
             framed: None,
             addrs,
             options,
+            api_key: None,
+            negotiated: false,
         };
         client.reconnect().await?;
         Ok(client)
@@ -93,6 +101,7 @@ impl AsyncClient {
         })
         .await?;
         stream.set_nodelay(true)?;
+        self.negotiated = false;
         self.framed = Some(Framed::new(
             stream,
             ClientCodec::with_max_frame_len(self.options.max_frame_len),
@@ -163,6 +172,128 @@ impl AsyncClient {
             Reply::Hello(info) => Ok(info),
             other => Err(other),
         })
+    }
+
+    /// Negotiates protocol version 2 (HELLO 2), returning what the server
+    /// answered: `info.version` is 1 when it speaks only version 1. The
+    /// version-2 calls do this themselves.
+    ///
+    /// # Errors
+    /// Any [`Error`].
+    pub async fn hello_v2(&mut self) -> Result<ServerInfo> {
+        let reply = self.call(Request::hello(PROTOCOL_V2)).await?;
+        let info = expect(reply, |r| match r {
+            Reply::Hello(info) => Ok(info),
+            other => Err(other),
+        })?;
+        if let Some(framed) = self.framed.as_mut() {
+            framed.codec_mut().set_version(info.version);
+            self.negotiated = info.version >= PROTOCOL_V2;
+        }
+        Ok(info)
+    }
+
+    async fn ensure_v2(&mut self) -> Result<()> {
+        if self.framed.is_none() {
+            return Err(Error::Closed);
+        }
+        if self.negotiated {
+            return Ok(());
+        }
+        let info = self.hello_v2().await?;
+        if info.version < PROTOCOL_V2 {
+            return Err(Error::VersionUnsupported {
+                wanted: PROTOCOL_V2,
+                server: info.version,
+            });
+        }
+        if let Some(key) = self.api_key.clone() {
+            let reply = self.call(Request::Auth(&key)).await?;
+            expect_empty(reply, |r| matches!(r, Reply::Authed))?;
+        }
+        Ok(())
+    }
+
+    async fn call_v2(&mut self, request: Request<&[u8]>) -> Result<Reply> {
+        self.ensure_v2().await?;
+        self.call(request).await
+    }
+
+    /// Presents an API key (AUTH); it is presented again after a
+    /// [`reconnect`](Self::reconnect).
+    ///
+    /// # Errors
+    /// [`Error::Server`] with 401 for a key the server does not accept (the
+    /// key is then forgotten), or any other [`Error`].
+    pub async fn auth(&mut self, key: &str) -> Result<()> {
+        self.api_key = None;
+        self.ensure_v2().await?;
+        let reply = self.call(Request::Auth(key.as_bytes())).await?;
+        expect_empty(reply, |r| matches!(r, Reply::Authed))?;
+        self.api_key = Some(key.as_bytes().to_vec());
+        Ok(())
+    }
+
+    /// Shortens `url` with `options` (SHORTEN2; `options.url` is ignored).
+    ///
+    /// # Errors
+    /// As [`Client::shorten_with`](crate::Client::shorten_with).
+    pub async fn shorten_with(&mut self, url: &str, options: &LinkOptions<'_>) -> Result<Link> {
+        let mut options = options.clone();
+        options.url = url;
+        let body = options.to_vec()?;
+        let reply = self.call_v2(Request::Shorten2(&body)).await?;
+        expect_link(reply, |r| match r {
+            Reply::Shortened2(body) => Ok(body),
+            other => Err(other),
+        })
+    }
+
+    /// Changes a link, returning it as it is now.
+    ///
+    /// # Errors
+    /// As [`Client::update`](crate::Client::update).
+    pub async fn update(&mut self, code_or_short_url: &str, patch: &LinkPatch<'_>) -> Result<Link> {
+        let body = patch.to_vec()?;
+        let code = code_of(code_or_short_url).as_bytes();
+        let reply = self.call_v2(Request::update(code, &body)).await?;
+        expect_link(reply, |r| match r {
+            Reply::Updated(body) => Ok(body),
+            other => Err(other),
+        })
+    }
+
+    /// Deletes a link.
+    ///
+    /// # Errors
+    /// As [`Client::delete`](crate::Client::delete).
+    pub async fn delete(&mut self, code_or_short_url: &str) -> Result<()> {
+        let code = code_of(code_or_short_url).as_bytes();
+        let reply = self.call_v2(Request::Delete(code)).await?;
+        expect_empty(reply, |r| matches!(r, Reply::Deleted))
+    }
+
+    /// A link's description.
+    ///
+    /// # Errors
+    /// As [`Client::info`](crate::Client::info).
+    pub async fn info(&mut self, code_or_short_url: &str) -> Result<Link> {
+        let code = code_of(code_or_short_url).as_bytes();
+        let reply = self.call_v2(Request::Info(code)).await?;
+        expect_link(reply, |r| match r {
+            Reply::Info(body) => Ok(body),
+            other => Err(other),
+        })
+    }
+
+    /// A link's click statistics.
+    ///
+    /// # Errors
+    /// As [`Client::stats`](crate::Client::stats).
+    pub async fn stats(&mut self, code_or_short_url: &str, query: StatsQuery) -> Result<Stats> {
+        let code = code_of(code_or_short_url).as_bytes();
+        let reply = self.call_v2(Request::stats(code, query)).await?;
+        expect_stats(reply)
     }
 
     /// Shortens `url`.

@@ -6,11 +6,13 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use shorty_protocol::frame::{FrameDecoder, Status};
-use shorty_protocol::{ErrorCode, Reply, Request, ServerInfo, PROTOCOL_V1};
+use shorty_protocol::link::{LinkOptions, LinkPatch, StatsQuery};
+use shorty_protocol::{ErrorCode, Reply, Request, ServerInfo, PROTOCOL_V1, PROTOCOL_V2};
 
 use crate::error::{Error, Result};
+use crate::link::{Link, Stats};
 use crate::options::{code_of, window_full, Options};
-use crate::reply::{expect, expect_url};
+use crate::reply::{expect, expect_empty, expect_link, expect_stats, expect_url};
 
 /// A blocking client holding one connection, reused across calls.
 ///
@@ -30,12 +32,17 @@ pub struct Client {
     addrs: Vec<SocketAddr>,
     options: Options,
     conn: Option<Conn>,
+    /// Presented (AUTH) on every new connection before a version-2 call.
+    api_key: Option<Vec<u8>>,
 }
 
 #[derive(Debug)]
 struct Conn {
     stream: TcpStream,
     buf: BytesMut,
+    /// The protocol version HELLO negotiated; 0 before any HELLO (replies
+    /// are then read as version 1).
+    version: u8,
 }
 
 impl Client {
@@ -56,6 +63,7 @@ impl Client {
             addrs: addr.to_socket_addrs()?.collect(),
             options,
             conn: None,
+            api_key: None,
         };
         client.conn()?;
         Ok(client)
@@ -73,6 +81,7 @@ impl Client {
                         self.conn = Some(Conn {
                             stream,
                             buf: BytesMut::new(),
+                            version: 0,
                         });
                         break;
                     }
@@ -137,7 +146,7 @@ impl Client {
                 .map_err(|e| Error::from_io(e, write_limit))?;
             for _ in 0..taken {
                 let frame = conn.read_frame(&decoder, read_limit)?;
-                replies.push(Reply::decode_payload(frame)?);
+                replies.push(Reply::decode_payload_for(conn.version, frame)?);
             }
         }
         Ok(replies)
@@ -158,6 +167,132 @@ impl Client {
             Reply::Hello(info) => Ok(info),
             other => Err(other),
         })
+    }
+
+    /// Negotiates protocol version 2 (HELLO 2) on the current connection,
+    /// returning what the server answered: `info.version` is 1 when it
+    /// speaks only version 1. The version-2 calls do this themselves.
+    ///
+    /// # Errors
+    /// Any [`Error`].
+    pub fn hello_v2(&mut self) -> Result<ServerInfo> {
+        let reply = self.call(Request::hello(PROTOCOL_V2))?;
+        let info = expect(reply, |r| match r {
+            Reply::Hello(info) => Ok(info),
+            other => Err(other),
+        })?;
+        if let Some(conn) = self.conn.as_mut() {
+            conn.version = info.version;
+        }
+        Ok(info)
+    }
+
+    /// Makes sure the connection speaks version 2 (and has presented the
+    /// API key), negotiating on a new connection.
+    fn ensure_v2(&mut self) -> Result<()> {
+        if self.conn()?.version >= PROTOCOL_V2 {
+            return Ok(());
+        }
+        let info = self.hello_v2()?;
+        if info.version < PROTOCOL_V2 {
+            return Err(Error::VersionUnsupported {
+                wanted: PROTOCOL_V2,
+                server: info.version,
+            });
+        }
+        if let Some(key) = self.api_key.clone() {
+            let reply = self.call(Request::Auth(&key))?;
+            expect_empty(reply, |r| matches!(r, Reply::Authed))?;
+        }
+        Ok(())
+    }
+
+    /// A version-2 call: negotiates first when needed.
+    fn call_v2(&mut self, request: Request<&[u8]>) -> Result<Reply> {
+        self.ensure_v2()?;
+        self.call(request)
+    }
+
+    /// Presents an API key (AUTH): its scopes govern this connection, and
+    /// the key is presented again on every new one.
+    ///
+    /// # Errors
+    /// [`Error::Server`] with 401 for a key the server does not accept
+    /// (the key is then forgotten), or any other [`Error`].
+    pub fn auth(&mut self, key: &str) -> Result<()> {
+        self.api_key = None;
+        self.ensure_v2()?;
+        let reply = self.call(Request::Auth(key.as_bytes()))?;
+        expect_empty(reply, |r| matches!(r, Reply::Authed))?;
+        self.api_key = Some(key.as_bytes().to_vec());
+        Ok(())
+    }
+
+    /// Shortens `url` with `options` (SHORTEN2; `options.url` is ignored),
+    /// returning the new link.
+    ///
+    /// # Errors
+    /// [`Error::Server`]: 409 alias taken, 422 invalid URL, 401/403 without
+    /// the right key, ...; [`Error::Protocol`] for options that do not
+    /// encode (an invalid alias or status); any other [`Error`].
+    pub fn shorten_with(&mut self, url: &str, options: &LinkOptions<'_>) -> Result<Link> {
+        let mut options = options.clone();
+        options.url = url;
+        let body = options.to_vec()?;
+        let reply = self.call_v2(Request::Shorten2(&body))?;
+        expect_link(reply, |r| match r {
+            Reply::Shortened2(body) => Ok(body),
+            other => Err(other),
+        })
+    }
+
+    /// Changes a link, returning it as it is now.
+    ///
+    /// # Errors
+    /// [`Error::Server`] with 404 when there is no such link, 403 when it is
+    /// not the key's; any other [`Error`].
+    pub fn update(&mut self, code_or_short_url: &str, patch: &LinkPatch<'_>) -> Result<Link> {
+        let body = patch.to_vec()?;
+        let code = code_of(code_or_short_url).as_bytes();
+        let reply = self.call_v2(Request::update(code, &body))?;
+        expect_link(reply, |r| match r {
+            Reply::Updated(body) => Ok(body),
+            other => Err(other),
+        })
+    }
+
+    /// Deletes a link.
+    ///
+    /// # Errors
+    /// [`Error::Server`] with 404 when there is no such link; any other
+    /// [`Error`].
+    pub fn delete(&mut self, code_or_short_url: &str) -> Result<()> {
+        let reply = self.call_v2(Request::Delete(code_of(code_or_short_url).as_bytes()))?;
+        expect_empty(reply, |r| matches!(r, Reply::Deleted))
+    }
+
+    /// A link's description: URL, options, click totals.
+    ///
+    /// # Errors
+    /// [`Error::Server`] with 404 when there is no such link; any other
+    /// [`Error`].
+    pub fn info(&mut self, code_or_short_url: &str) -> Result<Link> {
+        let reply = self.call_v2(Request::Info(code_of(code_or_short_url).as_bytes()))?;
+        expect_link(reply, |r| match r {
+            Reply::Info(body) => Ok(body),
+            other => Err(other),
+        })
+    }
+
+    /// A link's click statistics over `query`'s range.
+    ///
+    /// # Errors
+    /// [`Error::Server`] with 404 when there is no such link; any other
+    /// [`Error`].
+    pub fn stats(&mut self, code_or_short_url: &str, query: StatsQuery) -> Result<Stats> {
+        let code = code_of(code_or_short_url).as_bytes();
+        let reply = self.call_v2(Request::stats(code, query))?;
+        expect_stats(reply)
     }
 
     /// Round trip time of a PING.

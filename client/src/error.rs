@@ -28,6 +28,16 @@ pub enum Error {
     },
     /// The server answered with a reply of the wrong kind.
     UnexpectedReply(String),
+    /// The server does not speak the protocol version a call needs (the
+    /// version-2 calls: `shorten_with`, `update`, `delete`, `info`,
+    /// `stats`, `auth`).
+    #[non_exhaustive]
+    VersionUnsupported {
+        /// The version the call needs.
+        wanted: u8,
+        /// The version the server answered HELLO with.
+        server: u8,
+    },
     /// The server closed the connection before answering.
     Closed,
 }
@@ -52,6 +62,10 @@ impl fmt::Display for Error {
             Error::Protocol(err) => write!(f, "protocol error: {err}"),
             Error::Server { code, message } => write!(f, "server error {code}: {message}"),
             Error::UnexpectedReply(what) => write!(f, "unexpected reply: {what}"),
+            Error::VersionUnsupported { wanted, server } => write!(
+                f,
+                "the server speaks protocol version {server}, this needs version {wanted}"
+            ),
             Error::Closed => f.write_str("the server closed the connection"),
         }
     }

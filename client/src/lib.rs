@@ -30,6 +30,7 @@
 mod async_client;
 mod blocking;
 mod error;
+mod link;
 mod options;
 mod reply;
 
@@ -37,5 +38,7 @@ mod reply;
 pub use async_client::AsyncClient;
 pub use blocking::Client;
 pub use error::{Error, Result};
+pub use link::{Link, Stats};
 pub use options::{code_of, Options};
+pub use shorty_protocol::link::{Bucket, Granularity, LinkOptions, LinkPatch, StatsQuery};
 pub use shorty_protocol::{ErrorCode, Reply, Request, ServerInfo};

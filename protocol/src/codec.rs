@@ -61,7 +61,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio_util::codec::{Decoder, Encoder};
 
 use crate::frame::{FrameDecoder, Status, HEADER_LEN};
-use crate::{Error, Reply, Request};
+use crate::{Error, Reply, Request, PROTOCOL_V1};
 
 /// The error type of the codecs: the transport's or the protocol's.
 ///
@@ -183,13 +183,18 @@ impl<T: Buf> Encoder<T> for FrameCodec {
 #[derive(Debug, Clone, Default)]
 pub struct ClientCodec {
     frames: FrameCodec,
+    // The protocol version HELLO negotiated (0, the derived default, reads
+    // as version 1).
+    version: u8,
 }
 
 impl ClientCodec {
-    /// A codec with the default maximum frame length.
+    /// A codec with the default maximum frame length, speaking protocol
+    /// version 1 until [`set_version`](Self::set_version).
     pub const fn new() -> Self {
         Self {
             frames: FrameCodec::new(),
+            version: PROTOCOL_V1,
         }
     }
 
@@ -197,6 +202,23 @@ impl ClientCodec {
     pub const fn with_max_frame_len(max_frame_len: usize) -> Self {
         Self {
             frames: FrameCodec::with_max_frame_len(max_frame_len),
+            version: PROTOCOL_V1,
+        }
+    }
+
+    /// Decodes later messages as protocol `version`: call it with the
+    /// version a HELLO reply announced (see
+    /// [`Reply::decode_payload_for`]).
+    pub fn set_version(&mut self, version: u8) {
+        self.version = version;
+    }
+
+    /// The protocol version messages are decoded as.
+    pub const fn version(&self) -> u8 {
+        if self.version < PROTOCOL_V1 {
+            PROTOCOL_V1
+        } else {
+            self.version
         }
     }
 }
@@ -207,7 +229,7 @@ impl Decoder for ClientCodec {
 
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Reply>, CodecError> {
         match self.frames.decode_payload(src)? {
-            Some(payload) => Ok(Some(Reply::decode_payload(payload)?)),
+            Some(payload) => Ok(Some(Reply::decode_payload_for(self.version, payload)?)),
             None => Ok(None),
         }
     }
@@ -227,13 +249,18 @@ impl<B: AsRef<[u8]>> Encoder<Request<B>> for ClientCodec {
 #[derive(Debug, Clone, Default)]
 pub struct ServerCodec {
     frames: FrameCodec,
+    // The protocol version HELLO negotiated (0, the derived default, reads
+    // as version 1).
+    version: u8,
 }
 
 impl ServerCodec {
-    /// A codec with the default maximum frame length.
+    /// A codec with the default maximum frame length, speaking protocol
+    /// version 1 until [`set_version`](Self::set_version).
     pub const fn new() -> Self {
         Self {
             frames: FrameCodec::new(),
+            version: PROTOCOL_V1,
         }
     }
 
@@ -241,6 +268,23 @@ impl ServerCodec {
     pub const fn with_max_frame_len(max_frame_len: usize) -> Self {
         Self {
             frames: FrameCodec::with_max_frame_len(max_frame_len),
+            version: PROTOCOL_V1,
+        }
+    }
+
+    /// Decodes later messages as protocol `version`: call it with the
+    /// version a HELLO reply announced (see
+    /// [`Request::decode_payload_for`]).
+    pub fn set_version(&mut self, version: u8) {
+        self.version = version;
+    }
+
+    /// The protocol version messages are decoded as.
+    pub const fn version(&self) -> u8 {
+        if self.version < PROTOCOL_V1 {
+            PROTOCOL_V1
+        } else {
+            self.version
         }
     }
 }
@@ -251,7 +295,7 @@ impl Decoder for ServerCodec {
 
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Request>, CodecError> {
         match self.frames.decode_payload(src)? {
-            Some(payload) => Ok(Some(Request::decode_payload(payload)?)),
+            Some(payload) => Ok(Some(Request::decode_payload_for(self.version, payload)?)),
             None => Ok(None),
         }
     }

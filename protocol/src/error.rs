@@ -98,6 +98,67 @@ pub enum Error {
         /// The opcode refused.
         opcode: u8,
     },
+    /// A TLV list (protocol version 2) that does not read: see
+    /// [`TlvProblem`] for why. `tag` is the TLV's tag (for
+    /// [`TlvProblem::Missing`], the tag that is missing).
+    #[non_exhaustive]
+    InvalidTlv {
+        /// The tag concerned.
+        tag: u8,
+        /// What is wrong with it.
+        problem: TlvProblem,
+    },
+    /// A fixed field of a version-2 message with a value the protocol does
+    /// not define (a STATS granularity other than 0 or 1, a code that is not
+    /// 1–64 of `[A-Za-z0-9_-]`, an AUTH key that is empty or too long).
+    #[non_exhaustive]
+    InvalidField {
+        /// The message's opcode.
+        opcode: u8,
+        /// The field's name as `PROTOCOL.md` spells it.
+        field: &'static str,
+    },
+}
+
+/// What is wrong with a TLV ([`Error::InvalidTlv`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum TlvProblem {
+    /// The header, or the value its length announces, runs past the end.
+    Truncated,
+    /// A tag below `0x80` this version does not know: a newer writer meant
+    /// it to change the message's meaning, so it cannot be skipped.
+    UnknownTag,
+    /// More TLVs than [`MAX_TLVS`](crate::tlv::MAX_TLVS).
+    TooMany,
+    /// A field given twice.
+    Duplicate,
+    /// A known tag this message does not take (e.g. `disabled` in SHORTEN2).
+    NotAllowed,
+    /// A value of the wrong length or out of range (a redirect status that
+    /// is not 301/302/307/308, an alias with a `/`, text not UTF-8, a URL
+    /// with a control byte, ...).
+    BadValue,
+    /// A field the message requires is absent (e.g. the URL of SHORTEN2).
+    Missing,
+    /// A value longer than a TLV can hold (65,535 bytes), or than the
+    /// field's documented limit.
+    ValueTooLong,
+}
+
+impl fmt::Display for TlvProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TlvProblem::Truncated => "is truncated",
+            TlvProblem::UnknownTag => "is unknown and not skippable",
+            TlvProblem::TooMany => "is one TLV too many",
+            TlvProblem::Duplicate => "is given twice",
+            TlvProblem::NotAllowed => "is not allowed in this message",
+            TlvProblem::BadValue => "has an invalid value",
+            TlvProblem::Missing => "is missing",
+            TlvProblem::ValueTooLong => "has a value over its length limit",
+        })
+    }
 }
 
 impl Error {
@@ -147,6 +208,11 @@ impl fmt::Display for Error {
             Error::InvalidOpcode { opcode } => write!(
                 f,
                 "opcode 0x{opcode:02x} cannot be sent as an unknown reply"
+            ),
+            Error::InvalidTlv { tag, problem } => write!(f, "TLV tag {tag} {problem}"),
+            Error::InvalidField { opcode, field } => write!(
+                f,
+                "message with opcode 0x{opcode:02x} has an invalid {field}"
             ),
         }
     }

@@ -23,9 +23,9 @@ use core::fmt;
 /// assert!(code.is_client_error());
 ///
 /// // A code from a newer server: kept, and still classified.
-/// let newer = ErrorCode(429);
+/// let newer = ErrorCode(418);
 /// assert_eq!(newer.name(), None);
-/// assert_eq!(format!("{newer:?}"), "ErrorCode(429)");
+/// assert_eq!(format!("{newer:?}"), "ErrorCode(418)");
 /// assert!(newer.is_client_error() && newer.is_error());
 /// ```
 ///
@@ -44,8 +44,25 @@ impl ErrorCode {
     /// The server closes the connection after sending it.
     pub const TIMEOUT: ErrorCode = ErrorCode(408);
     /// SHORTEN of a URL that is already one of this server's short URLs
-    /// (shortening it again would only build a redirect chain).
+    /// (shortening it again would only build a redirect chain). The same
+    /// number as [`CONFLICT`](Self::CONFLICT), which names it since
+    /// version 2 gave 409 a second use; the bytes on the wire are unchanged.
     pub const ALREADY_SHORT: ErrorCode = ErrorCode(409);
+    /// (Version 2.) The request needs an API key (AUTH) and has none, or its
+    /// key is unknown or revoked.
+    pub const UNAUTHORIZED: ErrorCode = ErrorCode(401);
+    /// (Version 2.) The key lacks the scope, the link is another key's, or
+    /// the destination is blocked.
+    pub const FORBIDDEN: ErrorCode = ErrorCode(403);
+    /// A conflict: the alias is taken or quarantined (version 2), or the
+    /// URL is already a short URL ([`ALREADY_SHORT`](Self::ALREADY_SHORT),
+    /// the same code).
+    pub const CONFLICT: ErrorCode = ErrorCode(409);
+    /// (Version 2.) The link has expired, reached its click limit or is
+    /// disabled.
+    pub const GONE: ErrorCode = ErrorCode(410);
+    /// (Version 2.) Too many requests for this key or address; retry later.
+    pub const RATE_LIMITED: ErrorCode = ErrorCode(429);
     /// A frame or URL over the server's limits (see HELLO). After a frame that
     /// is too large the server closes the connection without reading it.
     pub const TOO_LARGE: ErrorCode = ErrorCode(413);
@@ -67,7 +84,11 @@ impl ErrorCode {
             ErrorCode::MALFORMED => "MALFORMED",
             ErrorCode::NOT_FOUND => "NOT_FOUND",
             ErrorCode::TIMEOUT => "TIMEOUT",
-            ErrorCode::ALREADY_SHORT => "ALREADY_SHORT",
+            ErrorCode::UNAUTHORIZED => "UNAUTHORIZED",
+            ErrorCode::FORBIDDEN => "FORBIDDEN",
+            ErrorCode::CONFLICT => "CONFLICT",
+            ErrorCode::GONE => "GONE",
+            ErrorCode::RATE_LIMITED => "RATE_LIMITED",
             ErrorCode::TOO_LARGE => "TOO_LARGE",
             ErrorCode::INVALID_URL => "INVALID_URL",
             ErrorCode::INTERNAL => "INTERNAL",

@@ -98,14 +98,21 @@ pub mod codec;
 mod error;
 mod error_code;
 pub mod frame;
+pub mod link;
 pub mod message;
+pub mod tlv;
 
 #[doc = include_str!("../PROTOCOL.md")]
 pub mod spec {}
 
+pub use error::TlvProblem;
 pub use error::{Error, ReplyError};
 pub use error_code::ErrorCode;
-pub use message::{short_code, Reply, Request, ServerInfo, MAX_PROTOCOL_VERSION, PROTOCOL_V1};
+pub use link::{Granularity, LinkInfo, LinkOptions, LinkPatch, LinkStats, StatsQuery};
+pub use message::{
+    short_code, Reply, Request, ServerInfo, MAX_API_KEY_LEN, MAX_PROTOCOL_VERSION, PROTOCOL_V1,
+    PROTOCOL_V2,
+};
 
 // The crate README's examples are compiled and run as doctests.
 #[doc = include_str!("../README.md")]

@@ -33,6 +33,9 @@ use nom::Parser;
 use crate::error::ReplyError;
 use crate::error_code::ErrorCode;
 use crate::frame::{put_header, HEADER_LEN};
+use crate::link::{
+    is_valid_code, Granularity, LinkInfo, LinkOptions, LinkPatch, LinkStats, StatsQuery,
+};
 use crate::Error;
 
 /// Protocol version 1, the version `PROTOCOL.md` describes.
@@ -49,7 +52,19 @@ pub const PROTOCOL_V1: u8 = 1;
 /// client should not blindly send it: it would then announce a version as
 /// soon as the crate learns it, whether or not the client's own code handles
 /// it. Ask for the version your code speaks, e.g. [`PROTOCOL_V1`].
-pub const MAX_PROTOCOL_VERSION: u8 = PROTOCOL_V1;
+pub const MAX_PROTOCOL_VERSION: u8 = PROTOCOL_V2;
+
+/// Protocol version 2: version 1 plus links with options (SHORTEN2,
+/// UPDATE, DELETE, INFO), AUTH and STATS (`PROTOCOL.md`, section 6).
+///
+/// A connection speaks it only once HELLO has negotiated it: parse its
+/// messages with [`Request::parse_payload_for`] and
+/// [`Reply::parse_payload_for`] and the negotiated version. This value
+/// never changes.
+pub const PROTOCOL_V2: u8 = 2;
+
+/// The longest API key AUTH carries, in bytes.
+pub const MAX_API_KEY_LEN: usize = 256;
 
 /// Opcodes: the first payload byte of a typed message.
 pub mod opcode {
@@ -61,6 +76,18 @@ pub mod opcode {
     pub const SHORTEN: u8 = 0x03;
     /// RESOLVE request: body is a short code.
     pub const RESOLVE: u8 = 0x04;
+    /// (v2) SHORTEN2 request: a TLV list of link options, the URL among them.
+    pub const SHORTEN2: u8 = 0x05;
+    /// (v2) UPDATE request: `u8` code length, code, TLV patch.
+    pub const UPDATE: u8 = 0x06;
+    /// (v2) DELETE request: body is a code.
+    pub const DELETE: u8 = 0x07;
+    /// (v2) INFO request: body is a code.
+    pub const INFO: u8 = 0x08;
+    /// (v2) AUTH request: body is an API key.
+    pub const AUTH: u8 = 0x09;
+    /// (v2) STATS request: `u64` from, `u64` to, `u8` granularity, code.
+    pub const STATS: u8 = 0x0A;
     /// Bit set in a reply's opcode: reply opcode = request opcode | `REPLY`.
     pub const REPLY: u8 = 0x10;
     /// HELLO reply: negotiated version and server limits.
@@ -71,6 +98,18 @@ pub mod opcode {
     pub const SHORTENED: u8 = SHORTEN | REPLY;
     /// RESOLVED reply: the long URL.
     pub const RESOLVED: u8 = RESOLVE | REPLY;
+    /// (v2) SHORTENED2 reply: the new link, a TLV list.
+    pub const SHORTENED2: u8 = SHORTEN2 | REPLY;
+    /// (v2) UPDATED reply: the link after the change, a TLV list.
+    pub const UPDATED: u8 = UPDATE | REPLY;
+    /// (v2) DELETED reply: empty.
+    pub const DELETED: u8 = DELETE | REPLY;
+    /// (v2) INFO reply: the link, a TLV list.
+    pub const INFO_REPLY: u8 = INFO | REPLY;
+    /// (v2) AUTHED reply: empty.
+    pub const AUTHED: u8 = AUTH | REPLY;
+    /// (v2) STATS reply: the link's statistics, a TLV list.
+    pub const STATS_REPLY: u8 = STATS | REPLY;
     /// ERROR reply to any request: `u16` code and UTF-8 message.
     pub const ERROR: u8 = 0x1F;
     /// Payloads whose first byte is above this are bare URLs, not typed
@@ -130,6 +169,38 @@ pub enum Request<B = Bytes> {
     /// Look a short code up; answered with [`Reply::Resolved`]. The body is
     /// the code, not the whole short URL (see [`short_code`]).
     Resolve(B),
+    /// (v2) Shorten with options; answered with [`Reply::Shortened2`]. The
+    /// body is a TLV list: read it with
+    /// [`LinkOptions::parse`], write it with [`LinkOptions::to_vec`].
+    Shorten2(B),
+    /// (v2) Change a link; answered with [`Reply::Updated`]. Build it with
+    /// [`Request::update`]; `patch` is a TLV list ([`LinkPatch`]).
+    #[non_exhaustive]
+    Update {
+        /// The link's code.
+        code: B,
+        /// What changes, a [`LinkPatch`] list.
+        patch: B,
+    },
+    /// (v2) Delete a link; answered with [`Reply::Deleted`]. The body is the
+    /// code.
+    Delete(B),
+    /// (v2) Describe a link; answered with [`Reply::Info`]. The body is the
+    /// code.
+    Info(B),
+    /// (v2) Present an API key for the rest of the connection; answered
+    /// with [`Reply::Authed`], or ERROR 401. The body is the key (1 to
+    /// [`MAX_API_KEY_LEN`] bytes).
+    Auth(B),
+    /// (v2) A link's click statistics; answered with [`Reply::Stats`].
+    /// Build it with [`Request::stats`].
+    #[non_exhaustive]
+    Stats {
+        /// The link's code.
+        code: B,
+        /// The range and bucket width.
+        query: StatsQuery,
+    },
 }
 
 /// What a server announces in its HELLO reply.
@@ -182,6 +253,19 @@ pub enum Reply<B = Bytes> {
     Shortened(B),
     /// Answer to RESOLVE: the long URL (no control bytes).
     Resolved(B),
+    /// (v2) Answer to SHORTEN2: the new link, a [`LinkInfo`] list.
+    Shortened2(B),
+    /// (v2) Answer to UPDATE: the link after the change, a [`LinkInfo`]
+    /// list.
+    Updated(B),
+    /// (v2) Answer to DELETE.
+    Deleted,
+    /// (v2) Answer to INFO: the link, a [`LinkInfo`] list.
+    Info(B),
+    /// (v2) Answer to AUTH: the key is accepted.
+    Authed,
+    /// (v2) Answer to STATS: a [`LinkStats`] list.
+    Stats(B),
     /// Any request failed. Build it with [`Reply::error`]; match it with
     /// `Reply::Error { code, message, .. }`.
     #[non_exhaustive]
@@ -192,9 +276,12 @@ pub enum Reply<B = Bytes> {
         message: B,
     },
     /// A typed reply whose opcode this version of the crate does not know
-    /// (sent by a newer server). It still answers one request: skip it or
-    /// report it ([`Reply::into_result`] makes it
-    /// [`ReplyError::Unexpected`]).
+    /// (sent by a newer server), or that the connection's version does not
+    /// assign. It still answers one request: skip it or report it
+    /// ([`Reply::into_result`] makes it [`ReplyError::Unexpected`]). Its
+    /// opcode is one version 1 does not assign (`0x15`–`0x1A` included, so
+    /// it reads back as itself with [`Reply::parse_payload`]; a version-2
+    /// reader takes those for version-2 replies).
     #[non_exhaustive]
     Unknown {
         /// The reply's opcode, a control byte no known reply uses.
@@ -281,10 +368,77 @@ fn utf8(body: &[u8]) -> Option<&str> {
     core::str::from_utf8(body).ok()
 }
 
+/// A code in a version-2 request: 1–64 of `[A-Za-z0-9_-]`.
+fn check_code(opcode: u8, code: &[u8]) -> Result<(), Error> {
+    match utf8(code) {
+        Some(code) if is_valid_code(code) => Ok(()),
+        _ => Err(Error::InvalidField {
+            opcode,
+            field: "code",
+        }),
+    }
+}
+
+fn check_key(key: &[u8]) -> Result<(), Error> {
+    if (1..=MAX_API_KEY_LEN).contains(&key.len()) {
+        Ok(())
+    } else {
+        Err(Error::InvalidField {
+            opcode: opcode::AUTH,
+            field: "key",
+        })
+    }
+}
+
+/// Checks a version-2 request's body, as both the decoder and the encoder
+/// do.
+fn check_v2_request(request: &Request<&[u8]>) -> Result<(), Error> {
+    match *request {
+        Request::Shorten2(options) => LinkOptions::parse(options).map(drop),
+        Request::Update { code, patch } => {
+            check_code(opcode::UPDATE, code)?;
+            LinkPatch::parse(patch).map(drop)
+        }
+        Request::Delete(code) => check_code(opcode::DELETE, code),
+        Request::Info(code) => check_code(opcode::INFO, code),
+        Request::Stats { code, .. } => check_code(opcode::STATS, code),
+        Request::Auth(key) => check_key(key),
+        _ => Ok(()),
+    }
+}
+
+/// Checks a version-2 reply's body, as both the decoder and the encoder do.
+fn check_v2_reply(reply: &Reply<&[u8]>) -> Result<(), Error> {
+    match *reply {
+        Reply::Shortened2(link) | Reply::Updated(link) | Reply::Info(link) => {
+            LinkInfo::parse(link).map(drop)
+        }
+        Reply::Stats(stats) => LinkStats::parse(stats).map(drop),
+        _ => Ok(()),
+    }
+}
+
+/// `version` as the parsers read it: 0 and 1 are version 1, anything above
+/// [`MAX_PROTOCOL_VERSION`] the highest this crate knows.
+fn speaks_v2(version: u8) -> bool {
+    version >= PROTOCOL_V2
+}
+
 impl<B> Request<B> {
     /// A HELLO request asking for `version` (e.g. [`PROTOCOL_V1`]).
     pub const fn hello(version: u8) -> Self {
         Request::Hello { version }
+    }
+
+    /// (v2) An UPDATE request: `patch` is a [`LinkPatch`] list
+    /// ([`LinkPatch::to_vec`]).
+    pub const fn update(code: B, patch: B) -> Self {
+        Request::Update { code, patch }
+    }
+
+    /// (v2) A STATS request.
+    pub const fn stats(code: B, query: StatsQuery) -> Self {
+        Request::Stats { code, query }
     }
 }
 
@@ -308,18 +462,71 @@ impl<'a> Request<&'a [u8]> {
     /// # Ok::<(), shorty_protocol::Error>(())
     /// ```
     pub fn parse_payload(payload: &'a [u8]) -> Result<Self, Error> {
+        Self::parse_payload_for(PROTOCOL_V1, payload)
+    }
+
+    /// Parses a frame's **payload** as a request of protocol `version`, the
+    /// version HELLO negotiated on the connection ([`PROTOCOL_V1`] before
+    /// any HELLO).
+    ///
+    /// A version-2 opcode on a connection that did not negotiate version 2
+    /// is [`Error::UnknownOpcode`] (a server answers ERROR 501), exactly as
+    /// a version-1 server would answer it.
+    ///
+    /// # Errors
+    /// As [`Request::parse_payload`], and for version-2 requests
+    /// [`Error::InvalidTlv`] and [`Error::InvalidField`].
+    ///
+    /// # Examples
+    /// ```
+    /// use shorty_protocol::{Error, Request, PROTOCOL_V1, PROTOCOL_V2};
+    ///
+    /// let delete = b"\x07867nvAB";
+    /// assert_eq!(Request::parse_payload_for(PROTOCOL_V2, delete)?, Request::Delete(&b"867nvAB"[..]));
+    /// assert_eq!(Request::parse_payload_for(PROTOCOL_V1, delete), Err(Error::UnknownOpcode(0x07)));
+    /// # Ok::<(), shorty_protocol::Error>(())
+    /// ```
+    pub fn parse_payload_for(version: u8, payload: &'a [u8]) -> Result<Self, Error> {
+        use nom::number::complete::{le_u64, u8};
+
         let Some((op, body)) = split_opcode(payload)? else {
             return Ok(Request::Bare(payload));
         };
-        Ok(match op {
+        let request = match op {
             opcode::HELLO => Request::Hello {
-                version: fixed(op, body, nom::number::complete::u8)?,
+                version: fixed(op, body, u8)?,
             },
             opcode::PING => Request::Ping(body),
             opcode::SHORTEN => Request::Shorten(body),
             opcode::RESOLVE => Request::Resolve(body),
+            opcode::SHORTEN2 if speaks_v2(version) => Request::Shorten2(body),
+            opcode::UPDATE if speaks_v2(version) => {
+                let (code, patch) = body
+                    .split_first()
+                    .and_then(|(&len, rest)| rest.split_at_checked(usize::from(len)))
+                    .ok_or(Error::Truncated { opcode: op })?;
+                Request::Update { code, patch }
+            }
+            opcode::DELETE if speaks_v2(version) => Request::Delete(body),
+            opcode::INFO if speaks_v2(version) => Request::Info(body),
+            opcode::AUTH if speaks_v2(version) => Request::Auth(body),
+            opcode::STATS if speaks_v2(version) => {
+                let (code, (from_ms, to_ms, granularity)) = (le_u64, le_u64, u8)
+                    .parse(body)
+                    .map_err(|_: nom::Err<NomError<'_>>| Error::Truncated { opcode: op })?;
+                let granularity = Granularity::from_u8(granularity).ok_or(Error::InvalidField {
+                    opcode: op,
+                    field: "granularity",
+                })?;
+                Request::Stats {
+                    code,
+                    query: StatsQuery::new(from_ms, to_ms, granularity),
+                }
+            }
             other => return Err(Error::UnknownOpcode(other)),
-        })
+        };
+        check_v2_request(&request)?;
+        Ok(request)
     }
 }
 
@@ -330,7 +537,17 @@ impl Request<Bytes> {
     /// # Errors
     /// As [`Request::parse_payload`].
     pub fn decode_payload(payload: Bytes) -> Result<Self, Error> {
-        let parsed = Request::parse_payload(&payload)?;
+        Self::decode_payload_for(PROTOCOL_V1, payload)
+    }
+
+    /// Decodes a frame's **payload** as a request of protocol `version`
+    /// (see [`Request::parse_payload_for`]), sharing the payload's
+    /// allocation.
+    ///
+    /// # Errors
+    /// As [`Request::parse_payload_for`].
+    pub fn decode_payload_for(version: u8, payload: Bytes) -> Result<Self, Error> {
+        let parsed = Request::parse_payload_for(version, &payload)?;
         Ok(parsed.map(|body| payload.slice_ref(body)))
     }
 }
@@ -344,6 +561,18 @@ impl<B: AsRef<[u8]>> Request<B> {
             Request::Ping(body) => Request::Ping(body.as_ref()),
             Request::Shorten(url) => Request::Shorten(url.as_ref()),
             Request::Resolve(code) => Request::Resolve(code.as_ref()),
+            Request::Shorten2(options) => Request::Shorten2(options.as_ref()),
+            Request::Update { code, patch } => Request::Update {
+                code: code.as_ref(),
+                patch: patch.as_ref(),
+            },
+            Request::Delete(code) => Request::Delete(code.as_ref()),
+            Request::Info(code) => Request::Info(code.as_ref()),
+            Request::Auth(key) => Request::Auth(key.as_ref()),
+            Request::Stats { code, query } => Request::Stats {
+                code: code.as_ref(),
+                query: *query,
+            },
         }
     }
 
@@ -355,6 +584,18 @@ impl<B: AsRef<[u8]>> Request<B> {
             Request::Ping(body) => Request::Ping(f(body)),
             Request::Shorten(url) => Request::Shorten(f(url)),
             Request::Resolve(code) => Request::Resolve(f(code)),
+            Request::Shorten2(options) => Request::Shorten2(f(options)),
+            Request::Update { code, patch } => Request::Update {
+                code: f(code),
+                patch: f(patch),
+            },
+            Request::Delete(code) => Request::Delete(f(code)),
+            Request::Info(code) => Request::Info(f(code)),
+            Request::Auth(key) => Request::Auth(f(key)),
+            Request::Stats { code, query } => Request::Stats {
+                code: f(code),
+                query,
+            },
         }
     }
 
@@ -367,16 +608,43 @@ impl<B: AsRef<[u8]>> Request<B> {
             Request::Ping(_) => "PING",
             Request::Shorten(_) => "SHORTEN",
             Request::Resolve(_) => "RESOLVE",
+            Request::Shorten2(_) => "SHORTEN2",
+            Request::Update { .. } => "UPDATE",
+            Request::Delete(_) => "DELETE",
+            Request::Info(_) => "INFO",
+            Request::Auth(_) => "AUTH",
+            Request::Stats { .. } => "STATS",
         }
     }
 
-    /// The body: the URL, code or ping bytes (`None` for HELLO).
+    /// The body: the URL, code or ping bytes (`None` for HELLO); for
+    /// SHORTEN2 its TLV list, for UPDATE and STATS the code, for AUTH the
+    /// key.
     pub fn body(&self) -> Option<&[u8]> {
         match self.as_borrowed() {
-            Request::Bare(b) | Request::Ping(b) | Request::Shorten(b) | Request::Resolve(b) => {
-                Some(b)
-            }
+            Request::Bare(b)
+            | Request::Ping(b)
+            | Request::Shorten(b)
+            | Request::Resolve(b)
+            | Request::Shorten2(b)
+            | Request::Delete(b)
+            | Request::Info(b)
+            | Request::Auth(b)
+            | Request::Update { code: b, .. }
+            | Request::Stats { code: b, .. } => Some(b),
             Request::Hello { .. } => None,
+        }
+    }
+
+    /// The lowest protocol version that has this request (1 or 2).
+    pub fn min_version(&self) -> u8 {
+        match self {
+            Request::Bare(_)
+            | Request::Hello { .. }
+            | Request::Ping(_)
+            | Request::Shorten(_)
+            | Request::Resolve(_) => PROTOCOL_V1,
+            _ => PROTOCOL_V2,
         }
     }
 
@@ -390,7 +658,15 @@ impl<B: AsRef<[u8]>> Request<B> {
         match self.as_borrowed() {
             Request::Bare(url) => url.len(),
             Request::Hello { .. } => 2,
-            Request::Ping(b) | Request::Shorten(b) | Request::Resolve(b) => 1 + b.len(),
+            Request::Ping(b)
+            | Request::Shorten(b)
+            | Request::Resolve(b)
+            | Request::Shorten2(b)
+            | Request::Delete(b)
+            | Request::Info(b)
+            | Request::Auth(b) => 1 + b.len(),
+            Request::Update { code, patch } => 1 + 1 + code.len() + patch.len(),
+            Request::Stats { code, .. } => 1 + 8 + 8 + 1 + code.len(),
         }
     }
 
@@ -402,7 +678,7 @@ impl<B: AsRef<[u8]>> Request<B> {
     fn check(&self) -> Result<(), Error> {
         match self.as_borrowed() {
             Request::Bare(url) => check_bare_request(url),
-            _ => Ok(()),
+            other => check_v2_request(&other),
         }
     }
 
@@ -416,6 +692,24 @@ impl<B: AsRef<[u8]>> Request<B> {
             Request::Ping(body) => put_tagged(dst, opcode::PING, body),
             Request::Shorten(url) => put_tagged(dst, opcode::SHORTEN, url),
             Request::Resolve(code) => put_tagged(dst, opcode::RESOLVE, code),
+            Request::Shorten2(options) => put_tagged(dst, opcode::SHORTEN2, options),
+            Request::Update { code, patch } => {
+                dst.put_u8(opcode::UPDATE);
+                // `check` has made sure the code is at most 64 bytes.
+                dst.put_u8(u8::try_from(code.len()).unwrap_or(u8::MAX));
+                dst.put_slice(code);
+                dst.put_slice(patch);
+            }
+            Request::Delete(code) => put_tagged(dst, opcode::DELETE, code),
+            Request::Info(code) => put_tagged(dst, opcode::INFO, code),
+            Request::Auth(key) => put_tagged(dst, opcode::AUTH, key),
+            Request::Stats { code, query } => {
+                dst.put_u8(opcode::STATS);
+                dst.put_u64_le(query.from_ms);
+                dst.put_u64_le(query.to_ms);
+                dst.put_u8(query.granularity.to_u8());
+                dst.put_slice(code);
+            }
         }
     }
 
@@ -427,7 +721,9 @@ impl<B: AsRef<[u8]>> Request<B> {
     ///
     /// # Errors
     /// [`Error::InvalidBareUrl`] for a bare URL that would not read back as
-    /// one; [`Error::FrameTooLarge`] past `u32::MAX` bytes. Nothing is written
+    /// one; for version-2 requests what [`Request::parse_payload_for`]
+    /// would refuse ([`Error::InvalidTlv`], [`Error::InvalidField`]);
+    /// [`Error::FrameTooLarge`] past `u32::MAX` bytes. Nothing is written
     /// then.
     ///
     /// # Examples
@@ -529,12 +825,57 @@ impl<'a> Reply<&'a [u8]> {
     /// # Ok::<(), shorty_protocol::Error>(())
     /// ```
     pub fn parse_payload(payload: &'a [u8]) -> Result<Self, Error> {
-        use nom::number::complete::{le_u16, le_u32, u8};
+        Self::parse_payload_for(PROTOCOL_V1, payload)
+    }
 
+    /// Parses a frame's **payload** as a reply of protocol `version`, the
+    /// version HELLO negotiated on the connection. Under version 1 the
+    /// version-2 reply opcodes (`0x15`–`0x1A`) read as [`Reply::Unknown`].
+    ///
+    /// # Errors
+    /// As [`Reply::parse_payload`], and for version-2 replies
+    /// [`Error::InvalidTlv`] (a link or statistics list that does not read)
+    /// or [`Error::TrailingData`] (a DELETED or AUTHED reply with a body).
+    ///
+    /// # Examples
+    /// ```
+    /// use shorty_protocol::{Reply, PROTOCOL_V1, PROTOCOL_V2};
+    ///
+    /// assert_eq!(Reply::parse_payload_for(PROTOCOL_V2, b"\x17")?, Reply::Deleted);
+    /// assert!(matches!(Reply::parse_payload_for(PROTOCOL_V1, b"\x17")?, Reply::Unknown { opcode: 0x17, .. }));
+    /// # Ok::<(), shorty_protocol::Error>(())
+    /// ```
+    pub fn parse_payload_for(version: u8, payload: &'a [u8]) -> Result<Self, Error> {
         let Some((op, body)) = split_opcode(payload)? else {
             check_reply_url(None, payload)?;
             return Ok(Reply::Bare(payload));
         };
+        let empty = |body: &[u8]| match body.len() {
+            0 => Ok(()),
+            extra => Err(Error::TrailingData { opcode: op, extra }),
+        };
+        let reply = match op {
+            opcode::SHORTENED2 if speaks_v2(version) => Reply::Shortened2(body),
+            opcode::UPDATED if speaks_v2(version) => Reply::Updated(body),
+            opcode::DELETED if speaks_v2(version) => {
+                empty(body)?;
+                Reply::Deleted
+            }
+            opcode::INFO_REPLY if speaks_v2(version) => Reply::Info(body),
+            opcode::AUTHED if speaks_v2(version) => {
+                empty(body)?;
+                Reply::Authed
+            }
+            opcode::STATS_REPLY if speaks_v2(version) => Reply::Stats(body),
+            _ => return Self::parse_v1(op, body),
+        };
+        check_v2_reply(&reply)?;
+        Ok(reply)
+    }
+
+    fn parse_v1(op: u8, body: &'a [u8]) -> Result<Self, Error> {
+        use nom::number::complete::{le_u16, le_u32, u8};
+
         Ok(match op {
             opcode::HELLO_REPLY => {
                 let (version, max_frame_len, max_url_len) = fixed(op, body, (u8, le_u32, le_u32))?;
@@ -573,7 +914,16 @@ impl Reply<Bytes> {
     /// # Errors
     /// As [`Reply::parse_payload`].
     pub fn decode_payload(payload: Bytes) -> Result<Self, Error> {
-        let parsed = Reply::parse_payload(&payload)?;
+        Self::decode_payload_for(PROTOCOL_V1, payload)
+    }
+
+    /// Decodes a frame's **payload** as a reply of protocol `version` (see
+    /// [`Reply::parse_payload_for`]), sharing the payload's allocation.
+    ///
+    /// # Errors
+    /// As [`Reply::parse_payload_for`].
+    pub fn decode_payload_for(version: u8, payload: Bytes) -> Result<Self, Error> {
+        let parsed = Reply::parse_payload_for(version, &payload)?;
         Ok(parsed.map(|body| payload.slice_ref(body)))
     }
 }
@@ -587,6 +937,12 @@ impl<B: AsRef<[u8]>> Reply<B> {
             Reply::Pong(body) => Reply::Pong(body.as_ref()),
             Reply::Shortened(url) => Reply::Shortened(url.as_ref()),
             Reply::Resolved(url) => Reply::Resolved(url.as_ref()),
+            Reply::Shortened2(link) => Reply::Shortened2(link.as_ref()),
+            Reply::Updated(link) => Reply::Updated(link.as_ref()),
+            Reply::Deleted => Reply::Deleted,
+            Reply::Info(link) => Reply::Info(link.as_ref()),
+            Reply::Authed => Reply::Authed,
+            Reply::Stats(stats) => Reply::Stats(stats.as_ref()),
             Reply::Error { code, message } => Reply::Error {
                 code: *code,
                 message: message.as_ref(),
@@ -606,6 +962,12 @@ impl<B: AsRef<[u8]>> Reply<B> {
             Reply::Pong(body) => Reply::Pong(f(body)),
             Reply::Shortened(url) => Reply::Shortened(f(url)),
             Reply::Resolved(url) => Reply::Resolved(f(url)),
+            Reply::Shortened2(link) => Reply::Shortened2(f(link)),
+            Reply::Updated(link) => Reply::Updated(f(link)),
+            Reply::Deleted => Reply::Deleted,
+            Reply::Info(link) => Reply::Info(f(link)),
+            Reply::Authed => Reply::Authed,
+            Reply::Stats(stats) => Reply::Stats(f(stats)),
             Reply::Error { code, message } => Reply::Error {
                 code,
                 message: f(message),
@@ -626,30 +988,60 @@ impl<B: AsRef<[u8]>> Reply<B> {
             Reply::Pong(_) => "PONG",
             Reply::Shortened(_) => "SHORTENED",
             Reply::Resolved(_) => "RESOLVED",
+            Reply::Shortened2(_) => "SHORTENED2",
+            Reply::Updated(_) => "UPDATED",
+            Reply::Deleted => "DELETED",
+            Reply::Info(_) => "INFO",
+            Reply::Authed => "AUTHED",
+            Reply::Stats(_) => "STATS",
             Reply::Error { .. } => "ERROR",
             Reply::Unknown { .. } => "UNKNOWN",
         }
     }
 
     /// The body: the URL, ping bytes, error message or unknown reply's body
-    /// (`None` for HELLO).
+    /// (`None` for HELLO, DELETED and AUTHED); a version-2 reply's TLV list.
     pub fn body(&self) -> Option<&[u8]> {
         match self.as_borrowed() {
-            Reply::Bare(b) | Reply::Pong(b) | Reply::Shortened(b) | Reply::Resolved(b) => Some(b),
+            Reply::Bare(b)
+            | Reply::Pong(b)
+            | Reply::Shortened(b)
+            | Reply::Resolved(b)
+            | Reply::Shortened2(b)
+            | Reply::Updated(b)
+            | Reply::Info(b)
+            | Reply::Stats(b) => Some(b),
             Reply::Error { message, .. } => Some(message),
             Reply::Unknown { body, .. } => Some(body),
-            Reply::Hello(_) => None,
+            Reply::Hello(_) | Reply::Deleted | Reply::Authed => None,
         }
     }
 
-    /// The body, by value (`None` for HELLO): for a `Reply<&[u8]>`, a slice
-    /// that outlives the reply.
+    /// The link a SHORTENED2, UPDATED or INFO reply describes (`None` for
+    /// other replies; an error for a list that does not read, possible only
+    /// in a reply built by hand).
+    pub fn link(&self) -> Option<Result<LinkInfo<'_>, Error>> {
+        match self.as_borrowed() {
+            Reply::Shortened2(b) | Reply::Updated(b) | Reply::Info(b) => Some(LinkInfo::parse(b)),
+            _ => None,
+        }
+    }
+
+    /// The body, by value (`None` for HELLO, DELETED and AUTHED): for a
+    /// `Reply<&[u8]>`, a slice that outlives the reply.
     pub fn into_body(self) -> Option<B> {
         match self {
-            Reply::Bare(b) | Reply::Pong(b) | Reply::Shortened(b) | Reply::Resolved(b) => Some(b),
+            Reply::Bare(b)
+            | Reply::Pong(b)
+            | Reply::Shortened(b)
+            | Reply::Resolved(b)
+            | Reply::Shortened2(b)
+            | Reply::Updated(b)
+            | Reply::Info(b)
+            | Reply::Stats(b) => Some(b),
             Reply::Error { message, .. } => Some(message),
             Reply::Unknown { body, .. } => Some(body),
-            Reply::Hello(_) => None,
+            Reply::Hello(_) | Reply::Deleted | Reply::Authed => None,
         }
     }
 
@@ -689,6 +1081,12 @@ impl<B: AsRef<[u8]>> Reply<B> {
                 | (Request::Ping(_), Reply::Pong(_))
                 | (Request::Shorten(_), Reply::Shortened(_))
                 | (Request::Resolve(_), Reply::Resolved(_))
+                | (Request::Shorten2(_), Reply::Shortened2(_))
+                | (Request::Update { .. }, Reply::Updated(_))
+                | (Request::Delete(_), Reply::Deleted)
+                | (Request::Info(_), Reply::Info(_))
+                | (Request::Auth(_), Reply::Authed)
+                | (Request::Stats { .. }, Reply::Stats(_))
         )
     }
 
@@ -753,7 +1151,14 @@ impl<B: AsRef<[u8]>> Reply<B> {
         match self.as_borrowed() {
             Reply::Bare(url) => url.len(),
             Reply::Hello(_) => 1 + 1 + 4 + 4,
-            Reply::Pong(b) | Reply::Shortened(b) | Reply::Resolved(b) => 1 + b.len(),
+            Reply::Pong(b)
+            | Reply::Shortened(b)
+            | Reply::Resolved(b)
+            | Reply::Shortened2(b)
+            | Reply::Updated(b)
+            | Reply::Info(b)
+            | Reply::Stats(b) => 1 + b.len(),
+            Reply::Deleted | Reply::Authed => 1,
             Reply::Error { message, .. } => 1 + 2 + message.len(),
             Reply::Unknown { body, .. } => 1 + body.len(),
         }
@@ -775,7 +1180,7 @@ impl<B: AsRef<[u8]>> Reply<B> {
             Reply::Unknown { opcode, .. } if !is_unknown_reply_opcode(opcode) => {
                 Err(Error::InvalidOpcode { opcode })
             }
-            _ => Ok(()),
+            other => check_v2_reply(&other),
         }
     }
 
@@ -791,6 +1196,12 @@ impl<B: AsRef<[u8]>> Reply<B> {
             Reply::Pong(body) => put_tagged(dst, opcode::PONG, body),
             Reply::Shortened(url) => put_tagged(dst, opcode::SHORTENED, url),
             Reply::Resolved(url) => put_tagged(dst, opcode::RESOLVED, url),
+            Reply::Shortened2(link) => put_tagged(dst, opcode::SHORTENED2, link),
+            Reply::Updated(link) => put_tagged(dst, opcode::UPDATED, link),
+            Reply::Deleted => dst.put_u8(opcode::DELETED),
+            Reply::Info(link) => put_tagged(dst, opcode::INFO_REPLY, link),
+            Reply::Authed => dst.put_u8(opcode::AUTHED),
+            Reply::Stats(stats) => put_tagged(dst, opcode::STATS_REPLY, stats),
             Reply::Error { code, message } => {
                 dst.put_u8(opcode::ERROR);
                 dst.put_u16_le(code.0);

@@ -112,3 +112,17 @@ fn an_unknown_reply_opcode_does_not_end_the_stream() {
         Some(Reply::Pong(Bytes::from_static(b"z")))
     );
 }
+
+#[test]
+fn a_client_codec_set_to_version_2_decodes_version_2_replies() {
+    let mut codec = ClientCodec::new();
+    assert_eq!(codec.version(), 1);
+    let frame = b"\x01\x00\x00\x00\x17";
+    let mut buf = BytesMut::from(&frame[..]);
+    // Version 1: DELETED's opcode is not one version 1 assigns.
+    let reply = codec.decode(&mut buf).unwrap().unwrap();
+    assert!(matches!(reply, Reply::Unknown { opcode: 0x17, .. }));
+    codec.set_version(2);
+    let mut buf = BytesMut::from(&frame[..]);
+    assert_eq!(codec.decode(&mut buf).unwrap(), Some(Reply::Deleted));
+}

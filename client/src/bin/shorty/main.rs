@@ -1,14 +1,15 @@
 //! `shorty`: command-line client and load generator for Shorty.
 
 mod bench;
+mod links;
 mod report;
 
 use std::io::BufRead;
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use clap::{Parser, Subcommand};
-use shorty_client::{Client, Options};
+use shorty_client::{Client, Granularity, Options, StatsQuery};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -37,6 +38,11 @@ struct Cli {
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration, global = true)]
     timeout: Duration,
 
+    /// An API key, presented (AUTH, protocol version 2) before anything
+    /// else.
+    #[arg(long, env = "SHORTY_API_KEY", global = true, hide_env_values = true)]
+    api_key: Option<String>,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -49,6 +55,36 @@ enum Command {
         /// The long URLs, or `-`.
         #[arg(required = true)]
         urls: Vec<String>,
+        /// Options of the new links (protocol version 2).
+        #[command(flatten)]
+        options: links::CreateArgs,
+    },
+    /// Change a link: its URL and options (protocol version 2). Prints it
+    /// as it is now.
+    Update {
+        /// A code or a short URL.
+        code: String,
+        /// The new long URL.
+        url: Option<String>,
+        #[command(flatten)]
+        changes: links::UpdateArgs,
+    },
+    /// Delete a link (protocol version 2).
+    Delete {
+        /// A code or a short URL.
+        code: String,
+    },
+    /// A link's clicks: totals, an hourly chart and the top referrers
+    /// (protocol version 2).
+    Stats {
+        /// A code or a short URL.
+        code: String,
+        /// Hours the chart covers, up to now (at most 1000).
+        #[arg(long, default_value_t = 48, value_parser = clap::value_parser!(u64).range(1..=1000))]
+        hours: u64,
+        /// Print JSON for machines.
+        #[arg(long)]
+        json: bool,
     },
     /// Print the long URL behind a code or a short URL.
     Resolve {
@@ -57,8 +93,15 @@ enum Command {
     },
     /// Check the server answers and print the round-trip time.
     Ping,
-    /// Print the server's protocol version and limits (HELLO).
-    Info,
+    /// Print a link's URL, options and clicks (protocol version 2); without
+    /// a code, the server's protocol version and limits (HELLO).
+    Info {
+        /// A code or a short URL.
+        code: Option<String>,
+        /// Print JSON for machines (with a code).
+        #[arg(long, requires = "code")]
+        json: bool,
+    },
     /// Load-test a server, like the original Shorty benchmark (and wrk).
     Bench(bench::BenchArgs),
 }
@@ -79,8 +122,12 @@ fn connect(cli: &Cli) -> Result<Client, String> {
         .connect_timeout(cli.timeout)
         .read_timeout(Some(cli.timeout))
         .write_timeout(Some(cli.timeout));
-    Client::connect_with(cli.server.as_str(), options)
-        .map_err(|e| format!("cannot connect to {}: {e}", cli.server))
+    let mut client = Client::connect_with(cli.server.as_str(), options)
+        .map_err(|e| format!("cannot connect to {}: {e}", cli.server))?;
+    if let Some(key) = &cli.api_key {
+        client.auth(key).map_err(|e| format!("--api-key: {e}"))?;
+    }
+    Ok(client)
 }
 
 /// URLs sent per pipelined batch when reading from standard input.
@@ -90,13 +137,77 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
     if cli.legacy
         && matches!(
             cli.command,
-            Command::Resolve { .. } | Command::Ping | Command::Info
+            Command::Resolve { .. }
+                | Command::Ping
+                | Command::Info { .. }
+                | Command::Update { .. }
+                | Command::Delete { .. }
+                | Command::Stats { .. }
         )
     {
         return Err("--legacy only applies to `shorten` and `bench`".into());
     }
+    let now = SystemTime::now();
     match &cli.command {
-        Command::Shorten { urls } => {
+        Command::Shorten { urls, options } if options.any() => {
+            if cli.legacy {
+                return Err("--legacy cannot carry link options".into());
+            }
+            if options.alias.is_some() && urls.len() != 1 {
+                return Err("--alias names one link: give one URL".into());
+            }
+            let link_options = options.options(now)?;
+            let mut client = connect(&cli)?;
+            for url in urls {
+                let link = client
+                    .shorten_with(url, &link_options)
+                    .map_err(|e| format!("{url}: {e}"))?;
+                println!("{}", link.short_url.unwrap_or(link.code));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Update { code, url, changes } => {
+            let patch = changes.patch(url.as_deref(), now)?;
+            let link = connect(&cli)?
+                .update(code, &patch)
+                .map_err(|e| e.to_string())?;
+            print!("{}", links::render_link(&link));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Delete { code } => {
+            connect(&cli)?.delete(code).map_err(|e| e.to_string())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Info {
+            code: Some(code),
+            json,
+        } => {
+            let link = connect(&cli)?.info(code).map_err(|e| e.to_string())?;
+            if *json {
+                println!("{}", links::link_json(&link));
+            } else {
+                print!("{}", links::render_link(&link));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Stats { code, hours, json } => {
+            let now_ms = now
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+            let (from, to) = links::stats_range(now_ms, *hours);
+            let query = StatsQuery::new(from, to, Granularity::Hour);
+            let stats = connect(&cli)?
+                .stats(code, query)
+                .map_err(|e| e.to_string())?;
+            let code = shorty_client::code_of(code);
+            if *json {
+                println!("{}", links::stats_json(code, &stats));
+            } else {
+                print!("{}", links::render_stats(code, &stats, from, to));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Shorten { urls, .. } => {
             let mut client = connect(&cli)?;
             let mut failed = false;
             let mut shorten_batch = |batch: &[String]| -> Result<(), String> {
@@ -153,7 +264,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Command::Info => {
+        Command::Info { code: None, .. } => {
             let info = connect(&cli)?.hello().map_err(|e| e.to_string())?;
             println!("server:          {}", cli.server);
             println!("protocol:        {}", info.version);
