@@ -28,14 +28,21 @@
 # Needs: redis-server, redis-benchmark, nginx, wrk, python3 (apt-get install
 # redis-server nginx wrk). Usage: [ROUNDS=3] [TABLES=both|one|all]
 # scripts/bench-peers.sh [N] where N scales the request counts (default 1).
+#
+# scripts/bench-floor.sh sources this file for its helpers (everything above
+# the tables at the end): PIN_SERVER / PIN_LOAD (e.g. `taskset -c 0`) prefix
+# every server and every load generator, WRK_ARGS adds arguments to wrk.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
 SCALE=${1:-1}
 ROUNDS=${ROUNDS:-3}
-cargo build --release --quiet -p shorty-server-uring -p shorty-server-glommio -p shorty-client
+# One cargo invocation for everything a run needs (BUILD_ALSO: more
+# packages), so features unify once and nothing is rebuilt twice.
+# shellcheck disable=SC2086
+cargo build --release --quiet -p shorty-server-uring -p shorty-server-glommio -p shorty-client ${BUILD_ALSO:-}
 BIN=$PWD/target/release
 TMP=$(mktemp -d)
-PORT=9600
+PORT=${PORT:-9600}
 cleanup() {
   redis-cli -p $((PORT + 5)) shutdown nosave >/dev/null 2>&1 || true
   [ -f "$TMP/nginx.pid" ] && kill "$(cat "$TMP/nginx.pid")" 2>/dev/null
@@ -61,6 +68,10 @@ per_million() { awk -v b="$1" -v a="$2" -v n="$3" 'BEGIN { printf "%.2f", (a - b
 ratio() { awk -v x="$1" -v y="$2" 'BEGIN { if (y > 0) printf "%.2f", x / y; else print "-" }'; }
 median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 
+PIN_SERVER=${PIN_SERVER:-}
+PIN_LOAD=${PIN_LOAD:-}
+WRK_ARGS=()
+
 # Per-table settings (set by the table's caller).
 THREADS_ARG=""
 NGINX_WORKERS=auto
@@ -71,7 +82,7 @@ start_shorty() { # backend extra-args...
   local backend=$1; shift
   rm -rf "$TMP/data"
   # shellcheck disable=SC2086
-  "$BIN/$backend" --listen "127.0.0.1:$PORT" --http "127.0.0.1:$((PORT + 1))" --admin off \
+  $PIN_SERVER "$BIN/$backend" --listen "127.0.0.1:$PORT" --http "127.0.0.1:$((PORT + 1))" --admin off \
     --data-dir "$TMP/data" --log-level warn $THREADS_ARG "$@" >/dev/null 2>>"$TMP/server.log" &
   SERVER=$!
   for _ in $(seq 100); do "$BIN/shorty" -s "127.0.0.1:$PORT" ping >/dev/null 2>&1 && return; sleep 0.1; done
@@ -91,7 +102,8 @@ stop_shorty() {
 shorty_load() { # bench-args...
   local b a ok
   b=$(cpu "$SERVER")
-  ok=$("$BIN/shorty" -s "127.0.0.1:$PORT" bench --json "$@" 2>/dev/null \
+  # shellcheck disable=SC2086
+  ok=$($PIN_LOAD "$BIN/shorty" -s "127.0.0.1:$PORT" bench --json "$@" 2>/dev/null \
     | python3 -c 'import json,sys; print(json.load(sys.stdin)["ok"])')
   a=$(cpu "$SERVER")
   per_million "$b" "$a" "$ok"
@@ -103,7 +115,8 @@ start_redis() { # redis-server args...
   if redis-cli -p $((PORT + 5)) ping >/dev/null 2>&1; then
     echo "port $((PORT + 5)) is taken by another redis-server" >&2; exit 1
   fi
-  redis-server --port $((PORT + 5)) --dir "$TMP/redis" --save "" --maxclients 20000 \
+  # shellcheck disable=SC2086
+  $PIN_SERVER redis-server --port $((PORT + 5)) --dir "$TMP/redis" --save "" --maxclients 20000 \
     --logfile "$TMP/redis.log" "$@" >/dev/null &
   REDIS=$!
   for _ in $(seq 100); do redis-cli -p $((PORT + 5)) ping >/dev/null 2>&1 && return; sleep 0.1; done
@@ -113,7 +126,8 @@ stop_redis() { redis-cli -p $((PORT + 5)) shutdown nosave >/dev/null 2>&1 || tru
 redis_load() { # n redis-benchmark-args...
   local n=$1 b a; shift
   b=$(cpu "$REDIS")
-  redis-benchmark -p $((PORT + 5)) -q -n "$n" "$@" >/dev/null
+  # shellcheck disable=SC2086
+  $PIN_LOAD redis-benchmark -p $((PORT + 5)) -q -n "$n" "$@" >/dev/null
   a=$(cpu "$REDIS")
   per_million "$b" "$a" "$n"
 }
@@ -122,7 +136,9 @@ redis_load() { # n redis-benchmark-args...
 wrk_load() { # url pid...
   local url=$1 b a n; shift
   b=$(cpu "$@")
-  n=$(wrk -t1 -c50 -d"${HTTP_SECONDS}s" "$url" | awk '/requests in/ {print $1}')
+  # shellcheck disable=SC2086
+  n=$($PIN_LOAD wrk -t1 -c50 -d"${HTTP_SECONDS}s" ${WRK_ARGS[@]+"${WRK_ARGS[@]}"} "$url" \
+    | awk '/requests in/ {print $1}')
   a=$(cpu "$@")
   per_million "$b" "$a" "$n"
 }
@@ -183,13 +199,16 @@ error_log $TMP/nginx-error.log;
 events { worker_connections 4096; }
 http {
   access_log off;
+  # The default (1,000) closes every thousandth keep-alive connection.
+  keepalive_requests 1000000000;
   server {
     listen 127.0.0.1:$((PORT + 6));
     location / { return 302 https://example.com/wrk-target; }
   }
 }
 EOF
-  nginx -c "$TMP/nginx.conf" -p "$TMP" -g 'daemon on;' >/dev/null
+  # shellcheck disable=SC2086
+  $PIN_SERVER nginx -c "$TMP/nginx.conf" -p "$TMP" -g 'daemon on;' >/dev/null
   sleep 0.5
   master=$(cat "$TMP/nginx.pid")
   pids="$master $(pgrep -P "$master" | tr '\n' ' ')"
@@ -207,11 +226,12 @@ connect_shorty() { # backend sync
 connect_baseline() {
   local b a ok
   # shellcheck disable=SC2086
-  "$BIN/shorty-baseline" "127.0.0.1:$((PORT + 7))" $BASE_THREADS >/dev/null 2>&1 &
+  $PIN_SERVER "$BIN/shorty-baseline" "127.0.0.1:$((PORT + 7))" $BASE_THREADS >/dev/null 2>&1 &
   BASE=$!
   for _ in $(seq 50); do "$BIN/shorty" -s "127.0.0.1:$((PORT + 7))" ping >/dev/null 2>&1 && break; sleep 0.1; done
   b=$(cpu "$BASE")
-  ok=$("$BIN/shorty" -s "127.0.0.1:$((PORT + 7))" bench --json --mode connect -c 64 -n "$N_CONN" --op shorten 2>/dev/null \
+  # shellcheck disable=SC2086
+  ok=$($PIN_LOAD "$BIN/shorty" -s "127.0.0.1:$((PORT + 7))" bench --json --mode connect -c 64 -n "$N_CONN" --op shorten 2>/dev/null \
     | python3 -c 'import json,sys; print(json.load(sys.stdin)["ok"])')
   a=$(cpu "$BASE")
   kill "$BASE"; wait "$BASE" 2>/dev/null || true
@@ -267,6 +287,9 @@ idle() { # pid port -> bytes per connection
 }
 idle_shorty() { start_shorty "$1"; idle "$SERVER" "$PORT"; stop_shorty; }
 idle_redis() { start_redis --appendonly no; idle "$REDIS" $((PORT + 5)); stop_redis; }
+
+# Sourced (by scripts/bench-floor.sh): the helpers only.
+[ "${BASH_SOURCE[0]}" = "$0" ] || return 0
 
 if [ "${TABLES:-both}" != all ]; then
   echo "One server thread each (shorty --threads 1, nginx worker_processes 1, tokio 1 worker; Redis), median of $ROUNDS:"

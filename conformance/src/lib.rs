@@ -23,6 +23,7 @@ pub mod disk_full;
 pub mod harness;
 pub mod redis_faults;
 pub mod remedies;
+pub mod rings;
 pub mod wire;
 
 /// Expands to one `#[test]` per conformance case against `$binary`.

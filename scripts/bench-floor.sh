@@ -1,0 +1,146 @@
+#!/usr/bin/env bash
+# Per core, at the floor (issue 23): server CPU seconds per million HTTP
+# redirects for Shorty's two backends, nginx, and null servers that answer
+# a 302 and do nothing else (`bench-floor/`: raw io_uring, tokio, tokio-uring),
+# then Shorty against Redis on pipelined RESOLVE and durable SHORTEN.
+#
+# Every server runs one thread pinned to CPU 0 (shorty --threads 1, nginx
+# worker_processes 1, Redis); every load generator is pinned to CPU 1
+# (wrk -t1 -c50, shorty bench, redis-benchmark). Server CPU is user +
+# system time from /proc/PID/stat, before and after each load (the
+# generator's own CPU is not counted). HTTP is measured keep-alive and with
+# `Connection: close` on every request (a connection per request, the
+# seed's pattern). Each cell is the median of ROUNDS rounds (default 3);
+# each round measures every server in turn, so drift on a shared machine
+# hits all of them. The helpers (servers, loads, /proc, medians) are
+# scripts/bench-peers.sh's, sourced.
+#
+# Needs: taskset, wrk, nginx, redis-server, redis-benchmark, python3.
+# Usage: [ROUNDS=3] [ONLY=REGEX] [REDIS=0] scripts/bench-floor.sh [N]
+#   N scales the request counts and wrk's 5 s (default 1); ONLY keeps the
+#   HTTP servers whose key matches (keys: null-uring null-uring-coop
+#   null-uring-plain nginx null-tokio null-tokio-uring-plain
+#   null-tokio-uring shorty-uring shorty-glommio); REDIS=0 skips the Redis
+#   rows.
+set -euo pipefail
+BUILD_ALSO="-p shorty-bench-floor"
+# shellcheck source=scripts/bench-peers.sh
+source "$(dirname "${BASH_SOURCE[0]}")/bench-peers.sh" "${1:-1}"
+
+PIN_SERVER="taskset -c 0"
+PIN_LOAD="taskset -c 1"
+THREADS_ARG="--threads 1"
+NGINX_WORKERS=1
+NULL=
+floor_cleanup() {
+  [ -n "$NULL" ] && kill "$NULL" 2>/dev/null
+  cleanup
+}
+trap floor_cleanup EXIT
+
+# One null server under wrk; prints its CPU s per million.
+null_http() { # binary [ring-mode]
+  local port=$((PORT + 8)) line
+  # An io_uring server's listener outlives its process for a moment (the
+  # ring's teardown is asynchronous): wait for the last one's to go.
+  for _ in $(seq 100); do
+    [ -z "$(ss -Hltn "sport = :$port")" ] && break
+    sleep 0.05
+  done
+  # shellcheck disable=SC2086
+  $PIN_SERVER "$BIN/$1" "127.0.0.1:$port" ${2:+--ring "$2"} >"$TMP/null.out" 2>>"$TMP/server.log" &
+  NULL=$!
+  for _ in $(seq 100); do
+    line=$(head -1 "$TMP/null.out")
+    [ -n "$line" ] && break
+    sleep 0.05
+  done
+  [ -n "$line" ] || { echo "$1 did not start" >&2; cat "$TMP/server.log" >&2; exit 1; }
+  wrk_load "http://127.0.0.1:$port/x" "$NULL"
+  kill "$NULL"; wait "$NULL" 2>/dev/null || true
+  NULL=
+}
+
+KEYS=(null-uring null-uring-coop null-uring-plain nginx null-tokio null-tokio-uring-plain
+  null-tokio-uring shorty-uring shorty-glommio)
+declare -A LABEL=(
+  [null-uring]="null, raw io_uring (COOP_TASKRUN + SINGLE_ISSUER + DEFER_TASKRUN, multishot accept/recv, buffer ring)"
+  [null-uring-coop]="same, no DEFER_TASKRUN"
+  [null-uring-plain]="same, plain ring (no setup flags)"
+  [nginx]="nginx \`return 302\`, one worker"
+  [null-tokio]="null, tokio (epoll)"
+  [null-tokio-uring-plain]="null, tokio-uring 0.5 as shipped (plain ring)"
+  [null-tokio-uring]="same + COOP_TASKRUN + SINGLE_ISSUER"
+  [shorty-uring]="**shorty-uring --threads 1**"
+  [shorty-glommio]="**shorty-glommio --threads 1**"
+)
+declare -A CMD=(
+  [null-uring]="null_http null-uring defer"
+  [null-uring-coop]="null_http null-uring coop"
+  [null-uring-plain]="null_http null-uring plain"
+  [nginx]="http_nginx"
+  [null-tokio]="null_http null-tokio"
+  [null-tokio-uring-plain]="null_http null-tokio-uring plain"
+  [null-tokio-uring]="null_http null-tokio-uring coop"
+  [shorty-uring]="http_shorty shorty-uring"
+  [shorty-glommio]="http_shorty shorty-glommio"
+)
+SELECTED=()
+for key in "${KEYS[@]}"; do
+  [[ $key =~ ${ONLY:-.} ]] && SELECTED+=("$key")
+done
+
+declare -A CELLS=()
+for _ in $(seq "$ROUNDS"); do
+  for mode in keep-alive close; do
+    if [ "$mode" = close ]; then WRK_ARGS=(-H "Connection: close"); else WRK_ARGS=(); fi
+    for key in "${SELECTED[@]}"; do
+      CELLS[$key,$mode]+="$(eval "${CMD[$key]}") "
+    done
+  done
+done
+WRK_ARGS=()
+
+declare -A MED=()
+for key in "${SELECTED[@]}"; do
+  for mode in keep-alive close; do
+    # shellcheck disable=SC2086
+    MED[$key,$mode]=$(median ${CELLS[$key,$mode]})
+  done
+done
+of() { # key mode -> the median, or empty when not measured
+  echo "${MED[$1,$2]:-}"
+}
+vs() { # key other mode -> ratio, or - when either is missing
+  local a b
+  a=$(of "$1" "$3"); b=$(of "$2" "$3")
+  if [ -n "$a" ] && [ -n "$b" ]; then ratio "$a" "$b"; else echo -; fi
+}
+
+echo "HTTP 302, one server thread on CPU 0, wrk -t1 -c50 on CPU 1, server CPU s per 1M requests, median of $ROUNDS (cells: every round's value in brackets):"
+echo
+echo "| server | keep-alive | / null io_uring | / nginx | Connection: close | / null io_uring | / nginx |"
+echo "|---|---:|---:|---:|---:|---:|---:|"
+for key in "${SELECTED[@]}"; do
+  printf '| %s | %s [%s] | %s | %s | %s [%s] | %s | %s |\n' "${LABEL[$key]}" \
+    "$(of "$key" keep-alive)" "$(echo ${CELLS[$key,keep-alive]})" \
+    "$(vs "$key" null-uring keep-alive)" "$(vs "$key" nginx keep-alive)" \
+    "$(of "$key" close)" "$(echo ${CELLS[$key,close]})" \
+    "$(vs "$key" null-uring close)" "$(vs "$key" nginx close)"
+done
+echo
+echo "Goals (issue 23): shorty-uring / null io_uring: keep-alive $(vs shorty-uring null-uring keep-alive) (<= 1.10), close $(vs shorty-uring null-uring close) (<= 1.15);"
+echo "shorty-uring / nginx: keep-alive $(vs shorty-uring nginx keep-alive), close $(vs shorty-uring nginx close) (<= 0.95);"
+echo "shorty-glommio / shorty-uring: keep-alive $(vs shorty-glommio shorty-uring keep-alive), close $(vs shorty-glommio shorty-uring close) (<= 1.15)."
+
+if [ "${REDIS:-1}" != 0 ]; then
+  echo
+  echo "Against Redis (same pinning), median of $ROUNDS; goals: uring / peer <= 0.85, glommio / uring <= 1.15:"
+  echo
+  echo "| scenario | shorty-uring | shorty-glommio | peer | uring / peer | glommio / peer | glommio / uring |"
+  echo "|---|---:|---:|---|---:|---:|---:|"
+  row "pipelined RESOLVE" "Redis GET -P 16:" \
+    "resolve_shorty shorty-uring 16" "resolve_shorty shorty-glommio 16" "resolve_redis 16"
+  row "pipelined SHORTEN, --sync always" "Redis SET -P 16, appendfsync always:" \
+    "shorten_shorty shorty-uring always" "shorten_shorty shorty-glommio always" "shorten_redis always"
+fi
