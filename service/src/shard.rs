@@ -323,9 +323,11 @@ pub struct Shard {
     pub(crate) wall: (Instant, u64),
     /// The key directory's mutation epoch this core's cache reflects.
     pub(crate) seen_epoch: u64,
-    /// Unix ms at the latest request this core handled: what a read that
-    /// completes later judges expiry by (sans-IO: no clock is read).
-    pub(crate) clock_ms: u64,
+    /// The latest request's `now`: what a read that completes later
+    /// judges expiry by (sans-IO: no clock is read). Kept as an `Instant`
+    /// and turned into Unix ms only for links with options, so a plain
+    /// link's redirect pays nothing for it.
+    pub(crate) last_now: Instant,
 }
 
 impl Shard {
@@ -352,7 +354,7 @@ impl Shard {
             date: httpdate_fallback(),
             wall: (Instant::now(), 0),
             seen_epoch: 0,
-            clock_ms: 0,
+            last_now: Instant::now(),
         }
     }
 
@@ -373,6 +375,7 @@ impl Shard {
 
     /// Evicts from this core's cache what other cores (or this one)
     /// changed since it last looked: one atomic load when nothing did.
+    #[inline]
     pub(crate) fn sync_epoch(&mut self) {
         let Some(local) = &self.local else {
             return;
