@@ -574,7 +574,19 @@ impl Shard {
                 Some(e) => (e.key, e.then.take()),
                 None => (0, None),
             };
-            if let Some(Then::Written { outcome, .. }) = then.map(|t| *t) {
+            let then = then.map(|t| *t);
+            // A new generated code (version 0) another create claimed
+            // between the choice of its id and its durability: its record
+            // is durable but the code is not its, so it is never
+            // acknowledged (the claim's higher version wins on recovery).
+            let plain_create = match &then {
+                None => true,
+                Some(Then::Written { version, .. }) => *version == 0,
+                Some(_) => false,
+            };
+            if let (Some(Then::Written { outcome, .. }), false) =
+                (then, plain_create && taken.contains(&key))
+            {
                 self.complete(op, outcome);
                 continue;
             }
