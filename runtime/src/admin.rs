@@ -138,7 +138,8 @@ impl Admin {
         if let Some(keydir) = shared.keydir() {
             registry.register(
                 "shorty_links",
-                "Links stored in this server's log",
+                "Codes held in this server's key directory: links, and deleted links' \
+                 tombstones until a merge drops them",
                 ConstGauge::new(keydir.len() as i64),
             );
             registry.register(

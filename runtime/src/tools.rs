@@ -811,6 +811,105 @@ mod tests {
         text
     }
 
+    /// Edits and deletes: an export holds the newest version of each link
+    /// with its options, no deleted link, and imports back the same.
+    #[test]
+    fn export_keeps_the_newest_version_and_options_and_imports_them_back() {
+        use shorty_service::log::record::Tombstone;
+        use shorty_service::log::segments::encode_sealed_records;
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        fs::create_dir(&data).unwrap();
+        let options = |meta: LinkMeta| {
+            let mut out = Vec::new();
+            meta.encode(&mut out);
+            out
+        };
+        let v2 = options(LinkMeta {
+            version: 2,
+            expires_at_ms: Some(1_900_000_000_000),
+            title: Some("t".into()),
+            ..LinkMeta::default()
+        });
+        let v1 = options(LinkMeta {
+            version: 1,
+            ..LinkMeta::default()
+        });
+        let alias = options(LinkMeta {
+            version: 1,
+            alias: Some("promo".into()),
+            max_clicks: Some(5),
+            ..LinkMeta::default()
+        });
+        // Newest first on disk: the order of files decides nothing.
+        let first = encode_sealed_records(
+            0,
+            &[&[
+                Keyed::Link(Link {
+                    options: &v2,
+                    ..Link::plain(7, NO_ID, b"https://e.com/v2")
+                }),
+                Keyed::Tombstone(Tombstone {
+                    key: 8,
+                    version: 1,
+                    deleted_at_ms: 1,
+                    alias: None,
+                }),
+                Keyed::Link(Link {
+                    options: &alias,
+                    ..Link::plain(ALIAS_KEY, NO_ID, b"https://e.com/a")
+                }),
+            ]],
+        );
+        let second = encode_sealed_records(
+            1,
+            &[&[
+                Keyed::Link(Link::plain(7, 1, b"https://e.com/v0")),
+                Keyed::Link(Link {
+                    options: &v1,
+                    ..Link::plain(7, NO_ID, b"https://e.com/v1")
+                }),
+                Keyed::Link(Link::plain(8, 2, b"https://e.com/8")),
+                Keyed::Link(Link::plain(9, 3, b"https://e.com/9")),
+            ]],
+        );
+        fs::write(data.join(segment_file_name(0)), first).unwrap();
+        fs::write(data.join(segment_file_name(1)), second).unwrap();
+        let mut out = Vec::new();
+        let (links, damaged) = export_links(&data, &mut out).unwrap();
+        assert_eq!((links, damaged), (3, 0));
+        let lines: Vec<ExportedLink> = String::from_utf8(out.clone())
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let mut buf = [0; MAX_CODE_LEN];
+        let code7 = format_code(7, &mut buf).to_owned();
+        let by_code: HashMap<&str, &ExportedLink> =
+            lines.iter().map(|l| (l.code.as_str(), l)).collect();
+        assert_eq!(by_code[code7.as_str()].url, "https://e.com/v2");
+        assert_eq!(by_code[code7.as_str()].version, Some(2));
+        assert_eq!(
+            by_code[code7.as_str()].expires_at_ms,
+            Some(1_900_000_000_000)
+        );
+        assert!(by_code["promo"].alias && by_code["promo"].max_clicks == Some(5));
+        assert!(!by_code.contains_key(format_code(8, &mut buf)), "deleted");
+        // Into an empty directory: the same links, options and all.
+        let input = dir.path().join("links.jsonl");
+        fs::write(&input, &out).unwrap();
+        let copy = dir.path().join("copy");
+        let summary = import_into(&copy, &input).unwrap();
+        assert_eq!(summary.imported, 3);
+        let mut again = Vec::new();
+        export_links(&copy, &mut again).unwrap();
+        let mut a: Vec<&str> = std::str::from_utf8(&out).unwrap().lines().collect();
+        let mut b: Vec<&str> = std::str::from_utf8(&again).unwrap().lines().collect();
+        a.sort_unstable();
+        b.sort_unstable();
+        assert_eq!(a, b);
+    }
+
     #[test]
     fn an_import_larger_than_the_writers_pending_limit_is_written_in_batches() {
         // The case of issue 18 (9,000 links of 8 KB against 64 MiB), scaled

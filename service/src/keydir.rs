@@ -709,7 +709,9 @@ impl KeyDir {
         }
     }
 
-    /// Links stored.
+    /// Code keys held: links, and tombstones until a merge drops them
+    /// (aliases of the side map are not counted: see
+    /// [`alias_memory`](Self::alias_memory)).
     pub fn len(&self) -> usize {
         let small: usize = self
             .shards

@@ -24,6 +24,9 @@ pub const MAX_ALIAS_LEN: usize = 64;
 /// The longest title, in bytes: a label for people, not a document.
 pub const MAX_TITLE_BYTES: usize = 512;
 
+/// The longest text option (an option's length field is a `u16`).
+pub const MAX_OPTION_TEXT: usize = u16::MAX as usize;
+
 /// The redirect statuses a link may choose.
 pub const REDIRECT_STATUSES: [u16; 4] = [301, 302, 307, 308];
 
@@ -331,6 +334,14 @@ impl LinkMeta {
             return Err(LinkError::ZeroClicks);
         }
         if let Some(url) = &self.expired_url {
+            // An option's value has a `u16` length: a longer URL (possible
+            // with a large `--max-url-bytes`) is refused, never cut.
+            if url.len() > MAX_OPTION_TEXT {
+                return Err(LinkError::ExpiredUrl(UrlError::TooLong {
+                    len: url.len(),
+                    max: MAX_OPTION_TEXT,
+                }));
+            }
             // An expired-URL may well be one of this server's links: no
             // redirect chain is built (it is served once, after expiry).
             policy
@@ -613,6 +624,15 @@ mod tests {
         for (meta, want) in cases {
             assert_eq!(meta.check(now, &policy()), Err(want));
         }
+        let long = LinkMeta {
+            expired_url: Some(format!("https://e.com/{}", "x".repeat(MAX_OPTION_TEXT)).into()),
+            ..ok.clone()
+        };
+        let wide = UrlPolicy::new(1 << 20, url::Url::parse("http://short.example/").unwrap());
+        assert!(matches!(
+            long.check(now, &wide),
+            Err(LinkError::ExpiredUrl(UrlError::TooLong { .. }))
+        ));
         let bad_url = LinkMeta {
             expired_url: Some("ftp://x/".into()),
             ..ok

@@ -323,9 +323,11 @@ pub struct Shard {
     pub(crate) wall: (Instant, u64),
     /// The key directory's mutation epoch this core's cache reflects.
     pub(crate) seen_epoch: u64,
-    /// Unix ms at the latest request this core handled: what a read that
-    /// completes later judges expiry by (sans-IO: no clock is read).
-    pub(crate) clock_ms: u64,
+    /// The latest request's `now`: what a read that completes later
+    /// judges expiry by (sans-IO: no clock is read). Kept as an `Instant`
+    /// and turned into Unix ms only for links with options, so a plain
+    /// link's redirect pays nothing for it.
+    pub(crate) last_now: Instant,
 }
 
 impl Shard {
@@ -352,7 +354,7 @@ impl Shard {
             date: httpdate_fallback(),
             wall: (Instant::now(), 0),
             seen_epoch: 0,
-            clock_ms: 0,
+            last_now: Instant::now(),
         }
     }
 
@@ -373,6 +375,7 @@ impl Shard {
 
     /// Evicts from this core's cache what other cores (or this one)
     /// changed since it last looked: one atomic load when nothing did.
+    #[inline]
     pub(crate) fn sync_epoch(&mut self) {
         let Some(local) = &self.local else {
             return;
@@ -571,7 +574,19 @@ impl Shard {
                 Some(e) => (e.key, e.then.take()),
                 None => (0, None),
             };
-            if let Some(Then::Written { outcome, .. }) = then.map(|t| *t) {
+            let then = then.map(|t| *t);
+            // A new generated code (version 0) another create claimed
+            // between the choice of its id and its durability: its record
+            // is durable but the code is not its, so it is never
+            // acknowledged (the claim's higher version wins on recovery).
+            let plain_create = match &then {
+                None => true,
+                Some(Then::Written { version, .. }) => *version == 0,
+                Some(_) => false,
+            };
+            if let (Some(Then::Written { outcome, .. }), false) =
+                (then, plain_create && taken.contains(&key))
+            {
                 self.complete(op, outcome);
                 continue;
             }

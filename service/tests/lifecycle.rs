@@ -578,3 +578,30 @@ fn a_plain_link_s_record_is_unchanged_by_options() {
     let link_bytes = batch.bytes.len() - shorty_service::log::record::PREAMBLE_LEN;
     assert_eq!(link_bytes, shorty_service::log::record::LINK_OVERHEAD + 19);
 }
+
+#[test]
+fn a_generated_code_claimed_as_an_alias_before_it_is_durable_is_not_acknowledged() {
+    let mut rig = rig(1);
+    let t = rig.t0;
+    let codec = Codec::new(&CodeKey([7; 16]));
+    let step = lifecycle::create(
+        &mut rig.shards[0],
+        1,
+        request("https://e.com/gen", None, LinkMeta::default()),
+        Principal::ANYONE,
+        t,
+    );
+    let Step::Pending(op) = step else { panic!() };
+    // The generator took the first id; its code is claimed (as a
+    // code-spelled alias would be) before the record is durable.
+    let key = codec.key_of(0);
+    let ident = shorty_service::keydir::Ident::Key(key);
+    let version = rig
+        .keydir
+        .claim(ident, T0_MS, u64::MAX)
+        .expect("free until durable");
+    rig.run(t);
+    let result = rig.shards[0].take_result(op).expect("settled");
+    assert_eq!(failed(&result), Some(500), "{result:?}");
+    rig.keydir.release(ident, version);
+}

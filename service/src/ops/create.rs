@@ -2,8 +2,9 @@
 
 use bytes::Bytes;
 
+use crate::codes::Codec;
 use crate::log::record::Link as LinkRecord;
-use crate::shard::{OpEntry, OpState, RemoteRequest, Shard};
+use crate::shard::{LocalShard, OpEntry, OpState, RemoteRequest, Shard};
 
 use super::{log_failure_code, Step};
 
@@ -35,21 +36,7 @@ pub fn shorten(shard: &mut Shard, conn: u32, url: &[u8]) -> Step {
         });
         return Step::Pending(op);
     };
-    // An imported link may already hold the code an id maps to (and
-    // custom aliases will), and a few codes are reserved words: skip
-    // such ids. The key directory is asked for every new id, whatever
-    // the data directory's files say: a lookup costs far less than the
-    // record's write, and a code's owner must never depend on a marker
-    // file an operator can lose (issue 18, defect 12).
-    let (id, key) = loop {
-        let id = local.ids.next_id();
-        let Some(key) = shared.codec.new_key(id) else {
-            continue;
-        };
-        if !local.keydir.contains(key) {
-            break (id, key);
-        }
-    };
+    let (id, key) = new_code(local, &shared.codec);
     let op = shard.ops.insert(OpEntry {
         conn,
         key,
@@ -68,6 +55,25 @@ pub fn shorten(shard: &mut Shard, conn: u32, url: &[u8]) -> Step {
             // Disk full, busy or broken: refused now, in its place.
             shard.ops.remove(op as usize);
             Step::refused(log_failure_code(failure), failure.message())
+        }
+    }
+}
+
+/// The next free generated code of this core: `(id, key)`. An imported
+/// link or an alias may already hold the code an id maps to, a deleted
+/// link's tombstone keeps its code forever, and a few codes are reserved
+/// words: such ids are skipped. The key directory is asked for every new
+/// id, whatever the data directory's files say: a lookup costs far less
+/// than the record's write, and a code's owner must never depend on a
+/// marker file an operator can lose (issue 18, defect 12).
+pub(crate) fn new_code(local: &mut LocalShard, codec: &Codec) -> (u64, u64) {
+    loop {
+        let id = local.ids.next_id();
+        let Some(key) = codec.new_key(id) else {
+            continue;
+        };
+        if !local.keydir.contains(key) {
+            return (id, key);
         }
     }
 }

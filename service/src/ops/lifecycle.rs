@@ -205,17 +205,7 @@ pub fn create(
             let Some(local) = shard.local.as_mut() else {
                 return refused(ErrorCode::INTERNAL, "no local store");
             };
-            // As SHORTEN: skip ids whose code is taken (imports, aliases,
-            // tombstones) or reserved.
-            let (id, key) = loop {
-                let id = local.ids.next_id();
-                let Some(key) = shared.codec.new_key(id) else {
-                    continue;
-                };
-                if !local.keydir.contains(key) {
-                    break (id, key);
-                }
-            };
+            let (id, key) = super::create::new_code(local, &shared.codec);
             (OwnedIdent::Key(key), id, 0)
         }
     };

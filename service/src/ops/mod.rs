@@ -8,6 +8,14 @@
 //! share every rule. `ops` imports [`crate::shard`] and never
 //! [`crate::front`].
 //!
+//! The fronts of round 3 call these directly: protocol v2's SHORTEN2 is
+//! [`lifecycle::create`], UPDATE [`lifecycle::update`], DELETE
+//! [`lifecycle::delete`], INFO [`lifecycle::info`] (each with the
+//! connection's [`Principal`](crate::link::Principal)); RESOLVE and the
+//! redirect are [`resolve::resolve`]. A pending step is settled like any
+//! other (a `Wait::Op` rendered by the front, or
+//! [`Shard::take_result`](crate::shard::Shard::take_result)).
+//!
 //! [`Shard`]: crate::shard::Shard
 
 pub mod create;

@@ -19,7 +19,7 @@ use super::Step;
 /// at once, else as an operation (a log read, joined by every other
 /// request for the same key while it is in flight; or a remote GET).
 pub fn resolve(shard: &mut Shard, conn: u32, code: &[u8], now: Instant) -> Step {
-    shard.clock_ms = shard.now_ms(now);
+    shard.last_now = now;
     shard.sync_epoch();
     let Some(key) = shard.shared.codec.parse(code) else {
         return resolve_alias(shard, conn, code);
@@ -27,12 +27,11 @@ pub fn resolve(shard: &mut Shard, conn: u32, code: &[u8], now: Instant) -> Step 
     let cached = shard.cache.get(key);
     shard.metrics().cache(cached.is_some());
     if let Some(link) = cached {
-        return Step::Now(judge(
-            shard,
-            Ident::Key(key),
-            link.url,
-            link.meta.as_deref(),
-        ));
+        // A plain link (nearly all of them) is a redirect, no more to judge.
+        return Step::Now(match link.meta {
+            None => OpResult::Url(link.url),
+            Some(meta) => judge(shard, Ident::Key(key), link.url, Some(&meta)),
+        });
     }
     let location = match &shard.local {
         None => None,
@@ -108,7 +107,7 @@ pub(crate) fn judge(
     };
     // Clicks are not counted here: `gone` only sees the fixed conditions;
     // the limit is checked (and the click counted) atomically below.
-    let reason = meta.gone(shard.clock_ms, 0).or_else(|| {
+    let reason = meta.gone(shard.now_ms(shard.last_now), 0).or_else(|| {
         let max = meta.max_clicks?;
         (!shard.shared.clicks.try_click(link, max)).then_some(Gone::ClickLimit)
     });
