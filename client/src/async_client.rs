@@ -12,7 +12,7 @@ use tokio_util::codec::Framed;
 
 use crate::error::{Error, Result};
 use crate::link::{Link, Stats};
-use crate::options::{code_of, window_full, Options};
+use crate::options::{code_of, window_full, ApiKey, Options};
 use crate::reply::{expect, expect_empty, expect_link, expect_stats, expect_url};
 
 /// An async client holding one connection.
@@ -36,7 +36,7 @@ pub struct AsyncClient {
     addrs: Vec<std::net::SocketAddr>,
     options: Options,
     /// Presented (AUTH) on every new connection before a version-2 call.
-    api_key: Option<Vec<u8>>,
+    api_key: Option<ApiKey>,
     /// Whether HELLO 2 was answered with version 2 on this connection.
     negotiated: bool,
 }
@@ -207,7 +207,7 @@ impl AsyncClient {
                 server: info.version,
             });
         }
-        if let Some(key) = self.api_key.clone() {
+        if let Some(ApiKey(key)) = self.api_key.clone() {
             let reply = self.call(Request::Auth(&key)).await?;
             expect_empty(reply, |r| matches!(r, Reply::Authed))?;
         }
@@ -230,7 +230,7 @@ impl AsyncClient {
         self.ensure_v2().await?;
         let reply = self.call(Request::Auth(key.as_bytes())).await?;
         expect_empty(reply, |r| matches!(r, Reply::Authed))?;
-        self.api_key = Some(key.as_bytes().to_vec());
+        self.api_key = Some(ApiKey(key.as_bytes().to_vec()));
         Ok(())
     }
 

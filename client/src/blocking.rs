@@ -11,7 +11,7 @@ use shorty_protocol::{ErrorCode, Reply, Request, ServerInfo, PROTOCOL_V1, PROTOC
 
 use crate::error::{Error, Result};
 use crate::link::{Link, Stats};
-use crate::options::{code_of, window_full, Options};
+use crate::options::{code_of, window_full, ApiKey, Options};
 use crate::reply::{expect, expect_empty, expect_link, expect_stats, expect_url};
 
 /// A blocking client holding one connection, reused across calls.
@@ -33,7 +33,7 @@ pub struct Client {
     options: Options,
     conn: Option<Conn>,
     /// Presented (AUTH) on every new connection before a version-2 call.
-    api_key: Option<Vec<u8>>,
+    api_key: Option<ApiKey>,
 }
 
 #[derive(Debug)]
@@ -200,7 +200,7 @@ impl Client {
                 server: info.version,
             });
         }
-        if let Some(key) = self.api_key.clone() {
+        if let Some(ApiKey(key)) = self.api_key.clone() {
             let reply = self.call(Request::Auth(&key))?;
             expect_empty(reply, |r| matches!(r, Reply::Authed))?;
         }
@@ -224,7 +224,7 @@ impl Client {
         self.ensure_v2()?;
         let reply = self.call(Request::Auth(key.as_bytes()))?;
         expect_empty(reply, |r| matches!(r, Reply::Authed))?;
-        self.api_key = Some(key.as_bytes().to_vec());
+        self.api_key = Some(ApiKey(key.as_bytes().to_vec()));
         Ok(())
     }
 

@@ -77,3 +77,13 @@ const WINDOW_BYTES: usize = 32 * 1024;
 pub(crate) fn window_full(requests: usize, bytes: usize) -> bool {
     requests > 0 && (requests >= WINDOW_REQUESTS || bytes >= WINDOW_BYTES)
 }
+
+/// An API key held by a client: `Debug` never prints it.
+#[derive(Clone)]
+pub(crate) struct ApiKey(pub(crate) Vec<u8>);
+
+impl std::fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ApiKey(<redacted>)")
+    }
+}

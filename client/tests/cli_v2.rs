@@ -137,6 +137,7 @@ fn bad_options_are_refused_before_connecting() {
             "x",
         ],
         &["update", "docs"],
+        &["shorten", "-", "--title", "T"],
     ] {
         let out = shorty(&server, args, None);
         assert!(!out.status.success(), "{args:?}");

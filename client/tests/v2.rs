@@ -192,3 +192,21 @@ async fn the_async_client_speaks_version_2_too() {
     let seen = server.seen.lock().unwrap();
     assert_eq!(seen[seen.len() - 3..], ["HELLO", "AUTH", "SHORTEN2"]);
 }
+
+#[test]
+fn a_client_never_prints_its_api_key() {
+    let server = fake::start(fake::Config {
+        key: Some("sekret-key-material"),
+        ..Default::default()
+    });
+    let mut client = Client::connect(server.addr).unwrap();
+    client.auth("sekret-key-material").unwrap();
+    let debug = format!("{client:?}");
+    assert!(!debug.contains("sekret"), "{debug}");
+    // Nor as bytes.
+    assert!(
+        !debug.contains(&format!("{:?}", b"sekret")[1..10]),
+        "{debug}"
+    );
+    assert!(debug.contains("<redacted>"), "{debug}");
+}

@@ -47,10 +47,14 @@
 //!
 //! # Versions
 //! HELLO negotiates the protocol version. [`PROTOCOL_V1`] is the version a
-//! client that handles version 1 asks for; [`MAX_PROTOCOL_VERSION`] is the
-//! highest this crate speaks and grows in minor releases, with new
-//! `#[non_exhaustive]` variants. A reply this crate does not know is a
-//! value, [`Reply::Unknown`], not an error.
+//! client that handles version 1 asks for, [`PROTOCOL_V2`] the one that
+//! adds links with options, AUTH and STATS ([`link`], over the TLV lists of
+//! [`tlv`]); [`MAX_PROTOCOL_VERSION`] is the highest this crate speaks and
+//! grows in minor releases, with new `#[non_exhaustive]` variants. A
+//! connection's messages are parsed for its negotiated version
+//! ([`Request::parse_payload_for`]); `parse_payload` is version 1, byte for
+//! byte. A reply this crate does not know is a value, [`Reply::Unknown`],
+//! not an error.
 //!
 //! # Features
 //! - `std` (default): links the standard library (`bytes/std`); needed by

@@ -146,7 +146,11 @@ pub fn short_code(short_url: &str) -> &str {
 /// Not `Copy`, and `#[non_exhaustive]`, so that later protocol versions can
 /// add requests (and fields to [`Request::Hello`]) that hold owned data
 /// without a breaking release: match with a `_` arm.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+///
+/// `Debug` prints every field as a derived `Debug` would, except the key of
+/// [`Request::Auth`], which it leaves out, so that a
+/// request logged at debug level leaks no credential.
+#[derive(Clone, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[non_exhaustive]
 pub enum Request<B = Bytes> {
@@ -201,6 +205,39 @@ pub enum Request<B = Bytes> {
         /// The range and bucket width.
         query: StatsQuery,
     },
+}
+
+impl<B: core::fmt::Debug> core::fmt::Debug for Request<B> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let one = |f: &mut core::fmt::Formatter<'_>, name: &str, b: &B| {
+            f.debug_tuple(name).field(b).finish()
+        };
+        match self {
+            Request::Bare(b) => one(f, "Bare", b),
+            Request::Hello { version } => {
+                f.debug_struct("Hello").field("version", version).finish()
+            }
+            Request::Ping(b) => one(f, "Ping", b),
+            Request::Shorten(b) => one(f, "Shorten", b),
+            Request::Resolve(b) => one(f, "Resolve", b),
+            Request::Shorten2(b) => one(f, "Shorten2", b),
+            Request::Update { code, patch } => f
+                .debug_struct("Update")
+                .field("code", code)
+                .field("patch", patch)
+                .finish(),
+            Request::Delete(b) => one(f, "Delete", b),
+            Request::Info(b) => one(f, "Info", b),
+            // The same bound as a derived `Debug` (no `AsRef`), so not even
+            // the key's length.
+            Request::Auth(_) => f.write_str("Auth(<redacted>)"),
+            Request::Stats { code, query } => f
+                .debug_struct("Stats")
+                .field("code", code)
+                .field("query", query)
+                .finish(),
+        }
+    }
 }
 
 /// What a server announces in its HELLO reply.

@@ -327,3 +327,18 @@ fn new_error_codes_are_named_and_documented() {
     // Version 1's ALREADY_SHORT is the same code, the same bytes.
     assert_eq!(ErrorCode::ALREADY_SHORT, ErrorCode::CONFLICT);
 }
+
+#[test]
+fn an_auth_request_never_prints_its_key() {
+    let auth = Request::Auth(&b"sk_live_secret"[..]);
+    assert_eq!(format!("{auth:?}"), "Auth(<redacted>)");
+    // Other requests print as a derived Debug would.
+    assert_eq!(
+        format!("{:?}", Request::Resolve(&b"ab"[..])),
+        "Resolve([97, 98])"
+    );
+    assert_eq!(
+        format!("{:?}", Request::<&[u8]>::hello(2)),
+        "Hello { version: 2 }"
+    );
+}

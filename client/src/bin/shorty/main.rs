@@ -153,6 +153,9 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             if cli.legacy {
                 return Err("--legacy cannot carry link options".into());
             }
+            if urls.iter().any(|u| u == "-") {
+                return Err("`-` (URLs from stdin) cannot take link options".into());
+            }
             if options.alias.is_some() && urls.len() != 1 {
                 return Err("--alias names one link: give one URL".into());
             }
