@@ -228,7 +228,7 @@ impl Shard {
             _ => Ident::Key(read.key),
         };
         for op in waiting(self) {
-            if super::lifecycle::after_read(self, op, ident, &url, meta.as_deref(), here) {
+            if super::lifecycle::after_read(self, op, &url, meta.as_deref()) {
                 continue;
             }
             let result = judge(self, ident, url.clone(), meta.as_deref());
