@@ -585,7 +585,8 @@ pub fn http_redirects_to_the_long_url(bin: &Path) {
     );
     assert_eq!(http("GET", &server.http_url("/0000000")).0, 404);
     assert_eq!(http("HEAD", &server.http_url("/nope")).0, 404);
-    assert_eq!(http("GET", &server.http_url("/")).0, 404);
+    // `/` is the web page (issue 22), unless `--ui off`.
+    assert_eq!(http("GET", &server.http_url("/")).0, 200);
     assert_eq!(http("GET", &server.http_url("/a/b")).0, 404);
     let (status, _, body) = http("GET", &server.http_url("/healthz"));
     assert_eq!((status, body.as_str()), (200, "ok\n"));

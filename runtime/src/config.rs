@@ -318,6 +318,21 @@ pub struct ServeArgs {
     /// `text` or `json` (one object per line).
     #[arg(long, env = "SHORTY_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
+
+    // --- issue 22 (the web page): engineer PAGE's block ---
+    /// Serve the web page (`/`, `/static/...`) and QR codes
+    /// (`/api/v1/links/CODE/qr.svg`) on the public front: `on` or `off`.
+    #[arg(long, env = "SHORTY_UI", default_value = "on", value_parser = parse_on_off)]
+    pub ui: bool,
+}
+
+/// `on`/`off` (and `true`/`false`) for switches such as `--ui`.
+fn parse_on_off(text: &str) -> Result<bool, String> {
+    match text {
+        "on" | "true" => Ok(true),
+        "off" | "false" => Ok(false),
+        _ => Err("must be `on` or `off`".into()),
+    }
 }
 
 /// `--store`.
@@ -525,6 +540,7 @@ impl ServeArgs {
                 retry_interval: Duration::from_secs(1),
                 max_pending_bytes: MAX_PENDING_LOG_BYTES,
             },
+            ui: self.ui,
         }
     }
 }

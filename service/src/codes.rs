@@ -248,6 +248,8 @@ pub const RESERVED_WORDS: &[&str] = &[
     "api",
     "favicon.ico",
     "robots.txt",
+    // The web page's script and style (issue 22).
+    "static",
 ];
 
 /// `true` when `key` is the code of a reserved word, so no new link may

@@ -12,6 +12,7 @@ pub mod keydir;
 pub mod log;
 pub mod metrics;
 pub mod output;
+pub mod page;
 pub mod settings;
 pub mod shard;
 pub mod timer;

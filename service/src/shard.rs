@@ -32,6 +32,7 @@ use crate::log::segments::{FileIdx, SegmentRef, SegmentTable};
 use crate::log::{IoResult, LogIo, LogState, LogWriter};
 use crate::metrics::{CoreMetrics, Op, Proto};
 use crate::output::{OpId, Output, Released, Render, Wait, WAIT_COST};
+use crate::page::{self, PageRoute};
 use crate::settings::Settings;
 use crate::url::UrlPolicy;
 
@@ -526,10 +527,10 @@ impl Shard {
         render: Render,
         proto: Proto,
     ) {
-        let op_kind = if proto == Proto::Http {
-            Op::Redirect
-        } else {
-            Op::Resolve
+        let op_kind = match (&render, proto) {
+            (Render::Qr { .. }, _) => Op::Other,
+            (_, Proto::Http) => Op::Redirect,
+            _ => Op::Resolve,
         };
         let Some(key) = self.shared.codec.parse(code) else {
             self.metrics().request(proto, op_kind, 404);
@@ -595,6 +596,12 @@ impl Shard {
                 keep_alive,
                 query,
             } => self.render_redirect(result, *head_only, *keep_alive, query.as_deref(), dst),
+            Render::Qr {
+                code,
+                format,
+                head_only,
+                keep_alive,
+            } => self.render_qr(result, code, *format, *head_only, *keep_alive, dst),
             &Render::Shortened { bare } => {
                 let reply_bytes;
                 let reply = match result {
@@ -683,6 +690,48 @@ impl Shard {
         }
     }
 
+    /// The QR code of `code`'s short URL once `result` says the code holds
+    /// a link; otherwise the redirect's answer (404, 503, ...).
+    fn render_qr(
+        &self,
+        result: &OpResult,
+        code: &str,
+        format: page::qr::Format,
+        head_only: bool,
+        keep_alive: bool,
+        dst: &mut BytesMut,
+    ) {
+        if !matches!(result, OpResult::Url(_)) {
+            return self.render_redirect(result, head_only, keep_alive, None, dst);
+        }
+        let short = format!("{}{code}", self.shared.settings.public_url);
+        let (status, headers, body) = match page::qr::render(&short, format) {
+            Ok(image) => (
+                200,
+                vec![
+                    ("Content-Type", format.content_type()),
+                    // A link's short URL never changes while it exists.
+                    ("Cache-Control", "private, max-age=3600"),
+                    ("X-Content-Type-Options", "nosniff"),
+                    ("Content-Security-Policy", page::qr::QR_CSP),
+                ],
+                image,
+            ),
+            Err(err) => (500, Vec::new(), format!("{err}\n").into_bytes()),
+        };
+        http::write(
+            dst,
+            &self.date,
+            &Response {
+                status,
+                headers: &headers,
+                body: &body,
+                head_only,
+                keep_alive,
+            },
+        );
+    }
+
     /// Settles `wait` if it can be: used by [`Output::release`]. An
     /// operation past its deadline is abandoned and answered 503.
     pub fn settle(&mut self, wait: &Wait, dst: &mut BytesMut, now: Instant) -> Released {
@@ -704,6 +753,7 @@ impl Shard {
             Render::Shortened { .. } => (Proto::Framed, Op::Shorten),
             Render::Resolved => (Proto::Framed, Op::Resolve),
             Render::Redirect { .. } => (Proto::Http, Op::Redirect),
+            Render::Qr { .. } => (Proto::Http, Op::Other),
         };
         let done = match self.ops.get(op as usize).map(|e| &e.state) {
             Some(OpState::Done(_)) => match self.ops.remove(op as usize).state {
@@ -836,6 +886,12 @@ impl Shard {
             return respond(out, 405, &[("Allow", "GET, HEAD")], b"only GET and HEAD\n");
         }
         let shared = self.shared.clone();
+        // The web page and QR codes (issue 22): paths no code can have.
+        if front == Front::Public {
+            if let Some(page) = page::route(&shared.settings, request.path, request.query) {
+                return self.page_request(conn, page, request, out, now);
+            }
+        }
         match http::route(&shared.settings, front, request.path) {
             Route::Code(code) => self.resolve(
                 conn,
@@ -892,6 +948,53 @@ impl Shard {
                 self.metrics().request(Proto::Http, Op::Other, 404);
                 respond(out, 404, &[], b"not found\n")
             }
+        }
+    }
+
+    /// Serves the web page's assets and QR codes (see [`crate::page`]).
+    fn page_request(
+        &mut self,
+        conn: u32,
+        route: PageRoute<'_>,
+        request: &http::Request<'_>,
+        out: &mut Output,
+        now: Instant,
+    ) {
+        let head_only = request.method == Method::Head;
+        let keep_alive = request.keep_alive;
+        match route {
+            PageRoute::Asset(asset) => {
+                let response =
+                    page::serve_asset(asset, request.if_none_match, request.accept_encoding);
+                self.metrics().request(Proto::Http, Op::Other, 0);
+                let date = self.date.clone();
+                out.push_with(|dst| {
+                    http::write(
+                        dst,
+                        &date,
+                        &Response {
+                            status: response.status,
+                            headers: &response.headers,
+                            body: response.body,
+                            head_only,
+                            keep_alive,
+                        },
+                    )
+                });
+            }
+            PageRoute::Qr { code, format } => self.resolve(
+                conn,
+                code.as_bytes(),
+                out,
+                now,
+                Render::Qr {
+                    code: code.into(),
+                    format,
+                    head_only,
+                    keep_alive,
+                },
+                Proto::Http,
+            ),
         }
     }
 
