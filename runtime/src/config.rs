@@ -322,7 +322,7 @@ pub struct ServeArgs {
     // --- issue 22 (the web page): engineer PAGE's block ---
     /// Serve the web page (`/`, `/static/...`) and QR codes
     /// (`/api/v1/links/CODE/qr.svg`) on the public front: `on` or `off`.
-    #[arg(long, env = "SHORTY_UI", default_value = "on", value_parser = parse_on_off)]
+    #[arg(long, env = "SHORTY_UI", default_value = "on", action = clap::ArgAction::Set, value_parser = parse_on_off)]
     pub ui: bool,
 }
 
@@ -764,6 +764,19 @@ mod tests {
             cli(&["--config", p]).is_err(),
             "file values are checked too"
         );
+    }
+
+    #[test]
+    fn ui_is_on_unless_turned_off() {
+        let ui = |args: &[&str]| {
+            let c = cli(args).unwrap().serve;
+            c.settings(c.public_url(None)).ui
+        };
+        assert!(ui(&[]));
+        assert!(ui(&["--ui", "on"]));
+        assert!(!ui(&["--ui", "off"]));
+        assert!(!ui(&["--ui=off"]));
+        assert!(cli(&["--ui", "maybe"]).is_err());
     }
 
     #[test]
