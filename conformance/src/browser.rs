@@ -417,8 +417,8 @@ pub fn browser_full_flow_through_the_api(bin: &Path) {
         // TODO(lead): adjust if `keys create` prints more than the key on
         // its last line.
         out.lines()
-            .filter(|l| !l.trim().is_empty())
-            .last()
+            .rev()
+            .find(|l| !l.trim().is_empty())
             .and_then(|l| l.split_whitespace().last())
             .expect("a key")
             .to_owned()
@@ -428,7 +428,9 @@ pub fn browser_full_flow_through_the_api(bin: &Path) {
     let server = Server::start(bin, dir.path(), &[]);
     let api = raw_http(&server, b"GET /api/v1/links HTTP/1.1\r\nHost: a\r\n\r\n", 1).0[0].0;
     if api == 404 {
-        assert!(!API_MERGED, "the JSON API (/api/v1/links) answers 404");
+        if API_MERGED {
+            panic!("the JSON API (/api/v1/links) answers 404");
+        }
         eprintln!("PENDING: the JSON API of issue 21 is not merged yet (see API_MERGED)");
         return;
     }

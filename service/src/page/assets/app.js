@@ -99,13 +99,16 @@
         li.appendChild(make("span", l.url + " · " + clicks(l) + " clicks" + (l.disabled ? " · disabled" : ""), "n"));
         ul.appendChild(li);
       });
+      text($("mine-empty"), "No links yet.");
       show($("mine-empty"), ul.children.length === 0);
       show($("more"), !!cursor);
     }, function (err) {
-      // Without a key a closed server answers 401: the form explains it.
+      // Said here, not in the form's alert: the form may still work.
+      $("links").textContent = "";
+      text($("mine-empty"), err.status === 401 ? "Save an API key to see your links." :
+        "Your links could not be loaded: " + err.message);
       show($("mine-empty"), true);
       show($("more"), false);
-      if (err.status !== 401) fail(err);
     });
   }
 
