@@ -354,6 +354,40 @@ mod tests {
     }
 
     #[test]
+    fn a_304_has_no_content_length_and_assets_keep_their_own_cache_control() {
+        let page = &ASSETS[0];
+        let write = |r: &AssetResponse<'_>| {
+            let mut out = bytes::BytesMut::new();
+            crate::http::write(
+                &mut out,
+                "Wed, 25 Nov 2026 12:00:00 GMT",
+                &crate::http::Response {
+                    status: r.status,
+                    headers: &r.headers,
+                    body: r.body,
+                    head_only: false,
+                    keep_alive: true,
+                },
+            );
+            String::from_utf8_lossy(&out).into_owned()
+        };
+        let fresh = write(&serve_asset(page, Some(page.etag.as_bytes()), None));
+        assert!(
+            fresh.starts_with("HTTP/1.1 304 Not Modified\r\n"),
+            "{fresh}"
+        );
+        assert!(
+            !fresh.to_ascii_lowercase().contains("content-length"),
+            "{fresh}"
+        );
+        assert!(fresh.ends_with("\r\n\r\n"), "no body: {fresh}");
+        let full = write(&serve_asset(page, None, None));
+        assert_eq!(full.matches("Cache-Control:").count(), 1, "{full}");
+        assert!(full.contains(&format!("Cache-Control: {PAGE_CACHE}\r\n")));
+        assert!(full.contains(&format!("Content-Length: {}\r\n", page.body.len())));
+    }
+
+    #[test]
     fn routes_serve_the_page_only_with_ui_on_and_qr_codes_always() {
         let mut s = Settings::for_tests("https://sho.rt/");
         assert!(matches!(route(&s, "/", None), Some(PageRoute::Asset(a)) if a.path == "/"));

@@ -216,7 +216,8 @@
     if (!key()) $("key-box").open = true;
     $("key-form").addEventListener("submit", function (ev) {
       ev.preventDefault();
-      try { localStorage.setItem(KEY, $("key").value.trim()); } catch (e) { /* private mode: kept for this page only */ }
+      try { localStorage.setItem(KEY, $("key").value.trim()); } catch (e) { /* private mode: nothing kept */ }
+      $("key-box").open = false;
       ok();
       list(false);
     });
