@@ -4,9 +4,9 @@
 //! the response; the shard writes it.
 //!
 //! The assets are embedded in the binary (`include_str!`), with no build
-//! step and nothing fetched from elsewhere. At first use each is gzipped
-//! once (`flate2`, best compression) and given an `ETag` (a hash of its
-//! bytes), so a request costs a lookup and a copy. The page names its
+//! step and nothing fetched from elsewhere. At start (`Shared::new`, with
+//! `--ui on`) each is gzipped once (`flate2`, best compression) and given
+//! an `ETag` (a hash of its bytes), so a request costs a lookup and a copy. The page names its
 //! script and style with their hash (`/static/app.js?v=HASH`), so those
 //! may be cached for a year (`immutable`), while the page itself is
 //! revalidated on every load (`no-cache` + `If-None-Match` → 304) and a
@@ -106,7 +106,7 @@ fn asset(
     }
 }
 
-/// The page, its script and its style, built at first use.
+/// The page, its script and its style, built once (at start).
 pub static ASSETS: LazyLock<[Asset; 3]> = LazyLock::new(|| {
     let js = asset(
         "/static/app.js",
