@@ -401,6 +401,44 @@ pub fn the_page_is_off_with_ui_off(bin: &Path) {
     }
 }
 
+/// A QR code holds `--public-url` + the code, whatever path the public URL
+/// has; HEAD gives the headers alone; the page stays at `/`.
+pub fn qr_codes_hold_the_public_url(bin: &Path) {
+    let dir = tmp();
+    let server = Server::start(bin, dir.path(), &["--public-url", "https://sho.rt/s/"]);
+    let short = server.connect().shorten("https://example.com/y");
+    assert!(short.starts_with("https://sho.rt/s/"), "{short}");
+    let qr = format!("/api/v1/links/{}/qr.svg", code_of(&short));
+    let get = format!("GET {qr}?format=png HTTP/1.1\r\nHost: a\r\n\r\n");
+    let (status, _, body) = raw_http(&server, get.as_bytes(), 1).0.remove(0);
+    assert_eq!(status, 200);
+    assert_eq!(decode_qr_png(&body).unwrap(), short);
+    // HEAD: a head that announces the SVG's length, and no body (the
+    // connection closes right after the head).
+    let mut stream = TcpStream::connect(server.http_addr()).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "HEAD {qr} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
+    assert!(head.contains("Content-Type: image/svg+xml\r\n"), "{head}");
+    assert!(
+        head.contains("X-Content-Type-Options: nosniff\r\n"),
+        "{head}"
+    );
+    assert!(!head.contains("Content-Length: 0\r\n"), "{head}");
+    assert_eq!(body, "", "HEAD has no body");
+    let page = raw_http(&server, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", 1).0;
+    assert_eq!(page[0].0, 200);
+}
+
 /// The whole flow of issue 22 through the page and the JSON API: paste a
 /// key, shorten with an alias, read the short URL and its QR code from the
 /// page, visit it, and see the click on the link's chart.

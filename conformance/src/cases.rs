@@ -20,7 +20,7 @@ pub use crate::remedies::*;
 // The web page in a browser (issue 22).
 pub use crate::browser::{
     browser_full_flow_through_the_api, browser_page_loads_and_a_links_qr_code_leads_to_its_target,
-    the_page_is_off_with_ui_off,
+    qr_codes_hold_the_public_url, the_page_is_off_with_ui_off,
 };
 
 pub(crate) fn tmp() -> tempfile::TempDir {

@@ -77,6 +77,7 @@ macro_rules! suite {
             // The web page (issue 22).
             browser_page_loads_and_a_links_qr_code_leads_to_its_target,
             the_page_is_off_with_ui_off,
+            qr_codes_hold_the_public_url,
             browser_full_flow_through_the_api,
         );
     };
