@@ -16,6 +16,7 @@
 //! fail separately.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod browser;
 pub mod cases;
 pub mod cluster;
 pub mod crash_loop;
@@ -74,6 +75,11 @@ macro_rules! suite {
             http_oversized_requests_are_read_before_the_close,
             http_forwarded_query_clashes_follow_the_operators_rule,
             oversized_frames_are_read_before_the_close,
+            // The web page (issue 22).
+            browser_page_loads_and_a_links_qr_code_leads_to_its_target,
+            the_page_is_off_with_ui_off,
+            qr_codes_hold_the_public_url,
+            browser_full_flow_through_the_api,
         );
     };
     (@cases $binary:expr; $($case:ident),* $(,)?) => {

@@ -45,6 +45,18 @@ pub enum Render {
         /// forwarding is on and there is one).
         query: Option<Box<str>>,
     },
+    /// The QR code of a link's short URL (the web page's API), once the
+    /// code is known to hold a link.
+    Qr {
+        /// The link's code.
+        code: Box<str>,
+        /// SVG or PNG.
+        format: crate::page::qr::Format,
+        /// HEAD: no body.
+        head_only: bool,
+        /// Keep the connection open.
+        keep_alive: bool,
+    },
 }
 
 /// What a reply waits for.

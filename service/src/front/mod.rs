@@ -56,10 +56,10 @@ impl Shard {
         render: Render,
         proto: Proto,
     ) {
-        let op_kind = if proto == Proto::Http {
-            Op::Redirect
-        } else {
-            Op::Resolve
+        let op_kind = match (&render, proto) {
+            (Render::Qr { .. }, _) => Op::Other,
+            (_, Proto::Http) => Op::Redirect,
+            _ => Op::Resolve,
         };
         let op: OpId = match ops::resolve::resolve(self, conn, code, now) {
             Step::Now(result) => {
@@ -89,6 +89,12 @@ impl Shard {
                 keep_alive,
                 query,
             } => self.render_redirect(result, *head_only, *keep_alive, query.as_deref(), dst),
+            Render::Qr {
+                code,
+                format,
+                head_only,
+                keep_alive,
+            } => self.render_qr(result, code, *format, *head_only, *keep_alive, dst),
             &Render::Shortened { bare } => {
                 let reply_bytes;
                 let reply = match result {
@@ -153,6 +159,7 @@ impl Shard {
             Render::Shortened { .. } => (Proto::Framed, Op::Shorten),
             Render::Resolved => (Proto::Framed, Op::Resolve),
             Render::Redirect { .. } => (Proto::Http, Op::Redirect),
+            Render::Qr { .. } => (Proto::Http, Op::Other),
         };
         let done = match self.ops.get(op as usize).map(|e| &e.state) {
             Some(OpState::Done(_)) => match self.ops.remove(op as usize).state {
