@@ -17,6 +17,8 @@ use crate::wire::{code_of, Conn, Read2};
 pub use crate::disk_full::a_long_disk_full_outage_leaks_no_fds_and_burns_no_segment_numbers;
 // The README's remedies for operators, each a case (issue 18).
 pub use crate::remedies::*;
+// ----- engineer WIRE: protocol v2 end to end (issue 19) -----
+pub use crate::v2::*;
 
 pub(crate) fn tmp() -> tempfile::TempDir {
     tempfile::tempdir().expect("temp dir")
@@ -52,6 +54,12 @@ pub fn typed_round_trips(bin: &Path) {
     let public = server.public_base();
     let mut conn = server.connect();
     conn.send(Request::hello(7));
+    let Reply::Hello(info) = conn.reply() else {
+        panic!("HELLO")
+    };
+    // A newer client gets the server's highest version (2 since round 3).
+    assert_eq!(info.version, shorty_protocol::PROTOCOL_V2);
+    conn.send(Request::hello(PROTOCOL_V1));
     let Reply::Hello(info) = conn.reply() else {
         panic!("HELLO")
     };

@@ -24,6 +24,7 @@ pub mod harness;
 pub mod redis_faults;
 pub mod remedies;
 pub mod rings;
+pub mod v2;
 pub mod wire;
 
 /// Expands to one `#[test]` per conformance case against `$binary`.
@@ -74,6 +75,13 @@ macro_rules! suite {
             http_oversized_requests_are_read_before_the_close,
             http_forwarded_query_clashes_follow_the_operators_rule,
             oversized_frames_are_read_before_the_close,
+            // ----- engineer WIRE: protocol v2 end to end (issue 19) -----
+            v2_is_negotiated_and_version_1_is_unchanged,
+            v2_aliases_conflict_and_route_words_are_refused,
+            v2_expired_and_disabled_links_are_gone,
+            v2_click_limits_and_redirect_statuses,
+            v2_updates_and_deletes_hold_on_every_core_and_after_restart,
+            v2_generated_codes_never_equal_an_alias,
         );
     };
     (@cases $binary:expr; $($case:ident),* $(,)?) => {
