@@ -95,8 +95,8 @@ pub fn v2_is_negotiated_and_version_1_is_unchanged(bin: &Path) {
     };
     assert_eq!(info.version, PROTOCOL_V2);
     conn.send(Request::Shorten2(&body));
-    let Reply::Shortened2(list) = Reply::decode_payload_for(PROTOCOL_V2, conn.read_payload())
-        .expect("a version-2 reply")
+    let Reply::Shortened2(list) =
+        Reply::decode_payload_for(PROTOCOL_V2, conn.read_payload()).expect("a version-2 reply")
     else {
         panic!("SHORTENED2")
     };
@@ -118,7 +118,10 @@ pub fn v2_is_negotiated_and_version_1_is_unchanged(bin: &Path) {
     frame.extend_from_slice(seed);
     conn.send_raw(&frame);
     let bare = conn.read_payload();
-    assert!(bare.starts_with(server.public_base().as_bytes()), "{bare:?}");
+    assert!(
+        bare.starts_with(server.public_base().as_bytes()),
+        "{bare:?}"
+    );
     // AUTH: no key is accepted yet; the connection stays usable.
     conn.send(Request::Auth(b"sk_test_123"));
     conn.expect_error(ErrorCode::UNAUTHORIZED);
@@ -149,7 +152,9 @@ pub fn v2_aliases_conflict_and_route_words_are_refused(bin: &Path) {
         link.short_url.as_deref(),
         Some(format!("{}docs", server.public_base()).as_str())
     );
-    assert!(link.created_at_ms.is_some_and(|t| t.abs_diff(now_ms()) < 60_000));
+    assert!(link
+        .created_at_ms
+        .is_some_and(|t| t.abs_diff(now_ms()) < 60_000));
     assert_eq!(
         get(&server, "docs"),
         (302, Some("https://example.com/docs".into()))
@@ -165,7 +170,9 @@ pub fn v2_aliases_conflict_and_route_words_are_refused(bin: &Path) {
             .code,
         "Docs"
     );
-    for word in ["healthz", "readyz", "metrics", "api", "static", "s", "HEALTHZ"] {
+    for word in [
+        "healthz", "readyz", "metrics", "api", "static", "s", "HEALTHZ",
+    ] {
         assert_eq!(
             refused(c.shorten_with("https://example.com/w", &options(Some(word)))),
             Some(422),
@@ -176,10 +183,16 @@ pub fn v2_aliases_conflict_and_route_words_are_refused(bin: &Path) {
     assert_eq!(http("GET", &server.http_url("/healthz")).0, 200);
     let mut bad = options(Some("zero"));
     bad.max_clicks = Some(0);
-    assert_eq!(refused(c.shorten_with("https://example.com/z", &bad)), Some(422));
+    assert_eq!(
+        refused(c.shorten_with("https://example.com/z", &bad)),
+        Some(422)
+    );
     let mut past = options(None);
     past.expires_at_ms = Some(now_ms() - 1_000);
-    assert_eq!(refused(c.shorten_with("https://example.com/p", &past)), Some(422));
+    assert_eq!(
+        refused(c.shorten_with("https://example.com/p", &past)),
+        Some(422)
+    );
     // Deleted, the alias is quarantined: 409 again, and 404 meanwhile.
     c.delete("docs").unwrap();
     assert_eq!(get(&server, "docs").0, 404);
@@ -386,7 +399,10 @@ pub fn v2_generated_codes_never_equal_an_alias(bin: &Path) {
     // The generator did take the free codes in between: the prediction
     // holds, so the check above tested what it claims to.
     assert!(
-        next.iter().skip(1).step_by(2).all(|free| handed.contains(free)),
+        next.iter()
+            .skip(1)
+            .step_by(2)
+            .all(|free| handed.contains(free)),
         "predicted {next:?}, handed {handed:?}"
     );
     for alias in &aliases {
@@ -395,4 +411,33 @@ pub fn v2_generated_codes_never_equal_an_alias(bin: &Path) {
             format!("https://example.com/alias/{alias}")
         );
     }
+}
+
+/// An update or delete of a link no core has cached (created with
+/// SHORTEN2, never resolved) reads its record from the disk first: its
+/// write must still be committed and answered at once, not left until
+/// the request times out (503 after --store-timeout plus
+/// --commit-timeout, the change made but unacknowledged).
+pub fn v2_changes_to_uncached_links_are_answered(bin: &Path) {
+    let dir = tmp();
+    let server = Server::start(bin, dir.path(), &[]);
+    let mut c = client(&server);
+    let mut titled = options(None);
+    titled.title = Some("cold");
+    let generated = c.shorten_with("https://example.com/g", &titled).unwrap();
+    for alias in ["cold1", "cold2"] {
+        c.shorten_with("https://example.com/c", &options(Some(alias)))
+            .unwrap();
+    }
+    drop(c);
+    let mut patch = LinkPatch::default();
+    patch.redirect_status = Some(Some(308));
+    for code in [generated.code.as_str(), "cold1"] {
+        // A fresh connection, possibly on the other core.
+        let link = client(&server).update(code, &patch).unwrap();
+        assert_eq!(link.redirect_status, Some(308), "{code}");
+        assert_eq!(get(&server, code).0, 308, "{code}");
+    }
+    client(&server).delete("cold2").unwrap();
+    assert_eq!(get(&server, "cold2").0, 404);
 }

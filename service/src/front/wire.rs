@@ -248,9 +248,14 @@ impl Shard {
             }
             Request::Update { code, patch, .. } => {
                 let step = match WirePatch::parse(patch) {
-                    Ok(patch) => {
-                        lifecycle::update(self, conn, code, patch_of(&patch), session.principal, now)
-                    }
+                    Ok(patch) => lifecycle::update(
+                        self,
+                        conn,
+                        code,
+                        patch_of(&patch),
+                        session.principal,
+                        now,
+                    ),
                     Err(err) => Step::refused(err.error_code(), err.to_string()),
                 };
                 // A read of the current record, then a durable write.
@@ -359,21 +364,24 @@ impl Shard {
     pub(super) fn render_link(&self, result: &OpResult, reply: LinkReply, dst: &mut BytesMut) {
         let body;
         let encoded = match (result, reply) {
-            (OpResult::Link(view), LinkReply::Shortened2 | LinkReply::Updated | LinkReply::Info) => {
-                match self.link_info(view) {
-                    Ok(list) => {
-                        body = list;
-                        match reply {
-                            LinkReply::Shortened2 => Reply::Shortened2(&body[..]),
-                            LinkReply::Updated => Reply::Updated(&body[..]),
-                            _ => Reply::Info(&body[..]),
-                        }
+            (
+                OpResult::Link(view),
+                LinkReply::Shortened2 | LinkReply::Updated | LinkReply::Info,
+            ) => match self.link_info(view) {
+                Ok(list) => {
+                    body = list;
+                    match reply {
+                        LinkReply::Shortened2 => Reply::Shortened2(&body[..]),
+                        LinkReply::Updated => Reply::Updated(&body[..]),
+                        _ => Reply::Info(&body[..]),
                     }
-                    Err(message) => error(ErrorCode::INTERNAL, message),
                 }
-            }
+                Err(message) => error(ErrorCode::INTERNAL, message),
+            },
             (OpResult::Deleted, LinkReply::Deleted) => Reply::Deleted,
-            (OpResult::NotFound, _) => error(ErrorCode::NOT_FOUND, "no link is stored under this code"),
+            (OpResult::NotFound, _) => {
+                error(ErrorCode::NOT_FOUND, "no link is stored under this code")
+            }
             (OpResult::Failed(code, message), _) => error(*code, message),
             _ => error(ErrorCode::INTERNAL, "unexpected store reply"),
         };
