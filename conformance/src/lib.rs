@@ -83,6 +83,7 @@ macro_rules! suite {
             v2_updates_and_deletes_hold_on_every_core_and_after_restart,
             v2_generated_codes_never_equal_an_alias,
             v2_changes_to_uncached_links_are_answered,
+            v2_updates_and_deletes_survive_kill_9,
         );
     };
     (@cases $binary:expr; $($case:ident),* $(,)?) => {

@@ -441,3 +441,149 @@ pub fn v2_changes_to_uncached_links_are_answered(bin: &Path) {
     client(&server).delete("cold2").unwrap();
     assert_eq!(get(&server, "cold2").0, 404);
 }
+
+/// Updates and deletes under `kill -9`: writers keep changing the URLs of
+/// a set of aliased links and deleting generated ones while the server is
+/// killed at a random moment (SIGTERM sometimes), then started again on
+/// the same directory. After every start each link holds its newest
+/// acknowledged state, or the state of the one change that was in flight
+/// when the server died; a deleted link never comes back.
+///
+/// `V2_CRASH_CYCLES=n` runs more cycles than the default 3.
+pub fn v2_updates_and_deletes_survive_kill_9(bin: &Path) {
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex};
+
+    /// A link's state: its URL, or `None` once deleted.
+    type State = Option<String>;
+    /// Per code: the newest acknowledged state and the change in flight.
+    type Book = HashMap<String, (State, Option<State>)>;
+
+    let cycles: u64 = std::env::var("V2_CRASH_CYCLES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
+    let dir = tmp();
+    let args = ["--segment-bytes", "65536", "--shutdown-timeout", "2s"];
+    let mut book: Book = HashMap::new();
+    let changes = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut seed = now_ms() | 1;
+    let mut rand = move |n: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % n
+    };
+    for cycle in 0..=cycles {
+        let server = Server::start(bin, dir.path(), &args);
+        // Every link as the book says (either side of an unanswered change).
+        let mut c = client(&server);
+        for (code, (acked, pending)) in &mut book {
+            let now: State = match c.resolve(code) {
+                Ok(url) => Some(url),
+                Err(err) if err.code() == Some(ErrorCode::NOT_FOUND) => None,
+                Err(err) => panic!("cycle {cycle}: RESOLVE {code}: {err}"),
+            };
+            assert!(
+                now == *acked || pending.as_ref() == Some(&now),
+                "cycle {cycle}: {code} is {now:?}; acknowledged {acked:?}, in flight {pending:?}"
+            );
+            *acked = now;
+            *pending = None;
+        }
+        if cycle == cycles {
+            break;
+        }
+        // New links for this cycle: aliases to update, codes to delete.
+        for i in 0..8 {
+            let alias = format!("c{cycle}a{i}");
+            let url = format!("https://example.com/{alias}/0");
+            c.shorten_with(&url, &options(Some(&alias))).unwrap();
+            book.insert(alias, (Some(url), None));
+            let url = format!("https://example.com/c{cycle}g{i}");
+            let short = c.shorten(&url).unwrap();
+            book.insert(code_of(&short).to_owned(), (Some(url), None));
+        }
+        let book_now = Arc::new(Mutex::new(std::mem::take(&mut book)));
+        let writers: Vec<_> = (0..4u64)
+            .map(|w| {
+                let (book, addr, changes) = (book_now.clone(), server.addr(), changes.clone());
+                std::thread::spawn(move || {
+                    let Ok(mut c) = Client::connect(addr) else {
+                        return;
+                    };
+                    // Each writer owns the codes whose hash falls to it, so
+                    // one code has one change in flight at most.
+                    let mine: Vec<String> = {
+                        let mut codes: Vec<String> = book.lock().unwrap().keys().cloned().collect();
+                        codes.sort();
+                        codes
+                            .into_iter()
+                            .enumerate()
+                            .filter(|(i, _)| *i as u64 % 4 == w)
+                            .map(|(_, c)| c)
+                            .collect()
+                    };
+                    for n in 1..100_000 {
+                        let code = &mine[n % mine.len()];
+                        let (acked, _) = book.lock().unwrap()[code].clone();
+                        if acked.is_none() {
+                            continue;
+                        }
+                        // Generated codes are deleted now and then;
+                        // aliases get new URLs.
+                        let delete = !code.contains('a') && n % 5 == 0;
+                        let next: State = if delete {
+                            None
+                        } else {
+                            Some(format!("https://example.com/{code}/{n}"))
+                        };
+                        book.lock().unwrap().get_mut(code).unwrap().1 = Some(next.clone());
+                        let done = match &next {
+                            None => c.delete(code).is_ok(),
+                            Some(url) => {
+                                let mut patch = LinkPatch::default();
+                                patch.url = Some(url);
+                                c.update(code, &patch).is_ok()
+                            }
+                        };
+                        if !done {
+                            // The server died: the change stays in flight.
+                            return;
+                        }
+                        *book.lock().unwrap().get_mut(code).unwrap() = (next, None);
+                        changes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(200 + rand(800)));
+        let addr = server.addr();
+        if rand(4) == 0 {
+            assert!(server.stop().success());
+        } else {
+            server.kill9();
+        }
+        for w in writers {
+            w.join().unwrap();
+        }
+        // The killed process's listener may outlive it for a moment.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::time::Instant::now() < deadline
+            && std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+        {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        book = std::mem::take(&mut *book_now.lock().unwrap());
+    }
+    let changes = changes.load(std::sync::atomic::Ordering::Relaxed);
+    let deleted = book.values().filter(|(state, _)| state.is_none()).count();
+    eprintln!(
+        "{} links, {changes} changes acknowledged, {deleted} deleted",
+        book.len()
+    );
+    assert!(
+        book.len() >= 16 && changes > 0 && deleted > 0,
+        "the writers ran"
+    );
+}
