@@ -22,6 +22,8 @@ pub use crate::browser::{
     browser_full_flow_through_the_api, browser_page_loads_and_a_links_qr_code_leads_to_its_target,
     qr_codes_hold_the_public_url, the_page_is_off_with_ui_off,
 };
+// ----- engineer WIRE: protocol v2 end to end (issue 19) -----
+pub use crate::v2::*;
 
 pub(crate) fn tmp() -> tempfile::TempDir {
     tempfile::tempdir().expect("temp dir")
@@ -57,6 +59,12 @@ pub fn typed_round_trips(bin: &Path) {
     let public = server.public_base();
     let mut conn = server.connect();
     conn.send(Request::hello(7));
+    let Reply::Hello(info) = conn.reply() else {
+        panic!("HELLO")
+    };
+    // A newer client gets the server's highest version (2 since round 3).
+    assert_eq!(info.version, shorty_protocol::PROTOCOL_V2);
+    conn.send(Request::hello(PROTOCOL_V1));
     let Reply::Hello(info) = conn.reply() else {
         panic!("HELLO")
     };

@@ -57,6 +57,22 @@ pub enum Render {
         /// Keep the connection open.
         keep_alive: bool,
     },
+    /// A protocol-version-2 link request: its reply carries the link (or
+    /// nothing, for DELETE).
+    Link(LinkReply),
+}
+
+/// Which version-2 reply a link operation's outcome is rendered as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkReply {
+    /// SHORTEN2: SHORTENED2.
+    Shortened2,
+    /// UPDATE: UPDATED.
+    Updated,
+    /// DELETE: DELETED.
+    Deleted,
+    /// INFO: INFO.
+    Info,
 }
 
 /// What a reply waits for.
