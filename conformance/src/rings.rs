@@ -144,10 +144,14 @@ fn setups(dir: &Path) -> Vec<(u32, i64)> {
             let Some((_, result)) = line.rsplit_once(") = ") else {
                 continue; // not finished yet
             };
+            // `flags=0x1100`, or `flags=0` when none.
             let flags = line
-                .split_once("flags=0x")
-                .and_then(|(_, rest)| rest.split(',').next())
-                .and_then(|hex| u32::from_str_radix(hex, 16).ok())
+                .split_once("flags=")
+                .and_then(|(_, rest)| rest.split([',', '}']).next())
+                .and_then(|n| match n.strip_prefix("0x") {
+                    Some(hex) => u32::from_str_radix(hex, 16).ok(),
+                    None => n.parse().ok(),
+                })
                 .unwrap_or_else(|| panic!("no flags in {line}"));
             let result = result.split_whitespace().next().unwrap_or_default();
             found.push((flags, result.parse().unwrap_or(-1)));
@@ -166,7 +170,15 @@ pub fn traced_setups(binary: &Path, args: &[&std::ffi::OsStr], want: usize) -> V
     // `-ff`: a file per thread, so two cores' calls never interleave;
     // `-X raw`: flags as a number (strace 6.1 has no name for some).
     let strace = Command::new("strace")
-        .args(["-X", "raw", "-ff", "-qq", "-e", "trace=io_uring_setup", "-o"])
+        .args([
+            "-X",
+            "raw",
+            "-ff",
+            "-qq",
+            "-e",
+            "trace=io_uring_setup",
+            "-o",
+        ])
         .arg(traces.join("trace"))
         .arg(binary)
         .args(args)
