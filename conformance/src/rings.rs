@@ -43,6 +43,23 @@ pub fn ring_fds(pid: u32) -> Vec<i32> {
         .collect()
 }
 
+/// Submission queue entries the kernel has taken from every ring of process
+/// `pid` so far (the sum of each ring's `SqHead` in `/proc/PID/fdinfo`;
+/// each counter wraps at 2^32, far beyond what a test submits).
+pub fn sqes_submitted(pid: u32) -> u64 {
+    ring_fds(pid)
+        .into_iter()
+        .map(|fd| {
+            let info = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}"))
+                .expect("/proc/PID/fdinfo");
+            info.lines()
+                .find_map(|l| l.strip_prefix("SqHead:"))
+                .and_then(|n| n.trim().parse::<u64>().ok())
+                .unwrap_or_else(|| panic!("no SqHead in the fdinfo of ring fd {fd}: {info}"))
+        })
+        .sum()
+}
+
 /// A raw system call's result, or its errno.
 fn check(ret: libc::c_long) -> Result<libc::c_long, i32> {
     if ret < 0 {

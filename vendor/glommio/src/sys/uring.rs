@@ -1871,13 +1871,17 @@ impl Reactor {
         drop(self.latency_preemption_timeout_src.take());
 
         // Schedule the throughput-based timeout immediately: it won't matter if we end
-        // up sleeping.
-        self.throughput_preemption_timeout_src.replace(Some(
-            main_ring.prepare_throughput_preemption_timer(
-                self.ring_depth() as u32,
-                self.eventfd_src.raw(),
-            ),
-        ));
+        // up sleeping. It fires after `ring_depth` completions on the main
+        // ring: one still pending keeps counting (re-arming it every turn
+        // would cost a cancel, a timer and a linked write, three SQEs).
+        if !Self::still_pending(&self.throughput_preemption_timeout_src) {
+            self.throughput_preemption_timeout_src.replace(Some(
+                main_ring.prepare_throughput_preemption_timer(
+                    self.ring_depth() as u32,
+                    self.eventfd_src.raw(),
+                ),
+            ));
+        }
 
         // This will only dispatch if we run out of sqes. Which means until
         // flush_rings! nothing is really send to the kernel...
@@ -1941,6 +1945,14 @@ impl Reactor {
         // need_preempt() should be false at this point. As soon as the next event
         // in the preempt ring completes, though, then it will be true.
         Ok(should_sleep)
+    }
+
+    /// Whether the timer in `slot` is armed and has not fired.
+    fn still_pending(slot: &Cell<Option<Source>>) -> bool {
+        let source = slot.take();
+        let pending = source.as_ref().is_some_and(|s| s.result().is_none());
+        slot.set(source);
+        pending
     }
 
     pub(crate) fn flush_syscall_thread(&self) -> usize {
