@@ -318,6 +318,39 @@ pub struct ServeArgs {
     /// `text` or `json` (one object per line).
     #[arg(long, env = "SHORTY_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
+
+    // ----- statistics (issue 20) -----
+    /// Click statistics: `on` counts every GET redirect per link (human or
+    /// bot, hour, referring host) and stores them under --data-dir (or in
+    /// the Redis store); `off` counts nothing.
+    #[arg(long, env = "SHORTY_STATS", value_enum, default_value = "on")]
+    pub stats: OnOff,
+
+    /// How often each core hands its click counts to the stats writer (10ms
+    /// to 60s): a crash loses at most this much of the counts.
+    #[arg(long, env = "SHORTY_STATS_FLUSH", default_value = "1s", value_parser = parse_stats_flush)]
+    pub stats_flush: Duration,
+}
+
+/// `--stats`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OnOff {
+    /// Enabled.
+    On,
+    /// Disabled.
+    Off,
+}
+
+/// Longest `--stats-flush`: a core's pending counts then span at most two
+/// hours (see `shorty_service::stats::Pending`).
+pub const MAX_STATS_FLUSH: Duration = Duration::from_secs(60);
+
+fn parse_stats_flush(text: &str) -> Result<Duration, String> {
+    let d = parse_duration(text)?;
+    if d < Duration::from_millis(10) || d > MAX_STATS_FLUSH {
+        return Err("must be from 10ms to 60s".into());
+    }
+    Ok(d)
 }
 
 /// `--store`.
@@ -525,6 +558,7 @@ impl ServeArgs {
                 retry_interval: Duration::from_secs(1),
                 max_pending_bytes: MAX_PENDING_LOG_BYTES,
             },
+            stats: self.stats == OnOff::On,
         }
     }
 }

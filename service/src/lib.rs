@@ -14,5 +14,6 @@ pub mod metrics;
 pub mod output;
 pub mod settings;
 pub mod shard;
+pub mod stats;
 pub mod timer;
 pub mod url;

@@ -44,6 +44,9 @@ pub enum Render {
         /// The visitor's query, to forward into the URL (only when
         /// forwarding is on and there is one).
         query: Option<Box<str>>,
+        /// The click to count once the redirect is answered (only for a
+        /// GET that waits for its URL; a cached one is counted at once).
+        click: Option<Box<crate::stats::PendingClick>>,
     },
 }
 

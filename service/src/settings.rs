@@ -80,6 +80,8 @@ pub struct Settings {
     pub cache_bytes_per_core: usize,
     /// The log writer's settings.
     pub log: LogConfig,
+    /// Count clicks (`--stats`; `off` disables counting).
+    pub stats: bool,
 }
 
 impl Settings {
@@ -118,6 +120,7 @@ impl Settings {
                 retry_interval: Duration::from_secs(1),
                 max_pending_bytes: 64 << 20,
             },
+            stats: true,
         }
     }
 }

@@ -33,6 +33,7 @@ use crate::log::{IoResult, LogIo, LogState, LogWriter};
 use crate::metrics::{CoreMetrics, Op, Proto};
 use crate::output::{OpId, Output, Released, Render, Wait, WAIT_COST};
 use crate::settings::Settings;
+use crate::stats::{self, ClickCounter, ClickMeta};
 use crate::url::UrlPolicy;
 
 /// Bytes read speculatively for a URL: most link records fit, so one read
@@ -236,6 +237,12 @@ pub struct Shard {
     remote: std::collections::VecDeque<RemoteRequest>,
     wake: Vec<u32>,
     date: String,
+    /// This core's pending click deltas, handed to the stats writer every
+    /// `--stats-flush`.
+    pub stats: ClickCounter,
+    /// The wall clock: an instant and its Unix time in ms, set by the
+    /// runtime every second (sans-IO: the shard never reads a clock).
+    wall: (Instant, u64),
 }
 
 fn error(code: ErrorCode, message: &str) -> Reply<&[u8]> {
@@ -255,6 +262,7 @@ impl Shard {
         };
         Self {
             cache: UrlCache::new(shared.settings.cache_bytes_per_core),
+            stats: ClickCounter::new(shared.settings.stats),
             shared,
             core,
             local,
@@ -264,7 +272,31 @@ impl Shard {
             remote: Default::default(),
             wake: Vec::new(),
             date: httpdate_fallback(),
+            wall: (Instant::now(), 0),
         }
+    }
+
+    /// Sets the wall clock: `unix_ms` is the Unix time at `now`.
+    pub fn set_clock(&mut self, now: Instant, unix_ms: u64) {
+        self.wall = (now, unix_ms);
+    }
+
+    /// The Unix time in ms at `now`, from the last [`Shard::set_clock`].
+    pub fn now_ms(&self, now: Instant) -> u64 {
+        let (at, ms) = self.wall;
+        let since = now.saturating_duration_since(at).as_millis();
+        ms.saturating_add(u64::try_from(since).unwrap_or(u64::MAX))
+    }
+
+    /// Counts an answered redirect of `key`: the one hook of statistics on
+    /// the redirect path.
+    fn count_click(&mut self, key: u64, meta: &ClickMeta<'_>, now: Instant) {
+        if meta.head || !self.stats.enabled() {
+            return;
+        }
+        let now_ms = self.now_ms(now);
+        self.stats.record(key, meta, now_ms);
+        self.shared.metrics[self.core].click(meta.bot);
     }
 
     /// The shared state.
@@ -392,7 +424,7 @@ impl Shard {
             Request::Bare(url) => return self.shorten(conn, url, true, out, now),
             Request::Shorten(url) => return self.shorten(conn, url, false, out, now),
             Request::Resolve(code) => {
-                return self.resolve(conn, code, out, now, Render::Resolved, Proto::Framed)
+                return self.resolve(conn, code, out, now, Render::Resolved, Proto::Framed, None)
             }
             Request::Ping(body) => {
                 out.push(&Reply::Pong(body));
@@ -523,8 +555,9 @@ impl Shard {
         code: &[u8],
         out: &mut Output,
         now: Instant,
-        render: Render,
+        mut render: Render,
         proto: Proto,
+        click: Option<ClickMeta<'_>>,
     ) {
         let op_kind = if proto == Proto::Http {
             Op::Redirect
@@ -539,7 +572,11 @@ impl Shard {
         self.metrics().cache(cached.is_some());
         if let Some(url) = cached {
             self.metrics().request(proto, op_kind, 0);
-            return out.push_with(|dst| self.render(&OpResult::Url(url), &render, dst));
+            out.push_with(|dst| self.render(&OpResult::Url(url), &render, dst));
+            if let Some(meta) = click {
+                self.count_click(key, &meta, now);
+            }
+            return;
         }
         let deadline = now + self.shared.settings.store_timeout;
         let location = match &self.local {
@@ -552,6 +589,11 @@ impl Shard {
                 }
             },
         };
+        if let (Some(meta), Render::Redirect { click: slot, .. }) = (click, &mut render) {
+            if !meta.head && self.stats.enabled() {
+                *slot = Some(Box::new(meta.to_owned_click(key)));
+            }
+        }
         let op = self.new_op(conn, key);
         match location {
             Some(Location { file, offset }) => {
@@ -594,6 +636,7 @@ impl Shard {
                 head_only,
                 keep_alive,
                 query,
+                ..
             } => self.render_redirect(result, *head_only, *keep_alive, query.as_deref(), dst),
             &Render::Shortened { bare } => {
                 let reply_bytes;
@@ -733,6 +776,9 @@ impl Shard {
         };
         self.metrics().request(proto, kind, status);
         self.render(&done, render, dst);
+        if let (OpResult::Url(_), Render::Redirect { click: Some(c), .. }) = (&done, render) {
+            self.count_click(c.key, &c.meta(), now);
+        }
         Released::Done
     }
 
@@ -836,7 +882,18 @@ impl Shard {
             return respond(out, 405, &[("Allow", "GET, HEAD")], b"only GET and HEAD\n");
         }
         let shared = self.shared.clone();
-        match http::route(&shared.settings, front, request.path) {
+        let route = http::route(&shared.settings, front, request.path);
+        // Only a GET's redirect is a click: a HEAD is never counted, nor
+        // classified.
+        let click = ClickMeta {
+            head: head_only,
+            bot: matches!(route, Route::Code(_))
+                && !head_only
+                && self.stats.enabled()
+                && self.stats.is_bot(request.user_agent),
+            referrer_host: request.referer.and_then(stats::referrer_host),
+        };
+        match route {
             Route::Code(code) => self.resolve(
                 conn,
                 code.as_bytes(),
@@ -849,8 +906,10 @@ impl Shard {
                         .query
                         .filter(|q| shared.settings.forward_query && !q.is_empty())
                         .map(Box::from),
+                    click: None,
                 },
                 Proto::Http,
+                Some(click),
             ),
             // The public front's health check is readiness (a load
             // balancer should stop sending new links to a server that
