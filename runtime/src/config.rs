@@ -91,6 +91,35 @@ pub enum Tool {
         /// The JSON lines; standard input when `-`.
         file: PathBuf,
     },
+    // ----- statistics (issue 20) -----
+    /// Print one link's click statistics as JSON (totals, series, top
+    /// referrers) from the data directory's store. The server must not be
+    /// running on the directory.
+    Stats {
+        /// The data directory.
+        #[arg(long, env = "SHORTY_DATA_DIR", default_value = "./shorty-data")]
+        data_dir: PathBuf,
+        /// Start of the series (Unix ms; default: 48 hours ago).
+        #[arg(long)]
+        from: Option<u64>,
+        /// End of the series (Unix ms, exclusive; default: now).
+        #[arg(long)]
+        to: Option<u64>,
+        /// `hour` or `day`.
+        #[arg(long, value_enum, default_value = "hour")]
+        granularity: StatsGranularity,
+        /// The short code (or the whole short URL).
+        code: String,
+    },
+}
+
+/// `stats --granularity`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StatsGranularity {
+    /// Hourly buckets.
+    Hour,
+    /// Daily (UTC) buckets.
+    Day,
 }
 
 /// Where `--http` and `--admin` listen, if anywhere.

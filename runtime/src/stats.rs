@@ -318,6 +318,89 @@ impl StatsDb {
     }
 }
 
+/// `stats`: one link's statistics as one JSON object on standard output.
+pub fn tool(
+    dir: &Path,
+    code: &str,
+    from: Option<u64>,
+    to: Option<u64>,
+    granularity: crate::config::StatsGranularity,
+) -> std::process::ExitCode {
+    let result = (|| -> Result<serde_json::Value, String> {
+        let data = crate::datadir::DataDir::open(dir).map_err(|e| e.to_string())?;
+        let key = data.load_or_create_key().map_err(|e| e.to_string())?;
+        let codec = shorty_service::codes::Codec::new(&key);
+        // A whole short URL names its code last.
+        let code = code
+            .trim_end_matches('/')
+            .rsplit('/')
+            .next()
+            .unwrap_or(code);
+        let link = codec
+            .parse(code.as_bytes())
+            .ok_or_else(|| format!("{code} is not a code of this server"))?;
+        let db = StatsDb::open(&data.path().join("stats")).map_err(|e| e.to_string())?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let to = to.unwrap_or(now);
+        let from = from.unwrap_or(to.saturating_sub(48 * HOUR_MS));
+        let granularity = match granularity {
+            crate::config::StatsGranularity::Hour => Granularity::Hour,
+            crate::config::StatsGranularity::Day => Granularity::Day,
+        };
+        let view = db
+            .view(link, from, to, granularity)
+            .map_err(|e| e.to_string())?;
+        Ok(view_json(code, &view))
+    })();
+    match result {
+        Ok(json) => {
+            println!("{json}");
+            std::process::ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("stats: {err}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// A view as JSON: `{"code", "total", "human", "bot", "first_click_ms",
+/// "last_click_ms", "series": [[bucket_start_ms, clicks], ...],
+/// "referrers": [[host, clicks], ...]}`.
+pub fn view_json(code: &str, view: &StatsView) -> serde_json::Value {
+    serde_json::json!({
+        "code": code,
+        "total": view.total,
+        "human": view.human,
+        "bot": view.bot,
+        "first_click_ms": view.first_click_ms,
+        "last_click_ms": view.last_click_ms,
+        "series": view.series,
+        "referrers": view.referrers,
+    })
+}
+
+/// A core's statistics hand-off: where its maps go, and how often.
+#[derive(Debug, Clone)]
+pub struct CoreStats {
+    /// The writer.
+    pub sender: StatsSender,
+    /// `--stats-flush`.
+    pub flush: std::time::Duration,
+}
+
+impl CoreStats {
+    /// Hands `shard`'s pending clicks to the writer, if it has room (else
+    /// they stay pending, and are handed over at a later flush).
+    pub fn flush(&self, shard: &mut shorty_service::shard::Shard) {
+        if shard.stats.pending_links() > 0 && self.sender.has_room() {
+            self.sender.send(shard.stats.take());
+        }
+    }
+}
+
 /// A core's way to the stats writer.
 #[derive(Debug, Clone)]
 pub struct StatsSender {

@@ -70,6 +70,7 @@ where
         remote: context.remote.take().map(RemoteHandle::new),
         heartbeat: context.heartbeat.clone(),
         shutdown: context.shutdown.clone(),
+        stats: context.stats.take(),
     });
     rt.spawn(crate::driver::log::run(core.clone(), io.writer));
     rt.spawn(crate::driver::reads::run(core.clone(), Rc::new(io.reader)));
@@ -137,6 +138,10 @@ where
     };
     if !future::or(sealed, late).await {
         tracing::warn!(core = core.index, "the log did not finish sealing in time");
+    }
+    // The last clicks, after the last redirect.
+    if let Some(stats) = &core.stats {
+        stats.sender.send(core.shard.borrow_mut().stats.take());
     }
     tracing::info!(core = core.index, "stopped");
     Ok(())

@@ -15,13 +15,29 @@ use crate::driver::Runtime;
 /// Runs the core's timers until the runtime stops.
 pub async fn run<R: Runtime>(core: Rc<Core<R>>) {
     let mut next_tick = Instant::now();
+    let mut next_flush = core.stats.as_ref().map(|s| next_tick + s.flush);
     let mut stalled = false;
     loop {
         let now = Instant::now();
+        if let Some(stats) = core
+            .stats
+            .as_ref()
+            .filter(|_| next_flush.is_some_and(|at| now >= at))
+        {
+            next_flush = Some(now + stats.flush);
+            stats.flush(&mut core.shard.borrow_mut());
+        }
         if now >= next_tick {
             next_tick = now + Duration::from_secs(1);
-            let date = httpdate::fmt_http_date(SystemTime::now());
-            core.shard.borrow_mut().set_date(&date);
+            let wall = SystemTime::now();
+            let date = httpdate::fmt_http_date(wall);
+            let unix_ms = wall
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
+            let mut shard = core.shard.borrow_mut();
+            shard.set_date(&date);
+            shard.set_clock(now, unix_ms);
+            drop(shard);
             core.heartbeat.fetch_add(1, Ordering::Relaxed);
             let stuck = core
                 .shard
@@ -55,7 +71,8 @@ pub async fn run<R: Runtime>(core: Rc<Core<R>>) {
             .timers
             .borrow()
             .next()
-            .map_or(next_tick, |t| t.min(next_tick));
+            .map_or(next_tick, |t| t.min(next_tick))
+            .min(next_flush.unwrap_or(next_tick));
         let sleep = core
             .rt
             .sleep(next.saturating_duration_since(Instant::now()));
