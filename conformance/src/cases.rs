@@ -1970,3 +1970,54 @@ pub fn clicks_survive_kill_9_minus_at_most_the_last_interval(bin: &Path) {
         "300 durable clicks, 40 maybe: {stats}"
     );
 }
+
+/// With a Redis store every node adds its clicks to the link's hashes in
+/// the store: two nodes' counts add up, by kind and per day and hour.
+pub fn clicks_of_every_node_add_up_in_the_redis_store(bin: &Path) {
+    let Some(redis) = crate::cluster::or_skip(crate::cluster::Redis::start(&[])) else {
+        return;
+    };
+    let store = redis.url();
+    let args = [
+        "--store",
+        store.as_str(),
+        "--store-replicas",
+        "0",
+        "--stats-flush",
+        "50ms",
+    ];
+    let (d1, d2) = (tmp(), tmp());
+    let one = Server::start(bin, d1.path(), &args);
+    let two = Server::start(bin, d2.path(), &args);
+    let code = shorten_many(&one, 1, "nodes").remove(0).0;
+    let get = format!("GET /{code} HTTP/1.1\r\nHost: s\r\nReferer: https://t.co/x\r\n\r\n");
+    let bot = format!("GET /{code} HTTP/1.1\r\nHost: s\r\nUser-Agent: Twitterbot/1.0\r\n\r\n");
+    http_burst(&one, &get, 30, 302);
+    http_burst(&two, &get, 12, 302);
+    http_burst(&two, &bot, 4, 302);
+    // A clean stop writes every node's last counts.
+    assert!(one.stop().success());
+    assert!(two.stop().success());
+    let field = |key: &str, field: &str| -> u64 {
+        redis
+            .must(&["hget", key, field])
+            .trim()
+            .parse()
+            .unwrap_or(0)
+    };
+    let link = format!("{{{code}}}:clicks");
+    assert_eq!(field(&link, "human"), 42);
+    assert_eq!(field(&link, "bot"), 4);
+    let days = redis.must(&["--scan", "--pattern", &format!("{{{code}}}:clicks:*")]);
+    let days: Vec<&str> = days.lines().filter(|l| !l.is_empty()).collect();
+    assert!(!days.is_empty() && days.len() <= 2, "{days:?}");
+    let per_day: u64 = days
+        .iter()
+        .map(|d| field(d, "human") + field(d, "bot"))
+        .sum();
+    assert_eq!(per_day, 46);
+    let hours = redis.must(&["hgetall", days[0]]);
+    assert!(hours.lines().any(|l| l.starts_with('h')), "{hours}");
+    let refs = redis.must(&["zscore", &format!("{{{code}}}:refs"), "t.co"]);
+    assert_eq!(refs.trim(), "42");
+}

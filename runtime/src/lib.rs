@@ -33,4 +33,5 @@ pub mod remote;
 pub mod server;
 pub mod slots;
 pub mod stats;
+pub mod stats_redis;
 pub mod tools;

@@ -297,8 +297,8 @@ where
         }
         None => (None, None),
     };
-    // Click statistics: a writer thread over DATA_DIR/stats. With a Redis
-    // store the counts are not stored yet (counted for the metrics only).
+    // Click statistics: a writer thread over DATA_DIR/stats, or over the
+    // Redis store.
     let stats_writer = match (&local, args.stats) {
         (Some((data, _)), config::OnOff::On) => {
             let db = crate::stats::StatsDb::open(&data.path().join("stats"))
@@ -307,10 +307,16 @@ where
                 .map_err(|e| format!("cannot start the stats writer: {e}"))?;
             Some((sender, writer))
         }
-        (None, config::OnOff::On) => {
-            tracing::warn!("click statistics are not stored with a Redis store yet");
-            None
-        }
+        (None, config::OnOff::On) => match &args.store {
+            config::StoreSpec::Redis(spec) => {
+                let sink = crate::stats_redis::RedisStats::connect(spec, args.store_timeout)
+                    .map_err(|e| format!("cannot connect the stats writer to the store: {e}"))?;
+                let (sender, writer) = crate::stats::spawn_writer(sink)
+                    .map_err(|e| format!("cannot start the stats writer: {e}"))?;
+                Some((sender, writer))
+            }
+            config::StoreSpec::Local => None,
+        },
         _ => None,
     };
     let (trigger, shutdown) = shutdown_channel();

@@ -433,13 +433,41 @@ impl StatsSender {
     }
 }
 
-/// Starts the stats writer over `db`: it writes each map it is handed
+/// Where the stats writer puts the counts: the data directory's store, or
+/// the Redis store ([`crate::stats_redis::RedisStats`]).
+pub trait StatsSink: Send + 'static {
+    /// Adds the deltas of `maps` (one or more intervals of any cores).
+    ///
+    /// # Errors
+    /// The store's; the batch may then be lost (never applied twice).
+    fn apply(&mut self, maps: &[ClickMap]) -> io::Result<()>;
+
+    /// Drops what is too old to keep at `now_ms`.
+    ///
+    /// # Errors
+    /// The store's.
+    fn retain(&mut self, _now_ms: u64) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl StatsSink for Arc<StatsDb> {
+    fn apply(&mut self, maps: &[ClickMap]) -> io::Result<()> {
+        StatsDb::apply(self, maps)
+    }
+
+    fn retain(&mut self, now_ms: u64) -> io::Result<()> {
+        StatsDb::retain(self, now_ms)
+    }
+}
+
+/// Starts the stats writer over `sink`: it writes each map it is handed
 /// (several queued maps in one batch) and stops at [`StatsSender::finish`]
 /// or once every sender is gone.
 ///
 /// # Errors
 /// When the thread cannot start.
-pub fn spawn_writer(db: Arc<StatsDb>) -> io::Result<(StatsSender, JoinHandle<()>)> {
+pub fn spawn_writer(mut db: impl StatsSink) -> io::Result<(StatsSender, JoinHandle<()>)> {
     let (tx, rx) = mpsc::channel::<Option<ClickMap>>();
     let queued = Arc::new(AtomicUsize::new(0));
     let counter = queued.clone();
