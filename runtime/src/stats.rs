@@ -90,6 +90,10 @@ impl StatsDb {
             // flush); fjall's own periodic fsync is not needed.
             .fsync_ms(None)
             .cache_size(16 << 20)
+            // One background flush and one compaction thread: the serving
+            // cores are busier than the statistics.
+            .flush_workers(1)
+            .compaction_workers(1)
             .open()
             .map_err(io_err)?;
         let totals = keyspace

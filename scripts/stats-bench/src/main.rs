@@ -103,6 +103,8 @@ impl Fjall {
         let ks = fjall::Config::new(dir)
             .fsync_ms(None)
             .cache_size(16 << 20)
+            .flush_workers(1)
+            .compaction_workers(1)
             .open()
             .unwrap();
         let p = |name| {
