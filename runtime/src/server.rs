@@ -299,11 +299,16 @@ where
     };
     // Click statistics: a writer thread over DATA_DIR/stats, or over the
     // Redis store.
+    if args.stats == config::OnOff::On {
+        shorty_service::stats::BotDetector::warm();
+    }
     let stats_writer = match (&local, args.stats) {
         (Some((data, _)), config::OnOff::On) => {
             let db = crate::stats::StatsDb::open(&data.path().join("stats"))
                 .map_err(|e| format!("cannot open the click statistics store: {e}"))?;
-            let (sender, writer) = crate::stats::spawn_writer(Arc::new(db))
+            let db = Arc::new(db);
+            let _ = shared.stats.set(crate::stats::reader(db.clone()));
+            let (sender, writer) = crate::stats::spawn_writer(db)
                 .map_err(|e| format!("cannot start the stats writer: {e}"))?;
             Some((sender, writer))
         }

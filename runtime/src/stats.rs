@@ -437,6 +437,46 @@ impl StatsSender {
     }
 }
 
+impl shorty_service::stats::StatsReader for StatsDb {
+    fn totals(&self, key: u64) -> io::Result<Option<LinkTotals>> {
+        StatsDb::totals(self, key)
+    }
+
+    fn view(
+        &self,
+        key: u64,
+        from_ms: u64,
+        to_ms: u64,
+        granularity: Granularity,
+    ) -> io::Result<StatsView> {
+        StatsDb::view(self, key, from_ms, to_ms, granularity)
+    }
+}
+
+/// Shares one store between the writer and the readers.
+struct SharedDb(Arc<StatsDb>);
+
+impl shorty_service::stats::StatsReader for SharedDb {
+    fn totals(&self, key: u64) -> io::Result<Option<LinkTotals>> {
+        self.0.totals(key)
+    }
+
+    fn view(
+        &self,
+        key: u64,
+        from_ms: u64,
+        to_ms: u64,
+        granularity: Granularity,
+    ) -> io::Result<StatsView> {
+        self.0.view(key, from_ms, to_ms, granularity)
+    }
+}
+
+/// A reader over `db` for [`shorty_service::shard::Shared::stats`].
+pub fn reader(db: Arc<StatsDb>) -> Box<dyn shorty_service::stats::StatsReader> {
+    Box::new(SharedDb(db))
+}
+
 /// Where the stats writer puts the counts: the data directory's store, or
 /// the Redis store ([`crate::stats_redis::RedisStats`]).
 pub trait StatsSink: Send + 'static {

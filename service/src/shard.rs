@@ -95,6 +95,8 @@ pub struct Shared {
     pub metrics: Box<[CoreMetrics]>,
     /// Set by the runtime once it can render metrics.
     pub admin: OnceLock<Box<dyn AdminView>>,
+    /// Set by the runtime when click statistics are stored locally.
+    pub stats: OnceLock<Box<dyn stats::StatsReader>>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -117,6 +119,7 @@ impl Shared {
             health: Arc::new(Health::new(cores)),
             metrics: (0..cores).map(|_| CoreMetrics::default()).collect(),
             admin: OnceLock::new(),
+            stats: OnceLock::new(),
         }
     }
 
@@ -286,6 +289,51 @@ impl Shard {
         let (at, ms) = self.wall;
         let since = now.saturating_duration_since(at).as_millis();
         ms.saturating_add(u64::try_from(since).unwrap_or(u64::MAX))
+    }
+
+    /// One link's statistics over `[from_ms, to_ms)`: what the store holds
+    /// plus this core's pending deltas (other cores' reach the store within
+    /// one `--stats-flush`). `None` when no store is set (`--stats off`,
+    /// or a Redis store: not readable here yet). For INFO's totals and the
+    /// STATS request / JSON API.
+    ///
+    /// # Errors
+    /// The store's.
+    pub fn stats_view(
+        &self,
+        key: u64,
+        from_ms: u64,
+        to_ms: u64,
+        granularity: stats::Granularity,
+    ) -> Option<io::Result<stats::StatsView>> {
+        let reader = self.shared.stats.get()?;
+        let stored = match reader.totals(key) {
+            Ok(t) => t,
+            Err(e) => return Some(Err(e)),
+        };
+        Some(reader.view(key, from_ms, to_ms, granularity).map(|v| {
+            // The stored rows as a series, with this core's pending deltas
+            // added by the one function that builds views.
+            let step = granularity.millis();
+            let rows: Vec<stats::SeriesRow> = v
+                .series
+                .iter()
+                .filter(|(_, n)| *n > 0)
+                .map(|&(start, n)| stats::SeriesRow {
+                    bucket: u32::try_from(start / step).unwrap_or(u32::MAX),
+                    human: n,
+                    bot: 0,
+                })
+                .collect();
+            stats::series(
+                stored.as_ref(),
+                &rows,
+                self.stats.pending(key),
+                from_ms,
+                to_ms,
+                granularity,
+            )
+        }))
     }
 
     /// Counts an answered redirect of `key`: the one hook of statistics on

@@ -50,7 +50,12 @@ where
     Rd: SegmentReader,
 {
     context.started();
-    let shard = Shard::new(context.shared.clone(), context.index);
+    let mut shard = Shard::new(context.shared.clone(), context.index);
+    // The wall clock before the first redirect (the timer task keeps it).
+    let wall = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    shard.set_clock(Instant::now(), wall);
     let core = Rc::new(Core {
         rt: rt.clone(),
         index: context.index,

@@ -45,6 +45,12 @@ impl BotDetector {
         }
     }
 
+    /// Compiles the list now (at start, off the serving cores) rather than
+    /// at the first user agent a core meets.
+    pub fn warm() {
+        drop(shared_list());
+    }
+
     /// Whether `user_agent` is a bot's. A request without a `User-Agent`
     /// counts as a human's (the list's own rule for the empty string).
     pub fn is_bot(&mut self, user_agent: Option<&str>) -> bool {

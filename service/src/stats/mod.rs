@@ -24,6 +24,28 @@ pub use view::{
     StatsView, TopReferrers, DAY_MS, HOUR_MS, MAX_BUCKETS, REFERRER_SLOTS, TOP_REFERRERS,
 };
 
+/// What the fronts read statistics through: the runtime's store, set once
+/// at start ([`crate::shard::Shared::stats`]).
+pub trait StatsReader: Send + Sync {
+    /// One link's stored totals.
+    ///
+    /// # Errors
+    /// The store's.
+    fn totals(&self, key: u64) -> std::io::Result<Option<LinkTotals>>;
+
+    /// One link's stored statistics over `[from_ms, to_ms)`.
+    ///
+    /// # Errors
+    /// The store's.
+    fn view(
+        &self,
+        key: u64,
+        from_ms: u64,
+        to_ms: u64,
+        granularity: Granularity,
+    ) -> std::io::Result<StatsView>;
+}
+
 /// Longest referring host kept (DNS names are at most 253 bytes).
 pub const MAX_HOST_BYTES: usize = 253;
 
