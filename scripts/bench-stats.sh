@@ -12,20 +12,23 @@
 #      and one connection per click (wrk -H 'Connection: close'), and the
 #      ratio.
 # Needs `wrk` (apt-get install wrk). Usage: scripts/bench-stats.sh [backend]
+# (SKIP_STORES=1: only the server figures; DURATION=10s per wrk run.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release --quiet -p shorty-stats-bench -p shorty-server-uring -p shorty-server-glommio -p shorty-client
-BIN=target/release
 BACKEND=${1:-shorty-uring}
+cargo build --release --quiet -p shorty-stats-bench -p "shorty-server-${BACKEND#shorty-}" -p shorty-client
+BIN=target/release
 PORT=${PORT:-9400}
 DURATION=${DURATION:-10s}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
-echo "=== statistics stores: LINKS=${LINKS:-1000000} CLICKS=${CLICKS:-3} RATE=${RATE:-5000}"
-for store in fjall redb; do
-  STATS_BENCH_DIR=$tmp "$BIN/shorty-stats-bench" "$store"
-done
+if [ -z "${SKIP_STORES:-}" ]; then
+  echo "=== statistics stores: LINKS=${LINKS:-1000000} CLICKS=${CLICKS:-3} RATE=${RATE:-5000}"
+  for store in fjall redb; do
+    STATS_BENCH_DIR=$tmp "$BIN/shorty-stats-bench" "$store"
+  done
+fi
 
 start() { # data-dir extra-args...
   local dir=$1; shift
