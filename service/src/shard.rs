@@ -472,7 +472,7 @@ impl Shard {
             Request::Bare(url) => return self.shorten(conn, url, true, out, now),
             Request::Shorten(url) => return self.shorten(conn, url, false, out, now),
             Request::Resolve(code) => {
-                return self.resolve(conn, code, out, now, Render::Resolved, Proto::Framed, None)
+                return self.resolve(conn, code, out, now, Render::Resolved, None)
             }
             Request::Ping(body) => {
                 out.push(&Reply::Pong(body));
@@ -604,13 +604,13 @@ impl Shard {
         out: &mut Output,
         now: Instant,
         mut render: Render,
-        proto: Proto,
         click: Option<ClickMeta<'_>>,
     ) {
-        let op_kind = if proto == Proto::Http {
-            Op::Redirect
+        // A redirect is HTTP's; a RESOLVE the framed protocol's.
+        let (proto, op_kind) = if matches!(render, Render::Redirect { .. }) {
+            (Proto::Http, Op::Redirect)
         } else {
-            Op::Resolve
+            (Proto::Framed, Op::Resolve)
         };
         let Some(key) = self.shared.codec.parse(code) else {
             self.metrics().request(proto, op_kind, 404);
@@ -956,7 +956,6 @@ impl Shard {
                         .map(Box::from),
                     click: None,
                 },
-                Proto::Http,
                 Some(click),
             ),
             // The public front's health check is readiness (a load

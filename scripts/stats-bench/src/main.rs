@@ -290,7 +290,7 @@ fn run(name: &str, mut store: impl Store, dir: &Path) {
         let at = t0 + b * month / batches;
         for _ in 0..rate.min(clicks - b * rate) {
             let key = rng.next() % links;
-            let bot = rng.next() % 10 == 0;
+            let bot = rng.next().is_multiple_of(10);
             counter.record(
                 key,
                 &ClickMeta {
