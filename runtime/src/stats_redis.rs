@@ -29,7 +29,7 @@ pub const DAY_TTL_SECS: u64 = 400 * 24 * 3600;
 
 /// Commands per pipeline at most (a flush of many links is sent in
 /// several).
-const PIPELINE_COMMANDS: usize = 4096;
+pub const PIPELINE_COMMANDS: usize = 4096;
 
 /// The calendar date (year, month, day) of a day since the Unix epoch
 /// (Howard Hinnant's `civil_from_days`).
