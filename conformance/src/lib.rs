@@ -74,6 +74,10 @@ macro_rules! suite {
             http_oversized_requests_are_read_before_the_close,
             http_forwarded_query_clashes_follow_the_operators_rule,
             oversized_frames_are_read_before_the_close,
+            // Click statistics (issue 20).
+            clicks_are_counted_exactly_apart_by_kind_and_survive_restart,
+            clicks_survive_kill_9_minus_at_most_the_last_interval,
+            clicks_of_every_node_add_up_in_the_redis_store,
         );
     };
     (@cases $binary:expr; $($case:ident),* $(,)?) => {

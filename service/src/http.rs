@@ -69,6 +69,11 @@ pub struct Request<'a> {
     pub query: Option<&'a str>,
     /// Whether the connection stays open after the response.
     pub keep_alive: bool,
+    /// The `User-Agent` value, if it is one valid UTF-8 header (for bot
+    /// detection; never stored).
+    pub user_agent: Option<&'a str>,
+    /// The `Referer` value, likewise (only its host is ever kept).
+    pub referer: Option<&'a str>,
 }
 
 /// What the bytes at the front of the input hold.
@@ -126,6 +131,8 @@ pub fn parse<'a>(input: &'a [u8], settings: &Settings) -> Head<'a> {
     let mut content_length: Option<&[u8]> = None;
     let mut hosts = 0;
     let mut connection: Option<&[u8]> = None;
+    let mut user_agent: Option<&str> = None;
+    let mut referer: Option<&str> = None;
     for header in request.headers.iter() {
         let name = header.name;
         if name.eq_ignore_ascii_case("transfer-encoding") {
@@ -144,6 +151,10 @@ pub fn parse<'a>(input: &'a [u8], settings: &Settings) -> Head<'a> {
             hosts += 1;
         } else if name.eq_ignore_ascii_case("connection") {
             connection = Some(header.value);
+        } else if name.eq_ignore_ascii_case("user-agent") {
+            user_agent = std::str::from_utf8(header.value).ok();
+        } else if name.eq_ignore_ascii_case("referer") {
+            referer = std::str::from_utf8(header.value).ok();
         }
     }
     if content_length.is_some_and(|v| v.iter().any(|&b| b != b'0')) {
@@ -179,6 +190,8 @@ pub fn parse<'a>(input: &'a [u8], settings: &Settings) -> Head<'a> {
             path,
             query,
             keep_alive,
+            user_agent,
+            referer,
         },
     }
 }
@@ -366,10 +379,18 @@ mod tests {
                     method: Method::Get,
                     path: "/s/abc",
                     query: Some("x=1"),
-                    keep_alive: true
+                    keep_alive: true,
+                    user_agent: None,
+                    referer: None,
                 }
             }
         );
+        let with_headers = request(
+            b"GET /s/abc HTTP/1.1\r\nHost: a\r\nuser-agent: curl/8.5.0\r\n\
+              Referer: https://news.example/a?b\r\n\r\n",
+        );
+        assert_eq!(with_headers.user_agent, Some("curl/8.5.0"));
+        assert_eq!(with_headers.referer, Some("https://news.example/a?b"));
         assert_eq!(
             parse(b"GET /s/abc HTTP/1.1\r\nHo", &settings()),
             Head::Partial

@@ -18,5 +18,6 @@ pub mod ops;
 pub mod output;
 pub mod settings;
 pub mod shard;
+pub mod stats;
 pub mod timer;
 pub mod url;

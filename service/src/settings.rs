@@ -83,6 +83,8 @@ pub struct Settings {
     /// How long a deleted alias cannot be claimed again (`--alias-quarantine`):
     /// delete-then-reclaim is a known phishing trick.
     pub alias_quarantine: Duration,
+    /// Count clicks (`--stats`; `off` disables counting).
+    pub stats: bool,
 }
 
 /// `--alias-quarantine`'s default: 30 days.
@@ -125,6 +127,7 @@ impl Settings {
                 max_pending_bytes: 64 << 20,
             },
             alias_quarantine: DEFAULT_ALIAS_QUARANTINE,
+            stats: true,
         }
     }
 }

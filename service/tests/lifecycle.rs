@@ -145,7 +145,7 @@ impl Rig {
     }
 
     fn resolve(&mut self, core: usize, code: &str, now: Instant) -> OpResult {
-        let step = ops::resolve::resolve(&mut self.shards[core], 1, code.as_bytes(), now);
+        let step = ops::resolve::resolve(&mut self.shards[core], 1, code.as_bytes(), now, None);
         self.settle(core, step, now)
     }
 

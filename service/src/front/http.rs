@@ -9,6 +9,7 @@ use crate::http::{self, Front, Head, Method, Response, Route};
 use crate::metrics::{Op, Proto};
 use crate::output::{Output, Render};
 use crate::shard::{InputOutcome, OpResult, Shard};
+use crate::stats::{self, ClickMeta};
 
 impl Shard {
     /// Handles every complete HTTP request at the front of `input`.
@@ -95,8 +96,16 @@ impl Shard {
             return respond(out, 405, &[("Allow", "GET, HEAD")], b"only GET and HEAD\n");
         }
         let shared = self.shared.clone();
-        match http::route(&shared.settings, front, request.path) {
-            Route::Code(code) => self.resolve(
+        let route = http::route(&shared.settings, front, request.path);
+        // Only a GET of a link is a click (a HEAD is neither counted nor
+        // classified); whether it counts is decided in `ops::resolve`.
+        let click = (matches!(route, Route::Code(_)) && !head_only).then(|| ClickMeta {
+            head: false,
+            bot: self.stats.enabled() && self.stats.is_bot(request.user_agent),
+            referrer_host: request.referer.and_then(stats::referrer_host),
+        });
+        match route {
+            Route::Code(code) => self.resolve_click(
                 conn,
                 code.as_bytes(),
                 out,
@@ -109,6 +118,7 @@ impl Shard {
                     query: request.query.filter(|q| !q.is_empty()).map(Box::from),
                 },
                 Proto::Http,
+                click,
             ),
             // The public front's health check is readiness (a load
             // balancer should stop sending new links to a server that

@@ -20,6 +20,7 @@ use crate::metrics::{Op, Proto};
 use crate::ops::{self, Step};
 use crate::output::{OpId, Output, Released, Render, Wait};
 use crate::shard::{OpResult, OpState, Shard};
+use crate::stats::ClickMeta;
 
 /// An error reply.
 pub(crate) fn error(code: ErrorCode, message: &str) -> Reply<&[u8]> {
@@ -46,7 +47,8 @@ fn encode<B: AsRef<[u8]>>(reply: &Reply<B>, dst: &mut BytesMut) {
 
 impl Shard {
     /// RESOLVE or a redirect: rendered at once from the cache, else queued
-    /// as a wait on the operation.
+    /// as a wait on the operation. Never a click ([`Shard::resolve_click`]
+    /// is a GET redirect's).
     pub(crate) fn resolve(
         &mut self,
         conn: u32,
@@ -56,12 +58,28 @@ impl Shard {
         render: Render,
         proto: Proto,
     ) {
+        self.resolve_click(conn, code, out, now, render, proto, None);
+    }
+
+    /// [`Shard::resolve`] for a request that may be a click (`click` is
+    /// `Some` for a GET redirect only).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn resolve_click(
+        &mut self,
+        conn: u32,
+        code: &[u8],
+        out: &mut Output,
+        now: Instant,
+        render: Render,
+        proto: Proto,
+        click: Option<ClickMeta<'_>>,
+    ) {
         let op_kind = if proto == Proto::Http {
             Op::Redirect
         } else {
             Op::Resolve
         };
-        let op: OpId = match ops::resolve::resolve(self, conn, code, now) {
+        let op: OpId = match ops::resolve::resolve(self, conn, code, now, click) {
             Step::Now(result) => {
                 self.metrics().request(proto, op_kind, status_of(&result));
                 return out.push_with(|dst| self.render(&result, &render, dst));

@@ -218,6 +218,7 @@ pub fn create(
         key,
         state: OpState::Waiting,
         then: None,
+        click: None,
     }) as OpId;
     let view = OpResult::Link(Box::new(LinkView {
         code: code_text(&ident, &meta),
