@@ -197,6 +197,8 @@ pub enum OpResult {
     Link(Box<LinkView>),
     /// A link deleted.
     Deleted,
+    /// A link's click statistics ([`crate::ops::stats`]).
+    Stats(Box<stats::StatsView>),
 }
 
 /// A link as the lifecycle operations return it.
@@ -230,6 +232,12 @@ pub(crate) enum Then {
     },
     /// After the read: answer with the link.
     Info { principal: Principal },
+    /// After the read: answer with the link's click statistics (totals
+    /// only without a query).
+    Stats {
+        principal: Principal,
+        query: Option<crate::ops::stats::StatsQuery>,
+    },
     /// A mutation's record is being written with `version`: on failure,
     /// release the reservation; on durability, answer `outcome`.
     Written {

@@ -234,7 +234,7 @@ impl Shard {
                 let status = if code.0 == 503 { 503 } else { 500 };
                 respond(dst, status, &[], &format!("{message}\n"))
             }
-            OpResult::Stored(_) | OpResult::Link(_) | OpResult::Deleted => {
+            OpResult::Stored(_) | OpResult::Link(_) | OpResult::Stats(_) | OpResult::Deleted => {
                 respond(dst, 500, &[], "unexpected store reply\n")
             }
         }

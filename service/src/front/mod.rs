@@ -34,6 +34,7 @@ pub(crate) fn status_of(result: &OpResult) -> u16 {
         | OpResult::Stored(_)
         | OpResult::Redirect { .. }
         | OpResult::Link(_)
+        | OpResult::Stats(_)
         | OpResult::Deleted => 0,
         OpResult::NotFound => 404,
         OpResult::Gone { .. } => crate::link::GONE.0,
@@ -141,9 +142,10 @@ impl Shard {
                     // asking for the URL learns the link is gone.
                     OpResult::Gone { reason, .. } => error(crate::link::GONE, reason.message()),
                     OpResult::Failed(code, message) => error(*code, message),
-                    OpResult::Stored(_) | OpResult::Link(_) | OpResult::Deleted => {
-                        error(ErrorCode::INTERNAL, "unexpected store reply")
-                    }
+                    OpResult::Stored(_)
+                    | OpResult::Link(_)
+                    | OpResult::Stats(_)
+                    | OpResult::Deleted => error(ErrorCode::INTERNAL, "unexpected store reply"),
                 };
                 encode(&reply, dst);
             }
