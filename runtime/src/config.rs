@@ -91,6 +91,35 @@ pub enum Tool {
         /// The JSON lines; standard input when `-`.
         file: PathBuf,
     },
+    // ----- statistics (issue 20) -----
+    /// Print one link's click statistics as JSON (totals, series, top
+    /// referrers) from the data directory's store. The server must not be
+    /// running on the directory.
+    Stats {
+        /// The data directory.
+        #[arg(long, env = "SHORTY_DATA_DIR", default_value = "./shorty-data")]
+        data_dir: PathBuf,
+        /// Start of the series (Unix ms; default: 48 hours ago).
+        #[arg(long)]
+        from: Option<u64>,
+        /// End of the series (Unix ms, exclusive; default: now).
+        #[arg(long)]
+        to: Option<u64>,
+        /// `hour` or `day`.
+        #[arg(long, value_enum, default_value = "hour")]
+        granularity: StatsGranularity,
+        /// The short code (or the whole short URL).
+        code: String,
+    },
+}
+
+/// `stats --granularity`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StatsGranularity {
+    /// Hourly buckets.
+    Hour,
+    /// Daily (UTC) buckets.
+    Day,
 }
 
 /// Where `--http` and `--admin` listen, if anywhere.
@@ -330,6 +359,18 @@ pub struct ServeArgs {
     /// (`/api/v1/links/CODE/qr.svg`) on the public front: `on` or `off`.
     #[arg(long, env = "SHORTY_UI", default_value = "on", action = clap::ArgAction::Set, value_parser = parse_on_off)]
     pub ui: bool,
+
+    // ----- statistics (issue 20) -----
+    /// Click statistics: `on` counts every GET redirect per link (human or
+    /// bot, hour, referring host) and stores them under --data-dir (or in
+    /// the Redis store); `off` counts nothing.
+    #[arg(long, env = "SHORTY_STATS", value_enum, default_value = "on")]
+    pub stats: OnOff,
+
+    /// How often each core hands its click counts to the stats writer (10ms
+    /// to 60s): a crash loses at most this much of the counts.
+    #[arg(long, env = "SHORTY_STATS_FLUSH", default_value = "1s", value_parser = parse_stats_flush)]
+    pub stats_flush: Duration,
 }
 
 /// `on`/`off` (and `true`/`false`) for switches such as `--ui`.
@@ -339,6 +380,27 @@ fn parse_on_off(text: &str) -> Result<bool, String> {
         "off" | "false" => Ok(false),
         _ => Err("must be `on` or `off`".into()),
     }
+}
+
+/// `--stats`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OnOff {
+    /// Enabled.
+    On,
+    /// Disabled.
+    Off,
+}
+
+/// Longest `--stats-flush`: a core's pending counts then span at most two
+/// hours (see `shorty_service::stats::Pending`).
+pub const MAX_STATS_FLUSH: Duration = Duration::from_secs(60);
+
+fn parse_stats_flush(text: &str) -> Result<Duration, String> {
+    let d = parse_duration(text)?;
+    if d < Duration::from_millis(10) || d > MAX_STATS_FLUSH {
+        return Err("must be from 10ms to 60s".into());
+    }
+    Ok(d)
 }
 
 /// `--store`.
@@ -549,6 +611,8 @@ impl ServeArgs {
             // ----- engineer LIFE (issue 19) -----
             alias_quarantine: self.alias_quarantine,
             ui: self.ui,
+            // ----- engineer STATS (issue 20) -----
+            stats: self.stats == OnOff::On,
         }
     }
 }

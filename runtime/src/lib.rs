@@ -32,4 +32,6 @@ pub mod redis_store;
 pub mod remote;
 pub mod server;
 pub mod slots;
+pub mod stats;
+pub mod stats_redis;
 pub mod tools;

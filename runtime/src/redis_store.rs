@@ -122,7 +122,7 @@ impl Conn {
 
     /// Pipelined commands. Each reply may be a `Value::ServerError`: the
     /// caller checks every one (a failed command does not stop the rest).
-    async fn pipeline(&mut self, pipe: &Pipeline, count: usize) -> RedisResult<Vec<Value>> {
+    pub async fn pipeline(&mut self, pipe: &Pipeline, count: usize) -> RedisResult<Vec<Value>> {
         match self {
             Conn::Cluster(c) => c.req_packed_commands(pipe, 0, count).await,
             Conn::Single(c) => c.req_packed_commands(pipe, 0, count).await,

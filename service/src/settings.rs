@@ -85,6 +85,8 @@ pub struct Settings {
     pub alias_quarantine: Duration,
     /// `--ui`: serve the web page and QR codes on the public front.
     pub ui: bool,
+    /// Count clicks (`--stats`; `off` disables counting).
+    pub stats: bool,
 }
 
 /// `--alias-quarantine`'s default: 30 days.
@@ -128,6 +130,7 @@ impl Settings {
             },
             alias_quarantine: DEFAULT_ALIAS_QUARANTINE,
             ui: true,
+            stats: true,
         }
     }
 }

@@ -15,6 +15,7 @@
 //! operations settled, never all of them.
 
 use std::borrow::Cow;
+use std::io;
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
@@ -36,6 +37,7 @@ use crate::log::{IoResult, LogIo, LogState, LogWriter};
 use crate::metrics::CoreMetrics;
 use crate::output::{OpId, Wait};
 use crate::settings::Settings;
+use crate::stats::{self, ClickCounter, ClickMeta};
 use crate::url::UrlPolicy;
 
 /// Bytes read speculatively for a URL: most link records fit, so one read
@@ -100,6 +102,8 @@ pub struct Shared {
     /// Counts the clicks of links with a click limit (the statistics
     /// engine replaces the in-memory default with its counter).
     pub clicks: Arc<dyn ClickLimiter>,
+    /// Set by the runtime when click statistics are stored locally.
+    pub stats: OnceLock<Box<dyn stats::StatsReader>>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -128,6 +132,7 @@ impl Shared {
             metrics: (0..cores).map(|_| CoreMetrics::default()).collect(),
             admin: OnceLock::new(),
             clicks: Arc::new(LocalClicks::default()),
+            stats: OnceLock::new(),
         }
     }
 
@@ -197,6 +202,8 @@ pub enum OpResult {
     Link(Box<LinkView>),
     /// A link deleted.
     Deleted,
+    /// A link's click statistics ([`crate::ops::stats`]).
+    Stats(Box<stats::StatsView>),
 }
 
 /// A link as the lifecycle operations return it.
@@ -230,6 +237,12 @@ pub(crate) enum Then {
     },
     /// After the read: answer with the link.
     Info { principal: Principal },
+    /// After the read: answer with the link's click statistics (totals
+    /// only without a query).
+    Stats {
+        principal: Principal,
+        query: Option<crate::ops::stats::StatsQuery>,
+    },
     /// A mutation's record is being written with `version`: on failure,
     /// release the reservation; on durability, answer `outcome`.
     Written {
@@ -259,6 +272,9 @@ pub(crate) struct OpEntry {
     pub(crate) state: OpState,
     /// What follows its read or write (lifecycle operations only).
     pub(crate) then: Option<Box<Then>>,
+    /// The click a GET redirect waiting for its URL will count if it is
+    /// answered with a redirect ([`crate::ops::resolve`]).
+    pub(crate) click: Option<Box<stats::PendingClick>>,
 }
 
 /// A URL to read from the log for a RESOLVE or a redirect.
@@ -333,6 +349,9 @@ pub struct Shard {
     /// and turned into Unix ms only for links with options, so a plain
     /// link's redirect pays nothing for it.
     pub(crate) last_now: Instant,
+    /// This core's pending click deltas, handed to the stats writer every
+    /// `--stats-flush`.
+    pub stats: ClickCounter,
 }
 
 impl Shard {
@@ -348,6 +367,7 @@ impl Shard {
         };
         Self {
             cache: UrlCache::new(shared.settings.cache_bytes_per_core),
+            stats: ClickCounter::new(shared.settings.stats),
             shared,
             core,
             local,
@@ -396,6 +416,63 @@ impl Shard {
         self.seen_epoch = epoch;
     }
 
+    /// One link's statistics over `[from_ms, to_ms)`: what the store holds
+    /// plus this core's pending deltas (other cores' reach the store within
+    /// one `--stats-flush`). `None` when no store is set (`--stats off`,
+    /// or a Redis store: not readable here yet). For INFO's totals and the
+    /// STATS request / JSON API.
+    ///
+    /// # Errors
+    /// The store's.
+    pub fn stats_view(
+        &self,
+        key: u64,
+        from_ms: u64,
+        to_ms: u64,
+        granularity: stats::Granularity,
+    ) -> Option<io::Result<stats::StatsView>> {
+        let reader = self.shared.stats.get()?;
+        let stored = match reader.totals(key) {
+            Ok(t) => t,
+            Err(e) => return Some(Err(e)),
+        };
+        Some(reader.view(key, from_ms, to_ms, granularity).map(|v| {
+            // The stored rows as a series, with this core's pending deltas
+            // added by the one function that builds views.
+            let step = granularity.millis();
+            let rows: Vec<stats::SeriesRow> = v
+                .series
+                .iter()
+                .filter(|(_, n)| *n > 0)
+                .map(|&(start, n)| stats::SeriesRow {
+                    bucket: u32::try_from(start / step).unwrap_or(u32::MAX),
+                    human: n,
+                    bot: 0,
+                })
+                .collect();
+            stats::series(
+                stored.as_ref(),
+                &rows,
+                self.stats.pending(key),
+                from_ms,
+                to_ms,
+                granularity,
+            )
+        }))
+    }
+
+    /// Counts an answered redirect of `key` in the statistics: called by
+    /// [`crate::ops::resolve`] only, where a GET's redirect is decided (see
+    /// ARCHITECTURE.md, "Clicks: statistics and limits").
+    pub(crate) fn count_click(&mut self, key: u64, meta: &ClickMeta<'_>, now: Instant) {
+        if meta.head || !self.stats.enabled() || key == ALIAS_KEY {
+            return;
+        }
+        let now_ms = self.now_ms(now);
+        self.stats.record(key, meta, now_ms);
+        self.shared.metrics[self.core].click(meta.bot);
+    }
+
     /// The shared state.
     pub fn shared(&self) -> &Arc<Shared> {
         &self.shared
@@ -429,7 +506,19 @@ impl Shard {
             key,
             state: OpState::Waiting,
             then: None,
+            click: None,
         }) as OpId
+    }
+
+    /// The click operation `op` carries, if its connection still waits for
+    /// it: an abandoned operation's redirect is never answered, so it is
+    /// no click.
+    pub(crate) fn take_click(&mut self, op: OpId) -> Option<Box<stats::PendingClick>> {
+        let entry = self.ops.get_mut(op as usize)?;
+        match entry.state {
+            OpState::Waiting => entry.click.take(),
+            _ => None,
+        }
     }
 
     pub(crate) fn complete(&mut self, op: OpId, result: OpResult) {
@@ -692,6 +781,13 @@ impl Shard {
     /// Reports a remote store answer.
     pub fn remote_done(&mut self, op: OpId, result: OpResult) {
         let key = self.ops.get(op as usize).map(|e| e.key);
+        if let OpResult::Url(_) = result {
+            // A remote link has no options (no limit): a GET that is still
+            // waiting is answered with this redirect, so it is a click.
+            if let Some(click) = self.take_click(op) {
+                self.count_click(click.key, &click.meta(), self.last_now);
+            }
+        }
         match (&result, key) {
             (OpResult::Url(url), Some(key)) => self.cache.insert(key, url, None),
             (OpResult::Stored(key), _) => {

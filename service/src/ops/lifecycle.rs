@@ -218,6 +218,7 @@ pub fn create(
         key,
         state: OpState::Waiting,
         then: None,
+        click: None,
     }) as OpId;
     let view = OpResult::Link(Box::new(LinkView {
         code: code_text(&ident, &meta),
@@ -241,7 +242,7 @@ pub fn create(
 
 /// Starts a mutation of the link `code`: reserves its version and reads
 /// its record; `then` runs once it is read.
-fn begin(
+pub(crate) fn begin(
     shard: &mut Shard,
     conn: u32,
     code: &[u8],
@@ -386,6 +387,10 @@ pub(crate) fn after_read(
             } else {
                 OpResult::Failed(FORBIDDEN, "this key may not read this link".into())
             }
+        }
+        Then::Stats { principal, query } => {
+            let key = shard.ops.get(op as usize).map_or(0, |e| e.key);
+            super::stats::answer(shard, key, meta, principal, query)
         }
         Then::Update {
             ident,
