@@ -166,7 +166,15 @@ pub fn traced_setups(binary: &Path, args: &[&std::ffi::OsStr], want: usize) -> V
     // `-ff`: a file per thread, so two cores' calls never interleave;
     // `-X raw`: flags as a number (strace 6.1 has no name for some).
     let strace = Command::new("strace")
-        .args(["-X", "raw", "-ff", "-qq", "-e", "trace=io_uring_setup", "-o"])
+        .args([
+            "-X",
+            "raw",
+            "-ff",
+            "-qq",
+            "-e",
+            "trace=io_uring_setup",
+            "-o",
+        ])
         .arg(traces.join("trace"))
         .arg(binary)
         .args(args)

@@ -83,7 +83,14 @@ pub struct Settings {
     /// How long a deleted alias cannot be claimed again (`--alias-quarantine`):
     /// delete-then-reclaim is a known phishing trick.
     pub alias_quarantine: Duration,
+    /// With a remote store (`--store-cache-ttl`): how long a core may serve
+    /// a link from its cache, which bounds how long another node's update
+    /// or delete takes to be seen here. Zero: nothing is cached.
+    pub remote_cache_ttl: Duration,
 }
+
+/// `--store-cache-ttl`'s default: one second.
+pub const DEFAULT_REMOTE_CACHE_TTL: Duration = Duration::from_secs(1);
 
 /// `--alias-quarantine`'s default: 30 days.
 pub const DEFAULT_ALIAS_QUARANTINE: Duration = Duration::from_secs(30 * 86_400);
@@ -125,6 +132,7 @@ impl Settings {
                 max_pending_bytes: 64 << 20,
             },
             alias_quarantine: DEFAULT_ALIAS_QUARANTINE,
+            remote_cache_ttl: DEFAULT_REMOTE_CACHE_TTL,
         }
     }
 }

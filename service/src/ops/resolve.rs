@@ -21,6 +21,7 @@ use super::Step;
 pub fn resolve(shard: &mut Shard, conn: u32, code: &[u8], now: Instant) -> Step {
     shard.last_now = now;
     shard.sync_epoch();
+    shard.expire_remote_cache(now);
     let Some(key) = shard.shared.codec.parse(code) else {
         return resolve_alias(shard, conn, code);
     };
@@ -51,16 +52,28 @@ pub fn resolve(shard: &mut Shard, conn: u32, code: &[u8], now: Instant) -> Step 
 /// An alias of the side map (not spelled like a code). Not cached: the
 /// cache is keyed by code keys; the OS page cache serves its record.
 fn resolve_alias(shard: &mut Shard, conn: u32, code: &[u8]) -> Step {
-    let location = std::str::from_utf8(code)
+    let alias = std::str::from_utf8(code)
         .ok()
-        .filter(|alias| check_alias(alias).is_ok())
-        .and_then(|alias| {
-            let keydir = &shard.local.as_ref()?.keydir;
-            match keydir.lookup(Ident::Alias(alias))? {
-                (Target::Live(loc), _) => Some(loc),
-                (Target::Deleted { .. }, _) => None,
-            }
+        .filter(|alias| check_alias(alias).is_ok());
+    if shard.local.is_none() {
+        // The remote store holds aliases under their own name.
+        let Some(alias) = alias else {
+            return Step::Now(OpResult::NotFound);
+        };
+        let op = shard.new_op(conn, ALIAS_KEY);
+        shard.remote.push_back(RemoteRequest::Read {
+            op,
+            code: alias.into(),
         });
+        return Step::Pending(op);
+    }
+    let location = alias.and_then(|alias| {
+        let keydir = &shard.local.as_ref()?.keydir;
+        match keydir.lookup(Ident::Alias(alias))? {
+            (Target::Live(loc), _) => Some(loc),
+            (Target::Deleted { .. }, _) => None,
+        }
+    });
     let Some(location) = location else {
         return Step::Now(OpResult::NotFound);
     };
