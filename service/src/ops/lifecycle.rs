@@ -244,10 +244,10 @@ pub(crate) fn remote_read(
         return;
     };
     let key = entry.key;
-    if let Some(then) = entry.then.as_deref_mut() {
-        if let Then::Update { version: v, .. } | Then::Delete { version: v, .. } = then {
-            *v = version + 1;
-        }
+    if let Some(Then::Update { version: v, .. } | Then::Delete { version: v, .. }) =
+        entry.then.as_deref_mut()
+    {
+        *v = version + 1;
     }
     if after_read(shard, op, &url, meta.as_ref()) {
         return;
