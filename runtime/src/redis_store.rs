@@ -10,8 +10,10 @@
 //! cost is a cross-thread hand-off per request that misses the cache (see
 //! ARCHITECTURE.md for the measured figure).
 //!
-//! **Layout in the cluster.** `shorty:l:<code>` holds a link's URL (a
-//! plain string: operators can read it with `redis-cli`). `shorty:ids` is
+//! **Layout in the cluster.** `shorty:l:<code or alias>` holds a link: a
+//! plain link's bare URL (operators can read it with `redis-cli`), or a
+//! link with options / a deleted link in the tagged shapes of
+//! [`crate::redis_link`]. `shorty:ids` is
 //! the id counter: each process claims blocks of [`ID_BLOCK`] with one
 //! `INCRBY`, so codes stay unique and non-sequential across every node.
 //! `shorty:key` holds the permutation key, created once with `SET NX`, so
@@ -29,7 +31,12 @@
 //! a link made on another node resolves at once. Writes and reads use separate
 //! connections, because `WAIT` blocks its connection until replicas
 //! answer. Every request is bounded by `--store-timeout`; failures answer
-//! 503, never 404.
+//! 503, never 404. The lifecycle's writes (an alias's `SET NX`, the update
+//! and delete scripts) are `WAIT`ed and checked the same way
+//! ([`crate::redis_link`]).
+//!
+//! The cores cache what they read for at most `--store-cache-ttl`, which
+//! bounds how long another node's update or delete takes to be seen.
 
 use std::cell::RefCell;
 use std::rc::Rc;

@@ -397,3 +397,75 @@ fn an_out_of_memory_redis_acknowledges_no_change() {
     assert_eq!(now.meta.version, 1);
     assert_eq!(a.resolve("oom-new", t0), OpResult::NotFound);
 }
+
+/// `export --store` and `import --store` carry the options, the newest
+/// version, and skip deleted links; a plain link stays a bare URL.
+#[test]
+fn export_and_import_carry_options_and_skip_deleted_links() {
+    let (Some(from), Some(to)) = (or_skip(Redis::start(&[])), or_skip(Redis::start(&[]))) else {
+        return;
+    };
+    let spec = |r: &Redis| RedisSpec {
+        nodes: vec![r.url()],
+    };
+    let t0 = Instant::now();
+    let anyone = Principal::ANYONE;
+    let mut a = node(&spec(&from), 0, t0);
+    let step = ops::create::shorten(&mut a.shard, 1, b"https://e.com/plain");
+    let OpResult::Stored(key) = a.settle(step) else {
+        panic!("not stored")
+    };
+    let mut buf = [0; shorty_service::codes::MAX_CODE_LEN];
+    let plain_code = shorty_service::codes::format_code(key, &mut buf).to_owned();
+    let titled = LinkMeta {
+        title: Some("T".into()),
+        expires_at_ms: Some(T0_MS + 60_000),
+        ..LinkMeta::default()
+    };
+    a.created("https://e.com/a", Some("kept"), titled, t0);
+    view(a.update("kept", new_url("https://e.com/a2"), anyone, t0));
+    a.created("https://e.com/d", Some("dropped"), plain(), t0);
+    assert_eq!(a.delete("dropped", t0), OpResult::Deleted);
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("links.jsonl");
+    assert_eq!(
+        shorty_runtime::tools::export_redis(&spec(&from), Some(&file)),
+        std::process::ExitCode::SUCCESS
+    );
+    let text = std::fs::read_to_string(&file).unwrap();
+    let mut lines: Vec<&str> = text.lines().collect();
+    lines.sort_unstable();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert!(!text.contains("dropped"), "{text}");
+    assert!(
+        text.contains(&format!(
+            "{{\"code\":\"{plain_code}\",\"url\":\"https://e.com/plain\"}}"
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains("\"code\":\"kept\",\"url\":\"https://e.com/a2\",\"version\":1")
+            && text.contains("\"title\":\"T\"")
+            && text.contains("\"alias\":true"),
+        "{text}"
+    );
+
+    assert_eq!(
+        shorty_runtime::tools::import_redis(&spec(&to), &file),
+        std::process::ExitCode::SUCCESS
+    );
+    // The plain link is the bare URL in the new store too.
+    assert_eq!(
+        to.get(&format!("shorty:l:{plain_code}")).as_deref(),
+        Some("https://e.com/plain")
+    );
+    let mut b = node(&spec(&to), 0, t0);
+    assert_eq!(b.url(&plain_code, t0).unwrap(), "https://e.com/plain");
+    let kept = view(b.info("kept"));
+    assert_eq!(
+        (&kept.url[..], kept.meta.version, kept.meta.title.as_deref()),
+        (&b"https://e.com/a2"[..], 1, Some("T"))
+    );
+    assert_eq!(b.resolve("dropped", t0), OpResult::NotFound);
+}
