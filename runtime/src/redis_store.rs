@@ -825,7 +825,13 @@ impl Store {
     /// redirect (`!whole`) is its bare URL, as before the lifecycle.
     async fn read(&self, code: &str, whole: bool) -> RemoteReply {
         let name = format!("{LINK_PREFIX}{code}");
-        let mut reads = self.reads.clone();
+        // A lifecycle operation's read goes to the primary (a replica may
+        // lag a change acknowledged a moment ago); a redirect may use a
+        // replica.
+        let mut reads = match (&self.primary_reads, whole) {
+            (Some(primary), true) => primary.clone(),
+            _ => self.reads.clone(),
+        };
         let mut found = reads.query(redis::cmd("GET").arg(&name)).await;
         if let (Ok(Value::Nil) | Err(_), Some(primary)) = (&found, &self.primary_reads) {
             // A replica may lag its primary: only the primary's "no" is

@@ -366,11 +366,15 @@ fn the_lifecycle_on_a_redis_cluster() {
     lifecycle_on(&spec, 1);
 }
 
-/// An out-of-memory Redis (`noeviction`) refuses the scripts' writes: no
-/// update, delete or create is acknowledged, and the link is unchanged.
-#[test]
-fn an_out_of_memory_redis_acknowledges_no_change() {
-    let Some(redis) = or_skip(Redis::start(&["--maxmemory-policy", "noeviction"])) else {
+/// A Redis that refuses writes must never have a change acknowledged:
+/// the update, delete and create answer 503, the link is unchanged, and
+/// once the fault is gone the same changes go through.
+fn refused_writes_acknowledge_no_change(
+    args: &[&str],
+    inject: impl Fn(&Redis),
+    repair: impl Fn(&Redis),
+) {
+    let Some(redis) = or_skip(Redis::start(args)) else {
         return;
     };
     let spec = RedisSpec {
@@ -379,23 +383,84 @@ fn an_out_of_memory_redis_acknowledges_no_change() {
     let t0 = Instant::now();
     let anyone = Principal::ANYONE;
     let mut a = node(&spec, 0, t0);
-    let code = a.created("https://e.com/keep", Some("oom-alias"), plain(), t0);
-    redis.must(&["CONFIG", "SET", "maxmemory", "1"]);
+    let code = a.created("https://e.com/keep", Some("fault-alias"), plain(), t0);
+    inject(&redis);
     let update = a.update(&code, new_url("https://e.com/lost"), anyone, t0);
     assert_eq!(status(&update), Some(503), "{update:?}");
     let delete = a.delete(&code, t0);
     assert_eq!(status(&delete), Some(503), "{delete:?}");
-    let create = a.create("https://e.com/new", Some("oom-new"), plain(), anyone, t0);
+    let create = a.create("https://e.com/new", Some("fault-new"), plain(), anyone, t0);
     assert_eq!(status(&create), Some(503), "{create:?}");
     let info = view(a.info(&code));
     assert_eq!(
         (&info.url[..], info.meta.version),
         (&b"https://e.com/keep"[..], 0)
     );
-    redis.must(&["CONFIG", "SET", "maxmemory", "0"]);
+    assert_eq!(a.resolve("fault-new", t0), OpResult::NotFound);
+    repair(&redis);
     let now = view(a.update(&code, new_url("https://e.com/now"), anyone, t0));
     assert_eq!(now.meta.version, 1);
-    assert_eq!(a.resolve("oom-new", t0), OpResult::NotFound);
+    assert_eq!(a.delete(&code, t0), OpResult::Deleted);
+}
+
+/// Out of memory (`maxmemory` + `noeviction`): the scripts' writes get OOM.
+#[test]
+fn an_out_of_memory_redis_acknowledges_no_change() {
+    refused_writes_acknowledge_no_change(
+        &["--maxmemory-policy", "noeviction"],
+        |r| drop(r.must(&["CONFIG", "SET", "maxmemory", "1"])),
+        |r| drop(r.must(&["CONFIG", "SET", "maxmemory", "0"])),
+    );
+}
+
+/// Too few replicas for `min-replicas-to-write` (`NOREPLICAS`), where
+/// `WAIT 0` proves nothing.
+#[test]
+fn a_redis_without_its_replicas_acknowledges_no_change() {
+    refused_writes_acknowledge_no_change(
+        &[],
+        |r| drop(r.must(&["CONFIG", "SET", "min-replicas-to-write", "1"])),
+        |r| drop(r.must(&["CONFIG", "SET", "min-replicas-to-write", "0"])),
+    );
+}
+
+/// A failing disk (`MISCONF`: the last RDB save failed): saving into
+/// /proc fails, even for root.
+#[test]
+fn a_redis_with_a_failing_disk_acknowledges_no_change() {
+    let saved = |r: &Redis, status: &str| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !r
+            .cli(&["info", "persistence"])
+            .is_some_and(|o| o.contains(&format!("rdb_last_bgsave_status:{status}")))
+        {
+            assert!(Instant::now() < deadline, "the save never ended {status}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let home = std::sync::Mutex::new(String::new());
+    refused_writes_acknowledge_no_change(
+        &[
+            "--appendonly",
+            "no",
+            "--save",
+            "3600 1",
+            "--enable-protected-configs",
+            "yes",
+        ],
+        |r| {
+            let dir = r.must(&["config", "get", "dir"]);
+            *home.lock().unwrap() = dir.lines().nth(1).unwrap().to_owned();
+            r.must(&["config", "set", "dir", "/proc"]);
+            r.must(&["bgsave"]);
+            saved(r, "err");
+        },
+        |r| {
+            r.must(&["config", "set", "dir", &home.lock().unwrap()]);
+            r.must(&["bgsave"]);
+            saved(r, "ok");
+        },
+    );
 }
 
 /// `export --store` and `import --store` carry the options, the newest
