@@ -534,3 +534,51 @@ fn export_and_import_carry_options_and_skip_deleted_links() {
     );
     assert_eq!(b.resolve("dropped", t0), OpResult::NotFound);
 }
+
+/// Sequential creates, updates, reads and deletes through one node, each
+/// checked; prints the mean latency of each (nothing timed is asserted).
+/// `REDIS_LIFECYCLE_ROUNDS=n` runs more (default 50).
+#[test]
+fn sequential_changes_read_back_exactly() {
+    let Some(redis) = or_skip(Redis::start(&[])) else {
+        return;
+    };
+    let rounds: usize = std::env::var("REDIS_LIFECYCLE_ROUNDS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(50);
+    let spec = RedisSpec {
+        nodes: vec![redis.url()],
+    };
+    let t0 = Instant::now();
+    let anyone = Principal::ANYONE;
+    let mut a = node(&spec, 0, t0);
+    let mut spent = [Duration::ZERO; 4];
+    for i in 0..rounds {
+        let alias = format!("seq-{i}");
+        let started = Instant::now();
+        let code = a.created("https://e.com/s", Some(&alias), plain(), t0);
+        spent[0] += started.elapsed();
+        let started = Instant::now();
+        let url = format!("https://e.com/s/{i}");
+        assert_eq!(
+            view(a.update(&code, new_url(&url), anyone, t0))
+                .meta
+                .version,
+            1
+        );
+        spent[1] += started.elapsed();
+        let started = Instant::now();
+        assert_eq!(a.url(&code, t0).unwrap(), url);
+        spent[2] += started.elapsed();
+        let started = Instant::now();
+        assert_eq!(a.delete(&code, t0), OpResult::Deleted);
+        spent[3] += started.elapsed();
+    }
+    for (what, total) in ["create", "update", "resolve", "delete"].iter().zip(spent) {
+        eprintln!(
+            "{what}: {:?} per operation over {rounds}",
+            total / rounds as u32
+        );
+    }
+}
