@@ -424,6 +424,37 @@ fn a_redis_without_its_replicas_acknowledges_no_change() {
     );
 }
 
+/// The store's Redis demoted to a replica behind the node's back (a
+/// manual failover): the scripts' writes get `READONLY`.
+#[test]
+fn a_demoted_redis_acknowledges_no_change() {
+    let other: std::sync::Mutex<Option<Redis>> = std::sync::Mutex::new(None);
+    let link_up = |r: &Redis| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !r
+            .cli(&["info", "replication"])
+            .is_some_and(|o| o.contains("master_link_status:up"))
+        {
+            assert!(Instant::now() < deadline, "replication never started");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    refused_writes_acknowledge_no_change(
+        &[],
+        |r| {
+            // Another Redis takes a copy, becomes the primary, and the
+            // store's Redis replicates it (same data, read-only).
+            let b = Redis::start(&[]).unwrap();
+            b.replicate(r);
+            b.must(&["replicaof", "no", "one"]);
+            r.must(&["replicaof", "127.0.0.1", &b.port().to_string()]);
+            link_up(r);
+            *other.lock().unwrap() = Some(b);
+        },
+        |r| drop(r.must(&["replicaof", "no", "one"])),
+    );
+}
+
 /// A failing disk (`MISCONF`: the last RDB save failed): saving into
 /// /proc fails, even for root.
 #[test]
