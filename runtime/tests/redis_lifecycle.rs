@@ -234,6 +234,11 @@ fn lifecycle_on(spec: &RedisSpec, replicas: u32) {
     let again = b.create("https://e.com/b", Some("promo-1"), plain(), anyone, t0);
     assert_eq!(status(&again), Some(409), "{again:?}");
     assert_eq!(b.url("promo-1", later).unwrap(), "https://e.com/a");
+    // An alias spelled like a code is found as a code, on any node.
+    let code_like = a.created("https://e.com/k", Some("Abc1234"), plain(), t0);
+    assert_eq!(b.url(&code_like, t0).unwrap(), "https://e.com/k");
+    let taken = b.create("https://e.com/b", Some("Abc1234"), plain(), anyone, t0);
+    assert_eq!(status(&taken), Some(409), "{taken:?}");
     let reserved = b.create("https://e.com/b", Some("healthz"), plain(), anyone, t0);
     assert_eq!(status(&reserved), Some(422), "{reserved:?}");
     // Only its owner (or a links:all key) changes it.
