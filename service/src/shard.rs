@@ -809,13 +809,13 @@ impl Shard {
     }
 
     /// With a remote store, links changed on another node are seen here
-    /// within `--store-cache-ttl`: the core's cache is emptied that often
-    /// (cheaper than a time per entry; a hot link costs one store read per
-    /// interval and core).
+    /// within `--store-cache-ttl`: every entry of the core's cache expires
+    /// that often (one counter, no time per entry, nothing dropped at
+    /// once; a hot link costs one store read per interval and core).
     #[inline]
     pub(crate) fn expire_remote_cache(&mut self, now: Instant) {
         if self.local.is_none() && now >= self.cache_until {
-            self.cache.clear();
+            self.cache.expire_all();
             self.cache_until = now + self.shared.settings.remote_cache_ttl;
         }
     }
