@@ -281,6 +281,13 @@ pub struct ServeArgs {
     #[arg(long, env = "SHORTY_ALIAS_QUARANTINE", default_value = "30d", value_parser = parse_duration)]
     pub alias_quarantine: Duration,
 
+    // ----- engineer REDIS (issue 19, Redis store) -----
+    /// With a Redis store: how long a core may serve a link from its cache
+    /// before asking the store again, so an update or delete made through
+    /// another node is seen here within this time (0: no cache).
+    #[arg(long, env = "SHORTY_STORE_CACHE_TTL", default_value = "1s", value_parser = parse_duration)]
+    pub store_cache_ttl: Duration,
+
     /// Close a connection that sends nothing (and waits for nothing) for
     /// this long.
     #[arg(long, env = "SHORTY_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
@@ -613,6 +620,8 @@ impl ServeArgs {
             ui: self.ui,
             // ----- engineer STATS (issue 20) -----
             stats: self.stats == OnOff::On,
+            // ----- engineer REDIS (issue 19, Redis store) -----
+            remote_cache_ttl: self.store_cache_ttl,
         }
     }
 }

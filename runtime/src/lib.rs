@@ -28,6 +28,7 @@ pub mod driver;
 pub mod listen;
 pub mod logging;
 pub mod notify;
+pub mod redis_link;
 pub mod redis_store;
 pub mod remote;
 pub mod server;

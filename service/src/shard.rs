@@ -309,6 +309,96 @@ pub enum RemoteRequest {
         /// The long URL.
         url: Bytes,
     },
+    /// Read a link by its code or alias (a lifecycle operation's read, an
+    /// alias's redirect): answered with [`RemoteReply::Link`], or
+    /// `NotFound` (none, or deleted).
+    Read {
+        /// The operation waiting for it.
+        op: OpId,
+        /// Its code or alias.
+        code: Box<str>,
+    },
+    /// Store a new link with options (version 0) under `alias`, only if
+    /// that name holds nothing (nor a deleted alias's quarantine), or
+    /// under a generated code: answered with [`RemoteReply::Written`].
+    Create {
+        /// The operation waiting for it.
+        op: OpId,
+        /// The alias, or `None` for a generated code.
+        alias: Option<Box<str>>,
+        /// The long URL.
+        url: Bytes,
+        /// The option list (format 3's TLVs, without the version: the
+        /// store keeps it).
+        options: Bytes,
+    },
+    /// Replace the live link `code` with this URL and options at the next
+    /// version, atomically in the store (`NotFound` if it is gone).
+    Update {
+        /// The operation waiting for it.
+        op: OpId,
+        /// Its code or alias.
+        code: Box<str>,
+        /// The new URL.
+        url: Bytes,
+        /// The new option list (without the version).
+        options: Bytes,
+    },
+    /// Delete the live link `code` (`NotFound` if it is gone): a
+    /// tombstone that keeps the name taken, for `quarantine_ms` (an alias)
+    /// or for ever (`None`: a code is never handed out again).
+    Delete {
+        /// The operation waiting for it.
+        op: OpId,
+        /// Its code or alias.
+        code: Box<str>,
+        /// How long a deleted alias stays taken.
+        quarantine_ms: Option<u64>,
+    },
+}
+
+impl RemoteRequest {
+    /// The operation waiting for this request.
+    pub fn op(&self) -> OpId {
+        match self {
+            RemoteRequest::Get { op, .. }
+            | RemoteRequest::Put { op, .. }
+            | RemoteRequest::Read { op, .. }
+            | RemoteRequest::Create { op, .. }
+            | RemoteRequest::Update { op, .. }
+            | RemoteRequest::Delete { op, .. } => *op,
+        }
+    }
+}
+
+/// A remote store's answer to a [`RemoteRequest`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RemoteReply {
+    /// The outcome as it is (a plain link's URL, a SHORTEN's key, 404, a
+    /// failure).
+    Done(OpResult),
+    /// A link with options, or any link a `Read` asked for.
+    Link {
+        /// The long URL.
+        url: Bytes,
+        /// Its options (`None`: a plain link).
+        meta: Option<LinkMeta>,
+        /// Its version (0: never changed).
+        version: u64,
+    },
+    /// A `Create`, `Update` or `Delete` is stored and confirmed.
+    Written {
+        /// The generated code's key (a `Create` without alias).
+        key: Option<u64>,
+        /// The version written.
+        version: u64,
+    },
+}
+
+impl From<OpResult> for RemoteReply {
+    fn from(result: OpResult) -> Self {
+        RemoteReply::Done(result)
+    }
 }
 
 /// This core's part of the embedded log.
@@ -352,6 +442,8 @@ pub struct Shard {
     /// This core's pending click deltas, handed to the stats writer every
     /// `--stats-flush`.
     pub stats: ClickCounter,
+    /// With a remote store: when this core's cache is emptied next.
+    pub(crate) cache_until: Instant,
 }
 
 impl Shard {
@@ -380,6 +472,7 @@ impl Shard {
             wall: (Instant::now(), 0),
             seen_epoch: 0,
             last_now: Instant::now(),
+            cache_until: Instant::now(),
         }
     }
 
@@ -779,25 +872,54 @@ impl Shard {
     }
 
     /// Reports a remote store answer.
-    pub fn remote_done(&mut self, op: OpId, result: OpResult) {
+    pub fn remote_done(&mut self, op: OpId, reply: RemoteReply) {
         let key = self.ops.get(op as usize).map(|e| e.key);
-        if let OpResult::Url(_) = result {
-            // A remote link has no options (no limit): a GET that is still
-            // waiting is answered with this redirect, so it is a click.
-            if let Some(click) = self.take_click(op) {
-                self.count_click(click.key, &click.meta(), self.last_now);
+        match reply {
+            RemoteReply::Done(result) => {
+                if let OpResult::Url(_) = result {
+                    // A plain remote link has no options (no limit): a GET
+                    // that is still waiting is answered with this
+                    // redirect, so it is a click.
+                    if let Some(click) = self.take_click(op) {
+                        self.count_click(click.key, &click.meta(), self.last_now);
+                    }
+                }
+                if let (OpResult::Url(url), Some(key)) = (&result, key) {
+                    if key != ALIAS_KEY {
+                        self.cache.insert(key, url, None);
+                    }
+                }
+                // A lifecycle operation's read or write failed (or found
+                // nothing): nothing is reserved with a remote store, so
+                // what followed is merely dropped.
+                if let Some(entry) = self.ops.get_mut(op as usize) {
+                    entry.then = None;
+                }
+                self.complete(op, result);
+            }
+            RemoteReply::Link { url, meta, version } => {
+                let meta = meta.map(|mut m| {
+                    m.version = version;
+                    m
+                });
+                crate::ops::lifecycle::remote_read(self, op, url, meta, version);
+            }
+            RemoteReply::Written { key: code, version } => {
+                crate::ops::lifecycle::remote_written(self, op, code, version);
             }
         }
-        match (&result, key) {
-            (OpResult::Url(url), Some(key)) => self.cache.insert(key, url, None),
-            (OpResult::Stored(key), _) => {
-                // The new link is likely clicked soon; the URL is not at
-                // hand here, so nothing is cached.
-                let _ = key;
-            }
-            _ => {}
+    }
+
+    /// With a remote store, links changed on another node are seen here
+    /// within `--store-cache-ttl`: every entry of the core's cache expires
+    /// that often (one counter, no time per entry, nothing dropped at
+    /// once; a hot link costs one store read per interval and core).
+    #[inline]
+    pub(crate) fn expire_remote_cache(&mut self, now: Instant) {
+        if self.local.is_none() && now >= self.cache_until {
+            self.cache.expire_all();
+            self.cache_until = now + self.shared.settings.remote_cache_ttl;
         }
-        self.complete(op, result);
     }
 
     /// Cache hits and misses, and its use.

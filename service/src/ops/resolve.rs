@@ -34,6 +34,7 @@ pub fn resolve(
     shard.last_now = now;
     shard.sync_epoch();
     let click = click.filter(|c| !c.head);
+    shard.expire_remote_cache(now);
     let Some(key) = shard.shared.codec.parse(code) else {
         return resolve_alias(shard, conn, code, click);
     };
@@ -68,16 +69,29 @@ pub fn resolve(
 /// An alias of the side map (not spelled like a code). Not cached: the
 /// cache is keyed by code keys; the OS page cache serves its record.
 fn resolve_alias(shard: &mut Shard, conn: u32, code: &[u8], click: Option<ClickMeta<'_>>) -> Step {
-    let location = std::str::from_utf8(code)
+    let alias = std::str::from_utf8(code)
         .ok()
-        .filter(|alias| check_alias(alias).is_ok())
-        .and_then(|alias| {
-            let keydir = &shard.local.as_ref()?.keydir;
-            match keydir.lookup(Ident::Alias(alias))? {
-                (Target::Live(loc), _) => Some(loc),
-                (Target::Deleted { .. }, _) => None,
-            }
+        .filter(|alias| check_alias(alias).is_ok());
+    if shard.local.is_none() {
+        // The remote store holds aliases under their own name.
+        let Some(alias) = alias else {
+            return Step::Now(OpResult::NotFound);
+        };
+        let op = shard.new_op(conn, ALIAS_KEY);
+        park_click(shard, op, ALIAS_KEY, click);
+        shard.remote.push_back(RemoteRequest::Read {
+            op,
+            code: alias.into(),
         });
+        return Step::Pending(op);
+    }
+    let location = alias.and_then(|alias| {
+        let keydir = &shard.local.as_ref()?.keydir;
+        match keydir.lookup(Ident::Alias(alias))? {
+            (Target::Live(loc), _) => Some(loc),
+            (Target::Deleted { .. }, _) => None,
+        }
+    });
     let Some(location) = location else {
         return Step::Now(OpResult::NotFound);
     };
