@@ -50,6 +50,7 @@ pub(crate) fn link_op(reply: LinkReply) -> Op {
         LinkReply::Updated => Op::Update,
         LinkReply::Deleted => Op::Delete,
         LinkReply::Info => Op::Info,
+        LinkReply::Stats => Op::Stats,
     }
 }
 
