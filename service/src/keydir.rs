@@ -163,6 +163,15 @@ fn reserve(cell: &mut (impl Cell + ?Sized)) -> u64 {
     version
 }
 
+/// Why a mutation could not begin ([`KeyDir::begin_mutation`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mutation {
+    /// No live link has this name (never made, or deleted).
+    NotLive,
+    /// Another change of it is in flight: retry once it is answered.
+    Busy,
+}
+
 /// Installs `target` at `version` if it is newer than what is installed;
 /// clears the reservation it held. `Ok(false)`: overtaken (a newer version
 /// is installed), `Err`: the same version is installed already.
@@ -554,12 +563,24 @@ impl KeyDir {
     }
 
     /// Begins a mutation (update, delete) of a live `ident`: its record
-    /// and the version the mutation's record carries, reserved. `None` if
-    /// it is not live.
-    pub fn begin_mutation(&self, ident: Ident<'_>) -> Option<(Location, u64)> {
+    /// and the version the mutation's record carries, reserved until
+    /// [`install`](Self::install) or [`release`](Self::release).
+    ///
+    /// One mutation of a key at a time: an update is a read of the
+    /// current record, then a whole new record, so two in flight at once
+    /// would each start from the same record and the later one would undo
+    /// the earlier (a delete, or another update's field), though both were
+    /// acknowledged. The second is refused instead ([`Mutation::Busy`]);
+    /// its client retries and then starts from the first one's result.
+    ///
+    /// # Errors
+    /// [`Mutation::NotLive`] if it is not live, [`Mutation::Busy`] while
+    /// another mutation (or the create) of it is in flight.
+    pub fn begin_mutation(&self, ident: Ident<'_>) -> Result<(Location, u64), Mutation> {
         self.with_cell(ident, |cell| match cell.target() {
-            Some(Target::Live(loc)) => Some((loc, reserve(cell))),
-            _ => None,
+            Some(Target::Live(_)) if cell.state().reserved != 0 => Err(Mutation::Busy),
+            Some(Target::Live(loc)) => Ok((loc, reserve(cell))),
+            _ => Err(Mutation::NotLive),
         })
     }
 
@@ -858,7 +879,7 @@ mod tests {
             assert_eq!(dir.get(key), None, "404 once deleted");
             assert!(dir.contains(key), "the generator skips it");
             assert!(!dir.insert(key, loc(2, 2)), "a SHORTEN cannot take it");
-            assert_eq!(dir.begin_mutation(ident), None);
+            assert_eq!(dir.begin_mutation(ident), Err(Mutation::NotLive));
             // A deleted code is never reused: its quarantine is forever.
             assert_eq!(
                 dir.claim(ident, u64::MAX - 1, u64::MAX),
@@ -919,25 +940,41 @@ mod tests {
     }
 
     #[test]
-    fn concurrent_mutations_take_distinct_versions_and_the_highest_wins() {
+    fn one_mutation_of_a_key_at_a_time_and_versions_only_grow() {
         let dir = Arc::new(KeyDir::new());
         dir.insert(9, loc(0, 0));
         let ident = Ident::Key(9);
-        // Two cores take versions, then their writes complete in the
-        // opposite order: the lower one is overtaken, not installed.
+        // A second change while the first is in flight is refused: it
+        // would start from the same record and undo the first.
         let (_, first) = dir.begin_mutation(ident).unwrap();
+        assert_eq!(dir.begin_mutation(ident), Err(Mutation::Busy));
+        assert!(dir.install(ident, Target::Live(loc(1, 100)), first));
         let (_, second) = dir.begin_mutation(ident).unwrap();
         assert_eq!((first, second), (1, 2));
-        assert!(dir.install(ident, Target::Live(loc(2, 200)), second));
-        assert!(!dir.install(ident, Target::Live(loc(1, 100)), first));
+        // A failed one frees the key for the next.
+        dir.release(ident, second);
+        let (_, third) = dir.begin_mutation(ident).unwrap();
+        assert_eq!(third, 2, "a released version is taken again");
+        assert!(dir.install(ident, Target::Live(loc(2, 200)), third));
         assert_eq!(dir.get(9), Some(loc(2, 200)));
+        // Four threads racing: every begun mutation installs, none is
+        // overtaken, and the versions installed are 3, 4, ... in order.
         let threads: Vec<_> = (0..4)
-            .map(|_| {
+            .map(|t| {
                 let dir = dir.clone();
                 std::thread::spawn(move || {
-                    (0..500)
-                        .map(|_| dir.begin_mutation(ident).unwrap().1)
-                        .collect::<Vec<_>>()
+                    let mut mine = Vec::new();
+                    while mine.len() < 200 {
+                        match dir.begin_mutation(ident) {
+                            Ok((_, v)) => {
+                                assert!(dir.install(ident, Target::Live(loc(t, 0)), v));
+                                mine.push(v);
+                            }
+                            Err(Mutation::Busy) => std::thread::yield_now(),
+                            Err(Mutation::NotLive) => panic!("the link is live"),
+                        }
+                    }
+                    mine
                 })
             })
             .collect();
@@ -946,8 +983,11 @@ mod tests {
             .flat_map(|t| t.join().unwrap())
             .collect();
         all.sort_unstable();
-        all.dedup();
-        assert_eq!(all.len(), 2000, "no version taken twice");
+        assert_eq!(
+            all,
+            (3..3 + 800).collect::<Vec<_>>(),
+            "no version taken twice or skipped"
+        );
     }
 
     #[test]

@@ -496,70 +496,93 @@ fn only_owners_or_links_all_change_a_link() {
 }
 
 #[test]
-fn concurrent_updates_on_two_cores_have_one_order_that_survives_a_restart() {
+fn a_change_while_another_is_in_flight_is_refused_and_none_is_undone() {
+    // The review's repro: a DELETE and an UPDATE of one link at once, both
+    // acknowledged, and the link alive afterwards (the update had read the
+    // record before the tombstone and wrote the next version over it); and
+    // two UPDATEs of different fields, one silently lost.
     let mut rig = rig(2);
     let t = rig.t0;
     let code = rig.created(0, request("https://e.com/0", None, LinkMeta::default()));
-    let patch = |n: u32| LinkPatch {
-        url: Some(format!("https://e.com/{n}")),
+    let title = |s: &str| LinkPatch {
+        title: Field::Set(s.into()),
         ..LinkPatch::default()
     };
-    // Both take their versions first; core 1's (the later version) is
-    // written and made durable before core 0's.
+    let disable = LinkPatch {
+        disabled: Field::Set(()),
+        ..LinkPatch::default()
+    };
+    // Core 0's DELETE is in flight (its read not even served) when core
+    // 1's UPDATE arrives: the update is refused, not run from the old
+    // record.
+    let delete = lifecycle::delete(&mut rig.shards[0], 1, code.as_bytes(), Principal::ANYONE, t);
+    let Step::Pending(d) = delete else { panic!() };
+    let update = lifecycle::update(
+        &mut rig.shards[1],
+        1,
+        code.as_bytes(),
+        title("x"),
+        Principal::ANYONE,
+        t,
+    );
+    assert_eq!(
+        failed(&settled(update)),
+        Some(409),
+        "a change in flight: retry"
+    );
+    rig.run(t);
+    assert!(matches!(
+        rig.shards[0].take_result(d),
+        Some(OpResult::Deleted)
+    ));
+    // Retried after the delete is answered: the link is gone.
+    assert_eq!(
+        failed(&rig.update(1, &code, title("x"), Principal::ANYONE)),
+        Some(404)
+    );
+    assert_eq!(rig.resolve(1, &code, t), OpResult::NotFound);
+    // Two updates of different fields: the second waits for the first
+    // (refused, retried), so both fields hold.
+    let code = rig.created(0, request("https://e.com/1", None, LinkMeta::default()));
     let first = lifecycle::update(
         &mut rig.shards[0],
         1,
         code.as_bytes(),
-        patch(1),
+        disable.clone(),
         Principal::ANYONE,
         t,
     );
+    let Step::Pending(a) = first else { panic!() };
     let second = lifecycle::update(
         &mut rig.shards[1],
         1,
         code.as_bytes(),
-        patch(2),
+        title("t"),
         Principal::ANYONE,
         t,
     );
-    let (Step::Pending(a), Step::Pending(b)) = (first, second) else {
-        panic!()
-    };
-    // Serve core 1's read and write first, then core 0's.
-    for core in [1, 0] {
-        let shard = &mut rig.shards[core];
-        while let Some(read) = shard.poll_read() {
-            let file = &rig.disk[&read.file];
-            let at = read.offset as usize;
-            let bytes = Bytes::copy_from_slice(&file[at..(at + read.len).min(file.len())]);
-            shard.read_done(read, Ok(bytes));
-        }
-        while let Some(io) = shard.poll_log_io(t) {
-            if let LogIo::Write(batch) = &io {
-                let file = rig.disk.entry(batch.segment.idx).or_default();
-                file.truncate(batch.offset as usize);
-                file.extend_from_slice(&batch.bytes);
-            }
-            shard.log_done(&io, IoResult::Ok, t);
-        }
-    }
-    // Both acknowledged (v1 was overtaken: a valid order of two
-    // concurrent requests), and the later version holds.
+    assert_eq!(failed(&settled(second)), Some(409));
+    rig.run(t);
     assert!(matches!(
         rig.shards[0].take_result(a),
         Some(OpResult::Link(_))
     ));
     assert!(matches!(
-        rig.shards[1].take_result(b),
-        Some(OpResult::Link(_))
+        rig.update(1, &code, title("t"), Principal::ANYONE),
+        OpResult::Link(_)
     ));
-    assert_eq!(rig.url(0, &code).unwrap(), "https://e.com/2");
     let mut rig = rig.restart(1);
-    assert_eq!(
-        rig.url(0, &code).unwrap(),
-        "https://e.com/2",
-        "the same order after recovery"
-    );
+    match rig.resolve(0, &code, rig.t0) {
+        OpResult::Gone { .. } => {}
+        other => panic!("the disable was kept: {other:?}"),
+    }
+}
+
+fn settled(step: Step) -> OpResult {
+    match step {
+        Step::Now(result) => result,
+        Step::Pending(_) => panic!("expected an answer at once"),
+    }
 }
 
 #[test]

@@ -25,7 +25,7 @@ use bytes::Bytes;
 use shorty_protocol::ErrorCode;
 
 use crate::codes::MAX_CODE_LEN;
-use crate::keydir::{Claim, OwnedIdent};
+use crate::keydir::{Claim, Mutation, OwnedIdent};
 use crate::link::{
     alias_home, check_alias, AliasHome, LinkMeta, LinkPatch, Principal, CONFLICT, FORBIDDEN,
 };
@@ -446,8 +446,14 @@ pub(crate) fn begin(
     };
     let (location, version) = if mutation {
         match keydir.begin_mutation(ident.as_ident()) {
-            Some(found) => found,
-            None => return Step::Now(OpResult::NotFound),
+            Ok(found) => found,
+            Err(Mutation::NotLive) => return Step::Now(OpResult::NotFound),
+            Err(Mutation::Busy) => {
+                return Step::refused(
+                    CONFLICT,
+                    "another change of this link is in flight: retry once it is answered",
+                )
+            }
         }
     } else {
         match keydir.lookup(ident.as_ident()) {
