@@ -133,11 +133,14 @@ if kind == 1 then cur = tonumber(string.sub(v, 2, 17), 16) end
 local new = cur + 1
 ";
 
-/// `KEYS[1]` the link, `ARGV[1]` its new [`body`]: the link at the next
-/// version, or -1 if it is gone. Answers the version written.
+/// `KEYS[1]` the link, `ARGV[1]` its new [`body`], `ARGV[2]` the version
+/// it was made from: the link at the next version; -1 if it is gone, -2
+/// if it has changed since (another node's update went first: writing
+/// would undo it). Answers the version written.
 pub static UPDATE_SCRIPT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     format!(
-        "{SCRIPT_HEAD}redis.call('SET', KEYS[1], '\\1' .. string.format('%016x', new) .. ARGV[1])
+        "{SCRIPT_HEAD}if cur ~= tonumber(ARGV[2]) then return -2 end
+redis.call('SET', KEYS[1], '\\1' .. string.format('%016x', new) .. ARGV[1])
 return new"
     )
 });
@@ -162,6 +165,9 @@ pub enum Change {
     Confirmed(u64),
     /// The link is gone (never was, or deleted): nothing written.
     Gone,
+    /// The link changed since the change was made from it: nothing
+    /// written (the client retries from the new version).
+    Changed,
     /// The script failed (OOM, MISCONF, NOREPLICAS, READONLY...):
     /// nothing written.
     Refused(String),
@@ -174,6 +180,7 @@ pub enum Change {
 /// the script is never acknowledged, whatever `WAIT` counted.
 pub fn check_change(replies: &[Value], replicas: u32) -> Change {
     let version = match replies.first() {
+        Some(Value::Int(-2)) => return Change::Changed,
         Some(Value::Int(n)) if *n < 0 => return Change::Gone,
         Some(Value::Int(n)) => *n as u64,
         Some(Value::ServerError(err)) => return Change::Refused(err.to_string()),

@@ -760,18 +760,19 @@ impl Store {
     async fn change(
         &self,
         code: &str,
-        update: Option<Vec<u8>>,
+        update: Option<(Vec<u8>, u64)>,
         quarantine_ms: Option<u64>,
     ) -> RemoteReply {
         let name = format!("{LINK_PREFIX}{code}");
         let mut pipe = redis::pipe();
         match &update {
-            Some(body) => pipe
+            Some((body, expected)) => pipe
                 .cmd("EVAL")
                 .arg(redis_link::UPDATE_SCRIPT.as_str())
                 .arg(1)
                 .arg(&name)
-                .arg(body),
+                .arg(body)
+                .arg(expected.to_string()),
             None => {
                 // PX takes at most ~292 million years; a quarantine past a
                 // century is for ever.
@@ -802,6 +803,11 @@ impl Store {
         match redis_link::check_change(&replies, self.settings.replicas) {
             Change::Confirmed(version) => RemoteReply::Written { key: None, version },
             Change::Gone => OpResult::NotFound.into(),
+            Change::Changed => OpResult::Failed(
+                shorty_protocol::ErrorCode::CONFLICT,
+                "the link changed meanwhile (another change was applied first): retry".into(),
+            )
+            .into(),
             Change::Refused(err) => {
                 Self::unavailable(format!("the store refused the change: {err}")).into()
             }
@@ -1072,10 +1078,14 @@ pub fn start(
                                     ..
                                 } => store.create(alias.as_deref(), &url, &options).await,
                                 RemoteRequest::Update {
-                                    code, url, options, ..
+                                    code,
+                                    url,
+                                    options,
+                                    expected,
+                                    ..
                                 } => {
                                     let body = redis_link::body(&url, &options);
-                                    store.change(&code, Some(body), None).await
+                                    store.change(&code, Some((body, expected)), None).await
                                 }
                                 RemoteRequest::Delete {
                                     code,

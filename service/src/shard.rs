@@ -343,6 +343,10 @@ pub enum RemoteRequest {
         url: Bytes,
         /// The new option list (without the version).
         options: Bytes,
+        /// The version the change was made from: the store refuses it if
+        /// the link has changed since (another node's update), so no
+        /// acknowledged change is undone.
+        expected: u64,
     },
     /// Delete the live link `code` (`NotFound` if it is gone): a
     /// tombstone that keeps the name taken, for `quarantine_ms` (an alias)

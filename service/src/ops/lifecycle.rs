@@ -144,6 +144,7 @@ fn write_remote(
                 code,
                 url: Bytes::copy_from_slice(link.url),
                 options: options.into(),
+                expected: version.saturating_sub(1),
             }
         }
         Record::Tombstone(_) => RemoteRequest::Delete {
