@@ -30,6 +30,10 @@ pub const MAX_OPTION_TEXT: usize = u16::MAX as usize;
 /// The redirect statuses a link may choose.
 pub const REDIRECT_STATUSES: [u16; 4] = [301, 302, 307, 308];
 
+/// The latest expiry accepted: the last millisecond of the year 9999
+/// (RFC 3339 cannot write a later one).
+pub const MAX_EXPIRES_AT_MS: u64 = 253_402_300_799_999;
+
 /// 409: the alias is taken, or quarantined after a delete.
 pub const CONFLICT: ErrorCode = ErrorCode(409);
 /// 410: expired, click limit reached, or disabled.
@@ -233,6 +237,9 @@ pub enum LinkError {
     RedirectStatus(u16),
     /// The expiry time is not in the future.
     ExpiryInPast,
+    /// The expiry time is past [`MAX_EXPIRES_AT_MS`] (year 9999): no
+    /// client can show it, and it is surely a mistake.
+    ExpiryTooFar,
     /// The expired-URL is refused by the URL policy.
     ExpiredUrl(UrlError),
     /// The title is longer than [`MAX_TITLE_BYTES`].
@@ -261,6 +268,9 @@ impl fmt::Display for LinkError {
                 f.write_str("an alias may only hold letters, digits, '_' and '-'")
             }
             LinkError::AliasReserved => f.write_str("this alias is reserved by the service"),
+            LinkError::ExpiryTooFar => f.write_str(
+                "the expiry is past the year 9999 (omit it for a link that never expires)",
+            ),
             LinkError::RedirectStatus(s) => {
                 write!(f, "redirect status {s} is not one of 301, 302, 307, 308")
             }
@@ -330,6 +340,9 @@ impl LinkMeta {
         if self.expires_at_ms.is_some_and(|at| at <= now_ms) {
             return Err(LinkError::ExpiryInPast);
         }
+        if self.expires_at_ms.is_some_and(|at| at > MAX_EXPIRES_AT_MS) {
+            return Err(LinkError::ExpiryTooFar);
+        }
         if self.max_clicks == Some(0) {
             return Err(LinkError::ZeroClicks);
         }
@@ -342,10 +355,11 @@ impl LinkMeta {
                     max: MAX_OPTION_TEXT,
                 }));
             }
-            // An expired-URL may well be one of this server's links: no
-            // redirect chain is built (it is served once, after expiry).
+            // Never one of this server's own URLs: an expired link sent
+            // to itself (or to another expired link that sends back)
+            // would be a redirect loop.
             policy
-                .check(url.as_bytes(), |_| false)
+                .check(url.as_bytes(), |_| true)
                 .map_err(LinkError::ExpiredUrl)?;
         }
         if self
@@ -641,6 +655,21 @@ mod tests {
             long.check(now, &wide),
             Err(LinkError::ExpiredUrl(UrlError::TooLong { .. }))
         ));
+        // The review's finds: an expired-URL that is this server's own
+        // link (a redirect loop once it expires) and an expiry of u64::MAX.
+        let own = LinkMeta {
+            expired_url: Some("http://short.example/lp".into()),
+            ..ok.clone()
+        };
+        assert_eq!(
+            own.check(now, &wide),
+            Err(LinkError::ExpiredUrl(UrlError::AlreadyShort))
+        );
+        let far = LinkMeta {
+            expires_at_ms: Some(u64::MAX),
+            ..ok.clone()
+        };
+        assert_eq!(far.check(now, &policy()), Err(LinkError::ExpiryTooFar));
         let bad_url = LinkMeta {
             expired_url: Some("ftp://x/".into()),
             ..ok
