@@ -20,7 +20,9 @@ use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use shorty_service::forward::Clash;
 use shorty_service::log::record::MAX_URL_IN_RECORD;
 use shorty_service::log::{LogConfig, SyncPolicy};
-use shorty_service::settings::{Settings, DEFAULT_LINGER_BYTES, FRAME_OVERHEAD, MAX_HEADERS_CAP};
+use shorty_service::settings::{
+    Settings, DEFAULT_API_MAX_BODY, DEFAULT_LINGER_BYTES, FRAME_OVERHEAD, MAX_HEADERS_CAP,
+};
 use url::Url;
 
 /// Smallest `--segment-bytes`.
@@ -318,6 +320,50 @@ pub struct ServeArgs {
     /// `text` or `json` (one object per line).
     #[arg(long, env = "SHORTY_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
+
+    // ----- The JSON API, keys and limits (issue 21) -----
+    /// Largest JSON API request body (`Content-Length`), in bytes; larger
+    /// ones get 413 and a close. Bodies are taken on /api/ routes only.
+    #[arg(long, env = "SHORTY_API_MAX_BODY", default_value_t = DEFAULT_API_MAX_BODY as u32, value_parser = clap::value_parser!(u32).range(256..=16_777_216))]
+    pub api_max_body: u32,
+
+    /// Once an API request's head is in, its body must arrive within this
+    /// time, or the server answers 408 and closes.
+    #[arg(long, env = "SHORTY_API_BODY_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub api_body_timeout: Duration,
+
+    /// `required`: every write (and every JSON API call but the OpenAPI
+    /// document) needs an API key, on both fronts; `optional`: callers
+    /// without a key may do everything. Default: `required` when any
+    /// listener binds a non-loopback address, `optional` on loopback only
+    /// (the seed's client keeps working with no key). Redirects and
+    /// RESOLVE never need a key.
+    #[arg(long, env = "SHORTY_AUTH", value_enum)]
+    pub auth: Option<AuthPolicy>,
+}
+
+/// `--auth`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AuthPolicy {
+    /// Writes need a valid key.
+    Required,
+    /// Callers without a key may do everything; a key presented must
+    /// still be valid.
+    Optional,
+}
+
+impl ServeArgs {
+    /// `true` when writes need a key: `--auth`, or by default whenever a
+    /// listener binds a non-loopback address.
+    pub fn auth_required(&self) -> bool {
+        match self.auth {
+            Some(policy) => policy == AuthPolicy::Required,
+            None => [Some(self.listen), self.http.0, self.admin.0]
+                .into_iter()
+                .flatten()
+                .any(|a| !a.ip().is_loopback()),
+        }
+    }
 }
 
 /// `--store`.
@@ -507,6 +553,9 @@ impl ServeArgs {
             idle_timeout: self.idle_timeout,
             frame_timeout: self.frame_timeout,
             http_header_timeout: self.http_header_timeout,
+            api_max_body: self.api_max_body as usize,
+            api_body_timeout: self.api_body_timeout,
+            auth_required: self.auth_required(),
             linger_bytes: self.linger_bytes as usize,
             linger_timeout: self.linger_timeout,
             write_timeout: self.write_timeout,

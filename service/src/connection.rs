@@ -101,6 +101,8 @@ pub struct Connection {
     held: bool,
     /// When the unfinished request at the end of `input` began.
     request_started: Option<Instant>,
+    /// That request's head is in and its body is arriving.
+    in_body: bool,
     last_input: Instant,
     /// Since when the write in flight has been (its bytes are counted by
     /// `out`).
@@ -122,6 +124,7 @@ impl Connection {
             input: Vec::new(),
             held: false,
             request_started: None,
+            in_body: false,
             last_input: now,
             writing: None,
             linger: false,
@@ -165,6 +168,7 @@ impl Connection {
             return;
         }
         self.held = !outcome.mid_frame && rest > 0;
+        self.in_body = outcome.in_body;
         self.request_started = match (outcome.mid_frame, outcome.consumed) {
             (false, _) => None,
             // A request completed and the next one began in this input.
@@ -318,6 +322,11 @@ impl Connection {
     fn request_timeout(&self, settings: &Settings) -> Duration {
         match self.kind {
             Kind::Framed => settings.frame_timeout,
+            // A body gets its own time once the head is in (measured from
+            // the request's start, so the head's unused time carries over).
+            Kind::Http(_) if self.in_body => {
+                settings.http_header_timeout + settings.api_body_timeout
+            }
             Kind::Http(_) => settings.http_header_timeout,
         }
     }
@@ -387,7 +396,7 @@ impl Connection {
                         &Response {
                             status: 408,
                             headers: &[],
-                            body: b"request head not completed in time\n",
+                            body: b"request not completed in time\n",
                             head_only: false,
                             keep_alive: false,
                         },

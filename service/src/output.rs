@@ -45,6 +45,30 @@ pub enum Render {
         /// forwarding is on and there is one).
         query: Option<Box<str>>,
     },
+    /// A JSON API response ([`crate::api`]).
+    Api {
+        /// What the API call wants shown.
+        view: ApiView,
+        /// HEAD: no body.
+        head_only: bool,
+        /// Keep the connection open.
+        keep_alive: bool,
+    },
+}
+
+/// What a JSON API call renders once its operation is done.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApiView {
+    /// `POST /api/v1/links`: 201 and the new link, made for this URL.
+    Created {
+        /// The long URL (the store's answer holds only the key).
+        url: Box<str>,
+    },
+    /// `GET /api/v1/links/{code}`: the link.
+    Link {
+        /// The code asked for.
+        code: Box<str>,
+    },
 }
 
 /// What a reply waits for.

@@ -20,6 +20,8 @@ use shorty_protocol::frame::{parse_frame, Status};
 use shorty_protocol::{ErrorCode, Reply, Request, ServerInfo, PROTOCOL_V1};
 use slab::Slab;
 
+use crate::api::auth::{presented_key, AuthError, KeyRing};
+use crate::api::{self, ApiCall, LinkView, Problem};
 use crate::cache::UrlCache;
 use crate::codes::{Codec, IdAllocator, IdSpace, MAX_CODE_LEN};
 use crate::forward;
@@ -31,7 +33,7 @@ use crate::log::record::{decode_record, Decoded, Link, Record, RECORD_HEADER_LEN
 use crate::log::segments::{FileIdx, SegmentRef, SegmentTable};
 use crate::log::{IoResult, LogIo, LogState, LogWriter};
 use crate::metrics::{CoreMetrics, Op, Proto};
-use crate::output::{OpId, Output, Released, Render, Wait, WAIT_COST};
+use crate::output::{ApiView, OpId, Output, Released, Render, Wait, WAIT_COST};
 use crate::settings::Settings;
 use crate::url::UrlPolicy;
 
@@ -47,6 +49,9 @@ pub struct InputOutcome {
     pub consumed: usize,
     /// `true` when the rest holds the start of a request: its timeout runs.
     pub mid_frame: bool,
+    /// `true` when that request's head is in and its body is arriving (a
+    /// JSON API request): `--api-body-timeout` is added to its deadline.
+    pub in_body: bool,
     /// `true` when the connection must be closed once the queued replies
     /// are written.
     pub close: bool,
@@ -94,6 +99,8 @@ pub struct Shared {
     pub metrics: Box<[CoreMetrics]>,
     /// Set by the runtime once it can render metrics.
     pub admin: OnceLock<Box<dyn AdminView>>,
+    /// The API keys valid now (the runtime re-reads them every second).
+    pub keys: KeyRing,
 }
 
 impl std::fmt::Debug for Shared {
@@ -106,6 +113,16 @@ impl std::fmt::Debug for Shared {
 }
 
 impl Shared {
+    /// Checks a key presented on the wire (the AUTH request's payload)
+    /// exactly as the HTTP front checks `Authorization`: the caller whose
+    /// scopes then govern the connection.
+    ///
+    /// # Errors
+    /// [`AuthError::Invalid`] for a key that is not valid now.
+    pub fn authenticate(&self, key: &[u8]) -> Result<crate::api::auth::Caller, AuthError> {
+        self.keys.current().authenticate(key)
+    }
+
     /// Shared state for `cores` cores.
     pub fn new(settings: Settings, codec: Codec, store: StoreMode, cores: usize) -> Self {
         Self {
@@ -116,6 +133,7 @@ impl Shared {
             health: Arc::new(Health::new(cores)),
             metrics: (0..cores).map(|_| CoreMetrics::default()).collect(),
             admin: OnceLock::new(),
+            keys: KeyRing::default(),
         }
     }
 
@@ -237,6 +255,9 @@ pub struct Shard {
     wake: Vec<u32>,
     date: String,
 }
+
+/// ERROR 401 on the wire (the protocol crate names it in v2).
+const UNAUTHORIZED: ErrorCode = ErrorCode(401);
 
 fn error(code: ErrorCode, message: &str) -> Reply<&[u8]> {
     Reply::error(code, message.as_bytes())
@@ -389,8 +410,20 @@ impl Shard {
             }
         };
         let (op, status) = match request {
-            Request::Bare(url) => return self.shorten(conn, url, true, out, now),
-            Request::Shorten(url) => return self.shorten(conn, url, false, out, now),
+            // Until the connection can authenticate (AUTH, protocol v2),
+            // `--auth required` refuses every wire write.
+            Request::Bare(_) | Request::Shorten(_) if self.shared.settings.auth_required => {
+                let render = Render::Shortened {
+                    bare: matches!(request, Request::Bare(_)),
+                };
+                return self.refuse(out, &render, UNAUTHORIZED, &AuthError::Missing.message());
+            }
+            Request::Bare(url) => {
+                return self.shorten(conn, url, Render::Shortened { bare: true }, out, now)
+            }
+            Request::Shorten(url) => {
+                return self.shorten(conn, url, Render::Shortened { bare: false }, out, now)
+            }
             Request::Resolve(code) => {
                 return self.resolve(conn, code, out, now, Render::Resolved, Proto::Framed)
             }
@@ -430,12 +463,18 @@ impl Shard {
         self.metrics().request(Proto::Framed, op, status);
     }
 
-    fn refuse(&self, out: &mut Output, code: ErrorCode, message: &str) {
-        self.metrics().request(Proto::Framed, Op::Shorten, code.0);
-        out.push(&error(code, message));
+    /// Refuses a request now, in its place, rendered as `render` would
+    /// render the failure of its operation.
+    fn refuse(&self, out: &mut Output, render: &Render, code: ErrorCode, message: &str) {
+        let (proto, op) = labels(render);
+        self.metrics().request(proto, op, code.0);
+        let failed = OpResult::Failed(code, message.to_owned().into());
+        out.push_with(|dst| self.render(&failed, render, dst));
     }
 
-    fn shorten(&mut self, conn: u32, url: &[u8], bare: bool, out: &mut Output, now: Instant) {
+    /// Makes a new link for `url` (a SHORTEN, or a plain API creation),
+    /// answered as `render` says once it is durable.
+    fn shorten(&mut self, conn: u32, url: &[u8], render: Render, out: &mut Output, now: Instant) {
         let shared = self.shared.clone();
         let checked = shared.policy.check(url, |code| {
             shared
@@ -450,10 +489,9 @@ impl Shard {
         });
         let url = match checked {
             Ok(url) => url,
-            Err(err) => return self.refuse(out, err.error_code(), &err.to_string()),
+            Err(err) => return self.refuse(out, &render, err.error_code(), &err.to_string()),
         };
         let deadline = now + shared.settings.commit_timeout;
-        let render = Render::Shortened { bare };
         let Some(local) = self.local.as_mut() else {
             let op = self.new_op(conn, 0);
             self.remote.push_back(RemoteRequest::Put {
@@ -510,7 +548,7 @@ impl Shard {
                     crate::log::LogFailure::Broken => ErrorCode::INTERNAL,
                     _ => ErrorCode::OVERLOADED,
                 };
-                self.refuse(out, code, failure.message());
+                self.refuse(out, &render, code, failure.message());
             }
         }
     }
@@ -526,11 +564,7 @@ impl Shard {
         render: Render,
         proto: Proto,
     ) {
-        let op_kind = if proto == Proto::Http {
-            Op::Redirect
-        } else {
-            Op::Resolve
-        };
+        let (_, op_kind) = labels(&render);
         let Some(key) = self.shared.codec.parse(code) else {
             self.metrics().request(proto, op_kind, 404);
             return out.push_with(|dst| self.render(&OpResult::NotFound, &render, dst));
@@ -595,6 +629,11 @@ impl Shard {
                 keep_alive,
                 query,
             } => self.render_redirect(result, *head_only, *keep_alive, query.as_deref(), dst),
+            Render::Api {
+                view,
+                head_only,
+                keep_alive,
+            } => self.render_api(result, view, *head_only, *keep_alive, dst),
             &Render::Shortened { bare } => {
                 let reply_bytes;
                 let reply = match result {
@@ -628,6 +667,77 @@ impl Shard {
                 };
                 encode(&reply, dst);
             }
+        }
+    }
+
+    fn render_api(
+        &self,
+        result: &OpResult,
+        view: &ApiView,
+        head_only: bool,
+        keep_alive: bool,
+        dst: &mut BytesMut,
+    ) {
+        let public = self.shared.settings.public_url.as_str();
+        let outcome = match (result, view) {
+            (OpResult::Stored(key), ApiView::Created { url }) => {
+                let mut code = [0; MAX_CODE_LEN];
+                let code = self.shared.codec.code(*key, &mut code);
+                Ok((201, LinkView::plain(code, public, url)))
+            }
+            (OpResult::Url(url), ApiView::Link { code }) => Ok((
+                200,
+                LinkView::plain(code, public, &String::from_utf8_lossy(url)),
+            )),
+            (OpResult::NotFound, _) => Err(Problem::new(404, "no link has this code")),
+            // The URL policy's refusals are about the URL field.
+            (OpResult::Failed(code, message), ApiView::Created { .. })
+                if matches!(code.0, 400 | 422) =>
+            {
+                // 422 (a URL that parses as JSON but is not one we take)
+                // keeps its status.
+                let mut problem = Problem::invalid("url", message.as_ref());
+                problem.status = code.0;
+                problem.title = http::reason(code.0);
+                Err(problem)
+            }
+            (OpResult::Failed(code, message), _) => {
+                let status = if (400..600).contains(&code.0) {
+                    code.0
+                } else {
+                    500
+                };
+                Err(Problem::new(status, message.as_ref()))
+            }
+            _ => Err(Problem::new(500, "unexpected store reply")),
+        };
+        match outcome {
+            Ok((status, link)) => {
+                // Serialising strings and numbers cannot fail.
+                let body = serde_json::to_vec(&link).unwrap_or_default();
+                let location = format!("{}/links/{}", api::API_V1, link.code);
+                let created = [
+                    ("Content-Type", "application/json"),
+                    ("Location", location.as_str()),
+                ];
+                let headers = if status == 201 {
+                    &created[..]
+                } else {
+                    &created[..1]
+                };
+                http::write(
+                    dst,
+                    &self.date,
+                    &Response {
+                        status,
+                        headers,
+                        body: &body,
+                        head_only,
+                        keep_alive,
+                    },
+                );
+            }
+            Err(problem) => write_problem(dst, &self.date, &problem, head_only, keep_alive),
         }
     }
 
@@ -700,11 +810,7 @@ impl Shard {
                 deadline,
             } => (*op, render, *deadline),
         };
-        let (proto, kind) = match render {
-            Render::Shortened { .. } => (Proto::Framed, Op::Shorten),
-            Render::Resolved => (Proto::Framed, Op::Resolve),
-            Render::Redirect { .. } => (Proto::Http, Op::Redirect),
-        };
+        let (proto, kind) = labels(render);
         let done = match self.ops.get(op as usize).map(|e| &e.state) {
             Some(OpState::Done(_)) => match self.ops.remove(op as usize).state {
                 OpState::Done(result) => result,
@@ -715,7 +821,11 @@ impl Shard {
                     entry.state = OpState::Abandoned;
                 }
                 let message = match render {
-                    Render::Shortened { .. } => {
+                    Render::Shortened { .. }
+                    | Render::Api {
+                        view: ApiView::Created { .. },
+                        ..
+                    } => {
                         "the log did not confirm the URL within --commit-timeout; it may still \
                          have been stored: retry"
                     }
@@ -771,8 +881,15 @@ impl Shard {
             let shared = self.shared.clone();
             match http::parse(rest, &shared.settings) {
                 Head::Complete { len, request } => {
-                    outcome.consumed += len;
-                    self.http_request(conn, front, &request, out, now);
+                    // A body (API routes only, bounded by `--api-max-body`
+                    // in `parse`) must be in whole before the request runs.
+                    let Some(body) = rest.get(len..len + request.body_len) else {
+                        outcome.mid_frame = true;
+                        outcome.in_body = true;
+                        return outcome;
+                    };
+                    outcome.consumed += len + request.body_len;
+                    self.http_request(conn, front, &request, body, out, now);
                     if !request.keep_alive {
                         outcome.close = true;
                         return outcome;
@@ -810,6 +927,7 @@ impl Shard {
         conn: u32,
         front: Front,
         request: &http::Request<'_>,
+        body: &[u8],
         out: &mut Output,
         now: Instant,
     ) {
@@ -831,12 +949,16 @@ impl Shard {
                 )
             })
         };
-        if request.method == Method::Other {
+        let shared = self.shared.clone();
+        let route = http::route(&shared.settings, front, request.path);
+        if let Route::Api(_) = route {
+            return self.api_request(conn, request, body, out, now);
+        }
+        if !matches!(request.method, Method::Get | Method::Head) {
             self.metrics().request(Proto::Http, Op::Other, 405);
             return respond(out, 405, &[("Allow", "GET, HEAD")], b"only GET and HEAD\n");
         }
-        let shared = self.shared.clone();
-        match http::route(&shared.settings, front, request.path) {
+        match route {
             Route::Code(code) => self.resolve(
                 conn,
                 code.as_bytes(),
@@ -888,10 +1010,100 @@ impl Shard {
                     text.as_bytes(),
                 )
             }
-            Route::NotFound => {
+            Route::NotFound | Route::Api(_) => {
                 self.metrics().request(Proto::Http, Op::Other, 404);
                 respond(out, 404, &[], b"not found\n")
             }
+        }
+    }
+
+    /// A JSON API request ([`crate::api`]): checked, authorised, then run
+    /// through the operations SHORTEN and RESOLVE use.
+    fn api_request(
+        &mut self,
+        conn: u32,
+        request: &http::Request<'_>,
+        body: &[u8],
+        out: &mut Output,
+        now: Instant,
+    ) {
+        let head_only = request.method == Method::Head;
+        let keep_alive = request.keep_alive;
+        let problem = |shard: &Self, out: &mut Output, problem: Problem| {
+            shard
+                .metrics()
+                .request(Proto::Http, Op::Api, problem.status);
+            let date = &shard.date;
+            out.push_with(|dst| write_problem(dst, date, &problem, head_only, keep_alive));
+        };
+        let call = match api::parse_call(request.method, request.path, request.query, body) {
+            Ok(call) => call,
+            Err(p) => return problem(self, out, p),
+        };
+        if let Some(scope) = call.scope() {
+            let presented = presented_key(request.authorization, request.api_key);
+            let caller = self
+                .shared
+                .keys
+                .current()
+                .caller(presented, self.shared.settings.auth_required)
+                .and_then(|caller| {
+                    if caller.scopes.allows(scope) {
+                        Ok(caller)
+                    } else {
+                        Err(AuthError::Forbidden(scope))
+                    }
+                });
+            // The caller's key id is the link's owner once links record
+            // one (issue 19's operations take it as their Principal).
+            if let Err(err) = caller {
+                return problem(self, out, err.problem());
+            }
+        }
+        let render = |view| Render::Api {
+            view,
+            head_only,
+            keep_alive,
+        };
+        match call {
+            ApiCall::OpenApi => {
+                self.metrics().request(Proto::Http, Op::Api, 200);
+                let date = &self.date;
+                out.push_with(|dst| {
+                    http::write(
+                        dst,
+                        date,
+                        &Response {
+                            status: 200,
+                            headers: &[("Content-Type", "application/json")],
+                            body: api::OPENAPI.as_bytes(),
+                            head_only,
+                            keep_alive,
+                        },
+                    )
+                })
+            }
+            ApiCall::Create(link) if link.is_plain() => {
+                let view = ApiView::Created {
+                    url: link.url.as_str().into(),
+                };
+                self.shorten(conn, link.url.as_bytes(), render(view), out, now)
+            }
+            ApiCall::Get { code } => {
+                let view = ApiView::Link {
+                    code: code.as_str().into(),
+                };
+                self.resolve(conn, code.as_bytes(), out, now, render(view), Proto::Http)
+            }
+            _ => problem(
+                self,
+                out,
+                Problem::new(
+                    501,
+                    "this call needs link options, updates, listings or statistics, which \
+                     this server version does not have yet",
+                ),
+            ),
         }
     }
 
@@ -1147,6 +1359,40 @@ fn log_health(state: &LogState) -> StorageHealth {
         LogState::DiskFull => StorageHealth::DiskFull,
         LogState::Broken(_) => StorageHealth::Broken,
     }
+}
+
+/// The metric labels of a reply rendered as `render`.
+fn labels(render: &Render) -> (Proto, Op) {
+    match render {
+        Render::Shortened { .. } => (Proto::Framed, Op::Shorten),
+        Render::Resolved => (Proto::Framed, Op::Resolve),
+        Render::Redirect { .. } => (Proto::Http, Op::Redirect),
+        Render::Api { .. } => (Proto::Http, Op::Api),
+    }
+}
+
+/// Writes `problem` as an `application/problem+json` response.
+fn write_problem(
+    dst: &mut BytesMut,
+    date: &str,
+    problem: &Problem,
+    head_only: bool,
+    keep_alive: bool,
+) {
+    let body = problem.body();
+    let mut headers: Vec<(&str, &str)> = vec![("Content-Type", api::PROBLEM_JSON)];
+    headers.extend(problem.headers.iter().map(|(n, v)| (*n, v.as_str())));
+    http::write(
+        dst,
+        date,
+        &Response {
+            status: problem.status,
+            headers: &headers,
+            body: &body,
+            head_only,
+            keep_alive,
+        },
+    );
 }
 
 fn encode<B: AsRef<[u8]>>(reply: &Reply<B>, dst: &mut BytesMut) {
