@@ -17,6 +17,8 @@ use crate::wire::{code_of, Conn, Read2};
 pub use crate::disk_full::a_long_disk_full_outage_leaks_no_fds_and_burns_no_segment_numbers;
 // The README's remedies for operators, each a case (issue 18).
 pub use crate::remedies::*;
+// The JSON API (issue 21).
+pub use crate::api::*;
 
 pub(crate) fn tmp() -> tempfile::TempDir {
     tempfile::tempdir().expect("temp dir")

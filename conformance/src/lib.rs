@@ -16,6 +16,7 @@
 //! fail separately.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod api;
 pub mod cases;
 pub mod cluster;
 pub mod crash_loop;
@@ -73,6 +74,10 @@ macro_rules! suite {
             http_oversized_requests_are_read_before_the_close,
             http_forwarded_query_clashes_follow_the_operators_rule,
             oversized_frames_are_read_before_the_close,
+            // The JSON API, keys and --auth (issue 21).
+            api_creates_and_reads_links,
+            api_keys_scopes_and_revoke,
+            a_public_bind_requires_keys_for_writes,
         );
     };
     (@cases $binary:expr; $($case:ident),* $(,)?) => {

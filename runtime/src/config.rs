@@ -93,6 +93,40 @@ pub enum Tool {
         /// The JSON lines; standard input when `-`.
         file: PathBuf,
     },
+    /// Manage API keys (stored hashed in DATA_DIR/keys.json; a running
+    /// server applies changes within seconds).
+    Keys {
+        /// The data directory.
+        #[arg(long, env = "SHORTY_DATA_DIR", default_value = "./shorty-data")]
+        data_dir: PathBuf,
+        /// What to do.
+        #[command(subcommand)]
+        action: KeysAction,
+    },
+}
+
+/// `keys ...`.
+#[derive(Debug, Clone, Subcommand)]
+pub enum KeysAction {
+    /// Make a key and print it (only this once).
+    Create {
+        /// A name for it, unique.
+        #[arg(long)]
+        name: String,
+        /// Comma-separated: links:write, links:all, links:read, stats:read.
+        #[arg(long)]
+        scopes: String,
+        /// It stops working after this long (`90d`).
+        #[arg(long, value_parser = parse_duration)]
+        expires: Option<Duration>,
+    },
+    /// List the keys (never the keys themselves).
+    List,
+    /// Revoke a key by name.
+    Revoke {
+        /// Its name.
+        name: String,
+    },
 }
 
 /// Where `--http` and `--admin` listen, if anywhere.

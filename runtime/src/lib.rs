@@ -14,6 +14,7 @@
 //! - [`remote`]: the channels between the cores and a remote store's
 //!   thread.
 //! - [`tools`]: `verify`, `export`, `import`.
+//! - [`keys`]: `keys create|list|revoke`, and reloading keys while serving.
 //! - [`logging`]: text or JSON logs.
 //! - [`notify`]: extending systemd's start timeout while recovering.
 //! - [`server`]: each backend's whole `main`.
@@ -25,6 +26,7 @@ pub mod admin;
 pub mod config;
 pub mod datadir;
 pub mod driver;
+pub mod keys;
 pub mod listen;
 pub mod logging;
 pub mod notify;

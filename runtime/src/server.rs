@@ -152,6 +152,7 @@ where
                 _ => crate::tools::import(&data_dir, &file),
             }
         }
+        Some(Tool::Keys { data_dir, action }) => return crate::keys::run(&data_dir, &action),
         None => {}
     }
     let args = cli.serve;
@@ -266,6 +267,13 @@ where
     let settings = args.settings(args.public_url(http_bound));
     let shared =
         Arc::new(Shared::new(settings, Codec::new(&key), store, threads).with_health(health));
+    crate::keys::start_reloader(&args.data_dir, &shared)?;
+    if shared.settings.auth_required && shared.keys.current().is_empty() {
+        tracing::warn!(
+            "--auth required and no API key exists: every write will be refused \
+             (`keys create --name NAME --scopes links:write`)"
+        );
+    }
     let damaged = Arc::new(AtomicU64::new(0));
     let _ = shared
         .admin

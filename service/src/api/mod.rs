@@ -147,10 +147,7 @@ fn valid_code(code: &str) -> bool {
 }
 
 /// The query's parameters, each named at most once and among `known`.
-fn query_params(
-    query: Option<&str>,
-    known: &[&str],
-) -> Result<Vec<(String, String)>, Problem> {
+fn query_params(query: Option<&str>, known: &[&str]) -> Result<Vec<(String, String)>, Problem> {
     let mut params: Vec<(String, String)> = Vec::new();
     for (name, value) in url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
         if !known.contains(&name.as_ref()) {
