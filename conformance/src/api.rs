@@ -324,3 +324,48 @@ pub fn a_public_bind_requires_keys_for_writes(bin: &Path) {
         200
     );
 }
+
+/// Over `--rate-create`, the API answers 429 with `Retry-After` and the
+/// `RateLimit-*` headers, the wire `ERROR 429`; redirects have their own
+/// budget.
+pub fn rate_limits_answer_429_with_retry_after(bin: &Path) {
+    let dir = tmp();
+    let server = Server::start(
+        bin,
+        dir.path(),
+        &[
+            "--rate-create",
+            "2/min",
+            "--rate-redirect",
+            "3/min",
+            "--rate-limit-loopback",
+            "true",
+        ],
+    );
+    let body = Some(r#"{"url":"https://example.com/limited"}"#);
+    for _ in 0..2 {
+        assert_eq!(
+            call(&server, "POST", "/api/v1/links", body, None).status,
+            201
+        );
+    }
+    let limited = call(&server, "POST", "/api/v1/links", body, None);
+    assert_eq!(limited.status, 429, "{}", limited.body);
+    let retry: u64 = limited.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=30).contains(&retry), "{retry}");
+    assert_eq!(limited.header("ratelimit-limit"), Some("2"));
+    assert_eq!(limited.header("ratelimit-remaining"), Some("0"));
+    let mut conn = server.connect();
+    conn.send(Request::Shorten(b"https://example.com/wire-limited"));
+    conn.expect_error(ErrorCode(429));
+    for _ in 0..3 {
+        assert_eq!(
+            crate::cases::http("GET", &server.http_url("/zzzzzzz")).0,
+            404
+        );
+    }
+    assert_eq!(
+        crate::cases::http("GET", &server.http_url("/zzzzzzz")).0,
+        429
+    );
+}

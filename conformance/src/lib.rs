@@ -78,6 +78,7 @@ macro_rules! suite {
             api_creates_and_reads_links,
             api_keys_scopes_and_revoke,
             a_public_bind_requires_keys_for_writes,
+            rate_limits_answer_429_with_retry_after,
         );
     };
     (@cases $binary:expr; $($case:ident),* $(,)?) => {

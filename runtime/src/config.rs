@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use shorty_service::forward::Clash;
+use shorty_service::limits::{LimitSettings, Rate, DEFAULT_MAX_CLIENTS};
 use shorty_service::log::record::MAX_URL_IN_RECORD;
 use shorty_service::log::{LogConfig, SyncPolicy};
 use shorty_service::settings::{
@@ -374,6 +375,40 @@ pub struct ServeArgs {
     /// RESOLVE never need a key.
     #[arg(long, env = "SHORTY_AUTH", value_enum)]
     pub auth: Option<AuthPolicy>,
+
+    /// New links (SHORTEN, API creations) each client address may make:
+    /// `N/s`, `N/min`, `N/h` (in bursts of up to N), or `off`. IPv6
+    /// clients count per /64.
+    #[arg(long, env = "SHORTY_RATE_CREATE", default_value = "60/min", value_parser = parse_rate)]
+    pub rate_create: RateArg,
+
+    /// New links each API key may make (`off`: no per-key limit).
+    #[arg(long, env = "SHORTY_RATE_CREATE_KEY", default_value = "600/min", value_parser = parse_rate)]
+    pub rate_create_key: RateArg,
+
+    /// Redirects each client address may follow.
+    #[arg(long, env = "SHORTY_RATE_REDIRECT", default_value = "6000/min", value_parser = parse_rate)]
+    pub rate_redirect: RateArg,
+
+    /// Client entries each rate limiter keeps at most (the coldest are
+    /// forgotten first): the bound on the limiters' memory under an
+    /// address spray, about 110 bytes an entry.
+    #[arg(long, env = "SHORTY_RATE_MAX_CLIENTS", default_value_t = DEFAULT_MAX_CLIENTS as u32, value_parser = clap::value_parser!(u32).range(1..=100_000_000))]
+    pub rate_max_clients: u32,
+
+    /// Limit loopback clients too (by default local tools and benchmarks
+    /// are never limited).
+    #[arg(long, env = "SHORTY_RATE_LIMIT_LOOPBACK", default_value_t = false, action = clap::ArgAction::Set,
+          num_args = 0..=1, default_missing_value = "true", value_parser = clap::value_parser!(bool))]
+    pub rate_limit_loopback: bool,
+}
+
+/// A `--rate-...` value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateArg(pub Option<Rate>);
+
+fn parse_rate(text: &str) -> Result<RateArg, String> {
+    Rate::parse(text).map(RateArg)
 }
 
 /// `--auth`.
@@ -387,6 +422,17 @@ pub enum AuthPolicy {
 }
 
 impl ServeArgs {
+    /// The rate limits' settings.
+    pub fn limit_settings(&self) -> LimitSettings {
+        LimitSettings {
+            create_per_client: self.rate_create.0,
+            create_per_key: self.rate_create_key.0,
+            redirect_per_client: self.rate_redirect.0,
+            max_clients: self.rate_max_clients as usize,
+            loopback: self.rate_limit_loopback,
+        }
+    }
+
     /// `true` when writes need a key: `--auth`, or by default whenever a
     /// listener binds a non-loopback address.
     pub fn auth_required(&self) -> bool {

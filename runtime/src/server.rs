@@ -265,8 +265,13 @@ where
         .and_then(|l| l.first())
         .and_then(|l| l.local_addr().ok());
     let settings = args.settings(args.public_url(http_bound));
-    let shared =
-        Arc::new(Shared::new(settings, Codec::new(&key), store, threads).with_health(health));
+    let limits =
+        shorty_service::limits::Limits::new(&args.limit_settings(), std::time::Instant::now());
+    let shared = Arc::new(
+        Shared::new(settings, Codec::new(&key), store, threads)
+            .with_health(health)
+            .with_limits(limits),
+    );
     crate::keys::start_reloader(&args.data_dir, &shared)?;
     if shared.settings.auth_required && shared.keys.current().is_empty() {
         tracing::warn!(

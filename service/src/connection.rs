@@ -110,6 +110,8 @@ pub struct Connection {
     /// Once drained, shut down the write side and linger rather than
     /// close: the server is closing while the peer may still be sending.
     linger: bool,
+    /// The peer's address (rate limits per client).
+    peer: Option<std::net::IpAddr>,
 }
 
 impl Connection {
@@ -128,7 +130,13 @@ impl Connection {
             last_input: now,
             writing: None,
             linger: false,
+            peer: None,
         }
+    }
+
+    /// Sets the peer's address, which per-client rate limits count.
+    pub fn set_peer(&mut self, peer: Option<std::net::IpAddr>) {
+        self.peer = peer;
     }
 
     /// Its id.
@@ -149,6 +157,7 @@ impl Connection {
     }
 
     fn handle(&mut self, shard: &mut Shard, input: &[u8], now: Instant) -> InputOutcome {
+        shard.set_peer(self.peer);
         match self.kind {
             Kind::Framed => shard.handle_frames(self.id, input, &mut self.out, now),
             Kind::Http(front) => shard.handle_http(self.id, front, input, &mut self.out, now),

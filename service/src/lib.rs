@@ -10,6 +10,7 @@ pub mod forward;
 pub mod health;
 pub mod http;
 pub mod keydir;
+pub mod limits;
 pub mod log;
 pub mod metrics;
 pub mod output;

@@ -28,6 +28,7 @@ use crate::forward;
 use crate::health::{Health, StorageHealth};
 use crate::http::{self, Front, Head, Method, Response, Route};
 use crate::keydir::{KeyDir, Location};
+use crate::limits::{Action, Limited, Limits};
 use crate::log::record::Seal;
 use crate::log::record::{decode_record, Decoded, Link, Record, RECORD_HEADER_LEN};
 use crate::log::segments::{FileIdx, SegmentRef, SegmentTable};
@@ -101,6 +102,8 @@ pub struct Shared {
     pub admin: OnceLock<Box<dyn AdminView>>,
     /// The API keys valid now (the runtime re-reads them every second).
     pub keys: KeyRing,
+    /// Rate limits (off unless configured).
+    pub limits: Limits,
 }
 
 impl std::fmt::Debug for Shared {
@@ -134,6 +137,7 @@ impl Shared {
             metrics: (0..cores).map(|_| CoreMetrics::default()).collect(),
             admin: OnceLock::new(),
             keys: KeyRing::default(),
+            limits: Limits::default(),
         }
     }
 
@@ -158,6 +162,12 @@ impl Shared {
     /// it) instead of a fresh one.
     pub fn with_health(mut self, health: Arc<Health>) -> Self {
         self.health = health;
+        self
+    }
+
+    /// The same, with rate limits.
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
         self
     }
 
@@ -254,10 +264,14 @@ pub struct Shard {
     remote: std::collections::VecDeque<RemoteRequest>,
     wake: Vec<u32>,
     date: String,
+    /// The peer of the connection whose input is being handled.
+    peer: Option<std::net::IpAddr>,
 }
 
 /// ERROR 401 on the wire (the protocol crate names it in v2).
 const UNAUTHORIZED: ErrorCode = ErrorCode(401);
+/// ERROR 429 on the wire (the protocol crate names it in v2).
+const RATE_LIMITED: ErrorCode = ErrorCode(429);
 
 fn error(code: ErrorCode, message: &str) -> Reply<&[u8]> {
     Reply::error(code, message.as_bytes())
@@ -285,6 +299,7 @@ impl Shard {
             remote: Default::default(),
             wake: Vec::new(),
             date: httpdate_fallback(),
+            peer: None,
         }
     }
 
@@ -303,6 +318,17 @@ impl Shard {
     pub fn set_date(&mut self, date: &str) {
         self.date.clear();
         self.date.push_str(date);
+    }
+
+    /// Sets the peer whose input the next `handle_*` calls handle (rate
+    /// limits count per client).
+    pub fn set_peer(&mut self, peer: Option<std::net::IpAddr>) {
+        self.peer = peer;
+    }
+
+    /// Counts `action` against the limits.
+    fn limit(&self, action: Action, key_id: Option<u32>, now: Instant) -> Result<(), Limited> {
+        self.shared.limits.check(action, self.peer, key_id, now)
     }
 
     /// The HTTP `Date` value.
@@ -418,11 +444,14 @@ impl Shard {
                 };
                 return self.refuse(out, &render, UNAUTHORIZED, &AuthError::Missing.message());
             }
-            Request::Bare(url) => {
-                return self.shorten(conn, url, Render::Shortened { bare: true }, out, now)
-            }
-            Request::Shorten(url) => {
-                return self.shorten(conn, url, Render::Shortened { bare: false }, out, now)
+            Request::Bare(url) | Request::Shorten(url) => {
+                let render = Render::Shortened {
+                    bare: matches!(request, Request::Bare(_)),
+                };
+                if let Err(limited) = self.limit(Action::Create, None, now) {
+                    return self.refuse(out, &render, RATE_LIMITED, &limited.message());
+                }
+                return self.shorten(conn, url, render, out, now);
             }
             Request::Resolve(code) => {
                 return self.resolve(conn, code, out, now, Render::Resolved, Proto::Framed)
@@ -958,6 +987,16 @@ impl Shard {
             self.metrics().request(Proto::Http, Op::Other, 405);
             return respond(out, 405, &[("Allow", "GET, HEAD")], b"only GET and HEAD\n");
         }
+        if let Route::Code(_) = route {
+            if let Err(limited) = self.limit(Action::Redirect, None, now) {
+                self.metrics().request(Proto::Http, Op::Redirect, 429);
+                let headers = limited.headers();
+                let headers: Vec<(&str, &str)> =
+                    headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+                let body = format!("{}\n", limited.message());
+                return respond(out, 429, &headers, body.as_bytes());
+            }
+        }
         match route {
             Route::Code(code) => self.resolve(
                 conn,
@@ -1056,8 +1095,18 @@ impl Shard {
                 });
             // The caller's key id is the link's owner once links record
             // one (issue 19's operations take it as their Principal).
-            if let Err(err) = caller {
-                return problem(self, out, err.problem());
+            match caller {
+                Err(err) => return problem(self, out, err.problem()),
+                Ok(caller) if call.is_write() => {
+                    if let Err(limited) = self.limit(Action::Create, caller.key_id, now) {
+                        let mut p = Problem::new(429, limited.message());
+                        for (name, value) in limited.headers() {
+                            p = p.with_header(name, value);
+                        }
+                        return problem(self, out, p);
+                    }
+                }
+                Ok(_) => {}
             }
         }
         let render = |view| Render::Api {

@@ -260,3 +260,69 @@ fn auth_required_refuses_wire_writes_while_resolve_stays_open() {
     }
     assert_eq!(codes, [401, 404], "SHORTEN needs a key; RESOLVE does not");
 }
+
+#[test]
+fn over_the_limit_is_429_with_retry_after_on_both_fronts() {
+    use shorty_service::limits::{LimitSettings, Limits, Rate};
+    let t = Instant::now();
+    let limits = Limits::new(
+        &LimitSettings {
+            create_per_client: Rate::parse("2/min").unwrap(),
+            redirect_per_client: Rate::parse("1/min").unwrap(),
+            ..LimitSettings::default()
+        },
+        t,
+    );
+    let shared =
+        Arc::new(Shared::for_tests(Settings::for_tests("http://s.example/")).with_limits(limits));
+    let mut shard = Shard::new(shared, 0);
+    let peer = Some("192.0.2.9".parse().unwrap());
+    let mut conn = Connection::new(1, Kind::Http(Front::Public), t);
+    conn.set_peer(peer);
+    let body = r#"{"url":"https://e.com/r"}"#;
+    for _ in 0..2 {
+        conn.handle_input(&mut shard, post("/api/v1/links", body, "").as_bytes(), t);
+        run_log(&mut shard, t);
+        assert_eq!(status(&text(&mut shard, &mut conn, t)), 201);
+    }
+    conn.handle_input(&mut shard, post("/api/v1/links", body, "").as_bytes(), t);
+    let response = text(&mut shard, &mut conn, t);
+    assert_eq!(status(&response), 429, "{response}");
+    assert!(response.contains("Retry-After: 30\r\n"), "{response}");
+    assert!(response.contains("RateLimit-Limit: 2\r\n"));
+    assert!(response.contains("RateLimit-Remaining: 0\r\n"));
+    assert!(response.contains("RateLimit-Reset: 30\r\n"));
+    assert_eq!(json_body(&response)["status"], 429);
+    // The wire shares the client's budget for new links.
+    let mut framed = Connection::new(2, Kind::Framed, t);
+    framed.set_peer(peer);
+    let mut wire = Vec::new();
+    shorty_protocol::Request::Shorten(&b"https://e.com/w"[..])
+        .encode_frame(&mut wire)
+        .unwrap();
+    framed.handle_input(&mut shard, &wire, t);
+    let mut bytes = bytes::BytesMut::new();
+    while let Some(chunk) = framed.poll_transmit(&mut shard, t) {
+        bytes.extend_from_slice(&chunk);
+        framed.transmitted();
+    }
+    let frame = match shorty_protocol::frame::FrameDecoder::with_max_frame_len(1 << 20)
+        .decode(&mut bytes)
+        .unwrap()
+    {
+        shorty_protocol::frame::Status::Complete(frame) => frame,
+        other => panic!("{other:?}"),
+    };
+    match shorty_protocol::Reply::decode_payload(frame).unwrap() {
+        shorty_protocol::Reply::Error { code, .. } => assert_eq!(code.0, 429),
+        other => panic!("{other:?}"),
+    }
+    // Redirects have their own budget: one, then 429.
+    let get = b"GET /abcdefg HTTP/1.1\r\nHost: s\r\n\r\n";
+    conn.handle_input(&mut shard, get, t);
+    assert_eq!(status(&text(&mut shard, &mut conn, t)), 404);
+    conn.handle_input(&mut shard, get, t);
+    let response = text(&mut shard, &mut conn, t);
+    assert_eq!(status(&response), 429);
+    assert!(response.contains("Retry-After: 60\r\n"), "{response}");
+}
