@@ -369,3 +369,74 @@ pub fn rate_limits_answer_429_with_retry_after(bin: &Path) {
         429
     );
 }
+
+/// `--blocklist`: a blocked destination is refused with 403 naming the
+/// rule on both fronts; the file is re-read on SIGHUP without a restart.
+/// Credentials in URLs are refused (400) unless `--allow-userinfo`.
+pub fn blocked_destinations_and_credentials_are_refused(bin: &Path) {
+    let dir = tmp();
+    let list = dir.path().join("blocklist.txt");
+    std::fs::write(&list, "# test\nevil.example\n").unwrap();
+    let server = Server::start(
+        bin,
+        &dir.path().join("data"),
+        &["--blocklist", list.to_str().unwrap()],
+    );
+    let blocked = call(
+        &server,
+        "POST",
+        "/api/v1/links",
+        Some(r#"{"url":"https://www.evil.example/x"}"#),
+        None,
+    );
+    assert_eq!(blocked.status, 403, "{}", blocked.body);
+    assert!(blocked.json()["detail"]
+        .as_str()
+        .unwrap()
+        .contains("evil.example"));
+    let mut conn = server.connect();
+    conn.send(Request::Shorten(b"https://evil.example/"));
+    let message = conn.expect_error(ErrorCode(403));
+    assert!(message.contains("line 2"), "{message}");
+    // Not yet blocked; then blocked after the file changes and SIGHUP.
+    let later = Some(r#"{"url":"https://later.example/"}"#);
+    assert_eq!(
+        call(&server, "POST", "/api/v1/links", later, None).status,
+        201
+    );
+    std::fs::write(&list, "evil.example\nlater.example\n").unwrap();
+    let status = std::process::Command::new("kill")
+        .args(["-HUP", &server.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while call(&server, "POST", "/api/v1/links", later, None).status != 403 {
+        assert!(
+            Instant::now() < deadline,
+            "SIGHUP did not reload the blocklist"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let creds = call(
+        &server,
+        "POST",
+        "/api/v1/links",
+        Some(r#"{"url":"https://u:p@ok.example/"}"#),
+        None,
+    );
+    assert_eq!(creds.status, 400, "{}", creds.body);
+    assert_eq!(creds.json()["errors"][0]["field"], "url");
+    conn.send(Request::Shorten(b"https://u:p@ok.example/"));
+    conn.expect_error(ErrorCode(400));
+    drop(server);
+    let open = Server::start(bin, &dir.path().join("data2"), &["--allow-userinfo"]);
+    let creds = call(
+        &open,
+        "POST",
+        "/api/v1/links",
+        Some(r#"{"url":"https://u:p@ok.example/"}"#),
+        None,
+    );
+    assert_eq!(creds.status, 201, "{}", creds.body);
+}

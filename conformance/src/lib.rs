@@ -79,6 +79,7 @@ macro_rules! suite {
             api_keys_scopes_and_revoke,
             a_public_bind_requires_keys_for_writes,
             rate_limits_answer_429_with_retry_after,
+            blocked_destinations_and_credentials_are_refused,
         );
     };
     (@cases $binary:expr; $($case:ident),* $(,)?) => {

@@ -401,6 +401,19 @@ pub struct ServeArgs {
     #[arg(long, env = "SHORTY_RATE_LIMIT_LOOPBACK", default_value_t = false, action = clap::ArgAction::Set,
           num_args = 0..=1, default_missing_value = "true", value_parser = clap::value_parser!(bool))]
     pub rate_limit_loopback: bool,
+
+    /// Destinations refused (403 naming the rule): one domain a line
+    /// (`example.com` blocks it and every name under it, `.example.com`
+    /// only the names under it), `#` comments. Re-read on SIGHUP.
+    #[arg(long, env = "SHORTY_BLOCKLIST")]
+    pub blocklist: Option<PathBuf>,
+
+    /// Accept URLs carrying a user name or password (`user:pass@host`);
+    /// refused by default (credentials leak through redirects, and
+    /// `https://bank.com@evil.example/` is a phishing staple).
+    #[arg(long, env = "SHORTY_ALLOW_USERINFO", default_value_t = false, action = clap::ArgAction::Set,
+          num_args = 0..=1, default_missing_value = "true", value_parser = clap::value_parser!(bool))]
+    pub allow_userinfo: bool,
 }
 
 /// A `--rate-...` value.
@@ -636,6 +649,7 @@ impl ServeArgs {
             api_max_body: self.api_max_body as usize,
             api_body_timeout: self.api_body_timeout,
             auth_required: self.auth_required(),
+            allow_userinfo: self.allow_userinfo,
             linger_bytes: self.linger_bytes as usize,
             linger_timeout: self.linger_timeout,
             write_timeout: self.write_timeout,

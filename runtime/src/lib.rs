@@ -14,6 +14,7 @@
 //! - [`remote`]: the channels between the cores and a remote store's
 //!   thread.
 //! - [`tools`]: `verify`, `export`, `import`.
+//! - [`blocklist`]: `--blocklist`, re-read on SIGHUP.
 //! - [`keys`]: `keys create|list|revoke`, and reloading keys while serving.
 //! - [`logging`]: text or JSON logs.
 //! - [`notify`]: extending systemd's start timeout while recovering.
@@ -23,6 +24,7 @@
 #![deny(missing_docs)]
 
 pub mod admin;
+pub mod blocklist;
 pub mod config;
 pub mod datadir;
 pub mod driver;

@@ -273,6 +273,9 @@ where
             .with_limits(limits),
     );
     crate::keys::start_reloader(&args.data_dir, &shared)?;
+    if let Some(path) = &args.blocklist {
+        crate::blocklist::start(path, &shared)?;
+    }
     if shared.settings.auth_required && shared.keys.current().is_empty() {
         tracing::warn!(
             "--auth required and no API key exists: every write will be refused \

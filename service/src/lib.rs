@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod abuse;
 pub mod api;
 pub mod cache;
 pub mod codes;

@@ -72,6 +72,8 @@ pub struct Settings {
     /// valid key, on both fronts; `false` (`optional`): a caller without a
     /// key may do everything.
     pub auth_required: bool,
+    /// Accept URLs with user information (`user:pass@host`).
+    pub allow_userinfo: bool,
     /// Bytes a lingering close discards at most before it closes.
     pub linger_bytes: usize,
     /// How long a lingering close waits at most for the peer to close.
@@ -120,6 +122,7 @@ impl Settings {
             api_max_body: DEFAULT_API_MAX_BODY,
             api_body_timeout: Duration::from_secs(10),
             auth_required: false,
+            allow_userinfo: false,
             linger_bytes: DEFAULT_LINGER_BYTES,
             linger_timeout: DEFAULT_LINGER_TIMEOUT,
             write_timeout: Duration::from_secs(30),

@@ -20,6 +20,7 @@ use shorty_protocol::frame::{parse_frame, Status};
 use shorty_protocol::{ErrorCode, Reply, Request, ServerInfo, PROTOCOL_V1};
 use slab::Slab;
 
+use crate::abuse::BlocklistRing;
 use crate::api::auth::{presented_key, AuthError, KeyRing};
 use crate::api::{self, ApiCall, LinkView, Problem};
 use crate::cache::UrlCache;
@@ -104,6 +105,8 @@ pub struct Shared {
     pub keys: KeyRing,
     /// Rate limits (off unless configured).
     pub limits: Limits,
+    /// Destinations refused (`--blocklist`, reloaded on `SIGHUP`).
+    pub blocklist: BlocklistRing,
 }
 
 impl std::fmt::Debug for Shared {
@@ -129,7 +132,8 @@ impl Shared {
     /// Shared state for `cores` cores.
     pub fn new(settings: Settings, codec: Codec, store: StoreMode, cores: usize) -> Self {
         Self {
-            policy: UrlPolicy::new(settings.max_url_bytes, settings.public_url.clone()),
+            policy: UrlPolicy::new(settings.max_url_bytes, settings.public_url.clone())
+                .allow_userinfo(settings.allow_userinfo),
             settings,
             codec,
             store,
@@ -138,6 +142,7 @@ impl Shared {
             admin: OnceLock::new(),
             keys: KeyRing::default(),
             limits: Limits::default(),
+            blocklist: BlocklistRing::default(),
         }
     }
 
@@ -272,6 +277,8 @@ pub struct Shard {
 const UNAUTHORIZED: ErrorCode = ErrorCode(401);
 /// ERROR 429 on the wire (the protocol crate names it in v2).
 const RATE_LIMITED: ErrorCode = ErrorCode(429);
+/// ERROR 403 on the wire (the protocol crate names it in v2).
+const FORBIDDEN: ErrorCode = ErrorCode(403);
 
 fn error(code: ErrorCode, message: &str) -> Reply<&[u8]> {
     Reply::error(code, message.as_bytes())
@@ -520,6 +527,13 @@ impl Shard {
             Ok(url) => url,
             Err(err) => return self.refuse(out, &render, err.error_code(), &err.to_string()),
         };
+        if let Some(rule) = shared.blocklist.current().blocks(url) {
+            let message = format!(
+                "destination blocked by rule `{}` (line {} of --blocklist)",
+                rule.text, rule.line
+            );
+            return self.refuse(out, &render, FORBIDDEN, &message);
+        }
         let deadline = now + shared.settings.commit_timeout;
         let Some(local) = self.local.as_mut() else {
             let op = self.new_op(conn, 0);
