@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use shorty_service::forward::Clash;
-use shorty_service::limits::{LimitSettings, Rate, DEFAULT_MAX_CLIENTS};
+use shorty_service::limits::{Cidr, LimitSettings, Rate, DEFAULT_MAX_CLIENTS};
 use shorty_service::log::record::MAX_URL_IN_RECORD;
 use shorty_service::log::{LogConfig, SyncPolicy};
 use shorty_service::settings::{
@@ -414,6 +414,26 @@ pub struct ServeArgs {
     #[arg(long, env = "SHORTY_ALLOW_USERINFO", default_value_t = false, action = clap::ArgAction::Set,
           num_args = 0..=1, default_missing_value = "true", value_parser = clap::value_parser!(bool))]
     pub allow_userinfo: bool,
+
+    /// Proxies (comma-separated addresses or CIDR blocks, or `none`) whose
+    /// `X-Forwarded-For` / `Forwarded` headers name the client that rate
+    /// limits count; from any other peer these headers are ignored.
+    #[arg(long, env = "SHORTY_TRUSTED_PROXIES", default_value = "none", value_parser = parse_cidrs)]
+    pub trusted_proxies: Cidrs,
+}
+
+/// `--trusted-proxies`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cidrs(pub Vec<Cidr>);
+
+fn parse_cidrs(text: &str) -> Result<Cidrs, String> {
+    if text.trim().eq_ignore_ascii_case("none") {
+        return Ok(Cidrs(Vec::new()));
+    }
+    text.split(',')
+        .map(Cidr::parse)
+        .collect::<Result<_, _>>()
+        .map(Cidrs)
 }
 
 /// A `--rate-...` value.
@@ -650,6 +670,7 @@ impl ServeArgs {
             api_body_timeout: self.api_body_timeout,
             auth_required: self.auth_required(),
             allow_userinfo: self.allow_userinfo,
+            trusted_proxies: self.trusted_proxies.0.clone(),
             linger_bytes: self.linger_bytes as usize,
             linger_timeout: self.linger_timeout,
             write_timeout: self.write_timeout,

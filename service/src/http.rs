@@ -99,6 +99,10 @@ pub struct Request<'a> {
     pub authorization: Option<&'a [u8]>,
     /// `X-Api-Key`, if present.
     pub api_key: Option<&'a [u8]>,
+    /// `X-Forwarded-For` (the last one), read only from trusted proxies.
+    pub forwarded_for: Option<&'a [u8]>,
+    /// `Forwarded` (the last one), read only from trusted proxies.
+    pub forwarded: Option<&'a [u8]>,
 }
 
 /// What the bytes at the front of the input hold.
@@ -158,6 +162,7 @@ pub fn parse<'a>(input: &'a [u8], settings: &Settings) -> Head<'a> {
     let mut hosts = 0;
     let mut connection: Option<&[u8]> = None;
     let (mut authorization, mut api_key) = (None, None);
+    let (mut forwarded_for, mut forwarded) = (None, None);
     for header in request.headers.iter() {
         let name = header.name;
         if name.eq_ignore_ascii_case("transfer-encoding") {
@@ -179,6 +184,10 @@ pub fn parse<'a>(input: &'a [u8], settings: &Settings) -> Head<'a> {
             authorization = Some(header.value);
         } else if name.eq_ignore_ascii_case("x-api-key") {
             api_key = Some(header.value);
+        } else if name.eq_ignore_ascii_case("x-forwarded-for") {
+            forwarded_for = Some(header.value);
+        } else if name.eq_ignore_ascii_case("forwarded") {
+            forwarded = Some(header.value);
         }
     }
     if transfer_encoding && content_length.is_some() {
@@ -239,6 +248,8 @@ pub fn parse<'a>(input: &'a [u8], settings: &Settings) -> Head<'a> {
             body_len,
             authorization,
             api_key,
+            forwarded_for,
+            forwarded,
         },
     }
 }
@@ -445,6 +456,8 @@ mod tests {
                     body_len: 0,
                     authorization: None,
                     api_key: None,
+                    forwarded_for: None,
+                    forwarded: None,
                 }
             }
         );

@@ -439,3 +439,157 @@ mod tests {
         );
     }
 }
+
+/// An address block (`10.0.0.0/8`, `2001:db8::/32`, or one address), for
+/// `--trusted-proxies`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    net: IpAddr,
+    bits: u8,
+}
+
+impl Cidr {
+    /// Parses `ADDRESS[/BITS]`.
+    ///
+    /// # Errors
+    /// Not an address, or more bits than it has.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let (addr, bits) = match text.split_once('/') {
+            Some((a, b)) => (a, Some(b)),
+            None => (text, None),
+        };
+        let net: IpAddr = addr
+            .trim()
+            .parse()
+            .map_err(|_| format!("`{text}`: not an IP address or CIDR block"))?;
+        let max = if net.is_ipv4() { 32 } else { 128 };
+        let bits = match bits {
+            None => max,
+            Some(b) => b
+                .trim()
+                .parse::<u8>()
+                .ok()
+                .filter(|&b| b <= max)
+                .ok_or_else(|| format!("`{text}`: prefix length must be 0 to {max}"))?,
+        };
+        Ok(Self { net, bits })
+    }
+
+    /// `true` when `ip` is in the block.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        let (a, b, width) = match (self.net, ip) {
+            (IpAddr::V4(n), IpAddr::V4(i)) => {
+                (u128::from(u32::from(n)), u128::from(u32::from(i)), 32)
+            }
+            (IpAddr::V6(n), IpAddr::V6(i)) => (u128::from(n), u128::from(i), 128),
+            _ => return false,
+        };
+        let shift = width - u32::from(self.bits);
+        shift >= 128 || (a >> shift) == (b >> shift)
+    }
+}
+
+/// The client behind `peer`: `peer` itself, unless it is a trusted proxy;
+/// then the rightmost address of `X-Forwarded-For` (or else `Forwarded`'s
+/// `for=`) that is not a trusted proxy. A header that does not parse is
+/// ignored (the peer is counted): a client cannot pick its own address by
+/// sending one, since only what trusted proxies appended is read.
+pub fn client_behind(
+    peer: Option<IpAddr>,
+    x_forwarded_for: Option<&[u8]>,
+    forwarded: Option<&[u8]>,
+    trusted: &[Cidr],
+) -> Option<IpAddr> {
+    let peer_ip = peer?;
+    let is_trusted = |ip: IpAddr| trusted.iter().any(|c| c.contains(ip));
+    if !is_trusted(peer_ip) {
+        return peer;
+    }
+    let list: Option<Vec<IpAddr>> = if let Some(xff) = x_forwarded_for {
+        std::str::from_utf8(xff)
+            .ok()
+            .and_then(|t| t.split(',').map(|a| a.trim().parse().ok()).collect())
+    } else if let Some(fwd) = forwarded {
+        std::str::from_utf8(fwd).ok().and_then(|t| {
+            t.split(',')
+                .filter_map(|element| {
+                    element.split(';').find_map(|pair| {
+                        let (k, v) = pair.split_once('=')?;
+                        k.trim()
+                            .eq_ignore_ascii_case("for")
+                            .then(|| v.trim().trim_matches('"'))
+                    })
+                })
+                .map(forwarded_node)
+                .collect()
+        })
+    } else {
+        None
+    };
+    let Some(list) = list.filter(|l| !l.is_empty()) else {
+        return peer;
+    };
+    list.iter()
+        .rev()
+        .find(|ip| !is_trusted(**ip))
+        .or_else(|| list.first())
+        .copied()
+}
+
+/// An RFC 7239 node: `192.0.2.1`, `192.0.2.1:80`, `[2001:db8::1]:4711`.
+fn forwarded_node(node: &str) -> Option<IpAddr> {
+    if let Some(rest) = node.strip_prefix('[') {
+        return rest.split(']').next()?.parse().ok();
+    }
+    node.split(':').next()?.parse().ok()
+}
+
+#[cfg(test)]
+mod proxy_tests {
+    use super::*;
+
+    #[test]
+    fn only_trusted_proxies_name_the_client() {
+        let trusted = [
+            Cidr::parse("10.0.0.0/8").unwrap(),
+            Cidr::parse("::1").unwrap(),
+        ];
+        let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
+        let xff = Some(&b"198.51.100.7, 10.1.1.1"[..]);
+        // An untrusted peer is the client, whatever it claims.
+        assert_eq!(
+            client_behind(ip("192.0.2.1"), xff, None, &trusted),
+            ip("192.0.2.1")
+        );
+        // A trusted one: the rightmost untrusted hop.
+        assert_eq!(
+            client_behind(ip("10.0.0.2"), xff, None, &trusted),
+            ip("198.51.100.7")
+        );
+        assert_eq!(
+            client_behind(ip("::1"), Some(b"spoofed, 203.0.113.5"), None, &trusted),
+            ip("::1"),
+            "garbage is ignored"
+        );
+        let fwd = Some(&b"for=192.0.2.60;proto=http, for=\"[2001:db8:cafe::17]:4711\""[..]);
+        assert_eq!(
+            client_behind(ip("10.0.0.2"), None, fwd, &trusted),
+            ip("2001:db8:cafe::17")
+        );
+        assert_eq!(
+            client_behind(ip("10.0.0.2"), None, None, &trusted),
+            ip("10.0.0.2")
+        );
+        assert!(Cidr::parse("10.0.0.0/33").is_err() && Cidr::parse("x").is_err());
+        assert!(Cidr::parse("0.0.0.0/0")
+            .unwrap()
+            .contains("1.2.3.4".parse().unwrap()));
+        assert!(!Cidr::parse("10.0.0.0/8")
+            .unwrap()
+            .contains("::1".parse().unwrap()));
+    }
+}

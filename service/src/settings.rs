@@ -74,6 +74,9 @@ pub struct Settings {
     pub auth_required: bool,
     /// Accept URLs with user information (`user:pass@host`).
     pub allow_userinfo: bool,
+    /// Proxies whose `X-Forwarded-For` / `Forwarded` name the client
+    /// (`--trusted-proxies`).
+    pub trusted_proxies: Vec<crate::limits::Cidr>,
     /// Bytes a lingering close discards at most before it closes.
     pub linger_bytes: usize,
     /// How long a lingering close waits at most for the peer to close.
@@ -123,6 +126,7 @@ impl Settings {
             api_body_timeout: Duration::from_secs(10),
             auth_required: false,
             allow_userinfo: false,
+            trusted_proxies: Vec::new(),
             linger_bytes: DEFAULT_LINGER_BYTES,
             linger_timeout: DEFAULT_LINGER_TIMEOUT,
             write_timeout: Duration::from_secs(30),

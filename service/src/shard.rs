@@ -338,6 +338,28 @@ impl Shard {
         self.shared.limits.check(action, self.peer, key_id, now)
     }
 
+    /// As [`limit`](Self::limit), for an HTTP request: behind a trusted
+    /// proxy, the client its forwarding headers name.
+    fn limit_http(
+        &self,
+        request: &http::Request<'_>,
+        action: Action,
+        key_id: Option<u32>,
+        now: Instant,
+    ) -> Result<(), Limited> {
+        let limits = &self.shared.limits;
+        if limits.is_off() {
+            return Ok(());
+        }
+        let client = crate::limits::client_behind(
+            self.peer,
+            request.forwarded_for,
+            request.forwarded,
+            &self.shared.settings.trusted_proxies,
+        );
+        limits.check(action, client, key_id, now)
+    }
+
     /// The HTTP `Date` value.
     pub fn date(&self) -> &str {
         &self.date
@@ -1002,7 +1024,7 @@ impl Shard {
             return respond(out, 405, &[("Allow", "GET, HEAD")], b"only GET and HEAD\n");
         }
         if let Route::Code(_) = route {
-            if let Err(limited) = self.limit(Action::Redirect, None, now) {
+            if let Err(limited) = self.limit_http(request, Action::Redirect, None, now) {
                 self.metrics().request(Proto::Http, Op::Redirect, 429);
                 let headers = limited.headers();
                 let headers: Vec<(&str, &str)> =
@@ -1112,7 +1134,9 @@ impl Shard {
             match caller {
                 Err(err) => return problem(self, out, err.problem()),
                 Ok(caller) if call.is_write() => {
-                    if let Err(limited) = self.limit(Action::Create, caller.key_id, now) {
+                    if let Err(limited) =
+                        self.limit_http(request, Action::Create, caller.key_id, now)
+                    {
                         let mut p = Problem::new(429, limited.message());
                         for (name, value) in limited.headers() {
                             p = p.with_header(name, value);

@@ -326,3 +326,33 @@ fn over_the_limit_is_429_with_retry_after_on_both_fronts() {
     assert_eq!(status(&response), 429);
     assert!(response.contains("Retry-After: 60\r\n"), "{response}");
 }
+
+#[test]
+fn behind_a_trusted_proxy_each_forwarded_client_has_its_own_budget() {
+    use shorty_service::limits::{Cidr, LimitSettings, Limits, Rate};
+    let t = Instant::now();
+    let limits = Limits::new(
+        &LimitSettings {
+            redirect_per_client: Rate::parse("1/min").unwrap(),
+            ..LimitSettings::default()
+        },
+        t,
+    );
+    let mut settings = Settings::for_tests("http://s.example/");
+    settings.trusted_proxies = vec![Cidr::parse("10.0.0.0/8").unwrap()];
+    let mut shard = Shard::new(Arc::new(Shared::for_tests(settings).with_limits(limits)), 0);
+    let mut ask = |peer: &str, xff: &str| {
+        let mut conn = Connection::new(1, Kind::Http(Front::Public), t);
+        conn.set_peer(Some(peer.parse().unwrap()));
+        let request = format!("GET /abcdefg HTTP/1.1\r\nHost: s\r\nX-Forwarded-For: {xff}\r\n\r\n");
+        conn.handle_input(&mut shard, request.as_bytes(), t);
+        status(&text(&mut shard, &mut conn, t))
+    };
+    // Through the proxy: one budget per forwarded client.
+    assert_eq!(ask("10.0.0.1", "198.51.100.1"), 404);
+    assert_eq!(ask("10.0.0.1", "198.51.100.2"), 404);
+    assert_eq!(ask("10.0.0.1", "198.51.100.1"), 429);
+    // An untrusted peer cannot pick an address by sending the header.
+    assert_eq!(ask("192.0.2.5", "198.51.100.3"), 404);
+    assert_eq!(ask("192.0.2.5", "198.51.100.4"), 429);
+}
