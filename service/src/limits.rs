@@ -22,7 +22,6 @@ use std::convert::Infallible;
 use std::hash::Hash;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -61,27 +60,29 @@ impl Client {
     }
 }
 
-/// The limiters' clock: nanoseconds since the limits were made, advanced
-/// by every check to the caller's `now` (never backwards, whichever core
-/// checks).
+thread_local! {
+    /// The `now` of the check running on this thread: each core passes its
+    /// own, so the clock costs no shared write (a shared atomic would
+    /// bounce one cache line between every core on every redirect).
+    static NOW: std::cell::Cell<Option<Instant>> = const { std::cell::Cell::new(None) };
+}
+
+/// The limiters' clock: the `now` the caller of [`Limits::check`] passed
+/// (on this thread), as nanoseconds since the limits were made. Cores'
+/// clocks differ by microseconds at most, which GCRA tolerates (a request
+/// seen slightly early is judged slightly strictly).
 #[derive(Debug, Clone)]
 pub struct LimitClock {
     epoch: Instant,
-    nanos: Arc<AtomicU64>,
 }
 
 impl LimitClock {
     fn new(epoch: Instant) -> Self {
-        Self {
-            epoch,
-            nanos: Arc::new(AtomicU64::new(0)),
-        }
+        Self { epoch }
     }
 
     fn advance_to(&self, now: Instant) {
-        let nanos =
-            u64::try_from(now.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX);
-        self.nanos.fetch_max(nanos, Ordering::Relaxed);
+        NOW.with(|cell| cell.set(Some(now)));
     }
 }
 
@@ -89,7 +90,9 @@ impl Clock for LimitClock {
     type Instant = Nanos;
 
     fn now(&self) -> Nanos {
-        Nanos::from(self.nanos.load(Ordering::Relaxed))
+        let now = NOW.with(std::cell::Cell::get).unwrap_or(self.epoch);
+        let nanos = now.saturating_duration_since(self.epoch).as_nanos();
+        Nanos::from(u64::try_from(nanos).unwrap_or(u64::MAX))
     }
 }
 
@@ -320,6 +323,9 @@ impl Limits {
         let client = peer
             .filter(|ip| self.loopback || !ip.is_loopback())
             .map(Client::of);
+        if client.is_none() && (action == Action::Redirect || key_id.is_none()) {
+            return Ok(());
+        }
         self.clock.advance_to(now);
         if let (Some(limiter), Some(client)) = (client_limiter, client) {
             limiter
