@@ -96,8 +96,15 @@ fn encode(call: &Call) -> Vec<u8> {
     let len = (body.len() as i64 + i64::from(call.length_delta.unwrap_or(0))).max(0);
     let mut out = format!("{method} {path} HTTP/1.1\r\nHost: s\r\nContent-Length: {len}\r\n");
     for (h, v) in call.headers.iter().take(6) {
-        let value: String = v.chars().filter(|c| c.is_ascii_graphic() || *c == ' ').take(80).collect();
-        out.push_str(&format!("{}: {value}\r\n", HEADERS[*h as usize % HEADERS.len()]));
+        let value: String = v
+            .chars()
+            .filter(|c| c.is_ascii_graphic() || *c == ' ')
+            .take(80)
+            .collect();
+        out.push_str(&format!(
+            "{}: {value}\r\n",
+            HEADERS[*h as usize % HEADERS.len()]
+        ));
     }
     out.push_str("\r\n");
     let mut out = out.into_bytes();
@@ -112,7 +119,10 @@ fn check_responses(out: &[u8]) {
         let mut response = httparse::Response::new(&mut headers);
         let head = match response.parse(rest) {
             Ok(httparse::Status::Complete(n)) => n,
-            other => panic!("not a whole response: {other:?}: {:?}", String::from_utf8_lossy(rest)),
+            other => panic!(
+                "not a whole response: {other:?}: {:?}",
+                String::from_utf8_lossy(rest)
+            ),
         };
         let status = response.code.unwrap();
         let find = |name: &str| {
@@ -156,7 +166,11 @@ fuzz_target!(|input: Input| {
     let now = Instant::now();
     let mut conn = Connection::new(1, Kind::Http(Front::Public), now);
     let bytes: Vec<u8> = input.calls.iter().take(8).flat_map(encode).collect();
-    let mut cuts: Vec<usize> = input.cuts.iter().map(|&c| c as usize % (bytes.len() + 1)).collect();
+    let mut cuts: Vec<usize> = input
+        .cuts
+        .iter()
+        .map(|&c| c as usize % (bytes.len() + 1))
+        .collect();
     cuts.push(bytes.len());
     cuts.sort_unstable();
     let mut out = Vec::new();
@@ -166,7 +180,11 @@ fuzz_target!(|input: Input| {
         conn.handle_input(&mut shard, &bytes[from..to], t);
         from = to;
         // Capacity may round up, never past twice what one request holds.
-        assert!(conn.buffered_input() <= 2 * bound, "{}", conn.buffered_input());
+        assert!(
+            conn.buffered_input() <= 2 * bound,
+            "{}",
+            conn.buffered_input()
+        );
         // Creations are made durable at once (no disk here: every write
         // "succeeds").
         while let Some(io) = shard.poll_log_io(t) {
