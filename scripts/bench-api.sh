@@ -8,7 +8,10 @@
 #   2. server CPU per redirect with rate limiting on (a limit never reached,
 #      loopback counted) vs off. Goal: <= 1.05x.
 #   3. rate-limiter memory under a 100,000-address spray (the `limits`
-#      test's counting allocator).
+#      test's counting allocator);
+#   4. with BASE_BIN=path/to/an/older/shorty-uring: server CPU per redirect,
+#      default flags, that binary vs this build, runs interleaved 3 times
+#      (the redirect path must not get slower).
 # Needs wrk (apt-get install wrk). Usage: scripts/bench-api.sh [shorty-uring]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -84,3 +87,24 @@ awk -v on="${results[1]}" -v off="${results[0]}" \
 
 echo "=== 3. limiter memory under a 100,000-address spray"
 cargo test --release --quiet -p shorty-service --test limits -- --nocapture 2>&1 | grep addresses
+
+if [ -n "${BASE_BIN:-}" ]; then
+  echo "=== 4. redirects, default flags: $BASE_BIN vs this build ($DURATION each, interleaved)"
+  for round in 1 2 3; do
+    for which in base this; do
+      if [ "$which" = base ]; then bin=$BASE_BIN; else bin=$BIN/$BACKEND; fi
+      dir="$tmp/cmp-$which-$round"
+      "$bin" --listen "127.0.0.1:$PORT" --http "$HTTP" --admin off --data-dir "$dir" \
+        --sync never --log-level warn &
+      SERVER=$!
+      for _ in $(seq 100); do "$BIN/shorty" -s "127.0.0.1:$PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
+      code=$("$BIN/shorty" -s "127.0.0.1:$PORT" shorten https://example.com/wrk-target | sed 's#.*/##')
+      before=$(cpu "$SERVER")
+      out=$(wrk -t1 -c50 -d"$DURATION" "http://$HTTP/$code")
+      after=$(cpu "$SERVER")
+      n=$(echo "$out" | wrk_count)
+      echo "round $round $which: $n redirects, server CPU $(per_million "$before" "$after" "$n") s per million"
+      stop
+    done
+  done
+fi
