@@ -465,11 +465,13 @@ pub fn browser_full_flow_through_the_api(bin: &Path) {
     };
     let server = Server::start(bin, dir.path(), &[]);
     let api = raw_http(&server, b"GET /api/v1/links HTTP/1.1\r\nHost: a\r\n\r\n", 1).0[0].0;
-    if api == 404 {
+    // 501: the API is merged but its listing is not wired to the
+    // operations yet.
+    if api == 404 || api == 501 {
         if API_MERGED {
-            panic!("the JSON API (/api/v1/links) answers 404");
+            panic!("the JSON API (/api/v1/links) answers {api}");
         }
-        eprintln!("PENDING: the JSON API of issue 21 is not merged yet (see API_MERGED)");
+        eprintln!("PENDING: the JSON API of issue 21 is not wired yet (see API_MERGED)");
         return;
     }
     let target = Target::start();

@@ -13,6 +13,8 @@ use shorty_protocol::frame::{parse_frame, Status};
 use shorty_protocol::link::{LinkInfo, LinkOptions, LinkPatch as WirePatch};
 use shorty_protocol::{ErrorCode, Reply, Request, ServerInfo, PROTOCOL_V1, PROTOCOL_V2};
 
+use crate::api::auth::AuthError;
+use crate::limits::Action;
 use crate::link::{Field, LinkMeta, LinkPatch, Principal};
 use crate::metrics::{Op, Proto};
 use crate::ops::lifecycle::{self, CreateRequest};
@@ -337,7 +339,16 @@ impl Shard {
     /// to be durable.
     fn shorten(&mut self, conn: u32, url: &[u8], bare: bool, out: &mut Output, now: Instant) {
         let render = Render::Shortened { bare };
-        match ops::create::shorten(self, conn, url) {
+        let step = if self.shared.settings.auth_required {
+            // Until the connection can authenticate (AUTH, protocol v2),
+            // `--auth required` refuses every wire write.
+            Step::refused(ErrorCode::UNAUTHORIZED, AuthError::Missing.message())
+        } else if let Err(limited) = self.limit(Action::Create, None, now) {
+            Step::refused(ErrorCode::RATE_LIMITED, limited.message())
+        } else {
+            ops::create::shorten(self, conn, url)
+        };
+        match step {
             Step::Pending(op) => {
                 let deadline = now + self.shared.settings.commit_timeout;
                 out.push_wait(

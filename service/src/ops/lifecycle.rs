@@ -148,6 +148,9 @@ pub fn create(
         Ok(url) => url,
         Err(err) => return refused(err.error_code(), err.to_string()),
     };
+    if let Some(refusal) = super::create::blocked(&shared, url) {
+        return refusal;
+    }
     if let Err(err) = request.options.check(now_ms, &shared.policy) {
         return refused(err.error_code(), err.to_string());
     }
@@ -473,7 +476,12 @@ fn update_record(
                 .parse(code.as_bytes())
                 .is_some_and(|key| shard.local.as_ref().is_some_and(|l| l.keydir.contains(key)))
         }) {
-            Ok(new) => Bytes::copy_from_slice(new.as_bytes()),
+            Ok(new) => match super::create::blocked(&shared, new) {
+                Some(Step::Now(OpResult::Failed(code, message))) => {
+                    return fail(shard, &ident, code, message.into_owned())
+                }
+                _ => Bytes::copy_from_slice(new.as_bytes()),
+            },
             Err(err) => return fail(shard, &ident, err.error_code(), err.to_string()),
         },
     };
