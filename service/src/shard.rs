@@ -134,7 +134,7 @@ impl Shared {
     ///
     /// # Errors
     /// [`AuthError::Invalid`] for a key that is not valid now.
-    pub fn authenticate(&self, key: &[u8]) -> Result<crate::api::auth::Caller, AuthError> {
+    pub fn authenticate(&self, key: &[u8]) -> Result<Principal, AuthError> {
         self.keys.current().authenticate(key)
     }
 

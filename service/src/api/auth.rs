@@ -18,6 +18,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::problem::Problem;
+pub use crate::link::{Principal, Scopes};
 
 /// The keys file's name in the data directory.
 pub const KEYS_FILE: &str = "keys.json";
@@ -46,8 +47,14 @@ impl Scope {
         (Scope::StatsRead, "stats:read"),
     ];
 
-    fn bit(self) -> u8 {
-        1 << (self as u8)
+    /// The scope as the operations' [`Scopes`] set.
+    pub fn scopes(self) -> Scopes {
+        match self {
+            Scope::LinksWrite => Scopes::LINKS_WRITE,
+            Scope::LinksAll => Scopes::LINKS_ALL,
+            Scope::LinksRead => Scopes::LINKS_READ,
+            Scope::StatsRead => Scopes::STATS_READ,
+        }
     }
 
     /// Its name (`links:write`).
@@ -59,14 +66,10 @@ impl Scope {
     }
 }
 
-/// A set of scopes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Scopes(u8);
-
+// The key store's names for the operations' one scope set
+// ([`crate::link::Scopes`]): an inherent impl in this module, so the link
+// model knows nothing of how keys spell them.
 impl Scopes {
-    /// Every scope: an unauthenticated caller when `--auth optional`.
-    pub const EVERY: Scopes = Scopes(0b1111);
-
     /// Parses `links:write,links:read`.
     ///
     /// # Errors
@@ -77,22 +80,22 @@ impl Scopes {
             let (scope, _) = Scope::ALL.iter().find(|(_, n)| *n == name).ok_or_else(|| {
                 format!("`{name}` is not a scope (links:write, links:all, links:read, stats:read)")
             })?;
-            scopes.0 |= scope.bit();
+            scopes.0 |= scope.scopes().0;
         }
         Ok(scopes)
     }
 
     /// `true` when `scope` is granted. `links:all` implies `links:write`.
     pub fn allows(self, scope: Scope) -> bool {
-        self.0 & scope.bit() != 0
-            || (scope == Scope::LinksWrite && self.0 & Scope::LinksAll.bit() != 0)
+        self.contains(scope.scopes())
+            || (scope == Scope::LinksWrite && self.contains(Scopes::LINKS_ALL))
     }
 
     /// The names, comma-separated.
     pub fn names(self) -> String {
         Scope::ALL
             .iter()
-            .filter(|(s, _)| self.0 & s.bit() != 0)
+            .filter(|(s, _)| self.contains(s.scopes()))
             .map(|(_, n)| *n)
             .collect::<Vec<_>>()
             .join(",")
@@ -163,15 +166,6 @@ fn parse_hex32(text: &str) -> Option<[u8; 32]> {
         *out.get_mut(i)? = u8::from_str_radix(s, 16).ok()?;
     }
     Some(out)
-}
-
-/// The caller of a request: a key, or nobody.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Caller {
-    /// The key's id; `None` unauthenticated.
-    pub key_id: Option<u32>,
-    /// What it may do.
-    pub scopes: Scopes,
 }
 
 /// Why a request is not authenticated.
@@ -273,7 +267,7 @@ impl KeyTable {
     ///
     /// # Errors
     /// [`AuthError::Invalid`] for a key that is not valid now.
-    pub fn authenticate(&self, presented: &[u8]) -> Result<Caller, AuthError> {
+    pub fn authenticate(&self, presented: &[u8]) -> Result<Principal, AuthError> {
         let hash = hash_key(presented);
         let mut found: Option<&Entry> = None;
         for entry in &self.entries {
@@ -282,7 +276,7 @@ impl KeyTable {
             }
         }
         found
-            .map(|e| Caller {
+            .map(|e| Principal {
                 key_id: Some(e.id),
                 scopes: e.scopes,
             })
@@ -295,14 +289,11 @@ impl KeyTable {
     ///
     /// # Errors
     /// 401 ([`AuthError::Missing`], [`AuthError::Invalid`]).
-    pub fn caller(&self, presented: Option<&[u8]>, required: bool) -> Result<Caller, AuthError> {
+    pub fn caller(&self, presented: Option<&[u8]>, required: bool) -> Result<Principal, AuthError> {
         match presented {
             Some(key) => self.authenticate(key),
             None if required => Err(AuthError::Missing),
-            None => Ok(Caller {
-                key_id: None,
-                scopes: Scopes::EVERY,
-            }),
+            None => Ok(Principal::unauthenticated(false)),
         }
     }
 }
@@ -392,7 +383,7 @@ mod tests {
         let (file, key) = file();
         let table = KeyTable::from_file(&file, 0).unwrap();
         assert_eq!(table.caller(None, true), Err(AuthError::Missing));
-        assert_eq!(table.caller(None, false).unwrap().scopes, Scopes::EVERY);
+        assert_eq!(table.caller(None, false).unwrap().scopes, Scopes::ALL);
         assert_eq!(
             table.caller(Some(b"wrong"), false),
             Err(AuthError::Invalid),

@@ -146,6 +146,13 @@ impl Shard {
             settings.max_output_bytes,
             settings.delay,
         );
+        // A connection starts as `Principal::ANYONE` (`Session::default`);
+        // under `--auth required` the caller without a key is
+        // `Principal::NOBODY`. A key's principal always has a key id, so
+        // only the unauthenticated default is ever replaced here.
+        if session.principal == Principal::ANYONE {
+            session.principal = Principal::unauthenticated(settings.auth_required);
+        }
         let mut outcome = InputOutcome::default();
         let mut delayed = false;
         loop {

@@ -26,9 +26,7 @@ use shorty_protocol::ErrorCode;
 
 use crate::codes::MAX_CODE_LEN;
 use crate::keydir::{Claim, OwnedIdent};
-use crate::link::{
-    alias_home, check_alias, AliasHome, LinkMeta, LinkPatch, Principal, CONFLICT, FORBIDDEN,
-};
+use crate::link::{alias_home, check_alias, AliasHome, LinkMeta, LinkPatch, Principal, CONFLICT};
 use crate::log::record::{Link as LinkRecord, Tombstone, ALIAS_KEY, NO_ID};
 use crate::output::OpId;
 use crate::shard::{LinkView, OpEntry, OpResult, OpState, Shard, Then};
@@ -135,7 +133,7 @@ pub fn create(
     now: Instant,
 ) -> Step {
     if !principal.may_create() {
-        return refused(FORBIDDEN, "this key may not create links");
+        return refused(principal.refusal(), "this key may not create links");
     }
     let now_ms = shard.now_ms(now);
     let shared = shard.shared.clone();
@@ -388,7 +386,10 @@ pub(crate) fn after_read(
                     meta: meta.clone(),
                 }))
             } else {
-                OpResult::Failed(FORBIDDEN, "this key may not read this link".into())
+                OpResult::Failed(
+                    principal.refusal(),
+                    "this key may not read this link".into(),
+                )
             }
         }
         Then::Stats { principal, query } => {
@@ -415,7 +416,10 @@ pub(crate) fn after_read(
         } => {
             if !principal.may_change(meta.owner_key_id) {
                 release(shard, &ident, version);
-                OpResult::Failed(FORBIDDEN, "this key may not delete this link".into())
+                OpResult::Failed(
+                    principal.refusal(),
+                    "this key may not delete this link".into(),
+                )
             } else {
                 let alias = meta.alias.as_deref().map(str::as_bytes);
                 let record = Record::Tombstone(Tombstone {
@@ -463,7 +467,7 @@ fn update_record(
         return fail(
             shard,
             &ident,
-            FORBIDDEN,
+            principal.refusal(),
             "this key may not change this link".into(),
         );
     }

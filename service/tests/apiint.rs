@@ -1,0 +1,187 @@
+//! The JSON API joined to the lifecycle operations (round 3's APIINT):
+//! one principal on both fronts, wire AUTH against the key table, and the
+//! API's link calls run by `ops::lifecycle`, sans-IO (the log's I/O and
+//! URL reads answered by the test, a fixed wall clock).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::BytesMut;
+use shorty_protocol::frame::{FrameDecoder, Status};
+use shorty_protocol::link::LinkOptions;
+use shorty_protocol::{Reply, Request, PROTOCOL_V2};
+use shorty_service::api::auth::{hash_key, key_text, KeyRecord, KeyTable, KeysFile};
+use shorty_service::connection::{Connection, Kind};
+use shorty_service::http::Front;
+use shorty_service::log::{IoResult, LogIo};
+use shorty_service::settings::Settings;
+use shorty_service::shard::{Shard, Shared};
+
+/// Unix ms of the rig's start.
+const T0_MS: u64 = 1_800_000_000_000;
+
+/// One core over an empty log, with these keys installed: `(id, scopes)`.
+#[allow(dead_code)] // `shared` and `keys` serve the later cases.
+struct Rig {
+    shard: Shard,
+    shared: Arc<Shared>,
+    t0: Instant,
+    disk: HashMap<u32, Vec<u8>>,
+    /// The key texts, by id.
+    keys: HashMap<u32, String>,
+}
+
+fn rig(auth_required: bool, keys: &[(u32, &str)]) -> Rig {
+    let mut settings = Settings::for_tests("http://s.example/");
+    settings.auth_required = auth_required;
+    rig_with(settings, keys)
+}
+
+fn rig_with(settings: Settings, keys: &[(u32, &str)]) -> Rig {
+    let shared = Arc::new(Shared::for_tests(settings));
+    let mut file = KeysFile::default();
+    let mut texts = HashMap::new();
+    for &(id, scopes) in keys {
+        let text = key_text(&[u8::try_from(id).unwrap(); 32]);
+        file.keys.push(KeyRecord {
+            id,
+            name: format!("k{id}"),
+            sha256: hash_key(text.as_bytes())
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect(),
+            scopes: scopes.into(),
+            created_at_ms: 0,
+            expires_at_ms: None,
+            revoked_at_ms: None,
+        });
+        texts.insert(id, text);
+    }
+    shared.keys.install(KeyTable::from_file(&file, 0).unwrap());
+    let t0 = Instant::now();
+    let mut shard = Shard::new(shared.clone(), 0);
+    shard.set_wall_clock(t0, T0_MS);
+    Rig {
+        shard,
+        shared,
+        t0,
+        disk: HashMap::new(),
+        keys: texts,
+    }
+}
+
+impl Rig {
+    /// Completes every log write and URL read the shard asks for.
+    fn run(&mut self) {
+        let now = self.t0;
+        loop {
+            let mut busy = false;
+            while let Some(io) = self.shard.poll_log_io(now) {
+                if let LogIo::Write(batch) = &io {
+                    let file = self.disk.entry(batch.segment.idx).or_default();
+                    file.truncate(batch.offset as usize);
+                    file.extend_from_slice(&batch.bytes);
+                }
+                self.shard.log_done(&io, IoResult::Ok, now);
+                busy = true;
+            }
+            while let Some(read) = self.shard.poll_read() {
+                let file = &self.disk[&read.file];
+                let at = read.offset as usize;
+                let bytes =
+                    bytes::Bytes::copy_from_slice(&file[at..(at + read.len).min(file.len())]);
+                self.shard.read_done(read, Ok(bytes));
+                busy = true;
+            }
+            if !busy {
+                return;
+            }
+        }
+    }
+
+    /// Feeds `input` to `conn`, runs the I/O, returns what it wrote.
+    fn exchange(&mut self, conn: &mut Connection, input: &[u8]) -> Vec<u8> {
+        let now = self.t0;
+        conn.handle_input(&mut self.shard, input, now);
+        let mut written = Vec::new();
+        for _ in 0..16 {
+            self.run();
+            while let Some(chunk) = conn.poll_transmit(&mut self.shard, now) {
+                written.extend_from_slice(&chunk);
+                conn.transmitted();
+            }
+            if self.shard.ops_in_flight() == 0 {
+                break;
+            }
+        }
+        written
+    }
+
+    /// An HTTP request on the public front; the response's status and
+    /// text.
+    #[allow(dead_code)]
+    fn http(&mut self, request: &str) -> (u16, String) {
+        let mut conn = Connection::new(7, Kind::Http(Front::Public), self.t0);
+        let text = String::from_utf8(self.exchange(&mut conn, request.as_bytes())).unwrap();
+        (text[9..12].parse().unwrap(), text)
+    }
+}
+
+/// A framed connection that negotiated protocol version 2.
+struct Wire {
+    conn: Connection,
+}
+
+impl Wire {
+    fn v2(rig: &mut Rig) -> Wire {
+        let mut wire = Wire {
+            conn: Connection::new(1, Kind::Framed, rig.t0),
+        };
+        let replies = wire.ask(rig, &Request::hello(PROTOCOL_V2));
+        assert!(matches!(replies, Reply::Hello(_)), "{replies:?}");
+        wire
+    }
+
+    /// Sends one request; its one reply.
+    fn ask(&mut self, rig: &mut Rig, request: &Request<&[u8]>) -> Reply<bytes::Bytes> {
+        let mut frame = Vec::new();
+        request.encode_frame(&mut frame).unwrap();
+        let mut bytes = BytesMut::from(&rig.exchange(&mut self.conn, &frame)[..]);
+        let Status::Complete(payload) = FrameDecoder::with_max_frame_len(1 << 20)
+            .decode(&mut bytes)
+            .unwrap()
+        else {
+            panic!("no reply to {request:?}");
+        };
+        assert!(bytes.is_empty(), "one reply");
+        Reply::decode_payload_for(PROTOCOL_V2, payload).unwrap()
+    }
+}
+
+fn error_code(reply: &Reply<bytes::Bytes>) -> Option<u16> {
+    reply.as_error().map(|(code, _)| code.0)
+}
+
+fn shorten2(url: &str) -> Vec<u8> {
+    LinkOptions::new(url).to_vec().unwrap()
+}
+
+#[test]
+fn without_a_key_the_wire_may_write_only_when_auth_is_optional() {
+    // --auth required: the caller without a key is nobody on every write.
+    let mut rig = rig(true, &[]);
+    let mut wire = Wire::v2(&mut rig);
+    let options = shorten2("https://e.com/a");
+    let reply = wire.ask(&mut rig, &Request::Shorten2(&options[..]));
+    assert_eq!(error_code(&reply), Some(401), "{reply:?}");
+    let reply = wire.ask(&mut rig, &Request::Shorten(&b"https://e.com/b"[..]));
+    assert_eq!(error_code(&reply), Some(401), "{reply:?}");
+    // --auth optional (the loopback default): anyone may.
+    let mut rig = self::rig(false, &[]);
+    let mut wire = Wire::v2(&mut rig);
+    let reply = wire.ask(&mut rig, &Request::Shorten2(&options[..]));
+    assert!(matches!(reply, Reply::Shortened2(_)), "{reply:?}");
+    let reply = wire.ask(&mut rig, &Request::Shorten(&b"https://e.com/b"[..]));
+    assert!(matches!(reply, Reply::Shortened(_)), "{reply:?}");
+}
