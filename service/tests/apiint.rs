@@ -185,3 +185,96 @@ fn without_a_key_the_wire_may_write_only_when_auth_is_optional() {
     let reply = wire.ask(&mut rig, &Request::Shorten(&b"https://e.com/b"[..]));
     assert!(matches!(reply, Reply::Shortened(_)), "{reply:?}");
 }
+
+/// The link a SHORTENED2/UPDATED/INFO reply describes: `(code, owner)`.
+fn link_of(reply: &Reply<bytes::Bytes>) -> (String, Option<u32>) {
+    let info = reply
+        .link()
+        .unwrap_or_else(|| panic!("not a link reply: {reply:?}"))
+        .unwrap();
+    (info.code.to_owned(), info.owner_key_id)
+}
+
+#[test]
+fn wire_auth_checks_the_key_table_and_the_key_owns_what_it_makes() {
+    let mut rig = rig(
+        true,
+        &[(1, "links:write"), (2, "links:write"), (3, "links:read")],
+    );
+    let key = |rig: &Rig, id: u32| rig.keys[&id].clone();
+    // A bad key: 401, and the connection stays without one.
+    let mut wire = Wire::v2(&mut rig);
+    let reply = wire.ask(&mut rig, &Request::Auth(&b"shorty_not-a-key"[..]));
+    assert_eq!(error_code(&reply), Some(401), "{reply:?}");
+    let options = shorten2("https://e.com/owned");
+    let reply = wire.ask(&mut rig, &Request::Shorten2(&options[..]));
+    assert_eq!(error_code(&reply), Some(401), "{reply:?}");
+    // Key 1 authenticates; what it makes is its own.
+    let k1 = key(&rig, 1);
+    let reply = wire.ask(&mut rig, &Request::Auth(k1.as_bytes()));
+    assert!(matches!(reply, Reply::Authed), "{reply:?}");
+    let reply = wire.ask(&mut rig, &Request::Shorten2(&options[..]));
+    let (code, owner) = link_of(&reply);
+    assert_eq!(owner, Some(1));
+    let reply = wire.ask(&mut rig, &Request::Shorten(&b"https://e.com/v1"[..]));
+    assert!(matches!(reply, Reply::Shortened(_)), "{reply:?}");
+    // Key 2 may neither change nor delete key 1's link.
+    let mut other = Wire::v2(&mut rig);
+    let k2 = key(&rig, 2);
+    let reply = other.ask(&mut rig, &Request::Auth(k2.as_bytes()));
+    assert!(matches!(reply, Reply::Authed), "{reply:?}");
+    let mut patch = shorty_protocol::link::LinkPatch::default();
+    patch.url = Some("https://e.com/stolen");
+    let patch = patch.to_vec().unwrap();
+    let reply = other.ask(&mut rig, &Request::update(code.as_bytes(), &patch[..]));
+    assert_eq!(error_code(&reply), Some(403), "{reply:?}");
+    let reply = other.ask(&mut rig, &Request::Delete(code.as_bytes()));
+    assert_eq!(error_code(&reply), Some(403), "{reply:?}");
+    // Its owner may.
+    let reply = wire.ask(&mut rig, &Request::update(code.as_bytes(), &patch[..]));
+    assert!(matches!(reply, Reply::Updated(_)), "{reply:?}");
+    // A read-only key may not create, on either request.
+    let mut reader = Wire::v2(&mut rig);
+    let k3 = key(&rig, 3);
+    let reply = reader.ask(&mut rig, &Request::Auth(k3.as_bytes()));
+    assert!(matches!(reply, Reply::Authed), "{reply:?}");
+    let reply = reader.ask(&mut rig, &Request::Shorten2(&options[..]));
+    assert_eq!(error_code(&reply), Some(403), "{reply:?}");
+    let reply = reader.ask(&mut rig, &Request::Shorten(&b"https://e.com/r"[..]));
+    assert_eq!(error_code(&reply), Some(403), "{reply:?}");
+}
+
+#[test]
+fn wire_creations_answer_429_over_the_per_key_limit() {
+    use shorty_service::limits::{LimitSettings, Limits, Rate};
+    let mut settings = Settings::for_tests("http://s.example/");
+    settings.auth_required = true;
+    let mut rig = rig_with(settings, &[(1, "links:write")]);
+    // The rig's shared state is rebuilt with limits: one new link a minute
+    // per key.
+    let limits = Limits::new(
+        &LimitSettings {
+            create_per_key: Rate::parse("1/min").unwrap(),
+            ..LimitSettings::default()
+        },
+        rig.t0,
+    );
+    let mut settings = Settings::for_tests("http://s.example/");
+    settings.auth_required = true;
+    let shared = Arc::new(Shared::for_tests(settings).with_limits(limits));
+    shared.keys.install((*rig.shared.keys.current()).clone());
+    rig.shard = Shard::new(shared.clone(), 0);
+    rig.shard.set_wall_clock(rig.t0, T0_MS);
+    rig.shared = shared;
+    let mut wire = Wire::v2(&mut rig);
+    let k1 = rig.keys[&1].clone();
+    let reply = wire.ask(&mut rig, &Request::Auth(k1.as_bytes()));
+    assert!(matches!(reply, Reply::Authed), "{reply:?}");
+    let options = shorten2("https://e.com/limited");
+    let reply = wire.ask(&mut rig, &Request::Shorten2(&options[..]));
+    assert!(matches!(reply, Reply::Shortened2(_)), "{reply:?}");
+    let reply = wire.ask(&mut rig, &Request::Shorten2(&options[..]));
+    assert_eq!(error_code(&reply), Some(429), "{reply:?}");
+    let reply = wire.ask(&mut rig, &Request::Shorten(&b"https://e.com/v1"[..]));
+    assert_eq!(error_code(&reply), Some(429), "{reply:?}");
+}
