@@ -431,8 +431,8 @@ pub fn write(out: &mut BytesMut, date: &str, response: &Response<'_>) {
         head.push_str("Content-Type: text/plain; charset=utf-8\r\n");
     }
     // A 304 has no body, and a Content-Length on it would have to be the
-    // 200's (RFC 9110 §8.6): none is sent.
-    if response.status != 304 {
+    // 200's (RFC 9110 §8.6): none is sent; nor on a 204 (§8.6: MUST NOT).
+    if !matches!(response.status, 204 | 304) {
         let _ = write!(head, "Content-Length: {}\r\n", response.body.len());
     }
     let _ = write!(

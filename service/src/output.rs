@@ -92,10 +92,22 @@ pub enum ApiView {
         /// The long URL (the store's answer holds only the key).
         url: Box<str>,
     },
-    /// `GET /api/v1/links/{code}`: the link.
+    /// `GET /api/v1/links/{code}`: the link (with its click totals when
+    /// `principal` may read them).
     Link {
         /// The code asked for.
         code: Box<str>,
+        /// Who asked.
+        principal: crate::link::Principal,
+    },
+    /// `PATCH /api/v1/links/{code}`: 200 and the changed link.
+    Updated,
+    /// `DELETE /api/v1/links/{code}`: 204.
+    Deleted,
+    /// `GET /api/v1/links/{code}/stats`: the series.
+    Stats {
+        /// `hour` or `day`, as asked.
+        granularity: &'static str,
     },
 }
 

@@ -278,3 +278,90 @@ fn wire_creations_answer_429_over_the_per_key_limit() {
     let reply = wire.ask(&mut rig, &Request::Shorten(&b"https://e.com/v1"[..]));
     assert_eq!(error_code(&reply), Some(429), "{reply:?}");
 }
+
+fn json_of(response: &str) -> serde_json::Value {
+    let body = &response[response.find("\r\n\r\n").unwrap() + 4..];
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {response}"))
+}
+
+/// A request with a JSON body (empty: none) and key `key` (`None`: none).
+fn call(method: &str, path: &str, body: &str, key: Option<&str>) -> String {
+    let auth = key.map_or(String::new(), |k| format!("Authorization: Bearer {k}\r\n"));
+    format!(
+        "{method} {path} HTTP/1.1\r\nHost: s\r\nContent-Length: {}\r\n{auth}\r\n{body}",
+        body.len()
+    )
+}
+
+#[test]
+fn the_api_s_link_calls_run_the_lifecycle_operations() {
+    let mut rig = rig(true, &[(1, "links:write"), (2, "links:write")]);
+    let (k1, k2) = (rig.keys[&1].clone(), rig.keys[&2].clone());
+    let (k1, k2) = (Some(k1.as_str()), Some(k2.as_str()));
+    // A slug and options: 201 and the link object, owned by the key.
+    let body = r#"{"url":"https://e.com/x","slug":"my-link_1","title":"T","maxClicks":5}"#;
+    let (status, response) = rig.http(&call("POST", "/api/v1/links", body, k1));
+    assert_eq!(status, 201, "{response}");
+    assert!(response.contains("Location: /api/v1/links/my-link_1\r\n"));
+    let link = json_of(&response);
+    assert_eq!(link["code"], "my-link_1");
+    assert_eq!(link["shortUrl"], "http://s.example/my-link_1");
+    assert_eq!(link["title"], "T");
+    assert_eq!(link["maxClicks"], 5);
+    assert!(link["createdAt"].is_string(), "{link}");
+    // The slug is taken: 409.
+    let (status, response) = rig.http(&call("POST", "/api/v1/links", body, k2));
+    assert_eq!(status, 409, "{response}");
+    assert_eq!(json_of(&response)["status"], 409);
+    // GET: the link with its options.
+    let (status, response) = rig.http(&call("GET", "/api/v1/links/my-link_1", "", k1));
+    assert_eq!(status, 200, "{response}");
+    assert_eq!(json_of(&response)["url"], "https://e.com/x");
+    // Another key may neither change nor delete it.
+    let patch = r#"{"title":null,"url":"https://e.com/y"}"#;
+    let (status, response) = rig.http(&call("PATCH", "/api/v1/links/my-link_1", patch, k2));
+    assert_eq!(status, 403, "{response}");
+    let (status, _) = rig.http(&call("DELETE", "/api/v1/links/my-link_1", "", k2));
+    assert_eq!(status, 403);
+    // Its owner may: null clears the title.
+    let (status, response) = rig.http(&call("PATCH", "/api/v1/links/my-link_1", patch, k1));
+    assert_eq!(status, 200, "{response}");
+    let link = json_of(&response);
+    assert_eq!(link["url"], "https://e.com/y");
+    assert!(link["title"].is_null(), "{link}");
+    assert_eq!(link["maxClicks"], 5);
+    let (status, response) = rig.http(&call("DELETE", "/api/v1/links/my-link_1", "", k1));
+    assert_eq!(status, 204, "{response}");
+    assert!(!response.contains("Content-Length"), "{response}");
+    let (status, _) = rig.http(&call("GET", "/api/v1/links/my-link_1", "", k1));
+    assert_eq!(status, 404);
+    // Without a key under --auth required: 401.
+    let (status, _) = rig.http(&call("GET", "/api/v1/links/my-link_1", "", None));
+    assert_eq!(status, 401);
+}
+
+#[test]
+fn a_used_up_link_is_gone_and_its_clicks_and_series_are_served() {
+    let mut rig = rig(false, &[]);
+    let body = r#"{"url":"https://e.com/once","maxClicks":1}"#;
+    let (status, response) = rig.http(&call("POST", "/api/v1/links", body, None));
+    assert_eq!(status, 201, "{response}");
+    let code = json_of(&response)["code"].as_str().unwrap().to_owned();
+    let visit = format!("GET /{code} HTTP/1.1\r\nHost: s\r\n\r\n");
+    let (status, _) = rig.http(&visit);
+    assert_eq!(status, 302);
+    let (status, _) = rig.http(&visit);
+    assert_eq!(status, 410, "the one click is used up");
+    let (status, response) = rig.http(&call("GET", &format!("/api/v1/links/{code}"), "", None));
+    assert_eq!(status, 200, "{response}");
+    assert_eq!(json_of(&response)["clicks"]["total"], 1, "{response}");
+    let path = format!("/api/v1/links/{code}/stats?granularity=hour");
+    let (status, response) = rig.http(&call("GET", &path, "", None));
+    assert_eq!(status, 200, "{response}");
+    let stats = json_of(&response);
+    assert_eq!(stats["total"], 1, "{stats}");
+    let series = stats["series"].as_array().unwrap();
+    assert_eq!(series.len(), 48, "48 hourly buckets by default");
+    let counted: u64 = series.iter().map(|b| b["clicks"].as_u64().unwrap()).sum();
+    assert_eq!(counted, 1, "{stats}");
+}
