@@ -441,3 +441,76 @@ pub fn blocked_destinations_and_credentials_are_refused(bin: &Path) {
     );
     assert_eq!(creds.status, 201, "{}", creds.body);
 }
+
+// ----- engineer APIINT: the API's link calls on the lifecycle operations -----
+
+/// Through HTTP under `--auth required`: a taken slug is 409; a link whose
+/// `expiresAt` has passed is 410 to visitors while the API still reads it;
+/// another key's PATCH and DELETE are 403, its owner's 200 and 204.
+pub fn api_links_conflict_expire_and_belong_to_their_key(bin: &Path) {
+    let dir = tmp();
+    let key = |name: &str| {
+        let out = keys(
+            bin,
+            dir.path(),
+            &[
+                "create",
+                "--name",
+                name,
+                "--scopes",
+                "links:write,links:read",
+            ],
+        );
+        out.lines().next().unwrap().trim().to_owned()
+    };
+    let (mine, theirs) = (key("mine"), key("theirs"));
+    let server = Server::start(bin, dir.path(), &["--auth", "required"]);
+    let body = Some(r#"{"url":"https://example.com/slugged","slug":"conf-slug_1"}"#);
+    let made = call(&server, "POST", "/api/v1/links", body, Some(&mine));
+    assert_eq!(made.status, 201, "{}", made.body);
+    assert_eq!(made.json()["code"], "conf-slug_1");
+    let taken = call(&server, "POST", "/api/v1/links", body, Some(&theirs));
+    assert_eq!(taken.status, 409, "{}", taken.body);
+    assert_eq!(taken.json()["status"], 409);
+    let (status, _, _) = crate::cases::http("GET", &server.http_url("/conf-slug_1"));
+    assert_eq!(status, 302);
+
+    // Another key may neither change nor delete it; its owner may.
+    let link = "/api/v1/links/conf-slug_1";
+    let patch = Some(r#"{"url":"https://example.com/taken-over","title":null}"#);
+    let refused = call(&server, "PATCH", link, patch, Some(&theirs));
+    assert_eq!(refused.status, 403, "{}", refused.body);
+    let refused = call(&server, "DELETE", link, None, Some(&theirs));
+    assert_eq!(refused.status, 403, "{}", refused.body);
+    let changed = call(&server, "PATCH", link, patch, Some(&mine));
+    assert_eq!(changed.status, 200, "{}", changed.body);
+    assert_eq!(changed.json()["url"], "https://example.com/taken-over");
+    let deleted = call(&server, "DELETE", link, None, Some(&mine));
+    assert_eq!(deleted.status, 204, "{}", deleted.body);
+    assert_eq!(call(&server, "GET", link, None, Some(&mine)).status, 404);
+    let (status, _, _) = crate::cases::http("GET", &server.http_url("/conf-slug_1"));
+    assert_eq!(status, 404);
+
+    // Expiry: a second from now, then gone for visitors.
+    let unix_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
+    let expires = shorty_service::api::model::rfc3339_ms(u64::try_from(unix_ms).unwrap() + 1000);
+    let body = format!(r#"{{"url":"https://example.com/soon","expiresAt":"{expires}"}}"#);
+    let made = call(&server, "POST", "/api/v1/links", Some(&body), Some(&mine));
+    assert_eq!(made.status, 201, "{}", made.body);
+    assert_eq!(made.json()["expiresAt"], expires.as_str());
+    let code = made.json()["code"].as_str().unwrap().to_owned();
+    std::thread::sleep(Duration::from_millis(1200));
+    let (status, _, _) = crate::cases::http("GET", &server.http_url(&format!("/{code}")));
+    assert_eq!(status, 410);
+    let read = call(
+        &server,
+        "GET",
+        &format!("/api/v1/links/{code}"),
+        None,
+        Some(&mine),
+    );
+    assert_eq!(read.status, 200, "{}", read.body);
+}

@@ -101,6 +101,8 @@ macro_rules! suite {
             a_public_bind_requires_keys_for_writes,
             rate_limits_answer_429_with_retry_after,
             blocked_destinations_and_credentials_are_refused,
+            // ----- engineer APIINT: API link calls on the operations -----
+            api_links_conflict_expire_and_belong_to_their_key,
         );
     };
     (@cases $binary:expr; $($case:ident),* $(,)?) => {
