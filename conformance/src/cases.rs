@@ -24,6 +24,8 @@ pub use crate::browser::{
 };
 // ----- engineer WIRE: protocol v2 end to end (issue 19) -----
 pub use crate::v2::*;
+// The JSON API (issue 21).
+pub use crate::api::*;
 
 pub(crate) fn tmp() -> tempfile::TempDir {
     tempfile::tempdir().expect("temp dir")

@@ -57,14 +57,13 @@ impl Server {
     ) -> Server {
         let mut child = Command::new(binary)
             .current_dir(cwd)
-            .args([
-                "--listen",
-                "127.0.0.1:0",
-                "--http",
-                "127.0.0.1:0",
-                "--admin",
-                "127.0.0.1:0",
-            ])
+            // Each listener on loopback unless the case places it.
+            .args(
+                ["--listen", "--http", "--admin"]
+                    .into_iter()
+                    .filter(|flag| !args.contains(flag))
+                    .flat_map(|flag| [flag, "127.0.0.1:0"]),
+            )
             // Two cores unless the case says otherwise.
             .args(if args.contains(&"--threads") {
                 &[][..]

@@ -16,6 +16,7 @@
 //! fail separately.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod api;
 pub mod browser;
 pub mod cases;
 pub mod cluster;
@@ -95,6 +96,14 @@ macro_rules! suite {
             clicks_are_counted_exactly_apart_by_kind_and_survive_restart,
             clicks_survive_kill_9_minus_at_most_the_last_interval,
             clicks_of_every_node_add_up_in_the_redis_store,
+            // The JSON API, keys and --auth (issue 21).
+            api_creates_and_reads_links,
+            api_keys_scopes_and_revoke,
+            a_public_bind_requires_keys_for_writes,
+            rate_limits_answer_429_with_retry_after,
+            blocked_destinations_and_credentials_are_refused,
+            // ----- engineer APIINT: API link calls on the operations -----
+            api_links_conflict_expire_and_belong_to_their_key,
         );
     };
     (@cases $binary:expr; $($case:ident),* $(,)?) => {

@@ -57,6 +57,9 @@ fn check_responses(out: &[u8]) {
 fuzz_target!(|input: Input| {
     let mut settings = Settings::for_tests("http://s.example/x/");
     settings.http_max_head_bytes = 256 + input.max_head as usize % 8192;
+    // Bodies (API routes only) are bounded too; the `api` target covers
+    // them.
+    settings.api_max_body = 4096;
     let max_head = settings.http_max_head_bytes;
     let mut shard = Shard::new(Arc::new(Shared::for_tests(settings.clone())), 0);
     let now = Instant::now();

@@ -18,9 +18,12 @@ use std::time::Duration;
 
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use shorty_service::forward::Clash;
+use shorty_service::limits::{Cidr, LimitSettings, Rate, DEFAULT_MAX_CLIENTS};
 use shorty_service::log::record::MAX_URL_IN_RECORD;
 use shorty_service::log::{LogConfig, SyncPolicy};
-use shorty_service::settings::{Settings, DEFAULT_LINGER_BYTES, FRAME_OVERHEAD, MAX_HEADERS_CAP};
+use shorty_service::settings::{
+    Settings, DEFAULT_API_MAX_BODY, DEFAULT_LINGER_BYTES, FRAME_OVERHEAD, MAX_HEADERS_CAP,
+};
 use url::Url;
 
 /// Smallest `--segment-bytes`.
@@ -111,6 +114,16 @@ pub enum Tool {
         /// The short code (or the whole short URL).
         code: String,
     },
+    /// Manage API keys (stored hashed in DATA_DIR/keys.json; a running
+    /// server applies changes within seconds).
+    Keys {
+        /// The data directory.
+        #[arg(long, env = "SHORTY_DATA_DIR", default_value = "./shorty-data")]
+        data_dir: PathBuf,
+        /// What to do.
+        #[command(subcommand)]
+        action: KeysAction,
+    },
 }
 
 /// `stats --granularity`.
@@ -120,6 +133,30 @@ pub enum StatsGranularity {
     Hour,
     /// Daily (UTC) buckets.
     Day,
+}
+
+/// `keys ...`.
+#[derive(Debug, Clone, Subcommand)]
+pub enum KeysAction {
+    /// Make a key and print it (only this once).
+    Create {
+        /// A name for it, unique.
+        #[arg(long)]
+        name: String,
+        /// Comma-separated: links:write, links:all, links:read, stats:read.
+        #[arg(long)]
+        scopes: String,
+        /// It stops working after this long (`90d`).
+        #[arg(long, value_parser = parse_duration)]
+        expires: Option<Duration>,
+    },
+    /// List the keys (never the keys themselves).
+    List,
+    /// Revoke a key by name.
+    Revoke {
+        /// Its name.
+        name: String,
+    },
 }
 
 /// Where `--http` and `--admin` listen, if anywhere.
@@ -378,6 +415,71 @@ pub struct ServeArgs {
     /// to 60s): a crash loses at most this much of the counts.
     #[arg(long, env = "SHORTY_STATS_FLUSH", default_value = "1s", value_parser = parse_stats_flush)]
     pub stats_flush: Duration,
+
+    // ----- The JSON API, keys and limits (issue 21) -----
+    /// Largest JSON API request body (`Content-Length`), in bytes; larger
+    /// ones get 413 and a close. Bodies are taken on /api/ routes only.
+    #[arg(long, env = "SHORTY_API_MAX_BODY", default_value_t = DEFAULT_API_MAX_BODY as u32, value_parser = clap::value_parser!(u32).range(256..=16_777_216))]
+    pub api_max_body: u32,
+
+    /// Once an API request's head is in, its body must arrive within this
+    /// time, or the server answers 408 and closes.
+    #[arg(long, env = "SHORTY_API_BODY_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub api_body_timeout: Duration,
+
+    /// `required`: every write (and every JSON API call but the OpenAPI
+    /// document) needs an API key, on both fronts; `optional`: callers
+    /// without a key may do everything. Default: `required` when any
+    /// listener binds a non-loopback address, `optional` on loopback only
+    /// (the seed's client keeps working with no key). Redirects and
+    /// RESOLVE never need a key.
+    #[arg(long, env = "SHORTY_AUTH", value_enum)]
+    pub auth: Option<AuthPolicy>,
+
+    /// New links (SHORTEN, API creations) each client address may make:
+    /// `N/s`, `N/min`, `N/h` (in bursts of up to N), or `off`. IPv6
+    /// clients count per /64.
+    #[arg(long, env = "SHORTY_RATE_CREATE", default_value = "60/min", value_parser = parse_rate)]
+    pub rate_create: RateArg,
+
+    /// New links each API key may make (`off`: no per-key limit).
+    #[arg(long, env = "SHORTY_RATE_CREATE_KEY", default_value = "600/min", value_parser = parse_rate)]
+    pub rate_create_key: RateArg,
+
+    /// Redirects each client address may follow.
+    #[arg(long, env = "SHORTY_RATE_REDIRECT", default_value = "6000/min", value_parser = parse_rate)]
+    pub rate_redirect: RateArg,
+
+    /// Client entries each rate limiter keeps at most (the coldest are
+    /// forgotten first): the bound on the limiters' memory under an
+    /// address spray, about 110 bytes an entry.
+    #[arg(long, env = "SHORTY_RATE_MAX_CLIENTS", default_value_t = DEFAULT_MAX_CLIENTS as u32, value_parser = clap::value_parser!(u32).range(1..=100_000_000))]
+    pub rate_max_clients: u32,
+
+    /// Limit loopback clients too (by default local tools and benchmarks
+    /// are never limited).
+    #[arg(long, env = "SHORTY_RATE_LIMIT_LOOPBACK", default_value_t = false, action = clap::ArgAction::Set,
+          num_args = 0..=1, default_missing_value = "true", value_parser = clap::value_parser!(bool))]
+    pub rate_limit_loopback: bool,
+
+    /// Destinations refused (403 naming the rule): one domain a line
+    /// (`example.com` blocks it and every name under it, `.example.com`
+    /// only the names under it), `#` comments. Re-read on SIGHUP.
+    #[arg(long, env = "SHORTY_BLOCKLIST")]
+    pub blocklist: Option<PathBuf>,
+
+    /// Accept URLs carrying a user name or password (`user:pass@host`);
+    /// refused by default (credentials leak through redirects, and
+    /// `https://bank.com@evil.example/` is a phishing staple).
+    #[arg(long, env = "SHORTY_ALLOW_USERINFO", default_value_t = false, action = clap::ArgAction::Set,
+          num_args = 0..=1, default_missing_value = "true", value_parser = clap::value_parser!(bool))]
+    pub allow_userinfo: bool,
+
+    /// Proxies (comma-separated addresses or CIDR blocks, or `none`) whose
+    /// `X-Forwarded-For` / `Forwarded` headers name the client that rate
+    /// limits count; from any other peer these headers are ignored.
+    #[arg(long, env = "SHORTY_TRUSTED_PROXIES", default_value = "none", value_parser = parse_cidrs)]
+    pub trusted_proxies: Cidrs,
 }
 
 /// `on`/`off` (and `true`/`false`) for switches such as `--ui`.
@@ -408,6 +510,63 @@ fn parse_stats_flush(text: &str) -> Result<Duration, String> {
         return Err("must be from 10ms to 60s".into());
     }
     Ok(d)
+}
+
+/// `--trusted-proxies`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cidrs(pub Vec<Cidr>);
+
+fn parse_cidrs(text: &str) -> Result<Cidrs, String> {
+    if text.trim().eq_ignore_ascii_case("none") {
+        return Ok(Cidrs(Vec::new()));
+    }
+    text.split(',')
+        .map(Cidr::parse)
+        .collect::<Result<_, _>>()
+        .map(Cidrs)
+}
+
+/// A `--rate-...` value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateArg(pub Option<Rate>);
+
+fn parse_rate(text: &str) -> Result<RateArg, String> {
+    Rate::parse(text).map(RateArg)
+}
+
+/// `--auth`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AuthPolicy {
+    /// Writes need a valid key.
+    Required,
+    /// Callers without a key may do everything; a key presented must
+    /// still be valid.
+    Optional,
+}
+
+impl ServeArgs {
+    /// The rate limits' settings.
+    pub fn limit_settings(&self) -> LimitSettings {
+        LimitSettings {
+            create_per_client: self.rate_create.0,
+            create_per_key: self.rate_create_key.0,
+            redirect_per_client: self.rate_redirect.0,
+            max_clients: self.rate_max_clients as usize,
+            loopback: self.rate_limit_loopback,
+        }
+    }
+
+    /// `true` when writes need a key: `--auth`, or by default whenever a
+    /// listener binds a non-loopback address.
+    pub fn auth_required(&self) -> bool {
+        match self.auth {
+            Some(policy) => policy == AuthPolicy::Required,
+            None => [Some(self.listen), self.http.0, self.admin.0]
+                .into_iter()
+                .flatten()
+                .any(|a| !a.ip().is_loopback()),
+        }
+    }
 }
 
 /// `--store`.
@@ -597,6 +756,11 @@ impl ServeArgs {
             idle_timeout: self.idle_timeout,
             frame_timeout: self.frame_timeout,
             http_header_timeout: self.http_header_timeout,
+            api_max_body: self.api_max_body as usize,
+            api_body_timeout: self.api_body_timeout,
+            auth_required: self.auth_required(),
+            allow_userinfo: self.allow_userinfo,
+            trusted_proxies: self.trusted_proxies.0.clone(),
             linger_bytes: self.linger_bytes as usize,
             linger_timeout: self.linger_timeout,
             write_timeout: self.write_timeout,

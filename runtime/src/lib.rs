@@ -14,6 +14,8 @@
 //! - [`remote`]: the channels between the cores and a remote store's
 //!   thread.
 //! - [`tools`]: `verify`, `export`, `import`.
+//! - [`blocklist`]: `--blocklist`, re-read on SIGHUP.
+//! - [`keys`]: `keys create|list|revoke`, and reloading keys while serving.
 //! - [`logging`]: text or JSON logs.
 //! - [`notify`]: extending systemd's start timeout while recovering.
 //! - [`server`]: each backend's whole `main`.
@@ -22,9 +24,11 @@
 #![deny(missing_docs)]
 
 pub mod admin;
+pub mod blocklist;
 pub mod config;
 pub mod datadir;
 pub mod driver;
+pub mod keys;
 pub mod listen;
 pub mod logging;
 pub mod notify;

@@ -159,6 +159,7 @@ where
             granularity,
             code,
         }) => return crate::stats::tool(&data_dir, &code, from, to, granularity),
+        Some(Tool::Keys { data_dir, action }) => return crate::keys::run(&data_dir, &action),
         None => {}
     }
     let args = cli.serve;
@@ -271,8 +272,23 @@ where
         .and_then(|l| l.first())
         .and_then(|l| l.local_addr().ok());
     let settings = args.settings(args.public_url(http_bound));
-    let shared =
-        Arc::new(Shared::new(settings, Codec::new(&key), store, threads).with_health(health));
+    let limits =
+        shorty_service::limits::Limits::new(&args.limit_settings(), std::time::Instant::now());
+    let shared = Arc::new(
+        Shared::new(settings, Codec::new(&key), store, threads)
+            .with_health(health)
+            .with_limits(limits),
+    );
+    crate::keys::start_reloader(&args.data_dir, &shared)?;
+    if let Some(path) = &args.blocklist {
+        crate::blocklist::start(path, &shared)?;
+    }
+    if shared.settings.auth_required && shared.keys.current().is_empty() {
+        tracing::warn!(
+            "--auth required and no API key exists: every write will be refused \
+             (`keys create --name NAME --scopes links:write`)"
+        );
+    }
     let damaged = Arc::new(AtomicU64::new(0));
     let _ = shared
         .admin

@@ -39,6 +39,10 @@ impl GlommioConn {
 }
 
 impl Socket for GlommioConn {
+    fn peer_ip(&self) -> Option<std::net::IpAddr> {
+        self.stream.peer_addr().ok().map(|a| a.ip())
+    }
+
     fn poll_read(
         &mut self,
         cx: &mut Context<'_>,

@@ -171,6 +171,8 @@ pub(crate) struct UringConn {
     pool: Rc<BufferPool>,
     recv: Option<Recv>,
     send: Option<InFlightOneshot<Bytes, Sent>>,
+    /// The peer's address, from the accept.
+    pub(crate) peer: Option<std::net::IpAddr>,
 }
 
 fn recv_selected(fd: RawFd) -> Recv {
@@ -202,11 +204,16 @@ impl UringConn {
             pool,
             recv: None,
             send: None,
+            peer: None,
         }
     }
 }
 
 impl Socket for UringConn {
+    fn peer_ip(&self) -> Option<std::net::IpAddr> {
+        self.peer
+    }
+
     fn poll_read(
         &mut self,
         cx: &mut Context<'_>,

@@ -102,7 +102,9 @@ impl Listener for UringListener {
     // tokio-uring cannot cancel an accept: the driver drops this future only
     // at shutdown, and the runtime's drop cancels what is left.
     async fn accept(&self) -> io::Result<UringConn> {
-        let (stream, _peer) = self.0.accept().await?;
-        Ok(UringConn::new(stream, self.1.clone()))
+        let (stream, peer) = self.0.accept().await?;
+        let mut conn = UringConn::new(stream, self.1.clone());
+        conn.peer = Some(peer.ip());
+        Ok(conn)
     }
 }

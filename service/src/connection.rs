@@ -102,6 +102,8 @@ pub struct Connection {
     held: bool,
     /// When the unfinished request at the end of `input` began.
     request_started: Option<Instant>,
+    /// That request's head is in and its body is arriving.
+    in_body: bool,
     last_input: Instant,
     /// Since when the write in flight has been (its bytes are counted by
     /// `out`).
@@ -111,6 +113,8 @@ pub struct Connection {
     linger: bool,
     /// A framed connection's negotiated version and caller.
     session: Session,
+    /// The peer's address (rate limits per client).
+    peer: Option<std::net::IpAddr>,
 }
 
 impl Connection {
@@ -125,11 +129,18 @@ impl Connection {
             input: Vec::new(),
             held: false,
             request_started: None,
+            in_body: false,
             last_input: now,
             writing: None,
             linger: false,
             session: Session::default(),
+            peer: None,
         }
+    }
+
+    /// Sets the peer's address, which per-client rate limits count.
+    pub fn set_peer(&mut self, peer: Option<std::net::IpAddr>) {
+        self.peer = peer;
     }
 
     /// Its id.
@@ -150,6 +161,7 @@ impl Connection {
     }
 
     fn handle(&mut self, shard: &mut Shard, input: &[u8], now: Instant) -> InputOutcome {
+        shard.set_peer(self.peer);
         match self.kind {
             Kind::Framed => {
                 shard.handle_frames(self.id, &mut self.session, input, &mut self.out, now)
@@ -171,6 +183,7 @@ impl Connection {
             return;
         }
         self.held = !outcome.mid_frame && rest > 0;
+        self.in_body = outcome.in_body;
         self.request_started = match (outcome.mid_frame, outcome.consumed) {
             (false, _) => None,
             // A request completed and the next one began in this input.
@@ -324,6 +337,11 @@ impl Connection {
     fn request_timeout(&self, settings: &Settings) -> Duration {
         match self.kind {
             Kind::Framed => settings.frame_timeout,
+            // A body gets its own time once the head is in (measured from
+            // the request's start, so the head's unused time carries over).
+            Kind::Http(_) if self.in_body => {
+                settings.http_header_timeout + settings.api_body_timeout
+            }
             Kind::Http(_) => settings.http_header_timeout,
         }
     }
@@ -393,7 +411,7 @@ impl Connection {
                         &Response {
                             status: 408,
                             headers: &[],
-                            body: b"request head not completed in time\n",
+                            body: b"request not completed in time\n",
                             head_only: false,
                             keep_alive: false,
                         },

@@ -10,11 +10,21 @@
 //! with 408 and a close.
 //!
 //! **Refused, so that a proxy in front cannot read a request differently
-//! (RFC 9112 §6.3, request smuggling):** any request with a body
-//! (`Transfer-Encoding`, or a non-zero `Content-Length`: no route takes
-//! one); a `Content-Length` that is not a number, or several that differ;
-//! an HTTP/1.1 request without exactly one `Host`. Each gets 400 and a
-//! close, so no byte after it is ever taken for a request.
+//! (RFC 9112 §6.3, request smuggling):** a body outside the JSON API
+//! (`Transfer-Encoding`, or a non-zero `Content-Length`: no redirect or
+//! health route takes one); a `Content-Length` that is not a number, or
+//! several that differ; `Transfer-Encoding` together with
+//! `Content-Length`; an HTTP/1.1 request without exactly one `Host`. Each
+//! gets 400 and a close, so no byte after it is ever taken for a request.
+//!
+//! **Bodies** are read only for [`API_PREFIX`] routes, only with a
+//! `Content-Length` (at most `--api-max-body`, else 413 and a lingering
+//! close, before a byte of it is buffered). A `Transfer-Encoding` there
+//! gets 411 Length Required and a close: RFC 9112 §6.3 lets a server
+//! refuse a body without a length with 411, which tells the client exactly
+//! what to resend (a `Content-Length`); decoding chunked bodies would be a
+//! second framing for a proxy to disagree with, for bodies that are never
+//! large.
 //!
 //! **Caching.** Redirects carry `Date` and a `Cache-Control` matching
 //! their status: `private, max-age=90` for 302 and 307 (a browser may
@@ -36,6 +46,13 @@ pub const HEALTH_PATH: &str = "/healthz";
 pub const READY_PATH: &str = "/readyz";
 /// Prometheus metrics on the admin listener.
 pub const METRICS_PATH: &str = "/metrics";
+/// The JSON API's routes (public front only) begin with this.
+pub const API_PREFIX: &str = "/api/";
+
+/// `true` for a path of the JSON API, the only routes that take a body.
+pub fn is_api_path(path: &str) -> bool {
+    path.starts_with(API_PREFIX) || path == "/api"
+}
 
 /// Which HTTP listener a connection came in on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,6 +70,12 @@ pub enum Method {
     Get,
     /// HEAD: as GET, without a body.
     Head,
+    /// POST (JSON API).
+    Post,
+    /// PATCH (JSON API).
+    Patch,
+    /// DELETE (JSON API).
+    Delete,
     /// Anything else: 405.
     Other,
 }
@@ -78,6 +101,17 @@ pub struct Request<'a> {
     pub user_agent: Option<&'a str>,
     /// The `Referer` value, likewise (only its host is ever kept).
     pub referer: Option<&'a str>,
+    /// Bytes of body after the head (`Content-Length`; only ever non-zero
+    /// on [`API_PREFIX`] routes, bounded by `--api-max-body`).
+    pub body_len: usize,
+    /// `Authorization`, if present.
+    pub authorization: Option<&'a [u8]>,
+    /// `X-Api-Key`, if present.
+    pub api_key: Option<&'a [u8]>,
+    /// `X-Forwarded-For` (the last one), read only from trusted proxies.
+    pub forwarded_for: Option<&'a [u8]>,
+    /// `Forwarded` (the last one), read only from trusted proxies.
+    pub forwarded: Option<&'a [u8]>,
 }
 
 /// What the bytes at the front of the input hold.
@@ -133,17 +167,19 @@ pub fn parse<'a>(input: &'a [u8], settings: &Settings) -> Head<'a> {
         Err(err) => return refused(400, &format!("malformed request: {err}\n")),
     };
     let mut content_length: Option<&[u8]> = None;
+    let mut transfer_encoding = false;
     let mut hosts = 0;
     let mut connection: Option<&[u8]> = None;
     let (mut if_none_match, mut accept_encoding) = (None, None);
     let mut user_agent: Option<&str> = None;
     let mut referer: Option<&str> = None;
+    let (mut authorization, mut api_key) = (None, None);
+    let (mut forwarded_for, mut forwarded) = (None, None);
     for header in request.headers.iter() {
         let name = header.name;
         if name.eq_ignore_ascii_case("transfer-encoding") {
-            return refused(400, "request bodies are not accepted\n");
-        }
-        if name.eq_ignore_ascii_case("content-length") {
+            transfer_encoding = true;
+        } else if name.eq_ignore_ascii_case("content-length") {
             let value = header.value;
             if value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
                 return refused(400, "invalid Content-Length\n");
@@ -164,11 +200,21 @@ pub fn parse<'a>(input: &'a [u8], settings: &Settings) -> Head<'a> {
             user_agent = std::str::from_utf8(header.value).ok();
         } else if name.eq_ignore_ascii_case("referer") {
             referer = std::str::from_utf8(header.value).ok();
+        } else if name.eq_ignore_ascii_case("authorization") {
+            authorization = Some(header.value);
+        } else if name.eq_ignore_ascii_case("x-api-key") {
+            api_key = Some(header.value);
+        } else if name.eq_ignore_ascii_case("x-forwarded-for") {
+            forwarded_for = Some(header.value);
+        } else if name.eq_ignore_ascii_case("forwarded") {
+            forwarded = Some(header.value);
         }
     }
-    if content_length.is_some_and(|v| v.iter().any(|&b| b != b'0')) {
-        return refused(400, "request bodies are not accepted\n");
+    if transfer_encoding && content_length.is_some() {
+        // RFC 9112 §6.1: both framings at once is the smuggling shape.
+        return refused(400, "Transfer-Encoding and Content-Length together\n");
     }
+    let has_body = content_length.is_some_and(|v| v.iter().any(|&b| b != b'0'));
     let version = request.version.unwrap_or(1);
     if version == 1 && hosts != 1 {
         return refused(400, "an HTTP/1.1 request needs exactly one Host header\n");
@@ -181,6 +227,9 @@ pub fn parse<'a>(input: &'a [u8], settings: &Settings) -> Head<'a> {
     let method = match request.method {
         Some("GET") => Method::Get,
         Some("HEAD") => Method::Head,
+        Some("POST") => Method::Post,
+        Some("PATCH") => Method::Patch,
+        Some("DELETE") => Method::Delete,
         _ => Method::Other,
     };
     let target = request.path.unwrap_or("/");
@@ -191,6 +240,23 @@ pub fn parse<'a>(input: &'a [u8], settings: &Settings) -> Head<'a> {
     let (path, query) = match target.split_once('?') {
         Some((path, query)) => (path, Some(query)),
         None => (target, None),
+    };
+    let body_len = if !is_api_path(path) {
+        if transfer_encoding || has_body {
+            return refused(400, "request bodies are not accepted\n");
+        }
+        0
+    } else if transfer_encoding {
+        return refused(411, "send the body with a Content-Length\n");
+    } else {
+        // Digits only (checked above); too many of them is too large.
+        let len = content_length
+            .and_then(|v| std::str::from_utf8(v).ok()?.parse::<usize>().ok())
+            .unwrap_or(if has_body { usize::MAX } else { 0 });
+        if len > settings.api_max_body {
+            return refused(413, "request body larger than --api-max-body\n");
+        }
+        len
     };
     Head::Complete {
         len,
@@ -203,6 +269,11 @@ pub fn parse<'a>(input: &'a [u8], settings: &Settings) -> Head<'a> {
             accept_encoding,
             user_agent,
             referer,
+            body_len,
+            authorization,
+            api_key,
+            forwarded_for,
+            forwarded,
         },
     }
 }
@@ -250,6 +321,8 @@ pub enum Route<'a> {
     Ready,
     /// `/metrics` (admin only).
     Metrics,
+    /// The JSON API ([`API_PREFIX`], public front only): the whole path.
+    Api(&'a str),
     /// Nothing here.
     NotFound,
 }
@@ -261,6 +334,7 @@ pub fn route<'a>(settings: &Settings, front: Front, path: &'a str) -> Route<'a> 
         (Front::Admin, READY_PATH) => Route::Ready,
         (Front::Admin, METRICS_PATH) => Route::Metrics,
         (Front::Admin, _) => Route::NotFound,
+        (Front::Public, _) if is_api_path(path) => Route::Api(path),
         (Front::Public, _) => match path.strip_prefix(settings.public_url.path()) {
             Some(code) if !code.is_empty() && !code.contains('/') => Route::Code(code),
             _ => Route::NotFound,
@@ -272,6 +346,8 @@ pub fn route<'a>(settings: &Settings, front: Front, path: &'a str) -> Route<'a> 
 pub fn reason(status: u16) -> &'static str {
     match status {
         200 => "OK",
+        201 => "Created",
+        204 => "No Content",
         301 => "Moved Permanently",
         302 => "Found",
         307 => "Temporary Redirect",
@@ -289,9 +365,17 @@ pub fn reason(status: u16) -> &'static str {
         422 => "Unprocessable Content",
         429 => "Too Many Requests",
         408 => "Request Timeout",
+        409 => "Conflict",
+        410 => "Gone",
+        411 => "Length Required",
+        413 => "Content Too Large",
         414 => "URI Too Long",
+        415 => "Unsupported Media Type",
+        422 => "Unprocessable Content",
+        429 => "Too Many Requests",
         431 => "Request Header Fields Too Large",
         500 => "Internal Server Error",
+        501 => "Not Implemented",
         503 => "Service Unavailable",
         _ => "Unknown",
     }
@@ -353,8 +437,8 @@ pub fn write(out: &mut BytesMut, date: &str, response: &Response<'_>) {
         head.push_str("Content-Type: text/plain; charset=utf-8\r\n");
     }
     // A 304 has no body, and a Content-Length on it would have to be the
-    // 200's (RFC 9110 §8.6): none is sent.
-    if response.status != 304 {
+    // 200's (RFC 9110 §8.6): none is sent; nor on a 204 (§8.6: MUST NOT).
+    if !matches!(response.status, 204 | 304) {
         let _ = write!(head, "Content-Length: {}\r\n", response.body.len());
     }
     let _ = write!(
@@ -418,6 +502,11 @@ mod tests {
                     accept_encoding: None,
                     user_agent: None,
                     referer: None,
+                    body_len: 0,
+                    authorization: None,
+                    api_key: None,
+                    forwarded_for: None,
+                    forwarded: None,
                 }
             }
         );
@@ -522,6 +611,51 @@ mod tests {
     }
 
     #[test]
+    fn bodies_are_taken_only_by_api_routes_with_a_bounded_length() {
+        let r = request(
+            b"POST /api/v1/links HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\nX-Api-Key: k\r\n\r\n",
+        );
+        assert_eq!(
+            (r.method, r.body_len, r.api_key),
+            (Method::Post, 10, Some(&b"k"[..]))
+        );
+        let max = settings().api_max_body;
+        let at_max =
+            format!("POST /api/v1/links HTTP/1.1\r\nHost: a\r\nContent-Length: {max}\r\n\r\n");
+        assert_eq!(request(at_max.as_bytes()).body_len, max);
+        let over = format!(
+            "POST /api/v1/links HTTP/1.1\r\nHost: a\r\nContent-Length: {}\r\n\r\n",
+            max + 1
+        );
+        assert_eq!(refused(over.as_bytes()), Some(413));
+        assert_eq!(
+            refused(b"POST /api/v1/links HTTP/1.1\r\nHost: a\r\nContent-Length: 99999999999999999999999\r\n\r\n"),
+            Some(413),
+            "a length past usize is too large, not a panic"
+        );
+        assert_eq!(
+            refused(
+                b"POST /api/v1/links HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+            ),
+            Some(411)
+        );
+        assert_eq!(
+            refused(b"POST /api/v1/links HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n"),
+            Some(400),
+            "both framings: smuggling"
+        );
+        // Every other route still refuses any body.
+        assert_eq!(
+            refused(b"POST /abcdefg HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc"),
+            Some(400)
+        );
+        assert_eq!(
+            refused(b"GET /apix HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc"),
+            Some(400)
+        );
+    }
+
+    #[test]
     fn routes_depend_on_the_front() {
         let s = settings();
         assert_eq!(
@@ -539,6 +673,11 @@ mod tests {
         assert_eq!(route(&s, Front::Admin, "/metrics"), Route::Metrics);
         assert_eq!(route(&s, Front::Admin, "/readyz"), Route::Ready);
         assert_eq!(route(&s, Front::Admin, "/s/abcdefg"), Route::NotFound);
+        assert_eq!(
+            route(&s, Front::Public, "/api/v1/links"),
+            Route::Api("/api/v1/links")
+        );
+        assert_eq!(route(&s, Front::Admin, "/api/v1/links"), Route::NotFound);
     }
 
     #[test]

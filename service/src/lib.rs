@@ -2,6 +2,8 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod abuse;
+pub mod api;
 pub mod cache;
 pub mod clicks;
 pub mod codes;
@@ -11,6 +13,7 @@ pub mod front;
 pub mod health;
 pub mod http;
 pub mod keydir;
+pub mod limits;
 pub mod link;
 pub mod log;
 pub mod metrics;

@@ -413,6 +413,34 @@ impl Principal {
         scopes: Scopes::ALL,
     };
 
+    /// An unauthenticated caller of a server whose `--auth` is
+    /// `required`: it may follow redirects and RESOLVE (which ask no
+    /// principal) and nothing else, so every write needs a key.
+    pub const NOBODY: Principal = Principal {
+        key_id: None,
+        scopes: Scopes(0),
+    };
+
+    /// The caller that presented no key: [`Principal::ANYONE`] unless
+    /// `auth_required`, then [`Principal::NOBODY`].
+    pub fn unauthenticated(auth_required: bool) -> Principal {
+        if auth_required {
+            Principal::NOBODY
+        } else {
+            Principal::ANYONE
+        }
+    }
+
+    /// The code a refused request is answered with: 401 (a key is needed)
+    /// for a caller without one, 403 for a key lacking the right.
+    pub fn refusal(&self) -> ErrorCode {
+        if self.key_id.is_none() {
+            ErrorCode::UNAUTHORIZED
+        } else {
+            FORBIDDEN
+        }
+    }
+
     /// May it create links?
     pub fn may_create(&self) -> bool {
         self.scopes.contains(Scopes::LINKS_WRITE) || self.scopes.contains(Scopes::LINKS_ALL)

@@ -43,24 +43,26 @@ pub enum Op {
     Auth = 10,
     /// (v2) STATS.
     Stats = 11,
+    /// A JSON API call (`/api/v1`).
+    Api = 12,
 }
 
 /// The protocol label values, in index order.
 pub const PROTOS: [&str; 2] = ["framed", "http"];
 /// The op label values, in index order.
-pub const OPS: [&str; 12] = [
+pub const OPS: [&str; 13] = [
     "shorten", "resolve", "ping", "hello", "redirect", "health", "other", "update", "delete",
-    "info", "auth", "stats",
+    "info", "auth", "stats", "api",
 ];
 /// The result label values, in index order: `ok`, then status codes.
-pub const RESULTS: [&str; 15] = [
+pub const RESULTS: [&str; 20] = [
     "ok", "400", "404", "405", "408", "409", "413", "422", "431", "500", "501", "503", "505",
-    "3xx", "other",
+    "3xx", "other", "401", "403", "410", "411", "429",
 ];
 
 fn result_index(status: u16) -> usize {
     match status {
-        200 | 0 => 0,
+        200 | 201 | 204 | 0 => 0,
         400 => 1,
         404 => 2,
         405 => 3,
@@ -74,6 +76,11 @@ fn result_index(status: u16) -> usize {
         503 => 11,
         505 => 12,
         300..=399 => 13,
+        401 => 15,
+        403 => 16,
+        410 => 17,
+        411 => 18,
+        429 => 19,
         _ => 14,
     }
 }

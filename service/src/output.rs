@@ -57,6 +57,15 @@ pub enum Render {
         /// Keep the connection open.
         keep_alive: bool,
     },
+    /// A JSON API response ([`crate::api`]).
+    Api {
+        /// What the API call wants shown.
+        view: ApiView,
+        /// HEAD: no body.
+        head_only: bool,
+        /// Keep the connection open.
+        keep_alive: bool,
+    },
     /// A protocol-version-2 link request: its reply carries the link (or
     /// nothing, for DELETE).
     Link(LinkReply),
@@ -75,6 +84,33 @@ pub enum LinkReply {
     Info,
     /// STATS: STATS (a link's click statistics).
     Stats,
+}
+
+/// What a JSON API call renders once its operation is done.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApiView {
+    /// `POST /api/v1/links`: 201 and the new link, made for this URL.
+    Created {
+        /// The long URL (the store's answer holds only the key).
+        url: Box<str>,
+    },
+    /// `GET /api/v1/links/{code}`: the link (with its click totals when
+    /// `principal` may read them).
+    Link {
+        /// The code asked for.
+        code: Box<str>,
+        /// Who asked.
+        principal: crate::link::Principal,
+    },
+    /// `PATCH /api/v1/links/{code}`: 200 and the changed link.
+    Updated,
+    /// `DELETE /api/v1/links/{code}`: 204.
+    Deleted,
+    /// `GET /api/v1/links/{code}/stats`: the series.
+    Stats {
+        /// `hour` or `day`, as asked.
+        granularity: &'static str,
+    },
 }
 
 /// What a reply waits for.

@@ -33,6 +33,10 @@ pub const DEFAULT_LINGER_TIMEOUT: Duration = Duration::from_secs(5);
 /// array lives on the stack).
 pub const MAX_HEADERS_CAP: usize = 128;
 
+/// Default `--api-max-body`: the largest JSON API request body (a bulk
+/// creation of 100 links of about 600 bytes each fits).
+pub const DEFAULT_API_MAX_BODY: usize = 64 * 1024;
+
 /// Everything request handling and connections are configured with.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -59,6 +63,20 @@ pub struct Settings {
     pub frame_timeout: Duration,
     /// An HTTP request head must complete this soon after its first byte.
     pub http_header_timeout: Duration,
+    /// Largest JSON API request body (`Content-Length`); larger get 413.
+    pub api_max_body: usize,
+    /// Once its head is in, an API request's body must arrive within this
+    /// time (on top of `http_header_timeout`), or 408 and a close.
+    pub api_body_timeout: Duration,
+    /// `--auth required`: every write (and every JSON API call) needs a
+    /// valid key, on both fronts; `false` (`optional`): a caller without a
+    /// key may do everything.
+    pub auth_required: bool,
+    /// Accept URLs with user information (`user:pass@host`).
+    pub allow_userinfo: bool,
+    /// Proxies whose `X-Forwarded-For` / `Forwarded` name the client
+    /// (`--trusted-proxies`).
+    pub trusted_proxies: Vec<crate::limits::Cidr>,
     /// Bytes a lingering close discards at most before it closes.
     pub linger_bytes: usize,
     /// How long a lingering close waits at most for the peer to close.
@@ -121,6 +139,11 @@ impl Settings {
             idle_timeout: Duration::from_secs(60),
             frame_timeout: Duration::from_secs(10),
             http_header_timeout: Duration::from_secs(10),
+            api_max_body: DEFAULT_API_MAX_BODY,
+            api_body_timeout: Duration::from_secs(10),
+            auth_required: false,
+            allow_userinfo: false,
+            trusted_proxies: Vec::new(),
             linger_bytes: DEFAULT_LINGER_BYTES,
             linger_timeout: DEFAULT_LINGER_TIMEOUT,
             write_timeout: Duration::from_secs(30),

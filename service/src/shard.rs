@@ -23,12 +23,15 @@ use bytes::Bytes;
 use shorty_protocol::ErrorCode;
 use slab::Slab;
 
+use crate::abuse::BlocklistRing;
+use crate::api::auth::{AuthError, KeyRing};
 use crate::cache::UrlCache;
 use crate::clicks::{ClickLimiter, LocalClicks};
 use crate::codes::{Codec, IdAllocator, IdSpace};
 use crate::health::{Health, StorageHealth};
 use crate::keydir::{Ident, OwnedIdent, Target, TOMBSTONE};
 use crate::keydir::{KeyDir, Location};
+use crate::limits::{Action, Limited, Limits};
 use crate::link::{Gone, LinkMeta, LinkPatch, Principal};
 use crate::log::record::Seal;
 use crate::log::record::{Keyed, ALIAS_KEY};
@@ -52,6 +55,9 @@ pub struct InputOutcome {
     pub consumed: usize,
     /// `true` when the rest holds the start of a request: its timeout runs.
     pub mid_frame: bool,
+    /// `true` when that request's head is in and its body is arriving (a
+    /// JSON API request): `--api-body-timeout` is added to its deadline.
+    pub in_body: bool,
     /// `true` when the connection must be closed once the queued replies
     /// are written.
     pub close: bool,
@@ -104,6 +110,12 @@ pub struct Shared {
     pub clicks: Arc<dyn ClickLimiter>,
     /// Set by the runtime when click statistics are stored locally.
     pub stats: OnceLock<Box<dyn stats::StatsReader>>,
+    /// The API keys valid now (the runtime re-reads them every second).
+    pub keys: KeyRing,
+    /// Rate limits (off unless configured).
+    pub limits: Limits,
+    /// Destinations refused (`--blocklist`, reloaded on `SIGHUP`).
+    pub blocklist: BlocklistRing,
 }
 
 impl std::fmt::Debug for Shared {
@@ -116,6 +128,16 @@ impl std::fmt::Debug for Shared {
 }
 
 impl Shared {
+    /// Checks a key presented on the wire (the AUTH request's payload)
+    /// exactly as the HTTP front checks `Authorization`: the caller whose
+    /// scopes then govern the connection.
+    ///
+    /// # Errors
+    /// [`AuthError::Invalid`] for a key that is not valid now.
+    pub fn authenticate(&self, key: &[u8]) -> Result<Principal, AuthError> {
+        self.keys.current().authenticate(key)
+    }
+
     /// Shared state for `cores` cores.
     pub fn new(settings: Settings, codec: Codec, store: StoreMode, cores: usize) -> Self {
         // The page's assets are compressed and hashed now, at start, not
@@ -124,7 +146,8 @@ impl Shared {
             std::sync::LazyLock::force(&crate::page::ASSETS);
         }
         Self {
-            policy: UrlPolicy::new(settings.max_url_bytes, settings.public_url.clone()),
+            policy: UrlPolicy::new(settings.max_url_bytes, settings.public_url.clone())
+                .allow_userinfo(settings.allow_userinfo),
             settings,
             codec,
             store,
@@ -133,6 +156,9 @@ impl Shared {
             admin: OnceLock::new(),
             clicks: Arc::new(LocalClicks::default()),
             stats: OnceLock::new(),
+            keys: KeyRing::default(),
+            limits: Limits::default(),
+            blocklist: BlocklistRing::default(),
         }
     }
 
@@ -157,6 +183,12 @@ impl Shared {
     /// it) instead of a fresh one.
     pub fn with_health(mut self, health: Arc<Health>) -> Self {
         self.health = health;
+        self
+    }
+
+    /// The same, with rate limits.
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
         self
     }
 
@@ -448,6 +480,8 @@ pub struct Shard {
     pub stats: ClickCounter,
     /// With a remote store: when this core's cache is emptied next.
     pub(crate) cache_until: Instant,
+    /// The peer of the connection whose input is being handled.
+    pub(crate) peer: Option<std::net::IpAddr>,
 }
 
 impl Shard {
@@ -477,6 +511,7 @@ impl Shard {
             seen_epoch: 0,
             last_now: Instant::now(),
             cache_until: Instant::now(),
+            peer: None,
         }
     }
 
@@ -585,6 +620,22 @@ impl Shard {
     pub fn set_date(&mut self, date: &str) {
         self.date.clear();
         self.date.push_str(date);
+    }
+
+    /// Sets the peer whose input the next `handle_*` calls handle (rate
+    /// limits count per client).
+    pub fn set_peer(&mut self, peer: Option<std::net::IpAddr>) {
+        self.peer = peer;
+    }
+
+    /// Counts `action` against the limits.
+    pub(crate) fn limit(
+        &self,
+        action: Action,
+        key_id: Option<u32>,
+        now: Instant,
+    ) -> Result<(), Limited> {
+        self.shared.limits.check(action, self.peer, key_id, now)
     }
 
     /// The HTTP `Date` value.

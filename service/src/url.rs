@@ -6,6 +6,9 @@
 //! base URL + an existing code), which would only build a redirect chain.
 //! The seed's client sends `http://127.0.0.1:5000/<uuid>`, which shares the
 //! default public base but whose path is not a code: it is accepted.
+//! Credentials in a URL (`https://user:pass@host/`) are refused unless
+//! `--allow-userinfo`: they leak through every redirect and are a phishing
+//! staple (`https://bank.com@evil.example/`).
 
 use std::fmt;
 
@@ -36,6 +39,9 @@ pub enum UrlError {
     Unparseable(url::ParseError),
     /// Is one of this server's own short URLs.
     AlreadyShort,
+    /// Carries user information (`user:pass@`), refused without
+    /// `--allow-userinfo`.
+    Userinfo,
 }
 
 impl UrlError {
@@ -44,6 +50,7 @@ impl UrlError {
         match self {
             UrlError::TooLong { .. } => ErrorCode::TOO_LARGE,
             UrlError::AlreadyShort => ErrorCode::ALREADY_SHORT,
+            UrlError::Userinfo => ErrorCode::MALFORMED,
             _ => ErrorCode::INVALID_URL,
         }
     }
@@ -65,6 +72,9 @@ impl fmt::Display for UrlError {
             UrlError::UnsupportedScheme => f.write_str("URL must start with http:// or https://"),
             UrlError::Unparseable(err) => write!(f, "URL does not parse: {err}"),
             UrlError::AlreadyShort => f.write_str("URL is already a short URL of this server"),
+            UrlError::Userinfo => f.write_str(
+                "URL carries a user name or password (user:pass@host); this server refuses them",
+            ),
         }
     }
 }
@@ -76,6 +86,7 @@ impl std::error::Error for UrlError {}
 pub struct UrlPolicy {
     max_url_bytes: usize,
     public: Url,
+    allow_userinfo: bool,
 }
 
 impl UrlPolicy {
@@ -85,7 +96,15 @@ impl UrlPolicy {
         Self {
             max_url_bytes,
             public: public_base,
+            allow_userinfo: false,
         }
+    }
+
+    /// The same rules, accepting user information in URLs when `allow`.
+    #[must_use]
+    pub fn allow_userinfo(mut self, allow: bool) -> Self {
+        self.allow_userinfo = allow;
+        self
     }
 
     /// The longest URL accepted.
@@ -123,6 +142,9 @@ impl UrlPolicy {
         let parsed = Url::parse(text).map_err(UrlError::Unparseable)?;
         if parsed.host().is_none() {
             return Err(UrlError::Unparseable(url::ParseError::EmptyHost));
+        }
+        if !self.allow_userinfo && (!parsed.username().is_empty() || parsed.password().is_some()) {
+            return Err(UrlError::Userinfo);
         }
         if self.is_own_short_url(&parsed, is_code) {
             return Err(UrlError::AlreadyShort);
@@ -224,6 +246,24 @@ mod tests {
                 String::from_utf8_lossy(url)
             );
         }
+    }
+
+    #[test]
+    fn credentials_in_urls_are_refused_unless_allowed() {
+        for url in [
+            &b"https://user:pass@example.com/"[..],
+            b"https://user@example.com/",
+            b"https://bank.example@evil.example/",
+        ] {
+            assert_eq!(
+                policy().check(url, |_| false),
+                Err(UrlError::Userinfo),
+                "{}",
+                String::from_utf8_lossy(url)
+            );
+            assert!(policy().allow_userinfo(true).check(url, |_| false).is_ok());
+        }
+        assert_eq!(UrlError::Userinfo.error_code(), ErrorCode::MALFORMED);
     }
 
     #[test]

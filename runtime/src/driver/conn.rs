@@ -45,6 +45,7 @@ pub async fn serve<R: Runtime, C: Socket>(
     core.shard.borrow().metrics().connection_opened(listener);
     let id = core.conns.borrow_mut().insert(ConnEntry::default()) as u32;
     let mut connection = Connection::new(id, kind, Instant::now());
+    connection.set_peer(conn.peer_ip());
     let mut io = Io {
         conn,
         writing: false,

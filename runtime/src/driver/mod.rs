@@ -83,6 +83,11 @@ pub trait Socket: 'static {
     /// Closes both directions, ending any operation in flight (a write to a
     /// peer that does not read included), and waits for it to end.
     fn close(self) -> impl Future<Output = ()>;
+    /// The peer's address, for per-client rate limits (`None`: unknown,
+    /// never limited per client).
+    fn peer_ip(&self) -> Option<std::net::IpAddr> {
+        None
+    }
 }
 
 /// Which step of writing a batch failed.

@@ -6,6 +6,7 @@ use bytes::BytesMut;
 
 use crate::forward;
 use crate::http::{self, Front, Head, Method, Response, Route};
+use crate::limits::Action;
 use crate::metrics::{Op, Proto};
 use crate::output::{Output, Render};
 use crate::page::{self, PageRoute};
@@ -32,8 +33,15 @@ impl Shard {
             let shared = self.shared.clone();
             match http::parse(rest, &shared.settings) {
                 Head::Complete { len, request } => {
-                    outcome.consumed += len;
-                    self.http_request(conn, front, &request, out, now);
+                    // A body (API routes only, bounded by `--api-max-body`
+                    // in `parse`) must be in whole before the request runs.
+                    let Some(body) = rest.get(len..len + request.body_len) else {
+                        outcome.mid_frame = true;
+                        outcome.in_body = true;
+                        return outcome;
+                    };
+                    outcome.consumed += len + request.body_len;
+                    self.http_request(conn, front, &request, body, out, now);
                     if !request.keep_alive {
                         outcome.close = true;
                         return outcome;
@@ -71,6 +79,7 @@ impl Shard {
         conn: u32,
         front: Front,
         request: &http::Request<'_>,
+        body: &[u8],
         out: &mut Output,
         now: Instant,
     ) {
@@ -92,18 +101,31 @@ impl Shard {
                 )
             })
         };
-        if request.method == Method::Other {
-            self.metrics().request(Proto::Http, Op::Other, 405);
-            return respond(out, 405, &[("Allow", "GET, HEAD")], b"only GET and HEAD\n");
-        }
         let shared = self.shared.clone();
         // The web page and QR codes (issue 22): paths no code can have.
-        if front == Front::Public {
+        if front == Front::Public && matches!(request.method, Method::Get | Method::Head) {
             if let Some(page) = page::route(&shared.settings, request.path, request.query) {
                 return self.page_request(conn, page, request, out, now);
             }
         }
         let route = http::route(&shared.settings, front, request.path);
+        if let Route::Api(_) = route {
+            return self.api_request(conn, request, body, out, now);
+        }
+        if !matches!(request.method, Method::Get | Method::Head) {
+            self.metrics().request(Proto::Http, Op::Other, 405);
+            return respond(out, 405, &[("Allow", "GET, HEAD")], b"only GET and HEAD\n");
+        }
+        if let Route::Code(_) = route {
+            if let Err(limited) = self.limit_http(request, Action::Redirect, None, now) {
+                self.metrics().request(Proto::Http, Op::Redirect, 429);
+                let headers = limited.headers();
+                let headers: Vec<(&str, &str)> =
+                    headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+                let body = format!("{}\n", limited.message());
+                return respond(out, 429, &headers, body.as_bytes());
+            }
+        }
         // Only a GET of a link is a click (a HEAD is neither counted nor
         // classified); whether it counts is decided in `ops::resolve`.
         let click = (matches!(route, Route::Code(_)) && !head_only).then(|| ClickMeta {
@@ -163,7 +185,7 @@ impl Shard {
                     text.as_bytes(),
                 )
             }
-            Route::NotFound => {
+            Route::NotFound | Route::Api(_) => {
                 self.metrics().request(Proto::Http, Op::Other, 404);
                 respond(out, 404, &[], b"not found\n")
             }

@@ -7,6 +7,7 @@
 //! `shard.handle_frames(..)`; they sit above [`crate::ops`] and
 //! [`crate::shard`], which never import them.
 
+pub mod api;
 pub mod http;
 pub mod wire;
 
@@ -89,6 +90,7 @@ impl Shard {
     ) {
         let op_kind = match (&render, proto) {
             (Render::Qr { .. }, _) => Op::Other,
+            (Render::Api { .. }, _) => Op::Api,
             (_, Proto::Http) => Op::Redirect,
             _ => Op::Resolve,
         };
@@ -126,6 +128,11 @@ impl Shard {
                 head_only,
                 keep_alive,
             } => self.render_qr(result, code, *format, *head_only, *keep_alive, dst),
+            Render::Api {
+                view,
+                head_only,
+                keep_alive,
+            } => self.render_api(result, view, *head_only, *keep_alive, dst),
             &Render::Shortened { bare } => {
                 let reply_bytes;
                 let reply = match result {
@@ -193,6 +200,7 @@ impl Shard {
             Render::Resolved => (Proto::Framed, Op::Resolve),
             Render::Redirect { .. } => (Proto::Http, Op::Redirect),
             Render::Qr { .. } => (Proto::Http, Op::Other),
+            Render::Api { .. } => (Proto::Http, Op::Api),
             &Render::Link(reply) => (Proto::Framed, link_op(reply)),
         };
         let done = match self.ops.get(op as usize).map(|e| &e.state) {
@@ -205,7 +213,12 @@ impl Shard {
                     entry.state = OpState::Abandoned;
                 }
                 let message = match render {
-                    Render::Shortened { .. } | Render::Link(LinkReply::Shortened2) => {
+                    Render::Shortened { .. }
+                    | Render::Link(LinkReply::Shortened2)
+                    | Render::Api {
+                        view: crate::output::ApiView::Created { .. },
+                        ..
+                    } => {
                         "the log did not confirm the URL within --commit-timeout; it may still \
                          have been stored: retry"
                     }

@@ -13,6 +13,8 @@ use shorty_protocol::frame::{parse_frame, Status};
 use shorty_protocol::link::{LinkInfo, LinkOptions, LinkPatch as WirePatch};
 use shorty_protocol::{ErrorCode, Reply, Request, ServerInfo, PROTOCOL_V1, PROTOCOL_V2};
 
+use crate::api::auth::AuthError;
+use crate::limits::Action;
 use crate::link::{Field, LinkMeta, LinkPatch, Principal};
 use crate::metrics::{Op, Proto};
 use crate::ops::lifecycle::{self, CreateRequest};
@@ -94,22 +96,18 @@ fn create_request<'a>(options: &LinkOptions<'a>) -> CreateRequest<'a> {
 }
 
 impl Shard {
-    /// Checks an API key presented with AUTH, giving the principal it
-    /// speaks for.
-    ///
-    /// This build has no key store yet: every key is refused with 401, and
-    /// a connection that never sends AUTH stays [`Principal::ANYONE`]. The
-    /// key store (issue 21) replaces this one function; nothing else in
-    /// the wire front knows how keys are checked.
+    /// Checks an API key presented with AUTH against the key store
+    /// ([`Shared::authenticate`](crate::shard::Shared::authenticate), the
+    /// table the HTTP front checks `Authorization` with), giving the
+    /// principal it speaks for. A connection that never sends AUTH stays
+    /// the unauthenticated caller ([`Principal::unauthenticated`]).
     ///
     /// # Errors
-    /// The error code and message to answer AUTH with.
-    pub fn authenticate(&self, key: &[u8]) -> Result<Principal, (ErrorCode, &'static str)> {
-        let _ = key;
-        Err((
-            ErrorCode::UNAUTHORIZED,
-            "this server has no API keys: the key is not accepted",
-        ))
+    /// The error code (401) and message to answer AUTH with.
+    pub fn authenticate(&self, key: &[u8]) -> Result<Principal, (ErrorCode, String)> {
+        self.shared
+            .authenticate(key)
+            .map_err(|err| (ErrorCode(err.status()), err.message()))
     }
 
     /// Handles every complete frame at the front of `input` for connection
@@ -129,6 +127,13 @@ impl Shard {
             settings.max_output_bytes,
             settings.delay,
         );
+        // A connection starts as `Principal::ANYONE` (`Session::default`);
+        // under `--auth required` the caller without a key is
+        // `Principal::NOBODY`. A key's principal always has a key id, so
+        // only the unauthenticated default is ever replaced here.
+        if session.principal == Principal::ANYONE {
+            session.principal = Principal::unauthenticated(settings.auth_required);
+        }
         let mut outcome = InputOutcome::default();
         let mut delayed = false;
         loop {
@@ -188,8 +193,8 @@ impl Shard {
             }
         };
         let (op, status) = match request {
-            Request::Bare(url) => return self.shorten(conn, url, true, out, now),
-            Request::Shorten(url) => return self.shorten(conn, url, false, out, now),
+            Request::Bare(url) => return self.shorten(conn, session, url, true, out, now),
+            Request::Shorten(url) => return self.shorten(conn, session, url, false, out, now),
             Request::Resolve(code) => {
                 return self.resolve(conn, code, out, now, Render::Resolved, Proto::Framed)
             }
@@ -219,13 +224,16 @@ impl Shard {
             }
             Request::Shorten2(body) => {
                 let step = match LinkOptions::parse(body) {
-                    Ok(options) => lifecycle::create(
-                        self,
-                        conn,
-                        create_request(&options),
-                        session.principal,
-                        now,
-                    ),
+                    Ok(options) => match self.over_create_limit(session.principal, now) {
+                        Some(refusal) => refusal,
+                        None => lifecycle::create(
+                            self,
+                            conn,
+                            create_request(&options),
+                            session.principal,
+                            now,
+                        ),
+                    },
                     Err(err) => Step::refused(err.error_code(), err.to_string()),
                 };
                 let timeout = self.shared.settings.commit_timeout;
@@ -267,7 +275,7 @@ impl Shard {
                 }
                 Err((code, message)) => {
                     // A refused key leaves the connection as it was.
-                    out.push(&error(code, message));
+                    out.push(&error(code, &message));
                     (Op::Auth, code.0)
                 }
             },
@@ -331,11 +339,44 @@ impl Shard {
         }
     }
 
+    /// ERROR 429 for a creation over the rate limits (per client address
+    /// and per key), counted only for a caller that may create: one
+    /// without the right is refused by the operation (401/403) uncounted.
+    fn over_create_limit(&self, principal: Principal, now: Instant) -> Option<Step> {
+        if !principal.may_create() {
+            return None;
+        }
+        let limited = self.limit(Action::Create, principal.key_id, now).err()?;
+        Some(Step::refused(ErrorCode::RATE_LIMITED, limited.message()))
+    }
+
     /// SHORTEN (or the seed's bare frame): the reply waits for the record
     /// to be durable.
-    fn shorten(&mut self, conn: u32, url: &[u8], bare: bool, out: &mut Output, now: Instant) {
+    fn shorten(
+        &mut self,
+        conn: u32,
+        session: &Session,
+        url: &[u8],
+        bare: bool,
+        out: &mut Output,
+        now: Instant,
+    ) {
         let render = Render::Shortened { bare };
-        match ops::create::shorten(self, conn, url) {
+        let principal = session.principal;
+        let step = if !principal.may_create() {
+            // Without a key under `--auth required` (401: AUTH first), or
+            // a key without `links:write` (403).
+            let message = match principal.key_id {
+                None => AuthError::Missing.message(),
+                Some(_) => "this key may not create links".into(),
+            };
+            Step::refused(principal.refusal(), message)
+        } else if let Some(refusal) = self.over_create_limit(principal, now) {
+            refusal
+        } else {
+            ops::create::shorten(self, conn, url)
+        };
+        match step {
             Step::Pending(op) => {
                 let deadline = now + self.shared.settings.commit_timeout;
                 out.push_wait(

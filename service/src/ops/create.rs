@@ -28,6 +28,9 @@ pub fn shorten(shard: &mut Shard, conn: u32, url: &[u8]) -> Step {
         Ok(url) => url,
         Err(err) => return Step::refused(err.error_code(), err.to_string()),
     };
+    if let Some(refusal) = blocked(&shared, url) {
+        return refusal;
+    }
     let Some(local) = shard.local.as_mut() else {
         let op = shard.new_op(conn, 0);
         shard.remote.push_back(RemoteRequest::Put {
@@ -58,6 +61,20 @@ pub fn shorten(shard: &mut Shard, conn: u32, url: &[u8]) -> Step {
             Step::refused(log_failure_code(failure), failure.message())
         }
     }
+}
+
+/// A refusal (403 naming the rule) when `--blocklist` blocks `url`'s
+/// destination; every creation path asks it.
+pub(crate) fn blocked(shared: &crate::shard::Shared, url: &str) -> Option<Step> {
+    let list = shared.blocklist.current();
+    let rule = list.blocks(url)?;
+    Some(Step::refused(
+        shorty_protocol::ErrorCode::FORBIDDEN,
+        format!(
+            "destination blocked by rule `{}` (line {} of --blocklist)",
+            rule.text, rule.line
+        ),
+    ))
 }
 
 /// The next free generated code of this core: `(id, key)`. An imported

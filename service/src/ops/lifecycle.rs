@@ -26,9 +26,7 @@ use shorty_protocol::ErrorCode;
 
 use crate::codes::MAX_CODE_LEN;
 use crate::keydir::{Claim, Mutation, OwnedIdent};
-use crate::link::{
-    alias_home, check_alias, AliasHome, LinkMeta, LinkPatch, Principal, CONFLICT, FORBIDDEN,
-};
+use crate::link::{alias_home, check_alias, AliasHome, LinkMeta, LinkPatch, Principal, CONFLICT};
 use crate::log::record::{Link as LinkRecord, Tombstone, ALIAS_KEY, NO_ID};
 use crate::output::OpId;
 use crate::shard::{LinkView, OpEntry, OpResult, OpState, RemoteRequest, Shard, Then};
@@ -319,7 +317,7 @@ pub fn create(
     now: Instant,
 ) -> Step {
     if !principal.may_create() {
-        return refused(FORBIDDEN, "this key may not create links");
+        return refused(principal.refusal(), "this key may not create links");
     }
     let now_ms = shard.now_ms(now);
     let shared = shard.shared.clone();
@@ -332,6 +330,9 @@ pub fn create(
         Ok(url) => url,
         Err(err) => return refused(err.error_code(), err.to_string()),
     };
+    if let Some(refusal) = super::create::blocked(&shared, url) {
+        return refusal;
+    }
     if let Err(err) = request.options.check(now_ms, &shared.policy) {
         return refused(err.error_code(), err.to_string());
     }
@@ -578,7 +579,10 @@ pub(crate) fn after_read(
                     meta: meta.clone(),
                 }))
             } else {
-                OpResult::Failed(FORBIDDEN, "this key may not read this link".into())
+                OpResult::Failed(
+                    principal.refusal(),
+                    "this key may not read this link".into(),
+                )
             }
         }
         Then::Stats { principal, query } => {
@@ -605,7 +609,10 @@ pub(crate) fn after_read(
         } => {
             if !principal.may_change(meta.owner_key_id) {
                 release(shard, &ident, version);
-                OpResult::Failed(FORBIDDEN, "this key may not delete this link".into())
+                OpResult::Failed(
+                    principal.refusal(),
+                    "this key may not delete this link".into(),
+                )
             } else {
                 let alias = meta.alias.as_deref().map(str::as_bytes);
                 let record = Record::Tombstone(Tombstone {
@@ -653,7 +660,7 @@ fn update_record(
         return fail(
             shard,
             &ident,
-            FORBIDDEN,
+            principal.refusal(),
             "this key may not change this link".into(),
         );
     }
@@ -666,7 +673,12 @@ fn update_record(
                 .parse(code.as_bytes())
                 .is_some_and(|key| shard.local.as_ref().is_some_and(|l| l.keydir.contains(key)))
         }) {
-            Ok(new) => Bytes::copy_from_slice(new.as_bytes()),
+            Ok(new) => match super::create::blocked(&shared, new) {
+                Some(Step::Now(OpResult::Failed(code, message))) => {
+                    return fail(shard, &ident, code, message.into_owned())
+                }
+                _ => Bytes::copy_from_slice(new.as_bytes()),
+            },
             Err(err) => return fail(shard, &ident, err.error_code(), err.to_string()),
         },
     };

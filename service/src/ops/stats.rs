@@ -11,7 +11,7 @@
 
 use shorty_protocol::ErrorCode;
 
-use crate::link::{LinkMeta, Principal, FORBIDDEN, UNPROCESSABLE};
+use crate::link::{LinkMeta, Principal, UNPROCESSABLE};
 use crate::log::record::ALIAS_KEY;
 use crate::shard::{OpResult, Shard, Then};
 use crate::stats::{self, Granularity, MAX_BUCKETS};
@@ -95,7 +95,7 @@ pub(crate) fn answer(
 ) -> OpResult {
     if !principal.may_read_stats(meta.owner_key_id) {
         return OpResult::Failed(
-            FORBIDDEN,
+            principal.refusal(),
             "this key may not read this link's statistics".into(),
         );
     }

@@ -51,7 +51,7 @@
     ok();
     var body = { url: $("url").value.trim() };
     var alias = $("alias").value.trim();
-    if (alias) body.alias = alias;
+    if (alias) body.slug = alias;
     if ($("expires").value) {
       var at = new Date($("expires").value).getTime();
       if (!isNaN(at)) body.expiresAt = at;

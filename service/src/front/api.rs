@@ -1,0 +1,492 @@
+//! The JSON API front (`/api/v1`, issue 21): a request already parsed
+//! into an [`ApiCall`] by the sans-IO [`crate::api`] module is authorised,
+//! rate-limited and run through the operations ([`crate::ops`]) the wire
+//! protocol uses; outcomes are rendered as JSON or RFC 9457 problems.
+
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+
+use crate::api::auth::{presented_key, AuthError};
+use crate::api::model::{rfc3339_ms, Clicks};
+use crate::api::{self, ApiCall, LinkView, Patch, Problem};
+use crate::codes::MAX_CODE_LEN;
+use crate::http::{self, Method, Response};
+use crate::limits::{Action, Limited};
+use crate::link::{Field, LinkMeta, Principal};
+use crate::log::record::ALIAS_KEY;
+use crate::metrics::{Op, Proto};
+use crate::ops::lifecycle::{self, CreateRequest};
+use crate::ops::stats::StatsQuery;
+use crate::ops::{self, Step};
+use crate::output::{ApiView, Output, Render, Wait};
+use crate::shard::{OpResult, Shard};
+use crate::stats;
+
+impl Shard {
+    /// Counts `action` for an HTTP request: behind a trusted proxy, the
+    /// client its forwarding headers name.
+    pub(super) fn limit_http(
+        &self,
+        request: &http::Request<'_>,
+        action: Action,
+        key_id: Option<u32>,
+        now: Instant,
+    ) -> Result<(), Limited> {
+        let limits = &self.shared.limits;
+        if limits.is_off() {
+            return Ok(());
+        }
+        let client = crate::limits::client_behind(
+            self.peer,
+            request.forwarded_for,
+            request.forwarded,
+            &self.shared.settings.trusted_proxies,
+        );
+        limits.check(action, client, key_id, now)
+    }
+
+    /// A JSON API request ([`crate::api`]): checked, authorised, then run
+    /// through the operations SHORTEN and RESOLVE use.
+    pub(super) fn api_request(
+        &mut self,
+        conn: u32,
+        request: &http::Request<'_>,
+        body: &[u8],
+        out: &mut Output,
+        now: Instant,
+    ) {
+        let head_only = request.method == Method::Head;
+        let keep_alive = request.keep_alive;
+        let problem = |shard: &Self, out: &mut Output, problem: Problem| {
+            shard
+                .metrics()
+                .request(Proto::Http, Op::Api, problem.status);
+            let date = &shard.date;
+            out.push_with(|dst| write_problem(dst, date, &problem, head_only, keep_alive));
+        };
+        let call = match api::parse_call(request.method, request.path, request.query, body) {
+            Ok(call) => call,
+            Err(p) => return problem(self, out, p),
+        };
+        let mut principal = Principal::unauthenticated(false);
+        if let Some(scope) = call.scope() {
+            let presented = presented_key(request.authorization, request.api_key);
+            // The operations check a link's owner and the scopes for reads,
+            // changes and statistics (one rule for both fronts); the front
+            // checks the scope only of calls no operation checks: creations
+            // (the plain SHORTEN path has no owner) and listings.
+            let front_checked = matches!(
+                call,
+                ApiCall::Create(_) | ApiCall::Bulk(_) | ApiCall::List { .. }
+            );
+            let caller = self
+                .shared
+                .keys
+                .current()
+                .caller(presented, self.shared.settings.auth_required)
+                .and_then(|caller| {
+                    if !front_checked || caller.scopes.allows(scope) {
+                        Ok(caller)
+                    } else {
+                        Err(AuthError::Forbidden(scope))
+                    }
+                });
+            if let Ok(caller) = caller {
+                principal = caller;
+            }
+            match caller {
+                Err(err) => return problem(self, out, err.problem()),
+                Ok(caller) if call.is_write() => {
+                    if let Err(limited) =
+                        self.limit_http(request, Action::Create, caller.key_id, now)
+                    {
+                        let mut p = Problem::new(429, limited.message());
+                        for (name, value) in limited.headers() {
+                            p = p.with_header(name, value);
+                        }
+                        return problem(self, out, p);
+                    }
+                }
+                Ok(_) => {}
+            }
+        }
+        let render = |view| Render::Api {
+            view,
+            head_only,
+            keep_alive,
+        };
+        match call {
+            ApiCall::OpenApi => {
+                self.metrics().request(Proto::Http, Op::Api, 200);
+                let date = &self.date;
+                out.push_with(|dst| {
+                    http::write(
+                        dst,
+                        date,
+                        &Response {
+                            status: 200,
+                            headers: &[("Content-Type", "application/json")],
+                            body: api::OPENAPI.as_bytes(),
+                            head_only,
+                            keep_alive,
+                        },
+                    )
+                })
+            }
+            // The Redis store keeps plain links only: SHORTEN's path.
+            ApiCall::Create(link) if link.is_plain() && self.local.is_none() => {
+                let view = ApiView::Created {
+                    url: link.url.as_str().into(),
+                };
+                let step = ops::create::shorten(self, conn, link.url.as_bytes());
+                let timeout = self.shared.settings.commit_timeout;
+                self.api_step(step, render(view), timeout, out, now);
+            }
+            ApiCall::Create(link) => {
+                let view = ApiView::Created {
+                    url: link.url.as_str().into(),
+                };
+                let step = lifecycle::create(self, conn, create_request(&link), principal, now);
+                let timeout = self.shared.settings.commit_timeout;
+                self.api_step(step, render(view), timeout, out, now);
+            }
+            ApiCall::Get { code } if self.local.is_none() => {
+                let view = ApiView::Link {
+                    code: code.as_str().into(),
+                    principal,
+                };
+                self.resolve(conn, code.as_bytes(), out, now, render(view), Proto::Http)
+            }
+            ApiCall::Get { code } => {
+                let view = ApiView::Link {
+                    code: code.as_str().into(),
+                    principal,
+                };
+                let step = lifecycle::info(self, conn, code.as_bytes(), principal);
+                let timeout = self.shared.settings.store_timeout;
+                self.api_step(step, render(view), timeout, out, now);
+            }
+            ApiCall::Update { code, patch } => {
+                let step = lifecycle::update(
+                    self,
+                    conn,
+                    code.as_bytes(),
+                    link_patch(patch),
+                    principal,
+                    now,
+                );
+                // A read of the current record, then a durable write.
+                let settings = &self.shared.settings;
+                let timeout = settings.store_timeout + settings.commit_timeout;
+                self.api_step(step, render(ApiView::Updated), timeout, out, now);
+            }
+            ApiCall::Delete { code } => {
+                let step = lifecycle::delete(self, conn, code.as_bytes(), principal, now);
+                let settings = &self.shared.settings;
+                let timeout = settings.store_timeout + settings.commit_timeout;
+                self.api_step(step, render(ApiView::Deleted), timeout, out, now);
+            }
+            ApiCall::Stats {
+                code,
+                from_ms,
+                to_ms,
+                granularity,
+            } => {
+                let (granularity, name, span) = match granularity {
+                    api::Granularity::Hour => (stats::Granularity::Hour, "hour", 48 * HOUR_MS),
+                    api::Granularity::Day => (stats::Granularity::Day, "day", 30 * 24 * HOUR_MS),
+                };
+                // Defaults: the last 48 hours (hourly) or 30 days (daily),
+                // up to the end of the bucket holding now.
+                let step = granularity.millis();
+                let to_ms = to_ms.unwrap_or_else(|| (self.now_ms(now) / step + 1) * step);
+                let from_ms = from_ms.unwrap_or_else(|| to_ms.saturating_sub(span));
+                let query = StatsQuery {
+                    from_ms,
+                    to_ms,
+                    granularity,
+                };
+                let step = ops::stats::series(self, conn, code.as_bytes(), principal, query);
+                let timeout = self.shared.settings.store_timeout;
+                let view = ApiView::Stats { granularity: name };
+                self.api_step(step, render(view), timeout, out, now);
+            }
+            // A listing needs an index of each key's links, newest first,
+            // that the key directory does not keep; a bulk creation is many
+            // operations answered as one.
+            ApiCall::List { .. } | ApiCall::Bulk(_) => problem(
+                self,
+                out,
+                Problem::new(
+                    501,
+                    "listing links and bulk creation are not served by this server version yet",
+                ),
+            ),
+        }
+    }
+
+    /// Renders an API operation's step now, or queues its wait.
+    fn api_step(
+        &mut self,
+        step: Step,
+        render: Render,
+        timeout: Duration,
+        out: &mut Output,
+        now: Instant,
+    ) {
+        match step {
+            Step::Pending(op) => out.push_wait(
+                Wait::Op {
+                    op,
+                    render,
+                    deadline: now + timeout,
+                },
+                // Counted as the largest reply a link can make until it
+                // settles: its URL, expired-URL and title, and the rest.
+                2 * self.shared.settings.max_url_bytes + 2048,
+            ),
+            Step::Now(result) => {
+                self.metrics()
+                    .request(Proto::Http, Op::Api, super::status_of(&result));
+                out.push_with(|dst| self.render(&result, &render, dst));
+            }
+        }
+    }
+
+    /// Renders an API call's outcome as JSON or a problem.
+    pub(super) fn render_api(
+        &self,
+        result: &OpResult,
+        view: &ApiView,
+        head_only: bool,
+        keep_alive: bool,
+        dst: &mut BytesMut,
+    ) {
+        let public = self.shared.settings.public_url.as_str();
+        let outcome = match (result, view) {
+            (OpResult::Stored(key), ApiView::Created { url }) => {
+                let mut code = [0; MAX_CODE_LEN];
+                let code = self.shared.codec.code(*key, &mut code);
+                Ok((201, LinkView::plain(code, public, url)))
+            }
+            (OpResult::Url(url) | OpResult::Redirect { url, .. }, ApiView::Link { code, .. }) => {
+                Ok((
+                    200,
+                    LinkView::plain(code, public, &String::from_utf8_lossy(url)),
+                ))
+            }
+            (OpResult::Link(link), ApiView::Created { .. }) => {
+                Ok((201, self.link_view(link, Principal::ANYONE)))
+            }
+            (OpResult::Link(link), ApiView::Link { principal, .. }) => {
+                Ok((200, self.link_view(link, *principal)))
+            }
+            (OpResult::Link(link), ApiView::Updated) => {
+                Ok((200, self.link_view(link, Principal::ANYONE)))
+            }
+            (OpResult::Deleted, ApiView::Deleted) => {
+                return http::write(
+                    dst,
+                    &self.date,
+                    &Response {
+                        status: 204,
+                        headers: &[],
+                        body: b"",
+                        head_only,
+                        keep_alive,
+                    },
+                );
+            }
+            (OpResult::Stats(view), ApiView::Stats { granularity }) => {
+                let body = stats_json(view, granularity);
+                return http::write(
+                    dst,
+                    &self.date,
+                    &Response {
+                        status: 200,
+                        headers: &[("Content-Type", "application/json")],
+                        body: body.as_bytes(),
+                        head_only,
+                        keep_alive,
+                    },
+                );
+            }
+            (OpResult::NotFound, _) => Err(Problem::new(404, "no link has this code")),
+            (OpResult::Gone { reason, .. }, _) => Err(Problem::new(410, reason.message())),
+            // The URL policy's refusals are about the URL field.
+            (OpResult::Failed(code, message), ApiView::Created { .. } | ApiView::Updated)
+                if matches!(code.0, 400 | 422) && message.contains("URL") =>
+            {
+                // 422 (a URL that parses as JSON but is not one we take)
+                // keeps its status.
+                let mut problem = Problem::invalid("url", message.as_ref());
+                problem.status = code.0;
+                problem.title = http::reason(code.0);
+                Err(problem)
+            }
+            (OpResult::Failed(code, message), _) => {
+                let status = if (400..600).contains(&code.0) {
+                    code.0
+                } else {
+                    500
+                };
+                Err(Problem::new(status, message.as_ref()))
+            }
+            _ => Err(Problem::new(500, "unexpected store reply")),
+        };
+        match outcome {
+            Ok((status, link)) => {
+                // Serialising strings and numbers cannot fail.
+                let body = serde_json::to_vec(&link).unwrap_or_default();
+                let location = format!("{}/links/{}", api::API_V1, link.code);
+                let created = [
+                    ("Content-Type", "application/json"),
+                    ("Location", location.as_str()),
+                ];
+                let headers = if status == 201 {
+                    &created[..]
+                } else {
+                    &created[..1]
+                };
+                http::write(
+                    dst,
+                    &self.date,
+                    &Response {
+                        status,
+                        headers,
+                        body: &body,
+                        head_only,
+                        keep_alive,
+                    },
+                );
+            }
+            Err(problem) => write_problem(dst, &self.date, &problem, head_only, keep_alive),
+        }
+    }
+}
+
+const HOUR_MS: u64 = 3_600_000;
+
+impl Shard {
+    /// A link as the API shows it; its click totals (from the statistics
+    /// operation's rule, [`ops::stats::answer`]) when `principal` may read
+    /// them and they are kept for it, else `null`.
+    fn link_view(&self, link: &crate::shard::LinkView, principal: Principal) -> LinkView {
+        let public = self.shared.settings.public_url.as_str();
+        let meta = &link.meta;
+        let mut view = LinkView::plain(&link.code, public, &String::from_utf8_lossy(&link.url));
+        view.created_at = meta.created_at_ms.map(rfc3339_ms);
+        view.expires_at = meta.expires_at_ms.map(rfc3339_ms);
+        view.max_clicks = meta.max_clicks;
+        view.expired_url = meta.expired_url.as_deref().map(str::to_owned);
+        view.redirect_status = meta.redirect_status;
+        view.disabled = meta.disabled;
+        view.title = meta.title.as_deref().map(str::to_owned);
+        let key = self
+            .shared
+            .codec
+            .parse(link.code.as_bytes())
+            .unwrap_or(ALIAS_KEY);
+        if let OpResult::Stats(totals) = ops::stats::answer(self, key, meta, principal, None) {
+            view.clicks = Some(Clicks {
+                total: totals.total,
+                human: totals.human,
+                bot: totals.bot,
+            });
+            view.last_click_at = totals.last_click_ms.map(rfc3339_ms);
+        }
+        view
+    }
+}
+
+/// A link's statistics as JSON: totals, one `{start, clicks}` per bucket
+/// (zeros included, oldest first) and the top referring hosts.
+fn stats_json(view: &stats::StatsView, granularity: &str) -> String {
+    let series: Vec<_> = view
+        .series
+        .iter()
+        .map(|&(start, clicks)| serde_json::json!({ "start": rfc3339_ms(start), "clicks": clicks }))
+        .collect();
+    let referrers: Vec<_> = view
+        .referrers
+        .iter()
+        .map(|(host, clicks)| serde_json::json!({ "referrer": host, "clicks": clicks }))
+        .collect();
+    serde_json::json!({
+        "granularity": granularity,
+        "total": view.total,
+        "human": view.human,
+        "bot": view.bot,
+        "firstClickAt": view.first_click_ms.map(rfc3339_ms),
+        "lastClickAt": view.last_click_ms.map(rfc3339_ms),
+        "series": series,
+        "referrers": referrers,
+    })
+    .to_string()
+}
+
+/// A checked API creation as the lifecycle operation's request.
+fn create_request(link: &api::CreateLink) -> CreateRequest<'_> {
+    CreateRequest {
+        url: link.url.as_bytes(),
+        alias: link.alias.as_deref(),
+        options: LinkMeta {
+            expires_at_ms: link.expires_at_ms,
+            max_clicks: link.max_clicks,
+            redirect_status: link.redirect_status,
+            expired_url: link.expired_url.as_deref().map(Box::from),
+            title: link.title.as_deref().map(Box::from),
+            ..LinkMeta::default()
+        },
+    }
+}
+
+/// A checked API patch as the operations' (`null` clears a field).
+fn link_patch(patch: api::LinkPatch) -> crate::link::LinkPatch {
+    fn field<T, U>(p: Patch<T>, f: impl FnOnce(T) -> U) -> Field<U> {
+        match p {
+            Patch::Keep => Field::Keep,
+            Patch::Clear => Field::Clear,
+            Patch::Set(v) => Field::Set(f(v)),
+        }
+    }
+    crate::link::LinkPatch {
+        url: patch.url,
+        expires_at_ms: field(patch.expires_at_ms, |v| v),
+        max_clicks: field(patch.max_clicks, |v| v),
+        redirect_status: field(patch.redirect_status, |v| v),
+        expired_url: field(patch.expired_url, Box::from),
+        disabled: match patch.disabled {
+            None => Field::Keep,
+            Some(true) => Field::Set(()),
+            Some(false) => Field::Clear,
+        },
+        title: field(patch.title, Box::from),
+        forward_query: Field::Keep,
+    }
+}
+
+/// Writes `problem` as an `application/problem+json` response.
+pub(super) fn write_problem(
+    dst: &mut BytesMut,
+    date: &str,
+    problem: &Problem,
+    head_only: bool,
+    keep_alive: bool,
+) {
+    let body = problem.body();
+    let mut headers: Vec<(&str, &str)> = vec![("Content-Type", api::PROBLEM_JSON)];
+    headers.extend(problem.headers.iter().map(|(n, v)| (*n, v.as_str())));
+    http::write(
+        dst,
+        date,
+        &Response {
+            status: problem.status,
+            headers: &headers,
+            body: &body,
+            head_only,
+            keep_alive,
+        },
+    );
+}
