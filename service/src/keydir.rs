@@ -223,6 +223,34 @@ impl KeyDir {
         write(self.shard(hash)).insert(key, hash, loc)
     }
 
+    /// Moves `key` from `from` to `to`, only if it is still at `from`
+    /// (compare-and-swap, under the shard's lock): the merge moves a live
+    /// record, and a concurrent update or delete of the key wins over it.
+    /// Returns whether the key moved.
+    pub fn replace(&self, key: u64, from: Location, to: Location) -> bool {
+        if key >= PERMUTED_IDS {
+            return match write(&self.big).get_mut(&key) {
+                Some(loc) if *loc == from => {
+                    *loc = to;
+                    true
+                }
+                _ => false,
+            };
+        }
+        let hash = mix(key);
+        let mut table = write(self.shard(hash));
+        if table.slots.is_empty() {
+            return false;
+        }
+        match table.probe(key, hash) {
+            (i, true) if table.slots[i].location() == from => {
+                table.slots[i] = Slot::new(key, to);
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Makes room for `additional` more links at once (recovery knows how
     /// many its hint files hold), so loading them never regrows a table.
     pub fn reserve(&self, additional: usize) {
@@ -355,6 +383,23 @@ mod tests {
             w.join().unwrap();
         }
         assert_eq!(dir.len(), 40_000);
+    }
+
+    #[test]
+    fn replace_moves_only_from_the_expected_place() {
+        let dir = KeyDir::new();
+        dir.insert(9, loc(1, 100));
+        dir.insert(u64::MAX, loc(1, 200));
+        assert!(!dir.replace(9, loc(1, 101), loc(5, 0)), "moved meanwhile");
+        assert!(!dir.replace(10, loc(1, 100), loc(5, 0)), "absent");
+        assert_eq!(dir.get(10), None);
+        assert!(dir.replace(9, loc(1, 100), loc(5, 8)));
+        assert_eq!(dir.get(9), Some(loc(5, 8)));
+        assert!(!dir.replace(u64::MAX, loc(1, 100), loc(5, 0)));
+        assert!(dir.replace(u64::MAX, loc(1, 200), loc(6, 0)));
+        assert_eq!(dir.get(u64::MAX), Some(loc(6, 0)));
+        assert_eq!(dir.len(), 2);
+        assert!(!KeyDir::new().replace(1, loc(0, 0), loc(1, 1)));
     }
 
     proptest! {
