@@ -24,6 +24,7 @@
 //! thread stops merging (the key directory may point at either copy), and
 //! the next start settles it ([`finish_interrupted`]).
 
+use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
@@ -34,8 +35,8 @@ use std::time::{Duration, Instant};
 use shorty_service::keydir::KeyDir;
 use shorty_service::log::hint::{decode_hint, hint_file_name};
 use shorty_service::log::merge::{
-    finish_interrupted, plan, run_merge, usage_from_hint, Interrupted, MergeError, MergeFiles,
-    MergeReport, Usage, MANIFEST_FILE,
+    finish_interrupted, plan, record_bytes, run_merge, usage_from_hint, Interrupted, MergeError,
+    MergeFiles, MergeReport, Usage, MANIFEST_FILE,
 };
 use shorty_service::log::record::SEAL_LEN;
 use shorty_service::log::recovery::{seal_at_end, RecoveryFiles};
@@ -205,11 +206,21 @@ pub fn settle(dir: &Path) -> io::Result<Interrupted> {
     Ok(done)
 }
 
+/// Per sealed segment, the bytes of its records ([`record_bytes`]): read
+/// once per segment (a sealed segment never changes), by number.
+pub type RecordBytes = HashMap<u64, u64>;
+
 /// The usage of every sealed, hinted segment of `table` still on disk.
-pub fn usages(table: &SegmentTable, keydir: &KeyDir) -> Vec<(SegmentRef, Usage)> {
+/// A segment not in `known` yet is read once (paced at `rate`).
+pub fn usages(
+    table: &SegmentTable,
+    keydir: &KeyDir,
+    known: &mut RecordBytes,
+    rate: u64,
+) -> Vec<(SegmentRef, Usage)> {
     let dir = table.dir().to_owned();
-    let mut files = StdFiles::new(&dir);
-    (0..table.len())
+    let mut files = PacedFiles::new(&dir, rate);
+    let found: Vec<_> = (0..table.len())
         .filter_map(|i| table.get(i as u32))
         .filter_map(|segment| {
             let name = segment_file_name(segment.number);
@@ -218,10 +229,28 @@ pub fn usages(table: &SegmentTable, keydir: &KeyDir) -> Vec<(SegmentRef, Usage)>
             let seal = seal_at_end(len, &tail)?;
             let hint = fs::read(dir.join(hint_file_name(segment.number))).ok()?;
             let entries = decode_hint(&hint, segment.number, &seal).ok()?;
-            let usage = usage_from_hint(segment.number, segment.idx, len, &seal, entries, keydir);
+            let records = match known.get(&segment.number) {
+                Some(&n) => n,
+                None => {
+                    let n = record_bytes(&files.read(&name).ok()?, segment.number)?;
+                    *known.entry(segment.number).or_default() = n;
+                    n
+                }
+            };
+            let usage = usage_from_hint(
+                segment.number,
+                segment.idx,
+                len,
+                &seal,
+                records,
+                entries,
+                keydir,
+            );
             Some((segment, usage))
         })
-        .collect()
+        .collect();
+    known.retain(|n, _| found.iter().any(|(s, _)| s.number == *n));
+    found
 }
 
 /// Runs one merge if any segment is over the threshold; `Ok(None)` when
@@ -234,8 +263,9 @@ pub fn merge_once(
     keydir: &KeyDir,
     settings: &MergeSettings,
     metrics: &MergeMetrics,
+    known: &mut RecordBytes,
 ) -> Result<Option<MergeReport>, MergeError> {
-    let usages = usages(table, keydir);
+    let usages = usages(table, keydir, known, settings.rate);
     let dead: u64 = usages.iter().map(|(_, u)| u.dead()).sum();
     metrics.dead_bytes.store(dead, Ordering::Relaxed);
     let picked = plan(
@@ -299,6 +329,7 @@ pub fn spawn_merger(
         .name("shorty-merge".into())
         .spawn(move || {
             let mut last = Instant::now();
+            let mut known = RecordBytes::new();
             loop {
                 std::thread::sleep(Duration::from_millis(100));
                 let due = !settings.interval.is_zero() && last.elapsed() >= settings.interval;
@@ -308,7 +339,7 @@ pub fn spawn_merger(
                 last = Instant::now();
                 loop {
                     let started = Instant::now();
-                    match merge_once(&table, &keydir, &settings, &metrics) {
+                    match merge_once(&table, &keydir, &settings, &metrics, &mut known) {
                         Ok(Some(report)) => log_report(&report, started.elapsed()),
                         Ok(None) => break,
                         Err(err) => {
@@ -345,10 +376,13 @@ pub fn offline(dir: &Path, threshold: f64, rate: u64) -> std::process::ExitCode 
             grace: Duration::ZERO,
         };
         let metrics = MergeMetrics::default();
+        let mut known = RecordBytes::new();
         let mut reports = Vec::new();
         loop {
             let started = Instant::now();
-            match merge_once(&table, &keydir, &settings, &metrics).map_err(|e| e.to_string())? {
+            match merge_once(&table, &keydir, &settings, &metrics, &mut known)
+                .map_err(|e| e.to_string())?
+            {
                 Some(report) => reports.push((report, started.elapsed())),
                 None => return Ok(reports),
             }
@@ -470,13 +504,25 @@ mod tests {
         let before = disk(dir.path());
         let metrics = MergeMetrics::default();
         // A third is dead: not over a half.
-        assert!(merge_once(&table, &keydir, &settings(0.5), &metrics)
-            .unwrap()
-            .is_none());
+        assert!(merge_once(
+            &table,
+            &keydir,
+            &settings(0.5),
+            &metrics,
+            &mut RecordBytes::new()
+        )
+        .unwrap()
+        .is_none());
         assert!(metrics.dead_bytes.load(Ordering::Relaxed) > before / 4);
-        let report = merge_once(&table, &keydir, &settings(0.25), &metrics)
-            .unwrap()
-            .expect("over a quarter dead");
+        let report = merge_once(
+            &table,
+            &keydir,
+            &settings(0.25),
+            &metrics,
+            &mut RecordBytes::new(),
+        )
+        .unwrap()
+        .expect("over a quarter dead");
         assert_eq!(report.inputs, [1, 2, 3, 4]);
         assert!(report.outputs.iter().all(|&n| n > 4));
         assert_eq!(report.moved, live.len() as u64);
@@ -495,9 +541,15 @@ mod tests {
             assert_eq!(&url_at(&table, keydir.get(*key).unwrap()), url);
         }
         // Nothing left to merge, even at 0%.
-        assert!(merge_once(&table, &keydir, &settings(0.0), &metrics)
-            .unwrap()
-            .is_none());
+        assert!(merge_once(
+            &table,
+            &keydir,
+            &settings(0.0),
+            &metrics,
+            &mut RecordBytes::new()
+        )
+        .unwrap()
+        .is_none());
         // A restart loads exactly the live links, from the new hints.
         let (table2, keydir2) = (SegmentTable::new(dir.path(), 0), KeyDir::new());
         let report2 = crate::datadir::recover(dir.path(), &table2, &keydir2, 2).unwrap();

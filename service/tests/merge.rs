@@ -14,10 +14,10 @@ use std::path::Path;
 use shorty_service::keydir::{KeyDir, Location};
 use shorty_service::log::hint::{build_hint, hint_file_name};
 use shorty_service::log::merge::{
-    finish_interrupted, merging_file_name, plan, run_merge, usage_from_hint, Liveness, Manifest,
-    MergeFiles, MANIFEST_FILE,
+    finish_interrupted, merging_file_name, plan, record_bytes, run_merge, usage_from_hint,
+    Liveness, Manifest, MergeFiles, MANIFEST_FILE,
 };
-use shorty_service::log::record::{decode_record, Decoded, Link, Record, SEAL_LEN};
+use shorty_service::log::record::{decode_record, Decoded, Link, Record, MARKER_LEN, SEAL_LEN};
 use shorty_service::log::recovery::{recover_segment, RecoveryFiles};
 use shorty_service::log::segments::{
     encode_sealed_segment, parse_segment_file_name, segment_file_name, SegmentRef, SegmentTable,
@@ -295,6 +295,7 @@ fn a_merge_keeps_live_links_gives_back_dead_bytes_and_moves_the_key_directory() 
                 s.idx,
                 bytes.len() as u64,
                 &seal,
+                record_bytes(bytes, s.number).unwrap(),
                 entries,
                 &w.keydir,
             )
@@ -379,6 +380,7 @@ fn usages_of(w: &mut World) -> Vec<shorty_service::log::merge::Usage> {
                 s.idx,
                 bytes.len() as u64,
                 &seal,
+                record_bytes(bytes, s.number).unwrap(),
                 entries,
                 &w.keydir,
             )
@@ -405,6 +407,25 @@ impl Liveness for Racing<'_> {
         }
         self.keydir.moved(key, from, to)
     }
+}
+
+#[test]
+fn commit_markers_are_dead_bytes_and_a_merged_segment_has_none() {
+    // Nothing deleted: only the markers between batches are dead.
+    let mut w = world(5, 2, 30, 0);
+    for u in usages_of(&mut w) {
+        // 30 links in batches of 3: 9 markers.
+        assert_eq!(u.dead(), 9 * MARKER_LEN as u64, "{u:?}");
+    }
+    let inputs = sealed_refs(&w.table);
+    let picked = plan(&usages_of(&mut w), 0.0, u64::MAX);
+    assert_eq!(picked.len(), 2, "0% merges any segment with a dead byte");
+    run_merge(&mut w.disk, &w.table, &w.keydir, &inputs, 1 << 20, || {}).unwrap();
+    let after = usages_of(&mut w);
+    assert_eq!(after.len(), 1);
+    assert_eq!(after[0].dead(), 0, "{after:?}");
+    assert!(plan(&after, 0.0, u64::MAX).is_empty());
+    assert_eq!(restart(&mut w.disk), w.live);
 }
 
 #[test]

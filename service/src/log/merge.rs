@@ -130,30 +130,43 @@ impl Usage {
     }
 }
 
+/// Bytes of the records a merge would copy if all were live (links, and
+/// tombstones once they exist) in a whole segment's `bytes`; `None` when
+/// it is not a sealed segment `number`. Computed once per sealed segment
+/// (it never changes): what tells the commit markers' bytes apart.
+pub fn record_bytes(bytes: &[u8], number: u64) -> Option<u64> {
+    let mut total = 0u64;
+    let scan = scan_segment(bytes, number, |_, offset| {
+        if let Some(Decoded::Record(_, len)) = bytes.get(offset as usize..).map(decode_record) {
+            total += len as u64;
+        }
+    })
+    .ok()?;
+    matches!(scan.end, SegmentEnd::Sealed { .. }).then_some(total)
+}
+
 /// The usage of sealed segment `number` (at `idx`, `bytes` long, sealed
-/// with `seal`) from its hint's entries (key, offset) in offset order.
-/// A record's size is taken as the distance to the next entry (or to the
-/// seal): exact but for the commit markers between batches, which are
-/// counted live here and given back by the merge.
+/// with `seal`, holding `record_bytes` of records: [`record_bytes`]) from
+/// its hint's entries (key, offset) in offset order. Only the hint is read
+/// (12 bytes a link), so a record's size is taken as the distance to the
+/// next entry, less its share of the commit markers between batches: exact
+/// when every record or none is live, and for a merged segment (it has no
+/// markers).
 pub fn usage_from_hint(
     number: u64,
     idx: FileIdx,
     bytes: u64,
     seal: &Seal,
+    record_bytes: u64,
     entries: impl IntoIterator<Item = (u64, u32)>,
     live: &impl Liveness,
 ) -> Usage {
-    let mut usage = Usage {
-        number,
-        idx,
-        bytes,
-        live: 0,
-    };
+    let mut spans = 0u64;
     let mut prev: Option<(u64, u32)> = None;
     let mut count = |prev: Option<(u64, u32)>, end: u64| {
         if let Some((key, offset)) = prev {
             if live.is_live(key, Location { file: idx, offset }) {
-                usage.live += end.saturating_sub(u64::from(offset));
+                spans += end.saturating_sub(u64::from(offset));
             }
         }
     };
@@ -162,7 +175,16 @@ pub fn usage_from_hint(
         prev = Some(entry);
     }
     count(prev, seal.data_len);
-    usage
+    // The spans from the first record to the seal hold every record and
+    // every marker after the first batch.
+    let all_spans = seal.data_len.saturating_sub(PREAMBLE_LEN as u64).max(1);
+    let live = u128::from(spans) * u128::from(record_bytes.min(all_spans)) / u128::from(all_spans);
+    Usage {
+        number,
+        idx,
+        bytes,
+        live: live as u64,
+    }
 }
 
 /// The segments worth merging: those whose dead share is above
