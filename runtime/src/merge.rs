@@ -502,6 +502,9 @@ mod tests {
                 .sum()
         };
         let before = disk(dir.path());
+        // A core's cached descriptor of an input, as the reads keep them.
+        let held = File::open(dir.path().join(segment_file_name(1))).unwrap();
+        assert!(held.metadata().unwrap().len() > 0);
         let metrics = MergeMetrics::default();
         // A third is dead: not over a half.
         assert!(merge_once(
@@ -537,6 +540,8 @@ mod tests {
             assert!(!dir.path().join(hint_file_name(n)).exists());
         }
         assert!(!dir.path().join(MANIFEST_FILE).exists());
+        // Its blocks are back although it is still open.
+        assert_eq!(held.metadata().unwrap().len(), 0);
         for (key, url) in &live {
             assert_eq!(&url_at(&table, keydir.get(*key).unwrap()), url);
         }

@@ -36,6 +36,9 @@ struct Disk {
     /// bytes (0..=3 of 4); the others happen when it is odd.
     partial: usize,
     dead: bool,
+    /// Creates that succeed before the disk is full (ENOSPC, the process
+    /// lives on).
+    creates_left: Option<usize>,
     /// Every mutation, in order, by name (`remove NAME`, `rename TO`, ...),
     /// shared with the test so it can note its own events in between.
     journal: std::rc::Rc<std::cell::RefCell<Vec<String>>>,
@@ -117,6 +120,15 @@ impl RecoveryFiles for Disk {
 
 impl MergeFiles for Disk {
     fn create_synced(&mut self, name: &str, bytes: &[u8]) -> io::Result<()> {
+        if let Some(left) = &mut self.creates_left {
+            if *left == 0 {
+                // Half of it landed before the space ran out.
+                self.files
+                    .insert(name.to_owned(), bytes[..bytes.len() / 2].to_vec());
+                return Err(io::ErrorKind::StorageFull.into());
+            }
+            *left -= 1;
+        }
         if !self.mutate()? {
             let keep = bytes.len() * self.partial / 4;
             self.files.insert(name.to_owned(), bytes[..keep].to_vec());
@@ -426,6 +438,21 @@ fn commit_markers_are_dead_bytes_and_a_merged_segment_has_none() {
     assert_eq!(after[0].dead(), 0, "{after:?}");
     assert!(plan(&after, 0.0, u64::MAX).is_empty());
     assert_eq!(restart(&mut w.disk), w.live);
+}
+
+#[test]
+fn a_full_disk_before_the_commit_changes_nothing_and_leaves_no_output() {
+    let mut w = world(9, 3, 20, 50);
+    let inputs = sealed_refs(&w.table);
+    let files_before = w.disk.files.clone();
+    let locations: Vec<_> = w.live.keys().map(|k| (*k, w.keydir.get(*k))).collect();
+    w.disk.creates_left = Some(1);
+    let err = run_merge(&mut w.disk, &w.table, &w.keydir, &inputs, 700, || {}).unwrap_err();
+    assert!(err.to_string().contains(".merging"), "{err}");
+    assert_eq!(w.disk.files, files_before, "outputs removed at once");
+    for (k, loc) in locations {
+        assert_eq!(w.keydir.get(k), loc);
+    }
 }
 
 #[test]

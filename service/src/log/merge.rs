@@ -20,7 +20,11 @@
 //!   restart would resurrect that record), and, for an alias, until its
 //!   quarantine (`deleted_at + --alias-quarantine`) has passed. The merge
 //!   thread knows which keys other segments hold from their hint files,
-//!   which it reads for planning anyway.
+//!   which it reads for planning anyway. (Bitcask's rule, `merge_single_
+//!   tombstone` in `bitcask.erl`: its tombstone v2 names the file of the
+//!   value it deleted; the tombstone is dropped when that file is among the
+//!   merge's inputs or gone, else written forward. A full merge drops every
+//!   tombstone.)
 //! - An *expired* link (expires-at plus a grace period before `now_ms`)
 //!   is dead like a deleted one, but must leave a tombstone behind under
 //!   the same rule (a generated code is never reused; an alias is
@@ -41,7 +45,8 @@
 //!    still points at the old record);
 //! 5. the caller waits until no read can still hold an input's
 //!    [`FileIdx`] (a read looked the key up before the swap);
-//! 6. the inputs and their hints are removed, then the manifest.
+//! 6. the inputs are emptied (a core's cached descriptor would otherwise
+//!    hold their blocks) and removed with their hints, then the manifest.
 //!
 //! At start, before any segment is loaded, [`finish_interrupted`] rolls a
 //! committed merge forward (renames what is left, removes the inputs) and
@@ -469,9 +474,14 @@ pub fn run_merge(
     // 1. Outputs under temporary names, synced.
     for (out, _) in &done {
         let name = merging_file_name(out.segment.number);
-        files
-            .create_synced(&name, &out.bytes)
-            .map_err(io_err(&name))?;
+        if let Err(err) = files.create_synced(&name, &out.bytes) {
+            // Nothing is committed: give the space back now (a full disk
+            // is the likely cause), not at the next start.
+            for (out, _) in &done {
+                let _ = files.remove(&merging_file_name(out.segment.number));
+            }
+            return Err(io_err(&name)(err));
+        }
         report.bytes_after += out.bytes.len() as u64;
         report.io_bytes += out.bytes.len() as u64;
     }
@@ -520,6 +530,13 @@ pub fn run_merge(
 
 fn remove_segment(files: &mut impl MergeFiles, number: u64) -> Result<(), MergeError> {
     let name = segment_file_name(number);
+    // Emptied first: a core may still hold the file open in its handle
+    // cache, and an unlinked file's blocks come back only when its last
+    // descriptor closes; an emptied one's at once. No read needs it now.
+    match files.truncate_and_append(&name, 0, &[]) {
+        Err(err) if err.kind() != io::ErrorKind::NotFound => return Err(io_err(&name)(err)),
+        _ => {}
+    }
     files.remove(&name).map_err(io_err(&name))?;
     let hint = hint_file_name(number);
     files.remove(&hint).map_err(io_err(&hint))
