@@ -645,6 +645,33 @@ mod tests {
     }
 
     #[test]
+    fn the_offline_tool_merges_a_stopped_server_s_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let (table, _, _) = fill(dir.path(), 3, 40, 1_000_000);
+        drop(table);
+        // Nothing dead but the commit markers: 50% finds nothing, 0% all.
+        assert_eq!(
+            offline(dir.path(), 0.5, u64::MAX),
+            std::process::ExitCode::SUCCESS
+        );
+        assert_eq!(
+            crate::datadir::list_segments(dir.path()).unwrap(),
+            [1, 2, 3]
+        );
+        assert_eq!(
+            offline(dir.path(), 0.0, u64::MAX),
+            std::process::ExitCode::SUCCESS
+        );
+        let left = crate::datadir::list_segments(dir.path()).unwrap();
+        assert_eq!(left.len(), 1, "{left:?}");
+        assert!(left[0] > 3);
+        let (table, keydir) = (SegmentTable::new(dir.path(), 0), KeyDir::new());
+        let report = crate::datadir::recover(dir.path(), &table, &keydir, 1).unwrap();
+        assert_eq!(report.links, 120);
+        assert_eq!(report.from_hints, 1);
+    }
+
+    #[test]
     fn the_pace_holds_the_average_under_the_rate() {
         let dir = tempfile::tempdir().unwrap();
         let mut files = PacedFiles::new(dir.path(), 1 << 20);
