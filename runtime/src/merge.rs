@@ -45,9 +45,9 @@ use shorty_service::metrics::MergeMetrics;
 
 use crate::datadir::StdFiles;
 
-/// Input bytes one merge takes at most (the outputs are built in memory,
-/// one at a time, so this bounds the merge's own memory to about this plus
-/// one segment).
+/// Input bytes one merge takes at most: bounds its time (and so how long
+/// the old and new copies both take disk space) and its list of moved keys
+/// (12 bytes each); it holds one input and one output segment in memory.
 pub const MAX_INPUT_BYTES: u64 = 1 << 30;
 
 /// How long after the key directory swap a read may still hold an input:

@@ -456,6 +456,25 @@ fn a_full_disk_before_the_commit_changes_nothing_and_leaves_no_output() {
 }
 
 #[test]
+fn an_input_found_damaged_midway_leaves_nothing_behind() {
+    // Outputs are written as they fill; the third input is damaged, so the
+    // outputs of the first two must go again.
+    let mut w = world(13, 3, 20, 0);
+    let inputs = sealed_refs(&w.table);
+    let third = segment_file_name(3);
+    let at = w.disk.files[&third].len() / 2;
+    w.disk.files.get_mut(&third).unwrap()[at] ^= 1;
+    let files_before = w.disk.files.clone();
+    let err = run_merge(&mut w.disk, &w.table, &w.keydir, &inputs, 700, || {}).unwrap_err();
+    assert!(err.to_string().contains(&third), "{err}");
+    assert!(
+        w.disk.ops > 1,
+        "outputs were written before the damage was met"
+    );
+    assert_eq!(w.disk.files, files_before);
+}
+
+#[test]
 fn a_concurrent_update_wins_over_the_merge() {
     let mut w = world(3, 2, 30, 0);
     let inputs = sealed_refs(&w.table);

@@ -35,8 +35,10 @@
 //!
 //! **Crash safety.** One merge at a time, in this order:
 //! 1. each output is written whole (records copied verbatim, seal) under a
-//!    temporary name, `<segment>.merging`, and synced: a crash leaves a file
-//!    recovery deletes ([`finish_interrupted`]);
+//!    temporary name, `<segment>.merging`, and synced, as soon as it is
+//!    full (the merge holds one input and one output in memory): a crash
+//!    leaves files recovery deletes ([`finish_interrupted`]), a failure
+//!    removes them at once;
 //! 2. the manifest [`MANIFEST_FILE`] naming the inputs and the outputs is
 //!    written atomically (the commit point);
 //! 3. the outputs are renamed to their segment names (the directory synced),
@@ -396,24 +398,46 @@ impl Output {
     }
 }
 
-/// Merges `inputs` (sealed segments of `table`) into new segments of at
-/// most `segment_bytes` each, as the module doc orders it. `retire` is
-/// called after the key directory swap and must return only once no read
-/// can still hold an input's [`FileIdx`].
-///
-/// # Errors
-/// [`MergeError`]; what is on disk stays consistent (see
-/// [`finish_interrupted`]).
-pub fn run_merge(
+/// An output written under its temporary name: what the later steps need.
+struct Written {
+    segment: SegmentRef,
+    moves: Vec<(u64, Location, u32)>,
+    hint: Vec<u8>,
+}
+
+/// Seals `out` and writes it as `<segment>.merging`, synced (step 1).
+fn write_output(
+    files: &mut impl MergeFiles,
+    out: Output,
+    done: &mut Vec<Written>,
+    report: &mut MergeReport,
+) -> Result<(), MergeError> {
+    let (out, _, hint) = out.seal();
+    let name = merging_file_name(out.segment.number);
+    // Listed first, so a failed write's partial file is removed too.
+    done.push(Written {
+        segment: out.segment,
+        moves: out.moves,
+        hint,
+    });
+    files
+        .create_synced(&name, &out.bytes)
+        .map_err(io_err(&name))?;
+    report.bytes_after += out.bytes.len() as u64;
+    report.io_bytes += out.bytes.len() as u64;
+    Ok(())
+}
+
+/// Reads the inputs and writes their live records into outputs (step 1).
+fn write_outputs(
     files: &mut impl MergeFiles,
     table: &SegmentTable,
     live: &impl Liveness,
     inputs: &[SegmentRef],
     segment_bytes: u64,
-    retire: impl FnOnce(),
-) -> Result<MergeReport, MergeError> {
-    let mut report = MergeReport::default();
-    let mut done: Vec<(Output, Vec<u8>)> = Vec::new();
+    done: &mut Vec<Written>,
+    report: &mut MergeReport,
+) -> Result<(), MergeError> {
     let mut current: Option<Output> = None;
     for input in inputs {
         let name = segment_file_name(input.number);
@@ -450,10 +474,9 @@ pub fn run_merge(
                 o.links > 0 && (o.bytes.len() + len + SEAL_LEN) as u64 > segment_bytes
             });
             if full {
-                done.extend(current.take().map(|o| {
-                    let (o, _, hint) = o.seal();
-                    (o, hint)
-                }));
+                if let Some(out) = current.take() {
+                    write_output(files, out, done, report)?;
+                }
             }
             let out = match &mut current {
                 Some(out) => out,
@@ -467,43 +490,67 @@ pub fn run_merge(
             }
         }
     }
-    done.extend(current.take().map(|o| {
-        let (o, _, hint) = o.seal();
-        (o, hint)
-    }));
-    // 1. Outputs under temporary names, synced.
-    for (out, _) in &done {
-        let name = merging_file_name(out.segment.number);
-        if let Err(err) = files.create_synced(&name, &out.bytes) {
-            // Nothing is committed: give the space back now (a full disk
-            // is the likely cause), not at the next start.
-            for (out, _) in &done {
-                let _ = files.remove(&merging_file_name(out.segment.number));
-            }
-            return Err(io_err(&name)(err));
+    if let Some(out) = current.take() {
+        write_output(files, out, done, report)?;
+    }
+    Ok(())
+}
+
+/// Merges `inputs` (sealed segments of `table`) into new segments of at
+/// most `segment_bytes` each, as the module doc orders it. `retire` is
+/// called after the key directory swap and must return only once no read
+/// can still hold an input's [`FileIdx`].
+///
+/// # Errors
+/// [`MergeError`]; what is on disk stays consistent (see
+/// [`finish_interrupted`]).
+pub fn run_merge(
+    files: &mut impl MergeFiles,
+    table: &SegmentTable,
+    live: &impl Liveness,
+    inputs: &[SegmentRef],
+    segment_bytes: u64,
+    retire: impl FnOnce(),
+) -> Result<MergeReport, MergeError> {
+    let mut report = MergeReport::default();
+    // Each output is written (step 1) as soon as it is full, so the merge
+    // holds one input and one output in memory, plus 12 bytes a moved key.
+    let mut done: Vec<Written> = Vec::new();
+    if let Err(err) = write_outputs(
+        files,
+        table,
+        live,
+        inputs,
+        segment_bytes,
+        &mut done,
+        &mut report,
+    ) {
+        // Nothing is committed: give the space back now (a full disk is
+        // the likely cause), not at the next start.
+        for out in &done {
+            let _ = files.remove(&merging_file_name(out.segment.number));
         }
-        report.bytes_after += out.bytes.len() as u64;
-        report.io_bytes += out.bytes.len() as u64;
+        return Err(err);
     }
     // 2. The commit point.
     let manifest = Manifest {
         inputs: inputs.iter().map(|s| s.number).collect(),
-        outputs: done.iter().map(|(o, _)| o.segment.number).collect(),
+        outputs: done.iter().map(|o| o.segment.number).collect(),
     };
     files
         .write_atomic(MANIFEST_FILE, &manifest.encode())
         .map_err(io_err(MANIFEST_FILE))?;
     // 3. Into place, with hints.
-    for (out, hint) in &done {
+    for out in &done {
         let n = out.segment.number;
         files
             .rename(&merging_file_name(n), &segment_file_name(n))
             .map_err(io_err(&segment_file_name(n)))?;
         // A hint that cannot be written costs a scan at the next start.
-        let _ = files.write_atomic(&hint_file_name(n), hint);
+        let _ = files.write_atomic(&hint_file_name(n), &out.hint);
     }
     // 4. The key directory follows.
-    for (out, _) in &done {
+    for out in &done {
         for &(key, from, offset) in &out.moves {
             let to = Location {
                 file: out.segment.idx,
