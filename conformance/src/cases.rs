@@ -1831,3 +1831,124 @@ pub fn a_core_accepts_more_connections_than_a_counter_holds(bin: &Path) {
     assert_eq!(conn.reply(), Reply::Pong(Bytes::from_static(b"after")));
     assert_eq!(http("GET", &server.http_url("/healthz")).0, 200);
 }
+
+// --- Merge (engineer MERGE's block) ---
+
+/// SIGUSR1 starts a merge at once (`--merge-interval 0s`: never by
+/// itself); under load — a connection resolving every link again and
+/// again while another keeps shortening — it rewrites the sealed segments
+/// (`--merge-threshold 0%`: their commit markers are dead bytes), the
+/// metrics count it, and every link resolves during, after, and after a
+/// restart, from fewer segments.
+pub fn sigusr1_merges_under_load_and_loses_nothing(bin: &Path) {
+    let dir = tmp();
+    let args = [
+        "--segment-bytes",
+        "65536",
+        "--merge-threshold",
+        "0%",
+        "--merge-interval",
+        "0s",
+        "--store-timeout",
+        "1s",
+        // No cache: every RESOLVE reads the log the merge is rewriting.
+        "--cache-bytes",
+        "0",
+    ];
+    let server = Server::start(bin, dir.path(), &args);
+    let mut conn = server.connect();
+    let pad = "m".repeat(200);
+    let mut saved: Vec<(String, String)> = (0..1_500)
+        .map(|i| {
+            let url = format!("https://example.com/merge/{i}/{pad}");
+            (code_of(&conn.shorten(&url)).to_owned(), url)
+        })
+        .collect();
+    let segments = |dir: &Path| -> Vec<String> {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|n| n.ends_with(".log"))
+            .collect()
+    };
+    let before = segments(dir.path());
+    assert!(before.len() >= 4, "{before:?}");
+    let (_, text) = admin_get(&server, "/metrics");
+    assert_eq!(metric(&text, "shorty_log_merges_total"), 0.0);
+    // Readers and a writer keep going while the merge runs.
+    let stop = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let (stop, links, mut conn) = (stop.clone(), saved.clone(), server.connect());
+        std::thread::spawn(move || {
+            let mut rounds = 0;
+            while !stop.load(Ordering::Relaxed) {
+                for (code, url) in &links {
+                    assert_eq!(
+                        conn.resolve(code),
+                        Reply::Resolved(Bytes::from(url.clone())),
+                        "{code} during the merge"
+                    );
+                }
+                rounds += 1;
+            }
+            rounds
+        })
+    };
+    let writer = {
+        let (stop, mut conn) = (stop.clone(), server.connect());
+        std::thread::spawn(move || {
+            let mut made = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                let url = format!("https://example.com/during/{}", made.len());
+                made.push((code_of(&conn.shorten(&url)).to_owned(), url));
+            }
+            made
+        })
+    };
+    let status = std::process::Command::new("kill")
+        .args(["-USR1", &server.pid().to_string()])
+        .status()
+        .expect("kill(1)");
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let text = loop {
+        let (_, text) = admin_get(&server, "/metrics");
+        if metric(&text, "shorty_log_merges_total") >= 1.0 {
+            break text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no merge after SIGUSR1:\n{text}\n{}",
+            server.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(metric(&text, "shorty_log_merge_reclaimed_bytes_total") > 0.0);
+    // Past the grace, so the old files are gone too.
+    std::thread::sleep(Duration::from_millis(2_500));
+    stop.store(true, Ordering::Relaxed);
+    assert!(reader.join().expect("reader") >= 1);
+    saved.extend(writer.join().expect("writer"));
+    let check = |server: &Server, context: &str| {
+        let mut conn = server.connect();
+        for (code, url) in &saved {
+            assert_eq!(
+                conn.resolve(code),
+                Reply::Resolved(Bytes::from(url.clone())),
+                "{code} {context}"
+            );
+        }
+    };
+    check(&server, "after the merge");
+    assert!(server.stop().success());
+    // Every segment sealed before the signal was merged away (all but
+    // the one each of the two cores was writing).
+    let after = segments(dir.path());
+    let gone = before.iter().filter(|n| !after.contains(n)).count();
+    assert!(
+        gone + 2 >= before.len(),
+        "before {before:?}, after {after:?}"
+    );
+    let server = Server::start(bin, dir.path(), &args);
+    check(&server, "after a restart");
+}

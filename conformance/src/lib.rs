@@ -74,6 +74,8 @@ macro_rules! suite {
             http_oversized_requests_are_read_before_the_close,
             http_forwarded_query_clashes_follow_the_operators_rule,
             oversized_frames_are_read_before_the_close,
+            // Merge (issue 19).
+            sigusr1_merges_under_load_and_loses_nothing,
         );
     };
     (@cases $binary:expr; $($case:ident),* $(,)?) => {

@@ -521,6 +521,10 @@ pub fn recover(
 ) -> Result<RecoveryReport, DataDirError> {
     let started = Instant::now();
     let io_err = |path: PathBuf| move |source| DataDirError::Io { path, source };
+    // A merge a stop interrupted is finished or undone first, so no link is
+    // ever loaded from two places (see `shorty_service::log::merge`).
+    crate::merge::settle(dir)
+        .map_err(io_err(dir.join(shorty_service::log::merge::MANIFEST_FILE)))?;
     let (numbers, hints) = list_numbered(dir).map_err(io_err(dir.to_owned()))?;
     // Every id and segment number any earlier run may have handed out:
     // the recorded mark, every file's number, and the ids of hints whose

@@ -14,6 +14,7 @@
 //! - [`remote`]: the channels between the cores and a remote store's
 //!   thread.
 //! - [`tools`]: `verify`, `export`, `import`.
+//! - [`merge`]: the merge (compaction) thread and the `merge` tool.
 //! - [`logging`]: text or JSON logs.
 //! - [`notify`]: extending systemd's start timeout while recovering.
 //! - [`server`]: each backend's whole `main`.
@@ -27,6 +28,7 @@ pub mod datadir;
 pub mod driver;
 pub mod listen;
 pub mod logging;
+pub mod merge;
 pub mod notify;
 pub mod redis_store;
 pub mod remote;
