@@ -678,4 +678,128 @@ mod tests {
         files.create_synced("c", b"x").unwrap();
         assert!(files.rename("c", "b").is_err(), "a rename never replaces");
     }
+
+    /// Updates and deletes on disk, merged, then a restart: updated links
+    /// resolve to their newest URL, deleted ones stay deleted (their
+    /// tombstones carried forward, also through a second merge that takes
+    /// the tombstones' own segment), and the log shrank.
+    #[test]
+    fn updates_and_deletes_survive_merges_and_restarts() {
+        use shorty_service::keydir::{Ident, Target};
+        use shorty_service::log::record::{Keyed, Tombstone, NO_ID};
+        use shorty_service::log::segments::encode_sealed_records;
+        let dir = tempfile::tempdir().unwrap();
+        let url = |key: u64, v: u64| format!("https://example.com/{key}/v{v}/{}", "x".repeat(60));
+        let write = |n: u64, records: &[Keyed<'_>]| {
+            let batches: Vec<&[Keyed<'_>]> = records.chunks(7).collect();
+            let bytes = encode_sealed_records(n, &batches);
+            fs::write(
+                dir.path().join(hint_file_name(n)),
+                build_hint(n, &bytes).unwrap(),
+            )
+            .unwrap();
+            fs::write(dir.path().join(segment_file_name(n)), bytes).unwrap();
+        };
+        let keys: Vec<u64> = (1..=600).collect();
+        for (n, chunk) in (1..).zip(keys.chunks(200)) {
+            let urls: Vec<String> = chunk.iter().map(|&k| url(k, 0)).collect();
+            let records: Vec<Keyed<'_>> = chunk
+                .iter()
+                .zip(&urls)
+                .map(|(&k, u)| Keyed::Link(Link::plain(k, k, u.as_bytes())))
+                .collect();
+            write(n, &records);
+        }
+        // Segment 4: a third of the keys updated (version 1), a third deleted.
+        let mut options = Vec::new();
+        shorty_service::link::LinkMeta {
+            version: 1,
+            ..Default::default()
+        }
+        .encode(&mut options);
+        let updated: Vec<(u64, String)> = keys
+            .iter()
+            .filter(|&&k| k % 3 == 1)
+            .map(|&k| (k, url(k, 1)))
+            .collect();
+        let mut records: Vec<Keyed<'_>> = updated
+            .iter()
+            .map(|(k, u)| {
+                Keyed::Link(Link {
+                    options: &options,
+                    ..Link::plain(*k, NO_ID, u.as_bytes())
+                })
+            })
+            .collect();
+        records.extend(keys.iter().filter(|&&k| k % 3 == 2).map(|&k| {
+            Keyed::Tombstone(Tombstone {
+                key: k,
+                version: 1,
+                deleted_at_ms: 1_000 + k,
+                alias: None,
+            })
+        }));
+        write(4, &records);
+        fs::write(dir.path().join(crate::datadir::KEY_FILE), [9; 16]).unwrap();
+        let disk = |d: &Path| -> u64 {
+            crate::datadir::list_segments(d)
+                .unwrap()
+                .iter()
+                .map(|n| fs::metadata(d.join(segment_file_name(*n))).unwrap().len())
+                .sum()
+        };
+        let check = |context: &str| {
+            let table = SegmentTable::new(dir.path(), 0);
+            let keydir = KeyDir::new();
+            crate::datadir::recover(dir.path(), &table, &keydir, 2).unwrap();
+            for &k in &keys {
+                match k % 3 {
+                    0 => assert_eq!(url_at(&table, keydir.get(k).unwrap()), url(k, 0)),
+                    1 => assert_eq!(url_at(&table, keydir.get(k).unwrap()), url(k, 1)),
+                    _ => {
+                        assert_eq!(keydir.get(k), None, "{k} deleted {context}");
+                        assert!(
+                            matches!(
+                                keydir.lookup(Ident::Key(k)),
+                                Some((Target::Deleted { deleted_at_ms, .. }, s))
+                                    if deleted_at_ms == 1_000 + k && s.installed == 1
+                            ),
+                            "{k}'s tombstone {context}"
+                        );
+                    }
+                }
+            }
+            (table, keydir)
+        };
+        let before = disk(dir.path());
+        let (table, keydir) = check("before");
+        let metrics = MergeMetrics::default();
+        let report = merge_once(
+            &table,
+            &keydir,
+            &settings(0.25),
+            &metrics,
+            &mut RecordBytes::new(),
+        )
+        .unwrap()
+        .expect("two thirds of 1-3 dead");
+        let mut inputs = report.inputs.clone();
+        inputs.sort_unstable();
+        assert_eq!(inputs, [1, 2, 3], "segment 4 holds only records in force");
+        let after = disk(dir.path());
+        assert!(after < before * 3 / 4, "{after} of {before}");
+        let (table, keydir) = check("after a merge and a restart");
+        // Everything again, the tombstones' segment included: they stay.
+        let report = merge_once(
+            &table,
+            &keydir,
+            &settings(0.0),
+            &metrics,
+            &mut RecordBytes::new(),
+        )
+        .unwrap()
+        .expect("the markers are dead");
+        assert!(report.inputs.contains(&4), "{report:?}");
+        check("after a second merge and a restart");
+    }
 }
