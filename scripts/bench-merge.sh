@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Measures the merge (issue 19): a log of LINKS links in 64 MiB segments,
-# every other link dropped from the key directory (as deletes will drop
-# them), then one merge at --merge-rate RATE. Prints disk and key
+# every other link deleted (a tombstone each, in further segments, loaded
+# by recovery), then merges at --merge-rate RATE until none is worth it. Prints disk and key
 # directory bytes before and after, the merge's time and I/O rate, and the
 # URL reads per second READERS threads make without a merge and during it
 # (in-process: key directory lookup + pread + decode, the reads a merge

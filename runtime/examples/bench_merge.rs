@@ -1,9 +1,10 @@
 //! Measures the merge (run by `scripts/bench-merge.sh`): fills a data
 //! directory with `--links` links in sealed, hinted 64 MiB segments (batches
 //! of 64 links, each opened by a commit marker, as the log writer lays them
-//! out), drops every other link from the key directory (what deletes will
-//! do; updates leave the same dead records), then reports disk and key
-//! directory bytes before and after, the merge's time and I/O rate, and
+//! out), deletes every other link (a tombstone each, version 1, in further
+//! sealed segments, as the lifecycle's delete writes them; recovery loads
+//! them into the key directory), then reports disk and key directory bytes
+//! before and after (the tombstones in force are carried forward), the merge's time and I/O rate, and
 //! the URL reads per second that `--readers` threads make (key directory
 //! lookup, `pread` of the record, decode) without a merge and during one.
 //!
@@ -24,9 +25,14 @@ use std::time::{Duration, Instant};
 
 use shorty_runtime::merge::{merge_once, MergeSettings, RecordBytes};
 use shorty_service::keydir::KeyDir;
+use shorty_service::keydir::{Ident, Target};
 use shorty_service::log::hint::{build_hint, hint_file_name};
-use shorty_service::log::record::{decode_record, link_len, Decoded, Link, Record};
-use shorty_service::log::segments::{encode_sealed_segment, segment_file_name, SegmentTable};
+use shorty_service::log::record::{
+    decode_record, link_len, Decoded, Keyed, Link, Record, Tombstone, TOMBSTONE_LEN,
+};
+use shorty_service::log::segments::{
+    encode_sealed_records, encode_sealed_segment, segment_file_name, SegmentTable,
+};
 use shorty_service::metrics::MergeMetrics;
 
 fn arg(name: &str) -> Option<String> {
@@ -64,6 +70,48 @@ fn fill(dir: &Path, links: u64) -> u64 {
         number += 1;
     }
     number
+}
+
+/// Deletes every even key below `links`: tombstones in sealed, hinted
+/// segments numbered from `number`. Returns the next number.
+fn delete_half(dir: &Path, links: u64, mut number: u64) -> u64 {
+    let per_segment = (64 << 20) / TOMBSTONE_LEN as u64 * 63 / 64;
+    let keys: Vec<u64> = (0..links).step_by(2).collect();
+    for chunk in keys.chunks(per_segment as usize) {
+        let records: Vec<Keyed<'_>> = chunk
+            .iter()
+            .map(|&key| {
+                Keyed::Tombstone(Tombstone {
+                    key,
+                    version: 1,
+                    deleted_at_ms: 1_800_000_000_000,
+                    alias: None,
+                })
+            })
+            .collect();
+        let batches: Vec<&[Keyed<'_>]> = records.chunks(64).collect();
+        let bytes = encode_sealed_records(number, &batches);
+        fs::write(
+            dir.join(hint_file_name(number)),
+            build_hint(number, &bytes).unwrap(),
+        )
+        .unwrap();
+        fs::write(dir.join(segment_file_name(number)), bytes).unwrap();
+        number += 1;
+    }
+    number
+}
+
+/// Every odd key live, every even one deleted.
+fn check_all(keydir: &KeyDir, links: u64) {
+    for key in 0..links {
+        let deleted = matches!(
+            keydir.lookup(Ident::Key(key)),
+            Some((Target::Deleted { .. }, _))
+        );
+        assert_eq!(deleted, key % 2 == 0, "key {key}");
+        assert_eq!(keydir.get(key).is_some(), key % 2 == 1, "key {key}");
+    }
 }
 
 fn disk_bytes(dir: &Path) -> u64 {
@@ -151,21 +199,23 @@ fn main() {
         "filled {links} links in {segments} segments in {:.1} s",
         t.elapsed().as_secs_f64()
     );
+    let keydir_before = {
+        let (table, full) = (SegmentTable::new(dir, 0), KeyDir::new());
+        shorty_runtime::datadir::recover(dir, &table, &full, 2).unwrap();
+        full.memory_bytes()
+    };
+    let disk_filled = disk_bytes(dir);
+    // Deletes: a tombstone for every even key.
+    let total = delete_half(dir, links, segments);
     let table = Arc::new(SegmentTable::new(dir, 0));
-    let full = KeyDir::new();
-    shorty_runtime::datadir::recover(dir, &table, &full, 2).unwrap();
-    let keydir_before = full.memory_bytes();
-    // Deletes: every even key leaves the key directory.
     let keydir = Arc::new(KeyDir::new());
-    keydir.reserve(links as usize / 2);
-    for key in (1..links).step_by(2) {
-        keydir.insert(key, full.get(key).unwrap());
-    }
-    drop(full);
+    shorty_runtime::datadir::recover(dir, &table, &keydir, 2).unwrap();
+    check_all(&keydir, links);
     let disk_before = disk_bytes(dir);
     println!(
-        "before: disk {disk_before} B, key directory {keydir_before} B with every link, {} B \
-         with the live half",
+        "before: disk {disk_filled} B filled, {disk_before} B with the deletes' {} tombstone \
+         segments; key directory {keydir_before} B with every link, {} B with half deleted",
+        total - segments,
         keydir.memory_bytes()
     );
 
@@ -209,8 +259,8 @@ fn main() {
     let disk_after = disk_bytes(dir);
     // What a restart holds: the key directory rebuilt from the new hints.
     let (t2, k2) = (SegmentTable::new(dir, 0), KeyDir::new());
-    let r = shorty_runtime::datadir::recover(dir, &t2, &k2, 2).unwrap();
-    assert_eq!(r.links, links / 2);
+    shorty_runtime::datadir::recover(dir, &t2, &k2, 2).unwrap();
+    check_all(&k2, links);
     // The first check also reads every segment once (marker bytes).
     let total_io = io + disk_before;
     println!(

@@ -11,27 +11,39 @@
 //! delete), commit markers, the seal. [`Liveness`] is the one question the
 //! merge asks; [`KeyDir`] answers it for what exists today.
 //!
-//! **The hook for tombstones and expiry** (records being added by the
-//! lifecycle work; [`Liveness`] is where they plug in):
-//! - A *tombstone* (kind 4: key, version, deleted-at) is dead once the key
-//!   directory holds a newer version of its key. Otherwise it must be
-//!   carried forward (copied like a live link) while any segment outside
-//!   the merge set may still hold an older record of its key (else a
-//!   restart would resurrect that record), and, for an alias, until its
-//!   quarantine (`deleted_at + --alias-quarantine`) has passed. The merge
-//!   thread knows which keys other segments hold from their hint files,
-//!   which it reads for planning anyway. (Bitcask's rule, `merge_single_
-//!   tombstone` in `bitcask.erl`: its tombstone v2 names the file of the
-//!   value it deleted; the tombstone is dropped when that file is among the
-//!   merge's inputs or gone, else written forward. A full merge drops every
-//!   tombstone.)
-//! - An *expired* link (expires-at plus a grace period before `now_ms`)
-//!   is dead like a deleted one, but must leave a tombstone behind under
-//!   the same rule (a generated code is never reused; an alias is
-//!   quarantined).
-//! - Recovery then applies "the highest version of a key wins", so a
-//!   merged copy that lost a race (the key was updated after the merge read
-//!   it: [`Liveness::moved`] refused the move) is simply an older version.
+//! **Tombstones and expiry** ([`Liveness`] for [`KeyDir`]):
+//! - A *tombstone* (kind 4: key, version, deleted-at) is live while the key
+//!   directory holds it: `Deleted` in its segment, at its version. Every
+//!   tombstone in force is carried forward (copied verbatim, 34 bytes plus
+//!   the alias); one whose key moved on (an alias claimed again after its
+//!   quarantine: a higher version) is dead like a superseded link.
+//!   Dropping a tombstone in force would be safe only once no other
+//!   segment can hold an older record of its key (else a restart
+//!   resurrects it: the highest version found wins). That set is not
+//!   knowable here: the cores' active segments have no hint, and a
+//!   concurrent update that took a lower version can land its record
+//!   after the delete, in any segment. Bitcask drops a tombstone only when
+//!   the file of the value it deleted is among the merge's inputs or gone
+//!   (`merge_single_tombstone`); with several writers and versions that
+//!   would need every record's version history, so tombstones stay. What
+//!   it costs: a deleted link's disk bytes shrink to its tombstone's, and
+//!   its key directory slot stays, which the lifecycle needs anyway: a
+//!   deleted alias's quarantine runs from its tombstone, and a deleted
+//!   code is never taken again (generated ids are also never reissued:
+//!   the `STATE` high-water mark and the seals' largest id, but the slot
+//!   is what stops an import or a 7-character alias from taking it).
+//! - An *expired* link (or one past its click limit, or disabled) is kept
+//!   live: it still answers (410, or a redirect to its expired-URL), an
+//!   update may extend it, and dropping it would need a tombstone in its
+//!   place (see above) for a saving of its URL's bytes only. No
+//!   `--merge-expired-grace`; a later change can turn expired links into
+//!   tombstones here if their URLs' bytes ever matter.
+//! - Recovery applies "the highest version of a key wins", so a merged
+//!   copy that lost a race (the key was updated after the merge read it:
+//!   [`Liveness::moved`] refused the move) is simply an older version; the
+//!   same version with the same bytes in two segments (a merge's copy
+//!   beside its source) is loaded once, from the later segment
+//!   (`runtime::datadir`).
 //!
 //! **Crash safety.** One merge at a time, in this order:
 //! 1. each output is written whole (records copied verbatim, seal) under a
