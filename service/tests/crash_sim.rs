@@ -1728,8 +1728,10 @@ fn synced_files_cut_or_lost() {
 // their extras) and recovery. After every restart, for every key:
 // recovery holds a version at least as high as the highest acknowledged
 // one, that version is one that was appended, and it reads back exactly
-// (URL and options; a tombstone is a tombstone). No bit flips here: the
-// histories above cover damage.
+// (URL and options; a tombstone is a tombstone). Half the runs begin with
+// a merge (half of those die at a random step), so tombstones and older
+// versions are carried or dropped by the merge's rule between crashes.
+// No bit flips here: the histories above cover damage.
 // ---------------------------------------------------------------------
 
 /// One appended version of a key: its URL and expiry, or `None` for a
@@ -1748,8 +1750,10 @@ struct Mutations {
 }
 
 /// Recovers every segment, keeping per key the highest version, as the
-/// key directory does: key → (file, offset, version).
+/// key directory does: key → (file, offset, version). As a start does,
+/// an interrupted merge is settled first.
 fn recover_versions(disk: &mut Disk) -> HashMap<u64, (String, u32, u64)> {
+    finish_interrupted(disk).unwrap_or_else(|err| panic!("{err}"));
     let numbers: Vec<u64> = disk
         .files
         .keys()
@@ -1775,8 +1779,10 @@ fn recover_versions(disk: &mut Disk) -> HashMap<u64, (String, u32, u64)> {
     keys
 }
 
-fn mutation_history(seed: u64) {
-    use shorty_service::keydir::TOMBSTONE;
+/// Returns the merges done and the merges interrupted.
+fn mutation_history(seed: u64) -> (u64, u64) {
+    let (mut merges, mut interrupted) = (0, 0);
+    use shorty_service::keydir::{Ident, KeyDir, Location, Target, TOMBSTONE};
     use shorty_service::link::LinkMeta;
     use shorty_service::log::record::{Tombstone, NO_ID};
 
@@ -1835,6 +1841,57 @@ fn mutation_history(seed: u64) {
         let table = Arc::new(SegmentTable::new(dir, numbers.last().map_or(0, |n| n + 1)));
         for number in &numbers {
             table.register(*number);
+        }
+        // Half the runs start with a merge of some sealed, hinted segments
+        // (with the key directory recovery built, tombstones included);
+        // half of those die at a random step: the next run settles it.
+        if rng.chance(50) {
+            let keydir = KeyDir::new();
+            let idx_of: HashMap<String, u32> = (0..table.len() as u32)
+                .filter_map(|i| Some((table.get(i)?.path, i)))
+                .map(|(path, i)| (name_of(&path), i))
+                .collect();
+            for (key, (file, offset, version)) in &keys {
+                let file = idx_of[file];
+                let target = if *offset == TOMBSTONE {
+                    Target::Deleted {
+                        file,
+                        deleted_at_ms: 1,
+                    }
+                } else {
+                    Target::Live(Location {
+                        file,
+                        offset: *offset,
+                    })
+                };
+                keydir.recover(Ident::Key(*key), target, *version).unwrap();
+            }
+            let inputs: Vec<_> = (0..table.len() as u32)
+                .filter_map(|i| table.get(i))
+                .filter(|s| disk.sealed_with_intact_hint(&segment_file_name(s.number)))
+                .filter(|_| rng.chance(70))
+                .collect();
+            if !inputs.is_empty() {
+                let segment_bytes = config.segment_bytes;
+                if rng.chance(50) {
+                    let left = rng.below(4 + 3 * inputs.len() as u64) as usize;
+                    let mut dying = Dying {
+                        disk: &mut disk,
+                        left,
+                    };
+                    if run_merge(&mut dying, &table, &keydir, &inputs, segment_bytes, || {})
+                        .is_err()
+                    {
+                        interrupted += 1;
+                        disk.crash(&mut rng);
+                        continue;
+                    }
+                } else {
+                    run_merge(&mut disk, &table, &keydir, &inputs, segment_bytes, || {})
+                        .unwrap_or_else(|err| panic!("seed {seed}: {err}"));
+                }
+                merges += 1;
+            }
         }
         let mut writer = LogWriter::new(config.clone(), table);
         let mut next_token: Token = 0;
@@ -1972,6 +2029,7 @@ fn mutation_history(seed: u64) {
             disk.crash(&mut rng);
         }
     }
+    (merges, interrupted)
 }
 
 /// `SIM_MUTATION_SEEDS=n` runs n histories (default 200);
@@ -1988,7 +2046,16 @@ fn mutation_histories_keep_the_newest_acknowledged_version() {
             (0..n).collect()
         }
     };
-    for seed in seeds {
-        mutation_history(seed);
+    let (mut merges, mut interrupted) = (0, 0);
+    for seed in &seeds {
+        let (m, i) = mutation_history(*seed);
+        merges += m;
+        interrupted += i;
+    }
+    if seeds.len() >= 50 {
+        assert!(
+            merges > 0 && interrupted > 0,
+            "{merges} merges, {interrupted} interrupted"
+        );
     }
 }
