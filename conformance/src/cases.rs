@@ -17,6 +17,13 @@ use crate::wire::{code_of, Conn, Read2};
 pub use crate::disk_full::a_long_disk_full_outage_leaks_no_fds_and_burns_no_segment_numbers;
 // The README's remedies for operators, each a case (issue 18).
 pub use crate::remedies::*;
+// The web page in a browser (issue 22).
+pub use crate::browser::{
+    browser_full_flow_through_the_api, browser_page_loads_and_a_links_qr_code_leads_to_its_target,
+    qr_codes_hold_the_public_url, the_page_is_off_with_ui_off,
+};
+// ----- engineer WIRE: protocol v2 end to end (issue 19) -----
+pub use crate::v2::*;
 
 pub(crate) fn tmp() -> tempfile::TempDir {
     tempfile::tempdir().expect("temp dir")
@@ -52,6 +59,12 @@ pub fn typed_round_trips(bin: &Path) {
     let public = server.public_base();
     let mut conn = server.connect();
     conn.send(Request::hello(7));
+    let Reply::Hello(info) = conn.reply() else {
+        panic!("HELLO")
+    };
+    // A newer client gets the server's highest version (2 since round 3).
+    assert_eq!(info.version, shorty_protocol::PROTOCOL_V2);
+    conn.send(Request::hello(PROTOCOL_V1));
     let Reply::Hello(info) = conn.reply() else {
         panic!("HELLO")
     };
@@ -493,7 +506,10 @@ pub(crate) fn http(method: &str, url: &str) -> (u16, Option<String>, String) {
 type RawResponse = (u16, Vec<(String, String)>, Vec<u8>);
 
 /// Reads up to `count` responses from a raw connection (fewer if it closes).
-fn read_http(stream: &mut std::net::TcpStream, count: usize) -> (Vec<RawResponse>, bool) {
+pub(crate) fn read_http(
+    stream: &mut std::net::TcpStream,
+    count: usize,
+) -> (Vec<RawResponse>, bool) {
     use std::io::Read;
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
@@ -539,7 +555,7 @@ fn read_http(stream: &mut std::net::TcpStream, count: usize) -> (Vec<RawResponse
     (out, closed)
 }
 
-fn raw_http(
+pub(crate) fn raw_http(
     server: &Server,
     request: &[u8],
     count: usize,
@@ -585,7 +601,8 @@ pub fn http_redirects_to_the_long_url(bin: &Path) {
     );
     assert_eq!(http("GET", &server.http_url("/0000000")).0, 404);
     assert_eq!(http("HEAD", &server.http_url("/nope")).0, 404);
-    assert_eq!(http("GET", &server.http_url("/")).0, 404);
+    // `/` is the web page (issue 22), unless `--ui off`.
+    assert_eq!(http("GET", &server.http_url("/")).0, 200);
     assert_eq!(http("GET", &server.http_url("/a/b")).0, 404);
     let (status, _, body) = http("GET", &server.http_url("/healthz"));
     assert_eq!((status, body.as_str()), (200, "ok\n"));

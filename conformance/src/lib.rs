@@ -16,6 +16,7 @@
 //! fail separately.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod browser;
 pub mod cases;
 pub mod cluster;
 pub mod crash_loop;
@@ -24,6 +25,7 @@ pub mod harness;
 pub mod redis_faults;
 pub mod remedies;
 pub mod rings;
+pub mod v2;
 pub mod wire;
 
 /// Expands to one `#[test]` per conformance case against `$binary`.
@@ -76,6 +78,20 @@ macro_rules! suite {
             oversized_frames_are_read_before_the_close,
             // Merge (issue 19).
             sigusr1_merges_under_load_and_loses_nothing,
+            // The web page (issue 22).
+            browser_page_loads_and_a_links_qr_code_leads_to_its_target,
+            the_page_is_off_with_ui_off,
+            qr_codes_hold_the_public_url,
+            browser_full_flow_through_the_api,
+            // ----- engineer WIRE: protocol v2 end to end (issue 19) -----
+            v2_is_negotiated_and_version_1_is_unchanged,
+            v2_aliases_conflict_and_route_words_are_refused,
+            v2_expired_and_disabled_links_are_gone,
+            v2_click_limits_and_redirect_statuses,
+            v2_updates_and_deletes_hold_on_every_core_and_after_restart,
+            v2_generated_codes_never_equal_an_alias,
+            v2_changes_to_uncached_links_are_answered,
+            v2_updates_and_deletes_survive_kill_9,
         );
     };
     (@cases $binary:expr; $($case:ident),* $(,)?) => {

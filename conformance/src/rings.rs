@@ -43,6 +43,23 @@ pub fn ring_fds(pid: u32) -> Vec<i32> {
         .collect()
 }
 
+/// Submission queue entries the kernel has taken from every ring of process
+/// `pid` so far (the sum of each ring's `SqHead` in `/proc/PID/fdinfo`;
+/// each counter wraps at 2^32, far beyond what a test submits).
+pub fn sqes_submitted(pid: u32) -> u64 {
+    ring_fds(pid)
+        .into_iter()
+        .map(|fd| {
+            let info = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}"))
+                .expect("/proc/PID/fdinfo");
+            info.lines()
+                .find_map(|l| l.strip_prefix("SqHead:"))
+                .and_then(|n| n.trim().parse::<u64>().ok())
+                .unwrap_or_else(|| panic!("no SqHead in the fdinfo of ring fd {fd}: {info}"))
+        })
+        .sum()
+}
+
 /// A raw system call's result, or its errno.
 fn check(ret: libc::c_long) -> Result<libc::c_long, i32> {
     if ret < 0 {
@@ -144,10 +161,14 @@ fn setups(dir: &Path) -> Vec<(u32, i64)> {
             let Some((_, result)) = line.rsplit_once(") = ") else {
                 continue; // not finished yet
             };
+            // `flags=0x1100`, or `flags=0` when none.
             let flags = line
-                .split_once("flags=0x")
-                .and_then(|(_, rest)| rest.split(',').next())
-                .and_then(|hex| u32::from_str_radix(hex, 16).ok())
+                .split_once("flags=")
+                .and_then(|(_, rest)| rest.split([',', '}']).next())
+                .and_then(|n| match n.strip_prefix("0x") {
+                    Some(hex) => u32::from_str_radix(hex, 16).ok(),
+                    None => n.parse().ok(),
+                })
                 .unwrap_or_else(|| panic!("no flags in {line}"));
             let result = result.split_whitespace().next().unwrap_or_default();
             found.push((flags, result.parse().unwrap_or(-1)));
@@ -166,7 +187,15 @@ pub fn traced_setups(binary: &Path, args: &[&std::ffi::OsStr], want: usize) -> V
     // `-ff`: a file per thread, so two cores' calls never interleave;
     // `-X raw`: flags as a number (strace 6.1 has no name for some).
     let strace = Command::new("strace")
-        .args(["-X", "raw", "-ff", "-qq", "-e", "trace=io_uring_setup", "-o"])
+        .args([
+            "-X",
+            "raw",
+            "-ff",
+            "-qq",
+            "-e",
+            "trace=io_uring_setup",
+            "-o",
+        ])
         .arg(traces.join("trace"))
         .arg(binary)
         .args(args)

@@ -355,6 +355,21 @@ pub struct ServeArgs {
     /// never by itself; SIGUSR1 still starts a check at once).
     #[arg(long, env = "SHORTY_MERGE_INTERVAL", default_value = "10m", value_parser = humantime::parse_duration)]
     pub merge_interval: Duration,
+
+    // --- issue 22 (the web page): engineer PAGE's block ---
+    /// Serve the web page (`/`, `/static/...`) and QR codes
+    /// (`/api/v1/links/CODE/qr.svg`) on the public front: `on` or `off`.
+    #[arg(long, env = "SHORTY_UI", default_value = "on", action = clap::ArgAction::Set, value_parser = parse_on_off)]
+    pub ui: bool,
+}
+
+/// `on`/`off` (and `true`/`false`) for switches such as `--ui`.
+fn parse_on_off(text: &str) -> Result<bool, String> {
+    match text {
+        "on" | "true" => Ok(true),
+        "off" | "false" => Ok(false),
+        _ => Err("must be `on` or `off`".into()),
+    }
 }
 
 /// `--store`.
@@ -582,6 +597,7 @@ impl ServeArgs {
             },
             // ----- engineer LIFE (issue 19) -----
             alias_quarantine: self.alias_quarantine,
+            ui: self.ui,
         }
     }
 }
@@ -805,6 +821,19 @@ mod tests {
             cli(&["--config", p]).is_err(),
             "file values are checked too"
         );
+    }
+
+    #[test]
+    fn ui_is_on_unless_turned_off() {
+        let ui = |args: &[&str]| {
+            let c = cli(args).unwrap().serve;
+            c.settings(c.public_url(None)).ui
+        };
+        assert!(ui(&[]));
+        assert!(ui(&["--ui", "on"]));
+        assert!(!ui(&["--ui", "off"]));
+        assert!(!ui(&["--ui=off"]));
+        assert!(cli(&["--ui", "maybe"]).is_err());
     }
 
     #[test]

@@ -34,6 +34,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use shorty_protocol::{ErrorCode, Reply};
 
+use crate::front::wire::Session;
 use crate::http::{self, Front, Response};
 use crate::metrics::{Op, Proto};
 use crate::output::Output;
@@ -108,6 +109,8 @@ pub struct Connection {
     /// Once drained, shut down the write side and linger rather than
     /// close: the server is closing while the peer may still be sending.
     linger: bool,
+    /// A framed connection's negotiated version and caller.
+    session: Session,
 }
 
 impl Connection {
@@ -125,6 +128,7 @@ impl Connection {
             last_input: now,
             writing: None,
             linger: false,
+            session: Session::default(),
         }
     }
 
@@ -147,7 +151,9 @@ impl Connection {
 
     fn handle(&mut self, shard: &mut Shard, input: &[u8], now: Instant) -> InputOutcome {
         match self.kind {
-            Kind::Framed => shard.handle_frames(self.id, input, &mut self.out, now),
+            Kind::Framed => {
+                shard.handle_frames(self.id, &mut self.session, input, &mut self.out, now)
+            }
             Kind::Http(front) => shard.handle_http(self.id, front, input, &mut self.out, now),
         }
     }

@@ -69,6 +69,10 @@ pub struct Request<'a> {
     pub query: Option<&'a str>,
     /// Whether the connection stays open after the response.
     pub keep_alive: bool,
+    /// `If-None-Match` (the web page's revalidation), if sent.
+    pub if_none_match: Option<&'a [u8]>,
+    /// `Accept-Encoding` (the web page's compression), if sent.
+    pub accept_encoding: Option<&'a [u8]>,
 }
 
 /// What the bytes at the front of the input hold.
@@ -126,6 +130,7 @@ pub fn parse<'a>(input: &'a [u8], settings: &Settings) -> Head<'a> {
     let mut content_length: Option<&[u8]> = None;
     let mut hosts = 0;
     let mut connection: Option<&[u8]> = None;
+    let (mut if_none_match, mut accept_encoding) = (None, None);
     for header in request.headers.iter() {
         let name = header.name;
         if name.eq_ignore_ascii_case("transfer-encoding") {
@@ -144,6 +149,10 @@ pub fn parse<'a>(input: &'a [u8], settings: &Settings) -> Head<'a> {
             hosts += 1;
         } else if name.eq_ignore_ascii_case("connection") {
             connection = Some(header.value);
+        } else if name.eq_ignore_ascii_case("if-none-match") {
+            if_none_match = Some(header.value);
+        } else if name.eq_ignore_ascii_case("accept-encoding") {
+            accept_encoding = Some(header.value);
         }
     }
     if content_length.is_some_and(|v| v.iter().any(|&b| b != b'0')) {
@@ -179,6 +188,8 @@ pub fn parse<'a>(input: &'a [u8], settings: &Settings) -> Head<'a> {
             path,
             query,
             keep_alive,
+            if_none_match,
+            accept_encoding,
         },
     }
 }
@@ -252,6 +263,7 @@ pub fn reason(status: u16) -> &'static str {
         302 => "Found",
         307 => "Temporary Redirect",
         308 => "Permanent Redirect",
+        304 => "Not Modified",
         400 => "Bad Request",
         404 => "Not Found",
         405 => "Method Not Allowed",
@@ -289,30 +301,44 @@ pub struct Response<'a> {
 }
 
 /// Appends `response` to `out`, with `date` (an IMF-fixdate) as `Date`.
+/// `Cache-Control` follows the status unless `headers` has its own (the
+/// web page's assets).
 pub fn write(out: &mut BytesMut, date: &str, response: &Response<'_>) {
     let mut head = String::with_capacity(192);
     // Writing to a String cannot fail.
     let _ = write!(
         head,
-        "HTTP/1.1 {} {}\r\nDate: {date}\r\nCache-Control: {}\r\n",
+        "HTTP/1.1 {} {}\r\nDate: {date}\r\n",
         response.status,
         reason(response.status),
-        cache_control(response.status)
     );
+    let has = |name: &str| {
+        response
+            .headers
+            .iter()
+            .any(|(n, _)| n.eq_ignore_ascii_case(name))
+    };
+    if !has("cache-control") {
+        let _ = write!(
+            head,
+            "Cache-Control: {}\r\n",
+            cache_control(response.status)
+        );
+    }
     for (name, value) in response.headers {
         let _ = write!(head, "{name}: {value}\r\n");
     }
-    let typed = response
-        .headers
-        .iter()
-        .any(|(n, _)| n.eq_ignore_ascii_case("content-type"));
-    if !response.body.is_empty() && !typed {
+    if !response.body.is_empty() && !has("content-type") {
         head.push_str("Content-Type: text/plain; charset=utf-8\r\n");
+    }
+    // A 304 has no body, and a Content-Length on it would have to be the
+    // 200's (RFC 9110 §8.6): none is sent.
+    if response.status != 304 {
+        let _ = write!(head, "Content-Length: {}\r\n", response.body.len());
     }
     let _ = write!(
         head,
-        "Content-Length: {}\r\nConnection: {}\r\n\r\n",
-        response.body.len(),
+        "Connection: {}\r\n\r\n",
         if response.keep_alive {
             "keep-alive"
         } else {
@@ -366,7 +392,9 @@ mod tests {
                     method: Method::Get,
                     path: "/s/abc",
                     query: Some("x=1"),
-                    keep_alive: true
+                    keep_alive: true,
+                    if_none_match: None,
+                    accept_encoding: None,
                 }
             }
         );

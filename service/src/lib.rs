@@ -16,6 +16,7 @@ pub mod log;
 pub mod metrics;
 pub mod ops;
 pub mod output;
+pub mod page;
 pub mod settings;
 pub mod shard;
 pub mod timer;

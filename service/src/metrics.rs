@@ -33,13 +33,24 @@ pub enum Op {
     Health = 5,
     /// Anything else (malformed, unknown).
     Other = 6,
+    /// (v2) UPDATE.
+    Update = 7,
+    /// (v2) DELETE.
+    Delete = 8,
+    /// (v2) INFO.
+    Info = 9,
+    /// (v2) AUTH.
+    Auth = 10,
+    /// (v2) STATS.
+    Stats = 11,
 }
 
 /// The protocol label values, in index order.
 pub const PROTOS: [&str; 2] = ["framed", "http"];
 /// The op label values, in index order.
-pub const OPS: [&str; 7] = [
-    "shorten", "resolve", "ping", "hello", "redirect", "health", "other",
+pub const OPS: [&str; 12] = [
+    "shorten", "resolve", "ping", "hello", "redirect", "health", "other", "update", "delete",
+    "info", "auth", "stats",
 ];
 /// The result label values, in index order: `ok`, then status codes.
 pub const RESULTS: [&str; 15] = [

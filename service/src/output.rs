@@ -45,6 +45,34 @@ pub enum Render {
         /// forwarding is on and there is one).
         query: Option<Box<str>>,
     },
+    /// The QR code of a link's short URL (the web page's API), once the
+    /// code is known to hold a link.
+    Qr {
+        /// The link's code.
+        code: Box<str>,
+        /// SVG or PNG.
+        format: crate::page::qr::Format,
+        /// HEAD: no body.
+        head_only: bool,
+        /// Keep the connection open.
+        keep_alive: bool,
+    },
+    /// A protocol-version-2 link request: its reply carries the link (or
+    /// nothing, for DELETE).
+    Link(LinkReply),
+}
+
+/// Which version-2 reply a link operation's outcome is rendered as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkReply {
+    /// SHORTEN2: SHORTENED2.
+    Shortened2,
+    /// UPDATE: UPDATED.
+    Updated,
+    /// DELETE: DELETED.
+    Deleted,
+    /// INFO: INFO.
+    Info,
 }
 
 /// What a reply waits for.

@@ -83,6 +83,8 @@ pub struct Settings {
     /// How long a deleted alias cannot be claimed again (`--alias-quarantine`):
     /// delete-then-reclaim is a known phishing trick.
     pub alias_quarantine: Duration,
+    /// `--ui`: serve the web page and QR codes on the public front.
+    pub ui: bool,
 }
 
 /// `--alias-quarantine`'s default: 30 days.
@@ -125,6 +127,7 @@ impl Settings {
                 max_pending_bytes: 64 << 20,
             },
             alias_quarantine: DEFAULT_ALIAS_QUARANTINE,
+            ui: true,
         }
     }
 }

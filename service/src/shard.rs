@@ -114,6 +114,11 @@ impl std::fmt::Debug for Shared {
 impl Shared {
     /// Shared state for `cores` cores.
     pub fn new(settings: Settings, codec: Codec, store: StoreMode, cores: usize) -> Self {
+        // The page's assets are compressed and hashed now, at start, not
+        // by the first visitor's request on some core.
+        if settings.ui {
+            std::sync::LazyLock::force(&crate::page::ASSETS);
+        }
         Self {
             policy: UrlPolicy::new(settings.max_url_bytes, settings.public_url.clone()),
             settings,

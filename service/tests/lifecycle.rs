@@ -605,3 +605,69 @@ fn a_generated_code_claimed_as_an_alias_before_it_is_durable_is_not_acknowledged
     assert_eq!(failed(&result), Some(500), "{result:?}");
     rig.keydir.release(ident, version);
 }
+
+#[test]
+fn a_read_that_raced_an_update_answers_no_one_with_the_old_url() {
+    let mut rig = rig(2);
+    let t = rig.t0;
+    let code = rig.created(0, request("https://e.com/old", None, LinkMeta::default()));
+    // Core 1 starts reading the old record (a cache miss)...
+    let Step::Pending(early) = ops::resolve::resolve(&mut rig.shards[1], 1, code.as_bytes(), t)
+    else {
+        panic!()
+    };
+    let stale_read = rig.shards[1].poll_read().expect("a read");
+    // ...core 0's update is acknowledged meanwhile...
+    let patch = LinkPatch {
+        url: Some("https://e.com/new".into()),
+        ..LinkPatch::default()
+    };
+    let step = lifecycle::update(
+        &mut rig.shards[0],
+        1,
+        code.as_bytes(),
+        patch,
+        Principal::ANYONE,
+        t,
+    );
+    let Step::Pending(update) = step else {
+        panic!()
+    };
+    while let Some(read) = rig.shards[0].poll_read() {
+        let file = &rig.disk[&read.file];
+        let at = read.offset as usize;
+        let bytes = Bytes::copy_from_slice(&file[at..(at + read.len).min(file.len())]);
+        rig.shards[0].read_done(read, Ok(bytes));
+    }
+    while let Some(io) = rig.shards[0].poll_log_io(t) {
+        if let LogIo::Write(batch) = &io {
+            let file = rig.disk.entry(batch.segment.idx).or_default();
+            file.truncate(batch.offset as usize);
+            file.extend_from_slice(&batch.bytes);
+        }
+        rig.shards[0].log_done(&io, IoResult::Ok, t);
+    }
+    assert!(matches!(
+        rig.shards[0].take_result(update),
+        Some(OpResult::Link(_))
+    ));
+    // ...then a request on core 1 joins the read still in flight.
+    let Step::Pending(late) = ops::resolve::resolve(&mut rig.shards[1], 2, code.as_bytes(), t)
+    else {
+        panic!()
+    };
+    let file = &rig.disk[&stale_read.file];
+    let at = stale_read.offset as usize;
+    let bytes = Bytes::copy_from_slice(&file[at..(at + stale_read.len).min(file.len())]);
+    rig.shards[1].read_done(stale_read, Ok(bytes));
+    rig.run(t);
+    for op in [early, late] {
+        match rig.shards[1].take_result(op) {
+            Some(OpResult::Url(url) | OpResult::Redirect { url, .. }) => {
+                assert_eq!(&url[..], b"https://e.com/new")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(rig.url(1, &code).unwrap(), "https://e.com/new");
+}

@@ -40,8 +40,12 @@ pub async fn run<R: Runtime, Rd: SegmentReader>(core: Rc<Core<R>>, reader: Rc<Rd
                 core.shard.borrow_mut().read_done(read, result);
                 in_flight.set(in_flight.get() - 1);
                 core.wake_settled();
-                // A longer record may need a second read.
+                // A longer record may need a second read; an update or a
+                // delete that waited for this read has just appended its
+                // record, which the log task must be told about (it
+                // otherwise sleeps until some request or timer wakes it).
                 core.read_signal.notify();
+                core.kick();
             };
             core.rt.spawn(task);
         }

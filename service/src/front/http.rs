@@ -8,6 +8,7 @@ use crate::forward;
 use crate::http::{self, Front, Head, Method, Response, Route};
 use crate::metrics::{Op, Proto};
 use crate::output::{Output, Render};
+use crate::page::{self, PageRoute};
 use crate::shard::{InputOutcome, OpResult, Shard};
 
 impl Shard {
@@ -95,6 +96,12 @@ impl Shard {
             return respond(out, 405, &[("Allow", "GET, HEAD")], b"only GET and HEAD\n");
         }
         let shared = self.shared.clone();
+        // The web page and QR codes (issue 22): paths no code can have.
+        if front == Front::Public {
+            if let Some(page) = page::route(&shared.settings, request.path, request.query) {
+                return self.page_request(conn, page, request, out, now);
+            }
+        }
         match http::route(&shared.settings, front, request.path) {
             Route::Code(code) => self.resolve(
                 conn,
@@ -151,6 +158,95 @@ impl Shard {
                 respond(out, 404, &[], b"not found\n")
             }
         }
+    }
+
+    /// Serves the web page's assets and QR codes (see [`crate::page`]).
+    fn page_request(
+        &mut self,
+        conn: u32,
+        route: PageRoute<'_>,
+        request: &http::Request<'_>,
+        out: &mut Output,
+        now: Instant,
+    ) {
+        let head_only = request.method == Method::Head;
+        let keep_alive = request.keep_alive;
+        match route {
+            PageRoute::Asset(asset) => {
+                let response =
+                    page::serve_asset(asset, request.if_none_match, request.accept_encoding);
+                self.metrics().request(Proto::Http, Op::Other, 0);
+                let date = self.date.clone();
+                out.push_with(|dst| {
+                    http::write(
+                        dst,
+                        &date,
+                        &Response {
+                            status: response.status,
+                            headers: &response.headers,
+                            body: response.body,
+                            head_only,
+                            keep_alive,
+                        },
+                    )
+                });
+            }
+            PageRoute::Qr { code, format } => self.resolve(
+                conn,
+                code.as_bytes(),
+                out,
+                now,
+                Render::Qr {
+                    code: code.into(),
+                    format,
+                    head_only,
+                    keep_alive,
+                },
+                Proto::Http,
+            ),
+        }
+    }
+
+    /// The QR code of `code`'s short URL once `result` says the code holds
+    /// a live link; otherwise the redirect's answer (404, 410, 503, ...).
+    pub(super) fn render_qr(
+        &self,
+        result: &OpResult,
+        code: &str,
+        format: page::qr::Format,
+        head_only: bool,
+        keep_alive: bool,
+        dst: &mut BytesMut,
+    ) {
+        if !matches!(result, OpResult::Url(_) | OpResult::Redirect { .. }) {
+            return self.render_redirect(result, head_only, keep_alive, None, dst);
+        }
+        let short = format!("{}{code}", self.shared.settings.public_url);
+        let (status, headers, body) = match page::qr::render(&short, format) {
+            Ok(image) => (
+                200,
+                vec![
+                    ("Content-Type", format.content_type()),
+                    // A link's short URL never changes while it exists.
+                    ("Cache-Control", "private, max-age=3600"),
+                    ("X-Content-Type-Options", "nosniff"),
+                    ("Content-Security-Policy", page::qr::QR_CSP),
+                ],
+                image,
+            ),
+            Err(err) => (500, Vec::new(), format!("{err}\n").into_bytes()),
+        };
+        http::write(
+            dst,
+            &self.date,
+            &Response {
+                status,
+                headers: &headers,
+                body: &body,
+                head_only,
+                keep_alive,
+            },
+        );
     }
 
     pub(super) fn render_redirect(

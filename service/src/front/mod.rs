@@ -18,7 +18,7 @@ use shorty_protocol::{ErrorCode, Reply};
 use crate::codes::MAX_CODE_LEN;
 use crate::metrics::{Op, Proto};
 use crate::ops::{self, Step};
-use crate::output::{OpId, Output, Released, Render, Wait};
+use crate::output::{LinkReply, OpId, Output, Released, Render, Wait};
 use crate::shard::{OpResult, OpState, Shard};
 
 /// An error reply.
@@ -40,6 +40,17 @@ pub(crate) fn status_of(result: &OpResult) -> u16 {
     }
 }
 
+/// The metrics op a version-2 link reply is counted under (SHORTEN2 is a
+/// SHORTEN).
+pub(crate) fn link_op(reply: LinkReply) -> Op {
+    match reply {
+        LinkReply::Shortened2 => Op::Shorten,
+        LinkReply::Updated => Op::Update,
+        LinkReply::Deleted => Op::Delete,
+        LinkReply::Info => Op::Info,
+    }
+}
+
 fn encode<B: AsRef<[u8]>>(reply: &Reply<B>, dst: &mut BytesMut) {
     crate::output::encode_reply(reply, dst);
 }
@@ -56,10 +67,10 @@ impl Shard {
         render: Render,
         proto: Proto,
     ) {
-        let op_kind = if proto == Proto::Http {
-            Op::Redirect
-        } else {
-            Op::Resolve
+        let op_kind = match (&render, proto) {
+            (Render::Qr { .. }, _) => Op::Other,
+            (_, Proto::Http) => Op::Redirect,
+            _ => Op::Resolve,
         };
         let op: OpId = match ops::resolve::resolve(self, conn, code, now) {
             Step::Now(result) => {
@@ -89,6 +100,12 @@ impl Shard {
                 keep_alive,
                 query,
             } => self.render_redirect(result, *head_only, *keep_alive, query.as_deref(), dst),
+            Render::Qr {
+                code,
+                format,
+                head_only,
+                keep_alive,
+            } => self.render_qr(result, code, *format, *head_only, *keep_alive, dst),
             &Render::Shortened { bare } => {
                 let reply_bytes;
                 let reply = match result {
@@ -111,6 +128,7 @@ impl Shard {
                 };
                 encode(&reply, dst);
             }
+            &Render::Link(reply) => self.render_link(result, reply, dst),
             Render::Resolved => {
                 let reply = match result {
                     OpResult::Url(url) | OpResult::Redirect { url, .. } => {
@@ -153,6 +171,8 @@ impl Shard {
             Render::Shortened { .. } => (Proto::Framed, Op::Shorten),
             Render::Resolved => (Proto::Framed, Op::Resolve),
             Render::Redirect { .. } => (Proto::Http, Op::Redirect),
+            Render::Qr { .. } => (Proto::Http, Op::Other),
+            &Render::Link(reply) => (Proto::Framed, link_op(reply)),
         };
         let done = match self.ops.get(op as usize).map(|e| &e.state) {
             Some(OpState::Done(_)) => match self.ops.remove(op as usize).state {
@@ -164,9 +184,14 @@ impl Shard {
                     entry.state = OpState::Abandoned;
                 }
                 let message = match render {
-                    Render::Shortened { .. } => {
+                    Render::Shortened { .. } | Render::Link(LinkReply::Shortened2) => {
                         "the log did not confirm the URL within --commit-timeout; it may still \
                          have been stored: retry"
+                    }
+                    // A mutation's wait covers a read and a durable write.
+                    Render::Link(LinkReply::Updated | LinkReply::Deleted) => {
+                        "the change was not confirmed within --store-timeout plus \
+                         --commit-timeout; it may still have been made: read the link back"
                     }
                     _ => "the store did not answer within --store-timeout",
                 };

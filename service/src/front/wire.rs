@@ -1,23 +1,139 @@
 //! The framed protocol's front: frames in, replies out.
+//!
+//! Protocol version 2 (`protocol/PROTOCOL.md`, section 6) is served here
+//! too: HELLO negotiates it per connection ([`Session`]), and its link
+//! requests are the lifecycle operations ([`ops::lifecycle`]) with the
+//! connection's [`Principal`]; this module only translates the TLV views
+//! into the operations' types and renders their outcomes.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use bytes::BytesMut;
 use shorty_protocol::frame::{parse_frame, Status};
-use shorty_protocol::{ErrorCode, Reply, Request, ServerInfo, PROTOCOL_V1};
+use shorty_protocol::link::{LinkInfo, LinkOptions, LinkPatch as WirePatch};
+use shorty_protocol::{ErrorCode, Reply, Request, ServerInfo, PROTOCOL_V1, PROTOCOL_V2};
 
+use crate::link::{Field, LinkMeta, LinkPatch, Principal};
 use crate::metrics::{Op, Proto};
+use crate::ops::lifecycle::{self, CreateRequest};
 use crate::ops::{self, Step};
-use crate::output::{Output, Render, Wait, WAIT_COST};
-use crate::shard::{InputOutcome, Shard};
+use crate::output::{LinkReply, Output, Render, Wait, WAIT_COST};
+use crate::shard::{InputOutcome, LinkView, OpResult, Shard};
 
 use super::error;
 
+/// The highest protocol version this server implements: what HELLO
+/// negotiates at most (not the protocol crate's highest, which may grow
+/// before the server learns it).
+pub const SERVER_VERSION: u8 = PROTOCOL_V2;
+
+/// What one framed connection has negotiated: its protocol version (how
+/// its payloads parse) and who it speaks for.
+///
+/// A connection is version 1 until HELLO negotiates 2, so v1 clients and
+/// the seed's bare frames are read exactly as before. Without AUTH it is
+/// [`Principal::ANYONE`], the unauthenticated caller the operations
+/// define (a loopback server without keys lets it do everything).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Session {
+    /// The negotiated protocol version.
+    pub version: u8,
+    /// The caller, as AUTH established it.
+    pub principal: Principal,
+}
+
+impl Default for Session {
+    fn default() -> Self {
+        Self {
+            version: PROTOCOL_V1,
+            principal: Principal::ANYONE,
+        }
+    }
+}
+
+/// Translates UPDATE's wire patch into the operations' [`LinkPatch`].
+fn patch_of(wire: &WirePatch<'_>) -> LinkPatch {
+    fn field<T, U>(slot: Option<Option<T>>, f: impl FnOnce(T) -> U) -> Field<U> {
+        match slot {
+            None => Field::Keep,
+            Some(None) => Field::Clear,
+            Some(Some(v)) => Field::Set(f(v)),
+        }
+    }
+    LinkPatch {
+        url: wire.url.map(str::to_owned),
+        expires_at_ms: field(wire.expires_at_ms, |v| v),
+        max_clicks: field(wire.max_clicks, |v| v),
+        redirect_status: field(wire.redirect_status, |v| v),
+        expired_url: field(wire.expired_url, Box::from),
+        disabled: match wire.disabled {
+            None => Field::Keep,
+            Some(true) => Field::Set(()),
+            Some(false) => Field::Clear,
+        },
+        title: field(wire.title, Box::from),
+        forward_query: field(wire.forward_query, |v| v),
+    }
+}
+
+/// Translates SHORTEN2's options into a [`CreateRequest`].
+fn create_request<'a>(options: &LinkOptions<'a>) -> CreateRequest<'a> {
+    CreateRequest {
+        url: options.url.as_bytes(),
+        alias: options.alias,
+        options: LinkMeta {
+            expires_at_ms: options.expires_at_ms,
+            max_clicks: options.max_clicks,
+            redirect_status: options.redirect_status,
+            expired_url: options.expired_url.map(Box::from),
+            title: options.title.map(Box::from),
+            forward_query: options.forward_query,
+            ..LinkMeta::default()
+        },
+    }
+}
+
 impl Shard {
+    /// Checks an API key presented with AUTH, giving the principal it
+    /// speaks for.
+    ///
+    /// This build has no key store yet: every key is refused with 401, and
+    /// a connection that never sends AUTH stays [`Principal::ANYONE`]. The
+    /// key store (issue 21) replaces this one function; nothing else in
+    /// the wire front knows how keys are checked.
+    ///
+    /// # Errors
+    /// The error code and message to answer AUTH with.
+    pub fn authenticate(&self, key: &[u8]) -> Result<Principal, (ErrorCode, &'static str)> {
+        let _ = key;
+        Err((
+            ErrorCode::UNAUTHORIZED,
+            "this server has no API keys: the key is not accepted",
+        ))
+    }
+
+    /// Answers STATS (protocol v2, opcode 0x0A).
+    ///
+    /// This build has no statistics engine yet, so it answers 501 (the
+    /// protocol's code for a request the server does not support) and the
+    /// connection stays usable. The statistics engine (issue 20) replaces
+    /// this one function.
+    fn stats(&mut self, code: &[u8], out: &mut Output) -> (Op, u16) {
+        let _ = code;
+        out.push(&error(
+            ErrorCode::UNKNOWN_OPCODE,
+            "click statistics are not served by this server yet",
+        ));
+        (Op::Stats, ErrorCode::UNKNOWN_OPCODE.0)
+    }
+
     /// Handles every complete frame at the front of `input` for connection
-    /// `conn`, while fewer than `--max-output-bytes` are queued or in flight.
+    /// `conn` (whose negotiated state is `session`), while fewer than
+    /// `--max-output-bytes` are queued or in flight.
     pub fn handle_frames(
         &mut self,
         conn: u32,
+        session: &mut Session,
         input: &[u8],
         out: &mut Output,
         now: Instant,
@@ -47,7 +163,7 @@ impl Shard {
                         out.push_wait(Wait::Until(now + delay), WAIT_COST);
                         delayed = true;
                     }
-                    self.handle_payload(conn, frame.payload(), out, now);
+                    self.handle_payload(conn, session, frame.payload(), out, now);
                 }
                 Ok(Status::Partial { .. }) => {
                     outcome.mid_frame = !rest.is_empty();
@@ -67,8 +183,18 @@ impl Shard {
     }
 
     /// Handles one frame payload.
-    fn handle_payload(&mut self, conn: u32, payload: &[u8], out: &mut Output, now: Instant) {
-        let request = match Request::parse_payload(payload) {
+    fn handle_payload(
+        &mut self,
+        conn: u32,
+        session: &mut Session,
+        payload: &[u8],
+        out: &mut Output,
+        now: Instant,
+    ) {
+        // The negotiated version decides how the payload reads: before
+        // HELLO 2 the version-2 opcodes are unknown (ERROR 501), as on a
+        // version-1 server.
+        let request = match Request::parse_payload_for(session.version, payload) {
             Ok(request) => request,
             Err(err) => {
                 self.metrics()
@@ -89,7 +215,7 @@ impl Shard {
             Request::Hello { version: 0, .. } => {
                 out.push(&error(
                     ErrorCode::UNSUPPORTED_VERSION,
-                    "this server speaks protocol version 1",
+                    "this server speaks protocol versions 1 and 2",
                 ));
                 (Op::Hello, ErrorCode::UNSUPPORTED_VERSION.0)
             }
@@ -98,13 +224,69 @@ impl Shard {
                 let clamp = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
                 // The version this server implements, not the protocol
                 // crate's highest: that grows before the server learns it.
+                session.version = version.min(SERVER_VERSION);
                 out.push(&Reply::<&[u8]>::Hello(ServerInfo::new(
-                    version.min(PROTOCOL_V1),
+                    session.version,
                     clamp(settings.max_frame_len()),
                     clamp(settings.max_url_bytes),
                 )));
                 (Op::Hello, 0)
             }
+            Request::Shorten2(body) => {
+                let step = match LinkOptions::parse(body) {
+                    Ok(options) => lifecycle::create(
+                        self,
+                        conn,
+                        create_request(&options),
+                        session.principal,
+                        now,
+                    ),
+                    Err(err) => Step::refused(err.error_code(), err.to_string()),
+                };
+                let timeout = self.shared.settings.commit_timeout;
+                return self.link_step(step, LinkReply::Shortened2, timeout, out, now);
+            }
+            Request::Update { code, patch, .. } => {
+                let step = match WirePatch::parse(patch) {
+                    Ok(patch) => lifecycle::update(
+                        self,
+                        conn,
+                        code,
+                        patch_of(&patch),
+                        session.principal,
+                        now,
+                    ),
+                    Err(err) => Step::refused(err.error_code(), err.to_string()),
+                };
+                // A read of the current record, then a durable write.
+                let settings = &self.shared.settings;
+                let timeout = settings.store_timeout + settings.commit_timeout;
+                return self.link_step(step, LinkReply::Updated, timeout, out, now);
+            }
+            Request::Delete(code) => {
+                let step = lifecycle::delete(self, conn, code, session.principal, now);
+                let settings = &self.shared.settings;
+                let timeout = settings.store_timeout + settings.commit_timeout;
+                return self.link_step(step, LinkReply::Deleted, timeout, out, now);
+            }
+            Request::Info(code) => {
+                let step = lifecycle::info(self, conn, code, session.principal);
+                let timeout = self.shared.settings.store_timeout;
+                return self.link_step(step, LinkReply::Info, timeout, out, now);
+            }
+            Request::Auth(key) => match self.authenticate(key) {
+                Ok(principal) => {
+                    session.principal = principal;
+                    out.push(&Reply::<&[u8]>::Authed);
+                    (Op::Auth, 0)
+                }
+                Err((code, message)) => {
+                    // A refused key leaves the connection as it was.
+                    out.push(&error(code, message));
+                    (Op::Auth, code.0)
+                }
+            },
+            Request::Stats { code, .. } => self.stats(code, out),
             // `Request` is non-exhaustive: a kind this version does not
             // handle.
             _ => {
@@ -116,6 +298,39 @@ impl Shard {
             }
         };
         self.metrics().request(Proto::Framed, op, status);
+    }
+
+    /// Renders a version-2 link operation's step now, or queues its wait
+    /// (given up after `timeout`).
+    fn link_step(
+        &mut self,
+        step: Step,
+        reply: LinkReply,
+        timeout: Duration,
+        out: &mut Output,
+        now: Instant,
+    ) {
+        let render = Render::Link(reply);
+        match step {
+            Step::Pending(op) => out.push_wait(
+                Wait::Op {
+                    op,
+                    render,
+                    deadline: now + timeout,
+                },
+                // Counted as the largest reply a link can make until it
+                // settles: its URL, expired-URL and title, and the rest.
+                2 * self.shared.settings.max_url_bytes + 1024,
+            ),
+            Step::Now(result) => {
+                self.metrics().request(
+                    Proto::Framed,
+                    super::link_op(reply),
+                    super::status_of(&result),
+                );
+                out.push_with(|dst| self.render(&result, &render, dst));
+            }
+        }
     }
 
     /// SHORTEN (or the seed's bare frame): the reply waits for the record
@@ -140,5 +355,61 @@ impl Shard {
                 out.push_with(|dst| self.render(&result, &render, dst));
             }
         }
+    }
+}
+
+impl Shard {
+    /// Encodes a version-2 link operation's outcome as its reply: the link
+    /// as a TLV list (SHORTENED2, UPDATED, INFO), DELETED, or the error.
+    pub(super) fn render_link(&self, result: &OpResult, reply: LinkReply, dst: &mut BytesMut) {
+        let body;
+        let encoded = match (result, reply) {
+            (
+                OpResult::Link(view),
+                LinkReply::Shortened2 | LinkReply::Updated | LinkReply::Info,
+            ) => match self.link_info(view) {
+                Ok(list) => {
+                    body = list;
+                    match reply {
+                        LinkReply::Shortened2 => Reply::Shortened2(&body[..]),
+                        LinkReply::Updated => Reply::Updated(&body[..]),
+                        _ => Reply::Info(&body[..]),
+                    }
+                }
+                Err(message) => error(ErrorCode::INTERNAL, message),
+            },
+            (OpResult::Deleted, LinkReply::Deleted) => Reply::Deleted,
+            (OpResult::NotFound, _) => {
+                error(ErrorCode::NOT_FOUND, "no link is stored under this code")
+            }
+            (OpResult::Failed(code, message), _) => error(*code, message),
+            _ => error(ErrorCode::INTERNAL, "unexpected store reply"),
+        };
+        super::encode(&encoded, dst);
+    }
+
+    /// A link as protocol v2 describes it (`PROTOCOL.md` 6.3's link list).
+    fn link_info(&self, view: &LinkView) -> Result<Vec<u8>, &'static str> {
+        let url = std::str::from_utf8(&view.url).map_err(|_| "the stored URL is not UTF-8")?;
+        let public = self.shared.settings.public_url.as_str();
+        let short_url = format!("{public}{}", view.code);
+        let meta = &view.meta;
+        let mut info = LinkInfo::new(&view.code, url);
+        info.short_url = Some(&short_url);
+        info.created_at_ms = meta.created_at_ms;
+        info.expires_at_ms = meta.expires_at_ms;
+        info.max_clicks = meta.max_clicks;
+        info.redirect_status = meta.redirect_status;
+        info.expired_url = meta.expired_url.as_deref();
+        info.disabled = meta.disabled;
+        info.owner_key_id = meta.owner_key_id;
+        info.title = meta.title.as_deref();
+        info.forward_query = meta.forward_query;
+        info.version = Some(meta.version);
+        // Refused only for a value a TLV cannot carry: a URL longer than
+        // 65,535 bytes, stored by a version-1 SHORTEN under a large
+        // `--max-url-bytes`.
+        info.to_vec()
+            .map_err(|_| "this link does not fit in a version-2 reply (its URL is too long)")
     }
 }

@@ -296,25 +296,33 @@ pub fn decode_hint<'a>(
         return Err(HintError::Mismatch);
     }
     let last_start = seal.data_len.saturating_sub(LINK_OVERHEAD as u64);
-    let inside = |offset: u32| {
-        offset == TOMBSTONE || (PREAMBLE_LEN as u64..=last_start).contains(&u64::from(offset))
-    };
-    if !entries
-        .chunks_exact(HINT_ENTRY_LEN)
-        .all(|e| inside(parse_entry(e).1))
-    {
-        return Err(HintError::BadEntry);
-    }
+    let inside = |offset: u32| (PREAMBLE_LEN as u64..=last_start).contains(&u64::from(offset));
     // The extras: well-formed, in entry order, each entry at most once.
     let mut rest = extras;
     let mut next_index = 0usize;
+    let mut deletes = Vec::new();
     while !rest.is_empty() {
         let (extra, len) = parse_extra(rest).ok_or(HintError::BadEntry)?;
         if extra.index < next_index || extra.index >= n {
             return Err(HintError::BadEntry);
         }
+        if extra.version > 0 {
+            deletes.push(extra.index);
+        }
         next_index = extra.index + 1;
         rest = &rest[len..];
+    }
+    // Every entry inside the sealed bytes, or a tombstone, which always
+    // has an extra with its version (a delete is never version 0).
+    let valid = entries
+        .chunks_exact(HINT_ENTRY_LEN)
+        .enumerate()
+        .all(|(i, e)| match parse_entry(e).1 {
+            TOMBSTONE => deletes.binary_search(&i).is_ok(),
+            offset => inside(offset),
+        });
+    if !valid {
+        return Err(HintError::BadEntry);
     }
     Ok(HintEntries {
         entries,
@@ -452,6 +460,22 @@ mod tests {
         let decoded: Vec<_> = decode_hint(&bytes, 7, &seal).unwrap().collect();
         assert_eq!(decoded, entries);
         // Only the plain entries: exactly format 2's size.
+        // A tombstone without its version is refused.
+        let mut bare = Vec::new();
+        encode_hint(
+            7,
+            &seal,
+            &[
+                HintEntry::plain(1, 30),
+                HintEntry::plain(2, 200),
+                HintEntry::plain(3, TOMBSTONE),
+            ],
+            &mut bare,
+        );
+        assert_eq!(
+            decode_hint(&bare, 7, &seal).err(),
+            Some(HintError::BadEntry)
+        );
         let mut plain_only = Vec::new();
         encode_hint(7, &seal, &entries[..1], &mut plain_only);
         assert_eq!(plain_only.len(), HINT_HEADER_LEN + HINT_ENTRY_LEN + 4);

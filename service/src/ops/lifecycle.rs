@@ -25,7 +25,7 @@ use bytes::Bytes;
 use shorty_protocol::ErrorCode;
 
 use crate::codes::MAX_CODE_LEN;
-use crate::keydir::{Claim, Ident, Location, OwnedIdent};
+use crate::keydir::{Claim, OwnedIdent};
 use crate::link::{
     alias_home, check_alias, AliasHome, LinkMeta, LinkPatch, Principal, CONFLICT, FORBIDDEN,
 };
@@ -353,15 +353,13 @@ pub(crate) fn abort(shard: &mut Shard, op: OpId) {
 }
 
 /// The current record of a lifecycle operation's link was read (`url`,
-/// `meta`, at `here`): carries the operation on. `false` if `op` is a plain
+/// `meta`): carries the operation on. `false` if `op` is a plain
 /// RESOLVE.
 pub(crate) fn after_read(
     shard: &mut Shard,
     op: OpId,
-    _read_ident: Ident<'_>,
     url: &Bytes,
     meta: Option<&LinkMeta>,
-    _here: Location,
 ) -> bool {
     let Some(then) = shard
         .ops

@@ -197,14 +197,30 @@ impl Shard {
             file: read.file,
             offset: u32::try_from(read.offset).unwrap_or(u32::MAX),
         };
-        // Cached only while the key directory still points here: a read
-        // that raced an update or a delete must not cache the old record.
-        let current = self
-            .local
-            .as_ref()
-            .is_none_or(|l| l.keydir.get(read.key) == Some(here));
-        if read.key != ALIAS_KEY && current {
-            self.cache.insert(read.key, link.url, meta.clone());
+        // A read that raced an update or a delete of its code: requests
+        // that joined it may have arrived after the change was
+        // acknowledged, so none is answered (nor the cache filled) from the
+        // old record. The code is read again where it lies now, or is gone.
+        if read.key != ALIAS_KEY {
+            let now_at = self.local.as_ref().map(|l| l.keydir.get(read.key));
+            match now_at {
+                Some(Some(at)) if at != here => {
+                    return self.reads.push_back(UrlRead {
+                        file: at.file,
+                        offset: u64::from(at.offset),
+                        len: URL_READ_LEN,
+                        ..read
+                    });
+                }
+                Some(None) => {
+                    for op in waiting(self) {
+                        super::lifecycle::abort(self, op);
+                        self.complete(op, OpResult::NotFound);
+                    }
+                    return;
+                }
+                _ => self.cache.insert(read.key, link.url, meta.clone()),
+            }
         }
         let alias = meta.as_ref().and_then(|m| m.alias.clone());
         let ident = match (&alias, read.key) {
@@ -212,7 +228,7 @@ impl Shard {
             _ => Ident::Key(read.key),
         };
         for op in waiting(self) {
-            if super::lifecycle::after_read(self, op, ident, &url, meta.as_deref(), here) {
+            if super::lifecycle::after_read(self, op, &url, meta.as_deref()) {
                 continue;
             }
             let result = judge(self, ident, url.clone(), meta.as_deref());

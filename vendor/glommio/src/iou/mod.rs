@@ -92,6 +92,15 @@ bitflags::bitflags! {
         const CQSIZE    = 1 << 3;
         const CLAMP     = 1 << 4;
         const ATTACH_WQ = 1 << 5;
+        /// Completions are run as task work when the task next enters the
+        /// kernel, without an inter-processor interrupt (Linux 5.19).
+        const COOP_TASKRUN = 1 << 8;
+        /// With `COOP_TASKRUN`: the kernel sets `IORING_SQ_TASKRUN` in the
+        /// submission queue's flags while completions wait for a kernel
+        /// entry (Linux 5.19).
+        const TASKRUN_FLAG = 1 << 9;
+        /// Only the task that created the ring submits to it (Linux 6.0).
+        const SINGLE_ISSUER = 1 << 12;
     }
 }
 

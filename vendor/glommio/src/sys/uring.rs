@@ -893,18 +893,34 @@ struct SleepableRing {
     task_queue_stats: AHashMap<TaskQueueHandle, RingIoStats>,
     source_map: Rc<RefCell<SourceMap>>,
     in_kernel: usize,
+    /// Set up with `COOP_TASKRUN` + `TASKRUN_FLAG`: completions may wait
+    /// for a kernel entry, which the submission queue's flags announce.
+    coop_taskrun: bool,
 }
 
 impl SleepableRing {
+    /// A ring set up with `flags`, or with none on a kernel that refuses
+    /// them (`EINVAL`: `COOP_TASKRUN` needs Linux 5.19, `SINGLE_ISSUER` 6.0).
     fn new(
         size: usize,
         name: &'static str,
+        flags: iou::SetupFlags,
         allocator: Rc<UringBufferAllocator>,
         source_map: Rc<RefCell<SourceMap>>,
     ) -> io::Result<Self> {
         assert!(*IO_URING_RECENT_ENOUGH);
+        let asked = flags.bits();
+        let (ring, flags) =
+            match iou::IoUring::new_with_flags(size as _, flags, iou::SetupFeatures::empty()) {
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) && asked != 0 => {
+                    (iou::IoUring::new(size as _)?, iou::SetupFlags::empty())
+                }
+                other => (other?, iou::SetupFlags::from_bits_retain(asked)),
+            };
         Ok(SleepableRing {
-            ring: iou::IoUring::new(size as _)?,
+            ring,
+            coop_taskrun: flags
+                .contains(iou::SetupFlags::COOP_TASKRUN | iou::SetupFlags::TASKRUN_FLAG),
             size,
             submission_queue: UringQueueState::with_capacity(size * 4),
             name,
@@ -918,6 +934,17 @@ impl SleepableRing {
 
     fn ring_fd(&self) -> RawFd {
         self.ring.raw().ring_fd
+    }
+
+    /// `IORING_SQ_TASKRUN`: completions are waiting for a kernel entry.
+    fn taskrun_pending(&self) -> bool {
+        // SAFETY: `kflags` points into the SQ ring mapped for as long as
+        // the ring lives; the kernel updates it, so read it atomically.
+        let flags = unsafe {
+            (*(self.ring.raw().sq.kflags as *const std::sync::atomic::AtomicU32))
+                .load(std::sync::atomic::Ordering::Acquire)
+        };
+        flags & uring_sys::IORING_SQ_TASKRUN != 0
     }
 
     /// This function prepares a timer that fires unconditionally after a
@@ -1130,8 +1157,10 @@ impl UringCommon for SleepableRing {
 
     fn needs_kernel_enter(&self) -> bool {
         // We only need to enter the kernel to submit SQEs, not to collect CQEs (the
-        // kernel posts the CQEs asynchronously for us)
-        self.waiting_kernel_submission() > 0
+        // kernel posts the CQEs asynchronously for us), unless the ring is
+        // COOP_TASKRUN: then completions wait, as task work, for the next
+        // kernel entry, and the kernel says so in the SQ ring's flags.
+        self.waiting_kernel_submission() > 0 || (self.coop_taskrun && self.taskrun_pending())
     }
 
     fn can_sleep(&self) -> bool {
@@ -1306,11 +1335,30 @@ impl Reactor {
         let allocator = Rc::new(UringBufferAllocator::new(io_memory));
         let registry = vec![allocator.as_bytes()];
 
-        let main_ring =
-            SleepableRing::new(ring_depth, "main", allocator.clone(), source_map.clone())?;
+        // Every ring is used by this thread only (SINGLE_ISSUER). The main
+        // ring's completions (the sockets' and files') need no
+        // inter-processor interrupt (COOP_TASKRUN): they are collected when
+        // this thread enters the kernel, which it does when TASKRUN_FLAG
+        // says they wait. The latency ring stays interrupt-driven: its
+        // preemption timer must land in the completion queue while a task
+        // runs in user space, where `need_preempt` looks for it.
+        let main_ring = SleepableRing::new(
+            ring_depth,
+            "main",
+            iou::SetupFlags::COOP_TASKRUN
+                | iou::SetupFlags::TASKRUN_FLAG
+                | iou::SetupFlags::SINGLE_ISSUER,
+            allocator.clone(),
+            source_map.clone(),
+        )?;
         let poll_ring = PollRing::new(ring_depth, allocator.clone(), source_map.clone())?;
-        let mut latency_ring =
-            SleepableRing::new(ring_depth, "latency", allocator.clone(), source_map.clone())?;
+        let mut latency_ring = SleepableRing::new(
+            ring_depth,
+            "latency",
+            iou::SetupFlags::SINGLE_ISSUER,
+            allocator.clone(),
+            source_map.clone(),
+        )?;
 
         match main_ring.registrar().register_buffers_by_ref(&registry) {
             Err(x) => warn!("Error: registering buffers in the main ring. Skipping{x:#?}"),
@@ -1823,13 +1871,17 @@ impl Reactor {
         drop(self.latency_preemption_timeout_src.take());
 
         // Schedule the throughput-based timeout immediately: it won't matter if we end
-        // up sleeping.
-        self.throughput_preemption_timeout_src.replace(Some(
-            main_ring.prepare_throughput_preemption_timer(
-                self.ring_depth() as u32,
-                self.eventfd_src.raw(),
-            ),
-        ));
+        // up sleeping. It fires after `ring_depth` completions on the main
+        // ring: one still pending keeps counting (re-arming it every turn
+        // would cost a cancel, a timer and a linked write, three SQEs).
+        if !Self::still_pending(&self.throughput_preemption_timeout_src) {
+            self.throughput_preemption_timeout_src.replace(Some(
+                main_ring.prepare_throughput_preemption_timer(
+                    self.ring_depth() as u32,
+                    self.eventfd_src.raw(),
+                ),
+            ));
+        }
 
         // This will only dispatch if we run out of sqes. Which means until
         // flush_rings! nothing is really send to the kernel...
@@ -1893,6 +1945,14 @@ impl Reactor {
         // need_preempt() should be false at this point. As soon as the next event
         // in the preempt ring completes, though, then it will be true.
         Ok(should_sleep)
+    }
+
+    /// Whether the timer in `slot` is armed and has not fired.
+    fn still_pending(slot: &Cell<Option<Source>>) -> bool {
+        let source = slot.take();
+        let pending = source.as_ref().is_some_and(|s| s.result().is_none());
+        slot.set(source);
+        pending
     }
 
     pub(crate) fn flush_syscall_thread(&self) -> usize {
@@ -2155,7 +2215,7 @@ mod tests {
     fn sqe_link_chain() {
         let allocator = Rc::new(UringBufferAllocator::new(65536));
         let source_map = Rc::new(RefCell::new(SourceMap::default()));
-        let mut ring = SleepableRing::new(4, "main", allocator, source_map).unwrap();
+        let mut ring = SleepableRing::new(4, "main", iou::SetupFlags::empty(), allocator, source_map).unwrap();
         let q = ring.submission_queue();
         let mut queue = q.borrow_mut();
 
@@ -2189,7 +2249,7 @@ mod tests {
     fn unterminated_sqe_link_chain() {
         let allocator = Rc::new(UringBufferAllocator::new(65536));
         let source_map = Rc::new(RefCell::new(SourceMap::default()));
-        let mut ring = SleepableRing::new(2, "main", allocator, source_map).unwrap();
+        let mut ring = SleepableRing::new(2, "main", iou::SetupFlags::empty(), allocator, source_map).unwrap();
         let q = ring.submission_queue();
         let mut queue = q.borrow_mut();
 
@@ -2209,7 +2269,7 @@ mod tests {
     fn sqe_link_chain_overflow() {
         let allocator = Rc::new(UringBufferAllocator::new(65536));
         let source_map = Rc::new(RefCell::new(SourceMap::default()));
-        let mut ring = SleepableRing::new(2, "main", allocator, source_map).unwrap();
+        let mut ring = SleepableRing::new(2, "main", iou::SetupFlags::empty(), allocator, source_map).unwrap();
         let q = ring.submission_queue();
         let mut queue = q.borrow_mut();
 
