@@ -1969,3 +1969,95 @@ pub fn sigusr1_merges_under_load_and_loses_nothing(bin: &Path) {
     let server = Server::start(bin, dir.path(), &args);
     check(&server, "after a restart");
 }
+
+/// Deletes and updates through the wire (protocol v2), then a merge on
+/// SIGUSR1 and a restart: a deleted link stays 404 (its tombstone is
+/// carried forward, so no older record comes back), an updated one
+/// resolves to its newest URL, the others are unchanged, and the log's
+/// segments take fewer bytes than before the merge.
+pub fn a_merge_keeps_deletes_and_updates_across_a_restart(bin: &Path) {
+    let dir = tmp();
+    let args = [
+        "--segment-bytes",
+        "65536",
+        "--merge-threshold",
+        "0%",
+        "--merge-interval",
+        "0s",
+        "--store-timeout",
+        "1s",
+        "--cache-bytes",
+        "0",
+    ];
+    let server = Server::start(bin, dir.path(), &args);
+    let mut client = shorty_client::Client::connect(server.addr()).expect("connect");
+    let pad = "p".repeat(200);
+    // i % 3: 0 deleted, 1 updated, 2 untouched.
+    let mut want: Vec<(String, Option<String>)> = Vec::new();
+    for i in 0..600 {
+        let url = format!("https://example.com/m/{i}/{pad}");
+        let short = client.shorten(&url).expect("shorten");
+        want.push((code_of(&short).to_owned(), Some(url)));
+    }
+    for (i, (code, url)) in want.iter_mut().enumerate() {
+        match i % 3 {
+            0 => {
+                client.delete(code).expect("delete");
+                *url = None;
+            }
+            1 => {
+                let newer = format!("https://example.org/updated/{i}/{pad}");
+                let mut patch = shorty_client::LinkPatch::default();
+                patch.url = Some(&newer);
+                client.update(code, &patch).expect("update");
+                *url = Some(newer);
+            }
+            _ => {}
+        }
+    }
+    let log_bytes = |dir: &Path| -> u64 {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".log"))
+            .map(|e| e.metadata().unwrap().len())
+            .sum()
+    };
+    let check = |server: &Server, context: &str| {
+        let mut conn = server.connect();
+        for (code, url) in &want {
+            let got = match conn.resolve(code) {
+                Reply::Resolved(url) => Ok(String::from_utf8(url.to_vec()).unwrap()),
+                other => Err(other.as_error().map(|(c, _)| c.0).unwrap_or_default()),
+            };
+            assert_eq!(got, url.clone().ok_or(404), "{code} {context}");
+        }
+    };
+    check(&server, "before the merge");
+    let before = log_bytes(dir.path());
+    let status = std::process::Command::new("kill")
+        .args(["-USR1", &server.pid().to_string()])
+        .status()
+        .expect("kill(1)");
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, text) = admin_get(&server, "/metrics");
+        if metric(&text, "shorty_log_merges_total") >= 1.0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no merge after SIGUSR1:\n{text}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Past the grace, so the merged inputs are gone.
+    std::thread::sleep(Duration::from_millis(2_500));
+    check(&server, "after the merge");
+    let after = log_bytes(dir.path());
+    assert!(
+        after < before,
+        "the log did not shrink: {before} -> {after} bytes"
+    );
+    assert!(server.stop().success());
+    let server = Server::start(bin, dir.path(), &args);
+    check(&server, "after a restart");
+}

@@ -78,6 +78,7 @@ macro_rules! suite {
             oversized_frames_are_read_before_the_close,
             // Merge (issue 19).
             sigusr1_merges_under_load_and_loses_nothing,
+            a_merge_keeps_deletes_and_updates_across_a_restart,
             // The web page (issue 22).
             browser_page_loads_and_a_links_qr_code_leads_to_its_target,
             the_page_is_off_with_ui_off,
