@@ -2061,3 +2061,193 @@ pub fn a_merge_keeps_deletes_and_updates_across_a_restart(bin: &Path) {
     let server = Server::start(bin, dir.path(), &args);
     check(&server, "after a restart");
 }
+
+// ----- click statistics (issue 20) -----
+
+/// One link's statistics as the `stats` tool prints them (the server must
+/// be stopped).
+fn stats_of(bin: &Path, dir: &Path, code: &str) -> serde_json::Value {
+    let data_dir = dir.to_str().unwrap();
+    let (status, out) = crate::harness::run_to_exit(
+        bin,
+        &["stats", "--data-dir", data_dir, code],
+        Duration::from_secs(30),
+    );
+    assert!(status.success(), "stats {code}: {out}");
+    let line = out
+        .lines()
+        .find(|l| l.starts_with('{'))
+        .unwrap_or_else(|| panic!("no JSON in: {out}"));
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"))
+}
+
+/// Sends `count` requests for `path` on one keep-alive connection, each
+/// with `extra` header lines, and checks every answer is a redirect (or
+/// `expect`).
+fn http_burst(server: &Server, request: &str, count: usize, expect: u16) {
+    use std::io::Write;
+    let mut stream = std::net::TcpStream::connect(server.http_addr()).unwrap();
+    // Sent in slices so one write never holds more than the server reads
+    // before it stops (--max-output-bytes).
+    for chunk in 0..count.div_ceil(50) {
+        let n = (count - chunk * 50).min(50);
+        stream.write_all(request.repeat(n).as_bytes()).unwrap();
+        let (responses, _) = read_http(&mut stream, n);
+        assert_eq!(responses.len(), n, "{}", server.log());
+        for (status, _, _) in &responses {
+            assert_eq!(*status, expect, "{}", server.log());
+        }
+    }
+}
+
+fn json_u64(v: &serde_json::Value, key: &str) -> u64 {
+    v[key]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{key} missing in {v}"))
+}
+
+/// Clicks are counted exactly: many concurrent GETs of one hot link on
+/// every core (the server's count equals the requests sent), HEADs and
+/// 404s never, bots apart from humans, the referrer's host only; the
+/// counts survive a restart and add up with the next run's.
+pub fn clicks_are_counted_exactly_apart_by_kind_and_survive_restart(bin: &Path) {
+    let dir = tmp();
+    let args = ["--threads", "2", "--stats-flush", "50ms"];
+    let server = Server::start(bin, dir.path(), &args);
+    let code = shorten_many(&server, 1, "clicks").remove(0).0;
+    let get = format!(
+        "GET /{code} HTTP/1.1\r\nHost: s\r\nUser-Agent: Mozilla/5.0 (X11; Linux x86_64; \
+         rv:121.0) Gecko/20100101 Firefox/121.0\r\nReferer: https://News.Example/a/b?c=1\r\n\r\n"
+    );
+    let (threads, per_thread) = (8, 120);
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| http_burst(&server, &get, per_thread, 302));
+        }
+    });
+    let humans = (threads * per_thread) as u64;
+    let bot = format!("GET /{code} HTTP/1.1\r\nHost: s\r\nUser-Agent: Slackbot 1.0\r\n\r\n");
+    http_burst(&server, &bot, 7, 302);
+    let curl = format!("GET /{code} HTTP/1.1\r\nHost: s\r\nUser-Agent: curl/8.5.0\r\n\r\n");
+    http_burst(&server, &curl, 3, 302);
+    let head = format!("HEAD /{code} HTTP/1.1\r\nHost: s\r\n\r\n");
+    http_burst(&server, &head, 20, 302);
+    http_burst(&server, "GET /zzzzzzz HTTP/1.1\r\nHost: s\r\n\r\n", 5, 404);
+    let (_, metrics) = admin_get(&server, "/metrics");
+    assert_eq!(
+        metric(&metrics, "shorty_clicks_total{kind=\"human\"}") as u64,
+        humans,
+        "{metrics}"
+    );
+    assert_eq!(
+        metric(&metrics, "shorty_clicks_total{kind=\"bot\"}") as u64,
+        10,
+        "{metrics}"
+    );
+    assert!(server.stop().success());
+    let stats = stats_of(bin, dir.path(), &code);
+    assert_eq!(json_u64(&stats, "human"), humans, "{stats}");
+    assert_eq!(json_u64(&stats, "bot"), 10, "{stats}");
+    assert_eq!(json_u64(&stats, "total"), humans + 10, "{stats}");
+    assert_eq!(
+        stats["referrers"],
+        serde_json::json!([["news.example", humans]]),
+        "only the host, lowercased"
+    );
+    let series_sum: u64 = stats["series"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b[1].as_u64().unwrap())
+        .sum();
+    assert_eq!(series_sum, humans + 10, "{stats}");
+    // A restart adds to what was stored.
+    let server = Server::start(bin, dir.path(), &args);
+    http_burst(&server, &get, 5, 302);
+    assert!(server.stop().success());
+    let stats = stats_of(bin, dir.path(), &code);
+    assert_eq!(json_u64(&stats, "human"), humans + 5, "{stats}");
+    // `--stats off` counts nothing.
+    let server = Server::start(bin, dir.path(), &["--stats", "off"]);
+    http_burst(&server, &get, 5, 302);
+    let (_, metrics) = admin_get(&server, "/metrics");
+    assert_eq!(metric(&metrics, "shorty_clicks_total{kind=\"human\"}"), 0.0);
+    assert!(server.stop().success());
+    assert_eq!(
+        json_u64(&stats_of(bin, dir.path(), &code), "human"),
+        humans + 5
+    );
+}
+
+/// After `kill -9` the stored counts are exact up to the last flush: every
+/// click answered more than a few flush intervals before the kill is
+/// there, and none is counted twice.
+pub fn clicks_survive_kill_9_minus_at_most_the_last_interval(bin: &Path) {
+    let dir = tmp();
+    let server = Server::start(bin, dir.path(), &["--stats-flush", "100ms"]);
+    let code = shorten_many(&server, 1, "kill").remove(0).0;
+    let get = format!("GET /{code} HTTP/1.1\r\nHost: s\r\n\r\n");
+    http_burst(&server, &get, 300, 302);
+    // Several intervals: the writer has had time to make them durable.
+    std::thread::sleep(Duration::from_millis(1500));
+    // These may or may not be in when the process dies.
+    http_burst(&server, &get, 40, 302);
+    server.kill9();
+    let stats = stats_of(bin, dir.path(), &code);
+    let human = json_u64(&stats, "human");
+    assert!(
+        (300..=340).contains(&human),
+        "300 durable clicks, 40 maybe: {stats}"
+    );
+}
+
+/// With a Redis store every node adds its clicks to the link's hashes in
+/// the store: two nodes' counts add up, by kind and per day and hour.
+pub fn clicks_of_every_node_add_up_in_the_redis_store(bin: &Path) {
+    let Some(redis) = crate::cluster::or_skip(crate::cluster::Redis::start(&[])) else {
+        return;
+    };
+    let store = redis.url();
+    let args = [
+        "--store",
+        store.as_str(),
+        "--store-replicas",
+        "0",
+        "--stats-flush",
+        "50ms",
+    ];
+    let (d1, d2) = (tmp(), tmp());
+    let one = Server::start(bin, d1.path(), &args);
+    let two = Server::start(bin, d2.path(), &args);
+    let code = shorten_many(&one, 1, "nodes").remove(0).0;
+    let get = format!("GET /{code} HTTP/1.1\r\nHost: s\r\nReferer: https://t.co/x\r\n\r\n");
+    let bot = format!("GET /{code} HTTP/1.1\r\nHost: s\r\nUser-Agent: Twitterbot/1.0\r\n\r\n");
+    http_burst(&one, &get, 30, 302);
+    http_burst(&two, &get, 12, 302);
+    http_burst(&two, &bot, 4, 302);
+    // A clean stop writes every node's last counts.
+    assert!(one.stop().success());
+    assert!(two.stop().success());
+    let field = |key: &str, field: &str| -> u64 {
+        redis
+            .must(&["hget", key, field])
+            .trim()
+            .parse()
+            .unwrap_or(0)
+    };
+    let link = format!("{{{code}}}:clicks");
+    assert_eq!(field(&link, "human"), 42);
+    assert_eq!(field(&link, "bot"), 4);
+    let days = redis.must(&["--scan", "--pattern", &format!("{{{code}}}:clicks:*")]);
+    let days: Vec<&str> = days.lines().filter(|l| !l.is_empty()).collect();
+    assert!(!days.is_empty() && days.len() <= 2, "{days:?}");
+    let per_day: u64 = days
+        .iter()
+        .map(|d| field(d, "human") + field(d, "bot"))
+        .sum();
+    assert_eq!(per_day, 46);
+    let hours = redis.must(&["hgetall", days[0]]);
+    assert!(hours.lines().any(|l| l.starts_with('h')), "{hours}");
+    let refs = redis.must(&["zscore", &format!("{{{code}}}:refs"), "t.co"]);
+    assert_eq!(refs.trim(), "42");
+}

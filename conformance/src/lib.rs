@@ -93,6 +93,11 @@ macro_rules! suite {
             v2_generated_codes_never_equal_an_alias,
             v2_changes_to_uncached_links_are_answered,
             v2_updates_and_deletes_survive_kill_9,
+            v2_stats_and_info_count_the_redirects,
+            // Click statistics (issue 20).
+            clicks_are_counted_exactly_apart_by_kind_and_survive_restart,
+            clicks_survive_kill_9_minus_at_most_the_last_interval,
+            clicks_of_every_node_add_up_in_the_redis_store,
         );
     };
     (@cases $binary:expr; $($case:ident),* $(,)?) => {

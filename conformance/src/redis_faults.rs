@@ -444,6 +444,146 @@ pub fn redis_cluster_node_down_at_start_and_export(binary: &Path) {
     assert!(out.contains("slot"), "{out}");
 }
 
+// ----- engineer REDIS (issue 19, Redis store) -----
+
+/// A link with options as the Redis store lays it out (the runtime's
+/// `redis_link`): `0x01`, the version in 16 hex digits, the URL's `u32`
+/// length, the URL, the option TLVs. Written here independently, as an
+/// operator's tool would, so a change of the layout fails this case.
+fn link_value(version: u64, url: &str, meta: &shorty_service::link::LinkMeta) -> Vec<u8> {
+    let mut value = vec![1];
+    value.extend_from_slice(format!("{version:016x}").as_bytes());
+    value.extend_from_slice(&(url.len() as u32).to_le_bytes());
+    value.extend_from_slice(url.as_bytes());
+    meta.encode(&mut value);
+    value
+}
+
+/// `SET name value` with a binary value (`redis-cli -x` reads it from
+/// standard input).
+fn set_binary(redis: &Redis, name: &str, value: &[u8]) {
+    use std::io::Write;
+    let mut child = std::process::Command::new("redis-cli")
+        .args(["-p", &redis.port().to_string(), "-x", "SET", name])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("redis-cli");
+    child.stdin.take().unwrap().write_all(value).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("OK"),
+        "SET {name}: {out:?}"
+    );
+}
+
+/// The lifecycle's values in Redis are judged alike by every node, on both
+/// backends: an expired link is 410 on HTTP (or a redirect to its
+/// expired-URL) and ERROR 410 on the wire, a disabled one 410, a link's
+/// own redirect status is used, a deleted link (tombstone) is 404, and a
+/// link deleted behind a node's back stops redirecting there within
+/// `--store-cache-ttl` although the node cached it.
+pub fn redis_lifecycle_values_are_judged_alike_on_every_node(binary: &Path) {
+    use shorty_service::link::LinkMeta;
+    let Some(redis) = or_skip(Redis::start(&[])) else {
+        return;
+    };
+    let long_ago = LinkMeta {
+        expires_at_ms: Some(1),
+        ..LinkMeta::default()
+    };
+    set_binary(
+        &redis,
+        "shorty:l:gone-1",
+        &link_value(0, "https://e.com/g", &long_ago),
+    );
+    let over = LinkMeta {
+        expired_url: Some("https://e.com/over".into()),
+        ..long_ago.clone()
+    };
+    set_binary(
+        &redis,
+        "shorty:l:moved-1",
+        &link_value(3, "https://e.com/m", &over),
+    );
+    let off = LinkMeta {
+        disabled: true,
+        ..LinkMeta::default()
+    };
+    set_binary(
+        &redis,
+        "shorty:l:off-1",
+        &link_value(1, "https://e.com/o", &off),
+    );
+    let permanent = LinkMeta {
+        redirect_status: Some(301),
+        ..LinkMeta::default()
+    };
+    set_binary(
+        &redis,
+        "shorty:l:perm-1",
+        &link_value(2, "https://e.com/p", &permanent),
+    );
+    let mut tombstone = vec![2];
+    tombstone.extend_from_slice(b"0000000000000004");
+    set_binary(&redis, "shorty:l:dead-1", &tombstone);
+    redis.must(&["SET", "shorty:l:Abc1234", "https://e.com/plain"]);
+
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let nodes: Vec<Server> = dirs
+        .iter()
+        .map(|dir| {
+            let args = [
+                "--store",
+                &redis.url(),
+                "--store-replicas",
+                "0",
+                "--store-cache-ttl",
+                "300ms",
+                // One core: the second GET meets the cache the first filled.
+                "--threads",
+                "1",
+            ];
+            Server::start(binary, dir.path(), &args)
+        })
+        .collect();
+    for server in &nodes {
+        let get = |code: &str| crate::cases::http("GET", &server.http_url(&format!("/{code}")));
+        let (status, _, body) = get("gone-1");
+        assert_eq!(status, 410, "{body}");
+        assert!(body.contains("This link has expired"), "{body}");
+        let (status, location, _) = get("moved-1");
+        assert_eq!(
+            (status, location.as_deref()),
+            (302, Some("https://e.com/over"))
+        );
+        let (status, _, body) = get("off-1");
+        assert_eq!(status, 410);
+        assert!(body.contains("disabled"), "{body}");
+        let (status, location, _) = get("perm-1");
+        assert_eq!(
+            (status, location.as_deref()),
+            (301, Some("https://e.com/p"))
+        );
+        assert_eq!(get("dead-1").0, 404);
+        let mut conn = server.connect();
+        let reply = conn.resolve("gone-1");
+        assert_eq!(
+            reply.as_error().map(|(c, _)| c),
+            Some(ErrorCode(410)),
+            "{reply:?}"
+        );
+        assert_eq!(get("Abc1234").0, 302, "cached now");
+    }
+    // Deleted behind the nodes' backs (as another node's DELETE does).
+    set_binary(&redis, "shorty:l:Abc1234", &tombstone);
+    std::thread::sleep(Duration::from_millis(600));
+    for server in &nodes {
+        let url = server.http_url("/Abc1234");
+        assert_eq!(crate::cases::http("GET", &url).0, 404, "a stale cache");
+    }
+}
+
 /// Expands to one `#[test]` per Redis fault case against `$binary`.
 #[macro_export]
 macro_rules! redis_suite {
@@ -457,6 +597,8 @@ macro_rules! redis_suite {
             redis_demoted_primary_acknowledges_nothing_unstored,
             redis_lagging_read_replicas_never_make_a_link_404,
             redis_cluster_node_down_at_start_and_export,
+            // ----- engineer REDIS (issue 19, Redis store) -----
+            redis_lifecycle_values_are_judged_alike_on_every_node,
         );
     };
     (@cases $binary:expr; $($case:ident),* $(,)?) => {

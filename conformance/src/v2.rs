@@ -69,8 +69,8 @@ fn resolve_everywhere(server: &Server, code: &str, want: Result<&str, u16>) {
 
 /// HELLO negotiates version 2; before it the version-2 opcodes are
 /// unknown (501) and the connection survives; version 1 and the seed's
-/// bare frames are unchanged on either version; AUTH is refused (no key
-/// store in this build) and STATS is not served (501), without closing.
+/// bare frames are unchanged on either version; AUTH with an unknown key
+/// is refused without closing; STATS answers.
 pub fn v2_is_negotiated_and_version_1_is_unchanged(bin: &Path) {
     let dir = tmp();
     let server = Server::start(bin, dir.path(), &[]);
@@ -129,7 +129,13 @@ pub fn v2_is_negotiated_and_version_1_is_unchanged(bin: &Path) {
         link.code.as_bytes(),
         shorty_protocol::link::StatsQuery::new(0, 1, shorty_protocol::link::Granularity::Hour),
     ));
-    conn.expect_error(ErrorCode::UNKNOWN_OPCODE);
+    let Reply::Stats(list) =
+        Reply::decode_payload_for(PROTOCOL_V2, conn.read_payload()).expect("a version-2 reply")
+    else {
+        panic!("STATS")
+    };
+    let stats = shorty_protocol::link::LinkStats::parse(&list).unwrap();
+    assert_eq!((stats.total, stats.series.len()), (0, 1), "{stats:?}");
     conn.send(Request::Ping(b"still here"));
     assert_eq!(conn.reply(), Reply::Pong(Bytes::from_static(b"still here")));
     // The client library negotiates by itself; AUTH through it is 401.
@@ -585,5 +591,92 @@ pub fn v2_updates_and_deletes_survive_kill_9(bin: &Path) {
     assert!(
         book.len() >= 16 && changes > 0 && deleted > 0,
         "the writers ran"
+    );
+}
+
+/// Clicks through the redirect front reach STATS and INFO on the wire:
+/// GETs count (human or bot apart, referring hosts kept), HEADs do not,
+/// the hourly series holds them in the current hour, and `shorty stats`
+/// prints the same totals.
+pub fn v2_stats_and_info_count_the_redirects(bin: &Path) {
+    use std::io::{Read, Write};
+    let dir = tmp();
+    let server = Server::start(bin, dir.path(), &["--stats-flush", "20ms"]);
+    let mut c = client(&server);
+    let link = c
+        .shorten_with("https://example.com/counted", &options(None))
+        .unwrap();
+    let get = |extra: &str, method: &str| {
+        let mut stream = std::net::TcpStream::connect(server.http_addr()).unwrap();
+        let request = format!(
+            "{method} /{} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{extra}\r\n",
+            link.code
+        );
+        stream.write_all(request.as_bytes()).unwrap();
+        let mut reply = String::new();
+        stream.read_to_string(&mut reply).unwrap();
+        assert!(reply.starts_with("HTTP/1.1 302"), "{reply}");
+    };
+    for _ in 0..5 {
+        get(
+            "User-Agent: Mozilla/5.0\r\nReferer: https://news.example.org/a\r\n",
+            "GET",
+        );
+    }
+    for _ in 0..2 {
+        get("User-Agent: Slackbot-LinkExpanding 1.0\r\n", "GET");
+    }
+    get("", "HEAD");
+    let now = now_ms();
+    let hour = 3_600_000;
+    let query = shorty_protocol::link::StatsQuery::new(
+        now / hour * hour,
+        now / hour * hour + hour,
+        shorty_protocol::link::Granularity::Hour,
+    );
+    // Every core's clicks reach the store within a flush or two.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let stats = loop {
+        let stats = c.stats(&link.code, query).unwrap();
+        if stats.total == 7 || std::time::Instant::now() > deadline {
+            break stats;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert_eq!(
+        (stats.total, stats.human, stats.bot),
+        (7, 5, 2),
+        "{stats:?}"
+    );
+    assert_eq!(
+        stats.series.iter().map(|b| b.count).sum::<u64>(),
+        7,
+        "{stats:?}"
+    );
+    assert_eq!(stats.referrers, vec![("news.example.org".to_string(), 5)]);
+    assert!(stats
+        .last_click_at_ms
+        .is_some_and(|t| t.abs_diff(now) < 60_000));
+    let info = c.info(&link.code).unwrap();
+    assert_eq!(
+        (info.clicks_total, info.clicks_human, info.clicks_bot),
+        (Some(7), Some(5), Some(2))
+    );
+    // The CLI reads the same numbers.
+    let shorty = crate::harness::workspace_binary("shorty", "shorty-client");
+    let addr = server.addr().to_string();
+    let (status, out) = crate::harness::run_to_exit(
+        &shorty,
+        &["--server", &addr, "stats", &link.code, "--json"],
+        std::time::Duration::from_secs(10),
+    );
+    assert!(status.success(), "{out}");
+    let json: serde_json::Value =
+        serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_eq!(json["clicks"]["total"], 7, "{out}");
+    assert_eq!(
+        json["series"].as_array().map(Vec::len),
+        Some(48),
+        "the last 48 hours"
     );
 }

@@ -29,6 +29,11 @@ struct ListenerLabels {
     protocol: &'static str,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ClickLabels {
+    kind: &'static str,
+}
+
 /// A histogram whose buckets the cores counted themselves.
 #[derive(Debug)]
 struct Bucketed {
@@ -171,6 +176,18 @@ impl Admin {
             "shorty_url_reads",
             "URLs read from the log",
             ConstCounter::new(snap.url_reads),
+        );
+        // One process-level series per kind: never a label per link.
+        let clicks = Family::<ClickLabels, Counter<u64, AtomicU64>>::default();
+        for (i, kind) in ["human", "bot"].into_iter().enumerate() {
+            clicks
+                .get_or_create(&ClickLabels { kind })
+                .inc_by(snap.clicks[i]);
+        }
+        registry.register(
+            "shorty_clicks",
+            "Redirects answered to a GET (clicks), by kind of user agent",
+            clicks,
         );
         registry.register(
             "shorty_log_damaged_segments",

@@ -105,6 +105,35 @@ pub enum Tool {
         #[arg(long, env = "SHORTY_MERGE_RATE", default_value_t = 32 << 20, value_parser = clap::value_parser!(u64).range(1..))]
         merge_rate: u64,
     },
+    // ----- statistics (issue 20) -----
+    /// Print one link's click statistics as JSON (totals, series, top
+    /// referrers) from the data directory's store. The server must not be
+    /// running on the directory.
+    Stats {
+        /// The data directory.
+        #[arg(long, env = "SHORTY_DATA_DIR", default_value = "./shorty-data")]
+        data_dir: PathBuf,
+        /// Start of the series (Unix ms; default: 48 hours ago).
+        #[arg(long)]
+        from: Option<u64>,
+        /// End of the series (Unix ms, exclusive; default: now).
+        #[arg(long)]
+        to: Option<u64>,
+        /// `hour` or `day`.
+        #[arg(long, value_enum, default_value = "hour")]
+        granularity: StatsGranularity,
+        /// The short code (or the whole short URL).
+        code: String,
+    },
+}
+
+/// `stats --granularity`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StatsGranularity {
+    /// Hourly buckets.
+    Hour,
+    /// Daily (UTC) buckets.
+    Day,
 }
 
 /// Where `--http` and `--admin` listen, if anywhere.
@@ -266,6 +295,13 @@ pub struct ServeArgs {
     #[arg(long, env = "SHORTY_ALIAS_QUARANTINE", default_value = "30d", value_parser = parse_duration)]
     pub alias_quarantine: Duration,
 
+    // ----- engineer REDIS (issue 19, Redis store) -----
+    /// With a Redis store: how long a core may serve a link from its cache
+    /// before asking the store again, so an update or delete made through
+    /// another node is seen here within this time (0: no cache).
+    #[arg(long, env = "SHORTY_STORE_CACHE_TTL", default_value = "1s", value_parser = parse_duration)]
+    pub store_cache_ttl: Duration,
+
     /// Close a connection that sends nothing (and waits for nothing) for
     /// this long.
     #[arg(long, env = "SHORTY_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
@@ -361,6 +397,18 @@ pub struct ServeArgs {
     /// (`/api/v1/links/CODE/qr.svg`) on the public front: `on` or `off`.
     #[arg(long, env = "SHORTY_UI", default_value = "on", action = clap::ArgAction::Set, value_parser = parse_on_off)]
     pub ui: bool,
+
+    // ----- statistics (issue 20) -----
+    /// Click statistics: `on` counts every GET redirect per link (human or
+    /// bot, hour, referring host) and stores them under --data-dir (or in
+    /// the Redis store); `off` counts nothing.
+    #[arg(long, env = "SHORTY_STATS", value_enum, default_value = "on")]
+    pub stats: OnOff,
+
+    /// How often each core hands its click counts to the stats writer (10ms
+    /// to 60s): a crash loses at most this much of the counts.
+    #[arg(long, env = "SHORTY_STATS_FLUSH", default_value = "1s", value_parser = parse_stats_flush)]
+    pub stats_flush: Duration,
 }
 
 /// `on`/`off` (and `true`/`false`) for switches such as `--ui`.
@@ -370,6 +418,27 @@ fn parse_on_off(text: &str) -> Result<bool, String> {
         "off" | "false" => Ok(false),
         _ => Err("must be `on` or `off`".into()),
     }
+}
+
+/// `--stats`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OnOff {
+    /// Enabled.
+    On,
+    /// Disabled.
+    Off,
+}
+
+/// Longest `--stats-flush`: a core's pending counts then span at most two
+/// hours (see `shorty_service::stats::Pending`).
+pub const MAX_STATS_FLUSH: Duration = Duration::from_secs(60);
+
+fn parse_stats_flush(text: &str) -> Result<Duration, String> {
+    let d = parse_duration(text)?;
+    if d < Duration::from_millis(10) || d > MAX_STATS_FLUSH {
+        return Err("must be from 10ms to 60s".into());
+    }
+    Ok(d)
 }
 
 /// `--store`.
@@ -598,6 +667,10 @@ impl ServeArgs {
             // ----- engineer LIFE (issue 19) -----
             alias_quarantine: self.alias_quarantine,
             ui: self.ui,
+            // ----- engineer STATS (issue 20) -----
+            stats: self.stats == OnOff::On,
+            // ----- engineer REDIS (issue 19, Redis store) -----
+            remote_cache_ttl: self.store_cache_ttl,
         }
     }
 }

@@ -10,8 +10,10 @@
 //! cost is a cross-thread hand-off per request that misses the cache (see
 //! ARCHITECTURE.md for the measured figure).
 //!
-//! **Layout in the cluster.** `shorty:l:<code>` holds a link's URL (a
-//! plain string: operators can read it with `redis-cli`). `shorty:ids` is
+//! **Layout in the cluster.** `shorty:l:<code or alias>` holds a link: a
+//! plain link's bare URL (operators can read it with `redis-cli`), or a
+//! link with options / a deleted link in the tagged shapes of
+//! [`crate::redis_link`]. `shorty:ids` is
 //! the id counter: each process claims blocks of [`ID_BLOCK`] with one
 //! `INCRBY`, so codes stay unique and non-sequential across every node.
 //! `shorty:key` holds the permutation key, created once with `SET NX`, so
@@ -29,7 +31,12 @@
 //! a link made on another node resolves at once. Writes and reads use separate
 //! connections, because `WAIT` blocks its connection until replicas
 //! answer. Every request is bounded by `--store-timeout`; failures answer
-//! 503, never 404.
+//! 503, never 404. The lifecycle's writes (an alias's `SET NX`, the update
+//! and delete scripts) are `WAIT`ed and checked the same way
+//! ([`crate::redis_link`]).
+//!
+//! The cores cache what they read for at most `--store-cache-ttl`, which
+//! bounds how long another node's update or delete takes to be seen.
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -42,11 +49,13 @@ use redis::{Cmd, Pipeline, RedisResult, Value};
 use shorty_protocol::ErrorCode;
 use shorty_service::codes::{format_code, CodeKey, Codec, MAX_CODE_LEN};
 use shorty_service::health::{Health, StorageHealth};
+use shorty_service::link::CONFLICT;
 use shorty_service::output::OpId;
-use shorty_service::shard::{OpResult, RemoteRequest};
+use shorty_service::shard::{OpResult, RemoteReply, RemoteRequest};
 use tokio::sync::mpsc;
 
 use crate::config::RedisSpec;
+use crate::redis_link::{self, Change, Stored};
 use crate::remote::{Envelope, RemotePort};
 
 /// Ids one process claims at a time from the cluster-wide counter.
@@ -122,7 +131,7 @@ impl Conn {
 
     /// Pipelined commands. Each reply may be a `Value::ServerError`: the
     /// caller checks every one (a failed command does not stop the rest).
-    async fn pipeline(&mut self, pipe: &Pipeline, count: usize) -> RedisResult<Vec<Value>> {
+    pub async fn pipeline(&mut self, pipe: &Pipeline, count: usize) -> RedisResult<Vec<Value>> {
         match self {
             Conn::Cluster(c) => c.req_packed_commands(pipe, 0, count).await,
             Conn::Single(c) => c.req_packed_commands(pipe, 0, count).await,
@@ -589,6 +598,15 @@ impl Store {
     }
 
     async fn put(&self, url: &[u8]) -> OpResult {
+        match self.put_value(url).await {
+            Ok(key) => OpResult::Stored(key),
+            Err(failed) => failed,
+        }
+    }
+
+    /// Stores `value` under a new generated code (`SET NX` + `WAIT`, the
+    /// next id while the code is taken): its key once confirmed.
+    async fn put_value(&self, url: &[u8]) -> Result<u64, OpResult> {
         // Each attempt waits this long for replicas; a slot whose primary
         // has lost its replica (after a failover) cannot confirm, and the
         // next attempt's random code most likely lands on another shard.
@@ -609,9 +627,15 @@ impl Store {
                 // counter's INCRBY: reachable, refusing writes.
                 Err(err) if err.code().is_some() => {
                     self.set_refusing(true);
-                    return Self::unavailable(format!("the store refused the URL: {err}"));
+                    return Err(Self::unavailable(format!(
+                        "the store refused the URL: {err}"
+                    )));
                 }
-                Err(err) => return Self::unavailable(format!("the store is unavailable: {err}")),
+                Err(err) => {
+                    return Err(Self::unavailable(format!(
+                        "the store is unavailable: {err}"
+                    )))
+                }
             };
             let Some(key) = self.codec.new_key(id) else {
                 continue;
@@ -628,14 +652,16 @@ impl Store {
                 Ok(values) => values,
                 Err(err) => {
                     self.set_health(false);
-                    return Self::unavailable(format!("the store did not take the URL: {err}"));
+                    return Err(Self::unavailable(format!(
+                        "the store did not take the URL: {err}"
+                    )));
                 }
             };
             self.set_health(true);
             match check_put(&replies, self.settings.replicas) {
                 PutReply::Confirmed => {
                     self.set_refusing(false);
-                    return OpResult::Stored(key);
+                    return Ok(key);
                 }
                 // The code is taken (an imported link): the next id.
                 PutReply::Taken => continue,
@@ -663,13 +689,149 @@ impl Store {
                 }
             }
         }
-        Self::unavailable(why.unwrap_or_else(|| "no free code found within --store-timeout".into()))
+        Err(Self::unavailable(why.unwrap_or_else(|| {
+            "no free code found within --store-timeout".into()
+        })))
     }
 
-    async fn get(&self, key: u64) -> OpResult {
+    /// A new link with options (version 0): under `alias` if that name is
+    /// free (a live link or a deleted alias's quarantine holds it: 409),
+    /// else under a generated code as for a SHORTEN.
+    async fn create(&self, alias: Option<&str>, url: &[u8], options: &[u8]) -> RemoteReply {
+        let value = redis_link::encode_link(0, url, options);
+        let Some(alias) = alias else {
+            return match self.put_value(&value).await {
+                Ok(key) => RemoteReply::Written {
+                    key: Some(key),
+                    version: 0,
+                },
+                Err(failed) => failed.into(),
+            };
+        };
+        let name = format!("{LINK_PREFIX}{alias}");
+        let mut pipe = redis::pipe();
+        pipe.cmd("SET").arg(&name).arg(&value).arg("NX");
+        pipe.cmd("WAIT")
+            .arg(self.settings.replicas)
+            .arg(self.wait_ms());
+        let mut writes = self.writer();
+        let replies = match writes.pipeline(&pipe, 2).await {
+            Ok(values) => values,
+            Err(err) => {
+                self.set_health(false);
+                return Self::unavailable(format!("the store did not take the link: {err}")).into();
+            }
+        };
+        self.set_health(true);
+        match check_put(&replies, self.settings.replicas) {
+            PutReply::Confirmed => RemoteReply::Written {
+                key: None,
+                version: 0,
+            },
+            PutReply::Taken => OpResult::Failed(
+                CONFLICT,
+                "this alias is taken (or was deleted less than --alias-quarantine ago)".into(),
+            )
+            .into(),
+            PutReply::Refused(err) => {
+                Self::unavailable(format!("the store refused the link: {err}")).into()
+            }
+            PutReply::Unconfirmed(detail) => {
+                // Never acknowledged: take it back (best effort), as a
+                // SHORTEN does.
+                let _ = writes.query(redis::cmd("DEL").arg(&name)).await;
+                Self::unavailable(format!(
+                    "the link was not confirmed by {} replica(s) within --store-timeout                      ({detail}); retry",
+                    self.settings.replicas
+                ))
+                .into()
+            }
+        }
+    }
+
+    /// How long a write's `WAIT` waits for replicas.
+    fn wait_ms(&self) -> u64 {
+        (self.settings.timeout.as_millis() as u64 / 2).clamp(20, 5_000)
+    }
+
+    /// An update (`Some(body)`) or a delete (`None`, with its quarantine)
+    /// of the live link `code`: one script on the key's slot, pipelined
+    /// with `WAIT`, every reply checked.
+    async fn change(
+        &self,
+        code: &str,
+        update: Option<Vec<u8>>,
+        quarantine_ms: Option<u64>,
+    ) -> RemoteReply {
+        let name = format!("{LINK_PREFIX}{code}");
+        let mut pipe = redis::pipe();
+        match &update {
+            Some(body) => pipe
+                .cmd("EVAL")
+                .arg(redis_link::UPDATE_SCRIPT.as_str())
+                .arg(1)
+                .arg(&name)
+                .arg(body),
+            None => {
+                // PX takes at most ~292 million years; a quarantine past a
+                // century is for ever.
+                let px = match quarantine_ms {
+                    Some(ms) if ms < 100 * 365 * 86_400_000 => ms.to_string(),
+                    _ => String::new(),
+                };
+                pipe.cmd("EVAL")
+                    .arg(redis_link::DELETE_SCRIPT.as_str())
+                    .arg(1)
+                    .arg(&name)
+                    .arg(px)
+            }
+        };
+        pipe.cmd("WAIT")
+            .arg(self.settings.replicas)
+            .arg(self.wait_ms());
+        let mut writes = self.writer();
+        let replies = match writes.pipeline(&pipe, 2).await {
+            Ok(values) => values,
+            Err(err) => {
+                self.set_health(false);
+                return Self::unavailable(format!("the store did not take the change: {err}"))
+                    .into();
+            }
+        };
+        self.set_health(true);
+        match redis_link::check_change(&replies, self.settings.replicas) {
+            Change::Confirmed(version) => RemoteReply::Written { key: None, version },
+            Change::Gone => OpResult::NotFound.into(),
+            Change::Refused(err) => {
+                Self::unavailable(format!("the store refused the change: {err}")).into()
+            }
+            // Applied on the primary but not confirmed: it cannot be taken
+            // back without undoing a change another node may have made
+            // since, so the answer says it may or may not last.
+            Change::Unconfirmed(detail) => Self::unavailable(format!(
+                "the change was not confirmed by {} replica(s) within --store-timeout                  ({detail}): it may or may not have been applied; read the link back",
+                self.settings.replicas
+            ))
+            .into(),
+        }
+    }
+
+    async fn get(&self, key: u64) -> RemoteReply {
         let mut code = [0; MAX_CODE_LEN];
-        let name = format!("{LINK_PREFIX}{}", format_code(key, &mut code));
-        let mut reads = self.reads.clone();
+        self.read(format_code(key, &mut code), false).await
+    }
+
+    /// The link `code` (an alias or a code). A plain link read for a
+    /// redirect (`!whole`) is its bare URL, as before the lifecycle.
+    async fn read(&self, code: &str, whole: bool) -> RemoteReply {
+        let name = format!("{LINK_PREFIX}{code}");
+        // A lifecycle operation's read goes to the primary (a replica may
+        // lag a change acknowledged a moment ago); a redirect may use a
+        // replica.
+        let mut reads = match (&self.primary_reads, whole) {
+            (Some(primary), true) => primary.clone(),
+            _ => self.reads.clone(),
+        };
         let mut found = reads.query(redis::cmd("GET").arg(&name)).await;
         if let (Ok(Value::Nil) | Err(_), Some(primary)) = (&found, &self.primary_reads) {
             // A replica may lag its primary: only the primary's "no" is
@@ -680,13 +842,27 @@ impl Store {
         match found {
             Ok(Value::Nil) => {
                 self.set_health(true);
-                OpResult::NotFound
+                OpResult::NotFound.into()
             }
             Ok(value) => {
                 self.set_health(true);
-                match bytes_of(&value) {
-                    Some(url) => OpResult::Url(Bytes::from(url)),
-                    None => OpResult::Failed(ErrorCode::INTERNAL, "unexpected store reply".into()),
+                let Some(value) = bytes_of(&value) else {
+                    return OpResult::Failed(ErrorCode::INTERNAL, "unexpected store reply".into())
+                        .into();
+                };
+                match redis_link::decode(Bytes::from(value)) {
+                    Ok(Stored::Link {
+                        url, meta: None, ..
+                    }) if !whole => OpResult::Url(url).into(),
+                    Ok(Stored::Link { url, meta, version }) => {
+                        RemoteReply::Link { url, meta, version }
+                    }
+                    Ok(Stored::Deleted(_)) => OpResult::NotFound.into(),
+                    Err(reason) => {
+                        tracing::error!(link = %name, "a stored link is damaged ({reason})");
+                        OpResult::Failed(ErrorCode::INTERNAL, "the stored link is damaged".into())
+                            .into()
+                    }
                 }
             }
             Err(err) => {
@@ -695,6 +871,7 @@ impl Store {
                 Self::unavailable(format!(
                     "the store cannot be reached to look the code up: {err}"
                 ))
+                .into()
             }
         }
     }
@@ -757,7 +934,7 @@ pub fn start(
     let mut reply_tx = Vec::new();
     let mut ports = Vec::new();
     for _ in 0..cores {
-        let (tx, rx) = mpsc::unbounded_channel::<(OpId, OpResult)>();
+        let (tx, rx) = mpsc::unbounded_channel::<(OpId, RemoteReply)>();
         reply_tx.push(tx);
         ports.push(RemotePort {
             requests: requests_tx.clone(),
@@ -882,19 +1059,38 @@ pub fn start(
                     let (store, replies) = (store.clone(), replies.clone());
                     tokio::task::spawn_local(async move {
                         let limit = store.settings.timeout;
-                        let (op, result) = match request {
-                            RemoteRequest::Get { op, key } => {
-                                (op, tokio::time::timeout(limit, store.get(key)).await)
-                            }
-                            RemoteRequest::Put { op, url } => {
-                                (op, tokio::time::timeout(limit, store.put(&url)).await)
+                        let op = request.op();
+                        let work = async {
+                            match request {
+                                RemoteRequest::Get { key, .. } => store.get(key).await,
+                                RemoteRequest::Put { url, .. } => store.put(&url).await.into(),
+                                RemoteRequest::Read { code, .. } => store.read(&code, true).await,
+                                RemoteRequest::Create {
+                                    alias,
+                                    url,
+                                    options,
+                                    ..
+                                } => store.create(alias.as_deref(), &url, &options).await,
+                                RemoteRequest::Update {
+                                    code, url, options, ..
+                                } => {
+                                    let body = redis_link::body(&url, &options);
+                                    store.change(&code, Some(body), None).await
+                                }
+                                RemoteRequest::Delete {
+                                    code,
+                                    quarantine_ms,
+                                    ..
+                                } => store.change(&code, None, quarantine_ms).await,
                             }
                         };
+                        let result = tokio::time::timeout(limit, work).await;
                         let result = result.unwrap_or_else(|_| {
                             store.set_health(false);
                             Store::unavailable(format!(
                                 "the store did not answer within --store-timeout ({limit:?})"
                             ))
+                            .into()
                         });
                         if let Some(tx) = replies.borrow().get(core) {
                             let _ = tx.send((op, result));

@@ -11,11 +11,11 @@
 //! store thread ([`crate::redis_store`]) sit above it.
 
 use shorty_service::output::OpId;
-use shorty_service::shard::{OpResult, RemoteRequest};
+use shorty_service::shard::{RemoteReply, RemoteRequest};
 use tokio::sync::mpsc;
 
 /// A core's end of the answers channel.
-pub type Replies = mpsc::UnboundedReceiver<(OpId, OpResult)>;
+pub type Replies = mpsc::UnboundedReceiver<(OpId, RemoteReply)>;
 
 /// A request to the store thread.
 #[derive(Debug)]

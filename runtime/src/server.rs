@@ -157,6 +157,13 @@ where
                 _ => crate::tools::import(&data_dir, &file),
             }
         }
+        Some(Tool::Stats {
+            data_dir,
+            from,
+            to,
+            granularity,
+            code,
+        }) => return crate::stats::tool(&data_dir, &code, from, to, granularity),
         None => {}
     }
     let args = cli.serve;
@@ -316,6 +323,33 @@ where
         }
         None => (None, None),
     };
+    // Click statistics: a writer thread over DATA_DIR/stats, or over the
+    // Redis store.
+    if args.stats == config::OnOff::On {
+        shorty_service::stats::BotDetector::warm();
+    }
+    let stats_writer = match (&local, args.stats) {
+        (Some((data, _)), config::OnOff::On) => {
+            let db = crate::stats::StatsDb::open(&data.path().join("stats"))
+                .map_err(|e| format!("cannot open the click statistics store: {e}"))?;
+            let db = Arc::new(db);
+            let _ = shared.stats.set(crate::stats::reader(db.clone()));
+            let (sender, writer) = crate::stats::spawn_writer(db)
+                .map_err(|e| format!("cannot start the stats writer: {e}"))?;
+            Some((sender, writer))
+        }
+        (None, config::OnOff::On) => match &args.store {
+            config::StoreSpec::Redis(spec) => {
+                let sink = crate::stats_redis::RedisStats::connect(spec, args.store_timeout)
+                    .map_err(|e| format!("cannot connect the stats writer to the store: {e}"))?;
+                let (sender, writer) = crate::stats::spawn_writer(sink)
+                    .map_err(|e| format!("cannot start the stats writer: {e}"))?;
+                Some((sender, writer))
+            }
+            config::StoreSpec::Local => None,
+        },
+        _ => None,
+    };
     let (trigger, shutdown) = shutdown_channel();
     install_signal_handlers(trigger.clone())
         .map_err(|e| format!("cannot install signal handlers: {e}"))?;
@@ -350,6 +384,12 @@ where
                 shutdown_timeout: args.shutdown_timeout,
                 hints: hints.clone(),
                 remote: remote_ports.as_mut().and_then(Iterator::next),
+                stats: stats_writer
+                    .as_ref()
+                    .map(|(sender, _)| crate::stats::CoreStats {
+                        sender: sender.clone(),
+                        flush: args.stats_flush,
+                    }),
                 heartbeat,
                 shutdown: shutdown.clone(),
                 started: started_tx.clone(),
@@ -417,6 +457,12 @@ where
     // Every sealed segment gets its hint before the process exits.
     if let (Some(hints), Some(writer)) = (hints, hint_writer) {
         hints.finish();
+        let _ = writer.join();
+    }
+    // Every core's last clicks are written before the process exits.
+    if let Some((sender, writer)) = stats_writer {
+        sender.finish();
+        drop(sender);
         let _ = writer.join();
     }
     tracing::info!(links = shared.keydir().map(KeyDir::len), "stopped");

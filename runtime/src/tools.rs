@@ -738,6 +738,7 @@ pub fn export_redis(spec: &crate::config::RedisSpec, out: Option<&Path>) -> Exit
         let rt = store_runtime().map_err(|e| e.to_string())?;
         let mut sink = open_output(out).map_err(|e| e.to_string())?;
         let mut links = 0;
+        let mut damaged = 0;
         rt.block_on(async {
             for node in crate::redis_store::primaries(spec)
                 .await
@@ -770,17 +771,28 @@ pub fn export_redis(spec: &crate::config::RedisSpec, out: Option<&Path>) -> Exit
                             .await
                             .map_err(|e| format!("{node}: {e}"))?
                     };
-                    for (key, url) in keys.iter().zip(urls) {
-                        let (Some(code), Some(url)) =
-                            (key.strip_prefix(crate::redis_store::LINK_PREFIX), url)
+                    for (key, value) in keys.iter().zip(urls) {
+                        let (Some(code), Some(value)) =
+                            (key.strip_prefix(crate::redis_store::LINK_PREFIX), value)
                         else {
                             continue;
                         };
-                        write_link(
-                            &mut sink,
-                            &Link::plain(parse_code(code.as_bytes()).unwrap_or(0), NO_ID, &url),
-                        )
-                        .map_err(|e| e.to_string())?;
+                        // A plain link is its bare URL; a link with
+                        // options carries them; a deleted one is skipped.
+                        let (url, meta) = match crate::redis_link::decode(value.into()) {
+                            Ok(crate::redis_link::Stored::Link { url, meta, .. }) => {
+                                (url, meta.unwrap_or_default())
+                            }
+                            Ok(crate::redis_link::Stored::Deleted(_)) => continue,
+                            Err(reason) => {
+                                eprintln!("export: {key}: damaged ({reason}); not exported");
+                                damaged += 1;
+                                continue;
+                            }
+                        };
+                        let line = ExportedLink::new(code, &url, &meta);
+                        serde_json::to_writer(&mut sink, &line).map_err(|e| e.to_string())?;
+                        sink.write_all(b"\n").map_err(|e| e.to_string())?;
                         links += 1;
                     }
                     if next == 0 {
@@ -792,7 +804,7 @@ pub fn export_redis(spec: &crate::config::RedisSpec, out: Option<&Path>) -> Exit
             Ok::<(), String>(())
         })?;
         sink.flush().map_err(|e| e.to_string())?;
-        Ok((links, 0))
+        Ok((links, damaged))
     })();
     report_export(result)
 }
@@ -808,12 +820,25 @@ pub fn import_redis(spec: &crate::config::RedisSpec, input: &Path) -> ExitCode {
                 .await
                 .map_err(|e| e.to_string())?;
             let mut summary = ImportSummary::default();
-            let mut batch: Vec<(String, String)> = Vec::new();
+            let mut batch: Vec<(String, Vec<u8>)> = Vec::new();
             let mut lines = reader.lines();
             loop {
                 let line = lines.next().transpose().map_err(|e| e.to_string())?;
                 match line.as_deref().and_then(|l| parse_import_line(l, &policy)) {
-                    Some(Ok((_, link))) => batch.push((link.code, link.url)),
+                    Some(Ok((_, link))) => {
+                        // The store's value (crate::redis_link): the bare
+                        // URL for a plain link, as SHORTEN writes it.
+                        let mut meta = link.meta();
+                        let value = if meta.is_plain() {
+                            link.url.into_bytes()
+                        } else {
+                            let version = std::mem::take(&mut meta.version);
+                            let mut options = Vec::with_capacity(meta.encoded_len());
+                            meta.encode(&mut options);
+                            crate::redis_link::encode_link(version, link.url.as_bytes(), &options)
+                        };
+                        batch.push((link.code, value));
+                    }
                     Some(Err(())) => summary.invalid += 1,
                     None if line.is_some() => continue,
                     None => {}
@@ -824,7 +849,7 @@ pub fn import_redis(spec: &crate::config::RedisSpec, input: &Path) -> ExitCode {
                         let mut conn = conn.clone();
                         set.spawn(async move {
                             let name = format!("{}{code}", crate::redis_store::LINK_PREFIX);
-                            conn.set_nx_or_compare(&name, url.as_bytes()).await
+                            conn.set_nx_or_compare(&name, &url).await
                         });
                     }
                     while let Some(done) = set.join_next().await {

@@ -58,8 +58,16 @@ type MixState = std::hash::BuildHasherDefault<MixHasher>;
 #[derive(Debug, Clone, Copy)]
 struct ByLength;
 
-impl Weighter<u64, CachedLink> for ByLength {
-    fn weight(&self, _key: &u64, link: &CachedLink) -> u64 {
+/// What the cache holds: a link and the generation it was cached in.
+#[derive(Debug, Clone)]
+struct Entry {
+    link: CachedLink,
+    generation: u32,
+}
+
+impl Weighter<u64, Entry> for ByLength {
+    fn weight(&self, _key: &u64, entry: &Entry) -> u64 {
+        let link = &entry.link;
         let meta = link.meta.as_ref().map_or(0, |m| {
             (std::mem::size_of::<LinkMeta>() + m.encoded_len()) as u64
         });
@@ -69,7 +77,9 @@ impl Weighter<u64, CachedLink> for ByLength {
 
 /// A core's URL cache: code key → URL.
 pub struct UrlCache {
-    inner: Option<quick_cache::unsync::Cache<u64, CachedLink, ByLength, MixState>>,
+    inner: Option<quick_cache::unsync::Cache<u64, Entry, ByLength, MixState>>,
+    /// Entries of an older generation are misses ([`Self::expire_all`]).
+    generation: u32,
     hits: u64,
     misses: u64,
 }
@@ -100,6 +110,7 @@ impl UrlCache {
         });
         Self {
             inner,
+            generation: 0,
             hits: 0,
             misses: 0,
         }
@@ -107,7 +118,12 @@ impl UrlCache {
 
     /// The link of `key`, if cached. Counts a hit or a miss.
     pub fn get(&mut self, key: u64) -> Option<CachedLink> {
-        let found = self.inner.as_ref().and_then(|c| c.get(&key)).cloned();
+        let found = self
+            .inner
+            .as_ref()
+            .and_then(|c| c.get(&key))
+            .filter(|e| e.generation == self.generation)
+            .map(|e| e.link.clone());
         if found.is_some() {
             self.hits += 1;
         } else {
@@ -118,7 +134,10 @@ impl UrlCache {
 
     /// `true` if `key` is cached (not counted as a hit or miss).
     pub fn contains(&self, key: u64) -> bool {
-        self.inner.as_ref().is_some_and(|c| c.contains_key(&key))
+        self.inner
+            .as_ref()
+            .and_then(|c| c.peek(&key))
+            .is_some_and(|e| e.generation == self.generation)
     }
 
     /// Caches `url` under `key` (copied: the cache must not pin a larger
@@ -126,7 +145,14 @@ impl UrlCache {
     pub fn insert(&mut self, key: u64, url: &[u8], meta: Option<Arc<LinkMeta>>) {
         if let Some(cache) = self.inner.as_mut() {
             let url = Bytes::copy_from_slice(url);
-            cache.insert(key, CachedLink { url, meta });
+            let link = CachedLink { url, meta };
+            cache.insert(
+                key,
+                Entry {
+                    link,
+                    generation: self.generation,
+                },
+            );
         }
     }
 
@@ -135,6 +161,14 @@ impl UrlCache {
         if let Some(cache) = self.inner.as_mut() {
             cache.remove(&key);
         }
+    }
+
+    /// Makes every entry cached so far a miss, in O(1): they are replaced
+    /// when read again, or evicted. For a remote store's bound on
+    /// staleness (`--store-cache-ttl`), which must not stall the core the
+    /// way dropping a large cache every second would.
+    pub fn expire_all(&mut self) {
+        self.generation = self.generation.wrapping_add(1);
     }
 
     /// Forgets everything.
@@ -160,6 +194,23 @@ impl UrlCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn expired_entries_are_misses_until_cached_again() {
+        let mut cache = UrlCache::new(1 << 20);
+        cache.insert(1, b"https://e.com/old", None);
+        cache.insert(2, b"https://e.com/two", None);
+        assert!(cache.contains(1));
+        cache.expire_all();
+        assert_eq!(cache.get(1), None);
+        assert!(!cache.contains(2));
+        cache.insert(1, b"https://e.com/new", None);
+        assert_eq!(
+            cache.get(1).map(|l| l.url),
+            Some(Bytes::from("https://e.com/new"))
+        );
+        assert_eq!(cache.stats(), (1, 1));
+    }
 
     #[test]
     fn holds_what_fits_and_counts() {

@@ -73,6 +73,11 @@ pub struct Request<'a> {
     pub if_none_match: Option<&'a [u8]>,
     /// `Accept-Encoding` (the web page's compression), if sent.
     pub accept_encoding: Option<&'a [u8]>,
+    /// The `User-Agent` value, if it is one valid UTF-8 header (for bot
+    /// detection; never stored).
+    pub user_agent: Option<&'a str>,
+    /// The `Referer` value, likewise (only its host is ever kept).
+    pub referer: Option<&'a str>,
 }
 
 /// What the bytes at the front of the input hold.
@@ -131,6 +136,8 @@ pub fn parse<'a>(input: &'a [u8], settings: &Settings) -> Head<'a> {
     let mut hosts = 0;
     let mut connection: Option<&[u8]> = None;
     let (mut if_none_match, mut accept_encoding) = (None, None);
+    let mut user_agent: Option<&str> = None;
+    let mut referer: Option<&str> = None;
     for header in request.headers.iter() {
         let name = header.name;
         if name.eq_ignore_ascii_case("transfer-encoding") {
@@ -153,6 +160,10 @@ pub fn parse<'a>(input: &'a [u8], settings: &Settings) -> Head<'a> {
             if_none_match = Some(header.value);
         } else if name.eq_ignore_ascii_case("accept-encoding") {
             accept_encoding = Some(header.value);
+        } else if name.eq_ignore_ascii_case("user-agent") {
+            user_agent = std::str::from_utf8(header.value).ok();
+        } else if name.eq_ignore_ascii_case("referer") {
+            referer = std::str::from_utf8(header.value).ok();
         }
     }
     if content_length.is_some_and(|v| v.iter().any(|&b| b != b'0')) {
@@ -190,6 +201,8 @@ pub fn parse<'a>(input: &'a [u8], settings: &Settings) -> Head<'a> {
             keep_alive,
             if_none_match,
             accept_encoding,
+            user_agent,
+            referer,
         },
     }
 }
@@ -395,9 +408,17 @@ mod tests {
                     keep_alive: true,
                     if_none_match: None,
                     accept_encoding: None,
+                    user_agent: None,
+                    referer: None,
                 }
             }
         );
+        let with_headers = request(
+            b"GET /s/abc HTTP/1.1\r\nHost: a\r\nuser-agent: curl/8.5.0\r\n\
+              Referer: https://news.example/a?b\r\n\r\n",
+        );
+        assert_eq!(with_headers.user_agent, Some("curl/8.5.0"));
+        assert_eq!(with_headers.referer, Some("https://news.example/a?b"));
         assert_eq!(
             parse(b"GET /s/abc HTTP/1.1\r\nHo", &settings()),
             Head::Partial

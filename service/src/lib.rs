@@ -19,5 +19,6 @@ pub mod output;
 pub mod page;
 pub mod settings;
 pub mod shard;
+pub mod stats;
 pub mod timer;
 pub mod url;

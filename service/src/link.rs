@@ -374,14 +374,16 @@ pub struct Principal {
 pub struct Scopes(pub u8);
 
 impl Scopes {
-    /// Read links (info, statistics).
+    /// Read links (info).
     pub const LINKS_READ: Scopes = Scopes(1);
     /// Create links; change and delete its own.
     pub const LINKS_WRITE: Scopes = Scopes(2);
     /// Change and delete any link.
     pub const LINKS_ALL: Scopes = Scopes(4);
+    /// Read any link's click statistics (`stats:read`).
+    pub const STATS_READ: Scopes = Scopes(8);
     /// Every scope.
-    pub const ALL: Scopes = Scopes(7);
+    pub const ALL: Scopes = Scopes(15);
 
     /// `true` when every scope of `other` is in `self`.
     pub fn contains(self, other: Scopes) -> bool {
@@ -414,6 +416,12 @@ impl Principal {
     /// May it read a link owned by `owner`?
     pub fn may_read(&self, owner: Option<u32>) -> bool {
         self.scopes.contains(Scopes::LINKS_READ) || self.may_change(owner)
+    }
+
+    /// May it read the click statistics of a link owned by `owner`?
+    /// `stats:read` any link's; whoever may change the link, its.
+    pub fn may_read_stats(&self, owner: Option<u32>) -> bool {
+        self.scopes.contains(Scopes::STATS_READ) || self.may_change(owner)
     }
 }
 

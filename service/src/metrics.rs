@@ -147,6 +147,8 @@ pub struct CoreMetrics {
     cache_hits: AtomicU64,
     cache_misses: AtomicU64,
     url_reads: AtomicU64,
+    /// Clicks counted: human, bot.
+    clicks: [AtomicU64; 2],
 }
 
 impl Default for CoreMetrics {
@@ -160,6 +162,7 @@ impl Default for CoreMetrics {
             cache_hits: AtomicU64::new(0),
             cache_misses: AtomicU64::new(0),
             url_reads: AtomicU64::new(0),
+            clicks: Default::default(),
         }
     }
 }
@@ -202,6 +205,11 @@ impl CoreMetrics {
         );
     }
 
+    /// A click counted (`shorty_clicks_total`).
+    pub fn click(&self, bot: bool) {
+        bump(&self.clicks[usize::from(bot)], 1);
+    }
+
     /// A URL read from the log.
     pub fn url_read(&self) {
         bump(&self.url_reads, 1);
@@ -226,6 +234,8 @@ pub struct Snapshot {
     pub cache: (u64, u64),
     /// URLs read from the log.
     pub url_reads: u64,
+    /// Clicks counted: human, bot.
+    pub clicks: [u64; 2],
 }
 
 fn sum_histogram<const N: usize>(cores: &[&Histogram<N>]) -> (Vec<u64>, f64, u64) {
@@ -287,6 +297,12 @@ impl Snapshot {
             .iter()
             .map(|c| c.url_reads.load(Ordering::Relaxed))
             .sum();
+        for kind in 0..2 {
+            snap.clicks[kind] = cores
+                .iter()
+                .map(|c| c.clicks[kind].load(Ordering::Relaxed))
+                .sum();
+        }
         snap
     }
 }

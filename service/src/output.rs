@@ -73,6 +73,8 @@ pub enum LinkReply {
     Deleted,
     /// INFO: INFO.
     Info,
+    /// STATS: STATS (a link's click statistics).
+    Stats,
 }
 
 /// What a reply waits for.

@@ -85,7 +85,16 @@ pub struct Settings {
     pub alias_quarantine: Duration,
     /// `--ui`: serve the web page and QR codes on the public front.
     pub ui: bool,
+    /// Count clicks (`--stats`; `off` disables counting).
+    pub stats: bool,
+    /// With a remote store (`--store-cache-ttl`): how long a core may serve
+    /// a link from its cache, which bounds how long another node's update
+    /// or delete takes to be seen here. Zero: nothing is cached.
+    pub remote_cache_ttl: Duration,
 }
+
+/// `--store-cache-ttl`'s default: one second.
+pub const DEFAULT_REMOTE_CACHE_TTL: Duration = Duration::from_secs(1);
 
 /// `--alias-quarantine`'s default: 30 days.
 pub const DEFAULT_ALIAS_QUARANTINE: Duration = Duration::from_secs(30 * 86_400);
@@ -128,6 +137,8 @@ impl Settings {
             },
             alias_quarantine: DEFAULT_ALIAS_QUARANTINE,
             ui: true,
+            stats: true,
+            remote_cache_ttl: DEFAULT_REMOTE_CACHE_TTL,
         }
     }
 }

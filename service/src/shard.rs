@@ -15,6 +15,7 @@
 //! operations settled, never all of them.
 
 use std::borrow::Cow;
+use std::io;
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
@@ -36,6 +37,7 @@ use crate::log::{IoResult, LogIo, LogState, LogWriter};
 use crate::metrics::CoreMetrics;
 use crate::output::{OpId, Wait};
 use crate::settings::Settings;
+use crate::stats::{self, ClickCounter, ClickMeta};
 use crate::url::UrlPolicy;
 
 /// Bytes read speculatively for a URL: most link records fit, so one read
@@ -100,6 +102,8 @@ pub struct Shared {
     /// Counts the clicks of links with a click limit (the statistics
     /// engine replaces the in-memory default with its counter).
     pub clicks: Arc<dyn ClickLimiter>,
+    /// Set by the runtime when click statistics are stored locally.
+    pub stats: OnceLock<Box<dyn stats::StatsReader>>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -128,6 +132,7 @@ impl Shared {
             metrics: (0..cores).map(|_| CoreMetrics::default()).collect(),
             admin: OnceLock::new(),
             clicks: Arc::new(LocalClicks::default()),
+            stats: OnceLock::new(),
         }
     }
 
@@ -197,6 +202,8 @@ pub enum OpResult {
     Link(Box<LinkView>),
     /// A link deleted.
     Deleted,
+    /// A link's click statistics ([`crate::ops::stats`]).
+    Stats(Box<stats::StatsView>),
 }
 
 /// A link as the lifecycle operations return it.
@@ -230,6 +237,12 @@ pub(crate) enum Then {
     },
     /// After the read: answer with the link.
     Info { principal: Principal },
+    /// After the read: answer with the link's click statistics (totals
+    /// only without a query).
+    Stats {
+        principal: Principal,
+        query: Option<crate::ops::stats::StatsQuery>,
+    },
     /// A mutation's record is being written with `version`: on failure,
     /// release the reservation; on durability, answer `outcome`.
     Written {
@@ -259,6 +272,9 @@ pub(crate) struct OpEntry {
     pub(crate) state: OpState,
     /// What follows its read or write (lifecycle operations only).
     pub(crate) then: Option<Box<Then>>,
+    /// The click a GET redirect waiting for its URL will count if it is
+    /// answered with a redirect ([`crate::ops::resolve`]).
+    pub(crate) click: Option<Box<stats::PendingClick>>,
 }
 
 /// A URL to read from the log for a RESOLVE or a redirect.
@@ -293,6 +309,96 @@ pub enum RemoteRequest {
         /// The long URL.
         url: Bytes,
     },
+    /// Read a link by its code or alias (a lifecycle operation's read, an
+    /// alias's redirect): answered with [`RemoteReply::Link`], or
+    /// `NotFound` (none, or deleted).
+    Read {
+        /// The operation waiting for it.
+        op: OpId,
+        /// Its code or alias.
+        code: Box<str>,
+    },
+    /// Store a new link with options (version 0) under `alias`, only if
+    /// that name holds nothing (nor a deleted alias's quarantine), or
+    /// under a generated code: answered with [`RemoteReply::Written`].
+    Create {
+        /// The operation waiting for it.
+        op: OpId,
+        /// The alias, or `None` for a generated code.
+        alias: Option<Box<str>>,
+        /// The long URL.
+        url: Bytes,
+        /// The option list (format 3's TLVs, without the version: the
+        /// store keeps it).
+        options: Bytes,
+    },
+    /// Replace the live link `code` with this URL and options at the next
+    /// version, atomically in the store (`NotFound` if it is gone).
+    Update {
+        /// The operation waiting for it.
+        op: OpId,
+        /// Its code or alias.
+        code: Box<str>,
+        /// The new URL.
+        url: Bytes,
+        /// The new option list (without the version).
+        options: Bytes,
+    },
+    /// Delete the live link `code` (`NotFound` if it is gone): a
+    /// tombstone that keeps the name taken, for `quarantine_ms` (an alias)
+    /// or for ever (`None`: a code is never handed out again).
+    Delete {
+        /// The operation waiting for it.
+        op: OpId,
+        /// Its code or alias.
+        code: Box<str>,
+        /// How long a deleted alias stays taken.
+        quarantine_ms: Option<u64>,
+    },
+}
+
+impl RemoteRequest {
+    /// The operation waiting for this request.
+    pub fn op(&self) -> OpId {
+        match self {
+            RemoteRequest::Get { op, .. }
+            | RemoteRequest::Put { op, .. }
+            | RemoteRequest::Read { op, .. }
+            | RemoteRequest::Create { op, .. }
+            | RemoteRequest::Update { op, .. }
+            | RemoteRequest::Delete { op, .. } => *op,
+        }
+    }
+}
+
+/// A remote store's answer to a [`RemoteRequest`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RemoteReply {
+    /// The outcome as it is (a plain link's URL, a SHORTEN's key, 404, a
+    /// failure).
+    Done(OpResult),
+    /// A link with options, or any link a `Read` asked for.
+    Link {
+        /// The long URL.
+        url: Bytes,
+        /// Its options (`None`: a plain link).
+        meta: Option<LinkMeta>,
+        /// Its version (0: never changed).
+        version: u64,
+    },
+    /// A `Create`, `Update` or `Delete` is stored and confirmed.
+    Written {
+        /// The generated code's key (a `Create` without alias).
+        key: Option<u64>,
+        /// The version written.
+        version: u64,
+    },
+}
+
+impl From<OpResult> for RemoteReply {
+    fn from(result: OpResult) -> Self {
+        RemoteReply::Done(result)
+    }
 }
 
 /// This core's part of the embedded log.
@@ -333,6 +439,11 @@ pub struct Shard {
     /// and turned into Unix ms only for links with options, so a plain
     /// link's redirect pays nothing for it.
     pub(crate) last_now: Instant,
+    /// This core's pending click deltas, handed to the stats writer every
+    /// `--stats-flush`.
+    pub stats: ClickCounter,
+    /// With a remote store: when this core's cache is emptied next.
+    pub(crate) cache_until: Instant,
 }
 
 impl Shard {
@@ -348,6 +459,7 @@ impl Shard {
         };
         Self {
             cache: UrlCache::new(shared.settings.cache_bytes_per_core),
+            stats: ClickCounter::new(shared.settings.stats),
             shared,
             core,
             local,
@@ -360,6 +472,7 @@ impl Shard {
             wall: (Instant::now(), 0),
             seen_epoch: 0,
             last_now: Instant::now(),
+            cache_until: Instant::now(),
         }
     }
 
@@ -396,6 +509,63 @@ impl Shard {
         self.seen_epoch = epoch;
     }
 
+    /// One link's statistics over `[from_ms, to_ms)`: what the store holds
+    /// plus this core's pending deltas (other cores' reach the store within
+    /// one `--stats-flush`). `None` when no store is set (`--stats off`,
+    /// or a Redis store: not readable here yet). For INFO's totals and the
+    /// STATS request / JSON API.
+    ///
+    /// # Errors
+    /// The store's.
+    pub fn stats_view(
+        &self,
+        key: u64,
+        from_ms: u64,
+        to_ms: u64,
+        granularity: stats::Granularity,
+    ) -> Option<io::Result<stats::StatsView>> {
+        let reader = self.shared.stats.get()?;
+        let stored = match reader.totals(key) {
+            Ok(t) => t,
+            Err(e) => return Some(Err(e)),
+        };
+        Some(reader.view(key, from_ms, to_ms, granularity).map(|v| {
+            // The stored rows as a series, with this core's pending deltas
+            // added by the one function that builds views.
+            let step = granularity.millis();
+            let rows: Vec<stats::SeriesRow> = v
+                .series
+                .iter()
+                .filter(|(_, n)| *n > 0)
+                .map(|&(start, n)| stats::SeriesRow {
+                    bucket: u32::try_from(start / step).unwrap_or(u32::MAX),
+                    human: n,
+                    bot: 0,
+                })
+                .collect();
+            stats::series(
+                stored.as_ref(),
+                &rows,
+                self.stats.pending(key),
+                from_ms,
+                to_ms,
+                granularity,
+            )
+        }))
+    }
+
+    /// Counts an answered redirect of `key` in the statistics: called by
+    /// [`crate::ops::resolve`] only, where a GET's redirect is decided (see
+    /// ARCHITECTURE.md, "Clicks: statistics and limits").
+    pub(crate) fn count_click(&mut self, key: u64, meta: &ClickMeta<'_>, now: Instant) {
+        if meta.head || !self.stats.enabled() || key == ALIAS_KEY {
+            return;
+        }
+        let now_ms = self.now_ms(now);
+        self.stats.record(key, meta, now_ms);
+        self.shared.metrics[self.core].click(meta.bot);
+    }
+
     /// The shared state.
     pub fn shared(&self) -> &Arc<Shared> {
         &self.shared
@@ -429,7 +599,19 @@ impl Shard {
             key,
             state: OpState::Waiting,
             then: None,
+            click: None,
         }) as OpId
+    }
+
+    /// The click operation `op` carries, if its connection still waits for
+    /// it: an abandoned operation's redirect is never answered, so it is
+    /// no click.
+    pub(crate) fn take_click(&mut self, op: OpId) -> Option<Box<stats::PendingClick>> {
+        let entry = self.ops.get_mut(op as usize)?;
+        match entry.state {
+            OpState::Waiting => entry.click.take(),
+            _ => None,
+        }
     }
 
     pub(crate) fn complete(&mut self, op: OpId, result: OpResult) {
@@ -690,18 +872,54 @@ impl Shard {
     }
 
     /// Reports a remote store answer.
-    pub fn remote_done(&mut self, op: OpId, result: OpResult) {
+    pub fn remote_done(&mut self, op: OpId, reply: RemoteReply) {
         let key = self.ops.get(op as usize).map(|e| e.key);
-        match (&result, key) {
-            (OpResult::Url(url), Some(key)) => self.cache.insert(key, url, None),
-            (OpResult::Stored(key), _) => {
-                // The new link is likely clicked soon; the URL is not at
-                // hand here, so nothing is cached.
-                let _ = key;
+        match reply {
+            RemoteReply::Done(result) => {
+                if let OpResult::Url(_) = result {
+                    // A plain remote link has no options (no limit): a GET
+                    // that is still waiting is answered with this
+                    // redirect, so it is a click.
+                    if let Some(click) = self.take_click(op) {
+                        self.count_click(click.key, &click.meta(), self.last_now);
+                    }
+                }
+                if let (OpResult::Url(url), Some(key)) = (&result, key) {
+                    if key != ALIAS_KEY {
+                        self.cache.insert(key, url, None);
+                    }
+                }
+                // A lifecycle operation's read or write failed (or found
+                // nothing): nothing is reserved with a remote store, so
+                // what followed is merely dropped.
+                if let Some(entry) = self.ops.get_mut(op as usize) {
+                    entry.then = None;
+                }
+                self.complete(op, result);
             }
-            _ => {}
+            RemoteReply::Link { url, meta, version } => {
+                let meta = meta.map(|mut m| {
+                    m.version = version;
+                    m
+                });
+                crate::ops::lifecycle::remote_read(self, op, url, meta, version);
+            }
+            RemoteReply::Written { key: code, version } => {
+                crate::ops::lifecycle::remote_written(self, op, code, version);
+            }
         }
-        self.complete(op, result);
+    }
+
+    /// With a remote store, links changed on another node are seen here
+    /// within `--store-cache-ttl`: every entry of the core's cache expires
+    /// that often (one counter, no time per entry, nothing dropped at
+    /// once; a hot link costs one store read per interval and core).
+    #[inline]
+    pub(crate) fn expire_remote_cache(&mut self, now: Instant) {
+        if self.local.is_none() && now >= self.cache_until {
+            self.cache.expire_all();
+            self.cache_until = now + self.shared.settings.remote_cache_ttl;
+        }
     }
 
     /// Cache hits and misses, and its use.

@@ -145,7 +145,7 @@ impl Rig {
     }
 
     fn resolve(&mut self, core: usize, code: &str, now: Instant) -> OpResult {
-        let step = ops::resolve::resolve(&mut self.shards[core], 1, code.as_bytes(), now);
+        let step = ops::resolve::resolve(&mut self.shards[core], 1, code.as_bytes(), now, None);
         self.settle(core, step, now)
     }
 
@@ -612,7 +612,8 @@ fn a_read_that_raced_an_update_answers_no_one_with_the_old_url() {
     let t = rig.t0;
     let code = rig.created(0, request("https://e.com/old", None, LinkMeta::default()));
     // Core 1 starts reading the old record (a cache miss)...
-    let Step::Pending(early) = ops::resolve::resolve(&mut rig.shards[1], 1, code.as_bytes(), t)
+    let Step::Pending(early) =
+        ops::resolve::resolve(&mut rig.shards[1], 1, code.as_bytes(), t, None)
     else {
         panic!()
     };
@@ -652,7 +653,8 @@ fn a_read_that_raced_an_update_answers_no_one_with_the_old_url() {
         Some(OpResult::Link(_))
     ));
     // ...then a request on core 1 joins the read still in flight.
-    let Step::Pending(late) = ops::resolve::resolve(&mut rig.shards[1], 2, code.as_bytes(), t)
+    let Step::Pending(late) =
+        ops::resolve::resolve(&mut rig.shards[1], 2, code.as_bytes(), t, None)
     else {
         panic!()
     };

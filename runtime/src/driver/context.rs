@@ -74,6 +74,8 @@ pub struct CoreContext {
     pub hints: Option<HintSender>,
     /// The remote store.
     pub remote: Option<RemotePort>,
+    /// The stats writer, unless `--stats off` (or no store for counts).
+    pub stats: Option<crate::stats::CoreStats>,
     /// The core's heartbeat, for the watchdog.
     pub heartbeat: Arc<AtomicU64>,
     /// Fires on SIGTERM/SIGINT.

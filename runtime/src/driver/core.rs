@@ -50,7 +50,12 @@ where
     Rd: SegmentReader,
 {
     context.started();
-    let shard = Shard::new(context.shared.clone(), context.index);
+    let mut shard = Shard::new(context.shared.clone(), context.index);
+    // The wall clock before the first redirect (the timer task keeps it).
+    let wall = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    shard.set_wall_clock(Instant::now(), wall);
     let core = Rc::new(Core {
         rt: rt.clone(),
         index: context.index,
@@ -70,6 +75,7 @@ where
         remote: context.remote.take().map(RemoteHandle::new),
         heartbeat: context.heartbeat.clone(),
         shutdown: context.shutdown.clone(),
+        stats: context.stats.take(),
     });
     rt.spawn(crate::driver::log::run(core.clone(), io.writer));
     rt.spawn(crate::driver::reads::run(core.clone(), Rc::new(io.reader)));
@@ -137,6 +143,10 @@ where
     };
     if !future::or(sealed, late).await {
         tracing::warn!(core = core.index, "the log did not finish sealing in time");
+    }
+    // The last clicks, after the last redirect.
+    if let Some(stats) = &core.stats {
+        stats.sender.send(core.shard.borrow_mut().stats.take());
     }
     tracing::info!(core = core.index, "stopped");
     Ok(())

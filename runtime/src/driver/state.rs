@@ -90,6 +90,8 @@ pub struct Core<R> {
     /// every core is alive).
     pub heartbeat: Arc<std::sync::atomic::AtomicU64>,
     pub(crate) shutdown: ShutdownSignal,
+    /// Where the core hands its click counts every `--stats-flush`.
+    pub stats: Option<crate::stats::CoreStats>,
 }
 
 impl<R: Runtime> Core<R> {

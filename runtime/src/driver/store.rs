@@ -5,7 +5,7 @@
 use std::rc::Rc;
 
 use futures_lite::future;
-use shorty_service::shard::{OpResult, RemoteRequest};
+use shorty_service::shard::OpResult;
 use tokio::sync::mpsc;
 
 use crate::driver::state::{Core, RemoteHandle};
@@ -27,15 +27,13 @@ pub async fn run<R: Runtime>(core: Rc<Core<R>>, remote: RemoteHandle) {
             };
             if let Err(mpsc::error::SendError(envelope)) = remote.requests.send(envelope) {
                 // The store thread is gone (the process is stopping).
-                let op = match envelope.request {
-                    RemoteRequest::Get { op, .. } | RemoteRequest::Put { op, .. } => op,
-                };
                 core.shard.borrow_mut().remote_done(
-                    op,
+                    envelope.request.op(),
                     OpResult::Failed(
                         shorty_protocol::ErrorCode::OVERLOADED,
                         "the store is not available".into(),
-                    ),
+                    )
+                    .into(),
                 );
             }
         }

@@ -15,9 +15,18 @@ use crate::driver::Runtime;
 /// Runs the core's timers until the runtime stops.
 pub async fn run<R: Runtime>(core: Rc<Core<R>>) {
     let mut next_tick = Instant::now();
+    let mut next_flush = core.stats.as_ref().map(|s| next_tick + s.flush);
     let mut stalled = false;
     loop {
         let now = Instant::now();
+        if let Some(stats) = core
+            .stats
+            .as_ref()
+            .filter(|_| next_flush.is_some_and(|at| now >= at))
+        {
+            next_flush = Some(now + stats.flush);
+            stats.flush(&mut core.shard.borrow_mut());
+        }
         if now >= next_tick {
             next_tick = now + Duration::from_secs(1);
             let wall = SystemTime::now();
@@ -62,7 +71,8 @@ pub async fn run<R: Runtime>(core: Rc<Core<R>>) {
             .timers
             .borrow()
             .next()
-            .map_or(next_tick, |t| t.min(next_tick));
+            .map_or(next_tick, |t| t.min(next_tick))
+            .min(next_flush.unwrap_or(next_tick));
         let sleep = core
             .rt
             .sleep(next.saturating_duration_since(Instant::now()));

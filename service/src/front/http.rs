@@ -10,6 +10,7 @@ use crate::metrics::{Op, Proto};
 use crate::output::{Output, Render};
 use crate::page::{self, PageRoute};
 use crate::shard::{InputOutcome, OpResult, Shard};
+use crate::stats::{self, ClickMeta};
 
 impl Shard {
     /// Handles every complete HTTP request at the front of `input`.
@@ -102,8 +103,16 @@ impl Shard {
                 return self.page_request(conn, page, request, out, now);
             }
         }
-        match http::route(&shared.settings, front, request.path) {
-            Route::Code(code) => self.resolve(
+        let route = http::route(&shared.settings, front, request.path);
+        // Only a GET of a link is a click (a HEAD is neither counted nor
+        // classified); whether it counts is decided in `ops::resolve`.
+        let click = (matches!(route, Route::Code(_)) && !head_only).then(|| ClickMeta {
+            head: false,
+            bot: self.stats.enabled() && self.stats.is_bot(request.user_agent),
+            referrer_host: request.referer.and_then(stats::referrer_host),
+        });
+        match route {
+            Route::Code(code) => self.resolve_click(
                 conn,
                 code.as_bytes(),
                 out,
@@ -116,6 +125,7 @@ impl Shard {
                     query: request.query.filter(|q| !q.is_empty()).map(Box::from),
                 },
                 Proto::Http,
+                click,
             ),
             // The public front's health check is readiness (a load
             // balancer should stop sending new links to a server that
@@ -320,7 +330,7 @@ impl Shard {
                 let status = if code.0 == 503 { 503 } else { 500 };
                 respond(dst, status, &[], &format!("{message}\n"))
             }
-            OpResult::Stored(_) | OpResult::Link(_) | OpResult::Deleted => {
+            OpResult::Stored(_) | OpResult::Link(_) | OpResult::Stats(_) | OpResult::Deleted => {
                 respond(dst, 500, &[], "unexpected store reply\n")
             }
         }

@@ -20,6 +20,7 @@ use crate::metrics::{Op, Proto};
 use crate::ops::{self, Step};
 use crate::output::{LinkReply, OpId, Output, Released, Render, Wait};
 use crate::shard::{OpResult, OpState, Shard};
+use crate::stats::ClickMeta;
 
 /// An error reply.
 pub(crate) fn error(code: ErrorCode, message: &str) -> Reply<&[u8]> {
@@ -33,6 +34,7 @@ pub(crate) fn status_of(result: &OpResult) -> u16 {
         | OpResult::Stored(_)
         | OpResult::Redirect { .. }
         | OpResult::Link(_)
+        | OpResult::Stats(_)
         | OpResult::Deleted => 0,
         OpResult::NotFound => 404,
         OpResult::Gone { .. } => crate::link::GONE.0,
@@ -48,6 +50,7 @@ pub(crate) fn link_op(reply: LinkReply) -> Op {
         LinkReply::Updated => Op::Update,
         LinkReply::Deleted => Op::Delete,
         LinkReply::Info => Op::Info,
+        LinkReply::Stats => Op::Stats,
     }
 }
 
@@ -57,7 +60,8 @@ fn encode<B: AsRef<[u8]>>(reply: &Reply<B>, dst: &mut BytesMut) {
 
 impl Shard {
     /// RESOLVE or a redirect: rendered at once from the cache, else queued
-    /// as a wait on the operation.
+    /// as a wait on the operation. Never a click ([`Shard::resolve_click`]
+    /// is a GET redirect's).
     pub(crate) fn resolve(
         &mut self,
         conn: u32,
@@ -67,12 +71,28 @@ impl Shard {
         render: Render,
         proto: Proto,
     ) {
+        self.resolve_click(conn, code, out, now, render, proto, None);
+    }
+
+    /// [`Shard::resolve`] for a request that may be a click (`click` is
+    /// `Some` for a GET redirect only).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn resolve_click(
+        &mut self,
+        conn: u32,
+        code: &[u8],
+        out: &mut Output,
+        now: Instant,
+        render: Render,
+        proto: Proto,
+        click: Option<ClickMeta<'_>>,
+    ) {
         let op_kind = match (&render, proto) {
             (Render::Qr { .. }, _) => Op::Other,
             (_, Proto::Http) => Op::Redirect,
             _ => Op::Resolve,
         };
-        let op: OpId = match ops::resolve::resolve(self, conn, code, now) {
+        let op: OpId = match ops::resolve::resolve(self, conn, code, now, click) {
             Step::Now(result) => {
                 self.metrics().request(proto, op_kind, status_of(&result));
                 return out.push_with(|dst| self.render(&result, &render, dst));
@@ -141,9 +161,10 @@ impl Shard {
                     // asking for the URL learns the link is gone.
                     OpResult::Gone { reason, .. } => error(crate::link::GONE, reason.message()),
                     OpResult::Failed(code, message) => error(*code, message),
-                    OpResult::Stored(_) | OpResult::Link(_) | OpResult::Deleted => {
-                        error(ErrorCode::INTERNAL, "unexpected store reply")
-                    }
+                    OpResult::Stored(_)
+                    | OpResult::Link(_)
+                    | OpResult::Stats(_)
+                    | OpResult::Deleted => error(ErrorCode::INTERNAL, "unexpected store reply"),
                 };
                 encode(&reply, dst);
             }

@@ -112,21 +112,6 @@ impl Shard {
         ))
     }
 
-    /// Answers STATS (protocol v2, opcode 0x0A).
-    ///
-    /// This build has no statistics engine yet, so it answers 501 (the
-    /// protocol's code for a request the server does not support) and the
-    /// connection stays usable. The statistics engine (issue 20) replaces
-    /// this one function.
-    fn stats(&mut self, code: &[u8], out: &mut Output) -> (Op, u16) {
-        let _ = code;
-        out.push(&error(
-            ErrorCode::UNKNOWN_OPCODE,
-            "click statistics are not served by this server yet",
-        ));
-        (Op::Stats, ErrorCode::UNKNOWN_OPCODE.0)
-    }
-
     /// Handles every complete frame at the front of `input` for connection
     /// `conn` (whose negotiated state is `session`), while fewer than
     /// `--max-output-bytes` are queued or in flight.
@@ -286,7 +271,20 @@ impl Shard {
                     (Op::Auth, code.0)
                 }
             },
-            Request::Stats { code, .. } => self.stats(code, out),
+            Request::Stats { code, query, .. } => {
+                let granularity = match query.granularity {
+                    shorty_protocol::link::Granularity::Day => crate::stats::Granularity::Day,
+                    _ => crate::stats::Granularity::Hour,
+                };
+                let query = ops::stats::StatsQuery {
+                    from_ms: query.from_ms,
+                    to_ms: query.to_ms,
+                    granularity,
+                };
+                let step = ops::stats::series(self, conn, code, session.principal, query);
+                let timeout = self.shared.settings.store_timeout;
+                return self.link_step(step, LinkReply::Stats, timeout, out, now);
+            }
             // `Request` is non-exhaustive: a kind this version does not
             // handle.
             _ => {
@@ -379,6 +377,13 @@ impl Shard {
                 Err(message) => error(ErrorCode::INTERNAL, message),
             },
             (OpResult::Deleted, LinkReply::Deleted) => Reply::Deleted,
+            (OpResult::Stats(view), LinkReply::Stats) => match stats_list(view) {
+                Ok(list) => {
+                    body = list;
+                    Reply::Stats(&body[..])
+                }
+                Err(message) => error(ErrorCode::INTERNAL, message),
+            },
             (OpResult::NotFound, _) => {
                 error(ErrorCode::NOT_FOUND, "no link is stored under this code")
             }
@@ -406,10 +411,59 @@ impl Shard {
         info.title = meta.title.as_deref();
         info.forward_query = meta.forward_query;
         info.version = Some(meta.version);
+        // The click totals: what the stats store holds plus this core's
+        // pending clicks (other cores' reach the store within one
+        // `--stats-flush`). A store read on the serving core, for INFO
+        // only (never on the redirect path); a link with no code key (a
+        // side-map alias) or statistics off has none.
+        if let Some(Ok(totals)) = self
+            .shared
+            .codec
+            .parse(view.code.as_bytes())
+            .and_then(|key| self.stats_view(key, 0, 0, crate::stats::Granularity::Hour))
+        {
+            info.clicks_total = Some(totals.total);
+            info.clicks_human = Some(totals.human);
+            info.clicks_bot = Some(totals.bot);
+            info.last_click_at_ms = totals.last_click_ms;
+        }
         // Refused only for a value a TLV cannot carry: a URL longer than
         // 65,535 bytes, stored by a version-1 SHORTEN under a large
         // `--max-url-bytes`.
         info.to_vec()
             .map_err(|_| "this link does not fit in a version-2 reply (its URL is too long)")
     }
+}
+
+/// A link's statistics as protocol v2's STATS reply (`PROTOCOL.md` 6.3):
+/// the series as at most [`MAX_STATS_BUCKETS`] buckets (`ops::stats`
+/// refuses ranges past its own, smaller limit) and the top referrers.
+///
+/// [`MAX_STATS_BUCKETS`]: shorty_protocol::link::MAX_STATS_BUCKETS
+fn stats_list(view: &crate::stats::StatsView) -> Result<Vec<u8>, &'static str> {
+    use shorty_protocol::link::{Bucket, LinkStats, Referrer, MAX_REFERRERS, MAX_STATS_BUCKETS};
+    let mut stats = LinkStats::default();
+    stats.total = view.total;
+    stats.human = view.human;
+    stats.bot = view.bot;
+    stats.first_click_at_ms = view.first_click_ms;
+    stats.last_click_at_ms = view.last_click_ms;
+    stats.series = view
+        .series
+        .iter()
+        .take(MAX_STATS_BUCKETS)
+        .map(|&(start_ms, count)| Bucket { start_ms, count })
+        .collect();
+    stats.referrers = view
+        .referrers
+        .iter()
+        .take(MAX_REFERRERS)
+        .map(|(host, count)| Referrer {
+            host,
+            count: *count,
+        })
+        .collect();
+    stats
+        .to_vec()
+        .map_err(|_| "these statistics do not fit in a version-2 reply")
 }

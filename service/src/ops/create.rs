@@ -42,6 +42,7 @@ pub fn shorten(shard: &mut Shard, conn: u32, url: &[u8]) -> Step {
         key,
         state: OpState::Waiting,
         then: None,
+        click: None,
     }) as crate::output::OpId;
     let link = LinkRecord {
         key,

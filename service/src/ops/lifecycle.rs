@@ -31,7 +31,7 @@ use crate::link::{
 };
 use crate::log::record::{Link as LinkRecord, Tombstone, ALIAS_KEY, NO_ID};
 use crate::output::OpId;
-use crate::shard::{LinkView, OpEntry, OpResult, OpState, Shard, Then};
+use crate::shard::{LinkView, OpEntry, OpResult, OpState, RemoteRequest, Shard, Then};
 
 use super::resolve::issue_read;
 use super::{log_failure_code, Step};
@@ -94,7 +94,7 @@ fn write(
     outcome: OpResult,
 ) -> Result<(), Step> {
     let Some(local) = shard.local.as_mut() else {
-        return Err(refused(ErrorCode::INTERNAL, "no local store"));
+        return write_remote(shard, op, record, ident, version, outcome);
     };
     let appended = match record {
         Record::Link(link) => local.log.append(&link, u64::from(op)),
@@ -116,6 +116,189 @@ fn write(
             Err(refused(log_failure_code(failure), failure.message()))
         }
     }
+}
+
+/// The remote store's half of [`write`]: the store's script checks the
+/// link is live and writes the next version atomically (`WAIT`ed like a
+/// SHORTEN); nothing is reserved here.
+fn write_remote(
+    shard: &mut Shard,
+    op: OpId,
+    record: Record<'_>,
+    ident: OwnedIdent,
+    version: u64,
+    outcome: OpResult,
+) -> Result<(), Step> {
+    let code = name_of(&ident);
+    let request = match record {
+        Record::Link(link) => {
+            // The store keeps the version beside the options (its script
+            // stamps it): the list goes without it.
+            let mut meta = LinkMeta::decode(link.options)
+                .map_err(|_| refused(ErrorCode::INTERNAL, "malformed options"))?;
+            meta.version = 0;
+            let mut options = Vec::with_capacity(meta.encoded_len());
+            meta.encode(&mut options);
+            RemoteRequest::Update {
+                op,
+                code,
+                url: Bytes::copy_from_slice(link.url),
+                options: options.into(),
+            }
+        }
+        Record::Tombstone(_) => RemoteRequest::Delete {
+            op,
+            code,
+            // A side-map alias comes back after its quarantine; a code
+            // (generated, or an alias spelled like one) never does.
+            quarantine_ms: match ident {
+                OwnedIdent::Alias(_) => Some(
+                    u64::try_from(shard.shared.settings.alias_quarantine.as_millis())
+                        .unwrap_or(u64::MAX),
+                ),
+                OwnedIdent::Key(_) => None,
+            },
+        },
+    };
+    shard.remote.push_back(request);
+    if let Some(entry) = shard.ops.get_mut(op as usize) {
+        entry.then = Some(Box::new(Then::Written {
+            ident,
+            version,
+            outcome,
+        }));
+    }
+    Ok(())
+}
+
+/// The name a link has in a remote store: its code or alias.
+fn name_of(ident: &OwnedIdent) -> Box<str> {
+    match ident {
+        OwnedIdent::Key(key) => {
+            let mut buf = [0; MAX_CODE_LEN];
+            crate::codes::format_code(*key, &mut buf).into()
+        }
+        OwnedIdent::Alias(alias) => alias.clone(),
+    }
+}
+
+/// [`create`] with a remote store: `SET NX` of the alias's name (taken,
+/// or deleted less than `--alias-quarantine` ago → 409, said by the
+/// store), or a generated code the store picks as for a SHORTEN.
+fn create_remote(
+    shard: &mut Shard,
+    conn: u32,
+    alias: Option<&str>,
+    url: &[u8],
+    mut meta: LinkMeta,
+) -> Step {
+    let key = match alias {
+        Some(alias) => {
+            if let Err(err) = check_alias(alias) {
+                return refused(err.error_code(), err.to_string());
+            }
+            meta.alias = Some(alias.into());
+            match alias_home(alias) {
+                AliasHome::Key(key) => key,
+                AliasHome::Side => ALIAS_KEY,
+            }
+        }
+        None => 0,
+    };
+    meta.version = 0;
+    let mut options = Vec::with_capacity(meta.encoded_len());
+    meta.encode(&mut options);
+    let op = shard.new_op(conn, key);
+    let view = OpResult::Link(Box::new(LinkView {
+        code: alias.unwrap_or_default().into(),
+        url: Bytes::copy_from_slice(url),
+        meta,
+    }));
+    if let Some(entry) = shard.ops.get_mut(op as usize) {
+        entry.then = Some(Box::new(Then::Written {
+            ident: OwnedIdent::Key(key),
+            version: 0,
+            outcome: view,
+        }));
+    }
+    shard.remote.push_back(RemoteRequest::Create {
+        op,
+        alias: alias.map(Into::into),
+        url: Bytes::copy_from_slice(url),
+        options: options.into(),
+    });
+    Step::Pending(op)
+}
+
+/// A remote store read a link for `op` (`meta` carries `version`): a
+/// lifecycle operation carries on (its write takes the next version); a
+/// redirect of an alias is judged.
+pub(crate) fn remote_read(
+    shard: &mut Shard,
+    op: OpId,
+    url: Bytes,
+    meta: Option<LinkMeta>,
+    version: u64,
+) {
+    let Some(entry) = shard.ops.get_mut(op as usize) else {
+        return;
+    };
+    let key = entry.key;
+    if let Some(Then::Update { version: v, .. } | Then::Delete { version: v, .. }) =
+        entry.then.as_deref_mut()
+    {
+        *v = version + 1;
+    }
+    if after_read(shard, op, &url, meta.as_ref()) {
+        return;
+    }
+    let meta = meta.filter(|m| !m.is_plain()).map(std::sync::Arc::new);
+    if key != ALIAS_KEY {
+        shard.cache.insert(key, &url, meta.clone());
+    }
+    let click = shard.take_click(op);
+    let click = click.as_ref().map(|c| c.meta());
+    let ident = match (&meta, key) {
+        (Some(m), ALIAS_KEY) => match &m.alias {
+            Some(alias) => crate::keydir::Ident::Alias(alias),
+            None => crate::keydir::Ident::Key(key),
+        },
+        _ => crate::keydir::Ident::Key(key),
+    };
+    let result = super::resolve::judge(shard, ident, key, url, meta.as_deref(), click.as_ref());
+    shard.complete(op, result);
+}
+
+/// A remote store confirmed `op`'s write at `version` (under the
+/// generated code `key`, for a create without alias): the operation is
+/// answered, and this core's cache forgets the old link at once (other
+/// nodes' within `--store-cache-ttl`).
+pub(crate) fn remote_written(shard: &mut Shard, op: OpId, key: Option<u64>, version: u64) {
+    let Some(entry) = shard.ops.get_mut(op as usize) else {
+        return;
+    };
+    let old_key = entry.key;
+    let then = entry.then.take().map(|t| *t);
+    if old_key != ALIAS_KEY {
+        shard.cache.remove(old_key);
+    }
+    let result = match then {
+        Some(Then::Written { mut outcome, .. }) => {
+            if let OpResult::Link(view) = &mut outcome {
+                view.meta.version = version;
+                if let (Some(key), None) = (key, &view.meta.alias) {
+                    let mut buf = [0; MAX_CODE_LEN];
+                    view.code = crate::codes::format_code(key, &mut buf).into();
+                }
+            }
+            outcome
+        }
+        _ => match key {
+            Some(key) => OpResult::Stored(key),
+            None => OpResult::Failed(ErrorCode::INTERNAL, "unexpected store answer".into()),
+        },
+    };
+    shard.complete(op, result);
 }
 
 enum Record<'a> {
@@ -151,17 +334,14 @@ pub fn create(
     if let Err(err) = request.options.check(now_ms, &shared.policy) {
         return refused(err.error_code(), err.to_string());
     }
-    if shard.local.is_none() {
-        return refused(
-            ErrorCode::UNKNOWN_OPCODE,
-            "links with options are not supported with the Redis store yet",
-        );
-    }
     let mut meta = LinkMeta {
         created_at_ms: Some(now_ms),
         owner_key_id: principal.key_id,
         ..request.options
     };
+    if shard.local.is_none() {
+        return create_remote(shard, conn, request.alias, url.as_bytes(), meta);
+    }
     let quarantine =
         u64::try_from(shared.settings.alias_quarantine.as_millis()).unwrap_or(u64::MAX);
     let (ident, id, version) = match request.alias {
@@ -218,6 +398,7 @@ pub fn create(
         key,
         state: OpState::Waiting,
         then: None,
+        click: None,
     }) as OpId;
     let view = OpResult::Link(Box::new(LinkView {
         code: code_text(&ident, &meta),
@@ -241,7 +422,7 @@ pub fn create(
 
 /// Starts a mutation of the link `code`: reserves its version and reads
 /// its record; `then` runs once it is read.
-fn begin(
+pub(crate) fn begin(
     shard: &mut Shard,
     conn: u32,
     code: &[u8],
@@ -252,10 +433,16 @@ fn begin(
         return Step::Now(OpResult::NotFound);
     };
     let Some(keydir) = shard.local.as_ref().map(|l| l.keydir.clone()) else {
-        return refused(
-            ErrorCode::UNKNOWN_OPCODE,
-            "changing links is not supported with the Redis store yet",
-        );
+        // The remote store: read the link; its version comes with it, and
+        // the store's script orders the write (`remote_read`).
+        let key = record_key(&ident);
+        let code = name_of(&ident);
+        let op = shard.new_op(conn, key);
+        if let Some(entry) = shard.ops.get_mut(op as usize) {
+            entry.then = Some(Box::new(then(ident, 0)));
+        }
+        shard.remote.push_back(RemoteRequest::Read { op, code });
+        return Step::Pending(op);
     };
     let (location, version) = if mutation {
         match keydir.begin_mutation(ident.as_ident()) {
@@ -386,6 +573,10 @@ pub(crate) fn after_read(
             } else {
                 OpResult::Failed(FORBIDDEN, "this key may not read this link".into())
             }
+        }
+        Then::Stats { principal, query } => {
+            let key = shard.ops.get(op as usize).map_or(0, |e| e.key);
+            super::stats::answer(shard, key, meta, principal, query)
         }
         Then::Update {
             ident,

@@ -12,8 +12,10 @@
 //! [`lifecycle::create`], UPDATE [`lifecycle::update`], DELETE
 //! [`lifecycle::delete`], INFO [`lifecycle::info`] (each with the
 //! connection's [`Principal`](crate::link::Principal)); RESOLVE and the
-//! redirect are [`resolve::resolve`]. A pending step is settled like any
-//! other (a `Wait::Op` rendered by the front, or
+//! redirect are [`resolve::resolve`]; a link's click statistics are
+//! [`stats::totals`] (INFO's click tags) and [`stats::series`] (STATS, the
+//! JSON API). A pending step is settled like any other (a `Wait::Op`
+//! rendered by the front, or
 //! [`Shard::take_result`](crate::shard::Shard::take_result)).
 //!
 //! [`Shard`]: crate::shard::Shard
@@ -21,6 +23,7 @@
 pub mod create;
 pub mod lifecycle;
 pub mod resolve;
+pub mod stats;
 
 use std::borrow::Cow;
 

@@ -12,26 +12,43 @@ use crate::keydir::{Ident, Location, Target};
 use crate::link::{check_alias, Gone, LinkMeta};
 use crate::log::record::{decode_record, Decoded, Record, ALIAS_KEY, RECORD_HEADER_LEN};
 use crate::shard::{OpResult, RemoteRequest, Shard, UrlRead, URL_READ_LEN};
+use crate::stats::ClickMeta;
 
 use super::Step;
 
 /// Looks `code` up for connection `conn` at `now`: from this core's cache
 /// at once, else as an operation (a log read, joined by every other
 /// request for the same key while it is in flight; or a remote GET).
-pub fn resolve(shard: &mut Shard, conn: u32, code: &[u8], now: Instant) -> Step {
+///
+/// `click` is `Some` for a GET redirect only (never a HEAD, a RESOLVE or
+/// a preview): that request is a click, counted by the link's click limit
+/// and the statistics at the one point its redirect is decided (see
+/// [`judge`]); any other request only reads whether the limit is reached.
+pub fn resolve(
+    shard: &mut Shard,
+    conn: u32,
+    code: &[u8],
+    now: Instant,
+    click: Option<ClickMeta<'_>>,
+) -> Step {
     shard.last_now = now;
     shard.sync_epoch();
+    let click = click.filter(|c| !c.head);
+    shard.expire_remote_cache(now);
     let Some(key) = shard.shared.codec.parse(code) else {
-        return resolve_alias(shard, conn, code);
+        return resolve_alias(shard, conn, code, click);
     };
     let cached = shard.cache.get(key);
     shard.metrics().cache(cached.is_some());
     if let Some(link) = cached {
-        // A plain link (nearly all of them) is a redirect, no more to judge.
-        return Step::Now(match link.meta {
-            None => OpResult::Url(link.url),
-            Some(meta) => judge(shard, Ident::Key(key), link.url, Some(&meta)),
-        });
+        return Step::Now(judge(
+            shard,
+            Ident::Key(key),
+            key,
+            link.url,
+            link.meta.as_deref(),
+            click.as_ref(),
+        ));
     }
     let location = match &shard.local {
         None => None,
@@ -41,6 +58,7 @@ pub fn resolve(shard: &mut Shard, conn: u32, code: &[u8], now: Instant) -> Step 
         },
     };
     let op = shard.new_op(conn, key);
+    park_click(shard, op, key, click);
     match location {
         Some(location) => issue_read(shard, op, key, location),
         None => shard.remote.push_back(RemoteRequest::Get { op, key }),
@@ -50,23 +68,45 @@ pub fn resolve(shard: &mut Shard, conn: u32, code: &[u8], now: Instant) -> Step 
 
 /// An alias of the side map (not spelled like a code). Not cached: the
 /// cache is keyed by code keys; the OS page cache serves its record.
-fn resolve_alias(shard: &mut Shard, conn: u32, code: &[u8]) -> Step {
-    let location = std::str::from_utf8(code)
+fn resolve_alias(shard: &mut Shard, conn: u32, code: &[u8], click: Option<ClickMeta<'_>>) -> Step {
+    let alias = std::str::from_utf8(code)
         .ok()
-        .filter(|alias| check_alias(alias).is_ok())
-        .and_then(|alias| {
-            let keydir = &shard.local.as_ref()?.keydir;
-            match keydir.lookup(Ident::Alias(alias))? {
-                (Target::Live(loc), _) => Some(loc),
-                (Target::Deleted { .. }, _) => None,
-            }
+        .filter(|alias| check_alias(alias).is_ok());
+    if shard.local.is_none() {
+        // The remote store holds aliases under their own name.
+        let Some(alias) = alias else {
+            return Step::Now(OpResult::NotFound);
+        };
+        let op = shard.new_op(conn, ALIAS_KEY);
+        park_click(shard, op, ALIAS_KEY, click);
+        shard.remote.push_back(RemoteRequest::Read {
+            op,
+            code: alias.into(),
         });
+        return Step::Pending(op);
+    }
+    let location = alias.and_then(|alias| {
+        let keydir = &shard.local.as_ref()?.keydir;
+        match keydir.lookup(Ident::Alias(alias))? {
+            (Target::Live(loc), _) => Some(loc),
+            (Target::Deleted { .. }, _) => None,
+        }
+    });
     let Some(location) = location else {
         return Step::Now(OpResult::NotFound);
     };
     let op = shard.new_op(conn, ALIAS_KEY);
+    park_click(shard, op, ALIAS_KEY, click);
     issue_read(shard, op, ALIAS_KEY, location);
     Step::Pending(op)
+}
+
+/// Keeps a waiting GET's click with its operation, for when its URL comes:
+/// whether the link has a limit is not known before its record is read.
+fn park_click(shard: &mut Shard, op: u32, key: u64, click: Option<ClickMeta<'_>>) {
+    if let (Some(click), Some(entry)) = (click, shard.ops.get_mut(op as usize)) {
+        entry.click = Some(Box::new(click.to_owned_click(key)));
+    }
 }
 
 /// Queues the read of the record at `location` for `op`. Reads of a code
@@ -92,24 +132,56 @@ pub(crate) fn issue_read(shard: &mut Shard, op: u32, key: u64, location: Locatio
     });
 }
 
-/// What a click on a link gets: a plain link redirects; a link with
-/// options is judged by the wall clock (expiry), its disabled flag and its
-/// click limit (counted only for limited links, through the
-/// [`ClickLimiter`](crate::clicks::ClickLimiter) hook).
+/// What a request for a link gets, and the one place a click is counted.
+///
+/// A plain link redirects; a link with options is judged by the wall clock
+/// (expiry), its disabled flag and its click limit. When the request is a
+/// click (`click`: a GET redirect) and the outcome is a redirect, the
+/// click is counted here, once, by both counters: the limit's exact count
+/// (limited links only, through the
+/// [`ClickLimiter`](crate::clicks::ClickLimiter) hook, which also decides
+/// the outcome) and the statistics' ([`Shard::count_click`]). A 410, a
+/// 404, a HEAD or a RESOLVE counts in neither.
 pub(crate) fn judge(
+    shard: &mut Shard,
+    link: Ident<'_>,
+    key: u64,
+    url: Bytes,
+    meta: Option<&LinkMeta>,
+    click: Option<&ClickMeta<'_>>,
+) -> OpResult {
+    let result = outcome(shard, link, url, meta, click.is_some());
+    if let (Some(click), OpResult::Url(_) | OpResult::Redirect { .. }) = (click, &result) {
+        let now = shard.last_now;
+        shard.count_click(key, click, now);
+    }
+    result
+}
+
+/// [`judge`]'s verdict; a click (`counts`) takes one of a limited link's
+/// clicks, any other request only looks whether any are left.
+fn outcome(
     shard: &Shard,
     link: Ident<'_>,
     url: Bytes,
     meta: Option<&LinkMeta>,
+    counts: bool,
 ) -> OpResult {
+    // A plain link (nearly all of them) is a redirect, no more to judge.
     let Some(meta) = meta else {
         return OpResult::Url(url);
     };
-    // Clicks are not counted here: `gone` only sees the fixed conditions;
-    // the limit is checked (and the click counted) atomically below.
+    let limiter = &shard.shared.clicks;
+    // `gone` only sees the fixed conditions; the limit is checked (and a
+    // click taken) atomically below.
     let reason = meta.gone(shard.now_ms(shard.last_now), 0).or_else(|| {
         let max = meta.max_clicks?;
-        (!shard.shared.clicks.try_click(link, max)).then_some(Gone::ClickLimit)
+        let left = if counts {
+            limiter.try_click(link, max)
+        } else {
+            limiter.clicks(link) < max
+        };
+        (!left).then_some(Gone::ClickLimit)
     });
     match reason {
         None => OpResult::Redirect {
@@ -231,7 +303,16 @@ impl Shard {
             if super::lifecycle::after_read(self, op, &url, meta.as_deref()) {
                 continue;
             }
-            let result = judge(self, ident, url.clone(), meta.as_deref());
+            let click = self.take_click(op);
+            let click = click.as_ref().map(|c| c.meta());
+            let result = judge(
+                self,
+                ident,
+                read.key,
+                url.clone(),
+                meta.as_deref(),
+                click.as_ref(),
+            );
             self.complete(op, result);
         }
     }

@@ -1,0 +1,650 @@
+//! Click statistics' durable side: the stats writer thread and its store.
+//!
+//! Every `--stats-flush` each core swaps its map of pending click deltas
+//! out ([`shorty_service::stats::ClickCounter::take`]) and sends it here;
+//! one writer thread, off the serving cores, adds the deltas into an
+//! embedded LSM store (fjall) under `DATA_DIR/stats/` and makes the batch
+//! durable (`fsync`) before taking the next. A crash loses the deltas not
+//! yet written: at most one interval (plus a batch the writer was still
+//! writing). Nothing is kept in memory per link once written.
+//!
+//! Layout (keys big-endian so that one link's rows are contiguous and in
+//! time order):
+//! - `totals`: link key → totals, first/last click and top referrers
+//!   ([`shorty_service::stats::encode_totals`]).
+//! - `hours-N`: link key ‖ hour → human u32, bot u32 (LE). `N` is a block
+//!   of [`HOUR_BLOCK`] hours; blocks older than the two before the current
+//!   one are dropped whole (retention: hourly rows live at least 64 days).
+//! - `days-N`: link key ‖ day → human u64, bot u64. `N` is a block of
+//!   [`DAY_BLOCK`] days; blocks older than the two before the current one
+//!   are dropped (daily rows live at least two years).
+//!
+//! Dropping a partition is a file deletion, so retention costs nothing per
+//! row, and the daily rows are written at flush time (a roll-up as it
+//! happens, not a pass over old hours).
+
+use std::collections::HashMap;
+use std::io;
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::thread::JoinHandle;
+
+use fjall::{Keyspace, PartitionCreateOptions, PartitionHandle, PersistMode};
+use shorty_service::stats::{
+    day_of, decode_totals, encode_totals, hour_of, series, ClickMap, Granularity, LinkTotals,
+    SeriesRow, StatsView, DAY_MS, HOUR_MS,
+};
+
+/// Hours per `hours-N` partition (32 days).
+pub const HOUR_BLOCK: u32 = 32 * 24;
+/// Days per `days-N` partition.
+pub const DAY_BLOCK: u32 = 366;
+/// Blocks kept before the current one.
+const BLOCKS_KEPT: u32 = 2;
+/// Interval maps queued for the writer at most; a core whose maps would go
+/// beyond it keeps counting into its current map (memory grows with the
+/// links clicked, never with the clicks) until the writer catches up.
+pub const MAX_QUEUED: usize = 8;
+
+fn io_err(e: impl std::fmt::Display) -> io::Error {
+    io::Error::other(e.to_string())
+}
+
+/// The statistics store under a data directory.
+pub struct StatsDb {
+    keyspace: Keyspace,
+    totals: PartitionHandle,
+    blocks: Mutex<HashMap<String, PartitionHandle>>,
+}
+
+impl std::fmt::Debug for StatsDb {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StatsDb").finish_non_exhaustive()
+    }
+}
+
+fn row_key(key: u64, bucket: u32) -> [u8; 12] {
+    let mut k = [0; 12];
+    k[..8].copy_from_slice(&key.to_be_bytes());
+    k[8..].copy_from_slice(&bucket.to_be_bytes());
+    k
+}
+
+fn hours_block(hour: u32) -> String {
+    format!("hours-{}", hour / HOUR_BLOCK)
+}
+
+fn days_block(day: u32) -> String {
+    format!("days-{}", day / DAY_BLOCK)
+}
+
+impl StatsDb {
+    /// Opens (or creates) the store in `dir`.
+    ///
+    /// # Errors
+    /// The store's.
+    pub fn open(dir: &Path) -> io::Result<Self> {
+        let keyspace = fjall::Config::new(dir)
+            // The writer makes each batch durable itself (one fsync per
+            // flush); fjall's own periodic fsync is not needed.
+            .fsync_ms(None)
+            .cache_size(16 << 20)
+            // One background flush and one compaction thread: the serving
+            // cores are busier than the statistics.
+            .flush_workers(1)
+            .compaction_workers(1)
+            .open()
+            .map_err(io_err)?;
+        let totals = keyspace
+            .open_partition("totals", PartitionCreateOptions::default())
+            .map_err(io_err)?;
+        Ok(Self {
+            keyspace,
+            totals,
+            blocks: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn block(&self, name: &str, create: bool) -> io::Result<Option<PartitionHandle>> {
+        let mut blocks = self.blocks.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(p) = blocks.get(name) {
+            return Ok(Some(p.clone()));
+        }
+        if !create && !self.keyspace.partition_exists(name) {
+            return Ok(None);
+        }
+        let p = self
+            .keyspace
+            .open_partition(name, PartitionCreateOptions::default())
+            .map_err(io_err)?;
+        blocks.insert(name.to_owned(), p.clone());
+        Ok(Some(p))
+    }
+
+    /// Adds one interval's deltas (of any number of cores) and makes them
+    /// durable.
+    ///
+    /// # Errors
+    /// The store's; nothing of the batch is then applied.
+    pub fn apply(&self, maps: &[ClickMap]) -> io::Result<()> {
+        // Deltas of one link from several cores are added up first, so
+        // each row is read and written once per batch.
+        let mut totals: HashMap<u64, LinkTotals> = HashMap::new();
+        let mut hours: HashMap<(u64, u32), (u64, u64)> = HashMap::new();
+        let mut days: HashMap<(u64, u32), (u64, u64)> = HashMap::new();
+        for map in maps {
+            for (&key, pending) in map {
+                totals.entry(key).or_default().merge(pending);
+                for h in pending.hours() {
+                    let (human, bot) = (u64::from(h.human), u64::from(h.bot));
+                    let e = hours.entry((key, h.hour)).or_default();
+                    *e = (e.0 + human, e.1 + bot);
+                    let day = day_of(u64::from(h.hour) * HOUR_MS);
+                    let e = days.entry((key, day)).or_default();
+                    *e = (e.0 + human, e.1 + bot);
+                }
+            }
+        }
+        if totals.is_empty() {
+            return Ok(());
+        }
+        let mut batch = self.keyspace.batch();
+        let mut buf = Vec::new();
+        for (key, delta) in totals {
+            let mut stored = match self.totals.get(key.to_be_bytes()).map_err(io_err)? {
+                Some(bytes) => decode_totals(&bytes).unwrap_or_default(),
+                None => LinkTotals::default(),
+            };
+            stored.absorb(&delta);
+            buf.clear();
+            encode_totals(&stored, &mut buf);
+            batch.insert(&self.totals, key.to_be_bytes(), buf.as_slice());
+        }
+        for ((key, hour), (human, bot)) in hours {
+            let part = self.block(&hours_block(hour), true)?.expect("created");
+            let k = row_key(key, hour);
+            let (h0, b0) = match part.get(k).map_err(io_err)? {
+                Some(v) if v.len() == 8 => (
+                    u32::from_le_bytes(v[..4].try_into().unwrap_or_default()),
+                    u32::from_le_bytes(v[4..].try_into().unwrap_or_default()),
+                ),
+                _ => (0, 0),
+            };
+            let human = h0.saturating_add(u32::try_from(human).unwrap_or(u32::MAX));
+            let bot = b0.saturating_add(u32::try_from(bot).unwrap_or(u32::MAX));
+            let mut v = [0u8; 8];
+            v[..4].copy_from_slice(&human.to_le_bytes());
+            v[4..].copy_from_slice(&bot.to_le_bytes());
+            batch.insert(&part, k, v);
+        }
+        for ((key, day), (human, bot)) in days {
+            let part = self.block(&days_block(day), true)?.expect("created");
+            let k = row_key(key, day);
+            let (h0, b0) = match part.get(k).map_err(io_err)? {
+                Some(v) if v.len() == 16 => (
+                    u64::from_le_bytes(v[..8].try_into().unwrap_or_default()),
+                    u64::from_le_bytes(v[8..].try_into().unwrap_or_default()),
+                ),
+                _ => (0, 0),
+            };
+            let mut v = [0u8; 16];
+            v[..8].copy_from_slice(&(h0 + human).to_le_bytes());
+            v[8..].copy_from_slice(&(b0 + bot).to_le_bytes());
+            batch.insert(&part, k, v);
+        }
+        batch.commit().map_err(io_err)?;
+        self.keyspace.persist(PersistMode::SyncData).map_err(io_err)
+    }
+
+    /// Drops the hourly and daily blocks too old to keep at `now_ms`.
+    ///
+    /// # Errors
+    /// The store's.
+    pub fn retain(&self, now_ms: u64) -> io::Result<()> {
+        let hour_floor = (hour_of(now_ms) / HOUR_BLOCK).saturating_sub(BLOCKS_KEPT);
+        let day_floor = (day_of(now_ms) / DAY_BLOCK).saturating_sub(BLOCKS_KEPT);
+        for name in self.keyspace.list_partitions() {
+            let name: &str = &name;
+            let old = match name.split_once('-') {
+                Some(("hours", n)) => n.parse::<u32>().is_ok_and(|n| n < hour_floor),
+                Some(("days", n)) => n.parse::<u32>().is_ok_and(|n| n < day_floor),
+                _ => false,
+            };
+            if old {
+                if let Some(p) = self.block(name, false)? {
+                    self.blocks
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .remove(name);
+                    self.keyspace.delete_partition(p).map_err(io_err)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// One link's stored totals.
+    ///
+    /// # Errors
+    /// The store's.
+    pub fn totals(&self, key: u64) -> io::Result<Option<LinkTotals>> {
+        Ok(self
+            .totals
+            .get(key.to_be_bytes())
+            .map_err(io_err)?
+            .and_then(|v| decode_totals(&v)))
+    }
+
+    /// One link's statistics over `[from_ms, to_ms)` as stored (what the
+    /// cores count is here within one `--stats-flush`).
+    ///
+    /// # Errors
+    /// The store's.
+    pub fn view(
+        &self,
+        key: u64,
+        from_ms: u64,
+        to_ms: u64,
+        granularity: Granularity,
+    ) -> io::Result<StatsView> {
+        let totals = self.totals(key)?;
+        let mut rows = Vec::new();
+        // The same range `series` keeps, so a wide range reads no more rows
+        // than it shows.
+        let empty = series(None, &[], [], from_ms, to_ms, granularity);
+        let (Some(&(start, _)), Some(&(last, _))) = (empty.series.first(), empty.series.last())
+        else {
+            return Ok(series(
+                totals.as_ref(),
+                &rows,
+                [],
+                from_ms,
+                to_ms,
+                granularity,
+            ));
+        };
+        let end = last + granularity.millis();
+        let (first, stop, block, name, wide): (u32, u32, u32, fn(u32) -> String, bool) =
+            match granularity {
+                Granularity::Hour => (
+                    hour_of(start),
+                    hour_of(end.saturating_sub(1)),
+                    HOUR_BLOCK,
+                    hours_block,
+                    false,
+                ),
+                Granularity::Day => (
+                    day_of(start),
+                    day_of(end.saturating_sub(1)),
+                    DAY_BLOCK,
+                    days_block,
+                    true,
+                ),
+            };
+        let mut b = first / block;
+        while b <= stop / block {
+            if let Some(part) = self.block(&name(b * block), false)? {
+                for item in part.range(row_key(key, first)..=row_key(key, stop)) {
+                    let (k, v) = item.map_err(io_err)?;
+                    let bucket = u32::from_be_bytes(k[8..12].try_into().unwrap_or_default());
+                    let (human, bot) = if wide && v.len() == 16 {
+                        (
+                            u64::from_le_bytes(v[..8].try_into().unwrap_or_default()),
+                            u64::from_le_bytes(v[8..].try_into().unwrap_or_default()),
+                        )
+                    } else if !wide && v.len() == 8 {
+                        (
+                            u64::from(u32::from_le_bytes(v[..4].try_into().unwrap_or_default())),
+                            u64::from(u32::from_le_bytes(v[4..].try_into().unwrap_or_default())),
+                        )
+                    } else {
+                        continue;
+                    };
+                    rows.push(SeriesRow { bucket, human, bot });
+                }
+            }
+            b += 1;
+        }
+        Ok(series(
+            totals.as_ref(),
+            &rows,
+            [],
+            from_ms,
+            to_ms,
+            granularity,
+        ))
+    }
+
+    /// Bytes the store holds on disk.
+    pub fn disk_space(&self) -> u64 {
+        self.keyspace.disk_space()
+    }
+}
+
+/// `stats`: one link's statistics as one JSON object on standard output.
+pub fn tool(
+    dir: &Path,
+    code: &str,
+    from: Option<u64>,
+    to: Option<u64>,
+    granularity: crate::config::StatsGranularity,
+) -> std::process::ExitCode {
+    let result = (|| -> Result<serde_json::Value, String> {
+        let data = crate::datadir::DataDir::open(dir).map_err(|e| e.to_string())?;
+        let key = data.load_or_create_key().map_err(|e| e.to_string())?;
+        let codec = shorty_service::codes::Codec::new(&key);
+        // A whole short URL names its code last.
+        let code = code
+            .trim_end_matches('/')
+            .rsplit('/')
+            .next()
+            .unwrap_or(code);
+        let link = codec
+            .parse(code.as_bytes())
+            .ok_or_else(|| format!("{code} is not a code of this server"))?;
+        let db = StatsDb::open(&data.path().join("stats")).map_err(|e| e.to_string())?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let to = to.unwrap_or(now);
+        let from = from.unwrap_or(to.saturating_sub(48 * HOUR_MS));
+        let granularity = match granularity {
+            crate::config::StatsGranularity::Hour => Granularity::Hour,
+            crate::config::StatsGranularity::Day => Granularity::Day,
+        };
+        let view = db
+            .view(link, from, to, granularity)
+            .map_err(|e| e.to_string())?;
+        Ok(view_json(code, &view))
+    })();
+    match result {
+        Ok(json) => {
+            println!("{json}");
+            std::process::ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("stats: {err}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// A view as JSON: `{"code", "total", "human", "bot", "first_click_ms",
+/// "last_click_ms", "series": [[bucket_start_ms, clicks], ...],
+/// "referrers": [[host, clicks], ...]}`.
+pub fn view_json(code: &str, view: &StatsView) -> serde_json::Value {
+    serde_json::json!({
+        "code": code,
+        "total": view.total,
+        "human": view.human,
+        "bot": view.bot,
+        "first_click_ms": view.first_click_ms,
+        "last_click_ms": view.last_click_ms,
+        "series": view.series,
+        "referrers": view.referrers,
+    })
+}
+
+/// A core's statistics hand-off: where its maps go, and how often.
+#[derive(Debug, Clone)]
+pub struct CoreStats {
+    /// The writer.
+    pub sender: StatsSender,
+    /// `--stats-flush`.
+    pub flush: std::time::Duration,
+}
+
+impl CoreStats {
+    /// Hands `shard`'s pending clicks to the writer, if it has room (else
+    /// they stay pending, and are handed over at a later flush).
+    pub fn flush(&self, shard: &mut shorty_service::shard::Shard) {
+        if shard.stats.pending_links() > 0 && self.sender.has_room() {
+            self.sender.send(shard.stats.take());
+        }
+    }
+}
+
+/// A core's way to the stats writer.
+#[derive(Debug, Clone)]
+pub struct StatsSender {
+    tx: mpsc::Sender<Option<ClickMap>>,
+    queued: Arc<AtomicUsize>,
+}
+
+impl StatsSender {
+    /// Whether the writer can take another map now; when not, the core
+    /// keeps counting into the map it has.
+    pub fn has_room(&self) -> bool {
+        self.queued.load(Ordering::Relaxed) < MAX_QUEUED
+    }
+
+    /// Hands one interval's map over.
+    pub fn send(&self, map: ClickMap) {
+        if map.is_empty() {
+            return;
+        }
+        self.queued.fetch_add(1, Ordering::Relaxed);
+        if self.tx.send(Some(map)).is_err() {
+            self.queued.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Asks the writer to write what it has and stop (after every core's
+    /// last map).
+    pub fn finish(&self) {
+        let _ = self.tx.send(None);
+    }
+}
+
+impl shorty_service::stats::StatsReader for StatsDb {
+    fn totals(&self, key: u64) -> io::Result<Option<LinkTotals>> {
+        StatsDb::totals(self, key)
+    }
+
+    fn view(
+        &self,
+        key: u64,
+        from_ms: u64,
+        to_ms: u64,
+        granularity: Granularity,
+    ) -> io::Result<StatsView> {
+        StatsDb::view(self, key, from_ms, to_ms, granularity)
+    }
+}
+
+/// Shares one store between the writer and the readers.
+struct SharedDb(Arc<StatsDb>);
+
+impl shorty_service::stats::StatsReader for SharedDb {
+    fn totals(&self, key: u64) -> io::Result<Option<LinkTotals>> {
+        self.0.totals(key)
+    }
+
+    fn view(
+        &self,
+        key: u64,
+        from_ms: u64,
+        to_ms: u64,
+        granularity: Granularity,
+    ) -> io::Result<StatsView> {
+        self.0.view(key, from_ms, to_ms, granularity)
+    }
+}
+
+/// A reader over `db` for [`shorty_service::shard::Shared::stats`].
+pub fn reader(db: Arc<StatsDb>) -> Box<dyn shorty_service::stats::StatsReader> {
+    Box::new(SharedDb(db))
+}
+
+/// Where the stats writer puts the counts: the data directory's store, or
+/// the Redis store ([`crate::stats_redis::RedisStats`]).
+pub trait StatsSink: Send + 'static {
+    /// Adds the deltas of `maps` (one or more intervals of any cores).
+    ///
+    /// # Errors
+    /// The store's; the batch may then be lost (never applied twice).
+    fn apply(&mut self, maps: &[ClickMap]) -> io::Result<()>;
+
+    /// Drops what is too old to keep at `now_ms`.
+    ///
+    /// # Errors
+    /// The store's.
+    fn retain(&mut self, _now_ms: u64) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl StatsSink for Arc<StatsDb> {
+    fn apply(&mut self, maps: &[ClickMap]) -> io::Result<()> {
+        StatsDb::apply(self, maps)
+    }
+
+    fn retain(&mut self, now_ms: u64) -> io::Result<()> {
+        StatsDb::retain(self, now_ms)
+    }
+}
+
+/// Starts the stats writer over `sink`: it writes each map it is handed
+/// (several queued maps in one batch) and stops at [`StatsSender::finish`]
+/// or once every sender is gone.
+///
+/// # Errors
+/// When the thread cannot start.
+pub fn spawn_writer(mut db: impl StatsSink) -> io::Result<(StatsSender, JoinHandle<()>)> {
+    let (tx, rx) = mpsc::channel::<Option<ClickMap>>();
+    let queued = Arc::new(AtomicUsize::new(0));
+    let counter = queued.clone();
+    let handle = std::thread::Builder::new()
+        .name("shorty-stats".into())
+        .spawn(move || {
+            let mut last_retain = 0u64;
+            let mut stop = false;
+            while !stop {
+                let mut maps = Vec::new();
+                match rx.recv() {
+                    Ok(Some(map)) => maps.push(map),
+                    Ok(None) | Err(_) => stop = true,
+                }
+                while let Ok(next) = rx.try_recv() {
+                    match next {
+                        Some(map) => maps.push(map),
+                        None => stop = true,
+                    }
+                }
+                let n = maps.len();
+                if let Err(err) = db.apply(&maps) {
+                    // Counts are not worth stopping redirects for: say so
+                    // and go on (the next batch retries the store).
+                    tracing::error!("cannot write click statistics: {err}");
+                }
+                counter.fetch_sub(n, Ordering::Relaxed);
+                let now_ms = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as u64);
+                if now_ms.saturating_sub(last_retain) >= DAY_MS / 24 {
+                    last_retain = now_ms;
+                    if let Err(err) = db.retain(now_ms) {
+                        tracing::warn!("cannot drop old click statistics: {err}");
+                    }
+                }
+            }
+        })?;
+    Ok((StatsSender { tx, queued }, handle))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shorty_service::stats::{ClickCounter, ClickMeta};
+
+    const T0: u64 = 1_709_251_200_000; // 2024-03-01T00:00:00Z
+
+    fn click(c: &mut ClickCounter, key: u64, at: u64, bot: bool, host: Option<&str>) {
+        c.record(
+            key,
+            &ClickMeta {
+                head: false,
+                bot,
+                referrer_host: host,
+            },
+            at,
+        );
+    }
+
+    #[test]
+    fn cores_intervals_and_restarts_add_up() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let db = StatsDb::open(dir.path()).unwrap();
+            let (mut a, mut b) = (ClickCounter::new(true), ClickCounter::new(true));
+            click(&mut a, 1, T0 - 1, false, Some("x.example"));
+            click(&mut b, 1, T0, true, None);
+            click(&mut b, 2, T0 + HOUR_MS, false, Some("y.example"));
+            db.apply(&[a.take(), b.take()]).unwrap();
+            click(&mut a, 1, T0 + 5, false, Some("x.example"));
+            db.apply(&[a.take()]).unwrap();
+        }
+        let db = StatsDb::open(dir.path()).unwrap();
+        let v = db
+            .view(1, T0 - HOUR_MS, T0 + 2 * HOUR_MS, Granularity::Hour)
+            .unwrap();
+        assert_eq!((v.total, v.human, v.bot), (3, 2, 1));
+        assert_eq!(
+            v.series,
+            vec![(T0 - HOUR_MS, 1), (T0, 2), (T0 + HOUR_MS, 0)]
+        );
+        assert_eq!(v.first_click_ms, Some(T0 - 1));
+        assert_eq!(v.last_click_ms, Some(T0 + 5));
+        assert_eq!(v.referrers, vec![("x.example".to_owned(), 2)]);
+        let d = db
+            .view(1, T0 - DAY_MS, T0 + DAY_MS, Granularity::Day)
+            .unwrap();
+        assert_eq!(d.series, vec![(T0 - DAY_MS, 1), (T0, 2)]);
+        let other = db.view(2, T0, T0 + 2 * HOUR_MS, Granularity::Hour).unwrap();
+        assert_eq!(other.series, vec![(T0, 0), (T0 + HOUR_MS, 1)]);
+        assert_eq!(db.view(3, T0, T0 + 1, Granularity::Hour).unwrap().total, 0);
+    }
+
+    #[test]
+    fn retention_drops_old_hours_but_keeps_days_and_totals() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = StatsDb::open(dir.path()).unwrap();
+        let mut c = ClickCounter::new(true);
+        click(&mut c, 7, T0, false, None);
+        db.apply(&[c.take()]).unwrap();
+        // 30 days later the hours are still there.
+        let later = T0 + 30 * DAY_MS;
+        db.retain(later).unwrap();
+        let v = db.view(7, T0, T0 + HOUR_MS, Granularity::Hour).unwrap();
+        assert_eq!(v.series, vec![(T0, 1)]);
+        // A year later the hours are gone, the day and the totals stay.
+        let year = T0 + 366 * DAY_MS;
+        db.retain(year).unwrap();
+        let v = db.view(7, T0, T0 + HOUR_MS, Granularity::Hour).unwrap();
+        assert_eq!(v.series, vec![(T0, 0)]);
+        assert_eq!(v.total, 1);
+        let d = db.view(7, T0, T0 + DAY_MS, Granularity::Day).unwrap();
+        assert_eq!(d.series, vec![(T0, 1)]);
+    }
+
+    #[test]
+    fn the_writer_writes_every_map_it_was_handed_before_it_stops() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Arc::new(StatsDb::open(dir.path()).unwrap());
+        let (tx, handle) = spawn_writer(db.clone()).unwrap();
+        let mut c = ClickCounter::new(true);
+        for i in 0..100u64 {
+            click(&mut c, i % 10, T0 + i, false, None);
+            if i % 7 == 0 {
+                tx.send(c.take());
+            }
+        }
+        tx.send(c.take());
+        tx.finish();
+        handle.join().unwrap();
+        let total: u64 = (0..10).map(|k| db.totals(k).unwrap().unwrap().human).sum();
+        assert_eq!(total, 100);
+        assert!(tx.has_room());
+    }
+}
