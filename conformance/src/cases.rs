@@ -1851,6 +1851,219 @@ pub fn a_core_accepts_more_connections_than_a_counter_holds(bin: &Path) {
     assert_eq!(http("GET", &server.http_url("/healthz")).0, 200);
 }
 
+// --- Merge (engineer MERGE's block) ---
+
+/// SIGUSR1 starts a merge at once (`--merge-interval 0s`: never by
+/// itself); under load — a connection resolving every link again and
+/// again while another keeps shortening — it rewrites the sealed segments
+/// (`--merge-threshold 0%`: their commit markers are dead bytes), the
+/// metrics count it, and every link resolves during, after, and after a
+/// restart, from fewer segments.
+pub fn sigusr1_merges_under_load_and_loses_nothing(bin: &Path) {
+    let dir = tmp();
+    let args = [
+        "--segment-bytes",
+        "65536",
+        "--merge-threshold",
+        "0%",
+        "--merge-interval",
+        "0s",
+        "--store-timeout",
+        "1s",
+        // No cache: every RESOLVE reads the log the merge is rewriting.
+        "--cache-bytes",
+        "0",
+    ];
+    let server = Server::start(bin, dir.path(), &args);
+    let mut conn = server.connect();
+    let pad = "m".repeat(200);
+    let mut saved: Vec<(String, String)> = (0..1_500)
+        .map(|i| {
+            let url = format!("https://example.com/merge/{i}/{pad}");
+            (code_of(&conn.shorten(&url)).to_owned(), url)
+        })
+        .collect();
+    let segments = |dir: &Path| -> Vec<String> {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|n| n.ends_with(".log"))
+            .collect()
+    };
+    let before = segments(dir.path());
+    assert!(before.len() >= 4, "{before:?}");
+    let (_, text) = admin_get(&server, "/metrics");
+    assert_eq!(metric(&text, "shorty_log_merges_total"), 0.0);
+    // Readers and a writer keep going while the merge runs.
+    let stop = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let (stop, links, mut conn) = (stop.clone(), saved.clone(), server.connect());
+        std::thread::spawn(move || {
+            let mut rounds = 0;
+            while !stop.load(Ordering::Relaxed) {
+                for (code, url) in &links {
+                    assert_eq!(
+                        conn.resolve(code),
+                        Reply::Resolved(Bytes::from(url.clone())),
+                        "{code} during the merge"
+                    );
+                }
+                rounds += 1;
+            }
+            rounds
+        })
+    };
+    let writer = {
+        let (stop, mut conn) = (stop.clone(), server.connect());
+        std::thread::spawn(move || {
+            let mut made = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                let url = format!("https://example.com/during/{}", made.len());
+                made.push((code_of(&conn.shorten(&url)).to_owned(), url));
+            }
+            made
+        })
+    };
+    let status = std::process::Command::new("kill")
+        .args(["-USR1", &server.pid().to_string()])
+        .status()
+        .expect("kill(1)");
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let text = loop {
+        let (_, text) = admin_get(&server, "/metrics");
+        if metric(&text, "shorty_log_merges_total") >= 1.0 {
+            break text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no merge after SIGUSR1:\n{text}\n{}",
+            server.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(metric(&text, "shorty_log_merge_reclaimed_bytes_total") > 0.0);
+    // Past the grace, so the old files are gone too.
+    std::thread::sleep(Duration::from_millis(2_500));
+    stop.store(true, Ordering::Relaxed);
+    assert!(reader.join().expect("reader") >= 1);
+    saved.extend(writer.join().expect("writer"));
+    let check = |server: &Server, context: &str| {
+        let mut conn = server.connect();
+        for (code, url) in &saved {
+            assert_eq!(
+                conn.resolve(code),
+                Reply::Resolved(Bytes::from(url.clone())),
+                "{code} {context}"
+            );
+        }
+    };
+    check(&server, "after the merge");
+    assert!(server.stop().success());
+    // Every segment sealed before the signal was merged away (all but
+    // the one each of the two cores was writing).
+    let after = segments(dir.path());
+    let gone = before.iter().filter(|n| !after.contains(n)).count();
+    assert!(
+        gone + 2 >= before.len(),
+        "before {before:?}, after {after:?}"
+    );
+    let server = Server::start(bin, dir.path(), &args);
+    check(&server, "after a restart");
+}
+
+/// Deletes and updates through the wire (protocol v2), then a merge on
+/// SIGUSR1 and a restart: a deleted link stays 404 (its tombstone is
+/// carried forward, so no older record comes back), an updated one
+/// resolves to its newest URL, the others are unchanged, and the log's
+/// segments take fewer bytes than before the merge.
+pub fn a_merge_keeps_deletes_and_updates_across_a_restart(bin: &Path) {
+    let dir = tmp();
+    let args = [
+        "--segment-bytes",
+        "65536",
+        "--merge-threshold",
+        "0%",
+        "--merge-interval",
+        "0s",
+        "--store-timeout",
+        "1s",
+        "--cache-bytes",
+        "0",
+    ];
+    let server = Server::start(bin, dir.path(), &args);
+    let mut client = shorty_client::Client::connect(server.addr()).expect("connect");
+    let pad = "p".repeat(200);
+    // i % 3: 0 deleted, 1 updated, 2 untouched.
+    let mut want: Vec<(String, Option<String>)> = Vec::new();
+    for i in 0..600 {
+        let url = format!("https://example.com/m/{i}/{pad}");
+        let short = client.shorten(&url).expect("shorten");
+        want.push((code_of(&short).to_owned(), Some(url)));
+    }
+    for (i, (code, url)) in want.iter_mut().enumerate() {
+        match i % 3 {
+            0 => {
+                client.delete(code).expect("delete");
+                *url = None;
+            }
+            1 => {
+                let newer = format!("https://example.org/updated/{i}/{pad}");
+                let mut patch = shorty_client::LinkPatch::default();
+                patch.url = Some(&newer);
+                client.update(code, &patch).expect("update");
+                *url = Some(newer);
+            }
+            _ => {}
+        }
+    }
+    let log_bytes = |dir: &Path| -> u64 {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".log"))
+            .map(|e| e.metadata().unwrap().len())
+            .sum()
+    };
+    let check = |server: &Server, context: &str| {
+        let mut conn = server.connect();
+        for (code, url) in &want {
+            let got = match conn.resolve(code) {
+                Reply::Resolved(url) => Ok(String::from_utf8(url.to_vec()).unwrap()),
+                other => Err(other.as_error().map(|(c, _)| c.0).unwrap_or_default()),
+            };
+            assert_eq!(got, url.clone().ok_or(404), "{code} {context}");
+        }
+    };
+    check(&server, "before the merge");
+    let before = log_bytes(dir.path());
+    let status = std::process::Command::new("kill")
+        .args(["-USR1", &server.pid().to_string()])
+        .status()
+        .expect("kill(1)");
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, text) = admin_get(&server, "/metrics");
+        if metric(&text, "shorty_log_merges_total") >= 1.0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no merge after SIGUSR1:\n{text}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Past the grace, so the merged inputs are gone.
+    std::thread::sleep(Duration::from_millis(2_500));
+    check(&server, "after the merge");
+    let after = log_bytes(dir.path());
+    assert!(
+        after < before,
+        "the log did not shrink: {before} -> {after} bytes"
+    );
+    assert!(server.stop().success());
+    let server = Server::start(bin, dir.path(), &args);
+    check(&server, "after a restart");
+}
+
 // ----- click statistics (issue 20) -----
 
 /// One link's statistics as the `stats` tool prints them (the server must

@@ -77,6 +77,9 @@ macro_rules! suite {
             http_oversized_requests_are_read_before_the_close,
             http_forwarded_query_clashes_follow_the_operators_rule,
             oversized_frames_are_read_before_the_close,
+            // Merge (issue 19).
+            sigusr1_merges_under_load_and_loses_nothing,
+            a_merge_keeps_deletes_and_updates_across_a_restart,
             // The web page (issue 22).
             browser_page_loads_and_a_links_qr_code_leads_to_its_target,
             the_page_is_off_with_ui_off,

@@ -65,6 +65,7 @@ pub struct Admin {
     shared: Weak<Shared>,
     start_time: f64,
     damaged: Arc<AtomicU64>,
+    merge: Option<Arc<shorty_service::metrics::MergeMetrics>>,
 }
 
 impl Admin {
@@ -72,11 +73,19 @@ impl Admin {
     pub fn new(shared: &Arc<Shared>, damaged: Arc<AtomicU64>) -> Self {
         Self {
             damaged,
+            merge: None,
             shared: Arc::downgrade(shared),
             start_time: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0.0, |d| d.as_secs_f64()),
         }
+    }
+
+    /// Also renders the merge thread's metrics.
+    #[must_use]
+    pub fn with_merge(mut self, merge: Arc<shorty_service::metrics::MergeMetrics>) -> Self {
+        self.merge = Some(merge);
+        self
     }
 
     fn render(&self, shared: &Shared) -> String {
@@ -185,6 +194,24 @@ impl Admin {
             "Sealed segments the scrub after start found damaged (see the log; run verify)",
             ConstGauge::new(self.damaged.load(std::sync::atomic::Ordering::Relaxed) as i64),
         );
+        if let Some(merge) = &self.merge {
+            let load = |a: &AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+            registry.register(
+                "shorty_log_dead_bytes",
+                "Bytes of sealed segments a merge would give back, at the merge thread's last check",
+                ConstGauge::new(load(&merge.dead_bytes) as i64),
+            );
+            registry.register(
+                "shorty_log_merges",
+                "Merges (compactions) of the log completed",
+                ConstCounter::new(load(&merge.merges)),
+            );
+            registry.register(
+                "shorty_log_merge_reclaimed_bytes",
+                "Bytes of log the merges gave back",
+                ConstCounter::new(load(&merge.reclaimed_bytes)),
+            );
+        }
         registry.register(
             "shorty_ready",
             "1 when the server can take new links, 0 when not (see /readyz)",

@@ -94,6 +94,20 @@ pub enum Tool {
         /// The JSON lines; standard input when `-`.
         file: PathBuf,
     },
+    /// Merge (compact) the log of a stopped server: rewrite every sealed
+    /// segment whose dead share is above the threshold, then remove it. A
+    /// running server does the same by itself (--merge-interval, SIGUSR1).
+    Merge {
+        /// The data directory.
+        #[arg(long, env = "SHORTY_DATA_DIR", default_value = "./shorty-data")]
+        data_dir: PathBuf,
+        /// As the server's flag.
+        #[arg(long, env = "SHORTY_MERGE_THRESHOLD", default_value = "50%", value_parser = parse_share)]
+        merge_threshold: f64,
+        /// As the server's flag.
+        #[arg(long, env = "SHORTY_MERGE_RATE", default_value_t = 32 << 20, value_parser = clap::value_parser!(u64).range(1..))]
+        merge_rate: u64,
+    },
     // ----- statistics (issue 20) -----
     /// Print one link's click statistics as JSON (totals, series, top
     /// referrers) from the data directory's store. The server must not be
@@ -398,6 +412,23 @@ pub struct ServeArgs {
     #[arg(long, env = "SHORTY_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
 
+    // --- Merge (engineer MERGE's block) ---
+    /// Merge (compact) a sealed log segment once this share of its bytes is
+    /// dead (superseded, deleted or expired records): `50%` or `0.5`.
+    /// `0%` merges any segment with a dead byte.
+    #[arg(long, env = "SHORTY_MERGE_THRESHOLD", default_value = "50%", value_parser = parse_share)]
+    pub merge_threshold: f64,
+
+    /// The merge's disk I/O budget, bytes read plus written per second, so
+    /// compaction never starves the serving cores' reads and syncs.
+    #[arg(long, env = "SHORTY_MERGE_RATE", default_value_t = 32 << 20, value_parser = clap::value_parser!(u64).range(1..))]
+    pub merge_rate: u64,
+
+    /// How often the merge thread looks for segments worth merging (`0s`:
+    /// never by itself; SIGUSR1 still starts a check at once).
+    #[arg(long, env = "SHORTY_MERGE_INTERVAL", default_value = "10m", value_parser = humantime::parse_duration)]
+    pub merge_interval: Duration,
+
     // --- issue 22 (the web page): engineer PAGE's block ---
     /// Serve the web page (`/`, `/static/...`) and QR codes
     /// (`/api/v1/links/CODE/qr.svg`) on the public front: `on` or `off`.
@@ -628,6 +659,24 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
         return Err("must be more than 0".into());
     }
     Ok(d)
+}
+
+/// A share, as `50%` or `0.5`, from 0 to 1 (`--merge-threshold`).
+fn parse_share(text: &str) -> Result<f64, String> {
+    let (number, scale) = match text.strip_suffix('%') {
+        Some(p) => (p, 100.0),
+        None => (text, 1.0),
+    };
+    let share = number
+        .trim()
+        .parse::<f64>()
+        .map_err(|e| format!("expected a share such as 50% or 0.5: {e}"))?
+        / scale;
+    if (0.0..1.0).contains(&share) {
+        Ok(share)
+    } else {
+        Err("must be at least 0% and below 100%".into())
+    }
 }
 
 fn parse_redirect_status(text: &str) -> Result<u16, String> {

@@ -4,6 +4,7 @@
 //! `std::fs`, run before the cores start or on threads of its own, never
 //! on a serving core.
 
+use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{FileExt, PermissionsExt};
@@ -13,14 +14,14 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use shorty_service::codes::{format_code, CodeKey, IdSpace, MAX_CODE_LEN};
-use shorty_service::keydir::{KeyDir, Target, TOMBSTONE};
+use shorty_service::keydir::{Ident, KeyDir, Location, Target, TOMBSTONE};
 use shorty_service::log::hint::{build_hint, hint_file_name, hint_reservation, HINT_HEADER_LEN};
-use shorty_service::log::record::ALIAS_KEY;
+use shorty_service::log::record::{decode_record, Decoded, ALIAS_KEY};
 use shorty_service::log::recovery::{
     recover_segment, HighWater, RecoveryError, RecoveryFiles, STATE_FILE,
 };
 use shorty_service::log::segments::{
-    parse_hint_file_name, parse_segment_file_name, segment_file_name, SegmentTable,
+    parse_hint_file_name, parse_segment_file_name, segment_file_name, FileIdx, SegmentTable,
 };
 use shorty_service::log::Repair;
 use tempfile::NamedTempFile;
@@ -505,6 +506,63 @@ struct Duplicate {
     key: u64,
     alias: Option<Box<str>>,
     version: u64,
+    /// Both places as `(segment index, offset or TOMBSTONE, deleted at)`:
+    /// the one loaded first, then the other.
+    places: [(FileIdx, u32, u64); 2],
+}
+
+impl Duplicate {
+    fn ident(&self) -> Ident<'_> {
+        match &self.alias {
+            Some(alias) if self.key == ALIAS_KEY => Ident::Alias(alias),
+            _ => Ident::Key(self.key),
+        }
+    }
+}
+
+fn target_of((file, offset, deleted_at_ms): (FileIdx, u32, u64)) -> Target {
+    if offset == TOMBSTONE {
+        Target::Deleted {
+            file,
+            deleted_at_ms,
+        }
+    } else {
+        Target::Live(Location { file, offset })
+    }
+}
+
+/// `true` when both places of `dup` hold the same record byte for byte: a
+/// merge's verbatim copy beside the segment it was copied from (a merge's
+/// inputs restored from a backup, say). Tombstones are compared by their
+/// fields (key, version, time, alias: all a tombstone holds).
+fn verbatim_copy(
+    dir: &Path,
+    table: &SegmentTable,
+    dup: &Duplicate,
+    segments: &mut HashMap<u64, Vec<u8>>,
+) -> bool {
+    let [a, b] = dup.places;
+    match (a.1 == TOMBSTONE, b.1 == TOMBSTONE) {
+        (true, true) => return a.2 == b.2,
+        (false, false) => {}
+        _ => return false,
+    }
+    let mut record = |(file, offset, _): (FileIdx, u32, u64)| -> Option<Vec<u8>> {
+        let number = table.get(file)?.number;
+        let bytes = match segments.entry(number) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(std::fs::read(dir.join(segment_file_name(number))).ok()?)
+            }
+        };
+        let at = bytes.get(offset as usize..)?;
+        match decode_record(at) {
+            Decoded::Record(_, len) => Some(at[..len].to_vec()),
+            _ => None,
+        }
+    };
+    let first = record(a);
+    first.is_some() && first == record(b)
 }
 
 /// Recovers every segment of `dir` into `keydir`, registering them in
@@ -521,6 +579,10 @@ pub fn recover(
 ) -> Result<RecoveryReport, DataDirError> {
     let started = Instant::now();
     let io_err = |path: PathBuf| move |source| DataDirError::Io { path, source };
+    // A merge a stop interrupted is finished or undone first, so no link is
+    // ever loaded from two places (see `shorty_service::log::merge`).
+    crate::merge::settle(dir)
+        .map_err(io_err(dir.join(shorty_service::log::merge::MANIFEST_FILE)))?;
     let (numbers, hints) = list_numbered(dir).map_err(io_err(dir.to_owned()))?;
     // Every id and segment number any earlier run may have handed out:
     // the recorded mark, every file's number, and the ids of hints whose
@@ -617,6 +679,13 @@ pub fn recover(
                             Some(o) => (here, o),
                             None => (here, here),
                         };
+                        let existing = match same.existing {
+                            Target::Live(loc) => (loc.file, loc.offset, 0),
+                            Target::Deleted {
+                                file,
+                                deleted_at_ms,
+                            } => (file, TOMBSTONE, deleted_at_ms),
+                        };
                         duplicates
                             .lock()
                             .unwrap_or_else(|p| p.into_inner())
@@ -626,6 +695,7 @@ pub fn recover(
                                 key: entry.key,
                                 alias: entry.alias,
                                 version: same.version,
+                                places: [existing, (idx, entry.offset, entry.deleted_at_ms)],
                             });
                     }
                     match result {
@@ -671,7 +741,29 @@ pub fn recover(
     if let Some((_, err)) = failures.into_iter().next() {
         return Err(DataDirError::Recovery(err));
     }
-    let duplicates = duplicates.into_inner().unwrap_or_else(|p| p.into_inner());
+    let mut duplicates = duplicates.into_inner().unwrap_or_else(|p| p.into_inner());
+    // The same version twice with the same bytes is one record in two
+    // places (a merge's copy and its source): not a conflict. The copy in
+    // the higher-numbered segment is kept (a merge's output is numbered
+    // past its inputs); the other is dead and the next merge drops it.
+    // Different bytes at one version are refused below.
+    let mut segments = HashMap::new();
+    duplicates.retain(|dup| {
+        if !verbatim_copy(dir, table, dup, &mut segments) {
+            return true;
+        }
+        let number = |place: (FileIdx, u32, u64)| table.get(place.0).map_or(0, |s| s.number);
+        let [loaded, other] = dup.places;
+        if number(other) > number(loaded) {
+            keydir.replace(dup.ident(), target_of(loaded), target_of(other));
+        }
+        tracing::warn!(
+            first = %segment_file_name(dup.first.0),
+            second = %segment_file_name(dup.second.0),
+            "one record in two segments (a merge's copy and its source): keeping the later"
+        );
+        false
+    });
     if let Some(dup) = duplicates.into_iter().min() {
         let mut buf = [0; MAX_CODE_LEN];
         return Err(DataDirError::Duplicate {
@@ -1245,6 +1337,68 @@ mod tests {
                     other => panic!("{other:?}"),
                 }
             }
+        }
+    }
+
+    /// A merge's output and its input both on disk (the input restored
+    /// from a backup after the merge): the same version with the same
+    /// bytes twice is one record, loaded once, from the later segment;
+    /// a third record of that version with other bytes is still refused.
+    #[test]
+    fn a_record_and_its_verbatim_merged_copy_load_once_from_the_copy() {
+        use shorty_service::log::record::{Link, Tombstone};
+        let v3 = versioned(3);
+        let records = [
+            Keyed::Link(Link {
+                options: &v3,
+                ..Link::plain(7, NO_ID, b"https://e.com/v3")
+            }),
+            Keyed::Tombstone(Tombstone {
+                key: 8,
+                version: 2,
+                deleted_at_ms: 99,
+                alias: None,
+            }),
+            Keyed::Tombstone(Tombstone {
+                key: ALIAS_KEY,
+                version: 4,
+                deleted_at_ms: 5,
+                alias: Some(b"promo"),
+            }),
+        ];
+        for hints in [true, false] {
+            let dir = tempfile::tempdir().unwrap();
+            write_records(dir.path(), 1, &records, hints);
+            // The merge's output: the same records, verbatim, numbered past.
+            write_records(dir.path(), 9, &records, hints);
+            for threads in 1..=3 {
+                let table = SegmentTable::new(dir.path(), 0);
+                let keydir = KeyDir::new();
+                recover(dir.path(), &table, &keydir, threads).unwrap();
+                let number = |file| table.get(file).unwrap().number;
+                assert_eq!(number(keydir.get(7).unwrap().file), 9, "the copy");
+                for ident in [Ident::Key(8), Ident::Alias("promo")] {
+                    match keydir.lookup(ident) {
+                        Some((Target::Deleted { file, .. }, _)) => assert_eq!(number(file), 9),
+                        other => panic!("{other:?}"),
+                    }
+                }
+            }
+            // Another record of version 3 with other bytes: refused.
+            write_records(
+                dir.path(),
+                10,
+                &[Keyed::Link(Link {
+                    options: &v3,
+                    ..Link::plain(7, NO_ID, b"https://e.com/other")
+                })],
+                hints,
+            );
+            let err = recover_fresh(dir.path(), 2).unwrap_err();
+            assert!(
+                matches!(err, DataDirError::Duplicate { version: 3, .. }),
+                "{err}"
+            );
         }
     }
 

@@ -16,6 +16,7 @@
 //! - [`tools`]: `verify`, `export`, `import`.
 //! - [`blocklist`]: `--blocklist`, re-read on SIGHUP.
 //! - [`keys`]: `keys create|list|revoke`, and reloading keys while serving.
+//! - [`merge`]: the merge (compaction) thread and the `merge` tool.
 //! - [`logging`]: text or JSON logs.
 //! - [`notify`]: extending systemd's start timeout while recovering.
 //! - [`server`]: each backend's whole `main`.
@@ -31,6 +32,7 @@ pub mod driver;
 pub mod keys;
 pub mod listen;
 pub mod logging;
+pub mod merge;
 pub mod notify;
 pub mod redis_link;
 pub mod redis_store;

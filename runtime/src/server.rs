@@ -130,6 +130,11 @@ where
     };
     match cli.command {
         Some(Tool::Verify { data_dir }) => return crate::tools::verify(&data_dir),
+        Some(Tool::Merge {
+            data_dir,
+            merge_threshold,
+            merge_rate,
+        }) => return crate::merge::offline(&data_dir, merge_threshold, merge_rate),
         Some(Tool::Export {
             data_dir,
             file,
@@ -290,12 +295,33 @@ where
         );
     }
     let damaged = Arc::new(AtomicU64::new(0));
-    let _ = shared
-        .admin
-        .set(Box::new(Admin::new(&shared, damaged.clone())));
+    let merge_metrics = Arc::new(shorty_service::metrics::MergeMetrics::default());
+    let _ = shared.admin.set(Box::new(
+        Admin::new(&shared, damaged.clone()).with_merge(merge_metrics.clone()),
+    ));
     let (hints, hint_writer) = match &local {
         Some((data, report)) => {
             datadir::spawn_scrubber(data.path(), report.hinted.clone(), damaged);
+            if let StoreMode::Local(store) = &shared.store {
+                // The merge thread; SIGUSR1 asks it to check at once.
+                let trigger = Arc::new(std::sync::atomic::AtomicBool::new(false));
+                signal_hook::flag::register(signal_hook::consts::SIGUSR1, trigger.clone())
+                    .map_err(|e| format!("cannot install the SIGUSR1 handler: {e}"))?;
+                crate::merge::spawn_merger(
+                    store.segments.clone(),
+                    store.keydir.clone(),
+                    crate::merge::MergeSettings {
+                        threshold: args.merge_threshold,
+                        rate: args.merge_rate,
+                        interval: args.merge_interval,
+                        segment_bytes: args.segment_bytes,
+                        grace: crate::merge::grace(args.store_timeout),
+                    },
+                    merge_metrics.clone(),
+                    trigger,
+                )
+                .map_err(|e| format!("cannot start the merge thread: {e}"))?;
+            }
             // The hint writer's thread also keeps `STATE` ahead of the ids
             // and segment numbers the cores hand out.
             let keeper = match &shared.store {

@@ -719,6 +719,22 @@ impl KeyDir {
         table.insert(key, hash, loc)
     }
 
+    /// Moves `ident` from `from` to `to` (a live link's record or a
+    /// tombstone's segment), only if it still holds `from` (compare-and-swap,
+    /// under the shard's lock): the merge moves a record in force, and a
+    /// concurrent update or delete of the key wins over it. The version
+    /// stays: the record moved is the same record. Returns whether it moved.
+    pub fn replace(&self, ident: Ident<'_>, from: Target, to: Target) -> bool {
+        self.with_cell(ident, |cell| {
+            if cell.target() == Some(from) {
+                cell.set_target(to);
+                true
+            } else {
+                false
+            }
+        })
+    }
+
     /// Makes room for `additional` more links at once (recovery knows how
     /// many its hint files hold), so loading them never regrows a table.
     pub fn reserve(&self, additional: usize) {
@@ -1065,6 +1081,46 @@ mod tests {
         let per_alias = bytes as f64 / count as f64;
         eprintln!("alias side map: {per_alias:.1} bytes per 17-byte alias");
         assert!(per_alias < 17.0 + 120.0, "{per_alias} bytes per alias");
+    }
+
+    #[test]
+    fn replace_moves_only_from_the_expected_place() {
+        let dir = KeyDir::new();
+        let live = |f, o| Target::Live(loc(f, o));
+        dir.insert(9, loc(1, 100));
+        dir.insert(u64::MAX, loc(1, 200));
+        let (k9, big) = (Ident::Key(9), Ident::Key(u64::MAX));
+        assert!(
+            !dir.replace(k9, live(1, 101), live(5, 0)),
+            "moved meanwhile"
+        );
+        assert!(
+            !dir.replace(Ident::Key(10), live(1, 100), live(5, 0)),
+            "absent"
+        );
+        assert_eq!(dir.get(10), None);
+        assert!(dir.replace(k9, live(1, 100), live(5, 8)));
+        assert_eq!(dir.get(9), Some(loc(5, 8)));
+        assert!(!dir.replace(big, live(1, 100), live(5, 0)));
+        assert!(dir.replace(big, live(1, 200), live(6, 0)));
+        assert_eq!(dir.get(u64::MAX), Some(loc(6, 0)));
+        assert_eq!(dir.len(), 2);
+        assert!(!KeyDir::new().replace(Ident::Key(1), live(0, 0), live(1, 1)));
+        // A tombstone moves by its segment, keeping its version and time;
+        // an absent alias stays absent.
+        let alias = Ident::Alias("gone");
+        let v = dir.claim(alias, 0, 0).unwrap();
+        let dead = |file| Target::Deleted {
+            file,
+            deleted_at_ms: 7,
+        };
+        assert!(dir.install(alias, dead(2), v));
+        assert!(!dir.replace(alias, dead(3), dead(8)));
+        assert!(dir.replace(alias, dead(2), dead(8)));
+        let (target, state) = dir.lookup(alias).unwrap();
+        assert_eq!((target, state.installed), (dead(8), v));
+        assert!(!dir.replace(Ident::Alias("never"), dead(2), dead(8)));
+        assert_eq!(dir.lookup(Ident::Alias("never")), None);
     }
 
     proptest! {

@@ -96,6 +96,19 @@ pub const BATCH_BUCKETS: [f64; 11] = [
     1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
 ];
 
+/// What the merge thread reports (`shorty_log_dead_bytes`,
+/// `shorty_log_merges_total`, `shorty_log_merge_reclaimed_bytes_total`).
+/// Written by that one thread only.
+#[derive(Debug, Default)]
+pub struct MergeMetrics {
+    /// Dead bytes in sealed segments at the last check.
+    pub dead_bytes: AtomicU64,
+    /// Merges completed.
+    pub merges: AtomicU64,
+    /// Bytes of log the merges gave back.
+    pub reclaimed_bytes: AtomicU64,
+}
+
 /// A histogram one core writes.
 #[derive(Debug)]
 pub struct Histogram<const N: usize> {

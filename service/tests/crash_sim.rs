@@ -25,6 +25,14 @@
 //!   never appended, and nothing reads back corrupt;
 //! - after a clean stop there is nothing to cut.
 //!
+//! Histories also merge (`log::merge`, the real `run_merge` and
+//! `finish_interrupted`): some sealed, hinted segments are rewritten, the
+//! oracle's idea of where each acknowledged link lies follows the merge's
+//! key-directory swaps, and half the merges are cut short by a crash at a
+//! random step (the output being written torn by the disk model); every
+//! restart settles the merge first, and every acknowledged link must still
+//! be there exactly once.
+//!
 //! `SIM_SEEDS=n` runs n histories (default 400); `SIM_SEED=s` runs one,
 //! to reproduce a failure (the failing seed is printed).
 //!
@@ -39,7 +47,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use shorty_service::log::direct::{BlockWrite, DirectAppender};
-use shorty_service::log::hint::{build_hint, hint_file_name};
+use shorty_service::log::hint::{build_hint, hint_file_name, HintEntry};
+use shorty_service::log::merge::{
+    finish_interrupted, run_merge, Liveness, MergeFiles, MANIFEST_FILE, MERGING_SUFFIX,
+};
 use shorty_service::log::record::{
     decode_record, Decoded, Link, Record, MARKER_LEN, PREAMBLE_LEN, SEAL_LEN,
 };
@@ -160,7 +171,214 @@ impl RecoveryFiles for Disk {
             },
         );
         self.hints_written.insert(name.to_owned(), bytes.to_vec());
+        if name == MANIFEST_FILE {
+            // Its rename's directory sync makes the merge's outputs'
+            // entries durable too.
+            for (n, f) in self.files.iter_mut() {
+                if n.ends_with(MERGING_SUFFIX) {
+                    f.entry_durable = true;
+                }
+            }
+        }
         Ok(())
+    }
+}
+
+impl MergeFiles for Disk {
+    fn create_synced(&mut self, name: &str, bytes: &[u8]) -> io::Result<()> {
+        self.files.insert(
+            name.to_owned(),
+            SimFile {
+                durable: bytes.to_vec(),
+                cached: bytes.to_vec(),
+                dirty: Vec::new(),
+                entry_durable: false,
+            },
+        );
+        // A merged segment's seal vouches for it like any other.
+        if let Some(at) = bytes.len().checked_sub(SEAL_LEN) {
+            if let Decoded::Record(Record::Seal(_), SEAL_LEN) = decode_record(&bytes[at..]) {
+                self.vouchers.push(Voucher {
+                    file: name.to_owned(),
+                    at,
+                    bytes: bytes[at..].to_vec(),
+                    vouches: bytes.len(),
+                });
+            }
+        }
+        Ok(())
+    }
+    fn rename(&mut self, from: &str, to: &str) -> io::Result<()> {
+        assert!(!self.files.contains_key(to), "a rename never replaces");
+        let mut f = self.files.remove(from).ok_or_else(not_found)?;
+        f.entry_durable = true;
+        self.files.insert(to.to_owned(), f);
+        for v in self.vouchers.iter_mut().filter(|v| v.file == from) {
+            v.file = to.to_owned();
+        }
+        Ok(())
+    }
+    fn list(&mut self) -> io::Result<Vec<String>> {
+        Ok(self.files.keys().cloned().collect())
+    }
+}
+
+/// The disk, for a merge the process dies in: the mutation after `left`
+/// more fails (a create leaves its bytes written but not synced, for the
+/// crash to tear), and so does every one after it.
+struct Dying<'a> {
+    disk: &'a mut Disk,
+    left: usize,
+}
+
+impl Dying<'_> {
+    fn step(&mut self) -> io::Result<()> {
+        if self.left == 0 {
+            return Err(io::Error::other("the process died"));
+        }
+        self.left -= 1;
+        Ok(())
+    }
+}
+
+impl RecoveryFiles for Dying<'_> {
+    fn read(&mut self, name: &str) -> io::Result<Vec<u8>> {
+        self.disk.read(name)
+    }
+    fn read_tail(&mut self, name: &str, n: usize) -> io::Result<(u64, Vec<u8>)> {
+        self.disk.read_tail(name, n)
+    }
+    fn read_if_exists(&mut self, name: &str) -> io::Result<Option<Vec<u8>>> {
+        self.disk.read_if_exists(name)
+    }
+    fn truncate_and_append(&mut self, name: &str, len: u64, tail: &[u8]) -> io::Result<()> {
+        self.step()?;
+        self.disk.truncate_and_append(name, len, tail)
+    }
+    fn remove(&mut self, name: &str) -> io::Result<()> {
+        self.step()?;
+        self.disk.remove(name)
+    }
+    fn write_atomic(&mut self, name: &str, bytes: &[u8]) -> io::Result<()> {
+        self.step()?;
+        self.disk.write_atomic(name, bytes)
+    }
+}
+
+impl MergeFiles for Dying<'_> {
+    fn create_synced(&mut self, name: &str, bytes: &[u8]) -> io::Result<()> {
+        if self.step().is_err() {
+            // Written, never synced: the crash decides what lands.
+            self.disk.files.insert(name.to_owned(), SimFile::default());
+            self.disk.write(name, 0, bytes);
+            return Err(io::Error::other("the process died"));
+        }
+        self.disk.create_synced(name, bytes)
+    }
+    fn rename(&mut self, from: &str, to: &str) -> io::Result<()> {
+        self.step()?;
+        self.disk.rename(from, to)
+    }
+    fn list(&mut self) -> io::Result<Vec<String>> {
+        self.disk.list()
+    }
+}
+
+/// The oracle's acknowledged links as the merge's key directory: a record
+/// is live when it is where the oracle says the link lies; a move updates
+/// the oracle.
+struct OracleKeys<'a> {
+    table: &'a SegmentTable,
+    acked: std::cell::RefCell<&'a mut HashMap<u64, (String, usize, usize)>>,
+}
+
+impl Liveness for OracleKeys<'_> {
+    fn is_live(&self, entry: &HintEntry, file: u32) -> bool {
+        // These histories write plain links only: no tombstone is live.
+        let Some(segment) = self.table.get(file).filter(|_| !entry.is_tombstone()) else {
+            return false;
+        };
+        self.acked
+            .borrow()
+            .get(&entry.key)
+            .is_some_and(|(name, offset, _)| {
+                *name == segment_file_name(segment.number) && *offset == entry.offset as usize
+            })
+    }
+    fn moved(&self, entry: &HintEntry, from: u32, to: &HintEntry, to_file: u32) -> bool {
+        if !self.is_live(entry, from) {
+            return false;
+        }
+        let Some(segment) = self.table.get(to_file) else {
+            return false;
+        };
+        let mut acked = self.acked.borrow_mut();
+        let link = acked.get_mut(&entry.key).expect("live");
+        let len = link.2 - link.1;
+        *link = (
+            segment_file_name(segment.number),
+            to.offset as usize,
+            to.offset as usize + len,
+        );
+        true
+    }
+}
+
+/// Merges some sealed, hinted segments; `true` when the process died in
+/// the middle (the caller crashes the disk next).
+fn merge_some(
+    table: &SegmentTable,
+    disk: &mut Disk,
+    links: &mut Links,
+    rng: &mut Rng,
+    stats: &mut Stats,
+    segment_bytes: u64,
+) -> bool {
+    let candidates: Vec<_> = (0..table.len() as u32)
+        .filter_map(|i| table.get(i))
+        .filter(|s| {
+            let name = segment_file_name(s.number);
+            disk.files.contains_key(&name) && disk.sealed_with_intact_hint(&name)
+        })
+        .filter(|s| {
+            // A record a flip damaged is read by the merge and refused;
+            // the history's later checks expect the file as it is.
+            !links
+                .damaged
+                .iter()
+                .any(|d| d.file == segment_file_name(s.number))
+        })
+        .collect();
+    if candidates.is_empty() {
+        return false;
+    }
+    let take = rng.range(1, candidates.len() as u64 + 1) as usize;
+    let inputs: Vec<_> = candidates.into_iter().take(take).collect();
+    let dies = rng.chance(50);
+    let live = OracleKeys {
+        table,
+        acked: std::cell::RefCell::new(&mut links.acked),
+    };
+    let result = if dies {
+        let left = rng.below(4 + 3 * inputs.len() as u64) as usize;
+        let mut dying = Dying { disk, left };
+        run_merge(&mut dying, table, &live, &inputs, segment_bytes, || {})
+    } else {
+        run_merge(disk, table, &live, &inputs, segment_bytes, || {})
+    };
+    if std::env::var("SIM_TRACE").is_ok() {
+        eprintln!("merge {inputs:?}: {result:?}");
+    }
+    match result {
+        Ok(_) => {
+            stats.merges += 1;
+            false
+        }
+        Err(err) => {
+            assert!(dies, "a merge failed without a crash: {err}");
+            stats.merges_interrupted += 1;
+            true
+        }
     }
 }
 
@@ -311,6 +529,8 @@ struct Stats {
     disk_full: u64,
     rolls: u64,
     hint_loads: u64,
+    merges: u64,
+    merges_interrupted: u64,
 }
 
 struct Run {
@@ -533,6 +753,8 @@ struct Recovered {
 }
 
 fn recover(disk: &mut Disk, stats: &mut Stats) -> Result<Recovered, RecoveryError> {
+    // As the runtime does before listing the segments.
+    finish_interrupted(disk).expect("an interrupted merge is settled");
     let numbers: Vec<u64> = disk
         .files
         .keys()
@@ -670,6 +892,20 @@ fn history(seed: u64, stats: &mut Stats) {
         // Recover; every refusal must be for a flip in vouched bytes, which
         // the operator then restores (the byte, from a backup) before
         // starting again.
+        // The segments an interrupted merge names: the restart removes one
+        // set or the other.
+        let settled: Vec<String> = disk
+            .files
+            .get(MANIFEST_FILE)
+            .and_then(|f| shorty_service::log::merge::Manifest::decode(&f.durable))
+            .map(|m| {
+                m.inputs
+                    .iter()
+                    .chain(&m.outputs)
+                    .map(|n| segment_file_name(*n))
+                    .collect()
+            })
+            .unwrap_or_default();
         let rec = loop {
             match recover(&mut disk, stats) {
                 Ok(rec) => break rec,
@@ -707,6 +943,14 @@ fn history(seed: u64, stats: &mut Stats) {
                 Err(err) => panic!("seed {seed}: {err}"),
             }
         };
+        // A flip in a file an interrupted merge had already replaced is
+        // gone with the file (the restart finished the merge).
+        if flip
+            .as_ref()
+            .is_some_and(|f| settled.contains(&f.file) && !disk.files.contains_key(&f.file))
+        {
+            flip = None;
+        }
         if let Some(f) = &flip {
             assert!(
                 !f.vouched || f.trusted_hint,
@@ -736,8 +980,9 @@ fn history(seed: u64, stats: &mut Stats) {
         for number in &rec.numbers {
             table.register(*number);
         }
+        let mut died_merging = false;
         let mut run = Run {
-            writer: LogWriter::new(config.clone(), table),
+            writer: LogWriter::new(config.clone(), table.clone()),
             never: sync == SyncPolicy::Never,
             tokens: HashMap::new(),
             next_token: 0,
@@ -759,10 +1004,23 @@ fn history(seed: u64, stats: &mut Stats) {
                     elapsed +=
                         idle_fine_clock(seed, &mut run, &mut disk, &mut links, &mut rng, stats);
                 }
+                90..=94 => {
+                    if merge_some(
+                        &table,
+                        &mut disk,
+                        &mut links,
+                        &mut rng,
+                        stats,
+                        config.segment_bytes,
+                    ) {
+                        died_merging = true;
+                        break;
+                    }
+                }
                 _ => while drive_one(&mut run, &mut disk, &mut links, &mut rng, stats, false) {},
             }
         }
-        clean = rng.chance(30);
+        clean = !died_merging && rng.chance(30);
         if clean {
             run.writer.begin_shutdown();
             while drive_one(&mut run, &mut disk, &mut links, &mut rng, stats, false) {}
@@ -844,6 +1102,10 @@ fn history(seed: u64, stats: &mut Stats) {
                 .files
                 .iter()
                 .filter(|(_, f)| !f.durable.is_empty())
+                // A damaged merge manifest refuses the start by design (the
+                // operator chooses), and an output not yet renamed is not a
+                // segment the oracle judges: flips elsewhere.
+                .filter(|(n, _)| *n != MANIFEST_FILE && !n.ends_with(MERGING_SUFFIX))
                 .map(|(n, _)| n.clone())
                 .collect();
             if !files.is_empty() {
@@ -1115,6 +1377,8 @@ fn crash_simulation() {
                 stats.disk_full += local.disk_full;
                 stats.rolls += local.rolls;
                 stats.hint_loads += local.hint_loads;
+                stats.merges += local.merges;
+                stats.merges_interrupted += local.merges_interrupted;
             }
             Err(panic) => {
                 eprintln!("crash simulation failed; reproduce with SIM_SEED={seed}");
@@ -1128,6 +1392,7 @@ fn crash_simulation() {
         // The histories exercised what they are for.
         assert!(stats.crashes > 0 && stats.clean_stops > 0 && stats.refusals > 0);
         assert!(stats.disk_full > 0 && stats.rolls > 0 && stats.hint_loads > 0);
+        assert!(stats.merges > 0 && stats.merges_interrupted > 0);
         // ... and the backends' writes and idle periods were modelled.
         assert!(DIRECT_HISTORIES.load(Ordering::Relaxed) > 0);
         assert!(IDLE_PERIODS.load(Ordering::Relaxed) > 0);
@@ -1463,8 +1728,10 @@ fn synced_files_cut_or_lost() {
 // their extras) and recovery. After every restart, for every key:
 // recovery holds a version at least as high as the highest acknowledged
 // one, that version is one that was appended, and it reads back exactly
-// (URL and options; a tombstone is a tombstone). No bit flips here: the
-// histories above cover damage.
+// (URL and options; a tombstone is a tombstone). Half the runs begin with
+// a merge (half of those die at a random step), so tombstones and older
+// versions are carried or dropped by the merge's rule between crashes.
+// No bit flips here: the histories above cover damage.
 // ---------------------------------------------------------------------
 
 /// One appended version of a key: its URL and expiry, or `None` for a
@@ -1483,8 +1750,10 @@ struct Mutations {
 }
 
 /// Recovers every segment, keeping per key the highest version, as the
-/// key directory does: key → (file, offset, version).
+/// key directory does: key → (file, offset, version). As a start does,
+/// an interrupted merge is settled first.
 fn recover_versions(disk: &mut Disk) -> HashMap<u64, (String, u32, u64)> {
+    finish_interrupted(disk).unwrap_or_else(|err| panic!("{err}"));
     let numbers: Vec<u64> = disk
         .files
         .keys()
@@ -1510,8 +1779,10 @@ fn recover_versions(disk: &mut Disk) -> HashMap<u64, (String, u32, u64)> {
     keys
 }
 
-fn mutation_history(seed: u64) {
-    use shorty_service::keydir::TOMBSTONE;
+/// Returns the merges done and the merges interrupted.
+fn mutation_history(seed: u64) -> (u64, u64) {
+    let (mut merges, mut interrupted) = (0, 0);
+    use shorty_service::keydir::{Ident, KeyDir, Location, Target, TOMBSTONE};
     use shorty_service::link::LinkMeta;
     use shorty_service::log::record::{Tombstone, NO_ID};
 
@@ -1570,6 +1841,57 @@ fn mutation_history(seed: u64) {
         let table = Arc::new(SegmentTable::new(dir, numbers.last().map_or(0, |n| n + 1)));
         for number in &numbers {
             table.register(*number);
+        }
+        // Half the runs start with a merge of some sealed, hinted segments
+        // (with the key directory recovery built, tombstones included);
+        // half of those die at a random step: the next run settles it.
+        if rng.chance(50) {
+            let keydir = KeyDir::new();
+            let idx_of: HashMap<String, u32> = (0..table.len() as u32)
+                .filter_map(|i| Some((table.get(i)?.path, i)))
+                .map(|(path, i)| (name_of(&path), i))
+                .collect();
+            for (key, (file, offset, version)) in &keys {
+                let file = idx_of[file];
+                let target = if *offset == TOMBSTONE {
+                    Target::Deleted {
+                        file,
+                        deleted_at_ms: 1,
+                    }
+                } else {
+                    Target::Live(Location {
+                        file,
+                        offset: *offset,
+                    })
+                };
+                keydir.recover(Ident::Key(*key), target, *version).unwrap();
+            }
+            let inputs: Vec<_> = (0..table.len() as u32)
+                .filter_map(|i| table.get(i))
+                .filter(|s| disk.sealed_with_intact_hint(&segment_file_name(s.number)))
+                .filter(|_| rng.chance(70))
+                .collect();
+            if !inputs.is_empty() {
+                let segment_bytes = config.segment_bytes;
+                if rng.chance(50) {
+                    let left = rng.below(4 + 3 * inputs.len() as u64) as usize;
+                    let mut dying = Dying {
+                        disk: &mut disk,
+                        left,
+                    };
+                    if run_merge(&mut dying, &table, &keydir, &inputs, segment_bytes, || {})
+                        .is_err()
+                    {
+                        interrupted += 1;
+                        disk.crash(&mut rng);
+                        continue;
+                    }
+                } else {
+                    run_merge(&mut disk, &table, &keydir, &inputs, segment_bytes, || {})
+                        .unwrap_or_else(|err| panic!("seed {seed}: {err}"));
+                }
+                merges += 1;
+            }
         }
         let mut writer = LogWriter::new(config.clone(), table);
         let mut next_token: Token = 0;
@@ -1707,6 +2029,7 @@ fn mutation_history(seed: u64) {
             disk.crash(&mut rng);
         }
     }
+    (merges, interrupted)
 }
 
 /// `SIM_MUTATION_SEEDS=n` runs n histories (default 200);
@@ -1723,7 +2046,16 @@ fn mutation_histories_keep_the_newest_acknowledged_version() {
             (0..n).collect()
         }
     };
-    for seed in seeds {
-        mutation_history(seed);
+    let (mut merges, mut interrupted) = (0, 0);
+    for seed in &seeds {
+        let (m, i) = mutation_history(*seed);
+        merges += m;
+        interrupted += i;
+    }
+    if seeds.len() >= 50 {
+        assert!(
+            merges > 0 && interrupted > 0,
+            "{merges} merges, {interrupted} interrupted"
+        );
     }
 }

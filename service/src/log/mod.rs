@@ -10,6 +10,8 @@
 //! - [`recovery`]: recovering one segment at start (hint or scan, cut,
 //!   seal), over an abstract file interface.
 //! - [`segments`]: the table of segment files and their names.
+//! - [`merge`]: Bitcask's merge: which sealed segments to rewrite, the
+//!   rewrite, and settling a merge a crash interrupted.
 //! - [`direct`]: the block writes of an O_DIRECT append (glommio's).
 //!
 //! Each core writes its own segments, so no two threads ever write the same
@@ -17,6 +19,7 @@
 
 pub mod direct;
 pub mod hint;
+pub mod merge;
 pub mod record;
 pub mod recovery;
 pub mod scan;

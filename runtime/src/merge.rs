@@ -1,0 +1,805 @@
+//! The merge's I/O (`shorty_service::log::merge` decides; this does the
+//! file work): one background thread, off the serving cores, one merge at a
+//! time, its reads and writes paced to `--merge-rate`.
+//!
+//! **When.** Every `--merge-interval`, or at once on SIGUSR1 (a signal,
+//! not an admin endpoint: the admin listener takes no request bodies and
+//! no writes, and a signal needs no port, no authentication and no client;
+//! `kill -USR1 PID` is what operators already do to log daemons). The
+//! check reads every sealed segment's hint (12 bytes per link) and asks the
+//! key directory which entries are live; segments whose dead share is above
+//! `--merge-threshold` are merged, most dead bytes first, up to
+//! [`MAX_INPUT_BYTES`] per merge, until none is left.
+//!
+//! **Reads in flight.** After the key directory swap, a read may still
+//! hold an input's [`FileIdx`](shorty_service::log::segments::FileIdx)
+//! (it looked the key up just before). Every read's reply is bounded by
+//! `--store-timeout` (then it is answered 503 and its result dropped), so
+//! the inputs are removed only [`grace`] after the swap: every read that
+//! can still be answered finds its file. A core's open handle of a removed
+//! segment keeps its disk space until the core's handle cache evicts it.
+//!
+//! **Failures.** An error before the merge's commit point changes nothing
+//! (the next check tries again). An error after it leaves the manifest: the
+//! thread stops merging (the key directory may point at either copy), and
+//! the next start settles it ([`finish_interrupted`]).
+
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use shorty_service::keydir::KeyDir;
+use shorty_service::log::hint::{decode_hint, hint_file_name};
+use shorty_service::log::merge::{
+    finish_interrupted, plan, record_bytes, run_merge, usage_from_hint, Interrupted, MergeError,
+    MergeFiles, MergeReport, Usage, MANIFEST_FILE,
+};
+use shorty_service::log::record::SEAL_LEN;
+use shorty_service::log::recovery::{seal_at_end, RecoveryFiles};
+use shorty_service::log::segments::{segment_file_name, SegmentRef, SegmentTable};
+use shorty_service::metrics::MergeMetrics;
+
+use crate::datadir::StdFiles;
+
+/// Input bytes one merge takes at most: bounds its time (and so how long
+/// the old and new copies both take disk space) and its list of moved keys
+/// (12 bytes each); it holds one input and one output segment in memory.
+pub const MAX_INPUT_BYTES: u64 = 1 << 30;
+
+/// How long after the key directory swap a read may still hold an input:
+/// its reply's deadline, plus a margin for the read that was just being
+/// issued.
+pub fn grace(store_timeout: Duration) -> Duration {
+    store_timeout + Duration::from_secs(1)
+}
+
+/// What the merge thread needs to know.
+#[derive(Debug, Clone)]
+pub struct MergeSettings {
+    /// `--merge-threshold`: the dead share above which a segment is merged.
+    pub threshold: f64,
+    /// `--merge-rate`: bytes read plus written per second.
+    pub rate: u64,
+    /// `--merge-interval`; zero: only on a trigger.
+    pub interval: Duration,
+    /// `--segment-bytes`: the largest output.
+    pub segment_bytes: u64,
+    /// See [`grace`].
+    pub grace: Duration,
+}
+
+/// [`MergeFiles`] over a real directory, with reads and writes paced to a
+/// rate (bytes per second).
+#[derive(Debug)]
+pub struct PacedFiles {
+    inner: StdFiles,
+    dir: PathBuf,
+    rate: u64,
+    started: Instant,
+    bytes: u64,
+}
+
+/// Bytes moved between two checks of the pace.
+const CHUNK: usize = 1 << 20;
+
+impl PacedFiles {
+    /// Files in `dir`, at most `rate` bytes per second.
+    pub fn new(dir: &Path, rate: u64) -> Self {
+        Self {
+            inner: StdFiles::new(dir),
+            dir: dir.to_owned(),
+            rate: rate.max(1),
+            started: Instant::now(),
+            bytes: 0,
+        }
+    }
+
+    /// Counts `n` bytes and sleeps until the average is back under the
+    /// rate.
+    fn pace(&mut self, n: usize) {
+        self.bytes += n as u64;
+        let due = Duration::from_secs_f64(self.bytes as f64 / self.rate as f64);
+        if let Some(wait) = due.checked_sub(self.started.elapsed()) {
+            std::thread::sleep(wait);
+        }
+    }
+}
+
+impl RecoveryFiles for PacedFiles {
+    fn read(&mut self, name: &str) -> io::Result<Vec<u8>> {
+        let mut file = File::open(self.dir.join(name))?;
+        let mut bytes = Vec::with_capacity(file.metadata()?.len() as usize);
+        let mut chunk = vec![0; CHUNK];
+        loop {
+            let n = file.read(&mut chunk)?;
+            if n == 0 {
+                return Ok(bytes);
+            }
+            bytes.extend_from_slice(&chunk[..n]);
+            self.pace(n);
+        }
+    }
+    fn read_tail(&mut self, name: &str, n: usize) -> io::Result<(u64, Vec<u8>)> {
+        self.inner.read_tail(name, n)
+    }
+    fn read_if_exists(&mut self, name: &str) -> io::Result<Option<Vec<u8>>> {
+        self.inner.read_if_exists(name)
+    }
+    fn truncate_and_append(&mut self, name: &str, len: u64, tail: &[u8]) -> io::Result<()> {
+        self.inner.truncate_and_append(name, len, tail)
+    }
+    fn remove(&mut self, name: &str) -> io::Result<()> {
+        self.inner.remove(name)
+    }
+    fn write_atomic(&mut self, name: &str, bytes: &[u8]) -> io::Result<()> {
+        self.pace(bytes.len());
+        self.inner.write_atomic(name, bytes)
+    }
+}
+
+impl MergeFiles for PacedFiles {
+    fn create_synced(&mut self, name: &str, bytes: &[u8]) -> io::Result<()> {
+        let path = self.dir.join(name);
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)?;
+        for chunk in bytes.chunks(CHUNK) {
+            file.write_all(chunk)?;
+            self.pace(chunk.len());
+        }
+        file.sync_all()
+    }
+
+    fn rename(&mut self, from: &str, to: &str) -> io::Result<()> {
+        let to_path = self.dir.join(to);
+        if to_path.exists() {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!("{to} exists"),
+            ));
+        }
+        fs::rename(self.dir.join(from), to_path)?;
+        File::open(&self.dir)?.sync_all()
+    }
+
+    fn list(&mut self) -> io::Result<Vec<String>> {
+        let mut names = Vec::new();
+        for entry in fs::read_dir(&self.dir)? {
+            if let Some(name) = entry?.file_name().to_str() {
+                names.push(name.to_owned());
+            }
+        }
+        Ok(names)
+    }
+}
+
+/// Settles a merge a crash interrupted, before recovery lists the
+/// segments (see [`finish_interrupted`]).
+///
+/// # Errors
+/// A file operation failed or the manifest is damaged.
+pub fn settle(dir: &Path) -> io::Result<Interrupted> {
+    let done = finish_interrupted(&mut PacedFiles::new(dir, u64::MAX))?;
+    if let Some(m) = &done.rolled_forward {
+        tracing::warn!(
+            inputs = ?m.inputs,
+            outputs = ?m.outputs,
+            "finished a merge a stop interrupted: removed the segments it had merged"
+        );
+    }
+    if let Some(m) = &done.rolled_back {
+        tracing::warn!(
+            inputs = ?m.inputs,
+            outputs = ?m.outputs,
+            "undid a merge whose output is missing: kept the segments it merged"
+        );
+    }
+    for name in &done.discarded {
+        tracing::info!(file = %name, "removed an unfinished merge output");
+    }
+    Ok(done)
+}
+
+/// Per sealed segment, the bytes of its records ([`record_bytes`]): read
+/// once per segment (a sealed segment never changes), by number.
+pub type RecordBytes = HashMap<u64, u64>;
+
+/// The usage of every sealed, hinted segment of `table` still on disk.
+/// A segment not in `known` yet is read once (paced at `rate`).
+pub fn usages(
+    table: &SegmentTable,
+    keydir: &KeyDir,
+    known: &mut RecordBytes,
+    rate: u64,
+) -> Vec<(SegmentRef, Usage)> {
+    let dir = table.dir().to_owned();
+    let mut files = PacedFiles::new(&dir, rate);
+    let found: Vec<_> = (0..table.len())
+        .filter_map(|i| table.get(i as u32))
+        .filter_map(|segment| {
+            let name = segment_file_name(segment.number);
+            // Unsealed (being written), gone (merged) or unreadable: skip.
+            let (len, tail) = files.read_tail(&name, SEAL_LEN).ok()?;
+            let seal = seal_at_end(len, &tail)?;
+            // Paced too: 12 bytes a link, every check.
+            let hint = files.read(&hint_file_name(segment.number)).ok()?;
+            let entries = decode_hint(&hint, segment.number, &seal).ok()?;
+            let records = match known.get(&segment.number) {
+                Some(&n) => n,
+                None => {
+                    let n = record_bytes(&files.read(&name).ok()?, segment.number)?;
+                    *known.entry(segment.number).or_default() = n;
+                    n
+                }
+            };
+            let usage = usage_from_hint(
+                segment.number,
+                segment.idx,
+                len,
+                &seal,
+                records,
+                entries,
+                keydir,
+            );
+            Some((segment, usage))
+        })
+        .collect();
+    known.retain(|n, _| found.iter().any(|(s, _)| s.number == *n));
+    found
+}
+
+/// Runs one merge if any segment is over the threshold; `Ok(None)` when
+/// none is. Updates `metrics`.
+///
+/// # Errors
+/// [`MergeError`].
+pub fn merge_once(
+    table: &SegmentTable,
+    keydir: &KeyDir,
+    settings: &MergeSettings,
+    metrics: &MergeMetrics,
+    known: &mut RecordBytes,
+) -> Result<Option<MergeReport>, MergeError> {
+    let usages = usages(table, keydir, known, settings.rate);
+    let dead: u64 = usages.iter().map(|(_, u)| u.dead()).sum();
+    metrics.dead_bytes.store(dead, Ordering::Relaxed);
+    let picked = plan(
+        &usages.iter().map(|(_, u)| *u).collect::<Vec<_>>(),
+        settings.threshold,
+        MAX_INPUT_BYTES,
+    );
+    if picked.is_empty() {
+        return Ok(None);
+    }
+    let inputs: Vec<SegmentRef> = picked.iter().filter_map(|u| table.get(u.idx)).collect();
+    let mut files = PacedFiles::new(table.dir(), settings.rate);
+    let grace = settings.grace;
+    let report = run_merge(
+        &mut files,
+        table,
+        keydir,
+        &inputs,
+        settings.segment_bytes,
+        || std::thread::sleep(grace),
+    )?;
+    metrics.merges.fetch_add(1, Ordering::Relaxed);
+    metrics
+        .reclaimed_bytes
+        .fetch_add(report.reclaimed(), Ordering::Relaxed);
+    let picked_dead: u64 = picked.iter().map(Usage::dead).sum();
+    metrics
+        .dead_bytes
+        .store(dead.saturating_sub(picked_dead), Ordering::Relaxed);
+    Ok(Some(report))
+}
+
+fn log_report(report: &MergeReport, elapsed: Duration) {
+    tracing::info!(
+        inputs = ?report.inputs,
+        outputs = ?report.outputs,
+        bytes_before = report.bytes_before,
+        bytes_after = report.bytes_after,
+        moved = report.moved,
+        lost_races = report.lost_races,
+        elapsed_ms = elapsed.as_millis() as u64,
+        "merged"
+    );
+}
+
+/// Starts the merge thread. It checks every `settings.interval` (if not
+/// zero) and whenever `trigger` is set (SIGUSR1), and merges until nothing
+/// is over the threshold. It runs for the life of the process: a merge cut
+/// short by the exit is settled at the next start.
+///
+/// # Errors
+/// The thread cannot be started.
+pub fn spawn_merger(
+    table: Arc<SegmentTable>,
+    keydir: Arc<KeyDir>,
+    settings: MergeSettings,
+    metrics: Arc<MergeMetrics>,
+    trigger: Arc<AtomicBool>,
+) -> io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("shorty-merge".into())
+        .spawn(move || {
+            let mut last = Instant::now();
+            let mut known = RecordBytes::new();
+            loop {
+                std::thread::sleep(Duration::from_millis(100));
+                let due = !settings.interval.is_zero() && last.elapsed() >= settings.interval;
+                if !trigger.swap(false, Ordering::Relaxed) && !due {
+                    continue;
+                }
+                last = Instant::now();
+                loop {
+                    let started = Instant::now();
+                    match merge_once(&table, &keydir, &settings, &metrics, &mut known) {
+                        Ok(Some(report)) => log_report(&report, started.elapsed()),
+                        Ok(None) => break,
+                        Err(err) => {
+                            if table.dir().join(MANIFEST_FILE).exists() {
+                                tracing::error!(
+                                    "merge: {err}; merging stops until the next start, which \
+                                     finishes or undoes it"
+                                );
+                                return;
+                            }
+                            tracing::warn!("merge: {err}; nothing changed, tried again later");
+                            break;
+                        }
+                    }
+                }
+            }
+        })
+}
+
+/// `merge`: merges a stopped server's directory until no segment is over
+/// `threshold`; prints what it did. Exit 0 on success.
+pub fn offline(dir: &Path, threshold: f64, rate: u64) -> std::process::ExitCode {
+    let run = || -> Result<Vec<(MergeReport, Duration)>, String> {
+        let data = crate::datadir::DataDir::open(dir).map_err(|e| e.to_string())?;
+        let table = SegmentTable::new(data.path(), 0);
+        let keydir = KeyDir::new();
+        settle(data.path()).map_err(|e| e.to_string())?;
+        crate::datadir::recover(data.path(), &table, &keydir, 2).map_err(|e| e.to_string())?;
+        let settings = MergeSettings {
+            threshold,
+            rate,
+            interval: Duration::ZERO,
+            segment_bytes: 64 << 20,
+            grace: Duration::ZERO,
+        };
+        let metrics = MergeMetrics::default();
+        let mut known = RecordBytes::new();
+        let mut reports = Vec::new();
+        loop {
+            let started = Instant::now();
+            match merge_once(&table, &keydir, &settings, &metrics, &mut known)
+                .map_err(|e| e.to_string())?
+            {
+                Some(report) => reports.push((report, started.elapsed())),
+                None => return Ok(reports),
+            }
+        }
+    };
+    match run() {
+        Ok(reports) => {
+            for (r, elapsed) in &reports {
+                println!(
+                    "merged {:?} into {:?}: {} -> {} bytes, {} links moved, {:.2} s, {:.1} MB/s",
+                    r.inputs,
+                    r.outputs,
+                    r.bytes_before,
+                    r.bytes_after,
+                    r.moved,
+                    elapsed.as_secs_f64(),
+                    r.io_bytes as f64 / elapsed.as_secs_f64().max(1e-9) / 1e6
+                );
+            }
+            if reports.is_empty() {
+                println!("nothing to merge");
+            }
+            std::process::ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("merge: {err}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shorty_service::keydir::Location;
+    use shorty_service::log::hint::build_hint;
+    use shorty_service::log::merge::{merging_file_name, Manifest};
+    use shorty_service::log::record::{decode_record, Decoded, Link, Record};
+    use shorty_service::log::segments::encode_sealed_segment;
+    use std::collections::HashMap;
+
+    /// Segments 1..=`segments` of `per` links each in `dir`, sealed and
+    /// hinted; the links of every key divisible by `dead_every` are dead
+    /// (the key directory forgets them, as a delete will). Returns the
+    /// table, the key directory and the live links.
+    fn fill(
+        dir: &Path,
+        segments: u64,
+        per: u64,
+        dead_every: u64,
+    ) -> (Arc<SegmentTable>, Arc<KeyDir>, HashMap<u64, String>) {
+        for n in 1..=segments {
+            let urls: Vec<(u64, String)> = (0..per)
+                .map(|i| {
+                    let key = n * 10_000 + i;
+                    (key, format!("https://example.com/{key}/{}", "x".repeat(40)))
+                })
+                .collect();
+            let links: Vec<Link<'_>> = urls
+                .iter()
+                .map(|(k, u)| Link::plain(*k, *k, u.as_bytes()))
+                .collect();
+            let batches: Vec<&[Link<'_>]> = links.chunks(7).collect();
+            let bytes = encode_sealed_segment(n, &batches);
+            fs::write(dir.join(hint_file_name(n)), build_hint(n, &bytes).unwrap()).unwrap();
+            fs::write(dir.join(segment_file_name(n)), bytes).unwrap();
+        }
+        fs::write(dir.join(crate::datadir::KEY_FILE), [9; 16]).unwrap();
+        let table = Arc::new(SegmentTable::new(dir, 0));
+        let all = KeyDir::new();
+        crate::datadir::recover(dir, &table, &all, 2).unwrap();
+        let keydir = Arc::new(KeyDir::new());
+        let mut live = HashMap::new();
+        for n in 1..=segments {
+            for i in 0..per {
+                let key = n * 10_000 + i;
+                if key % dead_every != 0 {
+                    keydir.insert(key, all.get(key).unwrap());
+                    live.insert(key, format!("https://example.com/{key}/{}", "x".repeat(40)));
+                }
+            }
+        }
+        (table, keydir, live)
+    }
+
+    fn url_at(table: &SegmentTable, loc: Location) -> String {
+        let bytes = fs::read(&table.get(loc.file).unwrap().path).unwrap();
+        match decode_record(&bytes[loc.offset as usize..]) {
+            Decoded::Record(Record::Link(l), _) => String::from_utf8(l.url.to_vec()).unwrap(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn settings(threshold: f64) -> MergeSettings {
+        MergeSettings {
+            threshold,
+            rate: u64::MAX,
+            interval: Duration::ZERO,
+            segment_bytes: 64 << 10,
+            grace: Duration::ZERO,
+        }
+    }
+
+    #[test]
+    fn a_merge_on_disk_shrinks_the_log_and_a_restart_finds_every_live_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let (table, keydir, live) = fill(dir.path(), 4, 300, 3);
+        let disk = |d: &Path| -> u64 {
+            crate::datadir::list_segments(d)
+                .unwrap()
+                .iter()
+                .map(|n| fs::metadata(d.join(segment_file_name(*n))).unwrap().len())
+                .sum()
+        };
+        let before = disk(dir.path());
+        // A core's cached descriptor of an input, as the reads keep them.
+        let held = File::open(dir.path().join(segment_file_name(1))).unwrap();
+        assert!(held.metadata().unwrap().len() > 0);
+        let metrics = MergeMetrics::default();
+        // A third is dead: not over a half.
+        assert!(merge_once(
+            &table,
+            &keydir,
+            &settings(0.5),
+            &metrics,
+            &mut RecordBytes::new()
+        )
+        .unwrap()
+        .is_none());
+        assert!(metrics.dead_bytes.load(Ordering::Relaxed) > before / 4);
+        let report = merge_once(
+            &table,
+            &keydir,
+            &settings(0.25),
+            &metrics,
+            &mut RecordBytes::new(),
+        )
+        .unwrap()
+        .expect("over a quarter dead");
+        assert_eq!(report.inputs, [1, 2, 3, 4]);
+        assert!(report.outputs.iter().all(|&n| n > 4));
+        assert_eq!(report.moved, live.len() as u64);
+        assert_eq!(metrics.merges.load(Ordering::Relaxed), 1);
+        assert_eq!(
+            metrics.reclaimed_bytes.load(Ordering::Relaxed),
+            before - disk(dir.path())
+        );
+        assert!(disk(dir.path()) < before * 3 / 4);
+        for n in 1..=4 {
+            assert!(!dir.path().join(segment_file_name(n)).exists());
+            assert!(!dir.path().join(hint_file_name(n)).exists());
+        }
+        assert!(!dir.path().join(MANIFEST_FILE).exists());
+        // Its blocks are back although it is still open.
+        assert_eq!(held.metadata().unwrap().len(), 0);
+        for (key, url) in &live {
+            assert_eq!(&url_at(&table, keydir.get(*key).unwrap()), url);
+        }
+        // Nothing left to merge, even at 0%.
+        assert!(merge_once(
+            &table,
+            &keydir,
+            &settings(0.0),
+            &metrics,
+            &mut RecordBytes::new()
+        )
+        .unwrap()
+        .is_none());
+        // A restart loads exactly the live links, from the new hints.
+        let (table2, keydir2) = (SegmentTable::new(dir.path(), 0), KeyDir::new());
+        let report2 = crate::datadir::recover(dir.path(), &table2, &keydir2, 2).unwrap();
+        assert_eq!(report2.links, live.len() as u64);
+        assert_eq!(report2.from_hints, report2.segments);
+        for (key, url) in &live {
+            assert_eq!(&url_at(&table2, keydir2.get(*key).unwrap()), url);
+        }
+        assert_eq!(
+            crate::tools::verify(dir.path()),
+            std::process::ExitCode::SUCCESS
+        );
+    }
+
+    #[test]
+    fn a_start_finishes_a_committed_merge_and_discards_an_uncommitted_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let (table, _, _) = fill(dir.path(), 2, 50, 1_000_000);
+        let all = fs::read(dir.path().join(segment_file_name(1))).unwrap();
+        // A committed merge of 1 and 2 into 3 that stopped before its
+        // rename: 3 is still `.merging` (a copy of both, as a merge writes).
+        let merged = {
+            let mut links = Vec::new();
+            let mut urls = Vec::new();
+            for n in 1..=2 {
+                let bytes = fs::read(dir.path().join(segment_file_name(n))).unwrap();
+                shorty_service::log::scan::scan_segment(&bytes, n, |l, _| {
+                    let l = l.link().unwrap();
+                    urls.push((l.key, l.id, l.url.to_vec()))
+                })
+                .unwrap();
+            }
+            for (key, id, url) in &urls {
+                links.push(Link::plain(*key, *id, url));
+            }
+            encode_sealed_segment(3, &[&links])
+        };
+        fs::write(dir.path().join(merging_file_name(3)), &merged).unwrap();
+        fs::write(
+            dir.path().join(MANIFEST_FILE),
+            Manifest {
+                inputs: vec![1, 2],
+                outputs: vec![3],
+            }
+            .encode(),
+        )
+        .unwrap();
+        // And a half-written output of a later, uncommitted merge.
+        fs::write(dir.path().join(merging_file_name(4)), &all[..100]).unwrap();
+        drop(table);
+        // `verify` judges what a restart will load: segment 3, not 1 and 2.
+        assert_eq!(
+            crate::tools::verify(dir.path()),
+            std::process::ExitCode::SUCCESS
+        );
+        let (table, keydir) = (SegmentTable::new(dir.path(), 0), KeyDir::new());
+        let report = crate::datadir::recover(dir.path(), &table, &keydir, 2).unwrap();
+        assert_eq!(report.links, 100);
+        assert_eq!(report.segments, 1);
+        assert_eq!(crate::datadir::list_segments(dir.path()).unwrap(), [3]);
+        assert!(!dir.path().join(merging_file_name(4)).exists());
+        assert!(!dir.path().join(MANIFEST_FILE).exists());
+        // Segment numbers are never reused: 4 was handed out.
+        assert!(table.next_number() >= 5);
+    }
+
+    #[test]
+    fn a_damaged_manifest_fails_verify_and_refuses_the_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let _ = fill(dir.path(), 1, 10, 1_000_000);
+        fs::write(dir.path().join(MANIFEST_FILE), b"SHORTYMG torn").unwrap();
+        assert_eq!(
+            crate::tools::verify(dir.path()),
+            std::process::ExitCode::FAILURE
+        );
+        let err = crate::datadir::recover(
+            dir.path(),
+            &SegmentTable::new(dir.path(), 0),
+            &KeyDir::new(),
+            1,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains(MANIFEST_FILE), "{err}");
+    }
+
+    #[test]
+    fn the_offline_tool_merges_a_stopped_server_s_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let (table, _, _) = fill(dir.path(), 3, 40, 1_000_000);
+        drop(table);
+        // Nothing dead but the commit markers: 50% finds nothing, 0% all.
+        assert_eq!(
+            offline(dir.path(), 0.5, u64::MAX),
+            std::process::ExitCode::SUCCESS
+        );
+        assert_eq!(
+            crate::datadir::list_segments(dir.path()).unwrap(),
+            [1, 2, 3]
+        );
+        assert_eq!(
+            offline(dir.path(), 0.0, u64::MAX),
+            std::process::ExitCode::SUCCESS
+        );
+        let left = crate::datadir::list_segments(dir.path()).unwrap();
+        assert_eq!(left.len(), 1, "{left:?}");
+        assert!(left[0] > 3);
+        let (table, keydir) = (SegmentTable::new(dir.path(), 0), KeyDir::new());
+        let report = crate::datadir::recover(dir.path(), &table, &keydir, 1).unwrap();
+        assert_eq!(report.links, 120);
+        assert_eq!(report.from_hints, 1);
+    }
+
+    #[test]
+    fn the_pace_holds_the_average_under_the_rate() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut files = PacedFiles::new(dir.path(), 1 << 20);
+        let started = Instant::now();
+        files.create_synced("a", &vec![7; 300 << 10]).unwrap();
+        assert_eq!(files.read("a").unwrap().len(), 300 << 10);
+        // 600 KiB at 1 MiB/s: at least 0.58 s (a floor, not a speed).
+        assert!(started.elapsed() >= Duration::from_millis(580));
+        assert!(files.rename("a", "b").is_ok());
+        files.create_synced("c", b"x").unwrap();
+        assert!(files.rename("c", "b").is_err(), "a rename never replaces");
+    }
+
+    /// Updates and deletes on disk, merged, then a restart: updated links
+    /// resolve to their newest URL, deleted ones stay deleted (their
+    /// tombstones carried forward, also through a second merge that takes
+    /// the tombstones' own segment), and the log shrank.
+    #[test]
+    fn updates_and_deletes_survive_merges_and_restarts() {
+        use shorty_service::keydir::{Ident, Target};
+        use shorty_service::log::record::{Keyed, Tombstone, NO_ID};
+        use shorty_service::log::segments::encode_sealed_records;
+        let dir = tempfile::tempdir().unwrap();
+        let url = |key: u64, v: u64| format!("https://example.com/{key}/v{v}/{}", "x".repeat(60));
+        let write = |n: u64, records: &[Keyed<'_>]| {
+            let batches: Vec<&[Keyed<'_>]> = records.chunks(7).collect();
+            let bytes = encode_sealed_records(n, &batches);
+            fs::write(
+                dir.path().join(hint_file_name(n)),
+                build_hint(n, &bytes).unwrap(),
+            )
+            .unwrap();
+            fs::write(dir.path().join(segment_file_name(n)), bytes).unwrap();
+        };
+        let keys: Vec<u64> = (1..=600).collect();
+        for (n, chunk) in (1..).zip(keys.chunks(200)) {
+            let urls: Vec<String> = chunk.iter().map(|&k| url(k, 0)).collect();
+            let records: Vec<Keyed<'_>> = chunk
+                .iter()
+                .zip(&urls)
+                .map(|(&k, u)| Keyed::Link(Link::plain(k, k, u.as_bytes())))
+                .collect();
+            write(n, &records);
+        }
+        // Segment 4: a third of the keys updated (version 1), a third deleted.
+        let mut options = Vec::new();
+        shorty_service::link::LinkMeta {
+            version: 1,
+            ..Default::default()
+        }
+        .encode(&mut options);
+        let updated: Vec<(u64, String)> = keys
+            .iter()
+            .filter(|&&k| k % 3 == 1)
+            .map(|&k| (k, url(k, 1)))
+            .collect();
+        let mut records: Vec<Keyed<'_>> = updated
+            .iter()
+            .map(|(k, u)| {
+                Keyed::Link(Link {
+                    options: &options,
+                    ..Link::plain(*k, NO_ID, u.as_bytes())
+                })
+            })
+            .collect();
+        records.extend(keys.iter().filter(|&&k| k % 3 == 2).map(|&k| {
+            Keyed::Tombstone(Tombstone {
+                key: k,
+                version: 1,
+                deleted_at_ms: 1_000 + k,
+                alias: None,
+            })
+        }));
+        write(4, &records);
+        fs::write(dir.path().join(crate::datadir::KEY_FILE), [9; 16]).unwrap();
+        let disk = |d: &Path| -> u64 {
+            crate::datadir::list_segments(d)
+                .unwrap()
+                .iter()
+                .map(|n| fs::metadata(d.join(segment_file_name(*n))).unwrap().len())
+                .sum()
+        };
+        let check = |context: &str| {
+            let table = SegmentTable::new(dir.path(), 0);
+            let keydir = KeyDir::new();
+            crate::datadir::recover(dir.path(), &table, &keydir, 2).unwrap();
+            for &k in &keys {
+                match k % 3 {
+                    0 => assert_eq!(url_at(&table, keydir.get(k).unwrap()), url(k, 0)),
+                    1 => assert_eq!(url_at(&table, keydir.get(k).unwrap()), url(k, 1)),
+                    _ => {
+                        assert_eq!(keydir.get(k), None, "{k} deleted {context}");
+                        assert!(
+                            matches!(
+                                keydir.lookup(Ident::Key(k)),
+                                Some((Target::Deleted { deleted_at_ms, .. }, s))
+                                    if deleted_at_ms == 1_000 + k && s.installed == 1
+                            ),
+                            "{k}'s tombstone {context}"
+                        );
+                    }
+                }
+            }
+            (table, keydir)
+        };
+        let before = disk(dir.path());
+        let (table, keydir) = check("before");
+        let metrics = MergeMetrics::default();
+        let report = merge_once(
+            &table,
+            &keydir,
+            &settings(0.25),
+            &metrics,
+            &mut RecordBytes::new(),
+        )
+        .unwrap()
+        .expect("two thirds of 1-3 dead");
+        let mut inputs = report.inputs.clone();
+        inputs.sort_unstable();
+        assert_eq!(inputs, [1, 2, 3], "segment 4 holds only records in force");
+        let after = disk(dir.path());
+        assert!(after < before * 3 / 4, "{after} of {before}");
+        let (table, keydir) = check("after a merge and a restart");
+        // Everything again, the tombstones' segment included: they stay.
+        let report = merge_once(
+            &table,
+            &keydir,
+            &settings(0.0),
+            &metrics,
+            &mut RecordBytes::new(),
+        )
+        .unwrap()
+        .expect("the markers are dead");
+        assert!(report.inputs.contains(&4), "{report:?}");
+        check("after a second merge and a restart");
+    }
+}
