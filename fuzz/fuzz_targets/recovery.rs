@@ -208,7 +208,8 @@ fn built_input(input: Built) {
     scan_segment(&sealed, 7, |record, at| {
         let entry = shorty_service::log::hint::HintEntry::of(&record, at);
         expected.push((entry.key, entry.offset))
-    }).unwrap();
+    })
+    .unwrap();
 
     let mut bytes = sealed.clone();
     for (at, mask) in input.flips.iter().take(4) {
@@ -292,9 +293,10 @@ fn built_input(input: Built) {
         // segment, but never beyond its sealed bytes (a tombstone's entry
         // has no offset: `TOMBSTONE`).
         let data_len = (sealed.len() - SEAL_LEN) as u32;
-        assert!(loaded.iter().all(|&(_, at)| at
-            == shorty_service::keydir::TOMBSTONE
-            || (at as usize >= PREAMBLE_LEN && at < data_len)));
+        assert!(loaded
+            .iter()
+            .all(|&(_, at)| at == shorty_service::keydir::TOMBSTONE
+                || (at as usize >= PREAMBLE_LEN && at < data_len)));
     } else if input.flips.is_empty() && bytes.len() == sealed.len() {
         // The segment itself is whole: a scan finds exactly its links.
         loaded.sort_unstable();
