@@ -7,7 +7,7 @@
 //!    may still write into them after the ring's descriptor is closed (ring
 //!    teardown is asynchronous), so [`Ring`]'s `Drop` leaks them (one ring
 //!    per process, made once). Send buffers in flight are owned by
-//!    [`Ring::sends`] until their completion is taken, and leaked too if the
+//!    `Ring::sends` until their completion is taken, and leaked too if the
 //!    ring is dropped before.
 //! 2. **A buffer is read only while it is ours.** The kernel hands a buffer
 //!    to us in a completion; [`Ring::buffer`] lends it (`&self`) and
