@@ -1,5 +1,5 @@
 //! API keys on disk: `keys create|list|revoke` on both server binaries, and
-//! the thread that keeps every core's [`KeyRing`] in step with the file.
+//! the thread that keeps every core's [`KeyRing`](shorty_service::api::auth::KeyRing) in step with the file.
 //!
 //! The file is `keys.json` in the data directory ([`KeysFile`]): only each
 //! key's SHA-256 is stored. Every change is written atomically (a

@@ -23,7 +23,7 @@ use super::Step;
 /// `click` is `Some` for a GET redirect only (never a HEAD, a RESOLVE or
 /// a preview): that request is a click, counted by the link's click limit
 /// and the statistics at the one point its redirect is decided (see
-/// [`judge`]); any other request only reads whether the limit is reached.
+/// `judge`); any other request only reads whether the limit is reached.
 pub fn resolve(
     shard: &mut Shard,
     conn: u32,
