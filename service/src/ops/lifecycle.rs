@@ -69,16 +69,7 @@ fn record_key(ident: &OwnedIdent) -> u64 {
 
 /// The code a link is reached by.
 fn code_text(ident: &OwnedIdent, meta: &LinkMeta) -> Box<str> {
-    if let Some(alias) = &meta.alias {
-        return alias.clone();
-    }
-    match ident {
-        OwnedIdent::Key(key) => {
-            let mut buf = [0; MAX_CODE_LEN];
-            crate::codes::format_code(*key, &mut buf).into()
-        }
-        OwnedIdent::Alias(alias) => alias.clone(),
-    }
+    meta.alias.clone().unwrap_or_else(|| name_of(ident))
 }
 
 /// Appends `record` for `op`, registering what follows its durability.
