@@ -26,6 +26,7 @@ pub mod harness;
 pub mod redis_faults;
 pub mod remedies;
 pub mod rings;
+pub mod stats;
 pub mod v2;
 pub mod wire;
 
@@ -107,6 +108,8 @@ macro_rules! suite {
             blocked_destinations_and_credentials_are_refused,
             // ----- engineer APIINT: API link calls on the operations -----
             api_links_conflict_expire_and_belong_to_their_key,
+            // ----- engineer STATS: statistics of aliases, Redis read side (issue 20) -----
+            alias_clicks_are_counted_and_a_reclaimed_alias_starts_from_zero,
         );
     };
     (@cases $binary:expr; $($case:ident),* $(,)?) => {

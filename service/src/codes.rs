@@ -33,6 +33,10 @@ pub const PERMUTED_IDS: u64 = 62u64.pow(7);
 
 const ALPHABET: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
 
+/// The bit set in every side-map alias's statistics key
+/// ([`Codec::alias_stats_key`]); no code of up to 10 characters has it.
+pub const ALIAS_STATS_TAG: u64 = 1 << 63;
+
 /// Longest code: `u64::MAX` in base62 has 11 digits.
 pub const MAX_CODE_LEN: usize = 11;
 
@@ -207,6 +211,34 @@ impl Codec {
     pub fn parse(&self, code: &[u8]) -> Option<u64> {
         parse_code(code)
     }
+
+    /// The click statistics' key of a side-map alias (one not spelled like
+    /// a code) whose link was created at `created_at_ms`: a SipHash of both
+    /// under the code secret, with [`ALIAS_STATS_TAG`] set.
+    ///
+    /// Why this identity: the statistics are keyed by a `u64` like code
+    /// keys. The tag keeps it apart from every generated code (42 bits) and
+    /// every code of up to 10 characters (`62^10 < 2^63`); only an
+    /// 11-character code-spelled alias can take a value with bit 63 set,
+    /// and the secret key makes hitting one a 2^-63 chance that nobody can
+    /// aim for. The creation time is part of it so that an alias deleted
+    /// and claimed again after its quarantine starts from zero instead of
+    /// inheriting the old link's clicks; it never changes on update. Every
+    /// node of a shared store holds the same secret, so all count alike.
+    pub fn alias_stats_key(&self, alias: &str, created_at_ms: u64) -> u64 {
+        use std::hash::Hasher;
+        let (k0, k1) = self.perm.hasher_keys;
+        let mut h = SipHasher13::new_with_keys(k0, k1);
+        // A domain of its own: the permutation's rounds hash two u64s.
+        h.write(b"shorty alias stats");
+        h.write_u64(created_at_ms);
+        h.write_usize(alias.len());
+        h.write(alias.as_bytes());
+        let key = h.finish() | ALIAS_STATS_TAG;
+        // `u64::MAX` is the log's marker for "a side-map alias", never a
+        // statistics key.
+        key.min(u64::MAX - 1)
+    }
 }
 
 /// Writes the code of key `key` (a code's numeric value) into `out`. Needs
@@ -346,6 +378,26 @@ mod tests {
             assert!(images.iter().all(|&y| y < 1000));
             assert!((0..1000).all(|x| p.invert(p.apply(x)) == x));
         }
+    }
+
+    #[test]
+    fn alias_stats_keys_are_apart_from_codes_and_from_a_reclaimed_alias() {
+        let codec = Codec::new(&key(3));
+        let t = 1_700_000_000_000;
+        let k = codec.alias_stats_key("spring-sale", t);
+        // Stable, tagged, never a 10-character code's value nor u64::MAX.
+        assert_eq!(k, codec.alias_stats_key("spring-sale", t));
+        assert!(k & ALIAS_STATS_TAG != 0 && k != u64::MAX);
+        assert!(62u64.pow(10) < ALIAS_STATS_TAG);
+        // The same alias created again (after a delete and its quarantine)
+        // counts apart, and so does another alias or another secret.
+        assert_ne!(k, codec.alias_stats_key("spring-sale", t + 1));
+        assert_ne!(k, codec.alias_stats_key("spring-salf", t));
+        assert_ne!(k, Codec::new(&key(4)).alias_stats_key("spring-sale", t));
+        let keys: HashSet<u64> = (0..10_000)
+            .map(|i| codec.alias_stats_key(&format!("promo-{i}"), t))
+            .collect();
+        assert_eq!(keys.len(), 10_000);
     }
 
     #[test]

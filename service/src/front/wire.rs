@@ -455,12 +455,8 @@ impl Shard {
         // The click totals: what the stats store holds plus this core's
         // pending clicks (other cores' reach the store within one
         // `--stats-flush`). A store read on the serving core, for INFO
-        // only (never on the redirect path); a link with no code key (a
-        // side-map alias) or statistics off has none.
-        if let Some(Ok(totals)) = self
-            .shared
-            .codec
-            .parse(view.code.as_bytes())
+        // only (never on the redirect path); statistics off have none.
+        if let Some(Ok(totals)) = crate::ops::stats::stats_key_of_code(self, &view.code, meta)
             .and_then(|key| self.stats_view(key, 0, 0, crate::stats::Granularity::Hour))
         {
             info.clicks_total = Some(totals.total);

@@ -153,7 +153,9 @@ pub(crate) fn judge(
     let result = outcome(shard, link, url, meta, click.is_some());
     if let (Some(click), OpResult::Url(_) | OpResult::Redirect { .. }) = (click, &result) {
         let now = shard.last_now;
-        shard.count_click(key, click, now);
+        if let Some(key) = super::stats::stats_key(shard, key, meta) {
+            shard.count_click(key, click, now);
+        }
     }
     result
 }

@@ -33,7 +33,7 @@ pub struct StatsQuery {
 /// The link `code`'s click totals (total, human, bot, first and last
 /// click, top referrers), with an empty series. 404 if there is no such
 /// link, 403 if `principal` may not read its statistics, 501 when
-/// statistics are off or not kept for it.
+/// statistics are off (`--stats off`).
 pub fn totals(shard: &mut Shard, conn: u32, code: &[u8], principal: Principal) -> Step {
     begin(shard, conn, code, principal, None)
 }
@@ -84,6 +84,35 @@ fn begin(
     )
 }
 
+/// The key a link's clicks are counted under: its code key, or for a
+/// side-map alias (record key [`ALIAS_KEY`]) the alias's own statistics
+/// key ([`Codec::alias_stats_key`](crate::codes::Codec::alias_stats_key):
+/// its name and creation time under the code secret). `None` for a
+/// side-map record without its alias (never written so).
+pub(crate) fn stats_key(shard: &Shard, key: u64, meta: Option<&LinkMeta>) -> Option<u64> {
+    if key != ALIAS_KEY {
+        return Some(key);
+    }
+    let meta = meta?;
+    let alias = meta.alias.as_deref()?;
+    Some(
+        shard
+            .shared
+            .codec
+            .alias_stats_key(alias, meta.created_at_ms.unwrap_or(0)),
+    )
+}
+
+/// [`stats_key`] of the link reached by `code` whose record holds `meta`.
+pub(crate) fn stats_key_of_code(shard: &Shard, code: &str, meta: &LinkMeta) -> Option<u64> {
+    let key = shard
+        .shared
+        .codec
+        .parse(code.as_bytes())
+        .unwrap_or(ALIAS_KEY);
+    stats_key(shard, key, Some(meta))
+}
+
 /// The statistics of the link `key` whose current record holds `meta`,
 /// once read: what [`totals`] and [`series`] answer.
 pub(crate) fn answer(
@@ -99,14 +128,14 @@ pub(crate) fn answer(
             "this key may not read this link's statistics".into(),
         );
     }
-    if key == ALIAS_KEY {
-        // The statistics store is keyed by code keys; an alias that is not
-        // spelled like a code has none, so its clicks are not counted.
+    let Some(key) = stats_key(shard, key, Some(meta)) else {
+        // A side-map alias's record always names its alias; one that does
+        // not is damage, not a request to refuse.
         return OpResult::Failed(
-            ErrorCode::UNKNOWN_OPCODE,
-            "statistics are not kept for aliases that are not codes yet".into(),
+            ErrorCode::INTERNAL,
+            "this link's record names no alias".into(),
         );
-    }
+    };
     let StatsQuery {
         from_ms,
         to_ms,
