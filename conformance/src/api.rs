@@ -275,6 +275,14 @@ pub fn api_keys_scopes_and_revoke(bin: &Path) {
         shorty_protocol::Reply::Resolved(_)
     ));
 
+    // A wire connection that sent AUTH before the revoke.
+    let mut authed = shorty_client::Client::connect(server.addr()).expect("connect");
+    authed.auth(&writer).expect("AUTH with a valid key");
+    let options = shorty_client::LinkOptions::default();
+    authed
+        .shorten_with("https://example.com/authed", &options)
+        .expect("SHORTEN2 after AUTH");
+
     keys(bin, dir.path(), &["revoke", "writer"]);
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
@@ -286,6 +294,13 @@ pub fn api_keys_scopes_and_revoke(bin: &Path) {
         assert!(Instant::now() < deadline, "the revoke did not take effect");
         std::thread::sleep(Duration::from_millis(100));
     }
+    // The revoke reaches the connection already open, not only new ones.
+    let refused = authed.shorten_with("https://example.com/revoked", &options);
+    assert_eq!(
+        refused.as_ref().err().and_then(|e| e.code()).map(|c| c.0),
+        Some(401),
+        "a revoked key's open connection still writes: {refused:?}"
+    );
     // The other key is untouched.
     let read = call(
         &server,
@@ -430,6 +445,70 @@ pub fn blocked_destinations_and_credentials_are_refused(bin: &Path) {
     assert_eq!(creds.json()["errors"][0]["field"], "url");
     conn.send(Request::Shorten(b"https://u:p@ok.example/"));
     conn.expect_error(ErrorCode(400));
+
+    // Visitors of an expired link go to its expired-URL: the blocklist
+    // judges it too, at creation and in a PATCH, on both fronts.
+    let soon = "2099-01-01T00:00:00Z";
+    let sneaky = format!(
+        r#"{{"url":"https://ok.example/","slug":"exp-sneaky","expiresAt":"{soon}","expiredUrl":"https://www.evil.example/phish"}}"#
+    );
+    let refused = call(&server, "POST", "/api/v1/links", Some(&sneaky), None);
+    assert_eq!(refused.status, 403, "{}", refused.body);
+    let fine = format!(r#"{{"url":"https://ok.example/","slug":"exp-fine","expiresAt":"{soon}"}}"#);
+    assert_eq!(
+        call(&server, "POST", "/api/v1/links", Some(&fine), None).status,
+        201
+    );
+    let patch = Some(r#"{"expiredUrl":"https://evil.example/p2"}"#);
+    let patched = call(&server, "PATCH", "/api/v1/links/exp-fine", patch, None);
+    assert_eq!(patched.status, 403, "{}", patched.body);
+    let mut wire = shorty_client::Client::connect(server.addr()).expect("connect");
+    let mut options = shorty_client::LinkOptions::default();
+    options.expired_url = Some("https://evil.example/w");
+    options.expires_at_ms = Some(4_070_908_800_000);
+    let answer = wire.shorten_with("https://ok.example/wire", &options);
+    assert_eq!(
+        answer.as_ref().err().and_then(|e| e.code()).map(|c| c.0),
+        Some(403),
+        "{answer:?}"
+    );
+
+    // A link to one of our aliases could close a redirect loop: refused
+    // like a link to one of our generated codes.
+    let base = server.public_base();
+    let a = call(
+        &server,
+        "POST",
+        "/api/v1/links",
+        Some(r#"{"url":"https://ok.example/a","slug":"loop-a"}"#),
+        None,
+    );
+    assert_eq!(a.status, 201, "{}", a.body);
+    let to_a = format!(r#"{{"url":"{base}loop-a","slug":"loop-b"}}"#);
+    let b = call(&server, "POST", "/api/v1/links", Some(&to_a), None);
+    assert!(
+        b.status >= 400,
+        "a link to our own alias: {} {}",
+        b.status,
+        b.body
+    );
+    assert!(b.body.contains("short URL"), "{}", b.body);
+    let b = call(
+        &server,
+        "POST",
+        "/api/v1/links",
+        Some(r#"{"url":"https://ok.example/b","slug":"loop-b"}"#),
+        None,
+    );
+    assert_eq!(b.status, 201, "{}", b.body);
+    let to_b = format!(r#"{{"url":"{base}loop-b"}}"#);
+    let patched = call(&server, "PATCH", "/api/v1/links/loop-a", Some(&to_b), None);
+    assert!(
+        patched.status >= 400,
+        "PATCH to our own alias: {} {}",
+        patched.status,
+        patched.body
+    );
     drop(server);
     let open = Server::start(bin, &dir.path().join("data2"), &["--allow-userinfo"]);
     let creds = call(

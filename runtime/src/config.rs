@@ -511,6 +511,14 @@ pub struct ServeArgs {
     /// limits count; from any other peer these headers are ignored.
     #[arg(long, env = "SHORTY_TRUSTED_PROXIES", default_value = "none", value_parser = parse_cidrs)]
     pub trusted_proxies: Cidrs,
+
+    /// The one header (`x-forwarded-for` or `forwarded`) in which the
+    /// trusted proxies name the client; the other is ignored, so a client
+    /// cannot choose its own address through a header the proxy does not
+    /// set.
+    #[arg(long, env = "SHORTY_CLIENT_IP_HEADER", default_value = "x-forwarded-for",
+          value_parser = shorty_service::limits::ClientIpHeader::parse)]
+    pub client_ip_header: shorty_service::limits::ClientIpHeader,
 }
 
 /// `on`/`off` (and `true`/`false`) for switches such as `--ui`.
@@ -810,6 +818,7 @@ impl ServeArgs {
             auth_required: self.auth_required(),
             allow_userinfo: self.allow_userinfo,
             trusted_proxies: self.trusted_proxies.0.clone(),
+            client_ip_header: self.client_ip_header,
             linger_bytes: self.linger_bytes as usize,
             linger_timeout: self.linger_timeout,
             write_timeout: self.write_timeout,

@@ -499,15 +499,48 @@ impl Cidr {
     }
 }
 
+/// Which request header a trusted proxy names the client in
+/// (`--client-ip-header`). Only that one is read: were both read, a client
+/// behind a proxy that sets only `Forwarded` could pick its own address
+/// with an `X-Forwarded-For` the proxy passes through (nginx's
+/// `real_ip_header` is one header for the same reason).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ClientIpHeader {
+    /// `X-Forwarded-For: client, proxy1, …` (nginx, HAProxy, most load
+    /// balancers). The default.
+    #[default]
+    XForwardedFor,
+    /// RFC 7239 `Forwarded: for=client, for=proxy1`.
+    Forwarded,
+}
+
+impl ClientIpHeader {
+    /// Parses the flag's value: `x-forwarded-for` or `forwarded`.
+    ///
+    /// # Errors
+    /// Any other name.
+    pub fn parse(name: &str) -> Result<Self, String> {
+        match name.to_ascii_lowercase().as_str() {
+            "x-forwarded-for" => Ok(Self::XForwardedFor),
+            "forwarded" => Ok(Self::Forwarded),
+            other => Err(format!(
+                "`{other}` is not a client address header: x-forwarded-for or forwarded"
+            )),
+        }
+    }
+}
+
 /// The client behind `peer`: `peer` itself, unless it is a trusted proxy;
-/// then the rightmost address of `X-Forwarded-For` (or else `Forwarded`'s
-/// `for=`) that is not a trusted proxy. A header that does not parse is
-/// ignored (the peer is counted): a client cannot pick its own address by
-/// sending one, since only what trusted proxies appended is read.
+/// then the rightmost address of the `which` header (`x_forwarded_for` or
+/// `forwarded`, the other is ignored) that is not a trusted proxy. A
+/// header that does not parse is ignored (the peer is counted): a client
+/// cannot pick its own address by sending one, since only what trusted
+/// proxies appended is read.
 pub fn client_behind(
     peer: Option<IpAddr>,
     x_forwarded_for: Option<&[u8]>,
     forwarded: Option<&[u8]>,
+    which: ClientIpHeader,
     trusted: &[Cidr],
 ) -> Option<IpAddr> {
     let peer_ip = peer?;
@@ -515,12 +548,11 @@ pub fn client_behind(
     if !is_trusted(peer_ip) {
         return peer;
     }
-    let list: Option<Vec<IpAddr>> = if let Some(xff) = x_forwarded_for {
-        std::str::from_utf8(xff)
+    let list: Option<Vec<IpAddr>> = match (which, x_forwarded_for, forwarded) {
+        (ClientIpHeader::XForwardedFor, Some(xff), _) => std::str::from_utf8(xff)
             .ok()
-            .and_then(|t| t.split(',').map(|a| a.trim().parse().ok()).collect())
-    } else if let Some(fwd) = forwarded {
-        std::str::from_utf8(fwd).ok().and_then(|t| {
+            .and_then(|t| t.split(',').map(|a| a.trim().parse().ok()).collect()),
+        (ClientIpHeader::Forwarded, _, Some(fwd)) => std::str::from_utf8(fwd).ok().and_then(|t| {
             t.split(',')
                 .filter_map(|element| {
                     element.split(';').find_map(|pair| {
@@ -532,9 +564,8 @@ pub fn client_behind(
                 })
                 .map(forwarded_node)
                 .collect()
-        })
-    } else {
-        None
+        }),
+        _ => None,
     };
     let Some(list) = list.filter(|l| !l.is_empty()) else {
         return peer;
@@ -558,6 +589,34 @@ fn forwarded_node(node: &str) -> Option<IpAddr> {
 mod proxy_tests {
     use super::*;
 
+    const XFF: ClientIpHeader = ClientIpHeader::XForwardedFor;
+    const FWD: ClientIpHeader = ClientIpHeader::Forwarded;
+
+    /// Behind a proxy that sets only `Forwarded`, an `X-Forwarded-For` the
+    /// client sent (and the proxy passed on) names nobody; and the reverse.
+    #[test]
+    fn only_the_configured_header_names_the_client() {
+        let trusted = [Cidr::parse("127.0.0.1").unwrap()];
+        let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
+        let spoof = Some(&b"1.1.1.7"[..]);
+        let fwd = Some(&b"for=10.0.0.1"[..]);
+        assert_eq!(
+            client_behind(ip("127.0.0.1"), spoof, fwd, FWD, &trusted),
+            ip("10.0.0.1")
+        );
+        assert_eq!(
+            client_behind(ip("127.0.0.1"), spoof, None, FWD, &trusted),
+            ip("127.0.0.1"),
+            "no Forwarded: the proxy itself is counted"
+        );
+        assert_eq!(
+            client_behind(ip("127.0.0.1"), None, Some(b"for=1.1.1.8"), XFF, &trusted),
+            ip("127.0.0.1")
+        );
+        assert_eq!(ClientIpHeader::parse("Forwarded"), Ok(FWD));
+        assert!(ClientIpHeader::parse("x-real-ip").is_err());
+    }
+
     #[test]
     fn only_trusted_proxies_name_the_client() {
         let trusted = [
@@ -568,26 +627,32 @@ mod proxy_tests {
         let xff = Some(&b"198.51.100.7, 10.1.1.1"[..]);
         // An untrusted peer is the client, whatever it claims.
         assert_eq!(
-            client_behind(ip("192.0.2.1"), xff, None, &trusted),
+            client_behind(ip("192.0.2.1"), xff, None, XFF, &trusted),
             ip("192.0.2.1")
         );
         // A trusted one: the rightmost untrusted hop.
         assert_eq!(
-            client_behind(ip("10.0.0.2"), xff, None, &trusted),
+            client_behind(ip("10.0.0.2"), xff, None, XFF, &trusted),
             ip("198.51.100.7")
         );
         assert_eq!(
-            client_behind(ip("::1"), Some(b"spoofed, 203.0.113.5"), None, &trusted),
+            client_behind(
+                ip("::1"),
+                Some(b"spoofed, 203.0.113.5"),
+                None,
+                XFF,
+                &trusted
+            ),
             ip("::1"),
             "garbage is ignored"
         );
         let fwd = Some(&b"for=192.0.2.60;proto=http, for=\"[2001:db8:cafe::17]:4711\""[..]);
         assert_eq!(
-            client_behind(ip("10.0.0.2"), None, fwd, &trusted),
+            client_behind(ip("10.0.0.2"), None, fwd, FWD, &trusted),
             ip("2001:db8:cafe::17")
         );
         assert_eq!(
-            client_behind(ip("10.0.0.2"), None, None, &trusted),
+            client_behind(ip("10.0.0.2"), None, None, XFF, &trusted),
             ip("10.0.0.2")
         );
         assert!(Cidr::parse("10.0.0.0/33").is_err() && Cidr::parse("x").is_err());

@@ -77,6 +77,9 @@ pub struct Settings {
     /// Proxies whose `X-Forwarded-For` / `Forwarded` name the client
     /// (`--trusted-proxies`).
     pub trusted_proxies: Vec<crate::limits::Cidr>,
+    /// The one header trusted proxies name the client in
+    /// (`--client-ip-header`).
+    pub client_ip_header: crate::limits::ClientIpHeader,
     /// Bytes a lingering close discards at most before it closes.
     pub linger_bytes: usize,
     /// How long a lingering close waits at most for the peer to close.
@@ -144,6 +147,7 @@ impl Settings {
             auth_required: false,
             allow_userinfo: false,
             trusted_proxies: Vec::new(),
+            client_ip_header: crate::limits::ClientIpHeader::XForwardedFor,
             linger_bytes: DEFAULT_LINGER_BYTES,
             linger_timeout: DEFAULT_LINGER_TIMEOUT,
             write_timeout: Duration::from_secs(30),

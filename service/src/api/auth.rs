@@ -283,6 +283,17 @@ impl KeyTable {
             .ok_or(AuthError::Invalid)
     }
 
+    /// What key `id` may do now: `None` once it is revoked or expired.
+    /// A wire connection proved its key once, with AUTH; it asks this
+    /// before each batch of requests so that a revoke reaches connections
+    /// already open, as it reaches the HTTP front's next request.
+    pub fn principal_of(&self, id: u32) -> Option<Principal> {
+        self.entries.iter().find(|e| e.id == id).map(|e| Principal {
+            key_id: Some(e.id),
+            scopes: e.scopes,
+        })
+    }
+
     /// Who is calling, under the `--auth` policy: a presented key must be
     /// valid; without one, `required` refuses and `optional` grants every
     /// scope (the seed's client on a loopback-only server).

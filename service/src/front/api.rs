@@ -41,6 +41,7 @@ impl Shard {
             self.peer,
             request.forwarded_for,
             request.forwarded,
+            self.shared.settings.client_ip_header,
             &self.shared.settings.trusted_proxies,
         );
         limits.check(action, client, key_id, now)

@@ -134,6 +134,17 @@ impl Shard {
         if session.principal == Principal::ANYONE {
             session.principal = Principal::unauthenticated(settings.auth_required);
         }
+        // A key revoked (or expired, or rescoped) since this connection's
+        // AUTH stops working here too, within the key table's reload: the
+        // connection is then without a key (401 until a new AUTH).
+        if let Some(id) = session.principal.key_id {
+            session.principal = self
+                .shared
+                .keys
+                .current()
+                .principal_of(id)
+                .unwrap_or(Principal::NOBODY);
+        }
         let mut outcome = InputOutcome::default();
         let mut delayed = false;
         loop {

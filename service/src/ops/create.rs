@@ -13,17 +13,9 @@ use super::{log_failure_code, Step};
 /// store). [`Step::Pending`] until the record is durable.
 pub fn shorten(shard: &mut Shard, conn: u32, url: &[u8]) -> Step {
     let shared = shard.shared.clone();
-    let checked = shared.policy.check(url, |code| {
-        shared
-            .codec
-            .parse(code.as_bytes())
-            .is_some_and(|key| match &shard.local {
-                Some(local) => local.keydir.contains(key),
-                // The remote store is not asked synchronously: the local
-                // cache is the best cheap evidence.
-                None => shard.cache.contains(key),
-            })
-    });
+    let checked = shared
+        .policy
+        .check(url, |code| super::lifecycle::names_a_link(shard, code));
     let url = match checked {
         Ok(url) => url,
         Err(err) => return Step::refused(err.error_code(), err.to_string()),

@@ -26,7 +26,9 @@ use shorty_protocol::ErrorCode;
 
 use crate::codes::MAX_CODE_LEN;
 use crate::keydir::{Claim, Mutation, OwnedIdent};
-use crate::link::{alias_home, check_alias, AliasHome, LinkMeta, LinkPatch, Principal, CONFLICT};
+use crate::link::{
+    alias_home, check_alias, AliasHome, Field, LinkMeta, LinkPatch, Principal, CONFLICT,
+};
 use crate::log::record::{Link as LinkRecord, Tombstone, ALIAS_KEY, NO_ID};
 use crate::output::OpId;
 use crate::shard::{LinkView, OpEntry, OpResult, OpState, RemoteRequest, Shard, Then};
@@ -58,6 +60,22 @@ fn ident_of(code: &[u8]) -> Option<OwnedIdent> {
     let alias = std::str::from_utf8(code).ok()?;
     check_alias(alias).ok()?;
     Some(OwnedIdent::Alias(alias.into()))
+}
+
+/// Whether `code` (a path under this server's public URL) names a link
+/// of this server: a code or an alias, live or deleted. A URL that does is
+/// refused as a destination, since a link to a link of ours could close a
+/// redirect loop (`a` → `/b`, then `b` → `/a`). The remote store is not
+/// asked synchronously: there the core's URL cache is the cheap evidence
+/// (ARCHITECTURE.md says what that leaves open).
+pub(crate) fn names_a_link(shard: &Shard, code: &str) -> bool {
+    match &shard.local {
+        Some(local) => ident_of(code.as_bytes())
+            .is_some_and(|ident| local.keydir.lookup(ident.as_ident()).is_some()),
+        None => {
+            crate::codes::parse_code(code.as_bytes()).is_some_and(|key| shard.cache.contains(key))
+        }
+    }
 }
 
 fn record_key(ident: &OwnedIdent) -> u64 {
@@ -312,12 +330,10 @@ pub fn create(
     }
     let now_ms = shard.now_ms(now);
     let shared = shard.shared.clone();
-    let url = match shared.policy.check(request.url, |code| {
-        shared
-            .codec
-            .parse(code.as_bytes())
-            .is_some_and(|key| shard.local.as_ref().is_some_and(|l| l.keydir.contains(key)))
-    }) {
+    let url = match shared
+        .policy
+        .check(request.url, |code| names_a_link(shard, code))
+    {
         Ok(url) => url,
         Err(err) => return refused(err.error_code(), err.to_string()),
     };
@@ -326,6 +342,16 @@ pub fn create(
     }
     if let Err(err) = request.options.check(now_ms, &shared.policy) {
         return refused(err.error_code(), err.to_string());
+    }
+    // Visitors are sent to the expired-URL too: the blocklist judges it
+    // as it judges the URL.
+    if let Some(refusal) = request
+        .options
+        .expired_url
+        .as_deref()
+        .and_then(|expired| super::create::blocked(&shared, expired))
+    {
+        return refusal;
     }
     let mut meta = LinkMeta {
         created_at_ms: Some(now_ms),
@@ -658,12 +684,10 @@ fn update_record(
     let shared = shard.shared.clone();
     let new_url = match &patch.url {
         None => url.clone(),
-        Some(new) => match shared.policy.check(new.as_bytes(), |code| {
-            shared
-                .codec
-                .parse(code.as_bytes())
-                .is_some_and(|key| shard.local.as_ref().is_some_and(|l| l.keydir.contains(key)))
-        }) {
+        Some(new) => match shared
+            .policy
+            .check(new.as_bytes(), |code| names_a_link(shard, code))
+        {
             Ok(new) => match super::create::blocked(&shared, new) {
                 Some(Step::Now(OpResult::Failed(code, message))) => {
                     return fail(shard, &ident, code, message.into_owned())
@@ -673,6 +697,14 @@ fn update_record(
             Err(err) => return fail(shard, &ident, err.error_code(), err.to_string()),
         },
     };
+    // Visitors are sent to the expired-URL too: the blocklist judges it.
+    if let Field::Set(expired) = &patch.expired_url {
+        if let Some(Step::Now(OpResult::Failed(code, message))) =
+            super::create::blocked(&shared, expired)
+        {
+            return fail(shard, &ident, code, message.into_owned());
+        }
+    }
     let new_meta = match patch.apply(meta, version, now_ms, &shared.policy) {
         Ok(m) => m,
         Err(err) => return fail(shard, &ident, err.error_code(), err.to_string()),
