@@ -105,8 +105,8 @@ pub struct Shared {
     pub metrics: Box<[CoreMetrics]>,
     /// Set by the runtime once it can render metrics.
     pub admin: OnceLock<Box<dyn AdminView>>,
-    /// Counts the clicks of links with a click limit (the statistics
-    /// engine replaces the in-memory default with its counter).
+    /// Counts the clicks of links with a click limit (in memory unless
+    /// the runtime gives it a durable one: [`Shared::with_clicks`]).
     pub clicks: Arc<dyn ClickLimiter>,
     /// Set by the runtime when click statistics are stored locally.
     pub stats: OnceLock<Box<dyn stats::StatsReader>>,
@@ -189,6 +189,12 @@ impl Shared {
     /// The same, with rate limits.
     pub fn with_limits(mut self, limits: Limits) -> Self {
         self.limits = limits;
+        self
+    }
+
+    /// Counts click limits with `clicks` (the runtime's durable counter).
+    pub fn with_clicks(mut self, clicks: Arc<dyn ClickLimiter>) -> Self {
+        self.clicks = clicks;
         self
     }
 

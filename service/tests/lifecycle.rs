@@ -696,3 +696,46 @@ fn a_read_that_raced_an_update_answers_no_one_with_the_old_url() {
     }
     assert_eq!(rig.url(1, &code).unwrap(), "https://e.com/new");
 }
+
+/// Review F4: an alias deleted and claimed again after its quarantine is a
+/// new link, whose click limit starts at 0 (the count belongs to a link's
+/// life, not to its name).
+#[test]
+fn a_re_created_alias_starts_its_click_limit_at_zero() {
+    let mut rig = rig(1);
+    let limited = LinkMeta {
+        max_clicks: Some(2),
+        ..LinkMeta::default()
+    };
+    let alias = rig.created(
+        0,
+        request("https://e.com/old", Some("flash-sale"), limited.clone()),
+    );
+    let t = rig.t0;
+    let statuses: Vec<_> = (0..3)
+        .map(|_| rig.http_get(0, &alias, t)[9..12].to_owned())
+        .collect();
+    assert_eq!(statuses, ["302", "302", "410"]);
+    assert_eq!(rig.delete(0, &alias, Principal::ANYONE), OpResult::Deleted);
+    let quarantine = rig.shards[0].shared().settings.alias_quarantine;
+    let later = t + quarantine + Duration::from_millis(1);
+    let step = lifecycle::create(
+        &mut rig.shards[0],
+        1,
+        request("https://e.com/new", Some("flash-sale"), limited),
+        Principal::ANYONE,
+        later,
+    );
+    match rig.settle(0, step, later) {
+        OpResult::Link(view) => assert_eq!(&*view.code, "flash-sale"),
+        other => panic!("{other:?}"),
+    }
+    let statuses: Vec<_> = (0..3)
+        .map(|_| rig.http_get(0, &alias, later)[9..12].to_owned())
+        .collect();
+    assert_eq!(
+        statuses,
+        ["302", "302", "410"],
+        "the new link has its own clicks"
+    );
+}

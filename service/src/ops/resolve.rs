@@ -8,6 +8,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use shorty_protocol::ErrorCode;
 
+use crate::clicks::LimitId;
 use crate::keydir::{Ident, Location, Target};
 use crate::link::{check_alias, Gone, LinkMeta};
 use crate::log::record::{decode_record, Decoded, Record, ALIAS_KEY, RECORD_HEADER_LEN};
@@ -176,6 +177,11 @@ fn outcome(
     // click taken) atomically below.
     let reason = meta.gone(shard.now_ms(shard.last_now), 0).or_else(|| {
         let max = meta.max_clicks?;
+        // Counted per life of the link: a re-created alias starts at 0.
+        let link = LimitId {
+            link,
+            created_at_ms: meta.created_at_ms.unwrap_or(0),
+        };
         let left = if counts {
             limiter.try_click(link, max)
         } else {
