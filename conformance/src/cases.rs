@@ -26,6 +26,8 @@ pub use crate::browser::{
 pub use crate::v2::*;
 // The JSON API (issue 21).
 pub use crate::api::*;
+// ----- engineer LIFE: click limits that last (issue 19) -----
+pub use crate::life::*;
 
 pub(crate) fn tmp() -> tempfile::TempDir {
     tempfile::tempdir().expect("temp dir")

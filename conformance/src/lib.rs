@@ -23,6 +23,7 @@ pub mod cluster;
 pub mod crash_loop;
 pub mod disk_full;
 pub mod harness;
+pub mod life;
 pub mod redis_faults;
 pub mod remedies;
 pub mod rings;
@@ -107,6 +108,8 @@ macro_rules! suite {
             blocked_destinations_and_credentials_are_refused,
             // ----- engineer APIINT: API link calls on the operations -----
             api_links_conflict_expire_and_belong_to_their_key,
+            // ----- engineer LIFE: click limits that last (issue 19) -----
+            click_limits_survive_sigterm_and_kill_9,
         );
     };
     (@cases $binary:expr; $($case:ident),* $(,)?) => {
