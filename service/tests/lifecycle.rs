@@ -161,8 +161,13 @@ impl Rig {
 
     /// An HTTP GET of `/code` at `now` on `core`: the whole response.
     fn http_get(&mut self, core: usize, code: &str, now: Instant) -> String {
+        self.http_path(core, &format!("/{code}?ref=x"), now)
+    }
+
+    /// An HTTP GET of `path` at `now` on `core`: the whole response.
+    fn http_path(&mut self, core: usize, path: &str, now: Instant) -> String {
         let mut conn = Connection::new(2, Kind::Http(Front::Public), now);
-        let request = format!("GET /{code}?ref=x HTTP/1.1\r\nHost: s\r\n\r\n");
+        let request = format!("GET {path} HTTP/1.1\r\nHost: s\r\n\r\n");
         conn.handle_input(&mut self.shards[core], request.as_bytes(), now);
         self.run(now);
         let mut text = Vec::new();
@@ -738,4 +743,57 @@ fn a_re_created_alias_starts_its_click_limit_at_zero() {
         ["302", "302", "410"],
         "the new link has its own clicks"
     );
+}
+
+/// Review: the QR code of a dead link is 410 like the link, never a
+/// redirect to its expired-URL (an image request is not a visit); a live
+/// link's is an image.
+#[test]
+fn a_dead_link_s_qr_code_is_gone() {
+    let mut rig = rig(1);
+    let t = rig.t0;
+    let code = rig.created(
+        0,
+        request(
+            "https://e.com/y",
+            None,
+            LinkMeta {
+                expires_at_ms: Some(T0_MS + 10_000),
+                expired_url: Some("https://e.com/over".into()),
+                ..LinkMeta::default()
+            },
+        ),
+    );
+    let qr = format!("/api/v1/links/{code}/qr.svg");
+    let live = rig.http_path(0, &qr, t);
+    assert!(live.starts_with("HTTP/1.1 200"), "{live}");
+    assert!(live.contains("image/svg+xml"), "{live}");
+    let later = t + 11 * SEC;
+    let dead = rig.http_path(0, &qr, later);
+    assert!(dead.starts_with("HTTP/1.1 410"), "{dead}");
+    assert!(!dead.contains("e.com/over"), "{dead}");
+    // The link itself still sends visitors to its expired-URL.
+    assert!(rig.http_get(0, &code, later).starts_with("HTTP/1.1 302"));
+}
+
+/// Review: claiming a deleted generated code as an alias is refused with
+/// a message that says why, not "before 18446744073709551615".
+#[test]
+fn a_deleted_code_claimed_as_an_alias_is_refused_saying_never() {
+    let mut rig = rig(1);
+    let code = rig.created(0, request("https://e.com/d", None, LinkMeta::default()));
+    assert_eq!(rig.delete(0, &code, Principal::ANYONE), OpResult::Deleted);
+    let claim = rig.create(
+        0,
+        request("https://e.com/e", Some(&code), LinkMeta::default()),
+        Principal::ANYONE,
+    );
+    match claim {
+        OpResult::Failed(code, message) => {
+            assert_eq!(code.0, 409);
+            assert!(message.contains("never"), "{message}");
+            assert!(!message.contains(&u64::MAX.to_string()), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
 }

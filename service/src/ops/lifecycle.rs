@@ -363,6 +363,14 @@ pub fn create(
                     (ident, NO_ID, version)
                 }
                 Err(Claim::Taken) => return refused(CONFLICT, "this alias is taken"),
+                // A code-spelled key's quarantine never ends (u64::MAX is
+                // no time to print).
+                Err(Claim::Quarantined { .. }) if matches!(ident, OwnedIdent::Key(_)) => {
+                    return refused(
+                        CONFLICT,
+                        "this code was deleted and is never handed out again",
+                    )
+                }
                 Err(Claim::Quarantined { until_ms }) => {
                     return refused(
                         CONFLICT,
