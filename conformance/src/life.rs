@@ -58,3 +58,29 @@ pub fn click_limits_survive_sigterm_and_kill_9(bin: &Path) {
     );
     assert_eq!(clicks(&server, "five-term", 1), [410]);
 }
+
+/// Review: with a Redis store each node counted a link's clicks alone, so
+/// N nodes served up to N × max-clicks. Now the count is in the store:
+/// two nodes on a Redis Cluster, clicked alternately, serve exactly
+/// max-clicks redirects between them, then 410 (a RESOLVE too).
+pub fn redis_click_limits_are_exact_across_nodes(bin: &Path) {
+    let Some(cluster) = crate::cluster::or_skip(crate::cluster::RedisCluster::start(3)) else {
+        return;
+    };
+    let seeds = cluster.seeds();
+    let args = ["--store", seeds.as_str(), "--store-timeout", "2s"];
+    let (d1, d2) = (tmp(), tmp());
+    let nodes = [
+        Server::start(bin, d1.path(), &args),
+        Server::start(bin, d2.path(), &args),
+    ];
+    limited(&nodes[0], "four-everywhere", 4);
+    let statuses: Vec<u16> = (0..8)
+        .map(|i| clicks(&nodes[i % 2], "four-everywhere", 1)[0])
+        .collect();
+    assert_eq!(statuses, [302, 302, 302, 302, 410, 410, 410, 410]);
+    for node in &nodes {
+        let reply = node.connect().resolve("four-everywhere");
+        assert_eq!(reply.as_error().map(|(c, _)| c.0), Some(410), "{reply:?}");
+    }
+}

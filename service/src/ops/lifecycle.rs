@@ -246,8 +246,6 @@ pub(crate) fn remote_read(
     if key != ALIAS_KEY {
         shard.cache.insert(key, &url, meta.clone());
     }
-    let click = shard.take_click(op);
-    let click = click.as_ref().map(|c| c.meta());
     let ident = match (&meta, key) {
         (Some(m), ALIAS_KEY) => match &m.alias {
             Some(alias) => crate::keydir::Ident::Alias(alias),
@@ -255,6 +253,13 @@ pub(crate) fn remote_read(
         },
         _ => crate::keydir::Ident::Key(key),
     };
+    if let Some(meta) = &meta {
+        if super::resolve::count_remotely(shard, op, ident, &url, meta) {
+            return;
+        }
+    }
+    let click = shard.take_click(op);
+    let click = click.as_ref().map(|c| c.meta());
     let result = super::resolve::judge(shard, ident, key, url, meta.as_deref(), click.as_ref());
     shard.complete(op, result);
 }
@@ -627,7 +632,7 @@ pub(crate) fn after_read(
                 }
             }
         }
-        Then::Written { .. } => return false,
+        Then::Written { .. } | Then::Count { .. } => return false,
     };
     shard.complete(op, result);
     true
