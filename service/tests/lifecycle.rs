@@ -797,3 +797,30 @@ fn a_deleted_code_claimed_as_an_alias_is_refused_saying_never() {
         other => panic!("{other:?}"),
     }
 }
+
+/// An update is the same link: its click count goes on (only a new life,
+/// a re-created alias, starts at 0).
+#[test]
+fn an_update_keeps_the_click_count() {
+    let mut rig = rig(1);
+    let limited = LinkMeta {
+        max_clicks: Some(3),
+        ..LinkMeta::default()
+    };
+    let code = rig.created(0, request("https://e.com/v1", Some("kept-count"), limited));
+    let t = rig.t0;
+    assert_eq!(&rig.http_get(0, &code, t)[9..12], "302");
+    assert_eq!(&rig.http_get(0, &code, t)[9..12], "302");
+    let patch = LinkPatch {
+        url: Some("https://e.com/v2".into()),
+        ..LinkPatch::default()
+    };
+    assert!(matches!(
+        rig.update(0, &code, patch, Principal::ANYONE),
+        OpResult::Link(_)
+    ));
+    let statuses: Vec<_> = (0..2)
+        .map(|_| rig.http_get(0, &code, t)[9..12].to_owned())
+        .collect();
+    assert_eq!(statuses, ["302", "410"]);
+}
