@@ -14,8 +14,9 @@
 //! process sees it, and the runtime saves [`LocalClicks::changed`] every
 //! interval (then reports it with [`LocalClicks::saved`]). A crash thus
 //! gives back at most the clicks counted since the last save; a clean
-//! stop saves everything. Across nodes of a Redis store each node counts
-//! its own clicks (docs/round3-design.md §6).
+//! stop saves everything. With a Redis store the limit is not counted
+//! here but in the store, shared by every node
+//! (`ops::resolve::count_remotely`).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
