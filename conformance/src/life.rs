@@ -68,7 +68,17 @@ pub fn redis_click_limits_are_exact_across_nodes(bin: &Path) {
         return;
     };
     let seeds = cluster.seeds();
-    let args = ["--store", seeds.as_str(), "--store-timeout", "2s"];
+    let args = [
+        "--store",
+        seeds.as_str(),
+        "--store-timeout",
+        "2s",
+        "--alias-quarantine",
+        "300ms",
+        // Another node's delete is seen within this (and the sleep below).
+        "--store-cache-ttl",
+        "200ms",
+    ];
     let (d1, d2) = (tmp(), tmp());
     let nodes = [
         Server::start(bin, d1.path(), &args),
@@ -83,4 +93,16 @@ pub fn redis_click_limits_are_exact_across_nodes(bin: &Path) {
         let reply = node.connect().resolve("four-everywhere");
         assert_eq!(reply.as_error().map(|(c, _)| c.0), Some(410), "{reply:?}");
     }
+    // Deleted and claimed again after its quarantine, the alias is a new
+    // link with a count of its own.
+    Client::connect(nodes[1].addr())
+        .expect("connect")
+        .delete("four-everywhere")
+        .expect("delete");
+    std::thread::sleep(Duration::from_millis(600));
+    limited(&nodes[1], "four-everywhere", 2);
+    let statuses: Vec<u16> = (0..4)
+        .map(|i| clicks(&nodes[i % 2], "four-everywhere", 1)[0])
+        .collect();
+    assert_eq!(statuses, [302, 302, 410, 410], "the new link's own clicks");
 }
