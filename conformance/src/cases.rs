@@ -28,6 +28,8 @@ pub use crate::v2::*;
 pub use crate::api::*;
 // ----- engineer STATS: click statistics (issue 20) -----
 pub use crate::stats::*;
+// ----- engineer LIFE: click limits that last (issue 19) -----
+pub use crate::life::*;
 
 pub(crate) fn tmp() -> tempfile::TempDir {
     tempfile::tempdir().expect("temp dir")

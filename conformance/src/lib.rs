@@ -23,6 +23,7 @@ pub mod cluster;
 pub mod crash_loop;
 pub mod disk_full;
 pub mod harness;
+pub mod life;
 pub mod redis_faults;
 pub mod remedies;
 pub mod rings;
@@ -110,6 +111,8 @@ macro_rules! suite {
             api_links_conflict_expire_and_belong_to_their_key,
             // ----- engineer STATS: statistics of aliases, Redis read side (issue 20) -----
             alias_clicks_are_counted_and_a_reclaimed_alias_starts_from_zero,
+            // ----- engineer LIFE: click limits that last (issue 19) -----
+            click_limits_survive_sigterm_and_kill_9,
         );
     };
     (@cases $binary:expr; $($case:ident),* $(,)?) => {

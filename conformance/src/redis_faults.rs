@@ -584,6 +584,9 @@ pub fn redis_lifecycle_values_are_judged_alike_on_every_node(binary: &Path) {
     }
 }
 
+// ----- engineer LIFE: click limits across nodes (issue 19) -----
+pub use crate::life::redis_click_limits_are_exact_across_nodes;
+
 /// Expands to one `#[test]` per Redis fault case against `$binary`.
 #[macro_export]
 macro_rules! redis_suite {
@@ -599,6 +602,8 @@ macro_rules! redis_suite {
             redis_cluster_node_down_at_start_and_export,
             // ----- engineer REDIS (issue 19, Redis store) -----
             redis_lifecycle_values_are_judged_alike_on_every_node,
+            // ----- engineer LIFE: click limits across nodes (issue 19) -----
+            redis_click_limits_are_exact_across_nodes,
         );
     };
     (@cases $binary:expr; $($case:ident),* $(,)?) => {

@@ -15,6 +15,7 @@
 //!   thread.
 //! - [`tools`]: `verify`, `export`, `import`.
 //! - [`blocklist`]: `--blocklist`, re-read on SIGHUP.
+//! - [`click_limits`]: click limits' counts, saved under the data directory.
 //! - [`keys`]: `keys create|list|revoke`, and reloading keys while serving.
 //! - [`merge`]: the merge (compaction) thread and the `merge` tool.
 //! - [`logging`]: text or JSON logs.
@@ -26,6 +27,7 @@
 
 pub mod admin;
 pub mod blocklist;
+pub mod click_limits;
 pub mod config;
 pub mod datadir;
 pub mod driver;

@@ -21,6 +21,11 @@
 //! link still answers 410 or redirects to its expired-URL, and its alias
 //! stays taken.
 //!
+//! **Click limits** are counted in the store, so that nodes share one
+//! count ([`COUNT_SCRIPT`], only for links with `max_clicks`: others pay
+//! nothing). The count is not `WAIT`ed for: a failover may give back the
+//! clicks its replica had not received yet.
+//!
 //! **Order.** An update or delete is one Lua script on the key's slot
 //! ([`UPDATE_SCRIPT`], [`DELETE_SCRIPT`]): it refuses a link that is gone,
 //! and writes the version after the stored one. Two concurrent changes
@@ -157,6 +162,22 @@ else redis.call('SET', KEYS[1], t, 'PX', ARGV[1]) end
 return new"
     )
 });
+
+/// Prefix of a limited link's click count: `shorty:n:<code or alias>:<created_at_ms>`
+/// (one count per life of a link, so an alias re-created after its
+/// quarantine starts at 0; an alias never holds `:`).
+pub const COUNT_PREFIX: &str = "shorty:n:";
+
+/// `KEYS[1]` a limited link's click count, `ARGV[1]` its limit, `ARGV[2]`
+/// `1` to take a click (`0` only looks): -1 if no click is left (none
+/// taken), else the count after taking. One script, so the check and the
+/// increment are one step on the key's primary: exact across nodes.
+pub const COUNT_SCRIPT: &str = r"
+local n = tonumber(redis.call('GET', KEYS[1]) or '0')
+if n >= tonumber(ARGV[1]) then return -1 end
+if ARGV[2] == '1' then n = redis.call('INCR', KEYS[1]) end
+return n
+";
 
 /// What the replies to a change's script + `WAIT` say.
 #[derive(Debug, PartialEq, Eq)]

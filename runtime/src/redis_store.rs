@@ -822,6 +822,35 @@ impl Store {
         }
     }
 
+    /// Takes (or looks for) one click of a limited link's life in the
+    /// store's shared count ([`redis_link::COUNT_SCRIPT`]).
+    async fn count(&self, code: &str, created_at_ms: u64, max: u64, take: bool) -> RemoteReply {
+        let name = format!("{}{code}:{created_at_ms}", redis_link::COUNT_PREFIX);
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(redis_link::COUNT_SCRIPT)
+            .arg(1)
+            .arg(&name)
+            .arg(max)
+            .arg(if take { "1" } else { "0" });
+        match self.writer().query(&cmd).await {
+            Ok(Value::Int(n)) => {
+                self.set_health(true);
+                RemoteReply::Counted { left: n >= 0 }
+            }
+            Ok(other) => {
+                self.set_health(true);
+                Self::unavailable(format!("the store refused to count the click: {other:?}")).into()
+            }
+            Err(err) => {
+                self.set_health(false);
+                Self::unavailable(format!(
+                    "the store cannot be reached to count the click: {err}"
+                ))
+                .into()
+            }
+        }
+    }
+
     async fn get(&self, key: u64) -> RemoteReply {
         let mut code = [0; MAX_CODE_LEN];
         self.read(format_code(key, &mut code), false).await
@@ -1092,6 +1121,13 @@ pub fn start(
                                     quarantine_ms,
                                     ..
                                 } => store.change(&code, None, quarantine_ms).await,
+                                RemoteRequest::Count {
+                                    code,
+                                    created_at_ms,
+                                    max,
+                                    take,
+                                    ..
+                                } => store.count(&code, created_at_ms, max, take).await,
                             }
                         };
                         let result = tokio::time::timeout(limit, work).await;

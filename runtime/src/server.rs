@@ -279,11 +279,23 @@ where
     let settings = args.settings(args.public_url(http_bound));
     let limits =
         shorty_service::limits::Limits::new(&args.limit_settings(), std::time::Instant::now());
-    let shared = Arc::new(
-        Shared::new(settings, Codec::new(&key), store, threads)
-            .with_health(health)
-            .with_limits(limits),
-    );
+    // Click limits' counts outlive the process with the local log (with
+    // a Redis store each node counts in memory).
+    let (clicks, click_saver) = match &local {
+        Some((data, _)) => {
+            let (clicks, saver) = crate::click_limits::start(data.path(), args.stats_flush)
+                .map_err(|e| format!("cannot open the click limits' store: {e}"))?;
+            (Some(clicks), Some(saver))
+        }
+        None => (None, None),
+    };
+    let mut shared = Shared::new(settings, Codec::new(&key), store, threads)
+        .with_health(health)
+        .with_limits(limits);
+    if let Some(clicks) = clicks {
+        shared = shared.with_clicks(clicks);
+    }
+    let shared = Arc::new(shared);
     crate::keys::start_reloader(&args.data_dir, &shared)?;
     if let Some(path) = &args.blocklist {
         crate::blocklist::start(path, &shared)?;
@@ -474,6 +486,10 @@ where
     if let (Some(hints), Some(writer)) = (hints, hint_writer) {
         hints.finish();
         let _ = writer.join();
+    }
+    // Every limited link's count is saved before the process exits.
+    if let Some(saver) = click_saver {
+        saver.finish();
     }
     // Every core's last clicks are written before the process exits.
     if let Some((sender, writer)) = stats_writer {

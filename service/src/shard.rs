@@ -105,8 +105,8 @@ pub struct Shared {
     pub metrics: Box<[CoreMetrics]>,
     /// Set by the runtime once it can render metrics.
     pub admin: OnceLock<Box<dyn AdminView>>,
-    /// Counts the clicks of links with a click limit (the statistics
-    /// engine replaces the in-memory default with its counter).
+    /// Counts the clicks of links with a click limit (in memory unless
+    /// the runtime gives it a durable one: [`Shared::with_clicks`]).
     pub clicks: Arc<dyn ClickLimiter>,
     /// Set by the runtime when click statistics are stored locally.
     pub stats: OnceLock<Box<dyn stats::StatsReader>>,
@@ -189,6 +189,12 @@ impl Shared {
     /// The same, with rate limits.
     pub fn with_limits(mut self, limits: Limits) -> Self {
         self.limits = limits;
+        self
+    }
+
+    /// Counts click limits with `clicks` (the runtime's durable counter).
+    pub fn with_clicks(mut self, clicks: Arc<dyn ClickLimiter>) -> Self {
+        self.clicks = clicks;
         self
     }
 
@@ -275,6 +281,9 @@ pub(crate) enum Then {
         principal: Principal,
         query: Option<crate::ops::stats::StatsQuery>,
     },
+    /// A limited link's click is being counted by the remote store
+    /// ([`RemoteRequest::Count`]): answer with `url` or 410 by its reply.
+    Count { url: Bytes, meta: Arc<LinkMeta> },
     /// A mutation's record is being written with `version`: on failure,
     /// release the reservation; on durability, answer `outcome`.
     Written {
@@ -391,6 +400,22 @@ pub enum RemoteRequest {
         /// How long a deleted alias stays taken.
         quarantine_ms: Option<u64>,
     },
+    /// A click of the limited link `code` (one life of it: created at
+    /// `created_at_ms`), counted in the store so that every node shares
+    /// one count: take one of `max` clicks if any is left (`take`), or
+    /// only look. Answered with [`RemoteReply::Counted`].
+    Count {
+        /// The operation waiting for it.
+        op: OpId,
+        /// Its code or alias.
+        code: Box<str>,
+        /// The link's `created_at_ms` (0 if it has none).
+        created_at_ms: u64,
+        /// Its click limit.
+        max: u64,
+        /// A click (take one) or a look.
+        take: bool,
+    },
 }
 
 impl RemoteRequest {
@@ -402,7 +427,8 @@ impl RemoteRequest {
             | RemoteRequest::Read { op, .. }
             | RemoteRequest::Create { op, .. }
             | RemoteRequest::Update { op, .. }
-            | RemoteRequest::Delete { op, .. } => *op,
+            | RemoteRequest::Delete { op, .. }
+            | RemoteRequest::Count { op, .. } => *op,
         }
     }
 }
@@ -421,6 +447,11 @@ pub enum RemoteReply {
         meta: Option<LinkMeta>,
         /// Its version (0: never changed).
         version: u64,
+    },
+    /// A `Count`: whether a click was left (and, for a click, taken).
+    Counted {
+        /// `false`: the limit is reached.
+        left: bool,
     },
     /// A `Create`, `Update` or `Delete` is stored and confirmed.
     Written {
@@ -962,6 +993,7 @@ impl Shard {
             RemoteReply::Written { key: code, version } => {
                 crate::ops::lifecycle::remote_written(self, op, code, version);
             }
+            RemoteReply::Counted { left } => crate::ops::resolve::remote_counted(self, op, left),
         }
     }
 

@@ -365,3 +365,36 @@ fn a_used_up_link_is_gone_and_its_clicks_and_series_are_served() {
     let counted: u64 = series.iter().map(|b| b["clicks"].as_u64().unwrap()).sum();
     assert_eq!(counted, 1, "{stats}");
 }
+
+/// Review: PROTOCOL.md 6.3 says a STATS range longer than 1,000 buckets is
+/// answered with its first 1,000; a range past the operation's own limit
+/// (9,600 buckets) was refused 422 instead.
+#[test]
+fn a_stats_range_of_any_length_is_answered_with_its_first_buckets() {
+    use shorty_protocol::link::{Granularity, LinkStats, StatsQuery, MAX_STATS_BUCKETS};
+    const HOUR_MS: u64 = 3_600_000;
+    let mut rig = rig(false, &[]);
+    let mut wire = Wire::v2(&mut rig);
+    let options = shorten2("https://e.com/stats");
+    let (code, _) = link_of(&wire.ask(&mut rig, &Request::Shorten2(&options[..])));
+    let from_ms = T0_MS - 20_000 * HOUR_MS;
+    for (to_ms, buckets) in [
+        (T0_MS, MAX_STATS_BUCKETS),
+        (u64::MAX, MAX_STATS_BUCKETS),
+        (from_ms + 10 * HOUR_MS, 10),
+    ] {
+        let query = StatsQuery::new(from_ms, to_ms, Granularity::Hour);
+        let reply = wire.ask(&mut rig, &Request::stats(code.as_bytes(), query));
+        let Reply::Stats(body) = &reply else {
+            panic!("{to_ms}: {reply:?}");
+        };
+        let stats = LinkStats::parse(body).unwrap();
+        assert_eq!(stats.series.len(), buckets, "to {to_ms}");
+        let first = stats.series.first().unwrap().start_ms;
+        assert_eq!(first, from_ms - from_ms % HOUR_MS, "the first buckets");
+    }
+    // A range that ends before it starts is still refused.
+    let query = StatsQuery::new(T0_MS, T0_MS - HOUR_MS, Granularity::Hour);
+    let reply = wire.ask(&mut rig, &Request::stats(code.as_bytes(), query));
+    assert_eq!(error_code(&reply), Some(422), "{reply:?}");
+}

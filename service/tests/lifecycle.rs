@@ -161,8 +161,13 @@ impl Rig {
 
     /// An HTTP GET of `/code` at `now` on `core`: the whole response.
     fn http_get(&mut self, core: usize, code: &str, now: Instant) -> String {
+        self.http_path(core, &format!("/{code}?ref=x"), now)
+    }
+
+    /// An HTTP GET of `path` at `now` on `core`: the whole response.
+    fn http_path(&mut self, core: usize, path: &str, now: Instant) -> String {
         let mut conn = Connection::new(2, Kind::Http(Front::Public), now);
-        let request = format!("GET /{code}?ref=x HTTP/1.1\r\nHost: s\r\n\r\n");
+        let request = format!("GET {path} HTTP/1.1\r\nHost: s\r\n\r\n");
         conn.handle_input(&mut self.shards[core], request.as_bytes(), now);
         self.run(now);
         let mut text = Vec::new();
@@ -695,4 +700,127 @@ fn a_read_that_raced_an_update_answers_no_one_with_the_old_url() {
         }
     }
     assert_eq!(rig.url(1, &code).unwrap(), "https://e.com/new");
+}
+
+/// Review F4: an alias deleted and claimed again after its quarantine is a
+/// new link, whose click limit starts at 0 (the count belongs to a link's
+/// life, not to its name).
+#[test]
+fn a_re_created_alias_starts_its_click_limit_at_zero() {
+    let mut rig = rig(1);
+    let limited = LinkMeta {
+        max_clicks: Some(2),
+        ..LinkMeta::default()
+    };
+    let alias = rig.created(
+        0,
+        request("https://e.com/old", Some("flash-sale"), limited.clone()),
+    );
+    let t = rig.t0;
+    let statuses: Vec<_> = (0..3)
+        .map(|_| rig.http_get(0, &alias, t)[9..12].to_owned())
+        .collect();
+    assert_eq!(statuses, ["302", "302", "410"]);
+    assert_eq!(rig.delete(0, &alias, Principal::ANYONE), OpResult::Deleted);
+    let quarantine = rig.shards[0].shared().settings.alias_quarantine;
+    let later = t + quarantine + Duration::from_millis(1);
+    let step = lifecycle::create(
+        &mut rig.shards[0],
+        1,
+        request("https://e.com/new", Some("flash-sale"), limited),
+        Principal::ANYONE,
+        later,
+    );
+    match rig.settle(0, step, later) {
+        OpResult::Link(view) => assert_eq!(&*view.code, "flash-sale"),
+        other => panic!("{other:?}"),
+    }
+    let statuses: Vec<_> = (0..3)
+        .map(|_| rig.http_get(0, &alias, later)[9..12].to_owned())
+        .collect();
+    assert_eq!(
+        statuses,
+        ["302", "302", "410"],
+        "the new link has its own clicks"
+    );
+}
+
+/// Review: the QR code of a dead link is 410 like the link, never a
+/// redirect to its expired-URL (an image request is not a visit); a live
+/// link's is an image.
+#[test]
+fn a_dead_link_s_qr_code_is_gone() {
+    let mut rig = rig(1);
+    let t = rig.t0;
+    let code = rig.created(
+        0,
+        request(
+            "https://e.com/y",
+            None,
+            LinkMeta {
+                expires_at_ms: Some(T0_MS + 10_000),
+                expired_url: Some("https://e.com/over".into()),
+                ..LinkMeta::default()
+            },
+        ),
+    );
+    let qr = format!("/api/v1/links/{code}/qr.svg");
+    let live = rig.http_path(0, &qr, t);
+    assert!(live.starts_with("HTTP/1.1 200"), "{live}");
+    assert!(live.contains("image/svg+xml"), "{live}");
+    let later = t + 11 * SEC;
+    let dead = rig.http_path(0, &qr, later);
+    assert!(dead.starts_with("HTTP/1.1 410"), "{dead}");
+    assert!(!dead.contains("e.com/over"), "{dead}");
+    // The link itself still sends visitors to its expired-URL.
+    assert!(rig.http_get(0, &code, later).starts_with("HTTP/1.1 302"));
+}
+
+/// Review: claiming a deleted generated code as an alias is refused with
+/// a message that says why, not "before 18446744073709551615".
+#[test]
+fn a_deleted_code_claimed_as_an_alias_is_refused_saying_never() {
+    let mut rig = rig(1);
+    let code = rig.created(0, request("https://e.com/d", None, LinkMeta::default()));
+    assert_eq!(rig.delete(0, &code, Principal::ANYONE), OpResult::Deleted);
+    let claim = rig.create(
+        0,
+        request("https://e.com/e", Some(&code), LinkMeta::default()),
+        Principal::ANYONE,
+    );
+    match claim {
+        OpResult::Failed(code, message) => {
+            assert_eq!(code.0, 409);
+            assert!(message.contains("never"), "{message}");
+            assert!(!message.contains(&u64::MAX.to_string()), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+/// An update is the same link: its click count goes on (only a new life,
+/// a re-created alias, starts at 0).
+#[test]
+fn an_update_keeps_the_click_count() {
+    let mut rig = rig(1);
+    let limited = LinkMeta {
+        max_clicks: Some(3),
+        ..LinkMeta::default()
+    };
+    let code = rig.created(0, request("https://e.com/v1", Some("kept-count"), limited));
+    let t = rig.t0;
+    assert_eq!(&rig.http_get(0, &code, t)[9..12], "302");
+    assert_eq!(&rig.http_get(0, &code, t)[9..12], "302");
+    let patch = LinkPatch {
+        url: Some("https://e.com/v2".into()),
+        ..LinkPatch::default()
+    };
+    assert!(matches!(
+        rig.update(0, &code, patch, Principal::ANYONE),
+        OpResult::Link(_)
+    ));
+    let statuses: Vec<_> = (0..2)
+        .map(|_| rig.http_get(0, &code, t)[9..12].to_owned())
+        .collect();
+    assert_eq!(statuses, ["302", "410"]);
 }

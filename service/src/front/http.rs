@@ -250,8 +250,18 @@ impl Shard {
         keep_alive: bool,
         dst: &mut BytesMut,
     ) {
-        if !matches!(result, OpResult::Url(_) | OpResult::Redirect { .. }) {
-            return self.render_redirect(result, head_only, keep_alive, None, dst);
+        match result {
+            OpResult::Url(_) | OpResult::Redirect { .. } => {}
+            // A dead link's QR code is dead too (410), never the link's
+            // expired-URL: an image request is not a visit to send on.
+            OpResult::Gone { reason, .. } => {
+                let gone = OpResult::Gone {
+                    reason: *reason,
+                    expired_url: None,
+                };
+                return self.render_redirect(&gone, head_only, keep_alive, None, dst);
+            }
+            _ => return self.render_redirect(result, head_only, keep_alive, None, dst),
         }
         let short = format!("{}{code}", self.shared.settings.public_url);
         let (status, headers, body) = match page::qr::render(&short, format) {

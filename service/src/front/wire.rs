@@ -295,9 +295,18 @@ impl Shard {
                     shorty_protocol::link::Granularity::Day => crate::stats::Granularity::Day,
                     _ => crate::stats::Granularity::Hour,
                 };
+                // PROTOCOL.md 6.3: a longer range is answered with its
+                // first buckets, never refused; so the range asked of the
+                // operation ends after them (within its own limit).
+                let step_ms = granularity.millis();
+                let first_ms = query.from_ms - query.from_ms % step_ms;
+                let cap_ms = first_ms.saturating_add(
+                    step_ms.saturating_mul(shorty_protocol::link::MAX_STATS_BUCKETS as u64),
+                );
                 let query = ops::stats::StatsQuery {
                     from_ms: query.from_ms,
-                    to_ms: query.to_ms,
+                    // A range that ends before it starts stays so: 422.
+                    to_ms: query.to_ms.min(cap_ms.max(query.from_ms)),
                     granularity,
                 };
                 let step = ops::stats::series(self, conn, code, session.principal, query);

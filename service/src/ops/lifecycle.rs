@@ -264,8 +264,6 @@ pub(crate) fn remote_read(
     if key != ALIAS_KEY {
         shard.cache.insert(key, &url, meta.clone());
     }
-    let click = shard.take_click(op);
-    let click = click.as_ref().map(|c| c.meta());
     let ident = match (&meta, key) {
         (Some(m), ALIAS_KEY) => match &m.alias {
             Some(alias) => crate::keydir::Ident::Alias(alias),
@@ -273,6 +271,13 @@ pub(crate) fn remote_read(
         },
         _ => crate::keydir::Ident::Key(key),
     };
+    if let Some(meta) = &meta {
+        if super::resolve::count_remotely(shard, op, ident, &url, meta) {
+            return;
+        }
+    }
+    let click = shard.take_click(op);
+    let click = click.as_ref().map(|c| c.meta());
     let result = super::resolve::judge(shard, ident, key, url, meta.as_deref(), click.as_ref());
     shard.complete(op, result);
 }
@@ -389,6 +394,14 @@ pub fn create(
                     (ident, NO_ID, version)
                 }
                 Err(Claim::Taken) => return refused(CONFLICT, "this alias is taken"),
+                // A code-spelled key's quarantine never ends (u64::MAX is
+                // no time to print).
+                Err(Claim::Quarantined { .. }) if matches!(ident, OwnedIdent::Key(_)) => {
+                    return refused(
+                        CONFLICT,
+                        "this code was deleted and is never handed out again",
+                    )
+                }
                 Err(Claim::Quarantined { until_ms }) => {
                     return refused(
                         CONFLICT,
@@ -645,7 +658,7 @@ pub(crate) fn after_read(
                 }
             }
         }
-        Then::Written { .. } => return false,
+        Then::Written { .. } | Then::Count { .. } => return false,
     };
     shard.complete(op, result);
     true

@@ -8,6 +8,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use shorty_protocol::ErrorCode;
 
+use crate::clicks::LimitId;
 use crate::keydir::{Ident, Location, Target};
 use crate::link::{check_alias, Gone, LinkMeta};
 use crate::log::record::{decode_record, Decoded, Record, ALIAS_KEY, RECORD_HEADER_LEN};
@@ -41,6 +42,17 @@ pub fn resolve(
     let cached = shard.cache.get(key);
     shard.metrics().cache(cached.is_some());
     if let Some(link) = cached {
+        if let Some(meta) = link
+            .meta
+            .as_ref()
+            .filter(|m| remote_limit(shard, m).is_some())
+        {
+            // A limited link of a remote store: its click is counted there.
+            let op = shard.new_op(conn, key);
+            park_click(shard, op, key, click);
+            count_remotely(shard, op, Ident::Key(key), &link.url, meta);
+            return Step::Pending(op);
+        }
         return Step::Now(judge(
             shard,
             Ident::Key(key),
@@ -178,6 +190,11 @@ fn outcome(
     // click taken) atomically below.
     let reason = meta.gone(shard.now_ms(shard.last_now), 0).or_else(|| {
         let max = meta.max_clicks?;
+        // Counted per life of the link: a re-created alias starts at 0.
+        let link = LimitId {
+            link,
+            created_at_ms: meta.created_at_ms.unwrap_or(0),
+        };
         let left = if counts {
             limiter.try_click(link, max)
         } else {
@@ -185,6 +202,11 @@ fn outcome(
         };
         (!left).then_some(Gone::ClickLimit)
     });
+    verdict(url, meta, reason)
+}
+
+/// A link with options that is not plain: its redirect, or why it is gone.
+fn verdict(url: Bytes, meta: &LinkMeta, reason: Option<Gone>) -> OpResult {
     match reason {
         None => OpResult::Redirect {
             url,
@@ -199,6 +221,81 @@ fn outcome(
             },
         },
     }
+}
+
+/// With a remote store, the click limit of a link that is not gone for
+/// another reason: its clicks are counted in the store, not on this node.
+fn remote_limit(shard: &Shard, meta: &LinkMeta) -> Option<u64> {
+    if shard.local.is_some() {
+        return None;
+    }
+    let max = meta.max_clicks?;
+    meta.gone(shard.now_ms(shard.last_now), 0)
+        .is_none()
+        .then_some(max)
+}
+
+/// With a remote store, a limited link's request (`op`, its click parked
+/// in it, if a click) asks the store whether a click is left, and takes
+/// it for a click: every node counts against one count (design §6), so
+/// the link is answered with exactly `max_clicks` redirects whichever
+/// nodes serve it. `false` (nothing asked) for a local store, an
+/// unlimited link or one gone anyway.
+pub(crate) fn count_remotely(
+    shard: &mut Shard,
+    op: u32,
+    link: Ident<'_>,
+    url: &Bytes,
+    meta: &Arc<LinkMeta>,
+) -> bool {
+    let Some(max) = remote_limit(shard, meta) else {
+        return false;
+    };
+    let Some(entry) = shard.ops.get_mut(op as usize) else {
+        return false;
+    };
+    let take = entry.click.is_some();
+    entry.then = Some(Box::new(crate::shard::Then::Count {
+        url: url.clone(),
+        meta: meta.clone(),
+    }));
+    let code: Box<str> = match link {
+        Ident::Key(key) => {
+            let mut buf = [0; crate::codes::MAX_CODE_LEN];
+            crate::codes::format_code(key, &mut buf).into()
+        }
+        Ident::Alias(alias) => alias.into(),
+    };
+    shard.remote.push_back(RemoteRequest::Count {
+        op,
+        code,
+        created_at_ms: meta.created_at_ms.unwrap_or(0),
+        max,
+        take,
+    });
+    true
+}
+
+/// The store answered a [`count_remotely`]: a redirect (counted in the
+/// statistics if it was a click) or 410.
+pub(crate) fn remote_counted(shard: &mut Shard, op: u32, left: bool) {
+    let Some(entry) = shard.ops.get_mut(op as usize) else {
+        return;
+    };
+    let key = entry.key;
+    let Some(crate::shard::Then::Count { url, meta }) = entry.then.take().map(|t| *t) else {
+        return shard.complete(
+            op,
+            OpResult::Failed(ErrorCode::INTERNAL, "unexpected store answer".into()),
+        );
+    };
+    let click = shard.take_click(op);
+    let result = verdict(url, &meta, (!left).then_some(Gone::ClickLimit));
+    if let (true, Some(click)) = (left, click) {
+        let now = shard.last_now;
+        shard.count_click(key, &click.meta(), now);
+    }
+    shard.complete(op, result);
 }
 
 impl Shard {

@@ -6,7 +6,9 @@
 //! The assets are embedded in the binary (`include_str!`), with no build
 //! step and nothing fetched from elsewhere. At start (`Shared::new`, with
 //! `--ui on`) each is gzipped once (`flate2`, best compression) and given
-//! an `ETag` (a hash of its bytes), so a request costs a lookup and a copy. The page names its
+//! an `ETag` (a hash of its bytes; weak, `W/"…"`, because the gzipped and
+//! plain bodies are two byte sequences of one representation and a strong
+//! tag may name only one), so a request costs a lookup and a copy. The page names its
 //! script and style with their hash (`/static/app.js?v=HASH`), so those
 //! may be cached for a year (`immutable`), while the page itself is
 //! revalidated on every load (`no-cache` + `If-None-Match` → 304) and a
@@ -65,7 +67,10 @@ pub struct Asset {
     pub body: Vec<u8>,
     /// The same, gzipped.
     pub gzip: Vec<u8>,
-    /// A strong `ETag` (quoted) of `body`.
+    /// The hash of `body`: its versioned URL's `?v=`.
+    pub hash: String,
+    /// A weak `ETag` (`W/"hash"`): the gzipped and plain bodies differ in
+    /// bytes, so they share only a weak one (RFC 9110 §8.8.1).
     pub etag: String,
 }
 
@@ -101,7 +106,8 @@ fn asset(
         content_type,
         cache_control,
         gzip: gzip(&body),
-        etag: format!("\"{tag}\""),
+        etag: format!("W/\"{tag}\""),
+        hash: tag,
         body,
     }
 }
@@ -125,11 +131,11 @@ pub static ASSETS: LazyLock<[Asset; 3]> = LazyLock::new(|| {
     let html = HTML
         .replace(
             "\"/static/app.js\"",
-            &format!("\"/static/app.js?v={}\"", js.etag.trim_matches('"')),
+            &format!("\"/static/app.js?v={}\"", js.hash),
         )
         .replace(
             "\"/static/app.css\"",
-            &format!("\"/static/app.css?v={}\"", css.etag.trim_matches('"')),
+            &format!("\"/static/app.css?v={}\"", css.hash),
         );
     let html = asset(
         "/",
@@ -204,7 +210,12 @@ pub fn etag_matches(if_none_match: &[u8], etag: &str) -> bool {
     value
         .split(',')
         .map(str::trim)
-        .any(|tag| tag == "*" || tag.strip_prefix("W/").unwrap_or(tag) == etag)
+        .any(|tag| tag == "*" || opaque(tag) == opaque(etag))
+}
+
+/// An entity tag without its weakness indicator.
+fn opaque(tag: &str) -> &str {
+    tag.strip_prefix("W/").unwrap_or(tag)
 }
 
 /// A response for the shard to write.
@@ -284,7 +295,7 @@ mod tests {
         let [html, js, css] = &*ASSETS;
         let html = std::str::from_utf8(&html.body).unwrap();
         for asset in [js, css] {
-            let url = format!("\"{}?v={}\"", asset.path, asset.etag.trim_matches('"'));
+            let url = format!("\"{}?v={}\"", asset.path, asset.hash);
             assert!(html.contains(&url), "{url} in the page");
         }
         // The CSP forbids inline code; the page must not need any.
@@ -343,7 +354,7 @@ mod tests {
         let etag = header(&plain, "ETag").unwrap();
         let again = serve_asset(
             page,
-            Some(format!("\"x\", W/{etag}").as_bytes()),
+            Some(format!("\"x\", {etag}").as_bytes()),
             Some(b"gzip"),
         );
         assert_eq!((again.status, again.body.len()), (304, 0));
@@ -351,6 +362,17 @@ mod tests {
         assert_eq!(serve_asset(page, Some(b"\"other\""), None).status, 200);
         // Different assets, different tags.
         assert_ne!(ASSETS[0].etag, ASSETS[1].etag);
+        // Review: the gzipped and plain bodies are different bytes, so a
+        // tag they share must be weak (a strong one names one body).
+        let zipped_tag = header(&zipped, "ETag").unwrap();
+        assert_ne!(zipped.body, plain.body);
+        assert!(
+            header(&plain, "ETag").unwrap() != zipped_tag || zipped_tag.starts_with("W/\""),
+            "{zipped_tag} names two different bodies"
+        );
+        // Either form of the tag revalidates.
+        let bare = zipped_tag.trim_start_matches("W/");
+        assert_eq!(serve_asset(page, Some(bare.as_bytes()), None).status, 304);
     }
 
     #[test]

@@ -268,7 +268,9 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Info { code: None, .. } => {
-            let info = connect(&cli)?.hello().map_err(|e| e.to_string())?;
+            // HELLO 2: the server answers the highest version it speaks
+            // (a HELLO 1 would only ever be told 1).
+            let info = connect(&cli)?.hello_v2().map_err(|e| e.to_string())?;
             println!("server:          {}", cli.server);
             println!("protocol:        {}", info.version);
             println!("max frame bytes: {}", info.max_frame_len);
