@@ -15,7 +15,9 @@ use std::time::{Duration, Instant};
 
 use shorty_service::codes::{format_code, CodeKey, IdSpace, MAX_CODE_LEN};
 use shorty_service::keydir::{Ident, KeyDir, Location, Target, TOMBSTONE};
-use shorty_service::log::hint::{build_hint, hint_file_name, hint_reservation, HINT_HEADER_LEN};
+use shorty_service::log::hint::{
+    build_hint, hint_file_name, hint_reservation, HintEntry, HINT_HEADER_LEN,
+};
 use shorty_service::log::record::{decode_record, Decoded, ALIAS_KEY};
 use shorty_service::log::recovery::{
     recover_segment, HighWater, RecoveryError, RecoveryFiles, STATE_FILE,
@@ -640,6 +642,9 @@ pub fn recover(
     });
     let high_water = Mutex::new(floor);
     let duplicates: Mutex<Vec<Duplicate>> = Mutex::new(Vec::new());
+    // Links made with an API key: indexed by owner once every segment is
+    // loaded, if still the live version (`KeyDir::index_owned`).
+    let owned: Mutex<Vec<HintEntry>> = Mutex::new(Vec::new());
     // Refusals by segment number: the lowest is reported, whichever
     // thread met it first.
     let failures: Mutex<Vec<(u64, RecoveryError)>> = Mutex::new(Vec::new());
@@ -656,7 +661,11 @@ pub fn recover(
                         break;
                     }
                     let mut found = Vec::new();
+                    let mut owned_here = Vec::new();
                     let result = recover_segment(&mut files, number, |entry| {
+                        if entry.owner.is_some() && !entry.is_tombstone() {
+                            owned_here.push(entry.clone());
+                        }
                         // The highest version wins, whatever file or thread
                         // it came from (docs/round3-design.md §4).
                         let target = entry.target(idx);
@@ -664,6 +673,12 @@ pub fn recover(
                             found.push((entry, same));
                         }
                     });
+                    if !owned_here.is_empty() {
+                        owned
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .append(&mut owned_here);
+                    }
                     for (entry, same) in found {
                         // The other place: whichever record was loaded
                         // first. Both are named, in file order, so the
@@ -775,6 +790,11 @@ pub fn recover(
             first: (segment_file_name(dup.first.0), dup.first.1),
             second: (segment_file_name(dup.second.0), dup.second.1),
         });
+    }
+    for entry in owned.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        if let Some(ownership) = entry.owner {
+            keydir.index_owned(entry.ident(), entry.version, ownership);
+        }
     }
     let begin = high_water.into_inner().unwrap_or_else(|p| p.into_inner());
     // This run hands out ids and numbers from `begin` on; the file says

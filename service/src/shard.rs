@@ -39,6 +39,7 @@ use crate::log::segments::{FileIdx, SegmentRef, SegmentTable};
 use crate::log::{IoResult, LogIo, LogState, LogWriter};
 use crate::metrics::CoreMetrics;
 use crate::output::{OpId, Wait};
+use crate::owners::Ownership;
 use crate::settings::Settings;
 use crate::stats::{self, ClickCounter, ClickMeta};
 use crate::url::UrlPolicy;
@@ -705,8 +706,12 @@ impl Shard {
 
     /// A connection going away stops waiting for `wait`.
     pub fn abandon(&mut self, wait: &Wait) {
-        if let Wait::Op { op, .. } = wait {
-            let op = *op;
+        let ops = match wait {
+            Wait::Op { op, .. } => std::slice::from_ref(op),
+            Wait::Many { ops, .. } => ops,
+            Wait::Until(_) => &[],
+        };
+        for &op in ops {
             if let Some(entry) = self.ops.get_mut(op as usize) {
                 if matches!(entry.state, OpState::Waiting) {
                     entry.state = OpState::Abandoned;
@@ -715,6 +720,18 @@ impl Shard {
                 }
             }
         }
+    }
+
+    /// An operation whose outcome is known at once, for a [`Wait::Many`]
+    /// that waits for others beside it.
+    pub(crate) fn settled_op(&mut self, conn: u32, result: OpResult) -> OpId {
+        self.ops.insert(OpEntry {
+            conn,
+            key: 0,
+            state: OpState::Done(result),
+            then: None,
+            click: None,
+        }) as OpId
     }
 
     // ----- the log -----
@@ -771,6 +788,8 @@ impl Shard {
                     Keyed::Link(link) if link.version() == 0 && link.key != ALIAS_KEY => {
                         if !local.keydir.insert(link.key, Location { file, offset }) {
                             taken.push(link.key);
+                        } else if let Some(o) = Ownership::of_options(link.options) {
+                            local.keydir.index_owned(Ident::Key(link.key), 0, o);
                         }
                     }
                     // A claimed alias, an update, a delete: its version was
@@ -791,7 +810,14 @@ impl Shard {
                                 deleted_at_ms: t.deleted_at_ms,
                             },
                         };
-                        local.keydir.install(ident, target, record.version());
+                        let installed = local.keydir.install(ident, target, record.version());
+                        // A claimed alias or an update of a link made with
+                        // a key (an update keeps its owner and place).
+                        if let (true, Keyed::Link(link)) = (installed, record) {
+                            if let Some(o) = Ownership::of_options(link.options) {
+                                local.keydir.index_owned(ident, link.version(), o);
+                            }
+                        }
                     }
                 }
                 records += 1;
