@@ -23,6 +23,7 @@ pub mod cluster;
 pub mod crash_loop;
 pub mod disk_full;
 pub mod harness;
+pub mod listing;
 pub mod redis_faults;
 pub mod remedies;
 pub mod rings;
@@ -107,6 +108,9 @@ macro_rules! suite {
             blocked_destinations_and_credentials_are_refused,
             // ----- engineer APIINT: API link calls on the operations -----
             api_links_conflict_expire_and_belong_to_their_key,
+            // ----- engineer LIST: listings and bulk creation (issue 21) -----
+            api_lists_each_keys_links_newest_first_while_links_are_made,
+            api_bulk_creates_answer_per_item,
         );
     };
     (@cases $binary:expr; $($case:ident),* $(,)?) => {

@@ -222,7 +222,10 @@ mod tests {
             sizes.push(page.len());
             // Links made meanwhile: newer than everything, and one older
             // than the cursor (a slow durability).
-            index.add(7, key(10_000 + seen.len() as u64, 1_000 + seen.len() as u64));
+            index.add(
+                7,
+                key(10_000 + seen.len() as u64, 1_000 + seen.len() as u64),
+            );
             seen.extend(page.iter().cloned());
             match page.last() {
                 Some(last) if page.len() == 20 => {
@@ -245,7 +248,14 @@ mod tests {
         for entry in [key(0, 0), key(1_700_000_000_000, u64::MAX), alias] {
             assert_eq!(Entry::from_cursor(&entry.cursor()), Some(entry));
         }
-        for bad in ["", "x", "AAAAAAAAAAAA", &"A".repeat(200), "!!!!", "AAAAAAAAAAIA"] {
+        for bad in [
+            "",
+            "x",
+            "AAAAAAAAAAAA",
+            &"A".repeat(200),
+            "!!!!",
+            "AAAAAAAAAAIA",
+        ] {
             assert_eq!(Entry::from_cursor(bad), None, "{bad}");
         }
         // An alias the model would refuse.

@@ -257,7 +257,13 @@ impl Shard {
                     next,
                     principal,
                 };
-                self.api_many(ops, render(view), self.shared.settings.store_timeout, out, now);
+                self.api_many(
+                    ops,
+                    render(view),
+                    self.shared.settings.store_timeout,
+                    out,
+                    now,
+                );
             }
             ApiCall::Bulk(items) => {
                 let mut ops = Vec::with_capacity(items.len());
@@ -414,10 +420,9 @@ impl Shard {
                         let outcome = match item {
                             Err(p) => Err(p.clone()),
                             Ok(url) => match results.next() {
-                                Some(result) => self.api_outcome(
-                                    result,
-                                    &ApiView::Created { url: url.clone() },
-                                ),
+                                Some(result) => {
+                                    self.api_outcome(result, &ApiView::Created { url: url.clone() })
+                                }
                                 None => Err(Problem::new(500, "lost operation")),
                             },
                         };
