@@ -527,9 +527,10 @@ mod tests {
         // Only the plain entries: exactly format 2's size.
         // A tombstone without its version is refused.
         let mut bare = Vec::new();
+        let seal3 = Seal { links: 3, ..seal };
         encode_hint(
             7,
-            &seal,
+            &seal3,
             &[
                 HintEntry::plain(1, 30),
                 HintEntry::plain(2, 200),
@@ -538,7 +539,7 @@ mod tests {
             &mut bare,
         );
         assert_eq!(
-            decode_hint(&bare, 7, &seal).err(),
+            decode_hint(&bare, 7, &seal3).err(),
             Some(HintError::BadEntry)
         );
         let mut plain_only = Vec::new();
