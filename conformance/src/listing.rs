@@ -17,8 +17,11 @@ fn key(bin: &Path, dir: &Path, name: &str, scopes: &str) -> String {
     out.lines().next().unwrap().trim().to_owned()
 }
 
-/// Creates a link to `url` with `key`; its code.
+/// Creates a link to `url` with `key`; its code. A millisecond apart
+/// from the previous one, so creation order is the listing's order (links
+/// made in one millisecond are ordered by code).
 fn create(server: &Server, key: &str, url: &str) -> String {
+    std::thread::sleep(std::time::Duration::from_millis(2));
     let body = format!(r#"{{"url":"{url}"}}"#);
     let made = call(server, "POST", "/api/v1/links", Some(&body), Some(key));
     assert_eq!(made.status, 201, "{}", made.body);
@@ -255,4 +258,81 @@ pub fn api_bulk_creates_answer_per_item(bin: &Path) {
     );
     assert!(matches!(many.status, 400 | 413), "{}", many.body);
     assert!(many.body.contains("links"), "{}", many.body);
+}
+
+/// The listing with the Redis Cluster store: two nodes share one key
+/// (the same `keys.json`) and one 3-primary cluster; 45 links made on
+/// either node page as 20/20/5 newest first on one node while the other
+/// makes more, with no repeat or gap; another key's links are absent; a
+/// deleted link vanishes; a cursor this server did not make is refused.
+pub fn redis_cluster_lists_each_keys_links(bin: &Path) {
+    let Some(cluster) = crate::cluster::or_skip(crate::cluster::RedisCluster::start(3)) else {
+        return;
+    };
+    let (d1, d2) = (tmp(), tmp());
+    let scopes = "links:write,links:read";
+    let (mine, theirs) = (
+        key(bin, d1.path(), "mine", scopes),
+        key(bin, d1.path(), "theirs", scopes),
+    );
+    std::fs::copy(d1.path().join("keys.json"), d2.path().join("keys.json")).unwrap();
+    let seeds = cluster.seeds();
+    let args = ["--store", seeds.as_str(), "--store-replicas", "0"];
+    let one = Server::start(bin, d1.path(), &args);
+    let two = Server::start(bin, d2.path(), &args);
+    let made: Vec<String> = (0..45)
+        .map(|i| {
+            let node = if i % 2 == 0 { &one } else { &two };
+            create(node, &mine, &format!("https://example.com/mine/{i}"))
+        })
+        .collect();
+    let their: Vec<String> = (0..3)
+        .map(|i| create(&two, &theirs, &format!("https://example.com/theirs/{i}")))
+        .collect();
+
+    let (first, cursor) = page(&one, &mine, "limit=20");
+    let mut codes = first.clone();
+    let mut sizes = vec![first.len()];
+    let mut cursor = cursor;
+    let mut meanwhile = 0;
+    while let Some(c) = cursor {
+        // Made on the other node while this one pages.
+        create(
+            &two,
+            &mine,
+            &format!("https://example.com/meanwhile/{meanwhile}"),
+        );
+        meanwhile += 1;
+        let (next, after) = page(&one, &mine, &format!("limit=20&cursor={c}"));
+        sizes.push(next.len());
+        codes.extend(next);
+        cursor = after;
+    }
+    assert_eq!(sizes, [20, 20, 5]);
+    let newest_first: Vec<String> = made.iter().rev().cloned().collect();
+    assert_eq!(codes, newest_first, "no repeat, no gap, newest first");
+
+    let (theirs_listed, _) = all_pages(&one, &theirs, 100);
+    let their_newest: Vec<String> = their.iter().rev().cloned().collect();
+    assert_eq!(theirs_listed, their_newest);
+
+    let gone = &made[7];
+    let deleted = call(
+        &two,
+        "DELETE",
+        &format!("/api/v1/links/{gone}"),
+        None,
+        Some(&mine),
+    );
+    assert_eq!(deleted.status, 204, "{}", deleted.body);
+    let (listed, _) = all_pages(&one, &mine, 100);
+    assert!(!listed.contains(gone));
+    assert_eq!(listed.len(), 45 - 1 + meanwhile);
+    let unique: HashSet<_> = listed.iter().collect();
+    assert_eq!(unique.len(), listed.len(), "no repeats");
+
+    let bad = call(&one, "GET", "/api/v1/links?cursor=xyz", None, Some(&mine));
+    assert_eq!(bad.status, 400, "{}", bad.body);
+    let anonymous = call(&one, "GET", "/api/v1/links", None, None);
+    assert_eq!(anonymous.status, 401, "{}", anonymous.body);
 }

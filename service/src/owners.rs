@@ -126,8 +126,11 @@ impl Entry {
 /// the [`KeyDir`](crate::keydir::KeyDir)).
 #[derive(Debug)]
 pub struct OwnerIndex {
-    shards: Box<[Mutex<HashMap<u32, BTreeSet<Entry>>>]>,
+    shards: Box<[Mutex<Owners>]>,
 }
+
+/// One shard of the index: each owner's entries.
+type Owners = HashMap<u32, BTreeSet<Entry>>;
 
 impl Default for OwnerIndex {
     fn default() -> Self {
@@ -138,7 +141,7 @@ impl Default for OwnerIndex {
 }
 
 impl OwnerIndex {
-    fn shard(&self, owner: u32) -> std::sync::MutexGuard<'_, HashMap<u32, BTreeSet<Entry>>> {
+    fn shard(&self, owner: u32) -> std::sync::MutexGuard<'_, Owners> {
         // A poisoned lock (a panic aborts the process, so only in tests)
         // is used as is: a set is never left half-changed.
         self.shards[owner as usize % SHARDS]

@@ -237,6 +237,14 @@ pub enum OpResult {
     Deleted,
     /// A link's click statistics ([`crate::ops::stats`]).
     Stats(Box<stats::StatsView>),
+    /// A page of one API key's links, newest first, from the remote
+    /// store's per-key index (`RemoteRequest::List`).
+    Page {
+        /// The links, each still the key's.
+        links: Vec<LinkView>,
+        /// The store's cursor after the last one (`None`: no more).
+        next: Option<Box<str>>,
+    },
 }
 
 /// A link as the lifecycle operations return it.
@@ -392,6 +400,18 @@ pub enum RemoteRequest {
         /// How long a deleted alias stays taken.
         quarantine_ms: Option<u64>,
     },
+    /// A page of the links API key `owner` made, newest first, from the
+    /// store's per-key index: answered with [`OpResult::Page`].
+    List {
+        /// The operation waiting for it.
+        op: OpId,
+        /// The key's id.
+        owner: u32,
+        /// The store's cursor: list what comes after it.
+        after: Option<Box<str>>,
+        /// At most this many links.
+        limit: u32,
+    },
 }
 
 impl RemoteRequest {
@@ -403,6 +423,7 @@ impl RemoteRequest {
             | RemoteRequest::Read { op, .. }
             | RemoteRequest::Create { op, .. }
             | RemoteRequest::Update { op, .. }
+            | RemoteRequest::List { op, .. }
             | RemoteRequest::Delete { op, .. } => *op,
         }
     }

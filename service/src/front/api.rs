@@ -5,6 +5,8 @@
 
 use std::time::{Duration, Instant};
 
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
 use bytes::BytesMut;
 
 use crate::api::auth::{presented_key, AuthError};
@@ -136,7 +138,11 @@ impl Shard {
                 })
             }
             // The Redis store keeps plain links only: SHORTEN's path.
-            ApiCall::Create(link) if link.is_plain() && self.local.is_none() => {
+            // (A link made with a key takes the lifecycle's path: it
+            // records its owner, for the listing.)
+            ApiCall::Create(link)
+                if link.is_plain() && self.local.is_none() && principal.key_id.is_none() =>
+            {
                 let view = ApiView::Created {
                     url: link.url.as_str().into(),
                 };
@@ -213,6 +219,38 @@ impl Shard {
                 let view = ApiView::Stats { granularity: name };
                 self.api_step(step, render(view), timeout, out, now);
             }
+            ApiCall::List { cursor, limit } if self.local.is_none() => {
+                let Some(owner) = principal.key_id else {
+                    let p = Problem::new(
+                        401,
+                        "links are listed per API key (the key that made them): send one",
+                    );
+                    return problem(self, out, p);
+                };
+                let after = match cursor.as_deref().map(remote_cursor) {
+                    None => None,
+                    Some(Some(after)) => Some(after),
+                    Some(None) => {
+                        let p = Problem::invalid("cursor", "is not a cursor this server made");
+                        return problem(self, out, p);
+                    }
+                };
+                let op = self.new_op(conn, 0);
+                self.remote.push_back(crate::shard::RemoteRequest::List {
+                    op,
+                    owner,
+                    after,
+                    limit,
+                });
+                let view = ApiView::Page {
+                    owner,
+                    entries: Box::default(),
+                    next: None,
+                    principal,
+                };
+                let timeout = self.shared.settings.store_timeout;
+                self.api_step(Step::Pending(op), render(view), timeout, out, now);
+            }
             ApiCall::List { cursor, limit } => {
                 let after = match cursor.as_deref().map(crate::owners::Entry::from_cursor) {
                     None => None,
@@ -283,11 +321,12 @@ impl Shard {
                         views.push(Err(Problem::new(429, limited.message())));
                         continue;
                     }
-                    let step = if link.is_plain() && self.local.is_none() {
-                        ops::create::shorten(self, conn, link.url.as_bytes())
-                    } else {
-                        lifecycle::create(self, conn, create_request(&link), principal, now)
-                    };
+                    let step =
+                        if link.is_plain() && self.local.is_none() && principal.key_id.is_none() {
+                            ops::create::shorten(self, conn, link.url.as_bytes())
+                        } else {
+                            lifecycle::create(self, conn, create_request(&link), principal, now)
+                        };
                     ops.push(match step {
                         Step::Pending(op) => op,
                         Step::Now(result) => self.settled_op(conn, result),
@@ -394,9 +433,9 @@ impl Shard {
                             links.push(self.link_view(link, *principal));
                         }
                         OpResult::Link(_) | OpResult::NotFound => {
-                            self.local
-                                .as_ref()
-                                .map(|l| l.keydir.owners().remove(*owner, entry));
+                            if let Some(local) = &self.local {
+                                local.keydir.owners().remove(*owner, entry);
+                            }
                         }
                         // A page with a hole would look complete: the
                         // listing fails as a whole (a retry reads again).
@@ -494,6 +533,25 @@ impl Shard {
         dst: &mut BytesMut,
     ) {
         match (result, view) {
+            (OpResult::Page { links, next }, ApiView::Page { principal, .. }) => {
+                let links: Vec<_> = links
+                    .iter()
+                    .map(|link| self.link_view(link, *principal))
+                    .collect();
+                let next = next.as_deref().map(|n| URL_SAFE_NO_PAD.encode(n));
+                let body = serde_json::json!({ "links": links, "nextCursor": next }).to_string();
+                return http::write(
+                    dst,
+                    &self.date,
+                    &Response {
+                        status: 200,
+                        headers: &[("Content-Type", "application/json")],
+                        body: body.as_bytes(),
+                        head_only,
+                        keep_alive,
+                    },
+                );
+            }
             (OpResult::Deleted, ApiView::Deleted) => {
                 return http::write(
                     dst,
@@ -602,6 +660,21 @@ impl Shard {
             _ => Err(Problem::new(500, "unexpected store reply")),
         }
     }
+}
+
+/// The remote store's cursor (its index member: 16 hex digits of the
+/// creation time, `:`, the code) from the API's opaque one.
+fn remote_cursor(cursor: &str) -> Option<Box<str>> {
+    if cursor.len() > 120 {
+        return None;
+    }
+    let bytes = URL_SAFE_NO_PAD.decode(cursor).ok()?;
+    let member = std::str::from_utf8(&bytes).ok()?;
+    let (time, code) = member.split_once(':')?;
+    let well_formed = time.len() == 16
+        && time.bytes().all(|b| b.is_ascii_hexdigit())
+        && crate::link::check_alias(code).is_ok();
+    well_formed.then(|| member.into())
 }
 
 /// The code an owner-index entry's link is reached by.

@@ -36,7 +36,8 @@ pub(crate) fn status_of(result: &OpResult) -> u16 {
         | OpResult::Redirect { .. }
         | OpResult::Link(_)
         | OpResult::Stats(_)
-        | OpResult::Deleted => 0,
+        | OpResult::Deleted
+        | OpResult::Page { .. } => 0,
         OpResult::NotFound => 404,
         OpResult::Gone { .. } => crate::link::GONE.0,
         OpResult::Failed(code, _) => code.0,
@@ -171,7 +172,8 @@ impl Shard {
                     OpResult::Stored(_)
                     | OpResult::Link(_)
                     | OpResult::Stats(_)
-                    | OpResult::Deleted => error(ErrorCode::INTERNAL, "unexpected store reply"),
+                    | OpResult::Deleted
+                    | OpResult::Page { .. } => error(ErrorCode::INTERNAL, "unexpected store reply"),
                 };
                 encode(&reply, dst);
             }
