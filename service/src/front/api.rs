@@ -268,14 +268,10 @@ impl Shard {
                     );
                     return problem(self, out, p);
                 };
-                let Some(entries) = self.owned_page(owner, after, limit as usize) else {
-                    let p = Problem::new(
-                        501,
-                        "listing links is served with the embedded log only (not with \
-                         --store redis:// yet)",
-                    );
-                    return problem(self, out, p);
-                };
+                // The remote store's listing is the arm above.
+                let entries = self
+                    .owned_page(owner, after, limit as usize)
+                    .unwrap_or_default();
                 let next = (entries.len() == limit as usize)
                     .then(|| entries.last().map(crate::owners::Entry::cursor))
                     .flatten();
