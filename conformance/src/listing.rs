@@ -189,7 +189,8 @@ pub fn api_lists_each_keys_links_newest_first_while_links_are_made(bin: &Path) {
 
 /// A bulk creation answers one result per item, in order: created links,
 /// a problem naming the invalid item's field, 409 for a taken alias; more
-/// than 100 items → 400 naming `links`; the links made are the key's.
+/// than 100 items → 400 naming `links`; the links made are the key's; each
+/// item counts against the creation rate limit (429 per item past it).
 pub fn api_bulk_creates_answer_per_item(bin: &Path) {
     let dir = tmp();
     let mine = key(bin, dir.path(), "bulk", "links:write,links:read");
@@ -258,6 +259,29 @@ pub fn api_bulk_creates_answer_per_item(bin: &Path) {
     );
     assert!(matches!(many.status, 400 | 413), "{}", many.body);
     assert!(many.body.contains("links"), "{}", many.body);
+    drop(server);
+
+    // Each item is one creation for the rate limit: 2 per minute lets the
+    // first two of five through.
+    let dir = tmp();
+    let args = ["--rate-create", "2/min", "--rate-limit-loopback", "true"];
+    let server = Server::start(bin, dir.path(), &args);
+    let items = vec![r#"{"url":"https://example.com/limited"}"#; 5].join(",");
+    let limited = call(
+        &server,
+        "POST",
+        "/api/v1/links/bulk",
+        Some(&format!(r#"{{"links":[{items}]}}"#)),
+        None,
+    );
+    assert_eq!(limited.status, 200, "{}", limited.body);
+    let statuses: Vec<u64> = limited.json()["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["status"].as_u64().unwrap())
+        .collect();
+    assert_eq!(statuses, [201, 201, 429, 429, 429], "{}", limited.body);
 }
 
 /// The listing with the Redis Cluster store: two nodes share one key
