@@ -1026,6 +1026,7 @@ mod tests {
     use super::*;
     use shorty_service::log::hint::HINT_ENTRY_LEN;
     use shorty_service::log::record::{Keyed, LINK_OVERHEAD, NO_ID};
+    use shorty_service::log::segments::encode_sealed_records;
 
     #[test]
     fn a_second_instance_is_refused_with_the_holder_s_pid() {
@@ -1144,6 +1145,91 @@ mod tests {
         let hint = build_hint(number, &bytes).unwrap();
         fs::write(dir.join(hint_file_name(number)), &hint).unwrap();
         bytes
+    }
+
+    #[test]
+    fn owned_links_are_indexed_from_hints_and_from_scans_at_their_live_version() {
+        use shorty_service::link::LinkMeta;
+        use shorty_service::log::record::{Link, Tombstone};
+        use shorty_service::owners::{Entry, Member};
+        let dir = tempfile::tempdir().unwrap();
+        let options = |key: u64, version: u64| {
+            let meta = LinkMeta {
+                owner_key_id: Some(7),
+                created_at_ms: Some(1_000 + key),
+                version,
+                ..LinkMeta::default()
+            };
+            let mut bytes = Vec::new();
+            meta.encode(&mut bytes);
+            bytes
+        };
+        let first: Vec<Vec<u8>> = (10..20).map(|k| options(k, 0)).collect();
+        let mut records: Vec<Keyed<'_>> = (10..20u64)
+            .zip(&first)
+            .map(|(key, o)| {
+                Keyed::Link(Link {
+                    key,
+                    id: key,
+                    url: b"https://e.com/owned",
+                    options: o,
+                })
+            })
+            .collect();
+        // An anonymous link: never in the index.
+        records.push(Keyed::Link(Link::plain(30, 30, b"https://e.com/anon")));
+        let segment = encode_sealed_records(0, &[&records[..]]);
+        fs::write(dir.path().join(segment_file_name(0)), &segment).unwrap();
+        // Later: key 10 updated (same owner and creation time), key 11
+        // deleted.
+        let updated = options(10, 1);
+        let later = [
+            Keyed::Link(Link {
+                key: 10,
+                id: NO_ID,
+                url: b"https://e.com/changed",
+                options: &updated,
+            }),
+            Keyed::Tombstone(Tombstone {
+                key: 11,
+                version: 1,
+                deleted_at_ms: 5_000,
+                alias: None,
+            }),
+        ];
+        let segment = encode_sealed_records(1, &[&later[..]]);
+        fs::write(dir.path().join(segment_file_name(1)), &segment).unwrap();
+        let expected: Vec<Entry> = (10..20u64)
+            .rev()
+            .filter(|&k| k != 11)
+            .map(|k| Entry {
+                created_at_ms: 1_000 + k,
+                member: Member::Key(k),
+            })
+            .collect();
+        let listed = |dir: &Path| {
+            let table = SegmentTable::new(dir, 0);
+            let keydir = KeyDir::new();
+            let report = recover(dir, &table, &keydir, 2).unwrap();
+            (
+                keydir.owners().page(7, None, 100),
+                keydir.owners().len(),
+                report,
+            )
+        };
+        // Scanned (no hints yet).
+        let (page, len, report) = listed(dir.path());
+        assert_eq!(report.from_hints, 0);
+        assert_eq!((page, len), (expected.clone(), 9));
+        // From hints alone: their extras carry owner and creation time.
+        for n in 0..2 {
+            let bytes = fs::read(dir.path().join(segment_file_name(n))).unwrap();
+            let hint = build_hint(n, &bytes).unwrap();
+            fs::write(dir.path().join(hint_file_name(n)), &hint).unwrap();
+        }
+        let (page, len, report) = listed(dir.path());
+        assert_eq!(report.from_hints, 2);
+        assert_eq!((page, len), (expected, 9));
     }
 
     fn recover_fresh(dir: &Path, threads: usize) -> Result<(RecoveryReport, u64), DataDirError> {
