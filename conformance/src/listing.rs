@@ -266,7 +266,7 @@ pub fn api_bulk_creates_answer_per_item(bin: &Path) {
     let dir = tmp();
     let args = ["--rate-create", "2/min", "--rate-limit-loopback", "true"];
     let server = Server::start(bin, dir.path(), &args);
-    let items = vec![r#"{"url":"https://example.com/limited"}"#; 5].join(",");
+    let items = [r#"{"url":"https://example.com/limited"}"#; 5].join(",");
     let limited = call(
         &server,
         "POST",
