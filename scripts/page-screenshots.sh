@@ -2,9 +2,8 @@
 # Screenshots of the web page for docs/ and the README (issue 22), taken
 # with headless Chromium (`apt-get install chromium`) from a real server:
 #   docs/page.png       the page on a phone-sized screen
-#   docs/page-link.png  a link's page with its click chart (needs the JSON
-#                       API of issue 21 and the statistics of issue 20; made
-#                       only when POST /api/v1/links works)
+#   docs/link-chart.png a link's page with its click chart (a link made
+#                       through POST /api/v1/links, clicked, flushed)
 # Usage: scripts/page-screenshots.sh [SERVER_BINARY]   (run from the repo root)
 set -euo pipefail
 bin=${1:-target/debug/shorty-uring}
@@ -27,11 +26,12 @@ shot() { # FILE URL: the page after its script's requests settled
 
 shot docs/page.png "$base/"
 if curl -sf -o /dev/null -H 'Content-Type: application/json' \
-    -d '{"url":"https://example.com/a/long/path","alias":"demo"}' "$base/api/v1/links"; then
-  for _ in $(seq 7); do curl -s -o /dev/null "$base/demo"; done
-  curl -s -o /dev/null -H 'Referer: https://news.example/' "$base/demo"
+    -d '{"url":"https://example.com/a/long/path","slug":"Demo123"}' "$base/api/v1/links"; then
+  for _ in $(seq 7); do curl -s -o /dev/null "$base/Demo123"; done
+  curl -s -o /dev/null -H 'Referer: https://news.example/' "$base/Demo123"
   sleep 2 # the statistics flush every second
-  shot docs/page-link.png "$base/#/links/demo"
+  shot docs/link-chart.png "$base/#/links/Demo123"
 else
-  echo "POST /api/v1/links does not work here: no docs/page-link.png" >&2
+  echo "POST /api/v1/links does not work here: no docs/link-chart.png" >&2
+  exit 1
 fi

@@ -10,10 +10,10 @@ use crate::cases::tmp;
 use crate::harness::{run_to_exit, Server};
 
 /// Status, headers' lookup and body of one API call.
-struct Answer {
-    status: u16,
+pub(crate) struct Answer {
+    pub(crate) status: u16,
     headers: Vec<(String, String)>,
-    body: String,
+    pub(crate) body: String,
 }
 
 impl Answer {
@@ -24,7 +24,7 @@ impl Answer {
             .map(|(_, v)| v.as_str())
     }
 
-    fn json(&self) -> serde_json::Value {
+    pub(crate) fn json(&self) -> serde_json::Value {
         serde_json::from_str(&self.body)
             .unwrap_or_else(|e| panic!("{e}: {} {}", self.status, self.body))
     }
@@ -41,7 +41,7 @@ fn agent() -> ureq::Agent {
 
 /// One API call: `method`, `path` on the server's HTTP front, a JSON body
 /// (for POST and PATCH), a key.
-fn call(
+pub(crate) fn call(
     server: &Server,
     method: &str,
     path: &str,
@@ -106,7 +106,7 @@ fn raw(server: &Server, request: &[u8]) -> (u16, bool) {
 }
 
 /// `keys ...` on the binary, returning its output.
-fn keys(bin: &Path, dir: &Path, args: &[&str]) -> String {
+pub(crate) fn keys(bin: &Path, dir: &Path, args: &[&str]) -> String {
     let mut all = vec!["keys", "--data-dir", dir.to_str().unwrap()];
     all.extend_from_slice(args);
     let (status, out) = run_to_exit(bin, &all, Duration::from_secs(30));
@@ -211,11 +211,19 @@ pub fn api_creates_and_reads_links(bin: &Path) {
                 _ => None,
             };
             let answer = call(&server, &method.to_ascii_uppercase(), &path, body, None);
-            // Served (or 501, listings and bulk creation): never "no such
-            // route".
+            // Served, never "no such route", and with a status the
+            // document lists for it.
             assert!(
-                !matches!(answer.status, 404 | 405),
+                !matches!(answer.status, 404 | 405 | 501),
                 "{method} {path}: {} {}",
+                answer.status,
+                answer.body
+            );
+            assert!(
+                item[method]["responses"]
+                    .get(answer.status.to_string())
+                    .is_some(),
+                "{method} {template} answered {}, not documented: {}",
                 answer.status,
                 answer.body
             );

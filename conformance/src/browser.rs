@@ -22,17 +22,10 @@ use crate::cases::{raw_http, tmp};
 use crate::harness::{missing_tool, run_to_exit, Server};
 use crate::wire::code_of;
 
-/// TODO(lead): set to `true` in the merge that brings issue 21's JSON API
-/// (`POST /api/v1/links` and friends) and issue 20's statistics. Until
-/// then [`browser_full_flow_through_the_api`] returns early when the API
-/// answers 404; from then on a missing API fails the case, under CI or not.
-///
-/// Still `false` after the API merge (APIINT): the flow's "My links" needs
-/// `GET /api/v1/links` (a listing, 501: no per-key index yet), its chart
-/// needs clicks of the alias `page-test_1` (statistics are kept only for
-/// aliases spelled like codes), and its key is made with `keys create`
-/// without the `--name`/`--scopes` that tool requires.
-pub const API_MERGED: bool = false;
+/// The alias the full flow shortens with: not spelled like a code, so it
+/// lives in the key directory's alias side map, whose links are counted
+/// under a statistics id of their own.
+const FLOW_ALIAS: &str = "page-test_1";
 
 /// The longest any browser case may take, all steps together.
 const CASE_TIMEOUT: Duration = Duration::from_secs(90);
@@ -450,39 +443,29 @@ pub fn qr_codes_hold_the_public_url(bin: &Path) {
 /// page, visit it, and see the click on the link's chart.
 pub fn browser_full_flow_through_the_api(bin: &Path) {
     let dir = tmp();
-    // An operator makes a key (issue 21's tool) before the server starts.
-    let key = if API_MERGED {
-        let (status, out) = run_to_exit(
-            bin,
-            &["keys", "create", "--data-dir", dir.path().to_str().unwrap()],
-            Duration::from_secs(20),
-        );
-        assert!(status.success(), "keys create: {out}");
-        // TODO(lead): adjust if `keys create` prints more than the key on
-        // its last line.
-        out.lines()
-            .rev()
-            .find(|l| !l.trim().is_empty())
-            .and_then(|l| l.split_whitespace().last())
-            .expect("a key")
-            .to_owned()
-    } else {
-        String::new()
-    };
-    let server = Server::start(bin, dir.path(), &[]);
-    let api = raw_http(&server, b"GET /api/v1/links HTTP/1.1\r\nHost: a\r\n\r\n", 1).0[0].0;
-    // 501: the API is merged but its listing is not wired to the
-    // operations yet.
-    if api == 404 || api == 501 {
-        if API_MERGED {
-            panic!("the JSON API (/api/v1/links) answers {api}");
-        }
-        eprintln!("PENDING: the JSON API of issue 21 is not wired yet (see API_MERGED)");
-        return;
-    }
+    // An operator makes a key (issue 21's tool) before the server starts;
+    // it prints the key on its first line.
+    let (status, out) = run_to_exit(
+        bin,
+        &[
+            "keys",
+            "--data-dir",
+            dir.path().to_str().unwrap(),
+            "create",
+            "--name",
+            "page",
+            "--scopes",
+            "links:write,links:read,stats:read",
+        ],
+        Duration::from_secs(20),
+    );
+    assert!(status.success(), "keys create: {out}");
+    let key = out.lines().next().expect("a key").trim().to_owned();
+    // Flushed often, so the click reaches the chart within the case.
+    let server = Server::start(bin, dir.path(), &["--stats-flush", "100ms"]);
     let target = Target::start();
     let long = target.url("/full-flow");
-    let alias = "page-test_1";
+    let alias = FLOW_ALIAS;
     with_browser(async |client: &Client| {
         client.goto(&server.http_url("/")).await.unwrap();
         client

@@ -30,6 +30,8 @@ pub use crate::api::*;
 pub use crate::stats::*;
 // ----- engineer LIFE: click limits that last (issue 19) -----
 pub use crate::life::*;
+// ----- engineer LIST: listings and bulk creation (issue 21) -----
+pub use crate::listing::*;
 
 pub(crate) fn tmp() -> tempfile::TempDir {
     tempfile::tempdir().expect("temp dir")

@@ -24,6 +24,7 @@ pub mod crash_loop;
 pub mod disk_full;
 pub mod harness;
 pub mod life;
+pub mod listing;
 pub mod redis_faults;
 pub mod remedies;
 pub mod rings;
@@ -113,6 +114,9 @@ macro_rules! suite {
             alias_clicks_are_counted_and_a_reclaimed_alias_starts_from_zero,
             // ----- engineer LIFE: click limits that last (issue 19) -----
             click_limits_survive_sigterm_and_kill_9,
+            // ----- engineer LIST: listings and bulk creation (issue 21) -----
+            api_lists_each_keys_links_newest_first_while_links_are_made,
+            api_bulk_creates_answer_per_item,
         );
     };
     (@cases $binary:expr; $($case:ident),* $(,)?) => {

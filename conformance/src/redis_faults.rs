@@ -96,6 +96,9 @@ fn every_acked_link_is_stored(
     }
 }
 
+// ----- engineer LIST: the listing with Redis (issue 21) -----
+pub use crate::listing::redis_cluster_lists_each_keys_links;
+
 fn node(binary: &Path, dir: &Path, store: &str, args: &[&str]) -> Server {
     let mut all = vec![
         "--store",
@@ -604,6 +607,8 @@ macro_rules! redis_suite {
             redis_lifecycle_values_are_judged_alike_on_every_node,
             // ----- engineer LIFE: click limits across nodes (issue 19) -----
             redis_click_limits_are_exact_across_nodes,
+            // ----- engineer LIST: the listing with Redis (issue 21) -----
+            redis_cluster_lists_each_keys_links,
         );
     };
     (@cases $binary:expr; $($case:ident),* $(,)?) => {

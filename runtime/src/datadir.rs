@@ -15,7 +15,9 @@ use std::time::{Duration, Instant};
 
 use shorty_service::codes::{format_code, CodeKey, IdSpace, MAX_CODE_LEN};
 use shorty_service::keydir::{Ident, KeyDir, Location, Target, TOMBSTONE};
-use shorty_service::log::hint::{build_hint, hint_file_name, hint_reservation, HINT_HEADER_LEN};
+use shorty_service::log::hint::{
+    build_hint, hint_file_name, hint_reservation, HintEntry, HINT_HEADER_LEN,
+};
 use shorty_service::log::record::{decode_record, Decoded, ALIAS_KEY};
 use shorty_service::log::recovery::{
     recover_segment, HighWater, RecoveryError, RecoveryFiles, STATE_FILE,
@@ -640,6 +642,9 @@ pub fn recover(
     });
     let high_water = Mutex::new(floor);
     let duplicates: Mutex<Vec<Duplicate>> = Mutex::new(Vec::new());
+    // Links made with an API key: indexed by owner once every segment is
+    // loaded, if still the live version (`KeyDir::index_owned`).
+    let owned: Mutex<Vec<HintEntry>> = Mutex::new(Vec::new());
     // Refusals by segment number: the lowest is reported, whichever
     // thread met it first.
     let failures: Mutex<Vec<(u64, RecoveryError)>> = Mutex::new(Vec::new());
@@ -656,7 +661,11 @@ pub fn recover(
                         break;
                     }
                     let mut found = Vec::new();
+                    let mut owned_here = Vec::new();
                     let result = recover_segment(&mut files, number, |entry| {
+                        if entry.owner.is_some() && !entry.is_tombstone() {
+                            owned_here.push(entry.clone());
+                        }
                         // The highest version wins, whatever file or thread
                         // it came from (docs/round3-design.md §4).
                         let target = entry.target(idx);
@@ -664,6 +673,12 @@ pub fn recover(
                             found.push((entry, same));
                         }
                     });
+                    if !owned_here.is_empty() {
+                        owned
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .append(&mut owned_here);
+                    }
                     for (entry, same) in found {
                         // The other place: whichever record was loaded
                         // first. Both are named, in file order, so the
@@ -775,6 +790,11 @@ pub fn recover(
             first: (segment_file_name(dup.first.0), dup.first.1),
             second: (segment_file_name(dup.second.0), dup.second.1),
         });
+    }
+    for entry in owned.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        if let Some(ownership) = entry.owner {
+            keydir.index_owned(entry.ident(), entry.version, ownership);
+        }
     }
     let begin = high_water.into_inner().unwrap_or_else(|p| p.into_inner());
     // This run hands out ids and numbers from `begin` on; the file says
@@ -1006,6 +1026,7 @@ mod tests {
     use super::*;
     use shorty_service::log::hint::HINT_ENTRY_LEN;
     use shorty_service::log::record::{Keyed, LINK_OVERHEAD, NO_ID};
+    use shorty_service::log::segments::encode_sealed_records;
 
     #[test]
     fn a_second_instance_is_refused_with_the_holder_s_pid() {
@@ -1124,6 +1145,91 @@ mod tests {
         let hint = build_hint(number, &bytes).unwrap();
         fs::write(dir.join(hint_file_name(number)), &hint).unwrap();
         bytes
+    }
+
+    #[test]
+    fn owned_links_are_indexed_from_hints_and_from_scans_at_their_live_version() {
+        use shorty_service::link::LinkMeta;
+        use shorty_service::log::record::{Link, Tombstone};
+        use shorty_service::owners::{Entry, Member};
+        let dir = tempfile::tempdir().unwrap();
+        let options = |key: u64, version: u64| {
+            let meta = LinkMeta {
+                owner_key_id: Some(7),
+                created_at_ms: Some(1_000 + key),
+                version,
+                ..LinkMeta::default()
+            };
+            let mut bytes = Vec::new();
+            meta.encode(&mut bytes);
+            bytes
+        };
+        let first: Vec<Vec<u8>> = (10..20).map(|k| options(k, 0)).collect();
+        let mut records: Vec<Keyed<'_>> = (10..20u64)
+            .zip(&first)
+            .map(|(key, o)| {
+                Keyed::Link(Link {
+                    key,
+                    id: key,
+                    url: b"https://e.com/owned",
+                    options: o,
+                })
+            })
+            .collect();
+        // An anonymous link: never in the index.
+        records.push(Keyed::Link(Link::plain(30, 30, b"https://e.com/anon")));
+        let segment = encode_sealed_records(0, &[&records[..]]);
+        fs::write(dir.path().join(segment_file_name(0)), &segment).unwrap();
+        // Later: key 10 updated (same owner and creation time), key 11
+        // deleted.
+        let updated = options(10, 1);
+        let later = [
+            Keyed::Link(Link {
+                key: 10,
+                id: NO_ID,
+                url: b"https://e.com/changed",
+                options: &updated,
+            }),
+            Keyed::Tombstone(Tombstone {
+                key: 11,
+                version: 1,
+                deleted_at_ms: 5_000,
+                alias: None,
+            }),
+        ];
+        let segment = encode_sealed_records(1, &[&later[..]]);
+        fs::write(dir.path().join(segment_file_name(1)), &segment).unwrap();
+        let expected: Vec<Entry> = (10..20u64)
+            .rev()
+            .filter(|&k| k != 11)
+            .map(|k| Entry {
+                created_at_ms: 1_000 + k,
+                member: Member::Key(k),
+            })
+            .collect();
+        let listed = |dir: &Path| {
+            let table = SegmentTable::new(dir, 0);
+            let keydir = KeyDir::new();
+            let report = recover(dir, &table, &keydir, 2).unwrap();
+            (
+                keydir.owners().page(7, None, 100),
+                keydir.owners().len(),
+                report,
+            )
+        };
+        // Scanned (no hints yet).
+        let (page, len, report) = listed(dir.path());
+        assert_eq!(report.from_hints, 0);
+        assert_eq!((page, len), (expected.clone(), 9));
+        // From hints alone: their extras carry owner and creation time.
+        for n in 0..2 {
+            let bytes = fs::read(dir.path().join(segment_file_name(n))).unwrap();
+            let hint = build_hint(n, &bytes).unwrap();
+            fs::write(dir.path().join(hint_file_name(n)), &hint).unwrap();
+        }
+        let (page, len, report) = listed(dir.path());
+        assert_eq!(report.from_hints, 2);
+        assert_eq!((page, len), (expected, 9));
     }
 
     fn recover_fresh(dir: &Path, threads: usize) -> Result<(RecoveryReport, u64), DataDirError> {

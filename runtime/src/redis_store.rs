@@ -66,6 +66,14 @@ pub const IDS_KEY: &str = "shorty:ids";
 pub const CODE_KEY: &str = "shorty:key";
 /// Prefix of link keys.
 pub const LINK_PREFIX: &str = "shorty:l:";
+/// Prefix of an API key's index of the links it made (a sorted set).
+pub const OWNER_PREFIX: &str = "shorty:o:";
+
+/// An owner index member: the creation time as 16 hex digits, `:`, the
+/// code (fixed width, so the members sort by time, then code).
+pub fn owner_member(created_at_ms: u64, code: &str) -> String {
+    format!("{created_at_ms:016x}:{code}")
+}
 
 /// The key the idle probe writes while the store refuses writes.
 const PROBE_KEY: &str = "shorty:probe";
@@ -701,10 +709,18 @@ impl Store {
         let value = redis_link::encode_link(0, url, options);
         let Some(alias) = alias else {
             return match self.put_value(&value).await {
-                Ok(key) => RemoteReply::Written {
-                    key: Some(key),
-                    version: 0,
-                },
+                Ok(key) => {
+                    let mut code = [0; MAX_CODE_LEN];
+                    if let Err(failed) =
+                        self.index_owner(options, format_code(key, &mut code)).await
+                    {
+                        return failed;
+                    }
+                    RemoteReply::Written {
+                        key: Some(key),
+                        version: 0,
+                    }
+                }
                 Err(failed) => failed.into(),
             };
         };
@@ -724,9 +740,12 @@ impl Store {
         };
         self.set_health(true);
         match check_put(&replies, self.settings.replicas) {
-            PutReply::Confirmed => RemoteReply::Written {
-                key: None,
-                version: 0,
+            PutReply::Confirmed => match self.index_owner(options, alias).await {
+                Ok(()) => RemoteReply::Written {
+                    key: None,
+                    version: 0,
+                },
+                Err(failed) => failed,
             },
             PutReply::Taken => OpResult::Failed(
                 CONFLICT,
@@ -747,6 +766,119 @@ impl Store {
                 .into()
             }
         }
+    }
+
+    /// Adds a link made with an API key to that key's index (a sorted set
+    /// per key, [`OWNER_PREFIX`]; members `created_at:code` under one
+    /// score, so they sort by creation time, then code). A separate
+    /// command after the link's own write: in a cluster the two keys live
+    /// in different slots. Its reply is checked: a link the listing would
+    /// miss is answered 503 (it exists and resolves; the answer says so).
+    async fn index_owner(&self, options: &[u8], code: &str) -> Result<(), RemoteReply> {
+        let Some(owned) = shorty_service::owners::Ownership::of_options(options) else {
+            return Ok(());
+        };
+        let key = format!("{OWNER_PREFIX}{}", owned.owner);
+        let member = owner_member(owned.created_at_ms, code);
+        let mut writes = self.writer();
+        match writes
+            .query(redis::cmd("ZADD").arg(&key).arg(0).arg(&member))
+            .await
+        {
+            Ok(Value::Int(_)) => Ok(()),
+            Ok(other) => Err(Self::unavailable(format!(
+                "the link {code} was stored, but its key's listing answered {other:?}"
+            ))
+            .into()),
+            Err(err) => Err(Self::unavailable(format!(
+                "the link {code} was stored, but not added to its key's listing: {err}"
+            ))
+            .into()),
+        }
+    }
+
+    /// A page of the links API key `owner` made, newest first, after the
+    /// index member `after`: each read from its own key and kept only if
+    /// it is still that key's (the same creation time and owner); entries
+    /// of deleted or re-made links are dropped from the index on the way.
+    async fn list(&self, owner: u32, after: Option<&str>, limit: u32) -> RemoteReply {
+        let key = format!("{OWNER_PREFIX}{owner}");
+        let max = after.map_or_else(|| "+".to_owned(), |a| format!("({a}"));
+        let mut reads = match &self.primary_reads {
+            Some(primary) => primary.clone(),
+            None => self.reads.clone(),
+        };
+        let found = reads
+            .query(
+                redis::cmd("ZRANGE")
+                    .arg(&key)
+                    .arg(&max)
+                    .arg("-")
+                    .arg("BYLEX")
+                    .arg("REV")
+                    .arg("LIMIT")
+                    .arg(0)
+                    .arg(limit),
+            )
+            .await;
+        let members: Vec<String> = match found {
+            Ok(Value::Array(items)) => items
+                .iter()
+                .filter_map(bytes_of)
+                .filter_map(|b| String::from_utf8(b).ok())
+                .collect(),
+            Ok(other) => {
+                return OpResult::Failed(
+                    ErrorCode::INTERNAL,
+                    format!("unexpected store reply to the listing: {other:?}").into(),
+                )
+                .into()
+            }
+            Err(err) => {
+                self.set_health(false);
+                return Self::unavailable(format!("the store cannot list the links: {err}")).into();
+            }
+        };
+        self.set_health(true);
+        let next = (members.len() == limit as usize)
+            .then(|| members.last().map(|m| m.as_str().into()))
+            .flatten();
+        let mut links = Vec::with_capacity(members.len());
+        for member in &members {
+            let Some((time, code)) = member.split_once(':') else {
+                continue;
+            };
+            let created_at_ms = u64::from_str_radix(time, 16).unwrap_or(u64::MAX);
+            match self.read(code, true).await {
+                RemoteReply::Link {
+                    url,
+                    meta: Some(mut meta),
+                    version,
+                } if meta.owner_key_id == Some(owner)
+                    && meta.created_at_ms == Some(created_at_ms) =>
+                {
+                    meta.version = version;
+                    links.push(shorty_service::shard::LinkView {
+                        code: code.into(),
+                        url,
+                        meta,
+                    });
+                }
+                // Gone, or another link now (an alias deleted and claimed
+                // again): not this key's any more.
+                RemoteReply::Link { .. } | RemoteReply::Done(OpResult::NotFound) => {
+                    let mut writes = self.writer();
+                    if let Err(err) = writes.query(redis::cmd("ZREM").arg(&key).arg(member)).await {
+                        // Listed entries are checked anyway: it is
+                        // dropped at the next listing.
+                        tracing::debug!("dropping a dead listing entry: {err}");
+                    }
+                }
+                // A page with a hole would look complete.
+                failed => return failed,
+            }
+        }
+        OpResult::Page { links, next }.into()
     }
 
     /// How long a write's `WAIT` waits for replicas.
@@ -1128,6 +1260,12 @@ pub fn start(
                                     take,
                                     ..
                                 } => store.count(&code, created_at_ms, max, take).await,
+                                RemoteRequest::List {
+                                    owner,
+                                    after,
+                                    limit,
+                                    ..
+                                } => store.list(owner, after.as_deref(), limit).await,
                             }
                         };
                         let result = tokio::time::timeout(limit, work).await;

@@ -451,6 +451,8 @@ pub struct KeyDir {
     epoch: AtomicU64,
     /// The keys of the last [`EPOCH_RING`] mutations, by epoch.
     mutated: Mutex<VecDeque<(u64, u64)>>,
+    /// Each API key's links, for listings (only links with an owner).
+    owners: crate::owners::OwnerIndex,
 }
 
 impl Default for KeyDir {
@@ -478,7 +480,42 @@ impl KeyDir {
             aliases: RwLock::default(),
             epoch: AtomicU64::new(0),
             mutated: Mutex::default(),
+            owners: crate::owners::OwnerIndex::default(),
         }
+    }
+
+    /// Each API key's links, newest first ([`crate::owners`]).
+    pub fn owners(&self) -> &crate::owners::OwnerIndex {
+        &self.owners
+    }
+
+    /// Indexes `ident` under its owner if its record at `version` is the
+    /// live one (recovery, after every segment is loaded; the cores, once a
+    /// record is installed). `false` when it is not (overtaken, deleted).
+    pub fn index_owned(
+        &self,
+        ident: Ident<'_>,
+        version: u64,
+        ownership: crate::owners::Ownership,
+    ) -> bool {
+        let live = matches!(
+            self.lookup(ident),
+            Some((Target::Live(_), state)) if state.installed == version
+        );
+        if live {
+            let member = match ident {
+                Ident::Key(key) => crate::owners::Member::Key(key),
+                Ident::Alias(alias) => crate::owners::Member::Alias(alias.into()),
+            };
+            self.owners.add(
+                ownership.owner,
+                crate::owners::Entry {
+                    created_at_ms: ownership.created_at_ms,
+                    member,
+                },
+            );
+        }
+        live
     }
 
     /// Runs `f` on `ident`'s cell under its lock (the write lock).

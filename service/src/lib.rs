@@ -19,6 +19,7 @@ pub mod log;
 pub mod metrics;
 pub mod ops;
 pub mod output;
+pub mod owners;
 pub mod page;
 pub mod settings;
 pub mod shard;

@@ -111,6 +111,25 @@ pub enum ApiView {
         /// `hour` or `day`, as asked.
         granularity: &'static str,
     },
+    /// `GET /api/v1/links`: one INFO per index entry, in this order
+    /// ([`crate::owners`]).
+    Page {
+        /// Whose links.
+        owner: u32,
+        /// The entries read, newest first.
+        entries: Box<[crate::owners::Entry]>,
+        /// The cursor of the next page (`None`: this is the last).
+        next: Option<String>,
+        /// Who asked.
+        principal: crate::link::Principal,
+    },
+    /// `POST /api/v1/links/bulk`: one create per item, in order.
+    Bulk {
+        /// Each item in order: its long URL (a plain store's answer holds
+        /// only the key) when it was created, or the problem that kept it
+        /// from being tried (invalid, rate-limited).
+        items: Box<[Result<Box<str>, crate::api::Problem>]>,
+    },
 }
 
 /// What a reply waits for.
@@ -127,13 +146,26 @@ pub enum Wait {
     },
     /// The `--delay` demo: nothing before this time.
     Until(Instant),
+    /// Several operations answered as one reply (a listing, a bulk
+    /// creation): rendered once every one is done, in this order; one
+    /// still waiting at the deadline is answered 503 in its place.
+    Many {
+        /// The operations (an outcome known at once is a settled op).
+        ops: Box<[OpId]>,
+        /// How to encode the reply.
+        render: Render,
+        /// When to give up on the ones still waiting.
+        deadline: Instant,
+    },
 }
 
 impl Wait {
     /// When this wait needs the clock.
     pub fn deadline(&self) -> Instant {
         match *self {
-            Wait::Op { deadline, .. } | Wait::Until(deadline) => deadline,
+            Wait::Op { deadline, .. } | Wait::Until(deadline) | Wait::Many { deadline, .. } => {
+                deadline
+            }
         }
     }
 }

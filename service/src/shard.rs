@@ -39,6 +39,7 @@ use crate::log::segments::{FileIdx, SegmentRef, SegmentTable};
 use crate::log::{IoResult, LogIo, LogState, LogWriter};
 use crate::metrics::CoreMetrics;
 use crate::output::{OpId, Wait};
+use crate::owners::Ownership;
 use crate::settings::Settings;
 use crate::stats::{self, ClickCounter, ClickMeta};
 use crate::url::UrlPolicy;
@@ -242,6 +243,14 @@ pub enum OpResult {
     Deleted,
     /// A link's click statistics ([`crate::ops::stats`]).
     Stats(Box<stats::StatsView>),
+    /// A page of one API key's links, newest first, from the remote
+    /// store's per-key index (`RemoteRequest::List`).
+    Page {
+        /// The links, each still the key's.
+        links: Vec<LinkView>,
+        /// The store's cursor after the last one (`None`: no more).
+        next: Option<Box<str>>,
+    },
 }
 
 /// A link as the lifecycle operations return it.
@@ -416,6 +425,18 @@ pub enum RemoteRequest {
         /// A click (take one) or a look.
         take: bool,
     },
+    /// A page of the links API key `owner` made, newest first, from the
+    /// store's per-key index: answered with [`OpResult::Page`].
+    List {
+        /// The operation waiting for it.
+        op: OpId,
+        /// The key's id.
+        owner: u32,
+        /// The store's cursor: list what comes after it.
+        after: Option<Box<str>>,
+        /// At most this many links.
+        limit: u32,
+    },
 }
 
 impl RemoteRequest {
@@ -428,6 +449,7 @@ impl RemoteRequest {
             | RemoteRequest::Create { op, .. }
             | RemoteRequest::Update { op, .. }
             | RemoteRequest::Delete { op, .. }
+            | RemoteRequest::List { op, .. }
             | RemoteRequest::Count { op, .. } => *op,
         }
     }
@@ -736,8 +758,12 @@ impl Shard {
 
     /// A connection going away stops waiting for `wait`.
     pub fn abandon(&mut self, wait: &Wait) {
-        if let Wait::Op { op, .. } = wait {
-            let op = *op;
+        let ops = match wait {
+            Wait::Op { op, .. } => std::slice::from_ref(op),
+            Wait::Many { ops, .. } => ops,
+            Wait::Until(_) => &[],
+        };
+        for &op in ops {
             if let Some(entry) = self.ops.get_mut(op as usize) {
                 if matches!(entry.state, OpState::Waiting) {
                     entry.state = OpState::Abandoned;
@@ -746,6 +772,18 @@ impl Shard {
                 }
             }
         }
+    }
+
+    /// An operation whose outcome is known at once, for a [`Wait::Many`]
+    /// that waits for others beside it.
+    pub(crate) fn settled_op(&mut self, conn: u32, result: OpResult) -> OpId {
+        self.ops.insert(OpEntry {
+            conn,
+            key: 0,
+            state: OpState::Done(result),
+            then: None,
+            click: None,
+        }) as OpId
     }
 
     // ----- the log -----
@@ -802,6 +840,8 @@ impl Shard {
                     Keyed::Link(link) if link.version() == 0 && link.key != ALIAS_KEY => {
                         if !local.keydir.insert(link.key, Location { file, offset }) {
                             taken.push(link.key);
+                        } else if let Some(o) = Ownership::of_options(link.options) {
+                            local.keydir.index_owned(Ident::Key(link.key), 0, o);
                         }
                     }
                     // A claimed alias, an update, a delete: its version was
@@ -822,7 +862,14 @@ impl Shard {
                                 deleted_at_ms: t.deleted_at_ms,
                             },
                         };
-                        local.keydir.install(ident, target, record.version());
+                        let installed = local.keydir.install(ident, target, record.version());
+                        // A claimed alias or an update of a link made with
+                        // a key (an update keeps its owner and place).
+                        if let (true, Keyed::Link(link)) = (installed, record) {
+                            if let Some(o) = Ownership::of_options(link.options) {
+                                local.keydir.index_owned(ident, link.version(), o);
+                            }
+                        }
                     }
                 }
                 records += 1;

@@ -211,16 +211,17 @@ fn keys_and_scopes_govern_the_api_under_auth_required() {
 }
 
 #[test]
-fn calls_the_core_cannot_serve_yet_answer_501() {
+fn a_listing_without_a_key_answers_401() {
     let mut shard = shard(Settings::for_tests("http://s.example/"));
     let t = Instant::now();
     let mut conn = Connection::new(1, Kind::Http(Front::Public), t);
-    // Listings need a per-key index the key directory does not keep.
+    // Links are listed per API key (the key that made them): a loopback
+    // caller without one has every scope but no links of its own.
     let request = "GET /api/v1/links HTTP/1.1\r\nHost: s\r\n\r\n";
     conn.handle_input(&mut shard, request.as_bytes(), t);
     let response = text(&mut shard, &mut conn, t);
-    assert_eq!(status(&response), 501, "{response}");
-    assert_eq!(json_body(&response)["status"], 501);
+    assert_eq!(status(&response), 401, "{response}");
+    assert_eq!(json_body(&response)["status"], 401);
 }
 
 #[test]

@@ -5,6 +5,8 @@
 
 use std::time::{Duration, Instant};
 
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
 use bytes::BytesMut;
 
 use crate::api::auth::{presented_key, AuthError};
@@ -19,7 +21,7 @@ use crate::metrics::{Op, Proto};
 use crate::ops::lifecycle::{self, CreateRequest};
 use crate::ops::stats::StatsQuery;
 use crate::ops::{self, Step};
-use crate::output::{ApiView, Output, Render, Wait};
+use crate::output::{ApiView, OpId, Output, Render, Wait};
 use crate::shard::{OpResult, Shard};
 use crate::stats;
 
@@ -98,7 +100,8 @@ impl Shard {
             }
             match caller {
                 Err(err) => return problem(self, out, err.problem()),
-                Ok(caller) if call.is_write() => {
+                // A bulk creation counts each item apart (below).
+                Ok(caller) if call.is_write() && !matches!(call, ApiCall::Bulk(_)) => {
                     if let Err(limited) =
                         self.limit_http(request, Action::Create, caller.key_id, now)
                     {
@@ -136,7 +139,11 @@ impl Shard {
                 })
             }
             // The Redis store keeps plain links only: SHORTEN's path.
-            ApiCall::Create(link) if link.is_plain() && self.local.is_none() => {
+            // (A link made with a key takes the lifecycle's path: it
+            // records its owner, for the listing.)
+            ApiCall::Create(link)
+                if link.is_plain() && self.local.is_none() && principal.key_id.is_none() =>
+            {
                 let view = ApiView::Created {
                     url: link.url.as_str().into(),
                 };
@@ -151,13 +158,6 @@ impl Shard {
                 let step = lifecycle::create(self, conn, create_request(&link), principal, now);
                 let timeout = self.shared.settings.commit_timeout;
                 self.api_step(step, render(view), timeout, out, now);
-            }
-            ApiCall::Get { code } if self.local.is_none() => {
-                let view = ApiView::Link {
-                    code: code.as_str().into(),
-                    principal,
-                };
-                self.resolve(conn, code.as_bytes(), out, now, render(view), Proto::Http)
             }
             ApiCall::Get { code } => {
                 let view = ApiView::Link {
@@ -213,18 +213,276 @@ impl Shard {
                 let view = ApiView::Stats { granularity: name };
                 self.api_step(step, render(view), timeout, out, now);
             }
-            // A listing needs an index of each key's links, newest first,
-            // that the key directory does not keep; a bulk creation is many
-            // operations answered as one.
-            ApiCall::List { .. } | ApiCall::Bulk(_) => problem(
-                self,
-                out,
-                Problem::new(
-                    501,
-                    "listing links and bulk creation are not served by this server version yet",
-                ),
-            ),
+            ApiCall::List { cursor, limit } if self.local.is_none() => {
+                let Some(owner) = principal.key_id else {
+                    let p = Problem::new(
+                        401,
+                        "links are listed per API key (the key that made them): send one",
+                    );
+                    return problem(self, out, p);
+                };
+                let after = match cursor.as_deref().map(remote_cursor) {
+                    None => None,
+                    Some(Some(after)) => Some(after),
+                    Some(None) => {
+                        let p = Problem::invalid("cursor", "is not a cursor this server made");
+                        return problem(self, out, p);
+                    }
+                };
+                let op = self.new_op(conn, 0);
+                self.remote.push_back(crate::shard::RemoteRequest::List {
+                    op,
+                    owner,
+                    after,
+                    limit,
+                });
+                let view = ApiView::Page {
+                    owner,
+                    entries: Box::default(),
+                    next: None,
+                    principal,
+                };
+                let timeout = self.shared.settings.store_timeout;
+                self.api_step(Step::Pending(op), render(view), timeout, out, now);
+            }
+            ApiCall::List { cursor, limit } => {
+                let after = match cursor.as_deref().map(crate::owners::Entry::from_cursor) {
+                    None => None,
+                    Some(Some(entry)) => Some(entry),
+                    Some(None) => {
+                        let p = Problem::invalid("cursor", "is not a cursor this server made");
+                        return problem(self, out, p);
+                    }
+                };
+                // Links are listed per key: the key that made them.
+                let Some(owner) = principal.key_id else {
+                    let p = Problem::new(
+                        401,
+                        "links are listed per API key (the key that made them): send one",
+                    );
+                    return problem(self, out, p);
+                };
+                // The remote store's listing is the arm above.
+                let entries = self
+                    .owned_page(owner, after, limit as usize)
+                    .unwrap_or_default();
+                let next = (entries.len() == limit as usize)
+                    .then(|| entries.last().map(crate::owners::Entry::cursor))
+                    .flatten();
+                let ops: Box<[OpId]> = entries
+                    .iter()
+                    .map(|entry| {
+                        let code = member_code(&entry.member);
+                        match lifecycle::info(self, conn, code.as_bytes(), principal) {
+                            Step::Pending(op) => op,
+                            Step::Now(result) => self.settled_op(conn, result),
+                        }
+                    })
+                    .collect();
+                let view = ApiView::Page {
+                    owner,
+                    entries: entries.into(),
+                    next,
+                    principal,
+                };
+                self.api_many(
+                    ops,
+                    render(view),
+                    self.shared.settings.store_timeout,
+                    out,
+                    now,
+                );
+            }
+            ApiCall::Bulk(items) => {
+                let mut ops = Vec::with_capacity(items.len());
+                let mut views = Vec::with_capacity(items.len());
+                for item in items {
+                    let link = match item {
+                        Ok(link) => link,
+                        Err(p) => {
+                            views.push(Err(p));
+                            continue;
+                        }
+                    };
+                    // Each item is a creation for the rate limits.
+                    if let Err(limited) =
+                        self.limit_http(request, Action::Create, principal.key_id, now)
+                    {
+                        views.push(Err(Problem::new(429, limited.message())));
+                        continue;
+                    }
+                    let step =
+                        if link.is_plain() && self.local.is_none() && principal.key_id.is_none() {
+                            ops::create::shorten(self, conn, link.url.as_bytes())
+                        } else {
+                            lifecycle::create(self, conn, create_request(&link), principal, now)
+                        };
+                    ops.push(match step {
+                        Step::Pending(op) => op,
+                        Step::Now(result) => self.settled_op(conn, result),
+                    });
+                    views.push(Ok(link.url.into_boxed_str()));
+                }
+                let view = ApiView::Bulk {
+                    items: views.into(),
+                };
+                let timeout = self.shared.settings.commit_timeout;
+                self.api_many(ops.into(), render(view), timeout, out, now);
+            }
         }
+    }
+
+    /// Up to `limit` of `owner`'s links after `after`, newest first, each
+    /// still live in the key directory (dead entries met on the way are
+    /// dropped from the index: a deleted link leaves the listing at once).
+    /// `None` without the embedded log.
+    fn owned_page(
+        &self,
+        owner: u32,
+        mut after: Option<crate::owners::Entry>,
+        limit: usize,
+    ) -> Option<Vec<crate::owners::Entry>> {
+        let keydir = &self.local.as_ref()?.keydir;
+        let owners = keydir.owners();
+        let mut page = Vec::with_capacity(limit);
+        // Each round drops every dead entry it meets, so it ends.
+        loop {
+            let wanted = limit - page.len();
+            let batch = owners.page(owner, after.as_ref(), wanted);
+            let got = batch.len();
+            for entry in batch {
+                let ident = match &entry.member {
+                    crate::owners::Member::Key(key) => crate::keydir::Ident::Key(*key),
+                    crate::owners::Member::Alias(alias) => crate::keydir::Ident::Alias(alias),
+                };
+                let live = matches!(
+                    keydir.lookup(ident),
+                    Some((crate::keydir::Target::Live(_), _))
+                );
+                after = Some(entry.clone());
+                if live {
+                    page.push(entry);
+                } else {
+                    owners.remove(owner, &entry);
+                }
+            }
+            if page.len() == limit || got < wanted {
+                return Some(page);
+            }
+        }
+    }
+
+    /// Queues the wait of a call answered by several operations.
+    fn api_many(
+        &mut self,
+        ops: Box<[OpId]>,
+        render: Render,
+        timeout: Duration,
+        out: &mut Output,
+        now: Instant,
+    ) {
+        // Counted as the largest replies the links can make until they
+        // settle (see `api_step`).
+        let cost = ops.len() * (2 * self.shared.settings.max_url_bytes + 2048);
+        out.push_wait(
+            Wait::Many {
+                ops,
+                render,
+                deadline: now + timeout,
+            },
+            cost.max(crate::output::WAIT_COST),
+        );
+    }
+
+    /// Renders the outcomes of a [`Wait::Many`]; returns the status for
+    /// the metrics.
+    pub(super) fn render_api_many(
+        &self,
+        results: &[OpResult],
+        view: &ApiView,
+        head_only: bool,
+        keep_alive: bool,
+        dst: &mut BytesMut,
+    ) -> u16 {
+        let body = match view {
+            ApiView::Page {
+                owner,
+                entries,
+                next,
+                principal,
+            } => {
+                let mut links = Vec::with_capacity(results.len());
+                for (entry, result) in entries.iter().zip(results) {
+                    match result {
+                        // The entry's link, still the owner's (an alias
+                        // deleted and claimed again is another link).
+                        OpResult::Link(link)
+                            if link.meta.owner_key_id == Some(*owner)
+                                && link.meta.created_at_ms.unwrap_or(0) == entry.created_at_ms =>
+                        {
+                            links.push(self.link_view(link, *principal));
+                        }
+                        OpResult::Link(_) | OpResult::NotFound => {
+                            if let Some(local) = &self.local {
+                                local.keydir.owners().remove(*owner, entry);
+                            }
+                        }
+                        // A page with a hole would look complete: the
+                        // listing fails as a whole (a retry reads again).
+                        failed => {
+                            let p = match self.api_outcome(failed, view) {
+                                Err(p) => p,
+                                Ok(_) => Problem::new(500, "unexpected store reply"),
+                            };
+                            write_problem(dst, &self.date, &p, head_only, keep_alive);
+                            return p.status;
+                        }
+                    }
+                }
+                serde_json::json!({ "links": links, "nextCursor": next })
+            }
+            ApiView::Bulk { items } => {
+                let mut results = results.iter();
+                let items: Vec<_> = items
+                    .iter()
+                    .map(|item| {
+                        let outcome = match item {
+                            Err(p) => Err(p.clone()),
+                            Ok(url) => match results.next() {
+                                Some(result) => {
+                                    self.api_outcome(result, &ApiView::Created { url: url.clone() })
+                                }
+                                None => Err(Problem::new(500, "lost operation")),
+                            },
+                        };
+                        match outcome {
+                            Ok((status, link)) => {
+                                serde_json::json!({ "status": status, "link": link })
+                            }
+                            Err(p) => serde_json::json!({ "status": p.status, "problem": p }),
+                        }
+                    })
+                    .collect();
+                serde_json::json!({ "results": items })
+            }
+            _ => {
+                let p = Problem::new(500, "unexpected reply");
+                write_problem(dst, &self.date, &p, head_only, keep_alive);
+                return p.status;
+            }
+        };
+        http::write(
+            dst,
+            &self.date,
+            &Response {
+                status: 200,
+                headers: &[("Content-Type", "application/json")],
+                body: body.to_string().as_bytes(),
+                head_only,
+                keep_alive,
+            },
+        );
+        200
     }
 
     /// Renders an API operation's step now, or queues its wait.
@@ -264,27 +522,25 @@ impl Shard {
         keep_alive: bool,
         dst: &mut BytesMut,
     ) {
-        let public = self.shared.settings.public_url.as_str();
-        let outcome = match (result, view) {
-            (OpResult::Stored(key), ApiView::Created { url }) => {
-                let mut code = [0; MAX_CODE_LEN];
-                let code = self.shared.codec.code(*key, &mut code);
-                Ok((201, LinkView::plain(code, public, url)))
-            }
-            (OpResult::Url(url) | OpResult::Redirect { url, .. }, ApiView::Link { code, .. }) => {
-                Ok((
-                    200,
-                    LinkView::plain(code, public, &String::from_utf8_lossy(url)),
-                ))
-            }
-            (OpResult::Link(link), ApiView::Created { .. }) => {
-                Ok((201, self.link_view(link, Principal::ANYONE)))
-            }
-            (OpResult::Link(link), ApiView::Link { principal, .. }) => {
-                Ok((200, self.link_view(link, *principal)))
-            }
-            (OpResult::Link(link), ApiView::Updated) => {
-                Ok((200, self.link_view(link, Principal::ANYONE)))
+        match (result, view) {
+            (OpResult::Page { links, next }, ApiView::Page { principal, .. }) => {
+                let links: Vec<_> = links
+                    .iter()
+                    .map(|link| self.link_view(link, *principal))
+                    .collect();
+                let next = next.as_deref().map(|n| URL_SAFE_NO_PAD.encode(n));
+                let body = serde_json::json!({ "links": links, "nextCursor": next }).to_string();
+                return http::write(
+                    dst,
+                    &self.date,
+                    &Response {
+                        status: 200,
+                        headers: &[("Content-Type", "application/json")],
+                        body: body.as_bytes(),
+                        head_only,
+                        keep_alive,
+                    },
+                );
             }
             (OpResult::Deleted, ApiView::Deleted) => {
                 return http::write(
@@ -313,30 +569,9 @@ impl Shard {
                     },
                 );
             }
-            (OpResult::NotFound, _) => Err(Problem::new(404, "no link has this code")),
-            (OpResult::Gone { reason, .. }, _) => Err(Problem::new(410, reason.message())),
-            // The URL policy's refusals are about the URL field.
-            (OpResult::Failed(code, message), ApiView::Created { .. } | ApiView::Updated)
-                if matches!(code.0, 400 | 422) && message.contains("URL") =>
-            {
-                // 422 (a URL that parses as JSON but is not one we take)
-                // keeps its status.
-                let mut problem = Problem::invalid("url", message.as_ref());
-                problem.status = code.0;
-                problem.title = http::reason(code.0);
-                Err(problem)
-            }
-            (OpResult::Failed(code, message), _) => {
-                let status = if (400..600).contains(&code.0) {
-                    code.0
-                } else {
-                    500
-                };
-                Err(Problem::new(status, message.as_ref()))
-            }
-            _ => Err(Problem::new(500, "unexpected store reply")),
-        };
-        match outcome {
+            _ => {}
+        }
+        match self.api_outcome(result, view) {
             Ok((status, link)) => {
                 // Serialising strings and numbers cannot fail.
                 let body = serde_json::to_vec(&link).unwrap_or_default();
@@ -364,6 +599,82 @@ impl Shard {
             }
             Err(problem) => write_problem(dst, &self.date, &problem, head_only, keep_alive),
         }
+    }
+
+    /// An operation's outcome as the API shows one link (with its status),
+    /// or a problem.
+    fn api_outcome(&self, result: &OpResult, view: &ApiView) -> Result<(u16, LinkView), Problem> {
+        let public = self.shared.settings.public_url.as_str();
+        match (result, view) {
+            (OpResult::Stored(key), ApiView::Created { url }) => {
+                let mut code = [0; MAX_CODE_LEN];
+                let code = self.shared.codec.code(*key, &mut code);
+                Ok((201, LinkView::plain(code, public, url)))
+            }
+            (OpResult::Url(url) | OpResult::Redirect { url, .. }, ApiView::Link { code, .. }) => {
+                Ok((
+                    200,
+                    LinkView::plain(code, public, &String::from_utf8_lossy(url)),
+                ))
+            }
+            (OpResult::Link(link), ApiView::Created { .. }) => {
+                Ok((201, self.link_view(link, Principal::ANYONE)))
+            }
+            (OpResult::Link(link), ApiView::Link { principal, .. }) => {
+                Ok((200, self.link_view(link, *principal)))
+            }
+            (OpResult::Link(link), ApiView::Updated) => {
+                Ok((200, self.link_view(link, Principal::ANYONE)))
+            }
+            (OpResult::NotFound, _) => Err(Problem::new(404, "no link has this code")),
+            (OpResult::Gone { reason, .. }, _) => Err(Problem::new(410, reason.message())),
+            // The URL policy's refusals are about the URL field.
+            (OpResult::Failed(code, message), ApiView::Created { .. } | ApiView::Updated)
+                if matches!(code.0, 400 | 422) && message.contains("URL") =>
+            {
+                // 422 (a URL that parses as JSON but is not one we take)
+                // keeps its status.
+                let mut problem = Problem::invalid("url", message.as_ref());
+                problem.status = code.0;
+                problem.title = http::reason(code.0);
+                Err(problem)
+            }
+            (OpResult::Failed(code, message), _) => {
+                let status = if (400..600).contains(&code.0) {
+                    code.0
+                } else {
+                    500
+                };
+                Err(Problem::new(status, message.as_ref()))
+            }
+            _ => Err(Problem::new(500, "unexpected store reply")),
+        }
+    }
+}
+
+/// The remote store's cursor (its index member: 16 hex digits of the
+/// creation time, `:`, the code) from the API's opaque one.
+fn remote_cursor(cursor: &str) -> Option<Box<str>> {
+    if cursor.len() > 120 {
+        return None;
+    }
+    let bytes = URL_SAFE_NO_PAD.decode(cursor).ok()?;
+    let member = std::str::from_utf8(&bytes).ok()?;
+    let (time, code) = member.split_once(':')?;
+    let well_formed = time.len() == 16
+        && time.bytes().all(|b| b.is_ascii_hexdigit())
+        && crate::link::check_alias(code).is_ok();
+    well_formed.then(|| member.into())
+}
+
+/// The code an owner-index entry's link is reached by.
+fn member_code(member: &crate::owners::Member) -> Box<str> {
+    match member {
+        crate::owners::Member::Key(key) => {
+            let mut buf = [0; MAX_CODE_LEN];
+            crate::codes::format_code(*key, &mut buf).into()
+        }
+        crate::owners::Member::Alias(alias) => alias.clone(),
     }
 }
 

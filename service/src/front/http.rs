@@ -362,9 +362,11 @@ impl Shard {
                 let status = if code.0 == 503 { 503 } else { 500 };
                 respond(dst, status, &[], &format!("{message}\n"))
             }
-            OpResult::Stored(_) | OpResult::Link(_) | OpResult::Stats(_) | OpResult::Deleted => {
-                respond(dst, 500, &[], "unexpected store reply\n")
-            }
+            OpResult::Stored(_)
+            | OpResult::Link(_)
+            | OpResult::Stats(_)
+            | OpResult::Deleted
+            | OpResult::Page { .. } => respond(dst, 500, &[], "unexpected store reply\n"),
         }
     }
 }

@@ -36,7 +36,8 @@ pub(crate) fn status_of(result: &OpResult) -> u16 {
         | OpResult::Redirect { .. }
         | OpResult::Link(_)
         | OpResult::Stats(_)
-        | OpResult::Deleted => 0,
+        | OpResult::Deleted
+        | OpResult::Page { .. } => 0,
         OpResult::NotFound => 404,
         OpResult::Gone { .. } => crate::link::GONE.0,
         OpResult::Failed(code, _) => code.0,
@@ -171,7 +172,8 @@ impl Shard {
                     OpResult::Stored(_)
                     | OpResult::Link(_)
                     | OpResult::Stats(_)
-                    | OpResult::Deleted => error(ErrorCode::INTERNAL, "unexpected store reply"),
+                    | OpResult::Deleted
+                    | OpResult::Page { .. } => error(ErrorCode::INTERNAL, "unexpected store reply"),
                 };
                 encode(&reply, dst);
             }
@@ -194,6 +196,11 @@ impl Shard {
                 render,
                 deadline,
             } => (*op, render, *deadline),
+            Wait::Many {
+                ops,
+                render,
+                deadline,
+            } => return self.settle_many(ops, render, *deadline, dst, now),
         };
         let (proto, kind) = match render {
             Render::Shortened { .. } => (Proto::Framed, Op::Shorten),
@@ -236,6 +243,66 @@ impl Shard {
         };
         self.metrics().request(proto, kind, status_of(&done));
         self.render(&done, render, dst);
+        Released::Done
+    }
+
+    /// [`settle`](Self::settle) of a [`Wait::Many`]: done once every
+    /// operation is, or at the deadline (the ones still waiting are
+    /// abandoned and answered 503 in their place).
+    fn settle_many(
+        &mut self,
+        ops: &[OpId],
+        render: &Render,
+        deadline: Instant,
+        dst: &mut BytesMut,
+        now: Instant,
+    ) -> Released {
+        let waiting = |op: &OpId| {
+            matches!(
+                self.ops.get(*op as usize).map(|e| &e.state),
+                Some(OpState::Waiting)
+            )
+        };
+        if now < deadline && ops.iter().any(waiting) {
+            return Released::Pending;
+        }
+        let results: Vec<OpResult> = ops
+            .iter()
+            .map(|&op| match self.ops.get(op as usize).map(|e| &e.state) {
+                Some(OpState::Done(_)) => match self.ops.remove(op as usize).state {
+                    OpState::Done(result) => result,
+                    _ => OpResult::Failed(ErrorCode::INTERNAL, "lost operation".into()),
+                },
+                Some(OpState::Waiting) => {
+                    if let Some(entry) = self.ops.get_mut(op as usize) {
+                        entry.state = OpState::Abandoned;
+                    }
+                    OpResult::Failed(
+                        ErrorCode::OVERLOADED,
+                        "the store did not answer in time; a creation may still have been \
+                         made: read it back"
+                            .into(),
+                    )
+                }
+                _ => OpResult::Failed(ErrorCode::INTERNAL, "lost operation".into()),
+            })
+            .collect();
+        match render {
+            Render::Api {
+                view,
+                head_only,
+                keep_alive,
+            } => {
+                let status = self.render_api_many(&results, view, *head_only, *keep_alive, dst);
+                self.metrics().request(Proto::Http, Op::Api, status);
+            }
+            // Only the API gathers operations.
+            _ => self.render(
+                &OpResult::Failed(ErrorCode::INTERNAL, "unexpected reply".into()),
+                render,
+                dst,
+            ),
+        }
         Released::Done
     }
 }

@@ -11,7 +11,7 @@
 //! | 16     | 8    | segment number `u64`                              |
 //! | 24     | 28   | the segment's seal: `data_len` `u64`, CRC `u32`, keyed records `u64`, max id `u64` |
 //! | 52     | 12·n | entries: key `u64`, record offset `u32` ([`TOMBSTONE`] for a tombstone) |
-//! | …      | …    | format 3: extras, for the entries that are not plain links: entry index `u32`, version `u64`, deleted at `u64` (Unix ms, 0 for a link), alias length `u16`, alias |
+//! | …      | …    | format 3: extras, for the entries that are not plain links: entry index `u32`, version `u64`, deleted at `u64` (Unix ms, 0 for a link), alias length `u16` (bit 15: [`OWNED`]), alias, then if [`OWNED`]: owner key id `u32`, created at `u64` |
 //! | end−4  | 4    | CRC32C of everything before it                    |
 //!
 //! The extras give recovery from hints alone each mutated key's version,
@@ -19,6 +19,12 @@
 //! version wins" and to know quarantines without reading the segment. A
 //! segment of generated links only has no extras: its hint costs 12 bytes
 //! per link, as in format 2 (whose hints still read).
+//!
+//! A link made with an API key has an extra too, carrying its owner and
+//! creation time, so the owner index ([`crate::owners`]) is rebuilt from
+//! hints alone. The [`OWNED`] bit sits in the alias length (aliases are
+//! at most 64 bytes): a build that predates it reads such a hint as
+//! damaged and scans the segment instead, never misreads it.
 //!
 //! A hint is used only if its checksum holds, it names its segment, its
 //! copy of the seal equals the seal at the end of the segment, it has
@@ -46,6 +52,8 @@ pub struct HintEntry {
     pub deleted_at_ms: u64,
     /// The alias, if the record is an alias's.
     pub alias: Option<Box<str>>,
+    /// The API key that made the link, and when (links only).
+    pub owner: Option<crate::owners::Ownership>,
 }
 
 impl HintEntry {
@@ -57,6 +65,7 @@ impl HintEntry {
             version: 0,
             deleted_at_ms: 0,
             alias: None,
+            owner: None,
         }
     }
 
@@ -76,6 +85,10 @@ impl HintEntry {
             alias: record
                 .alias()
                 .map(|a| String::from_utf8_lossy(a).into_owned().into_boxed_str()),
+            owner: match record {
+                Keyed::Link(link) => crate::owners::Ownership::of_options(link.options),
+                Keyed::Tombstone(_) => None,
+            },
         }
     }
 
@@ -109,12 +122,23 @@ impl HintEntry {
     }
 
     fn is_plain(&self) -> bool {
-        self.version == 0 && self.deleted_at_ms == 0 && self.alias.is_none() && !self.is_tombstone()
+        self.version == 0
+            && self.deleted_at_ms == 0
+            && self.alias.is_none()
+            && self.owner.is_none()
+            && !self.is_tombstone()
     }
 }
 
 /// Bytes of an extra besides its alias.
 const EXTRA_LEN: usize = 4 + 8 + 8 + 2;
+
+/// Bit of an extra's alias length: the owner (`u32`) and creation time
+/// (`u64`) follow the alias.
+pub const OWNED: u16 = 0x8000;
+
+/// Bytes of an extra's owner and creation time.
+const OWNER_LEN: usize = 4 + 8;
 
 /// The first 8 bytes of a hint file.
 pub const HINT_MAGIC: [u8; 8] = *b"SHORTYHT";
@@ -217,8 +241,13 @@ pub fn encode_hint<'e>(
             extras.put_u32_le(u32::try_from(i).unwrap_or(u32::MAX));
             extras.put_u64_le(entry.version);
             extras.put_u64_le(entry.deleted_at_ms);
-            extras.put_u16_le(alias.len() as u16);
+            let owned = if entry.owner.is_some() { OWNED } else { 0 };
+            extras.put_u16_le(alias.len() as u16 | owned);
             extras.put_slice(alias);
+            if let Some(o) = entry.owner {
+                extras.put_u32_le(o.owner);
+                extras.put_u64_le(o.created_at_ms);
+            }
         }
     }
     dst.put_slice(&extras);
@@ -343,24 +372,38 @@ struct Extra<'a> {
     version: u64,
     deleted_at_ms: u64,
     alias: Option<&'a str>,
+    owner: Option<crate::owners::Ownership>,
 }
 
 /// The extra at the front of `bytes` and its length.
 fn parse_extra(bytes: &[u8]) -> Option<(Extra<'_>, usize)> {
     let head = bytes.get(..EXTRA_LEN)?;
-    let alias_len = usize::from(u16::from_le_bytes([head[20], head[21]]));
+    let len_field = u16::from_le_bytes([head[20], head[21]]);
+    let alias_len = usize::from(len_field & !OWNED);
     let alias = bytes.get(EXTRA_LEN..EXTRA_LEN + alias_len)?;
     let alias = match alias {
         [] => None,
         text => Some(std::str::from_utf8(text).ok()?),
+    };
+    let mut len = EXTRA_LEN + alias_len;
+    let owner = if len_field & OWNED != 0 {
+        let o = bytes.get(len..len + OWNER_LEN)?;
+        len += OWNER_LEN;
+        Some(crate::owners::Ownership {
+            owner: u32::from_le_bytes(o[..4].try_into().ok()?),
+            created_at_ms: u64::from_le_bytes(o[4..].try_into().ok()?),
+        })
+    } else {
+        None
     };
     let extra = Extra {
         index: u32::from_le_bytes(head[..4].try_into().ok()?) as usize,
         version: u64::from_le_bytes(head[4..12].try_into().ok()?),
         deleted_at_ms: u64::from_le_bytes(head[12..20].try_into().ok()?),
         alias,
+        owner,
     };
-    Some((extra, EXTRA_LEN + alias_len))
+    Some((extra, len))
 }
 
 /// The entries of a checked hint ([`decode_hint`]).
@@ -383,6 +426,7 @@ impl Iterator for HintEntries<'_> {
                 entry.version = extra.version;
                 entry.deleted_at_ms = extra.deleted_at_ms;
                 entry.alias = extra.alias.map(Into::into);
+                entry.owner = extra.owner;
                 self.extras = &self.extras[len..];
             }
         }
@@ -445,6 +489,7 @@ mod tests {
                 version: 5,
                 deleted_at_ms: 0,
                 alias: None,
+                owner: None,
             },
             HintEntry {
                 key: crate::log::record::ALIAS_KEY,
@@ -452,9 +497,29 @@ mod tests {
                 version: 2,
                 deleted_at_ms: 1_700_000_000_000,
                 alias: Some("promo".into()),
+                owner: None,
+            },
+            // A generated link made with a key: only its owner is extra.
+            HintEntry {
+                owner: Some(crate::owners::Ownership {
+                    owner: 7,
+                    created_at_ms: 1_700_000_000_123,
+                }),
+                ..HintEntry::plain(3, 300)
+            },
+            HintEntry {
+                key: crate::log::record::ALIAS_KEY,
+                offset: 400,
+                version: 1,
+                deleted_at_ms: 0,
+                alias: Some("spring".into()),
+                owner: Some(crate::owners::Ownership {
+                    owner: u32::MAX,
+                    created_at_ms: 0,
+                }),
             },
         ];
-        let seal = Seal { links: 3, ..seal() };
+        let seal = Seal { links: 5, ..seal() };
         let mut bytes = Vec::new();
         encode_hint(7, &seal, &entries, &mut bytes);
         let decoded: Vec<_> = decode_hint(&bytes, 7, &seal).unwrap().collect();
@@ -462,9 +527,10 @@ mod tests {
         // Only the plain entries: exactly format 2's size.
         // A tombstone without its version is refused.
         let mut bare = Vec::new();
+        let seal3 = Seal { links: 3, ..seal };
         encode_hint(
             7,
-            &seal,
+            &seal3,
             &[
                 HintEntry::plain(1, 30),
                 HintEntry::plain(2, 200),
@@ -473,7 +539,7 @@ mod tests {
             &mut bare,
         );
         assert_eq!(
-            decode_hint(&bare, 7, &seal).err(),
+            decode_hint(&bare, 7, &seal3).err(),
             Some(HintError::BadEntry)
         );
         let mut plain_only = Vec::new();

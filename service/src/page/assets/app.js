@@ -37,6 +37,7 @@
   function make(tag, t, cls) { var e = document.createElement(tag); if (t != null) text(e, t); if (cls) e.className = cls; return e; }
   function when(ms) { return ms == null ? "never" : new Date(ms).toLocaleString(); }
   function enc(code) { return encodeURIComponent(code); }
+  function iso(ms) { return new Date(ms).toISOString(); }
   function clicks(l) { return (l.clicks && l.clicks.total) || 0; }
 
   function fail(err) {
@@ -54,7 +55,7 @@
     if (alias) body.slug = alias;
     if ($("expires").value) {
       var at = new Date($("expires").value).getTime();
-      if (!isNaN(at)) body.expiresAt = at;
+      if (!isNaN(at)) body.expiresAt = iso(at);
     }
     $("shorten-button").disabled = true;
     api("POST", "/api/v1/links", body).then(function (link) {
@@ -143,7 +144,8 @@
 
   function chart(code, granularity, step, n, now) {
     var to = Math.floor(now / step) * step + step, from = to - n * step;
-    var q = "/api/v1/links/" + enc(code) + "/stats?from=" + from + "&to=" + to + "&granularity=" + granularity;
+    // The API takes RFC 3339 times.
+    var q = "/api/v1/links/" + enc(code) + "/stats?from=" + iso(from) + "&to=" + iso(to) + "&granularity=" + granularity;
     api("GET", q).then(function (s) {
       var counts = [];
       for (var i = 0; i < n; i++) counts.push(0);
