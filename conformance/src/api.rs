@@ -290,6 +290,16 @@ pub fn api_keys_scopes_and_revoke(bin: &Path) {
     authed
         .shorten_with("https://example.com/authed", &options)
         .expect("SHORTEN2 after AUTH");
+    // A version-1 SHORTEN on a keyed connection makes a link that key
+    // owns: it may delete it (review of 4647e0a: 403, the link had no
+    // owner).
+    let v1 = authed
+        .shorten("https://example.com/v1-keyed")
+        .expect("SHORTEN");
+    assert!(v1.starts_with(&server.public_base()), "{v1}");
+    authed
+        .delete(&v1)
+        .expect("the key that made a link deletes it");
 
     keys(bin, dir.path(), &["revoke", "writer"]);
     let deadline = Instant::now() + Duration::from_secs(10);

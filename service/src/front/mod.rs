@@ -135,24 +135,26 @@ impl Shard {
                 keep_alive,
             } => self.render_api(result, view, *head_only, *keep_alive, dst),
             &Render::Shortened { bare } => {
-                let reply_bytes;
-                let reply = match result {
-                    OpResult::Stored(key) => {
-                        let mut code = [0; MAX_CODE_LEN];
+                let mut buf = [0; MAX_CODE_LEN];
+                let code = match result {
+                    OpResult::Stored(key) => Ok(self.shared.codec.code(*key, &mut buf)),
+                    // A keyed SHORTEN runs the lifecycle's create.
+                    OpResult::Link(view) => Ok(&*view.code),
+                    OpResult::Failed(code, message) => Err(error(*code, message)),
+                    _ => Err(error(ErrorCode::INTERNAL, "unexpected store reply")),
+                };
+                let short;
+                let reply = match code {
+                    Ok(code) => {
                         let public = self.shared.settings.public_url.as_str();
-                        let code = self.shared.codec.code(*key, &mut code);
-                        let mut s = String::with_capacity(public.len() + code.len());
-                        s.push_str(public);
-                        s.push_str(code);
-                        reply_bytes = s;
+                        short = format!("{public}{code}");
                         if bare {
-                            Reply::Bare(reply_bytes.as_bytes())
+                            Reply::Bare(short.as_bytes())
                         } else {
-                            Reply::Shortened(reply_bytes.as_bytes())
+                            Reply::Shortened(short.as_bytes())
                         }
                     }
-                    OpResult::Failed(code, message) => error(*code, message),
-                    _ => error(ErrorCode::INTERNAL, "unexpected store reply"),
+                    Err(reply) => reply,
                 };
                 encode(&reply, dst);
             }

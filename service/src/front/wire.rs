@@ -393,6 +393,15 @@ impl Shard {
             Step::refused(principal.refusal(), message)
         } else if let Some(refusal) = self.over_create_limit(principal, now) {
             refusal
+        } else if principal.key_id.is_some() {
+            // A keyed SHORTEN makes a link its key owns (it may change,
+            // delete and list it), as a keyed POST does: the same create
+            // operation, without options.
+            let request = ops::lifecycle::CreateRequest {
+                url,
+                ..Default::default()
+            };
+            ops::lifecycle::create(self, conn, request, principal, now)
         } else {
             ops::create::shorten(self, conn, url)
         };
