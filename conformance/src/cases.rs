@@ -26,6 +26,8 @@ pub use crate::browser::{
 pub use crate::v2::*;
 // The JSON API (issue 21).
 pub use crate::api::*;
+// ----- engineer MEASURE: per-link query forwarding (issue 24) -----
+pub use crate::forward::*;
 
 pub(crate) fn tmp() -> tempfile::TempDir {
     tempfile::tempdir().expect("temp dir")

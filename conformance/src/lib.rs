@@ -22,6 +22,7 @@ pub mod cases;
 pub mod cluster;
 pub mod crash_loop;
 pub mod disk_full;
+pub mod forward;
 pub mod harness;
 pub mod redis_faults;
 pub mod remedies;
@@ -107,6 +108,11 @@ macro_rules! suite {
             blocked_destinations_and_credentials_are_refused,
             // ----- engineer APIINT: API link calls on the operations -----
             api_links_conflict_expire_and_belong_to_their_key,
+            // ----- engineer MEASURE: per-link query forwarding (issue 24) -----
+            forward_query_per_link_wins_over_the_flag_through_the_wire,
+            forward_query_per_link_through_the_json_api,
+            forward_query_is_carried_by_export_and_import,
+            forward_query_per_link_in_the_redis_store,
         );
     };
     (@cases $binary:expr; $($case:ident),* $(,)?) => {
