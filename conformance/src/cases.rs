@@ -32,6 +32,8 @@ pub use crate::stats::*;
 pub use crate::life::*;
 // ----- engineer LIST: listings and bulk creation (issue 21) -----
 pub use crate::listing::*;
+// ----- engineer MEASURE: per-link query forwarding (issue 24) -----
+pub use crate::forward::*;
 
 pub(crate) fn tmp() -> tempfile::TempDir {
     tempfile::tempdir().expect("temp dir")

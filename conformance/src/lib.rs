@@ -22,6 +22,7 @@ pub mod cases;
 pub mod cluster;
 pub mod crash_loop;
 pub mod disk_full;
+pub mod forward;
 pub mod harness;
 pub mod life;
 pub mod listing;
@@ -117,6 +118,11 @@ macro_rules! suite {
             // ----- engineer LIST: listings and bulk creation (issue 21) -----
             api_lists_each_keys_links_newest_first_while_links_are_made,
             api_bulk_creates_answer_per_item,
+            // ----- engineer MEASURE: per-link query forwarding (issue 24) -----
+            forward_query_per_link_wins_over_the_flag_through_the_wire,
+            forward_query_per_link_through_the_json_api,
+            forward_query_is_carried_by_export_and_import,
+            forward_query_per_link_in_the_redis_store,
         );
     };
     (@cases $binary:expr; $($case:ident),* $(,)?) => {

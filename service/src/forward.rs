@@ -18,8 +18,8 @@
 //! - a result longer than the limit is not made: the redirect goes to the
 //!   target without the visitor's query rather than failing.
 //!
-//! Whether to forward at all is the caller's: the server's
-//! `--forward-query` now, a link's own option once links carry options.
+//! Whether to forward at all is the caller's: a link's own option (tag 8,
+//! `forward_query`) when it has one, else the server's `--forward-query`.
 
 use std::borrow::Cow;
 use std::fmt::Write as _;

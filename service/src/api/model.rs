@@ -51,6 +51,8 @@ pub struct CreateBody {
     redirect_status: Option<u16>,
     #[serde(default)]
     title: Option<String>,
+    #[serde(default)]
+    forward_query: Option<bool>,
 }
 
 /// `POST /api/v1/links/bulk` as sent.
@@ -78,6 +80,8 @@ pub struct PatchBody {
     title: Patch<String>,
     #[serde(default)]
     disabled: Patch<bool>,
+    #[serde(default)]
+    forward_query: Patch<bool>,
 }
 
 /// A checked creation. URLs are checked against the URL policy where the
@@ -98,6 +102,9 @@ pub struct CreateLink {
     pub redirect_status: Option<u16>,
     /// A title for people.
     pub title: Option<String>,
+    /// Forward a visitor's query into the redirect (`None`: the server's
+    /// `--forward-query`).
+    pub forward_query: Option<bool>,
 }
 
 impl CreateLink {
@@ -128,6 +135,8 @@ pub struct LinkPatch {
     pub title: Patch<String>,
     /// Disabled or enabled (it cannot be cleared).
     pub disabled: Option<bool>,
+    /// Query forwarding (`null` clears it: the server's default again).
+    pub forward_query: Patch<bool>,
 }
 
 /// Click totals of a link.
@@ -166,6 +175,8 @@ pub struct LinkView {
     pub disabled: bool,
     /// Title.
     pub title: Option<String>,
+    /// Query forwarding of its own (`null`: the server's `--forward-query`).
+    pub forward_query: Option<bool>,
     /// Click totals.
     pub clicks: Option<Clicks>,
     /// RFC 3339.
@@ -186,6 +197,7 @@ impl LinkView {
             redirect_status: None,
             disabled: false,
             title: None,
+            forward_query: None,
             clicks: None,
             last_click_at: None,
         }
@@ -379,6 +391,7 @@ pub fn create_link(body: CreateBody, prefix: &str) -> Result<CreateLink, Problem
         expired_url: body.expired_url,
         redirect_status: c.check("redirectStatus", body.redirect_status, check_status),
         title: c.check("title", body.title, check_title),
+        forward_query: body.forward_query,
         url: body.url,
     };
     c.finish(link)
@@ -437,6 +450,7 @@ pub fn patch(body: PatchBody) -> Result<LinkPatch, Problem> {
         redirect_status: c.patch("redirectStatus", body.redirect_status, check_status),
         title: c.patch("title", body.title, check_title),
         disabled,
+        forward_query: body.forward_query,
     };
     if patch == LinkPatch::default() {
         c.fail("body", "names no field to change");

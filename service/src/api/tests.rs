@@ -269,3 +269,41 @@ fn the_openapi_document_is_valid_and_lists_exactly_the_routes() {
         assert!(matches!(status, 404 | 405), "{path}");
     }
 }
+
+// ----- engineer MEASURE: per-link query forwarding (issue 24) -----
+
+#[test]
+fn forward_query_is_a_link_option_set_cleared_and_shown() {
+    let create = |body: &str| match call(Method::Post, "/api/v1/links", None, body) {
+        Ok(ApiCall::Create(link)) => link,
+        other => panic!("{other:?}"),
+    };
+    let off = create(r#"{"url":"https://e.com/","forwardQuery":false}"#);
+    assert_eq!(off.forward_query, Some(false));
+    assert!(!off.is_plain(), "an option: not a plain SHORTEN");
+    let on = create(r#"{"url":"https://e.com/","forwardQuery":true}"#);
+    assert_eq!(on.forward_query, Some(true));
+    assert_eq!(create(r#"{"url":"https://e.com/"}"#).forward_query, None);
+    assert_eq!(
+        field_of(call(
+            Method::Post,
+            "/api/v1/links",
+            None,
+            r#"{"url":"https://e.com/","forwardQuery":"yes"}"#
+        )),
+        (400, "forwardQuery".into())
+    );
+    let patch = |body: &str| match call(Method::Patch, "/api/v1/links/abc", None, body) {
+        Ok(ApiCall::Update { patch, .. }) => patch.forward_query,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(patch(r#"{"forwardQuery":false}"#), Patch::Set(false));
+    assert_eq!(patch(r#"{"forwardQuery":null}"#), Patch::Clear);
+    assert_eq!(patch(r#"{"title":"t"}"#), Patch::Keep);
+    let mut view = LinkView::plain("abc", "http://s/", "https://e.com/");
+    view.forward_query = Some(false);
+    let json = serde_json::to_value(&view).unwrap();
+    assert_eq!(json["forwardQuery"], serde_json::Value::Bool(false));
+    let json = serde_json::to_value(LinkView::plain("abc", "http://s/", "https://e.com/")).unwrap();
+    assert!(json["forwardQuery"].is_null(), "present, null by default");
+}

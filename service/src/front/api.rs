@@ -695,6 +695,7 @@ impl Shard {
         view.redirect_status = meta.redirect_status;
         view.disabled = meta.disabled;
         view.title = meta.title.as_deref().map(str::to_owned);
+        view.forward_query = meta.forward_query;
         let key = self
             .shared
             .codec
@@ -749,6 +750,7 @@ fn create_request(link: &api::CreateLink) -> CreateRequest<'_> {
             redirect_status: link.redirect_status,
             expired_url: link.expired_url.as_deref().map(Box::from),
             title: link.title.as_deref().map(Box::from),
+            forward_query: link.forward_query,
             ..LinkMeta::default()
         },
     }
@@ -775,7 +777,7 @@ fn link_patch(patch: api::LinkPatch) -> crate::link::LinkPatch {
             Some(false) => Field::Clear,
         },
         title: field(patch.title, Box::from),
-        forward_query: Field::Keep,
+        forward_query: field(patch.forward_query, |v| v),
     }
 }
 

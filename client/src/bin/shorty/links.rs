@@ -30,6 +30,10 @@ pub(crate) struct CreateArgs {
     /// A title.
     #[arg(long)]
     pub(crate) title: Option<String>,
+    /// Forward a visitor's query into the redirect (`on`) or not (`off`);
+    /// absent: the server's `--forward-query`.
+    #[arg(long, value_name = "on|off", value_parser = parse_on_off)]
+    pub(crate) forward_query: Option<bool>,
 }
 
 impl CreateArgs {
@@ -41,6 +45,7 @@ impl CreateArgs {
             || self.status.is_some()
             || self.expired_url.is_some()
             || self.title.is_some()
+            || self.forward_query.is_some()
     }
 
     /// The options (`url` left empty: the call sets it).
@@ -56,6 +61,7 @@ impl CreateArgs {
         o.redirect_status = self.status;
         o.expired_url = self.expired_url.as_deref();
         o.title = self.title.as_deref();
+        o.forward_query = self.forward_query;
         Ok(o)
     }
 }
@@ -90,6 +96,21 @@ pub(crate) struct UpdateArgs {
     /// Enable it again.
     #[arg(long)]
     pub(crate) enable: bool,
+    /// Forward a visitor's query (`on`), not (`off`), or follow the
+    /// server's `--forward-query` again (`default`).
+    #[arg(long, value_name = "on|off|default")]
+    pub(crate) forward_query: Option<ForwardChange>,
+}
+
+/// `shorty update --forward-query`: a choice of the link's own, or none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum ForwardChange {
+    /// Forward the visitor's query.
+    On,
+    /// Redirect to the URL as stored.
+    Off,
+    /// Follow the server's `--forward-query` again.
+    Default,
 }
 
 impl UpdateArgs {
@@ -121,6 +142,11 @@ impl UpdateArgs {
             (false, true) => Some(false),
             (false, false) => None,
         };
+        p.forward_query = self.forward_query.map(|c| match c {
+            ForwardChange::On => Some(true),
+            ForwardChange::Off => Some(false),
+            ForwardChange::Default => None,
+        });
         if p.is_empty() {
             return Err("nothing to change: give a URL or an option (see --help)".into());
         }
@@ -132,6 +158,14 @@ fn parse_status(text: &str) -> Result<u16, String> {
     match text.parse() {
         Ok(status @ (301 | 302 | 307 | 308)) => Ok(status),
         _ => Err(format!("{text:?} is not 301, 302, 307 or 308")),
+    }
+}
+
+fn parse_on_off(text: &str) -> Result<bool, String> {
+    match text {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        _ => Err(format!("{text:?} is not on or off")),
     }
 }
 
@@ -214,6 +248,15 @@ pub(crate) fn render_link(link: &Link) -> String {
             .map_or("server default".into(), |s| s.to_string()),
     );
     line("disabled:", if link.disabled { "yes" } else { "no" }.into());
+    line(
+        "forward query:",
+        match link.forward_query {
+            Some(true) => "on",
+            Some(false) => "off",
+            None => "server default",
+        }
+        .into(),
+    );
     if let Some(total) = link.clicks_total {
         let (human, bot) = (link.clicks_human.unwrap_or(0), link.clicks_bot.unwrap_or(0));
         line("clicks:", format!("{total} ({human} human, {bot} bot)"));
@@ -395,6 +438,48 @@ mod tests {
         assert!(UpdateArgs::default().patch(None, now).is_err());
     }
 
+    #[test]
+    fn forward_query_is_on_off_or_back_to_the_default() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Create {
+            #[command(flatten)]
+            args: CreateArgs,
+        }
+        #[derive(Parser)]
+        struct Update {
+            #[command(flatten)]
+            args: UpdateArgs,
+        }
+        let now = at(DEC1);
+        let create = |v: &str| Create::try_parse_from(["x", "--forward-query", v]);
+        let off = create("off").unwrap().args;
+        assert!(off.any(), "an option: SHORTEN2");
+        assert_eq!(off.options(now).unwrap().forward_query, Some(false));
+        assert_eq!(
+            create("on")
+                .unwrap()
+                .args
+                .options(now)
+                .unwrap()
+                .forward_query,
+            Some(true)
+        );
+        assert!(
+            create("default").is_err(),
+            "a new link has no own choice to clear"
+        );
+        assert!(create("yes").is_err());
+        let update = |v: &str| {
+            let args = Update::try_parse_from(["x", "--forward-query", v])?.args;
+            Ok::<_, clap::Error>(args.patch(None, now).unwrap().forward_query)
+        };
+        assert_eq!(update("off").unwrap(), Some(Some(false)));
+        assert_eq!(update("on").unwrap(), Some(Some(true)));
+        assert_eq!(update("default").unwrap(), Some(None), "cleared");
+        assert!(update("1").is_err());
+    }
+
     fn stats() -> Stats {
         let mut s = Stats::default();
         (s.total, s.human, s.bot) = (13, 12, 1);
@@ -482,6 +567,7 @@ mod tests {
              max clicks:      10\n\
              redirect:        server default\n\
              disabled:        no\n\
+             forward query:   server default\n\
              clicks:          3 (2 human, 1 bot)\n"
         );
         let value = link_json(&link);
