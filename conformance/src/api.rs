@@ -10,21 +10,21 @@ use crate::cases::tmp;
 use crate::harness::{run_to_exit, Server};
 
 /// Status, headers' lookup and body of one API call.
-struct Answer {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: String,
+pub(crate) struct Answer {
+    pub(crate) status: u16,
+    pub(crate) headers: Vec<(String, String)>,
+    pub(crate) body: String,
 }
 
 impl Answer {
-    fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
     }
 
-    fn json(&self) -> serde_json::Value {
+    pub(crate) fn json(&self) -> serde_json::Value {
         serde_json::from_str(&self.body)
             .unwrap_or_else(|e| panic!("{e}: {} {}", self.status, self.body))
     }
@@ -41,7 +41,7 @@ fn agent() -> ureq::Agent {
 
 /// One API call: `method`, `path` on the server's HTTP front, a JSON body
 /// (for POST and PATCH), a key.
-fn call(
+pub(crate) fn call(
     server: &Server,
     method: &str,
     path: &str,
@@ -106,7 +106,7 @@ fn raw(server: &Server, request: &[u8]) -> (u16, bool) {
 }
 
 /// `keys ...` on the binary, returning its output.
-fn keys(bin: &Path, dir: &Path, args: &[&str]) -> String {
+pub(crate) fn keys(bin: &Path, dir: &Path, args: &[&str]) -> String {
     let mut all = vec!["keys", "--data-dir", dir.to_str().unwrap()];
     all.extend_from_slice(args);
     let (status, out) = run_to_exit(bin, &all, Duration::from_secs(30));

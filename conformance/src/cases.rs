@@ -26,6 +26,11 @@ pub use crate::browser::{
 pub use crate::v2::*;
 // The JSON API (issue 21).
 pub use crate::api::*;
+// ----- engineer KEYS (issue 21) -----
+pub use crate::keys::{
+    a_key_s_own_create_rate_replaces_the_defaults, disable_destination_disables_links_already_made,
+    links_to_this_server_itself_are_refused,
+};
 
 pub(crate) fn tmp() -> tempfile::TempDir {
     tempfile::tempdir().expect("temp dir")

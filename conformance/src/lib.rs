@@ -23,6 +23,7 @@ pub mod cluster;
 pub mod crash_loop;
 pub mod disk_full;
 pub mod harness;
+pub mod keys;
 pub mod redis_faults;
 pub mod remedies;
 pub mod rings;
@@ -107,6 +108,10 @@ macro_rules! suite {
             blocked_destinations_and_credentials_are_refused,
             // ----- engineer APIINT: API link calls on the operations -----
             api_links_conflict_expire_and_belong_to_their_key,
+            // ----- engineer KEYS (issue 21: per-key limits, abuse tools) -----
+            a_key_s_own_create_rate_replaces_the_defaults,
+            disable_destination_disables_links_already_made,
+            links_to_this_server_itself_are_refused,
         );
     };
     (@cases $binary:expr; $($case:ident),* $(,)?) => {

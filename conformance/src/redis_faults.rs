@@ -21,6 +21,9 @@ use crate::cluster::{or_skip, Redis, RedisCluster};
 use crate::harness::{run_to_exit, Server};
 use crate::wire::code_of;
 
+// ----- engineer KEYS (issue 21) -----
+pub use crate::keys::redis_keys_are_shared_by_every_node_and_revoked_on_all;
+
 /// Where the store keeps a link (the layout documented in the runtime's
 /// `redis_store`, which operators read with `redis-cli`).
 const LINK_PREFIX: &str = "shorty:l:";
@@ -599,6 +602,8 @@ macro_rules! redis_suite {
             redis_cluster_node_down_at_start_and_export,
             // ----- engineer REDIS (issue 19, Redis store) -----
             redis_lifecycle_values_are_judged_alike_on_every_node,
+            // ----- engineer KEYS (issue 21: keys in Redis) -----
+            redis_keys_are_shared_by_every_node_and_revoked_on_all,
         );
     };
     (@cases $binary:expr; $($case:ident),* $(,)?) => {

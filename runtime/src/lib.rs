@@ -15,6 +15,8 @@
 //!   thread.
 //! - [`tools`]: `verify`, `export`, `import`.
 //! - [`blocklist`]: `--blocklist`, re-read on SIGHUP.
+//! - [`disable`]: `disable-destination`, links to blocked destinations
+//!   disabled in bulk through the running server.
 //! - [`keys`]: `keys create|list|revoke`, and reloading keys while serving.
 //! - [`merge`]: the merge (compaction) thread and the `merge` tool.
 //! - [`logging`]: text or JSON logs.
@@ -28,6 +30,7 @@ pub mod admin;
 pub mod blocklist;
 pub mod config;
 pub mod datadir;
+pub mod disable;
 pub mod driver;
 pub mod keys;
 pub mod listen;
