@@ -338,3 +338,63 @@ pub fn links_to_this_server_itself_are_refused(bin: &Path) {
         assert_eq!(made.status, 201, "{url}: {}", made.body);
     }
 }
+
+/// `disable-destination --store redis://`: the links are read from the
+/// store, disabled through one node, and every node answers 410 for them
+/// (within `--store-cache-ttl`) while other links still redirect.
+pub fn redis_disable_destination_reaches_every_node(bin: &Path) {
+    let Some(cluster) = or_skip(RedisCluster::start(3)) else {
+        return;
+    };
+    let seeds = cluster.seeds();
+    let args = ["--store", seeds.as_str()];
+    let (d1, d2) = (crate::cases::tmp(), crate::cases::tmp());
+    let nodes = [
+        Server::start(bin, d1.path(), &args),
+        Server::start(bin, d2.path(), &args),
+    ];
+    let make = |node: &Server, url: &str| {
+        let body = format!(r#"{{"url":"{url}"}}"#);
+        let made = call(node, "POST", "/api/v1/links", Some(&body), None);
+        assert_eq!(made.status, 201, "{}", made.body);
+        made.json()["code"].as_str().unwrap().to_owned()
+    };
+    let blocked = [
+        make(&nodes[0], "https://evil.example/a"),
+        make(&nodes[1], "https://cdn.evil.example/b"),
+    ];
+    let kept = make(&nodes[1], "https://example.com/fine");
+    let server_addr = nodes[0].addr().to_string();
+    let (status, out) = run_to_exit(
+        bin,
+        &[
+            "disable-destination",
+            "--store",
+            &seeds,
+            "--server",
+            &server_addr,
+            "evil.example",
+        ],
+        Duration::from_secs(30),
+    );
+    assert!(status.success(), "{out}");
+    for code in &blocked {
+        assert!(out.contains(code.as_str()), "{code} not disabled: {out}");
+    }
+    for node in &nodes {
+        for code in &blocked {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                let (status, _, _) = crate::cases::http("GET", &node.http_url(&format!("/{code}")));
+                if status == 410 {
+                    break;
+                }
+                assert_eq!(status, 302, "{code}");
+                assert!(Instant::now() < deadline, "{code} still redirects");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        let (status, _, _) = crate::cases::http("GET", &node.http_url(&format!("/{kept}")));
+        assert_eq!(status, 302, "{kept} is untouched");
+    }
+}

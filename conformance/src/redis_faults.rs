@@ -22,7 +22,10 @@ use crate::harness::{run_to_exit, Server};
 use crate::wire::code_of;
 
 // ----- engineer KEYS (issue 21) -----
-pub use crate::keys::redis_keys_are_shared_by_every_node_and_revoked_on_all;
+pub use crate::keys::{
+    redis_disable_destination_reaches_every_node,
+    redis_keys_are_shared_by_every_node_and_revoked_on_all,
+};
 
 /// Where the store keeps a link (the layout documented in the runtime's
 /// `redis_store`, which operators read with `redis-cli`).
@@ -604,6 +607,7 @@ macro_rules! redis_suite {
             redis_lifecycle_values_are_judged_alike_on_every_node,
             // ----- engineer KEYS (issue 21: keys in Redis) -----
             redis_keys_are_shared_by_every_node_and_revoked_on_all,
+            redis_disable_destination_reaches_every_node,
         );
     };
     (@cases $binary:expr; $($case:ident),* $(,)?) => {
