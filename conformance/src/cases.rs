@@ -34,6 +34,11 @@ pub use crate::life::*;
 pub use crate::listing::*;
 // ----- engineer MEASURE: per-link query forwarding (issue 24) -----
 pub use crate::forward::*;
+// ----- engineer KEYS (issue 21) -----
+pub use crate::keys::{
+    a_key_s_own_create_rate_replaces_the_defaults, disable_destination_disables_links_already_made,
+    links_to_this_server_itself_are_refused,
+};
 
 pub(crate) fn tmp() -> tempfile::TempDir {
     tempfile::tempdir().expect("temp dir")

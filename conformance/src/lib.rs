@@ -24,6 +24,7 @@ pub mod crash_loop;
 pub mod disk_full;
 pub mod forward;
 pub mod harness;
+pub mod keys;
 pub mod life;
 pub mod listing;
 pub mod redis_faults;
@@ -123,6 +124,10 @@ macro_rules! suite {
             forward_query_per_link_through_the_json_api,
             forward_query_is_carried_by_export_and_import,
             forward_query_per_link_in_the_redis_store,
+            // ----- engineer KEYS (issue 21: per-key limits, abuse tools) -----
+            a_key_s_own_create_rate_replaces_the_defaults,
+            disable_destination_disables_links_already_made,
+            links_to_this_server_itself_are_refused,
         );
     };
     (@cases $binary:expr; $($case:ident),* $(,)?) => {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use crate::api::{call, keys};
 use crate::cases::tmp;
-use crate::harness::Server;
+use crate::harness::{run_to_exit, Server};
 
 /// A key with `scopes`, made with `keys create` before the server starts.
 fn key(bin: &Path, dir: &Path, name: &str, scopes: &str) -> String {
@@ -284,24 +284,36 @@ pub fn api_bulk_creates_answer_per_item(bin: &Path) {
     assert_eq!(statuses, [201, 201, 429, 429, 429], "{}", limited.body);
 }
 
-/// The listing with the Redis Cluster store: two nodes share one key
-/// (the same `keys.json`) and one 3-primary cluster; 45 links made on
-/// either node page as 20/20/5 newest first on one node while the other
-/// makes more, with no repeat or gap; another key's links are absent; a
-/// deleted link vanishes; a cursor this server did not make is refused.
+/// The listing with the Redis Cluster store: two nodes share the keys
+/// (made once in the store, `keys --store`) and one 3-primary cluster; 45
+/// links made on either node page as 20/20/5 newest first on one node
+/// while the other makes more, with no repeat or gap; another key's links
+/// are absent; a deleted link vanishes; a cursor this server did not make
+/// is refused.
 pub fn redis_cluster_lists_each_keys_links(bin: &Path) {
     let Some(cluster) = crate::cluster::or_skip(crate::cluster::RedisCluster::start(3)) else {
         return;
     };
     let (d1, d2) = (tmp(), tmp());
-    let scopes = "links:write,links:read";
-    let (mine, theirs) = (
-        key(bin, d1.path(), "mine", scopes),
-        key(bin, d1.path(), "theirs", scopes),
-    );
-    let stats_only = key(bin, d1.path(), "stats-only", "stats:read");
-    std::fs::copy(d1.path().join("keys.json"), d2.path().join("keys.json")).unwrap();
     let seeds = cluster.seeds();
+    let store_key = |name: &str, scopes: &str| {
+        let args = [
+            "keys",
+            "--store",
+            seeds.as_str(),
+            "create",
+            "--name",
+            name,
+            "--scopes",
+            scopes,
+        ];
+        let (status, out) = run_to_exit(bin, &args, std::time::Duration::from_secs(30));
+        assert!(status.success(), "keys create {name}: {out}");
+        out.lines().next().unwrap().trim().to_owned()
+    };
+    let scopes = "links:write,links:read";
+    let (mine, theirs) = (store_key("mine", scopes), store_key("theirs", scopes));
+    let stats_only = store_key("stats-only", "stats:read");
     let args = ["--store", seeds.as_str(), "--store-replicas", "0"];
     let one = Server::start(bin, d1.path(), &args);
     let two = Server::start(bin, d2.path(), &args);

@@ -21,6 +21,12 @@ use crate::cluster::{or_skip, Redis, RedisCluster};
 use crate::harness::{run_to_exit, Server};
 use crate::wire::code_of;
 
+// ----- engineer KEYS (issue 21) -----
+pub use crate::keys::{
+    redis_disable_destination_reaches_every_node,
+    redis_keys_are_shared_by_every_node_and_revoked_on_all,
+};
+
 /// Where the store keeps a link (the layout documented in the runtime's
 /// `redis_store`, which operators read with `redis-cli`).
 const LINK_PREFIX: &str = "shorty:l:";
@@ -609,6 +615,9 @@ macro_rules! redis_suite {
             redis_click_limits_are_exact_across_nodes,
             // ----- engineer LIST: the listing with Redis (issue 21) -----
             redis_cluster_lists_each_keys_links,
+            // ----- engineer KEYS (issue 21: keys in Redis) -----
+            redis_keys_are_shared_by_every_node_and_revoked_on_all,
+            redis_disable_destination_reaches_every_node,
         );
     };
     (@cases $binary:expr; $($case:ident),* $(,)?) => {

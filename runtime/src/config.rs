@@ -128,16 +128,51 @@ pub enum Tool {
         /// The short code (or the whole short URL).
         code: String,
     },
-    /// Manage API keys (stored hashed in DATA_DIR/keys.json; a running
-    /// server applies changes within seconds).
+    /// Manage API keys (stored hashed in DATA_DIR/keys.json, or in the
+    /// Redis store with --store redis://...; running servers apply changes
+    /// within seconds).
     Keys {
         /// The data directory.
         #[arg(long, env = "SHORTY_DATA_DIR", default_value = "./shorty-data")]
         data_dir: PathBuf,
+        /// Keep the keys in a Redis store instead (`redis://HOST:PORT,...`),
+        /// shared by every node serving it.
+        #[arg(long, env = "SHORTY_STORE", value_parser = parse_store)]
+        store: Option<StoreSpec>,
         /// What to do.
         #[command(subcommand)]
         action: KeysAction,
     },
+    // ----- engineer KEYS (issue 21) -----
+    /// Disable every link to blocked destinations (rules as in a
+    /// --blocklist file), through the running server: a new version of
+    /// each, as an API PATCH {"disabled": true} makes. Prints their codes.
+    DisableDestination(DisableArgs),
+}
+
+/// `disable-destination`'s arguments.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DisableArgs {
+    /// The data directory whose links are read (a running server's is
+    /// fine).
+    #[arg(long, env = "SHORTY_DATA_DIR", default_value = "./shorty-data")]
+    pub data_dir: PathBuf,
+    /// Read the links from a Redis store instead (`redis://HOST:PORT,...`).
+    #[arg(long, env = "SHORTY_STORE", value_parser = parse_store)]
+    pub store: Option<StoreSpec>,
+    /// The running server's framed-protocol address, which disables each
+    /// link (an UPDATE, as the API's PATCH).
+    #[arg(long, default_value = "127.0.0.1:9000")]
+    pub server: String,
+    /// An API key with the links:all scope (needed under --auth required).
+    #[arg(long, env = "SHORTY_API_KEY")]
+    pub api_key: Option<String>,
+    /// Also every rule of this blocklist file.
+    #[arg(long)]
+    pub blocklist: Option<PathBuf>,
+    /// Blocklist rules: `evil.example` (it and every name under it),
+    /// `.evil.example` (only the names under it), an IP address.
+    pub rules: Vec<String>,
 }
 
 /// `stats --granularity`.
@@ -163,6 +198,11 @@ pub enum KeysAction {
         /// It stops working after this long (`90d`).
         #[arg(long, value_parser = parse_duration)]
         expires: Option<Duration>,
+        /// Its own limit on new links (`N/s`, `N/min`, `N/h`), instead of
+        /// --rate-create-key and --rate-create for requests made with it
+        /// (lower for a trial key, higher for a trusted service).
+        #[arg(long)]
+        rate_create: Option<String>,
     },
     /// List the keys (never the keys themselves).
     List,
@@ -817,6 +857,8 @@ impl ServeArgs {
             api_body_timeout: self.api_body_timeout,
             auth_required: self.auth_required(),
             allow_userinfo: self.allow_userinfo,
+            // ----- engineer KEYS (issue 21) -----
+            refuse_self_links: self.public_url.is_some(),
             trusted_proxies: self.trusted_proxies.0.clone(),
             client_ip_header: self.client_ip_header,
             linger_bytes: self.linger_bytes as usize,

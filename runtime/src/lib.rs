@@ -16,6 +16,8 @@
 //! - [`tools`]: `verify`, `export`, `import`.
 //! - [`blocklist`]: `--blocklist`, re-read on SIGHUP.
 //! - [`click_limits`]: click limits' counts, saved under the data directory.
+//! - [`disable`]: `disable-destination`, links to blocked destinations
+//!   disabled in bulk through the running server.
 //! - [`keys`]: `keys create|list|revoke`, and reloading keys while serving.
 //! - [`merge`]: the merge (compaction) thread and the `merge` tool.
 //! - [`logging`]: text or JSON logs.
@@ -30,6 +32,7 @@ pub mod blocklist;
 pub mod click_limits;
 pub mod config;
 pub mod datadir;
+pub mod disable;
 pub mod driver;
 pub mod keys;
 pub mod listen;

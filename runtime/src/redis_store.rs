@@ -129,7 +129,7 @@ impl Conn {
 
     /// One command. An error reply (OOM, MISCONF, NOREPLICAS, READONLY,
     /// ...) is an `Err`: redis-rs hands it back as `Ok(Value::ServerError)`.
-    async fn query(&mut self, cmd: &Cmd) -> RedisResult<Value> {
+    pub async fn query(&mut self, cmd: &Cmd) -> RedisResult<Value> {
         let value = match self {
             Conn::Cluster(c) => c.req_packed_command(cmd).await,
             Conn::Single(c) => c.req_packed_command(cmd).await,

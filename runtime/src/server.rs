@@ -164,7 +164,21 @@ where
             granularity,
             code,
         }) => return crate::stats::tool(&data_dir, &code, from, to, granularity),
-        Some(Tool::Keys { data_dir, action }) => return crate::keys::run(&data_dir, &action),
+        Some(Tool::Keys {
+            data_dir,
+            store,
+            action,
+        }) => return crate::keys::run(&data_dir, store.as_ref(), &action),
+        Some(Tool::DisableDestination(a)) => {
+            return crate::disable::run(
+                &a.data_dir,
+                a.store.as_ref(),
+                &a.rules,
+                a.blocklist.as_deref(),
+                &a.server,
+                a.api_key.as_deref(),
+            )
+        }
         None => {}
     }
     let args = cli.serve;
@@ -296,7 +310,10 @@ where
         shared = shared.with_clicks(clicks);
     }
     let shared = Arc::new(shared);
-    crate::keys::start_reloader(&args.data_dir, &shared)?;
+    crate::keys::start_reloader(
+        crate::keys::KeyStore::open(&args.data_dir, &args.store)?,
+        &shared,
+    )?;
     if let Some(path) = &args.blocklist {
         crate::blocklist::start(path, &shared)?;
     }

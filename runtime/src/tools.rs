@@ -735,8 +735,25 @@ fn store_runtime() -> io::Result<tokio::runtime::Runtime> {
 /// `export --store`: every link of a Redis store, as JSON lines.
 pub fn export_redis(spec: &crate::config::RedisSpec, out: Option<&Path>) -> ExitCode {
     let result = (|| -> Result<(u64, u64), String> {
-        let rt = store_runtime().map_err(|e| e.to_string())?;
         let mut sink = open_output(out).map_err(|e| e.to_string())?;
+        let counts = export_redis_links(spec, &mut sink)?;
+        sink.flush().map_err(|e| e.to_string())?;
+        Ok(counts)
+    })();
+    report_export(result)
+}
+
+/// Writes every link of a Redis store to `sink` as JSON lines; returns the
+/// links written and the damaged values skipped.
+///
+/// # Errors
+/// The store fails, or writing to `sink` does.
+pub fn export_redis_links(
+    spec: &crate::config::RedisSpec,
+    sink: &mut impl Write,
+) -> Result<(u64, u64), String> {
+    {
+        let rt = store_runtime().map_err(|e| e.to_string())?;
         let mut links = 0;
         let mut damaged = 0;
         rt.block_on(async {
@@ -791,7 +808,7 @@ pub fn export_redis(spec: &crate::config::RedisSpec, out: Option<&Path>) -> Exit
                             }
                         };
                         let line = ExportedLink::new(code, &url, &meta);
-                        serde_json::to_writer(&mut sink, &line).map_err(|e| e.to_string())?;
+                        serde_json::to_writer(&mut *sink, &line).map_err(|e| e.to_string())?;
                         sink.write_all(b"\n").map_err(|e| e.to_string())?;
                         links += 1;
                     }
@@ -803,10 +820,8 @@ pub fn export_redis(spec: &crate::config::RedisSpec, out: Option<&Path>) -> Exit
             }
             Ok::<(), String>(())
         })?;
-        sink.flush().map_err(|e| e.to_string())?;
         Ok((links, damaged))
-    })();
-    report_export(result)
+    }
 }
 
 /// `import --store`: loads JSON lines into a Redis store, keeping codes.

@@ -18,11 +18,12 @@
 //! client's connections spread over cores by `SO_REUSEPORT` share one
 //! budget.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::hash::Hash;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use governor::clock::Clock;
@@ -127,6 +128,9 @@ impl<K: Eq + Hash + Clone> StateStore for BoundedStore<K> {
 }
 
 type Limiter<K> = RateLimiter<K, BoundedStore<K>, LimitClock, NoOpMiddleware<Nanos>>;
+
+/// The limiter of one key with a limit of its own.
+type KeyLimiter = RateLimiter<NotKeyed, InMemoryState, LimitClock, NoOpMiddleware<Nanos>>;
 
 /// A limiter, and its entries' count for [`Limits::entries`].
 fn limiter<K: Eq + Hash + Clone + Send + Sync + 'static>(
@@ -258,6 +262,10 @@ pub struct Limits {
     create_client: Option<Limiter<Client>>,
     create_key: Option<Limiter<u32>>,
     redirect_client: Option<Limiter<Client>>,
+    /// Keys with a creation limit of their own (`keys create
+    /// --rate-create`), each with its limiter. Bounded by the key table
+    /// (an operator's keys, not clients').
+    key_rates: RwLock<HashMap<u32, (Rate, Arc<KeyLimiter>)>>,
     sizes: Vec<Box<dyn Fn() -> usize + Send + Sync>>,
 }
 
@@ -287,8 +295,35 @@ impl Limits {
             create_key: limiter(settings.create_per_key, max, &clock, &mut sizes),
             clock,
             loopback: settings.loopback,
+            key_rates: RwLock::default(),
             sizes,
         }
+    }
+
+    /// The limiter of key `id` with its own `rate`, made on its first use
+    /// (and made again should its rate differ).
+    fn key_limiter(&self, id: u32, rate: Rate) -> Option<Arc<KeyLimiter>> {
+        // Only ever inserted into whole: a poisoned lock still holds whole
+        // entries.
+        if let Some((r, limiter)) = self
+            .key_rates
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&id)
+        {
+            if *r == rate {
+                return Some(limiter.clone());
+            }
+        }
+        let limiter = Arc::new(RateLimiter::direct_with_clock(
+            rate.quota()?,
+            self.clock.clone(),
+        ));
+        self.key_rates
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, (rate, limiter.clone()));
+        Some(limiter)
     }
 
     /// `true` when no limit is configured (the fronts skip the checks).
@@ -308,10 +343,37 @@ impl Limits {
         key_id: Option<u32>,
         now: Instant,
     ) -> Result<(), Limited> {
+        self.check_with(action, peer, key_id, None, now)
+    }
+
+    /// As [`Limits::check`], for a key with a creation limit of its own
+    /// (`key_rate`, from `keys create --rate-create`): a creation made with
+    /// it counts against that limit alone, neither against
+    /// `--rate-create-key` nor against its client address's
+    /// `--rate-create` — the operator said how much this key may do, and a
+    /// service creating links for many users comes from few addresses.
+    ///
+    /// # Errors
+    /// [`Limited`] when a limit is reached.
+    pub fn check_with(
+        &self,
+        action: Action,
+        peer: Option<IpAddr>,
+        key_id: Option<u32>,
+        key_rate: Option<Rate>,
+        now: Instant,
+    ) -> Result<(), Limited> {
         let limited = |n: governor::NotUntil<Nanos>, clock: &LimitClock| Limited {
             limit: n.quota().burst_size().get(),
             retry_after: n.wait_time_from(clock.now()),
         };
+        if let (Action::Create, Some(id), Some(rate)) = (action, key_id, key_rate) {
+            let Some(limiter) = self.key_limiter(id, rate) else {
+                return Ok(());
+            };
+            self.clock.advance_to(now);
+            return limiter.check().map_err(|n| limited(n, &self.clock));
+        }
         let client_limiter = match action {
             Action::Create => &self.create_client,
             Action::Redirect => &self.redirect_client,
@@ -343,7 +405,12 @@ impl Limits {
     /// Entries held by the limiters, all together (for tests and
     /// metrics).
     pub fn entries(&self) -> usize {
-        self.sizes.iter().map(|size| size()).sum()
+        let keys = self
+            .key_rates
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .len();
+        self.sizes.iter().map(|size| size()).sum::<usize>() + keys
     }
 }
 
@@ -443,6 +510,51 @@ mod tests {
             limits.check(Action::Create, Some(ip), None, t0).is_ok(),
             "no key: no key limit"
         );
+    }
+
+    #[test]
+    fn a_key_s_own_rate_replaces_the_defaults_lower_or_higher() {
+        let t0 = Instant::now();
+        let limits = Limits::new(
+            &LimitSettings {
+                create_per_client: rate("3/min"),
+                create_per_key: rate("3/min"),
+                loopback: true,
+                ..LimitSettings::default()
+            },
+            t0,
+        );
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        let low = rate("1/min");
+        limits
+            .check_with(Action::Create, Some(ip), Some(1), low, t0)
+            .unwrap();
+        let refused = limits
+            .check_with(Action::Create, Some(ip), Some(1), low, t0)
+            .unwrap_err();
+        assert_eq!(
+            (refused.limit, refused.retry_after_secs()),
+            (1, 60),
+            "the key's own limit, where the defaults allow 3"
+        );
+        let other: IpAddr = "192.0.2.2".parse().unwrap();
+        let high = rate("100/min");
+        for i in 0..50 {
+            assert!(
+                limits
+                    .check_with(Action::Create, Some(other), Some(2), high, t0)
+                    .is_ok(),
+                "request {i}: a higher limit is not held to the defaults"
+            );
+        }
+        for _ in 0..3 {
+            limits
+                .check(Action::Create, Some(other), Some(3), t0)
+                .unwrap_or_else(|_| panic!("the override did not count against the address"));
+        }
+        assert!(limits
+            .check(Action::Create, Some(other), Some(3), t0)
+            .is_err());
     }
 }
 

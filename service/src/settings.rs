@@ -74,6 +74,10 @@ pub struct Settings {
     pub auth_required: bool,
     /// Accept URLs with user information (`user:pass@host`).
     pub allow_userinfo: bool,
+    /// Refuse (400) URLs on this server's own host, under `public_url`:
+    /// set when `--public-url` was given explicitly ([`crate::url`] says
+    /// why not otherwise).
+    pub refuse_self_links: bool,
     /// Proxies whose `X-Forwarded-For` / `Forwarded` name the client
     /// (`--trusted-proxies`).
     pub trusted_proxies: Vec<crate::limits::Cidr>,
@@ -146,6 +150,7 @@ impl Settings {
             api_body_timeout: Duration::from_secs(10),
             auth_required: false,
             allow_userinfo: false,
+            refuse_self_links: false,
             trusted_proxies: Vec::new(),
             client_ip_header: crate::limits::ClientIpHeader::XForwardedFor,
             linger_bytes: DEFAULT_LINGER_BYTES,

@@ -139,6 +139,19 @@ impl Shared {
         self.keys.current().authenticate(key)
     }
 
+    /// The creation limit key `key_id` has of its own, if any (`keys
+    /// create --rate-create`), for `action`.
+    pub fn key_create_rate(
+        &self,
+        action: crate::limits::Action,
+        key_id: Option<u32>,
+    ) -> Option<crate::limits::Rate> {
+        match (action, key_id) {
+            (crate::limits::Action::Create, Some(_)) => self.keys.current().create_rate(key_id),
+            _ => None,
+        }
+    }
+
     /// Shared state for `cores` cores.
     pub fn new(settings: Settings, codec: Codec, store: StoreMode, cores: usize) -> Self {
         // The page's assets are compressed and hashed now, at start, not
@@ -148,7 +161,8 @@ impl Shared {
         }
         Self {
             policy: UrlPolicy::new(settings.max_url_bytes, settings.public_url.clone())
-                .allow_userinfo(settings.allow_userinfo),
+                .allow_userinfo(settings.allow_userinfo)
+                .refuse_self_links(settings.refuse_self_links),
             settings,
             codec,
             store,
@@ -688,7 +702,10 @@ impl Shard {
         key_id: Option<u32>,
         now: Instant,
     ) -> Result<(), Limited> {
-        self.shared.limits.check(action, self.peer, key_id, now)
+        let key_rate = self.shared.key_create_rate(action, key_id);
+        self.shared
+            .limits
+            .check_with(action, self.peer, key_id, key_rate, now)
     }
 
     /// The HTTP `Date` value.

@@ -6,6 +6,18 @@
 //! base URL + an existing code), which would only build a redirect chain.
 //! The seed's client sends `http://127.0.0.1:5000/<uuid>`, which shares the
 //! default public base but whose path is not a code: it is accepted.
+//!
+//! **Links to ourselves.** With an explicit `--public-url`, any other URL
+//! on this server's own host under the public base (`https://s.example/x`
+//! when short URLs are `https://s.example/CODE`) is refused too (400):
+//! whatever it names, its visitors come back here — a redirect to a 404,
+//! or, once a link by that name exists, a loop. The same host on the
+//! other default port (`http://` for an `https://` base) counts as ours
+//! (a scheme upgrade sends it back here). Without `--public-url` the base
+//! is merely the HTTP front's address (`http://127.0.0.1:5000/`), which
+//! the seed's own client puts in the URLs it shortens: refusing them
+//! would break it, so only existing codes are refused there (409).
+//!
 //! Credentials in a URL (`https://user:pass@host/`) are refused unless
 //! `--allow-userinfo`: they leak through every redirect and are a phishing
 //! staple (`https://bank.com@evil.example/`).
@@ -42,6 +54,9 @@ pub enum UrlError {
     /// Carries user information (`user:pass@`), refused without
     /// `--allow-userinfo`.
     Userinfo,
+    /// Points at this server (under the explicit `--public-url`): a
+    /// redirect back to ourselves.
+    SelfLink,
 }
 
 impl UrlError {
@@ -50,7 +65,7 @@ impl UrlError {
         match self {
             UrlError::TooLong { .. } => ErrorCode::TOO_LARGE,
             UrlError::AlreadyShort => ErrorCode::ALREADY_SHORT,
-            UrlError::Userinfo => ErrorCode::MALFORMED,
+            UrlError::Userinfo | UrlError::SelfLink => ErrorCode::MALFORMED,
             _ => ErrorCode::INVALID_URL,
         }
     }
@@ -75,6 +90,9 @@ impl fmt::Display for UrlError {
             UrlError::Userinfo => f.write_str(
                 "URL carries a user name or password (user:pass@host); this server refuses them",
             ),
+            UrlError::SelfLink => {
+                f.write_str("URL points at this server itself (its --public-url): a redirect loop")
+            }
         }
     }
 }
@@ -87,6 +105,7 @@ pub struct UrlPolicy {
     max_url_bytes: usize,
     public: Url,
     allow_userinfo: bool,
+    refuse_self_links: bool,
 }
 
 impl UrlPolicy {
@@ -97,7 +116,16 @@ impl UrlPolicy {
             max_url_bytes,
             public: public_base,
             allow_userinfo: false,
+            refuse_self_links: false,
         }
+    }
+
+    /// The same rules, refusing every URL under the public base when
+    /// `refuse` (an explicit `--public-url`), not only existing codes.
+    #[must_use]
+    pub fn refuse_self_links(mut self, refuse: bool) -> Self {
+        self.refuse_self_links = refuse;
+        self
     }
 
     /// The same rules, accepting user information in URLs when `allow`.
@@ -149,7 +177,25 @@ impl UrlPolicy {
         if self.is_own_short_url(&parsed, is_code) {
             return Err(UrlError::AlreadyShort);
         }
+        if self.refuse_self_links && self.is_under_public_base(&parsed) {
+            return Err(UrlError::SelfLink);
+        }
         Ok(text)
+    }
+
+    /// `true` for a URL on the public base's host, under its path, on its
+    /// port (or on the other default port when both use one).
+    fn is_under_public_base(&self, url: &Url) -> bool {
+        let default_port = |u: &Url| u.port().is_none();
+        let same_port = url.port_or_known_default() == self.public.port_or_known_default()
+            || (default_port(url)
+                && default_port(&self.public)
+                && url.scheme() != self.public.scheme());
+        let host = |u: &Url| {
+            u.host_str()
+                .map(|h| h.trim_end_matches('.').to_ascii_lowercase())
+        };
+        same_port && host(url) == host(&self.public) && url.path().starts_with(self.public.path())
     }
 
     fn is_own_short_url(&self, url: &Url, is_code: impl FnOnce(&str) -> bool) -> bool {
@@ -171,6 +217,41 @@ impl UrlPolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn self_links_are_refused_only_under_an_explicit_public_url() {
+        let base = Url::parse("https://s.example/go/").unwrap();
+        let strict = UrlPolicy::new(1000, base.clone()).refuse_self_links(true);
+        let lenient = UrlPolicy::new(1000, base);
+        let none = |_: &str| false;
+        for url in [
+            "https://s.example/go/anything",
+            "https://S.EXAMPLE./go/x?y=1",
+            "http://s.example/go/x",
+            "https://s.example:443/go/",
+        ] {
+            assert_eq!(
+                strict.check(url.as_bytes(), none),
+                Err(UrlError::SelfLink),
+                "{url}"
+            );
+            assert!(lenient.check(url.as_bytes(), none).is_ok(), "{url}");
+        }
+        for url in [
+            "https://s.example/blog",
+            "https://s.example:8443/go/x",
+            "https://other.example/go/x",
+            "https://www.s.example/go/x",
+        ] {
+            assert!(strict.check(url.as_bytes(), none).is_ok(), "{url}");
+        }
+        assert_eq!(
+            strict.check(b"https://s.example/go/abc", |c| c == "abc"),
+            Err(UrlError::AlreadyShort),
+            "an existing code keeps its own answer"
+        );
+        assert_eq!(UrlError::SelfLink.error_code(), ErrorCode::MALFORMED);
+    }
 
     fn policy() -> UrlPolicy {
         UrlPolicy::new(100, Url::parse("http://127.0.0.1:5000/").unwrap())

@@ -148,6 +148,7 @@ fn keys_and_scopes_govern_the_api_under_auth_required() {
             created_at_ms: 0,
             expires_at_ms: None,
             revoked_at_ms: None,
+            rate_create: None,
         };
         (text, record)
     };

@@ -55,6 +55,7 @@ fn rig_with(settings: Settings, keys: &[(u32, &str)]) -> Rig {
             created_at_ms: 0,
             expires_at_ms: None,
             revoked_at_ms: None,
+            rate_create: None,
         });
         texts.insert(id, text);
     }

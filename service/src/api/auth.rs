@@ -18,6 +18,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::problem::Problem;
+use crate::limits::Rate;
 pub use crate::link::{Principal, Scopes};
 
 /// The keys file's name in the data directory.
@@ -103,7 +104,7 @@ impl Scopes {
 }
 
 /// One key as the keys file holds it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct KeyRecord {
     /// Its id: recorded as a link's owner (never reused).
@@ -122,6 +123,10 @@ pub struct KeyRecord {
     /// When it was revoked, Unix ms.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revoked_at_ms: Option<u64>,
+    /// Its own limit on new links (`10/min`), replacing `--rate-create-key`
+    /// and `--rate-create` for requests made with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_create: Option<String>,
 }
 
 /// The keys file (`keys.json`).
@@ -218,6 +223,7 @@ struct Entry {
     hash: [u8; 32],
     id: u32,
     scopes: Scopes,
+    rate_create: Option<Rate>,
 }
 
 /// The keys valid now, as every core checks them.
@@ -240,16 +246,31 @@ impl KeyTable {
                 .ok_or_else(|| format!("key {}: sha256 is not 64 hex digits", key.name))?;
             let scopes =
                 Scopes::parse(&key.scopes).map_err(|e| format!("key {}: {e}", key.name))?;
+            let rate_create = match &key.rate_create {
+                Some(text) => Rate::parse(text)
+                    .map_err(|e| format!("key {}: rateCreate {e}", key.name))?
+                    .ok_or_else(|| format!("key {}: rateCreate cannot be off", key.name))
+                    .map(Some)?,
+                None => None,
+            };
             let live = key.revoked_at_ms.is_none() && key.expires_at_ms.is_none_or(|t| now_ms < t);
             if live {
                 entries.push(Entry {
                     hash,
                     id: key.id,
                     scopes,
+                    rate_create,
                 });
             }
         }
         Ok(Self { entries })
+    }
+
+    /// The limit on new links of key `key_id`, when it has its own
+    /// (`keys create --rate-create`).
+    pub fn create_rate(&self, key_id: Option<u32>) -> Option<Rate> {
+        let id = key_id?;
+        self.entries.iter().find(|e| e.id == id)?.rate_create
     }
 
     /// Keys in the table.
@@ -363,6 +384,7 @@ mod tests {
             created_at_ms: 1,
             expires_at_ms: Some(1000),
             revoked_at_ms: None,
+            rate_create: Some("5/min".into()),
         };
         (KeysFile { keys: vec![record] }, key)
     }
@@ -373,6 +395,8 @@ mod tests {
         let table = KeyTable::from_file(&file, 999).unwrap();
         let caller = table.authenticate(key.as_bytes()).unwrap();
         assert_eq!(caller.key_id, Some(3));
+        assert_eq!(table.create_rate(Some(3)), Rate::parse("5/min").unwrap());
+        assert_eq!(table.create_rate(Some(4)), None);
         assert!(caller.scopes.allows(Scope::LinksWrite));
         assert!(!caller.scopes.allows(Scope::StatsRead));
         assert_eq!(

@@ -36,7 +36,8 @@ impl Shard {
         now: Instant,
     ) -> Result<(), Limited> {
         let limits = &self.shared.limits;
-        if limits.is_off() {
+        let key_rate = self.shared.key_create_rate(action, key_id);
+        if limits.is_off() && key_rate.is_none() {
             return Ok(());
         }
         let client = crate::limits::client_behind(
@@ -46,7 +47,7 @@ impl Shard {
             self.shared.settings.client_ip_header,
             &self.shared.settings.trusted_proxies,
         );
-        limits.check(action, client, key_id, now)
+        limits.check_with(action, client, key_id, key_rate, now)
     }
 
     /// A JSON API request ([`crate::api`]): checked, authorised, then run
