@@ -110,6 +110,7 @@ macro_rules! suite {
             api_links_conflict_expire_and_belong_to_their_key,
             // ----- engineer STATS: statistics of aliases, Redis read side (issue 20) -----
             alias_clicks_are_counted_and_a_reclaimed_alias_starts_from_zero,
+            redis_cluster_stats_are_read_back_summed_across_nodes,
         );
     };
     (@cases $binary:expr; $($case:ident),* $(,)?) => {
