@@ -111,6 +111,7 @@ macro_rules! suite {
             // ----- engineer STATS: statistics of aliases, Redis read side (issue 20) -----
             alias_clicks_are_counted_and_a_reclaimed_alias_starts_from_zero,
             redis_cluster_stats_are_read_back_summed_across_nodes,
+            clicks_survive_kill_9_read_back_through_the_wire,
         );
     };
     (@cases $binary:expr; $($case:ident),* $(,)?) => {

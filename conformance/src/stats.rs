@@ -271,3 +271,52 @@ pub fn redis_cluster_stats_are_read_back_summed_across_nodes(bin: &Path) {
     assert!(one.stop().success());
     assert!(two.stop().success());
 }
+
+/// `kill -9` loses at most the clicks of the last flush interval, and
+/// nothing is counted twice, read back through the wire after each
+/// restart: clicks answered several intervals before the kill are all in
+/// STATS, for a code and for an alias, cycle after cycle.
+pub fn clicks_survive_kill_9_read_back_through_the_wire(bin: &Path) {
+    let dir = tmp();
+    let args = ["--stats-flush", "100ms", "--threads", "2"];
+    let mut server = Server::start(bin, dir.path(), &args);
+    let mut c = Client::connect(server.addr()).unwrap();
+    let code = c
+        .shorten_with("https://example.com/crash", &LinkOptions::default())
+        .unwrap()
+        .code;
+    let mut options = LinkOptions::default();
+    options.alias = Some("crash-test");
+    c.shorten_with("https://example.com/crash-alias", &options)
+        .unwrap();
+    drop(c);
+    let (durable, maybe) = (40u64, 10u64);
+    let mut sure = 0u64;
+    for cycle in 0..2u64 {
+        let http_addr = server.http_addr();
+        for _ in 0..durable {
+            visit(http_addr, "GET", &code, HUMAN, 302);
+            visit(http_addr, "GET", "crash-test", HUMAN, 302);
+        }
+        // Several intervals: the writer has made these durable.
+        std::thread::sleep(Duration::from_millis(1000));
+        sure += durable;
+        // These may or may not be in when the process dies.
+        for _ in 0..maybe {
+            visit(http_addr, "GET", &code, HUMAN, 302);
+            visit(http_addr, "GET", "crash-test", HUMAN, 302);
+        }
+        server.kill9();
+        server = Server::start(bin, dir.path(), &args);
+        let mut c = Client::connect(server.addr()).unwrap();
+        for name in [code.as_str(), "crash-test"] {
+            let stats = c.stats(name, two_hours()).unwrap();
+            let most = (cycle + 1) * (durable + maybe);
+            assert!(
+                (sure..=most).contains(&stats.total),
+                "cycle {cycle}, {name}: {sure} durable clicks, at most {most}: {stats:?}"
+            );
+        }
+    }
+    assert!(server.stop().success());
+}
