@@ -128,6 +128,8 @@ macro_rules! suite {
             a_key_s_own_create_rate_replaces_the_defaults,
             disable_destination_disables_links_already_made,
             links_to_this_server_itself_are_refused,
+            redis_cluster_stats_are_read_back_summed_across_nodes,
+            clicks_survive_kill_9_read_back_through_the_wire,
         );
     };
     (@cases $binary:expr; $($case:ident),* $(,)?) => {

@@ -150,3 +150,173 @@ pub fn alias_clicks_are_counted_and_a_reclaimed_alias_starts_from_zero(bin: &Pat
         "{stats:?}"
     );
 }
+
+/// With a Redis Cluster store, INFO, STATS and the API read what every
+/// node counted: clicks on two nodes, for a generated code and for an
+/// alias, are summed, by kind, per hour and per day, with the referrers.
+pub fn redis_cluster_stats_are_read_back_summed_across_nodes(bin: &Path) {
+    let Some(cluster) = crate::cluster::or_skip(crate::cluster::RedisCluster::start(3)) else {
+        return;
+    };
+    let store = cluster.seeds();
+    let args = [
+        "--store",
+        store.as_str(),
+        "--store-timeout",
+        "2s",
+        "--stats-flush",
+        "50ms",
+        "--threads",
+        "2",
+    ];
+    let (d1, d2) = (tmp(), tmp());
+    let one = Server::start(bin, d1.path(), &args);
+    let two = Server::start(bin, d2.path(), &args);
+    let mut c1 = Client::connect(one.addr()).unwrap();
+    let mut c2 = Client::connect(two.addr()).unwrap();
+    let code = c1
+        .shorten_with("https://example.com/summed", &LinkOptions::default())
+        .unwrap()
+        .code;
+    let alias = "launch-day";
+    let mut options = LinkOptions::default();
+    options.alias = Some(alias);
+    c2.shorten_with("https://example.com/launch", &options)
+        .unwrap();
+    let from_t = "User-Agent: Mozilla/5.0\r\nReferer: https://t.co/x\r\n";
+    let hour_before = now_ms() / HOUR_MS;
+    for _ in 0..30 {
+        visit(one.http_addr(), "GET", &code, from_t, 302);
+    }
+    for _ in 0..12 {
+        visit(two.http_addr(), "GET", &code, from_t, 302);
+    }
+    for _ in 0..4 {
+        visit(two.http_addr(), "GET", &code, BOT, 302);
+    }
+    visit(two.http_addr(), "HEAD", &code, "", 302);
+    for (server, n) in [(&one, 5), (&two, 3)] {
+        for _ in 0..n {
+            visit(server.http_addr(), "GET", alias, HUMAN, 302);
+        }
+    }
+    let hour_after = now_ms() / HOUR_MS;
+    // Each node reads the sum once both have flushed.
+    for c in [&mut c1, &mut c2] {
+        let stats = stats_once(c, &code, 46);
+        assert_eq!(
+            (stats.total, stats.human, stats.bot),
+            (46, 42, 4),
+            "{stats:?}\n--- node one:\n{}\n--- node two:\n{}",
+            one.log(),
+            two.log()
+        );
+        assert_eq!(stats.referrers, vec![("t.co".to_string(), 42)]);
+        assert!(stats.first_click_at_ms <= stats.last_click_at_ms);
+        let counted: Vec<(u64, u64)> = stats
+            .series
+            .iter()
+            .filter(|b| b.count > 0)
+            .map(|b| (b.start_ms / HOUR_MS, b.count))
+            .collect();
+        assert_eq!(
+            counted.iter().map(|(_, n)| n).sum::<u64>(),
+            46,
+            "{counted:?}"
+        );
+        assert!(
+            counted
+                .iter()
+                .all(|(h, _)| (hour_before..=hour_after).contains(h)),
+            "{counted:?} outside hours {hour_before}..={hour_after}"
+        );
+        if hour_before == hour_after {
+            assert_eq!(counted, vec![(hour_before, 46)]);
+        }
+        // Daily buckets hold the same clicks.
+        let day = now_ms() / (24 * HOUR_MS) * (24 * HOUR_MS);
+        let days = c
+            .stats(
+                &code,
+                StatsQuery::new(day - 24 * HOUR_MS, day + 24 * HOUR_MS, Granularity::Day),
+            )
+            .unwrap();
+        assert_eq!(
+            days.series.iter().map(|b| b.count).sum::<u64>(),
+            46,
+            "{days:?}"
+        );
+        let info = c.info(&code).unwrap();
+        assert_eq!(
+            (info.clicks_total, info.clicks_human, info.clicks_bot),
+            (Some(46), Some(42), Some(4))
+        );
+        let alias_stats = stats_once(c, alias, 8);
+        assert_eq!(
+            (alias_stats.total, alias_stats.human),
+            (8, 8),
+            "{alias_stats:?}"
+        );
+    }
+    // The JSON API reads the same sums.
+    let (status, _, body) = http("GET", &one.http_url(&format!("/api/v1/links/{code}/stats")));
+    assert_eq!(status, 200, "{body}");
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (json["total"].as_u64(), json["bot"].as_u64()),
+        (Some(46), Some(4)),
+        "{body}"
+    );
+    drop((c1, c2));
+    assert!(one.stop().success());
+    assert!(two.stop().success());
+}
+
+/// `kill -9` loses at most the clicks of the last flush interval, and
+/// nothing is counted twice, read back through the wire after each
+/// restart: clicks answered several intervals before the kill are all in
+/// STATS, for a code and for an alias, cycle after cycle.
+pub fn clicks_survive_kill_9_read_back_through_the_wire(bin: &Path) {
+    let dir = tmp();
+    let args = ["--stats-flush", "100ms", "--threads", "2"];
+    let mut server = Server::start(bin, dir.path(), &args);
+    let mut c = Client::connect(server.addr()).unwrap();
+    let code = c
+        .shorten_with("https://example.com/crash", &LinkOptions::default())
+        .unwrap()
+        .code;
+    let mut options = LinkOptions::default();
+    options.alias = Some("crash-test");
+    c.shorten_with("https://example.com/crash-alias", &options)
+        .unwrap();
+    drop(c);
+    let (durable, maybe) = (40u64, 10u64);
+    let mut sure = 0u64;
+    for cycle in 0..2u64 {
+        let http_addr = server.http_addr();
+        for _ in 0..durable {
+            visit(http_addr, "GET", &code, HUMAN, 302);
+            visit(http_addr, "GET", "crash-test", HUMAN, 302);
+        }
+        // Several intervals: the writer has made these durable.
+        std::thread::sleep(Duration::from_millis(1000));
+        sure += durable;
+        // These may or may not be in when the process dies.
+        for _ in 0..maybe {
+            visit(http_addr, "GET", &code, HUMAN, 302);
+            visit(http_addr, "GET", "crash-test", HUMAN, 302);
+        }
+        server.kill9();
+        server = Server::start(bin, dir.path(), &args);
+        let mut c = Client::connect(server.addr()).unwrap();
+        for name in [code.as_str(), "crash-test"] {
+            let stats = c.stats(name, two_hours()).unwrap();
+            let most = (cycle + 1) * (durable + maybe);
+            assert!(
+                (sure..=most).contains(&stats.total),
+                "cycle {cycle}, {name}: {sure} durable clicks, at most {most}: {stats:?}"
+            );
+        }
+    }
+    assert!(server.stop().success());
+}

@@ -11,6 +11,9 @@
 //!   [`DAY_TTL_SECS`] (hourly resolution is kept as long as the day);
 //! - `{CODE}:refs`: a sorted set of referring hosts by clicks, cut to the
 //!   top [`REFERRER_SLOTS`] after each increment (approximate top 10).
+//!
+//! The read side ([`RedisStatsReader`]) reads the same keys back: what
+//! every node added is already summed in them.
 
 use std::collections::HashMap;
 use std::io;
@@ -18,7 +21,10 @@ use std::time::Duration;
 
 use redis::{Pipeline, Value};
 use shorty_service::codes::{format_code, MAX_CODE_LEN};
-use shorty_service::stats::{day_of, ClickMap, LinkTotals, DAY_MS, HOUR_MS, REFERRER_SLOTS};
+use shorty_service::stats::{
+    day_of, series, ClickMap, Granularity, LinkTotals, SeriesRow, StatsView, DAY_MS, HOUR_MS,
+    REFERRER_SLOTS,
+};
 
 use crate::config::RedisSpec;
 use crate::redis_store::{connect, Conn};
@@ -68,16 +74,21 @@ impl RedisStats {
     }
 }
 
-/// The commands that add `maps` to the store, each a `Pipeline` of at most
-/// [`PIPELINE_COMMANDS`].
-pub fn commands(maps: &[ClickMap]) -> Vec<(Pipeline, usize)> {
+/// The commands that add `maps` to the store, as pipelines of at most
+/// [`PIPELINE_COMMANDS`] commands. With `one_slot`, each pipeline holds one
+/// link's commands only: a Redis Cluster refuses a pipeline whose keys lie
+/// in more than one slot (`CROSSSLOT`), and one link's keys share its
+/// code's hash tag, so one slot. A single Redis takes many links per
+/// pipeline.
+pub fn commands(maps: &[ClickMap], one_slot: bool) -> Vec<(Pipeline, usize)> {
     let mut totals: HashMap<u64, LinkTotals> = HashMap::new();
-    let mut hours: HashMap<(u64, u32), (u64, u64)> = HashMap::new();
+    let mut hours: HashMap<u64, HashMap<u32, (u64, u64)>> = HashMap::new();
     for map in maps {
         for (&key, pending) in map {
             totals.entry(key).or_default().merge(pending);
+            let link = hours.entry(key).or_default();
             for h in pending.hours() {
-                let e = hours.entry((key, h.hour)).or_default();
+                let e = link.entry(h.hour).or_default();
                 *e = (e.0 + u64::from(h.human), e.1 + u64::from(h.bot));
             }
         }
@@ -86,118 +97,41 @@ pub fn commands(maps: &[ClickMap]) -> Vec<(Pipeline, usize)> {
     let mut pipe = redis::pipe();
     let mut n = 0;
     let mut code_buf = [0; MAX_CODE_LEN];
-    let push = |pipe: &mut Pipeline, n: &mut usize, cmd: redis::Cmd| {
-        pipe.add_command(cmd);
-        *n += 1;
-    };
     for (key, t) in &totals {
         let code = format_code(*key, &mut code_buf).to_owned();
         let link = format!("{{{code}}}:clicks");
-        push(
-            &mut pipe,
-            &mut n,
-            redis::cmd("HINCRBY")
-                .arg(&link)
-                .arg("human")
-                .arg(t.human)
-                .clone(),
-        );
-        push(
-            &mut pipe,
-            &mut n,
-            redis::cmd("HINCRBY")
-                .arg(&link)
-                .arg("bot")
-                .arg(t.bot)
-                .clone(),
-        );
-        push(
-            &mut pipe,
-            &mut n,
-            redis::cmd("HSETNX")
-                .arg(&link)
-                .arg("first")
-                .arg(t.first_ms)
-                .clone(),
-        );
-        push(
-            &mut pipe,
-            &mut n,
-            redis::cmd("HSET")
-                .arg(&link)
-                .arg("last")
-                .arg(t.last_ms)
-                .clone(),
-        );
+        pipe.cmd("HINCRBY").arg(&link).arg("human").arg(t.human);
+        pipe.cmd("HINCRBY").arg(&link).arg("bot").arg(t.bot);
+        pipe.cmd("HSETNX").arg(&link).arg("first").arg(t.first_ms);
+        pipe.cmd("HSET").arg(&link).arg("last").arg(t.last_ms);
+        n += 4;
         let refs = t.referrers.top(REFERRER_SLOTS);
         if !refs.is_empty() {
             let zset = format!("{{{code}}}:refs");
-            for (host, count) in refs {
-                push(
-                    &mut pipe,
-                    &mut n,
-                    redis::cmd("ZINCRBY")
-                        .arg(&zset)
-                        .arg(count)
-                        .arg(host)
-                        .clone(),
-                );
+            for (host, count) in &refs {
+                pipe.cmd("ZINCRBY").arg(&zset).arg(*count).arg(host);
             }
             // Keep the top slots only: memory per link stays bounded.
-            push(
-                &mut pipe,
-                &mut n,
-                redis::cmd("ZREMRANGEBYRANK")
-                    .arg(&zset)
-                    .arg(0)
-                    .arg(-(REFERRER_SLOTS as i64) - 1)
-                    .clone(),
-            );
+            pipe.cmd("ZREMRANGEBYRANK")
+                .arg(&zset)
+                .arg(0)
+                .arg(-(REFERRER_SLOTS as i64) - 1);
+            n += refs.len() + 1;
         }
-        if n >= PIPELINE_COMMANDS {
-            out.push((std::mem::replace(&mut pipe, redis::pipe()), n));
-            n = 0;
+        let mut link_hours: Vec<_> = hours.get(key).into_iter().flatten().collect();
+        link_hours.sort_unstable();
+        for (hour, (human, bot)) in link_hours {
+            let day = day_of(u64::from(*hour) * HOUR_MS);
+            let (y, m, d) = civil(day);
+            let hash = format!("{{{code}}}:clicks:{y:04}{m:02}{d:02}");
+            let field = format!("h{:02}", (u64::from(*hour) * HOUR_MS % DAY_MS) / HOUR_MS);
+            pipe.cmd("HINCRBY").arg(&hash).arg(field).arg(human + bot);
+            pipe.cmd("HINCRBY").arg(&hash).arg("human").arg(*human);
+            pipe.cmd("HINCRBY").arg(&hash).arg("bot").arg(*bot);
+            pipe.cmd("EXPIRE").arg(&hash).arg(DAY_TTL_SECS);
+            n += 4;
         }
-    }
-    for ((key, hour), (human, bot)) in &hours {
-        let code = format_code(*key, &mut code_buf).to_owned();
-        let day = day_of(u64::from(*hour) * HOUR_MS);
-        let (y, m, d) = civil(day);
-        let hash = format!("{{{code}}}:clicks:{y:04}{m:02}{d:02}");
-        let field = format!("h{:02}", (u64::from(*hour) * HOUR_MS % DAY_MS) / HOUR_MS);
-        push(
-            &mut pipe,
-            &mut n,
-            redis::cmd("HINCRBY")
-                .arg(&hash)
-                .arg(field)
-                .arg(human + bot)
-                .clone(),
-        );
-        push(
-            &mut pipe,
-            &mut n,
-            redis::cmd("HINCRBY")
-                .arg(&hash)
-                .arg("human")
-                .arg(*human)
-                .clone(),
-        );
-        push(
-            &mut pipe,
-            &mut n,
-            redis::cmd("HINCRBY")
-                .arg(&hash)
-                .arg("bot")
-                .arg(*bot)
-                .clone(),
-        );
-        push(
-            &mut pipe,
-            &mut n,
-            redis::cmd("EXPIRE").arg(&hash).arg(DAY_TTL_SECS).clone(),
-        );
-        if n >= PIPELINE_COMMANDS {
+        if one_slot || n >= PIPELINE_COMMANDS {
             out.push((std::mem::replace(&mut pipe, redis::pipe()), n));
             n = 0;
         }
@@ -208,39 +142,391 @@ pub fn commands(maps: &[ClickMap]) -> Vec<(Pipeline, usize)> {
     out
 }
 
+/// Pipelines a cluster flush keeps in flight at once (one per link).
+pub const PIPELINES_IN_FLIGHT: usize = 64;
+
+/// Sends one pipeline and checks every reply: an error reply (OOM,
+/// READONLY, ...) arrives as a value, not as a failed pipeline.
+async fn send(mut conn: Conn, pipe: Pipeline, count: usize) -> io::Result<()> {
+    let replies = conn
+        .pipeline(&pipe, count)
+        .await
+        .map_err(io::Error::other)?;
+    let failed = replies
+        .iter()
+        .filter(|v| matches!(v, Value::ServerError(_)))
+        .count();
+    if failed > 0 || replies.len() != count {
+        return Err(io::Error::other(format!(
+            "{failed} of {count} statistics commands failed ({} replies)",
+            replies.len()
+        )));
+    }
+    Ok(())
+}
+
 impl StatsSink for RedisStats {
     fn apply(&mut self, maps: &[ClickMap]) -> io::Result<()> {
-        let conn = &mut self.conn;
+        let conn = self.conn.clone();
+        let one_slot = matches!(conn, Conn::Cluster(_));
         self.runtime.block_on(async {
-            for (pipe, count) in commands(maps) {
-                let replies = conn
-                    .pipeline(&pipe, count)
-                    .await
-                    .map_err(io::Error::other)?;
-                // Every reply is checked: an error reply (OOM, READONLY,
-                // ...) arrives as a value, not as a failed pipeline. A
-                // batch is never re-sent (that would count twice): what
-                // failed is reported and lost.
-                let failed = replies
-                    .iter()
-                    .filter(|v| matches!(v, Value::ServerError(_)))
-                    .count();
-                if failed > 0 || replies.len() != count {
-                    return Err(io::Error::other(format!(
-                        "{failed} of {count} statistics commands failed ({} replies)",
-                        replies.len()
-                    )));
+            // A batch is never re-sent (that would count twice): what
+            // failed is reported and lost; the rest is still sent.
+            let mut flight = tokio::task::JoinSet::new();
+            let mut first_error = None;
+            for (pipe, count) in commands(maps, one_slot) {
+                if flight.len() >= PIPELINES_IN_FLIGHT {
+                    if let Some(Ok(Err(e))) = flight.join_next().await {
+                        first_error.get_or_insert(e);
+                    }
+                }
+                flight.spawn(send(conn.clone(), pipe, count));
+            }
+            while let Some(done) = flight.join_next().await {
+                if let Ok(Err(e)) = done {
+                    first_error.get_or_insert(e);
                 }
             }
-            Ok(())
+            first_error.map_or(Ok(()), Err)
         })
     }
+}
+
+/// The read side over the Redis store: what every node added, read back
+/// for INFO, STATS and the API ([`shorty_service::stats::StatsReader`]).
+///
+/// The cores ask synchronously (the reader trait is the one the local
+/// store serves from its own files), so a read waits on one round trip
+/// to the store, bounded by `--store-timeout`. It is asked only by INFO,
+/// STATS and the API's link views, never on the redirect path. The
+/// requests go to a thread of its own with its own connection and tokio
+/// runtime: the serving cores never block inside an async runtime, and
+/// the link store's thread is not slowed by statistics.
+pub struct RedisStatsReader {
+    jobs: tokio::sync::mpsc::UnboundedSender<Job>,
+    timeout: Duration,
+}
+
+/// One read asked of the reader's thread.
+struct Job {
+    key: u64,
+    from_ms: u64,
+    to_ms: u64,
+    granularity: Granularity,
+    reply: std::sync::mpsc::SyncSender<io::Result<(LinkTotals, Vec<SeriesRow>)>>,
+}
+
+impl RedisStatsReader {
+    /// Connects to `spec` on a thread of its own.
+    ///
+    /// # Errors
+    /// The store cannot be reached, or the thread cannot start.
+    pub fn connect(spec: &RedisSpec, timeout: Duration) -> Result<Self, String> {
+        let (jobs, mut rx) = tokio::sync::mpsc::unbounded_channel::<Job>();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let spec = spec.clone();
+        std::thread::Builder::new()
+            .name("shorty-stats-read".into())
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime,
+                    Err(e) => return drop(ready_tx.send(Err(e.to_string()))),
+                };
+                runtime.block_on(async move {
+                    let conn = match connect(&spec, timeout, false).await {
+                        Ok(conn) => conn,
+                        Err(e) => return drop(ready_tx.send(Err(e))),
+                    };
+                    let _ = ready_tx.send(Ok(()));
+                    // Ends when the reader (every sender) is dropped.
+                    while let Some(job) = rx.recv().await {
+                        let mut conn = conn.clone();
+                        tokio::spawn(async move {
+                            let read = read(&mut conn, &job);
+                            let result = tokio::time::timeout(timeout, read)
+                                .await
+                                .unwrap_or_else(|_| Err(timed_out(timeout)));
+                            let _ = job.reply.send(result);
+                        });
+                    }
+                });
+            })
+            .map_err(|e| e.to_string())?;
+        ready_rx
+            .recv()
+            .map_err(|_| "the statistics reader stopped".to_owned())??;
+        Ok(Self { jobs, timeout })
+    }
+
+    fn ask(
+        &self,
+        key: u64,
+        from_ms: u64,
+        to_ms: u64,
+        granularity: Granularity,
+    ) -> io::Result<(LinkTotals, Vec<SeriesRow>)> {
+        let (reply, answer) = std::sync::mpsc::sync_channel(1);
+        self.jobs
+            .send(Job {
+                key,
+                from_ms,
+                to_ms,
+                granularity,
+                reply,
+            })
+            .map_err(|_| io::Error::other("the statistics reader stopped"))?;
+        // A little past the thread's own bound, which answers first.
+        answer
+            .recv_timeout(self.timeout + Duration::from_millis(100))
+            .unwrap_or_else(|_| Err(timed_out(self.timeout)))
+    }
+}
+
+fn timed_out(timeout: Duration) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::TimedOut,
+        format!("the store did not answer within --store-timeout ({timeout:?})"),
+    )
+}
+
+async fn read(conn: &mut Conn, job: &Job) -> io::Result<(LinkTotals, Vec<SeriesRow>)> {
+    let (pipe, count, days) = read_commands(job.key, job.from_ms, job.to_ms, job.granularity);
+    let replies = conn
+        .pipeline(&pipe, count)
+        .await
+        .map_err(io::Error::other)?;
+    parse_read(replies, &days, job.granularity)
+}
+
+impl shorty_service::stats::StatsReader for RedisStatsReader {
+    fn totals(&self, key: u64) -> io::Result<Option<LinkTotals>> {
+        let (totals, _) = self.ask(key, 0, 0, Granularity::Hour)?;
+        Ok((totals.human + totals.bot > 0).then_some(totals))
+    }
+
+    fn view(
+        &self,
+        key: u64,
+        from_ms: u64,
+        to_ms: u64,
+        granularity: Granularity,
+    ) -> io::Result<StatsView> {
+        let (totals, rows) = self.ask(key, from_ms, to_ms, granularity)?;
+        Ok(series(
+            Some(&totals),
+            &rows,
+            [],
+            from_ms,
+            to_ms,
+            granularity,
+        ))
+    }
+}
+
+/// The commands that read one link's statistics over `[from_ms, to_ms)`:
+/// its totals hash, its referrers and one hash per UTC day the range
+/// touches (the days `series` keeps, so a wide range reads no more than
+/// it shows). Returns the pipeline, its command count and the days read.
+pub fn read_commands(
+    key: u64,
+    from_ms: u64,
+    to_ms: u64,
+    granularity: Granularity,
+) -> (Pipeline, usize, Vec<u32>) {
+    let mut code_buf = [0; MAX_CODE_LEN];
+    let code = format_code(key, &mut code_buf);
+    let mut pipe = redis::pipe();
+    pipe.cmd("HGETALL").arg(format!("{{{code}}}:clicks"));
+    pipe.cmd("ZREVRANGE")
+        .arg(format!("{{{code}}}:refs"))
+        .arg(0)
+        .arg(REFERRER_SLOTS - 1)
+        .arg("WITHSCORES");
+    let shown = series(None, &[], [], from_ms, to_ms, granularity);
+    let days: Vec<u32> = match (shown.series.first(), shown.series.last()) {
+        (Some(&(start, _)), Some(&(last, _))) if to_ms > from_ms => {
+            let end = last + granularity.millis() - 1;
+            (day_of(start)..=day_of(end)).collect()
+        }
+        _ => Vec::new(),
+    };
+    for &day in &days {
+        let (y, m, d) = civil(day);
+        let hash = format!("{{{code}}}:clicks:{y:04}{m:02}{d:02}");
+        match granularity {
+            Granularity::Hour => pipe.cmd("HGETALL").arg(hash),
+            Granularity::Day => pipe.cmd("HMGET").arg(hash).arg("human").arg("bot"),
+        };
+    }
+    (pipe, 2 + days.len(), days)
+}
+
+/// The replies of [`read_commands`] as totals and stored rows (hours or
+/// days since the epoch, by `granularity`). An error reply, or a value
+/// that is not what the writer stores, is an error: never shown as zero.
+///
+/// # Errors
+/// What is wrong, naming the reply.
+pub fn parse_read(
+    replies: Vec<Value>,
+    days: &[u32],
+    granularity: Granularity,
+) -> io::Result<(LinkTotals, Vec<SeriesRow>)> {
+    let bad = |what: &str, e: &dyn std::fmt::Display| {
+        io::Error::new(io::ErrorKind::InvalidData, format!("{what}: {e}"))
+    };
+    if replies.len() != 2 + days.len() {
+        return Err(bad("replies", &replies.len()));
+    }
+    let mut replies = replies.into_iter();
+    let mut next = |what: &str| -> io::Result<Value> {
+        let value = replies.next().unwrap_or(Value::Nil);
+        value.extract_error().map_err(|e| bad(what, &e))
+    };
+    let link: HashMap<String, u64> =
+        redis::from_redis_value(next("totals")?).map_err(|e| bad("totals", &e))?;
+    let field = |name: &str| link.get(name).copied().unwrap_or(0);
+    let mut totals = LinkTotals {
+        human: field("human"),
+        bot: field("bot"),
+        first_ms: field("first"),
+        last_ms: field("last"),
+        ..LinkTotals::default()
+    };
+    let refs: Vec<(String, f64)> =
+        redis::from_redis_value(next("referrers")?).map_err(|e| bad("referrers", &e))?;
+    for (host, count) in refs {
+        // Scores are sums of ZINCRBY by whole clicks.
+        totals.referrers.add(&host, count.max(0.0) as u64);
+    }
+    let mut rows = Vec::new();
+    for &day in days {
+        match granularity {
+            Granularity::Hour => {
+                let hours: HashMap<String, u64> =
+                    redis::from_redis_value(next("day")?).map_err(|e| bad("day", &e))?;
+                for (name, n) in hours {
+                    let Some(hour) = name.strip_prefix('h').and_then(|h| h.parse::<u32>().ok())
+                    else {
+                        continue; // `human`, `bot`
+                    };
+                    if hour < 24 && n > 0 {
+                        rows.push(SeriesRow {
+                            bucket: day * 24 + hour,
+                            human: n,
+                            bot: 0,
+                        });
+                    }
+                }
+            }
+            Granularity::Day => {
+                let pair: Vec<Option<u64>> =
+                    redis::from_redis_value(next("day")?).map_err(|e| bad("day", &e))?;
+                let count = |i: usize| pair.get(i).copied().flatten().unwrap_or(0);
+                let (human, bot) = (count(0), count(1));
+                if human + bot > 0 {
+                    rows.push(SeriesRow {
+                        bucket: day,
+                        human,
+                        bot,
+                    });
+                }
+            }
+        }
+    }
+    Ok((totals, rows))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use shorty_service::stats::{ClickCounter, ClickMeta};
+
+    fn bulk(s: &str) -> Value {
+        Value::BulkString(s.as_bytes().to_vec())
+    }
+
+    fn hash(pairs: &[(&str, &str)]) -> Value {
+        Value::Array(pairs.iter().flat_map(|(k, v)| [bulk(k), bulk(v)]).collect())
+    }
+
+    #[test]
+    fn reads_cover_the_days_of_the_range_and_parse_back_into_rows() {
+        let t = 1_709_251_200_000; // 2024-03-01T00:00:00Z
+        let day = day_of(t);
+        // Two hours across midnight: two day hashes.
+        let (pipe, n, days) = read_commands(5, t - HOUR_MS, t + HOUR_MS, Granularity::Hour);
+        assert_eq!((n, days.clone()), (4, vec![day - 1, day]));
+        let text = String::from_utf8_lossy(&pipe.get_packed_pipeline()).into_owned();
+        let mut buf = [0; MAX_CODE_LEN];
+        let code = format_code(5, &mut buf).to_owned();
+        for key in [
+            format!("{{{code}}}:clicks"),
+            format!("{{{code}}}:refs"),
+            format!("{{{code}}}:clicks:20240229"),
+            format!("{{{code}}}:clicks:20240301"),
+        ] {
+            assert!(text.contains(&key), "{key} in {text}");
+        }
+        // Totals only: no day.
+        assert_eq!(read_commands(5, 0, 0, Granularity::Hour).1, 2);
+        let replies = vec![
+            hash(&[
+                ("human", "7"),
+                ("bot", "2"),
+                ("first", "10"),
+                ("last", "99"),
+            ]),
+            Value::Array(vec![bulk("t.co"), bulk("6"), bulk("x.example"), bulk("1")]),
+            hash(&[("h23", "4"), ("human", "4"), ("bot", "0")]),
+            hash(&[("h00", "5"), ("human", "3"), ("bot", "2")]),
+        ];
+        let (totals, rows) = parse_read(replies, &days, Granularity::Hour).unwrap();
+        assert_eq!(
+            (totals.human, totals.bot, totals.first_ms, totals.last_ms),
+            (7, 2, 10, 99)
+        );
+        assert_eq!(
+            totals.referrers.top(10),
+            vec![("t.co".to_owned(), 6), ("x.example".to_owned(), 1)]
+        );
+        let view = series(
+            Some(&totals),
+            &rows,
+            [],
+            t - HOUR_MS,
+            t + HOUR_MS,
+            Granularity::Hour,
+        );
+        assert_eq!(view.series, vec![(t - HOUR_MS, 4), (t, 5)]);
+        assert_eq!(view.total, 9);
+        // Days: HMGET human bot per day; a missing day is nil.
+        let (_, _, days) = read_commands(5, t - DAY_MS, t + DAY_MS, Granularity::Day);
+        let replies = vec![
+            hash(&[("human", "7"), ("bot", "2")]),
+            Value::Array(vec![]),
+            Value::Array(vec![Value::Nil, Value::Nil]),
+            Value::Array(vec![bulk("3"), bulk("2")]),
+        ];
+        let (_, rows) = parse_read(replies, &days, Granularity::Day).unwrap();
+        assert_eq!(
+            rows,
+            vec![SeriesRow {
+                bucket: day,
+                human: 3,
+                bot: 2
+            }]
+        );
+        // What the writer never stores is an error, never zero clicks.
+        let replies = vec![bulk("oops"), Value::Array(vec![])];
+        assert!(parse_read(replies, &[], Granularity::Hour).is_err());
+        let replies = vec![hash(&[("human", "x")]), Value::Array(vec![])];
+        assert!(parse_read(replies, &[], Granularity::Hour).is_err());
+        assert!(parse_read(vec![], &[], Granularity::Hour).is_err());
+    }
 
     #[test]
     fn civil_dates() {
@@ -263,7 +549,7 @@ mod tests {
             },
             t,
         );
-        let cmds = commands(&[c.take()]);
+        let cmds = commands(&[c.take()], true);
         assert_eq!(cmds.len(), 1);
         let (pipe, n) = &cmds[0];
         let text = String::from_utf8_lossy(&pipe.get_packed_pipeline()).into_owned();
@@ -281,5 +567,36 @@ mod tests {
         assert!(text.contains(&format!("{{{code}}}:refs")), "{text}");
         // 4 totals + 2 referrer + 2 days x 4.
         assert_eq!(*n, 4 + 2 + 8);
+    }
+
+    /// A cluster refuses a pipeline over several slots (CROSSSLOT): each
+    /// of a cluster's pipelines holds one link's keys, one hash tag.
+    #[test]
+    fn a_cluster_s_pipelines_each_hold_one_link_s_keys() {
+        let mut c = ClickCounter::new(true);
+        let t = 1_709_251_200_000;
+        for key in [5, 6, 7_000_000] {
+            c.record(key, &ClickMeta::default(), t);
+        }
+        let map = c.take();
+        let tags = |pipe: &Pipeline| {
+            let text = String::from_utf8_lossy(&pipe.get_packed_pipeline()).into_owned();
+            let mut tags: Vec<String> = text
+                .split('{')
+                .skip(1)
+                .filter_map(|rest| rest.split_once('}').map(|(tag, _)| tag.to_owned()))
+                .collect();
+            tags.sort();
+            tags.dedup();
+            tags
+        };
+        let cluster = commands(std::slice::from_ref(&map), true);
+        assert_eq!(cluster.len(), 3);
+        for (pipe, _) in &cluster {
+            assert_eq!(tags(pipe).len(), 1, "{:?}", tags(pipe));
+        }
+        let single = commands(&[map], false);
+        assert_eq!(single.len(), 1);
+        assert_eq!(tags(&single[0].0).len(), 3);
     }
 }

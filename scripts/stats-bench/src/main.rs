@@ -10,6 +10,9 @@
 //! bytes per link, memory added (resident set), and one link's 30-day
 //! hourly series read time (median, p99 over `READS` random links).
 //!
+//! `shorty` runs the server's own store (`shorty_runtime::stats::StatsDb`)
+//! the same way; `fjall` and `redb` are the candidates it was chosen from.
+//!
 //! Run it with `scripts/bench-stats.sh` (release build).
 
 use std::collections::HashMap;
@@ -161,6 +164,22 @@ impl Store for Fjall {
             .collect();
         let rows = decode_rows(items.iter().map(|(k, v)| (&k[..], &v[..])));
         let v = series(totals.as_ref(), &rows, [], from, to, Granularity::Hour);
+        (v.total, v.series.len())
+    }
+}
+
+/// The store the server runs: `shorty_runtime::stats::StatsDb` (fjall,
+/// hour and day partitions by block, one fsync per flush), driven through
+/// its own API with the generator's timestamps.
+struct Shorty(shorty_runtime::stats::StatsDb);
+
+impl Store for Shorty {
+    fn apply(&mut self, map: &ClickMap) {
+        self.0.apply(std::slice::from_ref(map)).unwrap();
+    }
+
+    fn view(&self, key: u64, from: u64, to: u64) -> (u64, usize) {
+        let v = self.0.view(key, from, to, Granularity::Hour).unwrap();
         (v.total, v.series.len())
     }
 }
@@ -338,6 +357,11 @@ fn run(name: &str, mut store: impl Store, dir: &Path) {
 fn main() {
     let which = std::env::args().nth(1).unwrap_or_else(|| "all".into());
     let base = std::env::var("STATS_BENCH_DIR").unwrap_or_else(|_| ".".into());
+    if which == "shorty" || which == "all" {
+        let dir = tempfile::tempdir_in(&base).unwrap();
+        let db = shorty_runtime::stats::StatsDb::open(dir.path()).unwrap();
+        run("shorty (StatsDb)", Shorty(db), dir.path());
+    }
     if which == "fjall" || which == "all" {
         let dir = tempfile::tempdir_in(&base).unwrap();
         run("fjall", Fjall::open(dir.path()), dir.path());
