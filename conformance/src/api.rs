@@ -527,6 +527,32 @@ pub fn blocked_destinations_and_credentials_are_refused(bin: &Path) {
         patched.status,
         patched.body
     );
+
+    // Review 2: a link to the alias it claims (a loop of one), and two
+    // links of one bulk request naming each other, are refused as well.
+    let selfie = format!(r#"{{"url":"{base}selfie","slug":"selfie"}}"#);
+    let selfie = call(&server, "POST", "/api/v1/links", Some(&selfie), None);
+    assert!(
+        selfie.status >= 400,
+        "a link to itself: {} {}",
+        selfie.status,
+        selfie.body
+    );
+    let cycle = format!(
+        r#"{{"links":[{{"url":"{base}cyc-b","slug":"cyc-a"}},{{"url":"{base}cyc-a","slug":"cyc-b"}}]}}"#
+    );
+    let bulk = call(&server, "POST", "/api/v1/links/bulk", Some(&cycle), None);
+    let statuses: Vec<u64> = bulk.json()["results"]
+        .as_array()
+        .map(|items| items.iter().filter_map(|r| r["status"].as_u64()).collect())
+        .unwrap_or_default();
+    assert_eq!(statuses.len(), 2, "{}", bulk.body);
+    assert_eq!(statuses[0], 201, "{}", bulk.body);
+    assert!(
+        statuses[1] >= 400,
+        "a cycle within one bulk request: {}",
+        bulk.body
+    );
     drop(server);
     let open = Server::start(bin, &dir.path().join("data2"), &["--allow-userinfo"]);
     let creds = call(

@@ -16,8 +16,25 @@ use shorty_service::log::{IoResult, LogIo};
 use shorty_service::settings::Settings;
 use shorty_service::shard::{Shard, Shared};
 
+/// `on`/`off` from environment variable `name`, `default` when unset.
+fn switch(name: &str, default: bool) -> bool {
+    match std::env::var(name).as_deref() {
+        Ok("on") => true,
+        Ok("off") => false,
+        _ => default,
+    }
+}
+
 fn redirect(c: &mut Criterion) {
-    let settings = Settings::for_tests("http://s.example/");
+    let mut settings = Settings::for_tests("http://s.example/");
+    // Knobs for side-by-side instruction counts (issue 24's forwarding on
+    // vs off, issue 20's statistics on vs off); round 2's settings had
+    // neither field, so the round-2 comparison builds this file without
+    // these two lines.
+    settings.forward_query = switch("REDIRECT_FORWARD", settings.forward_query);
+    settings.stats = switch("REDIRECT_STATS", settings.stats);
+    // `REDIRECT_QUERY=?utm_source=mail`: the visitor's query string.
+    let query = std::env::var("REDIRECT_QUERY").unwrap_or_default();
     let mut shard = Shard::new(Arc::new(Shared::for_tests(settings)), 0);
     let now = Instant::now();
     let mut disk = std::collections::HashMap::<u32, Vec<u8>>::new();
@@ -43,6 +60,7 @@ fn redirect(c: &mut Criterion) {
     let code = reply.rsplit(|&b| b == b'/').next().unwrap().to_vec();
     let mut request = b"GET /".to_vec();
     request.extend_from_slice(&code);
+    request.extend_from_slice(query.as_bytes());
     request.extend_from_slice(b" HTTP/1.1\r\nHost: s.example\r\nUser-Agent: bench\r\n\r\n");
     let mut http = Connection::new(2, Kind::Http(Front::Public), now);
     let round = |shard: &mut Shard, http: &mut Connection| {

@@ -718,6 +718,16 @@ impl KeyDir {
         read(self.shard(hash)).get(key, hash)
     }
 
+    /// `true` if `ident` is taken, as [`contains`](Self::contains) says
+    /// of a key: a live link, a tombstone, or a create in flight (an
+    /// alias's entry exists only then).
+    pub fn names(&self, ident: Ident<'_>) -> bool {
+        match ident {
+            Ident::Key(key) => self.contains(key),
+            Ident::Alias(alias) => read(&self.aliases).contains_key(alias),
+        }
+    }
+
     /// `true` if `key` is taken: a live link, a tombstone (a deleted code
     /// is never handed out again), or a create in flight.
     pub fn contains(&self, key: u64) -> bool {

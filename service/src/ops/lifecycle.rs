@@ -63,15 +63,17 @@ fn ident_of(code: &[u8]) -> Option<OwnedIdent> {
 }
 
 /// Whether `code` (a path under this server's public URL) names a link
-/// of this server: a code or an alias, live or deleted. A URL that does is
-/// refused as a destination, since a link to a link of ours could close a
-/// redirect loop (`a` → `/b`, then `b` → `/a`). The remote store is not
-/// asked synchronously: there the core's URL cache is the cheap evidence
-/// (ARCHITECTURE.md says what that leaves open).
+/// of this server: a code or an alias, live, deleted or being created
+/// (the first item of a bulk request, or another core's create in flight).
+/// A URL that does is refused as a destination, since a link to a link of
+/// ours could close a redirect loop (`a` → `/b`, then `b` → `/a`). The
+/// remote store is not asked synchronously: there the core's URL cache is
+/// the cheap evidence (ARCHITECTURE.md says what that leaves open).
 pub(crate) fn names_a_link(shard: &Shard, code: &str) -> bool {
     match &shard.local {
-        Some(local) => ident_of(code.as_bytes())
-            .is_some_and(|ident| local.keydir.lookup(ident.as_ident()).is_some()),
+        Some(local) => {
+            ident_of(code.as_bytes()).is_some_and(|ident| local.keydir.names(ident.as_ident()))
+        }
         None => {
             crate::codes::parse_code(code.as_bytes()).is_some_and(|key| shard.cache.contains(key))
         }
@@ -335,10 +337,11 @@ pub fn create(
     }
     let now_ms = shard.now_ms(now);
     let shared = shard.shared.clone();
-    let url = match shared
-        .policy
-        .check(request.url, |code| names_a_link(shard, code))
-    {
+    // The alias being claimed counts too: a link to itself is the
+    // shortest loop.
+    let url = match shared.policy.check(request.url, |code| {
+        request.alias == Some(code) || names_a_link(shard, code)
+    }) {
         Ok(url) => url,
         Err(err) => return refused(err.error_code(), err.to_string()),
     };
