@@ -85,6 +85,7 @@ pub use runtime::spawn;
 pub use runtime::Runtime;
 
 use crate::runtime::driver::op::Op;
+use crate::runtime::CONTEXT;
 use std::future::Future;
 
 /// Starts an `io_uring` enabled Tokio runtime.
@@ -157,6 +158,60 @@ pub fn start<F: Future>(future: F) -> F::Output {
 /// for its intended usage.
 pub fn uring_builder() -> io_uring::Builder {
     io_uring::IoUring::builder()
+}
+
+/// Registers a ring of provided buffers (`IORING_REGISTER_PBUF_RING`, Linux
+/// 5.19) with the current thread's runtime, as buffer group `bgid`.
+///
+/// An operation built with `IOSQE_BUFFER_SELECT` and this group (for
+/// example an `IORING_OP_RECV` submitted through [`UnsubmittedOneshot`])
+/// then takes its buffer from the ring when data arrives, and the
+/// completion names the buffer (`io_uring::cqueue::buffer_select`). The
+/// caller gives a buffer back by writing a ring entry and advancing the
+/// ring's tail, in user space: unlike `IORING_OP_PROVIDE_BUFFERS`, no
+/// operation per returned buffer.
+///
+/// # Errors
+///
+/// The kernel's error (`EINVAL` on a kernel without buffer rings, `EEXIST`
+/// if the group is taken), or `Other` outside a runtime.
+///
+/// # Safety
+///
+/// `ring_addr` must be the address of `ring_entries` (a power of two, at
+/// most 32768) `io_uring::types::BufRingEntry`s, page-aligned, that stay
+/// valid until the group is unregistered or the runtime is dropped; every
+/// buffer an entry names must stay valid, and be left alone by the caller,
+/// from the moment the entry is published until a completion hands it back.
+pub unsafe fn register_buf_ring(
+    ring_addr: u64,
+    ring_entries: u16,
+    bgid: u16,
+) -> std::io::Result<()> {
+    match CONTEXT.with(|x| x.handle()) {
+        Some(handle) => handle.register_buf_ring(ring_addr, ring_entries, bgid),
+        None => Err(std::io::Error::new(
+            std::io::ErrorKind::Other,
+            "register_buf_ring outside a tokio-uring runtime",
+        )),
+    }
+}
+
+/// Unregisters the provided buffer ring of group `bgid` from the current
+/// thread's runtime (see [`register_buf_ring`]).
+///
+/// # Errors
+///
+/// The kernel's error (`EINVAL` if no such group), or `Other` outside a
+/// runtime.
+pub fn unregister_buf_ring(bgid: u16) -> std::io::Result<()> {
+    match CONTEXT.with(|x| x.handle()) {
+        Some(handle) => handle.unregister_buf_ring(bgid),
+        None => Err(std::io::Error::new(
+            std::io::ErrorKind::Other,
+            "unregister_buf_ring outside a tokio-uring runtime",
+        )),
+    }
 }
 
 /// Builder API that can create and start the `io_uring` runtime with non-default parameters,

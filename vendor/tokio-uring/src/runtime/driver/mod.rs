@@ -124,6 +124,26 @@ impl Driver {
         ))
     }
 
+    /// Registers a ring of provided buffers (`IORING_REGISTER_PBUF_RING`).
+    ///
+    /// # Safety
+    ///
+    /// See [`crate::register_buf_ring`].
+    pub(crate) unsafe fn register_buf_ring(
+        &mut self,
+        ring_addr: u64,
+        ring_entries: u16,
+        bgid: u16,
+    ) -> io::Result<()> {
+        self.uring
+            .submitter()
+            .register_buf_ring(ring_addr, ring_entries, bgid)
+    }
+
+    pub(crate) fn unregister_buf_ring(&mut self, bgid: u16) -> io::Result<()> {
+        self.uring.submitter().unregister_buf_ring(bgid)
+    }
+
     pub(crate) fn submit_op_2(&mut self, sqe: squeue::Entry) -> usize {
         let index = self.ops.insert();
 
