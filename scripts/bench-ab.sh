@@ -29,6 +29,12 @@ median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print v[int(
 measure() { # binary mode -> CPU s per million
   local code b a n args=()
   rm -rf "$TMP/data"
+  # An io_uring server's listener outlives its process for a moment (the
+  # ring's teardown is asynchronous): wait for the last one's to go.
+  for _ in $(seq 100); do
+    [ -z "$(ss -Hltn "sport = :$PORT or sport = :$((PORT + 1))")" ] && break
+    sleep 0.05
+  done
   taskset -c 0 "$1" --listen "127.0.0.1:$PORT" --http "127.0.0.1:$((PORT + 1))" --admin off \
     --data-dir "$TMP/data" --log-level warn --threads 1 >/dev/null 2>>"$TMP/server.log" &
   SERVER=$!
@@ -39,6 +45,7 @@ measure() { # binary mode -> CPU s per million
   n=$(taskset -c 1 wrk -t1 -c50 -d5s ${args[@]+"${args[@]}"} "http://127.0.0.1:$((PORT + 1))/$code" \
     | awk '/requests in/ {print $1}')
   a=$(cpu "$SERVER")
+  if [ -z "$n" ]; then echo "wrk measured nothing against $1; its log:" >&2; cat "$TMP/server.log" >&2; exit 1; fi
   kill -TERM "$SERVER"; wait "$SERVER" 2>/dev/null || true
   SERVER=
   awk -v b="$b" -v a="$a" -v n="$n" 'BEGIN { printf "%.2f", (a - b) * 1e6 / n }'
