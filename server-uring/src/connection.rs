@@ -1,8 +1,9 @@
 //! A client connection's reads and writes on tokio-uring, with io_uring
 //! provided buffers, so an idle connection holds no read buffer.
 //!
-//! **Reads.** Each core registers a pool of buffers with its ring
-//! (`IORING_OP_PROVIDE_BUFFERS`). A connection's read is an `IORING_OP_RECV`
+//! **Reads.** Each core has a pool of buffers the kernel picks from
+//! (`buffers.rs`: a registered buffer ring, or `IORING_OP_PROVIDE_BUFFERS`
+//! on kernels before 5.19). A connection's read is an `IORING_OP_RECV`
 //! with `IOSQE_BUFFER_SELECT`: it waits with no buffer at all, and the
 //! kernel picks one from the pool only when bytes arrive. The driver
 //! handles the bytes at once and the buffer goes straight back to the pool.
@@ -33,16 +34,7 @@ use shorty_runtime::driver::Socket;
 use tokio_uring::net::TcpStream;
 use tokio_uring::{InFlightOneshot, OneshotOutputTransform, UnsubmittedOneshot};
 
-/// Bytes per provided buffer: a read takes at most this much.
-pub(crate) const BUFFER_SIZE: usize = 16 * 1024;
-
-/// Buffers per core. Buffers are handed back as soon as a read is handled,
-/// so this bounds how many reads may complete between two turns of the
-/// core's loop, not how many connections there are.
-pub(crate) const BUFFER_COUNT: u16 = 256;
-
-/// The buffer group id of the pool (one pool per ring).
-const GROUP: u16 = 1;
+use crate::buffers::{BufferPool, BUFFER_SIZE, GROUP};
 
 /// The `-errno` of a result.
 fn result(cqe: &cqueue::Entry) -> io::Result<u32> {
@@ -88,75 +80,6 @@ impl OneshotOutputTransform for Sent {
 
     fn transform_oneshot_output(self, bytes: Bytes, cqe: cqueue::Entry) -> Self::Output {
         (result(&cqe), bytes)
-    }
-}
-
-/// The result of giving buffers to the kernel.
-struct Provided;
-
-impl OneshotOutputTransform for Provided {
-    type Output = io::Result<u32>;
-    type StoredData = ();
-
-    fn transform_oneshot_output(self, _: (), cqe: cqueue::Entry) -> Self::Output {
-        result(&cqe)
-    }
-}
-
-/// One core's pool of provided buffers.
-pub(crate) struct BufferPool {
-    base: *mut u8,
-}
-
-impl BufferPool {
-    /// Allocates the pool and gives every buffer to the kernel.
-    pub(crate) async fn new() -> io::Result<Rc<Self>> {
-        // Lives as long as the process: the kernel may write into any
-        // buffer of the pool until the ring is gone, and the ring outlives
-        // every task of the core. Leaking it once per core is the simplest
-        // way to make that obviously true.
-        let memory: &'static mut [u8] =
-            Box::leak(vec![0u8; BUFFER_SIZE * usize::from(BUFFER_COUNT)].into_boxed_slice());
-        let pool = Rc::new(Self {
-            base: memory.as_mut_ptr(),
-        });
-        let sqe =
-            opcode::ProvideBuffers::new(pool.base, BUFFER_SIZE as i32, BUFFER_COUNT, GROUP, 0)
-                .build();
-        UnsubmittedOneshot::new((), Provided, sqe)
-            .submit()
-            .await
-            .map_err(|e| {
-                io::Error::new(
-                    e.kind(),
-                    format!("io_uring provided buffers (Linux 5.7 or newer) are unavailable: {e}"),
-                )
-            })?;
-        Ok(pool)
-    }
-
-    /// The first `len` bytes of buffer `bid`.
-    fn bytes(&self, bid: u16, len: usize) -> &[u8] {
-        let len = len.min(BUFFER_SIZE);
-        // SAFETY: `bid` came from a completion of this pool's group, so the
-        // buffer lies inside the leaked allocation; the kernel wrote `len`
-        // bytes into it and will not touch it again until it is handed
-        // back (`give_back`), which happens after this borrow ends.
-        #[allow(unsafe_code)]
-        unsafe {
-            std::slice::from_raw_parts(self.base.add(usize::from(bid) * BUFFER_SIZE), len)
-        }
-    }
-
-    /// Hands buffer `bid` back to the kernel.
-    fn give_back(&self, bid: u16) {
-        // SAFETY: see `bytes`; the pointer stays inside the allocation.
-        #[allow(unsafe_code)]
-        let addr = unsafe { self.base.add(usize::from(bid) * BUFFER_SIZE) };
-        let sqe = opcode::ProvideBuffers::new(addr, BUFFER_SIZE as i32, 1, GROUP, bid).build();
-        // Fire and forget: tokio-uring keeps a dropped operation until its
-        // completion arrives.
-        drop(UnsubmittedOneshot::new((), Provided, sqe).submit());
     }
 }
 

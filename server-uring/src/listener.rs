@@ -9,7 +9,8 @@ use shorty_runtime::driver::core::{run_core, CoreIo};
 use shorty_runtime::driver::{Listener, Runtime};
 use shorty_runtime::server::Worker;
 
-use crate::connection::{BufferPool, UringConn};
+use crate::buffers::BufferPool;
+use crate::connection::UringConn;
 use crate::log_reader::Reader;
 use crate::log_writer::Segment;
 

@@ -5,11 +5,14 @@
 //! driver, the process scaffolding); this crate supplies tokio-uring's I/O
 //! calls:
 //! - `listener.rs`: one core's runtime and listeners;
+//! - `buffers.rs`: each core's pool of receive buffers (a registered
+//!   buffer ring), the crate's `unsafe` with its invariants;
 //! - `connection.rs`: a client connection's reads (provided buffers) and
 //!   writes;
 //! - `log_writer.rs`: log segment writes through `tokio_uring::fs::File`;
 //! - `log_reader.rs`: URL reads from the log.
 
+mod buffers;
 mod connection;
 mod listener;
 mod log_reader;
