@@ -119,6 +119,7 @@ macro_rules! suite {
             // ----- engineer LIST: listings and bulk creation (issue 21) -----
             api_lists_each_keys_links_newest_first_while_links_are_made,
             api_bulk_creates_answer_per_item,
+            a_listing_after_many_deletes_is_served_in_bounded_steps,
             // ----- engineer MEASURE: per-link query forwarding (issue 24) -----
             forward_query_per_link_wins_over_the_flag_through_the_wire,
             forward_query_per_link_through_the_json_api,

@@ -404,3 +404,67 @@ pub fn redis_cluster_lists_each_keys_links(bin: &Path) {
     );
     assert_eq!(stolen.status, 403, "{}", stolen.body);
 }
+
+/// A listing after many deletes is served in bounded steps: at most 1,000
+/// dead entries are dropped per request, so the first page after 1,100
+/// deletes of the newest links is empty but carries a cursor, and paging
+/// on reaches every live link (review of f02450a: one listing walked the
+/// whole backlog on its core).
+pub fn a_listing_after_many_deletes_is_served_in_bounded_steps(bin: &Path) {
+    let dir = tmp();
+    let mine = key(bin, dir.path(), "many", "links:write,links:read");
+    // 1,200 links in a moment: more than the default per-key rate.
+    let server = Server::start(bin, dir.path(), &["--rate-create-key", "off"]);
+    let bulk = |from: usize| {
+        let items: Vec<String> = (from..from + 100)
+            .map(|i| format!(r#"{{"url":"https://example.com/many/{i}"}}"#))
+            .collect();
+        let body = format!(r#"{{"links":[{}]}}"#, items.join(","));
+        let made = call(
+            &server,
+            "POST",
+            "/api/v1/links/bulk",
+            Some(&body),
+            Some(&mine),
+        );
+        assert_eq!(made.status, 200, "{}", made.body);
+        made.json()["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                let code = r["link"]["code"].as_str();
+                code.unwrap_or_else(|| panic!("{r}")).to_owned()
+            })
+            .collect::<Vec<String>>()
+    };
+    // The oldest 100 stay; the newest 1,100 are deleted.
+    let mut kept = bulk(0);
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    let doomed: Vec<String> = (1..12).flat_map(|b| bulk(b * 100)).collect();
+    for code in &doomed {
+        let gone = call(
+            &server,
+            "DELETE",
+            &format!("/api/v1/links/{code}"),
+            None,
+            Some(&mine),
+        );
+        assert_eq!(gone.status, 204, "{}", gone.body);
+    }
+    let (first_page, cursor) = page(&server, &mine, "limit=20");
+    assert!(
+        first_page.is_empty(),
+        "the first page stops at its pruning budget before any live link: {first_page:?}"
+    );
+    let mut listed = first_page;
+    let mut cursor = Some(cursor.expect("a cursor after a step of pruning"));
+    while let Some(c) = cursor {
+        let (next, after) = page(&server, &mine, &format!("limit=20&cursor={c}"));
+        listed.extend(next);
+        cursor = after;
+    }
+    kept.sort();
+    listed.sort();
+    assert_eq!(listed, kept, "every live link, and only those");
+}

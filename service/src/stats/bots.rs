@@ -25,7 +25,10 @@ fn shared_list() -> Arc<isbot::Bots> {
 pub struct BotDetector {
     list: Option<Arc<isbot::Bots>>,
     /// Hash of a user agent → bot?
-    verdicts: HashMap<u64, bool>,
+    // foldhash over the (already hashed) user agent: cheaper than std's
+    // SipHash on every click, and seeded per process, so user agents cannot
+    // be chosen offline to collide in this cache.
+    verdicts: HashMap<u64, bool, foldhash::fast::RandomState>,
 }
 
 impl Default for BotDetector {
@@ -41,7 +44,7 @@ impl BotDetector {
     pub fn new() -> Self {
         Self {
             list: None,
-            verdicts: HashMap::with_capacity(CACHE_ENTRIES),
+            verdicts: HashMap::with_capacity_and_hasher(CACHE_ENTRIES, Default::default()),
         }
     }
 

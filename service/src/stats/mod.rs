@@ -246,7 +246,12 @@ impl Pending {
 }
 
 /// One core's pending click deltas: key → [`Pending`].
-pub type ClickMap = HashMap<u64, Pending>;
+///
+/// Hashed with foldhash (seeded per process), not std's SipHash: the map is
+/// touched on every counted click, and SipHash was most of a click's cost
+/// (cachegrind, README); a random seed keeps its resistance to keys chosen
+/// to collide.
+pub type ClickMap = HashMap<u64, Pending, foldhash::fast::RandomState>;
 
 /// One core's click counter.
 #[derive(Debug)]
@@ -265,7 +270,7 @@ impl ClickCounter {
         Self {
             enabled,
             bots: BotDetector::new(),
-            map: HashMap::new(),
+            map: ClickMap::default(),
             capacity: 0,
         }
     }
@@ -308,10 +313,13 @@ impl ClickCounter {
     /// here, off the redirect path's critical moment.
     pub fn take(&mut self) -> ClickMap {
         if self.map.is_empty() {
-            return ClickMap::new();
+            return ClickMap::default();
         }
         self.capacity = self.capacity.max(self.map.capacity());
-        std::mem::replace(&mut self.map, HashMap::with_capacity(self.capacity))
+        std::mem::replace(
+            &mut self.map,
+            HashMap::with_capacity_and_hasher(self.capacity, Default::default()),
+        )
     }
 }
 
