@@ -206,7 +206,17 @@
   function route() {
     ok();
     var m = /^#\/links\/(.+)$/.exec(location.hash);
-    if (m) return detail(decodeURIComponent(m[1]));
+    // A malformed escape in the address bar (`#/links/%E0%A4%A`) is not a
+    // link: fall back to the main view rather than throwing.
+    var code = null;
+    if (m) {
+      try {
+        code = decodeURIComponent(m[1]);
+      } catch (e) {
+        code = null;
+      }
+    }
+    if (code) return detail(code);
     show($("detail"), false);
     show($("shorten"), true);
     show($("mine"), true);
