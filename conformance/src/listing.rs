@@ -230,6 +230,12 @@ pub fn api_bulk_creates_answer_per_item(bin: &Path) {
         "a URL the policy refuses: {}",
         answer.body
     );
+    // Whichever check refused it, the field is named within the request.
+    assert_eq!(
+        results[4]["problem"]["errors"][0]["field"], "links[4].url",
+        "{}",
+        results[4]
+    );
     assert_eq!(results[1]["link"]["code"], "bulk-two");
     assert_eq!(results[1]["link"]["title"], "Two");
     assert!(

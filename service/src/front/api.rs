@@ -459,7 +459,8 @@ impl Shard {
                 let mut results = results.iter();
                 let items: Vec<_> = items
                     .iter()
-                    .map(|item| {
+                    .enumerate()
+                    .map(|(i, item)| {
                         let outcome = match item {
                             Err(p) => Err(p.clone()),
                             Ok(url) => match results.next() {
@@ -473,7 +474,17 @@ impl Shard {
                             Ok((status, link)) => {
                                 serde_json::json!({ "status": status, "link": link })
                             }
-                            Err(p) => serde_json::json!({ "status": p.status, "problem": p }),
+                            Err(mut p) => {
+                                // A field is named within the request, as
+                                // the body's own parse names it
+                                // (`links[3].url`), whichever check refused it.
+                                for error in &mut p.errors {
+                                    if !error.field.starts_with("links[") {
+                                        error.field = format!("links[{i}].{}", error.field);
+                                    }
+                                }
+                                serde_json::json!({ "status": p.status, "problem": p })
+                            }
                         }
                     })
                     .collect();
