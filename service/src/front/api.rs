@@ -496,16 +496,12 @@ impl Shard {
                 return p.status;
             }
         };
-        http::write(
+        write_json(
             dst,
             &self.date,
-            &Response {
-                status: 200,
-                headers: &[("Content-Type", "application/json")],
-                body: body.to_string().as_bytes(),
-                head_only,
-                keep_alive,
-            },
+            body.to_string().as_bytes(),
+            head_only,
+            keep_alive,
         );
         200
     }
@@ -555,17 +551,7 @@ impl Shard {
                     .collect();
                 let next = next.as_deref().map(|n| URL_SAFE_NO_PAD.encode(n));
                 let body = serde_json::json!({ "links": links, "nextCursor": next }).to_string();
-                return http::write(
-                    dst,
-                    &self.date,
-                    &Response {
-                        status: 200,
-                        headers: &[("Content-Type", "application/json")],
-                        body: body.as_bytes(),
-                        head_only,
-                        keep_alive,
-                    },
-                );
+                return write_json(dst, &self.date, body.as_bytes(), head_only, keep_alive);
             }
             (OpResult::Deleted, ApiView::Deleted) => {
                 return http::write(
@@ -582,17 +568,7 @@ impl Shard {
             }
             (OpResult::Stats(view), ApiView::Stats { granularity }) => {
                 let body = stats_json(view, granularity);
-                return http::write(
-                    dst,
-                    &self.date,
-                    &Response {
-                        status: 200,
-                        headers: &[("Content-Type", "application/json")],
-                        body: body.as_bytes(),
-                        head_only,
-                        keep_alive,
-                    },
-                );
+                return write_json(dst, &self.date, body.as_bytes(), head_only, keep_alive);
             }
             _ => {}
         }
@@ -807,6 +783,21 @@ fn link_patch(patch: api::LinkPatch) -> crate::link::LinkPatch {
 }
 
 /// Writes `problem` as an `application/problem+json` response.
+/// Writes a `200` with a JSON `body`.
+fn write_json(dst: &mut BytesMut, date: &str, body: &[u8], head_only: bool, keep_alive: bool) {
+    http::write(
+        dst,
+        date,
+        &Response {
+            status: 200,
+            headers: &[("Content-Type", "application/json")],
+            body,
+            head_only,
+            keep_alive,
+        },
+    );
+}
+
 pub(super) fn write_problem(
     dst: &mut BytesMut,
     date: &str,
