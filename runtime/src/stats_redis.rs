@@ -3,9 +3,11 @@
 //! add up there.
 //!
 //! Keys carry the code as a hash tag, so one link's keys live in one slot:
-//! - `{CODE}:clicks`: a hash with `human`, `bot`, `first` (set once,
-//!   `HSETNX`) and `last` (the latest writer's: nodes' clocks and flushes
-//!   make it exact to a flush interval);
+//! - `{CODE}:clicks`: a hash with `human`, `bot`, `first` (the least
+//!   first click any node reported) and `last` (the greatest last click):
+//!   nodes flush in any order, so both are kept by [`SPAN_SCRIPT`], not
+//!   by "set once" and "latest writer wins" (a node that flushed earlier
+//!   clicks after another's later ones left `first` past `last`);
 //! - `{CODE}:clicks:YYYYMMDD`: a hash per UTC day with `h00`..`h23` (the
 //!   hour's clicks), `human` and `bot`; it expires after
 //!   [`DAY_TTL_SECS`] (hourly resolution is kept as long as the day);
@@ -32,6 +34,16 @@ use crate::stats::StatsSink;
 
 /// How long a day's hash lives: a little over a year.
 pub const DAY_TTL_SECS: u64 = 400 * 24 * 3600;
+
+/// Widens a link's `first`/`last` click times to cover `ARGV[1]`..
+/// `ARGV[2]` (milliseconds, exact in Lua's doubles until the year 287396):
+/// one script on the link's own key, so one slot.
+pub const SPAN_SCRIPT: &str = "\
+local f = tonumber(redis.call('HGET', KEYS[1], 'first'))
+if not f or tonumber(ARGV[1]) < f then redis.call('HSET', KEYS[1], 'first', ARGV[1]) end
+local l = tonumber(redis.call('HGET', KEYS[1], 'last'))
+if not l or tonumber(ARGV[2]) > l then redis.call('HSET', KEYS[1], 'last', ARGV[2]) end
+return 0";
 
 /// Commands per pipeline at most (a flush of many links is sent in
 /// several).
@@ -102,9 +114,13 @@ pub fn commands(maps: &[ClickMap], one_slot: bool) -> Vec<(Pipeline, usize)> {
         let link = format!("{{{code}}}:clicks");
         pipe.cmd("HINCRBY").arg(&link).arg("human").arg(t.human);
         pipe.cmd("HINCRBY").arg(&link).arg("bot").arg(t.bot);
-        pipe.cmd("HSETNX").arg(&link).arg("first").arg(t.first_ms);
-        pipe.cmd("HSET").arg(&link).arg("last").arg(t.last_ms);
-        n += 4;
+        pipe.cmd("EVAL")
+            .arg(SPAN_SCRIPT)
+            .arg(1)
+            .arg(&link)
+            .arg(t.first_ms)
+            .arg(t.last_ms);
+        n += 3;
         let refs = t.referrers.top(REFERRER_SLOTS);
         if !refs.is_empty() {
             let zset = format!("{{{code}}}:refs");
@@ -565,8 +581,8 @@ mod tests {
         );
         assert!(text.contains("h23") && text.contains("h00"), "{text}");
         assert!(text.contains(&format!("{{{code}}}:refs")), "{text}");
-        // 4 totals + 2 referrer + 2 days x 4.
-        assert_eq!(*n, 4 + 2 + 8);
+        // 3 totals + 2 referrer + 2 days x 4.
+        assert_eq!(*n, 3 + 2 + 8);
     }
 
     /// A cluster refuses a pipeline over several slots (CROSSSLOT): each
