@@ -368,13 +368,29 @@ pub fn export(dir: &Path, out: Option<&Path>) -> ExitCode {
 /// # Errors
 /// Reading a segment or writing to `sink` failed.
 pub fn export_links(dir: &Path, sink: &mut impl Write) -> io::Result<(u64, u64)> {
-    let numbers = list_segments(dir)?;
+    export_links_between(dir, sink, || {})
+}
+
+/// [`export_links`], calling `between` between its two passes (where a
+/// running server's writes and merges land, in a test).
+fn export_links_between(
+    dir: &Path,
+    sink: &mut impl Write,
+    between: impl FnOnce(),
+) -> io::Result<(u64, u64)> {
+    // Both passes read the same bytes: every file is opened before either
+    // pass (a merge that commits meanwhile unlinks its inputs, but open
+    // files stay readable), and the second pass reads no further than the
+    // first did (a running server appends to its active segments; an
+    // update seen by the second pass only would export its key twice,
+    // the older URL beside the newer).
+    let mut files = open_segments(dir)?;
     // First the newest version of every mutated key (a small map: keys
     // never changed are not in it), so that only the winning record of a
     // key is exported and a deleted link not at all, whatever the order
     // of the files.
     let mut newest: HashMap<OwnedIdent, (u64, bool)> = HashMap::new();
-    vouched_records(dir, &numbers, &mut |record, _| {
+    vouched_records(&mut files, &mut |record, _| {
         if record.version() != 0 || matches!(record, Keyed::Tombstone(_)) {
             let ident = (record.key(), record.alias().map(Box::from));
             let entry = newest.entry(ident).or_insert((0, false));
@@ -384,7 +400,8 @@ pub fn export_links(dir: &Path, sink: &mut impl Write) -> io::Result<(u64, u64)>
         }
         Ok(())
     })?;
-    vouched_records(dir, &numbers, &mut |record, links| {
+    between();
+    vouched_records(&mut files, &mut |record, links| {
         let Keyed::Link(link) = record else {
             return Ok(());
         };
@@ -403,44 +420,109 @@ pub fn export_links(dir: &Path, sink: &mut impl Write) -> io::Result<(u64, u64)>
 /// A key and, for an alias that is not a code, its text.
 type OwnedIdent = (u64, Option<Box<[u8]>>);
 
-/// Calls `each` with every vouched-for keyed record of the segments
-/// `numbers` of `dir`, in file order; returns the count `each` kept and the
-/// damaged segments.
+/// One segment of an export, open from the start.
+struct OpenSegment {
+    number: u64,
+    segment: File,
+    hint: Option<File>,
+    /// Where the first pass's vouched bytes ended (the second reads no
+    /// further) and whether it found damage.
+    end: Option<(u64, bool)>,
+}
+
+/// Times [`open_segments`] lists the directory again when a listed
+/// segment vanished before it was opened (a merge committed, or recovery
+/// removed an empty segment).
+const OPEN_ATTEMPTS: usize = 20;
+
+/// Opens every segment of `dir` and its hint. A listed segment that is
+/// gone by the time it is opened means a merge committed in between: its
+/// outputs are not in the list, so the whole set is listed and opened
+/// again, until one listing opens completely (then every record of that
+/// moment is in a file held open).
+fn open_segments(dir: &Path) -> io::Result<Vec<OpenSegment>> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let mut files = Vec::new();
+        let mut vanished = false;
+        for number in list_segments(dir)? {
+            let segment = match File::open(dir.join(segment_file_name(number))) {
+                Ok(file) => file,
+                Err(err) if err.kind() == io::ErrorKind::NotFound => {
+                    vanished = true;
+                    continue;
+                }
+                Err(err) => return Err(err),
+            };
+            let hint = File::open(dir.join(hint_file_name(number))).ok();
+            files.push(OpenSegment {
+                number,
+                segment,
+                hint,
+                end: None,
+            });
+        }
+        if !vanished || attempt >= OPEN_ATTEMPTS {
+            return Ok(files);
+        }
+    }
+}
+
+/// The whole content of an open file.
+fn read_all(mut file: &File) -> io::Result<Vec<u8>> {
+    use std::io::{Read, Seek, SeekFrom};
+    file.seek(SeekFrom::Start(0))?;
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
+/// Calls `each` with every vouched-for keyed record of `files`, in file
+/// order; returns the count `each` kept and the damaged segments. The
+/// first call records where each file's vouched bytes end; later calls
+/// stop there.
 fn vouched_records(
-    dir: &Path,
-    numbers: &[u64],
+    files: &mut [OpenSegment],
     each: &mut dyn FnMut(Keyed<'_>, &mut u64) -> io::Result<()>,
 ) -> io::Result<(u64, u64)> {
     let (mut links, mut damaged) = (0, 0);
-    for number in numbers {
-        let bytes = match fs::read(dir.join(segment_file_name(*number))) {
-            Ok(b) => b,
-            // Removed meanwhile (recovery deletes empty segments).
-            Err(err) if err.kind() == io::ErrorKind::NotFound => continue,
-            Err(err) => return Err(err),
+    for file in files {
+        let bytes = read_all(&file.segment)?;
+        let number = file.number;
+        let hint = match &file.hint {
+            Some(hint) => Some(read_all(hint)?),
+            None => None,
         };
-        let hint = fs::read(dir.join(hint_file_name(*number))).ok();
-        let by_hint = hint_vouches(hint.as_deref(), *number);
+        let by_hint = hint_vouches(hint.as_deref(), number);
         // First where the vouched bytes end, then the links inside them:
         // two passes, so a 1 GiB segment costs no list of its links.
-        let end = match scan_vouched(&bytes, *number, by_hint, |_, _| {}) {
-            Ok(scan) => scan.vouched_end.min(bytes.len() as u64),
-            Err(err) => {
-                damaged += 1;
-                eprintln!(
-                    "export: {}: {err}; exported what precedes it",
-                    segment_file_name(*number)
-                );
-                match err {
-                    // Everything before the damage is vouched for.
-                    ScanError::Corrupt { offset, .. } => offset,
-                    ScanError::Missing { len, .. } => len,
-                    _ => 0,
-                }
+        let (end, damage) = match file.end {
+            Some(end) => end,
+            None => {
+                let end = match scan_vouched(&bytes, number, by_hint, |_, _| {}) {
+                    Ok(scan) => (scan.vouched_end.min(bytes.len() as u64), false),
+                    Err(err) => {
+                        eprintln!(
+                            "export: {}: {err}; exported what precedes it",
+                            segment_file_name(number)
+                        );
+                        let end = match err {
+                            // Everything before the damage is vouched for.
+                            ScanError::Corrupt { offset, .. } => offset,
+                            ScanError::Missing { len, .. } => len,
+                            _ => 0,
+                        };
+                        (end, true)
+                    }
+                };
+                file.end = Some(end);
+                end
             }
         };
+        damaged += u64::from(damage);
         let mut failed = None;
-        let _ = scan_vouched(&bytes, *number, by_hint, |record, offset| {
+        let _ = scan_vouched(&bytes, number, by_hint, |record, offset| {
             let len = match &record {
                 Keyed::Link(link) => link.encoded_len(),
                 Keyed::Tombstone(t) => t.encoded_len(),
@@ -1103,6 +1185,69 @@ mod tests {
         let (codes, damaged) = exported(dir.path());
         assert_eq!(codes, [code(1)]);
         assert_eq!(damaged, 1);
+    }
+
+    /// A running server writes and merges while an export reads (review
+    /// 4, F2): an update acknowledged between the export's two passes
+    /// exported the key twice (its old URL beside the new, and an import
+    /// then kept the old), and a merge that removed a segment between them
+    /// lost its links. Both passes now read the same bytes.
+    #[test]
+    fn an_export_reads_one_state_while_the_server_writes_and_merges() {
+        use shorty_service::log::segments::encode_sealed_records;
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path();
+        // Segment 0 is being written: link 1, vouched.
+        let mut active = Vec::new();
+        encode_preamble(0, &mut active);
+        put(&mut active, &link(1));
+        encode_marker(active.len() as u64, &mut active);
+        fs::write(data.join(segment_file_name(0)), &active).unwrap();
+        // Segment 1 is sealed: link 2.
+        let sealed =
+            encode_sealed_records(1, &[&[Keyed::Link(Link::plain(2, 2, b"https://e.com/2"))]]);
+        fs::write(data.join(segment_file_name(1)), &sealed).unwrap();
+        let mut out = Vec::new();
+        let (n, damaged) = export_links_between(data, &mut out, || {
+            // Link 1 updated (version 1), acknowledged: vouched.
+            let mut meta = Vec::new();
+            LinkMeta {
+                version: 1,
+                ..LinkMeta::default()
+            }
+            .encode(&mut meta);
+            let mut more = active.clone();
+            encode_link(
+                &Link {
+                    options: &meta,
+                    ..Link::plain(1, NO_ID, b"https://e.com/1-updated")
+                },
+                &mut more,
+            );
+            encode_marker(more.len() as u64, &mut more);
+            fs::write(data.join(segment_file_name(0)), &more).unwrap();
+            // A merge moved segment 1's link into segment 2 and removed it.
+            fs::write(
+                data.join(segment_file_name(2)),
+                encode_sealed_records(2, &[&[Keyed::Link(Link::plain(2, 2, b"https://e.com/2"))]]),
+            )
+            .unwrap();
+            fs::remove_file(data.join(segment_file_name(1))).unwrap();
+        })
+        .unwrap();
+        let lines: Vec<ExportedLink> = String::from_utf8(out)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let mut got: Vec<(String, String)> = lines.into_iter().map(|l| (l.code, l.url)).collect();
+        got.sort();
+        let mut want = vec![
+            (code(1), "https://e.com/1".to_owned()),
+            (code(2), "https://e.com/2".to_owned()),
+        ];
+        want.sort();
+        assert_eq!((got, n, damaged), (want, 2, 0));
     }
 
     const PREAMBLE: usize = shorty_service::log::record::PREAMBLE_LEN;
