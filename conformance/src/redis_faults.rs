@@ -596,6 +596,41 @@ pub fn redis_lifecycle_values_are_judged_alike_on_every_node(binary: &Path) {
 // ----- engineer LIFE: click limits across nodes (issue 19) -----
 pub use crate::life::redis_click_limits_are_exact_across_nodes;
 
+// ----- lead: a restarted Redis (review 4, F1) -----
+
+/// A single Redis that restarts (kill -9, then back with its AOF) is
+/// served again without restarting the node: links made before and after
+/// resolve, SHORTEN is acknowledged again and `/healthz` says ready. (A
+/// bare multiplexed connection answered "broken pipe" for ever.)
+pub fn redis_single_restarted_is_served_again(binary: &Path) {
+    let Some(mut redis) = or_skip(Redis::start(&[])) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let server = node(binary, dir.path(), &redis.url(), &["--store-replicas", "0"]);
+    let before = shorten_many(&server, "before", 3, 60);
+    assert_eq!(before.acked.len(), 3, "{before:?}");
+    redis.restart();
+    let health = server.http_url("/healthz");
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        // Each round may meet the dead connection once; then the
+        // reconnected one answers.
+        let after = shorten_many(&server, "after", 2, 60);
+        if after.acked.len() == 2 && crate::cases::http("GET", &health).0 == 200 {
+            every_acked_link_is_stored(&server, &after.acked, |k| redis.get(k));
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not served 15 s after Redis came back: {after:?}\n{}",
+            server.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    every_acked_link_is_stored(&server, &before.acked, |k| redis.get(k));
+}
+
 /// Expands to one `#[test]` per Redis fault case against `$binary`.
 #[macro_export]
 macro_rules! redis_suite {
@@ -618,6 +653,8 @@ macro_rules! redis_suite {
             // ----- engineer KEYS (issue 21: keys in Redis) -----
             redis_keys_are_shared_by_every_node_and_revoked_on_all,
             redis_disable_destination_reaches_every_node,
+            // ----- lead: a restarted Redis (review 4, F1) -----
+            redis_single_restarted_is_served_again,
         );
     };
     (@cases $binary:expr; $($case:ident),* $(,)?) => {

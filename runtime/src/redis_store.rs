@@ -91,8 +91,13 @@ const PING_EVERY: Duration = Duration::from_secs(1);
 pub enum Conn {
     /// Redis Cluster.
     Cluster(redis::cluster_async::ClusterConnection),
-    /// One Redis (no cluster support).
-    Single(redis::aio::MultiplexedConnection),
+    /// One Redis (no cluster support). A connection manager, not a bare
+    /// multiplexed connection: a multiplexed connection whose Redis
+    /// restarted answers "broken pipe" for ever, so the server stayed
+    /// unready until it was itself restarted (review 4, F1); the manager
+    /// reconnects in the background after an I/O error (the request that
+    /// met the error still fails: nothing is re-sent behind our back).
+    Single(redis::aio::ConnectionManager),
 }
 
 /// What a `SET NX` of an imported link found.
@@ -232,12 +237,17 @@ pub async fn connect_with(
             builder.build()?.get_async_connection().await?,
         ))
     } else {
-        let config = single_config(timeout);
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout))
+            // Reconnect attempts after an error, 50 ms to 1 s apart; a
+            // Redis down for longer is tried again at the next request.
+            .set_min_delay(Duration::from_millis(50))
+            .set_max_delay(Duration::from_secs(1))
+            .set_number_of_retries(5);
         let client = redis::Client::open(probe.node.as_str())?;
         Ok(Conn::Single(
-            client
-                .get_multiplexed_async_connection_with_config(&config)
-                .await?,
+            client.get_connection_manager_with_config(config).await?,
         ))
     }
 }
