@@ -68,6 +68,7 @@ macro_rules! suite {
             http_requests_a_proxy_could_misread_are_refused,
             export_and_import_move_every_link,
             moving_segments_aside_never_reuses_codes_or_numbers,
+            moving_a_segment_aside_and_reapplying_the_export_difference,
             copying_a_running_server_as_the_readme_says_restores_every_link,
             a_backup_of_the_files_the_readme_names_restores_everything,
             the_systemd_unit_verifies,
