@@ -1,13 +1,16 @@
 //! Click statistics in the Redis store: every node's stats writer adds its
-//! deltas to the cluster with pipelined increments, so every node's counts
-//! add up there.
+//! deltas to the cluster, one script call per link ([`LINK_SCRIPT`], all or
+//! nothing) in pipelines, so every node's counts add up there. A link whose
+//! call Redis refused (out of memory, read-only) had nothing applied and
+//! goes again with the next flush; one whose answer never came may have
+//! been applied and is not sent again.
 //!
 //! Keys carry the code as a hash tag, so one link's keys live in one slot:
 //! - `{CODE}:clicks`: a hash with `human`, `bot`, `first` (the least
 //!   first click any node reported) and `last` (the greatest last click):
-//!   nodes flush in any order, so both are kept by [`SPAN_SCRIPT`], not
-//!   by "set once" and "latest writer wins" (a node that flushed earlier
-//!   clicks after another's later ones left `first` past `last`);
+//!   nodes flush in any order, so both are widened, not "set once" and
+//!   "latest writer wins" (a node that flushed earlier clicks after
+//!   another's later ones left `first` past `last`);
 //! - `{CODE}:clicks:YYYYMMDD`: a hash per UTC day with `h00`..`h23` (the
 //!   hour's clicks), `human` and `bot`; it expires after
 //!   [`DAY_TTL_SECS`] (hourly resolution is kept as long as the day);
@@ -24,8 +27,8 @@ use std::time::Duration;
 use redis::{Pipeline, Value};
 use shorty_service::codes::{format_code, MAX_CODE_LEN};
 use shorty_service::stats::{
-    day_of, series, ClickMap, Granularity, LinkTotals, SeriesRow, StatsView, DAY_MS, HOUR_MS,
-    REFERRER_SLOTS,
+    day_of, series, ClickMap, Granularity, LinkTotals, Pending, SeriesRow, StatsView, DAY_MS,
+    HOUR_MS, PENDING_REFERRERS, REFERRER_SLOTS,
 };
 
 use crate::config::RedisSpec;
@@ -34,20 +37,6 @@ use crate::stats::StatsSink;
 
 /// How long a day's hash lives: a little over a year.
 pub const DAY_TTL_SECS: u64 = 400 * 24 * 3600;
-
-/// Widens a link's `first`/`last` click times to cover `ARGV[1]`..
-/// `ARGV[2]` (milliseconds, exact in Lua's doubles until the year 287396):
-/// one script on the link's own key, so one slot.
-pub const SPAN_SCRIPT: &str = "\
-local f = tonumber(redis.call('HGET', KEYS[1], 'first'))
-if not f or tonumber(ARGV[1]) < f then redis.call('HSET', KEYS[1], 'first', ARGV[1]) end
-local l = tonumber(redis.call('HGET', KEYS[1], 'last'))
-if not l or tonumber(ARGV[2]) > l then redis.call('HSET', KEYS[1], 'last', ARGV[2]) end
-return 0";
-
-/// Commands per pipeline at most (a flush of many links is sent in
-/// several).
-pub const PIPELINE_COMMANDS: usize = 4096;
 
 /// The calendar date (year, month, day) of a day since the Unix epoch
 /// (Howard Hinnant's `civil_from_days`).
@@ -68,6 +57,9 @@ pub fn civil(day: u32) -> (i64, u32, u32) {
 pub struct RedisStats {
     runtime: tokio::runtime::Runtime,
     conn: Conn,
+    /// Links' counts a Redis refused (out of memory, read-only, ...):
+    /// nothing of them was applied; they go again with the next flush.
+    retry: ClickMap,
 }
 
 impl RedisStats {
@@ -82,78 +74,157 @@ impl RedisStats {
             .build()
             .map_err(|e| e.to_string())?;
         let conn = runtime.block_on(connect(spec, timeout, false))?;
-        Ok(Self { runtime, conn })
+        Ok(Self {
+            runtime,
+            conn,
+            retry: ClickMap::default(),
+        })
     }
 }
 
-/// The commands that add `maps` to the store, as pipelines of at most
-/// [`PIPELINE_COMMANDS`] commands. With `one_slot`, each pipeline holds one
-/// link's commands only: a Redis Cluster refuses a pipeline whose keys lie
-/// in more than one slot (`CROSSSLOT`), and one link's keys share its
-/// code's hash tag, so one slot. A single Redis takes many links per
-/// pipeline.
-pub fn commands(maps: &[ClickMap], one_slot: bool) -> Vec<(Pipeline, usize)> {
-    let mut totals: HashMap<u64, LinkTotals> = HashMap::new();
-    let mut hours: HashMap<u64, HashMap<u32, (u64, u64)>> = HashMap::new();
+/// Adds one link's deltas of a flush, all or nothing: the `#!lua` line
+/// makes Redis (7.0+) refuse the whole script before it runs when it is out
+/// of memory (no `allow-oom` flag), read-only or cannot persist, so a
+/// refused link's counts were not applied and can be sent again without
+/// counting twice.
+///
+/// `KEYS`: `{CODE}:clicks`, `{CODE}:refs`, then the day hashes. `ARGV`:
+/// human, bot, first and last click (ms: `first`/`last` are widened, as
+/// nodes flush in any order), the number of referrers, then host and count
+/// of each, the referrer slots kept, the day hashes' TTL, the number of
+/// hours, then for each hour its day's index in `KEYS`, its field
+/// (`h00`..`h23`), human and bot.
+pub const LINK_SCRIPT: &str = "#!lua
+local clicks, refs = KEYS[1], KEYS[2]
+redis.call('HINCRBY', clicks, 'human', ARGV[1])
+redis.call('HINCRBY', clicks, 'bot', ARGV[2])
+local f = tonumber(redis.call('HGET', clicks, 'first'))
+if not f or tonumber(ARGV[3]) < f then redis.call('HSET', clicks, 'first', ARGV[3]) end
+local l = tonumber(redis.call('HGET', clicks, 'last'))
+if not l or tonumber(ARGV[4]) > l then redis.call('HSET', clicks, 'last', ARGV[4]) end
+local i = 5
+local nrefs = tonumber(ARGV[i])
+i = i + 1
+for _ = 1, nrefs do
+  redis.call('ZINCRBY', refs, ARGV[i + 1], ARGV[i])
+  i = i + 2
+end
+if nrefs > 0 then redis.call('ZREMRANGEBYRANK', refs, 0, -tonumber(ARGV[i]) - 1) end
+local ttl = ARGV[i + 1]
+local nhours = tonumber(ARGV[i + 2])
+i = i + 3
+for _ = 1, nhours do
+  local day = KEYS[tonumber(ARGV[i])]
+  local h, b = tonumber(ARGV[i + 2]), tonumber(ARGV[i + 3])
+  redis.call('HINCRBY', day, ARGV[i + 1], h + b)
+  redis.call('HINCRBY', day, 'human', h)
+  redis.call('HINCRBY', day, 'bot', b)
+  redis.call('EXPIRE', day, ttl)
+  i = i + 4
+end
+return 0";
+
+/// Links per pipeline at most (a flush of many links is sent in several).
+pub const PIPELINE_COMMANDS: usize = 4096;
+
+/// Links whose counts a Redis that refuses writes can leave waiting for
+/// the next flush; past it, the counts of the links beyond are dropped
+/// (and logged): an outage must not grow the writer without bound.
+pub const MAX_RETRY_LINKS: usize = 100_000;
+
+/// One link's deltas of a flush, merged over every map handed over.
+#[derive(Debug, Default)]
+struct LinkDeltas {
+    totals: LinkTotals,
+    /// Hour → (human, bot).
+    hours: HashMap<u32, (u64, u64)>,
+}
+
+/// Merges `maps` per link.
+fn per_link(maps: &[ClickMap]) -> HashMap<u64, LinkDeltas> {
+    let mut links: HashMap<u64, LinkDeltas> = HashMap::new();
     for map in maps {
         for (&key, pending) in map {
-            totals.entry(key).or_default().merge(pending);
-            let link = hours.entry(key).or_default();
+            let link = links.entry(key).or_default();
+            link.totals.merge(pending);
             for h in pending.hours() {
-                let e = link.entry(h.hour).or_default();
+                let e = link.hours.entry(h.hour).or_default();
                 *e = (e.0 + u64::from(h.human), e.1 + u64::from(h.bot));
             }
         }
     }
+    links
+}
+
+/// The [`LINK_SCRIPT`] call that adds `link`'s deltas to `code`'s keys.
+fn link_command(code: &str, link: &LinkDeltas) -> redis::Cmd {
+    let mut cmd = redis::cmd("EVAL");
+    let mut hours: Vec<_> = link.hours.iter().collect();
+    hours.sort_unstable();
+    let mut days: Vec<String> = Vec::new();
+    let mut hour_args: Vec<(usize, String, u64, u64)> = Vec::new();
+    for (hour, (human, bot)) in hours {
+        let (y, m, d) = civil(day_of(u64::from(*hour) * HOUR_MS));
+        let day = format!("{{{code}}}:clicks:{y:04}{m:02}{d:02}");
+        let index = match days.iter().position(|k| *k == day) {
+            Some(i) => i,
+            None => {
+                days.push(day);
+                days.len() - 1
+            }
+        };
+        let field = format!("h{:02}", (u64::from(*hour) * HOUR_MS % DAY_MS) / HOUR_MS);
+        // KEYS[1] and KEYS[2] are the totals and the referrers.
+        hour_args.push((index + 3, field, *human, *bot));
+    }
+    cmd.arg(LINK_SCRIPT)
+        .arg(2 + days.len())
+        .arg(format!("{{{code}}}:clicks"))
+        .arg(format!("{{{code}}}:refs"));
+    for day in &days {
+        cmd.arg(day);
+    }
+    let t = &link.totals;
+    cmd.arg(t.human).arg(t.bot).arg(t.first_ms).arg(t.last_ms);
+    let refs = t.referrers.top(REFERRER_SLOTS);
+    cmd.arg(refs.len());
+    for (host, count) in &refs {
+        cmd.arg(host.as_str()).arg(*count);
+    }
+    cmd.arg(REFERRER_SLOTS)
+        .arg(DAY_TTL_SECS)
+        .arg(hour_args.len());
+    for (index, field, human, bot) in hour_args {
+        cmd.arg(index).arg(field).arg(human).arg(bot);
+    }
+    cmd
+}
+
+/// The commands that add `maps` to the store: one [`LINK_SCRIPT`] call per
+/// link, in pipelines of at most [`PIPELINE_COMMANDS`], each with the keys
+/// of the links it holds. With `one_slot`, each pipeline holds one link: a
+/// Redis Cluster refuses a pipeline whose keys lie in more than one slot
+/// (`CROSSSLOT`), and one link's keys share its code's hash tag, so one
+/// slot. A single Redis takes many links per pipeline.
+pub fn commands(maps: &[ClickMap], one_slot: bool) -> Vec<(Pipeline, Vec<u64>)> {
+    let links = per_link(maps);
     let mut out = Vec::new();
     let mut pipe = redis::pipe();
-    let mut n = 0;
+    let mut keys = Vec::new();
     let mut code_buf = [0; MAX_CODE_LEN];
-    for (key, t) in &totals {
+    for (key, link) in &links {
         let code = format_code(*key, &mut code_buf).to_owned();
-        let link = format!("{{{code}}}:clicks");
-        pipe.cmd("HINCRBY").arg(&link).arg("human").arg(t.human);
-        pipe.cmd("HINCRBY").arg(&link).arg("bot").arg(t.bot);
-        pipe.cmd("EVAL")
-            .arg(SPAN_SCRIPT)
-            .arg(1)
-            .arg(&link)
-            .arg(t.first_ms)
-            .arg(t.last_ms);
-        n += 3;
-        let refs = t.referrers.top(REFERRER_SLOTS);
-        if !refs.is_empty() {
-            let zset = format!("{{{code}}}:refs");
-            for (host, count) in &refs {
-                pipe.cmd("ZINCRBY").arg(&zset).arg(*count).arg(host);
-            }
-            // Keep the top slots only: memory per link stays bounded.
-            pipe.cmd("ZREMRANGEBYRANK")
-                .arg(&zset)
-                .arg(0)
-                .arg(-(REFERRER_SLOTS as i64) - 1);
-            n += refs.len() + 1;
-        }
-        let mut link_hours: Vec<_> = hours.get(key).into_iter().flatten().collect();
-        link_hours.sort_unstable();
-        for (hour, (human, bot)) in link_hours {
-            let day = day_of(u64::from(*hour) * HOUR_MS);
-            let (y, m, d) = civil(day);
-            let hash = format!("{{{code}}}:clicks:{y:04}{m:02}{d:02}");
-            let field = format!("h{:02}", (u64::from(*hour) * HOUR_MS % DAY_MS) / HOUR_MS);
-            pipe.cmd("HINCRBY").arg(&hash).arg(field).arg(human + bot);
-            pipe.cmd("HINCRBY").arg(&hash).arg("human").arg(*human);
-            pipe.cmd("HINCRBY").arg(&hash).arg("bot").arg(*bot);
-            pipe.cmd("EXPIRE").arg(&hash).arg(DAY_TTL_SECS);
-            n += 4;
-        }
-        if one_slot || n >= PIPELINE_COMMANDS {
-            out.push((std::mem::replace(&mut pipe, redis::pipe()), n));
-            n = 0;
+        pipe.add_command(link_command(&code, link));
+        keys.push(*key);
+        if one_slot || keys.len() >= PIPELINE_COMMANDS {
+            out.push((
+                std::mem::replace(&mut pipe, redis::pipe()),
+                std::mem::take(&mut keys),
+            ));
         }
     }
-    if n > 0 {
-        out.push((pipe, n));
+    if !keys.is_empty() {
+        out.push((pipe, keys));
     }
     out
 }
@@ -161,50 +232,153 @@ pub fn commands(maps: &[ClickMap], one_slot: bool) -> Vec<(Pipeline, usize)> {
 /// Pipelines a cluster flush keeps in flight at once (one per link).
 pub const PIPELINES_IN_FLIGHT: usize = 64;
 
-/// Sends one pipeline and checks every reply: an error reply (OOM,
+/// What became of one pipeline of links.
+#[derive(Debug, Default)]
+struct Sent {
+    /// Links Redis refused before running their script (error replies):
+    /// nothing of them was applied, so they may be sent again.
+    refused: Vec<u64>,
+    /// Links whose answer never came (a timeout, a dropped connection):
+    /// they may have been applied, so they are never sent again.
+    unknown: usize,
+    /// The first error met.
+    error: Option<String>,
+}
+
+/// Sends one pipeline and sorts every link's reply: an error reply (OOM,
 /// READONLY, ...) arrives as a value, not as a failed pipeline.
-async fn send(mut conn: Conn, pipe: Pipeline, count: usize) -> io::Result<()> {
-    let replies = conn
-        .pipeline(&pipe, count)
-        .await
-        .map_err(io::Error::other)?;
-    let failed = replies
-        .iter()
-        .filter(|v| matches!(v, Value::ServerError(_)))
-        .count();
-    if failed > 0 || replies.len() != count {
-        return Err(io::Error::other(format!(
-            "{failed} of {count} statistics commands failed ({} replies)",
-            replies.len()
-        )));
+async fn send(mut conn: Conn, pipe: Pipeline, keys: Vec<u64>) -> Sent {
+    let mut sent = Sent::default();
+    match conn.pipeline(&pipe, keys.len()).await {
+        Ok(replies) if replies.len() == keys.len() => {
+            for (key, reply) in keys.iter().zip(&replies) {
+                if let Value::ServerError(err) = reply {
+                    sent.refused.push(*key);
+                    sent.error
+                        .get_or_insert_with(|| format!("{:?}: {:?}", err.code(), err.details()));
+                }
+            }
+        }
+        Ok(replies) => {
+            sent.unknown = keys.len();
+            sent.error = Some(format!("{} replies to {} links", replies.len(), keys.len()));
+        }
+        Err(err) => {
+            sent.unknown = keys.len();
+            sent.error = Some(err.to_string());
+        }
     }
-    Ok(())
+    sent
+}
+
+/// Adds the deltas of the links `keys` in `maps` (every map's share of
+/// them) into one map, within [`MAX_RETRY_LINKS`] links in all (`room`);
+/// returns how many links did not fit.
+fn keep_for_retry(maps: &[ClickMap], keys: &[u64], room: &mut usize, into: &mut ClickMap) -> usize {
+    let mut dropped = 0;
+    for key in keys {
+        if !into.contains_key(key) {
+            if *room == 0 {
+                dropped += 1;
+                continue;
+            }
+            *room -= 1;
+        }
+        for map in maps {
+            if let Some(pending) = map.get(key) {
+                match into.get_mut(key) {
+                    Some(kept) => absorb(kept, pending),
+                    None => {
+                        into.insert(*key, pending.clone());
+                    }
+                }
+            }
+        }
+    }
+    dropped
+}
+
+/// Adds `other`'s clicks into `into` (one link's deltas of two flushes).
+fn absorb(into: &mut Pending, other: &Pending) {
+    into.human += other.human;
+    into.bot += other.bot;
+    into.first_ms = into.first_ms.min(other.first_ms);
+    into.last_ms = into.last_ms.max(other.last_ms);
+    for h in other.hours() {
+        if h.hour == into.hour.hour {
+            into.hour.human = into.hour.human.saturating_add(h.human);
+            into.hour.bot = into.hour.bot.saturating_add(h.bot);
+        } else if let Some(slot) = into.earlier_hours.iter_mut().find(|e| e.hour == h.hour) {
+            slot.human = slot.human.saturating_add(h.human);
+            slot.bot = slot.bot.saturating_add(h.bot);
+        } else if h.hour > into.hour.hour {
+            let previous = std::mem::replace(&mut into.hour, *h);
+            into.earlier_hours.push(previous);
+        } else {
+            into.earlier_hours.push(*h);
+        }
+    }
+    for (host, count) in &other.referrers {
+        if let Some(entry) = into.referrers.iter_mut().find(|(h, _)| h == host) {
+            entry.1 = entry.1.saturating_add(*count);
+        } else if into.referrers.len() < PENDING_REFERRERS {
+            into.referrers.push((host.clone(), *count));
+        } else if let Some(min) = into.referrers.iter_mut().min_by_key(|(_, c)| *c) {
+            // Space-saving, as the counter itself does.
+            *min = (host.clone(), min.1.saturating_add(*count));
+        }
+    }
 }
 
 impl StatsSink for RedisStats {
     fn apply(&mut self, maps: &[ClickMap]) -> io::Result<()> {
         let conn = self.conn.clone();
         let one_slot = matches!(conn, Conn::Cluster(_));
-        self.runtime.block_on(async {
-            // A batch is never re-sent (that would count twice): what
-            // failed is reported and lost; the rest is still sent.
+        // What a Redis refused last time goes again, first.
+        let mut all: Vec<ClickMap> = Vec::with_capacity(maps.len() + 1);
+        let waiting = std::mem::take(&mut self.retry);
+        let waited = !waiting.is_empty();
+        if waited {
+            all.push(waiting);
+        }
+        all.extend(maps.iter().cloned());
+        let sent: Vec<Sent> = self.runtime.block_on(async {
             let mut flight = tokio::task::JoinSet::new();
-            let mut first_error = None;
-            for (pipe, count) in commands(maps, one_slot) {
+            let mut sent = Vec::new();
+            for (pipe, keys) in commands(&all, one_slot) {
                 if flight.len() >= PIPELINES_IN_FLIGHT {
-                    if let Some(Ok(Err(e))) = flight.join_next().await {
-                        first_error.get_or_insert(e);
+                    if let Some(Ok(done)) = flight.join_next().await {
+                        sent.push(done);
                     }
                 }
-                flight.spawn(send(conn.clone(), pipe, count));
+                flight.spawn(send(conn.clone(), pipe, keys));
             }
             while let Some(done) = flight.join_next().await {
-                if let Ok(Err(e)) = done {
-                    first_error.get_or_insert(e);
+                if let Ok(done) = done {
+                    sent.push(done);
                 }
             }
-            first_error.map_or(Ok(()), Err)
-        })
+            sent
+        });
+        let (mut refused, mut unknown, mut first_error) = (Vec::new(), 0, None);
+        for s in sent {
+            refused.extend(s.refused);
+            unknown += s.unknown;
+            if first_error.is_none() {
+                first_error = s.error;
+            }
+        }
+        let mut room = MAX_RETRY_LINKS;
+        let dropped = keep_for_retry(&all, &refused, &mut room, &mut self.retry);
+        match first_error {
+            None => Ok(()),
+            Some(err) => Err(io::Error::other(format!(
+                "{} links refused by the store, kept for the next flush ({dropped} of them \
+                 dropped past {MAX_RETRY_LINKS}); {unknown} links unanswered, not sent again \
+                 (they may have been counted): {err}",
+                refused.len() - dropped
+            ))),
+        }
     }
 }
 
@@ -567,7 +741,7 @@ mod tests {
         );
         let cmds = commands(&[c.take()], true);
         assert_eq!(cmds.len(), 1);
-        let (pipe, n) = &cmds[0];
+        let (pipe, keys) = &cmds[0];
         let text = String::from_utf8_lossy(&pipe.get_packed_pipeline()).into_owned();
         let mut buf = [0; MAX_CODE_LEN];
         let code = format_code(5, &mut buf);
@@ -581,8 +755,9 @@ mod tests {
         );
         assert!(text.contains("h23") && text.contains("h00"), "{text}");
         assert!(text.contains(&format!("{{{code}}}:refs")), "{text}");
-        // 3 totals + 2 referrer + 2 days x 4.
-        assert_eq!(*n, 3 + 2 + 8);
+        // One script call for the link, its keys declared.
+        assert_eq!(keys, &[5]);
+        assert_eq!(text.matches("EVAL").count(), 1, "{text}");
     }
 
     /// A cluster refuses a pipeline over several slots (CROSSSLOT): each

@@ -53,3 +53,71 @@ fn first_and_last_clicks_span_every_node_s_whatever_the_flush_order() {
         (5, t, t + 30)
     );
 }
+
+/// A Redis that refuses writes (out of memory) applies none of a link's
+/// counts, and the writer sends them again once it takes writes: nothing
+/// lost, nothing counted twice (review 4, F4: every click counted during
+/// the refusal was lost, and one command of a link's batch applied).
+#[test]
+fn counts_refused_by_a_full_redis_are_sent_again_once_it_takes_writes() {
+    let Some(redis) = or_skip(Redis::start(&["--maxmemory-policy", "noeviction"])) else {
+        return;
+    };
+    let spec = RedisSpec {
+        nodes: vec![redis.url()],
+    };
+    let t = 1_800_000_000_000;
+    let mut sink = RedisStats::connect(&spec, TIMEOUT).unwrap();
+    let reader = RedisStatsReader::connect(&spec, TIMEOUT).unwrap();
+    let mut counter = ClickCounter::new(true);
+    let click = |counter: &mut ClickCounter, key, at| {
+        let meta = ClickMeta {
+            referrer_host: Some("t.co"),
+            ..ClickMeta::default()
+        };
+        counter.record(key, &meta, at);
+    };
+    click(&mut counter, 7, t);
+    sink.apply(&[counter.take()]).unwrap();
+    redis.must(&["CONFIG", "SET", "maxmemory", "1"]);
+    // Two flushes refused, across an hour boundary.
+    for i in 0..3 {
+        click(&mut counter, 7, t + 1_000 + i);
+        click(&mut counter, 8, t + 1_000 + i);
+    }
+    assert!(sink.apply(&[counter.take()]).is_err());
+    for i in 0..2 {
+        click(&mut counter, 7, t + 3_600_000 + i);
+    }
+    assert!(sink.apply(&[counter.take()]).is_err());
+    // Nothing of the refused flushes was applied.
+    let totals = reader.totals(7).unwrap().expect("link 7's earlier click");
+    assert_eq!(totals.human, 1);
+    assert!(reader.totals(8).unwrap().is_none_or(|t| t.human == 0));
+    redis.must(&["CONFIG", "SET", "maxmemory", "0"]);
+    click(&mut counter, 8, t + 3_600_000 + 5);
+    sink.apply(&[counter.take()]).unwrap();
+    // And again with nothing new: nothing is sent twice.
+    sink.apply(&[]).unwrap();
+    let seven = reader.totals(7).unwrap().unwrap();
+    let eight = reader.totals(8).unwrap().unwrap();
+    assert_eq!(
+        (seven.human, seven.first_ms, seven.last_ms),
+        (6, t, t + 3_600_001)
+    );
+    assert_eq!((eight.human, eight.first_ms), (4, t + 1_000));
+    assert_eq!(seven.referrers.top(10), vec![("t.co".to_owned(), 6)]);
+    let view = reader
+        .view(
+            7,
+            t - 1,
+            t + 2 * 3_600_000,
+            shorty_service::stats::Granularity::Hour,
+        )
+        .unwrap();
+    assert_eq!(
+        view.series.iter().map(|(_, n)| n).sum::<u64>(),
+        6,
+        "{view:?}"
+    );
+}
