@@ -141,7 +141,7 @@ struct LinkDeltas {
 }
 
 /// Merges `maps` per link.
-fn per_link(maps: &[ClickMap]) -> HashMap<u64, LinkDeltas> {
+fn per_link<'a>(maps: impl IntoIterator<Item = &'a ClickMap>) -> HashMap<u64, LinkDeltas> {
     let mut links: HashMap<u64, LinkDeltas> = HashMap::new();
     for map in maps {
         for (&key, pending) in map {
@@ -206,7 +206,10 @@ fn link_command(code: &str, link: &LinkDeltas) -> redis::Cmd {
 /// Redis Cluster refuses a pipeline whose keys lie in more than one slot
 /// (`CROSSSLOT`), and one link's keys share its code's hash tag, so one
 /// slot. A single Redis takes many links per pipeline.
-pub fn commands(maps: &[ClickMap], one_slot: bool) -> Vec<(Pipeline, Vec<u64>)> {
+pub fn commands<'a>(
+    maps: impl IntoIterator<Item = &'a ClickMap>,
+    one_slot: bool,
+) -> Vec<(Pipeline, Vec<u64>)> {
     let links = per_link(maps);
     let mut out = Vec::new();
     let mut pipe = redis::pipe();
@@ -274,7 +277,12 @@ async fn send(mut conn: Conn, pipe: Pipeline, keys: Vec<u64>) -> Sent {
 /// Adds the deltas of the links `keys` in `maps` (every map's share of
 /// them) into one map, within [`MAX_RETRY_LINKS`] links in all (`room`);
 /// returns how many links did not fit.
-fn keep_for_retry(maps: &[ClickMap], keys: &[u64], room: &mut usize, into: &mut ClickMap) -> usize {
+fn keep_for_retry(
+    maps: &[&ClickMap],
+    keys: &[u64],
+    room: &mut usize,
+    into: &mut ClickMap,
+) -> usize {
     let mut dropped = 0;
     for key in keys {
         if !into.contains_key(key) {
@@ -335,17 +343,12 @@ impl StatsSink for RedisStats {
         let conn = self.conn.clone();
         let one_slot = matches!(conn, Conn::Cluster(_));
         // What a Redis refused last time goes again, first.
-        let mut all: Vec<ClickMap> = Vec::with_capacity(maps.len() + 1);
         let waiting = std::mem::take(&mut self.retry);
-        let waited = !waiting.is_empty();
-        if waited {
-            all.push(waiting);
-        }
-        all.extend(maps.iter().cloned());
+        let all: Vec<&ClickMap> = std::iter::once(&waiting).chain(maps).collect();
         let sent: Vec<Sent> = self.runtime.block_on(async {
             let mut flight = tokio::task::JoinSet::new();
             let mut sent = Vec::new();
-            for (pipe, keys) in commands(&all, one_slot) {
+            for (pipe, keys) in commands(all.iter().copied(), one_slot) {
                 if flight.len() >= PIPELINES_IN_FLIGHT {
                     if let Some(Ok(done)) = flight.join_next().await {
                         sent.push(done);
