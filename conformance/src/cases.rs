@@ -1832,6 +1832,94 @@ pub fn clients_beyond_the_limit_are_told_after_the_queue_timeout(bin: &Path) {
     assert_eq!(first.reply(), Reply::Pong(Bytes::from_static(b"still")));
 }
 
+/// One address holds at most `--max-connections-per-ip` connections: the
+/// next is answered 503 at once (not queued), while another address is
+/// served, and a closed connection gives its address a slot back (review
+/// 4, F5: one peer holding half frames took every slot).
+pub fn one_address_cannot_take_every_slot(bin: &Path) {
+    use std::io::{Read, Write};
+    let dir = tmp();
+    let server = Server::start(
+        bin,
+        dir.path(),
+        &[
+            "--max-connections",
+            "20",
+            "--max-connections-per-ip",
+            "4",
+            "--queue-timeout",
+            "5s",
+        ],
+    );
+    let from = |source: &str| {
+        let socket = socket2::Socket::new(
+            socket2::Domain::IPV4,
+            socket2::Type::STREAM,
+            Some(socket2::Protocol::TCP),
+        )
+        .unwrap();
+        let source: std::net::SocketAddr = format!("{source}:0").parse().unwrap();
+        socket.bind(&source.into()).unwrap();
+        socket.connect(&server.addr().into()).unwrap();
+        let stream: std::net::TcpStream = socket.into();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        stream
+    };
+    let mut ping = Vec::new();
+    Request::Ping(b"p").encode_frame(&mut ping).unwrap();
+    let mut expected = Vec::new();
+    Reply::Pong(Bytes::from_static(b"p"))
+        .encode_frame(&mut expected)
+        .unwrap();
+    let pong = |stream: &mut std::net::TcpStream| {
+        stream.write_all(&ping).unwrap();
+        let mut buf = vec![0; expected.len()];
+        stream.read_exact(&mut buf).is_ok() && buf == expected
+    };
+    // Four hogs, each holding half a frame.
+    let mut hogs: Vec<_> = (0..4)
+        .map(|_| {
+            let mut s = from("127.0.0.1");
+            assert!(pong(&mut s));
+            s.write_all(&[200, 0]).unwrap();
+            s
+        })
+        .collect();
+    let started = Instant::now();
+    let mut fifth = from("127.0.0.1");
+    let mut len = [0; 4];
+    fifth.read_exact(&mut len).expect("an answer, not silence");
+    let mut payload = vec![0; u32::from_le_bytes(len) as usize];
+    fifth.read_exact(&mut payload).unwrap();
+    let reply = Reply::decode_payload(Bytes::from(payload)).unwrap();
+    let (code, message) = reply.as_error().expect("an error");
+    assert_eq!(code, ErrorCode::OVERLOADED, "{reply:?}");
+    assert!(
+        message.contains("max-connections-per-ip"),
+        "{reply:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "refused at once, not after the queue timeout"
+    );
+    // Another address is served, on the wire and over HTTP.
+    let mut other = from("127.0.0.2");
+    assert!(pong(&mut other));
+    // A hog gone gives its address a slot back.
+    drop(hogs.pop());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut again = from("127.0.0.1");
+        if pong(&mut again) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the slot never came back");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// One core accepts far more connections than any per-task counter of its
 /// runtime can count (glommio's task reference count is an `i16`), while
 /// its HTTP and admin listeners sit idle: an accept that never completes

@@ -351,6 +351,15 @@ pub struct ServeArgs {
     #[arg(long, env = "SHORTY_MAX_CONNECTIONS", default_value_t = 16_000, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections: u32,
 
+    /// Most simultaneous connections from one client address (an IPv6
+    /// address counts by its /64), all threads together; beyond it the
+    /// client is answered 503 at once, so one peer cannot take every
+    /// --max-connections slot. 0: no limit (the default, as behind a
+    /// reverse proxy every client has the proxy's address). Set it on a
+    /// server that faces the internet itself, e.g. to 256.
+    #[arg(long, env = "SHORTY_MAX_CONNECTIONS_PER_IP", default_value_t = 0)]
+    pub max_connections_per_ip: u32,
+
     /// How long a client beyond --max-connections waits for a slot before
     /// it is answered 503 (OVERLOADED) and closed.
     #[arg(long, env = "SHORTY_QUEUE_TIMEOUT", default_value = "2s", value_parser = parse_duration)]

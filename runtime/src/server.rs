@@ -404,7 +404,10 @@ where
     let (trigger, shutdown) = shutdown_channel();
     install_signal_handlers(trigger.clone())
         .map_err(|e| format!("cannot install signal handlers: {e}"))?;
-    let slots = Arc::new(ConnectionSlots::new(args.max_connections as usize));
+    let slots = Arc::new(ConnectionSlots::with_per_ip(
+        args.max_connections as usize,
+        args.max_connections_per_ip as usize,
+    ));
     let cores = core_affinity::get_core_ids().unwrap_or_default();
     let serve = Arc::new(serve);
     let (started_tx, started_rx) = mpsc::channel();

@@ -1,29 +1,84 @@
-//! The process-wide connection limit (`--max-connections`).
+//! The process-wide connection limit (`--max-connections`) and the limit
+//! per client address (`--max-connections-per-ip`).
 //!
 //! A `tokio::sync::Semaphore` (it needs no tokio runtime: it only holds
 //! wakers, and both backends' wakers may be woken from another thread). A
 //! slot freed on any core goes straight to the longest-waiting core, first
 //! come first served; releasing costs one atomic when nobody waits.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// Open connections per client address (an IPv6 address counts by its
+/// /64: one subscriber's whole prefix), shared by every core.
+type ByAddress = Arc<Mutex<HashMap<IpAddr, usize>>>;
 
 /// Counts client connections across all cores.
 #[derive(Debug)]
 pub struct ConnectionSlots {
     max: usize,
     permits: Arc<Semaphore>,
+    /// Most connections one address may hold (0: no limit).
+    per_ip: usize,
+    by_ip: ByAddress,
+}
+
+/// What one address's connections are counted under: an IPv4 address
+/// (an IPv4-mapped IPv6 one too) as itself, an IPv6 address by its /64.
+fn counted_as(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(v4) => IpAddr::V4(v4),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6((u128::from(v6) & !u128::from(u64::MAX)).into()),
+        },
+    }
 }
 
 impl ConnectionSlots {
-    /// Slots for `max` connections (at most `Semaphore::MAX_PERMITS`).
+    /// Slots for `max` connections (at most `Semaphore::MAX_PERMITS`), no
+    /// limit per address.
     pub fn new(max: usize) -> Self {
+        Self::with_per_ip(max, 0)
+    }
+
+    /// Slots for `max` connections, at most `per_ip` of them (0: any
+    /// number) from one address.
+    pub fn with_per_ip(max: usize, per_ip: usize) -> Self {
         let max = max.min(Semaphore::MAX_PERMITS);
         Self {
             max,
             permits: Arc::new(Semaphore::new(max)),
+            per_ip,
+            by_ip: ByAddress::default(),
         }
+    }
+
+    /// Counts one more connection from `ip`, or `None` when that address
+    /// already holds `--max-connections-per-ip` (an unknown address, or no
+    /// limit: always admitted). The count drops with the guard.
+    pub fn admit(&self, ip: Option<IpAddr>) -> Option<AddressGuard> {
+        let (Some(ip), true) = (ip, self.per_ip > 0) else {
+            return Some(AddressGuard { held: None });
+        };
+        let ip = counted_as(ip);
+        let mut by_ip = self.by_ip.lock().unwrap_or_else(|e| e.into_inner());
+        let open = by_ip.entry(ip).or_insert(0);
+        if *open >= self.per_ip {
+            return None;
+        }
+        *open += 1;
+        Some(AddressGuard {
+            held: Some((ip, self.by_ip.clone())),
+        })
+    }
+
+    /// Addresses holding connections now (for tests and metrics).
+    pub fn addresses(&self) -> usize {
+        self.by_ip.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 
     /// Takes a slot, or `None` at the limit. The slot frees when dropped.
@@ -32,13 +87,19 @@ impl ConnectionSlots {
             .clone()
             .try_acquire_owned()
             .ok()
-            .map(|permit| ConnectionSlot { _permit: permit })
+            .map(|permit| ConnectionSlot {
+                _permit: permit,
+                _address: None,
+            })
     }
 
     /// Waits for a slot (cancel by dropping the future).
     pub async fn acquire(&self) -> ConnectionSlot {
         match self.permits.clone().acquire_owned().await {
-            Ok(permit) => ConnectionSlot { _permit: permit },
+            Ok(permit) => ConnectionSlot {
+                _permit: permit,
+                _address: None,
+            },
             // The semaphore is never closed.
             Err(_) => std::future::pending().await,
         }
@@ -55,6 +116,37 @@ impl ConnectionSlots {
 pub struct ConnectionSlot {
     /// Held for the connection's life; dropping it frees the slot.
     _permit: OwnedSemaphorePermit,
+    /// The connection's count against its address.
+    _address: Option<AddressGuard>,
+}
+
+impl ConnectionSlot {
+    /// The slot, also holding the connection's count against its address.
+    pub fn with_address(mut self, guard: AddressGuard) -> Self {
+        self._address = Some(guard);
+        self
+    }
+}
+
+/// One connection counted against its address; dropping it uncounts it.
+#[derive(Debug)]
+pub struct AddressGuard {
+    held: Option<(IpAddr, ByAddress)>,
+}
+
+impl Drop for AddressGuard {
+    fn drop(&mut self) {
+        if let Some((ip, by_ip)) = self.held.take() {
+            let mut by_ip = by_ip.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(open) = by_ip.get_mut(&ip) {
+                *open -= 1;
+                if *open == 0 {
+                    // Addresses gone leave nothing behind.
+                    by_ip.remove(&ip);
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -76,5 +168,42 @@ mod tests {
         assert_eq!(slots.in_use(), 1);
         drop(got);
         assert_eq!(slots.in_use(), 0);
+    }
+
+    #[test]
+    fn one_address_holds_at_most_its_share_and_gets_it_back() {
+        let slots = ConnectionSlots::with_per_ip(100, 2);
+        let a: IpAddr = "203.0.113.7".parse().unwrap();
+        let b: IpAddr = "203.0.113.8".parse().unwrap();
+        let (one, two) = (slots.admit(Some(a)).unwrap(), slots.admit(Some(a)).unwrap());
+        assert!(slots.admit(Some(a)).is_none(), "a third from one address");
+        // The same address written as IPv4-mapped IPv6 is the same client.
+        assert!(slots
+            .admit(Some("::ffff:203.0.113.7".parse().unwrap()))
+            .is_none());
+        let other = slots.admit(Some(b)).unwrap();
+        assert!(
+            slots.admit(None).is_some(),
+            "unknown addresses are not limited"
+        );
+        drop(one);
+        let three = slots.admit(Some(a)).expect("a slot given back");
+        // An IPv6 /64 is one client.
+        let (x, y) = (
+            slots.admit(Some("2001:db8::1".parse().unwrap())).unwrap(),
+            slots
+                .admit(Some("2001:db8::ffff:2".parse().unwrap()))
+                .unwrap(),
+        );
+        assert!(slots.admit(Some("2001:db8::3".parse().unwrap())).is_none());
+        assert!(slots
+            .admit(Some("2001:db8:0:1::3".parse().unwrap()))
+            .is_some());
+        drop((two, three, other, x, y));
+        assert_eq!(slots.addresses(), 0, "nothing left behind");
+        // 0: no limit.
+        let open = ConnectionSlots::with_per_ip(100, 0);
+        let held: Vec<_> = (0..50).map(|_| open.admit(Some(a)).unwrap()).collect();
+        assert_eq!((held.len(), open.addresses()), (50, 0));
     }
 }

@@ -20,6 +20,7 @@ use shorty_service::http::Front;
 
 use crate::driver::state::Core;
 use crate::driver::{Listener, Runtime, Socket};
+use crate::slots::AddressGuard;
 
 /// Clients one core keeps waiting for a slot; past it, it stops accepting.
 pub const MAX_QUEUED: usize = 1024;
@@ -49,19 +50,27 @@ pub async fn run<R: Runtime, L: Listener>(core: Rc<Core<R>>, listener: L, kind: 
                 .spawn(crate::driver::conn::serve(core.clone(), conn, kind, None));
             continue;
         }
+        // One address may hold only its share (`--max-connections-per-ip`):
+        // refused at once, never queued, so it cannot fill the queue either.
+        let Some(address) = core.slots.admit(conn.peer_ip()) else {
+            let c = core.clone();
+            core.rt
+                .spawn(async move { refuse(&c, conn, kind, PER_IP_REFUSAL).await });
+            continue;
+        };
         if let Some(slot) = core.slots.try_acquire() {
             core.rt.spawn(crate::driver::conn::serve(
                 core.clone(),
                 conn,
                 kind,
-                Some(slot),
+                Some(slot.with_address(address)),
             ));
             continue;
         }
         queued.set(queued.get() + 1);
         let (c, q) = (core.clone(), queued.clone());
         core.rt.spawn(async move {
-            wait_for_slot(c, conn, kind).await;
+            wait_for_slot(c, conn, kind, address).await;
             q.set(q.get() - 1);
         });
         if queued.get() >= MAX_QUEUED {
@@ -73,7 +82,12 @@ pub async fn run<R: Runtime, L: Listener>(core: Rc<Core<R>>, listener: L, kind: 
     }
 }
 
-async fn wait_for_slot<R: Runtime, C: Socket>(core: Rc<Core<R>>, conn: C, kind: Kind) {
+async fn wait_for_slot<R: Runtime, C: Socket>(
+    core: Rc<Core<R>>,
+    conn: C,
+    kind: Kind,
+    address: AddressGuard,
+) {
     let slots = core.slots.clone();
     let acquire = async { Some(slots.acquire().await) };
     let give_up = async {
@@ -81,15 +95,25 @@ async fn wait_for_slot<R: Runtime, C: Socket>(core: Rc<Core<R>>, conn: C, kind: 
         None
     };
     match future::or(acquire, give_up).await {
-        Some(slot) => crate::driver::conn::serve(core.clone(), conn, kind, Some(slot)).await,
-        None => refuse(&core, conn, kind).await,
+        Some(slot) => {
+            let slot = slot.with_address(address);
+            crate::driver::conn::serve(core.clone(), conn, kind, Some(slot)).await;
+        }
+        None => refuse(&core, conn, kind, LIMIT_REFUSAL).await,
     }
 }
 
-/// Answers 503 and closes.
-async fn refuse<R: Runtime, C: Socket>(core: &Core<R>, mut conn: C, kind: Kind) {
+/// What a client beyond `--max-connections` is told.
+const LIMIT_REFUSAL: &str =
+    "the server is at its connection limit (--max-connections); retry later";
+
+/// What a client whose address holds `--max-connections-per-ip` is told.
+const PER_IP_REFUSAL: &str =
+    "too many connections from your address (--max-connections-per-ip); retry later";
+
+/// Answers 503 with `message` and closes.
+async fn refuse<R: Runtime, C: Socket>(core: &Core<R>, mut conn: C, kind: Kind, message: &str) {
     let mut bytes = Vec::new();
-    let message = "the server is at its connection limit (--max-connections); retry later";
     match kind {
         Kind::Framed => {
             let _ =
