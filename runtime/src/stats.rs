@@ -284,7 +284,13 @@ impl StatsDb {
         let mut batch = self.keyspace.batch();
         let mut buf = Vec::new();
         let mut fold: HashSet<u64> = HashSet::new();
-        for (&key, delta) in &totals {
+        // Each partition's rows in key order: the memtable (a skip list)
+        // then finds each insert's place next to the last one's, in cache
+        // (random order spent 40% of a flush searching it; perf).
+        let mut totals: Vec<_> = totals.into_iter().collect();
+        totals.sort_unstable_by_key(|&(key, _)| key);
+        for (key, delta) in &totals {
+            let key = *key;
             buf.clear();
             if !state.count(key) {
                 // A blind write: no read.
@@ -307,17 +313,28 @@ impl StatsDb {
             encode_totals(&stored, &mut buf);
             batch.insert(&self.totals, key.to_be_bytes(), buf.as_slice());
         }
-        for (rows, block, decode, wide) in [
+        for (rows, block, len, decode, wide) in [
             (
-                &hours,
+                hours,
                 hours_block as fn(u32) -> String,
+                HOUR_BLOCK,
                 decode_hour as Decode,
                 false,
             ),
-            (&days, days_block, decode_day, true),
+            (days, days_block, DAY_BLOCK, decode_day, true),
         ] {
-            for (&(key, bucket), &(human, bot)) in rows {
-                let part = self.block(&block(bucket), true)?.expect("created");
+            let mut rows: Vec<_> = rows.into_iter().collect();
+            rows.sort_unstable_by_key(|&((key, bucket), _)| (bucket / len, key, bucket));
+            let mut current: Option<(u32, PartitionHandle)> = None;
+            for ((key, bucket), (human, bot)) in rows {
+                let part = match &current {
+                    Some((n, part)) if *n == bucket / len => part.clone(),
+                    _ => {
+                        let part = self.block(&block(bucket), true)?.expect("created");
+                        current = Some((bucket / len, part.clone()));
+                        part
+                    }
+                };
                 let encode = |h, b| -> Vec<u8> {
                     if wide {
                         encode_day(h, b).to_vec()
