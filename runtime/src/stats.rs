@@ -67,7 +67,7 @@ pub const MAX_QUEUED: usize = 8;
 /// folds it: a bucket or a link's totals hold at most this many rows while
 /// the link is tracked, so a read adds up at most this many per row.
 pub const FOLD_AT: u16 = 8;
-/// Links whose unfolded deltas the writer tracks at most (about 16 bytes
+/// Links whose unfolded deltas the writer tracks at most (about 32 bytes
 /// each). When full it forgets the links with the fewest deltas: cold links,
 /// whose few deltas never needed folding; a hot one is back within a few
 /// flushes.
@@ -257,9 +257,11 @@ impl StatsDb {
     pub fn apply(&self, maps: &[ClickMap]) -> io::Result<()> {
         // Deltas of one link from several cores are added up first, so
         // each row is read and written once per batch.
-        let mut totals: HashMap<u64, LinkTotals> = HashMap::new();
-        let mut hours: HashMap<(u64, u32), (u64, u64)> = HashMap::new();
-        let mut days: HashMap<(u64, u32), (u64, u64)> = HashMap::new();
+        // Sized once: nearly every link touches one hour and one day.
+        let links: usize = maps.iter().map(|m| m.len()).sum();
+        let mut totals: HashMap<u64, LinkTotals> = HashMap::with_capacity(links);
+        let mut hours: HashMap<(u64, u32), (u64, u64)> = HashMap::with_capacity(links);
+        let mut days: HashMap<(u64, u32), (u64, u64)> = HashMap::with_capacity(links);
         for map in maps {
             for (&key, pending) in map {
                 totals.entry(key).or_default().merge(pending);
