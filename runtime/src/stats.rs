@@ -2,11 +2,12 @@
 //!
 //! Every `--stats-flush` each core swaps its map of pending click deltas
 //! out ([`shorty_service::stats::ClickCounter::take`]) and sends it here;
-//! one writer thread, off the serving cores, adds the deltas into an
+//! one writer thread, off the serving cores, writes the deltas into an
 //! embedded LSM store (fjall) under `DATA_DIR/stats/` and makes the batch
 //! durable (`fsync`) before taking the next. A crash loses the deltas not
 //! yet written: at most one interval (plus a batch the writer was still
-//! writing). Nothing is kept in memory per link once written.
+//! writing). Nothing is kept in memory per link once written (the fold
+//! tracker below is bounded, whatever the number of links).
 //!
 //! Layout (keys big-endian so that one link's rows are contiguous and in
 //! time order):
@@ -19,11 +20,27 @@
 //!   [`DAY_BLOCK`] days; blocks older than the two before the current one
 //!   are dropped (daily rows live at least two years).
 //!
+//! **Blind delta rows, folded later.** A flush does not read the rows it
+//! adds to: each one is written as a *delta row*, the same value under the
+//! row's key followed by a big-endian flush sequence number (`key ‖ seq`,
+//! `key ‖ hour ‖ seq`, `key ‖ day ‖ seq`), and a read adds up the row and
+//! its deltas (they sort right after it). Reading three rows per link
+//! before writing them made a flush cost 3.2 s per second of traffic at
+//! 20,000 clicks/s over 1M distinct links; blind writes cost no read at
+//! all (README, "Click statistics"). So that a hot link's deltas do not pile
+//! up, the writer counts the deltas it wrote per link (a bounded map, see
+//! [`FOLD_TRACKED`]) and at every [`FOLD_AT`]th *folds* the link: reads its
+//! totals and the buckets this flush touches, and writes each back as one
+//! row under the plain key, deleting the deltas, in the same atomic batch.
+//! A link clicked a few times a month is never folded: its few deltas are
+//! what its rows would have been. Rows written before this scheme are
+//! plain rows and read as before.
+//!
 //! Dropping a partition is a file deletion, so retention costs nothing per
 //! row, and the daily rows are written at flush time (a roll-up as it
 //! happens, not a pass over old hours).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -46,6 +63,18 @@ const BLOCKS_KEPT: u32 = 2;
 /// beyond it keeps counting into its current map (memory grows with the
 /// links clicked, never with the clicks) until the writer catches up.
 pub const MAX_QUEUED: usize = 8;
+/// A link's deltas written since it was last folded, at which the writer
+/// folds it: a bucket or a link's totals hold at most this many rows while
+/// the link is tracked, so a read adds up at most this many per row.
+pub const FOLD_AT: u16 = 8;
+/// Links whose unfolded deltas the writer tracks at most (about 32 bytes
+/// each). When full it forgets the links with the fewest deltas: cold links,
+/// whose few deltas never needed folding; a hot one is back within a few
+/// flushes.
+pub const FOLD_TRACKED: usize = 1 << 17;
+/// The key (in `totals`) of the last flush sequence number written: one
+/// byte, so that no link's prefix (eight bytes) ever matches it.
+const SEQ_KEY: &[u8] = b"s";
 
 fn io_err(e: impl std::fmt::Display) -> io::Error {
     io::Error::other(e.to_string())
@@ -56,6 +85,37 @@ pub struct StatsDb {
     keyspace: Keyspace,
     totals: PartitionHandle,
     blocks: Mutex<HashMap<String, PartitionHandle>>,
+    /// The writer's state (one writer; a lock for `&self`, never contended).
+    writer: Mutex<WriterState>,
+}
+
+/// What the writer keeps between flushes.
+#[derive(Debug, Default)]
+struct WriterState {
+    /// The last flush sequence number written (delta rows' suffix).
+    seq: u64,
+    /// Per link, the deltas written since it was last folded.
+    unfolded: HashMap<u64, u16>,
+}
+
+impl WriterState {
+    /// Counts one more delta of `key`; whether the link is due a fold.
+    fn count(&mut self, key: u64) -> bool {
+        if self.unfolded.len() >= FOLD_TRACKED && !self.unfolded.contains_key(&key) {
+            // Forget the coldest links first (one delta), then any.
+            self.unfolded.retain(|_, n| *n > 1);
+            if self.unfolded.len() >= FOLD_TRACKED / 2 {
+                self.unfolded.clear();
+            }
+        }
+        let n = self.unfolded.entry(key).or_default();
+        *n += 1;
+        if *n >= FOLD_AT {
+            self.unfolded.remove(&key);
+            return true;
+        }
+        false
+    }
 }
 
 impl std::fmt::Debug for StatsDb {
@@ -70,6 +130,62 @@ fn row_key(key: u64, bucket: u32) -> [u8; 12] {
     k[8..].copy_from_slice(&bucket.to_be_bytes());
     k
 }
+
+/// `key ‖ seq`: a delta of a link's totals.
+fn totals_delta_key(key: u64, seq: u64) -> [u8; 16] {
+    let mut k = [0; 16];
+    k[..8].copy_from_slice(&key.to_be_bytes());
+    k[8..].copy_from_slice(&seq.to_be_bytes());
+    k
+}
+
+/// `key ‖ bucket ‖ seq`: a delta of an hour's or a day's row.
+fn row_delta_key(key: u64, bucket: u32, seq: u64) -> [u8; 20] {
+    let mut k = [0; 20];
+    k[..12].copy_from_slice(&row_key(key, bucket));
+    k[12..].copy_from_slice(&seq.to_be_bytes());
+    k
+}
+
+/// The rows (plain and deltas) of `key`'s buckets `first..=last`.
+fn row_range(key: u64, first: u32, last: u32) -> std::ops::RangeInclusive<Vec<u8>> {
+    row_key(key, first).to_vec()..=row_delta_key(key, last, u64::MAX).to_vec()
+}
+
+/// An hour row's value (two u32 LE), if it is one.
+fn decode_hour(v: &[u8]) -> Option<(u64, u64)> {
+    Some((
+        u64::from(u32::from_le_bytes(v.get(..4)?.try_into().ok()?)),
+        u64::from(u32::from_le_bytes(v.get(4..8)?.try_into().ok()?)),
+    ))
+    .filter(|_| v.len() == 8)
+}
+
+fn encode_hour(human: u64, bot: u64) -> [u8; 8] {
+    let mut v = [0u8; 8];
+    v[..4].copy_from_slice(&u32::try_from(human).unwrap_or(u32::MAX).to_le_bytes());
+    v[4..].copy_from_slice(&u32::try_from(bot).unwrap_or(u32::MAX).to_le_bytes());
+    v
+}
+
+/// A day row's value (two u64 LE), if it is one.
+fn decode_day(v: &[u8]) -> Option<(u64, u64)> {
+    Some((
+        u64::from_le_bytes(v.get(..8)?.try_into().ok()?),
+        u64::from_le_bytes(v.get(8..16)?.try_into().ok()?),
+    ))
+    .filter(|_| v.len() == 16)
+}
+
+fn encode_day(human: u64, bot: u64) -> [u8; 16] {
+    let mut v = [0u8; 16];
+    v[..8].copy_from_slice(&human.to_le_bytes());
+    v[8..].copy_from_slice(&bot.to_le_bytes());
+    v
+}
+
+/// A row value's decoder: [`decode_hour`] or [`decode_day`].
+type Decode = fn(&[u8]) -> Option<(u64, u64)>;
 
 fn hours_block(hour: u32) -> String {
     format!("hours-{}", hour / HOUR_BLOCK)
@@ -99,10 +215,21 @@ impl StatsDb {
         let totals = keyspace
             .open_partition("totals", PartitionCreateOptions::default())
             .map_err(io_err)?;
+        // Delta rows of a later flush must sort after (and never replace)
+        // those of an earlier one, across restarts too.
+        let seq = totals
+            .get(SEQ_KEY)
+            .map_err(io_err)?
+            .and_then(|v| Some(u64::from_be_bytes(v.as_ref().try_into().ok()?)))
+            .unwrap_or(0);
         Ok(Self {
             keyspace,
             totals,
             blocks: Mutex::new(HashMap::new()),
+            writer: Mutex::new(WriterState {
+                seq,
+                unfolded: HashMap::default(),
+            }),
         })
     }
 
@@ -130,9 +257,11 @@ impl StatsDb {
     pub fn apply(&self, maps: &[ClickMap]) -> io::Result<()> {
         // Deltas of one link from several cores are added up first, so
         // each row is read and written once per batch.
-        let mut totals: HashMap<u64, LinkTotals> = HashMap::new();
-        let mut hours: HashMap<(u64, u32), (u64, u64)> = HashMap::new();
-        let mut days: HashMap<(u64, u32), (u64, u64)> = HashMap::new();
+        // Sized once: nearly every link touches one hour and one day.
+        let links: usize = maps.iter().map(|m| m.len()).sum();
+        let mut totals: HashMap<u64, LinkTotals> = HashMap::with_capacity(links);
+        let mut hours: HashMap<(u64, u32), (u64, u64)> = HashMap::with_capacity(links);
+        let mut days: HashMap<(u64, u32), (u64, u64)> = HashMap::with_capacity(links);
         for map in maps {
             for (&key, pending) in map {
                 totals.entry(key).or_default().merge(pending);
@@ -149,50 +278,91 @@ impl StatsDb {
         if totals.is_empty() {
             return Ok(());
         }
+        let mut state = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        // Advanced even if the batch fails: a sequence number is never
+        // used twice, whatever part of a failed batch reached the disk.
+        state.seq += 1;
+        let seq = state.seq;
         let mut batch = self.keyspace.batch();
         let mut buf = Vec::new();
-        for (key, delta) in totals {
-            let mut stored = match self.totals.get(key.to_be_bytes()).map_err(io_err)? {
-                Some(bytes) => decode_totals(&bytes).unwrap_or_default(),
-                None => LinkTotals::default(),
-            };
-            stored.absorb(&delta);
+        let mut fold: HashSet<u64> = HashSet::new();
+        // Each partition's rows in key order: the memtable (a skip list)
+        // then finds each insert's place next to the last one's, in cache
+        // (random order spent 40% of a flush searching it; perf).
+        let mut totals: Vec<_> = totals.into_iter().collect();
+        totals.sort_unstable_by_key(|&(key, _)| key);
+        for (key, delta) in &totals {
+            let key = *key;
             buf.clear();
+            if !state.count(key) {
+                // A blind write: no read.
+                encode_totals(delta, &mut buf);
+                batch.insert(&self.totals, totals_delta_key(key, seq), buf.as_slice());
+                continue;
+            }
+            fold.insert(key);
+            let mut stored = LinkTotals::default();
+            for item in self.totals.prefix(key.to_be_bytes()) {
+                let (k, v) = item.map_err(io_err)?;
+                if let Some(t) = decode_totals(&v) {
+                    stored.absorb(&t);
+                }
+                if k.len() != 8 {
+                    batch.remove(&self.totals, k);
+                }
+            }
+            stored.absorb(delta);
             encode_totals(&stored, &mut buf);
             batch.insert(&self.totals, key.to_be_bytes(), buf.as_slice());
         }
-        for ((key, hour), (human, bot)) in hours {
-            let part = self.block(&hours_block(hour), true)?.expect("created");
-            let k = row_key(key, hour);
-            let (h0, b0) = match part.get(k).map_err(io_err)? {
-                Some(v) if v.len() == 8 => (
-                    u32::from_le_bytes(v[..4].try_into().unwrap_or_default()),
-                    u32::from_le_bytes(v[4..].try_into().unwrap_or_default()),
-                ),
-                _ => (0, 0),
-            };
-            let human = h0.saturating_add(u32::try_from(human).unwrap_or(u32::MAX));
-            let bot = b0.saturating_add(u32::try_from(bot).unwrap_or(u32::MAX));
-            let mut v = [0u8; 8];
-            v[..4].copy_from_slice(&human.to_le_bytes());
-            v[4..].copy_from_slice(&bot.to_le_bytes());
-            batch.insert(&part, k, v);
+        for (rows, block, len, decode, wide) in [
+            (
+                hours,
+                hours_block as fn(u32) -> String,
+                HOUR_BLOCK,
+                decode_hour as Decode,
+                false,
+            ),
+            (days, days_block, DAY_BLOCK, decode_day, true),
+        ] {
+            let mut rows: Vec<_> = rows.into_iter().collect();
+            rows.sort_unstable_by_key(|&((key, bucket), _)| (bucket / len, key, bucket));
+            let mut current: Option<(u32, PartitionHandle)> = None;
+            for ((key, bucket), (human, bot)) in rows {
+                let part = match &current {
+                    Some((n, part)) if *n == bucket / len => part.clone(),
+                    _ => {
+                        let part = self.block(&block(bucket), true)?.expect("created");
+                        current = Some((bucket / len, part.clone()));
+                        part
+                    }
+                };
+                let encode = |h, b| -> Vec<u8> {
+                    if wide {
+                        encode_day(h, b).to_vec()
+                    } else {
+                        encode_hour(h, b).to_vec()
+                    }
+                };
+                if !fold.contains(&key) {
+                    batch.insert(&part, row_delta_key(key, bucket, seq), encode(human, bot));
+                    continue;
+                }
+                let (mut h, mut b) = (human, bot);
+                for item in part.range(row_range(key, bucket, bucket)) {
+                    let (k, v) = item.map_err(io_err)?;
+                    if let Some((h0, b0)) = decode(&v) {
+                        h += h0;
+                        b += b0;
+                    }
+                    if k.len() != 12 {
+                        batch.remove(&part, k);
+                    }
+                }
+                batch.insert(&part, row_key(key, bucket), encode(h, b));
+            }
         }
-        for ((key, day), (human, bot)) in days {
-            let part = self.block(&days_block(day), true)?.expect("created");
-            let k = row_key(key, day);
-            let (h0, b0) = match part.get(k).map_err(io_err)? {
-                Some(v) if v.len() == 16 => (
-                    u64::from_le_bytes(v[..8].try_into().unwrap_or_default()),
-                    u64::from_le_bytes(v[8..].try_into().unwrap_or_default()),
-                ),
-                _ => (0, 0),
-            };
-            let mut v = [0u8; 16];
-            v[..8].copy_from_slice(&(h0 + human).to_le_bytes());
-            v[8..].copy_from_slice(&(b0 + bot).to_le_bytes());
-            batch.insert(&part, k, v);
-        }
+        batch.insert(&self.totals, SEQ_KEY, seq.to_be_bytes());
         batch.commit().map_err(io_err)?;
         self.keyspace.persist(PersistMode::SyncData).map_err(io_err)
     }
@@ -229,11 +399,16 @@ impl StatsDb {
     /// # Errors
     /// The store's.
     pub fn totals(&self, key: u64) -> io::Result<Option<LinkTotals>> {
-        Ok(self
-            .totals
-            .get(key.to_be_bytes())
-            .map_err(io_err)?
-            .and_then(|v| decode_totals(&v)))
+        // The folded row, then the deltas written since (all under the
+        // link's eight bytes).
+        let mut totals: Option<LinkTotals> = None;
+        for item in self.totals.prefix(key.to_be_bytes()) {
+            let (_, v) = item.map_err(io_err)?;
+            if let Some(t) = decode_totals(&v) {
+                totals.get_or_insert_with(LinkTotals::default).absorb(&t);
+            }
+        }
+        Ok(totals)
     }
 
     /// One link's statistics over `[from_ms, to_ms)` as stored (what the
@@ -285,20 +460,17 @@ impl StatsDb {
         let mut b = first / block;
         while b <= stop / block {
             if let Some(part) = self.block(&name(b * block), false)? {
-                for item in part.range(row_key(key, first)..=row_key(key, stop)) {
+                // A bucket's row and its deltas (see the module's doc).
+                let rows_of = part.range(row_range(key, first, stop));
+                for item in rows_of {
                     let (k, v) = item.map_err(io_err)?;
                     let bucket = u32::from_be_bytes(k[8..12].try_into().unwrap_or_default());
-                    let (human, bot) = if wide && v.len() == 16 {
-                        (
-                            u64::from_le_bytes(v[..8].try_into().unwrap_or_default()),
-                            u64::from_le_bytes(v[8..].try_into().unwrap_or_default()),
-                        )
-                    } else if !wide && v.len() == 8 {
-                        (
-                            u64::from(u32::from_le_bytes(v[..4].try_into().unwrap_or_default())),
-                            u64::from(u32::from_le_bytes(v[4..].try_into().unwrap_or_default())),
-                        )
+                    let value = if wide {
+                        decode_day(&v)
                     } else {
+                        decode_hour(&v)
+                    };
+                    let Some((human, bot)) = value else {
                         continue;
                     };
                     rows.push(SeriesRow { bucket, human, bot });
@@ -646,5 +818,121 @@ mod tests {
         let total: u64 = (0..10).map(|k| db.totals(k).unwrap().unwrap().human).sum();
         assert_eq!(total, 100);
         assert!(tx.has_room());
+    }
+
+    /// Rows under `prefix` in `part` (plain and deltas).
+    fn rows(part: &PartitionHandle, prefix: &[u8]) -> usize {
+        part.prefix(prefix).count()
+    }
+
+    #[test]
+    fn rows_written_before_delta_rows_are_read_and_added_to() {
+        let dir = tempfile::tempdir().unwrap();
+        let hour = hour_of(T0);
+        let day = day_of(T0);
+        {
+            // The layout as the read-modify-write store left it: one plain
+            // row per link, hour and day.
+            let db = StatsDb::open(dir.path()).unwrap();
+            let old = LinkTotals {
+                human: 4,
+                bot: 1,
+                first_ms: T0 - 10,
+                last_ms: T0 - 5,
+                referrers: Default::default(),
+            };
+            let mut buf = Vec::new();
+            encode_totals(&old, &mut buf);
+            db.totals.insert(9u64.to_be_bytes(), buf).unwrap();
+            let hours = db.block(&hours_block(hour), true).unwrap().unwrap();
+            hours.insert(row_key(9, hour), encode_hour(4, 1)).unwrap();
+            let days = db.block(&days_block(day), true).unwrap().unwrap();
+            days.insert(row_key(9, day), encode_day(4, 1)).unwrap();
+            db.keyspace.persist(PersistMode::SyncData).unwrap();
+        }
+        let db = StatsDb::open(dir.path()).unwrap();
+        let v = db.view(9, T0, T0 + HOUR_MS, Granularity::Hour).unwrap();
+        assert_eq!((v.total, v.human, v.bot), (5, 4, 1));
+        assert_eq!(v.series, vec![(T0, 5)]);
+        let mut c = ClickCounter::new(true);
+        click(&mut c, 9, T0 + 1, false, None);
+        click(&mut c, 9, T0 + 2, true, None);
+        db.apply(&[c.take()]).unwrap();
+        let v = db.view(9, T0, T0 + HOUR_MS, Granularity::Hour).unwrap();
+        assert_eq!((v.total, v.human, v.bot), (7, 5, 2));
+        assert_eq!(v.series, vec![(T0, 7)]);
+        assert_eq!(
+            (v.first_click_ms, v.last_click_ms),
+            (Some(T0 - 10), Some(T0 + 2))
+        );
+        let d = db.view(9, T0, T0 + DAY_MS, Granularity::Day).unwrap();
+        assert_eq!(d.series, vec![(T0, 7)]);
+    }
+
+    #[test]
+    fn deltas_of_a_later_run_never_replace_an_earlier_runs() {
+        // Each run's first flush of the same link and hour: a sequence
+        // number that restarted would write the same delta key again.
+        let dir = tempfile::tempdir().unwrap();
+        for run in 1..=3u64 {
+            let db = StatsDb::open(dir.path()).unwrap();
+            let mut c = ClickCounter::new(true);
+            click(&mut c, 5, T0 + run, false, None);
+            db.apply(&[c.take()]).unwrap();
+            let v = db.view(5, T0, T0 + HOUR_MS, Granularity::Hour).unwrap();
+            assert_eq!(v.total, run);
+            assert_eq!(v.series, vec![(T0, run)]);
+        }
+    }
+
+    #[test]
+    fn a_hot_link_is_folded_so_its_rows_stay_few() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = StatsDb::open(dir.path()).unwrap();
+        let flushes = 5 * u64::from(FOLD_AT) + 3;
+        for i in 0..flushes {
+            let mut c = ClickCounter::new(true);
+            // Link 1 in every flush, link 2 (cold) once.
+            click(&mut c, 1, T0 + i, i % 3 == 0, Some("hot.example"));
+            if i == 4 {
+                click(&mut c, 2, T0 + i, false, None);
+            }
+            db.apply(&[c.take()]).unwrap();
+            let v = db.view(1, T0, T0 + HOUR_MS, Granularity::Hour).unwrap();
+            assert_eq!(v.total, i + 1);
+        }
+        let hours = db.block(&hours_block(hour_of(T0)), false).unwrap().unwrap();
+        let days = db.block(&days_block(day_of(T0)), false).unwrap().unwrap();
+        let at_most = usize::from(FOLD_AT);
+        assert!(rows(&db.totals, &1u64.to_be_bytes()) <= at_most);
+        assert!(rows(&hours, &row_key(1, hour_of(T0))) <= at_most);
+        assert!(rows(&days, &row_key(1, day_of(T0))) <= at_most);
+        let v = db.view(1, T0, T0 + HOUR_MS, Granularity::Hour).unwrap();
+        assert_eq!((v.total, v.bot), (flushes, flushes.div_ceil(3)));
+        assert_eq!(v.series, vec![(T0, flushes)]);
+        assert_eq!(v.referrers, vec![("hot.example".to_owned(), flushes)]);
+        assert_eq!(
+            (v.first_click_ms, v.last_click_ms),
+            (Some(T0), Some(T0 + flushes - 1))
+        );
+        let d = db.view(1, T0, T0 + DAY_MS, Granularity::Day).unwrap();
+        assert_eq!(d.series, vec![(T0, flushes)]);
+        assert_eq!(
+            db.view(2, T0, T0 + HOUR_MS, Granularity::Hour)
+                .unwrap()
+                .total,
+            1
+        );
+    }
+
+    #[test]
+    fn the_fold_tracker_stays_bounded() {
+        let mut state = WriterState::default();
+        for key in 0..(FOLD_TRACKED as u64 + 1000) {
+            state.count(key);
+        }
+        assert!(state.unfolded.len() <= FOLD_TRACKED);
+        // A link counted every flush is still folded.
+        assert!((0..FOLD_AT).any(|_| state.count(u64::MAX)));
     }
 }
