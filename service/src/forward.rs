@@ -198,20 +198,17 @@ pub fn merge_into(
         return false;
     };
     let start = out.len();
-    let cut = target.bytes().position(|b| b == b'#');
+    let cut = memchr::memchr(b'#', target.as_bytes());
     let (base, fragment) = target.split_at(cut.unwrap_or(target.len()));
-    let own_at = base.bytes().position(|b| b == b'?');
+    let own_at = memchr::memchr(b'?', base.as_bytes());
     let own = own_at.map(|i| &base[i + 1..]);
-    // The target's non-empty pairs, the only ones a visitor's can clash
-    // with; none (no query, the usual campaign link) means no clash.
-    let own_pairs = own.filter(|q| q.bytes().any(|b| b != b'&'));
-    let taken = |pair: &str| {
-        own_pairs.is_some_and(|q| segments(q).any(|p| !p.is_empty() && same_name(p, pair)))
-    };
+    // The target's non-empty pairs' names, the only ones a visitor's can
+    // clash with; none (no query, the usual campaign link) means no clash.
+    let names = Names::of(own);
     let rebuilt = clash == Clash::VisitorWins
-        && own_pairs.is_some()
-        && segments(visitor).any(|p| !p.is_empty() && taken(p));
-    let mut separator: &[u8] = if let (true, Some(at)) = (rebuilt, own_at) {
+        && !names.is_empty()
+        && segments(visitor).any(|p| !p.is_empty() && names.has(raw_name(p)));
+    let separator: &[u8] = if let (true, Some(at)) = (rebuilt, own_at) {
         rebuild(out, &base[..at], &base[at + 1..], visitor)
     } else {
         out.put_slice(base.as_bytes());
@@ -221,14 +218,7 @@ pub fn merge_into(
             Some(_) => b"&",
         }
     };
-    for pair in segments(visitor) {
-        if pair.is_empty() || taken(pair) {
-            continue;
-        }
-        out.put_slice(separator);
-        separator = b"&";
-        push_escaped(out, pair);
-    }
+    append_new_pairs(out, visitor, separator, &names);
     let len = out.len() - start;
     if (!rebuilt && len == base.len()) || len + fragment.len() > max_len {
         // Nothing to add, or too long: the target as it is.
@@ -238,6 +228,112 @@ pub fn merge_into(
     }
     out.put_slice(fragment.as_bytes());
     true
+}
+
+/// A byte's roles in a visitor's query: makes a name read differently
+/// decoded, must be escaped. Most bytes (letters, digits, `_`, `=`, `&`)
+/// have none.
+const ENC: u8 = 1;
+const UNSAFE: u8 = 2;
+const CLASS: [u8; 256] = {
+    let mut table = [0; 256];
+    let mut b = 0;
+    while b < 256 {
+        table[b] = match b as u8 {
+            b'+' => ENC,
+            // Kept only when it starts a valid escape: `push_escaped` judges.
+            b'%' => ENC | UNSAFE,
+            _ if QUERY_SAFE[b] => 0,
+            _ => UNSAFE,
+        };
+        b += 1;
+    }
+    table
+};
+
+/// Appends the visitor's non-empty pairs whose names the target's query
+/// does not have (`names`), in order, escaped, the first after
+/// `separator`. Kept pairs that need no escaping and stood side by side in
+/// the visitor's query are copied at once: the usual `utm_*` query to a
+/// target without a query is one pass over its bytes (no early exit, so
+/// it runs unbranched) and one copy.
+fn append_new_pairs(out: &mut BytesMut, visitor: &str, mut separator: &[u8], names: &Names<'_>) {
+    let bytes = visitor.as_bytes();
+    let class = bytes.iter().fold(0, |acc, &b| acc | CLASS[usize::from(b)]);
+    // The run of visitor bytes to copy as they are, not yet written.
+    let mut run: Option<(usize, usize)> = None;
+    let flush = |out: &mut BytesMut, run: Option<(usize, usize)>, separator: &mut &[u8]| {
+        if let Some((from, to)) = run {
+            out.put_slice(separator);
+            *separator = b"&";
+            out.put_slice(&bytes[from..to]);
+        }
+    };
+    let mut pair_start = 0;
+    let ends = memchr::memchr_iter(b'&', bytes).chain(std::iter::once(bytes.len()));
+    for end in ends {
+        let start = std::mem::replace(&mut pair_start, end + 1);
+        let pair = &visitor[start..end];
+        if pair.is_empty() {
+            continue;
+        }
+        if !names.is_empty() {
+            let name = raw_name(pair);
+            if names.has_name(name, class & ENC != 0 && encoded(name)) {
+                continue;
+            }
+        }
+        let plain =
+            class & UNSAFE == 0 || !pair.bytes().any(|b| CLASS[usize::from(b)] & UNSAFE != 0);
+        if plain {
+            run = match run {
+                // Side by side: the `&` between them is copied too.
+                Some((from, to)) if to + 1 == start => Some((from, end)),
+                _ => {
+                    flush(out, run, &mut separator);
+                    Some((start, end))
+                }
+            };
+        } else {
+            flush(out, run.take(), &mut separator);
+            out.put_slice(separator);
+            separator = b"&";
+            push_escaped(out, pair);
+        }
+    }
+    flush(out, run, &mut separator);
+}
+
+/// The names of the target's non-empty query pairs, raw, each with
+/// whether it reads differently decoded (a few: held in place).
+struct Names<'a>(smallvec::SmallVec<[(&'a str, bool); 8]>);
+
+impl<'a> Names<'a> {
+    fn of(own: Option<&'a str>) -> Self {
+        let pairs = own.into_iter().flat_map(segments).filter(|p| !p.is_empty());
+        Self(pairs.map(raw_name).map(|raw| (raw, encoded(raw))).collect())
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Whether the target has a pair named `raw` (a raw name).
+    fn has(&self, raw: &str) -> bool {
+        self.has_name(raw, encoded(raw))
+    }
+
+    /// [`Names::has`], `encoded` known: names compare decoded, raw unless
+    /// either is encoded (the usual `utm_source` never is).
+    fn has_name(&self, raw: &str, encoded: bool) -> bool {
+        self.0.iter().any(|&(own, own_encoded)| {
+            if encoded || own_encoded {
+                name(own) == name(raw)
+            } else {
+                own == raw
+            }
+        })
+    }
 }
 
 /// With [`Clash::VisitorWins`] and a clash: writes `path?` and the
