@@ -21,8 +21,16 @@
 //! Whether to forward at all is the caller's: a link's own option (tag 8,
 //! `forward_query`) when it has one, else the server's `--forward-query`.
 
+//!
+//! The redirect writes the merged URL straight into its response
+//! ([`merge_into`]): no intermediate `String`, the target and the
+//! visitor's query scanned byte by byte, and a target without a query of
+//! its own (no clash possible) costs a check and a copy of the visitor's
+//! query. [`merge`] is the same rules returning the URL.
+
 use std::borrow::Cow;
-use std::fmt::Write as _;
+
+use bytes::{BufMut, BytesMut};
 
 /// Whose value a query parameter keeps when the target's query and the
 /// visitor's both name it (`--forward-query-clash`).
@@ -37,47 +45,95 @@ pub enum Clash {
     VisitorWins,
 }
 
-/// Whether byte `b` may stand for itself in a query (RFC 3986 §3.4:
-/// `pchar / "/" / "?"`, `%` handled by the caller).
-fn query_safe(b: u8) -> bool {
-    matches!(b, b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~'
-        | b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*' | b'+' | b',' | b';' | b'='
-        | b':' | b'@' | b'/' | b'?')
+/// The bytes that may stand for themselves in a query (RFC 3986 §3.4:
+/// `pchar / "/" / "?"`; `%` is judged by its escape, so not here). A
+/// table: one load a byte on the redirect path.
+const QUERY_SAFE: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        table[b] = matches!(b as u8, b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'.'
+            | b'_' | b'~' | b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*' | b'+' | b','
+            | b';' | b'=' | b':' | b'@' | b'/' | b'?');
+        b += 1;
+    }
+    table
+};
+
+/// The `&`-separated segments of a query, empty ones included (as
+/// `str::split('&')`, by a byte scan: queries are short).
+fn segments(query: &str) -> impl Iterator<Item = &str> {
+    let mut rest = Some(query);
+    std::iter::from_fn(move || {
+        let left = rest?;
+        match left.bytes().position(|b| b == b'&') {
+            Some(i) => {
+                rest = Some(&left[i + 1..]);
+                Some(&left[..i])
+            }
+            None => {
+                rest = None;
+                Some(left)
+            }
+        }
+    })
 }
 
 /// Appends `raw` to `out`, percent-encoding what a query may not hold. A
 /// `%` that starts a valid escape is kept; any other is encoded.
-fn push_escaped(out: &mut String, raw: &str) {
+fn push_escaped(out: &mut BytesMut, raw: &str) {
     let bytes = raw.as_bytes();
     // The usual parameter (`utm_source=mail`) needs no escaping at all.
-    if bytes.iter().all(|&b| query_safe(b)) {
-        return out.push_str(raw);
+    if bytes.iter().all(|&b| QUERY_SAFE[usize::from(b)]) {
+        return out.put_slice(bytes);
     }
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
     for (i, &b) in bytes.iter().enumerate() {
         let escape = b == b'%'
             && bytes
                 .get(i + 1..i + 3)
                 .is_some_and(|hex| hex.iter().all(u8::is_ascii_hexdigit));
-        if query_safe(b) || escape {
-            out.push(char::from(b));
+        if QUERY_SAFE[usize::from(b)] || escape {
+            out.put_u8(b);
         } else {
-            // Writing to a String cannot fail.
-            let _ = write!(out, "%{b:02X}");
+            out.put_slice(&[b'%', HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]]);
         }
     }
+}
+
+/// The raw name of one `name=value` pair.
+fn raw_name(pair: &str) -> &str {
+    pair.bytes()
+        .position(|b| b == b'=')
+        .map_or(pair, |i| &pair[..i])
+}
+
+/// Whether a raw name reads differently decoded (`%` escapes, `+`).
+fn encoded(raw: &str) -> bool {
+    raw.bytes().any(|b| b == b'%' || b == b'+')
 }
 
 /// The decoded name of one `name=value` pair (`+` is a space, as forms
 /// encode it).
 fn name(pair: &str) -> Cow<'_, str> {
-    let raw = pair.split_once('=').map_or(pair, |(name, _)| name);
-    if !raw.bytes().any(|b| b == b'%' || b == b'+') {
+    let raw = raw_name(pair);
+    if !encoded(raw) {
         return raw.into();
     }
     url::form_urlencoded::parse(raw.as_bytes())
         .next()
         .map(|(name, _)| name)
         .unwrap_or_default()
+}
+
+/// Whether pairs `a` and `b` have the same decoded name: compared raw
+/// unless either is encoded (the usual `utm_source` never is).
+fn same_name(a: &str, b: &str) -> bool {
+    let (raw_a, raw_b) = (raw_name(a), raw_name(b));
+    if !encoded(raw_a) && !encoded(raw_b) {
+        return raw_a == raw_b;
+    }
+    name(a) == name(b)
 }
 
 /// The URL to redirect to: `target` with the visitor's raw query
@@ -108,81 +164,216 @@ pub fn merge<'a>(
     clash: Clash,
     max_len: usize,
 ) -> Cow<'a, str> {
-    let Some(visitor) = visitor.filter(|q| forward && !q.is_empty()) else {
+    let mut out = BytesMut::new();
+    if !merge_into(
+        &mut out,
+        target,
+        visitor.filter(|_| forward),
+        clash,
+        max_len,
+    ) {
         return target.into();
+    }
+    // Only whole `&str` pieces and ASCII were written: valid UTF-8.
+    match String::from_utf8(out.to_vec()) {
+        Ok(url) => url.into(),
+        Err(_) => target.into(),
+    }
+}
+
+/// [`merge`] written to the end of `out` (a response being rendered): the
+/// merged URL, or `target` as it is when there is nothing to forward or
+/// the result would be longer than `max_len`. Returns whether the
+/// visitor's query was forwarded. Forwarding is on: the caller passes
+/// `None` when it is off.
+pub fn merge_into(
+    out: &mut BytesMut,
+    target: &str,
+    visitor: Option<&str>,
+    clash: Clash,
+    max_len: usize,
+) -> bool {
+    let Some(visitor) = visitor.filter(|q| !q.is_empty()) else {
+        out.put_slice(target.as_bytes());
+        return false;
     };
-    let (base, fragment) = target.split_at(target.find('#').unwrap_or(target.len()));
-    let own = base.split_once('?').map(|(_, query)| query);
-    // Queries are short: comparing each pair with the target's few is
-    // cheaper than collecting the target's names.
-    let taken = |wanted: &str| {
-        own.is_some_and(|query| query.split('&').any(|p| !p.is_empty() && name(p) == wanted))
-    };
-    let mut url = String::with_capacity(target.len() + visitor.len() + 2);
+    let start = out.len();
+    let cut = memchr::memchr(b'#', target.as_bytes());
+    let (base, fragment) = target.split_at(cut.unwrap_or(target.len()));
+    let own_at = memchr::memchr(b'?', base.as_bytes());
+    let own = own_at.map(|i| &base[i + 1..]);
+    // The target's non-empty pairs' names, the only ones a visitor's can
+    // clash with; none (no query, the usual campaign link) means no clash.
+    let names = Names::of(own);
     let rebuilt = clash == Clash::VisitorWins
-        && own.is_some()
-        && visitor.split('&').any(|p| !p.is_empty() && taken(&name(p)));
-    let mut separator = if rebuilt {
-        // The target's query is written again segment by segment (empty
-        // ones too, as the target has them), its clashing pairs replaced
-        // by the visitor's.
-        let (path, query) = base.split_once('?').unwrap_or((base, ""));
-        url.push_str(path);
-        url.push('?');
-        let mut written = false;
-        let mut last_empty = true;
-        let mut segment = |url: &mut String, pair: &str, escape: bool| {
-            if written {
-                url.push('&');
-            }
-            written = true;
-            last_empty = pair.is_empty();
-            if escape {
-                push_escaped(url, pair);
-            } else {
-                url.push_str(pair);
-            }
-        };
-        for (i, pair) in query.split('&').enumerate() {
-            let pair_name = name(pair);
-            let sent = |p: &&str| !p.is_empty() && name(p) == pair_name;
-            if pair.is_empty() || !visitor.split('&').any(|p| sent(&p)) {
-                segment(&mut url, pair, false);
-            } else if !query.split('&').take(i).any(|p| sent(&p)) {
-                // The first of the target's pairs of this name: the
-                // visitor's take its place; the target's later ones go.
-                for theirs in visitor.split('&').filter(sent) {
-                    segment(&mut url, theirs, true);
-                }
-            }
-        }
-        if last_empty {
-            ""
-        } else {
-            "&"
-        }
+        && !names.is_empty()
+        && segments(visitor).any(|p| !p.is_empty() && names.has(raw_name(p)));
+    let separator: &[u8] = if let (true, Some(at)) = (rebuilt, own_at) {
+        rebuild(out, &base[..at], &base[at + 1..], visitor)
     } else {
-        url.push_str(base);
+        out.put_slice(base.as_bytes());
         match own {
-            None => "?",
-            Some(query) if query.is_empty() || query.ends_with('&') => "",
-            Some(_) => "&",
+            None => b"?",
+            Some(query) if query.is_empty() || query.ends_with('&') => b"",
+            Some(_) => b"&",
         }
     };
-    for pair in visitor.split('&').filter(|p| !p.is_empty()) {
-        if taken(&name(pair)) {
+    append_new_pairs(out, visitor, separator, &names);
+    let len = out.len() - start;
+    if (!rebuilt && len == base.len()) || len + fragment.len() > max_len {
+        // Nothing to add, or too long: the target as it is.
+        out.truncate(start);
+        out.put_slice(target.as_bytes());
+        return false;
+    }
+    out.put_slice(fragment.as_bytes());
+    true
+}
+
+/// A byte's roles in a visitor's query: makes a name read differently
+/// decoded, must be escaped. Most bytes (letters, digits, `_`, `=`, `&`)
+/// have none.
+const ENC: u8 = 1;
+const UNSAFE: u8 = 2;
+const CLASS: [u8; 256] = {
+    let mut table = [0; 256];
+    let mut b = 0;
+    while b < 256 {
+        table[b] = match b as u8 {
+            b'+' => ENC,
+            // Kept only when it starts a valid escape: `push_escaped` judges.
+            b'%' => ENC | UNSAFE,
+            _ if QUERY_SAFE[b] => 0,
+            _ => UNSAFE,
+        };
+        b += 1;
+    }
+    table
+};
+
+/// Appends the visitor's non-empty pairs whose names the target's query
+/// does not have (`names`), in order, escaped, the first after
+/// `separator`. Kept pairs that need no escaping and stood side by side in
+/// the visitor's query are copied at once: the usual `utm_*` query to a
+/// target without a query is one pass over its bytes (no early exit, so
+/// it runs unbranched) and one copy.
+fn append_new_pairs(out: &mut BytesMut, visitor: &str, mut separator: &[u8], names: &Names<'_>) {
+    let bytes = visitor.as_bytes();
+    let class = bytes.iter().fold(0, |acc, &b| acc | CLASS[usize::from(b)]);
+    // The run of visitor bytes to copy as they are, not yet written.
+    let mut run: Option<(usize, usize)> = None;
+    let flush = |out: &mut BytesMut, run: Option<(usize, usize)>, separator: &mut &[u8]| {
+        if let Some((from, to)) = run {
+            out.put_slice(separator);
+            *separator = b"&";
+            out.put_slice(&bytes[from..to]);
+        }
+    };
+    let mut pair_start = 0;
+    let ends = memchr::memchr_iter(b'&', bytes).chain(std::iter::once(bytes.len()));
+    for end in ends {
+        let start = std::mem::replace(&mut pair_start, end + 1);
+        let pair = &visitor[start..end];
+        if pair.is_empty() {
             continue;
         }
-        url.push_str(separator);
-        separator = "&";
-        push_escaped(&mut url, pair);
+        if !names.is_empty() {
+            let name = raw_name(pair);
+            if names.has_name(name, class & ENC != 0 && encoded(name)) {
+                continue;
+            }
+        }
+        let plain =
+            class & UNSAFE == 0 || !pair.bytes().any(|b| CLASS[usize::from(b)] & UNSAFE != 0);
+        if plain {
+            run = match run {
+                // Side by side: the `&` between them is copied too.
+                Some((from, to)) if to + 1 == start => Some((from, end)),
+                _ => {
+                    flush(out, run, &mut separator);
+                    Some((start, end))
+                }
+            };
+        } else {
+            flush(out, run.take(), &mut separator);
+            out.put_slice(separator);
+            separator = b"&";
+            push_escaped(out, pair);
+        }
     }
-    if (!rebuilt && url.len() == base.len()) || url.len() + fragment.len() > max_len {
-        // Nothing to add, or too long: the target as it is.
-        return target.into();
+    flush(out, run, &mut separator);
+}
+
+/// The names of the target's non-empty query pairs, raw, each with
+/// whether it reads differently decoded (a few: held in place).
+struct Names<'a>(smallvec::SmallVec<[(&'a str, bool); 8]>);
+
+impl<'a> Names<'a> {
+    fn of(own: Option<&'a str>) -> Self {
+        let pairs = own.into_iter().flat_map(segments).filter(|p| !p.is_empty());
+        Self(pairs.map(raw_name).map(|raw| (raw, encoded(raw))).collect())
     }
-    url.push_str(fragment);
-    url.into()
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Whether the target has a pair named `raw` (a raw name).
+    fn has(&self, raw: &str) -> bool {
+        self.has_name(raw, encoded(raw))
+    }
+
+    /// [`Names::has`], `encoded` known: names compare decoded, raw unless
+    /// either is encoded (the usual `utm_source` never is).
+    fn has_name(&self, raw: &str, encoded: bool) -> bool {
+        self.0.iter().any(|&(own, own_encoded)| {
+            if encoded || own_encoded {
+                name(own) == name(raw)
+            } else {
+                own == raw
+            }
+        })
+    }
+}
+
+/// With [`Clash::VisitorWins`] and a clash: writes `path?` and the
+/// target's `query` again segment by segment (empty ones too, as the
+/// target has them), its clashing pairs replaced by the visitor's.
+/// Returns the separator the visitor's other pairs follow with.
+fn rebuild(out: &mut BytesMut, path: &str, query: &str, visitor: &str) -> &'static [u8] {
+    out.put_slice(path.as_bytes());
+    out.put_u8(b'?');
+    let mut written = false;
+    let mut last_empty = true;
+    let mut segment = |out: &mut BytesMut, pair: &str, escape: bool| {
+        if written {
+            out.put_u8(b'&');
+        }
+        written = true;
+        last_empty = pair.is_empty();
+        if escape {
+            push_escaped(out, pair);
+        } else {
+            out.put_slice(pair.as_bytes());
+        }
+    };
+    for (i, pair) in segments(query).enumerate() {
+        let sent = |p: &&str| !p.is_empty() && same_name(p, pair);
+        if pair.is_empty() || !segments(visitor).any(|p| sent(&p)) {
+            segment(out, pair, false);
+        } else if !segments(query).take(i).any(|p| sent(&p)) {
+            // The first of the target's pairs of this name: the
+            // visitor's take its place; the target's later ones go.
+            for theirs in segments(visitor).filter(sent) {
+                segment(out, theirs, true);
+            }
+        }
+    }
+    if last_empty {
+        b""
+    } else {
+        b"&"
+    }
 }
 
 #[cfg(test)]
@@ -190,7 +381,7 @@ mod tests {
     //! Properties over arbitrary targets and visitor queries.
     use proptest::prelude::*;
 
-    use super::{merge, Clash};
+    use super::{merge, merge_into, Clash};
 
     const KEEP: Clash = Clash::KeepTarget;
     const WINS: Clash = Clash::VisitorWins;
@@ -365,6 +556,26 @@ mod tests {
                 "the target's order, clashing values the visitor's, then the visitor's other pairs in order"
             );
             if theirs.is_empty() {
+                prop_assert_eq!(merged.as_ref(), target.as_str());
+            }
+        }
+
+        #[test]
+        fn merge_into_appends_the_merged_url_after_what_is_written(
+            target in target(),
+            visitor in query(),
+            max in 0usize..200,
+            clash in clash(),
+            before in "[ -~]{0,20}",
+        ) {
+            // The redirect merges into the response it is writing: what
+            // is there stays, whether the visitor's query fits or not.
+            let mut out = bytes::BytesMut::from(before.as_bytes());
+            let forwarded = merge_into(&mut out, &target, Some(&visitor), clash, max);
+            let merged = merge(&target, Some(&visitor), true, clash, max);
+            prop_assert_eq!(&out[..before.len()], before.as_bytes());
+            prop_assert_eq!(&out[before.len()..], merged.as_bytes());
+            if !forwarded {
                 prop_assert_eq!(merged.as_ref(), target.as_str());
             }
         }

@@ -403,51 +403,98 @@ pub struct Response<'a> {
 /// `Cache-Control` follows the status unless `headers` has its own (the
 /// web page's assets).
 pub fn write(out: &mut BytesMut, date: &str, response: &Response<'_>) {
-    let mut head = String::with_capacity(192);
-    // Writing to a String cannot fail.
-    let _ = write!(
-        head,
-        "HTTP/1.1 {} {}\r\nDate: {date}\r\n",
-        response.status,
-        reason(response.status),
-    );
     let has = |name: &str| {
         response
             .headers
             .iter()
             .any(|(n, _)| n.eq_ignore_ascii_case(name))
     };
-    if !has("cache-control") {
-        let _ = write!(
-            head,
-            "Cache-Control: {}\r\n",
-            cache_control(response.status)
-        );
-    }
+    out.reserve(192 + response.body.len());
+    status_line(out, response.status, date, !has("cache-control"));
     for (name, value) in response.headers {
-        let _ = write!(head, "{name}: {value}\r\n");
+        for part in [name.as_bytes(), b": ", value.as_bytes(), b"\r\n"] {
+            out.extend_from_slice(part);
+        }
     }
     if !response.body.is_empty() && !has("content-type") {
-        head.push_str("Content-Type: text/plain; charset=utf-8\r\n");
+        out.extend_from_slice(b"Content-Type: text/plain; charset=utf-8\r\n");
     }
     // A 304 has no body, and a Content-Length on it would have to be the
     // 200's (RFC 9110 §8.6): none is sent; nor on a 204 (§8.6: MUST NOT).
     if !matches!(response.status, 204 | 304) {
-        let _ = write!(head, "Content-Length: {}\r\n", response.body.len());
+        // Writing to a BytesMut cannot fail.
+        let _ = write!(out, "Content-Length: {}\r\n", response.body.len());
     }
-    let _ = write!(
-        head,
-        "Connection: {}\r\n\r\n",
-        if response.keep_alive {
-            "keep-alive"
-        } else {
-            "close"
-        }
-    );
-    out.extend_from_slice(head.as_bytes());
+    end_of_head(out, response.keep_alive);
     if !response.head_only {
         out.extend_from_slice(response.body);
     }
+}
+
+/// Appends a redirect to `out`: [`write`] of a `status` with only a
+/// `Location` header and no body (so HEAD looks the same), the value
+/// written by `location` straight into `out` (the merged URL of query
+/// forwarding, [`crate::forward::merge_into`]) rather than built apart
+/// first. `location` must write a valid header value (ASCII, no CR/LF).
+pub fn write_redirect(
+    out: &mut BytesMut,
+    date: &str,
+    status: u16,
+    keep_alive: bool,
+    location: impl FnOnce(&mut BytesMut),
+) {
+    out.reserve(256);
+    status_line(out, status, date, true);
+    out.extend_from_slice(b"Location: ");
+    location(out);
+    out.extend_from_slice(b"\r\nContent-Length: 0\r\n");
+    end_of_head(out, keep_alive);
+}
+
+/// The status line, `Date` and (when `cache_control`) the status's
+/// `Cache-Control`: how every response starts.
+fn status_line(out: &mut BytesMut, status: u16, date: &str, cache_control: bool) {
+    // The three digits by hand: `write!` costs more than the redirect's
+    // other formatting together. (Every status made is three digits.)
+    let digits = [
+        b'0' + (status / 100 % 10) as u8,
+        b'0' + (status / 10 % 10) as u8,
+        b'0' + (status % 10) as u8,
+    ];
+    let digits: &[u8] = if (100..1000).contains(&status) {
+        &digits
+    } else {
+        b"500"
+    };
+    for part in [
+        b"HTTP/1.1 ".as_slice(),
+        digits,
+        b" ",
+        reason(status).as_bytes(),
+        b"\r\nDate: ",
+        date.as_bytes(),
+        b"\r\n",
+    ] {
+        out.extend_from_slice(part);
+    }
+    if cache_control {
+        for part in [
+            b"Cache-Control: ".as_slice(),
+            self::cache_control(status).as_bytes(),
+            b"\r\n",
+        ] {
+            out.extend_from_slice(part);
+        }
+    }
+}
+
+/// `Connection` and the blank line that ends a head.
+fn end_of_head(out: &mut BytesMut, keep_alive: bool) {
+    out.extend_from_slice(if keep_alive {
+        b"Connection: keep-alive\r\n\r\n"
+    } else {
+        b"Connection: close\r\n\r\n"
+    });
 }
 
 /// The `Location` value for a stored URL: as stored when it is ASCII (the
@@ -696,5 +743,93 @@ mod tests {
         assert!(text.contains("Location: https://e.com/\r\n"));
         assert_eq!(cache_control(308), "public, max-age=2592000");
         assert_eq!(cache_control(404), "no-store");
+    }
+
+    /// `write`'s whole head, byte for byte: the order and spelling of its
+    /// lines, written without an intermediate `String`.
+    #[test]
+    fn a_response_head_is_written_in_its_fixed_order() {
+        let date = "Wed, 25 Nov 2026 12:00:00 GMT";
+        let written = |status, headers: &[(&str, &str)], body: &[u8], head_only, keep_alive| {
+            let mut out = BytesMut::from(&b"before"[..]);
+            let response = Response {
+                status,
+                headers,
+                body,
+                head_only,
+                keep_alive,
+            };
+            write(&mut out, date, &response);
+            String::from_utf8(out.to_vec()).unwrap()
+        };
+        assert_eq!(
+            written(302, &[("Location", "https://e.com/")], b"", false, true),
+            format!(
+                "beforeHTTP/1.1 302 Found\r\nDate: {date}\r\nCache-Control: private, \
+                 max-age=90\r\nLocation: https://e.com/\r\nContent-Length: 0\r\n\
+                 Connection: keep-alive\r\n\r\n"
+            )
+        );
+        assert_eq!(
+            written(404, &[], b"not found\n", false, false),
+            format!(
+                "beforeHTTP/1.1 404 Not Found\r\nDate: {date}\r\nCache-Control: no-store\r\n\
+                 Content-Type: text/plain; charset=utf-8\r\nContent-Length: 10\r\n\
+                 Connection: close\r\n\r\nnot found\n"
+            )
+        );
+        assert_eq!(
+            written(
+                200,
+                &[
+                    ("Cache-Control", "max-age=1"),
+                    ("Content-Type", "image/png")
+                ],
+                b"png",
+                true,
+                true
+            ),
+            format!(
+                "beforeHTTP/1.1 200 OK\r\nDate: {date}\r\nCache-Control: max-age=1\r\n\
+                 Content-Type: image/png\r\nContent-Length: 3\r\n\
+                 Connection: keep-alive\r\n\r\n"
+            ),
+            "HEAD: no body, its length"
+        );
+        assert_eq!(
+            written(204, &[], b"", false, true),
+            format!(
+                "beforeHTTP/1.1 204 No Content\r\nDate: {date}\r\nCache-Control: \
+                 no-store\r\nConnection: keep-alive\r\n\r\n"
+            )
+        );
+    }
+
+    /// The redirect's own writer makes the bytes `write` makes of the
+    /// same redirect.
+    #[test]
+    fn write_redirect_matches_write() {
+        let date = "Wed, 25 Nov 2026 12:00:00 GMT";
+        let url = "https://e.example/p?a=1#f";
+        for status in [301, 302, 307, 308] {
+            for keep_alive in [true, false] {
+                for head_only in [true, false] {
+                    let mut general = BytesMut::from(&b"x"[..]);
+                    let response = Response {
+                        status,
+                        headers: &[("Location", url)],
+                        body: b"",
+                        head_only,
+                        keep_alive,
+                    };
+                    write(&mut general, date, &response);
+                    let mut redirect = BytesMut::from(&b"x"[..]);
+                    write_redirect(&mut redirect, date, status, keep_alive, |out| {
+                        out.extend_from_slice(url.as_bytes())
+                    });
+                    assert_eq!(redirect, general, "{status} {keep_alive} {head_only}");
+                }
+            }
+        }
     }
 }

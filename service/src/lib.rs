@@ -9,6 +9,8 @@ pub mod clicks;
 pub mod codes;
 pub mod connection;
 pub mod forward;
+#[cfg(test)]
+mod forward_reference;
 pub mod front;
 pub mod health;
 pub mod http;

@@ -315,16 +315,24 @@ impl Shard {
         };
         let settings = &self.shared.settings;
         let redirect = |dst: &mut BytesMut, url: &[u8], status: u16, forward: bool| {
-            let url = String::from_utf8_lossy(url);
-            let url = forward::merge(
-                &url,
-                query.filter(|_| forward),
-                true,
-                settings.forward_query_clash,
-                settings.max_url_bytes,
-            );
-            let location = http::location(&url);
-            respond(dst, status, &[("Location", &location)], "");
+            let query = query.filter(|_| forward);
+            let (clash, max) = (settings.forward_query_clash, settings.max_url_bytes);
+            match std::str::from_utf8(url) {
+                // The usual URL, stored ASCII: merged straight into the
+                // response (what forwarding adds is ASCII too).
+                Ok(url) if url.is_ascii() => {
+                    http::write_redirect(dst, date, status, keep_alive, |dst| {
+                        forward::merge_into(dst, url, query, clash, max);
+                    })
+                }
+                // Header values are ASCII: the URL's ASCII form.
+                _ => {
+                    let url = String::from_utf8_lossy(url);
+                    let url = forward::merge(&url, query, true, clash, max);
+                    let location = http::location(&url);
+                    respond(dst, status, &[("Location", &location)], "");
+                }
+            }
         };
         match result {
             OpResult::Url(url) => {
