@@ -242,6 +242,7 @@ fn main() {
         interval: Duration::ZERO,
         segment_bytes: 64 << 20,
         grace: Duration::from_millis(100),
+        forget: None,
     };
     let metrics = MergeMetrics::default();
     let mut known = RecordBytes::new();

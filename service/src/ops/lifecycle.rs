@@ -380,10 +380,22 @@ pub fn create(
                 AliasHome::Key(key) => OwnedIdent::Key(key),
                 AliasHome::Side => OwnedIdent::Alias(alias.into()),
             };
-            let keydir = &shard.local.as_ref().map(|l| l.keydir.clone());
-            let Some(keydir) = keydir else {
+            let Some(local) = shard.local.as_ref() else {
                 return refused(ErrorCode::INTERNAL, "no local store");
             };
+            let keydir = &local.keydir;
+            // A code-spelled alias below the id floor names a code that
+            // was handed out (or skipped because it was taken): if the
+            // key directory has no trace of it, a merge forgot its
+            // tombstone (`log::merge`), and it stays deleted for good.
+            if let OwnedIdent::Key(key) = ident {
+                if shared.codec.id_of(key) < local.ids.floor() && !keydir.names(ident.as_ident()) {
+                    return refused(
+                        CONFLICT,
+                        "this code was deleted and is never handed out again",
+                    );
+                }
+            }
             // A code-spelled key that is deleted may have been a generated
             // code, which is never handed out again: only side-map aliases
             // come back after their quarantine.
