@@ -243,6 +243,7 @@ fn main() {
         segment_bytes: 64 << 20,
         grace: Duration::from_millis(100),
         forget: None,
+        nice: 0,
     };
     let metrics = MergeMetrics::default();
     let mut known = RecordBytes::new();

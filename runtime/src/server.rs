@@ -350,6 +350,7 @@ where
                             ids: store.ids.clone(),
                             quarantine: args.alias_quarantine,
                         }),
+                        nice: args.merge_nice,
                     },
                     merge_metrics.clone(),
                     trigger,
