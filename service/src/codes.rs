@@ -367,6 +367,13 @@ impl IdSpace {
     }
 }
 
+impl Drop for IdAllocator {
+    fn drop(&mut self) {
+        // It hands nothing out any more: it no longer holds the floor down.
+        self.cursor.store(NO_CURSOR, Ordering::SeqCst);
+    }
+}
+
 /// One shard's id source: counts through its current block alone.
 #[derive(Debug)]
 pub struct IdAllocator {
@@ -582,10 +589,20 @@ mod tests {
         watcher.join().unwrap();
         let floor = space.floor();
         assert!(floor > 5000, "{floor}");
-        for (mut alloc, low) in allocs {
-            assert!(low >= 5120, "first block past 5000");
-            assert!(alloc.next_id() >= floor);
-        }
+        let mut allocs: Vec<_> = allocs
+            .into_iter()
+            .map(|(mut alloc, low)| {
+                assert!(low >= 5120, "first block past 5000");
+                assert!(alloc.next_id() >= floor);
+                alloc
+            })
+            .collect();
+        // A dropped allocator no longer holds the floor down.
+        let held = space.floor();
+        allocs.truncate(1);
+        assert!(space.floor() >= held);
+        drop(allocs);
+        assert_eq!(space.floor(), space.next_free());
     }
 
     proptest! {
