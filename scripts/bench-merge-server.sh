@@ -15,7 +15,7 @@
 #     that fell wholly inside the merge, against the mean of a run without.
 # The merge thread shares CPU $SERVER_CPU with the serving thread (the
 # whole process is pinned): as on a one-core server.
-# Usage: LINKS=2000000 [RATE=bytes/s] [THRESHOLD=30%] scripts/bench-merge-server.sh   (needs ~300 B of disk
+# Usage: LINKS=2000000 [RATE=bytes/s] [THRESHOLD=30%] [NICE=10] scripts/bench-merge-server.sh   (needs ~300 B of disk
 # per link in $DIR, twice over during the merge)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,6 +33,8 @@ DIR=${DIR:-${TMPDIR:-/tmp}}
 # default --merge-threshold 50% may just miss it, so the bench asks for less.
 THRESHOLD=${THRESHOLD:-30%}
 RATE=${RATE:-33554432}
+# --merge-nice (NICE=0: the merge thread competes as an equal).
+NICE=${NICE:-10}
 tmp=$(mktemp -d "$DIR/bench-merge-server.XXXXXX")
 SERVER=
 cleanup() {
@@ -70,7 +72,8 @@ echo "import: $(($(date +%s) - start_s)) s"
 start() {
   taskset -c "$SERVER_CPU" "$BIN/shorty-uring" --listen "$wire" --http "127.0.0.1:$((PORT + 1))" \
     --admin "$admin" --data-dir "$data" --threads 1 --sync never --log-level warn \
-    --merge-interval 0s --merge-threshold "$THRESHOLD" --merge-rate "$RATE" "$@" &
+    --merge-interval 0s --merge-threshold "$THRESHOLD" --merge-rate "$RATE" \
+    --merge-nice "$NICE" "$@" &
   SERVER=$!
   for _ in $(seq 600); do "$BIN/shorty" -s "$wire" ping >/dev/null 2>&1 && return; sleep 0.1; done
   echo "server did not start" >&2

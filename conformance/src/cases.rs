@@ -2165,6 +2165,103 @@ pub fn a_merge_keeps_deletes_and_updates_across_a_restart(bin: &Path) {
     check(&server, "after a restart");
 }
 
+/// A merge forgets the tombstones of deleted codes (issue 19, round 4):
+/// the key directory gives their slots back (`shorty_links` falls), and
+/// the codes stay deleted: 404 before and after a restart, refused as a
+/// code-spelled alias, never generated again.
+pub fn a_merge_forgets_deleted_codes_which_stay_deleted(bin: &Path) {
+    let dir = tmp();
+    let args = [
+        "--threads",
+        "1",
+        "--segment-bytes",
+        "65536",
+        "--merge-threshold",
+        "0%",
+        "--merge-interval",
+        "0s",
+        "--store-timeout",
+        "1s",
+        "--cache-bytes",
+        "0",
+    ];
+    let server = Server::start(bin, dir.path(), &args);
+    let mut client = shorty_client::Client::connect(server.addr()).expect("connect");
+    let pad = "p".repeat(200);
+    let mut codes = Vec::new();
+    for i in 0..400 {
+        let short = client
+            .shorten(&format!("https://example.com/f/{i}/{pad}"))
+            .expect("shorten");
+        codes.push(code_of(&short).to_owned());
+    }
+    let deleted: Vec<String> = codes.iter().step_by(2).cloned().collect();
+    for code in &deleted {
+        client.delete(code).expect("delete");
+    }
+    // More links after the deletes, so the segments holding the deleted
+    // links and their tombstones are sealed (a segment still being written
+    // keeps its keys' tombstones).
+    for i in 0..400 {
+        client
+            .shorten(&format!("https://example.com/g/{i}/{pad}"))
+            .expect("shorten");
+    }
+    let links = |server: &Server| metric(&admin_get(server, "/metrics").1, "shorty_links ");
+    let before = links(&server);
+    assert_eq!(before, 800.0, "a tombstone keeps its slot until a merge");
+    let status = std::process::Command::new("kill")
+        .args(["-USR1", &server.pid().to_string()])
+        .status()
+        .expect("kill(1)");
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while metric(&admin_get(&server, "/metrics").1, "shorty_log_merges_total") < 1.0 {
+        assert!(Instant::now() < deadline, "no merge after SIGUSR1");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(2_500));
+    let after = links(&server);
+    assert!(
+        after < before - 100.0,
+        "tombstones forgotten: {before} -> {after} codes held"
+    );
+    let check = |server: &Server, context: &str| {
+        let mut conn = server.connect();
+        for code in &deleted {
+            let got = conn.resolve(code);
+            assert_eq!(
+                got.as_error().map(|(c, _)| c.0),
+                Some(404),
+                "{code} {context}: {got:?}"
+            );
+        }
+    };
+    check(&server, "after the merge");
+    let mut options = shorty_client::LinkOptions::default();
+    options.alias = Some(&deleted[0]);
+    let claim = client.shorten_with("https://evil.example/", &options);
+    assert_eq!(
+        claim.err().and_then(|e| e.code()).map(|c| c.0),
+        Some(409),
+        "a deleted code is never claimed as an alias"
+    );
+    assert!(server.stop().success());
+    let server = Server::start(bin, dir.path(), &args);
+    check(&server, "after a restart");
+    assert!(links(&server) <= after);
+    let mut client = shorty_client::Client::connect(server.addr()).expect("connect");
+    for i in 0..300 {
+        let short = client
+            .shorten(&format!("https://example.com/h/{i}"))
+            .expect("shorten");
+        assert!(
+            !deleted.iter().any(|d| d == code_of(&short)),
+            "{short} handed out again"
+        );
+    }
+}
+
 // ----- click statistics (issue 20) -----
 
 /// One link's statistics as the `stats` tool prints them (the server must

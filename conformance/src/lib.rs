@@ -133,6 +133,8 @@ macro_rules! suite {
             links_to_this_server_itself_are_refused,
             redis_cluster_stats_are_read_back_summed_across_nodes,
             clicks_survive_kill_9_read_back_through_the_wire,
+            // ----- engineer LIFE: merge forgets tombstones (issue 19) -----
+            a_merge_forgets_deleted_codes_which_stay_deleted,
         );
     };
     (@cases $binary:expr; $($case:ident),* $(,)?) => {

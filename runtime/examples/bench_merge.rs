@@ -242,6 +242,8 @@ fn main() {
         interval: Duration::ZERO,
         segment_bytes: 64 << 20,
         grace: Duration::from_millis(100),
+        forget: None,
+        nice: 0,
     };
     let metrics = MergeMetrics::default();
     let mut known = RecordBytes::new();

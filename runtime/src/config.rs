@@ -478,6 +478,12 @@ pub struct ServeArgs {
     #[arg(long, env = "SHORTY_MERGE_INTERVAL", default_value = "10m", value_parser = humantime::parse_duration)]
     pub merge_interval: Duration,
 
+    /// The merge thread's nice value (0-19): on a core the serving threads
+    /// keep busy, the merge takes what they leave (at 10, about a tenth of
+    /// a busy CPU) instead of half of it.
+    #[arg(long, env = "SHORTY_MERGE_NICE", default_value_t = crate::merge::DEFAULT_NICE, value_parser = clap::value_parser!(i32).range(0..=19))]
+    pub merge_nice: i32,
+
     // --- issue 22 (the web page): engineer PAGE's block ---
     /// Serve the web page (`/`, `/static/...`) and QR codes
     /// (`/api/v1/links/CODE/qr.svg`) on the public front: `on` or `off`.

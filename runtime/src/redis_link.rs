@@ -24,7 +24,10 @@
 //! **Click limits** are counted in the store, so that nodes share one
 //! count ([`COUNT_SCRIPT`], only for links with `max_clicks`: others pay
 //! nothing). The count is not `WAIT`ed for: a failover may give back the
-//! clicks its replica had not received yet.
+//! clicks its replica had not received yet. A delete removes the count
+//! after its script is confirmed (a key in another slot: not in the
+//! script). An expired link keeps its count as it keeps its key (it still
+//! answers 410, and an update may extend it).
 //!
 //! **Order.** An update or delete is one Lua script on the key's slot
 //! ([`UPDATE_SCRIPT`], [`DELETE_SCRIPT`]): it refuses a link that is gone,
@@ -167,6 +170,12 @@ return new"
 /// (one count per life of a link, so an alias re-created after its
 /// quarantine starts at 0; an alias never holds `:`).
 pub const COUNT_PREFIX: &str = "shorty:n:";
+
+/// The name of the click count of `code`'s life created at
+/// `created_at_ms` ([`COUNT_PREFIX`]). Removed with the link by a delete.
+pub fn count_key(code: &str, created_at_ms: u64) -> String {
+    format!("{COUNT_PREFIX}{code}:{created_at_ms}")
+}
 
 /// `KEYS[1]` a limited link's click count, `ARGV[1]` its limit, `ARGV[2]`
 /// `1` to take a click (`0` only looks): -1 if no click is left (none

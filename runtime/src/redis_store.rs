@@ -964,10 +964,26 @@ impl Store {
         }
     }
 
+    /// Removes a deleted limited link's click count (a key of its own, in
+    /// another slot than the link's: not part of the delete's script).
+    /// After the delete is confirmed, so a failure here leaves only a few
+    /// bytes behind, logged; the link is gone either way, and a name
+    /// claimed again starts another count (`created_at_ms` differs).
+    async fn drop_count(&self, code: &str, created_at_ms: u64) {
+        let mut cmd = redis::cmd("DEL");
+        cmd.arg(redis_link::count_key(code, created_at_ms));
+        if let Err(err) = self.writer().query(&cmd).await {
+            tracing::warn!(
+                code,
+                "a deleted link's click count stays in the store: {err}"
+            );
+        }
+    }
+
     /// Takes (or looks for) one click of a limited link's life in the
     /// store's shared count ([`redis_link::COUNT_SCRIPT`]).
     async fn count(&self, code: &str, created_at_ms: u64, max: u64, take: bool) -> RemoteReply {
-        let name = format!("{}{code}:{created_at_ms}", redis_link::COUNT_PREFIX);
+        let name = redis_link::count_key(code, created_at_ms);
         let mut cmd = redis::cmd("EVAL");
         cmd.arg(redis_link::COUNT_SCRIPT)
             .arg(1)
@@ -1261,8 +1277,17 @@ pub fn start(
                                 RemoteRequest::Delete {
                                     code,
                                     quarantine_ms,
+                                    count,
                                     ..
-                                } => store.change(&code, None, quarantine_ms).await,
+                                } => {
+                                    let reply = store.change(&code, None, quarantine_ms).await;
+                                    if let (Some(created_at_ms), RemoteReply::Written { .. }) =
+                                        (count, &reply)
+                                    {
+                                        store.drop_count(&code, created_at_ms).await;
+                                    }
+                                    reply
+                                }
                                 RemoteRequest::Count {
                                     code,
                                     created_at_ms,

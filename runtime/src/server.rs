@@ -345,6 +345,12 @@ where
                         interval: args.merge_interval,
                         segment_bytes: args.segment_bytes,
                         grace: crate::merge::grace(args.store_timeout),
+                        forget: Some(crate::merge::ForgetSource {
+                            codec: shared.codec.clone(),
+                            ids: store.ids.clone(),
+                            quarantine: args.alias_quarantine,
+                        }),
+                        nice: args.merge_nice,
                     },
                     merge_metrics.clone(),
                     trigger,

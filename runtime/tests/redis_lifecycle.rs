@@ -622,3 +622,61 @@ fn sequential_changes_read_back_exactly() {
         );
     }
 }
+
+/// `redis-cli EXISTS name` against `url`.
+fn exists(url: &str, name: &str) -> bool {
+    let out = std::process::Command::new("redis-cli")
+        .args(["-u", url, "EXISTS", name])
+        .output()
+        .expect("redis-cli");
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stdout).trim() == "1"
+}
+
+/// A limited link's click count (`shorty:n:CODE:CREATED`) is removed
+/// with the link (issue 19, round 4): before, every deleted limited link
+/// left its count behind for ever. A link without a limit has none, and
+/// its delete does not need one.
+#[test]
+fn a_deleted_limited_link_takes_its_click_count_with_it() {
+    let Some(redis) = or_skip(Redis::start(&[])) else {
+        return;
+    };
+    let spec = RedisSpec {
+        nodes: vec![redis.url()],
+    };
+    let t0 = Instant::now();
+    let mut a = node(&spec, 0, t0);
+    let limited = LinkMeta {
+        max_clicks: Some(5),
+        ..LinkMeta::default()
+    };
+    let made = view(a.create(
+        "https://e.com/l",
+        None,
+        limited.clone(),
+        Principal::ANYONE,
+        t0,
+    ));
+    let alias = view(a.create(
+        "https://e.com/m",
+        Some("limited-1"),
+        limited,
+        Principal::ANYONE,
+        t0,
+    ));
+    let mut counts = Vec::new();
+    for link in [&made, &alias] {
+        assert!(a.http_get(&link.code, t0).starts_with("HTTP/1.1 30"));
+        let created = link.meta.created_at_ms.unwrap_or(0);
+        let name = format!("shorty:n:{}:{created}", link.code);
+        assert!(exists(&redis.url(), &name), "{name} counts the click");
+        counts.push(name);
+    }
+    let plain_code = a.created("https://e.com/p", None, plain(), t0);
+    for (link, name) in [&made, &alias].into_iter().zip(&counts) {
+        assert_eq!(a.delete(&link.code, t0), OpResult::Deleted);
+        assert!(!exists(&redis.url(), name), "{name} removed with its link");
+    }
+    assert_eq!(a.delete(&plain_code, t0), OpResult::Deleted);
+}

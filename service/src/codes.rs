@@ -300,7 +300,15 @@ pub fn is_reserved(key: u64) -> bool {
 #[derive(Debug)]
 pub struct IdSpace {
     next_block: AtomicU64,
+    /// Each allocator's next id ([`NO_CURSOR`] while it holds no block),
+    /// for [`floor`](Self::floor). One store per id handed out, by its
+    /// own shard: no contention.
+    cursors: std::sync::Mutex<Vec<Arc<AtomicU64>>>,
 }
+
+/// A cursor of an allocator that holds no block: its next block comes
+/// from the counter, past [`IdSpace::next_free`].
+const NO_CURSOR: u64 = u64::MAX;
 
 impl IdSpace {
     /// A space whose first block starts at or after `first_free`, rounded up
@@ -309,6 +317,7 @@ impl IdSpace {
         let block = first_free.div_ceil(BLOCK_SIZE);
         Self {
             next_block: AtomicU64::new(block),
+            cursors: std::sync::Mutex::default(),
         }
     }
 
@@ -316,15 +325,52 @@ impl IdSpace {
     /// block claimed is counted whole), for the high-water mark.
     pub fn next_free(&self) -> u64 {
         self.next_block
-            .load(Ordering::Relaxed)
+            .load(Ordering::SeqCst)
             .saturating_mul(BLOCK_SIZE)
     }
 
+    /// An id below which no allocator will ever hand one out again: the
+    /// lowest id any allocator has still to count through, or
+    /// [`next_free`](Self::next_free) if none holds a block. A code whose
+    /// id is below it is never generated again, whatever the key directory
+    /// holds: what lets a merge forget a deleted code's tombstone
+    /// (`log::merge`).
+    pub fn floor(&self) -> u64 {
+        let cursors = self
+            .cursors
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // The cursors first: an allocator publishes a lower bound of its
+        // next block before it claims it, so a claim between the two
+        // reads is still counted.
+        let lowest = cursors
+            .iter()
+            .map(|c| c.load(Ordering::SeqCst))
+            .min()
+            .unwrap_or(NO_CURSOR);
+        lowest.min(self.next_free())
+    }
+
+    fn cursor(&self) -> Arc<AtomicU64> {
+        let cursor = Arc::new(AtomicU64::new(NO_CURSOR));
+        self.cursors
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(cursor.clone());
+        cursor
+    }
+
     fn claim(&self) -> (u64, u64) {
-        // Relaxed: the counter only has to hand every block out once.
-        let block = self.next_block.fetch_add(1, Ordering::Relaxed);
+        let block = self.next_block.fetch_add(1, Ordering::SeqCst);
         let start = block.saturating_mul(BLOCK_SIZE);
         (start, start.saturating_add(BLOCK_SIZE))
+    }
+}
+
+impl Drop for IdAllocator {
+    fn drop(&mut self) {
+        // It hands nothing out any more: it no longer holds the floor down.
+        self.cursor.store(NO_CURSOR, Ordering::SeqCst);
     }
 }
 
@@ -334,25 +380,40 @@ pub struct IdAllocator {
     space: Arc<IdSpace>,
     next: u64,
     end: u64,
+    /// `next`, published for [`IdSpace::floor`].
+    cursor: Arc<AtomicU64>,
 }
 
 impl IdAllocator {
     /// An allocator that claims blocks from `space` as it needs them.
     pub fn new(space: Arc<IdSpace>) -> Self {
+        let cursor = space.cursor();
         Self {
             space,
             next: 0,
             end: 0,
+            cursor,
         }
+    }
+
+    /// Its space's [`IdSpace::floor`].
+    pub fn floor(&self) -> u64 {
+        self.space.floor()
     }
 
     /// The next unused id.
     pub fn next_id(&mut self) -> u64 {
         if self.next == self.end {
+            // A lower bound of the block about to be claimed, published
+            // before the claim (see `IdSpace::floor`).
+            self.cursor.store(self.space.next_free(), Ordering::SeqCst);
             (self.next, self.end) = self.space.claim();
         }
         let id = self.next;
         self.next += 1;
+        // Relaxed would do for the counter alone; the floor needs this
+        // store seen before a later claim's (SeqCst, one store an id).
+        self.cursor.store(self.next, Ordering::SeqCst);
         id
     }
 }
@@ -485,6 +546,63 @@ mod tests {
         for _ in 0..5000 {
             assert!(after.next_id() > max);
         }
+    }
+
+    /// The floor is never above an id still to be handed out, while four
+    /// shards claim blocks concurrently (what makes forgetting a deleted
+    /// code's tombstone safe), and it rises as they count.
+    #[test]
+    fn no_id_below_the_floor_is_ever_handed_out() {
+        let space = Arc::new(IdSpace::new(5000));
+        assert_eq!(space.floor(), space.next_free(), "no allocator yet");
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let handles: Vec<_> = (0..4)
+            .map(|_| {
+                let space = space.clone();
+                std::thread::spawn(move || {
+                    let mut alloc = IdAllocator::new(space.clone());
+                    let mut low = u64::MAX;
+                    for _ in 0..3000 {
+                        // Read before the id is taken: it must not exceed it.
+                        let floor = space.floor();
+                        let id = alloc.next_id();
+                        assert!(floor <= id, "floor {floor} above id {id}");
+                        low = low.min(id);
+                    }
+                    (alloc, low)
+                })
+            })
+            .collect();
+        let watcher = {
+            let (space, stop) = (space.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut last = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let floor = space.floor();
+                    assert!(floor >= last, "the floor never falls: {last} then {floor}");
+                    last = floor;
+                }
+            })
+        };
+        let allocs: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+        stop.store(true, Ordering::Relaxed);
+        watcher.join().unwrap();
+        let floor = space.floor();
+        assert!(floor > 5000, "{floor}");
+        let mut allocs: Vec<_> = allocs
+            .into_iter()
+            .map(|(mut alloc, low)| {
+                assert!(low >= 5120, "first block past 5000");
+                assert!(alloc.next_id() >= floor);
+                alloc
+            })
+            .collect();
+        // A dropped allocator no longer holds the floor down.
+        let held = space.floor();
+        allocs.truncate(1);
+        assert!(space.floor() >= held);
+        drop(allocs);
+        assert_eq!(space.floor(), space.next_free());
     }
 
     proptest! {

@@ -426,10 +426,55 @@ impl Table {
         }
     }
 
+    /// Removes `key`'s slot (backward-shift deletion: the entries after it
+    /// in its probe run move up, so every probe still finds its key
+    /// without a deleted marker); shrinks the table once it is under a
+    /// third full, so slots given back by the merge are memory given back.
+    fn remove(&mut self, key: u64, hash: u64) -> bool {
+        if self.slots.is_empty() {
+            return false;
+        }
+        let (mut hole, found) = self.probe(key, hash);
+        if !found {
+            return false;
+        }
+        let capacity = self.slots.len();
+        let mut i = hole;
+        loop {
+            i = if i + 1 == capacity { 0 } else { i + 1 };
+            let word = self.slots[i].word();
+            if word == 0 {
+                break;
+            }
+            let home = Self::start(mix((word & KEY_MASK) - 1), capacity);
+            // Moves up unless its home lies cyclically in (hole, i].
+            let stays = if hole <= i {
+                hole < home && home <= i
+            } else {
+                hole < home || home <= i
+            };
+            if !stays {
+                self.slots[hole] = self.slots[i];
+                hole = i;
+            }
+        }
+        self.slots[hole] = Slot::default();
+        self.len -= 1;
+        if capacity > MIN_CAPACITY && self.len * 3 < capacity {
+            // To about 60% full: well below the 85% that grows it again.
+            self.rebuild((self.len * 100 / 60).max(MIN_CAPACITY));
+        }
+        true
+    }
+
     fn grow(&mut self, capacity: usize) {
         if capacity <= self.slots.len() {
             return;
         }
+        self.rebuild(capacity);
+    }
+
+    fn rebuild(&mut self, capacity: usize) {
         let old = std::mem::replace(&mut self.slots, vec![Slot::default(); capacity]);
         for slot in old.into_iter().filter(|s| s.word() != 0) {
             let key = (slot.word() & KEY_MASK) - 1;
@@ -780,6 +825,57 @@ impl KeyDir {
                 false
             }
         })
+    }
+
+    /// Forgets `ident` (a merge dropped its tombstone `target` of
+    /// `version` from the log: no record of it is left, `log::merge`),
+    /// only if it still holds exactly that tombstone and no mutation of it
+    /// is in flight; its slot and its version go, as if it never existed.
+    /// Returns whether it was forgotten.
+    pub fn forget(&self, ident: Ident<'_>, target: Target, version: u64) -> bool {
+        let holds = |t: Option<Target>, s: KeyState| {
+            t == Some(target)
+                && matches!(target, Target::Deleted { .. })
+                && s.installed == version
+                && s.reserved == 0
+        };
+        match ident {
+            Ident::Key(key) if key >= PERMUTED_IDS => {
+                let mut big = write(&self.big);
+                let cell = BigCell { big: &mut big, key };
+                if !holds(cell.target(), cell.state()) {
+                    return false;
+                }
+                big.slots.remove(&key);
+                big.versions.remove(&key);
+                true
+            }
+            Ident::Key(key) => {
+                let hash = mix(key);
+                let mut table = write(self.shard(hash));
+                let cell = TableCell {
+                    table: &mut table,
+                    key,
+                    hash,
+                };
+                if !holds(cell.target(), cell.state()) {
+                    return false;
+                }
+                table.versions.remove(&key);
+                table.remove(key, hash)
+            }
+            Ident::Alias(alias) => {
+                let mut aliases = write(&self.aliases);
+                let Some(entry) = aliases.get(alias) else {
+                    return false;
+                };
+                if !holds(entry.target(), entry.state) {
+                    return false;
+                }
+                aliases.remove(alias);
+                true
+            }
+        }
     }
 
     /// Makes room for `additional` more links at once (recovery knows how
@@ -1183,6 +1279,94 @@ mod tests {
             prop_assert_eq!(dir.len(), model.len());
             for (key, l) in &model {
                 prop_assert_eq!(dir.get(*key), Some(*l));
+            }
+        }
+    }
+
+    /// A forgotten tombstone's slot is gone, every other key is still
+    /// found (backward-shift deletion keeps the probe runs whole), only a
+    /// tombstone still in force is forgotten, and the tables shrink.
+    #[test]
+    fn forgetting_tombstones_frees_their_slots_and_keeps_every_other_key() {
+        let dir = KeyDir::new();
+        let n = 40_000u64;
+        for key in 0..n {
+            assert!(dir.insert(key * 7, loc(1, key as u32)));
+        }
+        let full = dir.memory_bytes();
+        let deleted = |at| Target::Deleted {
+            file: 2,
+            deleted_at_ms: at,
+        };
+        for key in (0..n).filter(|k| k % 4 != 0) {
+            let ident = Ident::Key(key * 7);
+            let (_, v) = dir.begin_mutation(ident).unwrap();
+            assert!(dir.install(ident, deleted(key), v));
+        }
+        // Not the tombstone it holds (another file, another version), or
+        // a live link: nothing happens.
+        assert!(!dir.forget(Ident::Key(7), deleted(0), 1), "another time");
+        assert!(!dir.forget(Ident::Key(7), deleted(1), 2), "another version");
+        assert!(!dir.forget(Ident::Key(0), deleted(0), 0), "live");
+        assert!(dir.get(0).is_some());
+        for key in (0..n).filter(|k| k % 4 != 0) {
+            assert!(dir.forget(Ident::Key(key * 7), deleted(key), 1), "{key}");
+        }
+        assert_eq!(dir.len(), n as usize / 4);
+        for key in 0..n {
+            if key % 4 == 0 {
+                assert_eq!(dir.get(key * 7), Some(loc(1, key as u32)), "{key}");
+            } else {
+                assert!(!dir.contains(key * 7), "{key} forgotten");
+                assert_eq!(dir.lookup(Ident::Key(key * 7)), None);
+            }
+        }
+        assert!(
+            dir.memory_bytes() < full / 2,
+            "{} of {full} bytes",
+            dir.memory_bytes()
+        );
+        // A forgotten key starts over: free, at version 1.
+        assert_eq!(dir.claim(Ident::Key(7), 0, u64::MAX), Ok(1));
+        // Big keys and aliases too; an alias with a claim in flight stays.
+        let big = Ident::Key(PERMUTED_IDS + 9);
+        assert!(dir.insert(PERMUTED_IDS + 9, loc(1, 1)));
+        let (_, v) = dir.begin_mutation(big).unwrap();
+        assert!(dir.install(big, deleted(3), v));
+        assert!(dir.forget(big, deleted(3), v));
+        assert!(!dir.contains(PERMUTED_IDS + 9));
+        let alias = Ident::Alias("spring");
+        let v = dir.claim(alias, 0, 0).unwrap();
+        assert!(dir.install(alias, Target::Live(loc(1, 5)), v));
+        let (_, v) = dir.begin_mutation(alias).unwrap();
+        assert!(dir.install(alias, deleted(9), v));
+        let again = dir.claim(alias, 100, 10).unwrap();
+        assert!(!dir.forget(alias, deleted(9), v), "a claim is in flight");
+        dir.release(alias, again);
+        assert!(dir.forget(alias, deleted(9), v));
+        assert!(!dir.names(alias));
+    }
+
+    proptest! {
+        /// Removal from the open-addressing table against a model, with
+        /// keys that collide in few slots.
+        #[test]
+        fn table_removal_matches_a_model(ops in proptest::collection::vec((0u64..64, any::<bool>()), 1..400)) {
+            let mut table = Table::default();
+            let mut model = std::collections::HashMap::new();
+            for (i, (key, add)) in ops.into_iter().enumerate() {
+                let key = key * 1_000_003;
+                let hash = mix(key);
+                if add {
+                    table.set(key, hash, loc(1, i as u32));
+                    model.insert(key, loc(1, i as u32));
+                } else {
+                    prop_assert_eq!(table.remove(key, hash), model.remove(&key).is_some());
+                }
+                prop_assert_eq!(table.len, model.len());
+                for (k, l) in &model {
+                    prop_assert_eq!(table.get(*k, mix(*k)), Some(*l));
+                }
             }
         }
     }

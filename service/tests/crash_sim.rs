@@ -49,7 +49,8 @@ use std::time::{Duration, Instant};
 use shorty_service::log::direct::{BlockWrite, DirectAppender};
 use shorty_service::log::hint::{build_hint, hint_file_name, HintEntry};
 use shorty_service::log::merge::{
-    finish_interrupted, run_merge, Liveness, MergeFiles, MANIFEST_FILE, MERGING_SUFFIX,
+    finish_interrupted, run_merge, run_merge_forgetting, Forgetting, Liveness, MergeFiles,
+    MANIFEST_FILE, MERGING_SUFFIX,
 };
 use shorty_service::log::record::{
     decode_record, Decoded, Link, Record, MARKER_LEN, PREAMBLE_LEN, SEAL_LEN,
@@ -1730,9 +1731,21 @@ fn synced_files_cut_or_lost() {
 // one, that version is one that was appended, and it reads back exactly
 // (URL and options; a tombstone is a tombstone). Half the runs begin with
 // a merge (half of those die at a random step), so tombstones and older
-// versions are carried or dropped by the merge's rule between crashes.
+// versions are carried or dropped by the merge's rule between crashes;
+// every tombstone may be forgotten (`ForgetAll`): the merge's own proof
+// decides, and a deleted key may then be gone after a restart, never
+// back.
 // No bit flips here: the histories above cover damage.
 // ---------------------------------------------------------------------
+
+/// Lets every tombstone go: only the merge's proof keeps one.
+struct ForgetAll;
+
+impl Forgetting for ForgetAll {
+    fn may_forget(&self, _: &shorty_service::log::hint::HintEntry) -> bool {
+        true
+    }
+}
 
 /// One appended version of a key: its URL and expiry, or `None` for a
 /// tombstone.
@@ -1780,8 +1793,8 @@ fn recover_versions(disk: &mut Disk) -> HashMap<u64, (String, u32, u64)> {
 }
 
 /// Returns the merges done and the merges interrupted.
-fn mutation_history(seed: u64) -> (u64, u64) {
-    let (mut merges, mut interrupted) = (0, 0);
+fn mutation_history(seed: u64) -> (u64, u64, u64) {
+    let (mut merges, mut interrupted, mut forgotten) = (0, 0, 0);
     use shorty_service::keydir::{Ident, KeyDir, Location, Target, TOMBSTONE};
     use shorty_service::link::LinkMeta;
     use shorty_service::log::record::{Tombstone, NO_ID};
@@ -1801,9 +1814,15 @@ fn mutation_history(seed: u64) -> (u64, u64) {
     for _run in 0..rng.range(2, 6) {
         let keys = recover_versions(&mut disk);
         for (key, &acked) in &model.acked {
-            let (file, offset, version) = keys
-                .get(key)
-                .unwrap_or_else(|| panic!("seed {seed}: acknowledged key {key} lost"));
+            let Some((file, offset, version)) = keys.get(key) else {
+                // Merges forget tombstones: only a deleted key may be gone
+                // (its delete acknowledged, or durable before a crash).
+                assert!(
+                    model.appended[key].range(acked..).any(|(_, v)| v.is_none()),
+                    "seed {seed}: acknowledged key {key} lost"
+                );
+                continue;
+            };
             assert!(
                 *version >= acked,
                 "seed {seed}: key {key} went back from version {acked} to {version}"
@@ -1879,16 +1898,33 @@ fn mutation_history(seed: u64) -> (u64, u64) {
                         disk: &mut disk,
                         left,
                     };
-                    if run_merge(&mut dying, &table, &keydir, &inputs, segment_bytes, || {})
-                        .is_err()
+                    if run_merge_forgetting(
+                        &mut dying,
+                        &table,
+                        &keydir,
+                        &ForgetAll,
+                        &inputs,
+                        segment_bytes,
+                        || {},
+                    )
+                    .is_err()
                     {
                         interrupted += 1;
                         disk.crash(&mut rng);
                         continue;
                     }
                 } else {
-                    run_merge(&mut disk, &table, &keydir, &inputs, segment_bytes, || {})
-                        .unwrap_or_else(|err| panic!("seed {seed}: {err}"));
+                    let report = run_merge_forgetting(
+                        &mut disk,
+                        &table,
+                        &keydir,
+                        &ForgetAll,
+                        &inputs,
+                        segment_bytes,
+                        || {},
+                    )
+                    .unwrap_or_else(|err| panic!("seed {seed}: {err}"));
+                    forgotten += report.forgotten;
                 }
                 merges += 1;
             }
@@ -2029,7 +2065,7 @@ fn mutation_history(seed: u64) -> (u64, u64) {
             disk.crash(&mut rng);
         }
     }
-    (merges, interrupted)
+    (merges, interrupted, forgotten)
 }
 
 /// `SIM_MUTATION_SEEDS=n` runs n histories (default 200);
@@ -2046,16 +2082,17 @@ fn mutation_histories_keep_the_newest_acknowledged_version() {
             (0..n).collect()
         }
     };
-    let (mut merges, mut interrupted) = (0, 0);
+    let (mut merges, mut interrupted, mut forgotten) = (0, 0, 0);
     for seed in &seeds {
-        let (m, i) = mutation_history(*seed);
+        let (m, i, f) = mutation_history(*seed);
         merges += m;
         interrupted += i;
+        forgotten += f;
     }
     if seeds.len() >= 50 {
         assert!(
-            merges > 0 && interrupted > 0,
-            "{merges} merges, {interrupted} interrupted"
+            merges > 0 && interrupted > 0 && forgotten > 0,
+            "{merges} merges, {interrupted} interrupted, {forgotten} tombstones forgotten"
         );
     }
 }

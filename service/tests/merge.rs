@@ -16,13 +16,14 @@ use std::path::Path;
 use shorty_service::keydir::{Ident, KeyDir, Location, Target, TOMBSTONE};
 use shorty_service::log::hint::{build_hint, hint_file_name, HintEntry};
 use shorty_service::log::merge::{
-    finish_interrupted, merging_file_name, plan, record_bytes, run_merge, usage_from_hint,
-    Liveness, Manifest, MergeFiles, MANIFEST_FILE,
+    finish_interrupted, merging_file_name, plan, record_bytes, run_merge, run_merge_forgetting,
+    usage_from_hint, Forgetting, Liveness, Manifest, MergeFiles, MANIFEST_FILE,
 };
 use shorty_service::log::record::{
     decode_record, Decoded, Keyed, Link, Record, Tombstone, ALIAS_KEY, MARKER_LEN, NO_ID, SEAL_LEN,
 };
 use shorty_service::log::recovery::{recover_segment, RecoveryFiles};
+use shorty_service::log::scan::scan_segment;
 use shorty_service::log::segments::{
     encode_sealed_records, parse_segment_file_name, segment_file_name, SegmentRef, SegmentTable,
 };
@@ -296,6 +297,15 @@ struct World {
 }
 
 fn world(seed: u64, segments: u64, per_segment: u64, mutate_share: u64) -> World {
+    let numbers: Vec<u64> = (1..=segments).collect();
+    world_numbered(seed, &numbers, per_segment, mutate_share)
+}
+
+/// As [`world`], the history's `i`th segment written as number
+/// `numbers[i]`: several cores write at once, so a later record of a key
+/// can lie in a lower-numbered segment (the one its core opened first).
+fn world_numbered(seed: u64, numbers: &[u64], per_segment: u64, mutate_share: u64) -> World {
+    let segments = numbers.len() as u64;
     let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
     let mut disk = Disk::default();
     let table = SegmentTable::new(Path::new("/d"), 1);
@@ -344,6 +354,7 @@ fn world(seed: u64, segments: u64, per_segment: u64, mutate_share: u64) -> World
                 records.push(spec);
             }
         }
+        let number = numbers[number as usize - 1];
         let idx = put_segment(&mut disk, &table, number, &records);
         load(&mut disk, &keydir, number, idx);
     }
@@ -904,4 +915,342 @@ fn an_uncommitted_output_is_discarded_and_a_committed_one_finished() {
     let report = run_merge(&mut w.disk, &w.table, &w.keydir, &inputs, 1 << 20, || {}).unwrap();
     assert!(!disk_has(&w.disk, 1));
     assert_eq!(report.outputs.len(), 1);
+}
+
+// ---- Forgetting tombstones (issue 19, round 4) ----
+
+/// Lets every tombstone go, so only the merge's own proof decides.
+struct ForgetAll;
+
+impl Forgetting for ForgetAll {
+    fn may_forget(&self, _: &HintEntry) -> bool {
+        true
+    }
+}
+
+/// Loads `bytes` (segment `number` at `idx`, sealed or not) into `keydir`
+/// by scanning it, as recovery does for a segment being written.
+fn load_scanned(keydir: &KeyDir, bytes: &[u8], number: u64, idx: u32) {
+    scan_segment(bytes, number, |record, offset| {
+        let entry = HintEntry::of(&record, offset);
+        keydir
+            .recover(entry.ident(), entry.target(idx), entry.version)
+            .unwrap();
+    })
+    .unwrap();
+}
+
+fn tomb(key: u64, alias: Option<String>, version: u64) -> Spec {
+    Spec::Tomb {
+        key,
+        alias,
+        version,
+        at_ms: 42,
+    }
+}
+
+fn expected(pairs: &[(&str, Option<String>)]) -> Expected {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect()
+}
+
+/// Segment 1: codes 7, 9, 12 and alias "promo"; segment 2 (another
+/// core's, opened first, so a lower number would not tell age either):
+/// all four deleted, and 8 too; segment 3, sealed, not merged: 9's
+/// first record (written by a third core); segment 4, still being
+/// written (no seal, no hint): 8's first record. Merging 1 and 2 forgets
+/// 7's, 12's and "promo"'s tombstones (nothing older is left) and keeps
+/// 8's and 9's: dropping them would bring 8 and 9 back at the next
+/// restart. A later merge that takes segment 3 forgets 9's.
+#[test]
+fn a_tombstone_is_forgotten_only_when_no_older_record_of_its_key_is_left() {
+    let mut disk = Disk::default();
+    let table = SegmentTable::new(Path::new("/d"), 1);
+    let keydir = KeyDir::new();
+    let promo = || Some("promo".to_string());
+    let one = [
+        Spec::link(7, None, 0),
+        Spec::link(12, None, 0),
+        Spec::link(ALIAS_KEY, promo(), 0),
+    ];
+    let three = [Spec::link(9, None, 0)];
+    let two = [
+        tomb(7, None, 1),
+        tomb(8, None, 1),
+        tomb(9, None, 1),
+        tomb(12, None, 1),
+        tomb(ALIAS_KEY, promo(), 1),
+    ];
+    let i1 = put_segment(&mut disk, &table, 1, &one);
+    let i3 = put_segment(&mut disk, &table, 3, &three);
+    // Segment 4: written, not sealed.
+    let four = {
+        let spec = Spec::link(8, None, 0);
+        let sealed = encode_sealed_records(4, &[&[spec.keyed()]]);
+        sealed[..sealed.len() - SEAL_LEN].to_vec()
+    };
+    disk.files.insert(segment_file_name(4), four.clone());
+    let i4 = table.register(4).unwrap();
+    let i2 = put_segment(&mut disk, &table, 2, &two);
+    load(&mut disk, &keydir, 1, i1);
+    load(&mut disk, &keydir, 3, i3);
+    load_scanned(&keydir, &four, 4, i4);
+    load(&mut disk, &keydir, 2, i2);
+    let inputs = [table.get(i1).unwrap(), table.get(i2).unwrap()];
+    let report = run_merge_forgetting(
+        &mut disk,
+        &table,
+        &keydir,
+        &ForgetAll,
+        &inputs,
+        1 << 20,
+        || {},
+    )
+    .unwrap();
+    assert_eq!(report.forgotten, 3, "{report:?}");
+    assert_eq!(report.tombstones_kept, 2, "{report:?}");
+    for ident in [Ident::Key(7), Ident::Key(12), Ident::Alias("promo")] {
+        assert_eq!(keydir.lookup(ident), None, "{ident:?} forgotten");
+        assert!(!keydir.names(ident));
+    }
+    for key in [8, 9] {
+        assert!(matches!(
+            keydir.lookup(Ident::Key(key)),
+            Some((Target::Deleted { .. }, _))
+        ));
+    }
+    // The unsealed segment is still there as it was: the merge only read it.
+    assert_eq!(disk.files[&segment_file_name(4)], four);
+    // A restart: 8 and 9 stay deleted, 7, 12 and "promo" are unknown.
+    let want = expected(&[("k8", None), ("k9", None)]);
+    let mut copy = disk.clone();
+    assert_eq!(restart(&mut copy), want);
+    // Segment 3 merged with the output: 9's first record goes, and so can
+    // its tombstone; 8's stays (segment 4).
+    let output = report.outputs[0];
+    let out_idx = report_idx(&table, output);
+    let inputs = [table.get(i3).unwrap(), table.get(out_idx).unwrap()];
+    let report = run_merge_forgetting(
+        &mut disk,
+        &table,
+        &keydir,
+        &ForgetAll,
+        &inputs,
+        1 << 20,
+        || {},
+    )
+    .unwrap();
+    assert_eq!((report.forgotten, report.tombstones_kept), (1, 1));
+    assert_eq!(keydir.lookup(Ident::Key(9)), None);
+    assert_eq!(restart(&mut disk), expected(&[("k8", None)]));
+}
+
+/// A key directory beside which key 11 is deleted by another core while
+/// the merge runs: after the merge copied 11's link, before it reads the
+/// tombstone.
+struct DeletedMidway<'a> {
+    keydir: &'a KeyDir,
+    tombstone_file: u32,
+}
+
+impl Liveness for DeletedMidway<'_> {
+    fn is_live(&self, entry: &HintEntry, file: u32) -> bool {
+        let live = self.keydir.is_live(entry, file);
+        if live && entry.key == 11 && !entry.is_tombstone() {
+            assert!(self.keydir.install(
+                Ident::Key(11),
+                Target::Deleted {
+                    file: self.tombstone_file,
+                    deleted_at_ms: 42,
+                },
+                1,
+            ));
+        }
+        live
+    }
+    fn moved(&self, entry: &HintEntry, from: u32, to: &HintEntry, to_file: u32) -> bool {
+        self.keydir.moved(entry, from, to, to_file)
+    }
+    fn forget(&self, entry: &HintEntry, file: u32) -> bool {
+        Liveness::forget(self.keydir, entry, file)
+    }
+}
+
+/// The merge's own output can hold an older record of a key: 11's link,
+/// copied while it was in force, then deleted before the merge reached the
+/// tombstone. The tombstone must be carried forward (the copy lost its
+/// race and is dead, but a restart would load it).
+#[test]
+fn a_tombstone_whose_link_this_merge_copied_is_kept() {
+    let mut disk = Disk::default();
+    let table = SegmentTable::new(Path::new("/d"), 1);
+    let keydir = KeyDir::new();
+    let i1 = put_segment(
+        &mut disk,
+        &table,
+        1,
+        &[Spec::link(11, None, 0), Spec::link(13, None, 0)],
+    );
+    let i2 = put_segment(&mut disk, &table, 2, &[tomb(11, None, 1)]);
+    load(&mut disk, &keydir, 1, i1);
+    let live = DeletedMidway {
+        keydir: &keydir,
+        tombstone_file: i2,
+    };
+    let inputs = [table.get(i1).unwrap(), table.get(i2).unwrap()];
+    let report = run_merge_forgetting(
+        &mut disk,
+        &table,
+        &live,
+        &ForgetAll,
+        &inputs,
+        1 << 20,
+        || {},
+    )
+    .unwrap();
+    assert_eq!(report.lost_races, 1, "{report:?}");
+    assert_eq!((report.forgotten, report.tombstones_kept), (0, 1));
+    assert_eq!(
+        restart(&mut disk),
+        expected(&[("k11", None), ("k13", Some(url(13, 0)))])
+    );
+}
+
+/// Restarts and checks `disk` against a history's newest state where
+/// tombstones may have been forgotten: a live link reads its URL, a
+/// deleted one is deleted or unknown, nothing else is there.
+fn check_forgetting(disk: &mut Disk, live: &Expected, context: &str) {
+    let got = restart(disk);
+    for (name, want) in live {
+        match want {
+            Some(url) => assert_eq!(got.get(name), Some(&Some(url.clone())), "{name} {context}"),
+            None => assert!(
+                matches!(got.get(name), None | Some(None)),
+                "{name} came back {context}: {:?}",
+                got.get(name)
+            ),
+        }
+    }
+    for name in got.keys() {
+        assert!(live.contains_key(name), "{name} never written {context}");
+    }
+}
+
+/// Histories written by several cores at once (a later record of a key
+/// in a lower-numbered segment), merged with every tombstone allowed to
+/// go, cut by a crash at every step of the merge and of the restart that
+/// follows: no live link lost, no deleted link back, nothing twice; and
+/// tombstones do go when the whole history is merged.
+#[test]
+fn a_crash_at_any_step_of_a_merge_that_forgets_tombstones_brings_nothing_back() {
+    let seeds: u64 = std::env::var("MERGE_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(4);
+    let order = [3, 1, 2];
+    let mut forgotten = 0;
+    let mut kept = 0;
+    for seed in 0..seeds {
+        let base = world_numbered(seed, &order, 12, 60);
+        let segment_bytes = 700 + 100 * seed;
+        // Two merges: of segments 1 and 2 only (3, not merged, holds the
+        // history's oldest records), and of all three.
+        for merged in [&[1u64, 2][..], &[1, 2, 3]] {
+            let pick = |table: &SegmentTable| -> Vec<SegmentRef> {
+                sealed_refs(table)
+                    .into_iter()
+                    .filter(|s| merged.contains(&s.number))
+                    .collect()
+            };
+            let total = {
+                let mut disk = base.disk.clone();
+                let (table, keydir) = reload(&mut disk, 3);
+                let report = run_merge_forgetting(
+                    &mut disk,
+                    &table,
+                    &keydir,
+                    &ForgetAll,
+                    &pick(&table),
+                    segment_bytes,
+                    || {},
+                )
+                .unwrap();
+                forgotten += report.forgotten;
+                kept += report.tombstones_kept;
+                check_forgetting(&mut disk, &base.live, &format!("seed {seed} {merged:?}"));
+                disk.ops
+            };
+            for crash_at in 0..total {
+                for partial in 0..4 {
+                    let mut disk = base.disk.clone();
+                    let (table, keydir) = reload(&mut disk, 3);
+                    disk.crash_at = Some(crash_at);
+                    disk.partial = partial;
+                    let result = run_merge_forgetting(
+                        &mut disk,
+                        &table,
+                        &keydir,
+                        &ForgetAll,
+                        &pick(&table),
+                        segment_bytes,
+                        || {},
+                    );
+                    assert!(result.is_err(), "crash {crash_at} happened");
+                    disk.revive();
+                    let mut again = disk.clone();
+                    again.ops = 0;
+                    again.crash_at = Some(crash_at % 3);
+                    again.partial = partial;
+                    let _ = finish_interrupted(&mut again);
+                    again.revive();
+                    for disk in [&mut disk, &mut again] {
+                        let context = format!("seed {seed} {merged:?} crash {crash_at}/{partial}");
+                        check_forgetting(disk, &base.live, &context);
+                        let files = disk.files.clone();
+                        check_forgetting(disk, &base.live, &context);
+                        assert_eq!(disk.files, files);
+                    }
+                }
+            }
+        }
+    }
+    assert!(forgotten > 0, "some tombstones go");
+    assert!(kept > 0, "some are kept: segment 3 holds older records");
+}
+
+/// The lifecycle's rule: an alias's tombstone goes once its quarantine is
+/// over; a code's once its id is below the floor.
+#[test]
+fn the_lifecycle_lets_a_tombstone_go_after_the_quarantine_or_below_the_id_floor() {
+    use shorty_service::codes::{CodeKey, Codec};
+    use shorty_service::log::merge::LifecycleForgetting;
+    let codec = Codec::new(&CodeKey([3; 16]));
+    let rule = |now_ms, id_floor| LifecycleForgetting {
+        codec: codec.clone(),
+        id_floor,
+        now_ms,
+        quarantine_ms: 1_000,
+    };
+    let alias = HintEntry {
+        key: ALIAS_KEY,
+        offset: TOMBSTONE,
+        version: 2,
+        deleted_at_ms: 5_000,
+        alias: Some("promo".into()),
+        owner: None,
+    };
+    assert!(!rule(5_999, u64::MAX).may_forget(&alias), "quarantined");
+    assert!(rule(6_000, 0).may_forget(&alias));
+    let code = HintEntry {
+        key: codec.key_of(41),
+        alias: None,
+        ..alias.clone()
+    };
+    assert!(
+        !rule(u64::MAX, 41).may_forget(&code),
+        "41 may still be handed out"
+    );
+    assert!(rule(0, 42).may_forget(&code));
 }

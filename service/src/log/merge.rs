@@ -13,31 +13,63 @@
 //!
 //! **Tombstones and expiry** ([`Liveness`] for [`KeyDir`]):
 //! - A *tombstone* (kind 4: key, version, deleted-at) is live while the key
-//!   directory holds it: `Deleted` in its segment, at its version. Every
-//!   tombstone in force is carried forward (copied verbatim, 34 bytes plus
-//!   the alias); one whose key moved on (an alias claimed again after its
-//!   quarantine: a higher version) is dead like a superseded link.
-//!   Dropping a tombstone in force would be safe only once no other
-//!   segment can hold an older record of its key (else a restart
-//!   resurrects it: the highest version found wins). That set is not
-//!   knowable here: the cores' active segments have no hint, and a
-//!   concurrent update that took a lower version can land its record
-//!   after the delete, in any segment. Bitcask drops a tombstone only when
-//!   the file of the value it deleted is among the merge's inputs or gone
-//!   (`merge_single_tombstone`); with several writers and versions that
-//!   would need every record's version history, so tombstones stay. What
-//!   it costs: a deleted link's disk bytes shrink to its tombstone's, and
-//!   its key directory slot stays, which the lifecycle needs anyway: a
-//!   deleted alias's quarantine runs from its tombstone, and a deleted
-//!   code is never taken again (generated ids are also never reissued:
-//!   the `STATE` high-water mark and the seals' largest id, but the slot
-//!   is what stops an import or a 7-character alias from taking it).
+//!   directory holds it: `Deleted` in its segment, at its version. One
+//!   whose key moved on (an alias claimed again after its quarantine: a
+//!   higher version) is dead like a superseded link. One in force is
+//!   carried forward (copied verbatim, 34 bytes plus the alias) unless it
+//!   can be *forgotten* (below).
+//! - **Forgetting a tombstone** ([`run_merge_forgetting`]). Two questions,
+//!   both must say yes:
+//!   1. *Does the lifecycle still need it?* ([`Forgetting`],
+//!      [`LifecycleForgetting`]) A side-map alias's tombstone holds its
+//!      quarantine: needed until `deleted_at + --alias-quarantine`. A
+//!      code's tombstone keeps the code from being handed out again:
+//!      needed while an allocator may still reach its id
+//!      ([`IdSpace::floor`](crate::codes::IdSpace::floor), the lowest id
+//!      any core has still to count through). Below the floor the
+//!      generator never produces it again (and `STATE`'s high-water mark
+//!      keeps it so after a restart), and a create of a code-spelled alias
+//!      below the floor that the key directory does not know is refused as
+//!      a deleted code (`ops::lifecycle`).
+//!   2. *Can an older record of its key survive outside this merge's
+//!      output?* If one could, a restart would load it with no tombstone
+//!      above it: the link would come back. The merge proves "no" itself
+//!      (`older_records`): every candidate tombstone was seen in force, so
+//!      installed, before the merge reads `barrier`, the segment table's
+//!      next number. A mutation begins only once the previous one of its
+//!      key is settled, so every older record of the key was durable
+//!      before the tombstone was even written: in a segment numbered below
+//!      the barrier (any core's, sealed or still being written: segment
+//!      numbers say nothing about age across cores), or in this merge's
+//!      own output (a link copied while in force, deleted before the merge
+//!      reached the tombstone). Segments from the barrier on hold only
+//!      newer records (the cores write new versions; a merge copies only
+//!      records in force). So the merge reads the hint (or, unsealed, the
+//!      records written so far) of every other segment below the barrier
+//!      and its own copies; a tombstone whose key appears in none is left
+//!      out, any other is carried forward. An unreadable segment keeps
+//!      them all.
+//!
+//!   Crash and recovery: the output without the tombstone replaces the
+//!   inputs only at the commit point, atomically for recovery
+//!   ([`finish_interrupted`] rolls forward or back before any segment is
+//!   loaded), and the inputs hold the only older records, so no restart
+//!   ever sees an older record without its tombstone. The key directory
+//!   forgets the key after the commit ([`Liveness::forget`]), only if it
+//!   still holds that tombstone with no mutation in flight; a claim after
+//!   that starts at version 1, and nothing of an older version is left.
+//!   Moving a segment aside removes records, never brings one back.
+//!   **Restoring files from a backup** can: an input segment copied
+//!   before the merge and put back after it brings back the links its
+//!   forgotten tombstones deleted. Restore a whole directory of one point
+//!   in time, as the README says, never merged-away segments into a newer
+//!   one.
 //! - An *expired* link (or one past its click limit, or disabled) is kept
-//!   live: it still answers (410, or a redirect to its expired-URL), an
-//!   update may extend it, and dropping it would need a tombstone in its
-//!   place (see above) for a saving of its URL's bytes only. No
-//!   `--merge-expired-grace`; a later change can turn expired links into
-//!   tombstones here if their URLs' bytes ever matter.
+//!   live, not reclaimed: it must keep answering 410 (or redirect to its
+//!   expired-URL) and its code must never be reused, so dropping it would
+//!   need a record in its place that says "gone", which is what it already
+//!   is, for a saving of its URL's bytes only; an update may also extend
+//!   it. Its superseded versions are dead and reclaimed like any other.
 //! - Recovery applies "the highest version of a key wins", so a merged
 //!   copy that lost a race (the key was updated after the merge read it:
 //!   [`Liveness::moved`] refused the move) is simply an older version; the
@@ -68,17 +100,20 @@
 //! places. New segments are numbered by the segment table, past the
 //! high-water mark: a number is never reused.
 
+use std::collections::HashSet;
 use std::io;
 
-use crate::keydir::{KeyDir, Target, TOMBSTONE};
-use crate::log::hint::{encode_hint, hint_file_name, HintEntry};
+use crate::keydir::{Ident, KeyDir, OwnedIdent, Target, TOMBSTONE};
+use crate::log::hint::{decode_hint, encode_hint, hint_file_name, HintEntry};
 use crate::log::record::{
     decode_record, encode_preamble, encode_seal, Decoded, Seal, NO_ID, PREAMBLE_LEN, SEAL_LEN,
     TOMBSTONE_LEN,
 };
-use crate::log::recovery::RecoveryFiles;
+use crate::log::recovery::{seal_at_end, RecoveryFiles};
 use crate::log::scan::{scan_segment, ScanError, SegmentEnd};
-use crate::log::segments::{segment_file_name, FileIdx, SegmentRef, SegmentTable};
+use crate::log::segments::{
+    parse_segment_file_name, segment_file_name, FileIdx, SegmentRef, SegmentTable,
+};
 
 /// The manifest of a merge in progress: present from its commit point to
 /// its end.
@@ -114,6 +149,64 @@ pub trait Liveness {
         to: &HintEntry,
         to_file: FileIdx,
     ) -> bool;
+    /// The merge left tombstone `entry` (in force in segment `file`) out
+    /// of its output and committed: forgets its key if it still holds that
+    /// tombstone. Called only by [`run_merge_forgetting`].
+    fn forget(&self, entry: &HintEntry, file: FileIdx) -> bool {
+        let _ = (entry, file);
+        false
+    }
+}
+
+/// Which tombstones in force the lifecycle no longer needs (see the
+/// module doc, "Forgetting a tombstone"): the merge leaves such a one out
+/// only once it has proved that no older record of its key survives
+/// outside its output.
+pub trait Forgetting {
+    /// `true` when tombstone `entry` need not be kept: its alias's
+    /// quarantine is over, or its code can never be handed out again.
+    fn may_forget(&self, entry: &HintEntry) -> bool;
+}
+
+/// Keeps every tombstone in force ([`run_merge`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct KeepTombstones;
+
+impl Forgetting for KeepTombstones {
+    fn may_forget(&self, _: &HintEntry) -> bool {
+        false
+    }
+}
+
+/// The lifecycle's rule for [`Forgetting`] (module doc): a side-map
+/// alias's tombstone once its quarantine is over; a code's once no
+/// allocator can hand its id out again (below [`IdSpace::floor`]: a
+/// create of a code-spelled alias is refused there too, so the code is
+/// never taken again).
+///
+/// [`IdSpace::floor`]: crate::codes::IdSpace::floor
+#[derive(Debug, Clone)]
+pub struct LifecycleForgetting {
+    /// Turns a code's key back into its id.
+    pub codec: crate::codes::Codec,
+    /// [`IdSpace::floor`](crate::codes::IdSpace::floor) when the merge
+    /// began (it only rises).
+    pub id_floor: u64,
+    /// The time now (Unix ms).
+    pub now_ms: u64,
+    /// `--alias-quarantine` in ms.
+    pub quarantine_ms: u64,
+}
+
+impl Forgetting for LifecycleForgetting {
+    fn may_forget(&self, entry: &HintEntry) -> bool {
+        match entry.ident() {
+            Ident::Alias(_) => {
+                self.now_ms >= entry.deleted_at_ms.saturating_add(self.quarantine_ms)
+            }
+            Ident::Key(key) => self.codec.id_of(key) < self.id_floor,
+        }
+    }
 }
 
 impl Liveness for KeyDir {
@@ -138,6 +231,10 @@ impl Liveness for KeyDir {
         to_file: FileIdx,
     ) -> bool {
         self.replace(entry.ident(), entry.target(from_file), to.target(to_file))
+    }
+
+    fn forget(&self, entry: &HintEntry, file: FileIdx) -> bool {
+        KeyDir::forget(self, entry.ident(), entry.target(file), entry.version)
     }
 }
 
@@ -204,6 +301,32 @@ pub fn usage_from_hint(
     entries: impl IntoIterator<Item = HintEntry>,
     live: &impl Liveness,
 ) -> Usage {
+    usage_forgetting(
+        number,
+        idx,
+        bytes,
+        seal,
+        record_bytes,
+        entries,
+        live,
+        &KeepTombstones,
+    )
+}
+
+/// As [`usage_from_hint`], a tombstone in force that `forgetting` would
+/// let go counted as dead (a merge drops it if nothing older of its key
+/// is left elsewhere, else carries it forward once more).
+#[allow(clippy::too_many_arguments)]
+pub fn usage_forgetting(
+    number: u64,
+    idx: FileIdx,
+    bytes: u64,
+    seal: &Seal,
+    record_bytes: u64,
+    entries: impl IntoIterator<Item = HintEntry>,
+    live: &impl Liveness,
+    forgetting: &impl Forgetting,
+) -> Usage {
     let mut spans = 0u64;
     // Tombstones have no offset in a hint: they lie inside the span of the
     // link entry before them, so that span is counted without their bytes
@@ -220,7 +343,7 @@ pub fn usage_from_hint(
     for entry in entries {
         if entry.is_tombstone() {
             let len = (TOMBSTONE_LEN + entry.alias.as_deref().map_or(0, str::len)) as u64;
-            if live.is_live(&entry, idx) {
+            if live.is_live(&entry, idx) && !forgetting.may_forget(&entry) {
                 tombstones += len;
             }
             if let Some((_, inner)) = &mut prev {
@@ -396,6 +519,11 @@ pub struct MergeReport {
     pub lost_races: u64,
     /// Bytes read and written, for the I/O rate.
     pub io_bytes: u64,
+    /// Tombstones left out and their keys forgotten.
+    pub forgotten: u64,
+    /// Tombstones that could have been forgotten but were carried forward:
+    /// an older record of their key may survive outside the merge.
+    pub tombstones_kept: u64,
 }
 
 impl MergeReport {
@@ -483,20 +611,175 @@ fn write_output(
     Ok(())
 }
 
-/// Reads the inputs and writes their live records into outputs (step 1).
-fn write_outputs(
-    files: &mut impl MergeFiles,
-    table: &SegmentTable,
-    live: &impl Liveness,
-    inputs: &[SegmentRef],
+/// Where the outputs being written stand (step 1).
+struct Outputs<'a, F> {
+    files: &'a mut F,
+    table: &'a SegmentTable,
     segment_bytes: u64,
-    done: &mut Vec<Written>,
+    current: Option<Output>,
+    done: Vec<Written>,
+}
+
+impl<F: MergeFiles> Outputs<'_, F> {
+    /// Copies one record in force, verbatim (the record API's framing, not
+    /// its fields: whatever a record holds survives the merge unchanged).
+    fn copy(
+        &mut self,
+        entry: HintEntry,
+        file: FileIdx,
+        raw: &[u8],
+        id: u64,
+        report: &mut MergeReport,
+    ) -> Result<(), MergeError> {
+        let len = raw.len();
+        let full = self.current.as_ref().is_some_and(|o| {
+            o.links > 0 && (o.bytes.len() + len + SEAL_LEN) as u64 > self.segment_bytes
+        });
+        if full {
+            if let Some(out) = self.current.take() {
+                write_output(self.files, out, &mut self.done, report)?;
+            }
+        }
+        let out = match &mut self.current {
+            Some(out) => out,
+            None => self.current.insert(Output::new(
+                self.table.create().ok_or(MergeError::TableFull)?,
+            )),
+        };
+        // Offsets fit: segments are bounded far below 4 GiB.
+        let at = if entry.is_tombstone() {
+            TOMBSTONE
+        } else {
+            out.bytes.len() as u32
+        };
+        out.moves.push((entry, file, at));
+        out.bytes.extend_from_slice(raw);
+        out.links += 1;
+        if id != NO_ID {
+            out.max_id = Some(out.max_id.map_or(id, |m| m.max(id)));
+        }
+        Ok(())
+    }
+
+    fn finish(mut self, report: &mut MergeReport) -> (Vec<Written>, Result<(), MergeError>) {
+        let result = match self.current.take() {
+            Some(out) => write_output(self.files, out, &mut self.done, report),
+            None => Ok(()),
+        };
+        (self.done, result)
+    }
+}
+
+/// A tombstone in force that may be forgotten: where it was, its bytes.
+type Candidate = (HintEntry, FileIdx, Vec<u8>);
+
+fn owned(entry: &HintEntry) -> OwnedIdent {
+    match entry.ident() {
+        Ident::Key(key) => OwnedIdent::Key(key),
+        Ident::Alias(alias) => OwnedIdent::Alias(alias.into()),
+    }
+}
+
+/// The keys of `candidates` that may have a record outside the merge's
+/// output once its inputs are gone: `None` when that cannot be told (a
+/// segment unreadable), so every candidate is kept.
+///
+/// Why this is enough (the module doc has the whole argument): each
+/// candidate was seen in force, i.e. installed, before `barrier` (the
+/// segment table's next number) was read. A mutation begins only when the
+/// previous one of its key is settled, so every older record of the key
+/// was durable before the tombstone was written, in a segment numbered
+/// below the barrier, or copied by this merge (its outputs' moves). Later
+/// segments cannot hold one: the cores write only newer versions, and a
+/// merge copies only records in force.
+fn older_records<F: MergeFiles>(
+    outputs: &mut Outputs<'_, F>,
+    inputs: &[SegmentRef],
+    candidates: &[Candidate],
+    barrier: u64,
+) -> Option<HashSet<OwnedIdent>> {
+    let wanted: HashSet<OwnedIdent> = candidates.iter().map(|(e, _, _)| owned(e)).collect();
+    let mut found = HashSet::new();
+    let mut see = |entry: &HintEntry| {
+        // Any record of the key, older or (a claim after the
+        // quarantine) newer: keeping the tombstone then is only caution.
+        let ident = owned(entry);
+        if wanted.contains(&ident) {
+            found.insert(ident);
+        }
+    };
+    // This merge's own copies (a record copied before its delete won).
+    for moved in outputs
+        .done
+        .iter()
+        .flat_map(|w| &w.moves)
+        .chain(outputs.current.iter().flat_map(|o| &o.moves))
+    {
+        see(&moved.0);
+    }
+    // Every other segment below the barrier, sealed or still written
+    // (uncommitted outputs are named `.merging`: not segments).
+    let files = &mut *outputs.files;
+    let names = files.list().ok()?;
+    for number in names.iter().filter_map(|n| parse_segment_file_name(n)) {
+        if number >= barrier || inputs.iter().any(|i| i.number == number) {
+            continue;
+        }
+        if !keys_in(files, number, &mut see)? {
+            return None;
+        }
+    }
+    Some(found)
+}
+
+/// Calls `see` with an entry of every keyed record of segment `number`:
+/// from its hint when it is sealed and hinted, else from a scan of what it
+/// holds so far (a core's segment being written: every durable record is
+/// in that prefix). `Some(false)`: it cannot be read whole; `Some(true)`
+/// also when it is gone (removed: nothing of it comes back).
+fn keys_in(
+    files: &mut impl MergeFiles,
+    number: u64,
+    see: &mut impl FnMut(&HintEntry),
+) -> Option<bool> {
+    let name = segment_file_name(number);
+    let (len, tail) = match files.read_tail(&name, SEAL_LEN) {
+        Ok(found) => found,
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return Some(true),
+        Err(_) => return Some(false),
+    };
+    if let Some(seal) = seal_at_end(len, &tail) {
+        if let Ok(Some(hint)) = files.read_if_exists(&hint_file_name(number)) {
+            if let Ok(entries) = decode_hint(&hint, number, &seal) {
+                entries.for_each(|e| see(&e));
+                return Some(true);
+            }
+        }
+    }
+    let bytes = match files.read(&name) {
+        Ok(bytes) => bytes,
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return Some(true),
+        Err(_) => return Some(false),
+    };
+    let scan = scan_segment(&bytes, number, |record, offset| {
+        see(&HintEntry::of(&record, offset));
+    });
+    Some(scan.is_ok())
+}
+
+/// Reads the inputs and writes their live records into outputs (step 1);
+/// returns the tombstones left out.
+fn write_outputs<F: MergeFiles>(
+    outputs: &mut Outputs<'_, F>,
+    live: &impl Liveness,
+    forgetting: &impl Forgetting,
+    inputs: &[SegmentRef],
     report: &mut MergeReport,
-) -> Result<(), MergeError> {
-    let mut current: Option<Output> = None;
+) -> Result<Vec<(HintEntry, FileIdx)>, MergeError> {
+    let mut candidates: Vec<Candidate> = Vec::new();
     for input in inputs {
         let name = segment_file_name(input.number);
-        let bytes = files.read(&name).map_err(io_err(&name))?;
+        let bytes = outputs.files.read(&name).map_err(io_err(&name))?;
         report.bytes_before += bytes.len() as u64;
         report.io_bytes += bytes.len() as u64;
         let mut offsets = Vec::new();
@@ -515,48 +798,41 @@ fn write_outputs(
             if !live.is_live(&entry, input.idx) {
                 continue;
             }
-            // Copied verbatim (the record API's framing, not its fields):
-            // whatever a record holds survives the merge unchanged.
             let Decoded::Record(_, len) = decode_record(&bytes[offset as usize..]) else {
                 return Err(MergeError::NotSealed { name, error: None });
             };
             let raw = &bytes[offset as usize..offset as usize + len];
-            let full = current.as_ref().is_some_and(|o| {
-                o.links > 0 && (o.bytes.len() + len + SEAL_LEN) as u64 > segment_bytes
-            });
-            if full {
-                if let Some(out) = current.take() {
-                    write_output(files, out, done, report)?;
-                }
+            if entry.is_tombstone() && forgetting.may_forget(&entry) {
+                // Decided once every input is read: a link copied later
+                // in this merge may be an older record of its key.
+                candidates.push((entry, input.idx, raw.to_vec()));
+                continue;
             }
-            let out = match &mut current {
-                Some(out) => out,
-                None => current.insert(Output::new(table.create().ok_or(MergeError::TableFull)?)),
-            };
-            // Offsets fit: segments are bounded far below 4 GiB.
-            let at = if entry.is_tombstone() {
-                TOMBSTONE
+            outputs.copy(entry, input.idx, raw, id, report)?;
+        }
+    }
+    let mut forgotten = Vec::new();
+    if !candidates.is_empty() {
+        // Read after every candidate was seen in force (`older_records`).
+        let barrier = outputs.table.next_number();
+        let older = older_records(outputs, inputs, &candidates, barrier);
+        for (entry, file, raw) in candidates {
+            if older.as_ref().is_some_and(|o| !o.contains(&owned(&entry))) {
+                forgotten.push((entry, file));
             } else {
-                out.bytes.len() as u32
-            };
-            out.moves.push((entry, input.idx, at));
-            out.bytes.extend_from_slice(raw);
-            out.links += 1;
-            if id != NO_ID {
-                out.max_id = Some(out.max_id.map_or(id, |m| m.max(id)));
+                report.tombstones_kept += 1;
+                outputs.copy(entry, file, &raw, NO_ID, report)?;
             }
         }
     }
-    if let Some(out) = current.take() {
-        write_output(files, out, done, report)?;
-    }
-    Ok(())
+    Ok(forgotten)
 }
 
 /// Merges `inputs` (sealed segments of `table`) into new segments of at
-/// most `segment_bytes` each, as the module doc orders it. `retire` is
-/// called after the key directory swap and must return only once no read
-/// can still hold an input's [`FileIdx`].
+/// most `segment_bytes` each, as the module doc orders it, carrying every
+/// tombstone in force forward. `retire` is called after the key directory
+/// swap and must return only once no read can still hold an input's
+/// [`FileIdx`].
 ///
 /// # Errors
 /// [`MergeError`]; what is on disk stays consistent (see
@@ -569,26 +845,56 @@ pub fn run_merge(
     segment_bytes: u64,
     retire: impl FnOnce(),
 ) -> Result<MergeReport, MergeError> {
-    let mut report = MergeReport::default();
-    // Each output is written (step 1) as soon as it is full, so the merge
-    // holds one input and one output in memory, plus 12 bytes a moved key.
-    let mut done: Vec<Written> = Vec::new();
-    if let Err(err) = write_outputs(
+    run_merge_forgetting(
         files,
         table,
         live,
+        &KeepTombstones,
         inputs,
         segment_bytes,
-        &mut done,
-        &mut report,
-    ) {
-        // Nothing is committed: give the space back now (a full disk is
-        // the likely cause), not at the next start.
-        for out in &done {
-            let _ = files.remove(&merging_file_name(out.segment.number));
+        retire,
+    )
+}
+
+/// As [`run_merge`], leaving out the tombstones `forgetting` lets go when
+/// no older record of their key can survive outside the output (module
+/// doc, "Forgetting a tombstone"); their keys are forgotten by the key
+/// directory after the commit point.
+///
+/// # Errors
+/// As [`run_merge`].
+pub fn run_merge_forgetting(
+    files: &mut impl MergeFiles,
+    table: &SegmentTable,
+    live: &impl Liveness,
+    forgetting: &impl Forgetting,
+    inputs: &[SegmentRef],
+    segment_bytes: u64,
+    retire: impl FnOnce(),
+) -> Result<MergeReport, MergeError> {
+    let mut report = MergeReport::default();
+    // Each output is written (step 1) as soon as it is full, so the merge
+    // holds one input and one output in memory, plus 12 bytes a moved key.
+    let mut outputs = Outputs {
+        files: &mut *files,
+        table,
+        segment_bytes,
+        current: None,
+        done: Vec::new(),
+    };
+    let written = write_outputs(&mut outputs, live, forgetting, inputs, &mut report);
+    let (done, last) = outputs.finish(&mut report);
+    let forgotten = match written.and_then(|f| last.map(|()| f)) {
+        Ok(forgotten) => forgotten,
+        Err(err) => {
+            // Nothing is committed: give the space back now (a full disk
+            // is the likely cause), not at the next start.
+            for out in &done {
+                let _ = files.remove(&merging_file_name(out.segment.number));
+            }
+            return Err(err);
         }
-        return Err(err);
-    }
+    };
     // 2. The commit point.
     let manifest = Manifest {
         inputs: inputs.iter().map(|s| s.number).collect(),
@@ -615,6 +921,13 @@ pub fn run_merge(
             } else {
                 report.lost_races += 1;
             }
+        }
+    }
+    // Committed: a restart no longer finds these tombstones, so neither
+    // does the key directory (unless the key moved on meanwhile).
+    for (entry, file) in &forgotten {
+        if live.forget(entry, *file) {
+            report.forgotten += 1;
         }
     }
     // 5. No reader holds an input any more.

@@ -102,8 +102,22 @@ fn write(
     version: u64,
     outcome: OpResult,
 ) -> Result<(), Step> {
+    write_counted(shard, op, record, ident, version, outcome, None)
+}
+
+/// [`write`]; `count`: the deleted link's click limit count to remove
+/// with it from a remote store (its `created_at_ms`: one count per life).
+fn write_counted(
+    shard: &mut Shard,
+    op: OpId,
+    record: Record<'_>,
+    ident: OwnedIdent,
+    version: u64,
+    outcome: OpResult,
+    count: Option<u64>,
+) -> Result<(), Step> {
     let Some(local) = shard.local.as_mut() else {
-        return write_remote(shard, op, record, ident, version, outcome);
+        return write_remote(shard, op, record, ident, version, outcome, count);
     };
     let appended = match record {
         Record::Link(link) => local.log.append(&link, u64::from(op)),
@@ -137,6 +151,7 @@ fn write_remote(
     ident: OwnedIdent,
     version: u64,
     outcome: OpResult,
+    count: Option<u64>,
 ) -> Result<(), Step> {
     let code = name_of(&ident);
     let request = match record {
@@ -168,6 +183,7 @@ fn write_remote(
                 ),
                 OwnedIdent::Key(_) => None,
             },
+            count,
         },
     };
     shard.remote.push_back(request);
@@ -380,10 +396,22 @@ pub fn create(
                 AliasHome::Key(key) => OwnedIdent::Key(key),
                 AliasHome::Side => OwnedIdent::Alias(alias.into()),
             };
-            let keydir = &shard.local.as_ref().map(|l| l.keydir.clone());
-            let Some(keydir) = keydir else {
+            let Some(local) = shard.local.as_ref() else {
                 return refused(ErrorCode::INTERNAL, "no local store");
             };
+            let keydir = &local.keydir;
+            // A code-spelled alias below the id floor names a code that
+            // was handed out (or skipped because it was taken): if the
+            // key directory has no trace of it, a merge forgot its
+            // tombstone (`log::merge`), and it stays deleted for good.
+            if let OwnedIdent::Key(key) = ident {
+                if shared.codec.id_of(key) < local.ids.floor() && !keydir.names(ident.as_ident()) {
+                    return refused(
+                        CONFLICT,
+                        "this code was deleted and is never handed out again",
+                    );
+                }
+            }
             // A code-spelled key that is deleted may have been a generated
             // code, which is never handed out again: only side-map aliases
             // come back after their quarantine.
@@ -654,7 +682,10 @@ pub(crate) fn after_read(
                     deleted_at_ms: now_ms,
                     alias,
                 });
-                match write(shard, op, record, ident, version, OpResult::Deleted) {
+                // A limited link's click count goes with it (a remote
+                // store keeps it beside the link, under its own name).
+                let count = meta.max_clicks.map(|_| meta.created_at_ms.unwrap_or(0));
+                match write_counted(shard, op, record, ident, version, OpResult::Deleted, count) {
                     Ok(()) => return true,
                     Err(Step::Now(result)) => result,
                     Err(Step::Pending(_)) => return true,
