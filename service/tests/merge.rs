@@ -1254,3 +1254,52 @@ fn the_lifecycle_lets_a_tombstone_go_after_the_quarantine_or_below_the_id_floor(
     );
     assert!(rule(0, 42).may_forget(&code));
 }
+
+/// A segment moved aside with its hint left behind (the README's remedy
+/// for a damaged segment) may be moved back: while its hint is there, a
+/// merge forgets no tombstone, since the moved segment may hold an older
+/// record of the key (review 5: a deleted link came back when its segment
+/// was moved back after a merge). Once its hint is gone too, the segment
+/// is gone for good and tombstones go as usual.
+#[test]
+fn no_tombstone_is_forgotten_while_a_segment_is_moved_aside() {
+    let mut disk = Disk::default();
+    let table = SegmentTable::new(Path::new("/d"), 1);
+    let keydir = KeyDir::new();
+    let i1 = put_segment(&mut disk, &table, 1, &[Spec::link(7, None, 0)]);
+    let i2 = put_segment(&mut disk, &table, 2, &[tomb(7, None, 1)]);
+    load(&mut disk, &keydir, 1, i1);
+    load(&mut disk, &keydir, 2, i2);
+    // Segment 1 moved aside, its hint left behind.
+    let aside = disk.files.remove(&segment_file_name(1)).unwrap();
+    let inputs = [table.get(i2).unwrap()];
+    let report = run_merge_forgetting(
+        &mut disk,
+        &table,
+        &keydir,
+        &ForgetAll,
+        &inputs,
+        1 << 20,
+        || {},
+    )
+    .unwrap();
+    assert_eq!((report.forgotten, report.tombstones_kept), (0, 1), "{report:?}");
+    // Moved back: 7 is still deleted after a restart.
+    let mut back = disk.clone();
+    back.files.insert(segment_file_name(1), aside);
+    assert_eq!(restart(&mut back), expected(&[("k7", None)]));
+    // Its hint removed as well: the merge forgets the tombstone.
+    disk.files.remove(&hint_file_name(1));
+    let output = report_idx(&table, report.outputs[0]);
+    let report = run_merge_forgetting(
+        &mut disk,
+        &table,
+        &keydir,
+        &ForgetAll,
+        &[table.get(output).unwrap()],
+        1 << 20,
+        || {},
+    )
+    .unwrap();
+    assert_eq!(report.forgotten, 1, "{report:?}");
+}

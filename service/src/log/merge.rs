@@ -112,7 +112,8 @@ use crate::log::record::{
 use crate::log::recovery::{seal_at_end, RecoveryFiles};
 use crate::log::scan::{scan_segment, ScanError, SegmentEnd};
 use crate::log::segments::{
-    parse_segment_file_name, segment_file_name, FileIdx, SegmentRef, SegmentTable,
+    parse_hint_file_name, parse_segment_file_name, segment_file_name, FileIdx, SegmentRef,
+    SegmentTable,
 };
 
 /// The manifest of a merge in progress: present from its commit point to
@@ -721,6 +722,22 @@ fn older_records<F: MergeFiles>(
     // (uncommitted outputs are named `.merging`: not segments).
     let files = &mut *outputs.files;
     let names = files.list().ok()?;
+    // A hint whose segment is missing is a segment moved aside (the
+    // README's remedy for a damaged one) that may be moved back: its
+    // records would then be older records outside this merge, so while one
+    // is there nothing is forgotten (review 5: a deleted link came back
+    // when its segment was moved back after a merge).
+    let segments: HashSet<u64> = names
+        .iter()
+        .filter_map(|n| parse_segment_file_name(n))
+        .collect();
+    let orphaned = names
+        .iter()
+        .filter_map(|n| parse_hint_file_name(n))
+        .any(|number| !segments.contains(&number));
+    if orphaned {
+        return None;
+    }
     for number in names.iter().filter_map(|n| parse_segment_file_name(n)) {
         if number >= barrier || inputs.iter().any(|i| i.number == number) {
             continue;
