@@ -1896,10 +1896,7 @@ pub fn one_address_cannot_take_every_slot(bin: &Path) {
     let reply = Reply::decode_payload(Bytes::from(payload)).unwrap();
     let (code, message) = reply.as_error().expect("an error");
     assert_eq!(code, ErrorCode::OVERLOADED, "{reply:?}");
-    assert!(
-        message.contains("max-connections-per-ip"),
-        "{reply:?}"
-    );
+    assert!(message.contains("max-connections-per-ip"), "{reply:?}");
     assert!(
         started.elapsed() < Duration::from_secs(4),
         "refused at once, not after the queue timeout"

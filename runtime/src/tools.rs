@@ -581,6 +581,9 @@ pub struct ImportSummary {
     pub present: u64,
     /// Refused: the code maps to another URL.
     pub conflicts: u64,
+    /// Refused: the code was deleted here (a merge forgot its record), and
+    /// a deleted code is never handed out again.
+    pub deleted: u64,
     /// Refused: not a valid code, URL or JSON line.
     pub invalid: u64,
 }
@@ -591,8 +594,8 @@ fn report_import(result: Result<ImportSummary, String>) -> ExitCode {
         Ok(s) => {
             eprintln!(
                 "imported {} links; {} already present; {} refused (code maps to another URL); \
-                 {} invalid lines",
-                s.imported, s.present, s.conflicts, s.invalid
+                 {} refused (code deleted here, never handed out again); {} invalid lines",
+                s.imported, s.present, s.conflicts, s.deleted, s.invalid
             );
             ExitCode::SUCCESS
         }
@@ -687,10 +690,17 @@ fn import_with(
     max_pending_bytes: usize,
 ) -> Result<ImportSummary, String> {
     let data = DataDir::open(dir).map_err(|e| e.to_string())?;
-    data.load_or_create_key().map_err(|e| e.to_string())?;
+    let code_key = data.load_or_create_key().map_err(|e| e.to_string())?;
+    let codec = shorty_service::codes::Codec::new(&code_key);
     let keydir = Arc::new(KeyDir::new());
     let table = Arc::new(SegmentTable::new(data.path(), 0));
-    datadir::recover(data.path(), &table, &keydir, 2).map_err(|e| e.to_string())?;
+    let recovered = datadir::recover(data.path(), &table, &keydir, 2).map_err(|e| e.to_string())?;
+    // Every id below it was handed out (or skipped) by this directory: a
+    // code there that the key directory does not know was deleted and its
+    // tombstone forgotten by a merge (`log::merge`), so it stays deleted,
+    // as a create of it is refused (review 5: an old export brought a
+    // deleted code back).
+    let id_floor = recovered.next_id;
     let reader = open_input(input)?;
     let policy = import_policy()?;
     let mut writer = LogWriter::new(
@@ -787,6 +797,12 @@ fn import_with(
                 summary.conflicts += 1;
             }
             continue;
+        }
+        if let Ident::Key(key) = ident {
+            if codec.id_of(key) < id_floor {
+                summary.deleted += 1;
+                continue;
+            }
         }
         writer
             .append(&record, summary.imported)
@@ -1248,6 +1264,57 @@ mod tests {
         ];
         want.sort();
         assert_eq!((got, n, damaged), (want, 2, 0));
+    }
+
+    /// An import into a directory refuses a code below the directory's id
+    /// floor that its key directory does not know: the directory handed it
+    /// out and deleted it, and a merge forgot the tombstone (review 5: an
+    /// export taken before the delete brought the link back). A code above
+    /// the floor is imported.
+    #[test]
+    fn an_import_never_brings_back_a_code_deleted_here() {
+        use shorty_service::log::segments::encode_sealed_records;
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        fs::create_dir(&data).unwrap();
+        let code_key = DataDir::open(&data).unwrap().load_or_create_key().unwrap();
+        let codec = shorty_service::codes::Codec::new(&code_key);
+        // The directory handed out ids up to 100 (ids 5 and 300 unknown
+        // to it: 5 was deleted and forgotten, 300 never handed out).
+        let live = codec.key_of(100);
+        let bytes = encode_sealed_records(
+            0,
+            &[&[Keyed::Link(Link::plain(live, 100, b"https://e.com/100"))]],
+        );
+        fs::write(data.join(segment_file_name(0)), bytes).unwrap();
+        let line = |id: u64, url: &str| {
+            let link = ExportedLink {
+                code: code(codec.key_of(id)),
+                url: url.to_owned(),
+                ..Default::default()
+            };
+            serde_json::to_string(&link).unwrap()
+        };
+        let input = dir.path().join("old.jsonl");
+        fs::write(
+            &input,
+            [
+                line(5, "https://e.com/deleted"),
+                line(300, "https://e.com/new"),
+                line(100, "https://e.com/100"),
+            ]
+            .join("\n"),
+        )
+        .unwrap();
+        let summary = import_into(&data, &input).unwrap();
+        assert_eq!(
+            (summary.imported, summary.present, summary.deleted),
+            (1, 1, 1),
+            "{summary:?}"
+        );
+        let (codes, _) = exported(&data);
+        assert!(!codes.contains(&code(codec.key_of(5))), "{codes:?}");
+        assert!(codes.contains(&code(codec.key_of(300))), "{codes:?}");
     }
 
     const PREAMBLE: usize = shorty_service::log::record::PREAMBLE_LEN;

@@ -1283,7 +1283,11 @@ fn no_tombstone_is_forgotten_while_a_segment_is_moved_aside() {
         || {},
     )
     .unwrap();
-    assert_eq!((report.forgotten, report.tombstones_kept), (0, 1), "{report:?}");
+    assert_eq!(
+        (report.forgotten, report.tombstones_kept),
+        (0, 1),
+        "{report:?}"
+    );
     // Moved back: 7 is still deleted after a restart.
     let mut back = disk.clone();
     back.files.insert(segment_file_name(1), aside);
