@@ -16,12 +16,13 @@
 # scripts/bench-peers.sh's, sourced.
 #
 # Needs: taskset, wrk, nginx, redis-server, redis-benchmark, python3.
-# Usage: [ROUNDS=3] [ONLY=REGEX] [REDIS_ROWS=0] scripts/bench-floor.sh [N]
+# Usage: [ROUNDS=3] [ONLY=REGEX] [REDIS_ROWS=0|REGEX] scripts/bench-floor.sh [N]
 #   N scales the request counts and wrk's 5 s (default 1); ONLY keeps the
 #   HTTP servers whose key matches (keys: null-uring null-uring-coop
 #   null-uring-plain nginx null-tokio null-tokio-uring-plain
-#   null-tokio-uring shorty-uring shorty-glommio); REDIS_ROWS=0 skips the Redis
-#   rows.
+#   null-tokio-uring shorty-uring shorty-glommio; ONLY=none skips the HTTP
+#   table); REDIS_ROWS=0 skips the Redis rows, REDIS_ROWS=shorten (or
+#   resolve) keeps only that row.
 set -euo pipefail
 BUILD_ALSO="-p shorty-bench-floor"
 # shellcheck source=scripts/bench-peers.sh
@@ -96,7 +97,7 @@ for key in "${KEYS[@]}"; do
 done
 
 declare -A CELLS=()
-for _ in $(seq "$ROUNDS"); do
+for _ in $(seq "$((${#SELECTED[@]} > 0 ? ROUNDS : 0))"); do
   for mode in keep-alive close; do
     if [ "$mode" = close ]; then WRK_ARGS=(-H "Connection: close"); else WRK_ARGS=(); fi
     for key in "${SELECTED[@]}"; do
@@ -122,6 +123,7 @@ vs() { # key other mode -> ratio, or - when either is missing
   if [ -n "$a" ] && [ -n "$b" ]; then ratio "$a" "$b"; else echo -; fi
 }
 
+if [ ${#SELECTED[@]} -gt 0 ]; then
 echo "HTTP 302, one server thread on CPU 0, wrk -t1 -c50 on CPU 1, server CPU s per 1M requests, median of $ROUNDS (cells: every round's value in brackets):"
 echo
 echo "| server | keep-alive | / null io_uring | / nginx | Connection: close | / null io_uring | / nginx |"
@@ -137,6 +139,7 @@ echo
 echo "Goals (issue 23): shorty-uring / null io_uring: keep-alive $(vs shorty-uring null-uring keep-alive) (<= 1.10), close $(vs shorty-uring null-uring close) (<= 1.15);"
 echo "shorty-uring / nginx: keep-alive $(vs shorty-uring nginx keep-alive), close $(vs shorty-uring nginx close) (<= 0.95);"
 echo "shorty-glommio / shorty-uring: keep-alive $(vs shorty-glommio shorty-uring keep-alive), close $(vs shorty-glommio shorty-uring close) (<= 1.15)."
+fi
 
 if [ "${REDIS_ROWS:-1}" != 0 ]; then
   echo
@@ -144,8 +147,12 @@ if [ "${REDIS_ROWS:-1}" != 0 ]; then
   echo
   echo "| scenario | shorty-uring | shorty-glommio | peer | uring / peer | glommio / peer | glommio / uring |"
   echo "|---|---:|---:|---|---:|---:|---:|"
-  row "pipelined RESOLVE" "Redis GET -P 16:" \
-    "resolve_shorty shorty-uring 16" "resolve_shorty shorty-glommio 16" "resolve_redis 16"
-  row "pipelined SHORTEN, --sync always" "Redis SET -P 16, appendfsync always:" \
-    "shorten_shorty shorty-uring always" "shorten_shorty shorty-glommio always" "shorten_redis always"
+  if [[ resolve =~ ${REDIS_ROWS:-.} ]]; then
+    row "pipelined RESOLVE" "Redis GET -P 16:" \
+      "resolve_shorty shorty-uring 16" "resolve_shorty shorty-glommio 16" "resolve_redis 16"
+  fi
+  if [[ shorten =~ ${REDIS_ROWS:-.} ]]; then
+    row "pipelined SHORTEN, --sync always" "Redis SET -P 16, appendfsync always:" \
+      "shorten_shorty shorty-uring always" "shorten_shorty shorty-glommio always" "shorten_redis always"
+  fi
 fi

@@ -122,6 +122,18 @@ impl BlockDevice {
         let max_sectors_kb = read_int(queue.join("max_sectors_kb")) as usize;
         let max_segment_size = read_int(queue.join("max_segment_size")) as usize;
 
+        // The queue says whether it has poll queues: `0` means an `IOPOLL`
+        // request can only complete by its interrupt while the poll ring is
+        // spun for it (e.g. virtio-blk, or NVMe without `poll_queues`).
+        // Trusted when it says no; the read probe in
+        // `Reactor::probe_iopoll_support` cannot tell, because it reads a
+        // new (empty) file at offset 0, which completes at end of file
+        // without reaching the device.
+        let iopoll = match read_to_string(queue.join("io_poll")) {
+            Ok(value) if value.trim() == "0" => Some(false),
+            _ => None,
+        };
+
         let cache_data = read_to_string(queue.join("write_cache")).unwrap();
         let cache = cache_data.parse::<StorageCache>().unwrap();
         let subcomponents = read_dir(dir.join("slaves"))
@@ -139,7 +151,7 @@ impl BlockDevice {
             max_sectors_size: max_sectors_kb << 10,
             max_segment_size,
             cache,
-            iopoll: None,
+            iopoll,
             subcomponents,
         }
     }
