@@ -431,7 +431,7 @@ pub fn write(out: &mut BytesMut, date: &str, response: &Response<'_>) {
     }
 }
 
-/// Appends a redirect to `out`: [`write`] of a `status` with only a
+/// Appends a redirect to `out`: [`write()`] of a `status` with only a
 /// `Location` header and no body (so HEAD looks the same), the value
 /// written by `location` straight into `out` (the merged URL of query
 /// forwarding, [`crate::forward::merge_into`]) rather than built apart
