@@ -27,8 +27,8 @@ use std::time::Duration;
 use redis::{Pipeline, Value};
 use shorty_service::codes::{format_code, MAX_CODE_LEN};
 use shorty_service::stats::{
-    day_of, series, ClickMap, Granularity, LinkTotals, Pending, SeriesRow, StatsView, DAY_MS,
-    HOUR_MS, PENDING_REFERRERS, REFERRER_SLOTS,
+    day_of, series, ClickMap, Granularity, LinkTotals, SeriesRow, StatsView, DAY_MS, HOUR_MS,
+    REFERRER_SLOTS,
 };
 
 use crate::config::RedisSpec;
@@ -295,7 +295,7 @@ fn keep_for_retry(
         for map in maps {
             if let Some(pending) = map.get(key) {
                 match into.get_mut(key) {
-                    Some(kept) => absorb(kept, pending),
+                    Some(kept) => kept.absorb(pending),
                     None => {
                         into.insert(*key, pending.clone());
                     }
@@ -304,38 +304,6 @@ fn keep_for_retry(
         }
     }
     dropped
-}
-
-/// Adds `other`'s clicks into `into` (one link's deltas of two flushes).
-fn absorb(into: &mut Pending, other: &Pending) {
-    into.human += other.human;
-    into.bot += other.bot;
-    into.first_ms = into.first_ms.min(other.first_ms);
-    into.last_ms = into.last_ms.max(other.last_ms);
-    for h in other.hours() {
-        if h.hour == into.hour.hour {
-            into.hour.human = into.hour.human.saturating_add(h.human);
-            into.hour.bot = into.hour.bot.saturating_add(h.bot);
-        } else if let Some(slot) = into.earlier_hours.iter_mut().find(|e| e.hour == h.hour) {
-            slot.human = slot.human.saturating_add(h.human);
-            slot.bot = slot.bot.saturating_add(h.bot);
-        } else if h.hour > into.hour.hour {
-            let previous = std::mem::replace(&mut into.hour, *h);
-            into.earlier_hours.push(previous);
-        } else {
-            into.earlier_hours.push(*h);
-        }
-    }
-    for (host, count) in &other.referrers {
-        if let Some(entry) = into.referrers.iter_mut().find(|(h, _)| h == host) {
-            entry.1 = entry.1.saturating_add(*count);
-        } else if into.referrers.len() < PENDING_REFERRERS {
-            into.referrers.push((host.clone(), *count));
-        } else if let Some(min) = into.referrers.iter_mut().min_by_key(|(_, c)| *c) {
-            // Space-saving, as the counter itself does.
-            *min = (host.clone(), min.1.saturating_add(*count));
-        }
-    }
 }
 
 impl StatsSink for RedisStats {

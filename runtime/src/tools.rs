@@ -425,9 +425,20 @@ struct OpenSegment {
     number: u64,
     segment: File,
     hint: Option<File>,
-    /// Where the first pass's vouched bytes ended (the second reads no
-    /// further) and whether it found damage.
-    end: Option<(u64, bool)>,
+    /// What the first pass found: the second reads no further and reads
+    /// no hint.
+    first: Option<FirstPass>,
+}
+
+/// What the first pass of an export found in one segment.
+#[derive(Debug, Clone, Copy)]
+struct FirstPass {
+    /// The bytes its hint vouches for.
+    by_hint: u64,
+    /// Where its vouched bytes end.
+    end: u64,
+    /// It holds damage.
+    damaged: bool,
 }
 
 /// Times [`open_segments`] lists the directory again when a listed
@@ -460,7 +471,7 @@ fn open_segments(dir: &Path) -> io::Result<Vec<OpenSegment>> {
                 number,
                 segment,
                 hint,
-                end: None,
+                first: None,
             });
         }
         if !vanished || attempt >= OPEN_ATTEMPTS {
@@ -469,12 +480,12 @@ fn open_segments(dir: &Path) -> io::Result<Vec<OpenSegment>> {
     }
 }
 
-/// The whole content of an open file.
-fn read_all(mut file: &File) -> io::Result<Vec<u8>> {
+/// The first `limit` bytes of an open file (all of it: `u64::MAX`).
+fn read_prefix(mut file: &File, limit: u64) -> io::Result<Vec<u8>> {
     use std::io::{Read, Seek, SeekFrom};
     file.seek(SeekFrom::Start(0))?;
     let mut bytes = Vec::new();
-    file.read_to_end(&mut bytes)?;
+    file.take(limit).read_to_end(&mut bytes)?;
     Ok(bytes)
 }
 
@@ -488,19 +499,20 @@ fn vouched_records(
 ) -> io::Result<(u64, u64)> {
     let (mut links, mut damaged) = (0, 0);
     for file in files {
-        let bytes = read_all(&file.segment)?;
         let number = file.number;
-        let hint = match &file.hint {
-            Some(hint) => Some(read_all(hint)?),
-            None => None,
-        };
-        let by_hint = hint_vouches(hint.as_deref(), number);
-        // First where the vouched bytes end, then the links inside them:
-        // two passes, so a 1 GiB segment costs no list of its links.
-        let (end, damage) = match file.end {
-            Some(end) => end,
+        let (bytes, first) = match file.first {
+            Some(first) => (read_prefix(&file.segment, first.end)?, first),
             None => {
-                let end = match scan_vouched(&bytes, number, by_hint, |_, _| {}) {
+                let bytes = read_prefix(&file.segment, u64::MAX)?;
+                let hint = match &file.hint {
+                    Some(hint) => Some(read_prefix(hint, u64::MAX)?),
+                    None => None,
+                };
+                let by_hint = hint_vouches(hint.as_deref(), number);
+                // First where the vouched bytes end, then the links inside
+                // them: two scans, so a 1 GiB segment costs no list of its
+                // links.
+                let (end, damaged) = match scan_vouched(&bytes, number, by_hint, |_, _| {}) {
                     Ok(scan) => (scan.vouched_end.min(bytes.len() as u64), false),
                     Err(err) => {
                         eprintln!(
@@ -516,10 +528,16 @@ fn vouched_records(
                         (end, true)
                     }
                 };
-                file.end = Some(end);
-                end
+                let first = FirstPass {
+                    by_hint,
+                    end,
+                    damaged,
+                };
+                file.first = Some(first);
+                (bytes, first)
             }
         };
+        let (end, by_hint, damage) = (first.end, first.by_hint, first.damaged);
         damaged += u64::from(damage);
         let mut failed = None;
         let _ = scan_vouched(&bytes, number, by_hint, |record, offset| {
@@ -799,7 +817,7 @@ fn import_with(
             continue;
         }
         if let Ident::Key(key) = ident {
-            if codec.id_of(key) < id_floor {
+            if shorty_service::log::merge::is_forgotten_code(&codec, id_floor, &keydir, key) {
                 summary.deleted += 1;
                 continue;
             }

@@ -169,6 +169,20 @@ pub trait Forgetting {
     fn may_forget(&self, entry: &HintEntry) -> bool;
 }
 
+/// Whether generated-code space `key` names a code this directory handed
+/// out (or skipped) and a merge then forgot: its id is below `id_floor`
+/// ([`IdSpace::floor`](crate::codes::IdSpace::floor)) and the key
+/// directory has no trace of it. Such a code stays deleted for good: a
+/// create of it (a 7-character alias) and an import of it are refused.
+pub fn is_forgotten_code(
+    codec: &crate::codes::Codec,
+    id_floor: u64,
+    keydir: &KeyDir,
+    key: u64,
+) -> bool {
+    codec.id_of(key) < id_floor && !keydir.names(Ident::Key(key))
+}
+
 /// Keeps every tombstone in force ([`run_merge`]).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct KeepTombstones;

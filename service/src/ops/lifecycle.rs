@@ -405,7 +405,8 @@ pub fn create(
             // key directory has no trace of it, a merge forgot its
             // tombstone (`log::merge`), and it stays deleted for good.
             if let OwnedIdent::Key(key) = ident {
-                if shared.codec.id_of(key) < local.ids.floor() && !keydir.names(ident.as_ident()) {
+                let floor = local.ids.floor();
+                if crate::log::merge::is_forgotten_code(&shared.codec, floor, keydir, key) {
                     return refused(
                         CONFLICT,
                         "this code was deleted and is never handed out again",

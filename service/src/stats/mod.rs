@@ -183,13 +183,12 @@ impl Pending {
         self.earlier_hours.iter().chain(std::iter::once(&self.hour))
     }
 
-    fn add(&mut self, meta: &ClickMeta<'_>, hour: u32, now_ms: u64) {
-        self.first_ms = self.first_ms.min(now_ms);
-        self.last_ms = self.last_ms.max(now_ms);
-        let slot = if hour == self.hour.hour {
+    /// The slot of `hour`, made if the interval has none yet.
+    fn hour_slot(&mut self, hour: u32) -> &mut HourDelta {
+        if hour == self.hour.hour {
             &mut self.hour
-        } else if let Some(slot) = self.earlier_hours.iter_mut().find(|h| h.hour == hour) {
-            slot
+        } else if let Some(i) = self.earlier_hours.iter().position(|h| h.hour == hour) {
+            &mut self.earlier_hours[i]
         } else if hour > self.hour.hour {
             // A new hour began within the interval.
             let previous = std::mem::replace(
@@ -210,32 +209,62 @@ impl Pending {
                 bot: 0,
             });
             self.earlier_hours.last_mut().expect("just pushed")
-        };
+        }
+    }
+
+    /// Counts `count` clicks from `host` (lowercased), within
+    /// [`PENDING_REFERRERS`] hosts: past it the least counted host gives
+    /// its slot (space-saving, so the heavy hitters survive).
+    fn add_referrer(&mut self, host: &str, count: u32) {
+        if let Some(entry) = self
+            .referrers
+            .iter_mut()
+            .find(|(h, _)| h.eq_ignore_ascii_case(host))
+        {
+            entry.1 = entry.1.saturating_add(count);
+        } else if self.referrers.len() < PENDING_REFERRERS {
+            self.referrers
+                .push((host.to_ascii_lowercase().into_boxed_str(), count));
+        } else if let Some(min) = self.referrers.iter_mut().min_by_key(|(_, c)| *c) {
+            // Space-saving: the new host inherits the evicted count.
+            *min = (
+                host.to_ascii_lowercase().into_boxed_str(),
+                min.1.saturating_add(count),
+            );
+        }
+    }
+
+    fn add(&mut self, meta: &ClickMeta<'_>, hour: u32, now_ms: u64) {
+        self.first_ms = self.first_ms.min(now_ms);
+        self.last_ms = self.last_ms.max(now_ms);
+        let slot = self.hour_slot(hour);
         if meta.bot {
-            self.bot += 1;
             slot.bot = slot.bot.saturating_add(1);
+            self.bot += 1;
         } else {
-            self.human += 1;
             slot.human = slot.human.saturating_add(1);
+            self.human += 1;
         }
         if let Some(host) = meta.referrer_host {
             // Host names are case-insensitive: stored lowercased.
-            if let Some(entry) = self
-                .referrers
-                .iter_mut()
-                .find(|(h, _)| h.eq_ignore_ascii_case(host))
-            {
-                entry.1 = entry.1.saturating_add(1);
-            } else if self.referrers.len() < PENDING_REFERRERS {
-                self.referrers
-                    .push((host.to_ascii_lowercase().into_boxed_str(), 1));
-            } else if let Some(min) = self.referrers.iter_mut().min_by_key(|(_, c)| *c) {
-                // Space-saving: the new host inherits the evicted count.
-                *min = (
-                    host.to_ascii_lowercase().into_boxed_str(),
-                    min.1.saturating_add(1),
-                );
-            }
+            self.add_referrer(host, 1);
+        }
+    }
+
+    /// Adds `other`'s clicks (the same link's, of another interval) into
+    /// this one, as if they had been counted here.
+    pub fn absorb(&mut self, other: &Pending) {
+        self.human += other.human;
+        self.bot += other.bot;
+        self.first_ms = self.first_ms.min(other.first_ms);
+        self.last_ms = self.last_ms.max(other.last_ms);
+        for h in other.hours() {
+            let slot = self.hour_slot(h.hour);
+            slot.human = slot.human.saturating_add(h.human);
+            slot.bot = slot.bot.saturating_add(h.bot);
+        }
+        for (host, count) in &other.referrers {
+            self.add_referrer(host, *count);
         }
     }
 
