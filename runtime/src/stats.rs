@@ -11,14 +11,18 @@
 //!
 //! Layout (keys big-endian so that one link's rows are contiguous and in
 //! time order):
-//! - `totals`: link key → totals, first/last click and top referrers
+//! - `links`: link key → totals, first/last click and top referrers
 //!   ([`shorty_service::stats::encode_totals`]).
-//! - `hours-N`: link key ‖ hour → human u32, bot u32 (LE). `N` is a block
+//! - `hourly-N`: link key ‖ hour → human u32, bot u32 (LE). `N` is a block
 //!   of [`HOUR_BLOCK`] hours; blocks older than the two before the current
 //!   one are dropped whole (retention: hourly rows live at least 64 days).
-//! - `days-N`: link key ‖ day → human u64, bot u64. `N` is a block of
+//! - `daily-N`: link key ‖ day → human u64, bot u64. `N` is a block of
 //!   [`DAY_BLOCK`] days; blocks older than the two before the current one
 //!   are dropped (daily rows live at least two years).
+//!
+//! No partition has Bloom filters (see [`partition_options`]); a store of
+//! the layout before (`totals`, `hours-N`, `days-N`, with them) is moved
+//! into these partitions when it is opened.
 //!
 //! **Blind delta rows, folded later.** A flush does not read the rows it
 //! adds to: each one is written as a *delta row*, the same value under the
@@ -78,6 +82,45 @@ const SEQ_KEY: &[u8] = b"s";
 
 fn io_err(e: impl std::fmt::Display) -> io::Error {
     io::Error::other(e.to_string())
+}
+
+/// Moves the rows of every partition of the layout with Bloom filters
+/// ([`legacy_name`]) into a partition created with [`partition_options`],
+/// then deletes the old one. The copy is made durable before the old
+/// partition goes, and keys are copied as they are, so a crash during it
+/// only means it is done again at the next open (nothing is written to the
+/// store before `open` returns).
+fn migrate(keyspace: &Keyspace) -> io::Result<()> {
+    for name in keyspace.list_partitions() {
+        let Some(new_name) = legacy_name(&name) else {
+            continue;
+        };
+        let old = keyspace
+            .open_partition(&name, PartitionCreateOptions::default())
+            .map_err(io_err)?;
+        let new = keyspace
+            .open_partition(&new_name, partition_options())
+            .map_err(io_err)?;
+        let mut batch = keyspace.batch();
+        let mut rows = 0;
+        for item in old.iter() {
+            let (k, v) = item.map_err(io_err)?;
+            batch.insert(&new, k, v);
+            rows += 1;
+            if rows % MIGRATE_BATCH == 0 {
+                std::mem::replace(&mut batch, keyspace.batch())
+                    .commit()
+                    .map_err(io_err)?;
+            }
+        }
+        batch.commit().map_err(io_err)?;
+        keyspace.persist(PersistMode::SyncAll).map_err(io_err)?;
+        keyspace.delete_partition(old).map_err(io_err)?;
+        tracing::info!(
+            "click statistics: {rows} rows of {name} moved to {new_name} (no Bloom filters)"
+        );
+    }
+    Ok(())
 }
 
 /// The statistics store under a data directory.
@@ -188,11 +231,49 @@ fn encode_day(human: u64, bot: u64) -> [u8; 16] {
 type Decode = fn(&[u8]) -> Option<(u64, u64)>;
 
 fn hours_block(hour: u32) -> String {
-    format!("hours-{}", hour / HOUR_BLOCK)
+    format!("{HOURS}-{}", hour / HOUR_BLOCK)
 }
 
 fn days_block(day: u32) -> String {
-    format!("days-{}", day / DAY_BLOCK)
+    format!("{DAYS}-{}", day / DAY_BLOCK)
+}
+
+/// The totals partition.
+const TOTALS: &str = "links";
+/// Prefix of the hourly partitions' names.
+const HOURS: &str = "hourly";
+/// Prefix of the daily partitions' names.
+const DAYS: &str = "daily";
+
+/// A partition of the layout before [`partition_options`] (`totals`,
+/// `hours-N`, `days-N`, created with Bloom filters) and the name its rows
+/// move to.
+fn legacy_name(name: &str) -> Option<String> {
+    match name.split_once('-') {
+        None if name == "totals" => Some(TOTALS.to_owned()),
+        Some(("hours", n)) => Some(format!("{HOURS}-{n}")),
+        Some(("days", n)) => Some(format!("{DAYS}-{n}")),
+        _ => None,
+    }
+}
+
+/// Rows copied per batch when a legacy partition moves.
+const MIGRATE_BATCH: usize = 100_000;
+
+/// The options every partition is created with (fjall keeps them with the
+/// partition; they are not changed on reopen).
+///
+/// **No Bloom filters.** Every read here is a prefix or range scan (a
+/// link's totals and deltas, a link's buckets), which a Bloom filter does
+/// not serve, and fjall holds every segment's filter in memory: with the
+/// default settings (10 bits per key, and 1-in-100,000 false positives in
+/// levels 0 and 1) they were 17-26 bytes per link (README, "Click
+/// statistics"), 26 GB at a billion links. Without them what stays in
+/// memory is bounded by settings, not by links: memtables, the block cache,
+/// and the block index of levels 0 and 1 (see the compaction strategy
+/// below); deeper levels' index blocks go through the cache.
+fn partition_options() -> PartitionCreateOptions {
+    PartitionCreateOptions::default().bloom_filter_bits(None)
 }
 
 impl StatsDb {
@@ -212,8 +293,9 @@ impl StatsDb {
             .compaction_workers(1)
             .open()
             .map_err(io_err)?;
+        migrate(&keyspace)?;
         let totals = keyspace
-            .open_partition("totals", PartitionCreateOptions::default())
+            .open_partition(TOTALS, partition_options())
             .map_err(io_err)?;
         // Delta rows of a later flush must sort after (and never replace)
         // those of an earlier one, across restarts too.
@@ -243,7 +325,7 @@ impl StatsDb {
         }
         let p = self
             .keyspace
-            .open_partition(name, PartitionCreateOptions::default())
+            .open_partition(name, partition_options())
             .map_err(io_err)?;
         blocks.insert(name.to_owned(), p.clone());
         Ok(Some(p))
@@ -377,8 +459,8 @@ impl StatsDb {
         for name in self.keyspace.list_partitions() {
             let name: &str = &name;
             let old = match name.split_once('-') {
-                Some(("hours", n)) => n.parse::<u32>().is_ok_and(|n| n < hour_floor),
-                Some(("days", n)) => n.parse::<u32>().is_ok_and(|n| n < day_floor),
+                Some((HOURS, n)) => n.parse::<u32>().is_ok_and(|n| n < hour_floor),
+                Some((DAYS, n)) => n.parse::<u32>().is_ok_and(|n| n < day_floor),
                 _ => false,
             };
             if old {
@@ -492,6 +574,79 @@ impl StatsDb {
     pub fn disk_space(&self) -> u64 {
         self.keyspace.disk_space()
     }
+
+    /// Writes every partition's memtable out to segments and waits (for
+    /// benchmarks: memory measured without the memtables, whose size
+    /// depends on the moment).
+    ///
+    /// # Errors
+    /// The store's.
+    pub fn flush_memtables(&self) -> io::Result<()> {
+        let mut parts = vec![self.totals.clone()];
+        parts.extend(
+            self.blocks
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .values()
+                .cloned(),
+        );
+        for p in parts {
+            p.rotate_memtable_and_wait().map_err(io_err)?;
+        }
+        Ok(())
+    }
+
+    /// What the store holds in memory by its own accounting (for the
+    /// benchmark's attribution of resident memory).
+    pub fn memory(&self) -> StoreMemory {
+        use fjall::AbstractTree;
+        let mut parts = vec![self.totals.clone()];
+        parts.extend(
+            self.blocks
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .values()
+                .cloned(),
+        );
+        let mut m = StoreMemory {
+            write_buffer: self.keyspace.write_buffer_size(),
+            cache_capacity: self.keyspace.cache_capacity(),
+            fold_tracked: self
+                .writer
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .unfolded
+                .len(),
+            ..StoreMemory::default()
+        };
+        for p in parts {
+            m.bloom += p.tree.bloom_filter_size() as u64;
+            m.segments += p.tree.segment_count();
+            // Levels 0 and 1 keep their whole block index in memory.
+            m.full_index_segments += (0..2)
+                .filter_map(|l| p.tree.level_segment_count(l))
+                .sum::<usize>();
+        }
+        m
+    }
+}
+
+/// The statistics store's memory by its own accounting
+/// ([`StatsDb::memory`]).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct StoreMemory {
+    /// Bytes of Bloom filters held for every segment.
+    pub bloom: u64,
+    /// Bytes in memtables (active and sealed, not yet flushed).
+    pub write_buffer: u64,
+    /// The block cache's capacity.
+    pub cache_capacity: u64,
+    /// Segments on disk.
+    pub segments: usize,
+    /// Segments in levels 0 and 1, whose block index is held whole.
+    pub full_index_segments: usize,
+    /// Links the fold tracker holds.
+    pub fold_tracked: usize,
 }
 
 /// `stats`: one link's statistics as one JSON object on standard output.
@@ -923,6 +1078,81 @@ mod tests {
                 .total,
             1
         );
+    }
+
+    #[test]
+    fn a_store_with_bloom_filters_is_moved_to_partitions_without_them() {
+        // The layout before: `totals`, `hours-N`, `days-N` with fjall's
+        // default options (Bloom filters), rows flushed to segments.
+        let dir = tempfile::tempdir().unwrap();
+        let (hour, day) = (hour_of(T0), day_of(T0));
+        {
+            let ks = fjall::Config::new(dir.path()).open().unwrap();
+            let open = |name: &str| {
+                ks.open_partition(name, PartitionCreateOptions::default())
+                    .unwrap()
+            };
+            let totals = open("totals");
+            let hours = open(&format!("hours-{}", hour / HOUR_BLOCK));
+            let days = open(&format!("days-{}", day / DAY_BLOCK));
+            let t = LinkTotals {
+                human: 3,
+                bot: 1,
+                first_ms: T0,
+                last_ms: T0 + 9,
+                referrers: Default::default(),
+            };
+            let mut buf = Vec::new();
+            for key in 0..1000u64 {
+                buf.clear();
+                encode_totals(&t, &mut buf);
+                totals.insert(key.to_be_bytes(), &buf).unwrap();
+                hours.insert(row_key(key, hour), encode_hour(3, 1)).unwrap();
+                days.insert(row_key(key, day), encode_day(3, 1)).unwrap();
+            }
+            totals.insert(SEQ_KEY, 41u64.to_be_bytes()).unwrap();
+            ks.persist(PersistMode::SyncAll).unwrap();
+            for p in [&totals, &hours, &days] {
+                p.rotate_memtable_and_wait().unwrap();
+            }
+            use fjall::AbstractTree;
+            assert!(
+                totals.tree.bloom_filter_size() > 0,
+                "the old layout has them"
+            );
+        }
+        let db = StatsDb::open(dir.path()).unwrap();
+        for name in ["totals", "hours-", "days-"] {
+            assert!(
+                !db.keyspace
+                    .list_partitions()
+                    .iter()
+                    .any(|p| p.starts_with(name)),
+                "{name} is gone"
+            );
+        }
+        let v = db.view(999, T0, T0 + HOUR_MS, Granularity::Hour).unwrap();
+        assert_eq!((v.total, v.human, v.bot), (4, 3, 1));
+        assert_eq!(v.series, vec![(T0, 4)]);
+        let d = db.view(0, T0, T0 + DAY_MS, Granularity::Day).unwrap();
+        assert_eq!(d.series, vec![(T0, 4)]);
+        // The sequence moved too: the next flush's deltas come after 41.
+        assert_eq!(db.writer.lock().unwrap().seq, 41);
+        let mut c = ClickCounter::new(true);
+        click(&mut c, 999, T0 + 1, false, None);
+        db.apply(&[c.take()]).unwrap();
+        db.totals.rotate_memtable_and_wait().unwrap();
+        let v = db.view(999, T0, T0 + HOUR_MS, Granularity::Hour).unwrap();
+        assert_eq!((v.total, v.human), (5, 4));
+        // Nothing held per link: no segment has a Bloom filter.
+        let m = db.memory();
+        assert!(m.segments > 0);
+        assert_eq!(m.bloom, 0);
+        drop(db);
+        // Opened again, nothing moves twice.
+        let db = StatsDb::open(dir.path()).unwrap();
+        let v = db.view(999, T0, T0 + HOUR_MS, Granularity::Hour).unwrap();
+        assert_eq!((v.total, v.human), (5, 4));
     }
 
     #[test]

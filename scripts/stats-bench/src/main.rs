@@ -21,6 +21,11 @@ use std::time::{Duration, Instant};
 
 use redb::ReadableTable;
 
+/// Counts live heap bytes, so that resident memory can be told apart from
+/// what the heap holds (allocator caches, fragmentation).
+#[global_allocator]
+static HEAP: cap::Cap<std::alloc::System> = cap::Cap::new(std::alloc::System, usize::MAX);
+
 use shorty_service::stats::{
     day_of, decode_totals, encode_totals, series, ClickCounter, ClickMap, ClickMeta, Granularity,
     LinkTotals, SeriesRow, DAY_MS, HOUR_MS,
@@ -37,6 +42,12 @@ fn env(name: &str, default: u64) -> u64 {
 trait Store {
     fn apply(&mut self, map: &ClickMap);
     fn view(&self, key: u64, from: u64, to: u64) -> (u64, usize);
+    /// The store's own accounting of its memory, if it has one.
+    fn memory(&self) -> String {
+        String::new()
+    }
+    /// Writes out what the store holds in memtables, if it has them.
+    fn flush_memtables(&self) {}
 }
 
 fn row_key(key: u64, bucket: u32) -> [u8; 12] {
@@ -182,7 +193,28 @@ impl Store for Shorty {
         let v = self.0.view(key, from, to, Granularity::Hour).unwrap();
         (v.total, v.series.len())
     }
+
+    fn flush_memtables(&self) {
+        self.0.flush_memtables().unwrap();
+    }
+
+    fn memory(&self) -> String {
+        let m = self.0.memory();
+        format!(
+            "Bloom filters {:.1} MiB, memtables {:.1} MiB, cache capacity {:.1} MiB, \
+             {} segments ({} in levels 0-1, whose block index is held whole), {} links tracked \
+             for folding",
+            m.bloom as f64 / MIB,
+            m.write_buffer as f64 / MIB,
+            m.cache_capacity as f64 / MIB,
+            m.segments,
+            m.full_index_segments,
+            m.fold_tracked,
+        )
+    }
 }
+
+const MIB: f64 = (1 << 20) as f64;
 
 const TOTALS: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("totals");
 const HOURS: redb::TableDefinition<&[u8], &[u8]> = redb::TableDefinition::new("hours");
@@ -298,6 +330,7 @@ fn run(name: &str, mut store: impl Store, dir: &Path) {
     let t0: u64 = 1_709_251_200_000;
     let month = 30 * DAY_MS;
     let rss0 = rss_bytes();
+    let heap0 = HEAP.allocated();
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
     let mut counter = ClickCounter::new(true);
     let mut flushes = Vec::new();
@@ -327,6 +360,14 @@ fn run(name: &str, mut store: impl Store, dir: &Path) {
     }
     let load = started.elapsed();
     let rss = rss_bytes().saturating_sub(rss0);
+    let heap = HEAP.allocated().saturating_sub(heap0);
+    let memory = store.memory();
+    store.flush_memtables();
+    let settled = format!(
+        "; with memtables written out: RSS added {:.1} MiB, live heap added {:.1} MiB",
+        rss_bytes().saturating_sub(rss0) as f64 / MIB,
+        HEAP.allocated().saturating_sub(heap0) as f64 / MIB,
+    );
     let mut times = Vec::with_capacity(reads);
     let mut seen = 0;
     for _ in 0..reads {
@@ -345,10 +386,13 @@ fn run(name: &str, mut store: impl Store, dir: &Path) {
     println!(
         "{name}: {links} links, {clicks} clicks, {rate}/flush: load {load:.1?}; flush mean {mean:.2?} \
          p99 {:.2?} (per second of traffic at {rate} clicks/s); disk {:.1} B/link; RSS added \
-         {:.1} MiB; 30-day hourly series median {:.1?} p99 {:.1?} ({seen} clicks read)",
+         {:.1} MiB (live heap added {:.1} MiB{}{memory}){settled}; 30-day hourly series median {:.1?} \
+         p99 {:.1?} ({seen} clicks read)",
         percentile(&flushes, 0.99),
         disk as f64 / links as f64,
-        rss as f64 / (1 << 20) as f64,
+        rss as f64 / MIB,
+        heap as f64 / MIB,
+        if memory.is_empty() { "" } else { ": " },
         percentile(&times, 0.5),
         percentile(&times, 0.99),
     );
