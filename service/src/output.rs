@@ -178,6 +178,11 @@ struct Waiting {
     cost: usize,
 }
 
+/// The largest output buffer a connection keeps for its next replies
+/// (see [`Output::take_ready`]): room for a redirect with a long URL, small
+/// enough that idle connections hold little.
+pub const REUSED_BUFFER: usize = 4096;
+
 /// The outgoing side of one connection.
 #[derive(Debug, Default)]
 pub struct Output {
@@ -260,13 +265,23 @@ impl Output {
         if self.ready.is_empty() {
             return None;
         }
-        // The write takes the whole buffer. `split()` would leave the
-        // rest of its capacity here, sharing one allocation with the write
-        // in flight, so the next replies would grow a second buffer beside
-        // it: a peer that never reads then held about twice the cap
-        // (300 such peers: 157 MiB at a 256 KiB cap; now 87 MiB), and an
-        // idle connection kept its last buffer's spare capacity.
-        let bytes = std::mem::take(&mut self.ready).freeze();
+        // A small buffer (a redirect, a RESOLVED) is split off: the write
+        // and the next replies share its allocation, and once the write is
+        // done (the socket drops its bytes) the next reply that needs the
+        // room reclaims the whole buffer in place, so a keep-alive
+        // connection's replies allocate nothing at steady state. A large
+        // one is taken whole: split, it would leave the rest of its
+        // capacity here, sharing one allocation with the write in flight,
+        // so the next replies would grow a second buffer beside it: a peer
+        // that never reads then held about twice the cap (300 such peers:
+        // 157 MiB at a 256 KiB cap; now 87 MiB), and an idle connection
+        // kept its last buffer's spare capacity (now at most
+        // `REUSED_BUFFER`).
+        let bytes = if self.ready.capacity() <= REUSED_BUFFER {
+            self.ready.split().freeze()
+        } else {
+            std::mem::take(&mut self.ready).freeze()
+        };
         self.queued -= bytes.len();
         self.in_flight += bytes.len();
         Some(bytes)
@@ -391,6 +406,28 @@ mod tests {
             !span.contains(&next.as_ptr()),
             "the next write shares the buffer in flight"
         );
-        assert_eq!(out.ready.capacity(), 0);
+        // A small write's buffer is kept for the next replies, and no more.
+        assert!(out.ready.capacity() <= REUSED_BUFFER);
+    }
+
+    #[test]
+    fn replies_stay_whole_when_a_small_buffer_is_used_again() {
+        // (That it is used again, so a keep-alive redirect allocates
+        // nothing, is tests/click_alloc.rs's, under a counting allocator.)
+        let mut out = Output::new();
+        let reply = Reply::Resolved(&b"https://example.com/a/long/enough/url"[..]);
+        out.push(&reply);
+        let first = out.take_ready().unwrap();
+        let expected = Bytes::copy_from_slice(&first);
+        drop(first);
+        out.written();
+        for _ in 0..100 {
+            out.push(&reply);
+            let write = out.take_ready().unwrap();
+            assert_eq!(write, expected);
+            drop(write);
+            out.written();
+            assert!(out.ready.capacity() <= REUSED_BUFFER);
+        }
     }
 }

@@ -535,7 +535,9 @@ pub struct Shard {
     pub(crate) reading: std::collections::HashMap<u64, Vec<OpId>>,
     pub(crate) remote: std::collections::VecDeque<RemoteRequest>,
     pub(crate) wake: Vec<u32>,
-    pub(crate) date: String,
+    /// Shared, not copied, by each response that needs it (a redirect
+    /// allocates nothing); replaced once a second.
+    pub(crate) date: Arc<str>,
     /// The wall clock: Unix ms at an instant, set with the date.
     pub(crate) wall: (Instant, u64),
     /// The key directory's mutation epoch this core's cache reflects.
@@ -576,7 +578,7 @@ impl Shard {
             reading: Default::default(),
             remote: Default::default(),
             wake: Vec::new(),
-            date: httpdate_fallback(),
+            date: Arc::from(httpdate_fallback()),
             wall: (Instant::now(), 0),
             seen_epoch: 0,
             last_now: Instant::now(),
@@ -688,8 +690,9 @@ impl Shard {
     /// Sets the HTTP `Date` value (an IMF-fixdate), which the runtime
     /// refreshes every second.
     pub fn set_date(&mut self, date: &str) {
-        self.date.clear();
-        self.date.push_str(date);
+        if *self.date != *date {
+            self.date = Arc::from(date);
+        }
     }
 
     /// Sets the peer whose input the next `handle_*` calls handle (rate
@@ -1092,6 +1095,6 @@ fn log_health(state: &LogState) -> StorageHealth {
 }
 
 /// A valid `Date` until the runtime sets the real one.
-fn httpdate_fallback() -> String {
-    "Thu, 01 Jan 1970 00:00:00 GMT".to_owned()
+fn httpdate_fallback() -> &'static str {
+    "Thu, 01 Jan 1970 00:00:00 GMT"
 }

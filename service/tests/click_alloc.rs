@@ -59,9 +59,10 @@ const HALF_PAST: u64 = 1_709_253_000_000;
 /// A shard with one link shortened and its redirect answered once over
 /// HTTP (so the link is cached); returns the shard, the code, and the
 /// shard's time.
-fn rig(stats: bool) -> (Shard, String, Instant) {
+fn rig(stats: bool, forward: bool) -> (Shard, String, Instant) {
     let mut settings = Settings::for_tests("http://s.example/");
     settings.stats = stats;
+    settings.forward_query = forward;
     let mut shard = Shard::new(Arc::new(Shared::for_tests(settings)), 0);
     let t = Instant::now();
     shard.set_wall_clock(t, HALF_PAST);
@@ -134,7 +135,7 @@ fn a_counted_click_of_a_link_seen_this_interval_allocates_nothing() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(10_000);
-    let (mut shard, code, t) = rig(true);
+    let (mut shard, code, t) = rig(true, false);
     let human = ClickMeta {
         head: false,
         bot: false,
@@ -163,29 +164,49 @@ fn a_counted_click_of_a_link_seen_this_interval_allocates_nothing() {
     assert_eq!(pending.total(), u64::from(n) + 3);
     assert_eq!(allocations, 0, "{allocations} allocations for {n} clicks");
 
-    // The whole HTTP redirect: counting adds no allocation to it.
-    let on = http_allocations(true, n);
-    let off = http_allocations(false, n);
-    assert_eq!(
-        on, off,
-        "{n} redirects: {on} allocations counted, {off} not"
-    );
+    // The whole HTTP redirect of a cached link on a keep-alive connection
+    // allocates nothing once warm (issue 20: the visitor's query is
+    // borrowed from the request, the `Date` is not copied, the
+    // connection's output buffer is reused), with statistics on or off, a
+    // query or none, forwarding on or off.
+    for stats in [true, false] {
+        for query in ["", "?utm_source=mail&utm_medium=email&x=1"] {
+            for forward in [true, false] {
+                let allocations = http_allocations(stats, n, query, forward);
+                assert_eq!(
+                    allocations, 0,
+                    "{n} redirects (stats {stats}, query {query:?}, forwarding {forward}): \
+                     {allocations} allocations"
+                );
+            }
+        }
+    }
 }
 
-/// Allocations of `n` GET redirects of `code` on one keep-alive HTTP
-/// connection, after a first one.
-fn http_allocations(stats: bool, n: u32) -> usize {
-    let (mut shard, code, t) = rig(stats);
+/// Allocations of `n` GET redirects of `code` (with `query` after it) on
+/// one keep-alive HTTP connection, after two first ones.
+fn http_allocations(stats: bool, n: u32, query: &str, forward: bool) -> usize {
+    let (mut shard, code, t) = rig(stats, forward);
     let mut conn = Connection::new(3, Kind::Http(Front::Public), t);
     let head = format!(
-        "GET /{code} HTTP/1.1\r\nHost: s\r\nUser-Agent: Mozilla/5.0\r\n\
+        "GET /{code}{query} HTTP/1.1\r\nHost: s\r\nUser-Agent: Mozilla/5.0\r\n\
          Referer: https://news.example/a\r\n\r\n"
     );
+    let target = if forward && !query.is_empty() {
+        format!("Location: https://example.com/hot{query}\r\n")
+    } else {
+        "Location: https://example.com/hot\r\n".to_owned()
+    };
     let mut answered = 0;
     let mut serve = |shard: &mut Shard, conn: &mut Connection| {
         conn.handle_input(shard, head.as_bytes(), t);
         while let Some(chunk) = conn.poll_transmit(shard, t) {
             assert!(chunk.starts_with(b"HTTP/1.1 30"));
+            // What the runtime does: the write ends (the socket drops its
+            // bytes), then the connection hears of it.
+            let text = std::str::from_utf8(&chunk).unwrap();
+            assert!(text.contains(&target), "{text}");
+            drop(chunk);
             conn.transmitted();
             answered += 1;
         }

@@ -142,12 +142,13 @@ impl Shard {
                 Render::Redirect {
                     head_only,
                     keep_alive,
-                    // Kept whenever there is one: a link's own option may
-                    // forward it even when the server's default does not.
-                    query: request.query.filter(|q| !q.is_empty()).map(Box::from),
+                    query: None,
                 },
                 Proto::Http,
                 click,
+                // Kept whenever there is one: a link's own option may
+                // forward it even when the server's default does not.
+                request.query.filter(|q| !q.is_empty()),
             ),
             // The public front's health check is readiness (a load
             // balancer should stop sending new links to a server that

@@ -73,11 +73,15 @@ impl Shard {
         render: Render,
         proto: Proto,
     ) {
-        self.resolve_click(conn, code, out, now, render, proto, None);
+        self.resolve_click(conn, code, out, now, render, proto, None, None);
     }
 
     /// [`Shard::resolve`] for a request that may be a click (`click` is
-    /// `Some` for a GET redirect only).
+    /// `Some` for a GET redirect only). `query` is a redirect's visitor
+    /// query (a [`Render::Redirect`] is passed without it): borrowed from
+    /// the request when the redirect is answered at once, so a cached
+    /// link's redirect copies nothing, and moved into the render only when
+    /// it waits.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn resolve_click(
         &mut self,
@@ -88,6 +92,7 @@ impl Shard {
         render: Render,
         proto: Proto,
         click: Option<ClickMeta<'_>>,
+        query: Option<&str>,
     ) {
         let op_kind = match (&render, proto) {
             (Render::Qr { .. }, _) => Op::Other,
@@ -98,9 +103,28 @@ impl Shard {
         let op: OpId = match ops::resolve::resolve(self, conn, code, now, click) {
             Step::Now(result) => {
                 self.metrics().request(proto, op_kind, status_of(&result));
-                return out.push_with(|dst| self.render(&result, &render, dst));
+                return out.push_with(|dst| match render {
+                    Render::Redirect {
+                        head_only,
+                        keep_alive,
+                        query: None,
+                    } => self.render_redirect(&result, head_only, keep_alive, query, dst),
+                    _ => self.render(&result, &render, dst),
+                });
             }
             Step::Pending(op) => op,
+        };
+        let render = match render {
+            Render::Redirect {
+                head_only,
+                keep_alive,
+                query: None,
+            } => Render::Redirect {
+                head_only,
+                keep_alive,
+                query: query.map(Box::from),
+            },
+            other => other,
         };
         let deadline = now + self.shared.settings.store_timeout;
         // Counted as the largest reply a URL can make until it settles.
