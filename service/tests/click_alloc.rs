@@ -1,7 +1,8 @@
 //! A counted click of a link already seen this interval allocates nothing
 //! (issue 20: "no allocation for a link already seen this interval"): the
 //! redirect path's `resolve` → `judge` → click counter is driven by hand
-//! over a sans-IO shard under a global allocator that counts calls.
+//! over a sans-IO shard under a global allocator that counts calls. A
+//! whole keep-alive HTTP redirect of a cached link allocates nothing either.
 
 // A counting global allocator needs `unsafe impl GlobalAlloc` (as in
 // tests/limits.rs): it forwards every call to the system allocator.
