@@ -49,7 +49,7 @@ use redis::{Cmd, Pipeline, RedisResult, Value};
 use shorty_protocol::ErrorCode;
 use shorty_service::codes::{format_code, CodeKey, Codec, MAX_CODE_LEN};
 use shorty_service::health::{Health, StorageHealth};
-use shorty_service::link::CONFLICT;
+use shorty_service::link::{LinkMeta, CONFLICT};
 use shorty_service::output::OpId;
 use shorty_service::shard::{OpResult, RemoteReply, RemoteRequest};
 use tokio::sync::mpsc;
@@ -980,16 +980,53 @@ impl Store {
         }
     }
 
+    /// Gives an updated link's click count (if it has one) the link's new
+    /// expiry, or none: an update that extends the expiry keeps the count
+    /// (the clicks taken still count against the limit), one that removes
+    /// it keeps the count for good. After the update is confirmed, like
+    /// [`drop_count`](Self::drop_count): a failure is logged, and leaves
+    /// the count expiring at the old time (the link then gets its clicks
+    /// back when that time passes).
+    async fn retime_count(&self, code: &str, created_at_ms: u64, expires_at_ms: Option<u64>) {
+        let name = redis_link::count_key(code, created_at_ms);
+        let cmd = match expires_at_ms {
+            Some(at) => {
+                let mut cmd = redis::cmd("PEXPIREAT");
+                cmd.arg(&name).arg(at);
+                cmd
+            }
+            None => {
+                let mut cmd = redis::cmd("PERSIST");
+                cmd.arg(&name);
+                cmd
+            }
+        };
+        if let Err(err) = self.writer().query(&cmd).await {
+            tracing::warn!(
+                code,
+                "an updated link's click count keeps its old expiry: {err}"
+            );
+        }
+    }
+
     /// Takes (or looks for) one click of a limited link's life in the
     /// store's shared count ([`redis_link::COUNT_SCRIPT`]).
-    async fn count(&self, code: &str, created_at_ms: u64, max: u64, take: bool) -> RemoteReply {
+    async fn count(
+        &self,
+        code: &str,
+        created_at_ms: u64,
+        max: u64,
+        take: bool,
+        expires_at_ms: Option<u64>,
+    ) -> RemoteReply {
         let name = redis_link::count_key(code, created_at_ms);
         let mut cmd = redis::cmd("EVAL");
         cmd.arg(redis_link::COUNT_SCRIPT)
             .arg(1)
             .arg(&name)
             .arg(max)
-            .arg(if take { "1" } else { "0" });
+            .arg(if take { "1" } else { "0" })
+            .arg(expires_at_ms.unwrap_or(0));
         match self.writer().query(&cmd).await {
             Ok(Value::Int(n)) => {
                 self.set_health(true);
@@ -1272,7 +1309,24 @@ pub fn start(
                                     ..
                                 } => {
                                     let body = redis_link::body(&url, &options);
-                                    store.change(&code, Some((body, expected)), None).await
+                                    let reply =
+                                        store.change(&code, Some((body, expected)), None).await;
+                                    // The count (if the link is limited)
+                                    // follows the new expiry.
+                                    if let (Ok(meta), RemoteReply::Written { .. }) =
+                                        (LinkMeta::decode(&options), &reply)
+                                    {
+                                        if meta.max_clicks.is_some() {
+                                            store
+                                                .retime_count(
+                                                    &code,
+                                                    meta.created_at_ms.unwrap_or(0),
+                                                    meta.expires_at_ms,
+                                                )
+                                                .await;
+                                        }
+                                    }
+                                    reply
                                 }
                                 RemoteRequest::Delete {
                                     code,
@@ -1293,8 +1347,13 @@ pub fn start(
                                     created_at_ms,
                                     max,
                                     take,
+                                    expires_at_ms,
                                     ..
-                                } => store.count(&code, created_at_ms, max, take).await,
+                                } => {
+                                    store
+                                        .count(&code, created_at_ms, max, take, expires_at_ms)
+                                        .await
+                                }
                                 RemoteRequest::List {
                                     owner,
                                     after,
