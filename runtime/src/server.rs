@@ -134,7 +134,10 @@ where
             data_dir,
             merge_threshold,
             merge_rate,
-        }) => return crate::merge::offline(&data_dir, merge_threshold, merge_rate),
+            alias_quarantine,
+        }) => {
+            return crate::merge::offline(&data_dir, merge_threshold, merge_rate, alias_quarantine)
+        }
         Some(Tool::Export {
             data_dir,
             file,

@@ -16,7 +16,7 @@ use shorty_service::keydir::{Ident, KeyDir, Target};
 use shorty_service::link::{alias_home, check_alias, AliasHome, LinkMeta};
 use shorty_service::log::hint::{build_hint, hint_file_name, hint_vouches};
 use shorty_service::log::record::{decode_record, Decoded, Keyed, Link, Record, ALIAS_KEY, NO_ID};
-use shorty_service::log::recovery::{verify_segment, Verdict};
+use shorty_service::log::recovery::{verify_segment_entries, Verdict};
 use shorty_service::log::scan::{scan_vouched, ScanError};
 use shorty_service::log::segments::{segment_file_name, SegmentTable};
 use shorty_service::log::{
@@ -232,6 +232,10 @@ pub fn verify(dir: &Path) -> ExitCode {
         .into_iter()
         .filter(|n| !merged_away.contains(n))
         .collect();
+    // Every segment's records loaded as a restart loads them, so that
+    // recovery's own check finds two records of one key at one version.
+    let (table, keydir) = (SegmentTable::new(dir, 0), KeyDir::new());
+    let duplicates = datadir::DuplicateCheck::default();
     for number in &numbers {
         let name = segment_file_name(*number);
         let bytes = match fs::read(dir.join(&name)) {
@@ -243,7 +247,17 @@ pub fn verify(dir: &Path) -> ExitCode {
             }
         };
         let hint = fs::read(dir.join(hint_file_name(*number))).ok();
-        match verify_segment(*number, &bytes, hint.as_deref()) {
+        let Some(idx) = table.register(*number) else {
+            println!("{name}: too many segments to check");
+            clean = false;
+            continue;
+        };
+        let verdict = verify_segment_entries(*number, &bytes, hint.as_deref(), |entry| {
+            if let Err(same) = keydir.recover(entry.ident(), entry.target(idx), entry.version) {
+                duplicates.add(&table, *number, idx, entry, same);
+            }
+        });
+        match verdict {
             Verdict::Sealed {
                 links: n,
                 hint_problem,
@@ -278,6 +292,10 @@ pub fn verify(dir: &Path) -> ExitCode {
                 println!("{name}: {err}: a restart refuses to start");
             }
         }
+    }
+    if let Err(err) = duplicates.finish(dir, &table, &keydir) {
+        println!("{err}");
+        clean = false;
     }
     if clean {
         println!("clean: {} segments, {links} links", numbers.len());
