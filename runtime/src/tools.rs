@@ -474,7 +474,38 @@ fn open_segments(dir: &Path) -> io::Result<Vec<OpenSegment>> {
                 first: None,
             });
         }
-        if !vanished || attempt >= OPEN_ATTEMPTS {
+        if !vanished {
+            // A merge between its commit point and its end has both its
+            // inputs and its outputs in place, every live record of the
+            // inputs copied to the outputs (which hold nothing else): an
+            // export holding both would write those links twice (review
+            // 6, F6). The manifest is read after the files were opened and
+            // trusted only if none of them vanished meanwhile: a merge
+            // removes its inputs before its manifest, so a manifest gone
+            // by then means no merge overlapped the listing, or one whose
+            // inputs were caught gone. With every input held, the outputs
+            // (some perhaps not yet renamed) are left out; with an input
+            // already removed, every output was renamed before it, and the
+            // inputs left are left out.
+            let manifest = fs::read(dir.join(shorty_service::log::merge::MANIFEST_FILE))
+                .ok()
+                .and_then(|b| shorty_service::log::merge::Manifest::decode(&b));
+            let still_there = files
+                .iter()
+                .all(|f| dir.join(segment_file_name(f.number)).exists());
+            if still_there {
+                if let Some(m) = manifest {
+                    let holds = |n: &u64| files.iter().any(|f| f.number == *n);
+                    if m.inputs.iter().all(holds) {
+                        files.retain(|f| !m.outputs.contains(&f.number));
+                    } else {
+                        files.retain(|f| !m.inputs.contains(&f.number));
+                    }
+                }
+                return Ok(files);
+            }
+        }
+        if attempt >= OPEN_ATTEMPTS {
             return Ok(files);
         }
     }
@@ -1273,6 +1304,46 @@ mod tests {
     /// exported the key twice (its old URL beside the new, and an import
     /// then kept the old), and a merge that removed a segment between them
     /// lost its links. Both passes now read the same bytes.
+    #[test]
+    fn an_export_during_a_merge_s_last_steps_writes_each_link_once() {
+        use shorty_service::log::merge::{Manifest, MANIFEST_FILE};
+        use shorty_service::log::segments::encode_sealed_records;
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path();
+        let plain = |key: u64| Keyed::Link(Link::plain(key, key, b"https://e.com/x"));
+        // Merge committed (manifest written, output renamed), input not yet
+        // removed: links 2 and 3 in both; link 4 only in another segment.
+        fs::write(
+            data.join(segment_file_name(1)),
+            encode_sealed_records(1, &[&[plain(2), plain(3)]]),
+        )
+        .unwrap();
+        fs::write(
+            data.join(segment_file_name(5)),
+            encode_sealed_records(5, &[&[plain(2), plain(3)]]),
+        )
+        .unwrap();
+        fs::write(
+            data.join(segment_file_name(4)),
+            encode_sealed_records(4, &[&[plain(4)]]),
+        )
+        .unwrap();
+        let manifest = Manifest {
+            inputs: vec![1],
+            outputs: vec![5],
+        };
+        fs::write(data.join(MANIFEST_FILE), manifest.encode()).unwrap();
+        let (mut codes, _) = exported(data);
+        codes.sort();
+        let want: Vec<String> = [2, 3, 4].map(code).to_vec();
+        assert_eq!(codes, want, "each link once, with the input in place");
+        // The input removed, the manifest not yet: the same.
+        fs::remove_file(data.join(segment_file_name(1))).unwrap();
+        let (mut codes, _) = exported(data);
+        codes.sort();
+        assert_eq!(codes, want, "each link once, the input gone");
+    }
+
     #[test]
     fn an_export_reads_one_state_while_the_server_writes_and_merges() {
         use shorty_service::log::segments::encode_sealed_records;
