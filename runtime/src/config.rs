@@ -580,6 +580,15 @@ pub struct ServeArgs {
     #[arg(long, env = "SHORTY_CLIENT_IP_HEADER", default_value = "x-forwarded-for",
           value_parser = shorty_service::limits::ClientIpHeader::parse)]
     pub client_ip_header: shorty_service::limits::ClientIpHeader,
+
+    // ----- issue 23 (per core, at the floor): engineer FLOOR's block -----
+    /// shorty-uring only: set each core's ring up with io_uring
+    /// `DEFER_TASKRUN` (Linux 6.1), driven through an eventfd
+    /// (vendor/PATCHES.md, tokio-uring patch 2): `on` or `off`. Off by
+    /// default: measured not better than without it (issue 23). A kernel
+    /// that refuses it gets a ring without it. shorty-glommio ignores it.
+    #[arg(long, env = "SHORTY_URING_DEFER_TASKRUN", default_value = "off", action = clap::ArgAction::Set, value_parser = parse_on_off)]
+    pub uring_defer_taskrun: bool,
 }
 
 /// `on`/`off` (and `true`/`false`) for switches such as `--ui`.

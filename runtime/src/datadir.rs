@@ -23,7 +23,8 @@ use shorty_service::log::recovery::{
     recover_segment, HighWater, RecoveryError, RecoveryFiles, STATE_FILE,
 };
 use shorty_service::log::segments::{
-    parse_hint_file_name, parse_segment_file_name, segment_file_name, FileIdx, SegmentTable,
+    damaged_file_name, parse_hint_file_name, parse_segment_file_name, segment_file_name, FileIdx,
+    SegmentTable,
 };
 use shorty_service::log::Repair;
 use tempfile::NamedTempFile;
@@ -148,6 +149,21 @@ pub struct DataDir {
     /// Held for the life of the process: the flock is released when the
     /// descriptor closes (also when the process is killed).
     _lock: File,
+}
+
+/// Leaves [`damaged_file_name`]`(number)` beside a segment recovery
+/// refused; a failure is logged (the refusal is reported anyway).
+fn mark_damaged(dir: &Path, number: u64) {
+    let name = damaged_file_name(number);
+    let text = format!(
+        "recovery refused {}: while this file is here and that segment is not, \
+         merges forget no deleted link (the segment may be moved back); \
+         delete this file once the segment is given up for good\n",
+        segment_file_name(number)
+    );
+    if let Err(err) = write_atomic(dir, &name, text.as_bytes()) {
+        tracing::warn!(marker = %name, "marking a damaged segment: {err}");
+    }
 }
 
 fn sync_dir(dir: &Path) -> io::Result<()> {
@@ -828,6 +844,12 @@ pub fn recover(
     });
     let mut failures = failures.into_inner().unwrap_or_else(|p| p.into_inner());
     failures.sort_by_key(|(number, _)| *number);
+    // Marked before the refusal: the operator may move the segment aside
+    // next, and merges must then forget no tombstone until it is back or
+    // given up (`damaged_file_name`).
+    for (number, _) in &failures {
+        mark_damaged(dir, *number);
+    }
     if let Some((_, err)) = failures.into_iter().next() {
         return Err(DataDirError::Recovery(err));
     }
@@ -835,6 +857,19 @@ pub fn recover(
     for entry in owned.into_inner().unwrap_or_else(|p| p.into_inner()) {
         if let Some(ownership) = entry.owner {
             keydir.index_owned(entry.ident(), entry.version, ownership);
+        }
+    }
+    // Every segment here loaded: a marker beside one is stale (it was
+    // repaired or put back). A marker whose segment is missing stays.
+    for &n in &numbers {
+        let marker = dir.join(damaged_file_name(n));
+        if marker.exists() {
+            match fs::remove_file(&marker) {
+                Ok(()) => {
+                    tracing::info!(marker = %marker.display(), "segment loads again: marker removed")
+                }
+                Err(err) => tracing::warn!(marker = %marker.display(), "removing: {err}"),
+            }
         }
     }
     let begin = high_water.into_inner().unwrap_or_else(|p| p.into_inner());

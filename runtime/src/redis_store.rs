@@ -586,6 +586,42 @@ impl Store {
         }
     }
 
+    /// PINGs the store on the read connection and, with a single Redis, on
+    /// every write connection too, all at once; true when every one
+    /// answered. A single Redis's connection manager reconnects only after
+    /// a request on that connection failed: after Redis restarted, each
+    /// write connection still held its dead socket, so `/readyz` said ok
+    /// (the read connection had reconnected) and the next 16 SHORTENs were
+    /// each answered 503 "broken pipe" (review 6, F4). A failed PING is
+    /// what makes that connection reconnect, so the writes after `/readyz`
+    /// says ok find live connections; and a write is never re-sent. (A
+    /// cluster connection reconnects to each node itself; its PING goes to
+    /// a random node, so one is enough.)
+    async fn ping_all(&self) -> bool {
+        let mut conns = vec![self.reads.clone()];
+        if matches!(self.reads, Conn::Single(_)) {
+            conns.extend(self.writes.iter().cloned());
+        }
+        let timeout = self.settings.timeout;
+        // Every PING is sent even when one fails: each failed one starts
+        // its own connection's reconnect.
+        let pings: Vec<_> = conns
+            .into_iter()
+            .map(|mut conn| {
+                tokio::task::spawn_local(async move {
+                    tokio::time::timeout(timeout, conn.query(&redis::cmd("PING")))
+                        .await
+                        .is_ok_and(|r| r.is_ok())
+                })
+            })
+            .collect();
+        let mut ok = true;
+        for ping in pings {
+            ok &= ping.await.unwrap_or(false);
+        }
+        ok
+    }
+
     /// A write connection, round robin.
     fn writer(&self) -> Conn {
         let i = self.next_write.get();
@@ -1269,13 +1305,7 @@ pub fn start(
                 tokio::task::spawn_local(async move {
                     loop {
                         tokio::time::sleep(PING_EVERY).await;
-                        let mut reads = pinger.reads.clone();
-                        let ok = tokio::time::timeout(
-                            pinger.settings.timeout,
-                            reads.query(&redis::cmd("PING")),
-                        )
-                        .await
-                        .is_ok_and(|r| r.is_ok());
+                        let ok = pinger.ping_all().await;
                         pinger.set_health(ok);
                         if ok && pinger.refusing.get() {
                             let _ =
