@@ -11,11 +11,18 @@
 #     its I/O rate (bytes read = the sealed segments' bytes before, bytes
 #     written = after, over that time);
 #   - pipelined RESOLVE of live codes (`shorty bench`, CPU $CLIENT_CPU)
-#     per second without a merge and during it: the mean over the seconds
-#     that fell wholly inside the merge, against the mean of a run without.
+#     per second without a merge (before it and after it) and during it:
+#     the mean over the seconds that fell wholly inside the merge, against
+#     the mean of the runs without (before and after, so a drift of the
+#     machine's load shows as their difference);
+#   - counted, per phase: the serving thread's (`shorty-core-0`) and the
+#     merge thread's CPU seconds and context switches (voluntary: it
+#     waited; involuntary: it was preempted, e.g. by the merge), and the
+#     process's disk reads and writes (/proc/PID/io read_bytes and
+#     write_bytes: what reached the disk, not the page cache).
 # The merge thread shares CPU $SERVER_CPU with the serving thread (the
 # whole process is pinned): as on a one-core server.
-# Usage: LINKS=2000000 [RATE=bytes/s] [THRESHOLD=30%] [NICE=10] scripts/bench-merge-server.sh   (needs ~300 B of disk
+# Usage: LINKS=2000000 [RATE=bytes/s] [THRESHOLD=30%] [NICE=10] [IDLE=10] [DURING=s] scripts/bench-merge-server.sh   (needs ~300 B of disk
 # per link in $DIR, twice over during the merge)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -94,16 +101,54 @@ python3 scripts/delete_many.py "$wire" "$tmp/links.jsonl" 8 64
 sleep 1
 report "deleted half"
 
+# One line of counters: per thread (core-0, merge) the CPU time and the
+# time spent runnable but waiting for a CPU (/proc/.../schedstat, ns),
+# voluntary and involuntary switches; the process's read_bytes and
+# write_bytes.
+counters() {
+  local line="" t comm
+  for comm in shorty-core-0 shorty-merge; do
+    for t in /proc/"$SERVER"/task/*; do
+      [ "$(cat "$t/comm" 2>/dev/null)" = "$comm" ] || continue
+      line="$line $(awk '{print $1, $2}' "$t/schedstat")"
+      line="$line $(awk '/^voluntary_ctxt_switches/ {v=$2} /^nonvoluntary_ctxt_switches/ {n=$2} END {print v, n}' "$t/status")"
+    done
+  done
+  line="$line $(awk '/^read_bytes/ {r=$2} /^write_bytes/ {w=$2} END {print r, w}' /proc/"$SERVER"/io)"
+  echo "$line"
+}
+# Prints the counters' change over a phase; with a rate file, the serving
+# thread's CPU per RESOLVE (the server's own cost, which the machine's
+# load does not change).
+phase() { # name before after seconds [rates]
+  python3 - "$@" <<'PY'
+import re, sys
+name, a, b, secs = sys.argv[1], sys.argv[2].split(), sys.argv[3].split(), float(sys.argv[4])
+d = [int(y) - int(x) for x, y in zip(a, b)]
+line = (f"{name} ({secs:.1f} s): core-0 {d[0] / 1e9:.1f} CPU s, waited {d[1] / 1e9:.2f} s for a CPU,"
+        f" {d[2]} voluntary / {d[3]} involuntary switches; merge {d[4] / 1e9:.1f} CPU s, waited"
+        f" {d[5] / 1e9:.2f} s, {d[6]} / {d[7]}; disk read {d[8] / 1e6:.1f} MB, written {d[9] / 1e6:.1f} MB")
+if len(sys.argv) > 5:
+    n = sum(int(m.group(1)) for m in (re.search(r"/second: (\d+)$", l.strip()) for l in open(sys.argv[5])) if m)
+    if n:
+        line += f"; {n} RESOLVEs, core-0 {d[0] / n / 1e3:.2f} us CPU each"
+print(line)
+PY
+}
+
 disk_before=$(disk)
 echo "=== RESOLVE without a merge, ${IDLE}s"
+c0=$(counters)
 resolve_run "$IDLE" "$tmp/idle.txt"
+phase "without (before)" "$c0" "$(counters)" "$IDLE" "$tmp/idle.txt"
 merges_before=$(metric shorty_log_merges_total)
 echo "=== SIGUSR1: merge, RESOLVE during it"
-resolve_run $((IDLE * 6)) "$tmp/during.txt" &
+resolve_run "${DURING:-$((IDLE * 6))}" "$tmp/during.txt" &
 bench=$!
 bench_start=$(date +%s.%N)
 sleep 1
 merge_start=$(date +%s.%N)
+c1=$(counters)
 kill -USR1 "$SERVER"
 # The merge thread merges until nothing is worth it: done once the count
 # has moved and then stayed for 2 s.
@@ -122,23 +167,34 @@ while kill -0 "$bench" 2>/dev/null; do
     [ "$stable" -ge 10 ] && break
   fi
 done
+c2=$(counters)
 kill -TERM "$bench" 2>/dev/null || true
 wait "$bench" 2>/dev/null || true
 [ -n "$merge_end" ] || { echo "no merge completed while the reads ran" >&2; exit 1; }
+phase "during (SIGUSR1 to 2 s after the last merge)" "$c1" "$c2" \
+  "$(python3 -c "import sys; print(float(sys.argv[2]) - float(sys.argv[1]))" "$merge_start" "$(date +%s.%N)")" \
+  "$tmp/during.txt"
 report "merged ($((last - merges_before)) merges, $(metric shorty_log_merge_reclaimed_bytes_total) B reclaimed)"
-python3 - "$tmp/idle.txt" "$tmp/during.txt" "$bench_start" "$merge_start" "$merge_end" "$disk_before" "$(disk)" <<'EOF'
+echo "=== RESOLVE without a merge again (after it), ${IDLE}s"
+c3=$(counters)
+resolve_run "$IDLE" "$tmp/after.txt"
+phase "without (after)" "$c3" "$(counters)" "$IDLE" "$tmp/after.txt"
+cat "$tmp/after.txt" >>"$tmp/idle.txt"
+python3 - "$tmp/idle.txt" "$tmp/during.txt" "$bench_start" "$merge_start" "$merge_end" "$disk_before" "$(disk)" "$tmp/after.txt" <<'EOF'
 import re, statistics, sys
 def rates(path):
     return [int(m.group(1)) for m in (re.search(r"/second: (\d+)$", l.strip()) for l in open(path)) if m]
-idle, during = rates(sys.argv[1]), rates(sys.argv[2])
+idle, during, again = rates(sys.argv[1]), rates(sys.argv[2]), rates(sys.argv[8])
 b, s, e = map(float, sys.argv[3:6])
 # Second k of the run covers [b + k, b + k + 1): keep those wholly inside the merge.
 inside = [r for k, r in enumerate(during) if b + k >= s and b + k + 1 <= e]
 before, after = int(sys.argv[6]), int(sys.argv[7])
 print(f"merge took {e - s:.1f} s (to within 0.2 s); I/O at most {before / (e - s) / 1e6:.1f} MB/s read"
       f" + {after / (e - s) / 1e6:.1f} MB/s written (whole directory before / after over the merge's time)")
+first = idle[: len(idle) - len(again)]
 print(f"RESOLVE/s without a merge: mean {statistics.mean(idle):.0f} over {len(idle)} s"
-      f" (min {min(idle)}, max {max(idle)})")
+      f" (min {min(idle)}, max {max(idle)}; before {statistics.mean(first):.0f},"
+      f" after {statistics.mean(again):.0f})")
 if inside:
     m = statistics.mean(inside)
     print(f"RESOLVE/s during the merge: mean {m:.0f} over {len(inside)} s (min {min(inside)}, max {max(inside)})")

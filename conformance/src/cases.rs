@@ -807,7 +807,7 @@ pub(crate) fn assert_all_resolve(server: &Server, links: &[(String, String)]) {
 
 pub(crate) const EXIT_TIMEOUT: Duration = Duration::from_secs(30);
 
-fn server_args<'a>(dir: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+pub(crate) fn server_args<'a>(dir: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
     let mut args = vec![
         "--listen",
         "127.0.0.1:0",
@@ -1037,13 +1037,13 @@ pub fn a_full_disk_is_survived_and_recovered_from(bin: &Path) {
     );
 }
 
-fn admin_get(server: &Server, path: &str) -> (u16, String) {
+pub(crate) fn admin_get(server: &Server, path: &str) -> (u16, String) {
     let (status, _, body) = http("GET", &format!("http://{}{path}", server.admin_addr()));
     (status, body)
 }
 
 /// The value of the metric line starting with `prefix`, 0 if absent.
-fn metric(text: &str, prefix: &str) -> f64 {
+pub(crate) fn metric(text: &str, prefix: &str) -> f64 {
     text.lines()
         .find(|l| l.starts_with(prefix))
         .and_then(|l| l.rsplit(' ').next())

@@ -631,6 +631,48 @@ pub fn redis_single_restarted_is_served_again(binary: &Path) {
     every_acked_link_is_stored(&server, &before.acked, |k| redis.get(k));
 }
 
+// ----- engineer REDIS: a restarted Redis's write connections (review 6, F4) -----
+
+/// Once `/readyz` says ok after a single Redis restarted, SHORTENs are
+/// acknowledged, more in a row than the store thread has write
+/// connections (16). Readiness used to PING only the read connection, so
+/// it said ok while every write connection still held its dead socket,
+/// and each answered one SHORTEN 503 "broken pipe" before reconnecting.
+pub fn redis_single_restarted_is_ready_only_when_writes_succeed(binary: &Path) {
+    let Some(mut redis) = or_skip(Redis::start(&[])) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let server = node(binary, dir.path(), &redis.url(), &["--store-replicas", "0"]);
+    // Every write connection used once before the restart.
+    let before = shorten_many(&server, "before", 40, 60);
+    assert_eq!(before.acked.len(), 40, "{before:?}");
+    redis.restart();
+    // Readiness is checked every second: past that, it is about the
+    // restarted Redis, not the one before.
+    std::thread::sleep(Duration::from_millis(1500));
+    let ready = format!("http://{}/readyz", server.admin_addr());
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while crate::cases::http("GET", &ready).0 != 200 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not ready 15 s after Redis came back\n{}",
+            server.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let after = shorten_many(&server, "after", 40, 60);
+    assert_eq!(
+        (after.acked.len(), after.refused),
+        (40, 0),
+        "SHORTENs refused after /readyz said ok: {}\n{}",
+        after.last_refusal,
+        server.log()
+    );
+    every_acked_link_is_stored(&server, &after.acked, |k| redis.get(k));
+    every_acked_link_is_stored(&server, &before.acked, |k| redis.get(k));
+}
+
 /// Expands to one `#[test]` per Redis fault case against `$binary`.
 #[macro_export]
 macro_rules! redis_suite {
@@ -655,6 +697,8 @@ macro_rules! redis_suite {
             redis_disable_destination_reaches_every_node,
             // ----- lead: a restarted Redis (review 4, F1) -----
             redis_single_restarted_is_served_again,
+            // ----- engineer REDIS: a restarted Redis's write connections (review 6, F4) -----
+            redis_single_restarted_is_ready_only_when_writes_succeed,
         );
     };
     (@cases $binary:expr; $($case:ident),* $(,)?) => {

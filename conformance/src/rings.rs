@@ -24,6 +24,10 @@ pub const IOPOLL: u32 = 1;
 pub const COOP_TASKRUN: u32 = 1 << 8;
 /// `IORING_SETUP_SINGLE_ISSUER`.
 pub const SINGLE_ISSUER: u32 = 1 << 12;
+/// `IORING_SETUP_TASKRUN_FLAG`.
+pub const TASKRUN_FLAG: u32 = 1 << 9;
+/// `IORING_SETUP_DEFER_TASKRUN`.
+pub const DEFER_TASKRUN: u32 = 1 << 13;
 
 /// `IORING_REGISTER_PROBE`: read-only, so asking it of the server's ring
 /// changes nothing there.
@@ -221,4 +225,40 @@ pub fn traced_setups(binary: &Path, args: &[&std::ffi::OsStr], want: usize) -> V
     };
     drop(traced);
     found
+}
+
+/// The id of the thread of process `pid` named `name` (`/proc/PID/task/TID/comm`).
+pub fn thread_named(pid: u32, name: &str) -> Option<u32> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .ok()?
+        .map_while(Result::ok)
+        .find_map(|task| {
+            let comm = std::fs::read_to_string(task.path().join("comm")).ok()?;
+            (comm.trim_end() == name)
+                .then(|| task.file_name().to_str()?.parse().ok())
+                .flatten()
+        })
+}
+
+/// What thread `tid` of process `pid` has done so far: CPU time (user and
+/// system, from `/proc/PID/task/TID/stat`) and read-type system calls made
+/// (`syscr` in `.../io`; an eventfd or socket `read` counts, `epoll_wait`
+/// and `io_uring_enter` do not).
+pub fn thread_usage(pid: u32, tid: u32) -> (Duration, u64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat")).expect("stat");
+    // Fields after the `(comm)`, which may hold spaces: state is field 3,
+    // utime 14 and stime 15.
+    let after = &stat[stat.rfind(')').expect("(comm)") + 2..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    // SAFETY: sysconf takes a constant and no pointers.
+    let hz = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).expect("CLK_TCK");
+    let cpu = Duration::from_millis(ticks * 1000 / hz);
+    let io = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/io")).expect("io");
+    let reads = io
+        .lines()
+        .find_map(|l| l.strip_prefix("syscr:"))
+        .and_then(|n| n.trim().parse().ok())
+        .expect("syscr");
+    (cpu, reads)
 }

@@ -107,6 +107,11 @@ pub enum Tool {
         /// As the server's flag.
         #[arg(long, env = "SHORTY_MERGE_RATE", default_value_t = 32 << 20, value_parser = clap::value_parser!(u64).range(1..))]
         merge_rate: u64,
+        /// As the server's flag (the same environment variable): an
+        /// alias's tombstone is forgotten once it is over, as the server's
+        /// own merges do.
+        #[arg(long, env = "SHORTY_ALIAS_QUARANTINE", default_value = "30d", value_parser = parse_duration)]
+        alias_quarantine: Duration,
     },
     // ----- statistics (issue 20) -----
     /// Print one link's click statistics as JSON (totals, series, top
@@ -480,7 +485,8 @@ pub struct ServeArgs {
 
     /// The merge thread's nice value (0-19): on a core the serving threads
     /// keep busy, the merge takes what they leave (at 10, about a tenth of
-    /// a busy CPU) instead of half of it.
+    /// a busy CPU) instead of half of it. Above 0 its disk I/O is also in
+    /// the idle class (served when no other request waits).
     #[arg(long, env = "SHORTY_MERGE_NICE", default_value_t = crate::merge::DEFAULT_NICE, value_parser = clap::value_parser!(i32).range(0..=19))]
     pub merge_nice: i32,
 
@@ -574,6 +580,15 @@ pub struct ServeArgs {
     #[arg(long, env = "SHORTY_CLIENT_IP_HEADER", default_value = "x-forwarded-for",
           value_parser = shorty_service::limits::ClientIpHeader::parse)]
     pub client_ip_header: shorty_service::limits::ClientIpHeader,
+
+    // ----- issue 23 (per core, at the floor): engineer FLOOR's block -----
+    /// shorty-uring only: set each core's ring up with io_uring
+    /// `DEFER_TASKRUN` (Linux 6.1), driven through an eventfd
+    /// (vendor/PATCHES.md, tokio-uring patch 2): `on` or `off`. Off by
+    /// default: measured not better than without it (issue 23). A kernel
+    /// that refuses it gets a ring without it. shorty-glommio ignores it.
+    #[arg(long, env = "SHORTY_URING_DEFER_TASKRUN", default_value = "off", action = clap::ArgAction::Set, value_parser = parse_on_off)]
+    pub uring_defer_taskrun: bool,
 }
 
 /// `on`/`off` (and `true`/`false`) for switches such as `--ui`.

@@ -14,7 +14,7 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use shorty_service::codes::{format_code, CodeKey, IdSpace, MAX_CODE_LEN};
-use shorty_service::keydir::{Ident, KeyDir, Location, Target, TOMBSTONE};
+use shorty_service::keydir::{Ident, KeyDir, Location, SameVersion, Target, TOMBSTONE};
 use shorty_service::log::hint::{
     build_hint, hint_file_name, hint_reservation, HintEntry, HINT_HEADER_LEN,
 };
@@ -23,7 +23,8 @@ use shorty_service::log::recovery::{
     recover_segment, HighWater, RecoveryError, RecoveryFiles, STATE_FILE,
 };
 use shorty_service::log::segments::{
-    parse_hint_file_name, parse_segment_file_name, segment_file_name, FileIdx, SegmentTable,
+    damaged_file_name, parse_hint_file_name, parse_segment_file_name, segment_file_name, FileIdx,
+    SegmentTable,
 };
 use shorty_service::log::Repair;
 use tempfile::NamedTempFile;
@@ -148,6 +149,21 @@ pub struct DataDir {
     /// Held for the life of the process: the flock is released when the
     /// descriptor closes (also when the process is killed).
     _lock: File,
+}
+
+/// Leaves [`damaged_file_name`]`(number)` beside a segment recovery
+/// refused; a failure is logged (the refusal is reported anyway).
+fn mark_damaged(dir: &Path, number: u64) {
+    let name = damaged_file_name(number);
+    let text = format!(
+        "recovery refused {}: while this file is here and that segment is not, \
+         merges forget no deleted link (the segment may be moved back); \
+         delete this file once the segment is given up for good\n",
+        segment_file_name(number)
+    );
+    if let Err(err) = write_atomic(dir, &name, text.as_bytes()) {
+        tracing::warn!(marker = %name, "marking a damaged segment: {err}");
+    }
 }
 
 fn sync_dir(dir: &Path) -> io::Result<()> {
@@ -567,6 +583,112 @@ fn verbatim_copy(
     first.is_some() && first == record(b)
 }
 
+/// Records of one key at one version met while loading segments into a
+/// key directory: [`recover`] refuses the directory for them, and
+/// `verify` reports them, through this one check.
+#[derive(Debug, Default)]
+pub struct DuplicateCheck {
+    found: Mutex<Vec<Duplicate>>,
+}
+
+impl DuplicateCheck {
+    /// Notes that `entry`, of segment `number` (`idx` in `table`), met
+    /// `same` in the key directory (`KeyDir::recover` refused it).
+    pub fn add(
+        &self,
+        table: &SegmentTable,
+        number: u64,
+        idx: FileIdx,
+        entry: HintEntry,
+        same: SameVersion,
+    ) {
+        // The other place: whichever record was loaded first. Both are
+        // named, in file order, so the report does not depend on which
+        // thread won.
+        let (file, offset) = match same.existing {
+            Target::Live(loc) => (loc.file, loc.offset),
+            Target::Deleted { file, .. } => (file, TOMBSTONE),
+        };
+        let other = table.get(file).map(|s| (s.number, offset));
+        let here = (number, entry.offset);
+        let (first, second) = match other {
+            Some(o) if o < here => (o, here),
+            Some(o) => (here, o),
+            None => (here, here),
+        };
+        let existing = match same.existing {
+            Target::Live(loc) => (loc.file, loc.offset, 0),
+            Target::Deleted {
+                file,
+                deleted_at_ms,
+            } => (file, TOMBSTONE, deleted_at_ms),
+        };
+        self.found
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Duplicate {
+                first,
+                second,
+                key: entry.key,
+                alias: entry.alias,
+                version: same.version,
+                places: [existing, (idx, entry.offset, entry.deleted_at_ms)],
+            });
+    }
+
+    /// Judges what [`add`](Self::add) noted once every segment of `dir` is
+    /// loaded into `keydir`.
+    ///
+    /// # Errors
+    /// [`DataDirError::Duplicate`]: two records of one key at one version
+    /// that are not one record in two places (the first in file order).
+    pub fn finish(
+        self,
+        dir: &Path,
+        table: &SegmentTable,
+        keydir: &KeyDir,
+    ) -> Result<(), DataDirError> {
+        let mut duplicates = self.found.into_inner().unwrap_or_else(|p| p.into_inner());
+        // The same version twice with the same bytes is one record in two
+        // places (a merge's copy and its source): not a conflict. The copy
+        // in the higher-numbered segment is kept (a merge's output is
+        // numbered past its inputs); the other is dead and the next merge
+        // drops it. Different bytes at one version are refused below.
+        let mut segments = HashMap::new();
+        duplicates.retain(|dup| {
+            if !verbatim_copy(dir, table, dup, &mut segments) {
+                return true;
+            }
+            let number = |place: (FileIdx, u32, u64)| table.get(place.0).map_or(0, |s| s.number);
+            let [loaded, other] = dup.places;
+            if number(other) > number(loaded) {
+                keydir.replace(dup.ident(), target_of(loaded), target_of(other));
+            }
+            tracing::warn!(
+                first = %segment_file_name(dup.first.0),
+                second = %segment_file_name(dup.second.0),
+                "one record in two segments (a merge's copy and its source): keeping the later"
+            );
+            false
+        });
+        match duplicates.into_iter().min() {
+            None => Ok(()),
+            Some(dup) => {
+                let mut buf = [0; MAX_CODE_LEN];
+                Err(DataDirError::Duplicate {
+                    code: match &dup.alias {
+                        Some(alias) if dup.key == ALIAS_KEY => alias.to_string(),
+                        _ => format_code(dup.key, &mut buf).to_owned(),
+                    },
+                    version: dup.version,
+                    first: (segment_file_name(dup.first.0), dup.first.1),
+                    second: (segment_file_name(dup.second.0), dup.second.1),
+                })
+            }
+        }
+    }
+}
+
 /// Recovers every segment of `dir` into `keydir`, registering them in
 /// `table`, on `threads` threads; records the high-water mark (`STATE`) and
 /// numbers `table`'s new segments past it.
@@ -641,7 +763,7 @@ pub fn recover(
         ..RecoveryReport::default()
     });
     let high_water = Mutex::new(floor);
-    let duplicates: Mutex<Vec<Duplicate>> = Mutex::new(Vec::new());
+    let duplicates = DuplicateCheck::default();
     // Links made with an API key: indexed by owner once every segment is
     // loaded, if still the live version (`KeyDir::index_owned`).
     let owned: Mutex<Vec<HintEntry>> = Mutex::new(Vec::new());
@@ -680,38 +802,7 @@ pub fn recover(
                             .append(&mut owned_here);
                     }
                     for (entry, same) in found {
-                        // The other place: whichever record was loaded
-                        // first. Both are named, in file order, so the
-                        // report does not depend on which thread won.
-                        let (file, offset) = match same.existing {
-                            Target::Live(loc) => (loc.file, loc.offset),
-                            Target::Deleted { file, .. } => (file, TOMBSTONE),
-                        };
-                        let other = table.get(file).map(|s| (s.number, offset));
-                        let here = (number, entry.offset);
-                        let (first, second) = match other {
-                            Some(o) if o < here => (o, here),
-                            Some(o) => (here, o),
-                            None => (here, here),
-                        };
-                        let existing = match same.existing {
-                            Target::Live(loc) => (loc.file, loc.offset, 0),
-                            Target::Deleted {
-                                file,
-                                deleted_at_ms,
-                            } => (file, TOMBSTONE, deleted_at_ms),
-                        };
-                        duplicates
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .push(Duplicate {
-                                first,
-                                second,
-                                key: entry.key,
-                                alias: entry.alias,
-                                version: same.version,
-                                places: [existing, (idx, entry.offset, entry.deleted_at_ms)],
-                            });
+                        duplicates.add(table, number, idx, entry, same);
                     }
                     match result {
                         Ok(outcome) => {
@@ -753,47 +844,32 @@ pub fn recover(
     });
     let mut failures = failures.into_inner().unwrap_or_else(|p| p.into_inner());
     failures.sort_by_key(|(number, _)| *number);
+    // Marked before the refusal: the operator may move the segment aside
+    // next, and merges must then forget no tombstone until it is back or
+    // given up (`damaged_file_name`).
+    for (number, _) in &failures {
+        mark_damaged(dir, *number);
+    }
     if let Some((_, err)) = failures.into_iter().next() {
         return Err(DataDirError::Recovery(err));
     }
-    let mut duplicates = duplicates.into_inner().unwrap_or_else(|p| p.into_inner());
-    // The same version twice with the same bytes is one record in two
-    // places (a merge's copy and its source): not a conflict. The copy in
-    // the higher-numbered segment is kept (a merge's output is numbered
-    // past its inputs); the other is dead and the next merge drops it.
-    // Different bytes at one version are refused below.
-    let mut segments = HashMap::new();
-    duplicates.retain(|dup| {
-        if !verbatim_copy(dir, table, dup, &mut segments) {
-            return true;
-        }
-        let number = |place: (FileIdx, u32, u64)| table.get(place.0).map_or(0, |s| s.number);
-        let [loaded, other] = dup.places;
-        if number(other) > number(loaded) {
-            keydir.replace(dup.ident(), target_of(loaded), target_of(other));
-        }
-        tracing::warn!(
-            first = %segment_file_name(dup.first.0),
-            second = %segment_file_name(dup.second.0),
-            "one record in two segments (a merge's copy and its source): keeping the later"
-        );
-        false
-    });
-    if let Some(dup) = duplicates.into_iter().min() {
-        let mut buf = [0; MAX_CODE_LEN];
-        return Err(DataDirError::Duplicate {
-            code: match &dup.alias {
-                Some(alias) if dup.key == ALIAS_KEY => alias.to_string(),
-                _ => format_code(dup.key, &mut buf).to_owned(),
-            },
-            version: dup.version,
-            first: (segment_file_name(dup.first.0), dup.first.1),
-            second: (segment_file_name(dup.second.0), dup.second.1),
-        });
-    }
+    duplicates.finish(dir, table, keydir)?;
     for entry in owned.into_inner().unwrap_or_else(|p| p.into_inner()) {
         if let Some(ownership) = entry.owner {
             keydir.index_owned(entry.ident(), entry.version, ownership);
+        }
+    }
+    // Every segment here loaded: a marker beside one is stale (it was
+    // repaired or put back). A marker whose segment is missing stays.
+    for &n in &numbers {
+        let marker = dir.join(damaged_file_name(n));
+        if marker.exists() {
+            match fs::remove_file(&marker) {
+                Ok(()) => {
+                    tracing::info!(marker = %marker.display(), "segment loads again: marker removed")
+                }
+                Err(err) => tracing::warn!(marker = %marker.display(), "removing: {err}"),
+            }
         }
     }
     let begin = high_water.into_inner().unwrap_or_else(|p| p.into_inner());
@@ -1490,6 +1566,12 @@ mod tests {
                     }
                 }
             }
+            fs::write(dir.path().join(KEY_FILE), [9; 16]).unwrap();
+            assert_eq!(
+                crate::tools::verify(dir.path()),
+                std::process::ExitCode::SUCCESS,
+                "one record in two places is not a conflict for verify either"
+            );
             // Another record of version 3 with other bytes: refused.
             write_records(
                 dir.path(),
@@ -1505,13 +1587,19 @@ mod tests {
                 matches!(err, DataDirError::Duplicate { version: 3, .. }),
                 "{err}"
             );
+            assert_eq!(
+                crate::tools::verify(dir.path()),
+                std::process::ExitCode::FAILURE
+            );
         }
     }
 
     #[test]
     fn equal_versions_of_one_key_are_refused_naming_both_places() {
         use shorty_service::log::record::Link;
+        use std::process::ExitCode;
         let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join(KEY_FILE), [9; 16]).unwrap();
         let v3 = versioned(3);
         for n in 0..2 {
             write_records(
@@ -1523,6 +1611,10 @@ mod tests {
                 })],
                 true,
             );
+            // `verify` runs the same check: clean with one record, not
+            // with the second (it used to say clean).
+            let expected = [ExitCode::SUCCESS, ExitCode::FAILURE][n as usize];
+            assert_eq!(crate::tools::verify(dir.path()), expected, "{n}");
         }
         let err = recover_fresh(dir.path(), 2).unwrap_err();
         let message = err.to_string();

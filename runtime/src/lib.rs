@@ -23,7 +23,9 @@
 //! - [`logging`]: text or JSON logs.
 //! - [`notify`]: extending systemd's start timeout while recovering.
 //! - [`server`]: each backend's whole `main`.
-// One `unsafe` call (`malloc_trim`, in `datadir.rs`), commented; none else.
+// Two `unsafe` calls (`malloc_trim` in `datadir.rs`, the `ioprio_set`
+// syscall in `merge.rs`: neither libc nor rustix wraps it), commented;
+// none else.
 #![deny(unsafe_code)]
 #![deny(missing_docs)]
 

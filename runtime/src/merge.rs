@@ -106,12 +106,11 @@ impl Forgetting for Rule {
 /// idle one.
 pub const DEFAULT_NICE: i32 = 10;
 
-/// Lowers the calling thread's CPU priority to `nice`. Linux applies it
-/// per thread (`setpriority` given a thread id), so the serving threads
-/// are untouched. A failure (a container that forbids it) is logged and
-/// the merge runs as before. (Its disk I/O keeps its class: the pace,
-/// `--merge-rate`, already bounds it, and the serving cores mostly read
-/// from the page cache.)
+/// Lowers the calling thread's CPU priority to `nice` and, with any
+/// `nice` above 0, its disk I/O to the idle class ([`IOPRIO_IDLE`]).
+/// Linux applies both per thread (given a thread id), so the serving
+/// threads are untouched. A failure (a container that forbids it) is
+/// logged and the merge runs as before.
 pub fn lower_priority(nice: i32) {
     if nice <= 0 {
         return;
@@ -119,6 +118,40 @@ pub fn lower_priority(nice: i32) {
     let tid = rustix::thread::gettid();
     if let Err(err) = rustix::process::setpriority_process(Some(tid), nice) {
         tracing::warn!("merge: cannot lower the thread's priority: {err}");
+    }
+    if let Err(err) = set_io_priority(tid.as_raw_nonzero().get(), IOPRIO_IDLE) {
+        tracing::warn!("merge: cannot lower the thread's I/O priority: {err}");
+    }
+}
+
+/// `ioprio_set`'s value for the idle class (`IOPRIO_CLASS_IDLE` = 3,
+/// shifted by `IOPRIO_CLASS_SHIFT` = 13; the idle class has no levels):
+/// the block layer's schedulers that know classes (mq-deadline, bfq)
+/// serve the merge's reads and syncs only when no other request waits,
+/// with an aging bound (mq-deadline: 10 s) so it is never starved for
+/// good. By default a thread's I/O priority follows its nice value within
+/// the best-effort class, which mq-deadline does not tell apart.
+pub const IOPRIO_IDLE: i32 = 3 << 13;
+
+/// `ioprio_set(IOPRIO_WHO_PROCESS, tid, value)`: neither libc nor rustix
+/// wraps it, so through `syscall`.
+fn set_io_priority(tid: i32, value: i32) -> io::Result<()> {
+    const IOPRIO_WHO_PROCESS: libc::c_long = 1;
+    // SAFETY: ioprio_set takes three integers and touches no memory of
+    // ours; a bad argument is an error return.
+    #[allow(unsafe_code)]
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_ioprio_set,
+            IOPRIO_WHO_PROCESS,
+            libc::c_long::from(tid),
+            libc::c_long::from(value),
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
     }
 }
 
@@ -450,8 +483,15 @@ pub fn spawn_merger(
 }
 
 /// `merge`: merges a stopped server's directory until no segment is over
-/// `threshold`; prints what it did. Exit 0 on success.
-pub fn offline(dir: &Path, threshold: f64, rate: u64) -> std::process::ExitCode {
+/// `threshold`, forgetting the tombstones a running server's merge would
+/// (`quarantine`: its `--alias-quarantine`); prints what it did. Exit 0
+/// on success.
+pub fn offline(
+    dir: &Path,
+    threshold: f64,
+    rate: u64,
+    quarantine: Duration,
+) -> std::process::ExitCode {
     let run = || -> Result<Vec<(MergeReport, Duration)>, String> {
         let data = crate::datadir::DataDir::open(dir).map_err(|e| e.to_string())?;
         let table = SegmentTable::new(data.path(), 0);
@@ -459,14 +499,16 @@ pub fn offline(dir: &Path, threshold: f64, rate: u64) -> std::process::ExitCode 
         settle(data.path()).map_err(|e| e.to_string())?;
         let recovered =
             crate::datadir::recover(data.path(), &table, &keydir, 2).map_err(|e| e.to_string())?;
-        // Codes' tombstones go as on a running server; aliases' are kept
-        // (the server's `--alias-quarantine` is not known here).
+        // The running server's rule: codes' tombstones below the id
+        // floor, aliases' after `--alias-quarantine` (the same flag and
+        // environment variable). It once kept every alias's, so an
+        // offline merge gave nothing back for them.
         let forget = if data.path().join(crate::datadir::KEY_FILE).exists() {
             let key = data.load_or_create_key().map_err(|e| e.to_string())?;
             Some(ForgetSource {
                 codec: Codec::new(&key),
                 ids: Arc::new(IdSpace::new(recovered.next_id)),
-                quarantine: Duration::MAX,
+                quarantine,
             })
         } else {
             None
@@ -758,7 +800,7 @@ mod tests {
         drop(table);
         // Nothing dead but the commit markers: 50% finds nothing, 0% all.
         assert_eq!(
-            offline(dir.path(), 0.5, u64::MAX),
+            offline(dir.path(), 0.5, u64::MAX, QUARANTINE),
             std::process::ExitCode::SUCCESS
         );
         assert_eq!(
@@ -766,7 +808,7 @@ mod tests {
             [1, 2, 3]
         );
         assert_eq!(
-            offline(dir.path(), 0.0, u64::MAX),
+            offline(dir.path(), 0.0, u64::MAX, QUARANTINE),
             std::process::ExitCode::SUCCESS
         );
         let left = crate::datadir::list_segments(dir.path()).unwrap();
@@ -776,6 +818,94 @@ mod tests {
         let report = crate::datadir::recover(dir.path(), &table, &keydir, 1).unwrap();
         assert_eq!(report.links, 120);
         assert_eq!(report.from_hints, 1);
+    }
+
+    /// The server's default `--alias-quarantine`, as the tool's.
+    const QUARANTINE: Duration = shorty_service::settings::DEFAULT_ALIAS_QUARANTINE;
+
+    /// The offline merge forgets what the server's merge forgets: an
+    /// alias's tombstone past its quarantine goes, one inside it stays
+    /// (the tool used to keep every alias's tombstone).
+    #[test]
+    fn the_offline_merge_forgets_alias_tombstones_past_their_quarantine() {
+        use shorty_service::keydir::{Ident, Target};
+        use shorty_service::log::record::{Keyed, Tombstone, ALIAS_KEY, NO_ID};
+        use shorty_service::log::segments::encode_sealed_records;
+        let dir = tempfile::tempdir().unwrap();
+        let write = |n: u64, records: &[Keyed<'_>]| {
+            let bytes = encode_sealed_records(n, &[records]);
+            fs::write(
+                dir.path().join(hint_file_name(n)),
+                build_hint(n, &bytes).unwrap(),
+            )
+            .unwrap();
+            fs::write(dir.path().join(segment_file_name(n)), bytes).unwrap();
+        };
+        let options = |alias: &str| {
+            let mut bytes = Vec::new();
+            shorty_service::link::LinkMeta {
+                alias: Some(alias.into()),
+                ..Default::default()
+            }
+            .encode(&mut bytes);
+            bytes
+        };
+        let (old, fresh) = (options("old-promo"), options("fresh-promo"));
+        write(
+            1,
+            &[
+                Keyed::Link(Link {
+                    options: &old,
+                    ..Link::plain(ALIAS_KEY, NO_ID, b"https://e.com/old")
+                }),
+                Keyed::Link(Link {
+                    options: &fresh,
+                    ..Link::plain(ALIAS_KEY, NO_ID, b"https://e.com/fresh")
+                }),
+                Keyed::Link(Link::plain(7, 1, b"https://e.com/7")),
+            ],
+        );
+        let now = crate::keys::now_ms();
+        let day = 86_400_000;
+        write(
+            2,
+            &[
+                // Deleted 31 days ago: its quarantine is over.
+                Keyed::Tombstone(Tombstone {
+                    key: ALIAS_KEY,
+                    version: 1,
+                    deleted_at_ms: now - 31 * day,
+                    alias: Some(b"old-promo"),
+                }),
+                // Deleted a day ago: still quarantined.
+                Keyed::Tombstone(Tombstone {
+                    key: ALIAS_KEY,
+                    version: 1,
+                    deleted_at_ms: now - day,
+                    alias: Some(b"fresh-promo"),
+                }),
+            ],
+        );
+        fs::write(dir.path().join(crate::datadir::KEY_FILE), [9; 16]).unwrap();
+        assert_eq!(
+            offline(dir.path(), 0.0, u64::MAX, QUARANTINE),
+            std::process::ExitCode::SUCCESS
+        );
+        let (table, keydir) = (SegmentTable::new(dir.path(), 0), KeyDir::new());
+        crate::datadir::recover(dir.path(), &table, &keydir, 1).unwrap();
+        assert_eq!(
+            keydir.lookup(Ident::Alias("old-promo")).map(|(t, _)| t),
+            None,
+            "past its quarantine, the tombstone is forgotten"
+        );
+        assert!(
+            matches!(
+                keydir.lookup(Ident::Alias("fresh-promo")),
+                Some((Target::Deleted { .. }, _))
+            ),
+            "inside its quarantine, the tombstone stays"
+        );
+        assert!(keydir.get(7).is_some());
     }
 
     #[test]
@@ -1051,8 +1181,8 @@ mod tests {
         after.split(' ').nth(16).unwrap().parse().unwrap()
     }
 
-    /// The merge thread runs at `--merge-nice`; the thread that started it
-    /// does not.
+    /// The merge thread runs at `--merge-nice` and in the idle I/O class;
+    /// the thread that started it does neither.
     #[test]
     fn the_merge_thread_runs_at_a_lower_priority() {
         let dir = tempfile::tempdir().unwrap();
@@ -1080,12 +1210,32 @@ mod tests {
                 let comm = fs::read_to_string(format!("/proc/self/task/{tid}/comm")).ok()?;
                 (comm.trim() == "shorty-merge").then_some(tid)
             });
-            if merger.is_some_and(|tid| nice_of(&tid) == 19) {
+            // Its disk I/O in the idle class too.
+            if merger.is_some_and(|tid| nice_of(&tid) == 19 && io_priority_of(&tid) == IOPRIO_IDLE)
+            {
                 break;
             }
-            assert!(Instant::now() < deadline, "no merge thread at nice 19");
+            assert!(
+                Instant::now() < deadline,
+                "no merge thread at nice 19 in the idle I/O class"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         assert_eq!(nice_of(&me), base, "the caller keeps its priority");
+        assert_ne!(
+            io_priority_of(&me),
+            IOPRIO_IDLE,
+            "the caller keeps its I/O priority"
+        );
+    }
+
+    /// `ioprio_get(IOPRIO_WHO_PROCESS, tid)`.
+    fn io_priority_of(tid: &str) -> i32 {
+        let tid: libc::c_long = tid.parse().unwrap();
+        // SAFETY: three integers in, an integer out; no memory touched.
+        #[allow(unsafe_code)]
+        let value = unsafe { libc::syscall(libc::SYS_ioprio_get, 1 as libc::c_long, tid) };
+        assert!(value >= 0, "ioprio_get: {}", io::Error::last_os_error());
+        value as i32
     }
 }

@@ -26,8 +26,14 @@
 //! nothing). The count is not `WAIT`ed for: a failover may give back the
 //! clicks its replica had not received yet. A delete removes the count
 //! after its script is confirmed (a key in another slot: not in the
-//! script). An expired link keeps its count as it keeps its key (it still
-//! answers 410, and an update may extend it).
+//! script). A link with an expiry gives its count the same expiry
+//! (`PEXPIREAT`, set by the click that creates the count), so an expired
+//! link leaves no count behind; a confirmed update moves it to the new
+//! expiry, or `PERSIST`s it when the update removes the expiry, so an
+//! extended link keeps its count. (An update that revives a link after
+//! its expiry finds its count gone and starts a new one; a core serving
+//! a link from its cache while another node updates it may create the
+//! count with the old expiry, within `--store-cache-ttl`.)
 //!
 //! **Order.** An update or delete is one Lua script on the key's slot
 //! ([`UPDATE_SCRIPT`], [`DELETE_SCRIPT`]): it refuses a link that is gone,
@@ -178,13 +184,19 @@ pub fn count_key(code: &str, created_at_ms: u64) -> String {
 }
 
 /// `KEYS[1]` a limited link's click count, `ARGV[1]` its limit, `ARGV[2]`
-/// `1` to take a click (`0` only looks): -1 if no click is left (none
-/// taken), else the count after taking. One script, so the check and the
-/// increment are one step on the key's primary: exact across nodes.
+/// `1` to take a click (`0` only looks), `ARGV[3]` the link's expiry (Unix
+/// ms, `0`: none): -1 if no click is left (none taken), else the count
+/// after taking. One script, so the check and the increment are one step
+/// on the key's primary: exact across nodes. The click that creates the
+/// count gives it the link's expiry (`PEXPIREAT`); later clicks leave it
+/// to updates (`Store::retime_count`), which know the newest.
 pub const COUNT_SCRIPT: &str = r"
 local n = tonumber(redis.call('GET', KEYS[1]) or '0')
 if n >= tonumber(ARGV[1]) then return -1 end
-if ARGV[2] == '1' then n = redis.call('INCR', KEYS[1]) end
+if ARGV[2] == '1' then
+  n = redis.call('INCR', KEYS[1])
+  if n == 1 and ARGV[3] ~= '0' then redis.call('PEXPIREAT', KEYS[1], ARGV[3]) end
+end
 return n
 ";
 

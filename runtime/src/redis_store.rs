@@ -49,7 +49,7 @@ use redis::{Cmd, Pipeline, RedisResult, Value};
 use shorty_protocol::ErrorCode;
 use shorty_service::codes::{format_code, CodeKey, Codec, MAX_CODE_LEN};
 use shorty_service::health::{Health, StorageHealth};
-use shorty_service::link::CONFLICT;
+use shorty_service::link::{LinkMeta, CONFLICT};
 use shorty_service::output::OpId;
 use shorty_service::shard::{OpResult, RemoteReply, RemoteRequest};
 use tokio::sync::mpsc;
@@ -586,6 +586,42 @@ impl Store {
         }
     }
 
+    /// PINGs the store on the read connection and, with a single Redis, on
+    /// every write connection too, all at once; true when every one
+    /// answered. A single Redis's connection manager reconnects only after
+    /// a request on that connection failed: after Redis restarted, each
+    /// write connection still held its dead socket, so `/readyz` said ok
+    /// (the read connection had reconnected) and the next 16 SHORTENs were
+    /// each answered 503 "broken pipe" (review 6, F4). A failed PING is
+    /// what makes that connection reconnect, so the writes after `/readyz`
+    /// says ok find live connections; and a write is never re-sent. (A
+    /// cluster connection reconnects to each node itself; its PING goes to
+    /// a random node, so one is enough.)
+    async fn ping_all(&self) -> bool {
+        let mut conns = vec![self.reads.clone()];
+        if matches!(self.reads, Conn::Single(_)) {
+            conns.extend(self.writes.iter().cloned());
+        }
+        let timeout = self.settings.timeout;
+        // Every PING is sent even when one fails: each failed one starts
+        // its own connection's reconnect.
+        let pings: Vec<_> = conns
+            .into_iter()
+            .map(|mut conn| {
+                tokio::task::spawn_local(async move {
+                    tokio::time::timeout(timeout, conn.query(&redis::cmd("PING")))
+                        .await
+                        .is_ok_and(|r| r.is_ok())
+                })
+            })
+            .collect();
+        let mut ok = true;
+        for ping in pings {
+            ok &= ping.await.unwrap_or(false);
+        }
+        ok
+    }
+
     /// A write connection, round robin.
     fn writer(&self) -> Conn {
         let i = self.next_write.get();
@@ -980,16 +1016,53 @@ impl Store {
         }
     }
 
+    /// Gives an updated link's click count (if it has one) the link's new
+    /// expiry, or none: an update that extends the expiry keeps the count
+    /// (the clicks taken still count against the limit), one that removes
+    /// it keeps the count for good. After the update is confirmed, like
+    /// [`drop_count`](Self::drop_count): a failure is logged, and leaves
+    /// the count expiring at the old time (the link then gets its clicks
+    /// back when that time passes).
+    async fn retime_count(&self, code: &str, created_at_ms: u64, expires_at_ms: Option<u64>) {
+        let name = redis_link::count_key(code, created_at_ms);
+        let cmd = match expires_at_ms {
+            Some(at) => {
+                let mut cmd = redis::cmd("PEXPIREAT");
+                cmd.arg(&name).arg(at);
+                cmd
+            }
+            None => {
+                let mut cmd = redis::cmd("PERSIST");
+                cmd.arg(&name);
+                cmd
+            }
+        };
+        if let Err(err) = self.writer().query(&cmd).await {
+            tracing::warn!(
+                code,
+                "an updated link's click count keeps its old expiry: {err}"
+            );
+        }
+    }
+
     /// Takes (or looks for) one click of a limited link's life in the
     /// store's shared count ([`redis_link::COUNT_SCRIPT`]).
-    async fn count(&self, code: &str, created_at_ms: u64, max: u64, take: bool) -> RemoteReply {
+    async fn count(
+        &self,
+        code: &str,
+        created_at_ms: u64,
+        max: u64,
+        take: bool,
+        expires_at_ms: Option<u64>,
+    ) -> RemoteReply {
         let name = redis_link::count_key(code, created_at_ms);
         let mut cmd = redis::cmd("EVAL");
         cmd.arg(redis_link::COUNT_SCRIPT)
             .arg(1)
             .arg(&name)
             .arg(max)
-            .arg(if take { "1" } else { "0" });
+            .arg(if take { "1" } else { "0" })
+            .arg(expires_at_ms.unwrap_or(0));
         match self.writer().query(&cmd).await {
             Ok(Value::Int(n)) => {
                 self.set_health(true);
@@ -1232,13 +1305,7 @@ pub fn start(
                 tokio::task::spawn_local(async move {
                     loop {
                         tokio::time::sleep(PING_EVERY).await;
-                        let mut reads = pinger.reads.clone();
-                        let ok = tokio::time::timeout(
-                            pinger.settings.timeout,
-                            reads.query(&redis::cmd("PING")),
-                        )
-                        .await
-                        .is_ok_and(|r| r.is_ok());
+                        let ok = pinger.ping_all().await;
                         pinger.set_health(ok);
                         if ok && pinger.refusing.get() {
                             let _ =
@@ -1272,7 +1339,24 @@ pub fn start(
                                     ..
                                 } => {
                                     let body = redis_link::body(&url, &options);
-                                    store.change(&code, Some((body, expected)), None).await
+                                    let reply =
+                                        store.change(&code, Some((body, expected)), None).await;
+                                    // The count (if the link is limited)
+                                    // follows the new expiry.
+                                    if let (Ok(meta), RemoteReply::Written { .. }) =
+                                        (LinkMeta::decode(&options), &reply)
+                                    {
+                                        if meta.max_clicks.is_some() {
+                                            store
+                                                .retime_count(
+                                                    &code,
+                                                    meta.created_at_ms.unwrap_or(0),
+                                                    meta.expires_at_ms,
+                                                )
+                                                .await;
+                                        }
+                                    }
+                                    reply
                                 }
                                 RemoteRequest::Delete {
                                     code,
@@ -1293,8 +1377,13 @@ pub fn start(
                                     created_at_ms,
                                     max,
                                     take,
+                                    expires_at_ms,
                                     ..
-                                } => store.count(&code, created_at_ms, max, take).await,
+                                } => {
+                                    store
+                                        .count(&code, created_at_ms, max, take, expires_at_ms)
+                                        .await
+                                }
                                 RemoteRequest::List {
                                     owner,
                                     after,

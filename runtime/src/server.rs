@@ -47,6 +47,9 @@ pub struct Worker {
     pub context: CoreContext,
     /// Its listeners.
     pub listeners: Listeners,
+    /// `--uring-defer-taskrun`: shorty-uring sets its ring up with
+    /// `DEFER_TASKRUN` (other backends ignore it).
+    pub defer_taskrun: bool,
 }
 
 fn install_panic_hook() {
@@ -134,7 +137,10 @@ where
             data_dir,
             merge_threshold,
             merge_rate,
-        }) => return crate::merge::offline(&data_dir, merge_threshold, merge_rate),
+            alias_quarantine,
+        }) => {
+            return crate::merge::offline(&data_dir, merge_threshold, merge_rate, alias_quarantine)
+        }
         Some(Tool::Export {
             data_dir,
             file,
@@ -459,6 +465,7 @@ where
                 http,
                 admin,
             },
+            defer_taskrun: args.uring_defer_taskrun,
         };
         let core = (!cores.is_empty()).then(|| cores[index % cores.len()]);
         let (serve, trigger) = (serve.clone(), trigger.clone());

@@ -3,7 +3,9 @@
 //! nothing) in pipelines, so every node's counts add up there. A link whose
 //! call Redis refused (out of memory, read-only) had nothing applied and
 //! goes again with the next flush; one whose answer never came may have
-//! been applied and is not sent again.
+//! been applied and is not sent again. With a single Redis each flush
+//! first checks its connection is live ([`live`]), so a Redis that
+//! restarted since the last flush loses none of the next one's counts.
 //!
 //! Keys carry the code as a hash tag, so one link's keys live in one slot:
 //! - `{CODE}:clicks`: a hash with `human`, `bot`, `first` (the least
@@ -306,6 +308,29 @@ fn keep_for_retry(
     dropped
 }
 
+/// With a single Redis, makes sure `conn` is live before a flush: a PING,
+/// and if that fails, another. The connection manager reconnects only
+/// after a request on its connection failed, so after Redis restarted the
+/// first request met the dead socket; when that was the flush, its links'
+/// counts were dropped as "may have been applied" though Redis never saw
+/// them (review 6, F5). A failed PING starts the reconnect, the second
+/// PING waits for it, and the flush goes to the new connection; if the
+/// second fails too, nothing was sent. (A cluster connection reconnects to
+/// each node itself.)
+///
+/// # Errors
+/// The store did not answer the second PING.
+async fn live(conn: &Conn) -> redis::RedisResult<()> {
+    if !matches!(conn, Conn::Single(_)) {
+        return Ok(());
+    }
+    let ping = redis::cmd("PING");
+    if conn.clone().query(&ping).await.is_ok() {
+        return Ok(());
+    }
+    conn.clone().query(&ping).await.map(drop)
+}
+
 impl StatsSink for RedisStats {
     fn apply(&mut self, maps: &[ClickMap]) -> io::Result<()> {
         let conn = self.conn.clone();
@@ -313,6 +338,19 @@ impl StatsSink for RedisStats {
         // What a Redis refused last time goes again, first.
         let waiting = std::mem::take(&mut self.retry);
         let all: Vec<&ClickMap> = std::iter::once(&waiting).chain(maps).collect();
+        if let Err(err) = self.runtime.block_on(live(&conn)) {
+            // Nothing was sent: every link waits for the next flush.
+            let mut keys: Vec<u64> = all.iter().flat_map(|map| map.keys().copied()).collect();
+            keys.sort_unstable();
+            keys.dedup();
+            let mut room = MAX_RETRY_LINKS;
+            let dropped = keep_for_retry(&all, &keys, &mut room, &mut self.retry);
+            return Err(io::Error::other(format!(
+                "the store did not answer a PING, nothing sent: {} links kept for the next \
+                 flush ({dropped} of them dropped past {MAX_RETRY_LINKS}): {err}",
+                keys.len() - dropped
+            )));
+        }
         let sent: Vec<Sent> = self.runtime.block_on(async {
             let mut flight = tokio::task::JoinSet::new();
             let mut sent = Vec::new();
@@ -455,10 +493,16 @@ fn timed_out(timeout: Duration) -> io::Error {
 
 async fn read(conn: &mut Conn, job: &Job) -> io::Result<(LinkTotals, Vec<SeriesRow>)> {
     let (pipe, count, days) = read_commands(job.key, job.from_ms, job.to_ms, job.granularity);
-    let replies = conn
-        .pipeline(&pipe, count)
-        .await
-        .map_err(io::Error::other)?;
+    let replies = match conn.pipeline(&pipe, count).await {
+        // A dead connection (Redis restarted) fails the first request on
+        // it and starts its reconnect; a read changes nothing, so it is
+        // asked again on the new connection rather than answered as an
+        // error (review 6, F5: the first link view after a restart said
+        // `"clicks": null`). Bounded by the caller's --store-timeout.
+        Err(err) if err.is_unrecoverable_error() => conn.pipeline(&pipe, count).await,
+        other => other,
+    }
+    .map_err(io::Error::other)?;
     parse_read(replies, &days, job.granularity)
 }
 

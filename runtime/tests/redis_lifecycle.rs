@@ -37,6 +37,12 @@ struct Node {
 }
 
 fn node(spec: &RedisSpec, replicas: u32, t0: Instant) -> Node {
+    node_at(spec, replicas, t0, T0_MS)
+}
+
+/// [`node`] whose wall clock reads `wall_ms` at `t0` (Redis's own clock
+/// decides when a key's `PEXPIREAT` comes).
+fn node_at(spec: &RedisSpec, replicas: u32, t0: Instant, wall_ms: u64) -> Node {
     let health = Arc::new(Health::new(1));
     let settings = StoreSettings {
         spec: spec.clone(),
@@ -51,7 +57,7 @@ fn node(spec: &RedisSpec, replicas: u32, t0: Instant) -> Node {
     let shared =
         Shared::new(service, Codec::new(&store.key), StoreMode::Remote, 1).with_health(health);
     let mut shard = Shard::new(Arc::new(shared), 0);
-    shard.set_wall_clock(t0, T0_MS);
+    shard.set_wall_clock(t0, wall_ms);
     Node {
         shard,
         store,
@@ -679,4 +685,118 @@ fn a_deleted_limited_link_takes_its_click_count_with_it() {
         assert!(!exists(&redis.url(), name), "{name} removed with its link");
     }
     assert_eq!(a.delete(&plain_code, t0), OpResult::Deleted);
+}
+
+/// `redis-cli GET name` against `url`: its value, if any.
+fn get(url: &str, name: &str) -> Option<String> {
+    let out = std::process::Command::new("redis-cli")
+        .args(["-u", url, "--no-raw", "GET", name])
+        .output()
+        .expect("redis-cli");
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    (text != "(nil)").then(|| text.trim_matches('"').to_owned())
+}
+
+/// `redis-cli PTTL name`: -1 without an expiry, -2 when gone.
+fn pttl(url: &str, name: &str) -> i64 {
+    let out = std::process::Command::new("redis-cli")
+        .args(["-u", url, "PTTL", name])
+        .output()
+        .expect("redis-cli");
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+}
+
+/// A limited link's click count expires with the link (issue 19, round
+/// 5: an expired limited link used to keep its count for ever); an
+/// update that extends the expiry keeps the count (the clicks taken
+/// still count: the limit is not reset), one that removes the expiry
+/// keeps it for good.
+#[test]
+fn a_limited_link_s_click_count_expires_with_it_unless_an_update_extends_it() {
+    let Some(redis) = or_skip(Redis::start(&[])) else {
+        return;
+    };
+    let url = redis.url();
+    let spec = RedisSpec {
+        nodes: vec![url.clone()],
+    };
+    let t0 = Instant::now();
+    // The node's clock is Redis's: expiry times mean the same to both.
+    let wall = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let life = Duration::from_millis(1500);
+    let mut a = node_at(&spec, 0, t0, wall);
+    let limited = LinkMeta {
+        max_clicks: Some(3),
+        expires_at_ms: Some(wall + life.as_millis() as u64),
+        ..LinkMeta::default()
+    };
+    let mut made = Vec::new();
+    for url_ in [
+        "https://e.com/expires",
+        "https://e.com/extended",
+        "https://e.com/kept",
+    ] {
+        let link = view(a.create(url_, None, limited.clone(), Principal::ANYONE, t0));
+        let name = format!(
+            "shorty:n:{}:{}",
+            link.code,
+            link.meta.created_at_ms.unwrap()
+        );
+        made.push((link.code.to_string(), name));
+    }
+    let [(expires, expires_n), (extended, extended_n), (kept, kept_n)] = &made[..] else {
+        unreachable!()
+    };
+    for (code, name) in &made {
+        for _ in 0..2 {
+            assert!(a.http_get(code, t0).starts_with("HTTP/1.1 30"));
+        }
+        assert_eq!(get(&url, name).as_deref(), Some("2"), "{name}");
+        let ttl = pttl(&url, name);
+        assert!(
+            ttl > 0 && ttl <= life.as_millis() as i64,
+            "{name} expires with its link: {ttl}"
+        );
+    }
+    let hour = 3_600_000;
+    let extend = LinkPatch {
+        expires_at_ms: Field::Set(wall + hour),
+        ..LinkPatch::default()
+    };
+    view(a.update(extended, extend, Principal::ANYONE, t0));
+    let ttl = pttl(&url, extended_n);
+    assert!(
+        ttl > life.as_millis() as i64,
+        "moved to the new expiry: {ttl}"
+    );
+    let forever = LinkPatch {
+        expires_at_ms: Field::Clear,
+        ..LinkPatch::default()
+    };
+    view(a.update(kept, forever, Principal::ANYONE, t0));
+    assert_eq!(pttl(&url, kept_n), -1, "no expiry: the count persists");
+
+    // Past the first expiry (Redis's clock and the node's).
+    std::thread::sleep(life + Duration::from_millis(200));
+    let later = Instant::now();
+    assert!(!exists(&url, expires_n), "gone with its link");
+    assert!(a.http_get(expires, later).starts_with("HTTP/1.1 410"));
+    for (code, name) in [(extended, extended_n), (kept, kept_n)] {
+        assert_eq!(
+            get(&url, name).as_deref(),
+            Some("2"),
+            "{name} kept its count"
+        );
+        // One click left of 3, not 3 again.
+        assert!(a.http_get(code, later).starts_with("HTTP/1.1 30"));
+        assert!(
+            a.http_get(code, later).starts_with("HTTP/1.1 410"),
+            "{code}"
+        );
+    }
 }

@@ -47,7 +47,9 @@ pub(crate) fn serve(worker: Worker) -> io::Result<()> {
                  run fewer --threads"
             ))
         })?;
-    let Worker { context, listeners } = worker;
+    let Worker {
+        context, listeners, ..
+    } = worker;
     executor.run(async move {
         let buffer = Rc::new(RefCell::new(vec![0u8; READ_BUFFER]));
         let adopt = |l| adopt(l, buffer.clone());

@@ -21,8 +21,12 @@ const RING_ENTRIES: u32 = 4096;
 
 /// Runs one core until shutdown. Called on the core's pinned thread.
 pub(crate) fn serve(worker: Worker) -> io::Result<()> {
-    let Worker { context, listeners } = worker;
-    let runtime = new_runtime()?;
+    let Worker {
+        context,
+        listeners,
+        defer_taskrun,
+    } = worker;
+    let runtime = new_runtime(defer_taskrun)?;
     runtime.block_on(async move {
         let pool = BufferPool::new().await?;
         let wrap = |l| UringListener(tokio_uring::net::TcpListener::from_std(l), pool.clone());
@@ -48,26 +52,48 @@ pub(crate) fn serve(worker: Worker) -> io::Result<()> {
 /// - `SINGLE_ISSUER`: only this thread ever submits (a core's ring is never
 ///   shared), which lets the kernel skip its locking; the kernel enforces it
 ///   (another task's `io_uring_enter`/`register` gets `EEXIST`).
-/// - Not `DEFER_TASKRUN`: with it the kernel posts completions only inside
-///   an `io_uring_enter` with `IORING_ENTER_GETEVENTS`, and tokio-uring 0.5
-///   never makes one: it waits for the ring's fd in epoll, reads the
-///   completion queue from user space, and flushes submissions with a bare
-///   `submit()` (no `GETEVENTS` unless the completion queue overflowed).
-///   Completions would never arrive (tried: it listens, and never answers
-///   a request).
+/// - `DEFER_TASKRUN`, only with `--uring-defer-taskrun on`: the completion
+///   work waits until the core asks for it (an `io_uring_enter` with
+///   `GETEVENTS`) instead of running at whatever kernel entry comes next;
+///   tokio-uring 0.5 never asked, so the vendored copy drives such a ring
+///   through an eventfd (vendor/PATCHES.md, tokio-uring patch 2). Off by
+///   default: measured, it did not cost less (PATCHES.md has the numbers).
 ///
-/// Kernels older than 6.0 refuse `SINGLE_ISSUER` (and older than 5.19
-/// `COOP_TASKRUN`) with `EINVAL`: the core then runs on a plain ring and
-/// says so, rather than not at all (the README asks for 5.11).
-fn new_runtime() -> io::Result<tokio_uring::Runtime> {
+/// Kernels older than 6.1 refuse `DEFER_TASKRUN` (6.0 `SINGLE_ISSUER`,
+/// 5.19 `COOP_TASKRUN`) with `EINVAL`: the core then steps down to a ring
+/// without it, then to a plain ring, and says so, rather than not run at
+/// all (the README asks for 5.11).
+fn new_runtime(defer_taskrun: bool) -> io::Result<tokio_uring::Runtime> {
     let mut flags = tokio_uring::uring_builder();
     flags.setup_coop_taskrun().setup_single_issuer();
-    let tuned = tokio_uring::Runtime::new(
-        tokio_uring::builder()
-            .entries(RING_ENTRIES)
-            .uring_builder(&flags),
-    );
-    let runtime = match tuned {
+    let tuned = || {
+        tokio_uring::Runtime::new(
+            tokio_uring::builder()
+                .entries(RING_ENTRIES)
+                .uring_builder(&flags),
+        )
+    };
+    let runtime = if defer_taskrun {
+        let deferred = tokio_uring::Runtime::new(
+            tokio_uring::builder()
+                .entries(RING_ENTRIES)
+                .uring_builder(&flags)
+                .defer_taskrun(),
+        );
+        match deferred {
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                tracing::warn!(
+                    "this kernel refuses io_uring DEFER_TASKRUN (Linux 6.1 or newer has it): \
+                     running without it"
+                );
+                tuned()
+            }
+            other => other,
+        }
+    } else {
+        tuned()
+    };
+    let runtime = match runtime {
         Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
             tracing::warn!(
                 "this kernel refuses io_uring COOP_TASKRUN/SINGLE_ISSUER (Linux 6.0 or newer has \

@@ -441,6 +441,9 @@ pub enum RemoteRequest {
         max: u64,
         /// A click (take one) or a look.
         take: bool,
+        /// The link's expiry (Unix ms): a count the click creates expires
+        /// with the link, so an expired link leaves no count behind.
+        expires_at_ms: Option<u64>,
     },
     /// A page of the links API key `owner` made, newest first, from the
     /// store's per-key index: answered with [`OpResult::Page`].

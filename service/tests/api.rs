@@ -355,3 +355,58 @@ fn behind_a_trusted_proxy_each_forwarded_client_has_its_own_budget() {
     assert_eq!(ask("192.0.2.5", "198.51.100.3"), 404);
     assert_eq!(ask("192.0.2.5", "198.51.100.4"), 429);
 }
+
+/// A store whose statistics cannot be read (Redis not answering).
+struct Unreadable;
+
+impl shorty_service::stats::StatsReader for Unreadable {
+    fn totals(&self, _key: u64) -> std::io::Result<Option<shorty_service::stats::LinkTotals>> {
+        Err(std::io::Error::other("broken pipe"))
+    }
+
+    fn view(
+        &self,
+        _key: u64,
+        _from_ms: u64,
+        _to_ms: u64,
+        _granularity: shorty_service::stats::Granularity,
+    ) -> std::io::Result<shorty_service::stats::StatsView> {
+        Err(std::io::Error::other("broken pipe"))
+    }
+}
+
+/// A link whose statistics could not be read says so (`clicksError`),
+/// rather than a bare `"clicks": null`, which means "not shown to this
+/// key" (review 6, F5: the first read after a Redis restart failed and
+/// the link view looked like one without statistics).
+#[test]
+fn a_link_view_says_when_its_statistics_could_not_be_read() {
+    let mut settings = Settings::for_tests("http://s.example/");
+    settings.stats = true;
+    let mut shard = shard(settings);
+    let t = Instant::now();
+    let mut conn = Connection::new(1, Kind::Http(Front::Public), t);
+    let create = post("/api/v1/links", r#"{"url":"https://e.com/s"}"#, "");
+    conn.handle_input(&mut shard, create.as_bytes(), t);
+    run_log(&mut shard, t);
+    let response = text(&mut shard, &mut conn, t);
+    assert_eq!(status(&response), 201, "{response}");
+    let code = json_body(&response)["code"].as_str().unwrap().to_owned();
+    let get = format!("GET /api/v1/links/{code} HTTP/1.1\r\nHost: s\r\n\r\n");
+    conn.handle_input(&mut shard, get.as_bytes(), t);
+    run_log(&mut shard, t);
+    let link = json_body(&text(&mut shard, &mut conn, t));
+    assert!(link["clicks"].is_object(), "{link}");
+    assert!(link["clicksError"].is_null(), "{link}");
+    assert!(shard.shared().stats.set(Box::new(Unreadable)).is_ok());
+    conn.handle_input(&mut shard, get.as_bytes(), t);
+    run_log(&mut shard, t);
+    let response = text(&mut shard, &mut conn, t);
+    assert_eq!(status(&response), 200, "{response}");
+    let link = json_body(&response);
+    assert!(link["clicks"].is_null(), "{link}");
+    assert_eq!(
+        link["clicksError"], "the statistics could not be read",
+        "{link}"
+    );
+}

@@ -181,6 +181,10 @@ pub struct LinkView {
     pub clicks: Option<Clicks>,
     /// RFC 3339.
     pub last_click_at: Option<String>,
+    /// Why `clicks` is `null` when the statistics could not be read (the
+    /// store did not answer): a `null` `clicks` alone means they are not
+    /// shown to this key, never "unknown" passed off as that.
+    pub clicks_error: Option<String>,
 }
 
 impl LinkView {
@@ -200,6 +204,7 @@ impl LinkView {
             forward_query: None,
             clicks: None,
             last_click_at: None,
+            clicks_error: None,
         }
     }
 }

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use bytes::BytesMut;
+use shorty_protocol::ErrorCode;
 
 use crate::api::auth::{presented_key, AuthError};
 use crate::api::model::{rfc3339_ms, Clicks};
@@ -684,7 +685,8 @@ const HOUR_MS: u64 = 3_600_000;
 impl Shard {
     /// A link as the API shows it; its click totals (from the statistics
     /// operation's rule, [`ops::stats::answer`]) when `principal` may read
-    /// them and they are kept for it, else `null`.
+    /// them and they are kept for it, else `null` (with `clicksError` when
+    /// they could not be read).
     fn link_view(&self, link: &crate::shard::LinkView, principal: Principal) -> LinkView {
         let public = self.shared.settings.public_url.as_str();
         let meta = &link.meta;
@@ -702,13 +704,23 @@ impl Shard {
             .codec
             .parse(link.code.as_bytes())
             .unwrap_or(ALIAS_KEY);
-        if let OpResult::Stats(totals) = ops::stats::answer(self, key, meta, principal, None) {
-            view.clicks = Some(Clicks {
-                total: totals.total,
-                human: totals.human,
-                bot: totals.bot,
-            });
-            view.last_click_at = totals.last_click_ms.map(rfc3339_ms);
+        match ops::stats::answer(self, key, meta, principal, None) {
+            OpResult::Stats(totals) => {
+                view.clicks = Some(Clicks {
+                    total: totals.total,
+                    human: totals.human,
+                    bot: totals.bot,
+                });
+                view.last_click_at = totals.last_click_ms.map(rfc3339_ms);
+            }
+            // Unreadable statistics are said so, not shown as a bare
+            // `null` (review 6, F5: a Redis restart's first read looked
+            // like "no statistics for this key").
+            OpResult::Failed(code, why) if code == ErrorCode::INTERNAL => {
+                view.clicks_error = Some(why.into());
+            }
+            // Not this key's to read: `null`.
+            _ => {}
         }
         view
     }

@@ -58,7 +58,12 @@
 //!   forgets the key after the commit ([`Liveness::forget`]), only if it
 //!   still holds that tombstone with no mutation in flight; a claim after
 //!   that starts at version 1, and nothing of an older version is left.
-//!   Moving a segment aside removes records, never brings one back.
+//!   A segment moved aside may be moved back: while a hint, or the
+//!   `.damaged` marker a refused start leaves beside a segment that has
+//!   none ([`damaged_file_name`](crate::log::segments::damaged_file_name)),
+//!   has no segment, nothing is forgotten. Before its commit point the
+//!   merge records the tombstones it drops ([`forgotten_file_name`]): the
+//!   only trace left that those links were deleted, which an import asks.
 //!   **Restoring files from a backup** can: an input segment copied
 //!   before the merge and put back after it brings back the links its
 //!   forgotten tombstones deleted. Restore a whole directory of one point
@@ -112,8 +117,8 @@ use crate::log::record::{
 use crate::log::recovery::{seal_at_end, RecoveryFiles};
 use crate::log::scan::{scan_segment, ScanError, SegmentEnd};
 use crate::log::segments::{
-    parse_hint_file_name, parse_segment_file_name, segment_file_name, FileIdx, SegmentRef,
-    SegmentTable,
+    parse_damaged_file_name, parse_hint_file_name, parse_segment_file_name, segment_file_name,
+    FileIdx, SegmentRef, SegmentTable,
 };
 
 /// The manifest of a merge in progress: present from its commit point to
@@ -181,6 +186,66 @@ pub fn is_forgotten_code(
     key: u64,
 ) -> bool {
     codec.id_of(key) < id_floor && !keydir.names(Ident::Key(key))
+}
+
+/// The file in which the merge whose first input was segment `number`
+/// names the tombstones it forgot (their hint entries: key or alias,
+/// version, deleted-at), written and synced before its commit point.
+///
+/// Why a file: once a tombstone is forgotten, nothing in the key directory
+/// or the segments says the link was deleted, and "its id is below the
+/// floor and the key directory does not know it" ([`is_forgotten_code`])
+/// is also what a code lost with a damaged segment, or made after the
+/// backup a directory was restored from, looks like. An import must bring
+/// those back (the README's remedies) and never a deleted one (review 6),
+/// so it asks these files. They cost 12 bytes (plus the alias) per
+/// forgotten tombstone on disk and nothing in memory; a backup copies them
+/// with the hints.
+pub fn forgotten_file_name(number: u64) -> String {
+    format!("{number:020}{FORGOTTEN_SUFFIX}")
+}
+
+/// The suffix of [`forgotten_file_name`].
+pub const FORGOTTEN_SUFFIX: &str = ".forgotten";
+
+/// The number in a [`forgotten_file_name`], if `name` is one.
+pub fn parse_forgotten_file_name(name: &str) -> Option<u64> {
+    let digits = name.strip_suffix(FORGOTTEN_SUFFIX)?;
+    (digits.len() == 20 && digits.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| digits.parse().ok())
+        .flatten()
+}
+
+/// Encodes [`forgotten_file_name`]`(number)`: the hint format (magic,
+/// version, checksum), its seal empty but for the count of entries.
+pub fn encode_forgotten<'e>(
+    number: u64,
+    entries: impl IntoIterator<Item = &'e HintEntry>,
+) -> Vec<u8> {
+    let entries: Vec<&HintEntry> = entries.into_iter().collect();
+    let seal = Seal {
+        data_len: 0,
+        crc: 0,
+        links: entries.len() as u64,
+        max_id: 0,
+    };
+    let mut bytes = Vec::new();
+    encode_hint(number, &seal, entries, &mut bytes);
+    bytes
+}
+
+/// The tombstones a [`forgotten_file_name`]`(number)` file names.
+///
+/// # Errors
+/// The file is damaged or is not that file.
+pub fn decode_forgotten(
+    bytes: &[u8],
+    number: u64,
+) -> Result<impl Iterator<Item = HintEntry> + '_, crate::log::hint::HintError> {
+    let seal = crate::log::hint::hint_seal(bytes, number)
+        .filter(|seal| seal.data_len == 0)
+        .ok_or(crate::log::hint::HintError::BadHeader)?;
+    decode_hint(bytes, number, &seal)
 }
 
 /// Keeps every tombstone in force ([`run_merge`]).
@@ -745,9 +810,11 @@ fn older_records<F: MergeFiles>(
         .iter()
         .filter_map(|n| parse_segment_file_name(n))
         .collect();
+    // The same for a segment a refused start marked damaged (it usually
+    // has no hint: the segment a crash damages is the one being written).
     let orphaned = names
         .iter()
-        .filter_map(|n| parse_hint_file_name(n))
+        .filter_map(|n| parse_hint_file_name(n).or_else(|| parse_damaged_file_name(n)))
         .any(|number| !segments.contains(&number));
     if orphaned {
         return None;
@@ -926,6 +993,20 @@ pub fn run_merge_forgetting(
             return Err(err);
         }
     };
+    // Before the commit point: once it is passed, these tombstones are
+    // gone, and this file is the only trace that their links were deleted
+    // (see `forgotten_file_name`). A merge that does not commit leaves a
+    // file naming tombstones still in force: true, and harmless.
+    if let Some(first) = inputs.first().filter(|_| !forgotten.is_empty()) {
+        let name = forgotten_file_name(first.number);
+        let bytes = encode_forgotten(first.number, forgotten.iter().map(|(e, _)| e));
+        if let Err(err) = files.write_atomic(&name, &bytes) {
+            for out in &done {
+                let _ = files.remove(&merging_file_name(out.segment.number));
+            }
+            return Err(io_err(&name)(err));
+        }
+    }
     // 2. The commit point.
     let manifest = Manifest {
         inputs: inputs.iter().map(|s| s.number).collect(),

@@ -404,8 +404,23 @@ pub enum Verdict {
 /// Checks one segment's bytes (and its hint file's, if any) fully,
 /// including every record's checksum, without changing anything.
 pub fn verify_segment(number: u64, bytes: &[u8], hint: Option<&[u8]>) -> Verdict {
+    verify_segment_entries(number, bytes, hint, |_| {})
+}
+
+/// [`verify_segment`], calling `on_entry` for every keyed record a restart
+/// would load (those before any damage), in file order: what
+/// [`recover_segment`] hands its caller, so `verify` can run recovery's
+/// checks across segments (two records of one key at one version).
+pub fn verify_segment_entries(
+    number: u64,
+    bytes: &[u8],
+    hint: Option<&[u8]>,
+    mut on_entry: impl FnMut(HintEntry),
+) -> Verdict {
     let vouched = hint_vouches(hint, number);
-    let scan = match scan_vouched(bytes, number, vouched, |_, _| {}) {
+    let scan = match scan_vouched(bytes, number, vouched, |record, offset| {
+        on_entry(HintEntry::of(&record, offset));
+    }) {
         Ok(scan) => scan,
         Err(err) => return Verdict::Refused(err),
     };

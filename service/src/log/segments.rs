@@ -31,6 +31,22 @@ pub fn parse_hint_file_name(name: &str) -> Option<u64> {
     parse_numbered(name, ".hint")
 }
 
+/// The marker a start refused for damage in segment `number` leaves
+/// beside it. A hint marks a sealed segment's place when the segment is
+/// moved aside; the segment a crash damages is usually the one being
+/// written, which has no hint, so this marks it instead: while a marker's
+/// segment is missing, merges forget no tombstone (the segment may be
+/// moved back, and its older records would come back with it; review 6).
+/// A start that loads the segment removes it.
+pub fn damaged_file_name(number: u64) -> String {
+    format!("{number:020}.damaged")
+}
+
+/// The segment number of a [`damaged_file_name`].
+pub fn parse_damaged_file_name(name: &str) -> Option<u64> {
+    parse_numbered(name, ".damaged")
+}
+
 fn parse_numbered(name: &str, suffix: &str) -> Option<u64> {
     let digits = name.strip_suffix(suffix)?;
     (digits.len() == 20 && digits.bytes().all(|b| b.is_ascii_digit()))

@@ -272,6 +272,7 @@ pub(crate) fn count_remotely(
         created_at_ms: meta.created_at_ms.unwrap_or(0),
         max,
         take,
+        expires_at_ms: meta.expires_at_ms,
     });
     true
 }

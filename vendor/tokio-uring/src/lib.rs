@@ -220,6 +220,7 @@ pub fn unregister_buf_ring(bgid: u16) -> std::io::Result<()> {
 pub struct Builder {
     entries: u32,
     urb: io_uring::Builder,
+    defer_taskrun: bool,
 }
 
 /// Constructs a [`Builder`] with default settings.
@@ -232,6 +233,7 @@ pub fn builder() -> Builder {
     Builder {
         entries: 256,
         urb: io_uring::IoUring::builder(),
+        defer_taskrun: false,
     }
 }
 
@@ -253,6 +255,32 @@ impl Builder {
     /// Refer to the [`io_uring::Builder`] documentation for all the supported methods.
     pub fn uring_builder(&mut self, b: &io_uring::Builder) -> &mut Self {
         self.urb = b.clone();
+        if self.defer_taskrun {
+            self.urb.setup_defer_taskrun().setup_taskrun_flag();
+        }
+        self
+    }
+
+    /// Sets the ring up with `IORING_SETUP_DEFER_TASKRUN` and
+    /// `IORING_SETUP_TASKRUN_FLAG` (Linux 6.1; it needs `SINGLE_ISSUER`,
+    /// which the caller sets through [`Builder::uring_builder`]) and drives
+    /// it the way such a ring must be driven.
+    ///
+    /// On a `DEFER_TASKRUN` ring the kernel queues a completion as work for
+    /// the ring's thread and runs that work only inside an `io_uring_enter`
+    /// with `IORING_ENTER_GETEVENTS` from that thread; the ring's fd does not
+    /// become readable for it. So the driver registers an eventfd with the
+    /// ring (`IORING_REGISTER_EVENTFD`: the kernel signals it when it queues
+    /// work on an empty list, and when it posts completions) and waits for
+    /// that eventfd in tokio's reactor instead of the ring's fd. On each
+    /// wake-up it enters with `GETEVENTS` only while the kernel's
+    /// `IORING_SQ_TASKRUN` flag says work is queued, then reads the
+    /// completion queue as before.
+    ///
+    /// A kernel without `DEFER_TASKRUN` refuses the ring with `EINVAL`.
+    pub fn defer_taskrun(&mut self) -> &mut Self {
+        self.defer_taskrun = true;
+        self.urb.setup_defer_taskrun().setup_taskrun_flag();
         self
     }
 

@@ -134,7 +134,8 @@
       text($("d-expires"), when(l.expiresAt) + (l.maxClicks != null ? " (or after " + l.maxClicks + " clicks)" : ""));
       text($("d-status"), status(l));
       var c = l.clicks || {};
-      text($("d-clicks"), (c.total || 0) + " (" + (c.human || 0) + " people, " + (c.bot || 0) + " bots)" +
+      text($("d-clicks"), l.clicksError ? "unavailable (" + l.clicksError + ")" :
+        (c.total || 0) + " (" + (c.human || 0) + " people, " + (c.bot || 0) + " bots)" +
         (l.lastClickAt ? ", last " + when(l.lastClickAt) : ""));
     }, fail);
     var now = Date.now();

@@ -46,7 +46,7 @@ impl Handle {
     }
 
     pub(crate) fn flush(&self) -> io::Result<usize> {
-        self.inner.borrow_mut().uring.submit()
+        self.inner.borrow_mut().flush()
     }
 
     pub(crate) fn register_buffers(
@@ -132,9 +132,11 @@ impl WeakHandle {
     }
 }
 
+/// The fd the runtime's reactor waits on: the ring's, or the eventfd of a
+/// `DEFER_TASKRUN` ring (`Driver::wake_fd`).
 impl AsRawFd for Handle {
     fn as_raw_fd(&self) -> RawFd {
-        self.inner.borrow().uring.as_raw_fd()
+        self.inner.borrow().wake_fd()
     }
 }
 

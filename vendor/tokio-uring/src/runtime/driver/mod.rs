@@ -4,7 +4,7 @@ use io_uring::opcode::AsyncCancel;
 use io_uring::{cqueue, squeue, IoUring};
 use slab::Slab;
 use std::cell::RefCell;
-use std::os::unix::io::{AsRawFd, RawFd};
+use std::os::unix::io::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::rc::Rc;
 use std::task::{Context, Poll};
 use std::{io, mem};
@@ -25,7 +25,22 @@ pub(crate) struct Driver {
     /// Ensures that the buffers are not dropped until
     /// after the io-uring runtime has terminated.
     fixed_buffers: Option<Rc<RefCell<dyn FixedBuffers>>>,
+
+    /// On a `DEFER_TASKRUN` ring (`Builder::defer_taskrun`), the eventfd
+    /// registered with the ring: what the runtime waits for instead of the
+    /// ring's fd, which does not become readable for deferred work.
+    deferred: Option<OwnedFd>,
 }
+
+/// Rounds of `GETEVENTS` enters one wake-up makes at most while the kernel
+/// says deferred work is left (it runs a bounded batch per enter). Past it
+/// the driver signals its own eventfd and comes back after other tasks ran,
+/// so a flag that stayed set could never pin the thread in a loop.
+const DEFERRED_ROUNDS: usize = 8;
+
+/// `io_uring_enter`'s `IORING_ENTER_GETEVENTS` (the io-uring crate keeps
+/// its constants private).
+const IORING_ENTER_GETEVENTS: u32 = 1;
 
 struct Ops {
     // When dropping the driver, all in-flight operations must have completed. This
@@ -39,12 +54,118 @@ struct Ops {
 impl Driver {
     pub(crate) fn new(b: &crate::Builder) -> io::Result<Driver> {
         let uring = b.urb.build(b.entries)?;
+        let deferred = if b.defer_taskrun {
+            // SAFETY: `eventfd` takes no pointers; a non-negative result is a
+            // new fd that nothing else owns.
+            let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+            if fd < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // SAFETY: `fd` was just created and is owned here only.
+            let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+            // Not `register_eventfd_async`: that one is signalled only for
+            // completions from io-wq workers, and a socket's deferred work is
+            // queued from the network stack.
+            uring.submitter().register_eventfd(fd.as_raw_fd())?;
+            Some(fd)
+        } else {
+            None
+        };
 
         Ok(Driver {
             ops: Ops::new(),
             uring,
             fixed_buffers: None,
+            deferred,
         })
+    }
+
+    /// The fd the runtime's reactor waits on for completions: the ring's
+    /// own, or on a `DEFER_TASKRUN` ring its eventfd.
+    pub(crate) fn wake_fd(&self) -> RawFd {
+        match &self.deferred {
+            Some(fd) => fd.as_raw_fd(),
+            None => self.uring.as_raw_fd(),
+        }
+    }
+
+    /// On a `DEFER_TASKRUN` ring, runs the kernel's deferred work (which
+    /// posts the completions) before the completions are read: while the
+    /// kernel's `IORING_SQ_TASKRUN` flag (`TASKRUN_FLAG`) says work is
+    /// queued, enter with `GETEVENTS` and no minimum (the kernel runs a
+    /// bounded batch per enter, and sets the flag again if it left some;
+    /// bounded here too, see [`DEFERRED_ROUNDS`]).
+    ///
+    /// The eventfd is never read. tokio's reactor (mio) registers it
+    /// edge-triggered, and every signal the kernel sends it is a new edge:
+    /// work queued after the flag was read signals again and wakes the
+    /// driver again, so nothing is lost, and a wake-up costs no `read`. The
+    /// completions an enter posts signal the eventfd too; on that wake-up
+    /// the flag is clear, and the driver only reads the completion queue,
+    /// without entering the kernel.
+    fn run_deferred(&mut self, fd: RawFd) {
+        for _ in 0..DEFERRED_ROUNDS {
+            if !self.uring.submission().taskrun() {
+                self.reap_completions();
+                return;
+            }
+            let to_submit = self.uring.submission().len() as u32;
+            // SAFETY: no argument pointer is passed; the submission queue's
+            // entries were all written (pushed) before `to_submit` was read.
+            let entered = unsafe {
+                self.uring.submitter().enter::<libc::sigset_t>(
+                    to_submit,
+                    0,
+                    IORING_ENTER_GETEVENTS,
+                    None,
+                )
+            };
+            self.reap_completions();
+            if let Err(e) = entered {
+                if e.raw_os_error() != Some(libc::EINTR) && e.raw_os_error() != Some(libc::EBUSY)
+                {
+                    break;
+                }
+            }
+        }
+        // Work is (or may be) left after the rounds: come back to it after
+        // other tasks ran, through the reactor, rather than loop here.
+        let one = 1u64;
+        // SAFETY: `one` is 8 readable bytes, what an eventfd write needs.
+        let _ = unsafe { libc::write(fd, (&one as *const u64).cast(), 8) };
+    }
+
+    /// Submits what the tasks queued, when the thread is about to park.
+    ///
+    /// On a `DEFER_TASKRUN` ring the same enter also runs the deferred work
+    /// queued so far (`GETEVENTS`, no minimum) when the kernel's flag says
+    /// there is some: its completions are posted now, which signals the
+    /// eventfd, so the park returns at once and the driver reads them
+    /// without an enter of its own; the round trip would otherwise cost a
+    /// second enter. Nothing to submit and no work queued: no enter at all
+    /// (on such a ring a bare enter does nothing).
+    pub(crate) fn flush(&mut self) -> io::Result<usize> {
+        if self.deferred.is_none() {
+            return self.uring.submit();
+        }
+        let sq = self.uring.submission();
+        let to_submit = sq.len() as u32;
+        let flags = if sq.taskrun() || sq.cq_overflow() {
+            IORING_ENTER_GETEVENTS
+        } else {
+            0
+        };
+        drop(sq);
+        if to_submit == 0 && flags == 0 {
+            return Ok(0);
+        }
+        // SAFETY: no argument pointer is passed; the submission queue's
+        // entries were all written (pushed) before `to_submit` was read.
+        unsafe {
+            self.uring
+                .submitter()
+                .enter::<libc::sigset_t>(to_submit, 0, flags, None)
+        }
     }
 
     fn wait(&self) -> io::Result<usize> {
@@ -76,6 +197,14 @@ impl Driver {
     }
 
     pub(crate) fn dispatch_completions(&mut self) {
+        match self.deferred.as_ref().map(|fd| fd.as_raw_fd()) {
+            Some(fd) => self.run_deferred(fd),
+            None => self.reap_completions(),
+        }
+    }
+
+    /// Hands each completion in the completion queue to its operation.
+    fn reap_completions(&mut self) {
         let mut cq = self.uring.completion();
         cq.sync();
 
