@@ -820,7 +820,20 @@ pub trait StatsSink: Send + 'static {
     fn retain(&mut self, _now_ms: u64) -> io::Result<()> {
         Ok(())
     }
+
+    /// Counts the store refused or could not be sent are waiting: the
+    /// writer then calls [`apply`](Self::apply) again after
+    /// [`RETRY_EVERY`] even when no core sends a new map.
+    fn waiting(&self) -> bool {
+        false
+    }
 }
+
+/// How soon the writer retries counts a store kept back ([`StatsSink::waiting`])
+/// when no new clicks come: without it they waited for the node's next
+/// click, however late, and a crash meanwhile lost them long after the
+/// store was back (review 7, N2).
+pub const RETRY_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl StatsSink for Arc<StatsDb> {
     fn apply(&mut self, maps: &[ClickMap]) -> io::Result<()> {
@@ -849,9 +862,20 @@ pub fn spawn_writer(mut db: impl StatsSink) -> io::Result<(StatsSender, JoinHand
             let mut stop = false;
             while !stop {
                 let mut maps = Vec::new();
-                match rx.recv() {
-                    Ok(Some(map)) => maps.push(map),
-                    Ok(None) | Err(_) => stop = true,
+                let next = if db.waiting() {
+                    match rx.recv_timeout(RETRY_EVERY) {
+                        Ok(next) => Some(next),
+                        // Nothing new: apply nothing, which retries.
+                        Err(mpsc::RecvTimeoutError::Timeout) => None,
+                        Err(mpsc::RecvTimeoutError::Disconnected) => Some(None),
+                    }
+                } else {
+                    Some(rx.recv().unwrap_or(None))
+                };
+                match next {
+                    Some(Some(map)) => maps.push(map),
+                    Some(None) => stop = true,
+                    None => {}
                 }
                 while let Ok(next) = rx.try_recv() {
                     match next {
@@ -886,6 +910,49 @@ mod tests {
     use shorty_service::stats::{ClickCounter, ClickMeta};
 
     const T0: u64 = 1_709_251_200_000; // 2024-03-01T00:00:00Z
+
+    /// A store that refuses its first batch and keeps it (as the Redis
+    /// sink does), then takes everything.
+    struct RefusesOnce {
+        calls: Arc<AtomicUsize>,
+        kept: bool,
+    }
+
+    impl StatsSink for RefusesOnce {
+        fn apply(&mut self, maps: &[ClickMap]) -> io::Result<()> {
+            let call = self.calls.fetch_add(1, Ordering::SeqCst);
+            self.kept = call == 0 && !maps.is_empty();
+            Ok(())
+        }
+
+        fn waiting(&self) -> bool {
+            self.kept
+        }
+    }
+
+    #[test]
+    fn kept_counts_are_retried_without_waiting_for_a_new_click() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let sink = RefusesOnce {
+            calls: calls.clone(),
+            kept: false,
+        };
+        let (sender, handle) = spawn_writer(sink).unwrap();
+        let mut c = ClickCounter::new(true);
+        click(&mut c, 1, T0, false, None);
+        sender.send(c.take());
+        // No more clicks: the kept batch goes again on the writer's own.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while calls.load(Ordering::SeqCst) < 2 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "kept counts waited for a new click"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        sender.finish();
+        handle.join().unwrap();
+    }
 
     fn click(c: &mut ClickCounter, key: u64, at: u64, bot: bool, host: Option<&str>) {
         c.record(

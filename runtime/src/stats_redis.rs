@@ -332,6 +332,10 @@ async fn live(conn: &Conn) -> redis::RedisResult<()> {
 }
 
 impl StatsSink for RedisStats {
+    fn waiting(&self) -> bool {
+        !self.retry.is_empty()
+    }
+
     fn apply(&mut self, maps: &[ClickMap]) -> io::Result<()> {
         let conn = self.conn.clone();
         let one_slot = matches!(conn, Conn::Cluster(_));
