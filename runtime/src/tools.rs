@@ -401,7 +401,14 @@ fn export_links_between(
     // files stay readable), and the second pass reads no further than the
     // first did (a running server appends to its active segments; an
     // update seen by the second pass only would export its key twice,
-    // the older URL beside the newer).
+    // the older URL beside the newer). A merge does not empty the segments
+    // it retires while this shared lock is held (`merge::READERS_FILE`);
+    // a directory that cannot hold the file (read-only) has no merge
+    // running in it.
+    let readers = crate::merge::readers_file(dir).ok();
+    if let Some(file) = &readers {
+        file.lock_shared()?;
+    }
     let mut files = open_segments(dir)?;
     // First the newest version of every mutated key (a small map: keys
     // never changed are not in it), so that only the winning record of a

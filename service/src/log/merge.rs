@@ -532,6 +532,17 @@ pub trait MergeFiles: RecoveryFiles {
     fn rename(&mut self, from: &str, to: &str) -> io::Result<()>;
     /// The names of the directory's files.
     fn list(&mut self) -> io::Result<Vec<String>>;
+
+    /// Keeps readers of the directory's segments outside the server (an
+    /// export) from starting while a merge retires its inputs; `false` when
+    /// one is reading: the inputs are then removed without being emptied
+    /// first. Held until [`let_readers_in`](Self::let_readers_in).
+    fn shut_out_readers(&mut self) -> bool {
+        true
+    }
+
+    /// Ends [`shut_out_readers`](Self::shut_out_readers).
+    fn let_readers_in(&mut self) {}
 }
 
 /// Why a merge stopped. The inputs are untouched unless the manifest was
@@ -1044,24 +1055,33 @@ pub fn run_merge_forgetting(
     }
     // 5. No reader holds an input any more.
     retire();
-    // 6. The inputs go, then the manifest.
-    for input in inputs {
-        remove_segment(files, input.number)?;
-    }
-    files.remove(MANIFEST_FILE).map_err(io_err(MANIFEST_FILE))?;
+    // 6. The inputs go, then the manifest, with readers kept out (an
+    // export holding an input open would read an emptied one as nothing,
+    // its outputs being left out while the manifest names them; review 7).
+    let empty = files.shut_out_readers();
+    let removed = inputs
+        .iter()
+        .try_for_each(|input| remove_segment(files, input.number, empty))
+        .and_then(|()| files.remove(MANIFEST_FILE).map_err(io_err(MANIFEST_FILE)));
+    files.let_readers_in();
+    removed?;
     report.inputs = manifest.inputs;
     report.outputs = manifest.outputs;
     Ok(report)
 }
 
-fn remove_segment(files: &mut impl MergeFiles, number: u64) -> Result<(), MergeError> {
+fn remove_segment(files: &mut impl MergeFiles, number: u64, empty: bool) -> Result<(), MergeError> {
     let name = segment_file_name(number);
     // Emptied first: a core may still hold the file open in its handle
     // cache, and an unlinked file's blocks come back only when its last
-    // descriptor closes; an emptied one's at once. No read needs it now.
-    match files.truncate_and_append(&name, 0, &[]) {
-        Err(err) if err.kind() != io::ErrorKind::NotFound => return Err(io_err(&name)(err)),
-        _ => {}
+    // descriptor closes; an emptied one's at once. No core's read needs it
+    // now; a reader outside the server (an export) may (`empty` false):
+    // then its blocks come back when the cores' descriptors close.
+    if empty {
+        match files.truncate_and_append(&name, 0, &[]) {
+            Err(err) if err.kind() != io::ErrorKind::NotFound => return Err(io_err(&name)(err)),
+            _ => {}
+        }
     }
     files.remove(&name).map_err(io_err(&name))?;
     let hint = hint_file_name(number);
