@@ -392,6 +392,20 @@ pub fn moving_a_segment_aside_and_reapplying_the_export_difference(bin: &Path) {
     assert!(server.stop().success());
 }
 
+/// `n` links made one request at a time on one connection (one core's
+/// segment): each its own batch, vouched for by the next one's commit
+/// marker.
+fn shorten_one_at_a_time(server: &Server, n: usize, tag: &str) -> Vec<(String, String)> {
+    let mut client = shorty_client::Client::connect(server.addr()).expect("connect");
+    (0..n)
+        .map(|i| {
+            let url = format!("https://example.com/{tag}/{i}");
+            let short = client.shorten(&url).expect("shorten");
+            (crate::wire::code_of(&short).to_owned(), url)
+        })
+        .collect()
+}
+
 /// Writes `dir`'s export to `file`; returns whether it was whole (an
 /// export of a damaged directory writes what precedes the damage and
 /// fails) and the tool's report.
@@ -466,15 +480,7 @@ pub fn a_damaged_segment_s_links_come_back_from_an_export_of_a_copy(bin: &Path) 
     let server = Server::start(bin, dir.path(), &args);
     // One at a time, as the seed's client does: each link its own batch,
     // vouched for by the next one's commit marker.
-    let mut client = shorty_client::Client::connect(server.addr()).expect("connect");
-    let links: Vec<(String, String)> = (0..100)
-        .map(|i| {
-            let url = format!("https://example.com/damaged/{i}");
-            let short = client.shorten(&url).expect("shorten");
-            (crate::wire::code_of(&short).to_owned(), url)
-        })
-        .collect();
-    drop(client);
+    let links = shorten_one_at_a_time(&server, 100, "damaged");
     server.kill9();
     let newest = *segment_numbers(dir.path()).last().unwrap();
     let segment = segment_path(dir.path(), newest);
@@ -530,15 +536,7 @@ pub fn a_damaged_segment_moved_aside_and_back_keeps_its_deleted_links_deleted(bi
     // One at a time on one connection (one core's segment): each link its
     // own batch, so the damage below lands in vouched bytes and the start
     // is refused rather than the tail cut.
-    let mut client = shorty_client::Client::connect(server.addr()).expect("connect");
-    let links: Vec<(String, String)> = (0..100)
-        .map(|i| {
-            let url = format!("https://example.com/aside/{i}");
-            let short = client.shorten(&url).expect("shorten");
-            (crate::wire::code_of(&short).to_owned(), url)
-        })
-        .collect();
-    drop(client);
+    let links = shorten_one_at_a_time(&server, 100, "aside");
     // Each delete on a connection of its own: both cores write tombstones,
     // so some lie outside the links' segment.
     for (code, _) in links.iter().take(50) {

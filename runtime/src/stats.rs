@@ -575,13 +575,8 @@ impl StatsDb {
         self.keyspace.disk_space()
     }
 
-    /// Writes every partition's memtable out to segments and waits (for
-    /// benchmarks: memory measured without the memtables, whose size
-    /// depends on the moment).
-    ///
-    /// # Errors
-    /// The store's.
-    pub fn flush_memtables(&self) -> io::Result<()> {
+    /// Every partition: the links' and each period's.
+    fn partitions(&self) -> Vec<fjall::PartitionHandle> {
         let mut parts = vec![self.totals.clone()];
         parts.extend(
             self.blocks
@@ -590,6 +585,17 @@ impl StatsDb {
                 .values()
                 .cloned(),
         );
+        parts
+    }
+
+    /// Writes every partition's memtable out to segments and waits (for
+    /// benchmarks: memory measured without the memtables, whose size
+    /// depends on the moment).
+    ///
+    /// # Errors
+    /// The store's.
+    pub fn flush_memtables(&self) -> io::Result<()> {
+        let parts = self.partitions();
         for p in parts {
             p.rotate_memtable_and_wait().map_err(io_err)?;
         }
@@ -600,14 +606,7 @@ impl StatsDb {
     /// benchmark's attribution of resident memory).
     pub fn memory(&self) -> StoreMemory {
         use fjall::AbstractTree;
-        let mut parts = vec![self.totals.clone()];
-        parts.extend(
-            self.blocks
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .values()
-                .cloned(),
-        );
+        let parts = self.partitions();
         let mut m = StoreMemory {
             write_buffer: self.keyspace.write_buffer_size(),
             cache_capacity: self.keyspace.cache_capacity(),
