@@ -20,7 +20,7 @@
 //!   [`DAY_BLOCK`] days; blocks older than the two before the current one
 //!   are dropped (daily rows live at least two years).
 //!
-//! No partition has Bloom filters (see [`partition_options`]); a store of
+//! No partition has Bloom filters (see `partition_options`); a store of
 //! the layout before (`totals`, `hours-N`, `days-N`, with them) is moved
 //! into these partitions when it is opened.
 //!

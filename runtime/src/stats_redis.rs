@@ -4,7 +4,7 @@
 //! call Redis refused (out of memory, read-only) had nothing applied and
 //! goes again with the next flush; one whose answer never came may have
 //! been applied and is not sent again. With a single Redis each flush
-//! first checks its connection is live ([`live`]), so a Redis that
+//! first checks its connection is live (`live`), so a Redis that
 //! restarted since the last flush loses none of the next one's counts.
 //!
 //! Keys carry the code as a hash tag, so one link's keys live in one slot:
