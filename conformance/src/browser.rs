@@ -563,20 +563,24 @@ pub fn browser_full_flow_through_the_api(bin: &Path) {
             .unwrap();
         // The click shows on the link's page once the statistics flush
         // (every second): reload until the hourly chart counts it.
+        // Each load fetches the series once: watch it for a few seconds
+        // (the fetch can take a while on a loaded CI machine; a fixed
+        // half second read the chart before it was drawn), then reload.
         let page = server.http_url(&format!("/#/links/{alias}"));
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        'reload: loop {
             client.goto(&page).await.unwrap();
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            let total = client
-                .find(Locator::Id("chart-hour"))
-                .await
-                .unwrap()
-                .attr("data-total")
-                .await
-                .unwrap();
-            if total.as_deref() == Some("1") {
-                break;
+            let watched = Instant::now();
+            let mut total = None;
+            while watched.elapsed() < Duration::from_secs(5) {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                total = match client.find(Locator::Id("chart-hour")).await {
+                    Ok(chart) => chart.attr("data-total").await.unwrap(),
+                    Err(_) => None,
+                };
+                if total.as_deref() == Some("1") {
+                    break 'reload;
+                }
             }
             assert!(
                 Instant::now() < deadline,
