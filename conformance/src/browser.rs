@@ -564,12 +564,16 @@ pub fn browser_full_flow_through_the_api(bin: &Path) {
         // The click shows on the link's page once the statistics flush
         // (every second): reload until the hourly chart counts it.
         // Each load fetches the series once: watch it for a few seconds
-        // (the fetch can take a while on a loaded CI machine; a fixed
-        // half second read the chart before it was drawn), then reload.
+        // (the fetch can take a while on a loaded CI machine), then
+        // reload. A reload, not a `goto` of the same URL: a URL that
+        // differs from the current one at most in its fragment is a
+        // fragment navigation, so the browser scrolls instead of loading,
+        // and a chart drawn before the click was flushed stayed at 0 (a CI
+        // failure).
         let page = server.http_url(&format!("/#/links/{alias}"));
         let deadline = Instant::now() + Duration::from_secs(60);
+        client.goto(&page).await.unwrap();
         'reload: loop {
-            client.goto(&page).await.unwrap();
             let watched = Instant::now();
             let mut total = None;
             while watched.elapsed() < Duration::from_secs(5) {
@@ -586,6 +590,7 @@ pub fn browser_full_flow_through_the_api(bin: &Path) {
                 Instant::now() < deadline,
                 "no click on the chart: {total:?}"
             );
+            client.refresh().await.unwrap();
         }
         let target_text = client
             .find(Locator::Id("d-url"))
