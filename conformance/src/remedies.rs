@@ -269,17 +269,8 @@ pub fn copying_a_running_server_as_the_readme_says_restores_every_link(bin: &Pat
 fn exported(bin: &Path, dir: &Path) -> std::collections::HashMap<String, String> {
     let out = tmp();
     let file = out.path().join("links.jsonl");
-    let (status, text) = run_to_exit(
-        bin,
-        &[
-            "export",
-            "--data-dir",
-            dir.to_str().unwrap(),
-            file.to_str().unwrap(),
-        ],
-        EXIT_TIMEOUT,
-    );
-    assert!(status.success(), "{text}");
+    let (whole, text) = export_to(bin, dir, &file);
+    assert!(whole, "{text}");
     std::fs::read_to_string(&file)
         .unwrap()
         .lines()
@@ -406,14 +397,13 @@ fn shorten_one_at_a_time(server: &Server, n: usize, tag: &str) -> Vec<(String, S
         .collect()
 }
 
-/// Writes `dir`'s export to `file`; returns whether it was whole (an
-/// export of a damaged directory writes what precedes the damage and
-/// fails) and the tool's report.
-fn export_to(bin: &Path, dir: &Path, file: &Path) -> (bool, String) {
+/// Runs the offline tool `tool` (`export`, `import`) on `dir` and `file`;
+/// returns whether it succeeded and its report.
+fn run_tool(bin: &Path, tool: &str, dir: &Path, file: &Path) -> (bool, String) {
     let (status, text) = run_to_exit(
         bin,
         &[
-            "export",
+            tool,
             "--data-dir",
             dir.to_str().unwrap(),
             file.to_str().unwrap(),
@@ -423,19 +413,17 @@ fn export_to(bin: &Path, dir: &Path, file: &Path) -> (bool, String) {
     (status.success(), text)
 }
 
+/// Writes `dir`'s export to `file`; returns whether it was whole (an
+/// export of a damaged directory writes what precedes the damage and
+/// fails) and the tool's report.
+fn export_to(bin: &Path, dir: &Path, file: &Path) -> (bool, String) {
+    run_tool(bin, "export", dir, file)
+}
+
 /// Imports `file` into `dir`; returns the tool's report.
 fn import_from(bin: &Path, dir: &Path, file: &Path) -> String {
-    let (status, text) = run_to_exit(
-        bin,
-        &[
-            "import",
-            "--data-dir",
-            dir.to_str().unwrap(),
-            file.to_str().unwrap(),
-        ],
-        EXIT_TIMEOUT,
-    );
-    assert!(status.success(), "{text}");
+    let (ok, text) = run_tool(bin, "import", dir, file);
+    assert!(ok, "{text}");
     text
 }
 

@@ -175,10 +175,12 @@ pub trait Forgetting {
 }
 
 /// Whether generated-code space `key` names a code this directory handed
-/// out (or skipped) and a merge then forgot: its id is below `id_floor`
-/// ([`IdSpace::floor`](crate::codes::IdSpace::floor)) and the key
-/// directory has no trace of it. Such a code stays deleted for good: a
-/// create of it (a 7-character alias) and an import of it are refused.
+/// out (or skipped) that the key directory has no trace of: its id is
+/// below `id_floor` ([`IdSpace::floor`](crate::codes::IdSpace::floor)).
+/// A merge may have forgotten it, so a create of it (a code-spelled alias)
+/// is refused. Import asks the merges' own record instead
+/// ([`forgotten_file_name`]): the same test also holds for a code lost
+/// with a segment moved aside, which an import must bring back.
 pub fn is_forgotten_code(
     codec: &crate::codes::Codec,
     id_floor: u64,
@@ -210,10 +212,7 @@ pub const FORGOTTEN_SUFFIX: &str = ".forgotten";
 
 /// The number in a [`forgotten_file_name`], if `name` is one.
 pub fn parse_forgotten_file_name(name: &str) -> Option<u64> {
-    let digits = name.strip_suffix(FORGOTTEN_SUFFIX)?;
-    (digits.len() == 20 && digits.bytes().all(|b| b.is_ascii_digit()))
-        .then(|| digits.parse().ok())
-        .flatten()
+    crate::log::segments::parse_numbered(name, FORGOTTEN_SUFFIX)
 }
 
 /// Encodes [`forgotten_file_name`]`(number)`: the hint format (magic,

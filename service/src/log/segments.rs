@@ -47,7 +47,7 @@ pub fn parse_damaged_file_name(name: &str) -> Option<u64> {
     parse_numbered(name, ".damaged")
 }
 
-fn parse_numbered(name: &str, suffix: &str) -> Option<u64> {
+pub(crate) fn parse_numbered(name: &str, suffix: &str) -> Option<u64> {
     let digits = name.strip_suffix(suffix)?;
     (digits.len() == 20 && digits.bytes().all(|b| b.is_ascii_digit()))
         .then(|| digits.parse().ok())
