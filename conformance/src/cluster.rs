@@ -7,6 +7,7 @@
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 /// One node.
@@ -25,8 +26,63 @@ pub struct RedisCluster {
     nodes: Vec<Node>,
 }
 
-/// A port whose cluster bus port (+10000) is free too.
+/// Where Redis ports are handed out when the kernel's ephemeral range
+/// allows: from here up to 10,000 below the range's start, so that a
+/// port and its cluster bus port (+10,000) both lie below it.
+const PORT_BASE: u16 = 10_000;
+
+/// A port whose cluster bus port (+10,000) is free too.
+///
+/// Not a port the kernel picked with `bind(0)`: such a port is ephemeral,
+/// and between the moment we let it go and the moment `redis-server`
+/// binds it, any outgoing connection on the machine (our servers' and
+/// tests' own, the harness's hundreds of `redis-cli` polls) may take it
+/// or its bus port as a source port; that Redis then dies at start and
+/// the cluster never settles (a CI run: "the cluster's readiness did not
+/// happen within 120 s"). Ports below the ephemeral range are never
+/// taken that way. A process-wide cursor hands each port out once, so two
+/// tests of one process never race for one; the start is spread by the
+/// process id so that two test processes rarely meet either.
 fn free_port() -> u16 {
+    static CURSOR: AtomicU32 = AtomicU32::new(u32::MAX);
+    let Some(top) = ephemeral_start().and_then(|s| s.checked_sub(10_000)) else {
+        return ephemeral_free_port();
+    };
+    if top <= PORT_BASE + 1_000 {
+        return ephemeral_free_port();
+    }
+    let span = u32::from(top - PORT_BASE);
+    let _ = CURSOR.compare_exchange(
+        u32::MAX,
+        std::process::id().wrapping_mul(7_919) % span,
+        Ordering::Relaxed,
+        Ordering::Relaxed,
+    );
+    for _ in 0..span {
+        let offset = CURSOR.fetch_add(1, Ordering::Relaxed) % span;
+        let port = PORT_BASE + offset as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok()
+            && TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok()
+        {
+            return port;
+        }
+    }
+    ephemeral_free_port()
+}
+
+/// The first port of the kernel's ephemeral range (`None`: unknown).
+fn ephemeral_start() -> Option<u16> {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// The old way, where the ephemeral range leaves no room below it: a
+/// port the kernel picked whose bus port is free too.
+fn ephemeral_free_port() -> u16 {
     loop {
         let listener = TcpListener::bind("127.0.0.1:0").expect("a free port");
         let port = listener.local_addr().unwrap().port();
@@ -67,6 +123,42 @@ impl Node {
             .spawn()
             .expect("redis-server");
         self.child = Some(child);
+    }
+
+    /// Why this node's `redis-server` is gone, if it exited by itself:
+    /// its status and the end of its log (a port taken, a bad option).
+    fn exited(&mut self) -> Option<String> {
+        let status = self.child.as_mut()?.try_wait().ok()??;
+        self.child = None;
+        let log = std::fs::read_to_string(self.dir.join("redis.log")).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(3).collect();
+        Some(format!(
+            "redis-server on port {} exited ({status}): {}",
+            self.port,
+            tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+        ))
+    }
+
+    /// Waits until it answers PING, or says why not: it exited, or it
+    /// did not answer within [`READY_WITHIN`].
+    fn wait_until_answering(&mut self) -> Result<(), String> {
+        let deadline = Instant::now() + READY_WITHIN;
+        loop {
+            if cli(self.port, &["ping"]).is_some_and(|o| o.contains("PONG")) {
+                return Ok(());
+            }
+            if let Some(why) = self.exited() {
+                return Err(why);
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "redis-server on port {} did not answer within {} s",
+                    self.port,
+                    READY_WITHIN.as_secs()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     fn kill(&mut self) {
@@ -114,6 +206,9 @@ pub fn or_skip<T>(started: Result<T, String>) -> Option<T> {
 /// settle (`redis_disable_destination_reaches_every_node`, round 3).
 const READY_WITHIN: Duration = Duration::from_secs(120);
 
+/// How many times [`RedisCluster::start`] tries.
+const START_ATTEMPTS: u32 = 3;
+
 fn wait_for(what: &str, mut ready: impl FnMut() -> bool) -> Result<(), String> {
     let deadline = Instant::now() + READY_WITHIN;
     while !ready() {
@@ -147,13 +242,11 @@ impl Redis {
             args: args.iter().map(|a| (*a).to_owned()).collect(),
         };
         node.spawn();
-        let redis = Redis { _dir: dir, node };
-        wait_for("redis-server start", || redis.ping())?;
+        // Made before the wait, so that its drop kills a Redis that
+        // never answered.
+        let mut redis = Redis { _dir: dir, node };
+        redis.node.wait_until_answering()?;
         Ok(redis)
-    }
-
-    fn ping(&self) -> bool {
-        self.cli(&["ping"]).is_some_and(|o| o.contains("PONG"))
     }
 
     /// Its port.
@@ -214,7 +307,7 @@ impl Redis {
     pub fn restart(&mut self) {
         self.node.kill();
         self.node.spawn();
-        wait_for("redis-server restart", || self.ping()).unwrap();
+        self.node.wait_until_answering().unwrap();
     }
 }
 
@@ -241,9 +334,30 @@ fn every_primary_has_a_replica(nodes: &str) -> bool {
 
 impl RedisCluster {
     /// Starts `primaries` primaries with one replica each, or says why it
-    /// cannot (no `redis-server` here); see [`or_skip`].
+    /// cannot (no `redis-server` here); see [`or_skip`]. A start that
+    /// fails (a node that died, a cluster that did not settle) is tried
+    /// again on new ports up to [`START_ATTEMPTS`] times: the test is
+    /// about our server, not about one unlucky Redis start on a loaded
+    /// machine; each failure is printed, so a harness that needs retries
+    /// shows it.
     pub fn start(primaries: usize) -> Result<RedisCluster, String> {
         installed()?;
+        let mut failures = Vec::new();
+        for attempt in 1..=START_ATTEMPTS {
+            match Self::start_once(primaries) {
+                Ok(cluster) => return Ok(cluster),
+                Err(why) => {
+                    eprintln!(
+                        "harness: Redis Cluster start {attempt} of {START_ATTEMPTS} failed: {why}"
+                    );
+                    failures.push(why);
+                }
+            }
+        }
+        Err(failures.join("; then: "))
+    }
+
+    fn start_once(primaries: usize) -> Result<RedisCluster, String> {
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
         let mut nodes: Vec<Node> = (0..primaries * 2)
             .map(|i| {
@@ -271,9 +385,9 @@ impl RedisCluster {
         for node in &mut nodes {
             node.spawn();
         }
-        let cluster = RedisCluster { _dir: dir, nodes };
-        for node in &cluster.nodes {
-            cluster.wait_for(|| cli(node.port, &["ping"]).is_some_and(|o| o.contains("PONG")))?;
+        let mut cluster = RedisCluster { _dir: dir, nodes };
+        for node in &mut cluster.nodes {
+            node.wait_until_answering()?;
         }
         let addrs: Vec<String> = cluster
             .nodes
@@ -293,10 +407,32 @@ impl RedisCluster {
                 String::from_utf8_lossy(&out.stdout)
             ));
         }
-        cluster.wait_until_ok()?;
-        cluster.wait_until_replicated()?;
-        cluster.wait_until_replicas_advertised()?;
+        cluster.settle()?;
         Ok(cluster)
+    }
+
+    /// The steps of a new cluster's start after `--cluster create`, each
+    /// named in the error, with any node that died meanwhile.
+    fn settle(&mut self) -> Result<(), String> {
+        type Step = fn(&RedisCluster) -> Result<(), String>;
+        let steps: [(&str, Step); 3] = [
+            ("every node says cluster_state:ok", Self::wait_until_ok),
+            (
+                "every primary has an online replica",
+                Self::wait_until_replicated,
+            ),
+            (
+                "every node lists every node in CLUSTER SLOTS",
+                Self::wait_until_replicas_advertised,
+            ),
+        ];
+        for (step, wait) in steps {
+            if let Err(why) = wait(self) {
+                let dead: Vec<String> = self.nodes.iter_mut().filter_map(Node::exited).collect();
+                return Err(format!("{step}: {why} {}", dead.join("; ")));
+            }
+        }
+        Ok(())
     }
 
     /// Waits until every running primary has an online replica, and every
@@ -480,5 +616,56 @@ impl RedisCluster {
 impl Drop for RedisCluster {
     fn drop(&mut self) {
         self.kill_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Ports for Redis come from below the ephemeral range (so no
+    /// outgoing connection takes one between its choice and its use),
+    /// bus port included, and never twice in one process.
+    #[test]
+    fn redis_ports_are_below_the_ephemeral_range_and_handed_out_once() {
+        let start = ephemeral_start().expect("the ephemeral range");
+        let ports: Vec<u16> = (0..300).map(|_| free_port()).collect();
+        let distinct: std::collections::HashSet<u16> = ports.iter().copied().collect();
+        assert_eq!(distinct.len(), ports.len(), "a port handed out twice");
+        if start > PORT_BASE + 11_000 {
+            for port in ports {
+                assert!(
+                    u32::from(port) + 10_000 < u32::from(start),
+                    "{port} or its bus port is ephemeral (range starts at {start})"
+                );
+            }
+        }
+    }
+
+    /// A node that cannot start (its cluster bus port taken) is reported
+    /// at once with its log's reason, instead of a silent wait for
+    /// readiness that times out.
+    #[test]
+    fn a_redis_node_that_dies_at_start_says_why() {
+        if let Err(why) = installed() {
+            crate::harness::missing_tool("Redis", &why);
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let _bus = TcpListener::bind(("127.0.0.1", port + 10_000)).unwrap();
+        let mut node = Node {
+            port,
+            dir: dir.path().to_owned(),
+            child: None,
+            args: ["--cluster-enabled", "yes"].map(str::to_owned).to_vec(),
+        };
+        node.spawn();
+        let started = Instant::now();
+        let why = node.wait_until_answering().expect_err("the bus port is taken");
+        node.kill();
+        assert!(why.contains("exited"), "{why}");
+        assert!(why.contains("in use"), "the log's reason: {why}");
+        assert!(started.elapsed() < READY_WITHIN, "reported at once");
     }
 }
