@@ -662,7 +662,9 @@ mod tests {
         };
         node.spawn();
         let started = Instant::now();
-        let why = node.wait_until_answering().expect_err("the bus port is taken");
+        let why = node
+            .wait_until_answering()
+            .expect_err("the bus port is taken");
         node.kill();
         assert!(why.contains("exited"), "{why}");
         assert!(why.contains("in use"), "the log's reason: {why}");

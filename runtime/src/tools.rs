@@ -878,24 +878,20 @@ fn import_with(
             Some(Ok(parsed)) => parsed,
         };
         let url = link.url.as_str();
-        let meta = link.meta();
-        let mut options = Vec::with_capacity(meta.encoded_len());
-        meta.encode(&mut options);
-        let record = Link {
-            key,
-            id: NO_ID,
-            url: url.as_bytes(),
-            options: &options,
-        };
+        let mut meta = link.meta();
         let ident_owned = (key, meta.alias.clone());
-        let ident = match &meta.alias {
-            Some(alias) if key == ALIAS_KEY => Ident::Alias(alias),
+        let ident = match &ident_owned {
+            (ALIAS_KEY, Some(alias)) => Ident::Alias(alias),
             _ => Ident::Key(key),
         };
-        let record_len = record.encoded_len();
+        // The record's size at most: its options may yet gain a version
+        // (a tombstone below), at most a TLV of a u64 and the options'
+        // own length prefix.
+        let most_len =
+            Link::plain(key, NO_ID, url.as_bytes()).encoded_len() + 4 + meta.encoded_len() + 16;
         if pending.contains(&ident_owned)
             || pending.len() >= IMPORT_BATCH_LINKS
-            || pending_bytes + record_len > max_pending_bytes
+            || pending_bytes + most_len > max_pending_bytes
         {
             // Write what waits: the same code twice in the file (write the
             // first, then compare), or a batch as large as the writer holds
@@ -904,27 +900,52 @@ fn import_with(
             pending.clear();
             pending_bytes = 0;
         }
-        if keydir.lookup(ident).is_some() {
-            let same = read_url(&table, &keydir, ident).is_some_and(|u| u == url.as_bytes());
-            if same {
-                summary.present += 1;
-            } else {
-                summary.conflicts += 1;
-            }
-            continue;
-        }
-        let deleted_at = match &meta.alias {
-            Some(alias) if key == ALIAS_KEY => {
-                forgotten.get(&shorty_service::keydir::OwnedIdent::Alias(alias.clone()))
-            }
-            _ => forgotten.get(&shorty_service::keydir::OwnedIdent::Key(key)),
+        // When it was deleted here, if it was: its tombstone is still in a
+        // segment, or a merge forgot it and wrote it down.
+        let mut deleted_at = match &meta.alias {
+            Some(alias) if key == ALIAS_KEY => forgotten
+                .get(&shorty_service::keydir::OwnedIdent::Alias(alias.clone()))
+                .copied(),
+            _ => forgotten
+                .get(&shorty_service::keydir::OwnedIdent::Key(key))
+                .copied(),
         };
-        // An alias claimed again after its quarantine, and then exported,
-        // was created after the delete: that one is imported.
-        if deleted_at.is_some_and(|&at| meta.created_at_ms.is_none_or(|made| made <= at)) {
+        match keydir.lookup(ident) {
+            Some((Target::Live(_), _)) => {
+                let same = read_url(&table, &keydir, ident).is_some_and(|u| u == url.as_bytes());
+                if same {
+                    summary.present += 1;
+                } else {
+                    summary.conflicts += 1;
+                }
+                continue;
+            }
+            Some((Target::Deleted { deleted_at_ms, .. }, state)) => {
+                deleted_at = Some(deleted_at_ms);
+                // If it is imported (an alias claimed again after the
+                // delete, below), its record must outrank the tombstone
+                // when the directory is read again.
+                meta.version = meta.version.max(state.installed + 1);
+            }
+            None => {}
+        }
+        // A deleted code is never handed out again, so its line is an
+        // export from before the delete. An alias claimed again after its
+        // quarantine, and then exported, was created after the delete:
+        // that one is imported.
+        if deleted_at.is_some_and(|at| meta.created_at_ms.is_none_or(|made| made <= at)) {
             summary.deleted += 1;
             continue;
         }
+        let mut options = Vec::with_capacity(meta.encoded_len());
+        meta.encode(&mut options);
+        let record = Link {
+            key,
+            id: NO_ID,
+            url: url.as_bytes(),
+            options: &options,
+        };
+        let record_len = record.encoded_len();
         writer
             .append(&record, summary.imported)
             .map_err(|f| import_failure(f, record_len, max_pending_bytes))?;
@@ -1516,6 +1537,98 @@ mod tests {
             codes.contains(&"gone".to_owned()),
             "claimed again after the delete: {codes:?}"
         );
+    }
+
+    /// A code or alias whose tombstone is still in a segment is counted
+    /// as deleted, not as "maps to another URL", and stays deleted; an
+    /// alias claimed again elsewhere after the delete (a later export
+    /// imported into a restored backup) is imported, and its record
+    /// outranks the tombstone when the directory is read again.
+    #[test]
+    fn an_import_over_a_tombstone_keeps_the_delete_unless_the_alias_is_newer() {
+        use shorty_service::link::LinkMeta;
+        use shorty_service::log::record::Tombstone;
+        use shorty_service::log::segments::encode_sealed_records;
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        fs::create_dir(&data).unwrap();
+        let code_key = DataDir::open(&data).unwrap().load_or_create_key().unwrap();
+        let codec = shorty_service::codes::Codec::new(&code_key);
+        let deleted = codec.key_of(5);
+        let mut alias_meta = Vec::new();
+        LinkMeta {
+            alias: Some("old".into()),
+            created_at_ms: Some(500),
+            ..LinkMeta::default()
+        }
+        .encode(&mut alias_meta);
+        let bytes = encode_sealed_records(
+            0,
+            &[&[
+                Keyed::Link(Link::plain(deleted, 5, b"https://e.com/5")),
+                Keyed::Link(Link {
+                    options: &alias_meta,
+                    ..Link::plain(ALIAS_KEY, NO_ID, b"https://e.com/old")
+                }),
+                Keyed::Tombstone(Tombstone {
+                    key: deleted,
+                    version: 1,
+                    deleted_at_ms: 1_000,
+                    alias: None,
+                }),
+                Keyed::Tombstone(Tombstone {
+                    key: ALIAS_KEY,
+                    version: 1,
+                    deleted_at_ms: 1_000,
+                    alias: Some(b"old"),
+                }),
+            ]],
+        );
+        fs::write(data.join(segment_file_name(0)), bytes).unwrap();
+        let line = |code: String, url: &str, alias: bool, created_at_ms: Option<u64>| {
+            serde_json::to_string(&ExportedLink {
+                code,
+                url: url.to_owned(),
+                alias,
+                created_at_ms,
+                ..Default::default()
+            })
+            .unwrap()
+        };
+        let input = dir.path().join("later.jsonl");
+        fs::write(
+            &input,
+            [
+                line(code(deleted), "https://e.com/5", false, None),
+                line("old".into(), "https://e.com/old", true, Some(500)),
+                line(
+                    "old".into(),
+                    "https://e.com/claimed-again",
+                    true,
+                    Some(2_000),
+                ),
+            ]
+            .join("\n"),
+        )
+        .unwrap();
+        let summary = import_into(&data, &input).unwrap();
+        assert_eq!(
+            (summary.imported, summary.deleted, summary.conflicts),
+            (1, 2, 0),
+            "{summary:?}"
+        );
+        let mut out = Vec::new();
+        export_links(&data, &mut out).unwrap();
+        let lines: Vec<ExportedLink> = String::from_utf8(out)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let got: Vec<(&str, &str)> = lines
+            .iter()
+            .map(|l| (l.code.as_str(), l.url.as_str()))
+            .collect();
+        assert_eq!(got, [("old", "https://e.com/claimed-again")]);
     }
 
     const PREAMBLE: usize = shorty_service::log::record::PREAMBLE_LEN;
