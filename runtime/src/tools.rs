@@ -224,6 +224,9 @@ pub fn verify(dir: &Path) -> ExitCode {
             hint_file_name(number)
         );
     }
+    let (lines, markers_clean) = verify_markers(dir, &numbers);
+    lines.iter().for_each(|l| println!("{l}"));
+    clean &= markers_clean;
     // A merge a stop interrupted: a restart settles it before loading
     // (`shorty_service::log::merge::finish_interrupted`); say how, and
     // judge the segments as the restart will see them.
@@ -309,6 +312,62 @@ pub fn verify(dir: &Path) -> ExitCode {
     }
 }
 
+/// What `verify` says about the files that record what a segment or a
+/// merge no longer shows: a damaged segment's marker (merges forget no
+/// tombstone while it has no segment) and the merges' `.forgotten` files
+/// (the deletes an import must never undo; a damaged one makes imports
+/// refuse to run).
+fn verify_markers(dir: &Path, segments: &[u64]) -> (Vec<String>, bool) {
+    let (mut lines, mut clean) = (Vec::new(), true);
+    use shorty_service::log::merge::{decode_forgotten, parse_forgotten_file_name};
+    use shorty_service::log::segments::parse_damaged_file_name;
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .map(|d| {
+            d.filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    for name in &names {
+        if let Some(n) = parse_damaged_file_name(name) {
+            if segments.contains(&n) {
+                lines.push(format!(
+                    "{name}: {} was refused at a start as damaged; a start that loads it \
+                     removes this marker",
+                    segment_file_name(n)
+                ));
+            } else {
+                lines.push(format!(
+                    "{name}: {} was refused at a start as damaged and is missing (moved \
+                     aside?): merges forget no deletes until it is back, or this marker is \
+                     removed to give it up",
+                    segment_file_name(n)
+                ));
+            }
+        } else if let Some(n) = parse_forgotten_file_name(name) {
+            match fs::read(dir.join(name))
+                .map_err(|e| e.to_string())
+                .and_then(|b| {
+                    decode_forgotten(&b, n)
+                        .map(Iterator::count)
+                        .map_err(|e| e.to_string())
+                }) {
+                Ok(deletes) => lines.push(format!(
+                    "{name}: {deletes} deletes a merge forgot: an import never brings them back"
+                )),
+                Err(err) => {
+                    lines.push(format!(
+                        "{name}: damaged ({err}): an import refuses to run; restore it from a \
+                         backup"
+                    ));
+                    clean = false;
+                }
+            }
+        }
+    }
+    (lines, clean)
+}
+
 /// What `verify` says about a merge's leftovers; returns the segments a
 /// restart removes (the inputs of a committed merge), which are not
 /// checked. A merged segment is an ordinary sealed segment: nothing else
@@ -333,13 +392,15 @@ fn verify_merge_leftovers(dir: &Path, clean: &mut bool) -> Vec<u64> {
                 };
                 if m.outputs.iter().all(|&n| present(n)) {
                     println!(
-                        "{MANIFEST_FILE}: a merge was interrupted after its commit: a restart                          finishes it, removing segments {:?} (merged into {:?})",
+                        "{MANIFEST_FILE}: a merge was interrupted after its commit: a restart \
+                         finishes it, removing segments {:?} (merged into {:?})",
                         m.inputs, m.outputs
                     );
                     away = m.inputs;
                 } else {
                     println!(
-                        "{MANIFEST_FILE}: a merge was interrupted and an output is missing: a                          restart undoes it, removing segments {:?} and keeping {:?}",
+                        "{MANIFEST_FILE}: a merge was interrupted and an output is missing: a \
+                         restart undoes it, removing segments {:?} and keeping {:?}",
                         m.outputs, m.inputs
                     );
                     away = m.outputs;
@@ -1629,6 +1690,50 @@ mod tests {
             .map(|l| (l.code.as_str(), l.url.as_str()))
             .collect();
         assert_eq!(got, [("old", "https://e.com/claimed-again")]);
+    }
+
+    /// `verify` names a damaged segment's marker (and whether its segment
+    /// is there) and the merges' `.forgotten` files with their counts; a
+    /// damaged `.forgotten` file makes the directory not clean, since an
+    /// import then refuses to run.
+    #[test]
+    fn verify_names_damage_markers_and_forgotten_deletes() {
+        use shorty_service::log::hint::HintEntry;
+        use shorty_service::log::merge::{encode_forgotten, forgotten_file_name};
+        use shorty_service::log::segments::damaged_file_name;
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path();
+        let tombstone = |key: u64| HintEntry {
+            key,
+            offset: shorty_service::keydir::TOMBSTONE,
+            version: 1,
+            deleted_at_ms: 1_000,
+            alias: None,
+            owner: None,
+        };
+        fs::write(
+            data.join(forgotten_file_name(4)),
+            encode_forgotten(4, &[tombstone(7), tombstone(9)]),
+        )
+        .unwrap();
+        fs::write(data.join(damaged_file_name(2)), b"").unwrap();
+        fs::write(data.join(damaged_file_name(3)), b"").unwrap();
+        let (lines, clean) = verify_markers(data, &[3]);
+        assert!(clean, "{lines:?}");
+        assert_eq!(lines.len(), 3, "{lines:?}");
+        assert!(lines[0].contains("is missing (moved aside?)"), "{lines:?}");
+        assert!(
+            lines[1].contains("a start that loads it removes"),
+            "{lines:?}"
+        );
+        assert!(lines[2].contains(": 2 deletes a merge forgot"), "{lines:?}");
+        let mut bytes = fs::read(data.join(forgotten_file_name(4))).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0xff;
+        fs::write(data.join(forgotten_file_name(4)), bytes).unwrap();
+        let (lines, clean) = verify_markers(data, &[3]);
+        assert!(!clean, "{lines:?}");
+        assert!(lines[2].contains("damaged"), "{lines:?}");
     }
 
     const PREAMBLE: usize = shorty_service::log::record::PREAMBLE_LEN;
