@@ -376,6 +376,15 @@ impl RedisCluster {
                         // second is down.
                         "--cluster-node-timeout",
                         "1000",
+                        // A replica whose primary died fails over however
+                        // long ago it last heard from it. By default a
+                        // replica out of touch for more than ten node
+                        // timeouts never does, and on a loaded machine
+                        // the failure can take that long to be agreed: a
+                        // CI run waited 120 s for a promotion that could
+                        // no longer happen.
+                        "--cluster-replica-validity-factor",
+                        "0",
                     ]
                     .map(str::to_owned)
                     .to_vec(),

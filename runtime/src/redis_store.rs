@@ -211,6 +211,26 @@ fn redact(node: &str) -> String {
     }
 }
 
+/// [`connect_with`], tried again 100 ms after each failure until
+/// `deadline`; the last failure is the error.
+async fn connect_patiently(
+    probe: &Probe,
+    spec: &RedisSpec,
+    timeout: Duration,
+    replicas_read: bool,
+    deadline: tokio::time::Instant,
+) -> Result<Conn, String> {
+    loop {
+        match connect_with(probe, spec, timeout, replicas_read).await {
+            Ok(conn) => return Ok(conn),
+            Err(e) if tokio::time::Instant::now() + Duration::from_millis(100) >= deadline => {
+                return Err(e.to_string())
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
 /// Connects to what `probe` found (a cluster, through every seed, or the
 /// single Redis it reached), with every request bounded by `timeout`.
 ///
@@ -1224,6 +1244,7 @@ pub fn start(
             let local = tokio::task::LocalSet::new();
             local.block_on(&runtime, async move {
                 let timeout = settings.timeout;
+                let started = tokio::time::Instant::now();
                 let connected = async {
                     let mut probe = probe(&settings.spec, timeout).await?;
                     // A replica may be (re)connecting, or a new cluster's
@@ -1237,25 +1258,23 @@ pub fn start(
                         tokio::time::sleep(Duration::from_millis(100)).await;
                     }
                     let spec = &settings.spec;
-                    let to_string = |e: redis::RedisError| e.to_string();
+                    // Each connection is tried again until the start's
+                    // own deadline (below) rather than once: a store that
+                    // answers slowly for a moment (a busy machine, a
+                    // cluster still settling) must not make a node
+                    // refuse to start (a CI run: one slow connect did).
+                    let deadline = started + timeout * 4;
+                    let connect = |replicas_read: bool| {
+                        connect_patiently(&probe, spec, timeout, replicas_read, deadline)
+                    };
                     let mut writes = Vec::with_capacity(WRITE_CONNECTIONS);
                     for _ in 0..WRITE_CONNECTIONS {
-                        writes.push(
-                            connect_with(&probe, spec, timeout, false)
-                                .await
-                                .map_err(to_string)?,
-                        );
+                        writes.push(connect(false).await?);
                     }
-                    let reads = connect_with(&probe, spec, timeout, settings.read_from_replicas)
-                        .await
-                        .map_err(to_string)?;
+                    let reads = connect(settings.read_from_replicas).await?;
                     // A single Redis has no replicas to read from.
                     let primary_reads = if settings.read_from_replicas && probe.cluster {
-                        Some(
-                            connect_with(&probe, spec, timeout, false)
-                                .await
-                                .map_err(to_string)?,
-                        )
+                        Some(connect(false).await?)
                     } else {
                         None
                     };
@@ -1426,6 +1445,41 @@ r1 127.0.0.1:7003@17003 slave a1 0 0 1 connected
 r2 127.0.0.1:7004@17004 slave,fail a2 0 0 2 disconnected
 r3 127.0.0.1:7005@17005 slave a3 0 0 3 connected
 ";
+
+    /// A store that does not answer for a moment when a node starts (its
+    /// cluster down, then back) is waited for until the start's deadline
+    /// instead of refusing the start at the first failed connect (a CI
+    /// run: "cannot use the store ...: timed out").
+    #[test]
+    fn a_start_waits_for_a_store_that_comes_back() {
+        use shorty_conformance::cluster::{or_skip, RedisCluster};
+        let Some(mut cluster) = or_skip(RedisCluster::start(3)) else {
+            return;
+        };
+        let spec = crate::config::parse_spec(&cluster.seeds()).unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let timeout = Duration::from_millis(500);
+        let probe = runtime.block_on(probe(&spec, timeout)).unwrap();
+        assert!(probe.cluster);
+        cluster.kill_all();
+        let once = runtime.block_on(connect_with(&probe, &spec, timeout, false));
+        assert!(
+            once.is_err(),
+            "a cluster that is down cannot be connected to"
+        );
+        let back = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_secs(1));
+            cluster.restart_all().unwrap();
+            cluster
+        });
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+        let patient = runtime.block_on(connect_patiently(&probe, &spec, timeout, false, deadline));
+        let _cluster = back.join().unwrap();
+        assert!(patient.is_ok(), "{:?}", patient.err());
+    }
 
     #[test]
     fn cluster_nodes_parse_into_shards() {
