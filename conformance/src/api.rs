@@ -637,3 +637,32 @@ pub fn api_links_conflict_expire_and_belong_to_their_key(bin: &Path) {
     );
     assert_eq!(read.status, 200, "{}", read.body);
 }
+
+/// SIGHUP to a server without `--blocklist` (an operator's or
+/// logrotate's habit with daemons) reloads nothing and harms nothing: the
+/// server goes on answering and still stops cleanly (review 8: it died of
+/// the signal's default action, exit 129, with no clean stop).
+pub fn sighup_without_a_blocklist_is_harmless(bin: &Path) {
+    let dir = tmp();
+    let server = Server::start(bin, &dir.path().join("data"), &[]);
+    let mut conn = server.connect();
+    let short = conn.shorten("https://example.com/before-hup");
+    let code = short.rsplit('/').next().unwrap().to_owned();
+    for _ in 0..3 {
+        let status = std::process::Command::new("kill")
+            .args(["-HUP", &server.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let mut conn = server.connect();
+    assert_eq!(
+        conn.resolve(&code),
+        shorty_protocol::Reply::Resolved(bytes::Bytes::from_static(
+            b"https://example.com/before-hup"
+        ))
+    );
+    drop(conn);
+    assert!(server.stop().success());
+}

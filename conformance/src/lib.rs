@@ -138,6 +138,8 @@ macro_rules! suite {
             clicks_survive_kill_9_read_back_through_the_wire,
             // ----- engineer LIFE: merge forgets tombstones (issue 19) -----
             a_merge_forgets_deleted_codes_which_stay_deleted,
+            // ----- lead: review 8 -----
+            sighup_without_a_blocklist_is_harmless,
         );
     };
     (@cases $binary:expr; $($case:ident),* $(,)?) => {

@@ -90,6 +90,25 @@ fn install_signal_handlers(trigger: ShutdownTrigger) -> io::Result<()> {
     Ok(())
 }
 
+/// Without `--blocklist` nothing is re-read on SIGHUP, but the signal
+/// must not kill the server either: its default action is to terminate,
+/// and operators (and tools such as logrotate) send it to any daemon
+/// expecting a reload (review 8: a server without a blocklist died on it,
+/// with no clean stop and no log line).
+fn absorb_sighup() -> Result<(), String> {
+    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGHUP])
+        .map_err(|e| format!("cannot handle SIGHUP: {e}"))?;
+    std::thread::Builder::new()
+        .name("shorty-sighup".into())
+        .spawn(move || {
+            for _ in signals.forever() {
+                tracing::info!("SIGHUP: nothing to reload (no --blocklist)");
+            }
+        })
+        .map_err(|e| format!("cannot handle SIGHUP: {e}"))?;
+    Ok(())
+}
+
 /// Pings systemd's watchdog while every core's heartbeat advances.
 fn start_watchdog(heartbeats: Vec<Arc<AtomicU64>>) {
     let Some(interval) = sd_notify::watchdog_enabled() else {
@@ -322,6 +341,8 @@ where
     )?;
     if let Some(path) = &args.blocklist {
         crate::blocklist::start(path, &shared)?;
+    } else {
+        absorb_sighup()?;
     }
     if shared.settings.auth_required && shared.keys.current().is_empty() {
         tracing::warn!(
