@@ -830,7 +830,8 @@ impl Store {
                 // SHORTEN does.
                 let _ = writes.query(redis::cmd("DEL").arg(&name)).await;
                 Self::unavailable(format!(
-                    "the link was not confirmed by {} replica(s) within --store-timeout                      ({detail}); retry",
+                    "the link was not confirmed by {} replica(s) within --store-timeout \
+                     ({detail}); retry",
                     self.settings.replicas
                 ))
                 .into()
@@ -1017,7 +1018,8 @@ impl Store {
             // back without undoing a change another node may have made
             // since, so the answer says it may or may not last.
             Change::Unconfirmed(detail) => Self::unavailable(format!(
-                "the change was not confirmed by {} replica(s) within --store-timeout                  ({detail}): it may or may not have been applied; read the link back",
+                "the change was not confirmed by {} replica(s) within --store-timeout \
+                 ({detail}): it may or may not have been applied; read the link back",
                 self.settings.replicas
             ))
             .into(),

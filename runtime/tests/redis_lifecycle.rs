@@ -685,6 +685,32 @@ fn a_deleted_limited_link_takes_its_click_count_with_it() {
         assert!(!exists(&redis.url(), name), "{name} removed with its link");
     }
     assert_eq!(a.delete(&plain_code, t0), OpResult::Deleted);
+    // A limit an update removed leaves its count: the delete still takes
+    // it (review 8: it stayed for ever, without an expiry).
+    let unlimited = view(a.create(
+        "https://e.com/u",
+        Some("limited-2"),
+        LinkMeta {
+            max_clicks: Some(5),
+            ..LinkMeta::default()
+        },
+        Principal::ANYONE,
+        t0,
+    ));
+    assert!(a.http_get(&unlimited.code, t0).starts_with("HTTP/1.1 30"));
+    let name = format!(
+        "shorty:n:{}:{}",
+        unlimited.code,
+        unlimited.meta.created_at_ms.unwrap_or(0)
+    );
+    assert!(exists(&redis.url(), &name), "{name} counts the click");
+    let no_limit = LinkPatch {
+        max_clicks: shorty_service::link::Field::Clear,
+        ..LinkPatch::default()
+    };
+    view(a.update(&unlimited.code, no_limit, Principal::ANYONE, t0));
+    assert_eq!(a.delete(&unlimited.code, t0), OpResult::Deleted);
+    assert!(!exists(&redis.url(), &name), "{name} removed with its link");
 }
 
 /// `redis-cli GET name` against `url`: its value, if any.

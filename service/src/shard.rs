@@ -422,8 +422,9 @@ pub enum RemoteRequest {
         code: Box<str>,
         /// How long a deleted alias stays taken.
         quarantine_ms: Option<u64>,
-        /// A limited link's click count to remove with it: the link's
-        /// `created_at_ms`, which names the count (see `Count`).
+        /// The click count to remove with it, named by the link's
+        /// `created_at_ms` (see `Count`): asked for every delete, since
+        /// an update may have removed the limit and left the count.
         count: Option<u64>,
     },
     /// A click of the limited link `code` (one life of it: created at

@@ -683,9 +683,11 @@ pub(crate) fn after_read(
                     deleted_at_ms: now_ms,
                     alias,
                 });
-                // A limited link's click count goes with it (a remote
-                // store keeps it beside the link, under its own name).
-                let count = meta.max_clicks.map(|_| meta.created_at_ms.unwrap_or(0));
+                // Its click count goes with it (a remote store keeps it
+                // beside the link, under its own name). Asked whether or
+                // not the link is limited now: a limit an update removed
+                // leaves its count behind (review 8: it stayed forever).
+                let count = Some(meta.created_at_ms.unwrap_or(0));
                 match write_counted(shard, op, record, ident, version, OpResult::Deleted, count) {
                     Ok(()) => return true,
                     Err(Step::Now(result)) => result,
