@@ -336,7 +336,7 @@ impl RedisCluster {
     /// Starts `primaries` primaries with one replica each, or says why it
     /// cannot (no `redis-server` here); see [`or_skip`]. A start that
     /// fails (a node that died, a cluster that did not settle) is tried
-    /// again on new ports up to [`START_ATTEMPTS`] times: the test is
+    /// again on new ports up to `START_ATTEMPTS` (3) times: the test is
     /// about our server, not about one unlucky Redis start on a loaded
     /// machine; each failure is printed, so a harness that needs retries
     /// shows it.
