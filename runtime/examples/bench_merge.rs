@@ -249,7 +249,16 @@ fn main() {
     let mut known = RecordBytes::new();
     let t = Instant::now();
     let (mut io, mut merges, mut reclaimed) = (0u64, 0, 0u64);
-    while let Some(report) = merge_once(&table, &keydir, &settings, &metrics, &mut known).unwrap() {
+    while let Some(report) = merge_once(
+        &table,
+        &keydir,
+        &settings,
+        &metrics,
+        &mut known,
+        &mut Vec::new(),
+    )
+    .unwrap()
+    {
         io += report.io_bytes;
         merges += 1;
         reclaimed += report.reclaimed();

@@ -151,6 +151,15 @@ pub struct DataDir {
     _lock: File,
 }
 
+/// `true` when a process (a server, an offline merge, an import) holds
+/// `dir`'s lock: asked through a read-only descriptor, so any reader may.
+pub fn in_use(dir: &Path) -> bool {
+    OpenOptions::new()
+        .read(true)
+        .open(dir.join(LOCK_FILE))
+        .is_ok_and(|f| matches!(f.try_lock_shared(), Err(fs::TryLockError::WouldBlock)))
+}
+
 /// Leaves [`damaged_file_name`]`(number)` beside a segment recovery
 /// refused; a failure is logged (the refusal is reported anyway).
 fn mark_damaged(dir: &Path, number: u64) {

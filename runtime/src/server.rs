@@ -359,6 +359,10 @@ where
         Some((data, report)) => {
             datadir::spawn_scrubber(data.path(), report.hinted.clone(), damaged);
             if let StoreMode::Local(store) = &shared.store {
+                // Made now, so that an export without write access (another
+                // user, a read-only mount) can still take its lock.
+                crate::merge::readers_file(data.path())
+                    .map_err(|e| format!("cannot create {}: {e}", crate::merge::READERS_FILE))?;
                 // The merge thread; SIGUSR1 asks it to check at once.
                 let trigger = Arc::new(std::sync::atomic::AtomicBool::new(false));
                 signal_hook::flag::register(signal_hook::consts::SIGUSR1, trigger.clone())

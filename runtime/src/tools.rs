@@ -24,7 +24,7 @@ use shorty_service::log::{
 };
 use shorty_service::url::UrlPolicy;
 
-use crate::datadir::{self, list_segments, DataDir, KEY_FILE, LOCK_FILE};
+use crate::datadir::{self, list_segments, DataDir, KEY_FILE};
 use crate::driver::{Step, WriteFailure};
 
 /// One exported link. The options are optional fields, absent for a
@@ -177,13 +177,6 @@ fn parse_import_line(line: &str, policy: &UrlPolicy) -> Option<Result<(u64, Expo
     }
 }
 
-fn is_locked(dir: &Path) -> bool {
-    OpenOptions::new()
-        .read(true)
-        .open(dir.join(LOCK_FILE))
-        .is_ok_and(|f| matches!(f.try_lock_shared(), Err(fs::TryLockError::WouldBlock)))
-}
-
 /// `verify`: checks every segment and hint; exit 0 when clean.
 pub fn verify(dir: &Path) -> ExitCode {
     let numbers = match list_segments(dir) {
@@ -193,7 +186,7 @@ pub fn verify(dir: &Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    if is_locked(dir) {
+    if datadir::in_use(dir) {
         println!(
             "note: a server is running on {}; the segments it is writing show as open",
             dir.display()
@@ -463,13 +456,9 @@ fn export_links_between(
     // first did (a running server appends to its active segments; an
     // update seen by the second pass only would export its key twice,
     // the older URL beside the newer). A merge does not empty the segments
-    // it retires while this shared lock is held (`merge::READERS_FILE`);
-    // a directory that cannot hold the file (read-only) has no merge
-    // running in it.
-    let readers = crate::merge::readers_file(dir).ok();
-    if let Some(file) = &readers {
-        file.lock_shared()?;
-    }
+    // it retires while this shared lock is held (`merge::READERS_FILE`),
+    // taken read-only when the reader may not write.
+    let _readers = crate::merge::lock_for_reading(dir)?;
     let mut files = open_segments(dir)?;
     // First the newest version of every mutated key (a small map: keys
     // never changed are not in it), so that only the winning record of a

@@ -542,6 +542,12 @@ pub trait MergeFiles: RecoveryFiles {
 
     /// Ends [`shut_out_readers`](Self::shut_out_readers).
     fn let_readers_in(&mut self) {}
+
+    /// `name`, a retired input about to be removed without being emptied
+    /// (a reader was in), is to be emptied once no reader is: the cores'
+    /// cached descriptors would otherwise keep its blocks until a restart
+    /// (review 8). Called before the removal.
+    fn empty_later(&mut self, _name: &str) {}
 }
 
 /// Why a merge stopped. The inputs are untouched unless the manifest was
@@ -1075,12 +1081,14 @@ fn remove_segment(files: &mut impl MergeFiles, number: u64, empty: bool) -> Resu
     // cache, and an unlinked file's blocks come back only when its last
     // descriptor closes; an emptied one's at once. No core's read needs it
     // now; a reader outside the server (an export) may (`empty` false):
-    // then its blocks come back when the cores' descriptors close.
+    // then it is emptied once that reader is gone (`empty_later`).
     if empty {
         match files.truncate_and_append(&name, 0, &[]) {
             Err(err) if err.kind() != io::ErrorKind::NotFound => return Err(io_err(&name)(err)),
             _ => {}
         }
+    } else {
+        files.empty_later(&name);
     }
     files.remove(&name).map_err(io_err(&name))?;
     let hint = hint_file_name(number);
