@@ -3,7 +3,8 @@
 //! nothing) in pipelines, so every node's counts add up there. A link whose
 //! call Redis refused (out of memory, read-only) had nothing applied and
 //! goes again with the next flush; one whose answer never came may have
-//! been applied and is not sent again. With a single Redis each flush
+//! been applied and is not sent again, and the pipelines after it are not
+//! sent into the stall but kept for the next flush. With a single Redis each flush
 //! first checks its connection is live (`live`), so a Redis that
 //! restarted since the last flush loses none of the next one's counts.
 //!
@@ -127,7 +128,18 @@ end
 return 0";
 
 /// Links per pipeline at most (a flush of many links is sent in several).
-pub const PIPELINE_COMMANDS: usize = 4096;
+/// Small enough that one pipeline (about 1.3 KB per link with its script)
+/// is answered well within `--store-timeout` on a busy Redis: a pipeline
+/// whose answer does not come loses its links' counts (review 8: a
+/// catch-up flush of 23,100 links in pipelines of 4,096, all in flight on
+/// one connection, timed out whole and lost half the clicks of an
+/// outage).
+pub const PIPELINE_COMMANDS: usize = 512;
+
+/// Pipelines a single Redis's flush keeps in flight at once, on its one
+/// connection: the pipelines behind the first wait for it, and each is
+/// timed from when it was sent.
+pub const SINGLE_PIPELINES_IN_FLIGHT: usize = 2;
 
 /// Links whose counts a Redis that refuses writes can leave waiting for
 /// the next flush; past it, the counts of the links beyond are dropped
@@ -355,14 +367,29 @@ impl StatsSink for RedisStats {
                 keys.len() - dropped
             )));
         }
-        let sent: Vec<Sent> = self.runtime.block_on(async {
-            let mut flight = tokio::task::JoinSet::new();
-            let mut sent = Vec::new();
+        let in_flight = if one_slot {
+            PIPELINES_IN_FLIGHT
+        } else {
+            SINGLE_PIPELINES_IN_FLIGHT
+        };
+        // Once a pipeline goes unanswered, the store is struggling (or the
+        // connection is being replaced, dropping what it had not written):
+        // the pipelines not yet sent are kept for the next flush instead,
+        // so an unanswered flush loses the links in flight, not all.
+        let (sent, unsent): (Vec<Sent>, Vec<u64>) = self.runtime.block_on(async {
+            let mut flight = tokio::task::JoinSet::<Sent>::new();
+            let (mut sent, mut unsent) = (Vec::new(), Vec::new());
+            let mut stalled = false;
             for (pipe, keys) in commands(all.iter().copied(), one_slot) {
-                if flight.len() >= PIPELINES_IN_FLIGHT {
+                while !stalled && flight.len() >= in_flight {
                     if let Some(Ok(done)) = flight.join_next().await {
+                        stalled = done.unknown > 0;
                         sent.push(done);
                     }
+                }
+                if stalled {
+                    unsent.extend(keys);
+                    continue;
                 }
                 flight.spawn(send(conn.clone(), pipe, keys));
             }
@@ -371,9 +398,9 @@ impl StatsSink for RedisStats {
                     sent.push(done);
                 }
             }
-            sent
+            (sent, unsent)
         });
-        let (mut refused, mut unknown, mut first_error) = (Vec::new(), 0, None);
+        let (mut refused, mut unknown, mut first_error) = (unsent, 0, None);
         for s in sent {
             refused.extend(s.refused);
             unknown += s.unknown;
@@ -386,9 +413,9 @@ impl StatsSink for RedisStats {
         match first_error {
             None => Ok(()),
             Some(err) => Err(io::Error::other(format!(
-                "{} links refused by the store, kept for the next flush ({dropped} of them \
-                 dropped past {MAX_RETRY_LINKS}); {unknown} links unanswered, not sent again \
-                 (they may have been counted): {err}",
+                "{} links refused by the store or not sent after an unanswered pipeline, kept \
+                 for the next flush ({dropped} of them dropped past {MAX_RETRY_LINKS}); \
+                 {unknown} links unanswered, not sent again (they may have been counted): {err}",
                 refused.len() - dropped
             ))),
         }
