@@ -63,6 +63,12 @@ pub struct RedisStats {
     /// Links' counts a Redis refused (out of memory, read-only, ...):
     /// nothing of them was applied; they go again with the next flush.
     retry: ClickMap,
+    /// [`LINK_SCRIPT`]'s SHA1 once `SCRIPT LOAD` put it on every node:
+    /// calls then send the hash (`EVALSHA`), not the script's 1.2 KB. A
+    /// node that lost it (a restart, a failover, `SCRIPT FLUSH`) refuses
+    /// the call with `NOSCRIPT`, nothing applied: the link is kept, and
+    /// the next flush loads the script again.
+    loaded: Option<String>,
 }
 
 impl RedisStats {
@@ -81,6 +87,7 @@ impl RedisStats {
             runtime,
             conn,
             retry: ClickMap::default(),
+            loaded: None,
         })
     }
 }
@@ -170,9 +177,21 @@ fn per_link<'a>(maps: impl IntoIterator<Item = &'a ClickMap>) -> HashMap<u64, Li
     links
 }
 
-/// The [`LINK_SCRIPT`] call that adds `link`'s deltas to `code`'s keys.
-fn link_command(code: &str, link: &LinkDeltas) -> redis::Cmd {
-    let mut cmd = redis::cmd("EVAL");
+/// The [`LINK_SCRIPT`] call that adds `link`'s deltas to `code`'s keys:
+/// by its hash when the script is loaded (`sha`), else with its text.
+fn link_command(code: &str, link: &LinkDeltas, sha: Option<&str>) -> redis::Cmd {
+    let mut cmd = match sha {
+        Some(sha) => {
+            let mut cmd = redis::cmd("EVALSHA");
+            cmd.arg(sha);
+            cmd
+        }
+        None => {
+            let mut cmd = redis::cmd("EVAL");
+            cmd.arg(LINK_SCRIPT);
+            cmd
+        }
+    };
     let mut hours: Vec<_> = link.hours.iter().collect();
     hours.sort_unstable();
     let mut days: Vec<String> = Vec::new();
@@ -191,8 +210,7 @@ fn link_command(code: &str, link: &LinkDeltas) -> redis::Cmd {
         // KEYS[1] and KEYS[2] are the totals and the referrers.
         hour_args.push((index + 3, field, *human, *bot));
     }
-    cmd.arg(LINK_SCRIPT)
-        .arg(2 + days.len())
+    cmd.arg(2 + days.len())
         .arg(format!("{{{code}}}:clicks"))
         .arg(format!("{{{code}}}:refs"));
     for day in &days {
@@ -219,10 +237,12 @@ fn link_command(code: &str, link: &LinkDeltas) -> redis::Cmd {
 /// of the links it holds. With `one_slot`, each pipeline holds one link: a
 /// Redis Cluster refuses a pipeline whose keys lie in more than one slot
 /// (`CROSSSLOT`), and one link's keys share its code's hash tag, so one
-/// slot. A single Redis takes many links per pipeline.
+/// slot. A single Redis takes many links per pipeline. `sha`: the
+/// script's hash, when it is loaded.
 pub fn commands<'a>(
     maps: impl IntoIterator<Item = &'a ClickMap>,
     one_slot: bool,
+    sha: Option<&str>,
 ) -> Vec<(Pipeline, Vec<u64>)> {
     let links = per_link(maps);
     let mut out = Vec::new();
@@ -231,7 +251,7 @@ pub fn commands<'a>(
     let mut code_buf = [0; MAX_CODE_LEN];
     for (key, link) in &links {
         let code = format_code(*key, &mut code_buf).to_owned();
-        pipe.add_command(link_command(&code, link));
+        pipe.add_command(link_command(&code, link, sha));
         keys.push(*key);
         if one_slot || keys.len() >= PIPELINE_COMMANDS {
             out.push((
@@ -260,6 +280,8 @@ struct Sent {
     unknown: usize,
     /// The first error met.
     error: Option<String>,
+    /// A node did not know the script (`NOSCRIPT`).
+    noscript: bool,
 }
 
 /// Sends one pipeline and sorts every link's reply: an error reply (OOM,
@@ -270,6 +292,7 @@ async fn send(mut conn: Conn, pipe: Pipeline, keys: Vec<u64>) -> Sent {
         Ok(replies) if replies.len() == keys.len() => {
             for (key, reply) in keys.iter().zip(&replies) {
                 if let Value::ServerError(err) = reply {
+                    sent.noscript |= err.code() == "NOSCRIPT";
                     sent.refused.push(*key);
                     sent.error
                         .get_or_insert_with(|| format!("{:?}: {:?}", err.code(), err.details()));
@@ -343,6 +366,87 @@ async fn live(conn: &Conn) -> redis::RedisResult<()> {
     conn.clone().query(&ping).await.map(drop)
 }
 
+/// What one round of a flush's pipelines came to.
+struct Round {
+    /// Links refused before their script ran, or not sent after an
+    /// unanswered pipeline: nothing of them applied.
+    refused: Vec<u64>,
+    /// Links whose answer never came.
+    unknown: usize,
+    /// The first error met.
+    first_error: Option<String>,
+    /// A node did not know the script.
+    noscript: bool,
+}
+
+impl RedisStats {
+    /// Sends every link of `all` once, loading the script first if it is
+    /// not loaded.
+    fn send_round(&mut self, all: &[&ClickMap], conn: &Conn, one_slot: bool) -> Round {
+        if self.loaded.is_none() {
+            // On every node (the cluster client sends SCRIPT LOAD to all);
+            // if it fails, this flush sends the script's text.
+            let mut load = redis::cmd("SCRIPT");
+            load.arg("LOAD").arg(LINK_SCRIPT);
+            if let Ok(value) = self.runtime.block_on(conn.clone().query(&load)) {
+                self.loaded = redis::from_redis_value::<String>(value).ok();
+            }
+        }
+        let sha = self.loaded.clone();
+        let in_flight = if one_slot {
+            PIPELINES_IN_FLIGHT
+        } else {
+            SINGLE_PIPELINES_IN_FLIGHT
+        };
+        // Once a pipeline goes unanswered, the store is struggling (or the
+        // connection is being replaced, dropping what it had not written):
+        // the pipelines not yet sent are kept for the next flush instead,
+        // so an unanswered flush loses the links in flight, not all.
+        let (sent, unsent): (Vec<Sent>, Vec<u64>) = self.runtime.block_on(async {
+            let mut flight = tokio::task::JoinSet::<Sent>::new();
+            let (mut sent, mut unsent) = (Vec::new(), Vec::new());
+            let mut stalled = false;
+            for (pipe, keys) in commands(all.iter().copied(), one_slot, sha.as_deref()) {
+                while !stalled && flight.len() >= in_flight {
+                    if let Some(Ok(done)) = flight.join_next().await {
+                        stalled = done.unknown > 0;
+                        sent.push(done);
+                    }
+                }
+                if stalled {
+                    unsent.extend(keys);
+                    continue;
+                }
+                flight.spawn(send(conn.clone(), pipe, keys));
+            }
+            while let Some(done) = flight.join_next().await {
+                if let Ok(done) = done {
+                    sent.push(done);
+                }
+            }
+            (sent, unsent)
+        });
+        let mut round = Round {
+            refused: unsent,
+            unknown: 0,
+            first_error: None,
+            noscript: false,
+        };
+        for s in sent {
+            if s.noscript {
+                self.loaded = None;
+                round.noscript = true;
+            }
+            round.refused.extend(s.refused);
+            round.unknown += s.unknown;
+            if round.first_error.is_none() {
+                round.first_error = s.error;
+            }
+        }
+        round
+    }
+}
+
 impl StatsSink for RedisStats {
     fn waiting(&self) -> bool {
         !self.retry.is_empty()
@@ -367,47 +471,26 @@ impl StatsSink for RedisStats {
                 keys.len() - dropped
             )));
         }
-        let in_flight = if one_slot {
-            PIPELINES_IN_FLIGHT
-        } else {
-            SINGLE_PIPELINES_IN_FLIGHT
-        };
-        // Once a pipeline goes unanswered, the store is struggling (or the
-        // connection is being replaced, dropping what it had not written):
-        // the pipelines not yet sent are kept for the next flush instead,
-        // so an unanswered flush loses the links in flight, not all.
-        let (sent, unsent): (Vec<Sent>, Vec<u64>) = self.runtime.block_on(async {
-            let mut flight = tokio::task::JoinSet::<Sent>::new();
-            let (mut sent, mut unsent) = (Vec::new(), Vec::new());
-            let mut stalled = false;
-            for (pipe, keys) in commands(all.iter().copied(), one_slot) {
-                while !stalled && flight.len() >= in_flight {
-                    if let Some(Ok(done)) = flight.join_next().await {
-                        stalled = done.unknown > 0;
-                        sent.push(done);
-                    }
-                }
-                if stalled {
-                    unsent.extend(keys);
-                    continue;
-                }
-                flight.spawn(send(conn.clone(), pipe, keys));
-            }
-            while let Some(done) = flight.join_next().await {
-                if let Ok(done) = done {
-                    sent.push(done);
-                }
-            }
-            (sent, unsent)
-        });
-        let (mut refused, mut unknown, mut first_error) = (unsent, 0, None);
-        for s in sent {
-            refused.extend(s.refused);
-            unknown += s.unknown;
-            if first_error.is_none() {
-                first_error = s.error;
-            }
+        let mut round = self.send_round(&all, &conn, one_slot);
+        let again;
+        let mut all = all;
+        if round.noscript && round.unknown == 0 {
+            // A node lost the script (a restart, a failover, SCRIPT
+            // FLUSH): its calls were refused before running, nothing
+            // applied. Load it again and send those links once more now,
+            // rather than make them wait a flush.
+            let (mut map, mut room) = (ClickMap::default(), usize::MAX);
+            keep_for_retry(&all, &round.refused, &mut room, &mut map);
+            again = map;
+            all = vec![&again];
+            round = self.send_round(&all, &conn, one_slot);
         }
+        let Round {
+            refused,
+            unknown,
+            first_error,
+            ..
+        } = round;
         let mut room = MAX_RETRY_LINKS;
         let dropped = keep_for_retry(&all, &refused, &mut room, &mut self.retry);
         match first_error {
@@ -785,7 +868,7 @@ mod tests {
             },
             t,
         );
-        let cmds = commands(&[c.take()], true);
+        let cmds = commands(&[c.take()], true, None);
         assert_eq!(cmds.len(), 1);
         let (pipe, keys) = &cmds[0];
         let text = String::from_utf8_lossy(&pipe.get_packed_pipeline()).into_owned();
@@ -827,12 +910,12 @@ mod tests {
             tags.dedup();
             tags
         };
-        let cluster = commands(std::slice::from_ref(&map), true);
+        let cluster = commands(std::slice::from_ref(&map), true, None);
         assert_eq!(cluster.len(), 3);
         for (pipe, _) in &cluster {
             assert_eq!(tags(pipe).len(), 1, "{:?}", tags(pipe));
         }
-        let single = commands(&[map], false);
+        let single = commands(&[map], false, None);
         assert_eq!(single.len(), 1);
         assert_eq!(tags(&single[0].0).len(), 3);
     }

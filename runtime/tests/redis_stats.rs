@@ -220,3 +220,57 @@ fn a_flush_that_meets_a_stalled_redis_keeps_what_it_did_not_send() {
         "{counted} of {links} links counted: more than the pipelines in flight lost"
     );
 }
+
+/// Flushes call the script by its hash once it is loaded, so a flush
+/// sends a fraction of the bytes it did with the script's text in every
+/// call; a Redis that lost the script (`SCRIPT FLUSH`, as after a restart
+/// or a failover) refuses the calls with `NOSCRIPT`, nothing applied, and
+/// the flush loads it again and sends them again: every click counted
+/// once.
+#[test]
+fn flushes_call_the_script_by_its_hash_and_survive_a_script_flush() {
+    let Some(redis) = or_skip(Redis::start(&[])) else {
+        return;
+    };
+    let spec = RedisSpec {
+        nodes: vec![redis.url()],
+    };
+    let t = 1_800_000_000_000;
+    let links = 1_000;
+    let mut sink = RedisStats::connect(&spec, TIMEOUT).unwrap();
+    let mut counter = ClickCounter::new(true);
+    let input_bytes = || -> u64 {
+        let info = redis.must(&["info", "stats"]);
+        info.lines()
+            .find_map(|l| l.strip_prefix("total_net_input_bytes:"))
+            .expect("total_net_input_bytes")
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    let mut flush = |sink: &mut RedisStats| {
+        for key in 1..=links {
+            counter.record(key, &ClickMeta::default(), t);
+        }
+        sink.apply(&[counter.take()])
+    };
+    // The first flush loads the script.
+    flush(&mut sink).unwrap();
+    let before = input_bytes();
+    flush(&mut sink).unwrap();
+    let per_link = (input_bytes() - before) / links;
+    eprintln!("{per_link} bytes per link and flush");
+    assert!(
+        per_link < shorty_runtime::stats_redis::LINK_SCRIPT.len() as u64 / 2,
+        "{per_link} bytes per link: the script's text is still sent"
+    );
+    redis.must(&["script", "flush"]);
+    let after = flush(&mut sink);
+    assert!(after.is_ok(), "loaded again and sent again: {after:?}");
+    assert!(!sink.waiting());
+    let reader = RedisStatsReader::connect(&spec, TIMEOUT).unwrap();
+    for key in [1, links / 2, links] {
+        let human = reader.totals(key).unwrap().map_or(0, |t| t.human);
+        assert_eq!(human, 3, "link {key}");
+    }
+}
