@@ -138,6 +138,8 @@ macro_rules! suite {
             clicks_survive_kill_9_read_back_through_the_wire,
             // ----- engineer LIFE: merge forgets tombstones (issue 19) -----
             a_merge_forgets_deleted_codes_which_stay_deleted,
+            // ----- engineer STATS6: Redis statistics reads off the core (issue 20) -----
+            redis_stats_reads_leave_the_core_serving,
         );
     };
     (@cases $binary:expr; $($case:ident),* $(,)?) => {
