@@ -665,8 +665,8 @@ impl Shard {
     /// One link's statistics over `[from_ms, to_ms)`: what the store holds
     /// plus this core's pending deltas (other cores' reach the store within
     /// one `--stats-flush`). `None` when no reader is set (`--stats off`,
-    /// or a Redis store: read through [`RemoteRequest::Stats`] instead). For INFO's totals and the
-    /// STATS request / JSON API.
+    /// or a Redis store, read through [`RemoteRequest::Stats`] instead).
+    /// For INFO's totals and the STATS request / JSON API.
     ///
     /// # Errors
     /// The store's.

@@ -219,13 +219,14 @@ pub(crate) fn link_totals(
     }
 }
 
-/// A read that failed: logged, and answered as an internal error that
-/// says so (the API's `clicksError`, an ERROR on the wire).
+/// A read that failed: logged with why, and answered as an internal error
+/// that says so (the API's `clicksError`, an ERROR on the wire) without
+/// the store's own words (addresses, its error replies).
 fn unreadable(key: u64, why: &dyn std::fmt::Display) -> OpResult {
     tracing::error!(key, "reading click statistics failed: {why}");
     OpResult::Failed(
         ErrorCode::INTERNAL,
-        format!("the statistics could not be read: {why}").into(),
+        "the statistics could not be read".into(),
     )
 }
 
