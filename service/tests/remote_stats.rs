@@ -187,3 +187,110 @@ fn without_statistics_a_link_view_asks_the_store_nothing_more() {
     assert_eq!(shard.poll_remote(), None);
     assert!(matches!(shard.take_result(op), Some(OpResult::Link(_))));
 }
+
+/// A page of the API's listing asks the store for every link's totals in
+/// one request and is answered once they are in: each link with its own,
+/// or with `clicksError` when they could not be read.
+#[test]
+fn a_page_of_links_waits_for_all_their_totals_in_one_read() {
+    use shorty_service::api::auth::{hash_key, key_text, KeyRecord, KeyTable, KeysFile};
+    use shorty_service::connection::{Connection, Kind};
+    use shorty_service::http::Front;
+    use shorty_service::shard::LinkView;
+
+    let mut settings = Settings::for_tests("http://s.example/");
+    settings.stats = true;
+    let shared = Arc::new(Shared::new(
+        settings,
+        Codec::new(&CodeKey([7; 16])),
+        StoreMode::Remote,
+        1,
+    ));
+    let text = key_text(&[3; 32]);
+    let record = KeyRecord {
+        id: 3,
+        name: "k3".into(),
+        sha256: hash_key(text.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect(),
+        scopes: "links:read,stats:read".into(),
+        created_at_ms: 0,
+        expires_at_ms: None,
+        revoked_at_ms: None,
+        rate_create: None,
+    };
+    let file = KeysFile { keys: vec![record] };
+    shared.keys.install(KeyTable::from_file(&file, 0).unwrap());
+    let mut codes = Vec::new();
+    for key in [KEY, KEY + 1] {
+        let mut buf = [0; MAX_CODE_LEN];
+        codes.push((key, format_code(key, &mut buf).to_owned()));
+    }
+    let page = || OpResult::Page {
+        links: codes
+            .iter()
+            .map(|(_, code)| LinkView {
+                code: code.as_str().into(),
+                url: Bytes::from_static(b"https://example.com/"),
+                meta: Default::default(),
+                clicks: None,
+            })
+            .collect(),
+        next: None,
+    };
+    for failed in [false, true] {
+        let mut shard = Shard::new(shared.clone(), 0);
+        let t = Instant::now();
+        let mut conn = Connection::new(1, Kind::Http(Front::Public), t);
+        let request = format!("GET /api/v1/links HTTP/1.1\r\nHost: s\r\nX-Api-Key: {text}\r\n\r\n");
+        conn.handle_input(&mut shard, request.as_bytes(), t);
+        let Some(RemoteRequest::List { op, .. }) = shard.poll_remote() else {
+            panic!("no listing asked")
+        };
+        shard.remote_done(op, RemoteReply::Done(page()));
+        assert_eq!(
+            shard.poll_remote(),
+            Some(RemoteRequest::Stats {
+                op,
+                keys: vec![KEY, KEY + 1],
+                from_ms: 0,
+                to_ms: 0,
+                granularity: Granularity::Hour,
+            })
+        );
+        assert_eq!(conn.poll_transmit(&mut shard, t), None, "answered early");
+        let read = if failed {
+            Err("the store did not answer".into())
+        } else {
+            Ok(vec![stored(), StoredStats::default()])
+        };
+        shard.remote_done(op, RemoteReply::Stats(read));
+        let mut response = String::new();
+        while let Some(chunk) = conn.poll_transmit(&mut shard, t) {
+            response.push_str(std::str::from_utf8(&chunk).unwrap());
+            conn.transmitted();
+        }
+        assert!(response.starts_with("HTTP/1.1 200 "), "{response}");
+        let body = &response[response.find("\r\n\r\n").unwrap() + 4..];
+        let json: serde_json::Value = serde_json::from_str(body).unwrap();
+        let links = json["links"].as_array().expect("links");
+        let totals: Vec<_> = links
+            .iter()
+            .map(|l| l["clicks"]["total"].as_u64())
+            .collect();
+        let errors: Vec<_> = links.iter().map(|l| l["clicksError"].as_str()).collect();
+        if failed {
+            assert_eq!(totals, vec![None, None], "{body}");
+            assert_eq!(
+                errors,
+                vec![Some("the statistics could not be read"); 2],
+                "{body}"
+            );
+        } else {
+            // As stored: this shard has no pending clicks.
+            assert_eq!(totals, vec![Some(5), Some(0)], "{body}");
+            assert_eq!(errors, vec![None, None], "{body}");
+        }
+    }
+}
