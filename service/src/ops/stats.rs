@@ -13,7 +13,7 @@
 //! like a link read ([`RemoteRequest::Stats`]): the operation waits for
 //! them and the core serves other requests meanwhile. A link view (INFO,
 //! the API's link and page views) gets its links' totals the same way
-//! before it is answered ([`complete_views`]), so rendering reads nothing.
+//! before it is answered (`complete_views`), so rendering reads nothing.
 
 use shorty_protocol::ErrorCode;
 
