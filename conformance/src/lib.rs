@@ -140,6 +140,8 @@ macro_rules! suite {
             a_merge_forgets_deleted_codes_which_stay_deleted,
             // ----- lead: review 8 -----
             sighup_without_a_blocklist_is_harmless,
+            // ----- engineer STATS6: Redis statistics reads off the core (issue 20) -----
+            redis_stats_reads_leave_the_core_serving,
         );
     };
     (@cases $binary:expr; $($case:ident),* $(,)?) => {

@@ -320,3 +320,160 @@ pub fn clicks_survive_kill_9_read_back_through_the_wire(bin: &Path) {
     }
     assert!(server.stop().success());
 }
+
+// ----- engineer STATS6: Redis statistics reads off the core (issue 20) -----
+
+/// The cluster node that serves `key` (a primary answers `EXISTS` for its
+/// own slots, every other node `MOVED`).
+fn node_serving(cluster: &crate::cluster::RedisCluster, key: &str) -> usize {
+    (0..cluster.node_count())
+        .find(|&i| {
+            cluster
+                .cli(i, &["exists", key])
+                .is_some_and(|out| out.trim().parse::<u64>().is_ok())
+        })
+        .unwrap_or_else(|| panic!("no node serves {key}"))
+}
+
+/// A raw `GET /{code}` on a connection of its own: its status line.
+fn status_of_visit(http_addr: std::net::SocketAddr, code: &str) -> String {
+    let mut stream = std::net::TcpStream::connect(http_addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let request = format!("GET /{code} HTTP/1.1\r\nHost: s\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut reply = String::new();
+    let _ = stream.read_to_string(&mut reply);
+    reply.lines().next().unwrap_or_default().to_owned()
+}
+
+/// With a Redis store, a statistics read does not hold its core: while a
+/// STATS waits on a stalled Redis node, a redirect on the same (only)
+/// core is answered first, and the STATS is answered once the node
+/// serves again. A read the store does not answer in time is an error
+/// that says so (ERROR on the wire, `clicksError` in the API's link
+/// view), never a hang. (The link's own key lives on another node than
+/// its statistics, so only the statistics read stalls; before, the core
+/// waited on it and the redirect came after the STATS.)
+pub fn redis_stats_reads_leave_the_core_serving(bin: &Path) {
+    let Some(cluster) = crate::cluster::or_skip(crate::cluster::RedisCluster::start(3)) else {
+        return;
+    };
+    let store = cluster.seeds();
+    let dir = tmp();
+    let server = Server::start(
+        bin,
+        dir.path(),
+        &[
+            "--store",
+            store.as_str(),
+            "--store-timeout",
+            "10s",
+            "--store-cache-ttl",
+            "120s",
+            "--stats-flush",
+            "50ms",
+            "--threads",
+            "1",
+        ],
+    );
+    let mut c = Client::connect(server.addr()).unwrap();
+    // A link served from the core's cache: its redirect needs no store.
+    let cached = c
+        .shorten_with("https://example.com/cached", &LinkOptions::default())
+        .unwrap()
+        .code;
+    visit(server.http_addr(), "GET", &cached, "", 302);
+    // A link whose statistics live on another node than the link.
+    let (code, stats_node) = (0..64)
+        .find_map(|i| {
+            let code = c
+                .shorten_with(
+                    &format!("https://example.com/apart/{i}"),
+                    &LinkOptions::default(),
+                )
+                .unwrap()
+                .code;
+            let link_node = node_serving(&cluster, &format!("shorty:l:{code}"));
+            let stats_node = node_serving(&cluster, &format!("{{{code}}}:clicks"));
+            (link_node != stats_node).then_some((code, stats_node))
+        })
+        .expect("a link whose statistics live on another node");
+    for _ in 0..3 {
+        visit(server.http_addr(), "GET", &code, HUMAN, 302);
+    }
+    // In the store itself, not only in the core's pending clicks: a flush
+    // still on its way when the node stalls could be applied after the
+    // read (a rerun read 0).
+    let clicks_key = format!("{{{code}}}:clicks");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while cluster
+        .cli(stats_node, &["hget", &clicks_key, "human"])
+        .is_none_or(|out| out.trim() != "3")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the clicks never reached the store"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(stats_once(&mut c, &code, 3).total, 3);
+
+    // The statistics' node stalls for 4 s; the STATS goes out.
+    cluster
+        .cli(stats_node, &["client", "pause", "4000", "all"])
+        .expect("CLIENT PAUSE");
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let addr = server.addr();
+    let asked = code.clone();
+    let reader = std::thread::spawn(move || {
+        let mut c = Client::connect(addr).unwrap();
+        let stats = c.stats(&asked, two_hours());
+        let _ = done_tx.send(());
+        stats
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    // Another request on the same core is answered while it is out.
+    let status = status_of_visit(server.http_addr(), &cached);
+    assert!(status.starts_with("HTTP/1.1 302 "), "{status}");
+    assert!(
+        done_rx.try_recv().is_err(),
+        "the redirect waited for the statistics read: the core was blocked on the store"
+    );
+    let stats = reader.join().unwrap().expect("STATS once the node serves");
+    assert_eq!((stats.total, stats.human), (3, 3), "{stats:?}");
+
+    // Longer than a statistics read's bound (half of --store-timeout):
+    // an error that says so, on the wire and in the API's link view.
+    cluster
+        .cli(stats_node, &["client", "pause", "8000", "all"])
+        .expect("CLIENT PAUSE");
+    let api_url = server.http_url(&format!("/api/v1/links/{code}"));
+    let api = std::thread::spawn(move || http("GET", &api_url));
+    let started = Instant::now();
+    let err = c
+        .stats(&code, two_hours())
+        .expect_err("a STATS the store did not answer");
+    assert!(
+        err.to_string().contains("could not be read"),
+        "{err} after {:?}",
+        started.elapsed()
+    );
+    let (status, _, body) = api.join().unwrap();
+    assert_eq!(status, 200, "{body}");
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(
+        json["clicksError"]
+            .as_str()
+            .is_some_and(|e| e.contains("could not be read")),
+        "{body}"
+    );
+    assert!(json["clicks"].is_null(), "{body}");
+    // And the same core still redirects.
+    let status = status_of_visit(server.http_addr(), &cached);
+    assert!(status.starts_with("HTTP/1.1 302 "), "{status}");
+    let _ = cluster.cli(stats_node, &["client", "unpause"]);
+    drop(c);
+    assert!(server.stop().success());
+}

@@ -933,6 +933,8 @@ impl Store {
                         code: code.into(),
                         url,
                         meta,
+                        // Read by the core next (`ops::stats`).
+                        clicks: None,
                     });
                 }
                 // Gone, or another link now (an alias deleted and claimed
@@ -1106,6 +1108,51 @@ impl Store {
                 .into()
             }
         }
+    }
+
+    /// The click statistics of `keys` over `[from_ms, to_ms)`, each read
+    /// in its own pipeline (a cluster takes one slot per pipeline, and a
+    /// link's keys share its slot), all at once, on the read connection.
+    /// Bounded by half of `--store-timeout`: the operation waiting for
+    /// it already waited for the link's read, and its connection gives up
+    /// at `--store-timeout`, so an unanswered read is still answered as
+    /// one (the API's `clicksError`) rather than as the request's timeout.
+    /// A slow statistics read says nothing of the links' health.
+    async fn stats(
+        &self,
+        keys: Vec<u64>,
+        from_ms: u64,
+        to_ms: u64,
+        granularity: shorty_service::stats::Granularity,
+    ) -> RemoteReply {
+        let bound = self.settings.timeout / 2;
+        let reads: Vec<_> = keys
+            .into_iter()
+            .map(|key| {
+                let mut conn = self.reads.clone();
+                tokio::task::spawn_local(async move {
+                    crate::stats_redis::read_stored(&mut conn, key, from_ms, to_ms, granularity)
+                        .await
+                })
+            })
+            .collect();
+        let all = async {
+            let mut all = Vec::with_capacity(reads.len());
+            for read in reads {
+                let (totals, rows) = read.await.map_err(std::io::Error::other)??;
+                all.push(shorty_service::stats::StoredStats {
+                    totals: (totals.human + totals.bot > 0).then_some(totals),
+                    rows,
+                });
+            }
+            Ok::<_, std::io::Error>(all)
+        };
+        let read = match tokio::time::timeout(bound, all).await {
+            Ok(Ok(all)) => Ok(all),
+            Ok(Err(err)) => Err(err.to_string().into()),
+            Err(_) => Err(format!("the store did not answer within {bound:?}").into()),
+        };
+        RemoteReply::Stats(read)
     }
 
     async fn get(&self, key: u64) -> RemoteReply {
@@ -1415,6 +1462,13 @@ pub fn start(
                                     limit,
                                     ..
                                 } => store.list(owner, after.as_deref(), limit).await,
+                                RemoteRequest::Stats {
+                                    keys,
+                                    from_ms,
+                                    to_ms,
+                                    granularity,
+                                    ..
+                                } => store.stats(keys, from_ms, to_ms, granularity).await,
                             }
                         };
                         let result = tokio::time::timeout(limit, work).await;

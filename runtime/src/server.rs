@@ -424,12 +424,9 @@ where
             config::StoreSpec::Redis(spec) => {
                 let sink = crate::stats_redis::RedisStats::connect(spec, args.store_timeout)
                     .map_err(|e| format!("cannot connect the stats writer to the store: {e}"))?;
-                let reader =
-                    crate::stats_redis::RedisStatsReader::connect(spec, args.store_timeout)
-                        .map_err(|e| {
-                            format!("cannot connect the stats reader to the store: {e}")
-                        })?;
-                let _ = shared.stats.set(Box::new(reader));
+                // No reader is set: a core asks the store thread for
+                // statistics (`RemoteRequest::Stats`) and never waits on
+                // the store.
                 let (sender, writer) = crate::stats::spawn_writer(sink)
                     .map_err(|e| format!("cannot start the stats writer: {e}"))?;
                 Some((sender, writer))

@@ -20,8 +20,9 @@
 //! - `{CODE}:refs`: a sorted set of referring hosts by clicks, cut to the
 //!   top [`REFERRER_SLOTS`] after each increment (approximate top 10).
 //!
-//! The read side ([`RedisStatsReader`]) reads the same keys back: what
-//! every node added is already summed in them.
+//! The read side ([`read_stored`], which the store thread runs for a
+//! core's `RemoteRequest::Stats`; [`RedisStatsReader`] for tools) reads
+//! the same keys back: what every node added is already summed in them.
 
 use std::collections::HashMap;
 use std::io;
@@ -505,16 +506,14 @@ impl StatsSink for RedisStats {
     }
 }
 
-/// The read side over the Redis store: what every node added, read back
-/// for INFO, STATS and the API ([`shorty_service::stats::StatsReader`]).
+/// A synchronous read side over the Redis store: what every node added,
+/// read back ([`shorty_service::stats::StatsReader`]), for tools and tests.
 ///
-/// The cores ask synchronously (the reader trait is the one the local
-/// store serves from its own files), so a read waits on one round trip
-/// to the store, bounded by `--store-timeout`. It is asked only by INFO,
-/// STATS and the API's link views, never on the redirect path. The
-/// requests go to a thread of its own with its own connection and tokio
-/// runtime: the serving cores never block inside an async runtime, and
-/// the link store's thread is not slowed by statistics.
+/// The server does not use it: a core asks the store thread instead
+/// (`RemoteRequest::Stats`, answered with [`read_stored`]) and serves
+/// other requests while the read is out. A read through this reader waits
+/// on one round trip to the store, bounded by `--store-timeout`; it goes
+/// to a thread of its own with its own connection and tokio runtime.
 pub struct RedisStatsReader {
     jobs: tokio::sync::mpsc::UnboundedSender<Job>,
     timeout: Duration,
@@ -606,7 +605,23 @@ fn timed_out(timeout: Duration) -> io::Error {
 }
 
 async fn read(conn: &mut Conn, job: &Job) -> io::Result<(LinkTotals, Vec<SeriesRow>)> {
-    let (pipe, count, days) = read_commands(job.key, job.from_ms, job.to_ms, job.granularity);
+    read_stored(conn, job.key, job.from_ms, job.to_ms, job.granularity).await
+}
+
+/// The link `key`'s statistics over `[from_ms, to_ms)` as the store holds
+/// them, in one pipeline on `conn`: the store thread's answer to a core's
+/// statistics read (`RemoteRequest::Stats`), and [`RedisStatsReader`]'s.
+///
+/// # Errors
+/// The store's, or a reply that is not what the writer stores.
+pub async fn read_stored(
+    conn: &mut Conn,
+    key: u64,
+    from_ms: u64,
+    to_ms: u64,
+    granularity: Granularity,
+) -> io::Result<(LinkTotals, Vec<SeriesRow>)> {
+    let (pipe, count, days) = read_commands(key, from_ms, to_ms, granularity);
     let replies = match conn.pipeline(&pipe, count).await {
         // A dead connection (Redis restarted) fails the first request on
         // it and starts its reconnect; a read changes nothing, so it is
@@ -617,7 +632,7 @@ async fn read(conn: &mut Conn, job: &Job) -> io::Result<(LinkTotals, Vec<SeriesR
         other => other,
     }
     .map_err(io::Error::other)?;
-    parse_read(replies, &days, job.granularity)
+    parse_read(replies, &days, granularity)
 }
 
 impl shorty_service::stats::StatsReader for RedisStatsReader {

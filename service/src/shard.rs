@@ -276,6 +276,11 @@ pub struct LinkView {
     pub url: Bytes,
     /// Its options.
     pub meta: LinkMeta,
+    /// Its click statistics as the remote store holds them, read before
+    /// the view was answered ([`RemoteRequest::Stats`]) so that rendering
+    /// it waits on nothing; `None`: read from the local store when
+    /// rendered (or no statistics).
+    pub clicks: Option<stats::StoredRead>,
 }
 
 /// What an operation does once its read or its write is done.
@@ -304,6 +309,18 @@ pub(crate) enum Then {
         principal: Principal,
         query: Option<crate::ops::stats::StatsQuery>,
     },
+    /// The remote store is reading the link's statistics (under its
+    /// statistics key `key`; totals only without a query): answer with
+    /// them and this core's pending deltas. The caller's right to read
+    /// them was checked before the read was asked.
+    StatsRead {
+        key: u64,
+        query: Option<crate::ops::stats::StatsQuery>,
+    },
+    /// The remote store is reading the click totals of the links in
+    /// `result` (a link or a page of them): answer with `result`, each
+    /// link carrying its totals ([`LinkView::clicks`]).
+    Totals { result: OpResult },
     /// A limited link's click is being counted by the remote store
     /// ([`RemoteRequest::Count`]): answer with `url` or 410 by its reply.
     Count { url: Bytes, meta: Arc<LinkMeta> },
@@ -446,6 +463,23 @@ pub enum RemoteRequest {
         /// with the link, so an expired link leaves no count behind.
         expires_at_ms: Option<u64>,
     },
+    /// The click statistics of the links `keys` (statistics keys) over
+    /// `[from_ms, to_ms)` (totals only when the range is empty), as the
+    /// store holds them: answered with [`RemoteReply::Stats`], one entry
+    /// per key in order. A read asked of the store thread like any other,
+    /// so a core never waits on the store for statistics.
+    Stats {
+        /// The operation waiting for it.
+        op: OpId,
+        /// The links' statistics keys.
+        keys: Vec<u64>,
+        /// The first instant (inclusive).
+        from_ms: u64,
+        /// The end (exclusive).
+        to_ms: u64,
+        /// Hourly or daily rows.
+        granularity: stats::Granularity,
+    },
     /// A page of the links API key `owner` made, newest first, from the
     /// store's per-key index: answered with [`OpResult::Page`].
     List {
@@ -471,6 +505,7 @@ impl RemoteRequest {
             | RemoteRequest::Update { op, .. }
             | RemoteRequest::Delete { op, .. }
             | RemoteRequest::List { op, .. }
+            | RemoteRequest::Stats { op, .. }
             | RemoteRequest::Count { op, .. } => *op,
         }
     }
@@ -496,6 +531,10 @@ pub enum RemoteReply {
         /// `false`: the limit is reached.
         left: bool,
     },
+    /// A `Stats` read: each key's stored statistics, in the request's
+    /// order, or why they could not be read (an error, or no answer
+    /// within its bound).
+    Stats(Result<Vec<stats::StoredStats>, Box<str>>),
     /// A `Create`, `Update` or `Delete` is stored and confirmed.
     Written {
         /// The generated code's key (a `Create` without alias).
@@ -626,9 +665,9 @@ impl Shard {
 
     /// One link's statistics over `[from_ms, to_ms)`: what the store holds
     /// plus this core's pending deltas (other cores' reach the store within
-    /// one `--stats-flush`). `None` when no store is set (`--stats off`,
-    /// or a Redis store: not readable here yet). For INFO's totals and the
-    /// STATS request / JSON API.
+    /// one `--stats-flush`). `None` when no reader is set (`--stats off`,
+    /// or a Redis store, read through [`RemoteRequest::Stats`] instead).
+    /// For INFO's totals and the STATS request / JSON API.
     ///
     /// # Errors
     /// The store's.
@@ -667,6 +706,13 @@ impl Shard {
                 granularity,
             )
         }))
+    }
+
+    /// `true` when click statistics are read from the remote store
+    /// (asked through [`RemoteRequest::Stats`], never on this core): a
+    /// remote store with statistics on and no reader of their own.
+    pub(crate) fn reads_stats_remotely(&self) -> bool {
+        self.local.is_none() && self.stats.enabled() && self.shared.stats.get().is_none()
     }
 
     /// Counts an answered redirect of `key` in the statistics: called by
@@ -1055,7 +1101,8 @@ impl Shard {
                 if let Some(entry) = self.ops.get_mut(op as usize) {
                     entry.then = None;
                 }
-                self.complete(op, result);
+                // A page of links waits for their click totals.
+                crate::ops::stats::complete_views(self, op, result);
             }
             RemoteReply::Link { url, meta, version } => {
                 let meta = meta.map(|mut m| {
@@ -1068,6 +1115,7 @@ impl Shard {
                 crate::ops::lifecycle::remote_written(self, op, code, version);
             }
             RemoteReply::Counted { left } => crate::ops::resolve::remote_counted(self, op, left),
+            RemoteReply::Stats(read) => crate::ops::stats::remote_stats(self, op, read),
         }
     }
 

@@ -9,6 +9,9 @@
 //! store: flush time (mean, p99: the cost of one second of traffic), disk
 //! bytes per link, memory added (resident set), and one link's 30-day
 //! hourly series read time (median, p99 over `READS` random links).
+//! `REOPEN=1` also closes and reopens the store before the reads and
+//! prints the memory then (what a restarted server holds for the same
+//! data).
 //!
 //! `shorty` runs the server's own store (`shorty_runtime::stats::StatsDb`)
 //! the same way; `fjall` and `redb` are the candidates it was chosen from.
@@ -48,6 +51,11 @@ trait Store {
     }
     /// Writes out what the store holds in memtables, if it has them.
     fn flush_memtables(&self) {}
+    /// Closes the store and opens it again from `dir` (`REOPEN=1`): what
+    /// memory it holds for what is on disk, without what writing it left
+    /// behind (lsm-tree gives a segment written to or moved through
+    /// levels 0-1 a whole block index, and keeps it).
+    fn reopen(&mut self, _dir: &Path) {}
 }
 
 fn row_key(key: u64, bucket: u32) -> [u8; 12] {
@@ -182,24 +190,36 @@ impl Store for Fjall {
 /// The store the server runs: `shorty_runtime::stats::StatsDb` (fjall,
 /// hour and day partitions by block, one fsync per flush), driven through
 /// its own API with the generator's timestamps.
-struct Shorty(shorty_runtime::stats::StatsDb);
+struct Shorty(Option<shorty_runtime::stats::StatsDb>);
+
+impl Shorty {
+    fn db(&self) -> &shorty_runtime::stats::StatsDb {
+        self.0.as_ref().expect("the store is open")
+    }
+}
 
 impl Store for Shorty {
     fn apply(&mut self, map: &ClickMap) {
-        self.0.apply(std::slice::from_ref(map)).unwrap();
+        self.db().apply(std::slice::from_ref(map)).unwrap();
     }
 
     fn view(&self, key: u64, from: u64, to: u64) -> (u64, usize) {
-        let v = self.0.view(key, from, to, Granularity::Hour).unwrap();
+        let v = self.db().view(key, from, to, Granularity::Hour).unwrap();
         (v.total, v.series.len())
     }
 
     fn flush_memtables(&self) {
-        self.0.flush_memtables().unwrap();
+        self.db().flush_memtables().unwrap();
+    }
+
+    fn reopen(&mut self, dir: &Path) {
+        // The keyspace's lock goes with the old one.
+        self.0 = None;
+        self.0 = Some(shorty_runtime::stats::StatsDb::open(dir).unwrap());
     }
 
     fn memory(&self) -> String {
-        let m = self.0.memory();
+        let m = self.db().memory();
         format!(
             "Bloom filters {:.1} MiB, memtables {:.1} MiB, cache capacity {:.1} MiB, \
              {} segments ({} in levels 0-1, whose block index is held whole), {} links tracked \
@@ -368,6 +388,17 @@ fn run(name: &str, mut store: impl Store, dir: &Path) {
         rss_bytes().saturating_sub(rss0) as f64 / MIB,
         HEAP.allocated().saturating_sub(heap0) as f64 / MIB,
     );
+    let reopened = if env("REOPEN", 0) == 1 {
+        store.reopen(dir);
+        format!(
+            "; reopened: RSS added {:.1} MiB, live heap added {:.1} MiB ({})",
+            rss_bytes().saturating_sub(rss0) as f64 / MIB,
+            HEAP.allocated().saturating_sub(heap0) as f64 / MIB,
+            store.memory(),
+        )
+    } else {
+        String::new()
+    };
     let mut times = Vec::with_capacity(reads);
     let mut seen = 0;
     for _ in 0..reads {
@@ -386,7 +417,7 @@ fn run(name: &str, mut store: impl Store, dir: &Path) {
     println!(
         "{name}: {links} links, {clicks} clicks, {rate}/flush: load {load:.1?}; flush mean {mean:.2?} \
          p99 {:.2?} (per second of traffic at {rate} clicks/s); disk {:.1} B/link; RSS added \
-         {:.1} MiB (live heap added {:.1} MiB{}{memory}){settled}; 30-day hourly series median {:.1?} \
+         {:.1} MiB (live heap added {:.1} MiB{}{memory}){settled}{reopened}; 30-day hourly series median {:.1?} \
          p99 {:.1?} ({seen} clicks read)",
         percentile(&flushes, 0.99),
         disk as f64 / links as f64,
@@ -404,7 +435,7 @@ fn main() {
     if which == "shorty" || which == "all" {
         let dir = tempfile::tempdir_in(&base).unwrap();
         let db = shorty_runtime::stats::StatsDb::open(dir.path()).unwrap();
-        run("shorty (StatsDb)", Shorty(db), dir.path());
+        run("shorty (StatsDb)", Shorty(Some(db)), dir.path());
     }
     if which == "fjall" || which == "all" {
         let dir = tempfile::tempdir_in(&base).unwrap();

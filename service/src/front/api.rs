@@ -704,7 +704,7 @@ impl Shard {
             .codec
             .parse(link.code.as_bytes())
             .unwrap_or(ALIAS_KEY);
-        match ops::stats::answer(self, key, meta, principal, None) {
+        match ops::stats::answer(self, key, meta, principal, None, link.clicks.as_ref()) {
             OpResult::Stats(totals) => {
                 view.clicks = Some(Clicks {
                     total: totals.total,

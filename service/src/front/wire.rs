@@ -483,10 +483,11 @@ impl Shard {
         info.version = Some(meta.version);
         // The click totals: what the stats store holds plus this core's
         // pending clicks (other cores' reach the store within one
-        // `--stats-flush`). A store read on the serving core, for INFO
-        // only (never on the redirect path); statistics off have none.
-        if let Some(Ok(totals)) = crate::ops::stats::stats_key_of_code(self, &view.code, meta)
-            .and_then(|key| self.stats_view(key, 0, 0, crate::stats::Granularity::Hour))
+        // `--stats-flush`). A local store is read on the serving core, for
+        // INFO only (never on the redirect path); a remote store's totals
+        // were read before the reply was due; statistics off have none.
+        if let Some(totals) = crate::ops::stats::stats_key_of_code(self, &view.code, meta)
+            .and_then(|key| crate::ops::stats::link_totals(self, key, view.clicks.as_ref()))
         {
             info.clicks_total = Some(totals.total);
             info.clicks_human = Some(totals.human);

@@ -239,6 +239,10 @@ fn create_remote(
         code: alias.unwrap_or_default().into(),
         url: Bytes::copy_from_slice(url),
         meta,
+        // A new link has no clicks (a generated code is never handed out
+        // again, and an alias's statistics are named by its creation
+        // time): nothing to ask the store.
+        clicks: Some(Ok(crate::stats::StoredStats::default())),
     }));
     if let Some(entry) = shard.ops.get_mut(op as usize) {
         entry.then = Some(Box::new(Then::Written {
@@ -329,7 +333,8 @@ pub(crate) fn remote_written(shard: &mut Shard, op: OpId, key: Option<u64>, vers
             None => OpResult::Failed(ErrorCode::INTERNAL, "unexpected store answer".into()),
         },
     };
-    shard.complete(op, result);
+    // An updated link's view carries its click totals.
+    super::stats::complete_views(shard, op, result);
 }
 
 enum Record<'a> {
@@ -468,6 +473,7 @@ pub fn create(
         code: code_text(&ident, &meta),
         url: Bytes::copy_from_slice(url.as_bytes()),
         meta,
+        clicks: None,
     }));
     let record = Record::Link(LinkRecord {
         key,
@@ -639,6 +645,7 @@ pub(crate) fn after_read(
                     code: code_text(&ident, meta),
                     url: url.clone(),
                     meta: meta.clone(),
+                    clicks: None,
                 }))
             } else {
                 OpResult::Failed(
@@ -649,7 +656,15 @@ pub(crate) fn after_read(
         }
         Then::Stats { principal, query } => {
             let key = shard.ops.get(op as usize).map_or(0, |e| e.key);
-            super::stats::answer(shard, key, meta, principal, query)
+            if shard.reads_stats_remotely() {
+                // The store is asked; the core does not wait for it.
+                match super::stats::ask_remote(shard, op, key, meta, principal, query) {
+                    Some(refused) => refused,
+                    None => return true,
+                }
+            } else {
+                super::stats::answer(shard, key, meta, principal, query, None)
+            }
         }
         Then::Update {
             ident,
@@ -695,9 +710,14 @@ pub(crate) fn after_read(
                 }
             }
         }
-        Then::Written { .. } | Then::Count { .. } => return false,
+        Then::Written { .. }
+        | Then::Count { .. }
+        | Then::StatsRead { .. }
+        | Then::Totals { .. } => return false,
     };
-    shard.complete(op, result);
+    // INFO's link carries its click totals (read first with a remote
+    // store).
+    super::stats::complete_views(shard, op, result);
     true
 }
 
@@ -765,6 +785,7 @@ fn update_record(
         code: code_text(&ident, &new_meta),
         url: new_url.clone(),
         meta: new_meta,
+        clicks: None,
     }));
     let record = Record::Link(LinkRecord {
         key: record_key(&ident),

@@ -8,13 +8,20 @@
 //! counts are what the store holds plus this core's pending deltas
 //! ([`Shard::stats_view`]): other cores' reach the store within one
 //! `--stats-flush`.
+//!
+//! With a remote store the stored counts are asked of the store thread
+//! like a link read ([`RemoteRequest::Stats`]): the operation waits for
+//! them and the core serves other requests meanwhile. A link view (INFO,
+//! the API's link and page views) gets its links' totals the same way
+//! before it is answered (`complete_views`), so rendering reads nothing.
 
 use shorty_protocol::ErrorCode;
 
 use crate::link::{LinkMeta, Principal, UNPROCESSABLE};
 use crate::log::record::ALIAS_KEY;
-use crate::shard::{OpResult, Shard, Then};
-use crate::stats::{self, Granularity, MAX_BUCKETS};
+use crate::output::OpId;
+use crate::shard::{OpResult, RemoteRequest, Shard, Then};
+use crate::stats::{self, Granularity, StoredRead, StoredStats, MAX_BUCKETS};
 
 use super::Step;
 
@@ -113,56 +120,211 @@ pub(crate) fn stats_key_of_code(shard: &Shard, code: &str, meta: &LinkMeta) -> O
     stats_key(shard, key, Some(meta))
 }
 
+/// The query of a totals-only read: an empty range.
+const TOTALS_ONLY: StatsQuery = StatsQuery {
+    from_ms: 0,
+    to_ms: 0,
+    granularity: Granularity::Hour,
+};
+
+/// The statistics key of the link `key` whose current record holds
+/// `meta`, if `principal` may read its statistics; else the refusal.
+fn readable(
+    shard: &Shard,
+    key: u64,
+    meta: &LinkMeta,
+    principal: Principal,
+) -> Result<u64, OpResult> {
+    if !principal.may_read_stats(meta.owner_key_id) {
+        return Err(OpResult::Failed(
+            principal.refusal(),
+            "this key may not read this link's statistics".into(),
+        ));
+    }
+    // A side-map alias's record always names its alias; one that does
+    // not is damage, not a request to refuse.
+    stats_key(shard, key, Some(meta)).ok_or(OpResult::Failed(
+        ErrorCode::INTERNAL,
+        "this link's record names no alias".into(),
+    ))
+}
+
 /// The statistics of the link `key` whose current record holds `meta`,
-/// once read: what [`totals`] and [`series`] answer.
+/// once read: what [`totals`] and [`series`] answer. `read` is what a
+/// remote store answered for it ([`LinkView::clicks`]); without one the
+/// local store's reader is asked.
+///
+/// [`LinkView::clicks`]: crate::shard::LinkView::clicks
 pub(crate) fn answer(
     shard: &Shard,
     key: u64,
     meta: &LinkMeta,
     principal: Principal,
     query: Option<StatsQuery>,
+    read: Option<&StoredRead>,
 ) -> OpResult {
-    if !principal.may_read_stats(meta.owner_key_id) {
-        return OpResult::Failed(
-            principal.refusal(),
-            "this key may not read this link's statistics".into(),
-        );
+    match readable(shard, key, meta, principal) {
+        Ok(key) => view_of(shard, key, query.unwrap_or(TOTALS_ONLY), read),
+        Err(refused) => refused,
     }
-    let Some(key) = stats_key(shard, key, Some(meta)) else {
-        // A side-map alias's record always names its alias; one that does
-        // not is damage, not a request to refuse.
-        return OpResult::Failed(
-            ErrorCode::INTERNAL,
-            "this link's record names no alias".into(),
-        );
-    };
+}
+
+/// The view of statistics key `key` over `query`: `read` (a remote
+/// store's answer) or the local store's, with this core's pending deltas.
+fn view_of(shard: &Shard, key: u64, query: StatsQuery, read: Option<&StoredRead>) -> OpResult {
     let StatsQuery {
         from_ms,
         to_ms,
         granularity,
-    } = query.unwrap_or(StatsQuery {
-        from_ms: 0,
-        to_ms: 0,
-        granularity: Granularity::Hour,
-    });
-    let view = match shard.stats_view(key, from_ms, to_ms, granularity) {
-        Some(Ok(view)) => view,
-        // No store to read (none set up): this core's pending counts.
-        None => stats::series(
-            None,
-            &[],
-            shard.stats.pending(key),
+    } = query;
+    let pending = shard.stats.pending(key);
+    let view = match read {
+        Some(Ok(stored)) => stats::series(
+            stored.totals.as_ref(),
+            &stored.rows,
+            pending,
             from_ms,
             to_ms,
             granularity,
         ),
-        Some(Err(err)) => {
-            tracing::error!(key, "reading click statistics failed: {err}");
-            return OpResult::Failed(
-                ErrorCode::INTERNAL,
-                "the statistics could not be read".into(),
-            );
-        }
+        Some(Err(why)) => return unreadable(key, why),
+        None => match shard.stats_view(key, from_ms, to_ms, granularity) {
+            Some(Ok(view)) => view,
+            // No store to read (none set up): this core's pending counts.
+            None => stats::series(None, &[], pending, from_ms, to_ms, granularity),
+            Some(Err(err)) => return unreadable(key, &err),
+        },
     };
     OpResult::Stats(Box::new(view))
+}
+
+/// A link view's click totals for protocol v2's link list: `read` (what
+/// the remote store answered) or the local store's, with this core's
+/// pending deltas; `None` when there are none to show (statistics off, or
+/// unreadable).
+pub(crate) fn link_totals(
+    shard: &Shard,
+    key: u64,
+    read: Option<&StoredRead>,
+) -> Option<stats::StatsView> {
+    match read {
+        Some(Ok(_)) => match view_of(shard, key, TOTALS_ONLY, read) {
+            OpResult::Stats(view) => Some(*view),
+            _ => None,
+        },
+        Some(Err(_)) => None,
+        None => shard
+            .stats_view(key, 0, 0, Granularity::Hour)
+            .and_then(Result::ok),
+    }
+}
+
+/// A read that failed: logged with why, and answered as an internal error
+/// that says so (the API's `clicksError`, an ERROR on the wire) without
+/// the store's own words (addresses, its error replies).
+fn unreadable(key: u64, why: &dyn std::fmt::Display) -> OpResult {
+    tracing::error!(key, "reading click statistics failed: {why}");
+    OpResult::Failed(
+        ErrorCode::INTERNAL,
+        "the statistics could not be read".into(),
+    )
+}
+
+/// After the link's read, with a remote store: asks the store for its
+/// statistics, and `op` waits for them ([`remote_stats`]). `Some` when it
+/// is answered at once (a refusal).
+pub(crate) fn ask_remote(
+    shard: &mut Shard,
+    op: OpId,
+    key: u64,
+    meta: &LinkMeta,
+    principal: Principal,
+    query: Option<StatsQuery>,
+) -> Option<OpResult> {
+    let key = match readable(shard, key, meta, principal) {
+        Ok(key) => key,
+        Err(refused) => return Some(refused),
+    };
+    let range = query.unwrap_or(TOTALS_ONLY);
+    ask(shard, op, vec![key], range, Then::StatsRead { key, query });
+    None
+}
+
+/// Registers `then` on `op` and asks the remote store for `keys`'
+/// statistics over `query`.
+fn ask(shard: &mut Shard, op: OpId, keys: Vec<u64>, query: StatsQuery, then: Then) {
+    if let Some(entry) = shard.ops.get_mut(op as usize) {
+        entry.then = Some(Box::new(then));
+    }
+    shard.remote.push_back(RemoteRequest::Stats {
+        op,
+        keys,
+        from_ms: query.from_ms,
+        to_ms: query.to_ms,
+        granularity: query.granularity,
+    });
+}
+
+/// Answers `op` with `result`; with a remote store, a link or a page of
+/// links first waits for their click totals (one [`RemoteRequest::Stats`]
+/// for all of them), so that rendering them reads no store.
+pub(crate) fn complete_views(shard: &mut Shard, op: OpId, result: OpResult) {
+    if !shard.reads_stats_remotely() {
+        return shard.complete(op, result);
+    }
+    let keys: Vec<u64> = match &result {
+        OpResult::Link(view) => view_key(shard, view).into_iter().collect(),
+        OpResult::Page { links, .. } => links.iter().filter_map(|v| view_key(shard, v)).collect(),
+        _ => Vec::new(),
+    };
+    if keys.is_empty() {
+        return shard.complete(op, result);
+    }
+    ask(shard, op, keys, TOTALS_ONLY, Then::Totals { result });
+}
+
+/// The statistics key of a link view that has no totals yet.
+fn view_key(shard: &Shard, view: &crate::shard::LinkView) -> Option<u64> {
+    if view.clicks.is_some() {
+        return None;
+    }
+    stats_key_of_code(shard, &view.code, &view.meta)
+}
+
+/// The remote store answered `op`'s statistics read.
+pub(crate) fn remote_stats(shard: &mut Shard, op: OpId, read: Result<Vec<StoredStats>, Box<str>>) {
+    let Some(then) = shard
+        .ops
+        .get_mut(op as usize)
+        .and_then(|entry| entry.then.take())
+    else {
+        return;
+    };
+    let result = match *then {
+        Then::StatsRead { key, query } => {
+            let read = read.map(|mut all| all.pop().unwrap_or_default());
+            view_of(shard, key, query.unwrap_or(TOTALS_ONLY), Some(&read))
+        }
+        Then::Totals { mut result } => {
+            let mut answers = read.map(Vec::into_iter);
+            let mut attach = |view: &mut crate::shard::LinkView| {
+                if view.clicks.is_some() || view_key(shard, view).is_none() {
+                    return;
+                }
+                view.clicks = Some(match &mut answers {
+                    Ok(each) => Ok(each.next().unwrap_or_default()),
+                    Err(why) => Err(why.clone()),
+                });
+            };
+            match &mut result {
+                OpResult::Link(view) => attach(view),
+                OpResult::Page { links, .. } => links.iter_mut().for_each(attach),
+                _ => {}
+            }
+            result
+        }
+        // Not a statistics read: nothing else asks for one.
+        _ => OpResult::Failed(ErrorCode::INTERNAL, "unexpected store reply".into()),
+    };
+    shard.complete(op, result);
 }

@@ -46,6 +46,23 @@ pub trait StatsReader: Send + Sync {
     ) -> std::io::Result<StatsView>;
 }
 
+/// One link's statistics as a store holds them, before any core's pending
+/// deltas are added: what a remote store answers a statistics read with
+/// ([`crate::shard::RemoteRequest::Stats`]), so that the core builds the
+/// view ([`series`]) without waiting on the store.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct StoredStats {
+    /// The totals (`None`: the store has none).
+    pub totals: Option<LinkTotals>,
+    /// The stored buckets in the range read: hours or days since the
+    /// epoch, by the read's granularity.
+    pub rows: Vec<SeriesRow>,
+}
+
+/// What a statistics read of a remote store gives: each link's stored
+/// statistics, or why they could not be read.
+pub type StoredRead = Result<StoredStats, Box<str>>;
+
 /// Longest referring host kept (DNS names are at most 253 bytes).
 pub const MAX_HOST_BYTES: usize = 253;
 
