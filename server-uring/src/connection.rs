@@ -34,8 +34,9 @@
 //!
 //! **Close.** tokio-uring cannot cancel a oneshot operation: `close` shuts
 //! the socket down, which completes any read or write in flight (an armed
-//! multishot receive ends with end of stream), waits for them (so every
-//! selected buffer returns to the pool), then drops the socket.
+//! multishot receive ends with end of stream, and is cancelled as well),
+//! waits for them (so every selected buffer returns to the pool), then
+//! drops the socket.
 
 use std::future::Future;
 use std::io;
@@ -350,13 +351,19 @@ impl Socket for UringConn {
             return;
         }
         let _ = self.stream.shutdown(Shutdown::Both);
+        if let Some(Recv::Multi(op)) = &mut self.recv {
+            // The shutdown ends it with end of stream; the cancel makes
+            // sure, since the close waits for its final completion (one
+            // more operation, and only when the server closes first).
+            op.cancel();
+        }
         // Wait for what is in flight, so a selected buffer returns to the
         // pool and no operation outlives the socket's descriptor.
         let pool = self.pool.clone();
         let _ = std::future::poll_fn(|cx| match self.recv.as_mut() {
             None => Poll::Ready(()),
-            // Shut down, it ends with end of stream; what it received
-            // before is dropped, its buffers returned.
+            // What it received before the end is dropped, its buffers
+            // returned.
             Some(Recv::Multi(op)) => loop {
                 match std::task::ready!(op.poll_next(cx)) {
                     None => return Poll::Ready(()),
