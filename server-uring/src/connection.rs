@@ -13,11 +13,15 @@
 //! (`UnsubmittedOneshot`), through which these are plain SQEs built with
 //! the `io-uring` crate it uses.
 //!
-//! **Multishot receive** (`--uring-multishot-recv on`, Linux 6.0): one
-//! `IORING_OP_RECV` with `IORING_RECV_MULTISHOT` per connection, from the
-//! same pool, instead of one receive per read: it stays armed and posts a
-//! completion each time bytes arrive (vendored tokio-uring patch 3,
-//! `tokio_uring::Multishot`; vendor/PATCHES.md). It ends with a completion
+//! **Multishot receive** (`--uring-multishot-recv on`, Linux 6.0): from a
+//! connection's second read on, one `IORING_OP_RECV` with
+//! `IORING_RECV_MULTISHOT`, from the same pool, instead of one receive per
+//! read: it stays armed and posts a completion each time bytes arrive
+//! (vendored tokio-uring patch 3, `tokio_uring::Multishot`;
+//! vendor/PATCHES.md). The first read is a receive of its own: a connection
+//! that closes after one request (HTTP's `Connection: close`) would
+//! otherwise leave a receive armed that its close must cancel, an
+//! operation and a system call more per connection. It ends with a completion
 //! without `IORING_CQE_F_MORE`: end of stream (0), an error, `ENOBUFS` (the
 //! pool was empty: that one read falls back to a buffer of its own, as
 //! above, and the next is a multishot again) or our cancel. While the
@@ -118,6 +122,12 @@ pub(crate) struct UringConn {
     send: Option<InFlightOneshot<Bytes, Sent>>,
     /// The peer's address, from the accept.
     pub(crate) peer: Option<std::net::IpAddr>,
+    /// A read completed on this connection: the next ones may use a
+    /// multishot receive. The first is a receive of its own, so a
+    /// connection that closes after one request (`Connection: close`)
+    /// costs no more than without multishot (no receive left armed to
+    /// cancel).
+    read_once: bool,
 }
 
 fn recv_selected(fd: RawFd) -> Recv {
@@ -160,6 +170,7 @@ impl UringConn {
             recv: None,
             send: None,
             peer: None,
+            read_once: false,
         }
     }
 }
@@ -218,11 +229,11 @@ impl UringConn {
     }
 }
 
-impl Drop for UringConn {
-    /// Without a `close` (the task dropped, at the runtime's end): the
-    /// buffers of the receive's completions already here go back to the
-    /// pool; the drop of the `Multishot` cancels it.
-    fn drop(&mut self) {
+impl UringConn {
+    /// Hands the multishot receive's completions already here back to the
+    /// pool, their bytes unread (the connection is closing), and forgets
+    /// the receive once its final completion was among them.
+    fn drain_ready(&mut self) {
         if let Some(Recv::Multi(op)) = &mut self.recv {
             let mut cx = Context::from_waker(std::task::Waker::noop());
             while let Poll::Ready(Some(cqe)) = op.poll_next(&mut cx) {
@@ -230,7 +241,19 @@ impl Drop for UringConn {
                     self.pool.give_back(bid);
                 }
             }
+            if op.is_finished() {
+                self.recv = None;
+            }
         }
+    }
+}
+
+impl Drop for UringConn {
+    /// Without a `close` (the task dropped, at the runtime's end): the
+    /// buffers of the receive's completions already here go back to the
+    /// pool; the drop of the `Multishot` cancels it.
+    fn drop(&mut self) {
+        self.drain_ready();
     }
 }
 
@@ -245,7 +268,7 @@ impl Socket for UringConn {
         input: &mut dyn FnMut(&[u8]),
     ) -> Poll<io::Result<usize>> {
         loop {
-            let (fd, multishot) = (self.fd, self.pool.multishot());
+            let (fd, multishot) = (self.fd, self.read_once && self.pool.multishot());
             let recv = self.recv.get_or_insert_with(|| {
                 if multishot {
                     recv_multishot(fd)
@@ -281,6 +304,7 @@ impl Socket for UringConn {
                                 }
                                 self.pool.give_back(bid);
                             }
+                            self.read_once = true;
                             return Poll::Ready(Ok(n as usize));
                         }
                         Err(err) if err.raw_os_error() == Some(libc::ENOBUFS) => {
@@ -305,6 +329,7 @@ impl Socket for UringConn {
                     if n > 0 {
                         input(&buf);
                     }
+                    self.read_once = true;
                     return Poll::Ready(Ok(n));
                 }
             }
@@ -345,6 +370,10 @@ impl Socket for UringConn {
     }
 
     async fn close(mut self) {
+        // A multishot receive cancelled by `pause_read` (the connection
+        // stopped reading to close) has usually ended by now: then there is
+        // nothing to shut down for it.
+        self.drain_ready();
         if self.recv.is_none() && self.send.is_none() {
             // Nothing in flight (the peer closed first, the usual end):
             // dropping the socket closes it.

@@ -162,6 +162,43 @@ fn request_costs(extra: &[&str], tenths: u64) {
     );
 }
 
+/// With multishot receive, a connection that closes after one request
+/// (HTTP `Connection: close`, the seed's pattern) costs what it costs
+/// without: its accept, its receive and its send, 3 submissions. Its one
+/// read is a receive of its own; a multishot armed from the first read
+/// would still be armed when the server closes, and be cancelled: 4.
+#[test]
+fn a_connection_per_request_costs_no_more_with_multishot_recv() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        Path::new(BINARY),
+        dir.path(),
+        &["--threads", "1", "--uring-multishot-recv", "on"],
+    );
+    let code = code_of(&server.connect().shorten("https://example.com/per-request")).to_owned();
+    let request = format!("GET /{code} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let get = || {
+        let mut http = std::net::TcpStream::connect(server.http_addr()).unwrap();
+        http.write_all(request.as_bytes()).unwrap();
+        let mut reply = String::new();
+        http.read_to_string(&mut reply).unwrap();
+        assert!(reply.contains("example.com/per-request"), "{reply}");
+    };
+    get();
+    let before = rings::sqes_submitted(server.pid());
+    let connections = requests() / 10;
+    for _ in 0..connections {
+        get();
+    }
+    let submitted = rings::sqes_submitted(server.pid()) - before;
+    assert!(
+        submitted * 10 <= connections * 35,
+        "{submitted} submissions for {connections} connections of one request each (over 3.5 \
+         each): a receive left armed at the close and cancelled"
+    );
+}
+
 /// With multishot receive, a peer that sends and never reads must not take
 /// the core's shared receive buffers (README, "Peers that never read"): an
 /// armed receive keeps taking a buffer for every segment that arrives,
