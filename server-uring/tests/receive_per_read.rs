@@ -1,9 +1,10 @@
 //! The conformance cases that exercise a connection's reads (pipelining,
 //! partial and oversized frames, slow and vanishing peers, peers that never
 //! read, lingering closes, shutdown), against `shorty-uring` receiving with
-//! the other of its two receive paths (`--uring-multishot-recv`, vendored
-//! tokio-uring patch 3): `tests/conformance.rs` runs the whole suite on the
-//! default, this file the read cases on the other, so both stay tested.
+//! a receive per read (`--uring-multishot-recv off`; the default is a
+//! multishot receive, vendored tokio-uring patch 3): `tests/conformance.rs`
+//! runs the whole suite on the default, this file the read cases on the
+//! other path, so both stay tested.
 //! The whole suite on either: `SHORTY_URING_MULTISHOT_RECV=on|off cargo
 //! test -p shorty-server-uring --test conformance` (every server a test
 //! starts inherits the environment).
@@ -11,14 +12,14 @@
 use std::path::Path;
 use std::sync::Once;
 
-/// The binary, with every server this test binary starts receiving the
-/// non-default way.
+/// The binary, with every server this test binary starts receiving with a
+/// receive per read.
 fn binary() -> &'static Path {
     static SET: Once = Once::new();
     // Set once, before any test starts a server (each calls this first);
     // std's environment lock orders it before every spawn reads it. The
     // same value for every test in this binary.
-    SET.call_once(|| std::env::set_var("SHORTY_URING_MULTISHOT_RECV", "on"));
+    SET.call_once(|| std::env::set_var("SHORTY_URING_MULTISHOT_RECV", "off"));
     Path::new(env!("CARGO_BIN_EXE_shorty-uring"))
 }
 
