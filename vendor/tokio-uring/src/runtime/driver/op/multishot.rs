@@ -94,19 +94,18 @@ impl Multishot {
     }
 
     /// The next completion, in the order the kernel posted them;
-    /// `Ready(None)` after the final one was handed out.
-    ///
-    /// # Panics
-    ///
-    /// If the runtime is gone.
+    /// `Ready(None)` after the final one was handed out, or once the
+    /// runtime is gone (its drop cancelled the operation and waited for
+    /// it: nothing more will come). Not a panic there, because a value
+    /// dropped during the runtime's teardown may drain it.
     pub fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<MultishotCqe>> {
         if self.finished {
             return Poll::Ready(None);
         }
-        let driver = self
-            .driver
-            .upgrade()
-            .expect("Failed to poll op: driver no longer exists");
+        let Some(driver) = self.driver.upgrade() else {
+            self.finished = true;
+            return Poll::Ready(None);
+        };
         let cqe = ready!(driver.poll_multishot_next(self.index, cx));
         if !cqueue::more(cqe.flags) {
             // The driver removed the entry with it (invariant 1).
