@@ -589,6 +589,15 @@ pub struct ServeArgs {
     /// that refuses it gets a ring without it. shorty-glommio ignores it.
     #[arg(long, env = "SHORTY_URING_DEFER_TASKRUN", default_value = "off", action = clap::ArgAction::Set, value_parser = parse_on_off)]
     pub uring_defer_taskrun: bool,
+
+    /// shorty-uring only: receive on each connection with one multishot
+    /// io_uring receive (Linux 6.0) instead of a receive per read
+    /// (vendor/PATCHES.md, tokio-uring patch 3): `on` or `off`. On by
+    /// default: measured one ring operation fewer per keep-alive request
+    /// and not costlier (issue 23). A kernel that refuses it gets a receive
+    /// per read. shorty-glommio ignores it.
+    #[arg(long, env = "SHORTY_URING_MULTISHOT_RECV", default_value = "on", action = clap::ArgAction::Set, value_parser = parse_on_off)]
+    pub uring_multishot_recv: bool,
 }
 
 /// `on`/`off` (and `true`/`false`) for switches such as `--ui`.

@@ -50,6 +50,9 @@ pub struct Worker {
     /// `--uring-defer-taskrun`: shorty-uring sets its ring up with
     /// `DEFER_TASKRUN` (other backends ignore it).
     pub defer_taskrun: bool,
+    /// `--uring-multishot-recv`: shorty-uring receives with one multishot
+    /// receive per connection (other backends ignore it).
+    pub multishot_recv: bool,
 }
 
 fn install_panic_hook() {
@@ -488,6 +491,7 @@ where
                 admin,
             },
             defer_taskrun: args.uring_defer_taskrun,
+            multishot_recv: args.uring_multishot_recv,
         };
         let core = (!cores.is_empty()).then(|| cores[index % cores.len()]);
         let (serve, trigger) = (serve.clone(), trigger.clone());

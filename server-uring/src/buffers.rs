@@ -67,6 +67,9 @@ pub(crate) struct BufferPool {
     /// `BUFFER_COUNT` buffers of `BUFFER_SIZE` bytes, leaked (invariant 1).
     base: *mut u8,
     returns: Returns,
+    /// Whether connections receive with a multishot receive
+    /// (`--uring-multishot-recv`), until the kernel refuses one.
+    multishot: Cell<bool>,
 }
 
 /// The result of giving buffers to the kernel with an operation.
@@ -89,12 +92,14 @@ impl OneshotOutputTransform for Provided {
 impl BufferPool {
     /// Allocates the pool and gives every buffer to the kernel: as a buffer
     /// ring where the kernel has them, else with `PROVIDE_BUFFERS`.
-    pub(crate) async fn new() -> io::Result<Rc<Self>> {
+    /// `multishot`: connections receive with a multishot receive (only on
+    /// a buffer ring: a kernel without those has no multishot receive).
+    pub(crate) async fn new(multishot: bool) -> io::Result<Rc<Self>> {
         // Invariant 1: leaked, once per core.
         let memory: &'static mut [u8] =
             Box::leak(vec![0u8; BUFFER_SIZE * usize::from(BUFFER_COUNT)].into_boxed_slice());
         let base = memory.as_mut_ptr();
-        if let Some(pool) = Self::ring(base)? {
+        if let Some(pool) = Self::ring(base, multishot)? {
             return Ok(Rc::new(pool));
         }
         let sqe =
@@ -111,12 +116,13 @@ impl BufferPool {
         Ok(Rc::new(Self {
             base,
             returns: Returns::Provide,
+            multishot: Cell::new(false),
         }))
     }
 
     /// The pool on a registered buffer ring holding every buffer, or `None`
     /// if this kernel has no buffer rings.
-    fn ring(base: *mut u8) -> io::Result<Option<Self>> {
+    fn ring(base: *mut u8, multishot: bool) -> io::Result<Option<Self>> {
         let size = usize::from(BUFFER_COUNT) * std::mem::size_of::<BufRingEntry>();
         let layout = Layout::from_size_align(size, 4096).map_err(io::Error::other)?;
         // SAFETY: the layout's size is not zero (BUFFER_COUNT > 0).
@@ -146,11 +152,23 @@ impl BufferPool {
                 entries,
                 tail: Cell::new(0),
             },
+            multishot: Cell::new(multishot),
         };
         for bid in 0..BUFFER_COUNT {
             pool.give_back(bid);
         }
         Ok(Some(pool))
+    }
+
+    /// Whether connections receive with a multishot receive.
+    pub(crate) fn multishot(&self) -> bool {
+        self.multishot.get()
+    }
+
+    /// The kernel refused a multishot receive: a receive per read from now
+    /// on, on this core.
+    pub(crate) fn refuse_multishot(&self) {
+        self.multishot.set(false);
     }
 
     /// The first `len` bytes of buffer `bid`, which a completion handed us.

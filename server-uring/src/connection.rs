@@ -13,12 +13,34 @@
 //! (`UnsubmittedOneshot`), through which these are plain SQEs built with
 //! the `io-uring` crate it uses.
 //!
+//! **Multishot receive** (`--uring-multishot-recv on`, Linux 6.0): from a
+//! connection's second read on, one `IORING_OP_RECV` with
+//! `IORING_RECV_MULTISHOT`, from the same pool, instead of one receive per
+//! read: it stays armed and posts a completion each time bytes arrive
+//! (vendored tokio-uring patch 3, `tokio_uring::Multishot`;
+//! vendor/PATCHES.md). The first read is a receive of its own: a connection
+//! that closes after one request (HTTP's `Connection: close`) would
+//! otherwise leave a receive armed that its close must cancel, an
+//! operation and a system call more per connection. It ends with a completion
+//! without `IORING_CQE_F_MORE`: end of stream (0), an error, `ENOBUFS` (the
+//! pool was empty: that one read falls back to a buffer of its own, as
+//! above, and the next is a multishot again) or our cancel. While the
+//! driver wants no input (`Socket::pause_read`: the connection's output is
+//! at its cap, a peer that does not read) the receive is cancelled, because
+//! an armed one would go on taking the core's shared buffers for bytes
+//! nobody reads (README, "Peers that never read"); what arrived before the
+//! cancel landed is handed over when reading resumes, and the receive is
+//! armed again. A kernel that refuses it (`EINVAL`) gets a receive per read
+//! from then on, on that core.
+//!
 //! **Writes.** `IORING_OP_SEND` of the reply bytes, resubmitted for the
 //! rest after a partial send.
 //!
-//! **Close.** tokio-uring cannot cancel an operation: `close` shuts the
-//! socket down, which completes any read or write in flight, waits for
-//! them (so a selected buffer returns to the pool), then drops the socket.
+//! **Close.** tokio-uring cannot cancel a oneshot operation: `close` shuts
+//! the socket down, which completes any read or write in flight (an armed
+//! multishot receive ends with end of stream, and is cancelled as well),
+//! waits for them (so every selected buffer returns to the pool), then
+//! drops the socket.
 
 use std::future::Future;
 use std::io;
@@ -32,7 +54,9 @@ use bytes::Bytes;
 use io_uring::{cqueue, opcode, squeue, types};
 use shorty_runtime::driver::Socket;
 use tokio_uring::net::TcpStream;
-use tokio_uring::{InFlightOneshot, OneshotOutputTransform, UnsubmittedOneshot};
+use tokio_uring::{
+    InFlightOneshot, Multishot, MultishotCqe, OneshotOutputTransform, UnsubmittedOneshot,
+};
 
 use crate::buffers::{BufferPool, BUFFER_SIZE, GROUP};
 
@@ -86,6 +110,8 @@ impl OneshotOutputTransform for Sent {
 enum Recv {
     Selected(InFlightOneshot<(), Selected>),
     Owned(InFlightOneshot<Vec<u8>, Owned>),
+    /// A multishot receive, armed until a completion without `F_MORE`.
+    Multi(Multishot),
 }
 
 pub(crate) struct UringConn {
@@ -96,6 +122,12 @@ pub(crate) struct UringConn {
     send: Option<InFlightOneshot<Bytes, Sent>>,
     /// The peer's address, from the accept.
     pub(crate) peer: Option<std::net::IpAddr>,
+    /// A read completed on this connection: the next ones may use a
+    /// multishot receive. The first is a receive of its own, so a
+    /// connection that closes after one request (`Connection: close`)
+    /// costs no more than without multishot (no receive left armed to
+    /// cancel).
+    read_once: bool,
 }
 
 fn recv_selected(fd: RawFd) -> Recv {
@@ -104,6 +136,16 @@ fn recv_selected(fd: RawFd) -> Recv {
         .build()
         .flags(squeue::Flags::BUFFER_SELECT);
     Recv::Selected(UnsubmittedOneshot::new((), Selected, sqe).submit())
+}
+
+fn recv_multishot(fd: RawFd) -> Recv {
+    let sqe = opcode::RecvMulti::new(types::Fd(fd), GROUP).build();
+    // SAFETY: the entry names no memory of ours: each receive's buffer
+    // comes from the pool's group, whose memory is never freed
+    // (buffers.rs, invariant 1).
+    #[allow(unsafe_code)]
+    let op = unsafe { Multishot::submit(sqe) };
+    Recv::Multi(op)
 }
 
 fn recv_owned(fd: RawFd) -> Recv {
@@ -128,7 +170,90 @@ impl UringConn {
             recv: None,
             send: None,
             peer: None,
+            read_once: false,
         }
+    }
+}
+
+impl UringConn {
+    /// Handles one completion of the multishot receive (`cancelled`: a
+    /// cancel had been asked for). `Some` is what `poll_read` returns;
+    /// `None`: nothing for the driver, read on (the receive ended and the
+    /// next one is armed, or an owned-buffer read stands in).
+    fn multishot_read(
+        &mut self,
+        cqe: MultishotCqe,
+        cancelled: bool,
+        input: &mut dyn FnMut(&[u8]),
+    ) -> Option<io::Result<usize>> {
+        let bid = cqueue::buffer_select(cqe.flags);
+        match cqe.result {
+            Ok(n) => {
+                if let Some(bid) = bid {
+                    if n > 0 {
+                        input(self.pool.bytes(bid, n as usize));
+                    }
+                    self.pool.give_back(bid);
+                }
+                // 0 is end of stream, which also ends the receive.
+                Some(Ok(n as usize))
+            }
+            Err(err) => {
+                if let Some(bid) = bid {
+                    self.pool.give_back(bid);
+                }
+                match err.raw_os_error() {
+                    // The pool was empty when bytes arrived, which ended
+                    // the receive: read them into a buffer of this
+                    // connection's own, once, then multishot again.
+                    Some(libc::ENOBUFS) => {
+                        self.recv = Some(recv_owned(self.fd));
+                        None
+                    }
+                    // `pause_read`'s cancel landed: reading resumed, so
+                    // arm again.
+                    Some(libc::ECANCELED) if cancelled => None,
+                    // A kernel without multishot receive (before 6.0).
+                    Some(libc::EINVAL) if self.pool.multishot() => {
+                        tracing::warn!(
+                            "this kernel refuses io_uring multishot receive (Linux 6.0 or newer \
+                             has it): a receive per read on this core"
+                        );
+                        self.pool.refuse_multishot();
+                        None
+                    }
+                    _ => Some(Err(err)),
+                }
+            }
+        }
+    }
+}
+
+impl UringConn {
+    /// Hands the multishot receive's completions already here back to the
+    /// pool, their bytes unread (the connection is closing), and forgets
+    /// the receive once its final completion was among them.
+    fn drain_ready(&mut self) {
+        if let Some(Recv::Multi(op)) = &mut self.recv {
+            let mut cx = Context::from_waker(std::task::Waker::noop());
+            while let Poll::Ready(Some(cqe)) = op.poll_next(&mut cx) {
+                if let Some(bid) = cqueue::buffer_select(cqe.flags) {
+                    self.pool.give_back(bid);
+                }
+            }
+            if op.is_finished() {
+                self.recv = None;
+            }
+        }
+    }
+}
+
+impl Drop for UringConn {
+    /// Without a `close` (the task dropped, at the runtime's end): the
+    /// buffers of the receive's completions already here go back to the
+    /// pool; the drop of the `Multishot` cancels it.
+    fn drop(&mut self) {
+        self.drain_ready();
     }
 }
 
@@ -143,8 +268,31 @@ impl Socket for UringConn {
         input: &mut dyn FnMut(&[u8]),
     ) -> Poll<io::Result<usize>> {
         loop {
-            let recv = self.recv.get_or_insert_with(|| recv_selected(self.fd));
+            let (fd, multishot) = (self.fd, self.read_once && self.pool.multishot());
+            let recv = self.recv.get_or_insert_with(|| {
+                if multishot {
+                    recv_multishot(fd)
+                } else {
+                    recv_selected(fd)
+                }
+            });
             match recv {
+                Recv::Multi(op) => {
+                    let cancelled = op.is_cancelled();
+                    let Some(cqe) = std::task::ready!(op.poll_next(cx)) else {
+                        // (Not reached: the op is dropped with its final
+                        // completion.)
+                        self.recv = None;
+                        continue;
+                    };
+                    if !cqe.more() {
+                        // Ended: the next read arms a new one.
+                        self.recv = None;
+                    }
+                    if let Some(read) = self.multishot_read(cqe, cancelled, input) {
+                        return Poll::Ready(read);
+                    }
+                }
                 Recv::Selected(op) => {
                     let (res, bid) = std::task::ready!(Pin::new(op).poll(cx));
                     self.recv = None;
@@ -156,6 +304,7 @@ impl Socket for UringConn {
                                 }
                                 self.pool.give_back(bid);
                             }
+                            self.read_once = true;
                             return Poll::Ready(Ok(n as usize));
                         }
                         Err(err) if err.raw_os_error() == Some(libc::ENOBUFS) => {
@@ -180,9 +329,18 @@ impl Socket for UringConn {
                     if n > 0 {
                         input(&buf);
                     }
+                    self.read_once = true;
                     return Poll::Ready(Ok(n));
                 }
             }
+        }
+    }
+
+    fn pause_read(&mut self) {
+        // The cancel's completion (and any bytes that arrived before it)
+        // is handed over by the next `poll_read`, which then re-arms.
+        if let Some(Recv::Multi(op)) = &mut self.recv {
+            op.cancel();
         }
     }
 
@@ -212,16 +370,39 @@ impl Socket for UringConn {
     }
 
     async fn close(mut self) {
+        // A multishot receive cancelled by `pause_read` (the connection
+        // stopped reading to close) has usually ended by now: then there is
+        // nothing to shut down for it.
+        self.drain_ready();
         if self.recv.is_none() && self.send.is_none() {
             // Nothing in flight (the peer closed first, the usual end):
             // dropping the socket closes it.
             return;
         }
         let _ = self.stream.shutdown(Shutdown::Both);
+        if let Some(Recv::Multi(op)) = &mut self.recv {
+            // The shutdown ends it with end of stream; the cancel makes
+            // sure, since the close waits for its final completion (one
+            // more operation, and only when the server closes first).
+            op.cancel();
+        }
         // Wait for what is in flight, so a selected buffer returns to the
         // pool and no operation outlives the socket's descriptor.
+        let pool = self.pool.clone();
         let _ = std::future::poll_fn(|cx| match self.recv.as_mut() {
             None => Poll::Ready(()),
+            // What it received before the end is dropped, its buffers
+            // returned.
+            Some(Recv::Multi(op)) => loop {
+                match std::task::ready!(op.poll_next(cx)) {
+                    None => return Poll::Ready(()),
+                    Some(cqe) => {
+                        if let Some(bid) = cqueue::buffer_select(cqe.flags) {
+                            pool.give_back(bid);
+                        }
+                    }
+                }
+            },
             Some(Recv::Selected(op)) => {
                 let (_, bid) = std::task::ready!(Pin::new(op).poll(cx));
                 if let Some(bid) = bid {

@@ -25,10 +25,11 @@ pub(crate) fn serve(worker: Worker) -> io::Result<()> {
         context,
         listeners,
         defer_taskrun,
+        multishot_recv,
     } = worker;
     let runtime = new_runtime(defer_taskrun)?;
     runtime.block_on(async move {
-        let pool = BufferPool::new().await?;
+        let pool = BufferPool::new(multishot_recv).await?;
         let wrap = |l| UringListener(tokio_uring::net::TcpListener::from_std(l), pool.clone());
         let io = CoreIo {
             framed: wrap(listeners.framed),

@@ -110,16 +110,29 @@ fn requests() -> u64 {
 /// busy the machine is.
 #[test]
 fn a_request_costs_a_receive_and_a_send_and_no_buffer_operation() {
-    request_costs(&[]);
+    request_costs(&["--uring-multishot-recv", "off"], 25);
 }
 
 /// The same on a `DEFER_TASKRUN` ring: it answers, at the same count.
 #[test]
 fn a_request_costs_the_same_on_a_defer_taskrun_ring() {
-    request_costs(&["--uring-defer-taskrun", "on"]);
+    request_costs(&["--uring-defer-taskrun", "on"], 25);
 }
 
-fn request_costs(extra: &[&str]) {
+/// With `--uring-multishot-recv on` (the default) a connection's receive
+/// is submitted once and stays armed (vendor/PATCHES.md, tokio-uring patch
+/// 3): a
+/// request/response costs the ring its send only, 1.0 (2.0 with a receive
+/// per read). 1.5 leaves room for a partial send now and then, and none for
+/// a receive per request.
+#[test]
+fn a_request_costs_only_its_send_with_multishot_recv() {
+    request_costs(&["--uring-multishot-recv", "on"], 15);
+}
+
+/// Over `REQUESTS` request/response RESOLVEs on one connection, the ring
+/// takes at most `tenths` / 10 submissions per request.
+fn request_costs(extra: &[&str], tenths: u64) {
     let dir = tempfile::tempdir().unwrap();
     let args: Vec<&str> = ["--threads", "1"].iter().chain(extra).copied().collect();
     let server = Server::start(Path::new(BINARY), dir.path(), &args);
@@ -136,14 +149,135 @@ fn request_costs(extra: &[&str]) {
         assert_eq!(conn.resolve(&code), first);
     }
     let submitted = rings::sqes_submitted(server.pid()) - before;
-    // 2.0 each; a partial send or an empty pool (`ENOBUFS`) adds one now and
-    // then, and an idle core's log marker once: 2.5 leaves room for those
-    // and none for an operation per request.
+    // 2.0 each (1.0 with a multishot receive); a partial send or an empty
+    // pool (`ENOBUFS`) adds one now and then, and an idle core's log marker
+    // once: half a submission per request leaves room for those and none
+    // for an operation per request.
     assert!(
-        submitted * 10 <= requests * 25,
-        "{submitted} submissions for {requests} request/response RESOLVEs (over 2.5 each): \
-         a buffer goes back to the kernel as an operation per read"
+        submitted * 10 <= requests * tenths,
+        "{submitted} submissions for {requests} request/response RESOLVEs (over {}.{} each): \
+         an operation per request too many (a buffer given back as an operation, or a receive \
+         per read with multishot receive on)",
+        tenths / 10,
+        tenths % 10
     );
+}
+
+/// With multishot receive, a connection that closes after one request
+/// (HTTP `Connection: close`, the seed's pattern) costs what it costs
+/// without: its accept, its receive and its send, 3 submissions. Its one
+/// read is a receive of its own; a multishot armed from the first read
+/// would still be armed when the server closes, and be cancelled: 4.
+#[test]
+fn a_connection_per_request_costs_no_more_with_multishot_recv() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        Path::new(BINARY),
+        dir.path(),
+        &["--threads", "1", "--uring-multishot-recv", "on"],
+    );
+    let code = code_of(&server.connect().shorten("https://example.com/per-request")).to_owned();
+    let request = format!("GET /{code} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let get = || {
+        let mut http = std::net::TcpStream::connect(server.http_addr()).unwrap();
+        http.write_all(request.as_bytes()).unwrap();
+        let mut reply = String::new();
+        http.read_to_string(&mut reply).unwrap();
+        assert!(reply.contains("example.com/per-request"), "{reply}");
+    };
+    get();
+    let before = rings::sqes_submitted(server.pid());
+    let connections = requests() / 10;
+    for _ in 0..connections {
+        get();
+    }
+    let submitted = rings::sqes_submitted(server.pid()) - before;
+    assert!(
+        submitted * 10 <= connections * 35,
+        "{submitted} submissions for {connections} connections of one request each (over 3.5 \
+         each): a receive left armed at the close and cancelled"
+    );
+}
+
+/// With multishot receive, a peer that sends and never reads must not take
+/// the core's shared receive buffers (README, "Peers that never read"): an
+/// armed receive keeps taking a buffer for every segment that arrives,
+/// whether or not the connection wants input, so the receive is cancelled
+/// while its output is at the cap (`Socket::pause_read`). Checked through
+/// what another connection's requests cost meanwhile: with the pool taken
+/// by the hog, each of its reads ends in `ENOBUFS` and falls back to a
+/// receive into a buffer of its own, 3 submissions per request instead of
+/// 1.
+#[test]
+fn a_peer_that_never_reads_leaves_the_receive_buffers_to_the_others() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        Path::new(BINARY),
+        dir.path(),
+        &[
+            "--threads",
+            "1",
+            "--uring-multishot-recv",
+            "on",
+            "--max-output-bytes",
+            "65536",
+            // Neither closed while the test runs.
+            "--write-timeout",
+            "60s",
+            "--idle-timeout",
+            "60s",
+        ],
+    );
+    let mut conn = server.connect();
+    let long = format!("https://example.com/{}", "z".repeat(8000));
+    let code = code_of(&conn.shorten(&long)).to_owned();
+    let short = code_of(&conn.shorten("https://example.com/short")).to_owned();
+    let mut request = Vec::new();
+    shorty_protocol::Request::Resolve(code.as_bytes())
+        .encode_frame(&mut request)
+        .unwrap();
+    let flood: Vec<u8> = request
+        .iter()
+        .copied()
+        .cycle()
+        .take(request.len() * 4096)
+        .collect();
+    // The pool is 4 MiB (256 buffers of 16 KiB); send more than that plus
+    // what the sockets buffer, until the server has stopped taking bytes
+    // for a while (or 20 MiB, or 5 s).
+    let mut hog = std::net::TcpStream::connect(server.addr()).unwrap();
+    hog.set_nonblocking(true).unwrap();
+    let started = std::time::Instant::now();
+    let (mut sent, mut stalled) = (0usize, 0);
+    while sent < 20 << 20 && stalled < 30 && started.elapsed() < Duration::from_secs(5) {
+        match hog.write(&flood) {
+            Ok(n) => {
+                sent += n;
+                stalled = 0;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                stalled += 1;
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => panic!("the hog's connection failed after {sent} bytes: {e}"),
+        }
+    }
+    let first = conn.resolve(&short);
+    let before = rings::sqes_submitted(server.pid());
+    let requests = requests() / 4;
+    for _ in 0..requests {
+        assert_eq!(conn.resolve(&short), first);
+    }
+    let submitted = rings::sqes_submitted(server.pid()) - before;
+    assert!(
+        submitted * 10 <= requests * 15,
+        "{submitted} submissions for {requests} request/response RESOLVEs (over 1.5 each) on \
+         one connection while another ({sent} bytes sent, none read) was at its output cap: \
+         the hog's receive took the pool's buffers"
+    );
+    drop(hog);
 }
 
 /// Bursts of request/response RESOLVEs the idleness check below loads the

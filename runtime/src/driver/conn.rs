@@ -116,6 +116,8 @@ fn drive<R: Runtime, C: Socket>(
                 }
                 Poll::Pending => {}
             }
+        } else {
+            io.conn.pause_read();
         }
         if io.writing {
             match io.conn.poll_write(cx) {

@@ -72,6 +72,15 @@ pub trait Socket: 'static {
         cx: &mut Context<'_>,
         input: &mut dyn FnMut(&[u8]),
     ) -> Poll<io::Result<usize>>;
+    /// The driver does not want input for now (the connection's output is
+    /// at its cap, or it is closing): called instead of
+    /// [`poll_read`](Self::poll_read), on every turn it is not called. A
+    /// backend whose receive stays armed across reads (shorty-uring's
+    /// multishot receive) stops it here, so a peer that never reads cannot
+    /// fill the core's shared receive buffers; the next `poll_read`
+    /// resumes. By default nothing: a receive per `poll_read` takes nothing
+    /// while `poll_read` is not called.
+    fn pause_read(&mut self) {}
     /// Starts writing all of `bytes`; no other write is in flight.
     fn start_write(&mut self, bytes: Bytes);
     /// Polls the write in flight; `Ready(Ok(()))` once it is all written

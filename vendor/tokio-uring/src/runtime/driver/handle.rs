@@ -21,7 +21,7 @@ use std::rc::{Rc, Weak};
 use std::task::{Context, Poll};
 
 use crate::buf::fixed::FixedBuffers;
-use crate::runtime::driver::op::{Completable, MultiCQEFuture, Op, Updateable};
+use crate::runtime::driver::op::{Completable, CqeResult, MultiCQEFuture, Op, Updateable};
 use crate::runtime::driver::Driver;
 
 #[derive(Clone)]
@@ -121,6 +121,22 @@ impl Handle {
 
     pub(crate) fn remove_op_2<T: 'static>(&self, index: usize, data: T) {
         self.inner.borrow_mut().remove_op_2(index, data)
+    }
+
+    pub(crate) fn poll_multishot_next(
+        &self,
+        index: usize,
+        cx: &mut Context<'_>,
+    ) -> Poll<CqeResult> {
+        self.inner.borrow_mut().poll_multishot_next(index, cx)
+    }
+
+    pub(crate) fn cancel_op(&self, index: usize) {
+        self.inner.borrow_mut().cancel_op(index)
+    }
+
+    pub(crate) fn remove_multishot(&self, index: usize, cancel: bool) {
+        self.inner.borrow_mut().remove_multishot(index, cancel)
     }
 }
 

@@ -385,6 +385,100 @@ impl Driver {
         }
     }
 
+    /// The next completion of multishot operation `index` (patch 3,
+    /// `op::Multishot`), in the order they were posted. The final one (no
+    /// `F_MORE`) removes the operation's entry; until then it stays, with
+    /// the waker to wake when a completion arrives on an empty list.
+    pub(crate) fn poll_multishot_next(
+        &mut self,
+        index: usize,
+        cx: &mut Context<'_>,
+    ) -> Poll<op::CqeResult> {
+        let (lifecycle, completions) = self.ops.get_mut(index).expect("invalid internal state");
+
+        let (cqe, remove) = match mem::replace(lifecycle, Lifecycle::Submitted) {
+            Lifecycle::Submitted => {
+                *lifecycle = Lifecycle::Waiting(cx.waker().clone());
+                return Poll::Pending;
+            }
+            Lifecycle::Waiting(waker) => {
+                *lifecycle = if waker.will_wake(cx.waker()) {
+                    Lifecycle::Waiting(waker)
+                } else {
+                    Lifecycle::Waiting(cx.waker().clone())
+                };
+                return Poll::Pending;
+            }
+            Lifecycle::Ignored(..) => unreachable!("a multishot polled after its drop"),
+            // The first completion was the final one.
+            Lifecycle::Completed(cqe) => (op::CqeResult::from(cqe), true),
+            Lifecycle::CompletionList(indices) => {
+                let mut list = indices.into_list(completions);
+                let cqe = list.pop().expect("a completion list is never empty");
+                if !cqueue::more(cqe.flags) {
+                    // Nothing follows the final completion; dropping the
+                    // list frees whatever would.
+                    (cqe, true)
+                } else if list.is_empty() {
+                    // `Lifecycle::complete` wakes only from `Waiting`: the
+                    // next completion must find the waker there.
+                    drop(list);
+                    *lifecycle = Lifecycle::Waiting(cx.waker().clone());
+                    (cqe, false)
+                } else {
+                    *lifecycle = Lifecycle::CompletionList(list.into_indices());
+                    (cqe, false)
+                }
+            }
+        };
+        if remove {
+            self.ops.remove(index);
+        }
+        Poll::Ready(cqe)
+    }
+
+    /// Submits an `IORING_OP_ASYNC_CANCEL` for operation `index` (its
+    /// completion carries `user_data` `u64::MAX` and is skipped, as the
+    /// driver's own cancels at drop are). The caller guarantees `index` is
+    /// live (`op::multishot`, invariant 2).
+    pub(crate) fn cancel_op(&mut self, index: usize) {
+        let sqe = AsyncCancel::new(index as u64).build().user_data(u64::MAX);
+        // SAFETY: a cancel references no memory.
+        while unsafe { self.uring.submission().push(&sqe).is_err() } {
+            self.submit().expect("Internal error, failed to submit ops");
+        }
+    }
+
+    /// A multishot operation's handle was dropped before its final
+    /// completion was handed out: forget the completions waiting, cancel it
+    /// when still armed (unless `cancel` is false: a cancel is already on
+    /// its way) and keep the entry (`Ignored`) until the final completion.
+    pub(crate) fn remove_multishot(&mut self, index: usize, cancel: bool) {
+        let (lifecycle, completions) = match self.ops.get_mut(index) {
+            Some(val) => val,
+            // Dropped after the driver.
+            None => return,
+        };
+        let armed = match mem::replace(lifecycle, Lifecycle::Submitted) {
+            Lifecycle::Submitted | Lifecycle::Waiting(_) => true,
+            Lifecycle::Completed(..) => false,
+            Lifecycle::CompletionList(indices) => {
+                let mut list = indices.into_list(completions);
+                cqueue::more(list.peek_end().expect("a completion list is never empty").flags)
+                // Dropping the list frees its entries.
+            }
+            Lifecycle::Ignored(..) => unreachable!("a multishot dropped twice"),
+        };
+        if armed {
+            *lifecycle = Lifecycle::Ignored(Box::new(()));
+            if cancel {
+                self.cancel_op(index);
+            }
+        } else {
+            self.ops.remove(index);
+        }
+    }
+
     pub(crate) fn poll_op_2(&mut self, index: usize, cx: &mut Context<'_>) -> Poll<cqueue::Entry> {
         let (lifecycle, _) = self.ops.get_mut(index).expect("invalid internal state");
 

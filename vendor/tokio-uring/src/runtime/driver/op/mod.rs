@@ -6,7 +6,10 @@ use std::task::{Context, Poll, Waker};
 
 use io_uring::{cqueue, squeue};
 
+mod multishot;
 mod slab_list;
+
+pub use multishot::{Multishot, MultishotCqe};
 
 use slab::Slab;
 use slab_list::{SlabListEntry, SlabListIndices};
