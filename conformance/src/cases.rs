@@ -1745,16 +1745,7 @@ pub fn a_peer_that_never_reads_is_closed_and_others_are_served(bin: &Path) {
     );
     let long = format!("https://example.com/{}", "z".repeat(8000));
     let code = code_of(&server.connect().shorten(&long)).to_owned();
-    let mut request = Vec::new();
-    Request::Resolve(code.as_bytes())
-        .encode_frame(&mut request)
-        .unwrap();
-    let flood: Vec<u8> = request
-        .iter()
-        .copied()
-        .cycle()
-        .take(request.len() * 4096)
-        .collect();
+    let flood = crate::wire::resolve_flood(&code, 4096);
     let mut hog = std::net::TcpStream::connect(server.addr()).unwrap();
     hog.set_nonblocking(true).unwrap();
     let started = Instant::now();

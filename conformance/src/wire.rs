@@ -153,3 +153,13 @@ impl Conn {
 pub fn code_of(short_url: &str) -> &str {
     short_url.rsplit('/').next().unwrap_or_default()
 }
+
+/// `copies` RESOLVE frames of `code`, back to back: a peer that sends
+/// requests and never reads the answers.
+pub fn resolve_flood(code: &str, copies: usize) -> Vec<u8> {
+    let mut request = Vec::new();
+    Request::Resolve(code.as_bytes())
+        .encode_frame(&mut request)
+        .expect("a code fits a frame");
+    request.repeat(copies)
+}

@@ -234,16 +234,7 @@ fn a_peer_that_never_reads_leaves_the_receive_buffers_to_the_others() {
     let long = format!("https://example.com/{}", "z".repeat(8000));
     let code = code_of(&conn.shorten(&long)).to_owned();
     let short = code_of(&conn.shorten("https://example.com/short")).to_owned();
-    let mut request = Vec::new();
-    shorty_protocol::Request::Resolve(code.as_bytes())
-        .encode_frame(&mut request)
-        .unwrap();
-    let flood: Vec<u8> = request
-        .iter()
-        .copied()
-        .cycle()
-        .take(request.len() * 4096)
-        .collect();
+    let flood = shorty_conformance::wire::resolve_flood(&code, 4096);
     // The pool is 4 MiB (256 buffers of 16 KiB); send more than that plus
     // what the sockets buffer, until the server has stopped taking bytes
     // for a while (or 20 MiB, or 5 s).

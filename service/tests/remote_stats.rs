@@ -19,19 +19,24 @@ use shorty_service::stats::{ClickMeta, Granularity, LinkTotals, SeriesRow, Store
 const MIDNIGHT: u64 = 1_709_251_200_000;
 const KEY: u64 = 4_242;
 
-/// One core over a remote store, statistics on and no reader of their
-/// own (as the server runs with `--store redis://…`), with two clicks of
-/// `KEY` pending at midnight's hour.
-fn shard() -> Shard {
+/// One core over a remote store, with statistics on or off.
+fn remote_shard(stats: bool) -> Shard {
     let mut settings = Settings::for_tests("http://s.example/");
-    settings.stats = true;
+    settings.stats = stats;
     let shared = Arc::new(Shared::new(
         settings,
         Codec::new(&CodeKey([7; 16])),
         StoreMode::Remote,
         1,
     ));
-    let mut shard = Shard::new(shared, 0);
+    Shard::new(shared, 0)
+}
+
+/// One core over a remote store, statistics on and no reader of their
+/// own (as the server runs with `--store redis://…`), with two clicks of
+/// `KEY` pending at midnight's hour.
+fn shard() -> Shard {
+    let mut shard = remote_shard(true);
     shard.set_wall_clock(Instant::now(), MIDNIGHT);
     for _ in 0..2 {
         shard
@@ -173,15 +178,7 @@ fn a_link_view_is_answered_with_its_totals_read_first() {
 
 #[test]
 fn without_statistics_a_link_view_asks_the_store_nothing_more() {
-    let mut settings = Settings::for_tests("http://s.example/");
-    settings.stats = false;
-    let shared = Arc::new(Shared::new(
-        settings,
-        Codec::new(&CodeKey([7; 16])),
-        StoreMode::Remote,
-        1,
-    ));
-    let mut shard = Shard::new(shared, 0);
+    let mut shard = remote_shard(false);
     let step = lifecycle::info(&mut shard, 1, code().as_bytes(), Principal::ANYONE);
     let op = link_read(&mut shard, step);
     assert_eq!(shard.poll_remote(), None);
