@@ -521,6 +521,33 @@ pub fn merge_once(
     Ok(Some(report))
 }
 
+/// Merges until no segment is over the threshold, handing `each` every
+/// merge's report and time. A merge that gave nothing back (tombstones
+/// counted dead but kept: an older record of their key is still
+/// elsewhere) ends it rather than being redone. The merge thread and the
+/// offline `merge` tool both run it.
+fn merge_until_done(
+    table: &SegmentTable,
+    keydir: &KeyDir,
+    settings: &MergeSettings,
+    metrics: &MergeMetrics,
+    known: &mut RecordBytes,
+    unemptied: &mut Vec<File>,
+    mut each: impl FnMut(MergeReport, Duration),
+) -> Result<(), MergeError> {
+    loop {
+        let started = Instant::now();
+        let Some(report) = merge_once(table, keydir, settings, metrics, known, unemptied)? else {
+            return Ok(());
+        };
+        let gave_nothing = report.reclaimed() == 0 && report.forgotten == 0;
+        each(report, started.elapsed());
+        if gave_nothing {
+            return Ok(());
+        }
+    }
+}
+
 fn log_report(report: &MergeReport, elapsed: Duration) {
     tracing::info!(
         inputs = ?report.inputs,
@@ -565,39 +592,24 @@ pub fn spawn_merger(
                     continue;
                 }
                 last = Instant::now();
-                loop {
-                    let started = Instant::now();
-                    match merge_once(
-                        &table,
-                        &keydir,
-                        &settings,
-                        &metrics,
-                        &mut known,
-                        &mut unemptied,
-                    ) {
-                        Ok(Some(report)) => {
-                            log_report(&report, started.elapsed());
-                            // Tombstones counted dead but kept (an older
-                            // record of their key is still elsewhere) make
-                            // a merge that gives nothing back: stop until
-                            // the next check rather than redo it.
-                            if report.reclaimed() == 0 && report.forgotten == 0 {
-                                break;
-                            }
-                        }
-                        Ok(None) => break,
-                        Err(err) => {
-                            if table.dir().join(MANIFEST_FILE).exists() {
-                                tracing::error!(
-                                    "merge: {err}; merging stops until the next start, which \
-                                     finishes or undoes it"
-                                );
-                                return;
-                            }
-                            tracing::warn!("merge: {err}; nothing changed, tried again later");
-                            break;
-                        }
+                let merged = merge_until_done(
+                    &table,
+                    &keydir,
+                    &settings,
+                    &metrics,
+                    &mut known,
+                    &mut unemptied,
+                    |report, elapsed| log_report(&report, elapsed),
+                );
+                if let Err(err) = merged {
+                    if table.dir().join(MANIFEST_FILE).exists() {
+                        tracing::error!(
+                            "merge: {err}; merging stops until the next start, which finishes \
+                             or undoes it"
+                        );
+                        return;
                     }
+                    tracing::warn!("merge: {err}; nothing changed, tried again later");
                 }
             }
         })
@@ -644,29 +656,18 @@ pub fn offline(
             nice: 0,
         };
         let metrics = MergeMetrics::default();
-        let mut known = RecordBytes::new();
         let mut reports = Vec::new();
-        loop {
-            let started = Instant::now();
-            match merge_once(
-                &table,
-                &keydir,
-                &settings,
-                &metrics,
-                &mut known,
-                &mut Vec::new(),
-            )
-            .map_err(|e| e.to_string())?
-            {
-                // Kept tombstones counted dead: one pass gives nothing
-                // back, so stop rather than loop (as the thread does).
-                Some(report) if report.reclaimed() == 0 && report.forgotten == 0 => {
-                    return Ok(reports)
-                }
-                Some(report) => reports.push((report, started.elapsed())),
-                None => return Ok(reports),
-            }
-        }
+        merge_until_done(
+            &table,
+            &keydir,
+            &settings,
+            &metrics,
+            &mut RecordBytes::new(),
+            &mut Vec::new(),
+            |report, elapsed| reports.push((report, elapsed)),
+        )
+        .map_err(|e| e.to_string())?;
+        Ok(reports)
     };
     match run() {
         Ok(reports) => {
