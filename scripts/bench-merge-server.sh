@@ -45,9 +45,17 @@ NICE=${NICE:-10}
 tmp=$(mktemp -d "$DIR/bench-merge-server.XXXXXX")
 SERVER=
 bench=
+# Stops the background RESOLVE run: the subshell and the `shorty bench` it
+# started (killing the subshell alone left the generator running, so until
+# this fix every 'after' run below shared the server with the 'during' run's
+# generator, which nobody counted).
+stop_bench() {
+  [ -n "$bench" ] || return 0
+  pkill -TERM -P "$bench" 2>/dev/null || true
+  kill -TERM "$bench" 2>/dev/null || true
+}
 cleanup() {
-  # The load generator too: one left behind keeps a CPU busy reconnecting.
-  [ -n "$bench" ] && kill -TERM "$bench" 2>/dev/null
+  stop_bench
   [ -n "$SERVER" ] && kill -TERM "$SERVER" 2>/dev/null && wait "$SERVER" 2>/dev/null
   rm -rf "$tmp"
 }
@@ -188,7 +196,7 @@ while kill -0 "$bench" 2>/dev/null; do
 done
 [ -n "$merged" ] || merge_end=
 c2=$(counters)
-kill -TERM "$bench" 2>/dev/null || true
+stop_bench
 wait "$bench" 2>/dev/null || true
 [ -n "$merge_end" ] || { echo "no merge completed while the reads ran" >&2; exit 1; }
 phase "during (SIGUSR1 until the merge thread has been idle for 2 s)" "$c1" "$c2" \
