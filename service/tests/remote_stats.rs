@@ -291,3 +291,55 @@ fn a_page_of_links_waits_for_all_their_totals_in_one_read() {
         }
     }
 }
+
+/// A GET redirect of a limited alias on a remote store, once the store
+/// has taken its click, is counted in the statistics under the alias's
+/// statistics key, as an unlimited alias's is (review 9: it was counted
+/// under the alias marker key, which statistics skip, so a limited alias
+/// never had a click in its statistics on Redis).
+#[test]
+fn a_limited_alias_s_click_on_a_remote_store_is_counted_in_its_statistics() {
+    use shorty_service::link::LinkMeta;
+    use shorty_service::ops::resolve;
+    let mut shard = remote_shard(true);
+    shard.set_wall_clock(Instant::now(), MIDNIGHT);
+    let now = Instant::now();
+    let meta = LinkMeta {
+        alias: Some("s-lim".into()),
+        created_at_ms: Some(MIDNIGHT - 5),
+        max_clicks: Some(10),
+        ..LinkMeta::default()
+    };
+    let step = resolve::resolve(&mut shard, 1, b"s-lim", now, Some(ClickMeta::default()));
+    let Step::Pending(op) = step else {
+        panic!("{step:?}")
+    };
+    assert!(matches!(
+        shard.poll_remote(),
+        Some(RemoteRequest::Read { code, .. }) if &*code == "s-lim"
+    ));
+    shard.remote_done(
+        op,
+        RemoteReply::Link {
+            url: Bytes::from_static(b"https://example.com/"),
+            meta: Some(meta),
+            version: 1,
+        },
+    );
+    // The click is taken in the store, every node counting against one count.
+    assert!(matches!(
+        shard.poll_remote(),
+        Some(RemoteRequest::Count { take: true, .. })
+    ));
+    shard.remote_done(op, RemoteReply::Counted { left: true });
+    assert!(matches!(
+        shard.take_result(op),
+        Some(OpResult::Url(_) | OpResult::Redirect { .. })
+    ));
+    let key = Codec::new(&CodeKey([7; 16])).alias_stats_key("s-lim", MIDNIGHT - 5);
+    assert_eq!(
+        shard.stats.pending(key).map(|p| p.total()),
+        Some(1),
+        "the click is pending under the alias's statistics key"
+    );
+}

@@ -294,7 +294,12 @@ pub(crate) fn remote_counted(shard: &mut Shard, op: u32, left: bool) {
     let result = verdict(url, &meta, (!left).then_some(Gone::ClickLimit));
     if let (true, Some(click)) = (left, click) {
         let now = shard.last_now;
-        shard.count_click(key, &click.meta(), now);
+        // An alias's clicks are counted under its statistics key, not the
+        // alias marker key its operation carries (review 9: a limited
+        // alias on a remote store had no clicks in its statistics).
+        if let Some(key) = super::stats::stats_key(shard, key, Some(&meta)) {
+            shard.count_click(key, &click.meta(), now);
+        }
     }
     shard.complete(op, result);
 }
