@@ -390,7 +390,7 @@ pub struct ServeArgs {
     /// With a Redis store: how long a core may serve a link from its cache
     /// before asking the store again, so an update or delete made through
     /// another node is seen here within this time (0: no cache).
-    #[arg(long, env = "SHORTY_STORE_CACHE_TTL", default_value = "1s", value_parser = parse_duration)]
+    #[arg(long, env = "SHORTY_STORE_CACHE_TTL", default_value = "1s", value_parser = parse_duration_or_zero)]
     pub store_cache_ttl: Duration,
 
     /// Close a connection that sends nothing (and waits for nothing) for
@@ -748,6 +748,15 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
+/// A duration where `0` means "none" (`--store-cache-ttl 0`: no cache;
+/// review 9: the README and `--help` said so, and the flag refused it).
+fn parse_duration_or_zero(text: &str) -> Result<Duration, String> {
+    if text.trim() == "0" {
+        return Ok(Duration::ZERO);
+    }
+    humantime::parse_duration(text).map_err(|e| e.to_string())
+}
+
 /// A share, as `50%` or `0.5`, from 0 to 1 (`--merge-threshold`).
 fn parse_share(text: &str) -> Result<f64, String> {
     let (number, scale) = match text.strip_suffix('%') {
@@ -1046,6 +1055,17 @@ mod tests {
         );
         assert!(parse_spec("http://x").is_err());
         assert!(parse_spec("redis://").is_err());
+    }
+
+    #[test]
+    fn a_store_cache_ttl_of_0_means_no_cache() {
+        for zero in ["0", "0s", "0ms"] {
+            let c = cli(&["--store-cache-ttl", zero]).unwrap().serve;
+            assert_eq!(c.store_cache_ttl, Duration::ZERO, "{zero}");
+        }
+        let c = cli(&["--store-cache-ttl", "250ms"]).unwrap().serve;
+        assert_eq!(c.store_cache_ttl, Duration::from_millis(250));
+        assert!(cli(&["--store-cache-ttl", "soon"]).is_err());
     }
 
     #[test]

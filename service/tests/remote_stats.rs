@@ -343,3 +343,37 @@ fn a_limited_alias_s_click_on_a_remote_store_is_counted_in_its_statistics() {
         "the click is pending under the alias's statistics key"
     );
 }
+
+/// `--store-cache-ttl 0` means no cache: every request of a remote link
+/// asks the store again (review 9: the flag refused 0, which the README
+/// documents as "no cache").
+#[test]
+fn a_remote_cache_ttl_of_zero_asks_the_store_every_time() {
+    use shorty_service::ops::resolve;
+    let mut settings = Settings::for_tests("http://s.example/");
+    settings.remote_cache_ttl = std::time::Duration::ZERO;
+    let shared = Arc::new(Shared::new(
+        settings,
+        Codec::new(&CodeKey([7; 16])),
+        StoreMode::Remote,
+        1,
+    ));
+    let mut shard = Shard::new(shared, 0);
+    let now = Instant::now();
+    shard.set_wall_clock(now, MIDNIGHT);
+    for _ in 0..2 {
+        let step = resolve::resolve(&mut shard, 1, code().as_bytes(), now, None);
+        let Step::Pending(op) = step else {
+            panic!("served from a cache: {step:?}")
+        };
+        assert_eq!(
+            shard.poll_remote(),
+            Some(RemoteRequest::Get { op, key: KEY })
+        );
+        shard.remote_done(
+            op,
+            RemoteReply::Done(OpResult::Url(Bytes::from_static(b"https://example.com/"))),
+        );
+        assert!(shard.take_result(op).is_some());
+    }
+}
