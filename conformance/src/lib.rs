@@ -72,6 +72,7 @@ macro_rules! suite {
             copying_a_running_server_as_the_readme_says_restores_every_link,
             a_backup_of_the_files_the_readme_names_restores_everything,
             restoring_a_backup_then_importing_a_later_export_brings_later_links_back,
+            a_damaged_sealed_segment_s_links_come_back_from_an_export_of_a_copy,
             a_damaged_segment_s_links_come_back_from_an_export_of_a_copy,
             a_damaged_segment_moved_aside_and_back_keeps_its_deleted_links_deleted,
             the_systemd_unit_verifies,

@@ -18,7 +18,7 @@ use shorty_service::keydir::{Ident, KeyDir, Location, SameVersion, Target, TOMBS
 use shorty_service::log::hint::{
     build_hint, hint_file_name, hint_reservation, HintEntry, HINT_HEADER_LEN,
 };
-use shorty_service::log::record::{decode_record, Decoded, ALIAS_KEY};
+use shorty_service::log::record::{decode_record, Decoded, Record, ALIAS_KEY};
 use shorty_service::log::recovery::{
     recover_segment, HighWater, RecoveryError, RecoveryFiles, STATE_FILE,
 };
@@ -558,10 +558,15 @@ fn target_of((file, offset, deleted_at_ms): (FileIdx, u32, u64)) -> Target {
     }
 }
 
-/// `true` when both places of `dup` hold the same record byte for byte: a
-/// merge's verbatim copy beside the segment it was copied from (a merge's
-/// inputs restored from a backup, say). Tombstones are compared by their
-/// fields (key, version, time, alias: all a tombstone holds).
+/// `true` when both places of `dup` hold the same link: a merge's verbatim
+/// copy beside the segment it was copied from (a merge's inputs restored
+/// from a backup, say), or an import's copy of a link beside its original
+/// (the README's remedy imports a damaged segment's links from an export
+/// of a copy; when the segment is later put back, both hold them: review
+/// 9b, the start refused). Links are compared by key, URL and options, all
+/// a redirect reads (an import writes no id; a generated code's id is its
+/// key's); tombstones by their fields (key, version, time, alias: all a
+/// tombstone holds).
 fn verbatim_copy(
     dir: &Path,
     table: &SegmentTable,
@@ -574,7 +579,7 @@ fn verbatim_copy(
         (false, false) => {}
         _ => return false,
     }
-    let mut record = |(file, offset, _): (FileIdx, u32, u64)| -> Option<Vec<u8>> {
+    let mut record = |(file, offset, _): (FileIdx, u32, u64)| -> Option<(u64, Vec<u8>, Vec<u8>)> {
         let number = table.get(file)?.number;
         let bytes = match segments.entry(number) {
             std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
@@ -584,7 +589,9 @@ fn verbatim_copy(
         };
         let at = bytes.get(offset as usize..)?;
         match decode_record(at) {
-            Decoded::Record(_, len) => Some(at[..len].to_vec()),
+            Decoded::Record(Record::Link(link), _) => {
+                Some((link.key, link.url.to_vec(), link.options.to_vec()))
+            }
             _ => None,
         }
     };
@@ -676,7 +683,7 @@ impl DuplicateCheck {
             tracing::warn!(
                 first = %segment_file_name(dup.first.0),
                 second = %segment_file_name(dup.second.0),
-                "one record in two segments (a merge's copy and its source): keeping the later"
+                "one link in two segments (a merge's copy and its source, or an import's copy of it): keeping the later"
             );
             false
         });

@@ -151,6 +151,11 @@ fn report_export(result: Result<(u64, u64), String>) -> ExitCode {
     }
 }
 
+/// The highest `version` an import accepts: 2^48, far above the changes
+/// any link sees (a change a millisecond for 8,900 years), far below where
+/// counting on from it could overflow.
+const MAX_IMPORTED_VERSION: u64 = 1 << 48;
+
 /// One line to import: `None` for a blank line, `Some(Err(()))` for one
 /// that is not a link this server could hold (counted as invalid), else the
 /// link's key, code and URL.
@@ -161,6 +166,13 @@ fn parse_import_line(line: &str, policy: &UrlPolicy) -> Option<Result<(u64, Expo
     let Ok(link) = serde_json::from_str::<ExportedLink>(line) else {
         return Some(Err(()));
     };
+    // A version no run of Shorty reaches (one per change of the link):
+    // near `u64::MAX` every later change would overflow it, and the link
+    // could never be changed again (review 9b: UPDATE answered 500, or an
+    // alias's UPDATE and DELETE were acknowledged and not applied).
+    if link.version.is_some_and(|v| v > MAX_IMPORTED_VERSION) {
+        return Some(Err(()));
+    }
     let key = if link.alias {
         check_alias(&link.code)
             .ok()
@@ -1445,6 +1457,32 @@ mod tests {
         fs::remove_file(dir.path().join(hint_file_name(0))).unwrap();
         let (codes, damaged) = exported(dir.path());
         assert_eq!((codes, damaged), (want, 1), "without the hint");
+    }
+
+    /// A line whose `version` no run reaches is refused as invalid: near
+    /// `u64::MAX` the link could never be changed again (review 9b).
+    #[test]
+    fn an_import_refuses_a_version_no_run_reaches() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let line = |key: u64, version: u64| {
+            serde_json::to_string(&ExportedLink {
+                code: code(key),
+                url: format!("https://e.com/{key}"),
+                version: Some(version),
+                ..Default::default()
+            })
+            .unwrap()
+                + "\n"
+        };
+        let input = dir.path().join("in.jsonl");
+        fs::write(
+            &input,
+            line(1, u64::MAX) + &line(2, MAX_IMPORTED_VERSION + 1) + &line(3, MAX_IMPORTED_VERSION),
+        )
+        .unwrap();
+        let summary = import_into(&data, &input).unwrap();
+        assert_eq!((summary.imported, summary.invalid), (1, 2));
     }
 
     /// The README's restore remedy imports a later export into a restored
