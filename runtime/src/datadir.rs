@@ -18,7 +18,7 @@ use shorty_service::keydir::{Ident, KeyDir, Location, SameVersion, Target, TOMBS
 use shorty_service::log::hint::{
     build_hint, hint_file_name, hint_reservation, HintEntry, HINT_HEADER_LEN,
 };
-use shorty_service::log::record::{decode_record, Decoded, Record, ALIAS_KEY};
+use shorty_service::log::record::{decode_record, Decoded, Record, ALIAS_KEY, NO_ID};
 use shorty_service::log::recovery::{
     recover_segment, HighWater, RecoveryError, RecoveryFiles, STATE_FILE,
 };
@@ -564,8 +564,8 @@ fn target_of((file, offset, deleted_at_ms): (FileIdx, u32, u64)) -> Target {
 /// (the README's remedy imports a damaged segment's links from an export
 /// of a copy; when the segment is later put back, both hold them: review
 /// 9b, the start refused). Links are compared by key, URL and options, all
-/// a redirect reads (an import writes no id; a generated code's id is its
-/// key's); tombstones by their fields (key, version, time, alias: all a
+/// a redirect reads, and by id unless one is an import's (which writes no
+/// id); tombstones by their fields (key, version, time, alias: all a
 /// tombstone holds).
 fn verbatim_copy(
     dir: &Path,
@@ -579,7 +579,8 @@ fn verbatim_copy(
         (false, false) => {}
         _ => return false,
     }
-    let mut record = |(file, offset, _): (FileIdx, u32, u64)| -> Option<(u64, Vec<u8>, Vec<u8>)> {
+    type Held = (u64, u64, Vec<u8>, Vec<u8>);
+    let mut record = |(file, offset, _): (FileIdx, u32, u64)| -> Option<Held> {
         let number = table.get(file)?.number;
         let bytes = match segments.entry(number) {
             std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
@@ -590,13 +591,19 @@ fn verbatim_copy(
         let at = bytes.get(offset as usize..)?;
         match decode_record(at) {
             Decoded::Record(Record::Link(link), _) => {
-                Some((link.key, link.url.to_vec(), link.options.to_vec()))
+                Some((link.key, link.id, link.url.to_vec(), link.options.to_vec()))
             }
             _ => None,
         }
     };
-    let first = record(a);
-    first.is_some() && first == record(b)
+    let (Some((key, id, url, options)), Some((key_b, id_b, url_b, options_b))) =
+        (record(a), record(b))
+    else {
+        return false;
+    };
+    // The same id, or an import's copy (no id): two different ids for one
+    // code are two different links (a wrong file restored), refused.
+    (key, url, options) == (key_b, url_b, options_b) && (id == id_b || id == NO_ID || id_b == NO_ID)
 }
 
 /// Records of one key at one version met while loading segments into a
