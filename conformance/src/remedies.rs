@@ -473,6 +473,16 @@ pub fn restoring_a_backup_then_importing_a_later_export_brings_later_links_back(
     assert!(server.stop().success());
 }
 
+/// How many of `links` resolve to their URL through `conn`.
+fn resolving(conn: &mut crate::wire::Conn, links: &[(String, String)]) -> usize {
+    links
+        .iter()
+        .filter(|(code, url)| {
+            conn.resolve(code) == Reply::Resolved(bytes::Bytes::from(url.clone()))
+        })
+        .count()
+}
+
 /// The README's remedy for a damaged segment that has no copy: export a
 /// copy of the directory (the export keeps what precedes the damage), move
 /// the segment aside, start, import the export. The links before the
@@ -508,12 +518,7 @@ pub fn a_damaged_segment_s_links_come_back_from_an_export_of_a_copy(bin: &Path) 
     let report = import_from(bin, dir.path(), &export);
     let server = Server::start(bin, dir.path(), &args);
     let mut conn = server.connect();
-    let back = links
-        .iter()
-        .filter(|(code, url)| {
-            conn.resolve(code) == Reply::Resolved(bytes::Bytes::from(url.clone()))
-        })
-        .count();
+    let back = resolving(&mut conn, &links);
     assert_eq!(back, vouched, "every exported link is back ({report})");
     drop(conn);
     assert!(server.stop().success());
@@ -559,23 +564,13 @@ pub fn a_damaged_sealed_segment_s_links_come_back_from_an_export_of_a_copy(bin: 
     std::fs::rename(&segment, segment_path(aside.path(), number)).unwrap();
     let server = Server::start(bin, dir.path(), &args);
     let mut conn = server.connect();
-    let before_import = links
-        .iter()
-        .filter(|(code, url)| {
-            conn.resolve(code) == Reply::Resolved(bytes::Bytes::from(url.clone()))
-        })
-        .count();
+    let before_import = resolving(&mut conn, &links);
     drop(conn);
     assert!(server.stop().success());
     let report = import_from(bin, dir.path(), &export);
     let server = Server::start(bin, dir.path(), &args);
     let mut conn = server.connect();
-    let back = links
-        .iter()
-        .filter(|(code, url)| {
-            conn.resolve(code) == Reply::Resolved(bytes::Bytes::from(url.clone()))
-        })
-        .count();
+    let back = resolving(&mut conn, &links);
     assert_eq!(back, vouched, "every exported link is back ({report})");
     assert!(
         back > before_import,

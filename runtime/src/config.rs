@@ -741,19 +741,17 @@ pub fn parse_spec(text: &str) -> Result<RedisSpec, String> {
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
-    let d = humantime::parse_duration(text).map_err(|e| e.to_string())?;
+    let d = parse_duration_or_zero(text)?;
     if d.is_zero() {
         return Err("must be more than 0".into());
     }
     Ok(d)
 }
 
-/// A duration where `0` means "none" (`--store-cache-ttl 0`: no cache;
-/// review 9: the README and `--help` said so, and the flag refused it).
+/// A duration where `0` (humantime reads a bare `0`) means "none"
+/// (`--store-cache-ttl 0`: no cache; review 9: the README and `--help`
+/// said so, and the flag refused it).
 fn parse_duration_or_zero(text: &str) -> Result<Duration, String> {
-    if text.trim() == "0" {
-        return Ok(Duration::ZERO);
-    }
     humantime::parse_duration(text).map_err(|e| e.to_string())
 }
 

@@ -567,7 +567,7 @@ fn target_of((file, offset, deleted_at_ms): (FileIdx, u32, u64)) -> Target {
 /// a redirect reads, and by id unless one is an import's (which writes no
 /// id); tombstones by their fields (key, version, time, alias: all a
 /// tombstone holds).
-fn verbatim_copy(
+fn same_link(
     dir: &Path,
     table: &SegmentTable,
     dup: &Duplicate,
@@ -679,7 +679,7 @@ impl DuplicateCheck {
         // drops it. Different bytes at one version are refused below.
         let mut segments = HashMap::new();
         duplicates.retain(|dup| {
-            if !verbatim_copy(dir, table, dup, &mut segments) {
+            if !same_link(dir, table, dup, &mut segments) {
                 return true;
             }
             let number = |place: (FileIdx, u32, u64)| table.get(place.0).map_or(0, |s| s.number);

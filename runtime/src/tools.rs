@@ -1459,22 +1459,27 @@ mod tests {
         assert_eq!((codes, damaged), (want, 1), "without the hint");
     }
 
+    /// An export line of `key` at `url` and `version` (0: none), with its
+    /// newline.
+    fn versioned_line(key: u64, url: &str, version: u64) -> String {
+        serde_json::to_string(&ExportedLink {
+            code: code(key),
+            url: url.to_owned(),
+            version: (version != 0).then_some(version),
+            ..Default::default()
+        })
+        .unwrap()
+            + "\n"
+    }
+
     /// A line whose `version` no run reaches is refused as invalid: near
     /// `u64::MAX` the link could never be changed again (review 9b).
     #[test]
     fn an_import_refuses_a_version_no_run_reaches() {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
-        let line = |key: u64, version: u64| {
-            serde_json::to_string(&ExportedLink {
-                code: code(key),
-                url: format!("https://e.com/{key}"),
-                version: Some(version),
-                ..Default::default()
-            })
-            .unwrap()
-                + "\n"
-        };
+        let line =
+            |key: u64, version: u64| versioned_line(key, &format!("https://e.com/{key}"), version);
         let input = dir.path().join("in.jsonl");
         fs::write(
             &input,
@@ -1494,16 +1499,7 @@ mod tests {
     fn an_import_applies_a_newer_version_of_a_link_here_and_refuses_an_older() {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
-        let line = |key: u64, url: &str, version: u64| {
-            serde_json::to_string(&ExportedLink {
-                code: code(key),
-                url: url.to_owned(),
-                version: (version != 0).then_some(version),
-                ..Default::default()
-            })
-            .unwrap()
-                + "\n"
-        };
+        let line = versioned_line;
         let first = dir.path().join("backup.jsonl");
         fs::write(
             &first,

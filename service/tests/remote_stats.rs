@@ -23,6 +23,11 @@ const KEY: u64 = 4_242;
 fn remote_shard(stats: bool) -> Shard {
     let mut settings = Settings::for_tests("http://s.example/");
     settings.stats = stats;
+    remote_shard_with(settings)
+}
+
+/// One core over a remote store with `settings`.
+fn remote_shard_with(settings: Settings) -> Shard {
     let shared = Arc::new(Shared::new(
         settings,
         Codec::new(&CodeKey([7; 16])),
@@ -352,13 +357,7 @@ fn a_remote_cache_ttl_of_zero_asks_the_store_every_time() {
     use shorty_service::ops::resolve;
     let mut settings = Settings::for_tests("http://s.example/");
     settings.remote_cache_ttl = std::time::Duration::ZERO;
-    let shared = Arc::new(Shared::new(
-        settings,
-        Codec::new(&CodeKey([7; 16])),
-        StoreMode::Remote,
-        1,
-    ));
-    let mut shard = Shard::new(shared, 0);
+    let mut shard = remote_shard_with(settings);
     let now = Instant::now();
     shard.set_wall_clock(now, MIDNIGHT);
     for _ in 0..2 {
