@@ -473,6 +473,32 @@ pub fn restoring_a_backup_then_importing_a_later_export_brings_later_links_back(
     assert!(server.stop().success());
 }
 
+/// Flips the byte `num / den` of the way into `segment` (of `dir`), copies
+/// `dir` to `copy` and exports the copy into `work`, as the README's remedy
+/// does: the export says it kept what precedes the damage. Returns the
+/// export and its line count.
+fn damage_then_export_a_copy(
+    bin: &Path,
+    segment: &Path,
+    num: usize,
+    den: usize,
+    (dir, copy, work): (&Path, &Path, &Path),
+) -> (PathBuf, usize) {
+    let mut bytes = std::fs::read(segment).unwrap();
+    let at = bytes.len() * num / den;
+    bytes[at] ^= 0xff;
+    std::fs::write(segment, &bytes).unwrap();
+    back_up(dir, copy, &[]);
+    let export = work.join("links.jsonl");
+    let (whole, text) = export_to(bin, copy, &export);
+    assert!(
+        !whole && text.contains("exported what precedes it"),
+        "{text}"
+    );
+    let lines = std::fs::read_to_string(&export).unwrap().lines().count();
+    (export, lines)
+}
+
 /// How many of `links` resolve to their URL through `conn`.
 fn resolving(conn: &mut crate::wire::Conn, links: &[(String, String)]) -> usize {
     links
@@ -498,18 +524,8 @@ pub fn a_damaged_segment_s_links_come_back_from_an_export_of_a_copy(bin: &Path) 
     server.kill9();
     let newest = *segment_numbers(dir.path()).last().unwrap();
     let segment = segment_path(dir.path(), newest);
-    let mut bytes = std::fs::read(&segment).unwrap();
-    let at = bytes.len() * 3 / 4;
-    bytes[at] ^= 0xff;
-    std::fs::write(&segment, &bytes).unwrap();
-    back_up(dir.path(), copy.path(), &[]);
-    let export = work.path().join("links.jsonl");
-    let (whole, text) = export_to(bin, copy.path(), &export);
-    assert!(
-        !whole && text.contains("exported what precedes it"),
-        "{text}"
-    );
-    let vouched = std::fs::read_to_string(&export).unwrap().lines().count();
+    let (export, vouched) =
+        damage_then_export_a_copy(bin, &segment, 3, 4, (dir.path(), copy.path(), work.path()));
     assert!(
         vouched > 10,
         "the export keeps what precedes the damage: {vouched}"
@@ -541,19 +557,9 @@ pub fn a_damaged_sealed_segment_s_links_come_back_from_an_export_of_a_copy(bin: 
     let segment = segment_path(dir.path(), number);
     let hint = segment.with_extension("hint");
     assert!(hint.exists(), "a sealed segment has its hint");
-    let mut bytes = std::fs::read(&segment).unwrap();
-    let pristine = bytes.clone();
-    let at = bytes.len() / 2;
-    bytes[at] ^= 0xff;
-    std::fs::write(&segment, &bytes).unwrap();
-    back_up(dir.path(), copy.path(), &[]);
-    let export = work.path().join("links.jsonl");
-    let (whole, text) = export_to(bin, copy.path(), &export);
-    assert!(
-        !whole && text.contains("exported what precedes it"),
-        "{text}"
-    );
-    let vouched = std::fs::read_to_string(&export).unwrap().lines().count();
+    let pristine = std::fs::read(&segment).unwrap();
+    let (export, vouched) =
+        damage_then_export_a_copy(bin, &segment, 1, 2, (dir.path(), copy.path(), work.path()));
     // Without the hint the export reads the same bytes.
     std::fs::remove_file(copy.path().join(hint.file_name().unwrap())).unwrap();
     let without = work.path().join("without-hint.jsonl");

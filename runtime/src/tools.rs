@@ -1459,6 +1459,17 @@ mod tests {
         assert_eq!((codes, damaged), (want, 1), "without the hint");
     }
 
+    /// The links an export of `dir` writes.
+    fn exported_links(dir: &Path) -> Vec<ExportedLink> {
+        let mut out = Vec::new();
+        export_links(dir, &mut out).unwrap();
+        String::from_utf8(out)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
     /// An export line of `key` at `url` and `version` (0: none), with its
     /// newline.
     fn versioned_line(key: u64, url: &str, version: u64) -> String {
@@ -1519,13 +1530,7 @@ mod tests {
             (1, 1, 1)
         );
         // Read back as a restart reads it: the newer version wins.
-        let mut out = Vec::new();
-        export_links(&data, &mut out).unwrap();
-        let lines: Vec<ExportedLink> = String::from_utf8(out)
-            .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
+        let lines = exported_links(&data);
         let url_of = |key: u64| {
             lines
                 .iter()
@@ -1809,13 +1814,7 @@ mod tests {
             (1, 2, 0),
             "{summary:?}"
         );
-        let mut out = Vec::new();
-        export_links(&data, &mut out).unwrap();
-        let lines: Vec<ExportedLink> = String::from_utf8(out)
-            .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
+        let lines = exported_links(&data);
         let got: Vec<(&str, &str)> = lines
             .iter()
             .map(|l| (l.code.as_str(), l.url.as_str()))
