@@ -2032,6 +2032,11 @@ pub fn sigusr1_merges_under_load_and_loses_nothing(bin: &Path) {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(metric(&text, "shorty_log_merge_reclaimed_bytes_total") > 0.0);
+    // It read at least what it merged.
+    assert!(
+        metric(&text, "shorty_log_merge_read_bytes_total")
+            >= metric(&text, "shorty_log_merge_reclaimed_bytes_total")
+    );
     // Past the grace, so the old files are gone too.
     std::thread::sleep(Duration::from_millis(2_500));
     stop.store(true, Ordering::Relaxed);

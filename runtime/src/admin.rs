@@ -211,6 +211,11 @@ impl Admin {
                 "Bytes of log the merges gave back",
                 ConstCounter::new(load(&merge.reclaimed_bytes)),
             );
+            registry.register(
+                "shorty_log_merge_read_bytes",
+                "Bytes the merge thread read (segments merged, hints, each sealed segment once)",
+                ConstCounter::new(load(&merge.read_bytes)),
+            );
         }
         registry.register(
             "shorty_ready",

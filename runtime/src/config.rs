@@ -484,9 +484,9 @@ pub struct ServeArgs {
     pub merge_interval: Duration,
 
     /// The merge thread's nice value (0-19): on a core the serving threads
-    /// keep busy, the merge takes what they leave (at 10, about a tenth of
-    /// a busy CPU) instead of half of it. Above 0 its disk I/O is also in
-    /// the idle class (served when no other request waits).
+    /// keep busy, the merge takes what they leave (at 19, about 1.5 % of a
+    /// CPU the serving thread wants) instead of half of it. Above 0 its disk
+    /// I/O is also in the idle class (served when no other request waits).
     #[arg(long, env = "SHORTY_MERGE_NICE", default_value_t = crate::merge::DEFAULT_NICE, value_parser = clap::value_parser!(i32).range(0..=19))]
     pub merge_nice: i32,
 

@@ -97,7 +97,8 @@ pub const BATCH_BUCKETS: [f64; 11] = [
 ];
 
 /// What the merge thread reports (`shorty_log_dead_bytes`,
-/// `shorty_log_merges_total`, `shorty_log_merge_reclaimed_bytes_total`).
+/// `shorty_log_merges_total`, `shorty_log_merge_reclaimed_bytes_total`,
+/// `shorty_log_merge_read_bytes_total`).
 /// Written by that one thread only.
 #[derive(Debug, Default)]
 pub struct MergeMetrics {
@@ -107,6 +108,9 @@ pub struct MergeMetrics {
     pub merges: AtomicU64,
     /// Bytes of log the merges gave back.
     pub reclaimed_bytes: AtomicU64,
+    /// Bytes the merge thread read: segments merged, hints and, once per
+    /// sealed segment, the segment itself to count its records.
+    pub read_bytes: AtomicU64,
 }
 
 /// A histogram one core writes.

@@ -605,6 +605,10 @@ pub struct MergeReport {
     pub inputs: Vec<u64>,
     /// Segments written.
     pub outputs: Vec<u64>,
+    /// Per output (in [`outputs`](Self::outputs)' order), the bytes of its
+    /// records ([`record_bytes`] of it, known without reading it back: a
+    /// merged segment is its preamble, its records and its seal).
+    pub output_records: Vec<u64>,
     /// Bytes of the inputs.
     pub bytes_before: u64,
     /// Bytes of the outputs.
@@ -682,6 +686,8 @@ struct Written {
     segment: SegmentRef,
     moves: Vec<(HintEntry, FileIdx, u32)>,
     hint: Vec<u8>,
+    /// [`MergeReport::output_records`].
+    records: u64,
 }
 
 /// Seals `out` and writes it as `<segment>.merging`, synced (step 1).
@@ -691,13 +697,14 @@ fn write_output(
     done: &mut Vec<Written>,
     report: &mut MergeReport,
 ) -> Result<(), MergeError> {
-    let (out, _, hint) = out.seal();
+    let (out, seal, hint) = out.seal();
     let name = merging_file_name(out.segment.number);
     // Listed first, so a failed write's partial file is removed too.
     done.push(Written {
         segment: out.segment,
         moves: out.moves,
         hint,
+        records: seal.data_len - PREAMBLE_LEN as u64,
     });
     files
         .create_synced(&name, &out.bytes)
@@ -1072,6 +1079,7 @@ pub fn run_merge_forgetting(
     removed?;
     report.inputs = manifest.inputs;
     report.outputs = manifest.outputs;
+    report.output_records = done.iter().map(|o| o.records).collect();
     Ok(report)
 }
 
