@@ -624,6 +624,9 @@ pub struct MergeReport {
     /// Tombstones that could have been forgotten but were carried forward:
     /// an older record of their key may survive outside the merge.
     pub tombstones_kept: u64,
+    /// Their bytes: still dead by the next check's count (a usage counts a
+    /// tombstone the rule may forget as dead).
+    pub tombstones_kept_bytes: u64,
 }
 
 impl MergeReport {
@@ -942,6 +945,7 @@ fn write_outputs<F: MergeFiles>(
                 forgotten.push((entry, file));
             } else {
                 report.tombstones_kept += 1;
+                report.tombstones_kept_bytes += raw.len() as u64;
                 outputs.copy(entry, file, &raw, NO_ID, report)?;
             }
         }
