@@ -526,9 +526,9 @@ impl Round {
 }
 
 /// Rounds of merges ([`merge_round`]) one trigger runs at most: another
-/// round follows only when the last kept tombstones it counted as dead (their
-/// older records may have gone in a later merge of that round) and gave
-/// something back, so this only bounds a pathological case.
+/// round follows only when a merge kept tombstones it counted as dead and a
+/// later merge of the same round gave something back (it may have dropped
+/// their older records), so this only bounds a pathological case.
 const MAX_ROUNDS: usize = 4;
 
 /// Rounds of merges: every sealed segment's usage is read once per round,
@@ -544,9 +544,9 @@ const MAX_ROUNDS: usize = 4;
 /// fully live and enter `known` from the merge itself, so no round reads
 /// them whole to learn their record bytes. One exception asks for another
 /// round at once: a merge that kept tombstones the rule would forget (an
-/// older record of their key was in a segment outside it, perhaps one a
-/// later merge of the round then dropped); review 10 found one offline
-/// `merge` giving back less than two without it. The merge thread and the
+/// older record of their key was in a segment outside it) followed by a
+/// merge that gave something back (perhaps those older records); review 10
+/// found one offline `merge` giving back less than two without it. The merge thread and the
 /// offline `merge` tool both run it.
 #[allow(clippy::too_many_arguments)]
 fn merge_round(
@@ -561,8 +561,9 @@ fn merge_round(
 ) -> Result<(), MergeError> {
     let mut merges = 0;
     for _ in 0..MAX_ROUNDS {
+        // A merge kept tombstones; a merge after it gave something back.
         let mut kept = false;
-        let mut gave = false;
+        let mut freed_after = false;
         let budget = round.max_merges - merges;
         merges += one_round(
             table,
@@ -576,12 +577,15 @@ fn merge_round(
                 ..round
             },
             |report, elapsed| {
+                freed_after |= kept && (report.reclaimed() > 0 || report.forgotten > 0);
                 kept |= report.tombstones_kept > 0;
-                gave |= report.reclaimed() > 0 || report.forgotten > 0;
                 each(report, elapsed);
             },
         )?;
-        if !(kept && gave) || merges >= round.max_merges {
+        // Review 10b: a round whose only merge kept tombstones (their older
+        // records in a segment below the threshold) ran a second round that
+        // merged its own output again for nothing, on every trigger.
+        if !freed_after || merges >= round.max_merges {
             break;
         }
     }
@@ -1384,6 +1388,35 @@ mod tests {
             assert_eq!(&url_at(&table, keydir.get(*k).unwrap()), u);
         }
         assert_eq!(metrics.dead_bytes.load(Ordering::Relaxed), 0);
+    }
+
+    /// Review 10b: when the older records that kept a round's tombstones lie
+    /// in a segment below the threshold (so no later merge of the round can
+    /// free them), no second round follows: it merged its own output again
+    /// for nothing on every trigger.
+    #[test]
+    fn no_second_round_when_nothing_after_the_keeping_merge_gave_anything() {
+        let dir = tempfile::tempdir().unwrap();
+        let (table, keydir, settings, _) = kept_tombstones_fixture(dir.path());
+        let mut reports = Vec::new();
+        merge_round(
+            &table,
+            &keydir,
+            // Segment 1 (a few dead promo links among live ones) stays out.
+            &MergeSettings {
+                threshold: 0.2,
+                ..settings
+            },
+            &MergeMetrics::default(),
+            &mut RecordBytes::new(),
+            &mut Vec::new(),
+            ONE_BY_ONE,
+            |report, _| reports.push(report),
+        )
+        .unwrap();
+        assert_eq!(reports.len(), 1, "{reports:?}");
+        assert_eq!(reports[0].inputs, [2]);
+        assert_eq!(reports[0].tombstones_kept, 20);
     }
 
     /// An export holds the readers' lock and the segments open: a merge
