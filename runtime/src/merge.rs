@@ -493,18 +493,15 @@ pub fn merge_once(
         max_input: MAX_INPUT_BYTES,
         max_merges: 1,
     };
-    merge_round(
+    let mut with = Merger {
         table,
         keydir,
         settings,
         metrics,
         known,
         unemptied,
-        round,
-        |report, _| {
-            first = Some(report);
-        },
-    )?;
+    };
+    merge_round(&mut with, round, |report, _| first = Some(report))?;
     Ok(first)
 }
 
@@ -548,14 +545,8 @@ const MAX_ROUNDS: usize = 4;
 /// merge that gave something back (perhaps those older records); review 10
 /// found one offline `merge` giving back less than two without it. The merge thread and the
 /// offline `merge` tool both run it.
-#[allow(clippy::too_many_arguments)]
 fn merge_round(
-    table: &SegmentTable,
-    keydir: &KeyDir,
-    settings: &MergeSettings,
-    metrics: &MergeMetrics,
-    known: &mut RecordBytes,
-    unemptied: &mut Vec<File>,
+    with: &mut Merger<'_>,
     round: Round,
     mut each: impl FnMut(MergeReport, Duration),
 ) -> Result<(), MergeError> {
@@ -566,12 +557,7 @@ fn merge_round(
         let mut freed_after = false;
         let budget = round.max_merges - merges;
         merges += one_round(
-            table,
-            keydir,
-            settings,
-            metrics,
-            known,
-            unemptied,
+            with,
             Round {
                 max_merges: budget,
                 ..round
@@ -592,18 +578,32 @@ fn merge_round(
     Ok(())
 }
 
+/// What a merge round works with: the directory, the key directory, the
+/// settings, the metrics it updates, the record bytes it knows and the
+/// retired inputs left to empty.
+struct Merger<'a> {
+    table: &'a SegmentTable,
+    keydir: &'a KeyDir,
+    settings: &'a MergeSettings,
+    metrics: &'a MergeMetrics,
+    known: &'a mut RecordBytes,
+    unemptied: &'a mut Vec<File>,
+}
+
 /// One round of [`merge_round`]; returns the merges it ran.
-#[allow(clippy::too_many_arguments)]
 fn one_round(
-    table: &SegmentTable,
-    keydir: &KeyDir,
-    settings: &MergeSettings,
-    metrics: &MergeMetrics,
-    known: &mut RecordBytes,
-    unemptied: &mut Vec<File>,
+    with: &mut Merger<'_>,
     round: Round,
     mut each: impl FnMut(MergeReport, Duration),
 ) -> Result<usize, MergeError> {
+    let Merger {
+        table,
+        keydir,
+        settings,
+        metrics,
+        ref mut known,
+        ref mut unemptied,
+    } = *with;
     let rule = match &settings.forget {
         Some(source) => Rule::Forget(source.rule()),
         None => Rule::Keep(KeepTombstones),
@@ -709,16 +709,17 @@ pub fn spawn_merger(
                     continue;
                 }
                 last = Instant::now();
-                let merged = merge_round(
-                    &table,
-                    &keydir,
-                    &settings,
-                    &metrics,
-                    &mut known,
-                    &mut unemptied,
-                    Round::WHOLE,
-                    |report, elapsed| log_report(&report, elapsed),
-                );
+                let mut with = Merger {
+                    table: &table,
+                    keydir: &keydir,
+                    settings: &settings,
+                    metrics: &metrics,
+                    known: &mut known,
+                    unemptied: &mut unemptied,
+                };
+                let merged = merge_round(&mut with, Round::WHOLE, |report, elapsed| {
+                    log_report(&report, elapsed);
+                });
                 if let Err(err) = merged {
                     if table.dir().join(MANIFEST_FILE).exists() {
                         tracing::error!(
@@ -775,16 +776,17 @@ pub fn offline(
         };
         let metrics = MergeMetrics::default();
         let mut reports = Vec::new();
-        merge_round(
-            &table,
-            &keydir,
-            &settings,
-            &metrics,
-            &mut RecordBytes::new(),
-            &mut Vec::new(),
-            Round::WHOLE,
-            |report, elapsed| reports.push((report, elapsed)),
-        )
+        let mut with = Merger {
+            table: &table,
+            keydir: &keydir,
+            settings: &settings,
+            metrics: &metrics,
+            known: &mut RecordBytes::new(),
+            unemptied: &mut Vec::new(),
+        };
+        merge_round(&mut with, Round::WHOLE, |report, elapsed| {
+            reports.push((report, elapsed));
+        })
         .map_err(|e| e.to_string())?;
         Ok(reports)
     };
@@ -909,17 +911,16 @@ mod tests {
             max_input: 1,
             max_merges: usize::MAX,
         };
-        merge_round(
-            &table,
-            &keydir,
-            &settings(0.25),
-            &metrics,
-            &mut known,
-            &mut Vec::new(),
-            round,
-            |report, _| reports.push(report),
-        )
-        .unwrap();
+        let quarter = settings(0.25);
+        let mut with = Merger {
+            table: &table,
+            keydir: &keydir,
+            settings: &quarter,
+            metrics: &metrics,
+            known: &mut known,
+            unemptied: &mut Vec::new(),
+        };
+        merge_round(&mut with, round, |report, _| reports.push(report)).unwrap();
         assert_eq!(reports.len(), 4, "{reports:?}");
         // The check: each hint, and each segment whole once (its record
         // bytes); then each merge reads its input. Nothing else.
@@ -948,16 +949,18 @@ mod tests {
         // finds nothing to merge.
         let before = metrics.read_bytes.load(Ordering::Relaxed);
         let hints_now: u64 = outputs.iter().map(|&n| size(hint_file_name(n))).sum();
-        merge_round(
-            &table,
-            &keydir,
-            &settings(0.0),
-            &metrics,
-            &mut known,
-            &mut Vec::new(),
-            Round::WHOLE,
-            |report, _| panic!("merged again: {report:?}"),
-        )
+        let all = settings(0.0);
+        let mut with = Merger {
+            table: &table,
+            keydir: &keydir,
+            settings: &all,
+            metrics: &metrics,
+            known: &mut known,
+            unemptied: &mut Vec::new(),
+        };
+        merge_round(&mut with, Round::WHOLE, |report, _| {
+            panic!("merged again: {report:?}")
+        })
         .unwrap();
         assert_eq!(
             metrics.read_bytes.load(Ordering::Relaxed) - before,
@@ -1309,42 +1312,74 @@ mod tests {
         (table, keydir, settings, plain)
     }
 
-    /// One segment per merge.
-    const ONE_BY_ONE: Round = Round {
-        max_input: 1,
-        max_merges: usize::MAX,
-    };
+    /// The fixture merged one segment per merge at `threshold`, by one
+    /// round ([`one_round`]) or by [`merge_round`]: its parts, the metrics
+    /// and every merge's report.
+    struct KeptRun {
+        dir: tempfile::TempDir,
+        table: SegmentTable,
+        keydir: KeyDir,
+        settings: MergeSettings,
+        plain: Vec<(u64, String)>,
+        metrics: MergeMetrics,
+        reports: Vec<MergeReport>,
+    }
+
+    fn kept_run(threshold: f64, rounds: bool) -> KeptRun {
+        let dir = tempfile::tempdir().unwrap();
+        let (table, keydir, settings, plain) = kept_tombstones_fixture(dir.path());
+        let settings = MergeSettings {
+            threshold,
+            ..settings
+        };
+        let metrics = MergeMetrics::default();
+        let mut reports = Vec::new();
+        let each = |report, _| reports.push(report);
+        let one_by_one = Round {
+            max_input: 1,
+            max_merges: usize::MAX,
+        };
+        let mut with = Merger {
+            table: &table,
+            keydir: &keydir,
+            settings: &settings,
+            metrics: &metrics,
+            known: &mut RecordBytes::new(),
+            unemptied: &mut Vec::new(),
+        };
+        if rounds {
+            merge_round(&mut with, one_by_one, each).unwrap();
+        } else {
+            one_round(&mut with, one_by_one, each).unwrap();
+        }
+        KeptRun {
+            dir,
+            table,
+            keydir,
+            settings,
+            plain,
+            metrics,
+            reports,
+        }
+    }
 
     /// Review 10: after a round whose merge kept tombstones, the dead-bytes
     /// gauge read low by exactly their bytes; it now says what the next
     /// check counts.
     #[test]
     fn after_a_round_the_dead_bytes_gauge_counts_the_tombstones_it_kept() {
-        let dir = tempfile::tempdir().unwrap();
-        let (table, keydir, settings, _) = kept_tombstones_fixture(dir.path());
-        let metrics = MergeMetrics::default();
-        let mut reports = Vec::new();
-        one_round(
-            &table,
-            &keydir,
-            &settings,
-            &metrics,
-            &mut RecordBytes::new(),
-            &mut Vec::new(),
-            ONE_BY_ONE,
-            |report, _| reports.push(report),
-        )
-        .unwrap();
+        let run = kept_run(0.0, false);
+        let reports = &run.reports;
         assert_eq!(reports.len(), 2, "{reports:?}");
         assert_eq!(reports[0].inputs, [2]);
         assert_eq!(reports[0].tombstones_kept, 20);
         assert_eq!(reports[0].forgotten, 20, "the big ones go at once");
         assert!(reports[0].tombstones_kept_bytes >= 20 * 20);
-        let rule = Rule::Forget(settings.forget.as_ref().unwrap().rule());
+        let rule = Rule::Forget(run.settings.forget.as_ref().unwrap().rule());
         let fresh: u64 = usages(
-            &mut PacedFiles::new(dir.path(), u64::MAX),
-            &table,
-            &keydir,
+            &mut PacedFiles::new(run.dir.path(), u64::MAX),
+            &run.table,
+            &run.keydir,
             &mut RecordBytes::new(),
             &rule,
         )
@@ -1352,7 +1387,7 @@ mod tests {
         .map(|(_, u)| u.dead())
         .sum();
         assert_eq!(fresh, reports[0].tombstones_kept_bytes);
-        assert_eq!(metrics.dead_bytes.load(Ordering::Relaxed), fresh);
+        assert_eq!(run.metrics.dead_bytes.load(Ordering::Relaxed), fresh);
     }
 
     /// Review 10: one offline `merge` gave back less than two, the
@@ -1362,32 +1397,18 @@ mod tests {
     #[test]
     fn a_round_forgets_the_tombstones_its_own_later_merge_freed() {
         use shorty_service::keydir::Ident;
-        let dir = tempfile::tempdir().unwrap();
-        let (table, keydir, settings, plain) = kept_tombstones_fixture(dir.path());
-        let metrics = MergeMetrics::default();
-        let mut reports = Vec::new();
-        merge_round(
-            &table,
-            &keydir,
-            &settings,
-            &metrics,
-            &mut RecordBytes::new(),
-            &mut Vec::new(),
-            ONE_BY_ONE,
-            |report, _| reports.push(report),
-        )
-        .unwrap();
-        let forgotten: u64 = reports.iter().map(|r| r.forgotten).sum();
-        assert_eq!(forgotten, 40, "{reports:?}");
+        let run = kept_run(0.0, true);
+        let forgotten: u64 = run.reports.iter().map(|r| r.forgotten).sum();
+        assert_eq!(forgotten, 40, "{:?}", run.reports);
         for i in 0..20 {
             for name in [format!("promo-{i}"), format!("big-{i}")] {
-                assert!(keydir.lookup(Ident::Alias(&name)).is_none(), "{name}");
+                assert!(run.keydir.lookup(Ident::Alias(&name)).is_none(), "{name}");
             }
         }
-        for (k, u) in &plain {
-            assert_eq!(&url_at(&table, keydir.get(*k).unwrap()), u);
+        for (k, u) in &run.plain {
+            assert_eq!(&url_at(&run.table, run.keydir.get(*k).unwrap()), u);
         }
-        assert_eq!(metrics.dead_bytes.load(Ordering::Relaxed), 0);
+        assert_eq!(run.metrics.dead_bytes.load(Ordering::Relaxed), 0);
     }
 
     /// Review 10b: when the older records that kept a round's tombstones lie
@@ -1396,24 +1417,9 @@ mod tests {
     /// for nothing on every trigger.
     #[test]
     fn no_second_round_when_nothing_after_the_keeping_merge_gave_anything() {
-        let dir = tempfile::tempdir().unwrap();
-        let (table, keydir, settings, _) = kept_tombstones_fixture(dir.path());
-        let mut reports = Vec::new();
-        merge_round(
-            &table,
-            &keydir,
-            // Segment 1 (a few dead promo links among live ones) stays out.
-            &MergeSettings {
-                threshold: 0.2,
-                ..settings
-            },
-            &MergeMetrics::default(),
-            &mut RecordBytes::new(),
-            &mut Vec::new(),
-            ONE_BY_ONE,
-            |report, _| reports.push(report),
-        )
-        .unwrap();
+        // Segment 1 (a few dead promo links among live ones) stays out.
+        let run = kept_run(0.2, true);
+        let reports = &run.reports;
         assert_eq!(reports.len(), 1, "{reports:?}");
         assert_eq!(reports[0].inputs, [2]);
         assert_eq!(reports[0].tombstones_kept, 20);
