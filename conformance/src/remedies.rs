@@ -586,8 +586,7 @@ pub fn a_damaged_sealed_segment_s_links_come_back_from_an_export_of_a_copy(bin: 
     // A good copy of the segment turns up and is put back: its links and
     // the import's copies of them are one link in two places, loaded once
     // (review 9b: the start refused, naming both).
-    let merged = server.stop().success();
-    assert!(merged);
+    assert!(server.stop().success());
     std::fs::write(&segment, &pristine).unwrap();
     let server = Server::start(bin, dir.path(), &args);
     assert_all_resolve(&server, &links);

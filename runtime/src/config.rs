@@ -390,7 +390,7 @@ pub struct ServeArgs {
     /// With a Redis store: how long a core may serve a link from its cache
     /// before asking the store again, so an update or delete made through
     /// another node is seen here within this time (0: no cache).
-    #[arg(long, env = "SHORTY_STORE_CACHE_TTL", default_value = "1s", value_parser = parse_duration_or_zero)]
+    #[arg(long, env = "SHORTY_STORE_CACHE_TTL", default_value = "1s", value_parser = humantime::parse_duration)]
     pub store_cache_ttl: Duration,
 
     /// Close a connection that sends nothing (and waits for nothing) for
@@ -741,18 +741,11 @@ pub fn parse_spec(text: &str) -> Result<RedisSpec, String> {
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
-    let d = parse_duration_or_zero(text)?;
+    let d = humantime::parse_duration(text).map_err(|e| e.to_string())?;
     if d.is_zero() {
         return Err("must be more than 0".into());
     }
     Ok(d)
-}
-
-/// A duration where `0` (humantime reads a bare `0`) means "none"
-/// (`--store-cache-ttl 0`: no cache; review 9: the README and `--help`
-/// said so, and the flag refused it).
-fn parse_duration_or_zero(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text).map_err(|e| e.to_string())
 }
 
 /// A share, as `50%` or `0.5`, from 0 to 1 (`--merge-threshold`).

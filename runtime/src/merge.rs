@@ -528,8 +528,8 @@ impl Round {
 /// their older records), so this only bounds a pathological case.
 const MAX_ROUNDS: usize = 4;
 
-/// Rounds of merges: every sealed segment's usage is read once per round,
-/// then what is over the threshold is merged, most dead bytes first,
+/// Rounds of merges ([`merge_round`]): every sealed segment's usage is read
+/// once per round, then what is over the threshold is merged, most dead bytes first,
 /// `max_input` bytes per merge, until nothing planned is left, handing
 /// `each` every merge's report and time.
 ///
@@ -545,7 +545,7 @@ const MAX_ROUNDS: usize = 4;
 /// merge that gave something back (perhaps those older records); review 10
 /// found one offline `merge` giving back less than two without it. The merge thread and the
 /// offline `merge` tool both run it.
-fn merge_round(
+fn merge_rounds(
     with: &mut Merger<'_>,
     round: Round,
     mut each: impl FnMut(MergeReport, Duration),
@@ -556,7 +556,7 @@ fn merge_round(
         let mut kept = false;
         let mut freed_after = false;
         let budget = round.max_merges - merges;
-        merges += one_round(
+        merges += merge_round(
             with,
             Round {
                 max_merges: budget,
@@ -590,8 +590,9 @@ struct Merger<'a> {
     unemptied: &'a mut Vec<File>,
 }
 
-/// One round of [`merge_round`]; returns the merges it ran.
-fn one_round(
+/// One round of [`merge_rounds`]: one check of every segment's usage,
+/// then the merges it planned; returns how many it ran.
+fn merge_round(
     with: &mut Merger<'_>,
     round: Round,
     mut each: impl FnMut(MergeReport, Duration),
@@ -717,7 +718,7 @@ pub fn spawn_merger(
                     known: &mut known,
                     unemptied: &mut unemptied,
                 };
-                let merged = merge_round(&mut with, Round::WHOLE, |report, elapsed| {
+                let merged = merge_rounds(&mut with, Round::WHOLE, |report, elapsed| {
                     log_report(&report, elapsed);
                 });
                 if let Err(err) = merged {
@@ -784,7 +785,7 @@ pub fn offline(
             known: &mut RecordBytes::new(),
             unemptied: &mut Vec::new(),
         };
-        merge_round(&mut with, Round::WHOLE, |report, elapsed| {
+        merge_rounds(&mut with, Round::WHOLE, |report, elapsed| {
             reports.push((report, elapsed));
         })
         .map_err(|e| e.to_string())?;
@@ -920,7 +921,7 @@ mod tests {
             known: &mut known,
             unemptied: &mut Vec::new(),
         };
-        merge_round(&mut with, round, |report, _| reports.push(report)).unwrap();
+        merge_rounds(&mut with, round, |report, _| reports.push(report)).unwrap();
         assert_eq!(reports.len(), 4, "{reports:?}");
         // The check: each hint, and each segment whole once (its record
         // bytes); then each merge reads its input. Nothing else.
@@ -958,7 +959,7 @@ mod tests {
             known: &mut known,
             unemptied: &mut Vec::new(),
         };
-        merge_round(&mut with, Round::WHOLE, |report, _| {
+        merge_rounds(&mut with, Round::WHOLE, |report, _| {
             panic!("merged again: {report:?}")
         })
         .unwrap();
@@ -1313,7 +1314,7 @@ mod tests {
     }
 
     /// The fixture merged one segment per merge at `threshold`, by one
-    /// round ([`one_round`]) or by [`merge_round`]: its parts, the metrics
+    /// round ([`merge_round`]) or by [`merge_rounds`]: its parts, the metrics
     /// and every merge's report.
     struct KeptRun {
         dir: tempfile::TempDir,
@@ -1348,9 +1349,9 @@ mod tests {
             unemptied: &mut Vec::new(),
         };
         if rounds {
-            merge_round(&mut with, one_by_one, each).unwrap();
+            merge_rounds(&mut with, one_by_one, each).unwrap();
         } else {
-            one_round(&mut with, one_by_one, each).unwrap();
+            merge_round(&mut with, one_by_one, each).unwrap();
         }
         KeptRun {
             dir,
