@@ -6,7 +6,12 @@
 # /proc), A and B alternating within every round so drift on a shared
 # machine hits both. Prints every measurement, then the medians and B / A.
 #
-# Usage: [ROUNDS=6] scripts/bench-ab.sh BINARY_A BINARY_B
+# MODES=shorten measures durable pipelined SHORTEN instead (`--sync always`,
+# the load of bench-floor.sh's Redis row: `shorty bench --mode pipeline
+# --burst -c 50 --depth 16 --op shorten`, N_SHORTEN requests).
+#
+# Usage: [ROUNDS=6] [MODES="keep-alive close shorten"] [N_SHORTEN=1000000]
+#        scripts/bench-ab.sh BINARY_A BINARY_B
 #   e.g. copy target/release/shorty-uring aside, rebuild with the change,
 #   and compare the copy with the new build. Needs taskset, wrk and a
 #   release build of the client (`cargo build --release -p shorty-client`).
@@ -14,6 +19,8 @@ set -euo pipefail
 [ $# -eq 2 ] || { echo "usage: $0 BINARY_A BINARY_B" >&2; exit 2; }
 CLI=$PWD/target/release/shorty
 ROUNDS=${ROUNDS:-6}
+MODES=${MODES:-keep-alive close}
+N_SHORTEN=${N_SHORTEN:-1000000}
 PORT=${PORT:-9700}
 ticks=$(getconf CLK_TCK)
 TMP=$(mktemp -d)
@@ -35,15 +42,23 @@ measure() { # binary mode -> CPU s per million
     [ -z "$(ss -Hltn "sport = :$PORT or sport = :$((PORT + 1))")" ] && break
     sleep 0.05
   done
+  [ "$2" = shorten ] && args=(--sync always)
   taskset -c 0 "$1" --listen "127.0.0.1:$PORT" --http "127.0.0.1:$((PORT + 1))" --admin off \
-    --data-dir "$TMP/data" --log-level warn --threads 1 >/dev/null 2>>"$TMP/server.log" &
+    --data-dir "$TMP/data" --log-level warn --threads 1 ${args[@]+"${args[@]}"} >/dev/null 2>>"$TMP/server.log" &
   SERVER=$!
+  args=()
   for _ in $(seq 100); do "$CLI" -s "127.0.0.1:$PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
-  code=$("$CLI" -s "127.0.0.1:$PORT" shorten https://example.com/wrk-target | sed 's#.*/##')
-  [ "$2" = close ] && args=(-H "Connection: close")
-  b=$(cpu "$SERVER")
-  n=$(taskset -c 1 wrk -t1 -c50 -d5s ${args[@]+"${args[@]}"} "http://127.0.0.1:$((PORT + 1))/$code" \
-    | awk '/requests in/ {print $1}')
+  if [ "$2" = shorten ]; then
+    b=$(cpu "$SERVER")
+    n=$(taskset -c 1 "$CLI" -s "127.0.0.1:$PORT" bench --json --mode pipeline --burst -c 50 --depth 16 \
+      -n "$N_SHORTEN" --op shorten 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)["ok"])')
+  else
+    code=$("$CLI" -s "127.0.0.1:$PORT" shorten https://example.com/wrk-target | sed 's#.*/##')
+    [ "$2" = close ] && args=(-H "Connection: close")
+    b=$(cpu "$SERVER")
+    n=$(taskset -c 1 wrk -t1 -c50 -d5s ${args[@]+"${args[@]}"} "http://127.0.0.1:$((PORT + 1))/$code" \
+      | awk '/requests in/ {print $1}')
+  fi
   a=$(cpu "$SERVER")
   if [ -z "$n" ]; then echo "wrk measured nothing against $1; its log:" >&2; cat "$TMP/server.log" >&2; exit 1; fi
   kill -TERM "$SERVER"; wait "$SERVER" 2>/dev/null || true
@@ -53,7 +68,7 @@ measure() { # binary mode -> CPU s per million
 
 declare -A CELLS=()
 for r in $(seq "$ROUNDS"); do
-  for mode in keep-alive close; do
+  for mode in $MODES; do
     for side in A B; do
       if [ $side = A ]; then bin=$1; else bin=$2; fi
       v=$(measure "$bin" "$mode")
@@ -62,7 +77,7 @@ for r in $(seq "$ROUNDS"); do
     done
   done
 done
-for mode in keep-alive close; do
+for mode in $MODES; do
   # shellcheck disable=SC2086
   a=$(median ${CELLS[A,$mode]}); b=$(median ${CELLS[B,$mode]})
   echo "$mode: A $a [${CELLS[A,$mode]% }], B $b [${CELLS[B,$mode]% }], B / A $(awk -v x="$b" -v y="$a" 'BEGIN { printf "%.2f", x / y }')"

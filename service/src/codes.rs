@@ -296,6 +296,39 @@ pub fn is_reserved(key: u64) -> bool {
     KEYS.contains(&key)
 }
 
+/// How many ids ahead of the one handed out [`KeysAhead`] computes keys.
+pub const KEYS_AHEAD: usize = 4;
+
+/// The keys of the ids a shard hands out next, computed [`KEYS_AHEAD`]
+/// ids early so their key-directory slots can be prefetched while the
+/// requests between are served (`ops::create::new_code`).
+///
+/// A cache keyed by id: a key is a pure function of its id, so an entry
+/// is either the right key or not used. It computes each id's key once,
+/// as the generator did before, only earlier.
+#[derive(Debug, Default)]
+pub struct KeysAhead {
+    ring: [Option<(u64, Option<u64>)>; KEYS_AHEAD],
+}
+
+impl KeysAhead {
+    /// The key [`Codec::new_key`] gives `id`, computed ahead if it was.
+    pub fn key(&self, codec: &Codec, id: u64) -> Option<u64> {
+        match self.ring[id as usize % KEYS_AHEAD] {
+            Some((ahead, key)) if ahead == id => key,
+            _ => codec.new_key(id),
+        }
+    }
+
+    /// Computes `id`'s key now, for a later [`key`](Self::key), and
+    /// returns it.
+    pub fn compute(&mut self, codec: &Codec, id: u64) -> Option<u64> {
+        let key = codec.new_key(id);
+        self.ring[id as usize % KEYS_AHEAD] = Some((id, key));
+        key
+    }
+}
+
 /// The id counter shared by all shards.
 #[derive(Debug)]
 pub struct IdSpace {
@@ -399,6 +432,14 @@ impl IdAllocator {
     /// Its space's [`IdSpace::floor`].
     pub fn floor(&self) -> u64 {
         self.space.floor()
+    }
+
+    /// The id [`next_id`](Self::next_id) will return `ahead` calls from
+    /// now, if it lies in the block this allocator holds (beyond it, the
+    /// next block is not known yet). Hands nothing out.
+    pub fn peek(&self, ahead: u64) -> Option<u64> {
+        let id = self.next.checked_add(ahead)?;
+        (id < self.end).then_some(id)
     }
 
     /// The next unused id.
@@ -605,7 +646,42 @@ mod tests {
         assert_eq!(space.floor(), space.next_free());
     }
 
+    #[test]
+    fn peek_sees_the_ids_next_id_hands_out_within_the_block() {
+        let space = Arc::new(IdSpace::new(0));
+        let mut ids = IdAllocator::new(space.clone());
+        assert_eq!(ids.peek(0), None, "no block held yet");
+        let first = ids.next_id();
+        let peeked: Vec<_> = (0..3).map(|ahead| ids.peek(ahead)).collect();
+        let floor = space.floor();
+        let handed: Vec<_> = (0..3).map(|_| Some(ids.next_id())).collect();
+        assert_eq!(peeked, handed);
+        assert_eq!(floor, first + 1, "a peek hands nothing out");
+        // At the end of the block: nothing to see beyond it.
+        while ids.peek(1).is_some() {
+            ids.next_id();
+        }
+        let last = ids.peek(0).expect("the block's last id");
+        assert_eq!(last % BLOCK_SIZE, BLOCK_SIZE - 1);
+        assert_eq!(ids.next_id(), last);
+        assert_eq!(ids.peek(0), None);
+    }
+
     proptest! {
+        #[test]
+        fn keys_ahead_always_gives_the_codec_s_key(
+            seed: u8,
+            steps in proptest::collection::vec((any::<bool>(), 0u64..64), 1..200),
+        ) {
+            let codec = Codec::new(&key(seed));
+            let mut ahead = KeysAhead::default();
+            for (compute, id) in steps {
+                if compute {
+                    prop_assert_eq!(ahead.compute(&codec, id), codec.new_key(id));
+                }
+                prop_assert_eq!(ahead.key(&codec, id), codec.new_key(id));
+            }
+        }
         #[test]
         fn permutation_round_trips_on_the_code_domain(id in 0..PERMUTED_IDS, seed: u8) {
             let codec = Codec::new(&key(seed));

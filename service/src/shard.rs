@@ -559,6 +559,8 @@ pub(crate) struct LocalShard {
     pub(crate) log: LogWriter,
     /// The shared key directory.
     pub(crate) keydir: Arc<KeyDir>,
+    /// The keys of the next few ids, for the generator's prefetch.
+    pub(crate) ahead: crate::codes::KeysAhead,
 }
 
 /// One core's share of the service.
@@ -607,6 +609,7 @@ impl Shard {
                 ids: IdAllocator::new(store.ids.clone()),
                 log: LogWriter::new(shared.settings.log.clone(), store.segments.clone()),
                 keydir: store.keydir.clone(),
+                ahead: Default::default(),
             }),
             StoreMode::Remote => None,
         };
@@ -900,6 +903,15 @@ impl Shard {
         // URL, so they are never acknowledged.
         let mut taken = Vec::new();
         if let (LogIo::Write(batch), IoResult::Ok) = (io, &result) {
+            // Prefetch the slots of the whole batch's new keys first, so
+            // their misses overlap instead of stalling one insert each.
+            for (record, _) in batch.keyed() {
+                if let Keyed::Link(link) = record {
+                    if link.version() == 0 && link.key != ALIAS_KEY {
+                        local.keydir.prefetch(link.key);
+                    }
+                }
+            }
             let mut records = 0;
             for (record, offset) in batch.keyed() {
                 let file = batch.segment.idx;

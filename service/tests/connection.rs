@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use shorty_protocol::frame::{FrameDecoder, Status};
 use shorty_protocol::{ErrorCode, Reply, Request};
-use shorty_service::codes::{CodeKey, Codec, IdSpace};
+use shorty_service::codes::{parse_code, CodeKey, Codec, IdSpace};
 use shorty_service::connection::{CloseReason, Connection, Kind};
 use shorty_service::http::Front;
 use shorty_service::keydir::KeyDir;
@@ -643,6 +643,49 @@ fn new_links_skip_codes_that_imported_links_hold() {
     let code = rig.shorten(b"https://e.com/new", t);
     let key = shorty_service::codes::parse_code(&code).unwrap();
     assert_eq!(key, codec.key_of(3), "ids 0 to 2 were skipped");
+}
+
+#[test]
+fn a_code_taken_after_the_generator_looked_ahead_at_it_is_still_skipped() {
+    // The generator computes (and prefetches) the keys of the next few ids
+    // early; what decides is the key directory when the id's turn comes.
+    let keydir = Arc::new(KeyDir::new());
+    let codec = Codec::new(&CodeKey([7; 16]));
+    let store = LocalStore {
+        keydir: keydir.clone(),
+        segments: Arc::new(SegmentTable::new(std::path::Path::new("/data"), 1)),
+        ids: Arc::new(IdSpace::new(0)),
+    };
+    let shared = Shared::new(
+        Settings::for_tests("http://s.example/"),
+        codec.clone(),
+        StoreMode::Local(store),
+        1,
+    );
+    let mut rig = Rig {
+        shard: Shard::new(Arc::new(shared), 0),
+        t0: Instant::now(),
+        disk: Default::default(),
+    };
+    let t = rig.t0;
+    let first = rig.shorten(b"https://e.com/first", t);
+    assert_eq!(parse_code(&first), Some(codec.key_of(0)));
+    // Imports take the codes of ids 1 to 3, already computed ahead.
+    for id in 1..=shorty_service::codes::KEYS_AHEAD as u64 - 1 {
+        assert!(keydir.insert(
+            codec.key_of(id),
+            shorty_service::keydir::Location {
+                file: 0,
+                offset: 16,
+            },
+        ));
+    }
+    let next = rig.shorten(b"https://e.com/next", t);
+    assert_eq!(
+        parse_code(&next),
+        Some(codec.key_of(shorty_service::codes::KEYS_AHEAD as u64)),
+        "the ids whose codes were taken meanwhile were skipped"
+    );
 }
 
 #[test]

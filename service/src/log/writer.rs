@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 
 use crate::log::record::{
-    decode_record, encode_link, encode_marker, encode_preamble, encode_seal, encode_tombstone,
+    decode_own_record, encode_link, encode_marker, encode_preamble, encode_seal, encode_tombstone,
     Decoded, Keyed, Link, Record, Seal, Tombstone, NO_ID, PREAMBLE_LEN,
 };
 use crate::log::segments::{SegmentRef, SegmentTable};
@@ -123,7 +123,8 @@ impl WriteBatch {
             let skip = if at == 0 && self.create {
                 PREAMBLE_LEN
             } else {
-                match decode_record(rest) {
+                // The batch's own bytes, encoded here: no checksum to check.
+                match decode_own_record(rest) {
                     Decoded::Record(Record::Link(link), len) => {
                         pos += len;
                         return Some((Keyed::Link(link), self.offset + at as u64));

@@ -2,7 +2,7 @@
 
 use bytes::Bytes;
 
-use crate::codes::Codec;
+use crate::codes::{Codec, KEYS_AHEAD};
 use crate::log::record::Link as LinkRecord;
 use crate::shard::{LocalShard, OpEntry, OpState, RemoteRequest, Shard};
 
@@ -76,10 +76,20 @@ pub(crate) fn blocked(shared: &crate::shard::Shared, url: &str) -> Option<Step> 
 /// id, whatever the data directory's files say: a lookup costs far less
 /// than the record's write, and a code's owner must never depend on a
 /// marker file an operator can lose (issue 18, defect 12).
+///
+/// Each call also prefetches the slot of the id [`KEYS_AHEAD`] calls
+/// later, so that id's lookup finds its slot in the cache (issue 23).
 pub(crate) fn new_code(local: &mut LocalShard, codec: &Codec) -> (u64, u64) {
     loop {
         let id = local.ids.next_id();
-        let Some(key) = codec.new_key(id) else {
+        // Read before `compute` below reuses its place in the ring.
+        let key = local.ahead.key(codec, id);
+        if let Some(later) = local.ids.peek(KEYS_AHEAD as u64 - 1) {
+            if let Some(later) = local.ahead.compute(codec, later) {
+                local.keydir.prefetch(later);
+            }
+        }
+        let Some(key) = key else {
             continue;
         };
         if !local.keydir.contains(key) {
