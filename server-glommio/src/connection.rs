@@ -25,22 +25,28 @@ pub(crate) struct GlommioConn {
     /// The core's read buffer, shared by all its connections.
     buffer: Rc<RefCell<Vec<u8>>>,
     writing: Option<Bytes>,
+    /// The peer's address, asked once: the driver asks for it twice per
+    /// connection (admission and the connection's state), and each ask of
+    /// glommio's stream is a `getpeername` system call.
+    peer: Option<std::net::IpAddr>,
 }
 
 impl GlommioConn {
     pub(crate) fn new(stream: TcpStream, buffer: Rc<RefCell<Vec<u8>>>) -> Self {
         // (TCP_NODELAY is inherited from the listener.)
+        let peer = stream.peer_addr().ok().map(|a| a.ip());
         Self {
             stream,
             buffer,
             writing: None,
+            peer,
         }
     }
 }
 
 impl Socket for GlommioConn {
     fn peer_ip(&self) -> Option<std::net::IpAddr> {
-        self.stream.peer_addr().ok().map(|a| a.ip())
+        self.peer
     }
 
     fn poll_read(

@@ -194,6 +194,10 @@ pub struct Output {
     /// yet [`written`](Output::written)): they still count against the
     /// cap, or a peer could hold a full write plus a full queue.
     in_flight: usize,
+    /// This connection's writes (an alias created, a link updated or
+    /// deleted) that its later requests wait for: see
+    /// [`Shard::held_back`](crate::shard::Shard::held_back).
+    holds: Vec<OpId>,
 }
 
 /// What [`Output::release`]'s callback says of the front wait.
@@ -240,6 +244,20 @@ impl Output {
             after: BytesMut::new(),
             cost,
         });
+    }
+
+    /// Makes this connection's later requests wait until operation `op`
+    /// is no longer in flight (see
+    /// [`Shard::held_back`](crate::shard::Shard::held_back)).
+    pub fn hold_after(&mut self, op: OpId) {
+        self.holds.push(op);
+    }
+
+    /// Keeps the holds `in_flight` says are still in flight; `true` if
+    /// any is.
+    pub fn holds_in_flight(&mut self, mut in_flight: impl FnMut(OpId) -> bool) -> bool {
+        self.holds.retain(|&op| in_flight(op));
+        !self.holds.is_empty()
     }
 
     /// Settles waits from the front while `settle` says they are done,

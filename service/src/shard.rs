@@ -777,6 +777,27 @@ impl Shard {
         self.ops.len()
     }
 
+    /// `true` while a write connection `conn` asked for earlier (an alias
+    /// created, a link updated or deleted: [`Output::hold_after`](crate::output::Output::hold_after)) is in
+    /// flight: its later requests must wait, unread, for it.
+    ///
+    /// Why: a connection's requests take effect in the order they were
+    /// sent, as its replies come back in that order (Redis does the same
+    /// for a pipeline). Without the wait, a RESOLVE or DELETE pipelined
+    /// behind the SHORTEN2 that creates its alias ran before the alias
+    /// was durable, and answered 404 while the create answered OK (review
+    /// 11). A generated code is not held for: no request can name it
+    /// before its reply, so pipelined SHORTENs still share one commit.
+    pub fn held_back(&mut self, conn: u32, out: &mut crate::output::Output) -> bool {
+        // A finished operation's slot may be reused by another
+        // connection's: only this connection's, still waiting, holds.
+        out.holds_in_flight(|op| {
+            self.ops
+                .get(op as usize)
+                .is_some_and(|e| e.conn == conn && matches!(e.state, OpState::Waiting))
+        })
+    }
+
     pub(crate) fn new_op(&mut self, conn: u32, key: u64) -> OpId {
         self.ops.insert(OpEntry {
             conn,

@@ -399,3 +399,88 @@ fn a_stats_range_of_any_length_is_answered_with_its_first_buckets() {
     let reply = wire.ask(&mut rig, &Request::stats(code.as_bytes(), query));
     assert_eq!(error_code(&reply), Some(422), "{reply:?}");
 }
+
+/// Every reply a framed exchange wrote, in order.
+fn replies(bytes: &[u8]) -> Vec<Reply<bytes::Bytes>> {
+    let mut bytes = BytesMut::from(bytes);
+    let decoder = FrameDecoder::with_max_frame_len(1 << 20);
+    let mut replies = Vec::new();
+    while let Status::Complete(payload) = decoder.decode(&mut bytes).unwrap() {
+        replies.push(Reply::decode_payload_for(PROTOCOL_V2, payload).unwrap());
+    }
+    assert!(bytes.is_empty(), "only whole replies");
+    replies
+}
+
+#[test]
+fn requests_pipelined_behind_a_write_see_it_on_the_wire() {
+    // Review 11: a RESOLVE and a DELETE sent on one connection behind the
+    // SHORTEN2 that creates their alias ran before the alias was durable:
+    // 404 and 404, while the create answered OK and the alias stayed.
+    let mut rig = rig(false, &[]);
+    let mut wire = Wire::v2(&mut rig);
+    let mut options = LinkOptions::new("https://e.com/promo");
+    options.alias = Some("promo1");
+    let create = options.to_vec().unwrap();
+    let mut input = Vec::new();
+    for request in [
+        Request::Shorten2(&create[..]),
+        Request::Resolve(&b"promo1"[..]),
+        Request::Delete(&b"promo1"[..]),
+        Request::Resolve(&b"promo1"[..]),
+    ] {
+        request.encode_frame(&mut input).unwrap();
+    }
+    let written = rig.exchange(&mut wire.conn, &input);
+    let replies = replies(&written);
+    assert_eq!(replies.len(), 4, "{replies:?}");
+    assert!(matches!(replies[0], Reply::Shortened2(_)), "{replies:?}");
+    assert!(
+        matches!(&replies[1], Reply::Resolved(url) if &url[..] == b"https://e.com/promo"),
+        "the alias resolves right after its create: {replies:?}"
+    );
+    assert!(matches!(replies[2], Reply::Deleted), "{replies:?}");
+    assert_eq!(error_code(&replies[3]), Some(404), "{replies:?}");
+}
+
+#[test]
+fn pipelined_shortens_are_not_held_for_each_other() {
+    // A generated code cannot be named before its reply: pipelined
+    // SHORTENs still go to the log together, in one commit.
+    let mut rig = rig(false, &[]);
+    let mut conn = Connection::new(1, Kind::Framed, rig.t0);
+    let mut input = Vec::new();
+    for n in 0..8 {
+        let url = format!("https://e.com/{n}");
+        Request::Shorten(url.as_bytes())
+            .encode_frame(&mut input)
+            .unwrap();
+    }
+    conn.handle_input(&mut rig.shard, &input, rig.t0);
+    assert_eq!(
+        rig.shard.ops_in_flight(),
+        8,
+        "all eight wait for one commit"
+    );
+}
+
+#[test]
+fn requests_pipelined_behind_a_write_see_it_over_http() {
+    let mut rig = rig(false, &[]);
+    let body = r#"{"url":"https://e.com/promo","slug":"promo2"}"#;
+    let input = format!(
+        "POST /api/v1/links HTTP/1.1\r\nHost: s\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n{body}\
+         GET /promo2 HTTP/1.1\r\nHost: s\r\n\r\n\
+         DELETE /api/v1/links/promo2 HTTP/1.1\r\nHost: s\r\n\r\n\
+         GET /promo2 HTTP/1.1\r\nHost: s\r\n\r\n",
+        body.len()
+    );
+    let mut conn = Connection::new(7, Kind::Http(Front::Public), rig.t0);
+    let text = String::from_utf8(rig.exchange(&mut conn, input.as_bytes())).unwrap();
+    let statuses: Vec<&str> = text
+        .match_indices("HTTP/1.1 ")
+        .map(|(at, _)| &text[at + 9..at + 12])
+        .collect();
+    assert_eq!(statuses, ["201", "302", "204", "404"], "{text}");
+}

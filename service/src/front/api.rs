@@ -164,6 +164,11 @@ impl Shard {
                     url: link.url.as_str().into(),
                 };
                 let step = lifecycle::create(self, conn, create_request(&link), principal, now);
+                // A generated code: nothing later can name it.
+                let step = match link.alias {
+                    Some(_) => step.held_for(out),
+                    None => step,
+                };
                 let timeout = self.shared.settings.commit_timeout;
                 self.api_step(step, render(view), timeout, out, now);
             }
@@ -184,14 +189,16 @@ impl Shard {
                     link_patch(patch),
                     principal,
                     now,
-                );
+                )
+                .held_for(out);
                 // A read of the current record, then a durable write.
                 let settings = &self.shared.settings;
                 let timeout = settings.store_timeout + settings.commit_timeout;
                 self.api_step(step, render(ApiView::Updated), timeout, out, now);
             }
             ApiCall::Delete { code } => {
-                let step = lifecycle::delete(self, conn, code.as_bytes(), principal, now);
+                let step =
+                    lifecycle::delete(self, conn, code.as_bytes(), principal, now).held_for(out);
                 let settings = &self.shared.settings;
                 let timeout = settings.store_timeout + settings.commit_timeout;
                 self.api_step(step, render(ApiView::Deleted), timeout, out, now);
@@ -317,12 +324,19 @@ impl Shard {
                         views.push(Err(Problem::new(429, limited.message())));
                         continue;
                     }
-                    let step =
-                        if link.is_plain() && self.local.is_none() && principal.key_id.is_none() {
-                            ops::create::shorten(self, conn, link.url.as_bytes())
-                        } else {
-                            lifecycle::create(self, conn, create_request(&link), principal, now)
-                        };
+                    let step = if link.is_plain()
+                        && self.local.is_none()
+                        && principal.key_id.is_none()
+                    {
+                        ops::create::shorten(self, conn, link.url.as_bytes())
+                    } else {
+                        let step =
+                            lifecycle::create(self, conn, create_request(&link), principal, now);
+                        match link.alias {
+                            Some(_) => step.held_for(out),
+                            None => step,
+                        }
+                    };
                     ops.push(match step {
                         Step::Pending(op) => op,
                         Step::Now(result) => self.settled_op(conn, result),

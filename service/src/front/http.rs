@@ -27,7 +27,9 @@ impl Shard {
         let mut outcome = InputOutcome::default();
         loop {
             let rest = input.get(outcome.consumed..).unwrap_or_default();
-            if rest.is_empty() || out.committed_bytes() >= cap {
+            // Back-pressure, or this connection's earlier write still in
+            // flight (`held_back`): the rest waits.
+            if rest.is_empty() || out.committed_bytes() >= cap || self.held_back(conn, out) {
                 return outcome;
             }
             let shared = self.shared.clone();

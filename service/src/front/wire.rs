@@ -149,8 +149,9 @@ impl Shard {
         let mut delayed = false;
         loop {
             let rest = input.get(outcome.consumed..).unwrap_or_default();
-            if out.committed_bytes() >= cap {
-                // Back-pressure: the rest waits until replies drain.
+            if out.committed_bytes() >= cap || (!rest.is_empty() && self.held_back(conn, out)) {
+                // Back-pressure: the rest waits until replies drain, or
+                // until this connection's earlier write is done.
                 outcome.mid_frame = false;
                 return outcome;
             }
@@ -237,13 +238,20 @@ impl Shard {
                 let step = match LinkOptions::parse(body) {
                     Ok(options) => match self.over_create_limit(session.principal, now) {
                         Some(refusal) => refusal,
-                        None => lifecycle::create(
-                            self,
-                            conn,
-                            create_request(&options),
-                            session.principal,
-                            now,
-                        ),
+                        None => {
+                            let step = lifecycle::create(
+                                self,
+                                conn,
+                                create_request(&options),
+                                session.principal,
+                                now,
+                            );
+                            // A generated code: nothing later can name it.
+                            match options.alias {
+                                Some(_) => step.held_for(out),
+                                None => step,
+                            }
+                        }
                     },
                     Err(err) => Step::refused(err.error_code(), err.to_string()),
                 };
@@ -259,7 +267,8 @@ impl Shard {
                         patch_of(&patch),
                         session.principal,
                         now,
-                    ),
+                    )
+                    .held_for(out),
                     Err(err) => Step::refused(err.error_code(), err.to_string()),
                 };
                 // A read of the current record, then a durable write.
@@ -268,7 +277,8 @@ impl Shard {
                 return self.link_step(step, LinkReply::Updated, timeout, out, now);
             }
             Request::Delete(code) => {
-                let step = lifecycle::delete(self, conn, code, session.principal, now);
+                let step =
+                    lifecycle::delete(self, conn, code, session.principal, now).held_for(out);
                 let settings = &self.shared.settings;
                 let timeout = settings.store_timeout + settings.commit_timeout;
                 return self.link_step(step, LinkReply::Deleted, timeout, out, now);

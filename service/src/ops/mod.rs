@@ -44,6 +44,18 @@ pub enum Step {
 }
 
 impl Step {
+    /// For a write a later request of the same connection could observe
+    /// (an alias created, a link updated or deleted): makes the
+    /// connection's later requests wait for it while it is in flight
+    /// ([`Shard::held_back`](crate::shard::Shard::held_back)). Returns
+    /// the step.
+    pub fn held_for(self, out: &mut crate::output::Output) -> Self {
+        if let Step::Pending(op) = self {
+            out.hold_after(op);
+        }
+        self
+    }
+
     /// A refusal with `code` and `message`.
     pub fn refused(code: ErrorCode, message: impl Into<Cow<'static, str>>) -> Self {
         Self::Now(OpResult::Failed(code, message.into()))
