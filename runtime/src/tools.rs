@@ -479,8 +479,7 @@ fn export_links_between(
     let mut newest: HashMap<OwnedIdent, (u64, bool)> = HashMap::new();
     vouched_records(&mut files, &mut |record, _| {
         if record.version() != 0 || matches!(record, Keyed::Tombstone(_)) {
-            let ident = (record.key(), record.alias().map(Box::from));
-            let entry = newest.entry(ident).or_insert((0, false));
+            let entry = newest.entry(export_ident(&record)).or_insert((0, false));
             if record.version() >= entry.0 {
                 *entry = (record.version(), matches!(record, Keyed::Tombstone(_)));
             }
@@ -492,7 +491,7 @@ fn export_links_between(
         let Keyed::Link(link) = record else {
             return Ok(());
         };
-        let wins = match newest.get(&(link.key, link.alias().map(Box::from))) {
+        let wins = match newest.get(&export_ident(&record)) {
             None => true,
             Some(&(version, deleted)) => !deleted && version == link.version(),
         };
@@ -506,6 +505,20 @@ fn export_links_between(
 
 /// A key and, for an alias that is not a code, its text.
 type OwnedIdent = (u64, Option<Box<[u8]>>);
+
+/// The link a record is of, as the key directory names it: a side-map
+/// alias by its text, anything else by its key. A code-spelled alias's
+/// record carries its text too, but it is the same link as any other
+/// record of that key: a generated SHORTEN that lost its code to such an
+/// alias wrote a version-0 record of the key, which the alias's newer
+/// version beats (review 11: keyed by text, the export wrote both, the
+/// loser sometimes last).
+fn export_ident(record: &Keyed<'_>) -> OwnedIdent {
+    let alias = (record.key() == ALIAS_KEY)
+        .then(|| record.alias().map(Box::from))
+        .flatten();
+    (record.key(), alias)
+}
 
 /// One segment of an export, open from the start.
 struct OpenSegment {
@@ -1235,6 +1248,49 @@ mod tests {
 
     /// Edits and deletes: an export holds the newest version of each link
     /// with its options, no deleted link, and imports back the same.
+    #[test]
+    fn a_code_spelled_alias_is_exported_once_beside_the_shorten_it_beat() {
+        // Review 11: a SHORTEN that lost its generated code to a
+        // code-spelled alias claimed meanwhile left a version-0 record of
+        // the key; the alias's record (version 1) carries its text. Both
+        // were exported, in either order.
+        use shorty_service::log::segments::encode_sealed_records;
+        let mut buf = [0; MAX_CODE_LEN];
+        let code = format_code(10, &mut buf).to_owned();
+        let alias = {
+            let mut out = Vec::new();
+            LinkMeta {
+                version: 1,
+                alias: Some(code.as_str().into()),
+                ..LinkMeta::default()
+            }
+            .encode(&mut out);
+            out
+        };
+        let lost = Keyed::Link(Link::plain(10, 5, b"https://e.com/lost"));
+        let won = Keyed::Link(Link {
+            options: &alias,
+            ..Link::plain(10, NO_ID, b"https://e.com/alias")
+        });
+        for records in [[lost, won], [won, lost]] {
+            let dir = tempfile::tempdir().unwrap();
+            let data = dir.path().join("data");
+            fs::create_dir(&data).unwrap();
+            let segment = encode_sealed_records(0, &[&records]);
+            fs::write(data.join(segment_file_name(0)), segment).unwrap();
+            let mut out = Vec::new();
+            let (links, _) = export_links(&data, &mut out).unwrap();
+            let text = String::from_utf8(out).unwrap();
+            assert_eq!(links, 1, "{text}");
+            let line: ExportedLink = serde_json::from_str(text.trim()).unwrap();
+            assert_eq!(
+                (line.code.as_str(), line.url.as_str()),
+                (code.as_str(), "https://e.com/alias")
+            );
+            assert!(line.alias);
+        }
+    }
+
     #[test]
     fn export_keeps_the_newest_version_and_options_and_imports_them_back() {
         use shorty_service::log::record::Tombstone;
