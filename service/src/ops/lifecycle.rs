@@ -412,9 +412,13 @@ pub fn create(
             if let OwnedIdent::Key(key) = ident {
                 let floor = local.ids.floor();
                 if crate::log::merge::is_forgotten_code(&shared.codec, floor, keydir, key) {
+                    // Deleted, or its id was spent on a SHORTEN that never
+                    // became durable: nothing tells the two apart, and
+                    // either way the code is never used again.
                     return refused(
                         CONFLICT,
-                        "this code was deleted and is never handed out again",
+                        "this code was already handed out by the generator (it may have been \
+                         deleted since) and is never used again",
                     );
                 }
             }
