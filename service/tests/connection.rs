@@ -37,6 +37,27 @@ fn rig() -> Rig {
     rig_with(Settings::for_tests("http://s.example/"))
 }
 
+/// A rig whose store is `keydir`, counting ids from `first_id`, with the
+/// code secret `codec` was made with.
+fn rig_on_store(keydir: Arc<KeyDir>, codec: &Codec, first_id: u64) -> Rig {
+    let store = LocalStore {
+        keydir,
+        segments: Arc::new(SegmentTable::new(std::path::Path::new("/data"), 1)),
+        ids: Arc::new(IdSpace::new(first_id)),
+    };
+    let shared = Shared::new(
+        Settings::for_tests("http://s.example/"),
+        codec.clone(),
+        StoreMode::Local(store),
+        1,
+    );
+    Rig {
+        shard: Shard::new(Arc::new(shared), 0),
+        t0: Instant::now(),
+        disk: Default::default(),
+    }
+}
+
 fn wire(requests: &[Request<&[u8]>]) -> Vec<u8> {
     let mut out = Vec::new();
     for r in requests {
@@ -623,22 +644,7 @@ fn new_links_skip_codes_that_imported_links_hold() {
             },
         );
     }
-    let store = LocalStore {
-        keydir,
-        segments: Arc::new(SegmentTable::new(std::path::Path::new("/data"), 1)),
-        ids: Arc::new(IdSpace::new(0)),
-    };
-    let shared = Shared::new(
-        Settings::for_tests("http://s.example/"),
-        codec.clone(),
-        StoreMode::Local(store),
-        1,
-    );
-    let mut rig = Rig {
-        shard: Shard::new(Arc::new(shared), 0),
-        t0: Instant::now(),
-        disk: Default::default(),
-    };
+    let mut rig = rig_on_store(keydir, &codec, 0);
     let t = rig.t0;
     let code = rig.shorten(b"https://e.com/new", t);
     let key = shorty_service::codes::parse_code(&code).unwrap();
@@ -651,22 +657,7 @@ fn a_code_taken_after_the_generator_looked_ahead_at_it_is_still_skipped() {
     // early; what decides is the key directory when the id's turn comes.
     let keydir = Arc::new(KeyDir::new());
     let codec = Codec::new(&CodeKey([7; 16]));
-    let store = LocalStore {
-        keydir: keydir.clone(),
-        segments: Arc::new(SegmentTable::new(std::path::Path::new("/data"), 1)),
-        ids: Arc::new(IdSpace::new(0)),
-    };
-    let shared = Shared::new(
-        Settings::for_tests("http://s.example/"),
-        codec.clone(),
-        StoreMode::Local(store),
-        1,
-    );
-    let mut rig = Rig {
-        shard: Shard::new(Arc::new(shared), 0),
-        t0: Instant::now(),
-        disk: Default::default(),
-    };
+    let mut rig = rig_on_store(keydir.clone(), &codec, 0);
     let t = rig.t0;
     let first = rig.shorten(b"https://e.com/first", t);
     assert_eq!(parse_code(&first), Some(codec.key_of(0)));
@@ -695,22 +686,7 @@ fn the_id_whose_code_is_healthz_is_skipped() {
     let id = codec.id_of(healthz);
     // Start the id counter at the block holding that id.
     let block_start = id - id % shorty_service::codes::BLOCK_SIZE;
-    let store = LocalStore {
-        keydir: Arc::new(KeyDir::new()),
-        segments: Arc::new(SegmentTable::new(std::path::Path::new("/data"), 0)),
-        ids: Arc::new(IdSpace::new(block_start)),
-    };
-    let shared = Shared::new(
-        Settings::for_tests("http://s.example/"),
-        codec.clone(),
-        StoreMode::Local(store),
-        1,
-    );
-    let mut rig = Rig {
-        shard: Shard::new(Arc::new(shared), 0),
-        t0: Instant::now(),
-        disk: Default::default(),
-    };
+    let mut rig = rig_on_store(Arc::new(KeyDir::new()), &codec, block_start);
     let t = rig.t0;
     let mut codes = Vec::new();
     for n in block_start..=id {
