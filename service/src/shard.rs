@@ -790,11 +790,15 @@ impl Shard {
     /// before its reply, so pipelined SHORTENs still share one commit.
     pub fn held_back(&mut self, conn: u32, out: &mut crate::output::Output) -> bool {
         // A finished operation's slot may be reused by another
-        // connection's: only this connection's, still waiting, holds.
+        // connection's: only this connection's, still in flight, holds.
+        // One answered 503 at its deadline (`--commit-timeout`: "it may
+        // still have been stored") is abandoned but still in flight, and
+        // holds until its outcome is known (review 12: the requests behind
+        // it ran at once, and the write landed after them).
         out.holds_in_flight(|op| {
-            self.ops
-                .get(op as usize)
-                .is_some_and(|e| e.conn == conn && matches!(e.state, OpState::Waiting))
+            self.ops.get(op as usize).is_some_and(|e| {
+                e.conn == conn && matches!(e.state, OpState::Waiting | OpState::Abandoned)
+            })
         })
     }
 
@@ -829,7 +833,8 @@ impl Shard {
                 self.wake.push(entry.conn);
             }
             OpState::Abandoned => {
-                self.ops.remove(op as usize);
+                // Its connection may be held behind it (`held_back`).
+                self.wake.push(self.ops.remove(op as usize).conn);
             }
             OpState::Done(_) => {}
         }

@@ -484,3 +484,50 @@ fn requests_pipelined_behind_a_write_see_it_over_http() {
         .collect();
     assert_eq!(statuses, ["201", "302", "204", "404"], "{text}");
 }
+
+#[test]
+fn requests_behind_a_write_that_timed_out_wait_until_its_outcome_is_known() {
+    // Review 12: a write past `--commit-timeout` is answered 503 ("it may
+    // still have been stored") but stays in flight; the requests behind
+    // it ran at once and saw the state without it (DELETE 404, and the
+    // alias appeared afterwards).
+    let mut rig = rig(false, &[]);
+    let mut wire = Wire::v2(&mut rig);
+    let mut options = LinkOptions::new("https://e.com/slow");
+    options.alias = Some("slow1");
+    let create = options.to_vec().unwrap();
+    let mut input = Vec::new();
+    for request in [
+        Request::Shorten2(&create[..]),
+        Request::Resolve(&b"slow1"[..]),
+    ] {
+        request.encode_frame(&mut input).unwrap();
+    }
+    let t = rig.t0;
+    wire.conn.handle_input(&mut rig.shard, &input, t);
+    let late = t + rig.shared.settings.commit_timeout + std::time::Duration::from_millis(1);
+    wire.conn.handle_timeout(&mut rig.shard, late);
+    let mut written = Vec::new();
+    while let Some(chunk) = wire.conn.poll_transmit(&mut rig.shard, late) {
+        written.extend_from_slice(&chunk);
+        wire.conn.transmitted();
+    }
+    let first = replies(&written);
+    assert_eq!(first.len(), 1, "only the create is answered: {first:?}");
+    assert_eq!(error_code(&first[0]), Some(503), "{first:?}");
+    // The write lands: now the RESOLVE runs, and sees it.
+    rig.run();
+    let mut written = Vec::new();
+    for _ in 0..4 {
+        while let Some(chunk) = wire.conn.poll_transmit(&mut rig.shard, late) {
+            written.extend_from_slice(&chunk);
+            wire.conn.transmitted();
+        }
+        rig.run();
+    }
+    let rest = replies(&written);
+    assert!(
+        matches!(&rest[..], [Reply::Resolved(url)] if &url[..] == b"https://e.com/slow"),
+        "{rest:?}"
+    );
+}
