@@ -412,6 +412,22 @@ fn replies(bytes: &[u8]) -> Vec<Reply<bytes::Bytes>> {
     replies
 }
 
+/// A SHORTEN2 payload creating alias `alias` for `url`.
+fn alias_create(url: &str, alias: &str) -> Vec<u8> {
+    let mut options = LinkOptions::new(url);
+    options.alias = Some(alias);
+    options.to_vec().unwrap()
+}
+
+/// `requests` as one pipelined input.
+fn pipeline(requests: &[Request<&[u8]>]) -> Vec<u8> {
+    let mut input = Vec::new();
+    for request in requests {
+        request.encode_frame(&mut input).unwrap();
+    }
+    input
+}
+
 #[test]
 fn requests_pipelined_behind_a_write_see_it_on_the_wire() {
     // Review 11: a RESOLVE and a DELETE sent on one connection behind the
@@ -419,18 +435,13 @@ fn requests_pipelined_behind_a_write_see_it_on_the_wire() {
     // 404 and 404, while the create answered OK and the alias stayed.
     let mut rig = rig(false, &[]);
     let mut wire = Wire::v2(&mut rig);
-    let mut options = LinkOptions::new("https://e.com/promo");
-    options.alias = Some("promo1");
-    let create = options.to_vec().unwrap();
-    let mut input = Vec::new();
-    for request in [
+    let create = alias_create("https://e.com/promo", "promo1");
+    let input = pipeline(&[
         Request::Shorten2(&create[..]),
         Request::Resolve(&b"promo1"[..]),
         Request::Delete(&b"promo1"[..]),
         Request::Resolve(&b"promo1"[..]),
-    ] {
-        request.encode_frame(&mut input).unwrap();
-    }
+    ]);
     let written = rig.exchange(&mut wire.conn, &input);
     let replies = replies(&written);
     assert_eq!(replies.len(), 4, "{replies:?}");
@@ -449,13 +460,12 @@ fn pipelined_shortens_are_not_held_for_each_other() {
     // SHORTENs still go to the log together, in one commit.
     let mut rig = rig(false, &[]);
     let mut conn = Connection::new(1, Kind::Framed, rig.t0);
-    let mut input = Vec::new();
-    for n in 0..8 {
-        let url = format!("https://e.com/{n}");
-        Request::Shorten(url.as_bytes())
-            .encode_frame(&mut input)
-            .unwrap();
-    }
+    let urls: Vec<String> = (0..8).map(|n| format!("https://e.com/{n}")).collect();
+    let requests: Vec<_> = urls
+        .iter()
+        .map(|u| Request::Shorten(u.as_bytes()))
+        .collect();
+    let input = pipeline(&requests);
     conn.handle_input(&mut rig.shard, &input, rig.t0);
     assert_eq!(
         rig.shard.ops_in_flight(),
@@ -493,16 +503,11 @@ fn requests_behind_a_write_that_timed_out_wait_until_its_outcome_is_known() {
     // alias appeared afterwards).
     let mut rig = rig(false, &[]);
     let mut wire = Wire::v2(&mut rig);
-    let mut options = LinkOptions::new("https://e.com/slow");
-    options.alias = Some("slow1");
-    let create = options.to_vec().unwrap();
-    let mut input = Vec::new();
-    for request in [
+    let create = alias_create("https://e.com/slow", "slow1");
+    let input = pipeline(&[
         Request::Shorten2(&create[..]),
         Request::Resolve(&b"slow1"[..]),
-    ] {
-        request.encode_frame(&mut input).unwrap();
-    }
+    ]);
     let t = rig.t0;
     wire.conn.handle_input(&mut rig.shard, &input, t);
     let late = t + rig.shared.settings.commit_timeout + std::time::Duration::from_millis(1);
