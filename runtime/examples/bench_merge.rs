@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use shorty_runtime::merge::{merge_once, MergeSettings, RecordBytes};
+use shorty_runtime::merge::{MergeSettings, Merger};
 use shorty_service::keydir::KeyDir;
 use shorty_service::keydir::{Ident, Target};
 use shorty_service::log::hint::{build_hint, hint_file_name};
@@ -246,19 +246,10 @@ fn main() {
         nice: 0,
     };
     let metrics = MergeMetrics::default();
-    let mut known = RecordBytes::new();
+    let mut merger = Merger::new(&table, &keydir, &settings, &metrics);
     let t = Instant::now();
     let (mut io, mut merges, mut reclaimed) = (0u64, 0, 0u64);
-    while let Some(report) = merge_once(
-        &table,
-        &keydir,
-        &settings,
-        &metrics,
-        &mut known,
-        &mut Vec::new(),
-    )
-    .unwrap()
-    {
+    while let Some(report) = merger.merge_once().unwrap() {
         io += report.io_bytes;
         merges += 1;
         reclaimed += report.reclaimed();

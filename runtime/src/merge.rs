@@ -475,34 +475,54 @@ pub fn usages(
     found
 }
 
-/// Runs one merge if any segment is over the threshold; `Ok(None)` when
-/// none is. Updates `metrics`.
-///
-/// # Errors
-/// [`MergeError`].
-pub fn merge_once(
-    table: &SegmentTable,
-    keydir: &KeyDir,
-    settings: &MergeSettings,
-    metrics: &MergeMetrics,
-    known: &mut RecordBytes,
-    unemptied: &mut Vec<File>,
-) -> Result<Option<MergeReport>, MergeError> {
-    let mut first = None;
-    let round = Round {
-        max_input: MAX_INPUT_BYTES,
-        max_merges: 1,
-    };
-    let mut with = Merger {
-        table,
-        keydir,
-        settings,
-        metrics,
-        known,
-        unemptied,
-    };
-    merge_round(&mut with, round, |report, _| first = Some(report))?;
-    Ok(first)
+/// What merges work with: the directory, the key directory, the settings,
+/// the metrics they update, and what they carry from one merge to the
+/// next: the record bytes of the segments checked so far and the retired
+/// inputs left to empty. The merge thread keeps one for its life; the
+/// offline tool and the tests make one per run.
+pub struct Merger<'a> {
+    table: &'a SegmentTable,
+    keydir: &'a KeyDir,
+    settings: &'a MergeSettings,
+    metrics: &'a MergeMetrics,
+    /// The record bytes of every sealed segment checked so far.
+    known: RecordBytes,
+    /// Retired inputs left whole while an export reads them.
+    unemptied: Vec<File>,
+}
+
+impl<'a> Merger<'a> {
+    /// A merger that knows no segment yet.
+    pub fn new(
+        table: &'a SegmentTable,
+        keydir: &'a KeyDir,
+        settings: &'a MergeSettings,
+        metrics: &'a MergeMetrics,
+    ) -> Self {
+        Self {
+            table,
+            keydir,
+            settings,
+            metrics,
+            known: RecordBytes::new(),
+            unemptied: Vec::new(),
+        }
+    }
+
+    /// Runs one merge if any segment is over the threshold; `Ok(None)` when
+    /// none is. Updates `metrics`.
+    ///
+    /// # Errors
+    /// [`MergeError`].
+    pub fn merge_once(&mut self) -> Result<Option<MergeReport>, MergeError> {
+        let mut first = None;
+        let round = Round {
+            max_input: MAX_INPUT_BYTES,
+            max_merges: 1,
+        };
+        merge_round(self, round, |report, _| first = Some(report))?;
+        Ok(first)
+    }
 }
 
 /// How much one round ([`merge_round`]) may do.
@@ -576,18 +596,6 @@ fn merge_rounds(
         }
     }
     Ok(())
-}
-
-/// What a merge round works with: the directory, the key directory, the
-/// settings, the metrics it updates, the record bytes it knows and the
-/// retired inputs left to empty.
-struct Merger<'a> {
-    table: &'a SegmentTable,
-    keydir: &'a KeyDir,
-    settings: &'a MergeSettings,
-    metrics: &'a MergeMetrics,
-    known: &'a mut RecordBytes,
-    unemptied: &'a mut Vec<File>,
 }
 
 /// One round of [`merge_rounds`]: one check of every segment's usage,
@@ -700,24 +708,15 @@ pub fn spawn_merger(
         .spawn(move || {
             lower_priority(settings.nice);
             let mut last = Instant::now();
-            let mut known = RecordBytes::new();
-            let mut unemptied = Vec::new();
+            let mut with = Merger::new(&table, &keydir, &settings, &metrics);
             loop {
                 std::thread::sleep(Duration::from_millis(100));
-                empty_unread(table.dir(), &mut unemptied);
+                empty_unread(table.dir(), &mut with.unemptied);
                 let due = !settings.interval.is_zero() && last.elapsed() >= settings.interval;
                 if !trigger.swap(false, Ordering::Relaxed) && !due {
                     continue;
                 }
                 last = Instant::now();
-                let mut with = Merger {
-                    table: &table,
-                    keydir: &keydir,
-                    settings: &settings,
-                    metrics: &metrics,
-                    known: &mut known,
-                    unemptied: &mut unemptied,
-                };
                 let merged = merge_rounds(&mut with, Round::WHOLE, |report, elapsed| {
                     log_report(&report, elapsed);
                 });
@@ -777,14 +776,7 @@ pub fn offline(
         };
         let metrics = MergeMetrics::default();
         let mut reports = Vec::new();
-        let mut with = Merger {
-            table: &table,
-            keydir: &keydir,
-            settings: &settings,
-            metrics: &metrics,
-            known: &mut RecordBytes::new(),
-            unemptied: &mut Vec::new(),
-        };
+        let mut with = Merger::new(&table, &keydir, &settings, &metrics);
         merge_rounds(&mut with, Round::WHOLE, |report, elapsed| {
             reports.push((report, elapsed));
         })
@@ -905,7 +897,6 @@ mod tests {
         let segments: u64 = (1..=4).map(|n| size(segment_file_name(n))).sum();
         let hints: u64 = (1..=4).map(|n| size(hint_file_name(n))).sum();
         let metrics = MergeMetrics::default();
-        let mut known = RecordBytes::new();
         let mut reports = Vec::new();
         // One segment per merge: four merges in the round.
         let round = Round {
@@ -913,14 +904,7 @@ mod tests {
             max_merges: usize::MAX,
         };
         let quarter = settings(0.25);
-        let mut with = Merger {
-            table: &table,
-            keydir: &keydir,
-            settings: &quarter,
-            metrics: &metrics,
-            known: &mut known,
-            unemptied: &mut Vec::new(),
-        };
+        let mut with = Merger::new(&table, &keydir, &quarter, &metrics);
         merge_rounds(&mut with, round, |report, _| reports.push(report)).unwrap();
         assert_eq!(reports.len(), 4, "{reports:?}");
         // The check: each hint, and each segment whole once (its record
@@ -938,7 +922,7 @@ mod tests {
                 (n, record_bytes(&bytes, n).unwrap())
             })
             .collect();
-        let mut got: Vec<(u64, u64)> = known.iter().map(|(&n, &b)| (n, b)).collect();
+        let mut got: Vec<(u64, u64)> = with.known.iter().map(|(&n, &b)| (n, b)).collect();
         expected.sort_unstable();
         got.sort_unstable();
         assert_eq!(got, expected);
@@ -952,12 +936,8 @@ mod tests {
         let hints_now: u64 = outputs.iter().map(|&n| size(hint_file_name(n))).sum();
         let all = settings(0.0);
         let mut with = Merger {
-            table: &table,
-            keydir: &keydir,
-            settings: &all,
-            metrics: &metrics,
-            known: &mut known,
-            unemptied: &mut Vec::new(),
+            known: std::mem::take(&mut with.known),
+            ..Merger::new(&table, &keydir, &all, &metrics)
         };
         merge_rounds(&mut with, Round::WHOLE, |report, _| {
             panic!("merged again: {report:?}")
@@ -986,27 +966,15 @@ mod tests {
         assert!(held.metadata().unwrap().len() > 0);
         let metrics = MergeMetrics::default();
         // A third is dead: not over a half.
-        assert!(merge_once(
-            &table,
-            &keydir,
-            &settings(0.5),
-            &metrics,
-            &mut RecordBytes::new(),
-            &mut Vec::new(),
-        )
-        .unwrap()
-        .is_none());
+        assert!(Merger::new(&table, &keydir, &settings(0.5), &metrics)
+            .merge_once()
+            .unwrap()
+            .is_none());
         assert!(metrics.dead_bytes.load(Ordering::Relaxed) > before / 4);
-        let report = merge_once(
-            &table,
-            &keydir,
-            &settings(0.25),
-            &metrics,
-            &mut RecordBytes::new(),
-            &mut Vec::new(),
-        )
-        .unwrap()
-        .expect("over a quarter dead");
+        let report = Merger::new(&table, &keydir, &settings(0.25), &metrics)
+            .merge_once()
+            .unwrap()
+            .expect("over a quarter dead");
         assert_eq!(report.inputs, [1, 2, 3, 4]);
         assert!(report.outputs.iter().all(|&n| n > 4));
         assert_eq!(report.moved, live.len() as u64);
@@ -1027,16 +995,10 @@ mod tests {
             assert_eq!(&url_at(&table, keydir.get(*key).unwrap()), url);
         }
         // Nothing left to merge, even at 0%.
-        assert!(merge_once(
-            &table,
-            &keydir,
-            &settings(0.0),
-            &metrics,
-            &mut RecordBytes::new(),
-            &mut Vec::new(),
-        )
-        .unwrap()
-        .is_none());
+        assert!(Merger::new(&table, &keydir, &settings(0.0), &metrics)
+            .merge_once()
+            .unwrap()
+            .is_none());
         // A restart loads exactly the live links, from the new hints.
         let (table2, keydir2) = (SegmentTable::new(dir.path(), 0), KeyDir::new());
         let report2 = crate::datadir::recover(dir.path(), &table2, &keydir2, 2).unwrap();
@@ -1340,14 +1302,7 @@ mod tests {
             max_input: 1,
             max_merges: usize::MAX,
         };
-        let mut with = Merger {
-            table: &table,
-            keydir: &keydir,
-            settings: &settings,
-            metrics: &metrics,
-            known: &mut RecordBytes::new(),
-            unemptied: &mut Vec::new(),
-        };
+        let mut with = Merger::new(&table, &keydir, &settings, &metrics);
         if rounds {
             merge_rounds(&mut with, one_by_one, each).unwrap();
         } else {
@@ -1603,16 +1558,10 @@ mod tests {
         let before = disk(dir.path());
         let (table, keydir) = check("before");
         let metrics = MergeMetrics::default();
-        let report = merge_once(
-            &table,
-            &keydir,
-            &settings(0.25),
-            &metrics,
-            &mut RecordBytes::new(),
-            &mut Vec::new(),
-        )
-        .unwrap()
-        .expect("two thirds of 1-3 dead");
+        let report = Merger::new(&table, &keydir, &settings(0.25), &metrics)
+            .merge_once()
+            .unwrap()
+            .expect("two thirds of 1-3 dead");
         let mut inputs = report.inputs.clone();
         inputs.sort_unstable();
         assert_eq!(inputs, [1, 2, 3], "segment 4 holds only records in force");
@@ -1620,16 +1569,10 @@ mod tests {
         assert!(after < before * 3 / 4, "{after} of {before}");
         let (table, keydir) = check("after a merge and a restart");
         // Everything again, the tombstones' segment included: they stay.
-        let report = merge_once(
-            &table,
-            &keydir,
-            &settings(0.0),
-            &metrics,
-            &mut RecordBytes::new(),
-            &mut Vec::new(),
-        )
-        .unwrap()
-        .expect("the markers are dead");
+        let report = Merger::new(&table, &keydir, &settings(0.0), &metrics)
+            .merge_once()
+            .unwrap()
+            .expect("the markers are dead");
         assert!(report.inputs.contains(&4), "{report:?}");
         check("after a second merge and a restart");
     }
@@ -1715,18 +1658,9 @@ mod tests {
             ..settings(0.3)
         };
         let metrics = MergeMetrics::default();
-        let mut known = RecordBytes::new();
+        let mut with = Merger::new(&table, &keydir, &settings, &metrics);
         let mut forgotten = 0;
-        while let Some(report) = merge_once(
-            &table,
-            &keydir,
-            &settings,
-            &metrics,
-            &mut known,
-            &mut Vec::new(),
-        )
-        .unwrap()
-        {
+        while let Some(report) = with.merge_once().unwrap() {
             forgotten += report.forgotten;
             if report.reclaimed() == 0 && report.forgotten == 0 {
                 break;

@@ -506,18 +506,13 @@ fn export_links_between(
 /// A key and, for an alias that is not a code, its text.
 type OwnedIdent = (u64, Option<Box<[u8]>>);
 
-/// The link a record is of, as the key directory names it: a side-map
-/// alias by its text, anything else by its key. A code-spelled alias's
-/// record carries its text too, but it is the same link as any other
-/// record of that key: a generated SHORTEN that lost its code to such an
-/// alias wrote a version-0 record of the key, which the alias's newer
-/// version beats (review 11: keyed by text, the export wrote both, the
-/// loser sometimes last).
+/// The link a record is of, as the key directory names it
+/// ([`Keyed::side_alias`]): a generated SHORTEN that lost its code to a
+/// code-spelled alias wrote a version-0 record of the key, which the
+/// alias's newer version beats (review 11: keyed by the alias's text, the
+/// export wrote both, the loser sometimes last).
 fn export_ident(record: &Keyed<'_>) -> OwnedIdent {
-    let alias = (record.key() == ALIAS_KEY)
-        .then(|| record.alias().map(Box::from))
-        .flatten();
-    (record.key(), alias)
+    (record.key(), record.side_alias().map(Box::from))
 }
 
 /// One segment of an export, open from the start.

@@ -961,10 +961,12 @@ impl Shard {
                     // still acknowledged, a valid order of two concurrent
                     // requests).
                     record => {
-                        let alias = record.alias().and_then(|a| std::str::from_utf8(a).ok());
+                        let alias = record
+                            .side_alias()
+                            .and_then(|a| std::str::from_utf8(a).ok());
                         let ident = match alias {
-                            Some(alias) if record.key() == ALIAS_KEY => Ident::Alias(alias),
-                            _ => Ident::Key(record.key()),
+                            Some(alias) => Ident::Alias(alias),
+                            None => Ident::Key(record.key()),
                         };
                         let target = match record {
                             Keyed::Link(_) => Target::Live(Location { file, offset }),

@@ -163,12 +163,7 @@ impl Shard {
                 let view = ApiView::Created {
                     url: link.url.as_str().into(),
                 };
-                let step = lifecycle::create(self, conn, create_request(&link), principal, now);
-                // A generated code: nothing later can name it.
-                let step = match link.alias {
-                    Some(_) => step.held_for(out),
-                    None => step,
-                };
+                let step = self.create_in_order(conn, create_request(&link), principal, now, out);
                 let timeout = self.shared.settings.commit_timeout;
                 self.api_step(step, render(view), timeout, out, now);
             }
@@ -324,19 +319,12 @@ impl Shard {
                         views.push(Err(Problem::new(429, limited.message())));
                         continue;
                     }
-                    let step = if link.is_plain()
-                        && self.local.is_none()
-                        && principal.key_id.is_none()
-                    {
-                        ops::create::shorten(self, conn, link.url.as_bytes())
-                    } else {
-                        let step =
-                            lifecycle::create(self, conn, create_request(&link), principal, now);
-                        match link.alias {
-                            Some(_) => step.held_for(out),
-                            None => step,
-                        }
-                    };
+                    let step =
+                        if link.is_plain() && self.local.is_none() && principal.key_id.is_none() {
+                            ops::create::shorten(self, conn, link.url.as_bytes())
+                        } else {
+                            self.create_in_order(conn, create_request(&link), principal, now, out)
+                        };
                     ops.push(match step {
                         Step::Pending(op) => op,
                         Step::Now(result) => self.settled_op(conn, result),

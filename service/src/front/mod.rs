@@ -61,6 +61,27 @@ fn encode<B: AsRef<[u8]>>(reply: &Reply<B>, dst: &mut BytesMut) {
 }
 
 impl Shard {
+    /// Creates a link ([`ops::lifecycle::create`]) for a front. One that
+    /// claims an alias holds the connection's later requests until it is
+    /// settled ([`Step::held_for`]): they may name it. A generated code is
+    /// not held for: nothing can name it before its reply.
+    pub(crate) fn create_in_order(
+        &mut self,
+        conn: u32,
+        request: ops::lifecycle::CreateRequest<'_>,
+        principal: crate::link::Principal,
+        now: Instant,
+        out: &mut Output,
+    ) -> Step {
+        let claims_alias = request.alias.is_some();
+        let step = ops::lifecycle::create(self, conn, request, principal, now);
+        if claims_alias {
+            step.held_for(out)
+        } else {
+            step
+        }
+    }
+
     /// RESOLVE or a redirect: rendered at once from the cache, else queued
     /// as a wait on the operation. Never a click ([`Shard::resolve_click`]
     /// is a GET redirect's).

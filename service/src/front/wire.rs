@@ -238,20 +238,13 @@ impl Shard {
                 let step = match LinkOptions::parse(body) {
                     Ok(options) => match self.over_create_limit(session.principal, now) {
                         Some(refusal) => refusal,
-                        None => {
-                            let step = lifecycle::create(
-                                self,
-                                conn,
-                                create_request(&options),
-                                session.principal,
-                                now,
-                            );
-                            // A generated code: nothing later can name it.
-                            match options.alias {
-                                Some(_) => step.held_for(out),
-                                None => step,
-                            }
-                        }
+                        None => self.create_in_order(
+                            conn,
+                            create_request(&options),
+                            session.principal,
+                            now,
+                            out,
+                        ),
                     },
                     Err(err) => Step::refused(err.error_code(), err.to_string()),
                 };

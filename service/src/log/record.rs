@@ -205,6 +205,18 @@ impl<'a> Keyed<'a> {
         }
     }
 
+    /// The alias the key directory names it by: its alias when it is of
+    /// the side map ([`ALIAS_KEY`]). A code-spelled alias's record carries
+    /// its text too, but it is named by its key, like every other record
+    /// of that key.
+    pub fn side_alias(&self) -> Option<&'a [u8]> {
+        if self.key() == ALIAS_KEY {
+            self.alias()
+        } else {
+            None
+        }
+    }
+
     /// The link, if it is one.
     pub fn link(&self) -> Option<&Link<'a>> {
         match self {
