@@ -227,6 +227,65 @@ pub fn traced_setups(binary: &Path, args: &[&std::ffi::OsStr], want: usize) -> V
     found
 }
 
+/// The system calls named in `calls` (strace's `-e trace=` list, e.g.
+/// `"accept,accept4,fcntl"`) that the running process `pid` made while
+/// `during` ran, each as strace wrote it without the thread id
+/// (`accept4(5, {sa_family=AF_INET, ...}, [128 => 16], SOCK_CLOEXEC) = 7`): `strace -f -p` attaches to
+/// every thread, `during` runs once all are traced, and an interrupt then
+/// detaches it and leaves the process running. Calls in flight at either
+/// end may be counted or not. Needs `strace` ([`strace_available`]).
+pub fn traced_calls(pid: u32, calls: &str, during: impl FnOnce()) -> Vec<String> {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("trace");
+    let mut strace = Command::new("strace")
+        .args(["-f", "-qq", "-e"])
+        .arg(format!("trace={calls}"))
+        .arg("-o")
+        .arg(&out)
+        .arg("-p")
+        .arg(pid.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("strace");
+    let tracer = strace.id().to_string();
+    let traced = || {
+        std::fs::read_dir(format!("/proc/{pid}/task"))
+            .unwrap()
+            .map_while(Result::ok)
+            .all(|task| {
+                std::fs::read_to_string(task.path().join("status"))
+                    .unwrap_or_default()
+                    .lines()
+                    .any(|l| l.strip_prefix("TracerPid:").map(str::trim) == Some(&tracer))
+            })
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !traced() {
+        assert!(Instant::now() < deadline, "strace did not attach to {pid}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    during();
+    // SIGINT: strace detaches from every thread and exits; the traced
+    // process goes on as before (SIGKILL would leave it stopped).
+    // SAFETY: kill takes a pid and a signal number, no pointers.
+    let strace_pid = libc::pid_t::try_from(strace.id()).expect("pid");
+    unsafe { libc::kill(strace_pid, libc::SIGINT) };
+    strace.wait().expect("strace exits");
+    std::fs::read_to_string(&out)
+        .unwrap_or_default()
+        .lines()
+        // `1234  accept4(5, ...) = 7`; a `<... accept4 resumed>` line is the
+        // second half of a call another thread's line interrupted, whose
+        // first half (`accept4(5, <unfinished ...>`) is kept.
+        .filter_map(|line| line.split_once(char::is_whitespace))
+        .map(|(_, call)| call.trim_start())
+        .filter(|call| !call.starts_with("<..."))
+        .map(str::to_owned)
+        .collect()
+}
+
 /// The id of the thread of process `pid` named `name` (`/proc/PID/task/TID/comm`).
 pub fn thread_named(pid: u32, name: &str) -> Option<u32> {
     std::fs::read_dir(format!("/proc/{pid}/task"))

@@ -14,7 +14,7 @@ use std::task::{Context, Poll};
 
 use bytes::{Buf, Bytes};
 use futures_lite::{AsyncRead, AsyncWrite};
-use glommio::net::TcpStream;
+use glommio::net::{AcceptedTcpStream, TcpStream};
 use shorty_runtime::driver::Socket;
 
 /// Bytes of the per-core read buffer: a read takes at most this much.
@@ -25,16 +25,19 @@ pub(crate) struct GlommioConn {
     /// The core's read buffer, shared by all its connections.
     buffer: Rc<RefCell<Vec<u8>>>,
     writing: Option<Bytes>,
-    /// The peer's address, asked once: the driver asks for it twice per
-    /// connection (admission and the connection's state), and each ask of
-    /// glommio's stream is a `getpeername` system call.
+    /// The peer's address, from the accept: the driver asks for it twice
+    /// per connection (admission and the connection's state), and each ask
+    /// of glommio's stream is a `getpeername` system call.
     peer: Option<std::net::IpAddr>,
 }
 
 impl GlommioConn {
-    pub(crate) fn new(stream: TcpStream, buffer: Rc<RefCell<Vec<u8>>>) -> Self {
+    pub(crate) fn new(accepted: AcceptedTcpStream, buffer: Rc<RefCell<Vec<u8>>>) -> Self {
+        // The vendored glommio's accept keeps the address `accept4` gave
+        // (vendor/PATCHES.md, glommio 4), so this costs no system call.
+        let peer = accepted.peer_addr().ok().map(|a| a.ip());
         // (TCP_NODELAY is inherited from the listener.)
-        let peer = stream.peer_addr().ok().map(|a| a.ip());
+        let stream = accepted.bind_to_executor();
         Self {
             stream,
             buffer,

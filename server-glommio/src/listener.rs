@@ -71,8 +71,6 @@ fn adopt(
     listener: std::net::TcpListener,
     buffer: Rc<RefCell<Vec<u8>>>,
 ) -> io::Result<GlommioListener> {
-    // glommio's io_uring accept expects a blocking socket.
-    listener.set_nonblocking(false)?;
     // SAFETY: `into_raw_fd` hands over sole ownership of a valid socket that
     // is bound and listening, which is what `from_raw_fd` requires.
     #[allow(unsafe_code)]
@@ -99,7 +97,7 @@ impl Listener for GlommioListener {
     type Socket = GlommioConn;
 
     async fn accept(&self) -> io::Result<GlommioConn> {
-        let stream = self.0.accept().await.map_err(io::Error::from)?;
-        Ok(GlommioConn::new(stream, self.1.clone()))
+        let accepted = self.0.shared_accept().await.map_err(io::Error::from)?;
+        Ok(GlommioConn::new(accepted, self.1.clone()))
     }
 }

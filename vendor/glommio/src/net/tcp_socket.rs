@@ -5,12 +5,9 @@
 //
 use super::stream::GlommioStream;
 use crate::{
-    net::{
-        stream::{Buffered, NonBuffered, Preallocated, RxBuf},
-        yolo_accept,
-    },
+    net::stream::{Buffered, NonBuffered, Preallocated, RxBuf},
     reactor::Reactor,
-    GlommioError,
+    sys, GlommioError,
 };
 use futures_lite::{
     future::poll_fn,
@@ -81,6 +78,9 @@ impl FromRawFd for TcpListener {
     /// Convert an already bound and listening RawFd into a TcpListener
     unsafe fn from_raw_fd(fd: RawFd) -> Self {
         let sk = Socket::from_raw_fd(fd);
+        // `shared_accept` needs a non-blocking listener (see there).
+        sk.set_nonblocking(true)
+            .expect("a listening socket can be made non-blocking");
         let listener = sk.into();
 
         TcpListener {
@@ -127,6 +127,8 @@ impl TcpListener {
         sk.set_reuse_port(true)?;
         sk.bind(&addr)?;
         sk.listen(1024)?;
+        // `shared_accept` needs a non-blocking listener (see there).
+        sk.set_nonblocking(true)?;
         let listener = sk.into();
 
         Ok(TcpListener {
@@ -164,19 +166,27 @@ impl TcpListener {
     /// [`TcpStream`]: struct.TcpStream.html
     /// [`Send`]: https://doc.rust-lang.org/std/marker/trait.Send.html
     pub async fn shared_accept(&self) -> Result<AcceptedTcpStream> {
-        let reactor = self.reactor.upgrade().unwrap();
         let raw_fd = self.listener.as_raw_fd();
-        if let Some(r) = yolo_accept(raw_fd) {
-            match r {
-                Ok(fd) => {
-                    return Ok(AcceptedTcpStream { fd });
-                }
+        // The listener is non-blocking (`bind` and `from_raw_fd` make it so),
+        // so one `accept4` takes a waiting connection or says there is none;
+        // only then does the ring wait, for the listener to be readable, and
+        // the accept is tried again. The listener used to be blocking, for
+        // the ring's `ACCEPT` (which on a non-blocking socket may complete
+        // with `EAGAIN` instead of waiting, kernel versions differ), which made
+        // the first, optimistic accept cost three `fcntl`s around it (set
+        // `O_NONBLOCK`, accept, restore): four system calls per connection
+        // where one does. A `POLL_ADD` waits on any kernel with io_uring.
+        loop {
+            match sys::accept_cloexec_syscall(raw_fd) {
+                Ok((fd, peer)) => return Ok(AcceptedTcpStream { fd, peer }),
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
                 Err(err) => return Err(GlommioError::IoError(err)),
             }
+            let reactor = self.reactor.upgrade().unwrap();
+            let source = reactor.poll_read_ready(raw_fd);
+            source.collect_rw().await?;
         }
-        let source = reactor.accept(self.listener.as_raw_fd());
-        let fd = source.collect_rw().await?;
-        Ok(AcceptedTcpStream { fd: fd as RawFd })
     }
 
     /// Accepts a new incoming TCP connection in this executor
@@ -306,11 +316,17 @@ impl TcpListener {
 /// [`bind_to_executor`]: AcceptedTcpStream::bind_to_executor
 pub struct AcceptedTcpStream {
     fd: RawFd,
+    /// The peer's address as `accept4` gave it.
+    peer: Option<SocketAddr>,
 }
 
 impl AcceptedTcpStream {
     /// Returns the socket address of the remote peer
     pub fn peer_addr(&self) -> Result<SocketAddr> {
+        // The accept gave it: no `getpeername`.
+        if let Some(peer) = self.peer {
+            return Ok(peer);
+        }
         let socket = unsafe { Socket::from_raw_fd(self.fd) };
         let sock_addr = socket.peer_addr()?;
         socket.into_raw_fd();

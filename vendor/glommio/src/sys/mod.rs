@@ -93,10 +93,24 @@ pub(crate) fn recv_syscall(fd: RawFd, buf: *mut u8, len: usize, flags: i32) -> i
     syscall!(recv(fd, buf as _, len, flags)).map(|x| x as usize)
 }
 
-pub(crate) fn accept_syscall(fd: RawFd) -> io::Result<RawFd> {
-    let mut addr: MaybeUninit<libc::sockaddr_storage> = MaybeUninit::uninit();
-    let mut length = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-    syscall!(accept(fd, addr.as_mut_ptr() as *mut _, &mut length))
+/// `accept4` with `SOCK_CLOEXEC` (the flag the ring's accept sets): on a
+/// non-blocking listener it takes a waiting connection or fails with
+/// `EWOULDBLOCK`, in one system call. It also gives the peer's address,
+/// which `getpeername` would otherwise ask for in another.
+pub(crate) fn accept_cloexec_syscall(
+    fd: RawFd,
+) -> io::Result<(RawFd, Option<std::net::SocketAddr>)> {
+    // SAFETY: `init` passes a zeroed `sockaddr_storage` and its size, which
+    // is what `accept4` fills in (and shortens the length to what it wrote).
+    let (fd, addr) = unsafe {
+        socket2::SockAddr::init(|storage, len| {
+            match libc::accept4(fd, storage.cast(), len, libc::SOCK_CLOEXEC) {
+                -1 => Err(io::Error::last_os_error()),
+                fd => Ok(fd),
+            }
+        })
+    }?;
+    Ok((fd, addr.as_socket()))
 }
 
 pub(crate) fn direct_io_ify(fd: RawFd, flags: libc::c_int) -> io::Result<()> {
