@@ -78,6 +78,11 @@ fn adopt(
     Ok(GlommioListener(listener, buffer))
 }
 
+/// How long `io_turn` waits for the listener's poll when no connection is
+/// waiting (the poll then never completes): a refusal is delayed by at
+/// most this.
+const IO_TURN_AT_MOST: Duration = Duration::from_millis(1);
+
 #[derive(Clone, Copy)]
 struct GlommioRuntime;
 
@@ -99,5 +104,19 @@ impl Listener for GlommioListener {
     async fn accept(&self) -> io::Result<GlommioConn> {
         let accepted = self.0.shared_accept().await.map_err(io::Error::from)?;
         Ok(GlommioConn::new(accepted, self.1.clone()))
+    }
+
+    /// glommio's accept returns at once when a connection waits (one
+    /// `accept4`), so connections accepted in a burst never waited for the
+    /// reactor: a `POLL_ADD` on the listener, through the ring, is a round
+    /// trip in which what the earlier connections submitted (the poll that
+    /// sees a peer's reset) is submitted and completed first. When no other
+    /// connection waits, the listener is not readable: a millisecond's
+    /// timer, through the same reactor turn, ends the wait instead.
+    async fn io_turn(&self) {
+        let readable = async {
+            let _ = self.0.readable().await;
+        };
+        futures_lite::future::or(readable, glommio::timer::sleep(IO_TURN_AT_MOST)).await;
     }
 }

@@ -52,7 +52,15 @@ pub async fn run<R: Runtime, L: Listener>(core: Rc<Core<R>>, listener: L, kind: 
         }
         // One address may hold only its share (`--max-connections-per-ip`):
         // refused at once, never queued, so it cannot fill the queue either.
-        let Some(address) = core.slots.admit(conn.peer_ip()) else {
+        let mut address = core.slots.admit(conn.peer_ip());
+        if address.is_none() {
+            // Connections accepted before it may be gone without knowing
+            // it yet (`Listener::io_turn`); one turn of the I/O, then ask
+            // again. Only on this path: it costs a round trip.
+            listener.io_turn().await;
+            address = core.slots.admit(conn.peer_ip());
+        }
+        let Some(address) = address else {
             let c = core.clone();
             core.rt
                 .spawn(async move { refuse(&c, conn, kind, PER_IP_REFUSAL).await });

@@ -189,6 +189,18 @@ impl TcpListener {
         }
     }
 
+    /// Completes when the listener is readable (a connection waits), as the
+    /// ring's `POLL_ADD` reports it: a round trip through the reactor,
+    /// which first submits and reaps what else is pending, where
+    /// [`shared_accept`](Self::shared_accept) returns at once when a
+    /// connection waits.
+    pub async fn readable(&self) -> Result<()> {
+        let reactor = self.reactor.upgrade().unwrap();
+        let source = reactor.poll_read_ready(self.listener.as_raw_fd());
+        source.collect_rw().await?;
+        Ok(())
+    }
+
     /// Accepts a new incoming TCP connection in this executor
     ///
     /// This is similar to calling [`shared_accept`] and [`bind_to_executor`] in
