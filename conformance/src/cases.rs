@@ -1823,6 +1823,31 @@ pub fn clients_beyond_the_limit_are_told_after_the_queue_timeout(bin: &Path) {
     assert_eq!(first.reply(), Reply::Pong(Bytes::from_static(b"still")));
 }
 
+/// A TCP connection to `to` from the local address `source` (another
+/// 127.0.0.x: per-address limits see it as another peer).
+fn connect_from(source: &str, to: std::net::SocketAddr) -> socket2::Socket {
+    let socket = socket2::Socket::new(
+        socket2::Domain::IPV4,
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )
+    .unwrap();
+    let source: std::net::SocketAddr = format!("{source}:0").parse().unwrap();
+    socket.bind(&source.into()).unwrap();
+    socket.connect(&to.into()).unwrap();
+    socket
+}
+
+/// Reads one wire reply from `stream`.
+fn read_reply(stream: &mut std::net::TcpStream) -> Reply {
+    use std::io::Read;
+    let mut len = [0; 4];
+    stream.read_exact(&mut len).expect("an answer, not silence");
+    let mut payload = vec![0; u32::from_le_bytes(len) as usize];
+    stream.read_exact(&mut payload).unwrap();
+    Reply::decode_payload(Bytes::from(payload)).unwrap()
+}
+
 /// A connection its peer already reset gives its address's
 /// `--max-connections-per-ip` count back before that address's next
 /// connection is admitted, though they arrived together (review 14: glommio
@@ -1835,7 +1860,7 @@ pub fn clients_beyond_the_limit_are_told_after_the_queue_timeout(bin: &Path) {
 /// reset by the client (`SO_LINGER` 0), every other one after sending a
 /// SHORTEN, then one that asks for a link.
 pub fn a_reset_connection_in_a_burst_gives_its_address_count_back(bin: &Path) {
-    use std::io::{Read, Write};
+    use std::io::Write;
     let dir = tmp();
     let server = Server::start(
         bin,
@@ -1844,18 +1869,7 @@ pub fn a_reset_connection_in_a_burst_gives_its_address_count_back(bin: &Path) {
     );
     let long = "https://example.com/burst";
     let code = code_of(&server.connect().shorten(long)).to_owned();
-    let from_second_address = || {
-        let socket = socket2::Socket::new(
-            socket2::Domain::IPV4,
-            socket2::Type::STREAM,
-            Some(socket2::Protocol::TCP),
-        )
-        .unwrap();
-        let source: std::net::SocketAddr = "127.0.0.2:0".parse().unwrap();
-        socket.bind(&source.into()).unwrap();
-        socket.connect(&server.addr().into()).unwrap();
-        socket
-    };
+    let from_second_address = || connect_from("127.0.0.2", server.addr());
     let signal = |sig: &str| {
         let status = std::process::Command::new("kill")
             .args([sig, &server.pid().to_string()])
@@ -1891,11 +1905,7 @@ pub fn a_reset_connection_in_a_burst_gives_its_address_count_back(bin: &Path) {
     let mut real = result.unwrap();
     real.set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
-    let mut len = [0; 4];
-    real.read_exact(&mut len).expect("an answer");
-    let mut payload = vec![0; u32::from_le_bytes(len) as usize];
-    real.read_exact(&mut payload).unwrap();
-    let reply = Reply::decode_payload(Bytes::from(payload)).unwrap();
+    let reply = read_reply(&mut real);
     assert_eq!(
         reply.as_str(),
         Some(long),
@@ -1923,16 +1933,7 @@ pub fn one_address_cannot_take_every_slot(bin: &Path) {
         ],
     );
     let from = |source: &str| {
-        let socket = socket2::Socket::new(
-            socket2::Domain::IPV4,
-            socket2::Type::STREAM,
-            Some(socket2::Protocol::TCP),
-        )
-        .unwrap();
-        let source: std::net::SocketAddr = format!("{source}:0").parse().unwrap();
-        socket.bind(&source.into()).unwrap();
-        socket.connect(&server.addr().into()).unwrap();
-        let stream: std::net::TcpStream = socket.into();
+        let stream: std::net::TcpStream = connect_from(source, server.addr()).into();
         stream
             .set_read_timeout(Some(Duration::from_secs(10)))
             .unwrap();
@@ -1960,11 +1961,7 @@ pub fn one_address_cannot_take_every_slot(bin: &Path) {
         .collect();
     let started = Instant::now();
     let mut fifth = from("127.0.0.1");
-    let mut len = [0; 4];
-    fifth.read_exact(&mut len).expect("an answer, not silence");
-    let mut payload = vec![0; u32::from_le_bytes(len) as usize];
-    fifth.read_exact(&mut payload).unwrap();
-    let reply = Reply::decode_payload(Bytes::from(payload)).unwrap();
+    let reply = read_reply(&mut fifth);
     let (code, message) = reply.as_error().expect("an error");
     assert_eq!(code, ErrorCode::OVERLOADED, "{reply:?}");
     assert!(message.contains("max-connections-per-ip"), "{reply:?}");

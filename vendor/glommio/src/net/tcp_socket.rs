@@ -183,9 +183,7 @@ impl TcpListener {
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
                 Err(err) => return Err(GlommioError::IoError(err)),
             }
-            let reactor = self.reactor.upgrade().unwrap();
-            let source = reactor.poll_read_ready(raw_fd);
-            source.collect_rw().await?;
+            self.readable().await?;
         }
     }
 
