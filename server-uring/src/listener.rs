@@ -50,6 +50,10 @@ pub(crate) fn serve(worker: Worker) -> io::Result<()> {
 ///   core enters the kernel whenever it parks or submits. Measured (issue
 ///   23): without it every completion costs an IPI, and a keep-alive
 ///   redirect ~15-20 % more CPU.
+/// - `TASKRUN_FLAG`: the kernel says, in the ring's shared flags, when
+///   completion work waits for the core; a park with nothing to submit
+///   then enters the ring only if some does (vendor/PATCHES.md,
+///   tokio-uring patch 4).
 /// - `SINGLE_ISSUER`: only this thread ever submits (a core's ring is never
 ///   shared), which lets the kernel skip its locking; the kernel enforces it
 ///   (another task's `io_uring_enter`/`register` gets `EEXIST`).
@@ -61,12 +65,15 @@ pub(crate) fn serve(worker: Worker) -> io::Result<()> {
 ///   default: measured, it did not cost less (PATCHES.md has the numbers).
 ///
 /// Kernels older than 6.1 refuse `DEFER_TASKRUN` (6.0 `SINGLE_ISSUER`,
-/// 5.19 `COOP_TASKRUN`) with `EINVAL`: the core then steps down to a ring
+/// 5.19 `COOP_TASKRUN` and `TASKRUN_FLAG`) with `EINVAL`: the core then steps down to a ring
 /// without it, then to a plain ring, and says so, rather than not run at
 /// all (the README asks for 5.11).
 fn new_runtime(defer_taskrun: bool) -> io::Result<tokio_uring::Runtime> {
     let mut flags = tokio_uring::uring_builder();
-    flags.setup_coop_taskrun().setup_single_issuer();
+    flags
+        .setup_coop_taskrun()
+        .setup_taskrun_flag()
+        .setup_single_issuer();
     let tuned = || {
         tokio_uring::Runtime::new(
             tokio_uring::builder()

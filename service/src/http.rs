@@ -223,10 +223,10 @@ pub fn parse<'a>(input: &'a [u8], settings: &Settings) -> Head<'a> {
     if version == 1 && hosts != 1 {
         return refused(400, "an HTTP/1.1 request needs exactly one Host header\n");
     }
-    let connection = connection.map(|v| v.to_ascii_lowercase());
+    // Compared in place: a lowercased copy was an allocation per request.
     let keep_alive = match version {
-        1 => connection.as_deref() != Some(b"close".as_slice()),
-        _ => connection.as_deref() == Some(b"keep-alive".as_slice()),
+        1 => !connection.is_some_and(|v| v.eq_ignore_ascii_case(b"close")),
+        _ => connection.is_some_and(|v| v.eq_ignore_ascii_case(b"keep-alive")),
     };
     let method = match request.method {
         Some("GET") => Method::Get,
@@ -569,6 +569,37 @@ mod tests {
             panic!()
         };
         assert!(!request.keep_alive, "HTTP/1.0 closes by default");
+    }
+
+    #[test]
+    fn the_connection_header_is_read_in_any_case() {
+        for (head, keep_alive) in [
+            (
+                &b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"[..],
+                false,
+            ),
+            (
+                b"GET / HTTP/1.1\r\nHost: a\r\nconnection: CLOSE\r\n\r\n",
+                false,
+            ),
+            (
+                b"GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive\r\n\r\n",
+                true,
+            ),
+            (
+                b"GET / HTTP/1.1\r\nHost: a\r\nConnection: closed\r\n\r\n",
+                true,
+            ),
+            (b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n", true),
+            (b"GET / HTTP/1.0\r\nConnection: close\r\n\r\n", false),
+        ] {
+            assert_eq!(
+                request(head).keep_alive,
+                keep_alive,
+                "{}",
+                String::from_utf8_lossy(head)
+            );
+        }
     }
 
     fn request(input: &[u8]) -> Request<'_> {

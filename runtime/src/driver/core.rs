@@ -96,15 +96,23 @@ where
         io.http.map(|l| (l, Kind::Http(Front::Public))),
         io.admin.map(|l| (l, Kind::Http(Front::Admin))),
     ];
+    // Each accept task stops on a signal of its own, set below when
+    // shutdown begins: cheaper to poll on every accept than the
+    // process-wide shutdown channel (a lock and a notification future).
+    let mut stops = Vec::new();
     for (listener, kind) in listeners.into_iter().flatten() {
-        let mut shutdown = core.shutdown.clone();
+        let stop = Rc::new(Signal::default());
+        stops.push(stop.clone());
         let accept = crate::driver::accept::run(core.clone(), listener, kind);
         // The accept future is dropped when shutdown begins; a connection
         // an uncancellable accept completes afterwards is closed with the
         // runtime.
-        rt.spawn(async move { future::or(accept, shutdown.triggered()).await });
+        rt.spawn(async move { future::or(accept, stop.wait()).await });
     }
     core.shutdown.clone().triggered().await;
+    for stop in &stops {
+        stop.notify();
+    }
 
     core.shutting_down.set(true);
     core.wake_all();

@@ -45,6 +45,13 @@ impl Handle {
         self.inner.borrow_mut().dispatch_completions()
     }
 
+    /// Hands the completions already in the completion queue to their
+    /// operations (no system call; on a `DEFER_TASKRUN` ring, deferred
+    /// work is left to `dispatch_completions`).
+    pub(crate) fn reap_completions(&self) {
+        self.inner.borrow_mut().reap_completions()
+    }
+
     pub(crate) fn flush(&self) -> io::Result<usize> {
         self.inner.borrow_mut().flush()
     }

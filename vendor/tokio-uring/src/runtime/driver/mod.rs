@@ -146,6 +146,18 @@ impl Driver {
     /// (on such a ring a bare enter does nothing).
     pub(crate) fn flush(&mut self) -> io::Result<usize> {
         if self.deferred.is_none() {
+            // Nothing to submit: no enter. Completion work the kernel has
+            // queued for this thread interrupts the `epoll_wait` the park
+            // makes next (it returns at once, and the work runs on the way
+            // back), so an empty enter only ran it one system call sooner;
+            // a ring set up with `TASKRUN_FLAG` says so, and is entered.
+            // Measured: 0.34 empty enters per connection-per-request
+            // request (shorty, issue 23).
+            let sq = self.uring.submission();
+            if sq.is_empty() && !sq.taskrun() && !sq.cq_overflow() {
+                return Ok(0);
+            }
+            drop(sq);
             return self.uring.submit();
         }
         let sq = self.uring.submission();
@@ -204,7 +216,7 @@ impl Driver {
     }
 
     /// Hands each completion in the completion queue to its operation.
-    fn reap_completions(&mut self) {
+    pub(crate) fn reap_completions(&mut self) {
         let mut cq = self.uring.completion();
         cq.sync();
 
