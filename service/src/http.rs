@@ -173,7 +173,9 @@ pub fn parse<'a>(input: &'a [u8], settings: &Settings) -> Head<'a> {
     let mut content_length: Option<&[u8]> = None;
     let mut transfer_encoding = false;
     let mut hosts = 0;
-    let mut connection: Option<&[u8]> = None;
+    // `Connection` is a list of options, over any number of headers (RFC
+    // 9110 §7.6.1): `close, Upgrade` closes.
+    let (mut close, mut keep_alive_asked) = (false, false);
     let (mut if_none_match, mut accept_encoding) = (None, None);
     let mut user_agent: Option<&str> = None;
     let mut referer: Option<&str> = None;
@@ -195,7 +197,11 @@ pub fn parse<'a>(input: &'a [u8], settings: &Settings) -> Head<'a> {
         } else if name.eq_ignore_ascii_case("host") {
             hosts += 1;
         } else if name.eq_ignore_ascii_case("connection") {
-            connection = Some(header.value);
+            for option in header.value.split(|&b| b == b',') {
+                let option = option.trim_ascii();
+                close |= option.eq_ignore_ascii_case(b"close");
+                keep_alive_asked |= option.eq_ignore_ascii_case(b"keep-alive");
+            }
         } else if name.eq_ignore_ascii_case("if-none-match") {
             if_none_match = Some(header.value);
         } else if name.eq_ignore_ascii_case("accept-encoding") {
@@ -223,11 +229,7 @@ pub fn parse<'a>(input: &'a [u8], settings: &Settings) -> Head<'a> {
     if version == 1 && hosts != 1 {
         return refused(400, "an HTTP/1.1 request needs exactly one Host header\n");
     }
-    // Compared in place: a lowercased copy was an allocation per request.
-    let keep_alive = match version {
-        1 => !connection.is_some_and(|v| v.eq_ignore_ascii_case(b"close")),
-        _ => connection.is_some_and(|v| v.eq_ignore_ascii_case(b"keep-alive")),
-    };
+    let keep_alive = !close && (version == 1 || keep_alive_asked);
     let method = match request.method {
         Some("GET") => Method::Get,
         Some("HEAD") => Method::Head,
@@ -572,7 +574,7 @@ mod tests {
     }
 
     #[test]
-    fn the_connection_header_is_read_in_any_case() {
+    fn the_connection_header_is_a_list_of_options_in_any_case() {
         for (head, keep_alive) in [
             (
                 &b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"[..],
@@ -592,6 +594,40 @@ mod tests {
             ),
             (b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n", true),
             (b"GET / HTTP/1.0\r\nConnection: close\r\n\r\n", false),
+            (b"GET / HTTP/1.0\r\n\r\n", false),
+            // A list of options, in one header or several.
+            (
+                b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close, Upgrade\r\n\r\n",
+                false,
+            ),
+            (
+                b"GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade,close\r\n\r\n",
+                false,
+            ),
+            (
+                b"GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive\r\nConnection: close\r\n\r\n",
+                false,
+            ),
+            (
+                b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\nConnection: keep-alive\r\n\r\n",
+                false,
+            ),
+            (
+                b"GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade, TE\r\n\r\n",
+                true,
+            ),
+            (
+                b"GET / HTTP/1.0\r\nConnection: keep-alive, Upgrade\r\n\r\n",
+                true,
+            ),
+            (
+                b"GET / HTTP/1.0\r\nConnection: Upgrade\r\nConnection:  Keep-Alive \r\n\r\n",
+                true,
+            ),
+            (
+                b"GET / HTTP/1.0\r\nConnection: keep-alive, close\r\n\r\n",
+                false,
+            ),
         ] {
             assert_eq!(
                 request(head).keep_alive,
