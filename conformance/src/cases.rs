@@ -453,6 +453,54 @@ pub fn graceful_shutdown_answers_in_flight_requests(bin: &Path) {
     ));
 }
 
+/// SIGTERM: while the server drains, a new client is turned away at once
+/// (refused or reset), not left in the listener's backlog until the
+/// process exits. Review 15: on shorty-uring, whose accept tokio-uring
+/// cannot cancel, the listener stayed open through the drain, and a client
+/// that connected then waited for the exit's reset.
+pub fn a_draining_server_turns_new_clients_away(bin: &Path) {
+    use std::io::Read;
+    let dir = tmp();
+    let mut server = Server::start(
+        bin,
+        dir.path(),
+        &["--delay", "3s", "--shutdown-timeout", "10s"],
+    );
+    let mut held = server.connect();
+    held.send(Request::Shorten(b"https://example.com/held-in-drain"));
+    std::thread::sleep(Duration::from_millis(300));
+    server.terminate();
+    // Shutdown has begun and the accept tasks have stopped well before the
+    // held SHORTEN (3 s) lets the process exit.
+    std::thread::sleep(Duration::from_millis(500));
+    let asked = Instant::now();
+    if let Ok(mut late) =
+        std::net::TcpStream::connect_timeout(&server.addr(), Duration::from_secs(1))
+    {
+        late.set_read_timeout(Some(Duration::from_millis(1_000)))
+            .unwrap();
+        let mut buf = [0u8; 64];
+        match late.read(&mut buf) {
+            Ok(0) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+            other => panic!(
+                "a client that connected during the drain was left waiting ({other:?} after \
+                 {:?}): the listener still accepts into its backlog",
+                asked.elapsed()
+            ),
+        }
+    }
+    assert!(
+        asked.elapsed() < Duration::from_millis(1_500),
+        "turning a client away during the drain took {:?}",
+        asked.elapsed()
+    );
+    // The drain itself goes on: the held request is answered.
+    assert!(matches!(held.reply(), Reply::Shortened(_)));
+    let status = server.wait(Duration::from_secs(20));
+    assert!(status.success(), "exit status {status}");
+}
+
 /// `--delay`: each request takes the delay, many clients overlap instead of
 /// queueing (the seed's point: 10 clients took 10 s blocking, 1 s with
 /// gevent).

@@ -52,6 +52,7 @@ macro_rules! suite {
             relative_data_dir,
             acknowledged_urls_survive_kill_9,
             graceful_shutdown_answers_in_flight_requests,
+            a_draining_server_turns_new_clients_away,
             delay_overlaps_across_clients,
             http_redirects_to_the_long_url,
             http_redirect_status_is_configurable,

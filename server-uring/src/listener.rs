@@ -30,11 +30,17 @@ pub(crate) fn serve(worker: Worker) -> io::Result<()> {
     let runtime = new_runtime(defer_taskrun)?;
     runtime.block_on(async move {
         let pool = BufferPool::new(multishot_recv).await?;
-        let wrap = |l| UringListener(tokio_uring::net::TcpListener::from_std(l), pool.clone());
+        let wrap = |l: std::net::TcpListener| {
+            Ok::<_, io::Error>(UringListener {
+                stop: l.try_clone()?,
+                inner: tokio_uring::net::TcpListener::from_std(l),
+                pool: pool.clone(),
+            })
+        };
         let io = CoreIo {
-            framed: wrap(listeners.framed),
-            http: listeners.http.map(wrap),
-            admin: listeners.admin.map(wrap),
+            framed: wrap(listeners.framed)?,
+            http: listeners.http.map(wrap).transpose()?,
+            admin: listeners.admin.map(wrap).transpose()?,
             writer: Segment::default(),
             reader: Reader::default(),
         };
@@ -129,7 +135,27 @@ impl Runtime for UringRuntime {
     }
 }
 
-struct UringListener(tokio_uring::net::TcpListener, Rc<BufferPool>);
+struct UringListener {
+    inner: tokio_uring::net::TcpListener,
+    /// The same socket (a duplicate descriptor), to stop it with.
+    stop: std::net::TcpListener,
+    pool: Rc<BufferPool>,
+}
+
+impl Drop for UringListener {
+    /// Stops listening when the core stops accepting (shutdown). tokio-uring
+    /// cannot cancel the accept in flight, which holds the socket open
+    /// until it completes: the listener went on completing handshakes into
+    /// its backlog all through the drain, and those clients hung until the
+    /// process exited and reset them (review 15; glommio's listener closes
+    /// at once, and refuses). `shutdown(SHUT_RD)` on a listening socket
+    /// stops it (Linux: the listen is torn down, its backlog reset, new
+    /// connections refused, and the pending accept completes with an
+    /// error, which lets the descriptor close).
+    fn drop(&mut self) {
+        let _ = socket2::SockRef::from(&self.stop).shutdown(std::net::Shutdown::Read);
+    }
+}
 
 impl Listener for UringListener {
     type Socket = UringConn;
@@ -137,8 +163,8 @@ impl Listener for UringListener {
     // tokio-uring cannot cancel an accept: the driver drops this future only
     // at shutdown, and the runtime's drop cancels what is left.
     async fn accept(&self) -> io::Result<UringConn> {
-        let (stream, peer) = self.0.accept().await?;
-        let mut conn = UringConn::new(stream, self.1.clone());
+        let (stream, peer) = self.inner.accept().await?;
+        let mut conn = UringConn::new(stream, self.pool.clone());
         conn.peer = Some(peer.ip());
         Ok(conn)
     }
