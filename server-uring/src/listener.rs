@@ -71,9 +71,9 @@ pub(crate) fn serve(worker: Worker) -> io::Result<()> {
 ///   default: measured, it did not cost less (PATCHES.md has the numbers).
 ///
 /// Kernels older than 6.1 refuse `DEFER_TASKRUN` (6.0 `SINGLE_ISSUER`,
-/// 5.19 `COOP_TASKRUN` and `TASKRUN_FLAG`) with `EINVAL`: the core then steps down to a ring
-/// without it, then to a plain ring, and says so, rather than not run at
-/// all (the README asks for 5.11).
+/// 5.19 `COOP_TASKRUN` and `TASKRUN_FLAG`) with `EINVAL`: the core then
+/// steps down to a ring without it, then to a plain ring, and says so,
+/// rather than not run at all (the README asks for 5.11).
 fn new_runtime(defer_taskrun: bool) -> io::Result<tokio_uring::Runtime> {
     let mut flags = tokio_uring::uring_builder();
     flags
@@ -161,7 +161,7 @@ impl Listener for UringListener {
     type Socket = UringConn;
 
     // tokio-uring cannot cancel an accept: the driver drops this future only
-    // at shutdown, and the runtime's drop cancels what is left.
+    // at shutdown, with the listener, whose `Drop` makes the accept fail.
     async fn accept(&self) -> io::Result<UringConn> {
         let (stream, peer) = self.inner.accept().await?;
         let mut conn = UringConn::new(stream, self.pool.clone());
