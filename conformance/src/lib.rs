@@ -145,6 +145,9 @@ macro_rules! suite {
             sighup_without_a_blocklist_is_harmless,
             // ----- engineer STATS6: Redis statistics reads off the core (issue 20) -----
             redis_stats_reads_leave_the_core_serving,
+            // ----- lead: reads count clicks on their way to the store -----
+            own_clicks_read_back_exactly_while_they_are_flushed,
+            own_clicks_read_back_exactly_while_they_are_flushed_to_redis,
         );
     };
     (@cases $binary:expr; $($case:ident),* $(,)?) => {

@@ -56,6 +56,49 @@ fn stats_once(c: &mut Client, code: &str, total: u64) -> Stats {
     }
 }
 
+/// A core's own clicks read back exactly at every moment, while they are
+/// on their way to the store: one core (`--threads 1`), a flush every
+/// 10 ms, and after each click a STATS and an INFO on the same core must
+/// say exactly the clicks made. Before, a read between a flush's hand-over
+/// and the writer storing it missed that flush's clicks (STATS said 8,
+/// then INFO fewer), in the data directory's store and in Redis alike.
+fn own_clicks_read_back_exactly(bin: &Path, store: &[&str], clicks: u64) {
+    let dir = tmp();
+    let mut args = vec!["--threads", "1", "--stats-flush", "10ms"];
+    args.extend_from_slice(store);
+    let server = Server::start(bin, dir.path(), &args);
+    let mut c = Client::connect(server.addr()).unwrap();
+    let code = c
+        .shorten_with("https://example.com/exactly", &LinkOptions::default())
+        .unwrap()
+        .code;
+    let http_addr = server.http_addr();
+    for made in 1..=clicks {
+        visit(http_addr, "GET", &code, HUMAN, 302);
+        let stats = c.stats(&code, two_hours()).unwrap();
+        assert_eq!(stats.total, made, "STATS after {made} clicks: {stats:?}");
+        let series: u64 = stats.series.iter().map(|b| b.count).sum();
+        assert_eq!(series, made, "STATS' series after {made} clicks: {stats:?}");
+        let info = c.info(&code).unwrap();
+        assert_eq!(info.clicks_total, Some(made), "INFO after {made} clicks");
+    }
+}
+
+/// [`own_clicks_read_back_exactly`] with the data directory's store.
+pub fn own_clicks_read_back_exactly_while_they_are_flushed(bin: &Path) {
+    own_clicks_read_back_exactly(bin, &[], 200);
+}
+
+/// [`own_clicks_read_back_exactly`] with a Redis Cluster store (the reads
+/// are one `MULTI`/`EXEC` on the link's slot).
+pub fn own_clicks_read_back_exactly_while_they_are_flushed_to_redis(bin: &Path) {
+    let Some(cluster) = crate::cluster::or_skip(crate::cluster::RedisCluster::start(3)) else {
+        return;
+    };
+    let store = cluster.seeds();
+    own_clicks_read_back_exactly(bin, &["--store", store.as_str()], 300);
+}
+
 /// Clicks on a custom alias that is not spelled like a code (it lives in
 /// the key directory's side map) are counted like a code's and shown by
 /// STATS, INFO and the JSON API; an update keeps them; the alias deleted

@@ -544,6 +544,10 @@ pub struct StoreSettings {
     pub timeout: Duration,
     /// Read from replicas too.
     pub read_from_replicas: bool,
+    /// The stats writer's marker, with statistics on: a statistics read
+    /// says which of this process's hand-overs the counts hold
+    /// ([`crate::stats_redis`]).
+    pub stats_marker: Option<crate::stats_redis::Marker>,
 }
 
 struct Ids {
@@ -1130,20 +1134,24 @@ impl Store {
             .into_iter()
             .map(|key| {
                 let mut conn = self.reads.clone();
+                let marker = self.settings.stats_marker.clone();
                 tokio::task::spawn_local(async move {
-                    crate::stats_redis::read_stored(&mut conn, key, from_ms, to_ms, granularity)
-                        .await
+                    crate::stats_redis::read_stored(
+                        &mut conn,
+                        key,
+                        from_ms,
+                        to_ms,
+                        granularity,
+                        marker.as_ref(),
+                    )
+                    .await
                 })
             })
             .collect();
         let all = async {
             let mut all = Vec::with_capacity(reads.len());
             for read in reads {
-                let (totals, rows) = read.await.map_err(std::io::Error::other)??;
-                all.push(shorty_service::stats::StoredStats {
-                    totals: (totals.human + totals.bot > 0).then_some(totals),
-                    rows,
-                });
+                all.push(read.await.map_err(std::io::Error::other)??);
             }
             Ok::<_, std::io::Error>(all)
         };

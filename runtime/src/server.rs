@@ -250,6 +250,15 @@ where
         }
     }
     let health = Arc::new(shorty_service::health::Health::new(threads));
+    // The Redis stats writer's marker, shared with the store thread's
+    // statistics reads (see `stats_redis`).
+    let stats_marker = match (&args.store, args.stats) {
+        (config::StoreSpec::Redis(_), config::OnOff::On) => Some(
+            crate::stats_redis::Marker::random()
+                .map_err(|e| format!("cannot make the stats writer's marker: {e}"))?,
+        ),
+        _ => None,
+    };
     let (key, store, mut remote_ports, local) = match &args.store {
         config::StoreSpec::Local => {
             // The data directory first: locked before anything in it is
@@ -288,6 +297,7 @@ where
                     replicas: args.store_replicas,
                     timeout: args.store_timeout,
                     read_from_replicas: args.store_read_replicas,
+                    stats_marker: stats_marker.clone(),
                 },
                 threads,
                 health.clone(),
@@ -425,8 +435,11 @@ where
         }
         (None, config::OnOff::On) => match &args.store {
             config::StoreSpec::Redis(spec) => {
-                let sink = crate::stats_redis::RedisStats::connect(spec, args.store_timeout)
-                    .map_err(|e| format!("cannot connect the stats writer to the store: {e}"))?;
+                let sink =
+                    crate::stats_redis::RedisStats::connect(spec, args.store_timeout, stats_marker)
+                        .map_err(|e| {
+                            format!("cannot connect the stats writer to the store: {e}")
+                        })?;
                 // No reader is set: a core asks the store thread for
                 // statistics (`RemoteRequest::Stats`) and never waits on
                 // the store.

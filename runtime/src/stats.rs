@@ -9,6 +9,14 @@
 //! writing). Nothing is kept in memory per link once written (the fold
 //! tracker below is bounded, whatever the number of links).
 //!
+//! **Reads count each click once, at every moment.** Maps are numbered as
+//! they are handed over ([`StatsSender::send`]); each batch records the
+//! last number it holds ([`APPLIED_KEY`]) atomically with its rows, and a
+//! read ([`StatsDb::stored`]) is one snapshot of every partition. The core
+//! keeps what it handed over until the writer is done with it, and adds
+//! the maps after the snapshot's number: clicks on their way to the store
+//! are neither missing from a read nor counted twice.
+//!
 //! Layout (keys big-endian so that one link's rows are contiguous and in
 //! time order):
 //! - `links`: link key → totals, first/last click and top referrers
@@ -44,17 +52,18 @@
 //! row, and the daily rows are written at flush time (a roll-up as it
 //! happens, not a pass over old hours).
 
+use std::borrow::Borrow;
 use std::collections::{HashMap, HashSet};
 use std::io;
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 
 use fjall::{Keyspace, PartitionCreateOptions, PartitionHandle, PersistMode};
 use shorty_service::stats::{
     day_of, decode_totals, encode_totals, hour_of, series, ClickMap, Granularity, LinkTotals,
-    SeriesRow, StatsView, DAY_MS, HOUR_MS,
+    SeriesRow, StatsReader, StatsView, StoredStats, DAY_MS, HOUR_MS,
 };
 
 /// Hours per `hours-N` partition (32 days).
@@ -79,6 +88,11 @@ pub const FOLD_TRACKED: usize = 1 << 17;
 /// The key (in `totals`) of the last flush sequence number written: one
 /// byte, so that no link's prefix (eight bytes) ever matches it.
 const SEQ_KEY: &[u8] = b"s";
+/// The key (in `totals`) of the last hand-over a batch applied
+/// ([`StatsSender::send`]'s numbers), written in the same batch: a read at
+/// one instant knows which maps the cores handed over it already holds
+/// ([`StoredStats::applied`]). One byte, like [`SEQ_KEY`].
+const APPLIED_KEY: &[u8] = b"a";
 
 fn io_err(e: impl std::fmt::Display) -> io::Error {
     io::Error::other(e.to_string())
@@ -165,6 +179,12 @@ impl std::fmt::Debug for StatsDb {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("StatsDb").finish_non_exhaustive()
     }
+}
+
+/// A big-endian u64 value ([`SEQ_KEY`], [`APPLIED_KEY`]); 0 if it is not
+/// eight bytes.
+fn be_u64(value: &[u8]) -> u64 {
+    value.try_into().map_or(0, u64::from_be_bytes)
 }
 
 fn row_key(key: u64, bucket: u32) -> [u8; 12] {
@@ -302,8 +322,7 @@ impl StatsDb {
         let seq = totals
             .get(SEQ_KEY)
             .map_err(io_err)?
-            .and_then(|v| Some(u64::from_be_bytes(v.as_ref().try_into().ok()?)))
-            .unwrap_or(0);
+            .map_or(0, |v| be_u64(&v));
         Ok(Self {
             keyspace,
             totals,
@@ -336,16 +355,29 @@ impl StatsDb {
     ///
     /// # Errors
     /// The store's; nothing of the batch is then applied.
-    pub fn apply(&self, maps: &[ClickMap]) -> io::Result<()> {
+    pub fn apply<M: Borrow<ClickMap>>(&self, maps: &[M]) -> io::Result<()> {
+        self.apply_through(maps, None)
+    }
+
+    /// [`apply`](Self::apply), recording in the same batch that it holds
+    /// the hand-overs up to `through` ([`StatsDb::stored`]'s `applied`).
+    ///
+    /// # Errors
+    /// The store's; nothing of the batch is then applied.
+    pub fn apply_through<M: Borrow<ClickMap>>(
+        &self,
+        maps: &[M],
+        through: Option<u64>,
+    ) -> io::Result<()> {
         // Deltas of one link from several cores are added up first, so
         // each row is read and written once per batch.
         // Sized once: nearly every link touches one hour and one day.
-        let links: usize = maps.iter().map(|m| m.len()).sum();
+        let links: usize = maps.iter().map(|m| m.borrow().len()).sum();
         let mut totals: HashMap<u64, LinkTotals> = HashMap::with_capacity(links);
         let mut hours: HashMap<(u64, u32), (u64, u64)> = HashMap::with_capacity(links);
         let mut days: HashMap<(u64, u32), (u64, u64)> = HashMap::with_capacity(links);
         for map in maps {
-            for (&key, pending) in map {
+            for (&key, pending) in map.borrow() {
                 totals.entry(key).or_default().merge(pending);
                 for h in pending.hours() {
                     let (human, bot) = (u64::from(h.human), u64::from(h.bot));
@@ -445,6 +477,9 @@ impl StatsDb {
             }
         }
         batch.insert(&self.totals, SEQ_KEY, seq.to_be_bytes());
+        if let Some(through) = through {
+            batch.insert(&self.totals, APPLIED_KEY, through.to_be_bytes());
+        }
         batch.commit().map_err(io_err)?;
         self.keyspace.persist(PersistMode::SyncData).map_err(io_err)
     }
@@ -476,98 +511,98 @@ impl StatsDb {
         Ok(())
     }
 
-    /// One link's stored totals.
+    /// The last hand-over a batch applied ([`APPLIED_KEY`]; 0 for none).
     ///
     /// # Errors
     /// The store's.
-    pub fn totals(&self, key: u64) -> io::Result<Option<LinkTotals>> {
-        // The folded row, then the deltas written since (all under the
-        // link's eight bytes).
-        let mut totals: Option<LinkTotals> = None;
-        for item in self.totals.prefix(key.to_be_bytes()) {
-            let (_, v) = item.map_err(io_err)?;
-            if let Some(t) = decode_totals(&v) {
-                totals.get_or_insert_with(LinkTotals::default).absorb(&t);
-            }
-        }
-        Ok(totals)
+    pub fn applied(&self) -> io::Result<u64> {
+        Ok(self
+            .totals
+            .get(APPLIED_KEY)
+            .map_err(io_err)?
+            .map_or(0, |v| be_u64(&v)))
     }
 
-    /// One link's statistics over `[from_ms, to_ms)` as stored (what the
-    /// cores count is here within one `--stats-flush`).
+    /// One link's totals, its rows over `[from_ms, to_ms)` and the last
+    /// hand-over applied, all read at one instant (a snapshot of every
+    /// partition at the same sequence number): a batch is either wholly in
+    /// the read or not at all, so a core that adds its hand-overs after
+    /// `applied` counts each click once ([`StoredStats::applied`]).
     ///
     /// # Errors
     /// The store's.
-    pub fn view(
+    pub fn stored(
         &self,
         key: u64,
         from_ms: u64,
         to_ms: u64,
         granularity: Granularity,
-    ) -> io::Result<StatsView> {
-        let totals = self.totals(key)?;
+    ) -> io::Result<StoredStats> {
+        let instant = self.keyspace.instant();
+        let totals_at = self.totals.snapshot_at(instant);
+        let applied = totals_at
+            .get(APPLIED_KEY)
+            .map_err(io_err)?
+            .map_or(0, |v| be_u64(&v));
+        // The folded row, then the deltas written since (all under the
+        // link's eight bytes).
+        let mut totals: Option<LinkTotals> = None;
+        for item in totals_at.prefix(key.to_be_bytes()) {
+            let (_, v) = item.map_err(io_err)?;
+            if let Some(t) = decode_totals(&v) {
+                totals.get_or_insert_with(LinkTotals::default).absorb(&t);
+            }
+        }
         let mut rows = Vec::new();
         // The same range `series` keeps, so a wide range reads no more rows
         // than it shows.
         let empty = series(None, &[], [], from_ms, to_ms, granularity);
-        let (Some(&(start, _)), Some(&(last, _))) = (empty.series.first(), empty.series.last())
-        else {
-            return Ok(series(
-                totals.as_ref(),
-                &rows,
-                [],
-                from_ms,
-                to_ms,
-                granularity,
-            ));
-        };
-        let end = last + granularity.millis();
-        let (first, stop, block, name, wide): (u32, u32, u32, fn(u32) -> String, bool) =
-            match granularity {
-                Granularity::Hour => (
-                    hour_of(start),
-                    hour_of(end.saturating_sub(1)),
-                    HOUR_BLOCK,
-                    hours_block,
-                    false,
-                ),
-                Granularity::Day => (
-                    day_of(start),
-                    day_of(end.saturating_sub(1)),
-                    DAY_BLOCK,
-                    days_block,
-                    true,
-                ),
-            };
-        let mut b = first / block;
-        while b <= stop / block {
-            if let Some(part) = self.block(&name(b * block), false)? {
-                // A bucket's row and its deltas (see the module's doc).
-                let rows_of = part.range(row_range(key, first, stop));
-                for item in rows_of {
-                    let (k, v) = item.map_err(io_err)?;
-                    let bucket = u32::from_be_bytes(k[8..12].try_into().unwrap_or_default());
-                    let value = if wide {
-                        decode_day(&v)
-                    } else {
-                        decode_hour(&v)
-                    };
-                    let Some((human, bot)) = value else {
-                        continue;
-                    };
-                    rows.push(SeriesRow { bucket, human, bot });
+        if let (Some(&(start, _)), Some(&(last, _))) = (empty.series.first(), empty.series.last()) {
+            let end = last + granularity.millis();
+            let (first, stop, block, name, wide): (u32, u32, u32, fn(u32) -> String, bool) =
+                match granularity {
+                    Granularity::Hour => (
+                        hour_of(start),
+                        hour_of(end.saturating_sub(1)),
+                        HOUR_BLOCK,
+                        hours_block,
+                        false,
+                    ),
+                    Granularity::Day => (
+                        day_of(start),
+                        day_of(end.saturating_sub(1)),
+                        DAY_BLOCK,
+                        days_block,
+                        true,
+                    ),
+                };
+            let mut b = first / block;
+            while b <= stop / block {
+                if let Some(part) = self.block(&name(b * block), false)? {
+                    // A bucket's row and its deltas (see the module's doc).
+                    let part = part.snapshot_at(instant);
+                    for item in part.range(row_range(key, first, stop)) {
+                        let (k, v) = item.map_err(io_err)?;
+                        let bucket = u32::from_be_bytes(k[8..12].try_into().unwrap_or_default());
+                        let value = if wide {
+                            decode_day(&v)
+                        } else {
+                            decode_hour(&v)
+                        };
+                        let Some((human, bot)) = value else {
+                            continue;
+                        };
+                        rows.push(SeriesRow { bucket, human, bot });
+                    }
                 }
+                b += 1;
             }
-            b += 1;
         }
-        Ok(series(
-            totals.as_ref(),
-            &rows,
-            [],
-            from_ms,
-            to_ms,
-            granularity,
-        ))
+        Ok(StoredStats {
+            totals,
+            rows,
+            applied: Some(applied),
+        })
     }
 
     /// Bytes the store holds on disk.
@@ -722,20 +757,36 @@ pub struct CoreStats {
 }
 
 impl CoreStats {
-    /// Hands `shard`'s pending clicks to the writer, if it has room (else
-    /// they stay pending, and are handed over at a later flush).
+    /// Forgets the hand-overs the writer is done with, then hands `shard`'s
+    /// pending clicks to the writer, if it has room (else they stay
+    /// pending, and are handed over at a later flush). The core keeps what
+    /// it handed over readable until the writer is done with it
+    /// ([`shorty_service::stats::ClickCounter::handed`]).
     pub fn flush(&self, shard: &mut shorty_service::shard::Shard) {
+        shard.stats.settle(self.sender.done());
         if shard.stats.pending_links() > 0 && self.sender.has_room() {
-            self.sender.send(shard.stats.take());
+            if let Some((number, map)) = self.sender.send(shard.stats.take()) {
+                shard.stats.handed(number, map);
+            }
         }
     }
 }
 
+/// One map on its way to the writer, with its hand-over number.
+type Handed = (u64, Arc<ClickMap>);
+
 /// A core's way to the stats writer.
 #[derive(Debug, Clone)]
 pub struct StatsSender {
-    tx: mpsc::Sender<Option<ClickMap>>,
+    tx: mpsc::Sender<Option<Handed>>,
     queued: Arc<AtomicUsize>,
+    /// The next hand-over number. Taken and sent under this lock, so that
+    /// the writer receives maps in number order: a batch then holds every
+    /// hand-over up to its last one, which is what the store records.
+    next: Arc<Mutex<u64>>,
+    /// The last hand-over the writer is done with: applied, or lost with a
+    /// batch the store refused (and logged).
+    done: Arc<AtomicU64>,
 }
 
 impl StatsSender {
@@ -745,15 +796,27 @@ impl StatsSender {
         self.queued.load(Ordering::Relaxed) < MAX_QUEUED
     }
 
-    /// Hands one interval's map over.
-    pub fn send(&self, map: ClickMap) {
+    /// Hands one interval's map over: its hand-over number and the map, or
+    /// `None` if it was empty or the writer has stopped.
+    pub fn send(&self, map: ClickMap) -> Option<(u64, Arc<ClickMap>)> {
         if map.is_empty() {
-            return;
+            return None;
         }
+        let map = Arc::new(map);
+        let mut next = self.next.lock().unwrap_or_else(|e| e.into_inner());
+        let number = *next;
         self.queued.fetch_add(1, Ordering::Relaxed);
-        if self.tx.send(Some(map)).is_err() {
+        if self.tx.send(Some((number, map.clone()))).is_err() {
             self.queued.fetch_sub(1, Ordering::Relaxed);
+            return None;
         }
+        *next += 1;
+        Some((number, map))
+    }
+
+    /// The last hand-over the writer is done with.
+    pub fn done(&self) -> u64 {
+        self.done.load(Ordering::Acquire)
     }
 
     /// Asks the writer to write what it has and stop (after every core's
@@ -763,38 +826,30 @@ impl StatsSender {
     }
 }
 
-impl shorty_service::stats::StatsReader for StatsDb {
-    fn totals(&self, key: u64) -> io::Result<Option<LinkTotals>> {
-        StatsDb::totals(self, key)
-    }
-
-    fn view(
+impl StatsReader for StatsDb {
+    fn stored(
         &self,
         key: u64,
         from_ms: u64,
         to_ms: u64,
         granularity: Granularity,
-    ) -> io::Result<StatsView> {
-        StatsDb::view(self, key, from_ms, to_ms, granularity)
+    ) -> io::Result<StoredStats> {
+        StatsDb::stored(self, key, from_ms, to_ms, granularity)
     }
 }
 
 /// Shares one store between the writer and the readers.
 struct SharedDb(Arc<StatsDb>);
 
-impl shorty_service::stats::StatsReader for SharedDb {
-    fn totals(&self, key: u64) -> io::Result<Option<LinkTotals>> {
-        self.0.totals(key)
-    }
-
-    fn view(
+impl StatsReader for SharedDb {
+    fn stored(
         &self,
         key: u64,
         from_ms: u64,
         to_ms: u64,
         granularity: Granularity,
-    ) -> io::Result<StatsView> {
-        self.0.view(key, from_ms, to_ms, granularity)
+    ) -> io::Result<StoredStats> {
+        self.0.stored(key, from_ms, to_ms, granularity)
     }
 }
 
@@ -806,11 +861,23 @@ pub fn reader(db: Arc<StatsDb>) -> Box<dyn shorty_service::stats::StatsReader> {
 /// Where the stats writer puts the counts: the data directory's store, or
 /// the Redis store ([`crate::stats_redis::RedisStats`]).
 pub trait StatsSink: Send + 'static {
-    /// Adds the deltas of `maps` (one or more intervals of any cores).
+    /// Adds the deltas of `maps` (one or more intervals of any cores),
+    /// which are the hand-overs up to `through` not yet applied.
     ///
     /// # Errors
     /// The store's; the batch may then be lost (never applied twice).
-    fn apply(&mut self, maps: &[ClickMap]) -> io::Result<()>;
+    fn apply(&mut self, maps: &[Arc<ClickMap>], through: u64) -> io::Result<()>;
+
+    /// The last hand-over the store recorded applying, if it records them
+    /// ([`StoredStats::applied`]): the writer numbers the next ones after
+    /// it, so that a restarted server's hand-overs are never taken for ones
+    /// the store already holds.
+    ///
+    /// # Errors
+    /// The store's.
+    fn applied(&self) -> io::Result<u64> {
+        Ok(0)
+    }
 
     /// Drops what is too old to keep at `now_ms`.
     ///
@@ -835,8 +902,12 @@ pub trait StatsSink: Send + 'static {
 pub const RETRY_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl StatsSink for Arc<StatsDb> {
-    fn apply(&mut self, maps: &[ClickMap]) -> io::Result<()> {
-        StatsDb::apply(self, maps)
+    fn apply(&mut self, maps: &[Arc<ClickMap>], through: u64) -> io::Result<()> {
+        StatsDb::apply_through(self, maps, Some(through))
+    }
+
+    fn applied(&self) -> io::Result<u64> {
+        StatsDb::applied(self)
     }
 
     fn retain(&mut self, now_ms: u64) -> io::Result<()> {
@@ -851,14 +922,23 @@ impl StatsSink for Arc<StatsDb> {
 /// # Errors
 /// When the thread cannot start.
 pub fn spawn_writer(mut db: impl StatsSink) -> io::Result<(StatsSender, JoinHandle<()>)> {
-    let (tx, rx) = mpsc::channel::<Option<ClickMap>>();
+    let (tx, rx) = mpsc::channel::<Option<Handed>>();
     let queued = Arc::new(AtomicUsize::new(0));
     let counter = queued.clone();
+    let applied = db.applied()?;
+    let done = Arc::new(AtomicU64::new(applied));
+    let done_by_writer = done.clone();
     let handle = std::thread::Builder::new()
         .name("shorty-stats".into())
         .spawn(move || {
             let mut last_retain = 0u64;
             let mut stop = false;
+            // Maps applied that a core may still read
+            // ([`ClickCounter::settle`]): dropped here once the core has
+            // let go, so that freeing a big map never falls to a serving
+            // core.
+            let mut retired: Vec<Arc<ClickMap>> = Vec::new();
+            let mut through = applied;
             while !stop {
                 let mut maps = Vec::new();
                 let next = if db.waiting() {
@@ -871,24 +951,31 @@ pub fn spawn_writer(mut db: impl StatsSink) -> io::Result<(StatsSender, JoinHand
                 } else {
                     Some(rx.recv().unwrap_or(None))
                 };
-                match next {
-                    Some(Some(map)) => maps.push(map),
-                    Some(None) => stop = true,
-                    None => {}
+                let mut take = |next: Option<Handed>, stop: &mut bool| match next {
+                    Some((number, map)) => {
+                        through = through.max(number);
+                        maps.push(map);
+                    }
+                    None => *stop = true,
+                };
+                if let Some(next) = next {
+                    take(next, &mut stop);
                 }
                 while let Ok(next) = rx.try_recv() {
-                    match next {
-                        Some(map) => maps.push(map),
-                        None => stop = true,
-                    }
+                    take(next, &mut stop);
                 }
                 let n = maps.len();
-                if let Err(err) = db.apply(&maps) {
+                if let Err(err) = db.apply(&maps, through) {
                     // Counts are not worth stopping redirects for: say so
                     // and go on (the next batch retries the store).
                     tracing::error!("cannot write click statistics: {err}");
                 }
+                // After the batch is in the store (or lost): a core that
+                // forgets these maps now finds them in any later read.
+                done_by_writer.store(through, Ordering::Release);
                 counter.fetch_sub(n, Ordering::Relaxed);
+                retired.retain(|map| Arc::strong_count(map) > 1);
+                retired.extend(maps);
                 let now_ms = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(0, |d| d.as_millis() as u64);
@@ -900,13 +987,20 @@ pub fn spawn_writer(mut db: impl StatsSink) -> io::Result<(StatsSender, JoinHand
                 }
             }
         })?;
-    Ok((StatsSender { tx, queued }, handle))
+    let sender = StatsSender {
+        tx,
+        queued,
+        next: Arc::new(Mutex::new(applied + 1)),
+        done,
+    };
+    Ok((sender, handle))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use shorty_service::stats::{ClickCounter, ClickMeta};
+    use std::time::{SystemTime, UNIX_EPOCH};
 
     const T0: u64 = 1_709_251_200_000; // 2024-03-01T00:00:00Z
 
@@ -918,7 +1012,7 @@ mod tests {
     }
 
     impl StatsSink for RefusesOnce {
-        fn apply(&mut self, maps: &[ClickMap]) -> io::Result<()> {
+        fn apply(&mut self, maps: &[Arc<ClickMap>], _through: u64) -> io::Result<()> {
             let call = self.calls.fetch_add(1, Ordering::SeqCst);
             self.kept = call == 0 && !maps.is_empty();
             Ok(())
@@ -1019,6 +1113,104 @@ mod tests {
         assert_eq!(v.total, 1);
         let d = db.view(7, T0, T0 + DAY_MS, Granularity::Day).unwrap();
         assert_eq!(d.series, vec![(T0, 1)]);
+    }
+
+    /// What a core's read of `key` answers: the store at one instant plus
+    /// the core's deltas it did not hold ([`Shard::stats_view`]'s sum).
+    ///
+    /// [`Shard::stats_view`]: shorty_service::shard::Shard::stats_view
+    fn read(db: &StatsDb, c: &ClickCounter, key: u64, t0: u64) -> StatsView {
+        let (from, to) = (t0, t0 + DAY_MS);
+        let stored = db.stored(key, from, to, Granularity::Hour).unwrap();
+        series(
+            stored.totals.as_ref(),
+            &stored.rows,
+            c.unstored(key, stored.applied),
+            from,
+            to,
+            Granularity::Hour,
+        )
+    }
+
+    #[test]
+    fn clicks_on_their_way_to_the_store_are_counted_once_at_every_step() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = StatsDb::open(dir.path()).unwrap();
+        let mut c = ClickCounter::new(true);
+        for i in 0..3 {
+            click(&mut c, 7, T0 + i, false, None);
+        }
+        assert_eq!(read(&db, &c, 7, T0).total, 3, "pending");
+        // Handed over, not yet applied: the store does not have them (a
+        // read without the hand-over said 0 here).
+        let map = Arc::new(c.take());
+        c.handed(1, map.clone());
+        assert_eq!(read(&db, &c, 7, T0).total, 3, "handed over");
+        click(&mut c, 7, T0 + 10, true, None);
+        // Applied, the core not yet told: the store's count of hand-overs
+        // keeps the core's copy out.
+        db.apply_through(&[map], Some(1)).unwrap();
+        let view = read(&db, &c, 7, T0);
+        assert_eq!((view.total, view.bot), (4, 1), "applied, not settled");
+        assert_eq!(view.series.iter().map(|(_, n)| n).sum::<u64>(), 4);
+        c.settle(1);
+        assert_eq!(c.unsettled(), 0);
+        assert_eq!(read(&db, &c, 7, T0).total, 4, "settled");
+        // A restart: the store's count survives, and the writer numbers
+        // the next hand-overs after it.
+        drop(db);
+        let db = Arc::new(StatsDb::open(dir.path()).unwrap());
+        assert_eq!(db.applied().unwrap(), 1);
+        let (tx, handle) = spawn_writer(db.clone()).unwrap();
+        let (number, _) = tx.send(c.take()).unwrap();
+        assert_eq!(number, 2);
+        tx.finish();
+        handle.join().unwrap();
+        assert_eq!(tx.done(), 2);
+        assert_eq!(db.totals(7).unwrap().unwrap().human, 3);
+    }
+
+    #[test]
+    fn a_core_reading_while_it_flushes_never_sees_its_count_go_down() {
+        // One core, clicking, handing over and reading as fast as it can
+        // while the writer applies on its own thread: every read must be
+        // exactly the clicks so far (they are all this core's).
+        let dir = tempfile::tempdir().unwrap();
+        let db = Arc::new(StatsDb::open(dir.path()).unwrap());
+        let (tx, handle) = spawn_writer(db.clone()).unwrap();
+        let mut c = ClickCounter::new(true);
+        // Clicks of this hour: the writer's retention runs on the wall
+        // clock and drops hourly rows of T0's year.
+        let t0 = hour_of(
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap()
+                .as_millis() as u64,
+        ) as u64
+            * HOUR_MS;
+        let mut clicks = 0u64;
+        let mut handed = 0;
+        while handed < 300 {
+            click(&mut c, 3, t0 + clicks, clicks.is_multiple_of(5), None);
+            clicks += 1;
+            c.settle(tx.done());
+            if tx.has_room() {
+                if let Some((number, map)) = tx.send(c.take()) {
+                    c.handed(number, map);
+                    handed += 1;
+                }
+            }
+            for _ in 0..3 {
+                let view = read(&db, &c, 3, t0);
+                assert_eq!(view.total, clicks, "after {handed} hand-overs");
+                assert_eq!(view.series.iter().map(|(_, n)| n).sum::<u64>(), clicks);
+            }
+        }
+        tx.finish();
+        handle.join().unwrap();
+        c.settle(tx.done());
+        assert_eq!(c.unsettled(), 0);
+        assert_eq!(read(&db, &c, 3, t0).total, clicks);
     }
 
     #[test]

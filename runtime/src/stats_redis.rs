@@ -22,7 +22,21 @@
 //!
 //! The read side ([`read_stored`], which the store thread runs for a
 //! core's `RemoteRequest::Stats`; [`RedisStatsReader`] for tools) reads
-//! the same keys back: what every node added is already summed in them.
+//! the same keys back, in one `MULTI`/`EXEC` (one instant): what every
+//! node added is already summed in them.
+//!
+//! **Which hand-overs a link's counts hold.** Each server process's writer
+//! has a marker ([`Marker`], random per process): every script call also
+//! sets `w:MARKER` in `{CODE}:clicks` to the last hand-over of the batch
+//! (`StatsSender::send`'s numbers) and `t:MARKER` to the time, in the
+//! same atomic call. A read of the same process finds its own `w:` field
+//! and the core adds only the maps it handed over after it: clicks on
+//! their way to Redis are then neither missing from a read nor counted
+//! twice. Fields of writers silent for [`MARKER_TTL_SECS`] are deleted by
+//! the next call that finds the hash has more than [`MARKER_PRUNE_AT`]
+//! fields, so restarts do not grow the hash. Both values are integers, so
+//! a reader that knows nothing of them (an older node) still parses the
+//! hash.
 
 use std::collections::HashMap;
 use std::io;
@@ -31,7 +45,7 @@ use std::time::Duration;
 use redis::{Pipeline, Value};
 use shorty_service::codes::{format_code, MAX_CODE_LEN};
 use shorty_service::stats::{
-    day_of, series, ClickMap, Granularity, LinkTotals, SeriesRow, StatsView, DAY_MS, HOUR_MS,
+    day_of, series, ClickMap, Granularity, LinkTotals, SeriesRow, StoredStats, DAY_MS, HOUR_MS,
     REFERRER_SLOTS,
 };
 
@@ -41,6 +55,43 @@ use crate::stats::StatsSink;
 
 /// How long a day's hash lives: a little over a year.
 pub const DAY_TTL_SECS: u64 = 400 * 24 * 3600;
+
+/// How long a writer's marker fields outlive its last call: a hand-over
+/// is settled by its core within a few flushes (`--stats-flush` is at most
+/// a minute), far less than this.
+pub const MARKER_TTL_SECS: u64 = 3600;
+
+/// Fields of `{CODE}:clicks` past which a call looks for markers of
+/// writers gone silent: `human`, `bot`, `first`, `last` and a pair per
+/// writer, so up to four writers at once never pay for the look.
+pub const MARKER_PRUNE_AT: usize = 12;
+
+/// A server process's writer marker: the field names it records its
+/// hand-overs under in every link's `{CODE}:clicks`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Marker(String);
+
+impl Marker {
+    /// A new random marker (one per server process).
+    ///
+    /// # Errors
+    /// The system has no randomness to give.
+    pub fn random() -> io::Result<Self> {
+        let mut bytes = [0u8; 8];
+        getrandom::fill(&mut bytes).map_err(io::Error::other)?;
+        Ok(Self(format!("{:016x}", u64::from_le_bytes(bytes))))
+    }
+
+    /// The field holding the last hand-over applied.
+    pub fn applied_field(&self) -> String {
+        format!("w:{}", self.0)
+    }
+
+    /// The field holding when it was written (Redis's clock, seconds).
+    pub fn time_field(&self) -> String {
+        format!("t:{}", self.0)
+    }
+}
 
 /// The calendar date (year, month, day) of a day since the Unix epoch
 /// (Howard Hinnant's `civil_from_days`).
@@ -70,6 +121,8 @@ pub struct RedisStats {
     /// the call with `NOSCRIPT`, nothing applied: the link is kept, and
     /// the next flush loads the script again.
     loaded: Option<String>,
+    /// This process's marker (module doc), if its reads use one.
+    marker: Option<Marker>,
 }
 
 impl RedisStats {
@@ -78,7 +131,11 @@ impl RedisStats {
     ///
     /// # Errors
     /// The store cannot be reached.
-    pub fn connect(spec: &RedisSpec, timeout: Duration) -> Result<Self, String> {
+    pub fn connect(
+        spec: &RedisSpec,
+        timeout: Duration,
+        marker: Option<Marker>,
+    ) -> Result<Self, String> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -89,6 +146,7 @@ impl RedisStats {
             conn,
             retry: ClickMap::default(),
             loaded: None,
+            marker,
         })
     }
 }
@@ -104,7 +162,9 @@ impl RedisStats {
 /// nodes flush in any order), the number of referrers, then host and count
 /// of each, the referrer slots kept, the day hashes' TTL, the number of
 /// hours, then for each hour its day's index in `KEYS`, its field
-/// (`h00`..`h23`), human and bot.
+/// (`h00`..`h23`), human and bot; then the writer's marker fields (empty:
+/// none), the last hand-over the call holds, [`MARKER_PRUNE_AT`] and
+/// [`MARKER_TTL_SECS`] (see the module's doc).
 pub const LINK_SCRIPT: &str = "#!lua
 local clicks, refs = KEYS[1], KEYS[2]
 redis.call('HINCRBY', clicks, 'human', ARGV[1])
@@ -132,6 +192,24 @@ for _ = 1, nhours do
   redis.call('HINCRBY', day, 'bot', b)
   redis.call('EXPIRE', day, ttl)
   i = i + 4
+end
+local applied, at = ARGV[i], ARGV[i + 1]
+if applied ~= '' then
+  local now = tonumber(redis.call('TIME')[1])
+  local last = tonumber(redis.call('HGET', clicks, applied))
+  if not last or tonumber(ARGV[i + 2]) > last then
+    redis.call('HSET', clicks, applied, ARGV[i + 2])
+  end
+  redis.call('HSET', clicks, at, now)
+  if redis.call('HLEN', clicks) > tonumber(ARGV[i + 3]) then
+    local all = redis.call('HGETALL', clicks)
+    for j = 1, #all, 2 do
+      local name = all[j]
+      if string.sub(name, 1, 2) == 't:' and tonumber(all[j + 1]) < now - tonumber(ARGV[i + 4]) then
+        redis.call('HDEL', clicks, name, 'w:' .. string.sub(name, 3))
+      end
+    end
+  end
 end
 return 0";
 
@@ -180,7 +258,12 @@ fn per_link<'a>(maps: impl IntoIterator<Item = &'a ClickMap>) -> HashMap<u64, Li
 
 /// The [`LINK_SCRIPT`] call that adds `link`'s deltas to `code`'s keys:
 /// by its hash when the script is loaded (`sha`), else with its text.
-fn link_command(code: &str, link: &LinkDeltas, sha: Option<&str>) -> redis::Cmd {
+fn link_command(
+    code: &str,
+    link: &LinkDeltas,
+    sha: Option<&str>,
+    applied: Option<(&Marker, u64)>,
+) -> redis::Cmd {
     let mut cmd = match sha {
         Some(sha) => {
             let mut cmd = redis::cmd("EVALSHA");
@@ -230,6 +313,14 @@ fn link_command(code: &str, link: &LinkDeltas, sha: Option<&str>) -> redis::Cmd 
     for (index, field, human, bot) in hour_args {
         cmd.arg(index).arg(field).arg(human).arg(bot);
     }
+    match applied {
+        Some((marker, through)) => cmd
+            .arg(marker.applied_field())
+            .arg(marker.time_field())
+            .arg(through),
+        None => cmd.arg("").arg("").arg(0),
+    };
+    cmd.arg(MARKER_PRUNE_AT).arg(MARKER_TTL_SECS);
     cmd
 }
 
@@ -239,11 +330,13 @@ fn link_command(code: &str, link: &LinkDeltas, sha: Option<&str>) -> redis::Cmd 
 /// Redis Cluster refuses a pipeline whose keys lie in more than one slot
 /// (`CROSSSLOT`), and one link's keys share its code's hash tag, so one
 /// slot. A single Redis takes many links per pipeline. `sha`: the
-/// script's hash, when it is loaded.
+/// script's hash, when it is loaded. `applied`: the writer's marker and
+/// the last hand-over `maps` hold, recorded with each link.
 pub fn commands<'a>(
     maps: impl IntoIterator<Item = &'a ClickMap>,
     one_slot: bool,
     sha: Option<&str>,
+    applied: Option<(&Marker, u64)>,
 ) -> Vec<(Pipeline, Vec<u64>)> {
     let links = per_link(maps);
     let mut out = Vec::new();
@@ -252,7 +345,7 @@ pub fn commands<'a>(
     let mut code_buf = [0; MAX_CODE_LEN];
     for (key, link) in &links {
         let code = format_code(*key, &mut code_buf).to_owned();
-        pipe.add_command(link_command(&code, link, sha));
+        pipe.add_command(link_command(&code, link, sha, applied));
         keys.push(*key);
         if one_slot || keys.len() >= PIPELINE_COMMANDS {
             out.push((
@@ -383,7 +476,13 @@ struct Round {
 impl RedisStats {
     /// Sends every link of `all` once, loading the script first if it is
     /// not loaded.
-    fn send_round(&mut self, all: &[&ClickMap], conn: &Conn, one_slot: bool) -> Round {
+    fn send_round(
+        &mut self,
+        all: &[&ClickMap],
+        conn: &Conn,
+        one_slot: bool,
+        through: u64,
+    ) -> Round {
         if self.loaded.is_none() {
             // On every node (the cluster client sends SCRIPT LOAD to all);
             // if it fails, this flush sends the script's text.
@@ -394,6 +493,8 @@ impl RedisStats {
             }
         }
         let sha = self.loaded.clone();
+        let marker = self.marker.clone();
+        let applied = marker.as_ref().map(|m| (m, through));
         let in_flight = if one_slot {
             PIPELINES_IN_FLIGHT
         } else {
@@ -407,7 +508,7 @@ impl RedisStats {
             let mut flight = tokio::task::JoinSet::<Sent>::new();
             let (mut sent, mut unsent) = (Vec::new(), Vec::new());
             let mut stalled = false;
-            for (pipe, keys) in commands(all.iter().copied(), one_slot, sha.as_deref()) {
+            for (pipe, keys) in commands(all.iter().copied(), one_slot, sha.as_deref(), applied) {
                 while !stalled && flight.len() >= in_flight {
                     if let Some(Ok(done)) = flight.join_next().await {
                         stalled = done.unknown > 0;
@@ -453,12 +554,14 @@ impl StatsSink for RedisStats {
         !self.retry.is_empty()
     }
 
-    fn apply(&mut self, maps: &[ClickMap]) -> io::Result<()> {
+    fn apply(&mut self, maps: &[std::sync::Arc<ClickMap>], through: u64) -> io::Result<()> {
         let conn = self.conn.clone();
         let one_slot = matches!(conn, Conn::Cluster(_));
         // What a Redis refused last time goes again, first.
         let waiting = std::mem::take(&mut self.retry);
-        let all: Vec<&ClickMap> = std::iter::once(&waiting).chain(maps).collect();
+        let all: Vec<&ClickMap> = std::iter::once(&waiting)
+            .chain(maps.iter().map(|map| &**map))
+            .collect();
         if let Err(err) = self.runtime.block_on(live(&conn)) {
             // Nothing was sent: every link waits for the next flush.
             let mut keys: Vec<u64> = all.iter().flat_map(|map| map.keys().copied()).collect();
@@ -472,7 +575,7 @@ impl StatsSink for RedisStats {
                 keys.len() - dropped
             )));
         }
-        let mut round = self.send_round(&all, &conn, one_slot);
+        let mut round = self.send_round(&all, &conn, one_slot, through);
         let again;
         let mut all = all;
         if round.noscript && round.unknown == 0 {
@@ -484,7 +587,7 @@ impl StatsSink for RedisStats {
             keep_for_retry(&all, &round.refused, &mut room, &mut map);
             again = map;
             all = vec![&again];
-            round = self.send_round(&all, &conn, one_slot);
+            round = self.send_round(&all, &conn, one_slot, through);
         }
         let Round {
             refused,
@@ -525,7 +628,7 @@ struct Job {
     from_ms: u64,
     to_ms: u64,
     granularity: Granularity,
-    reply: std::sync::mpsc::SyncSender<io::Result<(LinkTotals, Vec<SeriesRow>)>>,
+    reply: std::sync::mpsc::SyncSender<io::Result<StoredStats>>,
 }
 
 impl RedisStatsReader {
@@ -579,7 +682,7 @@ impl RedisStatsReader {
         from_ms: u64,
         to_ms: u64,
         granularity: Granularity,
-    ) -> io::Result<(LinkTotals, Vec<SeriesRow>)> {
+    ) -> io::Result<StoredStats> {
         let (reply, answer) = std::sync::mpsc::sync_channel(1);
         self.jobs
             .send(Job {
@@ -604,8 +707,9 @@ fn timed_out(timeout: Duration) -> io::Error {
     )
 }
 
-async fn read(conn: &mut Conn, job: &Job) -> io::Result<(LinkTotals, Vec<SeriesRow>)> {
-    read_stored(conn, job.key, job.from_ms, job.to_ms, job.granularity).await
+async fn read(conn: &mut Conn, job: &Job) -> io::Result<StoredStats> {
+    // A tool's read: no process's hand-overs to add.
+    read_stored(conn, job.key, job.from_ms, job.to_ms, job.granularity, None).await
 }
 
 /// The link `key`'s statistics over `[from_ms, to_ms)` as the store holds
@@ -620,55 +724,61 @@ pub async fn read_stored(
     from_ms: u64,
     to_ms: u64,
     granularity: Granularity,
-) -> io::Result<(LinkTotals, Vec<SeriesRow>)> {
-    let (pipe, count, days) = read_commands(key, from_ms, to_ms, granularity);
-    let replies = match conn.pipeline(&pipe, count).await {
-        // A dead connection (Redis restarted) fails the first request on
-        // it and starts its reconnect; a read changes nothing, so it is
-        // asked again on the new connection rather than answered as an
-        // error (review 6, F5: the first link view after a restart said
-        // `"clicks": null`). Bounded by the caller's --store-timeout.
-        Err(err) if err.is_unrecoverable_error() => conn.pipeline(&pipe, count).await,
-        other => other,
+    marker: Option<&Marker>,
+) -> io::Result<StoredStats> {
+    let (pipe, count, days) = read_commands(key, from_ms, to_ms, granularity, marker);
+    let mut attempt = 1;
+    loop {
+        let replies = match conn.pipeline(&pipe, count).await {
+            // A dead connection (Redis restarted) fails the first request
+            // on it and starts its reconnect; a read changes nothing, so
+            // it is asked again on the new connection rather than
+            // answered as an error (review 6, F5: the first link view
+            // after a restart said `"clicks": null`). Bounded by the
+            // caller's --store-timeout.
+            Err(err) if err.is_unrecoverable_error() => conn.pipeline(&pipe, count).await,
+            other => other,
+        }
+        .map_err(io::Error::other)?;
+        match parse_read(replies, &days, granularity, marker) {
+            Err(err) if err.kind() == io::ErrorKind::Interrupted && attempt < READ_ATTEMPTS => {
+                attempt += 1;
+            }
+            read => return read,
+        }
     }
-    .map_err(io::Error::other)?;
-    parse_read(replies, &days, granularity)
 }
 
 impl shorty_service::stats::StatsReader for RedisStatsReader {
-    fn totals(&self, key: u64) -> io::Result<Option<LinkTotals>> {
-        let (totals, _) = self.ask(key, 0, 0, Granularity::Hour)?;
-        Ok((totals.human + totals.bot > 0).then_some(totals))
-    }
-
-    fn view(
+    fn stored(
         &self,
         key: u64,
         from_ms: u64,
         to_ms: u64,
         granularity: Granularity,
-    ) -> io::Result<StatsView> {
-        let (totals, rows) = self.ask(key, from_ms, to_ms, granularity)?;
-        Ok(series(
-            Some(&totals),
-            &rows,
-            [],
-            from_ms,
-            to_ms,
-            granularity,
-        ))
+    ) -> io::Result<StoredStats> {
+        self.ask(key, from_ms, to_ms, granularity)
     }
 }
 
 /// The commands that read one link's statistics over `[from_ms, to_ms)`:
 /// its totals hash, its referrers and one hash per UTC day the range
 /// touches (the days `series` keeps, so a wide range reads no more than
-/// it shows). Returns the pipeline, its command count and the days read.
+/// it shows), and with `marker` the writer's record once more, last.
+/// Returns the pipeline, its command count and the days read.
+///
+/// Not a `MULTI`: a Redis out of memory refuses every command queued in
+/// one, reads too, and statistics must stay readable then. Instead the
+/// record is read first (with the totals) and last: if this process's
+/// writer added to the link in between, the two differ and the read is
+/// asked again ([`read_stored`]), so the day rows always hold exactly the
+/// hand-overs the record says.
 pub fn read_commands(
     key: u64,
     from_ms: u64,
     to_ms: u64,
     granularity: Granularity,
+    marker: Option<&Marker>,
 ) -> (Pipeline, usize, Vec<u32>) {
     let mut code_buf = [0; MAX_CODE_LEN];
     let code = format_code(key, &mut code_buf);
@@ -695,11 +805,17 @@ pub fn read_commands(
             Granularity::Day => pipe.cmd("HMGET").arg(hash).arg("human").arg("bot"),
         };
     }
-    (pipe, 2 + days.len(), days)
+    if let Some(marker) = marker {
+        pipe.cmd("HGET")
+            .arg(format!("{{{code}}}:clicks"))
+            .arg(marker.applied_field());
+    }
+    (pipe, 2 + days.len() + usize::from(marker.is_some()), days)
 }
 
 /// The replies of [`read_commands`] as totals and stored rows (hours or
-/// days since the epoch, by `granularity`). An error reply, or a value
+/// days since the epoch, by `granularity`), and with `marker` the last of
+/// this process's hand-overs the link's counts hold. An error reply, or a value
 /// that is not what the writer stores, is an error: never shown as zero.
 ///
 /// # Errors
@@ -708,11 +824,12 @@ pub fn parse_read(
     replies: Vec<Value>,
     days: &[u32],
     granularity: Granularity,
-) -> io::Result<(LinkTotals, Vec<SeriesRow>)> {
+    marker: Option<&Marker>,
+) -> io::Result<StoredStats> {
     let bad = |what: &str, e: &dyn std::fmt::Display| {
         io::Error::new(io::ErrorKind::InvalidData, format!("{what}: {e}"))
     };
-    if replies.len() != 2 + days.len() {
+    if replies.len() != 2 + days.len() + usize::from(marker.is_some()) {
         return Err(bad("replies", &replies.len()));
     }
     let mut replies = replies.into_iter();
@@ -723,6 +840,9 @@ pub fn parse_read(
     let link: HashMap<String, u64> =
         redis::from_redis_value(next("totals")?).map_err(|e| bad("totals", &e))?;
     let field = |name: &str| link.get(name).copied().unwrap_or(0);
+    // No field: this process's writer has applied nothing of this link
+    // (or not within MARKER_TTL_SECS, long after every core settled).
+    let applied = marker.map(|m| field(&m.applied_field()));
     let mut totals = LinkTotals {
         human: field("human"),
         bot: field("bot"),
@@ -771,8 +891,28 @@ pub fn parse_read(
             }
         }
     }
-    Ok((totals, rows))
+    if marker.is_some() {
+        let last: Option<u64> =
+            redis::from_redis_value(next("record")?).map_err(|e| bad("record", &e))?;
+        if last.unwrap_or(0) != applied.unwrap_or(0) {
+            return Err(io::Error::new(io::ErrorKind::Interrupted, TORN));
+        }
+    }
+    Ok(StoredStats {
+        totals: (totals.human + totals.bot > 0).then_some(totals),
+        rows,
+        applied,
+    })
 }
+
+/// Why a read is asked again: this process's writer added to the link
+/// between the read's first and last command.
+const TORN: &str = "the link's counts changed during the read";
+
+/// Reads asked at most, when this process's writer keeps adding to the
+/// link during them (each is one round trip; the writer adds once per
+/// `--stats-flush`, so a second read nearly always finds it quiet).
+pub const READ_ATTEMPTS: usize = 4;
 
 #[cfg(test)]
 mod tests {
@@ -792,8 +932,11 @@ mod tests {
         let t = 1_709_251_200_000; // 2024-03-01T00:00:00Z
         let day = day_of(t);
         // Two hours across midnight: two day hashes.
-        let (pipe, n, days) = read_commands(5, t - HOUR_MS, t + HOUR_MS, Granularity::Hour);
-        assert_eq!((n, days.clone()), (4, vec![day - 1, day]));
+        let ours = Marker("00000000000000aa".into());
+        let (pipe, n, days) =
+            read_commands(5, t - HOUR_MS, t + HOUR_MS, Granularity::Hour, Some(&ours));
+        // The record is read again last.
+        assert_eq!((n, days.clone()), (5, vec![day - 1, day]));
         let text = String::from_utf8_lossy(&pipe.get_packed_pipeline()).into_owned();
         let mut buf = [0; MAX_CODE_LEN];
         let code = format_code(5, &mut buf).to_owned();
@@ -806,19 +949,39 @@ mod tests {
             assert!(text.contains(&key), "{key} in {text}");
         }
         // Totals only: no day.
-        assert_eq!(read_commands(5, 0, 0, Granularity::Hour).1, 2);
+        assert_eq!(read_commands(5, 0, 0, Granularity::Hour, None).1, 2);
         let replies = vec![
             hash(&[
                 ("human", "7"),
                 ("bot", "2"),
                 ("first", "10"),
                 ("last", "99"),
+                // A writer's marker fields: integers, not counts.
+                ("w:00000000000000aa", "41"),
+                ("t:00000000000000aa", "1700000000"),
             ]),
             Value::Array(vec![bulk("t.co"), bulk("6"), bulk("x.example"), bulk("1")]),
             hash(&[("h23", "4"), ("human", "4"), ("bot", "0")]),
             hash(&[("h00", "5"), ("human", "3"), ("bot", "2")]),
         ];
-        let (totals, rows) = parse_read(replies, &days, Granularity::Hour).unwrap();
+        let with = |last: Value| {
+            let mut all = replies.clone();
+            all.push(last);
+            all
+        };
+        let theirs = Marker("00000000000000bb".into());
+        let stored = parse_read(with(Value::Nil), &days, Granularity::Hour, Some(&theirs)).unwrap();
+        assert_eq!(
+            stored.applied,
+            Some(0),
+            "another writer's marker is not ours"
+        );
+        // Our writer added to the link between the first and last read.
+        let torn = parse_read(with(bulk("42")), &days, Granularity::Hour, Some(&ours));
+        assert_eq!(torn.unwrap_err().kind(), io::ErrorKind::Interrupted);
+        let stored = parse_read(with(bulk("41")), &days, Granularity::Hour, Some(&ours)).unwrap();
+        assert_eq!(stored.applied, Some(41));
+        let (totals, rows) = (stored.totals.unwrap(), stored.rows);
         assert_eq!(
             (totals.human, totals.bot, totals.first_ms, totals.last_ms),
             (7, 2, 10, 99)
@@ -838,14 +1001,16 @@ mod tests {
         assert_eq!(view.series, vec![(t - HOUR_MS, 4), (t, 5)]);
         assert_eq!(view.total, 9);
         // Days: HMGET human bot per day; a missing day is nil.
-        let (_, _, days) = read_commands(5, t - DAY_MS, t + DAY_MS, Granularity::Day);
+        let (_, _, days) = read_commands(5, t - DAY_MS, t + DAY_MS, Granularity::Day, None);
         let replies = vec![
             hash(&[("human", "7"), ("bot", "2")]),
             Value::Array(vec![]),
             Value::Array(vec![Value::Nil, Value::Nil]),
             Value::Array(vec![bulk("3"), bulk("2")]),
         ];
-        let (_, rows) = parse_read(replies, &days, Granularity::Day).unwrap();
+        let stored = parse_read(replies, &days, Granularity::Day, None).unwrap();
+        assert_eq!(stored.applied, None, "a tool's read knows no hand-overs");
+        let rows = stored.rows;
         assert_eq!(
             rows,
             vec![SeriesRow {
@@ -856,10 +1021,10 @@ mod tests {
         );
         // What the writer never stores is an error, never zero clicks.
         let replies = vec![bulk("oops"), Value::Array(vec![])];
-        assert!(parse_read(replies, &[], Granularity::Hour).is_err());
+        assert!(parse_read(replies, &[], Granularity::Hour, None).is_err());
         let replies = vec![hash(&[("human", "x")]), Value::Array(vec![])];
-        assert!(parse_read(replies, &[], Granularity::Hour).is_err());
-        assert!(parse_read(vec![], &[], Granularity::Hour).is_err());
+        assert!(parse_read(replies, &[], Granularity::Hour, None).is_err());
+        assert!(parse_read(vec![], &[], Granularity::Hour, None).is_err());
     }
 
     #[test]
@@ -883,7 +1048,7 @@ mod tests {
             },
             t,
         );
-        let cmds = commands(&[c.take()], true, None);
+        let cmds = commands(&[c.take()], true, None, None);
         assert_eq!(cmds.len(), 1);
         let (pipe, keys) = &cmds[0];
         let text = String::from_utf8_lossy(&pipe.get_packed_pipeline()).into_owned();
@@ -925,12 +1090,12 @@ mod tests {
             tags.dedup();
             tags
         };
-        let cluster = commands(std::slice::from_ref(&map), true, None);
+        let cluster = commands(std::slice::from_ref(&map), true, None, None);
         assert_eq!(cluster.len(), 3);
         for (pipe, _) in &cluster {
             assert_eq!(tags(pipe).len(), 1, "{:?}", tags(pipe));
         }
-        let single = commands(&[map], false, None);
+        let single = commands(&[map], false, None, None);
         assert_eq!(single.len(), 1);
         assert_eq!(tags(&single[0].0).len(), 3);
     }

@@ -49,6 +49,7 @@ fn node_at(spec: &RedisSpec, replicas: u32, t0: Instant, wall_ms: u64) -> Node {
         replicas,
         timeout: Duration::from_secs(3),
         read_from_replicas: false,
+        stats_marker: None,
     };
     let store = redis_store::start(settings, 1, health.clone()).expect("the store thread starts");
     let mut service = Settings::for_tests("http://s.example/");

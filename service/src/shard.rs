@@ -667,8 +667,9 @@ impl Shard {
     }
 
     /// One link's statistics over `[from_ms, to_ms)`: what the store holds
-    /// plus this core's pending deltas (other cores' reach the store within
-    /// one `--stats-flush`). `None` when no reader is set (`--stats off`,
+    /// plus this core's deltas it does not hold yet (pending, or handed
+    /// over and not yet applied; other cores' reach the store within one
+    /// `--stats-flush`). `None` when no reader is set (`--stats off`,
     /// or a Redis store, read through [`RemoteRequest::Stats`] instead).
     /// For INFO's totals and the STATS request / JSON API.
     ///
@@ -682,33 +683,23 @@ impl Shard {
         granularity: stats::Granularity,
     ) -> Option<io::Result<stats::StatsView>> {
         let reader = self.shared.stats.get()?;
-        let stored = match reader.totals(key) {
-            Ok(t) => t,
-            Err(e) => return Some(Err(e)),
-        };
-        Some(reader.view(key, from_ms, to_ms, granularity).map(|v| {
-            // The stored rows as a series, with this core's pending deltas
-            // added by the one function that builds views.
-            let step = granularity.millis();
-            let rows: Vec<stats::SeriesRow> = v
-                .series
-                .iter()
-                .filter(|(_, n)| *n > 0)
-                .map(|&(start, n)| stats::SeriesRow {
-                    bucket: u32::try_from(start / step).unwrap_or(u32::MAX),
-                    human: n,
-                    bot: 0,
-                })
-                .collect();
-            stats::series(
-                stored.as_ref(),
-                &rows,
-                self.stats.pending(key),
-                from_ms,
-                to_ms,
-                granularity,
-            )
-        }))
+        Some(
+            reader
+                .stored(key, from_ms, to_ms, granularity)
+                .map(|stored| {
+                    // The stored rows with this core's deltas the store did
+                    // not have yet, added by the one function that builds
+                    // views.
+                    stats::series(
+                        stored.totals.as_ref(),
+                        &stored.rows,
+                        self.stats.unstored(key, stored.applied),
+                        from_ms,
+                        to_ms,
+                        granularity,
+                    )
+                }),
+        )
     }
 
     /// `true` when click statistics are read from the remote store
@@ -1119,6 +1110,9 @@ impl Shard {
 
     /// Reports a remote store answer.
     pub fn remote_done(&mut self, op: OpId, reply: RemoteReply) {
+        // Any answer ends the operation's statistics read, if it had one
+        // (an error or a timeout comes as `Done`).
+        self.stats.read_finished(op);
         let key = self.ops.get(op as usize).map(|e| e.key);
         match reply {
             RemoteReply::Done(result) => {

@@ -360,17 +360,13 @@ fn behind_a_trusted_proxy_each_forwarded_client_has_its_own_budget() {
 struct Unreadable;
 
 impl shorty_service::stats::StatsReader for Unreadable {
-    fn totals(&self, _key: u64) -> std::io::Result<Option<shorty_service::stats::LinkTotals>> {
-        Err(std::io::Error::other("broken pipe"))
-    }
-
-    fn view(
+    fn stored(
         &self,
         _key: u64,
         _from_ms: u64,
         _to_ms: u64,
         _granularity: shorty_service::stats::Granularity,
-    ) -> std::io::Result<shorty_service::stats::StatsView> {
+    ) -> std::io::Result<shorty_service::stats::StoredStats> {
         Err(std::io::Error::other("broken pipe"))
     }
 }

@@ -23,7 +23,7 @@ use shorty_service::ops::{self, Step};
 use shorty_service::settings::Settings;
 use shorty_service::shard::{LocalStore, OpResult, Shard, Shared, StoreMode};
 use shorty_service::stats::{
-    Granularity, LinkTotals, StatsReader, StatsView, DAY_MS, HOUR_MS, MAX_BUCKETS,
+    Granularity, LinkTotals, StatsReader, StatsView, StoredStats, DAY_MS, HOUR_MS, MAX_BUCKETS,
 };
 
 /// 2024-03-01T00:00:00Z: a day (and hour) boundary.
@@ -266,23 +266,21 @@ fn series_buckets_clicks_at_hour_and_day_boundaries_with_the_stored_counts() {
     #[derive(Debug)]
     struct Stored;
     impl StatsReader for Stored {
-        fn totals(&self, _: u64) -> std::io::Result<Option<LinkTotals>> {
-            Ok(Some(LinkTotals {
-                human: 10,
-                first_ms: MIDNIGHT - 2 * HOUR_MS,
-                last_ms: MIDNIGHT - 2 * HOUR_MS,
-                ..LinkTotals::default()
-            }))
-        }
-        fn view(&self, _: u64, from: u64, to: u64, g: Granularity) -> std::io::Result<StatsView> {
+        fn stored(&self, _: u64, _: u64, _: u64, g: Granularity) -> std::io::Result<StoredStats> {
             let at = MIDNIGHT - 2 * HOUR_MS;
-            let bucket = at / g.millis() * g.millis();
-            Ok(StatsView {
-                series: vec![(bucket, 10)]
-                    .into_iter()
-                    .filter(|&(b, _)| b >= from / g.millis() * g.millis() && b < to)
-                    .collect(),
-                ..StatsView::default()
+            Ok(StoredStats {
+                totals: Some(LinkTotals {
+                    human: 10,
+                    first_ms: at,
+                    last_ms: at,
+                    ..LinkTotals::default()
+                }),
+                rows: vec![shorty_service::stats::SeriesRow {
+                    bucket: (at / g.millis()) as u32,
+                    human: 10,
+                    bot: 0,
+                }],
+                applied: None,
             })
         }
     }

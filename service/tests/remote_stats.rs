@@ -92,6 +92,7 @@ fn stored() -> StoredStats {
             human: 5,
             bot: 0,
         }],
+        applied: None,
     }
 }
 

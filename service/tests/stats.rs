@@ -13,7 +13,7 @@ use shorty_service::log::{IoResult, LogIo};
 use shorty_service::settings::Settings;
 use shorty_service::shard::{Shard, Shared};
 use shorty_service::stats::{
-    hour_of, Granularity, LinkTotals, StatsReader, StatsView, DAY_MS, HOUR_MS,
+    hour_of, Granularity, LinkTotals, StatsReader, StoredStats, DAY_MS, HOUR_MS,
 };
 
 /// 2024-03-01T00:00:00Z.
@@ -188,18 +188,14 @@ fn stats_off_counts_nothing() {
 struct Stored(LinkTotals, Vec<(u64, u64)>);
 
 impl StatsReader for Stored {
-    fn totals(&self, _key: u64) -> std::io::Result<Option<LinkTotals>> {
-        Ok(Some(self.0.clone()))
-    }
-
-    fn view(
+    fn stored(
         &self,
         _key: u64,
-        from_ms: u64,
-        to_ms: u64,
+        _from_ms: u64,
+        _to_ms: u64,
         granularity: Granularity,
-    ) -> std::io::Result<StatsView> {
-        let rows: Vec<_> = self
+    ) -> std::io::Result<StoredStats> {
+        let rows = self
             .1
             .iter()
             .map(|&(ms, n)| shorty_service::stats::SeriesRow {
@@ -208,14 +204,11 @@ impl StatsReader for Stored {
                 bot: 0,
             })
             .collect();
-        Ok(shorty_service::stats::series(
-            Some(&self.0),
-            &rows,
-            [],
-            from_ms,
-            to_ms,
-            granularity,
-        ))
+        Ok(StoredStats {
+            totals: Some(self.0.clone()),
+            rows,
+            applied: None,
+        })
     }
 }
 

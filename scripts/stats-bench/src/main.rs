@@ -31,7 +31,7 @@ static HEAP: cap::Cap<std::alloc::System> = cap::Cap::new(std::alloc::System, us
 
 use shorty_service::stats::{
     day_of, decode_totals, encode_totals, series, ClickCounter, ClickMap, ClickMeta, Granularity,
-    LinkTotals, SeriesRow, DAY_MS, HOUR_MS,
+    LinkTotals, SeriesRow, StatsReader, DAY_MS, HOUR_MS,
 };
 
 fn env(name: &str, default: u64) -> u64 {

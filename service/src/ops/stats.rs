@@ -177,12 +177,11 @@ fn view_of(shard: &Shard, key: u64, query: StatsQuery, read: Option<&StoredRead>
         to_ms,
         granularity,
     } = query;
-    let pending = shard.stats.pending(key);
     let view = match read {
         Some(Ok(stored)) => stats::series(
             stored.totals.as_ref(),
             &stored.rows,
-            pending,
+            shard.stats.unstored(key, stored.applied),
             from_ms,
             to_ms,
             granularity,
@@ -191,7 +190,14 @@ fn view_of(shard: &Shard, key: u64, query: StatsQuery, read: Option<&StoredRead>
         None => match shard.stats_view(key, from_ms, to_ms, granularity) {
             Some(Ok(view)) => view,
             // No store to read (none set up): this core's pending counts.
-            None => stats::series(None, &[], pending, from_ms, to_ms, granularity),
+            None => stats::series(
+                None,
+                &[],
+                shard.stats.pending(key),
+                from_ms,
+                to_ms,
+                granularity,
+            ),
             Some(Err(err)) => return unreadable(key, &err),
         },
     };
@@ -256,6 +262,7 @@ fn ask(shard: &mut Shard, op: OpId, keys: Vec<u64>, query: StatsQuery, then: The
     if let Some(entry) = shard.ops.get_mut(op as usize) {
         entry.then = Some(Box::new(then));
     }
+    shard.stats.read_started(op);
     shard.remote.push_back(RemoteRequest::Stats {
         op,
         keys,

@@ -16,7 +16,8 @@
 mod bots;
 mod view;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 
 pub use bots::BotDetector;
 pub use view::{
@@ -27,13 +28,31 @@ pub use view::{
 /// What the fronts read statistics through: the runtime's store, set once
 /// at start ([`crate::shard::Shared::stats`]).
 pub trait StatsReader: Send + Sync {
+    /// One link's stored totals and rows over `[from_ms, to_ms)`, all read
+    /// at one instant, with the last hand-over ([`ClickCounter::handed`])
+    /// they hold, if the store keeps count: what a core adds its own
+    /// deltas to ([`ClickCounter::unstored`]).
+    ///
+    /// # Errors
+    /// The store's.
+    fn stored(
+        &self,
+        key: u64,
+        from_ms: u64,
+        to_ms: u64,
+        granularity: Granularity,
+    ) -> std::io::Result<StoredStats>;
+
     /// One link's stored totals.
     ///
     /// # Errors
     /// The store's.
-    fn totals(&self, key: u64) -> std::io::Result<Option<LinkTotals>>;
+    fn totals(&self, key: u64) -> std::io::Result<Option<LinkTotals>> {
+        Ok(self.stored(key, 0, 0, Granularity::Hour)?.totals)
+    }
 
-    /// One link's stored statistics over `[from_ms, to_ms)`.
+    /// One link's stored statistics over `[from_ms, to_ms)`, without any
+    /// core's deltas (for tools).
     ///
     /// # Errors
     /// The store's.
@@ -43,7 +62,17 @@ pub trait StatsReader: Send + Sync {
         from_ms: u64,
         to_ms: u64,
         granularity: Granularity,
-    ) -> std::io::Result<StatsView>;
+    ) -> std::io::Result<StatsView> {
+        let stored = self.stored(key, from_ms, to_ms, granularity)?;
+        Ok(series(
+            stored.totals.as_ref(),
+            &stored.rows,
+            [],
+            from_ms,
+            to_ms,
+            granularity,
+        ))
+    }
 }
 
 /// One link's statistics as a store holds them, before any core's pending
@@ -57,6 +86,13 @@ pub struct StoredStats {
     /// The stored buckets in the range read: hours or days since the
     /// epoch, by the read's granularity.
     pub rows: Vec<SeriesRow>,
+    /// The last hand-over of this process's cores ([`ClickCounter::handed`])
+    /// whose deltas these hold, if the store keeps count (the data
+    /// directory's store per batch, Redis per link; a tool's read knows
+    /// none): the reading core then adds those of its handed-over deltas
+    /// the store did not have yet, so that a read never misses clicks on
+    /// their way to the store, nor counts them twice.
+    pub applied: Option<u64>,
 }
 
 /// What a statistics read of a remote store gives: each link's stored
@@ -308,6 +344,19 @@ pub struct ClickCounter {
     /// The map's capacity after the last interval, so the next one starts
     /// at a size that needs no growth.
     capacity: usize,
+    /// Maps handed to the store ([`handed`](Self::handed)) and not yet
+    /// known to be in it, by hand-over number (rising): a read adds those
+    /// the store had not applied when it was read, so clicks on their way
+    /// to the store are never missing from a read (they were, for a flush's
+    /// moment: a count went down, then up again).
+    handed: VecDeque<(u64, Arc<ClickMap>)>,
+    /// The last `done` [`settle`](Self::settle) was told.
+    known_done: u64,
+    /// Statistics reads of a remote store still out: the operation, and
+    /// `known_done` when it was asked. A map the writer finished after
+    /// that may have reached the store after the read did, so it is kept
+    /// until the read is answered ([`read_finished`](Self::read_finished)).
+    reads: Vec<(u32, u64)>,
 }
 
 impl ClickCounter {
@@ -318,6 +367,9 @@ impl ClickCounter {
             bots: BotDetector::new(),
             map: ClickMap::default(),
             capacity: 0,
+            handed: VecDeque::new(),
+            known_done: 0,
+            reads: Vec::new(),
         }
     }
 
@@ -354,6 +406,58 @@ impl ClickCounter {
         self.map.get(&key)
     }
 
+    /// The deltas of `key` a store read (`applied`:
+    /// [`StoredStats::applied`]) did not include: those pending here, and
+    /// those handed over after hand-over `applied`. A store that keeps no
+    /// count (`None`) gets the pending ones only.
+    pub fn unstored(&self, key: u64, applied: Option<u64>) -> impl Iterator<Item = &Pending> {
+        // No count: no handed map is after `u64::MAX`.
+        let after = applied.unwrap_or(u64::MAX);
+        self.handed
+            .iter()
+            .filter(move |(n, _)| *n > after)
+            .filter_map(move |(_, map)| map.get(&key))
+            .chain(self.map.get(&key))
+    }
+
+    /// Records that `map` (this counter's [`take`](Self::take)) went to
+    /// the store as hand-over `number`; it stays readable until
+    /// [`settle`](Self::settle) says the store is done with it.
+    pub fn handed(&mut self, number: u64, map: Arc<ClickMap>) {
+        self.handed.push_back((number, map));
+    }
+
+    /// Forgets the maps handed over up to hand-over `done` (the writer is
+    /// done with them: applied, or lost with a batch the store refused),
+    /// except those a remote read still out may not have seen.
+    pub fn settle(&mut self, done: u64) {
+        self.known_done = self.known_done.max(done);
+        let keep_after = self.reads.iter().map(|&(_, floor)| floor).min();
+        let through = keep_after.map_or(done, |floor| floor.min(done));
+        while self.handed.front().is_some_and(|(n, _)| *n <= through) {
+            self.handed.pop_front();
+        }
+    }
+
+    /// A statistics read of a remote store was asked for operation `op`:
+    /// until it is answered, the maps the writer finishes are kept, since
+    /// the store may have applied them after it read.
+    pub fn read_started(&mut self, op: u32) {
+        self.reads.push((op, self.known_done));
+    }
+
+    /// Operation `op`'s remote read (if it had one) was answered.
+    pub fn read_finished(&mut self, op: u32) {
+        if let Some(i) = self.reads.iter().position(|&(o, _)| o == op) {
+            self.reads.swap_remove(i);
+        }
+    }
+
+    /// Maps handed over and not yet settled.
+    pub fn unsettled(&self) -> usize {
+        self.handed.len()
+    }
+
     /// Hands the interval's deltas over (a swap: nothing is copied) and
     /// starts the next interval with a map of the same capacity, allocated
     /// here, off the redirect path's critical moment.
@@ -381,6 +485,37 @@ mod tests {
             bot: false,
             referrer_host: host,
         }
+    }
+
+    #[test]
+    fn handed_maps_stay_readable_until_settled_and_while_a_remote_read_is_out() {
+        let mut c = ClickCounter::new(true);
+        c.record(1, &human(None), T0);
+        let map = Arc::new(c.take());
+        c.handed(1, map);
+        c.record(1, &human(None), T0 + 1);
+        let total = |c: &ClickCounter, applied: Option<u64>| -> u64 {
+            c.unstored(1, applied).map(Pending::total).sum()
+        };
+        assert_eq!(total(&c, Some(0)), 2, "handed over, not applied");
+        assert_eq!(total(&c, Some(1)), 1, "applied: only the pending one");
+        assert_eq!(total(&c, None), 1, "a store that keeps no count");
+        // A remote read asked before the writer finished hand-over 1: the
+        // store may have applied it after it read, so it stays.
+        c.read_started(7);
+        c.settle(1);
+        assert_eq!(c.unsettled(), 1);
+        assert_eq!(total(&c, Some(0)), 2);
+        c.read_finished(8); // another operation's answer
+        c.settle(1);
+        assert_eq!(c.unsettled(), 1);
+        // A read asked after the core knew of hand-over 1 does not hold it.
+        c.read_finished(7);
+        c.read_started(9);
+        c.settle(1);
+        assert_eq!(c.unsettled(), 0);
+        c.read_finished(9);
+        assert_eq!(total(&c, Some(0)), 1);
     }
 
     #[test]
