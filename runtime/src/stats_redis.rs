@@ -726,7 +726,10 @@ pub async fn read_stored(
     granularity: Granularity,
     marker: Option<&Marker>,
 ) -> io::Result<StoredStats> {
-    let (pipe, count, days) = read_commands(key, from_ms, to_ms, granularity, marker);
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let (pipe, count, days) = read_commands(key, from_ms, to_ms, granularity, marker, now_ms);
     let mut attempt = 1;
     loop {
         let replies = match conn.pipeline(&pipe, count).await {
@@ -779,6 +782,7 @@ pub fn read_commands(
     to_ms: u64,
     granularity: Granularity,
     marker: Option<&Marker>,
+    now_ms: u64,
 ) -> (Pipeline, usize, Vec<u32>) {
     let mut code_buf = [0; MAX_CODE_LEN];
     let code = format_code(key, &mut code_buf);
@@ -797,6 +801,15 @@ pub fn read_commands(
         }
         _ => Vec::new(),
     };
+    // Only days that can hold clicks: a day's hash expires after
+    // DAY_TTL_SECS, and no node counts a click a day ahead of this clock.
+    // A range of 9,600 days read 9,600 hashes (review 16).
+    let today = day_of(now_ms);
+    let oldest = today.saturating_sub((DAY_TTL_SECS / (DAY_MS / 1000)) as u32 + 1);
+    let days: Vec<u32> = days
+        .into_iter()
+        .filter(|day| (oldest..=today + 1).contains(day))
+        .collect();
     for &day in &days {
         let (y, m, d) = civil(day);
         let hash = format!("{{{code}}}:clicks:{y:04}{m:02}{d:02}");
@@ -933,8 +946,14 @@ mod tests {
         let day = day_of(t);
         // Two hours across midnight: two day hashes.
         let ours = Marker("00000000000000aa".into());
-        let (pipe, n, days) =
-            read_commands(5, t - HOUR_MS, t + HOUR_MS, Granularity::Hour, Some(&ours));
+        let (pipe, n, days) = read_commands(
+            5,
+            t - HOUR_MS,
+            t + HOUR_MS,
+            Granularity::Hour,
+            Some(&ours),
+            t,
+        );
         // The record is read again last.
         assert_eq!((n, days.clone()), (5, vec![day - 1, day]));
         let text = String::from_utf8_lossy(&pipe.get_packed_pipeline()).into_owned();
@@ -949,7 +968,23 @@ mod tests {
             assert!(text.contains(&key), "{key} in {text}");
         }
         // Totals only: no day.
-        assert_eq!(read_commands(5, 0, 0, Granularity::Hour, None).1, 2);
+        assert_eq!(read_commands(5, 0, 0, Granularity::Hour, None, t).1, 2);
+        // A range of 9,000 days reads only those that can hold clicks:
+        // none past tomorrow, none older than a day's hash lives.
+        let (_, n, wide) = read_commands(
+            5,
+            t - 9_000 * DAY_MS,
+            t + 9 * DAY_MS,
+            Granularity::Day,
+            None,
+            t,
+        );
+        let kept = (DAY_TTL_SECS / 86_400) as u32 + 1;
+        assert_eq!(wide.first().copied(), Some(day - kept));
+        assert_eq!(wide.last().copied(), Some(day + 1));
+        assert_eq!(n, 2 + wide.len());
+        let (_, _, future) = read_commands(5, 0, u64::MAX / 2, Granularity::Day, None, t);
+        assert!(future.is_empty(), "{future:?}");
         let replies = vec![
             hash(&[
                 ("human", "7"),
@@ -1001,7 +1036,7 @@ mod tests {
         assert_eq!(view.series, vec![(t - HOUR_MS, 4), (t, 5)]);
         assert_eq!(view.total, 9);
         // Days: HMGET human bot per day; a missing day is nil.
-        let (_, _, days) = read_commands(5, t - DAY_MS, t + DAY_MS, Granularity::Day, None);
+        let (_, _, days) = read_commands(5, t - DAY_MS, t + DAY_MS, Granularity::Day, None, t);
         let replies = vec![
             hash(&[("human", "7"), ("bot", "2")]),
             Value::Array(vec![]),

@@ -156,6 +156,44 @@ fn a_read_the_store_could_not_answer_is_an_error_that_says_so() {
     );
 }
 
+/// A core keeps at most `MAX_REMOTE_STATS_READS` statistics reads in
+/// flight: past it a read is refused at once, with nothing sent, and one
+/// answered makes room (review 16: clients that asked and hung up queued
+/// reads without bound).
+#[test]
+fn statistics_reads_in_flight_are_bounded_per_core() {
+    let mut shard = shard();
+    let mut ops = Vec::new();
+    for conn in 0..stats_ops::MAX_REMOTE_STATS_READS as u32 {
+        let step = stats_ops::totals(&mut shard, conn, code().as_bytes(), Principal::ANYONE);
+        let op = link_read(&mut shard, step);
+        assert!(matches!(
+            shard.poll_remote(),
+            Some(RemoteRequest::Stats { .. })
+        ));
+        ops.push(op);
+    }
+    let late = stats_ops::totals(&mut shard, 999, code().as_bytes(), Principal::ANYONE);
+    let op = link_read(&mut shard, late);
+    assert_eq!(shard.poll_remote(), None, "nothing more is asked");
+    assert!(matches!(
+        shard.take_result(op),
+        Some(OpResult::Failed(ErrorCode::OVERLOADED, _))
+    ));
+    // One answered (an error counts too): room for one more.
+    shard.remote_done(ops[0], RemoteReply::Stats(Ok(vec![stored()])));
+    assert!(matches!(
+        shard.take_result(ops[0]),
+        Some(OpResult::Stats(_))
+    ));
+    let again = stats_ops::totals(&mut shard, 1000, code().as_bytes(), Principal::ANYONE);
+    link_read(&mut shard, again);
+    assert!(matches!(
+        shard.poll_remote(),
+        Some(RemoteRequest::Stats { .. })
+    ));
+}
+
 #[test]
 fn a_link_view_is_answered_with_its_totals_read_first() {
     let mut shard = shard();

@@ -252,13 +252,31 @@ pub(crate) fn ask_remote(
         Err(refused) => return Some(refused),
     };
     let range = query.unwrap_or(TOTALS_ONLY);
-    ask(shard, op, vec![key], range, Then::StatsRead { key, query });
+    if !ask(shard, op, vec![key], range, Then::StatsRead { key, query }) {
+        return Some(OpResult::Failed(ErrorCode::OVERLOADED, BUSY.into()));
+    }
     None
 }
 
+/// Statistics reads of a remote store one core keeps in flight at most;
+/// past it a read is refused at once (`OVERLOADED`, "retry"; a link view
+/// is answered with its clicks unread). A read of a wide range is hundreds
+/// of commands, and a client may ask and hang up as fast as it can: the
+/// reads it left behind are still sent and answered. Unbounded, that queue
+/// held 1.1 GB and pushed other clients' redirects past `--store-timeout`
+/// (review 16).
+pub const MAX_REMOTE_STATS_READS: usize = 64;
+
+/// Why a statistics read was refused at once.
+const BUSY: &str = "too many statistics reads in flight on this core: retry";
+
 /// Registers `then` on `op` and asks the remote store for `keys`'
-/// statistics over `query`.
-fn ask(shard: &mut Shard, op: OpId, keys: Vec<u64>, query: StatsQuery, then: Then) {
+/// statistics over `query`; `false` (nothing asked, `then` dropped) when
+/// [`MAX_REMOTE_STATS_READS`] are in flight.
+fn ask(shard: &mut Shard, op: OpId, keys: Vec<u64>, query: StatsQuery, then: Then) -> bool {
+    if shard.stats.reads_out() >= MAX_REMOTE_STATS_READS {
+        return false;
+    }
     if let Some(entry) = shard.ops.get_mut(op as usize) {
         entry.then = Some(Box::new(then));
     }
@@ -270,6 +288,7 @@ fn ask(shard: &mut Shard, op: OpId, keys: Vec<u64>, query: StatsQuery, then: The
         to_ms: query.to_ms,
         granularity: query.granularity,
     });
+    true
 }
 
 /// Answers `op` with `result`; with a remote store, a link or a page of
@@ -286,6 +305,13 @@ pub(crate) fn complete_views(shard: &mut Shard, op: OpId, result: OpResult) {
     };
     if keys.is_empty() {
         return shard.complete(op, result);
+    }
+    if shard.stats.reads_out() >= MAX_REMOTE_STATS_READS {
+        // Answered now, the clicks unread (`clicksError`).
+        if let Some(entry) = shard.ops.get_mut(op as usize) {
+            entry.then = Some(Box::new(Then::Totals { result }));
+        }
+        return remote_stats(shard, op, Err(BUSY.into()));
     }
     ask(shard, op, keys, TOTALS_ONLY, Then::Totals { result });
 }

@@ -446,6 +446,11 @@ impl ClickCounter {
         self.reads.push((op, self.known_done));
     }
 
+    /// Remote statistics reads still out.
+    pub fn reads_out(&self) -> usize {
+        self.reads.len()
+    }
+
     /// Operation `op`'s remote read (if it had one) was answered.
     pub fn read_finished(&mut self, op: u32) {
         if let Some(i) = self.reads.iter().position(|&(o, _)| o == op) {
