@@ -15,6 +15,16 @@ use shorty_service::stats::{ClickCounter, ClickMeta, Granularity, StatsReader};
 
 const TIMEOUT: Duration = Duration::from_secs(3);
 
+/// The start of the hour two days ago: reads fetch only the day hashes
+/// that can hold clicks (none past tomorrow, none older than their expiry).
+fn two_days_ago() -> u64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    (now / 3_600_000 - 48) * 3_600_000
+}
+
 /// Two nodes flush out of order: the node whose clicks came later flushes
 /// first. The link's first click is still the earliest of all and its last
 /// the latest (CI once read `first` past `last` when `first` was "set
@@ -27,7 +37,7 @@ fn first_and_last_clicks_span_every_node_s_whatever_the_flush_order() {
     let spec = RedisSpec {
         nodes: vec![redis.url()],
     };
-    let t = 1_800_000_000_000;
+    let t = two_days_ago();
     let key = 42;
     let (mut early, mut late) = (ClickCounter::new(true), ClickCounter::new(true));
     early.record(key, &ClickMeta::default(), t);
@@ -67,7 +77,7 @@ fn counts_refused_by_a_full_redis_are_sent_again_once_it_takes_writes() {
     let spec = RedisSpec {
         nodes: vec![redis.url()],
     };
-    let t = 1_800_000_000_000;
+    let t = two_days_ago();
     let mut sink = RedisStats::connect(&spec, TIMEOUT, None).unwrap();
     let reader = RedisStatsReader::connect(&spec, TIMEOUT).unwrap();
     let mut counter = ClickCounter::new(true);
@@ -136,7 +146,7 @@ fn clicks_flushed_after_a_redis_restart_are_all_counted() {
     let spec = RedisSpec {
         nodes: vec![redis.url()],
     };
-    let t = 1_800_000_000_000;
+    let t = two_days_ago();
     let key = 9;
     let mut sink = RedisStats::connect(&spec, TIMEOUT, None).unwrap();
     let reader = RedisStatsReader::connect(&spec, TIMEOUT).unwrap();
@@ -188,7 +198,7 @@ fn a_flush_that_meets_a_stalled_redis_keeps_what_it_did_not_send() {
     let spec = RedisSpec {
         nodes: vec![redis.url()],
     };
-    let t = 1_800_000_000_000;
+    let t = two_days_ago();
     let links = 5 * shorty_runtime::stats_redis::PIPELINE_COMMANDS as u64;
     let mut sink = RedisStats::connect(&spec, Duration::from_secs(1), None).unwrap();
     let mut counter = ClickCounter::new(true);
@@ -236,7 +246,7 @@ fn flushes_call_the_script_by_its_hash_and_survive_a_script_flush() {
     let spec = RedisSpec {
         nodes: vec![redis.url()],
     };
-    let t = 1_800_000_000_000;
+    let t = two_days_ago();
     let links = 1_000;
     let mut sink = RedisStats::connect(&spec, TIMEOUT, None).unwrap();
     let mut counter = ClickCounter::new(true);
@@ -315,7 +325,7 @@ fn a_link_s_counts_say_which_hand_overs_they_hold_and_old_records_go() {
     let ours = Marker::random().unwrap();
     let mut sink = RedisStats::connect(&spec, TIMEOUT, Some(ours.clone())).unwrap();
     let mut counter = ClickCounter::new(true);
-    let t = 1_800_000_000_000;
+    let t = two_days_ago();
     counter.record(key, &ClickMeta::default(), t);
     counter.record(key, &ClickMeta::default(), t + 1);
     sink.apply(&[counter.take().into()], 5).unwrap();
