@@ -22,8 +22,8 @@
 //!
 //! The read side ([`read_stored`], which the store thread runs for a
 //! core's `RemoteRequest::Stats`; [`RedisStatsReader`] for tools) reads
-//! the same keys back, in one `MULTI`/`EXEC` (one instant): what every
-//! node added is already summed in them.
+//! the same keys back in one pipeline (not a `MULTI`: see
+//! [`read_commands`]): what every node added is already summed in them.
 //!
 //! **Which hand-overs a link's counts hold.** Each server process's writer
 //! has a marker ([`Marker`], random per process): every script call also
@@ -828,8 +828,9 @@ pub fn read_commands(
 
 /// The replies of [`read_commands`] as totals and stored rows (hours or
 /// days since the epoch, by `granularity`), and with `marker` the last of
-/// this process's hand-overs the link's counts hold. An error reply, or a value
-/// that is not what the writer stores, is an error: never shown as zero.
+/// this process's hand-overs the link's counts hold. An error reply, or a
+/// value that is not what the writer stores, is an error: never shown as
+/// zero; a record that changed during the read is `Interrupted`.
 ///
 /// # Errors
 /// What is wrong, naming the reply.
