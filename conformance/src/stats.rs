@@ -84,12 +84,12 @@ fn own_clicks_read_back_exactly(bin: &Path, store: &[&str], clicks: u64) {
     }
 }
 
-/// [`own_clicks_read_back_exactly`] with the data directory's store.
+/// `own_clicks_read_back_exactly` with the data directory's store.
 pub fn own_clicks_read_back_exactly_while_they_are_flushed(bin: &Path) {
     own_clicks_read_back_exactly(bin, &[], 200);
 }
 
-/// [`own_clicks_read_back_exactly`] with a Redis Cluster store (the reads
+/// `own_clicks_read_back_exactly` with a Redis Cluster store (the reads
 /// are one `MULTI`/`EXEC` on the link's slot).
 pub fn own_clicks_read_back_exactly_while_they_are_flushed_to_redis(bin: &Path) {
     let Some(cluster) = crate::cluster::or_skip(crate::cluster::RedisCluster::start(3)) else {

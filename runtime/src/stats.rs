@@ -11,7 +11,7 @@
 //!
 //! **Reads count each click once, at every moment.** Maps are numbered as
 //! they are handed over ([`StatsSender::send`]); each batch records the
-//! last number it holds ([`APPLIED_KEY`]) atomically with its rows, and a
+//! last number it holds (`APPLIED_KEY`) atomically with its rows, and a
 //! read ([`StatsDb::stored`]) is one snapshot of every partition. The core
 //! keeps what it handed over until the writer is done with it, and adds
 //! the maps after the snapshot's number: clicks on their way to the store
@@ -511,7 +511,7 @@ impl StatsDb {
         Ok(())
     }
 
-    /// The last hand-over a batch applied ([`APPLIED_KEY`]; 0 for none).
+    /// The last hand-over a batch applied (`APPLIED_KEY`; 0 for none).
     ///
     /// # Errors
     /// The store's.
