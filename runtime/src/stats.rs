@@ -1116,20 +1116,11 @@ mod tests {
     }
 
     /// What a core's read of `key` answers: the store at one instant plus
-    /// the core's deltas it did not hold ([`Shard::stats_view`]'s sum).
-    ///
-    /// [`Shard::stats_view`]: shorty_service::shard::Shard::stats_view
+    /// the core's deltas it did not hold, as a core builds it.
     fn read(db: &StatsDb, c: &ClickCounter, key: u64, t0: u64) -> StatsView {
         let (from, to) = (t0, t0 + DAY_MS);
         let stored = db.stored(key, from, to, Granularity::Hour).unwrap();
-        series(
-            stored.totals.as_ref(),
-            &stored.rows,
-            c.unstored(key, stored.applied),
-            from,
-            to,
-            Granularity::Hour,
-        )
+        c.view(key, &stored, from, to, Granularity::Hour)
     }
 
     #[test]

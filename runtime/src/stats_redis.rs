@@ -675,29 +675,6 @@ impl RedisStatsReader {
             .map_err(|_| "the statistics reader stopped".to_owned())??;
         Ok(Self { jobs, timeout })
     }
-
-    fn ask(
-        &self,
-        key: u64,
-        from_ms: u64,
-        to_ms: u64,
-        granularity: Granularity,
-    ) -> io::Result<StoredStats> {
-        let (reply, answer) = std::sync::mpsc::sync_channel(1);
-        self.jobs
-            .send(Job {
-                key,
-                from_ms,
-                to_ms,
-                granularity,
-                reply,
-            })
-            .map_err(|_| io::Error::other("the statistics reader stopped"))?;
-        // A little past the thread's own bound, which answers first.
-        answer
-            .recv_timeout(self.timeout + Duration::from_millis(100))
-            .unwrap_or_else(|_| Err(timed_out(self.timeout)))
-    }
 }
 
 fn timed_out(timeout: Duration) -> io::Error {
@@ -760,7 +737,20 @@ impl shorty_service::stats::StatsReader for RedisStatsReader {
         to_ms: u64,
         granularity: Granularity,
     ) -> io::Result<StoredStats> {
-        self.ask(key, from_ms, to_ms, granularity)
+        let (reply, answer) = std::sync::mpsc::sync_channel(1);
+        self.jobs
+            .send(Job {
+                key,
+                from_ms,
+                to_ms,
+                granularity,
+                reply,
+            })
+            .map_err(|_| io::Error::other("the statistics reader stopped"))?;
+        // A little past the thread's own bound, which answers first.
+        answer
+            .recv_timeout(self.timeout + Duration::from_millis(100))
+            .unwrap_or_else(|_| Err(timed_out(self.timeout)))
     }
 }
 

@@ -686,19 +686,7 @@ impl Shard {
         Some(
             reader
                 .stored(key, from_ms, to_ms, granularity)
-                .map(|stored| {
-                    // The stored rows with this core's deltas the store did
-                    // not have yet, added by the one function that builds
-                    // views.
-                    stats::series(
-                        stored.totals.as_ref(),
-                        &stored.rows,
-                        self.stats.unstored(key, stored.applied),
-                        from_ms,
-                        to_ms,
-                        granularity,
-                    )
-                }),
+                .map(|stored| self.stats.view(key, &stored, from_ms, to_ms, granularity)),
         )
     }
 

@@ -178,26 +178,14 @@ fn view_of(shard: &Shard, key: u64, query: StatsQuery, read: Option<&StoredRead>
         granularity,
     } = query;
     let view = match read {
-        Some(Ok(stored)) => stats::series(
-            stored.totals.as_ref(),
-            &stored.rows,
-            shard.stats.unstored(key, stored.applied),
-            from_ms,
-            to_ms,
-            granularity,
-        ),
+        Some(Ok(stored)) => shard.stats.view(key, stored, from_ms, to_ms, granularity),
         Some(Err(why)) => return unreadable(key, why),
         None => match shard.stats_view(key, from_ms, to_ms, granularity) {
             Some(Ok(view)) => view,
             // No store to read (none set up): this core's pending counts.
-            None => stats::series(
-                None,
-                &[],
-                shard.stats.pending(key),
-                from_ms,
-                to_ms,
-                granularity,
-            ),
+            None => shard
+                .stats
+                .view(key, &StoredStats::default(), from_ms, to_ms, granularity),
             Some(Err(err)) => return unreadable(key, &err),
         },
     };

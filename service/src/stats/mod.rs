@@ -420,6 +420,28 @@ impl ClickCounter {
             .chain(self.map.get(&key))
     }
 
+    /// The view of `key` over `[from_ms, to_ms)`: what a store read
+    /// (`stored`) holds plus the deltas it did not include
+    /// ([`unstored`](Self::unstored)). Every read of a core, local store,
+    /// remote store or none (an empty `stored`), is built here.
+    pub fn view(
+        &self,
+        key: u64,
+        stored: &StoredStats,
+        from_ms: u64,
+        to_ms: u64,
+        granularity: Granularity,
+    ) -> StatsView {
+        series(
+            stored.totals.as_ref(),
+            &stored.rows,
+            self.unstored(key, stored.applied),
+            from_ms,
+            to_ms,
+            granularity,
+        )
+    }
+
     /// Records that `map` (this counter's [`take`](Self::take)) went to
     /// the store as hand-over `number`; it stays readable until
     /// [`settle`](Self::settle) says the store is done with it.
