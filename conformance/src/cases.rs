@@ -1896,6 +1896,65 @@ fn read_reply(stream: &mut std::net::TcpStream) -> Reply {
     Reply::decode_payload(Bytes::from(payload)).unwrap()
 }
 
+/// A core that stops accepting (every slot taken, and as many clients as
+/// it queues, 1,024, waiting for one: `accept::MAX_QUEUED` in
+/// shorty-runtime) leaves further clients in the kernel's backlog: it does
+/// not accept them into descriptors nobody serves. shorty-uring's multishot
+/// accept stays armed across connections and would take every one, up to
+/// the process's descriptor limit, unless the accept loop stops it
+/// (`Listener::pause`). Checked through the server's open descriptors: 200
+/// clients past the queue add none.
+pub fn a_core_that_stops_accepting_leaves_clients_in_the_backlog(bin: &Path) {
+    const QUEUED: usize = 1024;
+    let dir = tmp();
+    let server = Server::start(
+        bin,
+        dir.path(),
+        &[
+            "--threads",
+            "1",
+            "--max-connections",
+            "1",
+            "--max-connections-per-ip",
+            "0",
+            "--queue-timeout",
+            "60s",
+        ],
+    );
+    let descriptors = || {
+        std::fs::read_dir(format!("/proc/{}/fd", server.pid()))
+            .expect("the server's /proc/PID/fd")
+            .count()
+    };
+    let mut first = server.connect();
+    first.send(Request::Ping(b""));
+    assert_eq!(first.reply(), Reply::Pong(Bytes::new()));
+    let base = descriptors();
+    let mut clients: Vec<std::net::TcpStream> = (0..QUEUED)
+        .map(|_| std::net::TcpStream::connect(server.addr()).unwrap())
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while descriptors() < base + QUEUED {
+        assert!(
+            Instant::now() < deadline,
+            "{} of {QUEUED} clients accepted into the queue",
+            descriptors() - base
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    clients.extend((0..200).map(|_| std::net::TcpStream::connect(server.addr()).unwrap()));
+    std::thread::sleep(Duration::from_millis(500));
+    let held = descriptors() - base;
+    // A few may be accepted while the accept is being stopped.
+    assert!(
+        held <= QUEUED + 16,
+        "{held} connections held for {QUEUED} queued: clients past the queue were accepted"
+    );
+    // The core still serves the connection it has.
+    first.send(Request::Ping(b"still"));
+    assert_eq!(first.reply(), Reply::Pong(Bytes::from_static(b"still")));
+}
+
 /// A connection its peer already reset gives its address's
 /// `--max-connections-per-ip` count back before that address's next
 /// connection is admitted, though they arrived together (review 14: glommio

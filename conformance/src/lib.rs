@@ -83,6 +83,7 @@ macro_rules! suite {
             clients_beyond_the_limit_are_told_after_the_queue_timeout,
             one_address_cannot_take_every_slot,
             a_reset_connection_in_a_burst_gives_its_address_count_back,
+            a_core_that_stops_accepting_leaves_clients_in_the_backlog,
             a_core_accepts_more_connections_than_a_counter_holds,
             // The public front (issue 24).
             http_redirects_forward_the_visitors_query,

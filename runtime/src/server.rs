@@ -53,6 +53,9 @@ pub struct Worker {
     /// `--uring-multishot-recv`: shorty-uring receives with one multishot
     /// receive per connection (other backends ignore it).
     pub multishot_recv: bool,
+    /// `--uring-multishot-accept`: shorty-uring accepts with one multishot
+    /// accept per listener (other backends ignore it).
+    pub multishot_accept: bool,
 }
 
 fn install_panic_hook() {
@@ -505,6 +508,7 @@ where
             },
             defer_taskrun: args.uring_defer_taskrun,
             multishot_recv: args.uring_multishot_recv,
+            multishot_accept: args.uring_multishot_accept,
         };
         let core = (!cores.is_empty()).then(|| cores[index % cores.len()]);
         let (serve, trigger) = (serve.clone(), trigger.clone());

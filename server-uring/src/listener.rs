@@ -2,15 +2,14 @@
 
 use std::future::Future;
 use std::io;
-use std::rc::Rc;
 use std::time::Duration;
 
 use shorty_runtime::driver::core::{run_core, CoreIo};
-use shorty_runtime::driver::{Listener, Runtime};
+use shorty_runtime::driver::Runtime;
 use shorty_runtime::server::Worker;
 
+use crate::accept::UringListener;
 use crate::buffers::BufferPool;
-use crate::connection::UringConn;
 use crate::log_reader::Reader;
 use crate::log_writer::Segment;
 
@@ -26,17 +25,12 @@ pub(crate) fn serve(worker: Worker) -> io::Result<()> {
         listeners,
         defer_taskrun,
         multishot_recv,
+        multishot_accept,
     } = worker;
     let runtime = new_runtime(defer_taskrun)?;
     runtime.block_on(async move {
         let pool = BufferPool::new(multishot_recv).await?;
-        let wrap = |l: std::net::TcpListener| {
-            Ok::<_, io::Error>(UringListener {
-                stop: l.try_clone()?,
-                inner: tokio_uring::net::TcpListener::from_std(l),
-                pool: pool.clone(),
-            })
-        };
+        let wrap = |l: std::net::TcpListener| UringListener::new(l, pool.clone(), multishot_accept);
         let io = CoreIo {
             framed: wrap(listeners.framed)?,
             http: listeners.http.map(wrap).transpose()?,
@@ -132,40 +126,5 @@ impl Runtime for UringRuntime {
     fn spawn(&self, task: impl Future<Output = ()> + 'static) {
         // Detached: the join handle is not needed.
         drop(tokio_uring::spawn(task));
-    }
-}
-
-struct UringListener {
-    inner: tokio_uring::net::TcpListener,
-    /// The same socket (a duplicate descriptor), to stop it with.
-    stop: std::net::TcpListener,
-    pool: Rc<BufferPool>,
-}
-
-impl Drop for UringListener {
-    /// Stops listening when the core stops accepting (shutdown). tokio-uring
-    /// cannot cancel the accept in flight, which holds the socket open
-    /// until it completes: the listener went on completing handshakes into
-    /// its backlog all through the drain, and those clients hung until the
-    /// process exited and reset them (review 15; glommio's listener closes
-    /// at once, and refuses). `shutdown(SHUT_RD)` on a listening socket
-    /// stops it (Linux: the listen is torn down, its backlog reset, new
-    /// connections refused, and the pending accept completes with an
-    /// error, which lets the descriptor close).
-    fn drop(&mut self) {
-        let _ = socket2::SockRef::from(&self.stop).shutdown(std::net::Shutdown::Read);
-    }
-}
-
-impl Listener for UringListener {
-    type Socket = UringConn;
-
-    // tokio-uring cannot cancel an accept: the driver drops this future only
-    // at shutdown, with the listener, whose `Drop` makes the accept fail.
-    async fn accept(&self) -> io::Result<UringConn> {
-        let (stream, peer) = self.inner.accept().await?;
-        let mut conn = UringConn::new(stream, self.pool.clone());
-        conn.peer = Some(peer.ip());
-        Ok(conn)
     }
 }

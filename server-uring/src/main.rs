@@ -4,7 +4,8 @@
 //! core) and `shorty-runtime` (the CLI, the data directory, the per-core
 //! driver, the process scaffolding); this crate supplies tokio-uring's I/O
 //! calls:
-//! - `listener.rs`: one core's runtime and listeners;
+//! - `listener.rs`: one core's runtime;
+//! - `accept.rs`: its listeners (a multishot accept each);
 //! - `buffers.rs`: each core's pool of receive buffers (a registered
 //!   buffer ring), the crate's `unsafe` with its invariants;
 //! - `connection.rs`: a client connection's reads (provided buffers) and
@@ -12,6 +13,7 @@
 //! - `log_writer.rs`: log segment writes through `tokio_uring::fs::File`;
 //! - `log_reader.rs`: URL reads from the log.
 
+mod accept;
 mod buffers;
 mod connection;
 mod listener;

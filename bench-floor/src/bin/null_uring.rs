@@ -1,7 +1,8 @@
 //! A null HTTP server on raw io_uring: multishot accept, multishot recv
 //! from a registered buffer ring, one send per batch of replies, on a ring
 //! set up with `COOP_TASKRUN` + `SINGLE_ISSUER` + `DEFER_TASKRUN`
-//! (`--ring coop` drops the last, `--ring plain` all three).
+//! (`--ring coop` drops the last, `--ring plain` all three; `--ring epoll`
+//! is `coop` waiting in `epoll_wait` on the ring, as tokio-uring does).
 
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
@@ -167,7 +168,10 @@ fn main() -> io::Result<()> {
     let mode = match args.ring.as_deref() {
         None => Mode::Defer,
         Some(s) => Mode::parse(s).ok_or_else(|| {
-            io::Error::new(io::ErrorKind::InvalidInput, "--ring: defer, coop or plain")
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "--ring: defer, coop, epoll or plain",
+            )
         })?,
     };
     let listener = args.bind()?;

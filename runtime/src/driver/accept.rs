@@ -84,6 +84,7 @@ pub async fn run<R: Runtime, L: Listener>(core: Rc<Core<R>>, listener: L, kind: 
         if queued.get() >= MAX_QUEUED {
             // Stop accepting until a slot frees: further clients queue in
             // the kernel's backlog.
+            listener.pause();
             let slot = core.slots.acquire().await;
             drop(slot);
         }

@@ -68,6 +68,14 @@ pub trait Listener: 'static {
     fn io_turn(&self) -> impl Future<Output = ()> {
         std::future::ready(())
     }
+    /// The accept loop stops calling [`accept`](Self::accept) for a while
+    /// (every slot taken and [`accept::MAX_QUEUED`] clients waiting for
+    /// one). A listener whose accept stays armed across connections
+    /// (shorty-uring's multishot accept) stops it here, so further clients
+    /// wait in the kernel's backlog instead of being accepted into
+    /// descriptors nobody serves; the next `accept` resumes. By default
+    /// nothing: an accept per call takes nothing while it is not called.
+    fn pause(&self) {}
 }
 
 /// One client connection's byte stream, poll-style, so the driver can read

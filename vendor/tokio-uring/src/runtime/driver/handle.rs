@@ -142,8 +142,15 @@ impl Handle {
         self.inner.borrow_mut().cancel_op(index)
     }
 
-    pub(crate) fn remove_multishot(&self, index: usize, cancel: bool) {
-        self.inner.borrow_mut().remove_multishot(index, cancel)
+    pub(crate) fn remove_multishot(
+        &self,
+        index: usize,
+        cancel: bool,
+        discard: Option<crate::runtime::driver::op::Discard>,
+    ) {
+        self.inner
+            .borrow_mut()
+            .remove_multishot(index, cancel, discard)
     }
 }
 

@@ -463,10 +463,17 @@ impl Driver {
     }
 
     /// A multishot operation's handle was dropped before its final
-    /// completion was handed out: forget the completions waiting, cancel it
-    /// when still armed (unless `cancel` is false: a cancel is already on
-    /// its way) and keep the entry (`Ignored`) until the final completion.
-    pub(crate) fn remove_multishot(&mut self, index: usize, cancel: bool) {
+    /// completion was handed out: forget the completions waiting (each
+    /// given to `discard` first, if there is one: vendored patch 5), cancel
+    /// it when still armed (unless `cancel` is false: a cancel is already
+    /// on its way) and keep the entry (`Ignored`, holding `discard` for the
+    /// completions still to come) until the final completion.
+    pub(crate) fn remove_multishot(
+        &mut self,
+        index: usize,
+        cancel: bool,
+        discard: Option<op::Discard>,
+    ) {
         let (lifecycle, completions) = match self.ops.get_mut(index) {
             Some(val) => val,
             // Dropped after the driver.
@@ -474,16 +481,32 @@ impl Driver {
         };
         let armed = match mem::replace(lifecycle, Lifecycle::Submitted) {
             Lifecycle::Submitted | Lifecycle::Waiting(_) => true,
-            Lifecycle::Completed(..) => false,
+            Lifecycle::Completed(cqe) => {
+                if let Some(discard) = &discard {
+                    let op::CqeResult { result, flags } = cqe.into();
+                    discard.discard(result, flags);
+                }
+                false
+            }
             Lifecycle::CompletionList(indices) => {
                 let mut list = indices.into_list(completions);
-                cqueue::more(list.peek_end().expect("a completion list is never empty").flags)
-                // Dropping the list frees its entries.
+                let armed =
+                    cqueue::more(list.peek_end().expect("a completion list is never empty").flags);
+                // Popping frees each entry.
+                for op::CqeResult { result, flags } in list.by_ref() {
+                    if let Some(discard) = &discard {
+                        discard.discard(result, flags);
+                    }
+                }
+                armed
             }
             Lifecycle::Ignored(..) => unreachable!("a multishot dropped twice"),
         };
         if armed {
-            *lifecycle = Lifecycle::Ignored(Box::new(()));
+            *lifecycle = match discard {
+                Some(discard) => Lifecycle::Ignored(Box::new(discard)),
+                None => Lifecycle::Ignored(Box::new(())),
+            };
             if cancel {
                 self.cancel_op(index);
             }

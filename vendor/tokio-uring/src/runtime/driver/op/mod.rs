@@ -9,6 +9,7 @@ use io_uring::{cqueue, squeue};
 mod multishot;
 mod slab_list;
 
+pub(crate) use multishot::Discard;
 pub use multishot::{Multishot, MultishotCqe};
 
 use slab::Slab;
@@ -289,6 +290,13 @@ impl Lifecycle {
             }
 
             lifecycle @ Lifecycle::Ignored(..) => {
+                if let Lifecycle::Ignored(data) = &lifecycle {
+                    // A dropped multishot's hook (vendored patch 5).
+                    if let Some(discard) = data.downcast_ref::<Discard>() {
+                        let CqeResult { result, flags } = cqe.clone().into();
+                        discard.discard(result, flags);
+                    }
+                }
                 if io_uring::cqueue::more(cqe.flags()) {
                     // Not yet complete. The Op has been dropped, so we can drop the CQE
                     // but we must keep the lifecycle alive until no more CQE's expected

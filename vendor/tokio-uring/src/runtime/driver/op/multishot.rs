@@ -39,6 +39,18 @@ use io_uring::{cqueue, squeue};
 use crate::runtime::driver::WeakHandle;
 use crate::runtime::CONTEXT;
 
+/// What becomes of the completions of a [`Multishot`] dropped before it
+/// handed them out (see [`Multishot::discard_with`]). Kept by the driver,
+/// in the operation's `Lifecycle::Ignored`, until the final completion.
+pub(crate) struct Discard(pub(crate) fn(&MultishotCqe));
+
+impl Discard {
+    /// Passes a completion nobody will read to the hook.
+    pub(crate) fn discard(&self, result: io::Result<u32>, flags: u32) {
+        (self.0)(&MultishotCqe { result, flags });
+    }
+}
+
 /// One completion of a [`Multishot`] operation.
 #[derive(Debug)]
 pub struct MultishotCqe {
@@ -65,6 +77,9 @@ pub struct Multishot {
     finished: bool,
     /// A cancel was submitted (at most one is).
     cancelled: bool,
+    /// Called with each completion never handed out (the handle dropped
+    /// first).
+    discard: Option<fn(&MultishotCqe)>,
 }
 
 impl Multishot {
@@ -90,7 +105,18 @@ impl Multishot {
             index,
             finished: false,
             cancelled: false,
+            discard: None,
         }
+    }
+
+    /// Has `discard` called with every completion this handle will never
+    /// hand out because it is dropped first: those already posted, and
+    /// those that arrive until the final one (the cancel's). A multishot
+    /// accept needs it: each completion is a connection's descriptor, which
+    /// would otherwise stay open, its client waiting for an answer that
+    /// never comes.
+    pub fn discard_with(&mut self, discard: fn(&MultishotCqe)) {
+        self.discard = Some(discard);
     }
 
     /// The next completion, in the order the kernel posted them;
@@ -147,14 +173,15 @@ impl Multishot {
 impl Drop for Multishot {
     /// Still armed: the operation is cancelled and the driver keeps its slab
     /// entry until the final completion arrives (invariant 1). Completions
-    /// not yet handed out are dropped, with any buffer they name: hand them
-    /// out first (`cancel`, then `poll_next` until `None`) to get those back.
+    /// not yet handed out are dropped, with any buffer they name (hand them
+    /// out first, `cancel` then `poll_next` until `None`, to get those
+    /// back), or given to the [`discard_with`](Self::discard_with) hook.
     fn drop(&mut self) {
         if self.finished {
             return;
         }
         if let Some(driver) = self.driver.upgrade() {
-            driver.remove_multishot(self.index, !self.cancelled);
+            driver.remove_multishot(self.index, !self.cancelled, self.discard.map(Discard));
         }
     }
 }
