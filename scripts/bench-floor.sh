@@ -19,7 +19,7 @@
 # Usage: [ROUNDS=3] [ONLY=REGEX] [REDIS_ROWS=0|REGEX] scripts/bench-floor.sh [N]
 #   N scales the request counts and wrk's 5 s (default 1); ONLY keeps the
 #   HTTP servers whose key matches (keys: null-uring null-uring-coop
-#   null-uring-plain nginx null-tokio null-tokio-uring-plain
+#   null-uring-epoll null-uring-plain nginx null-tokio null-tokio-uring-plain
 #   null-tokio-uring shorty-uring shorty-glommio; ONLY=none skips the HTTP
 #   table); REDIS_ROWS=0 skips the Redis rows, REDIS_ROWS=shorten (or
 #   resolve) keeps only that row.
@@ -67,11 +67,12 @@ null_http() { # binary [ring-mode]
   NULL=
 }
 
-KEYS=(null-uring null-uring-coop null-uring-plain nginx null-tokio null-tokio-uring-plain
+KEYS=(null-uring null-uring-coop null-uring-epoll null-uring-plain nginx null-tokio null-tokio-uring-plain
   null-tokio-uring shorty-uring shorty-glommio)
 declare -A LABEL=(
   [null-uring]="null, raw io_uring (COOP_TASKRUN + SINGLE_ISSUER + DEFER_TASKRUN, multishot accept/recv, buffer ring)"
   [null-uring-coop]="same, no DEFER_TASKRUN"
+  [null-uring-epoll]="same, waiting in epoll_wait on the ring (tokio-uring's park)"
   [null-uring-plain]="same, plain ring (no setup flags)"
   [nginx]="nginx \`return 302\`, one worker"
   [null-tokio]="null, tokio (epoll)"
@@ -83,6 +84,7 @@ declare -A LABEL=(
 declare -A CMD=(
   [null-uring]="null_http null-uring defer"
   [null-uring-coop]="null_http null-uring coop"
+  [null-uring-epoll]="null_http null-uring epoll"
   [null-uring-plain]="null_http null-uring plain"
   [nginx]="http_nginx"
   [null-tokio]="null_http null-tokio"

@@ -6,7 +6,10 @@
 //! client waits for a slot up to `--queue-timeout` (woken when any core frees
 //! one) and is then answered 503 OVERLOADED and closed, rather than left in
 //! silence; at most [`MAX_QUEUED`] wait per core, beyond which the core stops
-//! accepting and later clients wait in the kernel's backlog. The admin
+//! accepting and later clients wait in the kernel's backlog. A listener that
+//! takes connections ahead (shorty-uring's multishot accept) stops doing so
+//! while any client is queued ([`Listener::pause`]); what it took ahead
+//! beyond a full queue is answered 503 at once. The admin
 //! listener is not counted: operators can always reach `/metrics`.
 
 use std::rc::Rc;
@@ -37,6 +40,9 @@ const REFUSAL_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 pub async fn run<R: Runtime, L: Listener>(core: Rc<Core<R>>, listener: L, kind: Kind) {
     let queued = Rc::new(std::cell::Cell::new(0usize));
     loop {
+        if queued.get() == 0 {
+            listener.resume();
+        }
         let conn = match listener.accept().await {
             Ok(conn) => conn,
             Err(err) => {
@@ -75,6 +81,9 @@ pub async fn run<R: Runtime, L: Listener>(core: Rc<Core<R>>, listener: L, kind: 
             ));
             continue;
         }
+        // At the limit: from now on one connection per accept, none taken
+        // ahead (`Listener::pause`), until no client is queued.
+        listener.pause();
         queued.set(queued.get() + 1);
         let (c, q) = (core.clone(), queued.clone());
         core.rt.spawn(async move {
@@ -83,10 +92,24 @@ pub async fn run<R: Runtime, L: Listener>(core: Rc<Core<R>>, listener: L, kind: 
         });
         if queued.get() >= MAX_QUEUED {
             // Stop accepting until a slot frees: further clients queue in
-            // the kernel's backlog.
-            listener.pause();
-            let slot = core.slots.acquire().await;
-            drop(slot);
+            // the kernel's backlog. Those the listener took ahead before it
+            // paused (a burst a multishot accept took in one go) are beyond
+            // the queue: told at once, not held in silence.
+            let refuse_ahead = async {
+                while let Some(conn) = listener.accepted_ahead().await {
+                    let c = core.clone();
+                    core.rt
+                        .spawn(async move { refuse(&c, conn, kind, LIMIT_REFUSAL).await });
+                }
+                std::future::pending::<()>().await;
+            };
+            future::or(
+                async {
+                    drop(core.slots.acquire().await);
+                },
+                refuse_ahead,
+            )
+            .await;
         }
     }
 }

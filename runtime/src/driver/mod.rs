@@ -68,14 +68,26 @@ pub trait Listener: 'static {
     fn io_turn(&self) -> impl Future<Output = ()> {
         std::future::ready(())
     }
-    /// The accept loop stops calling [`accept`](Self::accept) for a while
-    /// (every slot taken and [`accept::MAX_QUEUED`] clients waiting for
-    /// one). A listener whose accept stays armed across connections
-    /// (shorty-uring's multishot accept) stops it here, so further clients
-    /// wait in the kernel's backlog instead of being accepted into
-    /// descriptors nobody serves; the next `accept` resumes. By default
-    /// nothing: an accept per call takes nothing while it is not called.
+    /// The core is at its connection limit (a client had to queue for a
+    /// slot): until [`resume`](Self::resume), take one connection per
+    /// [`accept`](Self::accept) and none ahead, so that when the accept loop
+    /// stops calling it (at [`accept::MAX_QUEUED`]) later clients wait in
+    /// the kernel's backlog. A listener whose accept stays armed across
+    /// connections (shorty-uring's multishot accept) stops it here; what it
+    /// took before the stop landed comes out of
+    /// [`accepted_ahead`](Self::accepted_ahead) or the next `accept`. By
+    /// default nothing: an accept per call takes nothing ahead.
     fn pause(&self) {}
+    /// The core is below its limit again (no client queued): `accept` may
+    /// take connections ahead again. By default nothing.
+    fn resume(&self) {}
+    /// A connection taken ahead before [`pause`](Self::pause) landed, if
+    /// any is left; `None` once there is none (then none comes until the
+    /// next `accept`). The accept loop refuses these when its queue is
+    /// full: they are beyond it. By default `None`.
+    fn accepted_ahead(&self) -> impl Future<Output = Option<Self::Socket>> {
+        std::future::ready(None)
+    }
 }
 
 /// One client connection's byte stream, poll-style, so the driver can read
