@@ -1896,6 +1896,22 @@ fn read_reply(stream: &mut std::net::TcpStream) -> Reply {
     Reply::decode_payload(Bytes::from(payload)).unwrap()
 }
 
+/// Runs `f` while `server`'s process is stopped (`SIGSTOP`), and lets it
+/// go on (`SIGCONT`) before returning or passing on a panic of `f`'s.
+fn while_stopped<T>(server: &Server, f: impl FnOnce() -> T + std::panic::UnwindSafe) -> T {
+    let signal = |sig: &str| {
+        let status = std::process::Command::new("kill")
+            .args([sig, &server.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill {sig}");
+    };
+    signal("-STOP");
+    let result = std::panic::catch_unwind(f);
+    signal("-CONT");
+    result.unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+}
+
 /// A core that stops accepting (every slot taken, and as many clients as
 /// it queues, 1,024, waiting for one: `accept::MAX_QUEUED` in
 /// shorty-runtime) holds no more connections than that: clients beyond
@@ -1931,24 +1947,14 @@ pub fn a_core_that_stops_accepting_leaves_clients_in_the_backlog(bin: &Path) {
     first.send(Request::Ping(b""));
     assert_eq!(first.reply(), Reply::Pong(Bytes::new()));
     let base = descriptors();
-    // The burst arrives while the server is stopped (`SIGSTOP`), so the
-    // kernel has it all in the backlog when the server runs again: a
-    // multishot accept then takes all of it in one go.
-    let signal = |sig: &str| {
-        let status = std::process::Command::new("kill")
-            .args([sig, &server.pid().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success(), "kill {sig}");
-    };
-    signal("-STOP");
-    let burst = std::panic::catch_unwind(|| {
+    // The burst arrives while the server is stopped, so the kernel has it
+    // all in the backlog when the server runs again: a multishot accept
+    // then takes all of it in one go.
+    let mut clients = while_stopped(&server, || {
         (0..2000)
             .map(|_| std::net::TcpStream::connect(server.addr()).unwrap())
             .collect::<Vec<_>>()
     });
-    signal("-CONT");
-    let mut clients = burst.unwrap();
     // The queue fills; what was taken beyond it is answered and closed
     // (a few may be accepted while the accept is being stopped).
     let bound = base + QUEUED + 16;
@@ -2005,16 +2011,8 @@ pub fn a_reset_connection_in_a_burst_gives_its_address_count_back(bin: &Path) {
     let long = "https://example.com/burst";
     let code = code_of(&server.connect().shorten(long)).to_owned();
     let from_second_address = || connect_from("127.0.0.2", server.addr());
-    let signal = |sig: &str| {
-        let status = std::process::Command::new("kill")
-            .args([sig, &server.pid().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success(), "kill {sig}");
-    };
-    signal("-STOP");
     // The kernel completes the handshakes into the backlog meanwhile.
-    let result = std::panic::catch_unwind(|| {
+    let mut real = while_stopped(&server, || {
         for i in 0..20 {
             let socket = from_second_address();
             if i % 2 == 0 {
@@ -2036,8 +2034,6 @@ pub fn a_reset_connection_in_a_burst_gives_its_address_count_back(bin: &Path) {
         real.write_all(&request).unwrap();
         real
     });
-    signal("-CONT");
-    let mut real = result.unwrap();
     real.set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
     let reply = read_reply(&mut real);
