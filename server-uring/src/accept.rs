@@ -24,7 +24,8 @@
 //!
 //! A completion without `IORING_CQE_F_MORE` ends the operation: an error
 //! (returned to the accept loop, which backs off; the next accept arms a new
-//! one), or our cancel (a new one is armed at once). A kernel that refuses
+//! one), or our cancel (a new one is armed at the next accept after
+//! `resume`). A kernel that refuses
 //! it (`EINVAL`) gets an accept per connection from then on, on that
 //! listener. When the listener is dropped (shutdown), the connections
 //! accepted but not handed out are closed (`Multishot::discard_with`,
@@ -75,8 +76,8 @@ impl UringListener {
     }
 
     /// The next connection's descriptor from the multishot accept, arming
-    /// one when none is if `arm`; `Ok(None)` when none is armed and `arm`
-    /// is false, or the kernel refuses it.
+    /// one when none is if `arm_one`; `Ok(None)` when none is armed and
+    /// `arm_one` is false, or the kernel refuses it.
     fn poll_multishot(
         &self,
         cx: &mut Context<'_>,
@@ -84,15 +85,10 @@ impl UringListener {
     ) -> Poll<io::Result<Option<OwnedFd>>> {
         let mut armed = self.armed.borrow_mut();
         loop {
-            if armed.is_none() {
-                if !arm_one {
-                    return Poll::Ready(Ok(None));
-                }
-                *armed = Some(arm(self.stop.as_raw_fd()));
+            if armed.is_none() && !arm_one {
+                return Poll::Ready(Ok(None));
             }
-            let Some(op) = armed.as_mut() else {
-                continue;
-            };
+            let op = armed.get_or_insert_with(|| arm(self.stop.as_raw_fd()));
             let Some(cqe) = std::task::ready!(op.poll_next(cx)) else {
                 // It ended (only after its final completion was handed out).
                 *armed = None;
@@ -124,9 +120,7 @@ impl UringListener {
             }
         }
     }
-}
 
-impl UringListener {
     /// A connection from a descriptor the multishot accept made.
     fn conn(&self, fd: OwnedFd) -> UringConn {
         let stream = std::net::TcpStream::from(fd);
