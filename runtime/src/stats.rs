@@ -705,10 +705,7 @@ pub fn tool(
             .parse(code.as_bytes())
             .ok_or_else(|| format!("{code} is not a code of this server"))?;
         let db = StatsDb::open(&data.path().join("stats")).map_err(|e| e.to_string())?;
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
-        let to = to.unwrap_or(now);
+        let to = to.unwrap_or_else(crate::keys::now_ms);
         let from = from.unwrap_or(to.saturating_sub(48 * HOUR_MS));
         let granularity = match granularity {
             crate::config::StatsGranularity::Hour => Granularity::Hour,
@@ -976,9 +973,7 @@ pub fn spawn_writer(mut db: impl StatsSink) -> io::Result<(StatsSender, JoinHand
                 counter.fetch_sub(n, Ordering::Relaxed);
                 retired.retain(|map| Arc::strong_count(map) > 1);
                 retired.extend(maps);
-                let now_ms = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_millis() as u64);
+                let now_ms = crate::keys::now_ms();
                 if now_ms.saturating_sub(last_retain) >= DAY_MS / 24 {
                     last_retain = now_ms;
                     if let Err(err) = db.retain(now_ms) {

@@ -703,10 +703,14 @@ pub async fn read_stored(
     granularity: Granularity,
     marker: Option<&Marker>,
 ) -> io::Result<StoredStats> {
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
-    let (pipe, count, days) = read_commands(key, from_ms, to_ms, granularity, marker, now_ms);
+    let (pipe, count, days) = read_commands(
+        key,
+        from_ms,
+        to_ms,
+        granularity,
+        marker,
+        crate::keys::now_ms(),
+    );
     let mut attempt = 1;
     loop {
         let replies = match conn.pipeline(&pipe, count).await {

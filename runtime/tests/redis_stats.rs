@@ -18,11 +18,7 @@ const TIMEOUT: Duration = Duration::from_secs(3);
 /// The start of the hour two days ago: reads fetch only the day hashes
 /// that can hold clicks (none past tomorrow, none older than their expiry).
 fn two_days_ago() -> u64 {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64;
-    (now / 3_600_000 - 48) * 3_600_000
+    (shorty_runtime::keys::now_ms() / 3_600_000 - 48) * 3_600_000
 }
 
 /// Two nodes flush out of order: the node whose clicks came later flushes

@@ -144,6 +144,13 @@ impl OneshotOutputTransform for Nop {
     fn transform_oneshot_output(self, _: (), _: io_uring::cqueue::Entry) {}
 }
 
+/// A no-op through the ring: completes after what was submitted before it.
+async fn ring_round_trip() {
+    UnsubmittedOneshot::new((), Nop, opcode::Nop::new().build())
+        .submit()
+        .await;
+}
+
 /// Arms a multishot accept on `listener`.
 fn arm(listener: RawFd) -> Multishot {
     let sqe = opcode::AcceptMulti::new(types::Fd(listener))
@@ -216,9 +223,7 @@ impl Listener for UringListener {
     /// their tasks, woken first, have run.
     async fn io_turn(&self) {
         tokio::task::yield_now().await;
-        let _ = UnsubmittedOneshot::new((), Nop, opcode::Nop::new().build())
-            .submit()
-            .await;
+        ring_round_trip().await;
     }
 
     /// Cancels the multishot accept, and arms none until `resume`.
@@ -272,7 +277,10 @@ mod tests {
             }
             drop(listener);
             drop(conn);
-            listener_gone_turns().await;
+            // A few turns of the ring, for the cancel to land.
+            for _ in 0..10 {
+                ring_round_trip().await;
+            }
             drop(first);
             clients
         });
@@ -292,15 +300,6 @@ mod tests {
                 Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {}
                 other => panic!("an accepted connection was left open: {other:?}"),
             }
-        }
-    }
-
-    /// A few turns of the ring, for the cancel to land.
-    async fn listener_gone_turns() {
-        for _ in 0..10 {
-            let _ = UnsubmittedOneshot::new((), Nop, opcode::Nop::new().build())
-                .submit()
-                .await;
         }
     }
 }

@@ -240,10 +240,10 @@ pub(crate) fn ask_remote(
         Err(refused) => return Some(refused),
     };
     let range = query.unwrap_or(TOTALS_ONLY);
-    if !ask(shard, op, vec![key], range, Then::StatsRead { key, query }) {
-        return Some(OpResult::Failed(ErrorCode::OVERLOADED, BUSY.into()));
+    match ask(shard, op, vec![key], range, Then::StatsRead { key, query }) {
+        Ok(()) => None,
+        Err(_) => Some(OpResult::Failed(ErrorCode::OVERLOADED, BUSY.into())),
     }
-    None
 }
 
 /// Statistics reads of a remote store one core keeps in flight at most;
@@ -259,11 +259,17 @@ pub const MAX_REMOTE_STATS_READS: usize = 64;
 const BUSY: &str = "too many statistics reads in flight on this core: retry";
 
 /// Registers `then` on `op` and asks the remote store for `keys`'
-/// statistics over `query`; `false` (nothing asked, `then` dropped) when
-/// [`MAX_REMOTE_STATS_READS`] are in flight.
-fn ask(shard: &mut Shard, op: OpId, keys: Vec<u64>, query: StatsQuery, then: Then) -> bool {
+/// statistics over `query`; when [`MAX_REMOTE_STATS_READS`] are in flight,
+/// asks nothing and gives `then` back.
+fn ask(
+    shard: &mut Shard,
+    op: OpId,
+    keys: Vec<u64>,
+    query: StatsQuery,
+    then: Then,
+) -> Result<(), Then> {
     if shard.stats.reads_out() >= MAX_REMOTE_STATS_READS {
-        return false;
+        return Err(then);
     }
     if let Some(entry) = shard.ops.get_mut(op as usize) {
         entry.then = Some(Box::new(then));
@@ -276,7 +282,7 @@ fn ask(shard: &mut Shard, op: OpId, keys: Vec<u64>, query: StatsQuery, then: The
         to_ms: query.to_ms,
         granularity: query.granularity,
     });
-    true
+    Ok(())
 }
 
 /// Answers `op` with `result`; with a remote store, a link or a page of
@@ -294,14 +300,13 @@ pub(crate) fn complete_views(shard: &mut Shard, op: OpId, result: OpResult) {
     if keys.is_empty() {
         return shard.complete(op, result);
     }
-    if shard.stats.reads_out() >= MAX_REMOTE_STATS_READS {
+    if let Err(then) = ask(shard, op, keys, TOTALS_ONLY, Then::Totals { result }) {
         // Answered now, the clicks unread (`clicksError`).
         if let Some(entry) = shard.ops.get_mut(op as usize) {
-            entry.then = Some(Box::new(Then::Totals { result }));
+            entry.then = Some(Box::new(then));
         }
-        return remote_stats(shard, op, Err(BUSY.into()));
+        remote_stats(shard, op, Err(BUSY.into()));
     }
-    ask(shard, op, keys, TOTALS_ONLY, Then::Totals { result });
 }
 
 /// The statistics key of a link view that has no totals yet.
