@@ -607,6 +607,13 @@ pub struct ServeArgs {
     /// shorty-glommio ignores it.
     #[arg(long, env = "SHORTY_URING_MULTISHOT_ACCEPT", default_value = "on", action = clap::ArgAction::Set, value_parser = parse_on_off)]
     pub uring_multishot_accept: bool,
+
+    /// shorty-glommio only: accept on each listener with one multishot
+    /// io_uring accept (Linux 5.19; vendored glommio patch 5) instead of an
+    /// `accept4` system call per connection: `on` or `off`. A kernel that
+    /// refuses it gets an `accept4` per connection. shorty-uring ignores it.
+    #[arg(long, env = "SHORTY_GLOMMIO_MULTISHOT_ACCEPT", default_value = "on", action = clap::ArgAction::Set, value_parser = parse_on_off)]
+    pub glommio_multishot_accept: bool,
 }
 
 /// `on`/`off` (and `true`/`false`) for switches such as `--ui`.

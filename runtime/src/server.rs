@@ -56,6 +56,9 @@ pub struct Worker {
     /// `--uring-multishot-accept`: shorty-uring accepts with one multishot
     /// accept per listener (other backends ignore it).
     pub multishot_accept: bool,
+    /// `--glommio-multishot-accept`: shorty-glommio accepts with one
+    /// multishot accept per listener (other backends ignore it).
+    pub glommio_multishot_accept: bool,
 }
 
 fn install_panic_hook() {
@@ -509,6 +512,7 @@ where
             defer_taskrun: args.uring_defer_taskrun,
             multishot_recv: args.uring_multishot_recv,
             multishot_accept: args.uring_multishot_accept,
+            glommio_multishot_accept: args.glommio_multishot_accept,
         };
         let core = (!cores.is_empty()).then(|| cores[index % cores.len()]);
         let (serve, trigger) = (serve.clone(), trigger.clone());

@@ -427,6 +427,17 @@ impl Reactor {
         source
     }
 
+    /// A multishot accept on `raw`, on the main ring (vendored patch 5).
+    pub(crate) fn accept_multishot(&self, raw: RawFd) -> Source {
+        let source = self.new_source(
+            raw,
+            SourceType::AcceptMulti(Default::default()),
+            None,
+        );
+        self.sys.accept_multishot(&source);
+        source
+    }
+
     pub(crate) fn poll_read_ready(&self, fd: RawFd) -> Source {
         let source = self.new_source(fd, SourceType::PollAdd, None);
         self.sys.poll_ready(&source, common_flags() | read_flags());

@@ -209,5 +209,8 @@ bitflags::bitflags! {
     #[derive(Debug, Clone, Copy)]
     pub struct CompletionFlags: u32 {
         const BUFFER_SHIFT    = 1 << 0;
+        /// `IORING_CQE_F_MORE`: a multishot operation stays armed and will
+        /// post more completions (vendored patch 5).
+        const MORE            = 1 << 1;
     }
 }

@@ -71,6 +71,10 @@ type Result<T> = crate::Result<T, ()>;
 /// [`shared_channel`]: ../channels/shared_channel/index.html
 pub struct TcpListener {
     reactor: Weak<Reactor>,
+    /// The armed multishot accept, if any (vendored patch 5). Declared
+    /// before `listener` so that, dropped, it is cancelled before the
+    /// listener's descriptor is closed.
+    multishot: std::cell::RefCell<Option<sys::Source>>,
     listener: net::TcpListener,
 }
 
@@ -85,6 +89,7 @@ impl FromRawFd for TcpListener {
 
         TcpListener {
             reactor: Rc::downgrade(&crate::executor().reactor()),
+            multishot: Default::default(),
             listener,
         }
     }
@@ -133,6 +138,7 @@ impl TcpListener {
 
         Ok(TcpListener {
             reactor: Rc::downgrade(&crate::executor().reactor()),
+            multishot: Default::default(),
             listener,
         })
     }
@@ -184,6 +190,79 @@ impl TcpListener {
                 Err(err) => return Err(GlommioError::IoError(err)),
             }
             self.readable().await?;
+        }
+    }
+
+    /// Takes the next connection of a multishot accept (io_uring
+    /// `IORING_ACCEPT_MULTISHOT`, Linux 5.19): one operation on the ring,
+    /// armed once, posts every connection the kernel accepts, with no
+    /// system call or submission per connection. Arms one when none is and
+    /// `arm` is true; returns `Ok(None)` when none is armed and `arm` is
+    /// false.
+    ///
+    /// The kernel accepts as long as the operation is armed, whether or not
+    /// they are taken: a caller that wants the backlog to hold connections
+    /// it cannot serve yet ends it with
+    /// [`cancel_multishot_accept`](Self::cancel_multishot_accept) and takes
+    /// what it accepted until then with `arm` false. Connections never
+    /// taken are closed when the operation ends after the listener is
+    /// dropped.
+    ///
+    /// The completion carries no peer address: the stream's `peer_addr`
+    /// asks the kernel (`getpeername`). A kernel without multishot accept
+    /// answers `EINVAL`.
+    pub async fn multishot_accept(&self, arm: bool) -> Result<Option<AcceptedTcpStream>> {
+        poll_fn(|cx| self.poll_multishot_accept(cx, arm)).await
+    }
+
+    fn poll_multishot_accept(
+        &self,
+        cx: &mut Context<'_>,
+        arm: bool,
+    ) -> Poll<Result<Option<AcceptedTcpStream>>> {
+        let mut slot = self.multishot.borrow_mut();
+        loop {
+            let source = match slot.as_ref() {
+                Some(source) => source,
+                None if arm => {
+                    let reactor = self.reactor.upgrade().unwrap();
+                    slot.insert(reactor.accept_multishot(self.listener.as_raw_fd()))
+                }
+                None => return Poll::Ready(Ok(None)),
+            };
+            if let Some(fd) = source.take_accepted() {
+                return Poll::Ready(Ok(Some(AcceptedTcpStream {
+                    fd: fd.into_raw_fd(),
+                    peer: None,
+                })));
+            }
+            match source.result() {
+                None => {
+                    source.add_waiter_single(cx.waker());
+                    return Poll::Pending;
+                }
+                // Ended, by the kernel or by our cancel (whose `ECANCELED`
+                // glommio reports as `ETIMEDOUT`): armed again if wanted.
+                Some(Ok(_)) => *slot = None,
+                Some(Err(e)) if e.raw_os_error() == Some(libc::ETIMEDOUT) => *slot = None,
+                Some(Err(e)) => {
+                    *slot = None;
+                    return Poll::Ready(Err(GlommioError::IoError(e)));
+                }
+            }
+        }
+    }
+
+    /// Ends the multishot accept, if one is armed: the kernel stops taking
+    /// connections for it, and those it took until then still come out of
+    /// [`multishot_accept`](Self::multishot_accept).
+    pub fn cancel_multishot_accept(&self) {
+        let mut slot = self.multishot.borrow_mut();
+        if let Some(source) = slot.as_ref() {
+            if !source.cancel_multishot() {
+                // Never submitted: it accepted nothing.
+                *slot = None;
+            }
         }
     }
 
@@ -337,9 +416,15 @@ impl AcceptedTcpStream {
         if let Some(peer) = self.peer {
             return Ok(peer);
         }
-        let socket = unsafe { Socket::from_raw_fd(self.fd) };
-        let sock_addr = socket.peer_addr()?;
-        socket.into_raw_fd();
+        // Borrowed, not owned: an owned `Socket` closed the descriptor when
+        // `getpeername` failed (`?` dropped it), which a peer that has
+        // already reset its connection makes happen (`ENOTCONN`); the stream
+        // then went on with a closed descriptor, and its drop closed it again
+        // (Rust's I/O-safety check aborts the process). Vendored patch 5.
+        // SAFETY: `self.fd` is this stream's open descriptor for as long as
+        // `self` lives, which outlives the borrow.
+        let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(self.fd) };
+        let sock_addr = socket2::SockRef::from(&fd).peer_addr()?;
         Ok(sock_addr.as_socket().unwrap())
     }
 

@@ -58,6 +58,10 @@ pub(crate) enum SourceType {
     Timeout(TimeSpec64, u32),
     Connect(nix::sys::socket::SockaddrStorage),
     Accept(SockAddrStorage),
+    /// A multishot accept's connections, in the order the kernel accepted
+    /// them, until taken (vendored patch 5). Dropped with the source (after
+    /// its last completion), which closes those never taken.
+    AcceptMulti(std::collections::VecDeque<std::os::fd::OwnedFd>),
     Rename(PathBuf, PathBuf),
     CreateDir(PathBuf),
     Remove(PathBuf),
@@ -300,6 +304,37 @@ impl Source {
 
     pub(crate) fn stats_collection(&self) -> Option<StatsCollection> {
         self.inner.borrow().stats_collection
+    }
+
+    /// The next connection a multishot accept took, if one is waiting.
+    pub(crate) fn take_accepted(&self) -> Option<std::os::fd::OwnedFd> {
+        match &mut self.inner.borrow_mut().source_type {
+            SourceType::AcceptMulti(ready) => ready.pop_front(),
+            _ => None,
+        }
+    }
+
+    /// Asks the kernel to end a multishot operation while this source stays
+    /// to receive what it completes until then (its last completion, without
+    /// `IORING_CQE_F_MORE`, sets its result). Returns false when the
+    /// operation was never submitted: then dropping the source is its end.
+    pub(crate) fn cancel_multishot(&self) -> bool {
+        let mut inner = self.inner.borrow_mut();
+        match inner.enqueued.as_mut() {
+            Some(EnqueuedSource {
+                id,
+                queue,
+                status: EnqueuedStatus::Dispatched,
+            }) => {
+                // A second cancel (this source's `Drop`) is harmless: it
+                // finds nothing and its completion carries no user data.
+                queue.borrow_mut().cancel_request(*id);
+                true
+            }
+            Some(_) => false,
+            // Its last completion is in: nothing left to cancel.
+            None => true,
+        }
     }
 
     pub(crate) async fn collect_rw(&self) -> io::Result<usize> {

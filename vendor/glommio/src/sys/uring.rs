@@ -69,6 +69,7 @@ enum UringOpDescriptor {
     Connect(*const SockaddrStorage),
     LinkTimeout(*const uring_sys::__kernel_timespec),
     Accept(*mut SockAddrStorage),
+    AcceptMulti,
     Fallocate(u64, u64, libc::c_int),
     Statx(*const u8, *mut Statx),
     Timeout(*const uring_sys::__kernel_timespec, u32),
@@ -329,6 +330,11 @@ fn fill_sqe<F>(
             UringOpDescriptor::Accept(addr) => {
                 sqe.prep_accept(op.fd, Some(&mut *addr), SockFlag::SOCK_CLOEXEC);
             }
+            UringOpDescriptor::AcceptMulti => {
+                // No address: one buffer would be shared by every completion.
+                sqe.prep_accept(op.fd, None, SockFlag::SOCK_CLOEXEC);
+                sqe.raw_mut().ioprio |= IORING_ACCEPT_MULTISHOT;
+            }
 
             UringOpDescriptor::Fallocate(offset, size, flags) => {
                 let flags = FallocateFlags::from_bits_truncate(flags);
@@ -532,12 +538,24 @@ fn extract_one_chain(
         .collect()
 }
 
+/// `IORING_ACCEPT_MULTISHOT`, in an accept's `ioprio` (Linux 5.19).
+const IORING_ACCEPT_MULTISHOT: u16 = 1 << 0;
+
+/// What one completion did.
+struct Completed {
+    /// A task was woken.
+    woke: bool,
+    /// The operation is over (not a multishot completion with more to come):
+    /// it leaves the kernel's count.
+    ended: bool,
+}
+
 fn process_one_event<F, R>(
     cqe: Option<iou::CQE>,
     try_process: F,
     post_process: R,
     source_map: Rc<RefCell<SourceMap>>,
-) -> Option<bool>
+) -> Option<Completed>
 where
     F: FnOnce(Ref<'_, InnerSource>) -> Option<()>,
     R: FnOnce(RefMut<'_, InnerSource>, io::Result<usize>) -> io::Result<usize>,
@@ -545,14 +563,26 @@ where
     if let Some(value) = cqe {
         // No user data is `POLL_REMOVE` or `CANCEL`, we won't process.
         if value.user_data() == 0 {
-            return Some(false);
+            return Some(Completed {
+                woke: false,
+                ended: true,
+            });
         }
 
-        let src = source_map
-            .borrow_mut()
-            .consume_source(from_user_data(value.user_data()));
+        let id = from_user_data(value.user_data());
+        let mut result = value.result();
+        if value.flags().contains(iou::cqe::CompletionFlags::MORE) {
+            // A multishot operation's completion (vendored patch 5): the
+            // operation stays armed, so does its source.
+            let woke = source_map.borrow_mut().peek_source_mut(id, |mut src| {
+                push_multishot(&mut src, &mut result);
+                src.wakers.wake_waiters()
+            });
+            return Some(Completed { woke, ended: false });
+        }
 
-        let result = value.result();
+        let src = source_map.borrow_mut().consume_source(id);
+        push_multishot(&mut src.borrow_mut(), &mut result);
 
         let mut woke = false;
         if try_process(src.borrow()).is_none() {
@@ -561,9 +591,25 @@ where
             inner_source.wakers.result = res;
             woke = inner_source.wakers.wake_waiters();
         }
-        return Some(woke);
+        return Some(Completed { woke, ended: true });
     }
     None
+}
+
+/// A multishot accept's connection goes to its source's queue; what stays
+/// in `result` is `Ok(0)` (the last completion's result, when it carried
+/// a connection, becomes "ended"). Other sources are left alone.
+fn push_multishot(src: &mut InnerSource, result: &mut io::Result<u32>) {
+    if let SourceType::AcceptMulti(ready) = &mut src.source_type {
+        if let Ok(fd) = *result {
+            // SAFETY: the kernel's accept made this descriptor and posted it
+            // in this completion only, read once, here.
+            ready.push_back(unsafe {
+                <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as RawFd)
+            });
+            *result = Ok(0);
+        }
+    }
 }
 
 type SourceMap = FreeList<Pin<Rc<RefCell<InnerSource>>>>;
@@ -848,8 +894,10 @@ impl UringCommon for PollRing {
             source_map,
         )
         .map(|x| {
-            self.in_kernel -= 1;
-            x
+            if x.ended {
+                self.in_kernel -= 1;
+            }
+            x.woke
         })
     }
 
@@ -1209,8 +1257,10 @@ impl UringCommon for SleepableRing {
             source_map,
         )
         .map(|x| {
-            self.in_kernel -= 1;
-            x
+            if x.ended {
+                self.in_kernel -= 1;
+            }
+            x.woke
         })
     }
 
@@ -1582,6 +1632,15 @@ impl Reactor {
             &mut *self.ring_for_source(source),
             source,
             op,
+            &mut self.source_map.borrow_mut(),
+        );
+    }
+
+    pub(crate) fn accept_multishot(&self, source: &Source) {
+        queue_request_into_ring(
+            &mut *self.ring_for_source(source),
+            source,
+            UringOpDescriptor::AcceptMulti,
             &mut self.source_map.borrow_mut(),
         );
     }
