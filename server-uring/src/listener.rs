@@ -26,6 +26,7 @@ pub(crate) fn serve(worker: Worker) -> io::Result<()> {
         defer_taskrun,
         multishot_recv,
         multishot_accept,
+        ..
     } = worker;
     let runtime = new_runtime(defer_taskrun)?;
     runtime.block_on(async move {
