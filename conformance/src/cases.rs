@@ -1871,6 +1871,73 @@ pub fn clients_beyond_the_limit_are_told_after_the_queue_timeout(bin: &Path) {
     assert_eq!(first.reply(), Reply::Pong(Bytes::from_static(b"still")));
 }
 
+/// SIGTERM: clients queued for a slot (beyond `--max-connections`) are told
+/// at once (503 OVERLOADED, "shutting down") and closed, while the drain
+/// goes on for the request in flight. Before, they waited for a slot the
+/// drain frees only at its end, or for the process's exit to reset them
+/// (review 17: glommio with `--threads 2` held a core's queued clients
+/// unanswered until the other core had drained, ~14 s). Two cores, so
+/// queued clients land on both.
+pub fn queued_clients_are_told_when_shutdown_begins(bin: &Path) {
+    let dir = tmp();
+    let mut server = Server::start(
+        bin,
+        dir.path(),
+        &[
+            "--threads",
+            "2",
+            "--max-connections",
+            "1",
+            "--queue-timeout",
+            "60s",
+            "--delay",
+            "3s",
+            "--shutdown-timeout",
+            "10s",
+        ],
+    );
+    let mut held = server.connect();
+    held.send(Request::Shorten(b"https://example.com/held-while-queued"));
+    // The held connection takes the one slot before the others connect
+    // (two cores accept independently: whichever core is first takes it).
+    std::thread::sleep(Duration::from_millis(200));
+    let mut queued: Vec<_> = (0..6)
+        .map(|_| {
+            let mut conn = server.connect();
+            conn.send(Request::Ping(b"queued"));
+            conn
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    server.terminate();
+    let asked = Instant::now();
+    for (i, conn) in queued.iter_mut().enumerate() {
+        match conn.read_frame_within(Duration::from_secs(2)) {
+            Read2::Frame(payload) => {
+                let reply = Reply::decode_payload(payload).unwrap();
+                let error = reply.as_error();
+                assert_eq!(error.map(|e| e.0), Some(ErrorCode::OVERLOADED), "{reply:?}");
+                assert!(format!("{reply:?}").contains("shutting down"), "{reply:?}");
+            }
+            other => panic!(
+                "queued client {i} was not told at shutdown ({other:?} after {:?}); stderr:\n{}",
+                asked.elapsed(),
+                server.log()
+            ),
+        }
+        assert!(conn.is_closed_within(Duration::from_secs(2)));
+    }
+    // Told well before the held request (3 s) ends the drain.
+    assert!(
+        asked.elapsed() < Duration::from_millis(2_500),
+        "queued clients were told after {:?}",
+        asked.elapsed()
+    );
+    assert!(matches!(held.reply(), Reply::Shortened(_)));
+    let status = server.wait(Duration::from_secs(20));
+    assert!(status.success(), "exit status {status}");
+}
+
 /// A TCP connection to `to` from the local address `source` (another
 /// 127.0.0.x: per-address limits see it as another peer).
 fn connect_from(source: &str, to: std::net::SocketAddr) -> socket2::Socket {

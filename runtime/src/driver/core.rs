@@ -68,6 +68,7 @@ where
         log_progress: Signal::default(),
         read_signal: Signal::default(),
         conn_closed: Signal::default(),
+        queued: Cell::new(0),
         shutting_down: Cell::new(false),
         slots: context.slots.clone(),
         queue_timeout: context.queue_timeout,
@@ -117,8 +118,11 @@ where
     core.shutting_down.set(true);
     core.wake_all();
     let deadline = Instant::now() + context.shutdown_timeout;
+    // Clients queued for a slot are told at once that the server is
+    // shutting down (`accept::wait_for_slot`); the drain waits for that
+    // answer too, or the runtime's end would drop it unsent.
     let drained = async {
-        while !core.conns.borrow().is_empty() {
+        while !core.conns.borrow().is_empty() || core.queued.get() > 0 {
             core.conn_closed.wait().await;
         }
         true

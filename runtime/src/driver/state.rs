@@ -74,8 +74,12 @@ pub struct Core<R> {
     pub log_progress: Signal,
     /// Wakes the read task (URL reads wait).
     pub read_signal: Signal,
-    /// A connection closed (for the shutdown sequence).
+    /// A connection closed, or a queued client was answered (for the
+    /// shutdown sequence).
     pub conn_closed: Signal,
+    /// Clients queued for a slot (beyond `--max-connections`), until they
+    /// get one or have been refused: the drain waits for them too.
+    pub queued: Cell<usize>,
     /// Shutdown has begun.
     pub shutting_down: Cell<bool>,
     /// The process-wide connection limit.
