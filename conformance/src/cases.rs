@@ -1938,6 +1938,36 @@ pub fn queued_clients_are_told_when_shutdown_begins(bin: &Path) {
     assert!(status.success(), "exit status {status}");
 }
 
+/// Clients cannot take the descriptors the log needs (review 18): under an
+/// open-file limit of 256, 400 idle HTTP connections took every descriptor
+/// and the next SHORTEN, which had to create the log's first segment,
+/// stopped the process ("the log cannot be written"). Now client sockets
+/// stay within the limit less a reserve (`slots::socket_budget`): those
+/// beyond it are closed at once, the SHORTEN is acknowledged, and the
+/// server serves new clients once the idle ones are gone.
+pub fn clients_cannot_take_the_descriptors_the_log_needs(bin: &Path) {
+    let dir = tmp();
+    let server = Server::start_with_nofile(bin, dir.path(), &[], 256);
+    let mut first = server.connect();
+    first.send(Request::Ping(b""));
+    assert_eq!(first.reply(), Reply::Pong(Bytes::new()));
+    let idle: Vec<_> = (0..400)
+        .filter_map(|_| std::net::TcpStream::connect(server.http_addr()).ok())
+        .collect();
+    // Until the server has taken (or closed) them.
+    std::thread::sleep(Duration::from_millis(500));
+    let long = "https://example.com/after-the-flood";
+    first.send(Request::Shorten(long.as_bytes()));
+    let Reply::Shortened(short) = first.reply() else {
+        panic!("SHORTEN not acknowledged; stderr:\n{}", server.log())
+    };
+    drop(idle);
+    std::thread::sleep(Duration::from_millis(500));
+    let short = std::str::from_utf8(&short).unwrap().to_owned();
+    let reply = server.connect().resolve(code_of(&short));
+    assert_eq!(reply.as_str(), Some(long), "{reply:?}");
+}
+
 /// A TCP connection to `to` from the local address `source` (another
 /// 127.0.0.x: per-address limits see it as another peer).
 fn connect_from(source: &str, to: std::net::SocketAddr) -> socket2::Socket {

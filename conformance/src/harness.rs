@@ -48,6 +48,18 @@ impl Server {
         Self::start_with(binary, Path::new("."), data_dir, args, env)
     }
 
+    /// As [`start`](Self::start), under an open-file limit of `nofile`
+    /// (soft and hard: the server cannot raise it), set by util-linux's
+    /// `prlimit`, which then runs the server in its own process.
+    pub fn start_with_nofile(binary: &Path, data_dir: &Path, args: &[&str], nofile: u64) -> Server {
+        let mut command = Command::new("prlimit");
+        command
+            .arg(format!("--nofile={nofile}:{nofile}"))
+            .arg("--")
+            .arg(binary);
+        Self::spawn(command, binary, Path::new("."), data_dir, args, &[])
+    }
+
     fn start_with(
         binary: &Path,
         cwd: &Path,
@@ -55,7 +67,18 @@ impl Server {
         args: &[&str],
         env: &[(&str, &str)],
     ) -> Server {
-        let mut child = Command::new(binary)
+        Self::spawn(Command::new(binary), binary, cwd, data_dir, args, env)
+    }
+
+    fn spawn(
+        mut command: Command,
+        binary: &Path,
+        cwd: &Path,
+        data_dir: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Server {
+        let mut child = command
             .current_dir(cwd)
             // Each listener on loopback unless the case places it.
             .args(

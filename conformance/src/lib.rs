@@ -82,6 +82,7 @@ macro_rules! suite {
             a_peer_that_never_reads_is_closed_and_others_are_served,
             clients_beyond_the_limit_are_told_after_the_queue_timeout,
             queued_clients_are_told_when_shutdown_begins,
+            clients_cannot_take_the_descriptors_the_log_needs,
             one_address_cannot_take_every_slot,
             a_reset_connection_in_a_burst_gives_its_address_count_back,
             a_core_that_stops_accepting_leaves_clients_in_the_backlog,

@@ -234,15 +234,28 @@ fn start<F>(backend: &'static str, args: ServeArgs, serve: F) -> Result<ExitCode
 where
     F: Fn(Worker) -> io::Result<()> + Send + Sync + 'static,
 {
-    match rlimit::increase_nofile_limit(u64::MAX) {
-        Ok(limit) if limit < u64::from(args.max_connections) + 64 => tracing::warn!(
-            limit,
-            max_connections = args.max_connections,
-            "the open-file limit is below --max-connections; raise it (LimitNOFILE= in a systemd unit)"
-        ),
-        Ok(_) => {}
-        Err(err) => tracing::warn!("could not raise the open-file limit: {err}"),
-    }
+    // Client sockets are kept within what the open-file limit leaves beside
+    // the process's own files (`slots::socket_budget`).
+    let budget = match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => {
+            let budget = crate::slots::socket_budget(limit);
+            if budget < args.max_connections as usize {
+                tracing::warn!(
+                    limit,
+                    max_connections = args.max_connections,
+                    sockets = budget,
+                    "the open-file limit leaves room for fewer client sockets than \
+                     --max-connections; clients beyond it are closed at once. Raise it \
+                     (LimitNOFILE= in a systemd unit)"
+                );
+            }
+            budget
+        }
+        Err(err) => {
+            tracing::warn!("could not raise the open-file limit: {err}");
+            usize::MAX
+        }
+    };
     let threads = args.threads();
     // Refuse an address another process serves before the (possibly long)
     // recovery; the listeners themselves are bound after it.
@@ -460,10 +473,13 @@ where
     let (trigger, shutdown) = shutdown_channel();
     install_signal_handlers(trigger.clone())
         .map_err(|e| format!("cannot install signal handlers: {e}"))?;
-    let slots = Arc::new(ConnectionSlots::with_per_ip(
-        args.max_connections as usize,
-        args.max_connections_per_ip as usize,
-    ));
+    let slots = Arc::new(
+        ConnectionSlots::with_per_ip(
+            args.max_connections as usize,
+            args.max_connections_per_ip as usize,
+        )
+        .with_socket_budget(budget),
+    );
     let cores = core_affinity::get_core_ids().unwrap_or_default();
     let serve = Arc::new(serve);
     let (started_tx, started_rx) = mpsc::channel();

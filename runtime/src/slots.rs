@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -24,6 +25,23 @@ pub struct ConnectionSlots {
     /// Most connections one address may hold (0: no limit).
     per_ip: usize,
     by_ip: ByAddress,
+    /// Client sockets open (served, queued or being refused), and the most
+    /// there may be: what the open-file limit leaves beside the process's
+    /// own files (see [`socket_budget`]).
+    sockets: Arc<AtomicUsize>,
+    socket_budget: usize,
+}
+
+/// Client sockets a process whose open-file limit is `limit` may hold: the
+/// limit less a reserve for its own files (log segments, hint files, the
+/// statistics store, Redis connections), an eighth of the limit, at least
+/// 32 and at most 512. A client beyond it is closed as soon as it is
+/// accepted. Without the reserve, clients could take every descriptor and
+/// the next log segment could not be created, which stops the process
+/// (review 18: 400 idle connections under `ulimit -n 256`).
+pub fn socket_budget(limit: u64) -> usize {
+    let reserve = (limit / 8).clamp(32, 512);
+    usize::try_from(limit.saturating_sub(reserve)).unwrap_or(usize::MAX)
 }
 
 /// What one address's connections are counted under: an IPv4 address
@@ -54,7 +72,32 @@ impl ConnectionSlots {
             permits: Arc::new(Semaphore::new(max)),
             per_ip,
             by_ip: ByAddress::default(),
+            sockets: Arc::default(),
+            socket_budget: usize::MAX,
         }
+    }
+
+    /// At most `budget` client sockets open at once ([`socket_budget`]).
+    pub fn with_socket_budget(mut self, budget: usize) -> Self {
+        self.socket_budget = budget;
+        self
+    }
+
+    /// Counts one more client socket, or `None` when the budget is spent
+    /// (then the socket is to be closed at once). The count drops with the
+    /// guard.
+    pub fn open_socket(&self) -> Option<SocketGuard> {
+        let open = self.sockets.fetch_add(1, Ordering::Relaxed);
+        if open >= self.socket_budget {
+            self.sockets.fetch_sub(1, Ordering::Relaxed);
+            return None;
+        }
+        Some(SocketGuard(self.sockets.clone()))
+    }
+
+    /// Client sockets open now.
+    pub fn sockets(&self) -> usize {
+        self.sockets.load(Ordering::Relaxed)
     }
 
     /// Counts one more connection from `ip`, or `None` when that address
@@ -128,6 +171,16 @@ impl ConnectionSlot {
     }
 }
 
+/// One client socket counted against the budget; dropping it uncounts it.
+#[derive(Debug)]
+pub struct SocketGuard(Arc<AtomicUsize>);
+
+impl Drop for SocketGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// One connection counted against its address; dropping it uncounts it.
 #[derive(Debug)]
 pub struct AddressGuard {
@@ -152,6 +205,22 @@ impl Drop for AddressGuard {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_socket_budget_keeps_a_reserve_and_counts_guards() {
+        assert_eq!(socket_budget(256), 224);
+        assert_eq!(socket_budget(20_000), 19_488);
+        assert_eq!(socket_budget(16), 0);
+        let slots = ConnectionSlots::new(10).with_socket_budget(2);
+        let a = slots.open_socket().unwrap();
+        let b = slots.open_socket().unwrap();
+        assert!(slots.open_socket().is_none());
+        assert_eq!(slots.sockets(), 2);
+        drop(a);
+        let c = slots.open_socket().unwrap();
+        drop((b, c));
+        assert_eq!(slots.sockets(), 0);
+    }
 
     #[test]
     fn slots_stop_at_the_limit_and_a_release_wakes_a_waiter_on_another_thread() {

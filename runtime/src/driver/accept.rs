@@ -52,10 +52,20 @@ pub async fn run<R: Runtime, L: Listener>(core: Rc<Core<R>>, listener: L, kind: 
             }
         };
         if kind == Kind::Http(Front::Admin) {
+            // Not counted against the socket budget: operators can always
+            // reach `/metrics` (its connections come out of the reserve).
             core.rt
                 .spawn(crate::driver::conn::serve(core.clone(), conn, kind, None));
             continue;
         }
+        // Within the open-file limit's budget for client sockets, or closed
+        // at once: the process's own files (the next log segment) keep
+        // their descriptors.
+        let Some(socket) = open_socket(&core, conn) else {
+            continue;
+        };
+        let conn = socket.conn;
+        let socket = socket.guard;
         // One address may hold only its share (`--max-connections-per-ip`):
         // refused at once, never queued, so it cannot fill the queue either.
         let mut address = core.slots.admit(conn.peer_ip());
@@ -68,17 +78,23 @@ pub async fn run<R: Runtime, L: Listener>(core: Rc<Core<R>>, listener: L, kind: 
         }
         let Some(address) = address else {
             let c = core.clone();
-            core.rt
-                .spawn(async move { refuse(&c, conn, kind, PER_IP_REFUSAL).await });
+            core.rt.spawn(async move {
+                refuse(&c, conn, kind, PER_IP_REFUSAL).await;
+                drop(socket);
+            });
             continue;
         };
         if let Some(slot) = core.slots.try_acquire() {
-            core.rt.spawn(crate::driver::conn::serve(
+            let serve = crate::driver::conn::serve(
                 core.clone(),
                 conn,
                 kind,
                 Some(slot.with_address(address)),
-            ));
+            );
+            core.rt.spawn(async move {
+                serve.await;
+                drop(socket);
+            });
             continue;
         }
         // At the limit: from now on one connection per accept, none taken
@@ -89,6 +105,7 @@ pub async fn run<R: Runtime, L: Listener>(core: Rc<Core<R>>, listener: L, kind: 
         core.rt.spawn(async move {
             wait_for_slot(c, conn, kind, address).await;
             q.set(q.get() - 1);
+            drop(socket);
         });
         if queued.get() >= MAX_QUEUED {
             // Stop accepting until a slot frees: further clients queue in
@@ -97,9 +114,14 @@ pub async fn run<R: Runtime, L: Listener>(core: Rc<Core<R>>, listener: L, kind: 
             // the queue: told at once, not held in silence.
             let refuse_ahead = async {
                 while let Some(conn) = listener.accepted_ahead().await {
+                    let Some(socket) = open_socket(&core, conn) else {
+                        continue;
+                    };
                     let c = core.clone();
-                    core.rt
-                        .spawn(async move { refuse(&c, conn, kind, LIMIT_REFUSAL).await });
+                    core.rt.spawn(async move {
+                        refuse(&c, socket.conn, kind, LIMIT_REFUSAL).await;
+                        drop(socket.guard);
+                    });
                 }
                 std::future::pending::<()>().await;
             };
@@ -162,6 +184,37 @@ async fn wait_for_slot<R: Runtime, C: Socket>(
         Waited::TimedOut => refuse(&core, conn, kind, LIMIT_REFUSAL).await,
         Waited::ShuttingDown => refuse(&core, conn, kind, SHUTDOWN_REFUSAL).await,
     }
+}
+
+/// An accepted client socket and its count against the socket budget.
+struct Counted<C> {
+    conn: C,
+    guard: crate::slots::SocketGuard,
+}
+
+/// Counts `conn` against the socket budget (`slots::socket_budget`), or
+/// closes it at once when the budget is spent: no answer (writing one would
+/// hold the descriptor longer), and a warning at most once a second.
+fn open_socket<R: Runtime, C: Socket>(core: &Core<R>, conn: C) -> Option<Counted<C>> {
+    if let Some(guard) = core.slots.open_socket() {
+        return Some(Counted { conn, guard });
+    }
+    drop(conn);
+    let now = std::time::Instant::now();
+    if core
+        .budget_warned
+        .get()
+        .is_none_or(|at| now.duration_since(at) >= Duration::from_secs(1))
+    {
+        core.budget_warned.set(Some(now));
+        tracing::warn!(
+            core = core.index,
+            sockets = core.slots.sockets(),
+            "out of client sockets (the open-file limit, less a reserve for the log): \
+             closing new connections at once"
+        );
+    }
+    None
 }
 
 /// What a client beyond `--max-connections` is told.

@@ -69,6 +69,7 @@ where
         read_signal: Signal::default(),
         conn_closed: Signal::default(),
         queued: Cell::new(0),
+        budget_warned: Cell::new(None),
         shutting_down: Cell::new(false),
         slots: context.slots.clone(),
         queue_timeout: context.queue_timeout,

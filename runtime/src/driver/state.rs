@@ -80,6 +80,8 @@ pub struct Core<R> {
     /// Clients queued for a slot (beyond `--max-connections`), until they
     /// get one or have been refused: the drain waits for them too.
     pub queued: Cell<usize>,
+    /// When this core last warned that the socket budget was spent.
+    pub budget_warned: Cell<Option<std::time::Instant>>,
     /// Shutdown has begun.
     pub shutting_down: Cell<bool>,
     /// The process-wide connection limit.
