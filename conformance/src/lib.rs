@@ -85,7 +85,7 @@ macro_rules! suite {
             clients_cannot_take_the_descriptors_the_log_needs,
             one_address_cannot_take_every_slot,
             a_reset_connection_in_a_burst_gives_its_address_count_back,
-            a_core_that_stops_accepting_leaves_clients_in_the_backlog,
+            a_burst_taken_ahead_is_served_or_told_never_held_in_silence,
             a_core_accepts_more_connections_than_a_counter_holds,
             // The public front (issue 24).
             http_redirects_forward_the_visitors_query,

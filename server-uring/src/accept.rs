@@ -18,9 +18,11 @@
 //! (`Listener::resume`): when the accept loop stops calling it (its queue
 //! full) later clients wait in the kernel's backlog. What the operation
 //! accepted before its cancel landed comes out first; when the queue is
-//! full, the accept loop refuses those at once (`Listener::accepted_ahead`:
-//! review 17 saw a burst of 2,000 clients held as 2,021 descriptors, 976
-//! of them beyond the queue and unanswered).
+//! full, the accept loop still takes those (`Listener::accepted_ahead`) and
+//! queues them beyond the bound (review 17 saw a burst of 2,000 clients
+//! held as 2,021 descriptors, 976 of them never handed out, so never
+//! answered; review 18, bursts refused at once that an accept per
+//! connection served).
 //!
 //! A completion without `IORING_CQE_F_MORE` ends the operation: an error
 //! (returned to the accept loop, which backs off; the next accept arms a new

@@ -9,7 +9,8 @@
 //! accepting and later clients wait in the kernel's backlog. A listener that
 //! takes connections ahead (shorty-uring's multishot accept) stops doing so
 //! while any client is queued ([`Listener::pause`]); what it took ahead
-//! beyond a full queue is answered 503 at once. The admin
+//! queues too, beyond the bound (at most what the kernel's backlog held),
+//! and is served or told 503 within `--queue-timeout`. The admin
 //! listener is not counted: operators can always reach `/metrics`.
 
 use std::rc::Rc;
@@ -43,12 +44,38 @@ pub async fn run<R: Runtime, L: Listener>(core: Rc<Core<R>>, listener: L, kind: 
         if queued.get() == 0 {
             listener.resume();
         }
-        let conn = match listener.accept().await {
-            Ok(conn) => conn,
-            Err(err) => {
-                tracing::warn!("accept failed: {err}");
-                core.rt.sleep(ACCEPT_BACKOFF).await;
-                continue;
+        let conn = if queued.get() >= MAX_QUEUED {
+            // The queue is full: accept nothing until a slot frees, so
+            // further clients wait in the kernel's backlog. Connections the
+            // listener took before it paused (a burst a multishot accept
+            // took in one go) are already accepted: they queue too, beyond
+            // the bound (at most what the backlog held), and are served or
+            // told 503 within `--queue-timeout` like the rest. Refusing
+            // them at once turned away clients an accept per connection
+            // would have served within seconds (review 18); leaving them
+            // in the listener held them in silence (review 17).
+            let ahead = async {
+                match listener.accepted_ahead().await {
+                    Some(conn) => Some(conn),
+                    None => std::future::pending().await,
+                }
+            };
+            let freed = async {
+                drop(core.slots.acquire().await);
+                None
+            };
+            match future::or(freed, ahead).await {
+                Some(conn) => conn,
+                None => continue,
+            }
+        } else {
+            match listener.accept().await {
+                Ok(conn) => conn,
+                Err(err) => {
+                    tracing::warn!("accept failed: {err}");
+                    core.rt.sleep(ACCEPT_BACKOFF).await;
+                    continue;
+                }
             }
         };
         if kind == Kind::Http(Front::Admin) {
@@ -107,32 +134,6 @@ pub async fn run<R: Runtime, L: Listener>(core: Rc<Core<R>>, listener: L, kind: 
             q.set(q.get() - 1);
             drop(socket);
         });
-        if queued.get() >= MAX_QUEUED {
-            // Stop accepting until a slot frees: further clients queue in
-            // the kernel's backlog. Those the listener took ahead before it
-            // paused (a burst a multishot accept took in one go) are beyond
-            // the queue: told at once, not held in silence.
-            let refuse_ahead = async {
-                while let Some(conn) = listener.accepted_ahead().await {
-                    let Some(socket) = open_socket(&core, conn) else {
-                        continue;
-                    };
-                    let c = core.clone();
-                    core.rt.spawn(async move {
-                        refuse(&c, socket.conn, kind, LIMIT_REFUSAL).await;
-                        drop(socket.guard);
-                    });
-                }
-                std::future::pending::<()>().await;
-            };
-            future::or(
-                async {
-                    drop(core.slots.acquire().await);
-                },
-                refuse_ahead,
-            )
-            .await;
-        }
     }
 }
 

@@ -83,8 +83,9 @@ pub trait Listener: 'static {
     fn resume(&self) {}
     /// A connection taken ahead before [`pause`](Self::pause) landed, if
     /// any is left; `None` once there is none (then none comes until the
-    /// next `accept`). The accept loop refuses these when its queue is
-    /// full: they are beyond it. By default `None`.
+    /// next `accept`). The accept loop takes these while its queue is full
+    /// (it accepts nothing then) and queues them beyond the bound: they
+    /// were accepted already. By default `None`.
     fn accepted_ahead(&self) -> impl Future<Output = Option<Self::Socket>> {
         std::future::ready(None)
     }
