@@ -33,7 +33,7 @@ impl Server {
     /// As [`start`](Self::start), with `cwd` as the working directory (so a
     /// relative `data_dir` is taken relative to it).
     pub fn start_in(binary: &Path, cwd: &Path, data_dir: &Path, args: &[&str]) -> Server {
-        Self::start_with(binary, cwd, data_dir, args, &[])
+        Self::spawn(Command::new(binary), binary, cwd, data_dir, args, &[])
     }
 
     /// As [`start`](Self::start), with `env` set for the server process
@@ -45,7 +45,14 @@ impl Server {
         args: &[&str],
         env: &[(&str, &str)],
     ) -> Server {
-        Self::start_with(binary, Path::new("."), data_dir, args, env)
+        Self::spawn(
+            Command::new(binary),
+            binary,
+            Path::new("."),
+            data_dir,
+            args,
+            env,
+        )
     }
 
     /// As [`start`](Self::start), under an open-file limit of `nofile`
@@ -58,16 +65,6 @@ impl Server {
             .arg("--")
             .arg(binary);
         Self::spawn(command, binary, Path::new("."), data_dir, args, &[])
-    }
-
-    fn start_with(
-        binary: &Path,
-        cwd: &Path,
-        data_dir: &Path,
-        args: &[&str],
-        env: &[(&str, &str)],
-    ) -> Server {
-        Self::spawn(Command::new(binary), binary, cwd, data_dir, args, env)
     }
 
     fn spawn(

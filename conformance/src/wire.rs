@@ -163,3 +163,25 @@ pub fn resolve_flood(code: &str, copies: usize) -> Vec<u8> {
         .expect("a code fits a frame");
     request.repeat(copies)
 }
+
+/// Asserts that the server closed (or reset) each of `clients` within 5 s,
+/// rather than leaving it open and unanswered.
+pub fn assert_closed_by_peer(clients: Vec<TcpStream>) {
+    for mut client in clients {
+        client
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let mut byte = [0; 1];
+        let read = loop {
+            match client.read(&mut byte) {
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                other => break other,
+            }
+        };
+        match read {
+            Ok(0) => {}
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => {}
+            other => panic!("an accepted connection was left open: {other:?}"),
+        }
+    }
+}
