@@ -30,17 +30,27 @@ pub struct ConnectionSlots {
     /// own files (see [`socket_budget`]).
     sockets: Arc<AtomicUsize>,
     socket_budget: usize,
+    /// Admin listener connections open (at most [`ADMIN_SOCKETS`], out of
+    /// the reserve).
+    admin_sockets: Arc<AtomicUsize>,
 }
+
+/// Admin listener connections open at once, all cores together: they are
+/// not client sockets (operators reach `/metrics` while clients have spent
+/// the budget), so they come out of the reserve, and are bounded so they
+/// cannot spend it (review 18b: 256 idle admin connections under
+/// `ulimit -n 256` stopped the process as client sockets used to).
+pub const ADMIN_SOCKETS: usize = 16;
 
 /// Client sockets a process whose open-file limit is `limit` may hold: the
 /// limit less a reserve for its own files (log segments, hint files, the
-/// statistics store, Redis connections), an eighth of the limit, at least
-/// 32 and at most 512. A client beyond it is closed as soon as it is
+/// statistics store, Redis connections, [`ADMIN_SOCKETS`]), an eighth of
+/// the limit, at least 64 and at most 512. A client beyond it is closed as soon as it is
 /// accepted. Without the reserve, clients could take every descriptor and
 /// the next log segment could not be created, which stops the process
 /// (review 18: 400 idle connections under `ulimit -n 256`).
 pub fn socket_budget(limit: u64) -> usize {
-    let reserve = (limit / 8).clamp(32, 512);
+    let reserve = (limit / 8).clamp(64, 512);
     usize::try_from(limit.saturating_sub(reserve)).unwrap_or(usize::MAX)
 }
 
@@ -74,6 +84,7 @@ impl ConnectionSlots {
             by_ip: ByAddress::default(),
             sockets: Arc::default(),
             socket_budget: usize::MAX,
+            admin_sockets: Arc::default(),
         }
     }
 
@@ -93,6 +104,22 @@ impl ConnectionSlots {
             return None;
         }
         Some(SocketGuard(self.sockets.clone()))
+    }
+
+    /// Counts one more admin connection, or `None` when
+    /// [`ADMIN_SOCKETS`] are open (then it is to be closed at once).
+    pub fn open_admin_socket(&self) -> Option<SocketGuard> {
+        let open = self.admin_sockets.fetch_add(1, Ordering::Relaxed);
+        if open >= ADMIN_SOCKETS {
+            self.admin_sockets.fetch_sub(1, Ordering::Relaxed);
+            return None;
+        }
+        Some(SocketGuard(self.admin_sockets.clone()))
+    }
+
+    /// Whether another client socket fits the budget now.
+    pub fn has_socket_room(&self) -> bool {
+        self.sockets() < self.socket_budget
     }
 
     /// Client sockets open now.
@@ -208,9 +235,16 @@ mod tests {
 
     #[test]
     fn the_socket_budget_keeps_a_reserve_and_counts_guards() {
-        assert_eq!(socket_budget(256), 224);
+        assert_eq!(socket_budget(256), 192);
         assert_eq!(socket_budget(20_000), 19_488);
         assert_eq!(socket_budget(16), 0);
+        let slots = ConnectionSlots::new(1);
+        let held: Vec<_> = (0..ADMIN_SOCKETS)
+            .map(|_| slots.open_admin_socket().unwrap())
+            .collect();
+        assert!(slots.open_admin_socket().is_none());
+        drop(held);
+        assert!(slots.open_admin_socket().is_some());
         let slots = ConnectionSlots::new(10).with_socket_budget(2);
         let a = slots.open_socket().unwrap();
         let b = slots.open_socket().unwrap();

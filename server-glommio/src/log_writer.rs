@@ -33,8 +33,38 @@ use shorty_service::log::WriteBatch;
 /// this size, one after another.
 const CHUNK_SIZE: usize = 128 * 1024;
 
+/// A glommio error as an `io::Error` that keeps the OS error inside it as
+/// its source: glommio's own conversion keeps only the kind and the text
+/// of a file operation's error, and the log needs the error number to tell
+/// running out of descriptors (retried) from a failure (fatal).
 fn err(e: glommio::GlommioError<()>) -> io::Error {
-    io::Error::from(e)
+    let text = e.to_string();
+    match e {
+        glommio::GlommioError::EnhancedIoError { source, .. } => {
+            io::Error::new(source.kind(), Described { text, source })
+        }
+        other => io::Error::from(other),
+    }
+}
+
+/// glommio's description of a failed file operation (the operation and
+/// path), with the OS error it came from.
+#[derive(Debug)]
+struct Described {
+    text: String,
+    source: io::Error,
+}
+
+impl std::fmt::Display for Described {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl std::error::Error for Described {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
+    }
 }
 
 /// The segment being written.
@@ -100,7 +130,7 @@ impl SegmentWriter for Segment {
                 .await
                 .map_err(|e| WriteFailure {
                     step: Step::Create,
-                    error: io::Error::new(io::Error::from(e).kind(), format!("{}", path.display())),
+                    error: err(e),
                 })?;
             let blocks = DirectAppender::new(file.alignment());
             let open = Open { file, blocks };

@@ -41,7 +41,7 @@ const REFUSAL_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 pub async fn run<R: Runtime, L: Listener>(core: Rc<Core<R>>, listener: L, kind: Kind) {
     let queued = Rc::new(std::cell::Cell::new(0usize));
     loop {
-        if queued.get() == 0 {
+        if queued.get() == 0 && core.slots.has_socket_room() {
             listener.resume();
         }
         let conn = if queued.get() >= MAX_QUEUED {
@@ -72,23 +72,39 @@ pub async fn run<R: Runtime, L: Listener>(core: Rc<Core<R>>, listener: L, kind: 
             match listener.accept().await {
                 Ok(conn) => conn,
                 Err(err) => {
-                    tracing::warn!("accept failed: {err}");
+                    // At most once a second: out of descriptors, this
+                    // repeats every `ACCEPT_BACKOFF` (review 18b: 420 lines
+                    // in 5 s).
+                    if once_a_second(&core.accept_warned) {
+                        tracing::warn!(core = core.index, "accept failed: {err}");
+                    }
                     core.rt.sleep(ACCEPT_BACKOFF).await;
                     continue;
                 }
             }
         };
         if kind == Kind::Http(Front::Admin) {
-            // Not counted against the socket budget: operators can always
-            // reach `/metrics` (its connections come out of the reserve).
-            core.rt
-                .spawn(crate::driver::conn::serve(core.clone(), conn, kind, None));
+            // Not counted against the socket budget, so operators reach
+            // `/metrics` while clients have spent it: at most
+            // `slots::ADMIN_SOCKETS`, out of the reserve.
+            let Some(admin) = core.slots.open_admin_socket() else {
+                drop(conn);
+                continue;
+            };
+            let serve = crate::driver::conn::serve(core.clone(), conn, kind, None);
+            core.rt.spawn(async move {
+                serve.await;
+                drop(admin);
+            });
             continue;
         }
         // Within the open-file limit's budget for client sockets, or closed
         // at once: the process's own files (the next log segment) keep
         // their descriptors.
         let Some(socket) = open_socket(&core, conn) else {
+            // Take nothing ahead (a multishot accept) while the budget is
+            // spent: resumed once there is room again.
+            listener.pause();
             continue;
         };
         let conn = socket.conn;
@@ -201,13 +217,7 @@ fn open_socket<R: Runtime, C: Socket>(core: &Core<R>, conn: C) -> Option<Counted
         return Some(Counted { conn, guard });
     }
     drop(conn);
-    let now = std::time::Instant::now();
-    if core
-        .budget_warned
-        .get()
-        .is_none_or(|at| now.duration_since(at) >= Duration::from_secs(1))
-    {
-        core.budget_warned.set(Some(now));
+    if once_a_second(&core.budget_warned) {
         tracing::warn!(
             core = core.index,
             sockets = core.slots.sockets(),
@@ -216,6 +226,20 @@ fn open_socket<R: Runtime, C: Socket>(core: &Core<R>, conn: C) -> Option<Counted
         );
     }
     None
+}
+
+/// Whether a warning last given at `last` may be given again (at most once
+/// a second), noting now if so.
+fn once_a_second(last: &std::cell::Cell<Option<std::time::Instant>>) -> bool {
+    let now = std::time::Instant::now();
+    if last
+        .get()
+        .is_some_and(|at| now.duration_since(at) < Duration::from_secs(1))
+    {
+        return false;
+    }
+    last.set(Some(now));
+    true
 }
 
 /// What a client beyond `--max-connections` is told.

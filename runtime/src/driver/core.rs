@@ -70,6 +70,7 @@ where
         conn_closed: Signal::default(),
         queued: Cell::new(0),
         budget_warned: Cell::new(None),
+        accept_warned: Cell::new(None),
         shutting_down: Cell::new(false),
         slots: context.slots.clone(),
         queue_timeout: context.queue_timeout,

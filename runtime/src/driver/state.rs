@@ -82,6 +82,8 @@ pub struct Core<R> {
     pub queued: Cell<usize>,
     /// When this core last warned that the socket budget was spent.
     pub budget_warned: Cell<Option<std::time::Instant>>,
+    /// When this core last warned that an accept failed.
+    pub accept_warned: Cell<Option<std::time::Instant>>,
     /// Shutdown has begun.
     pub shutting_down: Cell<bool>,
     /// The process-wide connection limit.
