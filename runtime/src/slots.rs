@@ -45,10 +45,10 @@ pub const ADMIN_SOCKETS: usize = 16;
 /// Client sockets a process whose open-file limit is `limit` may hold: the
 /// limit less a reserve for its own files (log segments, hint files, the
 /// statistics store, Redis connections, [`ADMIN_SOCKETS`]), an eighth of
-/// the limit, at least 64 and at most 512. A client beyond it is closed as soon as it is
-/// accepted. Without the reserve, clients could take every descriptor and
-/// the next log segment could not be created, which stops the process
-/// (review 18: 400 idle connections under `ulimit -n 256`).
+/// the limit, at least 64 and at most 512. A client beyond it is closed as
+/// soon as it is accepted. Without the reserve, clients could take every
+/// descriptor and the next log segment could not be created, which stopped
+/// the process (review 18: 400 idle connections under `ulimit -n 256`).
 pub fn socket_budget(limit: u64) -> usize {
     let reserve = (limit / 8).clamp(64, 512);
     usize::try_from(limit.saturating_sub(reserve)).unwrap_or(usize::MAX)
@@ -98,23 +98,13 @@ impl ConnectionSlots {
     /// (then the socket is to be closed at once). The count drops with the
     /// guard.
     pub fn open_socket(&self) -> Option<SocketGuard> {
-        let open = self.sockets.fetch_add(1, Ordering::Relaxed);
-        if open >= self.socket_budget {
-            self.sockets.fetch_sub(1, Ordering::Relaxed);
-            return None;
-        }
-        Some(SocketGuard(self.sockets.clone()))
+        SocketGuard::below(&self.sockets, self.socket_budget)
     }
 
     /// Counts one more admin connection, or `None` when
     /// [`ADMIN_SOCKETS`] are open (then it is to be closed at once).
     pub fn open_admin_socket(&self) -> Option<SocketGuard> {
-        let open = self.admin_sockets.fetch_add(1, Ordering::Relaxed);
-        if open >= ADMIN_SOCKETS {
-            self.admin_sockets.fetch_sub(1, Ordering::Relaxed);
-            return None;
-        }
-        Some(SocketGuard(self.admin_sockets.clone()))
+        SocketGuard::below(&self.admin_sockets, ADMIN_SOCKETS)
     }
 
     /// Whether another client socket fits the budget now.
@@ -198,9 +188,20 @@ impl ConnectionSlot {
     }
 }
 
-/// One client socket counted against the budget; dropping it uncounts it.
+/// One socket counted against a bound; dropping it uncounts it.
 #[derive(Debug)]
 pub struct SocketGuard(Arc<AtomicUsize>);
+
+impl SocketGuard {
+    /// Counts one more in `open`, or `None` when `max` are counted.
+    fn below(open: &Arc<AtomicUsize>, max: usize) -> Option<Self> {
+        if open.fetch_add(1, Ordering::Relaxed) >= max {
+            open.fetch_sub(1, Ordering::Relaxed);
+            return None;
+        }
+        Some(Self(open.clone()))
+    }
+}
 
 impl Drop for SocketGuard {
     fn drop(&mut self) {

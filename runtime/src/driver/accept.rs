@@ -10,8 +10,11 @@
 //! takes connections ahead (shorty-uring's multishot accept) stops doing so
 //! while any client is queued ([`Listener::pause`]); what it took ahead
 //! queues too, beyond the bound (at most what the kernel's backlog held),
-//! and is served or told 503 within `--queue-timeout`. The admin
-//! listener is not counted: operators can always reach `/metrics`.
+//! and is served or told 503 within `--queue-timeout`. Every client socket
+//! counts against the open-file limit's budget (`slots::socket_budget`);
+//! beyond it one is closed at once. The admin listener is not counted
+//! (operators can always reach `/metrics`) but takes at most
+//! `slots::ADMIN_SOCKETS` connections.
 
 use std::rc::Rc;
 use std::time::Duration;
@@ -101,14 +104,12 @@ pub async fn run<R: Runtime, L: Listener>(core: Rc<Core<R>>, listener: L, kind: 
         // Within the open-file limit's budget for client sockets, or closed
         // at once: the process's own files (the next log segment) keep
         // their descriptors.
-        let Some(socket) = open_socket(&core, conn) else {
+        let Some((conn, socket)) = open_socket(&core, conn) else {
             // Take nothing ahead (a multishot accept) while the budget is
             // spent: resumed once there is room again.
             listener.pause();
             continue;
         };
-        let conn = socket.conn;
-        let socket = socket.guard;
         // One address may hold only its share (`--max-connections-per-ip`):
         // refused at once, never queued, so it cannot fill the queue either.
         let mut address = core.slots.admit(conn.peer_ip());
@@ -203,18 +204,15 @@ async fn wait_for_slot<R: Runtime, C: Socket>(
     }
 }
 
-/// An accepted client socket and its count against the socket budget.
-struct Counted<C> {
-    conn: C,
-    guard: crate::slots::SocketGuard,
-}
-
 /// Counts `conn` against the socket budget (`slots::socket_budget`), or
 /// closes it at once when the budget is spent: no answer (writing one would
 /// hold the descriptor longer), and a warning at most once a second.
-fn open_socket<R: Runtime, C: Socket>(core: &Core<R>, conn: C) -> Option<Counted<C>> {
+fn open_socket<R: Runtime, C: Socket>(
+    core: &Core<R>,
+    conn: C,
+) -> Option<(C, crate::slots::SocketGuard)> {
     if let Some(guard) = core.slots.open_socket() {
-        return Some(Counted { conn, guard });
+        return Some((conn, guard));
     }
     drop(conn);
     if once_a_second(&core.budget_warned) {
