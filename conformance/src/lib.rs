@@ -83,6 +83,7 @@ macro_rules! suite {
             clients_beyond_the_limit_are_told_after_the_queue_timeout,
             queued_clients_are_told_when_shutdown_begins,
             clients_cannot_take_the_descriptors_the_log_needs,
+            reads_cannot_take_the_descriptors_the_log_needs,
             one_address_cannot_take_every_slot,
             a_reset_connection_in_a_burst_gives_its_address_count_back,
             a_burst_taken_ahead_is_served_or_told_never_held_in_silence,

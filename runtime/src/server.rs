@@ -236,9 +236,10 @@ where
 {
     // Client sockets are kept within what the open-file limit leaves beside
     // the process's own files (`slots::socket_budget`).
-    let budget = match rlimit::increase_nofile_limit(u64::MAX) {
+    let (budget, read_handles) = match rlimit::increase_nofile_limit(u64::MAX) {
         Ok(limit) => {
-            let budget = crate::slots::socket_budget(limit);
+            let threads = args.threads();
+            let budget = crate::slots::socket_budget(limit, threads);
             if budget < args.max_connections as usize {
                 tracing::warn!(
                     limit,
@@ -249,11 +250,11 @@ where
                      (LimitNOFILE= in a systemd unit)"
                 );
             }
-            budget
+            (budget, crate::slots::read_handles(limit, threads))
         }
         Err(err) => {
             tracing::warn!("could not raise the open-file limit: {err}");
-            usize::MAX
+            (usize::MAX, crate::driver::FileCache::<()>::CAPACITY)
         }
     };
     let threads = args.threads();
@@ -507,6 +508,7 @@ where
                 shared: shared.clone(),
                 slots: slots.clone(),
                 queue_timeout: args.queue_timeout,
+                read_handles,
                 shutdown_timeout: args.shutdown_timeout,
                 hints: hints.clone(),
                 remote: remote_ports.as_mut().and_then(Iterator::next),

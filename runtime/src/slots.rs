@@ -49,9 +49,23 @@ pub const ADMIN_SOCKETS: usize = 16;
 /// soon as it is accepted. Without the reserve, clients could take every
 /// descriptor and the next log segment could not be created, which stopped
 /// the process (review 18: 400 idle connections under `ulimit -n 256`).
-pub fn socket_budget(limit: u64) -> usize {
+pub fn socket_budget(limit: u64, threads: usize) -> usize {
     let reserve = (limit / 8).clamp(64, 512);
-    usize::try_from(limit.saturating_sub(reserve)).unwrap_or(usize::MAX)
+    let reads = (threads * read_handles(limit, threads)) as u64;
+    usize::try_from(limit.saturating_sub(reserve + reads)).unwrap_or(usize::MAX)
+}
+
+/// Segment files each of `threads` cores keeps open for reads under an
+/// open-file limit of `limit`: a sixteenth of the limit shared by the
+/// cores, at least 4 and at most `FileCache::CAPACITY` (256). They are
+/// taken out of the socket budget too: review 18c saw reads of links in
+/// 235 segments keep 235 descriptors open under a limit of 256, after which
+/// a third of the redirects failed and no new link was taken again.
+pub fn read_handles(limit: u64, threads: usize) -> usize {
+    let share = limit / 16 / threads.max(1) as u64;
+    usize::try_from(share)
+        .unwrap_or(usize::MAX)
+        .clamp(4, crate::driver::FileCache::<()>::CAPACITY)
 }
 
 /// What one address's connections are counted under: an IPv4 address
@@ -236,9 +250,12 @@ mod tests {
 
     #[test]
     fn the_socket_budget_keeps_a_reserve_and_counts_guards() {
-        assert_eq!(socket_budget(256), 192);
-        assert_eq!(socket_budget(20_000), 19_488);
-        assert_eq!(socket_budget(16), 0);
+        assert_eq!(read_handles(256, 1), 16);
+        assert_eq!(read_handles(256, 8), 4);
+        assert_eq!(read_handles(20_000, 2), 256);
+        assert_eq!(socket_budget(256, 1), 256 - 64 - 16);
+        assert_eq!(socket_budget(20_000, 2), 20_000 - 512 - 512);
+        assert_eq!(socket_budget(16, 1), 0);
         let slots = ConnectionSlots::new(1);
         let held: Vec<_> = (0..ADMIN_SOCKETS)
             .map(|_| slots.open_admin_socket().unwrap())

@@ -61,7 +61,7 @@ pub(crate) fn serve(worker: Worker) -> io::Result<()> {
             http: listeners.http.map(adopt).transpose()?,
             admin: listeners.admin.map(adopt).transpose()?,
             writer: Segment::default(),
-            reader: Reader::default(),
+            reader: Reader::new(context.read_handles),
         };
         run_core(GlommioRuntime, context, io).await
     })

@@ -9,8 +9,14 @@ use glommio::io::BufferedFile;
 use shorty_runtime::driver::{FileCache, SegmentReader};
 use shorty_service::log::segments::SegmentRef;
 
-#[derive(Default)]
 pub(crate) struct Reader(FileCache<BufferedFile>);
+
+impl Reader {
+    /// Keeps at most `handles` segment files open.
+    pub(crate) fn new(handles: usize) -> Self {
+        Self(FileCache::with_capacity(handles))
+    }
+}
 
 impl SegmentReader for Reader {
     async fn read(&self, segment: SegmentRef, offset: u64, len: usize) -> io::Result<Bytes> {

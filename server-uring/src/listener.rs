@@ -37,7 +37,7 @@ pub(crate) fn serve(worker: Worker) -> io::Result<()> {
             http: listeners.http.map(wrap).transpose()?,
             admin: listeners.admin.map(wrap).transpose()?,
             writer: Segment::default(),
-            reader: Reader::default(),
+            reader: Reader::new(context.read_handles),
         };
         run_core(UringRuntime, context, io).await
     })

@@ -8,8 +8,14 @@ use shorty_runtime::driver::{FileCache, SegmentReader};
 use shorty_service::log::segments::SegmentRef;
 use tokio_uring::fs::File;
 
-#[derive(Default)]
 pub(crate) struct Reader(FileCache<File>);
+
+impl Reader {
+    /// Keeps at most `handles` segment files open.
+    pub(crate) fn new(handles: usize) -> Self {
+        Self(FileCache::with_capacity(handles))
+    }
+}
 
 impl SegmentReader for Reader {
     async fn read(&self, segment: SegmentRef, offset: u64, len: usize) -> io::Result<Bytes> {

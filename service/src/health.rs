@@ -40,7 +40,10 @@ impl StorageHealth {
     pub fn reason(self) -> &'static str {
         match self {
             Self::Ok => "ok",
-            Self::DiskFull => "disk full: new URLs are refused until space is freed",
+            Self::DiskFull => {
+                "disk full (or out of file descriptors): new URLs are refused until the log can \
+                 write again"
+            }
             Self::Stalled => "the log is not completing writes (a stalled disk?)",
             Self::StoreUnreachable => "the store cannot be reached",
             Self::Broken => "the log failed; the server is stopping",

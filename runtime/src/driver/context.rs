@@ -68,6 +68,8 @@ pub struct CoreContext {
     pub slots: Arc<ConnectionSlots>,
     /// How long a client beyond the limit waits.
     pub queue_timeout: Duration,
+    /// Segment files the core keeps open for reads (`slots::read_handles`).
+    pub read_handles: usize,
     /// How long shutdown may take.
     pub shutdown_timeout: Duration,
     /// The hint writer.

@@ -214,8 +214,9 @@ impl Signal {
     }
 }
 
-/// Open read handles of one core, bounded: beyond
-/// [`FileCache::CAPACITY`] one is evicted (quick_cache's CLOCK-Pro policy,
+/// Open read handles of one core, bounded: beyond its capacity (at most
+/// [`FileCache::CAPACITY`]; `slots::read_handles` under a low open-file
+/// limit) one is evicted (quick_cache's CLOCK-Pro policy,
 /// as the URL cache uses), so a data directory with thousands of segments
 /// does not hold thousands of descriptors per core. An evicted handle
 /// closes when the last read that holds it is done.
@@ -225,15 +226,20 @@ pub struct FileCache<H> {
 
 impl<H> Default for FileCache<H> {
     fn default() -> Self {
-        Self {
-            handles: RefCell::new(quick_cache::unsync::Cache::new(Self::CAPACITY)),
-        }
+        Self::with_capacity(Self::CAPACITY)
     }
 }
 
 impl<H> FileCache<H> {
-    /// Handles kept open per core.
+    /// Most handles kept open per core.
     pub const CAPACITY: usize = 256;
+
+    /// A cache keeping at most `capacity` handles (at least one).
+    pub fn with_capacity(capacity: usize) -> Self {
+        Self {
+            handles: RefCell::new(quick_cache::unsync::Cache::new(capacity.max(1))),
+        }
+    }
 
     /// The open handle of segment `idx`, if any.
     pub fn get(&self, idx: u32) -> Option<Rc<H>> {

@@ -73,7 +73,10 @@ impl LogFailure {
     /// The message a client sees.
     pub fn message(self) -> &'static str {
         match self {
-            LogFailure::DiskFull => "disk full: the log cannot take new URLs until space is freed",
+            LogFailure::DiskFull => {
+                "disk full (or out of file descriptors): the log cannot take new URLs until it can \
+                 write again"
+            }
             LogFailure::Busy => "the log is busy; retry",
             LogFailure::Broken => "the log cannot be written",
         }
