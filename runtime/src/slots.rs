@@ -42,11 +42,13 @@ pub struct ConnectionSlots {
 /// `ulimit -n 256` stopped the process as client sockets used to).
 pub const ADMIN_SOCKETS: usize = 16;
 
-/// Client sockets a process whose open-file limit is `limit` may hold: the
-/// limit less a reserve for its own files (log segments, hint files, the
-/// statistics store, Redis connections, [`ADMIN_SOCKETS`]), an eighth of
-/// the limit, at least 64 and at most 512. A client beyond it is closed as
-/// soon as it is accepted. Without the reserve, clients could take every
+/// Client sockets a process of `threads` cores whose open-file limit is
+/// `limit` may hold: the limit less a reserve for its own files (log
+/// segments being written, hint files, the statistics store, Redis
+/// connections, [`ADMIN_SOCKETS`]; an eighth of the limit, at least 64 and
+/// at most 512) and less the cores' segment files open for reads
+/// ([`read_handles`] each). A client beyond it is closed as soon as it is
+/// accepted. Without the reserve, clients could take every
 /// descriptor and the next log segment could not be created, which stopped
 /// the process (review 18: 400 idle connections under `ulimit -n 256`).
 pub fn socket_budget(limit: u64, threads: usize) -> usize {
