@@ -234,11 +234,11 @@ fn start<F>(backend: &'static str, args: ServeArgs, serve: F) -> Result<ExitCode
 where
     F: Fn(Worker) -> io::Result<()> + Send + Sync + 'static,
 {
+    let threads = args.threads();
     // Client sockets are kept within what the open-file limit leaves beside
     // the process's own files (`slots::socket_budget`).
     let (budget, read_handles) = match rlimit::increase_nofile_limit(u64::MAX) {
         Ok(limit) => {
-            let threads = args.threads();
             let budget = crate::slots::socket_budget(limit, threads);
             if budget < args.max_connections as usize {
                 tracing::warn!(
@@ -257,7 +257,6 @@ where
             (usize::MAX, crate::driver::FileCache::<()>::CAPACITY)
         }
     };
-    let threads = args.threads();
     // Refuse an address another process serves before the (possibly long)
     // recovery; the listeners themselves are bound after it.
     for (what, addr) in [
