@@ -1773,6 +1773,40 @@ pub fn the_redis_store_never_hands_out_a_route_word(bin: &Path) {
     ));
 }
 
+/// A reply the peer read long ago is not taken for a stalled write. The I/O
+/// loop is not woken for a keep-alive reply's send completion alone (issue
+/// 23): it learns of it at the next wake-up, here the write-stall deadline
+/// itself, and must credit the write before it judges that deadline, or
+/// it would close a healthy, idle client as a peer that does not read.
+pub fn a_reply_written_long_ago_is_not_taken_for_a_stalled_write(bin: &Path) {
+    let dir = tmp();
+    let server = Server::start(
+        bin,
+        dir.path(),
+        &["--write-timeout", "1s", "--idle-timeout", "30s"],
+    );
+    let mut framed = server.connect();
+    framed.send(Request::Ping(b"one"));
+    assert_eq!(framed.reply(), Reply::Pong(Bytes::from_static(b"one")));
+    let mut http = std::net::TcpStream::connect(server.http_addr()).unwrap();
+    let get = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+    std::io::Write::write_all(&mut http, get).unwrap();
+    let (first, _) = read_http(&mut http, 1);
+    assert_eq!(first.first().map(|r| r.0), Some(200));
+    // Idle for well past --write-timeout, and well short of --idle-timeout:
+    // both connections must still be open and served.
+    std::thread::sleep(Duration::from_millis(2500));
+    framed.send(Request::Ping(b"two"));
+    assert_eq!(framed.reply(), Reply::Pong(Bytes::from_static(b"two")));
+    std::io::Write::write_all(&mut http, get).unwrap();
+    let (second, closed) = read_http(&mut http, 1);
+    assert_eq!(
+        second.first().map(|r| r.0),
+        Some(200),
+        "the idle keep-alive connection was closed (closed: {closed})"
+    );
+}
+
 /// A peer that pipelines and never reads holds at most the output cap and
 /// is closed after --write-timeout, though a write to it is still in
 /// flight; everyone else is served meanwhile.

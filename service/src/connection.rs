@@ -334,6 +334,24 @@ impl Connection {
                 && self.committed() < settings.max_output_bytes)
     }
 
+    /// `true` when a write is in flight and its completion alone would
+    /// change nothing the I/O loop does before the connection's next
+    /// input, deadline or settled operation: the connection is open and
+    /// reading, and no other reply is queued behind the write. Each of
+    /// those wakes the loop anyway, and the loop then learns of the
+    /// completion in passing, so it need not be woken for the completion
+    /// itself: on a keep-alive connection that is one wake-up fewer per
+    /// request (issue 23). The write-stall deadline stays armed meanwhile,
+    /// so a write that never completes is still closed after
+    /// `--write-timeout`; the loop must check the write before it judges
+    /// that deadline.
+    pub fn write_completion_can_wait(&self, settings: &Settings) -> bool {
+        self.writing.is_some()
+            && self.state == State::Open
+            && self.out.is_empty()
+            && self.wants_read(settings)
+    }
+
     fn request_timeout(&self, settings: &Settings) -> Duration {
         match self.kind {
             Kind::Framed => settings.frame_timeout,

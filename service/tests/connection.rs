@@ -913,3 +913,60 @@ fn redirects_forward_the_visitors_query_unless_turned_off() {
         assert_eq!(locations, [expected; 3], "forward={forward}: {text}");
     }
 }
+
+/// The I/O loop may learn of a write's completion only at the next input
+/// (one wake-up fewer per keep-alive request) exactly while nothing else
+/// hangs on it: open, reading, no other reply queued.
+#[test]
+fn a_write_completion_waits_only_while_nothing_hangs_on_it() {
+    let mut settings = Settings::for_tests("http://s.example/");
+    settings.max_output_bytes = 4096;
+    let mut rig = rig_with(settings.clone());
+    let t = rig.t0;
+    let mut conn = Connection::new(1, Kind::Framed, t);
+    assert!(
+        !conn.write_completion_can_wait(&settings),
+        "no write in flight"
+    );
+    conn.handle_input(&mut rig.shard, &wire(&[Request::Ping(b"a")]), t);
+    conn.poll_transmit(&mut rig.shard, t).expect("a write");
+    assert!(conn.write_completion_can_wait(&settings));
+    // The stall deadline stays armed while it waits.
+    assert_eq!(
+        conn.poll_timeout(&settings),
+        Some(t + settings.write_timeout)
+    );
+
+    // A reply queued behind the write needs it to complete.
+    conn.handle_input(&mut rig.shard, &wire(&[Request::Ping(b"b")]), t);
+    assert!(!conn.write_completion_can_wait(&settings));
+    conn.transmitted();
+    conn.poll_transmit(&mut rig.shard, t)
+        .expect("the second write");
+    assert!(conn.write_completion_can_wait(&settings));
+
+    // Reading held back by the output cap needs it too.
+    let body = [b'p'; 1000];
+    let pings: Vec<Request<&[u8]>> = (0..8).map(|_| Request::Ping(&body[..])).collect();
+    conn.handle_input(&mut rig.shard, &wire(&pings), t);
+    assert!(!conn.wants_read(&settings));
+    assert!(!conn.write_completion_can_wait(&settings));
+    while conn.poll_transmit(&mut rig.shard, t).is_some() {
+        conn.transmitted();
+    }
+    conn.transmitted();
+    assert!(!conn.write_completion_can_wait(&settings), "all written");
+
+    // So does a connection that closes once its output is out.
+    conn.handle_input(&mut rig.shard, &wire(&[Request::Ping(b"c")]), t);
+    conn.poll_transmit(&mut rig.shard, t).expect("a write");
+    conn.begin_shutdown();
+    assert!(!conn.is_closed());
+    assert!(!conn.write_completion_can_wait(&settings));
+    let mut eof = Connection::new(2, Kind::Framed, t);
+    eof.handle_input(&mut rig.shard, &wire(&[Request::Ping(b"d")]), t);
+    eof.poll_transmit(&mut rig.shard, t).expect("a write");
+    eof.handle_eof();
+    assert!(!eof.is_closed());
+    assert!(!eof.write_completion_can_wait(&settings));
+}

@@ -3,10 +3,13 @@
 //! reads, write what it hands out, arm the core's timer with its next
 //! deadline. Reads and writes proceed at the same time; the task sleeps
 //! until the socket, the core's timer, or an operation it waits for (a
-//! sync, a read) wakes it.
+//! sync, a read) wakes it. A write's completion wakes it only when
+//! something hangs on it
+//! ([`Connection::write_completion_can_wait`]): a keep-alive reply's
+//! completion is learnt at the next request.
 
 use std::rc::Rc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
 use shorty_service::connection::{Connection, Kind};
@@ -94,6 +97,33 @@ fn drive<R: Runtime, C: Socket>(
             io.shutdown_seen = true;
             connection.begin_shutdown();
         }
+        // The write first, before the deadlines: a write that completed
+        // while nobody was woken for it (below) must not be judged stalled.
+        if io.writing {
+            // Woken for its completion only when something hangs on it; else
+            // the next input, deadline or settled operation finds it done,
+            // and a keep-alive request costs one wake-up, not two (issue 23).
+            // The read is polled below, so that wake-up is registered.
+            let mut quiet = Context::from_waker(Waker::noop());
+            let cx = if connection.write_completion_can_wait(settings) {
+                &mut quiet
+            } else {
+                &mut *cx
+            };
+            match io.conn.poll_write(cx) {
+                Poll::Ready(Ok(())) => {
+                    io.writing = false;
+                    connection.transmitted();
+                    progress = true;
+                }
+                Poll::Ready(Err(err)) => {
+                    tracing::debug!(conn = id, "write failed: {err}");
+                    io.writing = false;
+                    connection.handle_error();
+                }
+                Poll::Pending => {}
+            }
+        }
         if connection
             .poll_timeout(settings)
             .is_some_and(|at| at <= now)
@@ -121,21 +151,6 @@ fn drive<R: Runtime, C: Socket>(
             }
         } else {
             io.conn.pause_read();
-        }
-        if io.writing {
-            match io.conn.poll_write(cx) {
-                Poll::Ready(Ok(())) => {
-                    io.writing = false;
-                    connection.transmitted();
-                    progress = true;
-                }
-                Poll::Ready(Err(err)) => {
-                    tracing::debug!(conn = id, "write failed: {err}");
-                    io.writing = false;
-                    connection.handle_error();
-                }
-                Poll::Pending => {}
-            }
         }
         // Releases settled replies (and requests held by the output cap)
         // even while a write is in flight.
