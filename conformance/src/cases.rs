@@ -1648,7 +1648,7 @@ pub fn recovery_extends_the_systemd_start_timeout(bin: &Path) {
         &[("NOTIFY_SOCKET", path.to_str().unwrap())],
     );
     let mut messages = Vec::new();
-    let mut buf = vec![0u8; 4096];
+    let mut buf = vec![0u8; 65536];
     while !messages
         .iter()
         .any(|m: &String| m.lines().any(|l| l == "READY=1"))
@@ -1804,6 +1804,75 @@ pub fn a_reply_written_long_ago_is_not_taken_for_a_stalled_write(bin: &Path) {
         second.first().map(|r| r.0),
         Some(200),
         "the idle keep-alive connection was closed (closed: {closed})"
+    );
+}
+
+/// Replies larger than the socket buffers, to a peer that reads them late,
+/// arrive whole and in time. Such a write is sent in parts; the last write
+/// of a burst (nothing queued behind it) is one whose completion the I/O
+/// loop is not woken for (issue 23), so the backend must finish it without
+/// being polled again, or the rest would wait for the peer's next request,
+/// or for the write-stall deadline and a close.
+pub fn a_reply_larger_than_the_socket_buffers_arrives_whole(bin: &Path) {
+    use std::io::{Read, Write};
+    let dir = tmp();
+    // Output room for all the replies, more than the kernel's socket
+    // buffers hold (4 MiB at most by default): the last write cannot fit.
+    let server = Server::start(
+        bin,
+        dir.path(),
+        &["--write-timeout", "20s", "--max-output-bytes", "16777216"],
+    );
+    let socket = socket2::Socket::new(
+        socket2::Domain::IPV4,
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )
+    .unwrap();
+    // A small receive window: the server's sends fill it and go out in
+    // parts.
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.connect(&server.addr().into()).unwrap();
+    let mut peer: std::net::TcpStream = socket.into();
+    let body = vec![b'b'; 8000];
+    let count = 1000;
+    let mut wire = Vec::new();
+    for _ in 0..count {
+        Request::Ping(&body[..]).encode_frame(&mut wire).unwrap();
+    }
+    // Sent while not reading (the server stops reading when its output
+    // is at the cap, so the sending must not wait for the reading).
+    let mut writer = peer.try_clone().unwrap();
+    let sender = std::thread::spawn(move || writer.write_all(&wire).unwrap());
+    // Not reading for a moment: the server's writes fill the windows.
+    std::thread::sleep(Duration::from_millis(1000));
+    peer.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let started = Instant::now();
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 65536];
+    let mut pong = Vec::new();
+    Reply::Pong(Bytes::from(body.clone()))
+        .encode_frame(&mut pong)
+        .unwrap();
+    let want = count * pong.len();
+    while got.len() < want {
+        match peer.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(err) => panic!(
+                "{} of {want} reply bytes after {:?}: {err}",
+                got.len(),
+                started.elapsed()
+            ),
+        }
+    }
+    sender.join().unwrap();
+    assert_eq!(got.len(), want, "the connection closed mid-reply");
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "the replies took {:?}",
+        started.elapsed()
     );
 }
 

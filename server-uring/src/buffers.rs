@@ -160,6 +160,12 @@ impl BufferPool {
         Ok(Some(pool))
     }
 
+    /// Whether buffers go back through a registered buffer ring (Linux
+    /// 5.19), not an operation each.
+    pub(crate) fn has_ring(&self) -> bool {
+        matches!(self.returns, Returns::Ring { .. })
+    }
+
     /// Whether connections receive with a multishot receive.
     pub(crate) fn multishot(&self) -> bool {
         self.multishot.get()

@@ -33,8 +33,14 @@
 //! armed again. A kernel that refuses it (`EINVAL`) gets a receive per read
 //! from then on, on that core.
 //!
-//! **Writes.** `IORING_OP_SEND` of the reply bytes, resubmitted for the
-//! rest after a partial send.
+//! **Writes.** `IORING_OP_SEND` of the reply bytes with `MSG_WAITALL`: the
+//! kernel (Linux 5.18) sends the rest of a partial send by itself, waiting
+//! for the peer's window, and completes once all is sent or the send
+//! failed, so a write goes out in full without being polled again, and the
+//! driver need not be woken for a keep-alive reply's completion
+//! (`Socket::writes_finish_unattended`). A kernel without buffer rings
+//! (before 5.19) is taken for one that may not, and a short completion is
+//! resubmitted for the rest either way.
 //!
 //! **Close.** tokio-uring cannot cancel a oneshot operation: `close` shuts
 //! the socket down, which completes any read or write in flight (an armed
@@ -155,7 +161,9 @@ fn recv_owned(fd: RawFd) -> Recv {
 }
 
 fn send(fd: RawFd, bytes: Bytes) -> InFlightOneshot<Bytes, Sent> {
-    let sqe = opcode::Send::new(types::Fd(fd), bytes.as_ptr(), bytes.len() as u32).build();
+    let sqe = opcode::Send::new(types::Fd(fd), bytes.as_ptr(), bytes.len() as u32)
+        .flags(libc::MSG_WAITALL)
+        .build();
     UnsubmittedOneshot::new(bytes, Sent, sqe).submit()
 }
 
@@ -362,6 +370,12 @@ impl Socket for UringConn {
             }
         }
         Poll::Ready(Ok(()))
+    }
+
+    fn writes_finish_unattended(&self) -> bool {
+        // `MSG_WAITALL` sends are finished by the kernel since Linux 5.18
+        // (`io_net_retry`); one with buffer rings (5.19) has that.
+        self.pool.has_ring()
     }
 
     fn poll_shutdown_write(&mut self, _: &mut Context<'_>) -> Poll<io::Result<()>> {

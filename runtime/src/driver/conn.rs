@@ -100,12 +100,15 @@ fn drive<R: Runtime, C: Socket>(
         // The write first, before the deadlines: a write that completed
         // while nobody was woken for it (below) must not be judged stalled.
         if io.writing {
-            // Woken for its completion only when something hangs on it; else
-            // the next input, deadline or settled operation finds it done,
-            // and a keep-alive request costs one wake-up, not two (issue 23).
-            // The read is polled below, so that wake-up is registered.
+            // Woken for its completion only when something hangs on it (and
+            // the backend finishes a partial send by itself); else the next
+            // input, deadline or settled operation finds it done, and a
+            // keep-alive request costs one wake-up, not two (issue 23). The
+            // read is polled below, so that wake-up is registered.
             let mut quiet = Context::from_waker(Waker::noop());
-            let cx = if connection.write_completion_can_wait(settings) {
+            let cx = if io.conn.writes_finish_unattended()
+                && connection.write_completion_can_wait(settings)
+            {
                 &mut quiet
             } else {
                 &mut *cx

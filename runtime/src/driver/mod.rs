@@ -119,6 +119,17 @@ pub trait Socket: 'static {
     /// Polls the write in flight; `Ready(Ok(()))` once it is all written
     /// (at once when none is in flight).
     fn poll_write(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+    /// `true` when a write in flight goes out in full without
+    /// [`poll_write`](Self::poll_write) being called again (the kernel
+    /// finishes a partial send by itself): the driver then need not be
+    /// woken for the write's completion while nothing hangs on it, and
+    /// learns of it at its next wake-up. By default `false`: a backend that
+    /// sends the rest of a partial write from `poll_write` must be woken
+    /// for every completion, or the rest would wait for the peer's next
+    /// request.
+    fn writes_finish_unattended(&self) -> bool {
+        false
+    }
     /// Shuts down the sending side (a FIN after what was written), keeping
     /// the receiving side open: the start of a lingering close.
     fn poll_shutdown_write(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
