@@ -30,5 +30,6 @@ mod prefetch;
 pub mod settings;
 pub mod shard;
 pub mod stats;
+pub mod throttle;
 pub mod timer;
 pub mod url;

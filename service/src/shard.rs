@@ -592,6 +592,8 @@ pub struct Shard {
     /// and turned into Unix ms only for links with options, so a plain
     /// link's redirect pays nothing for it.
     pub(crate) last_now: Instant,
+    /// Failed URL reads are logged at most once a second.
+    pub(crate) read_failures: crate::throttle::Throttle,
     /// This core's pending click deltas, handed to the stats writer every
     /// `--stats-flush`.
     pub stats: ClickCounter,
@@ -628,6 +630,7 @@ impl Shard {
             wall: (Instant::now(), 0),
             seen_epoch: 0,
             last_now: Instant::now(),
+            read_failures: Default::default(),
             cache_until: Instant::now(),
             peer: None,
         }

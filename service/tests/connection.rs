@@ -970,3 +970,57 @@ fn a_write_completion_waits_only_while_nothing_hangs_on_it() {
     assert!(!eof.is_closed());
     assert!(!eof.write_completion_can_wait(&settings));
 }
+
+/// A flood of failing reads (the log's files out of reach) logs one line a
+/// second, saying how many it left out, not a line per request.
+#[test]
+fn failed_reads_are_logged_at_most_once_a_second() {
+    use std::sync::Mutex;
+    #[derive(Clone, Default)]
+    struct Lines(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Lines {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let lines = Lines::default();
+    let writer = lines.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    let mut settings = Settings::for_tests("http://s.example/");
+    settings.cache_bytes_per_core = 0;
+    let mut rig = rig_with(settings);
+    let t = rig.t0;
+    let code = rig.shorten(b"https://e.com/unreadable", t);
+    let mut fail_reads = |rig: &mut Rig, n: usize, now: Instant| {
+        for i in 0..n {
+            let mut conn = Connection::new(100 + i as u32, Kind::Framed, now);
+            conn.handle_input(&mut rig.shard, &wire(&[Request::Resolve(&code)]), now);
+            let read = rig.shard.poll_read().expect("a read");
+            rig.shard
+                .read_done(read, Err(std::io::Error::other("EMFILE")));
+            assert!(is_error(
+                &rig.replies(&mut conn, now)[0],
+                ErrorCode::INTERNAL
+            ));
+        }
+    };
+    tracing::subscriber::with_default(subscriber, || {
+        fail_reads(&mut rig, 100, t);
+        fail_reads(&mut rig, 1, t + 2 * SEC);
+    });
+    let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+    let logged: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("reading a URL failed"))
+        .collect();
+    assert_eq!(logged.len(), 2, "{text}");
+    assert!(!logged[0].contains("more failed"), "{}", logged[0]);
+    assert!(logged[1].contains("(99 more failed"), "{}", logged[1]);
+}

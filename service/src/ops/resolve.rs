@@ -327,11 +327,17 @@ impl Shard {
         let bytes = match result {
             Ok(bytes) => bytes,
             Err(err) => {
-                tracing::error!(
-                    file = read.file,
-                    offset = read.offset,
-                    "reading a URL failed: {err}"
-                );
+                if let Some(left_out) = self.read_failures.admit(self.last_now) {
+                    let left_out = match left_out {
+                        0 => String::new(),
+                        n => format!(" ({n} more failed since the last such line: one a second)"),
+                    };
+                    tracing::error!(
+                        file = read.file,
+                        offset = read.offset,
+                        "reading a URL failed: {err}{left_out}"
+                    );
+                }
                 // Every request that joined this read fails with it, and
                 // the key is no longer being read: the next RESOLVE tries
                 // again.
