@@ -998,7 +998,7 @@ fn failed_reads_are_logged_at_most_once_a_second() {
     let mut rig = rig_with(settings);
     let t = rig.t0;
     let code = rig.shorten(b"https://e.com/unreadable", t);
-    let mut fail_reads = |rig: &mut Rig, n: usize, now: Instant| {
+    let fail_reads = |rig: &mut Rig, n: usize, now: Instant| {
         for i in 0..n {
             let mut conn = Connection::new(100 + i as u32, Kind::Framed, now);
             conn.handle_input(&mut rig.shard, &wire(&[Request::Resolve(&code)]), now);
