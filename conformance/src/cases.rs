@@ -1876,6 +1876,60 @@ pub fn a_reply_larger_than_the_socket_buffers_arrives_whole(bin: &Path) {
     );
 }
 
+/// A connection that goes idle after replies its client read late is
+/// closed at `--idle-timeout`, even one shorter than `--write-timeout`
+/// (review 19: shorty-uring learnt of the last write's completion only at
+/// the write-stall deadline, and held the connection and its slot open
+/// until then, 8 s instead of 1 s here).
+pub fn idle_after_replies_read_late_is_closed_at_the_idle_timeout(bin: &Path) {
+    use std::io::{Read, Write};
+    let dir = tmp();
+    let server = Server::start(
+        bin,
+        dir.path(),
+        &["--idle-timeout", "1s", "--write-timeout", "8s"],
+    );
+    let mut peer = std::net::TcpStream::connect(server.addr()).unwrap();
+    let body = vec![b'i'; 8000];
+    let count = 1000;
+    let mut wire = Vec::new();
+    for _ in 0..count {
+        Request::Ping(&body[..]).encode_frame(&mut wire).unwrap();
+    }
+    let mut pong = Vec::new();
+    Reply::Pong(Bytes::from(body.clone()))
+        .encode_frame(&mut pong)
+        .unwrap();
+    let want = count * pong.len();
+    let mut writer = peer.try_clone().unwrap();
+    let sender = std::thread::spawn(move || writer.write_all(&wire).unwrap());
+    // Read late: the server's writes fill the windows and wait.
+    std::thread::sleep(Duration::from_millis(2000));
+    peer.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut got = 0;
+    let mut buf = vec![0u8; 65536];
+    while got < want {
+        match peer.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(err) => panic!("{got} of {want} reply bytes: {err}"),
+        }
+    }
+    sender.join().unwrap();
+    assert_eq!(got, want, "the connection closed mid-reply");
+    let read_all = Instant::now();
+    // Idle from here (its last request was read before the last reply was
+    // written): closed about a second later, not at the stall deadline.
+    peer.set_read_timeout(Some(Duration::from_secs(4))).unwrap();
+    let end = peer.read(&mut buf);
+    assert!(
+        matches!(end, Ok(0)),
+        "{end:?}: still open {:?} after the last reply was read (--idle-timeout 1s)",
+        read_all.elapsed()
+    );
+}
+
 /// A peer that pipelines and never reads holds at most the output cap and
 /// is closed after --write-timeout, though a write to it is still in
 /// flight; everyone else is served meanwhile.

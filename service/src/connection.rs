@@ -344,10 +344,16 @@ impl Connection {
     /// request (issue 23). The write-stall deadline stays armed meanwhile,
     /// so a write that never completes is still closed after
     /// `--write-timeout`; the loop must check the write before it judges
-    /// that deadline.
+    /// that deadline. And the idle deadline the completion would arm must
+    /// come no earlier than that stall deadline, so the loop learns of the
+    /// completion before an idle close can be due: otherwise (an
+    /// `--idle-timeout` shorter than `--write-timeout`, or input last read
+    /// long before the write began) an idle connection stayed open, holding
+    /// its slot, until the stall deadline (review 19).
     pub fn write_completion_can_wait(&self, settings: &Settings) -> bool {
-        self.writing.is_some()
-            && self.state == State::Open
+        self.writing.is_some_and(|since| {
+            self.last_input + settings.idle_timeout >= since + settings.write_timeout
+        }) && self.state == State::Open
             && self.out.is_empty()
             && self.wants_read(settings)
     }

@@ -969,6 +969,27 @@ fn a_write_completion_waits_only_while_nothing_hangs_on_it() {
     eof.handle_eof();
     assert!(!eof.is_closed());
     assert!(!eof.write_completion_can_wait(&settings));
+
+    // Nor where an idle close could fall due before the write-stall
+    // deadline wakes the loop (review 19): an idle timeout shorter than the
+    // write timeout, or input last read long before the write began.
+    let mut short_idle = settings.clone();
+    short_idle.idle_timeout = Duration::from_secs(1);
+    short_idle.write_timeout = Duration::from_secs(8);
+    let mut quick = Connection::new(3, Kind::Framed, t);
+    quick.handle_input(&mut rig.shard, &wire(&[Request::Ping(b"e")]), t);
+    quick.poll_transmit(&mut rig.shard, t).expect("a write");
+    assert!(quick.write_completion_can_wait(&settings));
+    assert!(!quick.write_completion_can_wait(&short_idle));
+    let late = t + settings.idle_timeout - settings.write_timeout + SEC;
+    let mut stale = Connection::new(4, Kind::Framed, t);
+    stale.handle_input(&mut rig.shard, &wire(&[Request::Ping(b"f")]), t);
+    stale.poll_transmit(&mut rig.shard, late).expect("a write");
+    assert!(
+        !stale.write_completion_can_wait(&settings),
+        "input last read {:?} before the write",
+        late - t
+    );
 }
 
 /// A flood of failing reads (the log's files out of reach) logs one line a
