@@ -4,9 +4,10 @@
 //! deadline. Reads and writes proceed at the same time; the task sleeps
 //! until the socket, the core's timer, or an operation it waits for (a
 //! sync, a read) wakes it. A write's completion wakes it only when
-//! something hangs on it
-//! ([`Connection::write_completion_can_wait`]): a keep-alive reply's
-//! completion is learnt at the next request.
+//! something hangs on it ([`Connection::write_completion_can_wait`]) or the
+//! backend must send the rest of a partial write itself
+//! ([`Socket::writes_finish_unattended`]): a keep-alive reply's completion
+//! is learnt at the next request.
 
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
