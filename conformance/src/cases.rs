@@ -1814,7 +1814,6 @@ pub fn a_reply_written_long_ago_is_not_taken_for_a_stalled_write(bin: &Path) {
 /// being polled again, or the rest would wait for the peer's next request,
 /// or for the write-stall deadline and a close.
 pub fn a_reply_larger_than_the_socket_buffers_arrives_whole(bin: &Path) {
-    use std::io::{Read, Write};
     let dir = tmp();
     // Output room for all the replies, more than the kernel's socket
     // buffers hold (4 MiB at most by default): the last write cannot fit.
@@ -1834,46 +1833,10 @@ pub fn a_reply_larger_than_the_socket_buffers_arrives_whole(bin: &Path) {
     socket.set_recv_buffer_size(4096).unwrap();
     socket.connect(&server.addr().into()).unwrap();
     let mut peer: std::net::TcpStream = socket.into();
-    let body = vec![b'b'; 8000];
-    let count = 1000;
-    let mut wire = Vec::new();
-    for _ in 0..count {
-        Request::Ping(&body[..]).encode_frame(&mut wire).unwrap();
-    }
-    // Sent while not reading (the server stops reading when its output
-    // is at the cap, so the sending must not wait for the reading).
-    let mut writer = peer.try_clone().unwrap();
-    let sender = std::thread::spawn(move || writer.write_all(&wire).unwrap());
-    // Not reading for a moment: the server's writes fill the windows.
-    std::thread::sleep(Duration::from_millis(1000));
-    peer.set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let started = Instant::now();
-    let mut got = Vec::new();
-    let mut buf = vec![0u8; 65536];
-    let mut pong = Vec::new();
-    Reply::Pong(Bytes::from(body.clone()))
-        .encode_frame(&mut pong)
-        .unwrap();
-    let want = count * pong.len();
-    while got.len() < want {
-        match peer.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => got.extend_from_slice(&buf[..n]),
-            Err(err) => panic!(
-                "{} of {want} reply bytes after {:?}: {err}",
-                got.len(),
-                started.elapsed()
-            ),
-        }
-    }
-    sender.join().unwrap();
-    assert_eq!(got.len(), want, "the connection closed mid-reply");
-    assert!(
-        started.elapsed() < Duration::from_secs(8),
-        "the replies took {:?}",
-        started.elapsed()
-    );
+    // Not reading for a second: the server's writes fill the windows.
+    let took =
+        crate::wire::pipeline_pings_and_read_late(&mut peer, 1000, 8000, Duration::from_secs(1));
+    assert!(took < Duration::from_secs(8), "the replies took {took:?}");
 }
 
 /// A connection that goes idle after replies its client read late is
@@ -1882,7 +1845,7 @@ pub fn a_reply_larger_than_the_socket_buffers_arrives_whole(bin: &Path) {
 /// the write-stall deadline, and held the connection and its slot open
 /// until then, 8 s instead of 1 s here).
 pub fn idle_after_replies_read_late_is_closed_at_the_idle_timeout(bin: &Path) {
-    use std::io::{Read, Write};
+    use std::io::Read;
     let dir = tmp();
     let server = Server::start(
         bin,
@@ -1890,39 +1853,13 @@ pub fn idle_after_replies_read_late_is_closed_at_the_idle_timeout(bin: &Path) {
         &["--idle-timeout", "1s", "--write-timeout", "8s"],
     );
     let mut peer = std::net::TcpStream::connect(server.addr()).unwrap();
-    let body = vec![b'i'; 8000];
-    let count = 1000;
-    let mut wire = Vec::new();
-    for _ in 0..count {
-        Request::Ping(&body[..]).encode_frame(&mut wire).unwrap();
-    }
-    let mut pong = Vec::new();
-    Reply::Pong(Bytes::from(body.clone()))
-        .encode_frame(&mut pong)
-        .unwrap();
-    let want = count * pong.len();
-    let mut writer = peer.try_clone().unwrap();
-    let sender = std::thread::spawn(move || writer.write_all(&wire).unwrap());
     // Read late: the server's writes fill the windows and wait.
-    std::thread::sleep(Duration::from_millis(2000));
-    peer.set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let mut got = 0;
-    let mut buf = vec![0u8; 65536];
-    while got < want {
-        match peer.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => got += n,
-            Err(err) => panic!("{got} of {want} reply bytes: {err}"),
-        }
-    }
-    sender.join().unwrap();
-    assert_eq!(got, want, "the connection closed mid-reply");
+    crate::wire::pipeline_pings_and_read_late(&mut peer, 1000, 8000, Duration::from_secs(2));
     let read_all = Instant::now();
     // Idle from here (its last request was read before the last reply was
     // written): closed about a second later, not at the stall deadline.
     peer.set_read_timeout(Some(Duration::from_secs(4))).unwrap();
-    let end = peer.read(&mut buf);
+    let end = peer.read(&mut [0u8; 64]);
     assert!(
         matches!(end, Ok(0)),
         "{end:?}: still open {:?} after the last reply was read (--idle-timeout 1s)",

@@ -185,3 +185,45 @@ pub fn assert_closed_by_peer(clients: Vec<TcpStream>) {
         }
     }
 }
+
+/// Pipelines `count` PINGs of `body_len` bytes on `peer` from a thread of
+/// its own (the server stops reading while its output is at the cap, so
+/// the sending must not wait for the reading), reads nothing for `late`,
+/// then reads every reply. Returns when all have arrived, and how long
+/// that took from the first read; panics, saying how many arrived, if a
+/// read fails or the connection closes first.
+pub fn pipeline_pings_and_read_late(
+    peer: &mut TcpStream,
+    count: usize,
+    body_len: usize,
+    late: Duration,
+) -> Duration {
+    let body = vec![b'p'; body_len];
+    let mut wire = Vec::new();
+    let mut pong = Vec::new();
+    Request::Ping(&body[..]).encode_frame(&mut wire).unwrap();
+    Reply::Pong(Bytes::from(body))
+        .encode_frame(&mut pong)
+        .unwrap();
+    let wire = wire.repeat(count);
+    let want = count * pong.len();
+    let mut writer = peer.try_clone().unwrap();
+    let sender = std::thread::spawn(move || writer.write_all(&wire).unwrap());
+    std::thread::sleep(late);
+    peer.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let started = std::time::Instant::now();
+    let (mut got, mut buf) = (0, vec![0u8; 65536]);
+    while got < want {
+        match peer.read(&mut buf) {
+            Ok(0) => panic!("closed after {got} of {want} reply bytes"),
+            Ok(n) => got += n,
+            Err(err) => panic!(
+                "{got} of {want} reply bytes after {:?}: {err}",
+                started.elapsed()
+            ),
+        }
+    }
+    sender.join().unwrap();
+    started.elapsed()
+}
