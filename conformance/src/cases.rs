@@ -1867,6 +1867,88 @@ pub fn idle_after_replies_read_late_is_closed_at_the_idle_timeout(bin: &Path) {
     );
 }
 
+/// A deadline that falls due while a large reply is still being written
+/// (here the frame timeout of a frame begun behind it) gets its answer as
+/// soon as the reply is out: review 19b found the 408 (and the close, with
+/// the slot) held until the write-stall deadline, because the write had
+/// been polled without a waker just before the deadline made the
+/// connection wait for it. With a receive per read: a multishot receive's
+/// cancel woke the connection anyway.
+pub fn a_deadline_during_a_long_write_is_answered_once_it_is_out(bin: &Path) {
+    use bytes::BytesMut;
+    use shorty_protocol::frame::{FrameDecoder, Status};
+    use std::io::{Read, Write};
+    let dir = tmp();
+    let server = Server::start(
+        bin,
+        dir.path(),
+        &[
+            "--frame-timeout",
+            "1s",
+            "--write-timeout",
+            "10s",
+            "--max-url-bytes",
+            "16000000",
+            "--max-output-bytes",
+            "67108864",
+            "--uring-multishot-recv",
+            "off",
+        ],
+    );
+    let socket = socket2::Socket::new(
+        socket2::Domain::IPV4,
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )
+    .unwrap();
+    socket.set_recv_buffer_size(65536).unwrap();
+    socket.connect(&server.addr().into()).unwrap();
+    let mut peer: std::net::TcpStream = socket.into();
+    // An 8 MB reply, more than the socket buffers hold, and two bytes of
+    // a next frame that never completes.
+    let body = vec![b'd'; 8_000_000];
+    let mut wire = Vec::new();
+    Request::Ping(&body[..]).encode_frame(&mut wire).unwrap();
+    wire.extend_from_slice(&[10, 0]);
+    peer.write_all(&wire).unwrap();
+    // Not reading until well after the frame timeout.
+    std::thread::sleep(Duration::from_secs(3));
+    peer.set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    let started = Instant::now();
+    let decoder = FrameDecoder::with_max_frame_len(1 << 24);
+    let mut buf = BytesMut::new();
+    let mut chunk = vec![0u8; 65536];
+    let mut frames = Vec::new();
+    while frames.len() < 2 {
+        match decoder.decode(&mut buf).unwrap() {
+            Status::Complete(payload) => {
+                frames.push((Reply::decode_payload(payload).unwrap(), started.elapsed()));
+                continue;
+            }
+            Status::Partial { .. } => {}
+        }
+        match peer.read(&mut chunk) {
+            Ok(0) => panic!("closed after {} frames", frames.len()),
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(err) => panic!("{err} after {} frames", frames.len()),
+        }
+    }
+    assert!(matches!(frames[0].0, Reply::Pong(_)), "{:?}", frames[0].1);
+    let (error, at) = &frames[1];
+    assert!(
+        error
+            .as_error()
+            .is_some_and(|(c, _)| c == ErrorCode::TIMEOUT),
+        "{error:?}"
+    );
+    assert!(
+        *at < frames[0].1 + Duration::from_secs(3),
+        "the 408 came {at:?} after reading began, the reply {:?} (--write-timeout 10s)",
+        frames[0].1
+    );
+}
+
 /// A peer that pipelines and never reads holds at most the output cap and
 /// is closed after --write-timeout, though a write to it is still in
 /// flight; everyone else is served meanwhile.

@@ -83,6 +83,7 @@ macro_rules! suite {
             a_reply_written_long_ago_is_not_taken_for_a_stalled_write,
             a_reply_larger_than_the_socket_buffers_arrives_whole,
             idle_after_replies_read_late_is_closed_at_the_idle_timeout,
+            a_deadline_during_a_long_write_is_answered_once_it_is_out,
             clients_beyond_the_limit_are_told_after_the_queue_timeout,
             queued_clients_are_told_when_shutdown_begins,
             clients_cannot_take_the_descriptors_the_log_needs,

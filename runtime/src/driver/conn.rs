@@ -92,6 +92,8 @@ fn drive<R: Runtime, C: Socket>(
     // microseconds, and a clock read per turn (three to five a keep-alive
     // request) was ~1.5 % of the core's CPU on a redirect (issue 23).
     let now = Instant::now();
+    // Whether the write in flight was last polled with the no-op waker.
+    let mut quiet_write = false;
     loop {
         let mut progress = false;
         if core.shutting_down.get() && !io.shutdown_seen {
@@ -107,13 +109,9 @@ fn drive<R: Runtime, C: Socket>(
             // keep-alive request costs one wake-up, not two (issue 23). The
             // read is polled below, so that wake-up is registered.
             let mut quiet = Context::from_waker(Waker::noop());
-            let cx = if io.conn.writes_finish_unattended()
-                && connection.write_completion_can_wait(settings)
-            {
-                &mut quiet
-            } else {
-                &mut *cx
-            };
+            quiet_write = io.conn.writes_finish_unattended()
+                && connection.write_completion_can_wait(settings);
+            let cx = if quiet_write { &mut quiet } else { &mut *cx };
             match io.conn.poll_write(cx) {
                 Poll::Ready(Ok(())) => {
                     io.writing = false;
@@ -188,6 +186,18 @@ fn drive<R: Runtime, C: Socket>(
             return Poll::Ready(());
         }
         if !progress {
+            // A write polled quietly above that something now hangs on (a
+            // deadline queued a 408 and began the close, a reply was
+            // queued): one more turn polls it with this task's waker, or
+            // its completion would go unnoticed until the write-stall
+            // deadline (review 19b: a 408 held 5 s, with its slot).
+            if io.writing
+                && quiet_write
+                && !(io.conn.writes_finish_unattended()
+                    && connection.write_completion_can_wait(settings))
+            {
+                continue;
+            }
             break;
         }
     }
