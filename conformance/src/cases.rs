@@ -1822,17 +1822,9 @@ pub fn a_reply_larger_than_the_socket_buffers_arrives_whole(bin: &Path) {
         dir.path(),
         &["--write-timeout", "20s", "--max-output-bytes", "16777216"],
     );
-    let socket = socket2::Socket::new(
-        socket2::Domain::IPV4,
-        socket2::Type::STREAM,
-        Some(socket2::Protocol::TCP),
-    )
-    .unwrap();
     // A small receive window: the server's sends fill it and go out in
     // parts.
-    socket.set_recv_buffer_size(4096).unwrap();
-    socket.connect(&server.addr().into()).unwrap();
-    let mut peer: std::net::TcpStream = socket.into();
+    let mut peer = crate::wire::connect_with_recv_buffer(server.addr(), 4096);
     // Not reading for a second: the server's writes fill the windows.
     let took =
         crate::wire::pipeline_pings_and_read_late(&mut peer, 1000, 8000, Duration::from_secs(1));
@@ -1895,15 +1887,7 @@ pub fn a_deadline_during_a_long_write_is_answered_once_it_is_out(bin: &Path) {
             "off",
         ],
     );
-    let socket = socket2::Socket::new(
-        socket2::Domain::IPV4,
-        socket2::Type::STREAM,
-        Some(socket2::Protocol::TCP),
-    )
-    .unwrap();
-    socket.set_recv_buffer_size(65536).unwrap();
-    socket.connect(&server.addr().into()).unwrap();
-    let mut peer: std::net::TcpStream = socket.into();
+    let mut peer = crate::wire::connect_with_recv_buffer(server.addr(), 65536);
     // An 8 MB reply, more than the socket buffers hold, and two bytes of
     // a next frame that never completes.
     let body = vec![b'd'; 8_000_000];

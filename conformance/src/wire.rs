@@ -227,3 +227,17 @@ pub fn pipeline_pings_and_read_late(
     sender.join().unwrap();
     started.elapsed()
 }
+
+/// A connection to `addr` with a receive buffer of `size` bytes (the
+/// kernel doubles it): a small window the server's sends fill at once.
+pub fn connect_with_recv_buffer(addr: SocketAddr, size: usize) -> TcpStream {
+    let socket = socket2::Socket::new(
+        socket2::Domain::IPV4,
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )
+    .unwrap();
+    socket.set_recv_buffer_size(size).unwrap();
+    socket.connect(&addr.into()).unwrap();
+    socket.into()
+}

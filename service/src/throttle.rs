@@ -1,7 +1,9 @@
 //! At most one log line a second for an error that can repeat on every
 //! request: a flood of failing redirects (the log's files out of reach,
 //! descriptors exhausted) would otherwise write a line each (review 18c saw
-//! 4 MB of them). The lines let through say how many were left out.
+//! 4 MB of them). The lines let through say how many were left out. The
+//! runtime's accept loop throttles its "accept failed" and "out of client
+//! sockets" warnings with it too.
 
 use std::time::{Duration, Instant};
 

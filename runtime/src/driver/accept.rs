@@ -17,7 +17,7 @@
 //! `slots::ADMIN_SOCKETS` connections.
 
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_lite::future;
@@ -78,7 +78,12 @@ pub async fn run<R: Runtime, L: Listener>(core: Rc<Core<R>>, listener: L, kind: 
                     // At most once a second: out of descriptors, this
                     // repeats every `ACCEPT_BACKOFF` (review 18b: 420 lines
                     // in 5 s).
-                    if once_a_second(&core.accept_warned) {
+                    if core
+                        .accept_warned
+                        .borrow_mut()
+                        .admit(Instant::now())
+                        .is_some()
+                    {
                         tracing::warn!(core = core.index, "accept failed: {err}");
                     }
                     core.rt.sleep(ACCEPT_BACKOFF).await;
@@ -215,7 +220,12 @@ fn open_socket<R: Runtime, C: Socket>(
         return Some((conn, guard));
     }
     drop(conn);
-    if once_a_second(&core.budget_warned) {
+    if core
+        .budget_warned
+        .borrow_mut()
+        .admit(Instant::now())
+        .is_some()
+    {
         tracing::warn!(
             core = core.index,
             sockets = core.slots.sockets(),
@@ -224,20 +234,6 @@ fn open_socket<R: Runtime, C: Socket>(
         );
     }
     None
-}
-
-/// Whether a warning last given at `last` may be given again (at most once
-/// a second), noting now if so.
-fn once_a_second(last: &std::cell::Cell<Option<std::time::Instant>>) -> bool {
-    let now = std::time::Instant::now();
-    if last
-        .get()
-        .is_some_and(|at| now.duration_since(at) < Duration::from_secs(1))
-    {
-        return false;
-    }
-    last.set(Some(now));
-    true
 }
 
 /// What a client beyond `--max-connections` is told.

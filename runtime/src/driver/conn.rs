@@ -68,6 +68,16 @@ pub async fn serve<R: Runtime, C: Socket>(
     core.conn_closed.notify();
 }
 
+/// Whether the write in flight may be polled without this task's waker:
+/// nothing hangs on its completion, and the backend finishes it unpolled.
+fn completion_can_wait<C: Socket>(
+    io: &Io<C>,
+    connection: &Connection,
+    settings: &shorty_service::settings::Settings,
+) -> bool {
+    io.conn.writes_finish_unattended() && connection.write_completion_can_wait(settings)
+}
+
 fn drive<R: Runtime, C: Socket>(
     core: &Core<R>,
     connection: &mut Connection,
@@ -109,8 +119,7 @@ fn drive<R: Runtime, C: Socket>(
             // keep-alive request costs one wake-up, not two (issue 23). The
             // read is polled below, so that wake-up is registered.
             let mut quiet = Context::from_waker(Waker::noop());
-            quiet_write = io.conn.writes_finish_unattended()
-                && connection.write_completion_can_wait(settings);
+            quiet_write = completion_can_wait(io, connection, settings);
             let cx = if quiet_write { &mut quiet } else { &mut *cx };
             match io.conn.poll_write(cx) {
                 Poll::Ready(Ok(())) => {
@@ -191,11 +200,7 @@ fn drive<R: Runtime, C: Socket>(
             // queued): one more turn polls it with this task's waker, or
             // its completion would go unnoticed until the write-stall
             // deadline (review 19b: a 408 held 5 s, with its slot).
-            if io.writing
-                && quiet_write
-                && !(io.conn.writes_finish_unattended()
-                    && connection.write_completion_can_wait(settings))
-            {
+            if io.writing && quiet_write && !completion_can_wait(io, connection, settings) {
                 continue;
             }
             break;

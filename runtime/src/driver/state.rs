@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use shorty_service::settings::Settings;
 use shorty_service::shard::Shard;
+use shorty_service::throttle::Throttle;
 use shorty_service::timer::{Armed, Timers};
 use slab::Slab;
 use tokio::sync::mpsc;
@@ -81,9 +82,9 @@ pub struct Core<R> {
     /// get one or have been refused: the drain waits for them too.
     pub queued: Cell<usize>,
     /// When this core last warned that the socket budget was spent.
-    pub budget_warned: Cell<Option<std::time::Instant>>,
+    pub budget_warned: RefCell<Throttle>,
     /// When this core last warned that an accept failed.
-    pub accept_warned: Cell<Option<std::time::Instant>>,
+    pub accept_warned: RefCell<Throttle>,
     /// Shutdown has begun.
     pub shutting_down: Cell<bool>,
     /// The process-wide connection limit.
