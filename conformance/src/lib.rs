@@ -156,6 +156,7 @@ macro_rules! suite {
             // ----- lead: reads count clicks on their way to the store -----
             own_clicks_read_back_exactly_while_they_are_flushed,
             own_clicks_read_back_exactly_while_they_are_flushed_to_redis,
+            clicks_a_full_redis_refuses_are_read_back_until_it_stores_them,
         );
     };
     (@cases $binary:expr; $($case:ident),* $(,)?) => {

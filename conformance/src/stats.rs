@@ -520,3 +520,68 @@ pub fn redis_stats_reads_leave_the_core_serving(bin: &Path) {
     drop(c);
     assert!(server.stop().success());
 }
+
+/// Clicks a Redis refuses to store (out of memory) are still in every
+/// read while the writer holds them for the next flush, and stay there
+/// once it stores them: a count never goes down and up again. Before, the
+/// core let go of a refused flush's clicks as soon as the writer had tried
+/// it, and reads lacked them until the store took writes again (a Redis
+/// Cluster failover does the same with `CLUSTERDOWN`; CI once read STATS
+/// 49, then INFO 48).
+pub fn clicks_a_full_redis_refuses_are_read_back_until_it_stores_them(bin: &Path) {
+    let Some(redis) = crate::cluster::or_skip(crate::cluster::Redis::start(&[
+        "--maxmemory-policy",
+        "noeviction",
+    ])) else {
+        return;
+    };
+    let dir = tmp();
+    let url = redis.url();
+    let args = [
+        "--threads",
+        "1",
+        "--stats-flush",
+        "10ms",
+        "--store",
+        url.as_str(),
+        "--store-replicas",
+        "0",
+    ];
+    let server = Server::start(bin, dir.path(), &args);
+    let mut c = Client::connect(server.addr()).unwrap();
+    let code = c
+        .shorten_with("https://example.com/refused", &LinkOptions::default())
+        .unwrap()
+        .code;
+    let http_addr = server.http_addr();
+    let read_back = |c: &mut Client, made: u64, when: &str| {
+        let stats = c.stats(&code, two_hours()).unwrap();
+        assert_eq!(stats.total, made, "STATS {when}: {stats:?}");
+        let info = c.info(&code).unwrap();
+        assert_eq!(info.clicks_total, Some(made), "INFO {when}");
+    };
+    for made in 1..=3 {
+        visit(http_addr, "GET", &code, HUMAN, 302);
+        read_back(&mut c, made, "before the store is full");
+    }
+    redis.must(&["CONFIG", "SET", "maxmemory", "1"]);
+    for made in 4..=8 {
+        visit(http_addr, "GET", &code, HUMAN, 302);
+        // Several flushes refused meanwhile.
+        std::thread::sleep(Duration::from_millis(50));
+        read_back(&mut c, made, "while the store refuses them");
+    }
+    redis.must(&["CONFIG", "SET", "maxmemory", "0"]);
+    // The writer retries within a second; every read meanwhile and after
+    // says 8, and the store ends up holding all of them.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < deadline {
+        read_back(&mut c, 8, "once the store takes writes again");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(c);
+    assert!(server.stop().success());
+    let server = Server::start(bin, dir.path(), &args);
+    let mut c = Client::connect(server.addr()).unwrap();
+    read_back(&mut c, 8, "after a restart");
+}

@@ -892,6 +892,38 @@ pub trait StatsSink: Send + 'static {
     }
 }
 
+/// Links (one map entry each) of the hand-overs the writer keeps the cores
+/// holding while the store holds counts of theirs back for a retry
+/// ([`StatsSink::waiting`]): a refused flush's clicks then stay in every
+/// read until the store takes them (a count never goes down and up again).
+/// Past it (a long outage of a busy store), the cores let go, bounding
+/// their memory (about 150 bytes a link), and reads lack the held-back
+/// counts until the store is back.
+pub const MAX_HELD_LINKS: usize = 200_000;
+
+/// The writer's hold after a batch: `held` before it, whether the store
+/// still holds counts back (`waiting`), the batch's first hand-over and
+/// its links. `None`: nothing held, the cores may let go of every map
+/// applied.
+fn hold(
+    held: Option<(u64, usize)>,
+    waiting: bool,
+    first: Option<u64>,
+    links: usize,
+) -> Option<(u64, usize)> {
+    if !waiting {
+        return None;
+    }
+    let (from, total) = match (held, first) {
+        (Some((from, total)), _) => (from, total + links),
+        (None, Some(first)) => (first, links),
+        // Held back from a batch before this writer's hold was counted:
+        // nothing to keep.
+        (None, None) => return None,
+    };
+    (total <= MAX_HELD_LINKS).then_some((from, total))
+}
+
 /// How soon the writer retries counts a store kept back ([`StatsSink::waiting`])
 /// when no new clicks come: without it they waited for the node's next
 /// click, however late, and a crash meanwhile lost them long after the
@@ -936,6 +968,10 @@ pub fn spawn_writer(mut db: impl StatsSink) -> io::Result<(StatsSender, JoinHand
             // core.
             let mut retired: Vec<Arc<ClickMap>> = Vec::new();
             let mut through = applied;
+            // While the store holds counts back for a retry (`waiting`):
+            // the first hand-over they came from, and the links of the
+            // hand-overs held since.
+            let mut held: Option<(u64, usize)> = None;
             while !stop {
                 let mut maps = Vec::new();
                 let next = if db.waiting() {
@@ -948,9 +984,11 @@ pub fn spawn_writer(mut db: impl StatsSink) -> io::Result<(StatsSender, JoinHand
                 } else {
                     Some(rx.recv().unwrap_or(None))
                 };
+                let mut first = None;
                 let mut take = |next: Option<Handed>, stop: &mut bool| match next {
                     Some((number, map)) => {
                         through = through.max(number);
+                        first = first.or(Some(number));
                         maps.push(map);
                     }
                     None => *stop = true,
@@ -967,9 +1005,14 @@ pub fn spawn_writer(mut db: impl StatsSink) -> io::Result<(StatsSender, JoinHand
                     // and go on (the next batch retries the store).
                     tracing::error!("cannot write click statistics: {err}");
                 }
+                let links: usize = maps.iter().map(|map| map.len()).sum();
+                held = hold(held, db.waiting(), first, links);
                 // After the batch is in the store (or lost): a core that
-                // forgets these maps now finds them in any later read.
-                done_by_writer.store(through, Ordering::Release);
+                // forgets these maps now finds them in any later read. Not
+                // past counts the store holds back for a retry: the cores
+                // keep reading those from their maps until they are in.
+                let done = held.map_or(through, |(from, _)| from - 1);
+                done_by_writer.store(done, Ordering::Release);
                 counter.fetch_sub(n, Ordering::Relaxed);
                 retired.retain(|map| Arc::strong_count(map) > 1);
                 retired.extend(maps);
@@ -995,6 +1038,25 @@ pub fn spawn_writer(mut db: impl StatsSink) -> io::Result<(StatsSender, JoinHand
 mod tests {
     use super::*;
     use shorty_service::stats::{ClickCounter, ClickMeta};
+
+    #[test]
+    fn a_hold_spans_the_batches_a_retry_came_from_within_its_bound() {
+        // Nothing held back: nothing held.
+        assert_eq!(hold(None, false, Some(3), 10), None);
+        // Held back from batch 3 on, through the retries without new maps
+        // and the batches after it, until the store takes them.
+        let held = hold(None, true, Some(3), 10);
+        assert_eq!(held, Some((3, 10)));
+        let held = hold(held, true, None, 0);
+        assert_eq!(held, Some((3, 10)));
+        let held = hold(held, true, Some(5), 7);
+        assert_eq!(held, Some((3, 17)));
+        assert_eq!(hold(held, false, Some(6), 1), None);
+        // Past the bound the cores let go; a later refusal holds anew.
+        assert_eq!(hold(held, true, Some(6), MAX_HELD_LINKS), None);
+        assert_eq!(hold(None, true, None, 0), None);
+        assert_eq!(hold(None, true, Some(9), 1), Some((9, 1)));
+    }
     use std::time::{SystemTime, UNIX_EPOCH};
 
     const T0: u64 = 1_709_251_200_000; // 2024-03-01T00:00:00Z
