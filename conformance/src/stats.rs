@@ -585,3 +585,79 @@ pub fn clicks_a_full_redis_refuses_are_read_back_until_it_stores_them(bin: &Path
     let mut c = Client::connect(server.addr()).unwrap();
     read_back(&mut c, 8, "after a restart");
 }
+
+/// A clean stop while a Redis refuses the counts (out of memory) retries
+/// them a few times (`STOP_RETRIES`, a second apart): a store back within
+/// them gets every click; one still refusing after them loses those
+/// counts, and the log says so (review 20: a stop dropped them after a
+/// last "kept for the next flush", silently).
+pub fn clicks_refused_at_a_stop_are_retried_then_reported_lost(bin: &Path) {
+    let Some(redis) = crate::cluster::or_skip(crate::cluster::Redis::start(&[
+        "--maxmemory-policy",
+        "noeviction",
+    ])) else {
+        return;
+    };
+    let dir = tmp();
+    let url = redis.url();
+    let args = [
+        "--threads",
+        "1",
+        "--stats-flush",
+        "10ms",
+        "--store",
+        url.as_str(),
+        "--store-replicas",
+        "0",
+    ];
+    let mut server = Server::start(bin, dir.path(), &args);
+    let mut c = Client::connect(server.addr()).unwrap();
+    let code = c
+        .shorten_with("https://example.com/stopped", &LinkOptions::default())
+        .unwrap()
+        .code;
+    let http_addr = server.http_addr();
+    let clicks = |n: u64| {
+        for _ in 0..n {
+            visit(http_addr, "GET", &code, HUMAN, 302);
+        }
+    };
+    clicks(2);
+    assert_eq!(stats_once(&mut c, &code, 2).total, 2);
+    redis.must(&["CONFIG", "SET", "maxmemory", "1"]);
+    clicks(3);
+    // Refused by a flush or two before the stop.
+    std::thread::sleep(Duration::from_millis(100));
+    drop(c);
+    server.terminate();
+    std::thread::sleep(Duration::from_millis(1500));
+    redis.must(&["CONFIG", "SET", "maxmemory", "0"]);
+    assert!(server.wait(Duration::from_secs(20)).success());
+    assert!(!server.log().contains("lost"), "{}", server.log());
+    let mut server = Server::start(bin, dir.path(), &args);
+    let mut c = Client::connect(server.addr()).unwrap();
+    assert_eq!(
+        c.stats(&code, two_hours()).unwrap().total,
+        5,
+        "the store back within the stop's retries has every click"
+    );
+    // Still refusing after them: lost, and said.
+    redis.must(&["CONFIG", "SET", "maxmemory", "1"]);
+    let http_addr = server.http_addr();
+    for _ in 0..2 {
+        visit(http_addr, "GET", &code, HUMAN, 302);
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    drop(c);
+    server.terminate();
+    assert!(server.wait(Duration::from_secs(20)).success());
+    let log = server.log();
+    assert!(
+        log.contains("click counts of 1 links that the store still refuses"),
+        "{log}"
+    );
+    redis.must(&["CONFIG", "SET", "maxmemory", "0"]);
+    let server = Server::start(bin, dir.path(), &args);
+    let mut c = Client::connect(server.addr()).unwrap();
+    assert_eq!(c.stats(&code, two_hours()).unwrap().total, 5);
+}

@@ -884,44 +884,86 @@ pub trait StatsSink: Send + 'static {
         Ok(())
     }
 
-    /// Counts the store refused or could not be sent are waiting: the
+    /// Links whose counts the store refused or that could not be sent,
+    /// waiting for a retry (at most [`MAX_RETRY_LINKS`]).
+    fn waiting_links(&self) -> usize {
+        0
+    }
+
+    /// Counts are waiting ([`waiting_links`](Self::waiting_links)): the
     /// writer then calls [`apply`](Self::apply) again after
     /// [`RETRY_EVERY`] even when no core sends a new map.
     fn waiting(&self) -> bool {
-        false
+        self.waiting_links() > 0
     }
 }
+
+/// Links whose counts a store that refuses writes can leave waiting for
+/// the next flush; past it, the counts of the links beyond are dropped
+/// (and logged): an outage must not grow the writer without bound.
+pub const MAX_RETRY_LINKS: usize = 100_000;
+
+/// Retries at [`RETRY_EVERY`] that a stopping writer gives counts the
+/// store still holds back, before it says they are lost: a failover or a
+/// restart of the store ends within seconds, an outage that outlasts them
+/// does not end with the stop.
+pub const STOP_RETRIES: u32 = 5;
 
 /// Links (one map entry each) of the hand-overs the writer keeps the cores
 /// holding while the store holds counts of theirs back for a retry
 /// ([`StatsSink::waiting`]): a refused flush's clicks then stay in every
 /// read until the store takes them (a count never goes down and up again).
 /// Past it (a long outage of a busy store), the cores let go, bounding
-/// their memory (about 150 bytes a link), and reads lack the held-back
-/// counts until the store is back.
-pub const MAX_HELD_LINKS: usize = 200_000;
+/// their memory, and reads lack the held-back counts until the store is
+/// back. Never above [`MAX_RETRY_LINKS`]: a hold begins with the writer
+/// holding nothing back, so while it lasts the writer holds back at most
+/// this many links and drops none, and no read shows a click the writer
+/// then drops (review 20 saw reads of 20,000 links go from 1 to 0 when
+/// this bound was twice the writer's).
+pub const MAX_HELD_LINKS: usize = MAX_RETRY_LINKS;
 
-/// The writer's hold after a batch: `held` before it, whether the store
-/// still holds counts back (`waiting`), the batch's first hand-over and
-/// its links. `None`: nothing held, the cores may let go of every map
-/// applied.
-fn hold(
-    held: Option<(u64, usize)>,
-    waiting: bool,
-    first: Option<u64>,
-    links: usize,
-) -> Option<(u64, usize)> {
-    if !waiting {
-        return None;
+/// What the writer keeps the cores holding ([`MAX_HELD_LINKS`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Hold {
+    /// Nothing held back: the cores may let go of every map applied.
+    Nothing,
+    /// The hand-overs from `first` on, `links` links in all.
+    From { first: u64, links: usize },
+    /// Held back past the bound: the cores let go, and no hold begins
+    /// again until the store has taken everything it held back.
+    LetGo,
+}
+
+impl Hold {
+    /// The hold after a batch: whether the store still holds counts back
+    /// (`waiting`), the batch's first hand-over and its links.
+    fn after(self, waiting: bool, first: Option<u64>, links: usize) -> Hold {
+        let within = |first, links| {
+            if links <= MAX_HELD_LINKS {
+                Hold::From { first, links }
+            } else {
+                Hold::LetGo
+            }
+        };
+        match (self, first) {
+            _ if !waiting => Hold::Nothing,
+            (Hold::LetGo, _) => Hold::LetGo,
+            (Hold::From { first, links: held }, _) => within(first, held + links),
+            (Hold::Nothing, Some(first)) => within(first, links),
+            // Held back with no batch of this hold's to keep: nothing to
+            // hold (after `Nothing` the store held nothing back).
+            (Hold::Nothing, None) => Hold::LetGo,
+        }
     }
-    let (from, total) = match (held, first) {
-        (Some((from, total)), _) => (from, total + links),
-        (None, Some(first)) => (first, links),
-        // Held back from a batch before this writer's hold was counted:
-        // nothing to keep.
-        (None, None) => return None,
-    };
-    (total <= MAX_HELD_LINKS).then_some((from, total))
+
+    /// The last hand-over the cores may let go of, of those up to
+    /// `through`.
+    fn done(self, through: u64) -> u64 {
+        match self {
+            Hold::From { first, .. } => first - 1,
+            _ => through,
+        }
+    }
 }
 
 /// How soon the writer retries counts a store kept back ([`StatsSink::waiting`])
@@ -971,7 +1013,7 @@ pub fn spawn_writer(mut db: impl StatsSink) -> io::Result<(StatsSender, JoinHand
             // While the store holds counts back for a retry (`waiting`):
             // the first hand-over they came from, and the links of the
             // hand-overs held since.
-            let mut held: Option<(u64, usize)> = None;
+            let mut held = Hold::Nothing;
             while !stop {
                 let mut maps = Vec::new();
                 let next = if db.waiting() {
@@ -1006,12 +1048,12 @@ pub fn spawn_writer(mut db: impl StatsSink) -> io::Result<(StatsSender, JoinHand
                     tracing::error!("cannot write click statistics: {err}");
                 }
                 let links: usize = maps.iter().map(|map| map.len()).sum();
-                held = hold(held, db.waiting(), first, links);
+                held = held.after(db.waiting(), first, links);
                 // After the batch is in the store (or lost): a core that
                 // forgets these maps now finds them in any later read. Not
                 // past counts the store holds back for a retry: the cores
                 // keep reading those from their maps until they are in.
-                let done = held.map_or(through, |(from, _)| from - 1);
+                let done = held.done(through);
                 done_by_writer.store(done, Ordering::Release);
                 counter.fetch_sub(n, Ordering::Relaxed);
                 retired.retain(|map| Arc::strong_count(map) > 1);
@@ -1023,6 +1065,26 @@ pub fn spawn_writer(mut db: impl StatsSink) -> io::Result<(StatsSender, JoinHand
                         tracing::warn!("cannot drop old click statistics: {err}");
                     }
                 }
+            }
+            // Stopping while the store holds counts back: a few more
+            // tries, then say what is lost. Before, a clean stop during a
+            // refusal dropped them after a last "kept for the next flush"
+            // (review 20).
+            for _ in 0..STOP_RETRIES {
+                if !db.waiting() {
+                    return;
+                }
+                std::thread::sleep(RETRY_EVERY);
+                if let Err(err) = db.apply(&[], through) {
+                    tracing::error!("cannot write click statistics: {err}");
+                }
+            }
+            if db.waiting() {
+                tracing::error!(
+                    "stopping with the click counts of {} links that the store still refuses \
+                     after {STOP_RETRIES} more tries: they are lost",
+                    db.waiting_links()
+                );
             }
         })?;
     let sender = StatsSender {
@@ -1041,21 +1103,48 @@ mod tests {
 
     #[test]
     fn a_hold_spans_the_batches_a_retry_came_from_within_its_bound() {
+        use Hold::*;
         // Nothing held back: nothing held.
-        assert_eq!(hold(None, false, Some(3), 10), None);
+        assert_eq!(Nothing.after(false, Some(3), 10), Nothing);
         // Held back from batch 3 on, through the retries without new maps
         // and the batches after it, until the store takes them.
-        let held = hold(None, true, Some(3), 10);
-        assert_eq!(held, Some((3, 10)));
-        let held = hold(held, true, None, 0);
-        assert_eq!(held, Some((3, 10)));
-        let held = hold(held, true, Some(5), 7);
-        assert_eq!(held, Some((3, 17)));
-        assert_eq!(hold(held, false, Some(6), 1), None);
-        // Past the bound the cores let go; a later refusal holds anew.
-        assert_eq!(hold(held, true, Some(6), MAX_HELD_LINKS), None);
-        assert_eq!(hold(None, true, None, 0), None);
-        assert_eq!(hold(None, true, Some(9), 1), Some((9, 1)));
+        let held = Nothing.after(true, Some(3), 10);
+        assert_eq!(
+            held,
+            From {
+                first: 3,
+                links: 10
+            }
+        );
+        assert_eq!(held.done(4), 2);
+        let held = held.after(true, None, 0);
+        assert_eq!(
+            held,
+            From {
+                first: 3,
+                links: 10
+            }
+        );
+        let held = held.after(true, Some(5), 7);
+        assert_eq!(
+            held,
+            From {
+                first: 3,
+                links: 17
+            }
+        );
+        assert_eq!(held.after(false, Some(6), 1), Nothing);
+        assert_eq!(Nothing.done(6), 6);
+        // Past the bound the cores let go, and no new hold begins while
+        // anything is still held back (it could then hold more links than
+        // the writer keeps, and show clicks the writer drops).
+        let gone = held.after(true, Some(6), MAX_HELD_LINKS);
+        assert_eq!(gone, LetGo);
+        assert_eq!(gone.done(6), 6);
+        assert_eq!(gone.after(true, Some(7), 1), LetGo);
+        assert_eq!(gone.after(false, None, 0), Nothing);
+        assert_eq!(Nothing.after(true, None, 0), LetGo);
+        const { assert!(MAX_HELD_LINKS <= MAX_RETRY_LINKS) };
     }
     use std::time::{SystemTime, UNIX_EPOCH};
 

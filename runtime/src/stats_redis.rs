@@ -227,10 +227,7 @@ pub const PIPELINE_COMMANDS: usize = 512;
 /// timed from when it was sent.
 pub const SINGLE_PIPELINES_IN_FLIGHT: usize = 2;
 
-/// Links whose counts a Redis that refuses writes can leave waiting for
-/// the next flush; past it, the counts of the links beyond are dropped
-/// (and logged): an outage must not grow the writer without bound.
-pub const MAX_RETRY_LINKS: usize = 100_000;
+pub use crate::stats::MAX_RETRY_LINKS;
 
 /// One link's deltas of a flush, merged over every map handed over.
 #[derive(Debug, Default)]
@@ -550,8 +547,8 @@ impl RedisStats {
 }
 
 impl StatsSink for RedisStats {
-    fn waiting(&self) -> bool {
-        !self.retry.is_empty()
+    fn waiting_links(&self) -> usize {
+        self.retry.len()
     }
 
     fn apply(&mut self, maps: &[std::sync::Arc<ClickMap>], through: u64) -> io::Result<()> {
