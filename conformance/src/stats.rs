@@ -521,6 +521,33 @@ pub fn redis_stats_reads_leave_the_core_serving(bin: &Path) {
     assert!(server.stop().success());
 }
 
+/// A single Redis that refuses writes once its `maxmemory` is set to 1
+/// (`noeviction`: out of memory), and its URL; `None` where the harness
+/// skips (no Redis outside CI).
+fn refusable_redis() -> Option<(crate::cluster::Redis, String)> {
+    let redis = crate::cluster::or_skip(crate::cluster::Redis::start(&[
+        "--maxmemory-policy",
+        "noeviction",
+    ]))?;
+    let url = redis.url();
+    Some((redis, url))
+}
+
+/// A one-core server's arguments, its clicks flushed every 10 ms to the
+/// single Redis at `url`.
+fn one_core_flushing_to(url: &str) -> [&str; 8] {
+    [
+        "--threads",
+        "1",
+        "--stats-flush",
+        "10ms",
+        "--store",
+        url,
+        "--store-replicas",
+        "0",
+    ]
+}
+
 /// Clicks a Redis refuses to store (out of memory) are still in every
 /// read while the writer holds them for the next flush, and stay there
 /// once it stores them: a count never goes down and up again. Before, the
@@ -529,24 +556,11 @@ pub fn redis_stats_reads_leave_the_core_serving(bin: &Path) {
 /// Cluster failover does the same with `CLUSTERDOWN`; CI once read STATS
 /// 49, then INFO 48).
 pub fn clicks_a_full_redis_refuses_are_read_back_until_it_stores_them(bin: &Path) {
-    let Some(redis) = crate::cluster::or_skip(crate::cluster::Redis::start(&[
-        "--maxmemory-policy",
-        "noeviction",
-    ])) else {
+    let Some((redis, url)) = refusable_redis() else {
         return;
     };
     let dir = tmp();
-    let url = redis.url();
-    let args = [
-        "--threads",
-        "1",
-        "--stats-flush",
-        "10ms",
-        "--store",
-        url.as_str(),
-        "--store-replicas",
-        "0",
-    ];
+    let args = one_core_flushing_to(&url);
     let server = Server::start(bin, dir.path(), &args);
     let mut c = Client::connect(server.addr()).unwrap();
     let code = c
@@ -592,24 +606,11 @@ pub fn clicks_a_full_redis_refuses_are_read_back_until_it_stores_them(bin: &Path
 /// counts, and the log says so (review 20: a stop dropped them after a
 /// last "kept for the next flush", silently).
 pub fn clicks_refused_at_a_stop_are_retried_then_reported_lost(bin: &Path) {
-    let Some(redis) = crate::cluster::or_skip(crate::cluster::Redis::start(&[
-        "--maxmemory-policy",
-        "noeviction",
-    ])) else {
+    let Some((redis, url)) = refusable_redis() else {
         return;
     };
     let dir = tmp();
-    let url = redis.url();
-    let args = [
-        "--threads",
-        "1",
-        "--stats-flush",
-        "10ms",
-        "--store",
-        url.as_str(),
-        "--store-replicas",
-        "0",
-    ];
+    let args = one_core_flushing_to(&url);
     let mut server = Server::start(bin, dir.path(), &args);
     let mut c = Client::connect(server.addr()).unwrap();
     let code = c
