@@ -910,7 +910,7 @@ pub const MAX_RETRY_LINKS: usize = 100_000;
 pub const STOP_RETRIES: u32 = 5;
 
 /// Links (map entries, counted by the maps' capacity: what they hold in
-/// memory, about 120 bytes each) of the hand-overs the writer keeps the
+/// memory) of the hand-overs the writer keeps the
 /// cores holding while the store holds counts of theirs back for a retry
 /// ([`StatsSink::waiting`]): a refused flush's clicks then stay in every
 /// read until the store takes them (a count never goes down and up again).
@@ -1011,9 +1011,8 @@ pub fn spawn_writer(mut db: impl StatsSink) -> io::Result<(StatsSender, JoinHand
             // core.
             let mut retired: Vec<Arc<ClickMap>> = Vec::new();
             let mut through = applied;
-            // While the store holds counts back for a retry (`waiting`):
-            // the first hand-over they came from, and the links of the
-            // hand-overs held since.
+            // The hand-overs the cores are kept holding while the store
+            // holds counts of theirs back for a retry.
             let mut held = Hold::Nothing;
             while !stop {
                 let mut maps = Vec::new();
@@ -1104,6 +1103,9 @@ pub fn spawn_writer(mut db: impl StatsSink) -> io::Result<(StatsSender, JoinHand
 mod tests {
     use super::*;
     use shorty_service::stats::{ClickCounter, ClickMeta};
+    use std::time::{SystemTime, UNIX_EPOCH};
+
+    const T0: u64 = 1_709_251_200_000; // 2024-03-01T00:00:00Z
 
     #[test]
     fn a_hold_spans_the_batches_a_retry_came_from_within_its_bound() {
@@ -1150,9 +1152,6 @@ mod tests {
         assert_eq!(Nothing.after(true, None, 0), LetGo);
         const { assert!(MAX_HELD_LINKS <= MAX_RETRY_LINKS) };
     }
-    use std::time::{SystemTime, UNIX_EPOCH};
-
-    const T0: u64 = 1_709_251_200_000; // 2024-03-01T00:00:00Z
 
     /// A store that refuses its first batch and keeps it (as the Redis
     /// sink does), then takes everything.

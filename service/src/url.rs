@@ -280,11 +280,8 @@ fn plain_host(text: &str) -> Option<&str> {
         ),
         None => (authority, None),
     };
-    if let Some(port) = port {
-        if !decimal(port, 5) || port.iter().fold(0u32, |n, &b| n * 10 + u32::from(b - b'0')) > 65535
-        {
-            return None;
-        }
+    if port.is_some_and(|port| !decimal(port, 5) || value(port) > 65535) {
+        return None;
     }
     let bytes = host.as_bytes();
     (plain_domain(bytes) || plain_ipv4(bytes)).then_some(host)
@@ -295,6 +292,11 @@ fn decimal(digits: &[u8], max: usize) -> bool {
     (1..=max).contains(&digits.len())
         && digits.iter().all(u8::is_ascii_digit)
         && (digits == b"0" || digits[0] != b'0')
+}
+
+/// The value of at most 9 [`decimal`] digits.
+fn value(digits: &[u8]) -> u32 {
+    digits.iter().fold(0, |n, &b| n * 10 + u32::from(b - b'0'))
 }
 
 /// A domain [`plain_host`] takes: see there.
@@ -324,8 +326,7 @@ fn plain_ipv4(host: &[u8]) -> bool {
     let mut parts = 0;
     for part in host.split(|&b| b == b'.') {
         parts += 1;
-        let value = || part.iter().fold(0u32, |n, &b| n * 10 + u32::from(b - b'0'));
-        if !decimal(part, 3) || value() > 255 {
+        if !decimal(part, 3) || value(part) > 255 {
             return false;
         }
     }
