@@ -601,7 +601,7 @@ pub fn clicks_a_full_redis_refuses_are_read_back_until_it_stores_them(bin: &Path
 }
 
 /// A clean stop while a Redis refuses the counts (out of memory) retries
-/// them a few times (`STOP_RETRIES`, a second apart): a store back within
+/// them for a few seconds (`STOP_RETRY_FOR`, a second apart): a store back within
 /// them gets every click; one still refusing after them loses those
 /// counts, and the log says so (review 20: a stop dropped them after a
 /// last "kept for the next flush", silently).
@@ -658,7 +658,40 @@ pub fn clicks_refused_at_a_stop_are_retried_then_reported_lost(bin: &Path) {
         "{log}"
     );
     redis.must(&["CONFIG", "SET", "maxmemory", "0"]);
-    let server = Server::start(bin, dir.path(), &args);
+    let mut server = Server::start(bin, dir.path(), &args);
     let mut c = Client::connect(server.addr()).unwrap();
     assert_eq!(c.stats(&code, two_hours()).unwrap().total, 5);
+    // A second signal exits without the retries, and says what it loses
+    // (review 20b: it said nothing).
+    redis.must(&["CONFIG", "SET", "maxmemory", "1"]);
+    visit(server.http_addr(), "GET", &code, HUMAN, 302);
+    std::thread::sleep(Duration::from_millis(100));
+    drop(c);
+    server.terminate();
+    std::thread::sleep(Duration::from_millis(300));
+    server.terminate();
+    let _ = server.wait(Duration::from_secs(5));
+    let log = server.log();
+    assert!(
+        log.contains("exiting with the click counts of 1 links that the store refused"),
+        "{log}"
+    );
+    // A store gone altogether: the retries are bounded in time, not in
+    // tries (review 20b: each try took 5 s against a dead Redis, and the
+    // stop 31 s).
+    redis.must(&["CONFIG", "SET", "maxmemory", "0"]);
+    let mut server = Server::start(bin, dir.path(), &args);
+    redis.must(&["CONFIG", "SET", "maxmemory", "1"]);
+    visit(server.http_addr(), "GET", &code, HUMAN, 302);
+    std::thread::sleep(Duration::from_millis(100));
+    drop(redis);
+    let stopping = Instant::now();
+    server.terminate();
+    assert!(server.wait(Duration::from_secs(30)).success());
+    assert!(
+        stopping.elapsed() < Duration::from_secs(15),
+        "a stop with the store gone took {:?}",
+        stopping.elapsed()
+    );
+    assert!(server.log().contains("they are lost"), "{}", server.log());
 }

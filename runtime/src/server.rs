@@ -10,7 +10,7 @@
 use std::io;
 use std::net::{SocketAddr, TcpListener};
 use std::process::ExitCode;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 
 use shorty_service::codes::{Codec, IdSpace};
@@ -86,6 +86,15 @@ fn install_signal_handlers(trigger: ShutdownTrigger) -> io::Result<()> {
                 seen += 1;
                 if seen > 1 {
                     tracing::warn!(signal, "second signal: exiting without draining");
+                    let held = crate::stats::HELD_BACK_LINKS.load(Ordering::Relaxed);
+                    if held > 0 {
+                        // The writer's own report comes only after its
+                        // retries, which this exit does not wait for.
+                        tracing::error!(
+                            "exiting with the click counts of {held} links that the store \
+                             refused: they are lost"
+                        );
+                    }
                     std::process::exit(130);
                 }
                 tracing::info!(
@@ -129,7 +138,7 @@ fn start_watchdog(heartbeats: Vec<Arc<AtomicU64>>) {
             let beats = || -> Vec<u64> {
                 heartbeats
                     .iter()
-                    .map(|h| h.load(std::sync::atomic::Ordering::Relaxed))
+                    .map(|h| h.load(Ordering::Relaxed))
                     .collect()
             };
             let mut last = beats();

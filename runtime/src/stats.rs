@@ -903,11 +903,19 @@ pub trait StatsSink: Send + 'static {
 /// (and logged): an outage must not grow the writer without bound.
 pub const MAX_RETRY_LINKS: usize = 100_000;
 
-/// Retries at [`RETRY_EVERY`] that a stopping writer gives counts the
-/// store still holds back, before it says they are lost: a failover or a
-/// restart of the store ends within seconds, an outage that outlasts them
-/// does not end with the stop.
-pub const STOP_RETRIES: u32 = 5;
+/// How long a stopping writer keeps retrying, at [`RETRY_EVERY`], counts
+/// the store still holds back before it says they are lost: a failover or
+/// a restart of the store ends within seconds, an outage that outlasts it
+/// does not end with the stop. A try begun before it ends may take up to
+/// its own timeout beyond (review 20b: counted in tries, a store that was
+/// gone made each take 5 s, and the stop 31 s).
+pub const STOP_RETRY_FOR: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Links whose counts this process's stats writer holds back for a retry
+/// (what [`StatsSink::waiting_links`] said last), for an exit that does not
+/// wait for the writer (a second signal) to say what it loses.
+/// Process-wide: a server process has one writer.
+pub static HELD_BACK_LINKS: AtomicUsize = AtomicUsize::new(0);
 
 /// Links (map entries, counted by the maps' capacity: what they hold in
 /// memory) of the hand-overs the writer keeps the
@@ -1052,6 +1060,7 @@ pub fn spawn_writer(mut db: impl StatsSink) -> io::Result<(StatsSender, JoinHand
                 // can hold a big map (review 20 saw 1.2 KB held per link).
                 let links: usize = maps.iter().map(|map| map.capacity()).sum();
                 held = held.after(db.waiting(), first, links);
+                HELD_BACK_LINKS.store(db.waiting_links(), Ordering::Relaxed);
                 // After the batch is in the store (or lost): a core that
                 // forgets these maps now finds them in any later read. Not
                 // past counts the store holds back for a retry: the cores
@@ -1073,19 +1082,18 @@ pub fn spawn_writer(mut db: impl StatsSink) -> io::Result<(StatsSender, JoinHand
             // tries, then say what is lost. Before, a clean stop during a
             // refusal dropped them after a last "kept for the next flush"
             // (review 20).
-            for _ in 0..STOP_RETRIES {
-                if !db.waiting() {
-                    return;
-                }
+            let deadline = std::time::Instant::now() + STOP_RETRY_FOR;
+            while db.waiting() && std::time::Instant::now() + RETRY_EVERY <= deadline {
                 std::thread::sleep(RETRY_EVERY);
                 if let Err(err) = db.apply(&[], through) {
                     tracing::error!("cannot write click statistics: {err}");
                 }
+                HELD_BACK_LINKS.store(db.waiting_links(), Ordering::Relaxed);
             }
             if db.waiting() {
                 tracing::error!(
                     "stopping with the click counts of {} links that the store still refuses \
-                     after {STOP_RETRIES} more tries: they are lost",
+                     after {STOP_RETRY_FOR:?} of retries: they are lost",
                     db.waiting_links()
                 );
             }
