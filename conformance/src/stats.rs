@@ -25,6 +25,11 @@ fn two_hours() -> StatsQuery {
     StatsQuery::new(hour - HOUR_MS, hour + HOUR_MS, Granularity::Hour)
 }
 
+/// The code of a new link to `url`, made with the default options.
+fn new_code(c: &mut Client, url: &str) -> String {
+    c.shorten_with(url, &LinkOptions::default()).unwrap().code
+}
+
 /// One HTTP request for `/{code}` on a connection of its own (so clicks
 /// spread over the cores), expecting `status`.
 fn visit(http_addr: std::net::SocketAddr, method: &str, code: &str, headers: &str, status: u16) {
@@ -68,10 +73,7 @@ fn own_clicks_read_back_exactly(bin: &Path, store: &[&str], clicks: u64) {
     args.extend_from_slice(store);
     let server = Server::start(bin, dir.path(), &args);
     let mut c = Client::connect(server.addr()).unwrap();
-    let code = c
-        .shorten_with("https://example.com/exactly", &LinkOptions::default())
-        .unwrap()
-        .code;
+    let code = new_code(&mut c, "https://example.com/exactly");
     let http_addr = server.http_addr();
     for made in 1..=clicks {
         visit(http_addr, "GET", &code, HUMAN, 302);
@@ -217,10 +219,7 @@ pub fn redis_cluster_stats_are_read_back_summed_across_nodes(bin: &Path) {
     let two = Server::start(bin, d2.path(), &args);
     let mut c1 = Client::connect(one.addr()).unwrap();
     let mut c2 = Client::connect(two.addr()).unwrap();
-    let code = c1
-        .shorten_with("https://example.com/summed", &LinkOptions::default())
-        .unwrap()
-        .code;
+    let code = new_code(&mut c1, "https://example.com/summed");
     let alias = "launch-day";
     let mut options = LinkOptions::default();
     options.alias = Some(alias);
@@ -324,10 +323,7 @@ pub fn clicks_survive_kill_9_read_back_through_the_wire(bin: &Path) {
     let args = ["--stats-flush", "100ms", "--threads", "2"];
     let mut server = Server::start(bin, dir.path(), &args);
     let mut c = Client::connect(server.addr()).unwrap();
-    let code = c
-        .shorten_with("https://example.com/crash", &LinkOptions::default())
-        .unwrap()
-        .code;
+    let code = new_code(&mut c, "https://example.com/crash");
     let mut options = LinkOptions::default();
     options.alias = Some("crash-test");
     c.shorten_with("https://example.com/crash-alias", &options)
@@ -423,10 +419,7 @@ pub fn redis_stats_reads_leave_the_core_serving(bin: &Path) {
     );
     let mut c = Client::connect(server.addr()).unwrap();
     // A link served from the core's cache: its redirect needs no store.
-    let cached = c
-        .shorten_with("https://example.com/cached", &LinkOptions::default())
-        .unwrap()
-        .code;
+    let cached = new_code(&mut c, "https://example.com/cached");
     visit(server.http_addr(), "GET", &cached, "", 302);
     // A link whose statistics live on another node than the link.
     let (code, stats_node) = (0..64)
@@ -563,10 +556,7 @@ pub fn clicks_a_full_redis_refuses_are_read_back_until_it_stores_them(bin: &Path
     let args = one_core_flushing_to(&url);
     let server = Server::start(bin, dir.path(), &args);
     let mut c = Client::connect(server.addr()).unwrap();
-    let code = c
-        .shorten_with("https://example.com/refused", &LinkOptions::default())
-        .unwrap()
-        .code;
+    let code = new_code(&mut c, "https://example.com/refused");
     let http_addr = server.http_addr();
     let read_back = |c: &mut Client, made: u64, when: &str| {
         let stats = c.stats(&code, two_hours()).unwrap();
@@ -613,10 +603,7 @@ pub fn clicks_refused_at_a_stop_are_retried_then_reported_lost(bin: &Path) {
     let args = one_core_flushing_to(&url);
     let mut server = Server::start(bin, dir.path(), &args);
     let mut c = Client::connect(server.addr()).unwrap();
-    let code = c
-        .shorten_with("https://example.com/stopped", &LinkOptions::default())
-        .unwrap()
-        .code;
+    let code = new_code(&mut c, "https://example.com/stopped");
     let http_addr = server.http_addr();
     let clicks = |n: u64| {
         for _ in 0..n {
