@@ -18,9 +18,10 @@
 # Needs: taskset, wrk, nginx, redis-server, redis-benchmark, python3.
 # Usage: [ROUNDS=3] [ONLY=REGEX] [REDIS_ROWS=0|REGEX] scripts/bench-floor.sh [N]
 #   N scales the request counts and wrk's 5 s (default 1); ONLY keeps the
-#   HTTP servers whose key matches (keys: null-uring null-uring-coop
-#   null-uring-epoll null-uring-plain nginx null-tokio null-tokio-uring-plain
-#   null-tokio-uring shorty-uring shorty-glommio; ONLY=none skips the HTTP
+#   HTTP servers whose key matches (keys: null-uring null-uring-deferred
+#   null-uring-coop null-uring-epoll null-uring-plain nginx nginx-deferred
+#   null-tokio null-tokio-uring-plain null-tokio-uring shorty-uring-undeferred
+#   shorty-uring shorty-glommio; ONLY=none skips the HTTP
 #   table); REDIS_ROWS=0 skips the Redis rows, REDIS_ROWS=shorten (or
 #   resolve) keeps only that row.
 set -euo pipefail
@@ -40,7 +41,7 @@ floor_cleanup() {
 trap floor_cleanup EXIT
 
 # One null server under wrk; prints its CPU s per million.
-null_http() { # binary [ring-mode]
+null_http() { # binary [ring-mode [more args...]]
   local port=$((PORT + 8)) line
   # An io_uring server's listener outlives its process for a moment (the
   # ring's teardown is asynchronous): wait for the last one's to go.
@@ -49,7 +50,7 @@ null_http() { # binary [ring-mode]
     sleep 0.05
   done
   # shellcheck disable=SC2086
-  $PIN_SERVER "$BIN/$1" "127.0.0.1:$port" ${2:+--ring "$2"} >"$TMP/null.out" 2>>"$TMP/server.log" &
+  $PIN_SERVER "$BIN/$1" "127.0.0.1:$port" ${2:+--ring "$2"} "${@:3}" >"$TMP/null.out" 2>>"$TMP/server.log" &
   NULL=$!
   for _ in $(seq 100); do
     line=$(head -1 "$TMP/null.out")
@@ -67,29 +68,35 @@ null_http() { # binary [ring-mode]
   NULL=
 }
 
-KEYS=(null-uring null-uring-coop null-uring-epoll null-uring-plain nginx null-tokio null-tokio-uring-plain
-  null-tokio-uring shorty-uring shorty-glommio)
+KEYS=(null-uring null-uring-deferred null-uring-coop null-uring-epoll null-uring-plain nginx nginx-deferred
+  null-tokio null-tokio-uring-plain null-tokio-uring shorty-uring-undeferred shorty-uring shorty-glommio)
 declare -A LABEL=(
   [null-uring]="null, raw io_uring (COOP_TASKRUN + SINGLE_ISSUER + DEFER_TASKRUN, multishot accept/recv, buffer ring)"
+  [null-uring-deferred]="same, accepts deferred (TCP_DEFER_ACCEPT 1 s)"
   [null-uring-coop]="same, no DEFER_TASKRUN"
   [null-uring-epoll]="same, waiting in epoll_wait on the ring (tokio-uring's park)"
   [null-uring-plain]="same, plain ring (no setup flags)"
   [nginx]="nginx \`return 302\`, one worker"
+  [nginx-deferred]="same, \`listen ... deferred\` (TCP_DEFER_ACCEPT 1 s)"
   [null-tokio]="null, tokio (epoll)"
   [null-tokio-uring-plain]="null, tokio-uring 0.5 as shipped (plain ring)"
   [null-tokio-uring]="same + COOP_TASKRUN + SINGLE_ISSUER"
-  [shorty-uring]="**shorty-uring --threads 1**"
+  [shorty-uring-undeferred]="shorty-uring --threads 1 --defer-accept 0s"
+  [shorty-uring]="**shorty-uring --threads 1** (defers accepts 1 s, the default)"
   [shorty-glommio]="**shorty-glommio --threads 1**"
 )
 declare -A CMD=(
   [null-uring]="null_http null-uring defer"
+  [null-uring-deferred]="null_http null-uring defer --defer-accept"
   [null-uring-coop]="null_http null-uring coop"
   [null-uring-epoll]="null_http null-uring epoll"
   [null-uring-plain]="null_http null-uring plain"
   [nginx]="http_nginx"
+  [nginx-deferred]="http_nginx deferred"
   [null-tokio]="null_http null-tokio"
   [null-tokio-uring-plain]="null_http null-tokio-uring plain"
   [null-tokio-uring]="null_http null-tokio-uring coop"
+  [shorty-uring-undeferred]="http_shorty shorty-uring --defer-accept 0s"
   [shorty-uring]="http_shorty shorty-uring"
   [shorty-glommio]="http_shorty shorty-glommio"
 )
@@ -128,18 +135,21 @@ vs() { # key other mode -> ratio, or - when either is missing
 if [ ${#SELECTED[@]} -gt 0 ]; then
 echo "HTTP 302, one server thread on CPU 0, wrk -t1 -c50 on CPU 1, server CPU s per 1M requests, median of $ROUNDS (cells: every round's value in brackets):"
 echo
-echo "| server | keep-alive | / null io_uring | / nginx | Connection: close | / null io_uring | / nginx |"
-echo "|---|---:|---:|---:|---:|---:|---:|"
+echo "| server | keep-alive | / null io_uring | / nginx | Connection: close | / null io_uring | / nginx | / null, deferred | / nginx, deferred |"
+echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
 for key in "${SELECTED[@]}"; do
-  printf '| %s | %s [%s] | %s | %s | %s [%s] | %s | %s |\n' "${LABEL[$key]}" \
+  printf '| %s | %s [%s] | %s | %s | %s [%s] | %s | %s | %s | %s |\n' "${LABEL[$key]}" \
     "$(of "$key" keep-alive)" "$(echo ${CELLS[$key,keep-alive]})" \
     "$(vs "$key" null-uring keep-alive)" "$(vs "$key" nginx keep-alive)" \
     "$(of "$key" close)" "$(echo ${CELLS[$key,close]})" \
-    "$(vs "$key" null-uring close)" "$(vs "$key" nginx close)"
+    "$(vs "$key" null-uring close)" "$(vs "$key" nginx close)" \
+    "$(vs "$key" null-uring-deferred close)" "$(vs "$key" nginx-deferred close)"
 done
 echo
 echo "Goals (issue 23): shorty-uring / null io_uring: keep-alive $(vs shorty-uring null-uring keep-alive) (<= 1.10), close $(vs shorty-uring null-uring close) (<= 1.15);"
+echo "  close like for like: deferred / deferred $(vs shorty-uring null-uring-deferred close), undeferred / undeferred $(vs shorty-uring-undeferred null-uring close);"
 echo "shorty-uring / nginx: keep-alive $(vs shorty-uring nginx keep-alive), close $(vs shorty-uring nginx close) (<= 0.95);"
+echo "  close like for like: deferred / deferred $(vs shorty-uring nginx-deferred close), undeferred / undeferred $(vs shorty-uring-undeferred nginx close);"
 echo "shorty-glommio / shorty-uring: keep-alive $(vs shorty-glommio shorty-uring keep-alive), close $(vs shorty-glommio shorty-uring close) (<= 1.15)."
 fi
 

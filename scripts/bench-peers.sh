@@ -183,14 +183,14 @@ resolve_redis() { # depth (1,000 hot keys, as shorty bench resolves 1,000 codes)
   else redis_load "$N_RR" -t get -c 50 -r 1000; fi
   stop_redis
 }
-http_shorty() { # backend
+http_shorty() { # backend [server args...]
   local code
-  start_shorty "$1"
+  start_shorty "$@"
   code=$("$BIN/shorty" -s "127.0.0.1:$PORT" shorten https://example.com/wrk-target | sed 's#.*/##')
   wrk_load "http://127.0.0.1:$((PORT + 1))/$code" "$SERVER"
   stop_shorty
 }
-http_nginx() {
+http_nginx() { # [deferred]: listen ... deferred (TCP_DEFER_ACCEPT, 1 s)
   local master pids
   cat >"$TMP/nginx.conf" <<EOF
 worker_processes $NGINX_WORKERS;
@@ -202,7 +202,7 @@ http {
   # The default (1,000) closes every thousandth keep-alive connection.
   keepalive_requests 1000000000;
   server {
-    listen 127.0.0.1:$((PORT + 6));
+    listen 127.0.0.1:$((PORT + 6))${1:+ $1};
     location / { return 302 https://example.com/wrk-target; }
   }
 }

@@ -19,6 +19,7 @@ pub mod ring;
 
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
+use std::time::Duration;
 
 /// The reply to a keep-alive request: what nginx's `return 302` sends,
 /// minus its body and `Server`/`Date` headers (no work: a null server).
@@ -115,13 +116,17 @@ pub fn replies(fed: Fed, out: &mut Vec<u8>) {
     }
 }
 
-/// The command line every null server takes: `[ADDR] [--ring MODE]`.
+/// The command line every null server takes:
+/// `[ADDR] [--ring MODE] [--defer-accept]`.
 #[derive(Debug)]
 pub struct Args {
     /// Where to listen.
     pub addr: SocketAddr,
     /// `--ring`'s value, if given (each binary says which it knows).
     pub ring: Option<String>,
+    /// `--defer-accept`: the listener defers accepts for 1 s
+    /// (`TCP_DEFER_ACCEPT`), as Shorty's does by default.
+    pub defer_accept: bool,
 }
 
 impl Args {
@@ -129,9 +134,12 @@ impl Args {
     pub fn parse() -> Self {
         let mut addr = None;
         let mut ring = None;
+        let mut defer_accept = false;
         let mut args = std::env::args().skip(1);
         while let Some(arg) = args.next() {
-            if arg == "--ring" {
+            if arg == "--defer-accept" {
+                defer_accept = true;
+            } else if arg == "--ring" {
                 ring = args.next();
                 if ring.is_none() {
                     usage();
@@ -143,13 +151,20 @@ impl Args {
             }
         }
         let addr = addr.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
-        Self { addr, ring }
+        Self {
+            addr,
+            ring,
+            defer_accept,
+        }
     }
 
     /// Binds the listener (std: each runtime adopts it) and announces its
     /// address on stdout, the line the smoke test and the script wait for.
     pub fn bind(&self) -> std::io::Result<TcpListener> {
         let listener = TcpListener::bind(self.addr)?;
+        if self.defer_accept {
+            shorty_runtime::listen::set_defer_accept(&listener, Duration::from_secs(1))?;
+        }
         let mut stdout = std::io::stdout().lock();
         writeln!(stdout, "listening on {}", listener.local_addr()?)?;
         stdout.flush()?;
@@ -158,7 +173,7 @@ impl Args {
 }
 
 fn usage() -> ! {
-    eprintln!("usage: null-SERVER [ADDR] [--ring MODE]");
+    eprintln!("usage: null-SERVER [ADDR] [--ring MODE] [--defer-accept]");
     std::process::exit(2);
 }
 

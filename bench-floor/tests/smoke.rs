@@ -97,6 +97,11 @@ fn null_uring_answers() {
     for ring in ["defer", "coop", "plain"] {
         check(env!("CARGO_BIN_EXE_null-uring"), &["--ring", ring]);
     }
+    // As scripts/bench-floor.sh runs it beside Shorty's default.
+    check(
+        env!("CARGO_BIN_EXE_null-uring"),
+        &["--ring", "defer", "--defer-accept"],
+    );
 }
 
 #[test]

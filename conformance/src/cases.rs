@@ -2432,6 +2432,71 @@ pub fn one_address_cannot_take_every_slot(bin: &Path) {
     }
 }
 
+/// A connection that has sent nothing is held by the kernel, not served
+/// (`--defer-accept`): it takes no slot, so with `--max-connections-per-ip
+/// 1` a silent connection from an address does not shut that address's
+/// next, speaking, connection out; once the silent one speaks it is served
+/// like any other. With `--defer-accept 0s` the silent one is accepted at
+/// once and takes the address's one slot.
+pub fn a_silent_connection_holds_no_slot_until_it_speaks(bin: &Path) {
+    use std::io::Write;
+    let ping = |stream: &mut std::net::TcpStream| {
+        let mut frame = Vec::new();
+        Request::Ping(b"p").encode_frame(&mut frame).unwrap();
+        stream.write_all(&frame).unwrap();
+        read_reply(stream)
+    };
+    let is_pong = |reply: &Reply| matches!(reply, Reply::Pong(body) if &body[..] == b"p");
+    for (defer, silent_holds_the_slot) in [("5s", false), ("0s", true)] {
+        let dir = tmp();
+        let server = Server::start(
+            bin,
+            dir.path(),
+            &[
+                "--threads",
+                "1",
+                "--max-connections-per-ip",
+                "1",
+                "--defer-accept",
+                defer,
+            ],
+        );
+        let from = || {
+            let stream: std::net::TcpStream = connect_from("127.0.0.3", server.addr()).into();
+            stream
+                .set_read_timeout(Some(Duration::from_secs(10)))
+                .unwrap();
+            stream
+        };
+        let mut silent = from();
+        // Time for an undeferred accept to take the silent connection.
+        std::thread::sleep(Duration::from_millis(300));
+        let mut speaking = from();
+        let reply = ping(&mut speaking);
+        if silent_holds_the_slot {
+            let (code, message) = reply
+                .as_error()
+                .expect("refused: the silent one holds the slot");
+            assert_eq!(code, ErrorCode::OVERLOADED, "{reply:?}");
+            assert!(message.contains("max-connections-per-ip"), "{reply:?}");
+            continue;
+        }
+        assert!(
+            is_pong(&reply),
+            "--defer-accept {defer}: refused: {reply:?}"
+        );
+        drop(speaking);
+        // Time for the server to see the close and give the slot back, well
+        // within the silent connection's 5 s deferral.
+        std::thread::sleep(Duration::from_secs(1));
+        let reply = ping(&mut silent);
+        assert!(
+            is_pong(&reply),
+            "the silent connection, once it spoke: {reply:?}"
+        );
+    }
+}
+
 /// One core accepts far more connections than any per-task counter of its
 /// runtime can count (glommio's task reference count is an `i16`), while
 /// its HTTP and admin listeners sit idle: an accept that never completes

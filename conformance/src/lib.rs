@@ -89,6 +89,7 @@ macro_rules! suite {
             clients_cannot_take_the_descriptors_the_log_needs,
             reads_cannot_take_the_descriptors_the_log_needs,
             one_address_cannot_take_every_slot,
+            a_silent_connection_holds_no_slot_until_it_speaks,
             a_reset_connection_in_a_burst_gives_its_address_count_back,
             a_burst_taken_ahead_is_served_or_told_never_held_in_silence,
             a_core_accepts_more_connections_than_a_counter_holds,

@@ -365,6 +365,17 @@ pub struct ServeArgs {
     #[arg(long, env = "SHORTY_MAX_CONNECTIONS_PER_IP", default_value_t = 0)]
     pub max_connections_per_ip: u32,
 
+    /// Accept a connection only once its first bytes arrive, holding it in
+    /// the kernel until then for about this long (`TCP_DEFER_ACCEPT`, as
+    /// nginx's `listen ... deferred`, which also waits 1 s); after that it
+    /// is accepted anyway and --idle-timeout applies. The client speaks
+    /// first on both protocols, so its request is there when the core
+    /// takes the connection (one wake-up instead of two), and a connection
+    /// that says nothing holds no slot meanwhile. Whole seconds, rounded
+    /// up. 0s: accept at once.
+    #[arg(long, env = "SHORTY_DEFER_ACCEPT", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub defer_accept: Duration,
+
     /// How long a client beyond --max-connections waits for a slot before
     /// it is answered 503 (OVERLOADED) and closed.
     #[arg(long, env = "SHORTY_QUEUE_TIMEOUT", default_value = "2s", value_parser = parse_duration)]

@@ -340,16 +340,26 @@ where
         }
     };
 
-    let framed =
-        bind_listeners("the framed protocol", args.listen, threads).map_err(|e| e.to_string())?;
+    let framed = bind_listeners(
+        "the framed protocol",
+        args.listen,
+        threads,
+        args.defer_accept,
+    )
+    .map_err(|e| e.to_string())?;
     let http = match args.http.0 {
-        Some(addr) => Some(bind_listeners("HTTP", addr, threads).map_err(|e| e.to_string())?),
+        Some(addr) => Some(
+            bind_listeners("HTTP", addr, threads, args.defer_accept).map_err(|e| e.to_string())?,
+        ),
         None => None,
     };
+    // The admin listener accepts at once: its clients are the operator's
+    // probes and scrapers, few, and some only connect.
     let mut admin = match args.admin.0 {
-        Some(addr) => {
-            Some(bind_listeners("the admin listener", addr, 1).map_err(|e| e.to_string())?)
-        }
+        Some(addr) => Some(
+            bind_listeners("the admin listener", addr, 1, std::time::Duration::ZERO)
+                .map_err(|e| e.to_string())?,
+        ),
         None => None,
     };
     let http_bound: Option<SocketAddr> = http
