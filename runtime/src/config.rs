@@ -371,8 +371,10 @@ pub struct ServeArgs {
     /// is accepted anyway and --idle-timeout applies. The client speaks
     /// first on both protocols, so its request is there when the core
     /// takes the connection (one wake-up instead of two), and a connection
-    /// that says nothing holds no slot meanwhile. Whole seconds, rounded
-    /// up. 0s: accept at once.
+    /// that says nothing holds no slot meanwhile (up to the listen backlog
+    /// of them: beyond it the kernel's SYN cookies accept at once). At
+    /// shutdown such a connection is dropped silently; its client sees a
+    /// reset when it sends. Whole seconds, rounded up. 0s: accept at once.
     #[arg(long, env = "SHORTY_DEFER_ACCEPT", default_value = "1s", value_parser = humantime::parse_duration)]
     pub defer_accept: Duration,
 
