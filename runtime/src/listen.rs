@@ -9,7 +9,8 @@
 //! the address: if any listener holds it, the bind fails and the server
 //! refuses to start, saying why.
 //!
-//! Each listener also defers accepts (`TCP_DEFER_ACCEPT`, `--defer-accept`):
+//! The framed and HTTP listeners also defer accepts (`TCP_DEFER_ACCEPT`,
+//! `--defer-accept`; the admin listener does not):
 //! the kernel completes the handshake but hands the connection to the
 //! accept loop only once its first bytes arrive (or the wait is over). Both
 //! protocols have the client speak first, so a connection is accepted with
