@@ -46,7 +46,7 @@ pub fn classify(result: Result<(), WriteFailure>) -> IoResult {
     match result {
         Ok(()) => IoResult::Ok,
         Err(WriteFailure { error, .. }) if is_out_of_descriptors(&error) => {
-            IoResult::DiskFull(format!("{OUT_OF_DESCRIPTORS}: {error}"))
+            out_of_descriptors(&error)
         }
         Err(WriteFailure { step, error }) if step != Step::Sync && is_disk_full(&error) => {
             IoResult::DiskFull(error.to_string())
@@ -57,6 +57,12 @@ pub fn classify(result: Result<(), WriteFailure>) -> IoResult {
 
 /// How a retried failure says it ran out of descriptors (not space).
 const OUT_OF_DESCRIPTORS: &str = "out of file descriptors";
+
+/// The retried failure for `err`, which ran out of descriptors: told apart
+/// from a full disk by its prefix, [`OUT_OF_DESCRIPTORS`].
+fn out_of_descriptors(err: &std::io::Error) -> IoResult {
+    IoResult::DiskFull(format!("{OUT_OF_DESCRIPTORS}: {err}"))
+}
 
 /// `EMFILE` or `ENFILE`: the process (or the system) has no descriptor to
 /// give. Also when it is the source of the error a backend reports (glommio
@@ -113,9 +119,7 @@ pub async fn run<R: Runtime, W: SegmentWriter>(core: Rc<Core<R>>, mut writer: W)
                 let repair = repair.clone();
                 match blocking(move || crate::datadir::repair(&repair)).await {
                     Some(Ok(())) => IoResult::Ok,
-                    Some(Err(err)) if is_out_of_descriptors(&err) => {
-                        IoResult::DiskFull(format!("{OUT_OF_DESCRIPTORS}: {err}"))
-                    }
+                    Some(Err(err)) if is_out_of_descriptors(&err) => out_of_descriptors(&err),
                     Some(Err(err)) if is_disk_full(&err) => IoResult::DiskFull(err.to_string()),
                     Some(Err(err)) => IoResult::Fatal(format!("repair failed: {err}")),
                     None => IoResult::Fatal("repair thread failed".into()),
