@@ -2205,6 +2205,15 @@ fn connect_from(source: &str, to: std::net::SocketAddr) -> socket2::Socket {
     socket
 }
 
+/// A client's stream from `source` to `to`, whose reads give up after 10 s.
+fn client_from(source: &str, to: std::net::SocketAddr) -> std::net::TcpStream {
+    let stream: std::net::TcpStream = connect_from(source, to).into();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream
+}
+
 /// Reads one wire reply from `stream`.
 fn read_reply(stream: &mut std::net::TcpStream) -> Reply {
     use std::io::Read;
@@ -2379,13 +2388,7 @@ pub fn one_address_cannot_take_every_slot(bin: &Path) {
             "5s",
         ],
     );
-    let from = |source: &str| {
-        let stream: std::net::TcpStream = connect_from(source, server.addr()).into();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
-        stream
-    };
+    let from = |source: &str| client_from(source, server.addr());
     let mut ping = Vec::new();
     Request::Ping(b"p").encode_frame(&mut ping).unwrap();
     let mut expected = Vec::new();
@@ -2461,13 +2464,7 @@ pub fn a_silent_connection_holds_no_slot_until_it_speaks(bin: &Path) {
                 defer,
             ],
         );
-        let from = || {
-            let stream: std::net::TcpStream = connect_from("127.0.0.3", server.addr()).into();
-            stream
-                .set_read_timeout(Some(Duration::from_secs(10)))
-                .unwrap();
-            stream
-        };
+        let from = || client_from("127.0.0.3", server.addr());
         let mut silent = from();
         // Time for an undeferred accept to take the silent connection.
         std::thread::sleep(Duration::from_millis(300));
