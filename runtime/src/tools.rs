@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use shorty_service::codes::{format_code, parse_code, MAX_CODE_LEN};
 use shorty_service::keydir::{Ident, KeyDir, Target};
-use shorty_service::link::{alias_home, check_alias, AliasHome, LinkMeta};
+use shorty_service::link::{alias_home, check_alias, AliasHome, LinkMeta, MAX_EXPIRES_AT_MS};
 use shorty_service::log::hint::{build_hint, hint_file_name, hint_vouches};
 use shorty_service::log::record::{decode_record, Decoded, Keyed, Link, Record, ALIAS_KEY, NO_ID};
 use shorty_service::log::recovery::{verify_segment_entries, Verdict};
@@ -117,11 +117,22 @@ fn open_output(out: Option<&Path>) -> io::Result<BufWriter<Box<dyn Write>>> {
     Ok(BufWriter::new(sink))
 }
 
-/// Writes one exported link as a JSON line.
-fn write_link(sink: &mut impl Write, link: &Link<'_>) -> io::Result<()> {
+/// Writes one exported link as a JSON line; `false` (nothing written) for
+/// an alias whose options do not decode.
+fn write_link(sink: &mut impl Write, link: &Link<'_>) -> io::Result<bool> {
     // Decoded records hold well-formed options; a value out of range
     // (written by a newer version) exports as a plain link.
     let meta = LinkMeta::decode(link.options).unwrap_or_default();
+    if link.key == ALIAS_KEY && meta.alias.is_none() {
+        // The alias's name is one of those options: without it the line
+        // would carry a code nobody made (review 23: two such aliases
+        // exported as one made-up code, and their round trip merged them).
+        eprintln!(
+            "export: an alias to {} has options this version cannot read; not exported",
+            String::from_utf8_lossy(link.url)
+        );
+        return Ok(false);
+    }
     let mut buf = [0; MAX_CODE_LEN];
     let code = match &meta.alias {
         Some(alias) => alias,
@@ -129,7 +140,8 @@ fn write_link(sink: &mut impl Write, link: &Link<'_>) -> io::Result<()> {
     };
     let line = ExportedLink::new(code, link.url, &meta);
     serde_json::to_writer(&mut *sink, &line).map_err(io::Error::other)?;
-    sink.write_all(b"\n")
+    sink.write_all(b"\n")?;
+    Ok(true)
 }
 
 /// Prints an export's counts (or why it failed); a damaged segment (its
@@ -183,8 +195,16 @@ fn parse_import_line(line: &str, policy: &UrlPolicy) -> Option<Result<(u64, Expo
     } else {
         parse_code(link.code.as_bytes())
     };
+    // The options as the wire and the API check them (review 23: an
+    // imported `expired_url` with a CR LF went into a 302's head, a
+    // `redirect_status` of 200 made the link unreadable and `export`
+    // rename it, a year past 9999 aborted the server's API read), except
+    // that an expiry already past is kept: the link was made before it.
+    // `created_at_ms` has the expiry's range.
+    let meta_ok = link.meta().check(0, policy).is_ok()
+        && link.created_at_ms.is_none_or(|at| at <= MAX_EXPIRES_AT_MS);
     match (key, policy.check(link.url.as_bytes(), |_| false)) {
-        (Some(key), Ok(_)) => Some(Ok((key, link))),
+        (Some(key), Ok(_)) if meta_ok => Some(Ok((key, link))),
         _ => Some(Err(())),
     }
 }
@@ -495,8 +515,7 @@ fn export_links_between(
             None => true,
             Some(&(version, deleted)) => !deleted && version == link.version(),
         };
-        if wins {
-            write_link(sink, &link)?;
+        if wins && write_link(sink, &link)? {
             *links += 1;
         }
         Ok(())
@@ -1550,6 +1569,76 @@ mod tests {
         .unwrap();
         let summary = import_into(&data, &input).unwrap();
         assert_eq!((summary.imported, summary.invalid), (1, 2));
+    }
+
+    /// An alias whose options do not decode is left out of an export, not
+    /// written under a made-up code (review 23: two became one code).
+    #[test]
+    fn an_alias_whose_options_do_not_decode_is_not_exported_under_a_made_up_code() {
+        let options = |status| {
+            let meta = LinkMeta {
+                redirect_status: Some(status),
+                alias: Some("mine".into()),
+                ..LinkMeta::default()
+            };
+            let mut bytes = Vec::new();
+            meta.encode(&mut bytes);
+            bytes
+        };
+        let (good, bad) = (options(301), options(200));
+        assert!(
+            LinkMeta::decode(&bad).is_err(),
+            "the test needs an undecodable list"
+        );
+        let link = |options| Link {
+            key: ALIAS_KEY,
+            id: NO_ID,
+            url: b"https://u.example/",
+            options,
+        };
+        let mut out = Vec::new();
+        assert!(write_link(&mut out, &link(&good)).unwrap());
+        assert!(String::from_utf8_lossy(&out).contains(r#""code":"mine""#));
+        let mut out = Vec::new();
+        assert!(!write_link(&mut out, &link(&bad)).unwrap());
+        assert!(out.is_empty());
+    }
+
+    /// A line with an option the wire and the API refuse is refused as
+    /// invalid (review 23: a CR LF `expired_url` reached a 302's head, a
+    /// `redirect_status` of 200 made the link unreadable, a year past 9999
+    /// aborted the API's read); an expiry already past is kept.
+    #[test]
+    fn an_import_refuses_the_options_the_wire_refuses() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let refused = [
+            r#""expired_url":"https://ok.example/\r\nSet-Cookie: a=b""#,
+            r#""expired_url":"javascript:alert(1)""#,
+            r#""redirect_status":200"#,
+            r#""redirect_status":0"#,
+            r#""max_clicks":0"#,
+            r#""expires_at_ms":18446744073709551615"#,
+            r#""created_at_ms":18446744073709551615"#,
+        ];
+        let mut lines = String::new();
+        for (i, option) in refused.iter().enumerate() {
+            lines += &format!(
+                "{{\"code\":\"bad{i}\",\"url\":\"https://u.example/\",{option},\"alias\":true}}\n"
+            );
+        }
+        let title = "t".repeat(shorty_service::link::MAX_TITLE_BYTES + 1);
+        lines += &format!(
+            "{{\"code\":\"bad-title\",\"url\":\"https://u.example/\",\"title\":\"{title}\",\"alias\":true}}\n"
+        );
+        // Past, but a link made before it: kept (it answers 410 or its
+        // expired-URL, as it did where it was exported).
+        lines += "{\"code\":\"old\",\"url\":\"https://u.example/\",\"expires_at_ms\":1000,\
+                  \"expired_url\":\"https://later.example/\",\"alias\":true}\n";
+        let input = dir.path().join("in.jsonl");
+        fs::write(&input, lines).unwrap();
+        let summary = import_into(&data, &input).unwrap();
+        assert_eq!((summary.imported, summary.invalid), (1, 8));
     }
 
     /// The README's restore remedy imports a later export into a restored

@@ -78,7 +78,15 @@ impl Blocklist {
             return None;
         }
         let parsed = url::Url::parse(url).ok()?;
-        let host = normalise(&parsed.host()?.to_string());
+        // An IPv4-mapped IPv6 literal (`[::ffff:10.1.2.3]`) reaches the
+        // IPv4 address: judged as it (review 23 went round an IPv4 rule).
+        let host = parsed.host()?;
+        let host = match host {
+            url::Host::Ipv6(v6) => v6
+                .to_ipv4_mapped()
+                .map_or_else(|| normalise(&host.to_string()), |v4| v4.to_string()),
+            _ => normalise(&host.to_string()),
+        };
         let mut name = host.as_str();
         let mut exact = true;
         loop {
@@ -143,6 +151,16 @@ mod tests {
         assert_eq!(rule("http://192.0.2.8/"), None);
         assert_eq!(rule("https://example.com/"), None);
         assert!(Blocklist::parse("not a domain!\n").is_err());
+    }
+
+    #[test]
+    fn an_ipv4_mapped_ipv6_literal_is_judged_as_its_ipv4_address() {
+        let list = Blocklist::parse("10.1.2.3\n").unwrap();
+        assert!(list.blocks("https://10.1.2.3/").is_some());
+        assert!(list.blocks("https://[::ffff:10.1.2.3]/").is_some());
+        assert!(list.blocks("https://[::ffff:a01:203]/x").is_some());
+        assert!(list.blocks("https://[::ffff:10.1.2.4]/").is_none());
+        assert!(list.blocks("https://[2001:db8::1]/").is_none());
     }
 
     #[test]

@@ -209,8 +209,14 @@ impl LinkView {
     }
 }
 
-/// Unix ms as RFC 3339 (UTC, milliseconds).
+/// Unix ms as RFC 3339 (UTC, milliseconds). RFC 3339 has four-digit
+/// years: a time past the year 9999 (which no operation stores, but a
+/// damaged or hand-made record could hold) is shown as the last
+/// millisecond of 9999, never handed to `humantime`, whose `Display`
+/// fails there and made `to_string` panic (review 23: one API read
+/// aborted the server).
 pub fn rfc3339_ms(ms: u64) -> String {
+    let ms = ms.min(crate::link::MAX_EXPIRES_AT_MS);
     humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
 }
 
@@ -461,4 +467,18 @@ pub fn patch(body: PatchBody) -> Result<LinkPatch, Problem> {
         c.fail("body", "names no field to change");
     }
     c.finish(patch)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_time_past_the_year_9999_is_shown_not_panicked_on() {
+        assert_eq!(rfc3339_ms(0), "1970-01-01T00:00:00.000Z");
+        let last = "9999-12-31T23:59:59.999Z";
+        assert_eq!(rfc3339_ms(crate::link::MAX_EXPIRES_AT_MS), last);
+        assert_eq!(rfc3339_ms(crate::link::MAX_EXPIRES_AT_MS + 1), last);
+        assert_eq!(rfc3339_ms(u64::MAX), last);
+    }
 }
