@@ -31,7 +31,9 @@ cleanup() {
 }
 trap cleanup EXIT
 cpu() { awk -v hz="$ticks" '{sub(/.*\) /, ""); print ($12 + $13) / hz}' "/proc/$1/stat"; }
-median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+median() { # the middle value; for an even count, the mean of the two middle ones
+  printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { m = int((NR + 1) / 2); if (NR % 2) print v[m]; else printf "%.2f\n", (v[m] + v[m + 1]) / 2 }'
+}
 
 measure() { # binary mode -> CPU s per million
   local code b a n args=()

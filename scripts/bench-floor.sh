@@ -131,6 +131,22 @@ vs() { # key other mode -> ratio, or - when either is missing
   a=$(of "$1" "$3"); b=$(of "$2" "$3")
   if [ -n "$a" ] && [ -n "$b" ]; then ratio "$a" "$b"; else echo -; fi
 }
+# key other mode -> the median over rounds of key / other within one round
+# (both measured minutes apart at most), or - when either is missing: a
+# slow stretch of the host that hits one round hits both sides of its
+# ratio, so this moves less between runs than the ratio of two medians.
+paired() {
+  local -a a b r=()
+  local i
+  read -ra a <<<"${CELLS[$1,$3]:-}"
+  read -ra b <<<"${CELLS[$2,$3]:-}"
+  if [ ${#a[@]} -eq 0 ] || [ ${#a[@]} -ne ${#b[@]} ]; then echo -; return; fi
+  for i in "${!a[@]}"; do r+=("$(ratio "${a[$i]}" "${b[$i]}")"); done
+  median "${r[@]}"
+}
+both() { # key other mode -> "median ratio (paired P)"
+  echo "$(vs "$@") (paired $(paired "$@"))"
+}
 
 if [ ${#SELECTED[@]} -gt 0 ]; then
 echo "HTTP 302, one server thread on CPU 0, wrk -t1 -c50 on CPU 1, server CPU s per 1M requests, median of $ROUNDS (cells: every round's value in brackets):"
@@ -146,11 +162,13 @@ for key in "${SELECTED[@]}"; do
     "$(vs "$key" null-uring-deferred close)" "$(vs "$key" nginx-deferred close)"
 done
 echo
-echo "Goals (issue 23): shorty-uring / null io_uring: keep-alive $(vs shorty-uring null-uring keep-alive) (<= 1.10), close $(vs shorty-uring null-uring close) (<= 1.15);"
-echo "  close like for like: deferred / deferred $(vs shorty-uring null-uring-deferred close), undeferred / undeferred $(vs shorty-uring-undeferred null-uring close);"
-echo "shorty-uring / nginx: keep-alive $(vs shorty-uring nginx keep-alive), close $(vs shorty-uring nginx close) (<= 0.95);"
-echo "  close like for like: deferred / deferred $(vs shorty-uring nginx-deferred close), undeferred / undeferred $(vs shorty-uring-undeferred nginx close);"
-echo "shorty-glommio / shorty-uring: keep-alive $(vs shorty-glommio shorty-uring keep-alive), close $(vs shorty-glommio shorty-uring close) (<= 1.15)."
+echo "Goals (issue 23), ratio of medians (paired: median of the rounds' own ratios):"
+echo "shorty-uring / null io_uring: keep-alive $(both shorty-uring null-uring keep-alive) (<= 1.10), close $(both shorty-uring null-uring close) (<= 1.15);"
+echo "  close like for like: deferred / deferred $(both shorty-uring null-uring-deferred close), undeferred / undeferred $(both shorty-uring-undeferred null-uring close);"
+echo "shorty-uring / nginx: keep-alive $(both shorty-uring nginx keep-alive), close $(both shorty-uring nginx close) (<= 0.95);"
+echo "  close like for like: deferred / deferred $(both shorty-uring nginx-deferred close), undeferred / undeferred $(both shorty-uring-undeferred nginx close);"
+echo "shorty-glommio / shorty-uring: keep-alive $(both shorty-glommio shorty-uring keep-alive), close $(both shorty-glommio shorty-uring close) (<= 1.15)."
+echo "The runtime's share: null tokio-uring / null io_uring, keep-alive $(both null-tokio-uring null-uring keep-alive); shorty-uring / null tokio-uring $(both shorty-uring null-tokio-uring keep-alive)."
 fi
 
 if [ "${REDIS_ROWS:-1}" != 0 ]; then

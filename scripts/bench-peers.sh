@@ -66,7 +66,9 @@ cpu() { # pid... -> CPU seconds, all of them together
 }
 per_million() { awk -v b="$1" -v a="$2" -v n="$3" 'BEGIN { printf "%.2f", (a - b) * 1e6 / n }'; }
 ratio() { awk -v x="$1" -v y="$2" 'BEGIN { if (y > 0) printf "%.2f", x / y; else print "-" }'; }
-median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+median() { # the middle value; for an even count, the mean of the two middle ones
+  printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { m = int((NR + 1) / 2); if (NR % 2) print v[m]; else printf "%.2f\n", (v[m] + v[m + 1]) / 2 }'
+}
 
 PIN_SERVER=${PIN_SERVER:-}
 PIN_LOAD=${PIN_LOAD:-}
