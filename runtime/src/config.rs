@@ -91,6 +91,12 @@ pub enum Tool {
         /// way from one machine's log to a cluster.
         #[arg(long, env = "SHORTY_STORE", value_parser = parse_store)]
         store: Option<StoreSpec>,
+        /// The server's public base URL, as it is run with (`--public-url`):
+        /// a URL or expired-URL under it is refused, as that server refuses
+        /// it (a link to itself is a redirect loop). Without it, nothing is
+        /// refused for where it points.
+        #[arg(long, env = "SHORTY_PUBLIC_URL", value_parser = parse_public_url)]
+        public_url: Option<Url>,
         /// The JSON lines; standard input when `-`.
         file: PathBuf,
     },

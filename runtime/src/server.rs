@@ -194,10 +194,13 @@ where
             data_dir,
             file,
             store,
+            public_url,
         }) => {
             return match store {
-                Some(config::StoreSpec::Redis(spec)) => crate::tools::import_redis(&spec, &file),
-                _ => crate::tools::import(&data_dir, &file),
+                Some(config::StoreSpec::Redis(spec)) => {
+                    crate::tools::import_redis(&spec, &file, public_url.as_ref())
+                }
+                _ => crate::tools::import(&data_dir, &file, public_url.as_ref()),
             }
         }
         Some(Tool::Stats {

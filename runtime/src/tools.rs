@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-use shorty_service::codes::{format_code, parse_code, MAX_CODE_LEN};
+use shorty_service::codes::{format_code, is_reserved, parse_code, MAX_CODE_LEN};
 use shorty_service::keydir::{Ident, KeyDir, Target};
 use shorty_service::link::{alias_home, check_alias, AliasHome, LinkMeta, MAX_EXPIRES_AT_MS};
 use shorty_service::log::hint::{build_hint, hint_file_name, hint_vouches};
@@ -168,32 +168,43 @@ fn report_export(result: Result<(u64, u64), String>) -> ExitCode {
 /// counting on from it could overflow.
 const MAX_IMPORTED_VERSION: u64 = 1 << 48;
 
-/// One line to import: `None` for a blank line, `Some(Err(()))` for one
+/// One line to import: `None` for a blank line, `Some(Err(why))` for one
 /// that is not a link this server could hold (counted as invalid), else the
 /// link's key, code and URL.
-fn parse_import_line(line: &str, policy: &UrlPolicy) -> Option<Result<(u64, ExportedLink), ()>> {
+fn parse_import_line(
+    line: &str,
+    policy: &UrlPolicy,
+) -> Option<Result<(u64, ExportedLink), String>> {
     if line.trim().is_empty() {
         return None;
     }
-    let Ok(link) = serde_json::from_str::<ExportedLink>(line) else {
-        return Some(Err(()));
-    };
+    Some(check_import_line(line, policy))
+}
+
+fn check_import_line(line: &str, policy: &UrlPolicy) -> Result<(u64, ExportedLink), String> {
+    let link = serde_json::from_str::<ExportedLink>(line).map_err(|e| e.to_string())?;
     // A version no run of Shorty reaches (one per change of the link):
     // near `u64::MAX` every later change would overflow it, and the link
     // could never be changed again (review 9b: UPDATE answered 500, or an
     // alias's UPDATE and DELETE were acknowledged and not applied).
     if link.version.is_some_and(|v| v > MAX_IMPORTED_VERSION) {
-        return Some(Err(()));
+        return Err(format!("version above {MAX_IMPORTED_VERSION}"));
     }
     let key = if link.alias {
-        check_alias(&link.code)
-            .ok()
-            .map(|()| match alias_home(&link.code) {
-                AliasHome::Key(key) => key,
-                AliasHome::Side => ALIAS_KEY,
-            })
+        check_alias(&link.code).map_err(|e| format!("alias `{}`: {e}", link.code))?;
+        match alias_home(&link.code) {
+            AliasHome::Key(key) => key,
+            AliasHome::Side => ALIAS_KEY,
+        }
     } else {
-        parse_code(link.code.as_bytes())
+        let key = parse_code(link.code.as_bytes())
+            .ok_or_else(|| format!("`{}` is not a code", link.code))?;
+        // The generator skips these codes (they spell a route such as
+        // `healthz`): one imported would never be reached (review 24).
+        if is_reserved(key) {
+            return Err(format!("`{}` is a reserved word, not a code", link.code));
+        }
+        key
     };
     // The options as the wire and the API check them (review 23: an
     // imported `expired_url` with a CR LF went into a 302's head, a
@@ -201,11 +212,26 @@ fn parse_import_line(line: &str, policy: &UrlPolicy) -> Option<Result<(u64, Expo
     // rename it, a year past 9999 aborted the server's API read), except
     // that an expiry already past is kept: the link was made before it.
     // `created_at_ms` has the expiry's range.
-    let meta_ok = link.meta().check(0, policy).is_ok()
-        && link.created_at_ms.is_none_or(|at| at <= MAX_EXPIRES_AT_MS);
-    match (key, policy.check(link.url.as_bytes(), |_| false)) {
-        (Some(key), Ok(_)) if meta_ok => Some(Ok((key, link))),
-        _ => Some(Err(())),
+    link.meta().check_made(policy).map_err(|e| e.to_string())?;
+    if link.created_at_ms.is_some_and(|at| at > MAX_EXPIRES_AT_MS) {
+        return Err("created_at_ms past the year 9999".into());
+    }
+    policy
+        .check(link.url.as_bytes(), |_| false)
+        .map_err(|e| e.to_string())?;
+    Ok((key, link))
+}
+
+/// Refused lines an import names on standard error; the rest are counted.
+const IMPORT_REFUSALS_SHOWN: u64 = 20;
+
+/// Counts a refused line and names the first [`IMPORT_REFUSALS_SHOWN`].
+fn refuse_line(summary: &mut ImportSummary, number: usize, why: &str) {
+    summary.invalid += 1;
+    if summary.invalid <= IMPORT_REFUSALS_SHOWN {
+        eprintln!("import: line {number}: {why}");
+    } else if summary.invalid == IMPORT_REFUSALS_SHOWN + 1 {
+        eprintln!("import: more invalid lines; only their count follows");
     }
 }
 
@@ -818,14 +844,22 @@ fn report_import(result: Result<ImportSummary, String>) -> ExitCode {
     }
 }
 
-/// What an import accepts: any URL a record can hold. The base URL is never
-/// used (imports carry their codes), so a placeholder will do.
-fn import_policy() -> Result<UrlPolicy, String> {
-    let base = url::Url::parse("http://invalid.invalid/").map_err(|e| e.to_string())?;
-    Ok(UrlPolicy::new(
-        shorty_service::log::record::MAX_URL_IN_RECORD,
-        base,
-    ))
+/// What an import accepts: any URL a record can hold, with credentials or
+/// without (a server run with `--allow-userinfo` exports them: review 24
+/// lost them on the way back). With the server's `--public-url`, no URL or
+/// expired-URL under it, as that server refuses them (a link sent to
+/// itself is a redirect loop, review 24); without it a placeholder base,
+/// which nothing is under.
+fn import_policy(public_url: Option<&url::Url>) -> Result<UrlPolicy, String> {
+    let max = shorty_service::log::record::MAX_URL_IN_RECORD;
+    let policy = match public_url {
+        Some(base) => UrlPolicy::new(max, base.clone()).refuse_self_links(true),
+        None => {
+            let base = url::Url::parse("http://invalid.invalid/").map_err(|e| e.to_string())?;
+            UrlPolicy::new(max, base)
+        }
+    };
+    Ok(policy.allow_userinfo(true))
 }
 
 /// The lines to import: a file, or standard input for `-`.
@@ -837,9 +871,13 @@ fn open_input(input: &Path) -> Result<Box<dyn BufRead>, String> {
     Ok(Box::new(BufReader::new(file)))
 }
 
-/// `import`: loads JSON lines into a stopped server's directory.
-pub fn import(dir: &Path, input: &Path) -> ExitCode {
-    report_import(import_into(dir, input))
+/// `import`: loads JSON lines into a stopped server's directory;
+/// `public_url` is the server's `--public-url`, if it has one.
+pub fn import(dir: &Path, input: &Path, public_url: Option<&url::Url>) -> ExitCode {
+    report_import(
+        import_policy(public_url)
+            .and_then(|policy| import_with(dir, input, &policy, IMPORT_PENDING_BYTES)),
+    )
 }
 
 fn read_url(table: &SegmentTable, keydir: &KeyDir, ident: Ident<'_>) -> Option<Vec<u8>> {
@@ -865,7 +903,7 @@ fn read_url(table: &SegmentTable, keydir: &KeyDir, ident: Ident<'_>) -> Option<V
 /// # Errors
 /// As a message: the directory is in use, unreadable, or a write failed.
 pub fn import_into(dir: &Path, input: &Path) -> Result<ImportSummary, String> {
-    import_with(dir, input, IMPORT_PENDING_BYTES)
+    import_with(dir, input, &import_policy(None)?, IMPORT_PENDING_BYTES)
 }
 
 /// Bytes of records the import's log writer may hold before a batch is
@@ -899,6 +937,7 @@ fn import_failure(failure: LogFailure, record: usize, max_pending_bytes: usize) 
 fn import_with(
     dir: &Path,
     input: &Path,
+    policy: &UrlPolicy,
     max_pending_bytes: usize,
 ) -> Result<ImportSummary, String> {
     let data = DataDir::open(dir).map_err(|e| e.to_string())?;
@@ -915,7 +954,6 @@ fn import_with(
     // remedies import back (review 6).
     let forgotten = forgotten_tombstones(data.path())?;
     let reader = open_input(input)?;
-    let policy = import_policy()?;
     let mut writer = LogWriter::new(
         LogConfig {
             segment_bytes: 64 << 20,
@@ -965,12 +1003,12 @@ fn import_with(
         }
         Ok(())
     };
-    for line in reader.lines() {
+    for (i, line) in reader.lines().enumerate() {
         let line = line.map_err(|e| e.to_string())?;
-        let (key, link) = match parse_import_line(&line, &policy) {
+        let (key, link) = match parse_import_line(&line, policy) {
             None => continue,
-            Some(Err(())) => {
-                summary.invalid += 1;
+            Some(Err(why)) => {
+                refuse_line(&mut summary, i + 1, &why);
                 continue;
             }
             Some(Ok(parsed)) => parsed,
@@ -1173,20 +1211,27 @@ pub fn export_redis_links(
 }
 
 /// `import --store`: loads JSON lines into a Redis store, keeping codes.
-pub fn import_redis(spec: &crate::config::RedisSpec, input: &Path) -> ExitCode {
+pub fn import_redis(
+    spec: &crate::config::RedisSpec,
+    input: &Path,
+    public_url: Option<&url::Url>,
+) -> ExitCode {
     let result = (|| -> Result<ImportSummary, String> {
         let rt = store_runtime().map_err(|e| e.to_string())?;
         let reader = open_input(input)?;
-        let policy = import_policy()?;
+        let policy = import_policy(public_url)?;
         rt.block_on(async {
             let conn = crate::redis_store::connect(spec, Duration::from_secs(5), false)
                 .await
                 .map_err(|e| e.to_string())?;
             let mut summary = ImportSummary::default();
             let mut batch: Vec<(String, Vec<u8>)> = Vec::new();
-            let mut lines = reader.lines();
+            let mut lines = reader.lines().enumerate();
             loop {
-                let line = lines.next().transpose().map_err(|e| e.to_string())?;
+                let (number, line) = match lines.next() {
+                    Some((i, line)) => (i + 1, Some(line.map_err(|e| e.to_string())?)),
+                    None => (0, None),
+                };
                 match line.as_deref().and_then(|l| parse_import_line(l, &policy)) {
                     Some(Ok((_, link))) => {
                         // The store's value (crate::redis_link): the bare
@@ -1202,7 +1247,7 @@ pub fn import_redis(spec: &crate::config::RedisSpec, input: &Path) -> ExitCode {
                         };
                         batch.push((link.code, value));
                     }
-                    Some(Err(())) => summary.invalid += 1,
+                    Some(Err(why)) => refuse_line(&mut summary, number, &why),
                     None if line.is_some() => continue,
                     None => {}
                 }
@@ -1410,7 +1455,7 @@ mod tests {
         let input = dir.path().join("links.jsonl");
         fs::write(&input, export_lines(300, 8_000)).unwrap();
         let data = dir.path().join("data");
-        let summary = import_with(&data, &input, 1 << 20).unwrap();
+        let summary = import_with(&data, &input, &import_policy(None).unwrap(), 1 << 20).unwrap();
         assert_eq!(summary.imported, 300);
         // Every link is in the log.
         let keydir = Arc::new(KeyDir::new());
@@ -1427,7 +1472,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let input = dir.path().join("links.jsonl");
         fs::write(&input, export_lines(1, 8_000)).unwrap();
-        let err = import_with(&dir.path().join("data"), &input, 4_096).unwrap_err();
+        let err = import_with(
+            &dir.path().join("data"),
+            &input,
+            &import_policy(None).unwrap(),
+            4_096,
+        )
+        .unwrap_err();
         assert!(!err.contains("retry"), "{err}");
         assert!(err.contains("4096"), "{err}");
     }
@@ -1635,10 +1686,46 @@ mod tests {
         // expired-URL, as it did where it was exported).
         lines += "{\"code\":\"old\",\"url\":\"https://u.example/\",\"expires_at_ms\":1000,\
                   \"expired_url\":\"https://later.example/\",\"alias\":true}\n";
+        // The earliest expiry there is (review 24: refused as "in the past"
+        // where 1 was kept).
+        lines += "{\"code\":\"zero\",\"url\":\"https://u.example/\",\"expires_at_ms\":0,\
+                  \"alias\":true}\n";
+        // Credentials, which a server run with `--allow-userinfo` exports
+        // (review 24: refused on the way back).
+        lines += "{\"code\":\"creds\",\"url\":\"https://u:p@u.example/\",\"expires_at_ms\":1,\
+                  \"expired_url\":\"https://user@later.example/\",\"alias\":true}\n";
+        // A code the generator skips: its path is a route (review 24).
+        let reserved = "healthz";
+        assert!(parse_code(reserved.as_bytes()).is_some_and(is_reserved));
+        lines += &format!("{{\"code\":\"{reserved}\",\"url\":\"https://u.example/\"}}\n");
         let input = dir.path().join("in.jsonl");
         fs::write(&input, lines).unwrap();
         let summary = import_into(&data, &input).unwrap();
-        assert_eq!((summary.imported, summary.invalid), (1, 8));
+        assert_eq!((summary.imported, summary.invalid), (3, 9));
+    }
+
+    /// With the server's `--public-url`, a link (or an expired-URL) under
+    /// it is refused, as that server refuses it: two expired links sending
+    /// visitors to each other looped (review 24).
+    #[test]
+    fn an_import_with_the_public_url_refuses_links_to_the_server_itself() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let lines = "\
+            {\"code\":\"eeeeee1\",\"url\":\"https://ok.example/a\",\"expires_at_ms\":1,\
+              \"expired_url\":\"http://127.0.0.1:48122/eeeeee2\"}\n\
+            {\"code\":\"eeeeee2\",\"url\":\"http://127.0.0.1:48122/eeeeee1\"}\n\
+            {\"code\":\"eeeeee3\",\"url\":\"https://ok.example/c\",\"expires_at_ms\":1,\
+              \"expired_url\":\"http://127.0.0.1:48123/eeeeee2\"}\n";
+        let input = dir.path().join("in.jsonl");
+        fs::write(&input, lines).unwrap();
+        let base = url::Url::parse("http://127.0.0.1:48122/").unwrap();
+        let policy = import_policy(Some(&base)).unwrap();
+        let summary = import_with(&data, &input, &policy, IMPORT_PENDING_BYTES).unwrap();
+        assert_eq!((summary.imported, summary.invalid), (1, 2));
+        // Without it, the server's base is unknown: all three go in.
+        let summary = import_into(&dir.path().join("other"), &input).unwrap();
+        assert_eq!((summary.imported, summary.invalid), (3, 0));
     }
 
     /// The README's restore remedy imports a later export into a restored

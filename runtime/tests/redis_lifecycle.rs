@@ -564,7 +564,7 @@ fn export_and_import_carry_options_and_skip_deleted_links() {
     );
 
     assert_eq!(
-        shorty_runtime::tools::import_redis(&spec(&to), &file),
+        shorty_runtime::tools::import_redis(&spec(&to), &file, None),
         std::process::ExitCode::SUCCESS
     );
     // The plain link is the bare URL in the new store too.

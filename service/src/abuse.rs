@@ -47,7 +47,7 @@ impl Blocklist {
             };
             let host = url::Host::parse(name)
                 .map_err(|e| format!("line {}: `{rule}` is not a domain: {e}", i + 1))?;
-            let key = normalise(&host.to_string());
+            let key = host_key(&host);
             domains.insert(
                 key,
                 (
@@ -78,15 +78,7 @@ impl Blocklist {
             return None;
         }
         let parsed = url::Url::parse(url).ok()?;
-        // An IPv4-mapped IPv6 literal (`[::ffff:10.1.2.3]`) reaches the
-        // IPv4 address: judged as it (review 23 went round an IPv4 rule).
-        let host = parsed.host()?;
-        let host = match host {
-            url::Host::Ipv6(v6) => v6
-                .to_ipv4_mapped()
-                .map_or_else(|| normalise(&host.to_string()), |v4| v4.to_string()),
-            _ => normalise(&host.to_string()),
-        };
+        let host = host_key(&parsed.host()?);
         let mut name = host.as_str();
         let mut exact = true;
         loop {
@@ -108,8 +100,20 @@ impl Blocklist {
     }
 }
 
-fn normalise(host: &str) -> String {
-    host.trim_end_matches('.').to_ascii_lowercase()
+/// The form a host is compared in, for rules and URLs alike: lower case,
+/// without trailing dots, and an IPv4-mapped IPv6 literal
+/// (`[::ffff:10.1.2.3]`, which reaches the IPv4 address) as its IPv4
+/// address (review 23 went round an IPv4 rule with a mapped URL; review
+/// 24 found a rule written mapped then matched neither spelling).
+fn host_key<S: AsRef<str>>(host: &url::Host<S>) -> String {
+    match host {
+        url::Host::Ipv6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => host.to_string(),
+        },
+        url::Host::Ipv4(v4) => v4.to_string(),
+        url::Host::Domain(name) => name.as_ref().trim_end_matches('.').to_ascii_lowercase(),
+    }
 }
 
 /// The list every core reads, swapped whole on `SIGHUP`.
@@ -161,6 +165,13 @@ mod tests {
         assert!(list.blocks("https://[::ffff:a01:203]/x").is_some());
         assert!(list.blocks("https://[::ffff:10.1.2.4]/").is_none());
         assert!(list.blocks("https://[2001:db8::1]/").is_none());
+        // The rule written mapped blocks both spellings too (review 24).
+        let list = Blocklist::parse("[::ffff:10.9.9.9]\n[2001:DB8::1]\n").unwrap();
+        assert!(list.blocks("http://[::ffff:10.9.9.9]/").is_some());
+        assert!(list.blocks("http://10.9.9.9/").is_some());
+        assert!(list.blocks("http://[::ffff:a09:909]/").is_some());
+        assert!(list.blocks("http://10.9.9.8/").is_none());
+        assert!(list.blocks("http://[2001:db8:0::1]/").is_some());
     }
 
     #[test]

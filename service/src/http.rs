@@ -258,6 +258,9 @@ pub fn parse<'a>(input: &'a [u8], settings: &Settings) -> Head<'a> {
         Some(at) => (target.get(..at).unwrap_or_default(), None),
         None => (target, None),
     };
+    // An absolute form without a path (`http://host?q`, `http://host#f`)
+    // asks for the root, as `origin_form` says (review 24: 404).
+    let path = if path.is_empty() { "/" } else { path };
     let body_len = if !is_api_path(path) {
         if transfer_encoding || has_body {
             return refused(400, "request bodies are not accepted\n");
@@ -690,7 +693,9 @@ mod tests {
         let r = request(b"HEAD HTTPS://Sho.rt:8080/s/abc HTTP/1.1\r\nHost: x\r\n\r\n");
         assert_eq!((r.path, r.query), ("/s/abc", None));
         let r = request(b"GET http://sho.rt?q HTTP/1.1\r\nHost: x\r\n\r\n");
-        assert_eq!((r.path, r.query), ("", Some("q")));
+        assert_eq!((r.path, r.query), ("/", Some("q")));
+        let r = request(b"GET https://sho.rt? HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert_eq!((r.path, r.query), ("/", Some("")));
         assert_eq!(
             request(b"GET http://sho.rt HTTP/1.1\r\nHost: x\r\n\r\n").path,
             "/"

@@ -332,13 +332,28 @@ impl LinkMeta {
     /// # Errors
     /// The first option refused.
     pub fn check(&self, now_ms: u64, policy: &UrlPolicy) -> Result<(), LinkError> {
+        self.check_at(Some(now_ms), policy)
+    }
+
+    /// [`check`](Self::check) for the options of a link made before now (an
+    /// import): an expiry already past is kept, as it was made.
+    ///
+    /// # Errors
+    /// The first option refused.
+    pub fn check_made(&self, policy: &UrlPolicy) -> Result<(), LinkError> {
+        self.check_at(None, policy)
+    }
+
+    fn check_at(&self, now_ms: Option<u64>, policy: &UrlPolicy) -> Result<(), LinkError> {
         if let Some(status) = self.redirect_status {
             if !REDIRECT_STATUSES.contains(&status) {
                 return Err(LinkError::RedirectStatus(status));
             }
         }
-        if self.expires_at_ms.is_some_and(|at| at <= now_ms) {
-            return Err(LinkError::ExpiryInPast);
+        if let (Some(at), Some(now)) = (self.expires_at_ms, now_ms) {
+            if at <= now {
+                return Err(LinkError::ExpiryInPast);
+            }
         }
         if self.expires_at_ms.is_some_and(|at| at > MAX_EXPIRES_AT_MS) {
             return Err(LinkError::ExpiryTooFar);

@@ -20,7 +20,9 @@
 //!
 //! Credentials in a URL (`https://user:pass@host/`) are refused unless
 //! `--allow-userinfo`: they leak through every redirect and are a phishing
-//! staple (`https://bank.com@evil.example/`).
+//! staple (`https://bank.com@evil.example/`). A backslash before the path
+//! is refused always: browsers end the host there, curl reads on to an
+//! `@`, so `http://good.example\@evil.example/` is two different hosts.
 
 use std::fmt;
 
@@ -57,6 +59,13 @@ pub enum UrlError {
     /// Points at this server (under the explicit `--public-url`): a
     /// redirect back to ourselves.
     SelfLink,
+    /// Has a backslash before its path, at this byte offset: browsers (and
+    /// the `url` crate) end the host there, other clients (curl, Python's
+    /// `requests`) read on to an `@` and go to another host.
+    BackslashInAuthority {
+        /// Byte offset of the backslash.
+        at: usize,
+    },
 }
 
 impl UrlError {
@@ -93,6 +102,11 @@ impl fmt::Display for UrlError {
             UrlError::SelfLink => {
                 f.write_str("URL points at this server itself (its --public-url): a redirect loop")
             }
+            UrlError::BackslashInAuthority { at } => write!(
+                f,
+                "URL has a backslash before its path (byte {at}), which clients read as \
+                 different hosts; write / or %5C"
+            ),
         }
     }
 }
@@ -193,6 +207,15 @@ impl UrlPolicy {
         if !scheme_ok {
             return Err(UrlError::UnsupportedScheme);
         }
+        // The authority as RFC 3986 bounds it (up to `/`, `?` or `#`) must
+        // hold no `\`: the WHATWG parser (browsers, the `url` crate, so the
+        // blocklist and the userinfo check) ends the host at one, while
+        // curl and Python's `requests` read on to the last `@`, so
+        // `http://good.example\@evil.example/` went to a blocked host
+        // past both checks (review 24).
+        if let Some(at) = backslash_in_authority(text) {
+            return Err(UrlError::BackslashInAuthority { at });
+        }
         // A plain URL on a host other than ours: what the parse below
         // would say is known (accepted), without it.
         if shortcut && plain_host(text).is_some_and(|host| host != self.public_host) {
@@ -243,6 +266,24 @@ impl UrlPolicy {
             .map(|rest| rest.trim_end_matches('/'))
             .is_some_and(|code| !code.is_empty() && !code.contains('/') && is_code(code))
     }
+}
+
+/// The offset of a `\` in `text`'s authority, the part after `://` up
+/// to the first `/`, `?` or `#` (RFC 3986 §3.2), if there is one. `text`
+/// starts with `http://` or `https://` (any case).
+fn backslash_in_authority(text: &str) -> Option<usize> {
+    // `http:` has its colon at 4, `https:` an `s` there.
+    let start = if text.as_bytes().get(4) == Some(&b':') {
+        7
+    } else {
+        8
+    };
+    text.bytes()
+        .enumerate()
+        .skip(start)
+        .take_while(|&(_, b)| !matches!(b, b'/' | b'?' | b'#'))
+        .find(|&(_, b)| b == b'\\')
+        .map(|(at, _)| at)
 }
 
 /// The host of `text` when `text` is a URL that the url crate accepts and
@@ -594,6 +635,43 @@ mod tests {
             assert!(policy().allow_userinfo(true).check(url, |_| false).is_ok());
         }
         assert_eq!(UrlError::Userinfo.error_code(), ErrorCode::MALFORMED);
+    }
+
+    /// A backslash before the path: browsers end the host there, curl and
+    /// `requests` read on to the `@` (review 24 reached a blocked host,
+    /// past the userinfo refusal too, even with `--allow-userinfo` off).
+    #[test]
+    fn a_backslash_before_the_path_is_refused_after_it_kept() {
+        for (url, at) in [
+            (&br"http://good.example\@evil.example/"[..], 19),
+            (br"HTTPS://good.example:80\@evil.example", 23),
+            (br"https://\evil.example/", 8),
+            (br"http://a.example\?x", 16),
+        ] {
+            for policy in [policy(), policy().allow_userinfo(true)] {
+                assert_eq!(
+                    policy.check(url, |_| false),
+                    Err(UrlError::BackslashInAuthority { at }),
+                    "{}",
+                    String::from_utf8_lossy(url)
+                );
+                assert_eq!(
+                    policy.check_by_parse(url, |_| false),
+                    Err(UrlError::BackslashInAuthority { at })
+                );
+            }
+        }
+        for url in [
+            &br"https://a.example/p\q"[..],
+            br"https://a.example?x=\@b.example",
+            br"https://a.example#\@b.example",
+        ] {
+            assert!(
+                policy().check(url, |_| false).is_ok(),
+                "{}",
+                String::from_utf8_lossy(url)
+            );
+        }
     }
 
     #[test]
