@@ -673,6 +673,42 @@ pub fn redis_single_restarted_is_ready_only_when_writes_succeed(binary: &Path) {
     every_acked_link_is_stored(&server, &before.acked, |k| redis.get(k));
 }
 
+/// A store wiped (`FLUSHALL`) under a running node: the node goes on with
+/// the ids of the block it holds, then refuses new links (503, and
+/// `/readyz` says so) rather than take the counter's restarted blocks,
+/// whose codes it handed out before: no code ever gets a second URL
+/// (review 24: three old codes were given new URLs after 1,021 SHORTENs).
+pub fn redis_a_wiped_store_never_gives_an_old_code_a_new_url(binary: &Path) {
+    let Some(redis) = or_skip(Redis::start(&[])) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let server = node(binary, dir.path(), &redis.url(), &["--store-replicas", "0"]);
+    let before = shorten_many(&server, "before", 3, 60);
+    assert_eq!(before.acked.len(), 3, "{before:?}");
+    redis.must(&["FLUSHALL"]);
+    let after = shorten_many(&server, "after", 1100, 60);
+    let old: std::collections::HashSet<&str> =
+        before.acked.iter().map(|(code, _)| code.as_str()).collect();
+    let reused: Vec<_> = after
+        .acked
+        .iter()
+        .filter(|(code, _)| old.contains(code.as_str()))
+        .collect();
+    assert!(reused.is_empty(), "old codes given new URLs: {reused:?}");
+    assert!(after.refused > 0, "{} acknowledged", after.acked.len());
+    assert!(
+        after.last_refusal.contains("went back"),
+        "{}",
+        after.last_refusal
+    );
+    every_acked_link_is_stored(&server, &after.acked, |k| redis.get(k));
+    let ready = format!("http://{}/readyz", server.admin_addr());
+    wait_until("/readyz to say the store refuses writes", || {
+        crate::cases::http("GET", &ready).0 == 503
+    });
+}
+
 /// Expands to one `#[test]` per Redis fault case against `$binary`.
 #[macro_export]
 macro_rules! redis_suite {
@@ -699,6 +735,8 @@ macro_rules! redis_suite {
             redis_single_restarted_is_served_again,
             // ----- engineer REDIS: a restarted Redis's write connections (review 6, F4) -----
             redis_single_restarted_is_ready_only_when_writes_succeed,
+            // ----- lead: a store wiped under a running node (review 24) -----
+            redis_a_wiped_store_never_gives_an_old_code_a_new_url,
         );
     };
     (@cases $binary:expr; $($case:ident),* $(,)?) => {

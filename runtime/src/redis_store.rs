@@ -555,6 +555,14 @@ struct Ids {
     end: u64,
 }
 
+/// Why [`Store::next_id`] gave no id.
+enum IdError {
+    /// The store's answer (or none).
+    Store(redis::RedisError),
+    /// The counter or the code key is not what this node left (below).
+    Lost(String),
+}
+
 struct Store {
     settings: StoreSettings,
     codec: Codec,
@@ -573,13 +581,25 @@ struct Store {
     /// sending SHORTENs that all fail. Cleared by a confirmed SHORTEN or by
     /// the idle probe's write.
     refusing: std::cell::Cell<bool>,
+    /// The permutation key this node makes codes with.
+    code_key: [u8; 16],
+    /// Set for good (until a restart) once the id counter answered a block
+    /// at or below one this node already had, or `shorty:key` was gone or
+    /// another: the store was wiped (`FLUSHALL`) or restored from an older
+    /// copy while the node ran, and the ids it would hand out next were
+    /// handed out before, under codes that visitors still hold. New links
+    /// are refused (503, and `/readyz` says the store refuses writes)
+    /// rather than give such a code another URL (review 24: after a
+    /// `FLUSHALL` a node gave three old codes new URLs).
+    ids_lost: std::cell::RefCell<Option<String>>,
 }
 
 impl Store {
     /// Reports whether the store was reached; a reachable store that
     /// refuses writes stays reported as such.
     fn set_health(&self, reached: bool) {
-        let state = match (reached, self.refusing.get()) {
+        let refusing = self.refusing.get() || self.ids_lost.borrow().is_some();
+        let state = match (reached, refusing) {
             (false, _) => StorageHealth::StoreUnreachable,
             (true, true) => StorageHealth::StoreRefusing,
             (true, false) => StorageHealth::Ok,
@@ -657,22 +677,82 @@ impl Store {
         self.writes[i].clone()
     }
 
-    async fn next_id(&self) -> RedisResult<u64> {
+    async fn next_id(&self) -> Result<u64, IdError> {
         let mut ids = self.ids.lock().await;
+        if let Some(why) = self.ids_lost.borrow().as_ref() {
+            return Err(IdError::Lost(why.clone()));
+        }
         if ids.next == ids.end {
             let mut writes = self.writer();
+            // The key first: a store that lost it lost the counter too,
+            // and a block taken then would be wasted.
+            self.check_code_key(&mut writes).await?;
             let end = writes
                 .query(redis::cmd("INCRBY").arg(IDS_KEY).arg(ID_BLOCK))
-                .await?;
+                .await
+                .map_err(IdError::Store)?;
             let Value::Int(end) = end else {
-                return Err((redis::ErrorKind::Parse, "INCRBY did not answer a number").into());
+                let err = (redis::ErrorKind::Parse, "INCRBY did not answer a number");
+                return Err(IdError::Store(err.into()));
             };
-            ids.end = end as u64;
-            ids.next = ids.end - ID_BLOCK;
+            // Every block this node takes ends above its last one: the
+            // counter only grows while the store keeps it.
+            match u64::try_from(end) {
+                Ok(end) if end >= ID_BLOCK && end > ids.end => {
+                    ids.end = end;
+                    ids.next = end - ID_BLOCK;
+                }
+                _ => {
+                    return Err(self.lose_ids(format!(
+                        "the store's id counter {IDS_KEY} went back to {end} (this node had \
+                         taken ids up to {}): the store was wiped or restored from an older \
+                         copy, and its next ids were handed out before",
+                        ids.end
+                    )))
+                }
+            }
         }
         let id = ids.next;
         ids.next += 1;
         Ok(id)
+    }
+
+    /// Checks that `shorty:key` still holds the key this node makes codes
+    /// with. A missing one is put back (`SET NX`: a node that put it back
+    /// first put back the same, or another node made a new one, which the
+    /// read after says).
+    async fn check_code_key(&self, conn: &mut Conn) -> Result<(), IdError> {
+        let get = redis::cmd("GET").arg(CODE_KEY).clone();
+        let mut stored = conn.query(&get).await.map_err(IdError::Store)?;
+        if bytes_of(&stored).is_none() {
+            let put = redis::cmd("SET")
+                .arg(CODE_KEY)
+                .arg(&self.code_key[..])
+                .arg("NX")
+                .clone();
+            conn.query(&put).await.map_err(IdError::Store)?;
+            stored = conn.query(&get).await.map_err(IdError::Store)?;
+        }
+        if bytes_of(&stored).as_deref() == Some(&self.code_key[..]) {
+            return Ok(());
+        }
+        Err(self.lose_ids(format!(
+            "the store's code key {CODE_KEY} is not the one this node makes codes with: the \
+             store was wiped or restored, or another deployment shares it"
+        )))
+    }
+
+    /// Refuses new links for good (see `ids_lost`), saying why once.
+    fn lose_ids(&self, why: String) -> IdError {
+        let why = format!(
+            "{why}; new links are refused so that no code gets a second URL: set {IDS_KEY} \
+             above every id handed out (the highest \"had taken ids up to\" in the nodes' logs), \
+             then restart the nodes (README, \"Beyond one machine\")"
+        );
+        tracing::error!("{why}");
+        *self.ids_lost.borrow_mut() = Some(why.clone());
+        self.set_health(true);
+        IdError::Lost(why)
     }
 
     fn unavailable(message: String) -> OpResult {
@@ -705,15 +785,16 @@ impl Store {
             }
             let id = match self.next_id().await {
                 Ok(id) => id,
+                Err(IdError::Lost(why)) => return Err(Self::unavailable(why)),
                 // An error reply (OOM, MISCONF, READONLY, ...) to the id
                 // counter's INCRBY: reachable, refusing writes.
-                Err(err) if err.code().is_some() => {
+                Err(IdError::Store(err)) if err.code().is_some() => {
                     self.set_refusing(true);
                     return Err(Self::unavailable(format!(
                         "the store refused the URL: {err}"
                     )));
                 }
-                Err(err) => {
+                Err(IdError::Store(err)) => {
                     return Err(Self::unavailable(format!(
                         "the store is unavailable: {err}"
                     )))
@@ -1378,6 +1459,8 @@ pub fn start(
                     health,
                     cores,
                     refusing: std::cell::Cell::new(false),
+                    code_key: key.0,
+                    ids_lost: std::cell::RefCell::new(None),
                 });
                 let _ = ready_tx.send(Ok(key));
                 // Health while idle: a PING to the store every second.
