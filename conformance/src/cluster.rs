@@ -602,6 +602,32 @@ impl RedisCluster {
         self.nodes[i].kill();
     }
 
+    /// Starts node `i` again after [`kill9`](Self::kill9) (from its AOF
+    /// and `nodes.conf`: it rejoins as it was, or as a replica of the
+    /// node promoted meanwhile) and waits for it to answer.
+    pub fn restart(&mut self, i: usize) -> Result<(), String> {
+        let node = &mut self.nodes[i];
+        if node.child.is_none() {
+            node.spawn();
+        }
+        node.wait_until_answering()
+    }
+
+    /// What `HGET key field` holds on the key's primary (found through any
+    /// running node, following redirects), `None` for nothing.
+    pub fn hget(&self, key: &str, field: &str) -> Option<String> {
+        let node = self
+            .nodes
+            .iter()
+            .find(|n| n.child.is_some())
+            .expect("a running node");
+        let out = cli(node.port, &["-c", "--no-raw", "hget", key, field])
+            .unwrap_or_else(|| panic!("redis-cli hget {key} failed"));
+        assert!(!out.starts_with("(error)"), "HGET {key}: {out}");
+        let out = out.trim_end_matches('\n');
+        (out != "(nil)").then(|| out.trim_matches('"').to_owned())
+    }
+
     /// Kills every node (the whole cluster down).
     pub fn kill_all(&mut self) {
         for node in &mut self.nodes {

@@ -159,6 +159,8 @@ macro_rules! suite {
             own_clicks_read_back_exactly_while_they_are_flushed_to_redis,
             clicks_a_full_redis_refuses_are_read_back_until_it_stores_them,
             clicks_refused_at_a_stop_are_retried_then_reported_lost,
+            // ----- lead: the stats writer after a fail-back (review 24) -----
+            redis_cluster_clicks_are_stored_after_a_fail_back,
         );
     };
     (@cases $binary:expr; $($case:ident),* $(,)?) => {

@@ -712,3 +712,101 @@ pub fn clicks_refused_at_a_stop_are_retried_then_reported_lost(bin: &Path) {
     );
     assert!(server.log().contains("they are lost"), "{}", server.log());
 }
+
+// ----- lead: the stats writer after a failover and a fail-back (review 24) -----
+
+/// Clicks reach a Redis Cluster after a primary failed over to its
+/// replica, came back as a replica and took its slots back (`CLUSTER
+/// FAILOVER`), with clicks flowing throughout: every link's clicks made
+/// after that are in the store within seconds. (Review 24: the stats
+/// writer's cluster connection began a slot refresh that never ended;
+/// every flush timed out, nothing reached Redis for minutes, and the
+/// counts were lost as "unanswered".)
+pub fn redis_cluster_clicks_are_stored_after_a_fail_back(bin: &Path) {
+    let Some(mut cluster) = crate::cluster::or_skip(crate::cluster::RedisCluster::start(3)) else {
+        return;
+    };
+    let store = cluster.seeds();
+    let dir = tmp();
+    let server = Server::start(
+        bin,
+        dir.path(),
+        &[
+            "--store",
+            store.as_str(),
+            "--store-timeout",
+            "1s",
+            "--stats-flush",
+            "100ms",
+            "--threads",
+            "1",
+        ],
+    );
+    let mut c = Client::connect(server.addr()).unwrap();
+    let codes: Vec<String> = (0..24)
+        .map(|i| new_code(&mut c, &format!("https://example.com/fail-back/{i}")))
+        .collect();
+    let http_addr = server.http_addr();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let clicking = {
+        let (stop, codes) = (stop.clone(), codes.clone());
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                for code in &codes {
+                    let mut stream = std::net::TcpStream::connect(http_addr).unwrap();
+                    let request = format!(
+                        "GET /{code} HTTP/1.1\r\nHost: s\r\nConnection: close\r\n{HUMAN}\r\n"
+                    );
+                    stream.write_all(request.as_bytes()).unwrap();
+                    let _ = stream.read_to_end(&mut Vec::new());
+                }
+            }
+        })
+    };
+    let primary = cluster.a_primary();
+    let replica = cluster.replica_of(primary);
+    cluster.kill9(primary);
+    cluster.wait_until_primary(replica).unwrap();
+    cluster.restart(primary).unwrap();
+    cluster.wait_until_replicated().unwrap();
+    let out = cluster.cli(primary, &["cluster", "failover"]);
+    assert!(out.is_some_and(|o| o.contains("OK")), "CLUSTER FAILOVER");
+    cluster.wait_until_primary(primary).unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    clicking.join().unwrap();
+    // What the store holds now (clicks of the failover itself may be lost
+    // as unanswered, and refused ones may still arrive: only a lower
+    // bound is asserted), then two clicks each.
+    let human = |code: &str| -> u64 {
+        cluster
+            .hget(&format!("{{{code}}}:clicks"), "human")
+            .map_or(0, |n| n.parse().unwrap())
+    };
+    let before: Vec<u64> = codes.iter().map(|code| human(code)).collect();
+    for code in &codes {
+        visit(http_addr, "GET", code, HUMAN, 302);
+        visit(http_addr, "GET", code, HUMAN, 302);
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let missing: Vec<(&String, u64, u64)> = codes
+            .iter()
+            .zip(&before)
+            .map(|(code, &b)| (code, b, human(code)))
+            .filter(|&(_, b, now)| now < b + 2)
+            .collect();
+        if missing.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "clicks not in the store 20 s after they were made: (code, before, now) \
+             {missing:?}\n{}",
+            server.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    drop(c);
+    assert!(server.stop().success());
+}

@@ -112,6 +112,12 @@ pub fn civil(day: u32) -> (i64, u32, u32) {
 pub struct RedisStats {
     runtime: tokio::runtime::Runtime,
     conn: Conn,
+    /// Where, and each request's bound: for a new connection.
+    spec: RedisSpec,
+    timeout: Duration,
+    /// A pipeline went unanswered on a cluster connection: the next flush
+    /// first connects anew (below).
+    reconnect: bool,
     /// Links' counts a Redis refused (out of memory, read-only, ...):
     /// nothing of them was applied; they go again with the next flush.
     retry: ClickMap,
@@ -136,7 +142,14 @@ impl RedisStats {
         timeout: Duration,
         marker: Option<Marker>,
     ) -> Result<Self, String> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
+        // A worker thread of its own: a cluster connection repairs itself
+        // (slot refreshes, reconnects) in a background task, which on a
+        // current-thread runtime ran only inside a flush's `block_on` and
+        // stood still between flushes, a repair begun in one flush frozen
+        // until the next (review 24 saw a refresh that never ended).
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("shorty-stats-io")
             .enable_all()
             .build()
             .map_err(|e| e.to_string())?;
@@ -144,6 +157,9 @@ impl RedisStats {
         Ok(Self {
             runtime,
             conn,
+            spec: spec.clone(),
+            timeout,
+            reconnect: false,
             retry: ClickMap::default(),
             loaded: None,
             marker,
@@ -552,6 +568,25 @@ impl StatsSink for RedisStats {
     }
 
     fn apply(&mut self, maps: &[std::sync::Arc<ClickMap>], through: u64) -> io::Result<()> {
+        // After an unanswered pipeline on a cluster connection, a new one
+        // from the seeds: review 24 saw the old one time out every flush
+        // for minutes after a fail-back (its slot refresh never ended),
+        // each flush losing its pipelines in flight as "unanswered". A
+        // single Redis's connection manager reconnects by itself (`live`).
+        let fresh = if self.reconnect {
+            let fresh = self
+                .runtime
+                .block_on(connect(&self.spec, self.timeout, false));
+            if let Ok(conn) = &fresh {
+                tracing::info!("statistics: connected to the store anew after an unanswered flush");
+                self.conn = conn.clone();
+                self.loaded = None;
+                self.reconnect = false;
+            }
+            fresh.map(drop)
+        } else {
+            Ok(())
+        };
         let conn = self.conn.clone();
         let one_slot = matches!(conn, Conn::Cluster(_));
         // What a Redis refused last time goes again, first.
@@ -559,7 +594,14 @@ impl StatsSink for RedisStats {
         let all: Vec<&ClickMap> = std::iter::once(&waiting)
             .chain(maps.iter().map(|map| &**map))
             .collect();
-        if let Err(err) = self.runtime.block_on(live(&conn)) {
+        let live = match fresh {
+            Ok(()) => self
+                .runtime
+                .block_on(live(&conn))
+                .map_err(|e| e.to_string()),
+            Err(err) => Err(format!("a new connection failed: {err}")),
+        };
+        if let Err(err) = live {
             // Nothing was sent: every link waits for the next flush.
             let mut keys: Vec<u64> = all.iter().flat_map(|map| map.keys().copied()).collect();
             keys.sort_unstable();
@@ -592,6 +634,7 @@ impl StatsSink for RedisStats {
             first_error,
             ..
         } = round;
+        self.reconnect |= unknown > 0 && one_slot;
         let mut room = MAX_RETRY_LINKS;
         let dropped = keep_for_retry(&all, &refused, &mut room, &mut self.retry);
         match first_error {
