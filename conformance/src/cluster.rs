@@ -528,14 +528,20 @@ impl RedisCluster {
     /// What `GET key` holds on the key's primary (found through any
     /// running node, following redirects), `None` for nothing.
     pub fn get(&self, key: &str) -> Option<String> {
+        self.read(&["get", key])
+    }
+
+    /// A read command's string answer on its key's primary (found through
+    /// any running node, following redirects), `None` for nil.
+    fn read(&self, command: &[&str]) -> Option<String> {
         let node = self
             .nodes
             .iter()
             .find(|n| n.child.is_some())
             .expect("a running node");
-        let out = cli(node.port, &["-c", "--no-raw", "get", key])
-            .unwrap_or_else(|| panic!("redis-cli get {key} failed"));
-        assert!(!out.starts_with("(error)"), "GET {key}: {out}");
+        let args = [&["-c", "--no-raw"][..], command].concat();
+        let out = cli(node.port, &args).unwrap_or_else(|| panic!("redis-cli {command:?} failed"));
+        assert!(!out.starts_with("(error)"), "{command:?}: {out}");
         let out = out.trim_end_matches('\n');
         (out != "(nil)").then(|| out.trim_matches('"').to_owned())
     }
@@ -616,16 +622,7 @@ impl RedisCluster {
     /// What `HGET key field` holds on the key's primary (found through any
     /// running node, following redirects), `None` for nothing.
     pub fn hget(&self, key: &str, field: &str) -> Option<String> {
-        let node = self
-            .nodes
-            .iter()
-            .find(|n| n.child.is_some())
-            .expect("a running node");
-        let out = cli(node.port, &["-c", "--no-raw", "hget", key, field])
-            .unwrap_or_else(|| panic!("redis-cli hget {key} failed"));
-        assert!(!out.starts_with("(error)"), "HGET {key}: {out}");
-        let out = out.trim_end_matches('\n');
-        (out != "(nil)").then(|| out.trim_matches('"').to_owned())
+        self.read(&["hget", key, field])
     }
 
     /// Kills every node (the whole cluster down).
