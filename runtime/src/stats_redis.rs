@@ -574,9 +574,14 @@ impl StatsSink for RedisStats {
         // each flush losing its pipelines in flight as "unanswered". A
         // single Redis's connection manager reconnects by itself (`live`).
         let fresh = if self.reconnect {
-            let fresh = self
-                .runtime
-                .block_on(connect(&self.spec, self.timeout, false));
+            // Bounded as the store thread's first connection is: a cluster
+            // client's connect can wait on a node that never answers.
+            let (spec, timeout) = (&self.spec, self.timeout);
+            let fresh = self.runtime.block_on(async {
+                tokio::time::timeout(timeout * 5, connect(spec, timeout, false))
+                    .await
+                    .unwrap_or_else(|_| Err("timed out".to_owned()))
+            });
             if let Ok(conn) = &fresh {
                 tracing::info!("statistics: connected to the store anew after an unanswered flush");
                 self.conn = conn.clone();
