@@ -515,14 +515,10 @@ pub async fn load_or_create_key(conn: &mut Conn) -> Result<CodeKey, String> {
     getrandom::fill(&mut key).map_err(|e| e.to_string())?;
     // A refused SET (a full or read-only store) matters only if no key
     // exists yet: every later start merely reads it.
-    let created = conn
-        .query(redis::cmd("SET").arg(CODE_KEY).arg(&key[..]).arg("NX"))
-        .await;
-    let stored = conn
-        .query(redis::cmd("GET").arg(CODE_KEY))
+    let (created, stored) = put_key_unless_there(conn, &key)
         .await
         .map_err(|e| e.to_string())?;
-    let stored = match (bytes_of(&stored), created) {
+    let stored = match (stored, created) {
         (Some(stored), _) => stored,
         (None, Err(err)) => return Err(format!("cannot create {CODE_KEY}: {err}")),
         (None, Ok(_)) => return Err("the store holds no code key".into()),
@@ -531,6 +527,24 @@ pub async fn load_or_create_key(conn: &mut Conn) -> Result<CodeKey, String> {
         .try_into()
         .map_err(|_| format!("{CODE_KEY} in the store is damaged (not 16 bytes)"))?;
     Ok(CodeKey(key))
+}
+
+/// `SET shorty:key KEY NX`, then what `shorty:key` holds (the key every
+/// node makes codes with, whoever put it there first), with the `SET`'s
+/// own answer beside it: at a node's start, and when a running node finds
+/// the key gone (`Store::check_code_key`).
+///
+/// # Errors
+/// The `GET` failed.
+async fn put_key_unless_there(
+    conn: &mut Conn,
+    key: &[u8; 16],
+) -> RedisResult<(RedisResult<Value>, Option<Vec<u8>>)> {
+    let created = conn
+        .query(redis::cmd("SET").arg(CODE_KEY).arg(&key[..]).arg("NX"))
+        .await;
+    let stored = conn.query(redis::cmd("GET").arg(CODE_KEY)).await?;
+    Ok((created, bytes_of(&stored)))
 }
 
 /// The store's settings.
@@ -722,18 +736,10 @@ impl Store {
     /// first put back the same, or another node made a new one, which the
     /// read after says).
     async fn check_code_key(&self, conn: &mut Conn) -> Result<(), IdError> {
-        let get = redis::cmd("GET").arg(CODE_KEY).clone();
-        let mut stored = conn.query(&get).await.map_err(IdError::Store)?;
-        if bytes_of(&stored).is_none() {
-            let put = redis::cmd("SET")
-                .arg(CODE_KEY)
-                .arg(&self.code_key[..])
-                .arg("NX")
-                .clone();
-            conn.query(&put).await.map_err(IdError::Store)?;
-            stored = conn.query(&get).await.map_err(IdError::Store)?;
-        }
-        if bytes_of(&stored).as_deref() == Some(&self.code_key[..]) {
+        let (_, stored) = put_key_unless_there(conn, &self.code_key)
+            .await
+            .map_err(IdError::Store)?;
+        if stored.as_deref() == Some(&self.code_key[..]) {
             return Ok(());
         }
         Err(self.lose_ids(format!(

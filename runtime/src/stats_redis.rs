@@ -562,6 +562,29 @@ impl RedisStats {
     }
 }
 
+impl RedisStats {
+    /// After an unanswered pipeline on a cluster connection, a new one
+    /// from the seeds (see [`StatsSink::apply`]); bounded as the store
+    /// thread's first connection is, since a cluster client's connect can
+    /// wait on a node that never answers.
+    fn reconnect_if_asked(&mut self) -> Result<(), String> {
+        if !self.reconnect {
+            return Ok(());
+        }
+        let (spec, timeout) = (&self.spec, self.timeout);
+        let conn = self.runtime.block_on(async {
+            tokio::time::timeout(timeout * 5, connect(spec, timeout, false))
+                .await
+                .unwrap_or_else(|_| Err("timed out".to_owned()))
+        })?;
+        tracing::info!("statistics: connected to the store anew after an unanswered flush");
+        self.conn = conn;
+        self.loaded = None;
+        self.reconnect = false;
+        Ok(())
+    }
+}
+
 impl StatsSink for RedisStats {
     fn waiting_links(&self) -> usize {
         self.retry.len()
@@ -573,25 +596,7 @@ impl StatsSink for RedisStats {
         // for minutes after a fail-back (its slot refresh never ended),
         // each flush losing its pipelines in flight as "unanswered". A
         // single Redis's connection manager reconnects by itself (`live`).
-        let fresh = if self.reconnect {
-            // Bounded as the store thread's first connection is: a cluster
-            // client's connect can wait on a node that never answers.
-            let (spec, timeout) = (&self.spec, self.timeout);
-            let fresh = self.runtime.block_on(async {
-                tokio::time::timeout(timeout * 5, connect(spec, timeout, false))
-                    .await
-                    .unwrap_or_else(|_| Err("timed out".to_owned()))
-            });
-            if let Ok(conn) = &fresh {
-                tracing::info!("statistics: connected to the store anew after an unanswered flush");
-                self.conn = conn.clone();
-                self.loaded = None;
-                self.reconnect = false;
-            }
-            fresh.map(drop)
-        } else {
-            Ok(())
-        };
+        let fresh = self.reconnect_if_asked();
         let conn = self.conn.clone();
         let one_slot = matches!(conn, Conn::Cluster(_));
         // What a Redis refused last time goes again, first.
